@@ -1,0 +1,321 @@
+"""JSON API: sign-up, API tokens, the caller's account, organisations and members."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from fastapi import APIRouter, status
+
+from store.accounts import service
+from store.accounts.models import AccessToken, Organization
+from store.accounts.schemas import (
+    AccountAdminUpdate,
+    AccountOut,
+    InvitationOut,
+    InviteIn,
+    Login,
+    MemberOut,
+    MeOut,
+    MyOrg,
+    OrgCreate,
+    OrgOut,
+    OrgUpdate,
+    PasswordChange,
+    RoleIn,
+    SignUp,
+    TokenCreate,
+    TokenIssued,
+    TokenOut,
+    VerificationDecision,
+)
+from store.db import utcnow
+from store.deps import AdminAccount, CurrentAccount, DbSession
+from store.errors import NotFound
+
+router = APIRouter(tags=["accounts"])
+
+
+def _issued(issued: service.IssuedToken) -> TokenIssued:
+    return TokenIssued.model_validate(
+        {**TokenOut.model_validate(issued.token).model_dump(), "token": issued.secret}
+    )
+
+
+def _expiry(days: int | None):  # type: ignore[no-untyped-def]
+    return utcnow() + timedelta(days=days) if days else None
+
+
+@router.post("/accounts", status_code=status.HTTP_201_CREATED, response_model=AccountOut)
+def sign_up(body: SignUp, session: DbSession) -> object:
+    """Create an account. Usernames are lowercase registry account names."""
+    return service.create_account(
+        session,
+        username=body.username,
+        email=body.email,
+        password=body.password,
+        display_name=body.display_name,
+    )
+
+
+@router.post("/auth/token", status_code=status.HTTP_201_CREATED, response_model=TokenIssued)
+def log_in(body: Login, session: DbSession) -> TokenIssued:
+    """Exchange a username (or e-mail) and password for a personal access token with the
+    `api` and `pull` scopes."""
+    account = service.authenticate(session, login=body.login, password=body.password)
+    issued = service.create_token(
+        session,
+        kind="personal",
+        name=body.token_name,
+        scopes=["api", "pull"],
+        created_by=account,
+        expires_at=_expiry(body.expires_in_days),
+    )
+    return _issued(issued)
+
+
+@router.get("/me", response_model=MeOut)
+def me(account: CurrentAccount, session: DbSession) -> MeOut:
+    """The calling account and the organisations it belongs to."""
+    orgs = service.organizations_of(session, account)
+    return MeOut(
+        account=AccountOut.model_validate(account),
+        organizations=[MyOrg(organization=OrgOut.model_validate(o), role=r) for o, r in orgs],
+    )
+
+
+@router.post("/me/password", status_code=status.HTTP_204_NO_CONTENT)
+def change_password(body: PasswordChange, account: CurrentAccount, session: DbSession) -> None:
+    """Change the password; sessions and cached credential checks made before stop working."""
+    service.change_password(
+        session, account=account, current=body.current_password, new=body.new_password
+    )
+
+
+@router.get("/me/tokens", response_model=list[TokenOut])
+def my_tokens(account: CurrentAccount, session: DbSession) -> object:
+    return service.list_tokens(session, account=account)
+
+
+@router.post("/me/tokens", status_code=status.HTTP_201_CREATED, response_model=TokenIssued)
+def create_my_token(body: TokenCreate, account: CurrentAccount, session: DbSession) -> TokenIssued:
+    """Create a personal access token. `pull`/`push` work as the password of `docker login`;
+    `api` works for this API. The secret is in the response only."""
+    issued = service.create_token(
+        session,
+        kind="personal",
+        name=body.name,
+        scopes=list(body.scopes),
+        created_by=account,
+        expires_at=_expiry(body.expires_in_days),
+    )
+    return _issued(issued)
+
+
+def _own_token(
+    session: DbSession, token_id: uuid.UUID, *, org: Organization | None, account_id: uuid.UUID
+) -> AccessToken:
+    token = session.get(AccessToken, token_id)
+    if token is None:
+        raise NotFound("No such token")
+    if org is not None and token.organization_id != org.id:
+        raise NotFound("No such token")
+    if org is None and token.account_id != account_id:
+        raise NotFound("No such token")
+    return token
+
+
+@router.delete("/me/tokens/{token_id}", response_model=TokenOut)
+def revoke_my_token(token_id: uuid.UUID, account: CurrentAccount, session: DbSession) -> object:
+    token = _own_token(session, token_id, org=None, account_id=account.id)
+    return service.revoke_token(session, token=token, actor=account)
+
+
+@router.get("/me/invitations", response_model=list[InvitationOut])
+def my_invitations(account: CurrentAccount, session: DbSession) -> object:
+    return service.pending_invitations(session, account)
+
+
+@router.post("/me/invitations/{invitation_id}/accept", response_model=InvitationOut)
+def accept_invitation(
+    invitation_id: uuid.UUID, account: CurrentAccount, session: DbSession
+) -> object:
+    return service.answer_invitation(
+        session, invitation_id=invitation_id, account=account, accept=True
+    )
+
+
+@router.post("/me/invitations/{invitation_id}/decline", response_model=InvitationOut)
+def decline_invitation(
+    invitation_id: uuid.UUID, account: CurrentAccount, session: DbSession
+) -> object:
+    return service.answer_invitation(
+        session, invitation_id=invitation_id, account=account, accept=False
+    )
+
+
+@router.get("/orgs", response_model=list[OrgOut], tags=["organizations"])
+def list_orgs(session: DbSession, verified: bool | None = None) -> object:
+    """Every publisher; filter with `verified=true|false`."""
+    return service.list_organizations(session, verified=verified)
+
+
+@router.post(
+    "/orgs", status_code=status.HTTP_201_CREATED, response_model=OrgOut, tags=["organizations"]
+)
+def create_org(body: OrgCreate, account: CurrentAccount, session: DbSession) -> object:
+    """Create a publisher organisation; its slug becomes the registry namespace and the
+    caller its first owner."""
+    return service.create_organization(
+        session,
+        owner=account,
+        slug=body.slug,
+        name=body.name,
+        description=body.description,
+        website=body.website,
+    )
+
+
+@router.get("/orgs/{slug}", response_model=OrgOut, tags=["organizations"])
+def get_org(slug: str, session: DbSession) -> object:
+    return service.get_organization(session, slug)
+
+
+@router.patch("/orgs/{slug}", response_model=OrgOut, tags=["organizations"])
+def update_org(slug: str, body: OrgUpdate, account: CurrentAccount, session: DbSession) -> object:
+    org = service.get_organization(session, slug)
+    return service.update_organization(
+        session, org=org, actor=account, **body.model_dump(exclude_unset=True)
+    )
+
+
+@router.get("/orgs/{slug}/members", response_model=list[MemberOut], tags=["organizations"])
+def list_members(slug: str, account: CurrentAccount, session: DbSession) -> list[MemberOut]:
+    org = service.get_organization(session, slug)
+    service.require_role(session, account, org, "viewer")
+    return [
+        MemberOut(
+            username=m.account.username,
+            display_name=m.account.display_name,
+            role=m.role,
+            since=m.created_at,
+        )
+        for m in service.members(session, org)
+    ]
+
+
+@router.post(
+    "/orgs/{slug}/invitations", status_code=status.HTTP_201_CREATED, tags=["organizations"]
+)
+def invite(
+    slug: str, body: InviteIn, account: CurrentAccount, session: DbSession
+) -> dict[str, object]:
+    """Invite an existing account by username; it joins when it accepts."""
+    org = service.get_organization(session, slug)
+    invitation = service.invite_member(
+        session, org=org, actor=account, username=body.username, role=body.role
+    )
+    return {
+        "id": str(invitation.id),
+        "username": invitation.account.username,
+        "role": invitation.role,
+    }
+
+
+@router.put("/orgs/{slug}/members/{username}", response_model=MemberOut, tags=["organizations"])
+def change_role(
+    slug: str, username: str, body: RoleIn, account: CurrentAccount, session: DbSession
+) -> MemberOut:
+    org = service.get_organization(session, slug)
+    m = service.change_role(session, org=org, actor=account, username=username, role=body.role)
+    return MemberOut(
+        username=m.account.username,
+        display_name=m.account.display_name,
+        role=m.role,
+        since=m.created_at,
+    )
+
+
+@router.delete(
+    "/orgs/{slug}/members/{username}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    tags=["organizations"],
+)
+def remove_member(slug: str, username: str, account: CurrentAccount, session: DbSession) -> None:
+    org = service.get_organization(session, slug)
+    service.remove_member(session, org=org, actor=account, username=username)
+
+
+@router.post("/orgs/{slug}/verification", response_model=OrgOut, tags=["organizations"])
+def request_verification(slug: str, account: CurrentAccount, session: DbSession) -> object:
+    """Ask the store's administrators to verify this publisher."""
+    org = service.get_organization(session, slug)
+    return service.request_verification(session, org=org, actor=account)
+
+
+@router.get("/orgs/{slug}/tokens", response_model=list[TokenOut], tags=["organizations"])
+def list_robot_tokens(slug: str, account: CurrentAccount, session: DbSession) -> object:
+    org = service.get_organization(session, slug)
+    service.require_role(session, account, org, "owner")
+    return service.list_tokens(session, org=org)
+
+
+@router.post(
+    "/orgs/{slug}/tokens",
+    status_code=status.HTTP_201_CREATED,
+    response_model=TokenIssued,
+    tags=["organizations"],
+)
+def create_robot_token(
+    slug: str, body: TokenCreate, account: CurrentAccount, session: DbSession
+) -> TokenIssued:
+    """A robot token for CI: `pull` and/or `push` on this organisation's namespace."""
+    org = service.get_organization(session, slug)
+    issued = service.create_token(
+        session,
+        kind="robot",
+        name=body.name,
+        scopes=list(body.scopes),
+        created_by=account,
+        org=org,
+        expires_at=_expiry(body.expires_in_days),
+    )
+    return _issued(issued)
+
+
+@router.delete("/orgs/{slug}/tokens/{token_id}", response_model=TokenOut, tags=["organizations"])
+def revoke_robot_token(
+    slug: str, token_id: uuid.UUID, account: CurrentAccount, session: DbSession
+) -> object:
+    org = service.get_organization(session, slug)
+    service.require_role(session, account, org, "owner")
+    token = _own_token(session, token_id, org=org, account_id=account.id)
+    return service.revoke_token(session, token=token, actor=account)
+
+
+@router.get("/admin/accounts", response_model=list[AccountOut], tags=["admin"])
+def admin_accounts(admin: AdminAccount, session: DbSession, q: str = "") -> object:
+    return service.list_accounts(session, query=q[:100])
+
+
+@router.patch("/admin/accounts/{username}", response_model=AccountOut, tags=["admin"])
+def admin_update_account(
+    username: str, body: AccountAdminUpdate, admin: AdminAccount, session: DbSession
+) -> object:
+    account = service.get_account_by_username(session, username)
+    if body.is_admin is not None:
+        service.set_admin(session, account=account, is_admin=body.is_admin)
+    if body.is_active is not None:
+        service.set_active(session, account=account, active=body.is_active)
+    return account
+
+
+@router.post("/admin/orgs/{slug}/verification", response_model=OrgOut, tags=["admin"])
+def admin_verify(
+    slug: str, body: VerificationDecision, admin: AdminAccount, session: DbSession
+) -> object:
+    """Approve (verified badge) or reject a publisher, with a note."""
+    org = service.get_organization(session, slug)
+    return service.set_verified(
+        session, org=org, actor=admin, verified=body.verified, note=body.note
+    )

@@ -1,0 +1,137 @@
+"""API shapes for accounts, organisations and tokens."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ORM(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class SignUp(BaseModel):
+    username: str = Field(max_length=64, examples=["alice"])
+    email: str = Field(max_length=254, examples=["alice@example.com"])
+    password: str = Field(max_length=256)
+    display_name: str = Field(default="", max_length=120)
+
+
+class AccountOut(ORM):
+    id: uuid.UUID
+    username: str
+    email: str
+    display_name: str
+    is_admin: bool
+    is_active: bool
+    created_at: datetime
+
+
+class PublicAccount(ORM):
+    username: str
+    display_name: str
+
+
+class Login(BaseModel):
+    login: str = Field(max_length=254, description="Username or e-mail address")
+    password: str = Field(max_length=256)
+    token_name: str = Field(default="API session", max_length=100)
+    expires_in_days: int | None = Field(default=30, ge=1, le=3650)
+
+
+class PasswordChange(BaseModel):
+    current_password: str = Field(max_length=256)
+    new_password: str = Field(max_length=256)
+
+
+class TokenCreate(BaseModel):
+    name: str = Field(max_length=100, examples=["laptop"])
+    scopes: list[Literal["pull", "push", "api"]] = Field(default_factory=lambda: ["pull"])
+    expires_in_days: int | None = Field(default=None, ge=1, le=3650)
+
+
+class TokenOut(ORM):
+    id: uuid.UUID
+    kind: str
+    name: str
+    prefix: str
+    scopes: list[str]
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class TokenIssued(TokenOut):
+    token: str = Field(description="The secret. It is shown once and cannot be retrieved again.")
+
+
+class OrgCreate(BaseModel):
+    slug: str = Field(max_length=64, description="Registry namespace", examples=["acme"])
+    name: str = Field(max_length=120, examples=["Acme Corp"])
+    description: str = Field(default="", max_length=5000)
+    website: str = Field(default="", max_length=500)
+
+
+class OrgUpdate(BaseModel):
+    name: str | None = Field(default=None, max_length=120)
+    description: str | None = Field(default=None, max_length=5000)
+    website: str | None = Field(default=None, max_length=500)
+
+
+class OrgOut(ORM):
+    id: uuid.UUID
+    slug: str
+    name: str
+    description: str
+    website: str
+    verified: bool
+    verified_at: datetime | None
+    verification_requested_at: datetime | None
+    created_at: datetime
+
+
+class MyOrg(BaseModel):
+    organization: OrgOut
+    role: str
+
+
+class MeOut(BaseModel):
+    account: AccountOut
+    organizations: list[MyOrg]
+
+
+class MemberOut(BaseModel):
+    username: str
+    display_name: str
+    role: str
+    since: datetime
+
+
+class InviteIn(BaseModel):
+    username: str = Field(max_length=64)
+    role: Literal["owner", "editor", "viewer"] = "viewer"
+
+
+class RoleIn(BaseModel):
+    role: Literal["owner", "editor", "viewer"]
+
+
+class InvitationOut(ORM):
+    id: uuid.UUID
+    organization: OrgOut
+    role: str
+    created_at: datetime
+
+
+class VerificationDecision(BaseModel):
+    verified: bool
+    note: str = Field(default="", max_length=2000)
+
+
+class AccountAdminUpdate(BaseModel):
+    is_admin: bool | None = None
+    is_active: bool | None = None

@@ -1,0 +1,518 @@
+"""Accounts, organisations, memberships, invitations and access tokens.
+
+Services take the session first and never commit: the caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from store import security, validation
+from store.accounts.models import AccessToken, Account, Invitation, Membership, Organization
+from store.db import utcnow
+from store.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
+
+ROLES = ("viewer", "editor", "owner")
+TOKEN_SCOPES = {
+    "personal": ("pull", "push", "api"),
+    "robot": ("pull", "push"),
+    "refresh": ("pull", "push"),
+}
+# last_used_at is written at most this often, so hot credential checks do not write each time.
+_LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+# --- accounts -------------------------------------------------------------------------
+
+
+def create_account(
+    session: Session,
+    *,
+    username: str,
+    email: str,
+    password: str,
+    display_name: str = "",
+    is_admin: bool = False,
+) -> Account:
+    username = validation.username(username.lower())
+    email = validation.email(email)
+    validation.password(password)
+    display_name = validation.text(display_name, what="Display name", max_len=120)
+    if session.scalar(select(Account.id).where(Account.username == username)):
+        raise Conflict(f"The username '{username}' is taken", code="username_taken")
+    if session.scalar(select(Account.id).where(Account.email == email)):
+        raise Conflict("An account with this e-mail address exists", code="email_taken")
+    account = Account(
+        username=username,
+        email=email,
+        display_name=display_name or username,
+        password_hash=security.hash_password(password),
+        is_admin=is_admin,
+    )
+    session.add(account)
+    session.flush()
+    return account
+
+
+def get_account(session: Session, account_id: uuid.UUID) -> Account:
+    account = session.get(Account, account_id)
+    if account is None:
+        raise NotFound("No such account")
+    return account
+
+
+def find_account(session: Session, username_or_email: str) -> Account | None:
+    key = username_or_email.strip().lower()
+    column = Account.email if "@" in key else Account.username
+    return session.scalar(select(Account).where(column == key))
+
+
+def get_account_by_username(session: Session, username: str) -> Account:
+    account = session.scalar(select(Account).where(Account.username == username.strip().lower()))
+    if account is None:
+        raise NotFound(f"No account named '{username}'")
+    return account
+
+
+def authenticate(session: Session, *, login: str, password: str) -> Account:
+    """The active account with this username or e-mail and password; Unauthorized otherwise."""
+    account = find_account(session, login)
+    if account is None:
+        security.burn_password_check(password)
+        raise Unauthorized("Incorrect username or password", code="bad_credentials")
+    if not security.verify_password(account.password_hash, password):
+        raise Unauthorized("Incorrect username or password", code="bad_credentials")
+    if not account.is_active:
+        raise Forbidden("This account is disabled", code="account_disabled")
+    if security.password_needs_rehash(account.password_hash):
+        account.password_hash = security.hash_password(password)
+    return account
+
+
+def change_password(session: Session, *, account: Account, current: str, new: str) -> None:
+    if not security.verify_password(account.password_hash, current):
+        raise Unauthorized("The current password is not correct", code="bad_credentials")
+    set_password(session, account=account, password=new)
+
+
+def set_password(session: Session, *, account: Account, password: str) -> None:
+    validation.password(password)
+    account.password_hash = security.hash_password(password)
+    account.password_changed_at = utcnow()
+    session.flush()
+
+
+def list_accounts(session: Session, *, query: str = "") -> list[Account]:
+    stmt = select(Account).order_by(Account.username)
+    if query:
+        like = f"%{query.lower()}%"
+        stmt = stmt.where(Account.username.like(like) | Account.email.like(like))
+    return list(session.scalars(stmt))
+
+
+def set_admin(session: Session, *, account: Account, is_admin: bool) -> Account:
+    account.is_admin = is_admin
+    session.flush()
+    return account
+
+
+def set_active(session: Session, *, account: Account, active: bool) -> Account:
+    account.is_active = active
+    session.flush()
+    return account
+
+
+# --- organisations and memberships ----------------------------------------------------
+
+
+def create_organization(
+    session: Session,
+    *,
+    owner: Account,
+    slug: str,
+    name: str,
+    description: str = "",
+    website: str = "",
+) -> Organization:
+    slug = validation.namespace(slug.lower())
+    name = validation.text(name, what="Name", max_len=120, required=True)
+    if session.scalar(select(Organization.id).where(Organization.slug == slug)):
+        raise Conflict(f"The namespace '{slug}' is taken", code="namespace_taken")
+    org = Organization(
+        slug=slug,
+        name=name,
+        description=validation.text(description, what="Description", max_len=5000),
+        website=validation.optional_url(website, what="Website"),
+    )
+    session.add(org)
+    session.flush()
+    session.add(Membership(organization_id=org.id, account_id=owner.id, role="owner"))
+    session.flush()
+    return org
+
+
+def update_organization(
+    session: Session,
+    *,
+    org: Organization,
+    actor: Account,
+    name: str | None = None,
+    description: str | None = None,
+    website: str | None = None,
+) -> Organization:
+    require_role(session, actor, org, "owner")
+    if name is not None:
+        org.name = validation.text(name, what="Name", max_len=120, required=True)
+    if description is not None:
+        org.description = validation.text(description, what="Description", max_len=5000)
+    if website is not None:
+        org.website = validation.optional_url(website, what="Website")
+    session.flush()
+    return org
+
+
+def get_organization(session: Session, slug: str) -> Organization:
+    org = session.scalar(select(Organization).where(Organization.slug == slug.strip().lower()))
+    if org is None:
+        raise NotFound(f"No organization named '{slug}'")
+    return org
+
+
+def list_organizations(session: Session, *, verified: bool | None = None) -> list[Organization]:
+    stmt = select(Organization).order_by(Organization.slug)
+    if verified is True:
+        stmt = stmt.where(Organization.verified_at.is_not(None))
+    elif verified is False:
+        stmt = stmt.where(Organization.verified_at.is_(None))
+    return list(session.scalars(stmt))
+
+
+def organizations_of(session: Session, account: Account) -> list[tuple[Organization, str]]:
+    rows = session.execute(
+        select(Organization, Membership.role)
+        .join(Membership, Membership.organization_id == Organization.id)
+        .where(Membership.account_id == account.id)
+        .order_by(Organization.slug)
+    )
+    return [(org, role) for org, role in rows]
+
+
+def role_of(session: Session, account: Account | None, org: Organization) -> str | None:
+    if account is None:
+        return None
+    return session.scalar(
+        select(Membership.role).where(
+            Membership.organization_id == org.id, Membership.account_id == account.id
+        )
+    )
+
+
+def has_role(session: Session, account: Account | None, org: Organization, minimum: str) -> bool:
+    if account is None:
+        return False
+    if account.is_admin:
+        return True
+    role = role_of(session, account, org)
+    return role is not None and ROLES.index(role) >= ROLES.index(minimum)
+
+
+def require_role(
+    session: Session, account: Account | None, org: Organization, minimum: str
+) -> None:
+    if account is None:
+        raise Unauthorized("Log in first")
+    if not has_role(session, account, org, minimum):
+        raise Forbidden(f"You need the {minimum} role in '{org.slug}' to do this")
+
+
+def members(session: Session, org: Organization) -> list[Membership]:
+    return list(
+        session.scalars(
+            select(Membership)
+            .join(Account, Account.id == Membership.account_id)
+            .where(Membership.organization_id == org.id)
+            .order_by(Account.username)
+        )
+    )
+
+
+def _check_role(role: str) -> str:
+    if role not in ROLES:
+        raise ValidationFailed(f"Role must be one of {', '.join(ROLES)}")
+    return role
+
+
+def invite_member(
+    session: Session, *, org: Organization, actor: Account, username: str, role: str
+) -> Invitation:
+    require_role(session, actor, org, "owner")
+    _check_role(role)
+    invitee = get_account_by_username(session, username)
+    if role_of(session, invitee, org) is not None:
+        raise Conflict(f"{invitee.username} is already a member of {org.slug}")
+    pending = session.scalar(
+        select(Invitation).where(
+            Invitation.organization_id == org.id,
+            Invitation.account_id == invitee.id,
+            Invitation.accepted_at.is_(None),
+            Invitation.declined_at.is_(None),
+        )
+    )
+    if pending is not None:
+        pending.role = role
+        session.flush()
+        return pending
+    invitation = Invitation(
+        organization_id=org.id, account_id=invitee.id, role=role, invited_by_id=actor.id
+    )
+    session.add(invitation)
+    session.flush()
+    return invitation
+
+
+def pending_invitations(session: Session, account: Account) -> list[Invitation]:
+    return list(
+        session.scalars(
+            select(Invitation)
+            .where(
+                Invitation.account_id == account.id,
+                Invitation.accepted_at.is_(None),
+                Invitation.declined_at.is_(None),
+            )
+            .order_by(Invitation.created_at)
+        )
+    )
+
+
+def org_invitations(session: Session, org: Organization) -> list[Invitation]:
+    return list(
+        session.scalars(
+            select(Invitation)
+            .where(
+                Invitation.organization_id == org.id,
+                Invitation.accepted_at.is_(None),
+                Invitation.declined_at.is_(None),
+            )
+            .order_by(Invitation.created_at)
+        )
+    )
+
+
+def answer_invitation(
+    session: Session, *, invitation_id: uuid.UUID, account: Account, accept: bool
+) -> Invitation:
+    invitation = session.get(Invitation, invitation_id)
+    if invitation is None or invitation.account_id != account.id:
+        raise NotFound("No such invitation")
+    if not invitation.pending:
+        raise Conflict("This invitation was already answered")
+    now = utcnow()
+    if accept:
+        invitation.accepted_at = now
+        if role_of(session, account, invitation.organization) is None:
+            session.add(
+                Membership(
+                    organization_id=invitation.organization_id,
+                    account_id=account.id,
+                    role=invitation.role,
+                )
+            )
+    else:
+        invitation.declined_at = now
+    session.flush()
+    return invitation
+
+
+def _owner_count(session: Session, org: Organization) -> int:
+    return (
+        session.scalar(
+            select(func.count()).where(
+                Membership.organization_id == org.id, Membership.role == "owner"
+            )
+        )
+        or 0
+    )
+
+
+def change_role(
+    session: Session, *, org: Organization, actor: Account, username: str, role: str
+) -> Membership:
+    require_role(session, actor, org, "owner")
+    _check_role(role)
+    target = get_account_by_username(session, username)
+    membership = session.scalar(
+        select(Membership).where(
+            Membership.organization_id == org.id, Membership.account_id == target.id
+        )
+    )
+    if membership is None:
+        raise NotFound(f"{target.username} is not a member of {org.slug}")
+    if membership.role == "owner" and role != "owner" and _owner_count(session, org) == 1:
+        raise Conflict("An organization needs at least one owner")
+    membership.role = role
+    session.flush()
+    return membership
+
+
+def remove_member(session: Session, *, org: Organization, actor: Account, username: str) -> None:
+    target = get_account_by_username(session, username)
+    if target.id != actor.id:  # members may always leave
+        require_role(session, actor, org, "owner")
+    membership = session.scalar(
+        select(Membership).where(
+            Membership.organization_id == org.id, Membership.account_id == target.id
+        )
+    )
+    if membership is None:
+        raise NotFound(f"{target.username} is not a member of {org.slug}")
+    if membership.role == "owner" and _owner_count(session, org) == 1:
+        raise Conflict("An organization needs at least one owner")
+    session.delete(membership)
+    session.flush()
+
+
+def request_verification(session: Session, *, org: Organization, actor: Account) -> Organization:
+    require_role(session, actor, org, "owner")
+    if org.verified:
+        raise Conflict(f"{org.slug} is already verified")
+    org.verification_requested_at = utcnow()
+    session.flush()
+    return org
+
+
+def set_verified(
+    session: Session, *, org: Organization, actor: Account, verified: bool, note: str = ""
+) -> Organization:
+    if not actor.is_admin:
+        raise Forbidden("Only administrators verify publishers")
+    org.verified_at = utcnow() if verified else None
+    org.verification_requested_at = None
+    org.verification_note = validation.text(note, what="Note", max_len=2000)
+    session.flush()
+    return org
+
+
+# --- access tokens --------------------------------------------------------------------
+
+
+@dataclass
+class IssuedToken:
+    token: AccessToken
+    secret: str  # shown once
+
+
+def _check_scopes(kind: str, scopes: list[str]) -> list[str]:
+    allowed = TOKEN_SCOPES[kind]
+    cleaned = sorted({s.strip() for s in scopes if s.strip()})
+    if not cleaned:
+        raise ValidationFailed(f"Choose at least one scope ({', '.join(allowed)})")
+    bad = [s for s in cleaned if s not in allowed]
+    if bad:
+        raise ValidationFailed(
+            f"Unknown scope {', '.join(bad)} for a {kind} token; allowed: {', '.join(allowed)}"
+        )
+    return cleaned
+
+
+def create_token(
+    session: Session,
+    *,
+    kind: str,
+    name: str,
+    scopes: list[str],
+    created_by: Account,
+    account: Account | None = None,
+    org: Organization | None = None,
+    expires_at: datetime | None = None,
+) -> IssuedToken:
+    """Issue a personal (account), robot (organisation) or refresh token."""
+    if kind not in TOKEN_SCOPES:
+        raise ValidationFailed("Unknown token kind")
+    if kind == "robot":
+        if org is None:
+            raise ValidationFailed("A robot token belongs to an organization")
+        require_role(session, created_by, org, "owner")
+        account = None
+    else:
+        account = account or created_by
+        if account.id != created_by.id and not created_by.is_admin:
+            raise Forbidden("You can only create tokens for yourself")
+        org = None
+    name = validation.text(name, what="Token name", max_len=100, required=True)
+    scopes = _check_scopes(kind, scopes)
+    if expires_at is not None and expires_at <= utcnow():
+        raise ValidationFailed("The expiry must be in the future")
+    secret = security.generate_token(kind)
+    token = AccessToken(
+        kind=kind,
+        account_id=account.id if account else None,
+        organization_id=org.id if org else None,
+        name=name,
+        prefix=secret[:12],
+        token_hash=security.hash_token(secret),
+        scopes=scopes,
+        created_by_id=created_by.id,
+        expires_at=expires_at,
+    )
+    session.add(token)
+    session.flush()
+    return IssuedToken(token=token, secret=secret)
+
+
+def list_tokens(
+    session: Session,
+    *,
+    account: Account | None = None,
+    org: Organization | None = None,
+    include_revoked: bool = False,
+) -> list[AccessToken]:
+    stmt = select(AccessToken).order_by(AccessToken.created_at.desc())
+    if org is not None:
+        stmt = stmt.where(AccessToken.organization_id == org.id, AccessToken.kind == "robot")
+    elif account is not None:
+        stmt = stmt.where(AccessToken.account_id == account.id, AccessToken.kind == "personal")
+    if not include_revoked:
+        stmt = stmt.where(AccessToken.revoked_at.is_(None))
+    return list(session.scalars(stmt))
+
+
+def get_token(session: Session, token_id: uuid.UUID) -> AccessToken:
+    token = session.get(AccessToken, token_id)
+    if token is None:
+        raise NotFound("No such token")
+    return token
+
+
+def revoke_token(session: Session, *, token: AccessToken, actor: Account) -> AccessToken:
+    if token.organization is not None:
+        require_role(session, actor, token.organization, "owner")
+    elif token.account_id != actor.id and not actor.is_admin:
+        raise NotFound("No such token")
+    if token.revoked_at is None:
+        token.revoked_at = utcnow()
+    session.flush()
+    return token
+
+
+def resolve_token(session: Session, secret: str, *, touch: bool = True) -> AccessToken | None:
+    """The usable token with this secret, or None (unknown, malformed, expired, revoked)."""
+    if security.token_kind(secret) is None:
+        return None
+    token = session.scalar(
+        select(AccessToken).where(AccessToken.token_hash == security.hash_token(secret))
+    )
+    now = utcnow()
+    if token is None or not token.is_usable(now):
+        return None
+    owner = token.account
+    if owner is not None and not owner.is_active:
+        return None
+    if touch and (token.last_used_at is None or now - token.last_used_at > _LAST_USED_RESOLUTION):
+        token.last_used_at = now
+        session.flush()
+    return token

@@ -1,0 +1,69 @@
+"""The application factory: nothing is read from the environment at import time."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from store import STATIC_DIR, __version__
+from store.config import Settings
+from store.db import make_engine, make_sessionmaker
+from store.http_errors import install_error_handlers
+
+API_DESCRIPTION = """
+The Store's JSON API: accounts, publishers, products and tiers, entitlements, licenses,
+registry access and search.
+
+Authenticate with a personal access token that has the `api` scope:
+`Authorization: Bearer stp_...`. Errors always have the shape
+`{"error": "<stable code>", "detail": "<message for people>"}`.
+"""
+
+
+def create_app(settings: Settings | None = None, *, migrate: bool | None = None) -> FastAPI:
+    settings = settings or Settings()
+    settings.ensure_data_dir()
+    engine = make_engine(settings.resolved_database_url)
+    if migrate is None:
+        migrate = settings.is_sqlite
+    if migrate:
+        from store import migrate as migrations
+
+        migrations.upgrade(engine)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        engine.dispose()
+
+    app = FastAPI(
+        title="Store",
+        version=__version__,
+        description=API_DESCRIPTION,
+        lifespan=lifespan,
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessionmaker = make_sessionmaker(engine)
+
+    install_error_handlers(app)
+    _include_routers(app)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
+
+
+def _include_routers(app: FastAPI) -> None:
+    from store.accounts.api import router as accounts_api
+    from store.catalog.api import router as catalog_api
+    from store.licensing.api import router as licensing_api
+    from store.web.pages import install as install_web
+
+    for router in (accounts_api, catalog_api, licensing_api):
+        app.include_router(router, prefix="/api/v1")
+    install_web(app)

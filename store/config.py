@@ -1,0 +1,101 @@
+"""One typed settings object, read from STORE_* environment variables and an optional .env."""
+
+from __future__ import annotations
+
+import secrets
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STORE_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Path("./store-data")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default is SQLite in the data directory."
+    )
+    public_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="Address users and the registry reach the store at.",
+    )
+    secret_key: str | None = Field(
+        default=None, description="Signs sessions and encrypts keys; generated on first start."
+    )
+    environment: Literal["development", "production", "test"] = "development"
+
+    # Registry token authentication (distribution "token" auth).
+    registry_url: str = "http://127.0.0.1:5000"
+    registry_service: str = "store-registry"
+    registry_issuer: str = "store-token-issuer"
+    registry_token_ttl: int = Field(default=300, ge=60, le=3600)
+    registry_notify_secret: str | None = None
+
+    # Web sessions.
+    session_max_age: int = 14 * 24 * 3600
+    cookie_secure: bool | None = None
+
+    # Paging.
+    page_size: int = Field(default=24, ge=1, le=100)
+
+    @field_validator("public_url", "registry_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            url = self.database_url
+            if url.startswith("postgresql://"):
+                url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+            return url
+        return f"sqlite:///{(self.data_dir / 'store.db').resolve()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+    @property
+    def secure_cookies(self) -> bool:
+        if self.cookie_secure is not None:
+            return self.cookie_secure
+        return self.public_url.startswith("https://")
+
+    @cached_property
+    def resolved_secret_key(self) -> str:
+        """The configured secret, or one generated once and kept in the data directory."""
+        if self.secret_key:
+            return self.secret_key
+        path = self.data_dir / "secret.key"
+        if path.exists():
+            return path.read_text().strip()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        value = secrets.token_urlsafe(48)
+        # Create exclusively so two processes starting together agree on one secret.
+        try:
+            with open(path, "x") as fh:
+                fh.write(value)
+            path.chmod(0o600)
+        except FileExistsError:
+            return path.read_text().strip()
+        return value
+
+    @cached_property
+    def resolved_notify_secret(self) -> str:
+        if self.registry_notify_secret:
+            return self.registry_notify_secret
+        import hashlib
+        import hmac
+
+        return hmac.new(
+            self.resolved_secret_key.encode(), b"registry-notifications", hashlib.sha256
+        ).hexdigest()
+
+    def ensure_data_dir(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,128 @@
+"""JSON API: entitlements (get a free tier, grant, revoke) and "why can't I pull?"."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, status
+
+from store.accounts import service as accounts
+from store.catalog import service as catalog
+from store.db import utcnow
+from store.deps import Caller, CurrentAccount, DbSession, SettingsDep
+from store.errors import Forbidden
+from store.licensing import entitlements
+from store.licensing.models import Entitlement
+from store.licensing.schemas import AccessOut, EntitlementOut, GrantIn, RevokeIn
+
+router = APIRouter(tags=["entitlements"])
+
+
+def entitlement_out(e: Entitlement) -> EntitlementOut:
+    holder = f"user:{e.account.username}" if e.account else f"org:{e.organization.slug}"  # type: ignore[union-attr]
+    return EntitlementOut.model_validate(
+        {
+            "id": e.id,
+            "holder": holder,
+            "product": e.product,
+            "tier": e.tier,
+            "source": e.source,
+            "status": e.status,
+            "effective_status": e.effective_status(utcnow()),
+            "starts_at": e.starts_at,
+            "ends_at": e.ends_at,
+            "grace_until": e.grace_until,
+            "seats": e.seats,
+            "features": e.features,
+            "reason": e.reason,
+            "revoked_at": e.revoked_at,
+            "created_at": e.created_at,
+        }
+    )
+
+
+@router.get("/me/entitlements", response_model=list[EntitlementOut])
+def my_entitlements(account: CurrentAccount, session: DbSession) -> list[EntitlementOut]:
+    """Everything the caller may use: its own entitlements and its organisations'."""
+    return [entitlement_out(e) for e in entitlements.entitlements_of(session, account)]
+
+
+@router.post(
+    "/products/{org}/{name}/tiers/{tier}/get",
+    status_code=status.HTTP_201_CREATED,
+    response_model=EntitlementOut,
+)
+def get_free(
+    org: str, name: str, tier: str, account: CurrentAccount, session: DbSession
+) -> EntitlementOut:
+    """The "Get" button of a free tier: the entitlement is active at once. Paid tiers answer 402."""
+    product = catalog.get_visible_product(session, f"{org}/{name}", account)
+    tier_obj = catalog.get_tier_by_slug(session, product, tier)
+    return entitlement_out(entitlements.get_free_tier(session, account=account, tier=tier_obj))
+
+
+@router.post("/entitlements", status_code=status.HTTP_201_CREATED, response_model=EntitlementOut)
+def grant(body: GrantIn, account: CurrentAccount, session: DbSession) -> EntitlementOut:
+    """Grant a tier to an account or organisation without payment (admins and the
+    publisher's owners)."""
+    product = catalog.get_product_by_repository(session, body.repository)
+    tier = catalog.get_tier_by_slug(session, product, body.tier)
+    holder = accounts.get_account_by_username(session, body.username) if body.username else None
+    org = accounts.get_organization(session, body.organization) if body.organization else None
+    return entitlement_out(
+        entitlements.grant(
+            session,
+            actor=account,
+            tier=tier,
+            account=holder,
+            org=org,
+            ends_at=body.ends_at,
+            reason=body.reason,
+        )
+    )
+
+
+@router.get("/entitlements/{entitlement_id}", response_model=EntitlementOut)
+def get_entitlement(
+    entitlement_id: uuid.UUID, account: CurrentAccount, session: DbSession
+) -> EntitlementOut:
+    return entitlement_out(entitlements.get_visible_entitlement(session, entitlement_id, account))
+
+
+@router.post("/entitlements/{entitlement_id}/revoke", response_model=EntitlementOut)
+def revoke(
+    entitlement_id: uuid.UUID, body: RevokeIn, account: CurrentAccount, session: DbSession
+) -> EntitlementOut:
+    """Revoke for good, with a reason; every license issued for it is revoked too."""
+    entitlement = entitlements.get_visible_entitlement(session, entitlement_id, account)
+    return entitlement_out(
+        entitlements.revoke(session, entitlement=entitlement, actor=account, reason=body.reason)
+    )
+
+
+@router.get("/products/{org}/{name}/entitlements", response_model=list[EntitlementOut])
+def product_entitlements(
+    org: str, name: str, account: CurrentAccount, session: DbSession
+) -> list[EntitlementOut]:
+    """The product's customers (the publisher's owners and admins)."""
+    product = catalog.get_visible_product(session, f"{org}/{name}", account)
+    if not accounts.has_role(session, account, product.organization, "owner"):
+        raise Forbidden("Only the publisher's owners see its customers")
+    return [entitlement_out(e) for e in entitlements.entitlements_of_product(session, product)]
+
+
+@router.get("/products/{org}/{name}/access", response_model=AccessOut, tags=["registry"])
+def access(
+    org: str, name: str, caller: Caller, session: DbSession, settings: SettingsDep
+) -> AccessOut:
+    """Why can (or can't) the caller pull this product's repository, and where to get access."""
+    product = catalog.get_visible_product(session, f"{org}/{name}", caller.account)
+    decision = entitlements.access_for(session, caller.account, product)
+    return AccessOut(
+        repository=product.repository,
+        allowed=decision.allowed,
+        reason=decision.reason,
+        message=decision.message,
+        product_url=f"{settings.public_url}/products/{product.repository}",
+        entitlement_id=decision.entitlement.id if decision.entitlement else None,
+    )

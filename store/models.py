@@ -1,0 +1,28 @@
+"""Every model, imported in one place so Alembic and the app see the whole schema."""
+
+from store.accounts.models import AccessToken, Account, Invitation, Membership, Organization
+from store.catalog.models import Category, Product, Tier, product_categories
+from store.db import Base
+from store.keys.models import SigningKey
+from store.licensing.models import Entitlement, License
+from store.registry.models import HubRepository, HubTag, ProcessedEvent, PullCounter
+
+__all__ = [
+    "AccessToken",
+    "Account",
+    "Base",
+    "Category",
+    "Entitlement",
+    "HubRepository",
+    "HubTag",
+    "Invitation",
+    "License",
+    "Membership",
+    "Organization",
+    "ProcessedEvent",
+    "Product",
+    "PullCounter",
+    "SigningKey",
+    "Tier",
+    "product_categories",
+]

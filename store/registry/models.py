@@ -1,0 +1,83 @@
+"""The hub: every repository the registry holds, its tags and pull counts."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Date,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from store.db import Base, new_id, utcnow
+
+
+class HubRepository(Base):
+    __tablename__ = "hub_repositories"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(255), unique=True)  # "<namespace>/<repo>"
+    namespace: Mapped[str] = mapped_column(String(64), index=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    # Private repositories are seen only by their namespace's members.
+    private: Mapped[bool] = mapped_column(Boolean, default=False)
+    pull_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    star_count: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_pushed_at: Mapped[datetime | None] = mapped_column(default=None)
+    last_pulled_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    tags: Mapped[list[HubTag]] = relationship(
+        back_populates="repository", cascade="all, delete-orphan", order_by="HubTag.name"
+    )
+
+
+class HubTag(Base):
+    __tablename__ = "hub_tags"
+    __table_args__ = (UniqueConstraint("repository_id", "name"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    repository_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("hub_repositories.id", ondelete="CASCADE")
+    )
+    name: Mapped[str] = mapped_column(String(128))
+    digest: Mapped[str] = mapped_column(String(100))
+    media_type: Mapped[str] = mapped_column(String(200), default="")
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+    pushed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    pushed_by: Mapped[str] = mapped_column(String(128), default="")
+
+    repository: Mapped[HubRepository] = relationship(back_populates="tags")
+
+
+class PullCounter(Base):
+    """Manifest pulls of one repository on one day (UTC)."""
+
+    __tablename__ = "pull_counters"
+
+    repository_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("hub_repositories.id", ondelete="CASCADE"), primary_key=True
+    )
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ProcessedEvent(Base):
+    """Events from outside (registry notifications, payment webhooks) acted on exactly once."""
+
+    __tablename__ = "processed_events"
+    __table_args__ = (UniqueConstraint("source", "event_id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    source: Mapped[str] = mapped_column(String(16))  # registry | stripe
+    event_id: Mapped[str] = mapped_column(String(255))
+    event_type: Mapped[str] = mapped_column(String(100), default="")
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,92 @@
+"""Shared validators: registry-compatible names, e-mail addresses, URLs."""
+
+from __future__ import annotations
+
+import re
+
+from store.errors import ValidationFailed
+
+# distribution's path-component grammar: lowercase alphanumerics separated by ".", "_", "__"
+# or runs of "-".
+_COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
+RESERVED_NAMES = frozenset(
+    {
+        "admin",
+        "api",
+        "anonymous",
+        "license",
+        "licenses",
+        "library",
+        "login",
+        "logout",
+        "robot",
+        "root",
+        "signup",
+        "static",
+        "store",
+        "support",
+        "system",
+        "token",
+        "v1",
+        "v2",
+    }
+)
+
+
+def registry_component(value: str, *, what: str, min_len: int = 2, max_len: int = 64) -> str:
+    value = value.strip()
+    if not min_len <= len(value) <= max_len:
+        raise ValidationFailed(f"{what} must be {min_len} to {max_len} characters long")
+    if not _COMPONENT.match(value):
+        raise ValidationFailed(
+            f"{what} may use lowercase letters, digits and single '.', '_' or '-' between them"
+        )
+    return value
+
+
+def username(value: str) -> str:
+    value = registry_component(value, what="Username", min_len=3, max_len=39)
+    if value in RESERVED_NAMES:
+        raise ValidationFailed(f"The username '{value}' is reserved")
+    return value
+
+
+def namespace(value: str) -> str:
+    value = registry_component(value, what="Organization name", min_len=2, max_len=64)
+    if value in RESERVED_NAMES:
+        raise ValidationFailed(f"The namespace '{value}' is reserved")
+    return value
+
+
+def email(value: str) -> str:
+    value = value.strip().lower()
+    if len(value) > 254 or not _EMAIL.match(value):
+        raise ValidationFailed("Enter a valid e-mail address")
+    return value
+
+
+def password(value: str) -> str:
+    if len(value) < 10:
+        raise ValidationFailed("Passwords must be at least 10 characters long")
+    if len(value) > 256:
+        raise ValidationFailed("Passwords must be at most 256 characters long")
+    return value
+
+
+def optional_url(value: str | None, *, what: str) -> str:
+    value = (value or "").strip()
+    if not value:
+        return ""
+    if len(value) > 500 or not re.match(r"^https?://[^\s<>\"']+$", value):
+        raise ValidationFailed(f"{what} must be an http:// or https:// address")
+    return value
+
+
+def text(value: str | None, *, what: str, max_len: int, required: bool = False) -> str:
+    value = (value or "").strip()
+    if required and not value:
+        raise ValidationFailed(f"{what} is required")
+    if len(value) > max_len:
+        raise ValidationFailed(f"{what} must be at most {max_len} characters long")
+    return value
