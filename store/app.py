@@ -62,8 +62,15 @@ def _include_routers(app: FastAPI) -> None:
     from store.accounts.api import router as accounts_api
     from store.catalog.api import router as catalog_api
     from store.licensing.api import router as licensing_api
+    from store.licensing.pages import router as licensing_pages
+    from store.licensing.public import router as licensing_public
+    from store.registry.routes import router as registry_routes
     from store.web.pages import install as install_web
 
     for router in (accounts_api, catalog_api, licensing_api):
         app.include_router(router, prefix="/api/v1")
+    # Registry token endpoint and notifications, license keys and revocation lists.
+    app.include_router(registry_routes)
+    app.include_router(licensing_public)
+    app.include_router(licensing_pages)
     install_web(app)
