@@ -12,6 +12,7 @@ from store import STATIC_DIR, __version__
 from store.config import Settings
 from store.db import make_engine, make_sessionmaker
 from store.http_errors import install_error_handlers
+from store.keys.service import KeyRing
 
 API_DESCRIPTION = """
 The Store's JSON API: accounts, publishers, products and tiers, entitlements, licenses,
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
+    app.state.keyring = KeyRing(lambda: app.state.sessionmaker, settings.resolved_secret_key)
 
     install_error_handlers(app)
     _include_routers(app)
