@@ -32,7 +32,9 @@ def make_admin(session: Session, username: str = "root-admin") -> Account:
     return make_account(session, username, is_admin=True)
 
 
-def make_org(session: Session, owner: Account, slug: str | None = None, **overrides: Any) -> Organization:
+def make_org(
+    session: Session, owner: Account, slug: str | None = None, **overrides: Any
+) -> Organization:
     slug = slug or f"org{next(_seq)}"
     return accounts.create_organization(
         session, owner=owner, slug=slug, name=overrides.pop("name", slug.title()), **overrides
@@ -69,7 +71,9 @@ def make_product(
     return product
 
 
-def paid_tier(slug: str = "pro", amount: int = 4900, billing: str = "month", **kw: Any) -> dict[str, Any]:
+def paid_tier(
+    slug: str = "pro", amount: int = 4900, billing: str = "month", **kw: Any
+) -> dict[str, Any]:
     return {"slug": slug, "billing": billing, "amount_minor": amount, "currency": "usd", **kw}
 
 
@@ -77,7 +81,9 @@ def tier_of(product: Product, slug: str) -> Tier:
     return catalog.get_tier_by_slug(None, product, slug)  # type: ignore[arg-type]
 
 
-def api_token(session: Session, account: Account, scopes: tuple[str, ...] = ("api", "pull", "push")) -> str:
+def api_token(
+    session: Session, account: Account, scopes: tuple[str, ...] = ("api", "pull", "push")
+) -> str:
     issued = accounts.create_token(
         session, kind="personal", name="tests", scopes=list(scopes), created_by=account
     )

@@ -1,0 +1,307 @@
+"""The JSON API through HTTP: status codes, the one error shape, and the main flows."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
+
+from tests.factories import (
+    PASSWORD,
+    api_token,
+    auth,
+    make_account,
+    make_admin,
+    make_org,
+    make_product,
+)
+
+
+def _signup(client: TestClient, username: str) -> str:
+    r = client.post(
+        "/api/v1/accounts",
+        json={"username": username, "email": f"{username}@example.com", "password": PASSWORD},
+    )
+    assert r.status_code == 201, r.text
+    r = client.post("/api/v1/auth/token", json={"login": username, "password": PASSWORD})
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["token"].startswith("stp_") and sorted(body["scopes"]) == ["api", "pull"]
+    return str(body["token"])
+
+
+def test_publisher_and_customer_flow(client: TestClient) -> None:
+    pub = _signup(client, "publisher")
+    cust = _signup(client, "customer")
+    r = client.post("/api/v1/orgs", json={"slug": "acme", "name": "Acme"}, headers=auth(pub))
+    assert r.status_code == 201 and r.json()["verified"] is False
+    r = client.post(
+        "/api/v1/orgs/acme/products",
+        json={
+            "slug": "redis-ha",
+            "title": "Redis HA",
+            "kind": "image",
+            "categories": ["databases"],
+            "description_md": "**fast** <script>x</script>",
+        },
+        headers=auth(pub),
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["status"] == "draft"
+    assert "<strong>fast</strong>" in r.json()["description_html"]
+    assert "<script>" not in r.json()["description_html"]
+    # Drafts do not leak.
+    assert client.get("/api/v1/products/acme/redis-ha").status_code == 404
+    assert client.get("/api/v1/products/acme/redis-ha", headers=auth(cust)).status_code == 404
+    r = client.post(
+        "/api/v1/products/acme/redis-ha/status", json={"status": "published"}, headers=auth(pub)
+    )
+    assert r.status_code == 409 and r.json()["error"] == "no_tiers"
+    for tier in (
+        {"slug": "community", "billing": "free"},
+        {"slug": "pro", "billing": "month", "amount_minor": 4900, "trial_days": 14, "seats": 5},
+    ):
+        r = client.post("/api/v1/products/acme/redis-ha/tiers", json=tier, headers=auth(pub))
+        assert r.status_code == 201, r.text
+    r = client.post(
+        "/api/v1/products/acme/redis-ha/status", json={"status": "published"}, headers=auth(pub)
+    )
+    assert r.status_code == 200 and r.json()["published_at"]
+    r = client.get("/api/v1/products", params={"category": "databases"})
+    assert [p["repository"] for p in r.json()["items"]] == ["acme/redis-ha"]
+    assert [t["slug"] for t in r.json()["items"][0]["tiers"]] == ["community", "pro"]
+
+    # A customer gets the free tier; the paid one needs payment.
+    r = client.post("/api/v1/products/acme/redis-ha/tiers/pro/get", headers=auth(cust))
+    assert r.status_code == 402 and r.json()["error"] == "tier_not_free"
+    r = client.get("/api/v1/products/acme/redis-ha/access", headers=auth(cust))
+    assert r.json()["allowed"] is False and r.json()["reason"] == "no_license"
+    assert r.json()["product_url"] == "http://store.test/products/acme/redis-ha"
+    r = client.post("/api/v1/products/acme/redis-ha/tiers/community/get", headers=auth(cust))
+    assert r.status_code == 201 and r.json()["effective_status"] == "active"
+    entitlement_id = r.json()["id"]
+    assert client.get("/api/v1/products/acme/redis-ha/access", headers=auth(cust)).json()["allowed"]
+    mine = client.get("/api/v1/me/entitlements", headers=auth(cust)).json()
+    assert [e["id"] for e in mine] == [entitlement_id]
+    assert mine[0]["holder"] == "user:customer"
+
+    # The publisher sees and revokes; the customer cannot revoke.
+    customers = client.get("/api/v1/products/acme/redis-ha/entitlements", headers=auth(pub)).json()
+    assert [e["id"] for e in customers] == [entitlement_id]
+    r = client.post(
+        f"/api/v1/entitlements/{entitlement_id}/revoke", json={"reason": "x"}, headers=auth(cust)
+    )
+    assert r.status_code == 403
+    r = client.post(
+        f"/api/v1/entitlements/{entitlement_id}/revoke", json={"reason": "abuse"}, headers=auth(pub)
+    )
+    assert r.status_code == 200 and r.json()["status"] == "revoked"
+    r = client.get("/api/v1/products/acme/redis-ha/access", headers=auth(cust))
+    assert r.json()["reason"] == "revoked"
+
+
+def test_error_shape_and_status_codes(client: TestClient, session: Session) -> None:
+    account = make_account(session, "someone")
+    token = api_token(session, account)
+    cases = [
+        (client.get("/api/v1/me"), 401, "authentication_required"),
+        (client.get("/api/v1/me", headers=auth("stp_nonsense")), 401, "bad_token"),
+        (
+            client.get("/api/v1/me", headers=auth(api_token(session, account, ("pull",)))),
+            403,
+            "insufficient_scope",
+        ),
+        (client.get("/api/v1/orgs/nope"), 404, "not_found"),
+        (client.get("/api/v1/products", params={"pricing": "cheap"}), 422, "invalid"),
+        (client.get("/api/v1/products", params={"per_page": 1000}), 422, "invalid"),
+        (client.post("/api/v1/accounts", json={"username": "x"}), 422, "invalid"),
+        (
+            client.post(
+                "/api/v1/accounts",
+                content=b"{not json",
+                headers={"content-type": "application/json"},
+            ),
+            422,
+            "invalid",
+        ),
+        (
+            client.post("/api/v1/orgs", json={"slug": "Bad!", "name": "x"}, headers=auth(token)),
+            422,
+            "invalid",
+        ),
+        (
+            client.post(
+                "/api/v1/auth/token", json={"login": "someone", "password": "wrong password"}
+            ),
+            401,
+            "bad_credentials",
+        ),
+        (client.get("/api/v1/admin/accounts", headers=auth(token)), 403, "forbidden"),
+        (client.get("/api/v1/entitlements/not-a-uuid", headers=auth(token)), 422, "invalid"),
+        (client.delete("/api/v1/products"), 405, "method_not_allowed"),
+        (client.get("/api/v1/no/such/route"), 404, "not_found"),
+    ]
+    for response, status, code in cases:
+        assert response.status_code == status, (response.request.url, response.text)
+        body = response.json()
+        assert body["error"] == code, (response.request.url, body)
+        assert isinstance(body["detail"], str) and body["detail"]
+
+
+def test_conflicts(client: TestClient, session: Session) -> None:
+    owner = make_account(session, "owner1")
+    make_org(session, owner, "taken")
+    token = api_token(session, owner)
+    r = client.post("/api/v1/orgs", json={"slug": "taken", "name": "x"}, headers=auth(token))
+    assert (r.status_code, r.json()["error"]) == (409, "namespace_taken")
+    r = client.post(
+        "/api/v1/accounts",
+        json={"username": "owner1", "email": "n@example.com", "password": PASSWORD},
+    )
+    assert (r.status_code, r.json()["error"]) == (409, "username_taken")
+
+
+def test_tokens_api(client: TestClient, session: Session) -> None:
+    owner = make_account(session, "tokenowner")
+    org = make_org(session, owner, "tokorg")
+    token = api_token(session, owner)
+    r = client.post(
+        "/api/v1/me/tokens",
+        json={"name": "laptop", "scopes": ["pull", "push"], "expires_in_days": 30},
+        headers=auth(token),
+    )
+    assert r.status_code == 201 and r.json()["token"].startswith("stp_")
+    created = r.json()
+    listed = client.get("/api/v1/me/tokens", headers=auth(token)).json()
+    assert created["id"] in [t["id"] for t in listed]
+    assert all("token" not in t for t in listed)  # the secret is never shown again
+    r = client.delete(f"/api/v1/me/tokens/{created['id']}", headers=auth(token))
+    assert r.status_code == 200 and r.json()["revoked_at"]
+    r = client.post(
+        "/api/v1/orgs/tokorg/tokens", json={"name": "ci", "scopes": ["push"]}, headers=auth(token)
+    )
+    assert r.status_code == 201 and r.json()["token"].startswith("str_")
+    robot_id = r.json()["id"]
+    r = client.post(
+        "/api/v1/orgs/tokorg/tokens", json={"name": "ci", "scopes": ["api"]}, headers=auth(token)
+    )
+    assert r.status_code == 422
+    # A stranger cannot see or revoke the organisation's robots.
+    stranger = api_token(session, make_account(session, "stranger"))
+    assert client.get("/api/v1/orgs/tokorg/tokens", headers=auth(stranger)).status_code == 403
+    assert (
+        client.delete(f"/api/v1/orgs/tokorg/tokens/{robot_id}", headers=auth(stranger)).status_code
+        == 403
+    )
+    assert client.delete(f"/api/v1/me/tokens/{robot_id}", headers=auth(token)).status_code == 404
+    assert org.slug == "tokorg"
+
+
+def test_members_and_invitations_api(client: TestClient, session: Session) -> None:
+    owner = make_account(session, "boss")
+    make_org(session, owner, "team")
+    guest = make_account(session, "guest")
+    owner_token, guest_token = api_token(session, owner), api_token(session, guest)
+    r = client.post(
+        "/api/v1/orgs/team/invitations",
+        json={"username": "guest", "role": "editor"},
+        headers=auth(owner_token),
+    )
+    assert r.status_code == 201
+    invitations = client.get("/api/v1/me/invitations", headers=auth(guest_token)).json()
+    assert [i["organization"]["slug"] for i in invitations] == ["team"]
+    r = client.post(
+        f"/api/v1/me/invitations/{invitations[0]['id']}/accept", headers=auth(guest_token)
+    )
+    assert r.status_code == 200
+    members = client.get("/api/v1/orgs/team/members", headers=auth(guest_token)).json()
+    assert {(m["username"], m["role"]) for m in members} == {("boss", "owner"), ("guest", "editor")}
+    r = client.put(
+        "/api/v1/orgs/team/members/guest", json={"role": "owner"}, headers=auth(guest_token)
+    )
+    assert r.status_code == 403
+    r = client.put(
+        "/api/v1/orgs/team/members/guest", json={"role": "viewer"}, headers=auth(owner_token)
+    )
+    assert r.status_code == 200 and r.json()["role"] == "viewer"
+    r = client.delete("/api/v1/orgs/team/members/guest", headers=auth(guest_token))
+    assert r.status_code == 204
+    me = client.get("/api/v1/me", headers=auth(guest_token)).json()
+    assert me["organizations"] == []
+
+
+def test_admin_api(client: TestClient, session: Session) -> None:
+    admin = make_admin(session)
+    owner = make_account(session, "pubowner")
+    org = make_org(session, owner, "verifyme")
+    product = make_product(session, org, owner, "thing")
+    token = api_token(session, admin)
+    r = client.post(
+        "/api/v1/admin/orgs/verifyme/verification",
+        json={"verified": True, "note": "ok"},
+        headers=auth(token),
+    )
+    assert r.status_code == 200 and r.json()["verified"] is True
+    r = client.post(
+        f"/api/v1/products/{product.repository}/badges",
+        json={"official": True, "certified": True},
+        headers=auth(token),
+    )
+    assert r.status_code == 200 and r.json()["official"] and r.json()["certified"]
+    r = client.get("/api/v1/products", params={"badge": "verified"})
+    assert [p["repository"] for p in r.json()["items"]] == ["verifyme/thing"]
+    r = client.post(
+        f"/api/v1/products/{product.repository}/status",
+        json={"status": "suspended", "reason": "abuse"},
+        headers=auth(token),
+    )
+    assert r.status_code == 200
+    assert client.get(f"/api/v1/products/{product.repository}").status_code == 404
+    r = client.get("/api/v1/products", params={"status": "suspended"}, headers=auth(token))
+    assert [p["repository"] for p in r.json()["items"]] == ["verifyme/thing"]
+    r = client.patch(
+        "/api/v1/admin/accounts/pubowner", json={"is_active": False}, headers=auth(token)
+    )
+    assert r.status_code == 200 and r.json()["is_active"] is False
+
+
+def test_grant_api(client: TestClient, session: Session) -> None:
+    owner = make_account(session, "granter")
+    org = make_org(session, owner, "grants")
+    make_product(
+        session,
+        org,
+        owner,
+        "app",
+        tiers=[{"slug": "pro", "billing": "year", "amount_minor": 10000}],
+    )
+    make_account(session, "lucky")
+    token = api_token(session, owner)
+    body = {
+        "repository": "grants/app",
+        "tier": "pro",
+        "username": "lucky",
+        "ends_at": "2030-01-01T00:00:00Z",
+    }
+    r = client.post("/api/v1/entitlements", json=body, headers=auth(token))
+    assert (
+        r.status_code == 201
+        and r.json()["source"] == "grant"
+        and r.json()["ends_at"].startswith("2030")
+    )
+    r = client.post(
+        "/api/v1/entitlements", json={**body, "organization": "grants"}, headers=auth(token)
+    )
+    assert r.status_code == 422
+    r = client.post(
+        "/api/v1/entitlements", json={**body, "ends_at": "2030-01-01T00:00:00"}, headers=auth(token)
+    )
+    assert r.status_code == 422 and "time zone" in r.json()["detail"]
+    r = client.post("/api/v1/entitlements", json={**body, "tier": "nope"}, headers=auth(token))
+    assert r.status_code == 404
+
+
+def test_openapi_documents_the_api(client: TestClient) -> None:
+    schema = client.get("/api/v1/openapi.json").json()
+    assert "/api/v1/products" in schema["paths"]
+    assert "/api/v1/products/{org}/{name}/access" in schema["paths"]
+    assert schema["info"]["title"] == "Store"
