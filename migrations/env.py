@@ -8,6 +8,7 @@ from sqlalchemy import Connection
 from store.config import Settings
 from store.db import make_engine
 from store.models import Base
+from store.search.schema import include_object
 
 config = context.config
 target_metadata = Base.metadata
@@ -19,6 +20,7 @@ def _run(connection: Connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_object=include_object,
     )
     with context.begin_transaction():
         context.run_migrations()
@@ -38,7 +40,9 @@ def run_migrations_online() -> None:
 
 def run_migrations_offline() -> None:
     url = config.get_main_option("sqlalchemy.url") or Settings().resolved_database_url
-    context.configure(url=url, target_metadata=target_metadata, literal_binds=True)
+    context.configure(
+        url=url, target_metadata=target_metadata, literal_binds=True, include_object=include_object
+    )
     with context.begin_transaction():
         context.run_migrations()
 

@@ -13,6 +13,7 @@ from store.config import Settings
 from store.db import make_engine, make_sessionmaker
 from store.http_errors import install_error_handlers
 from store.keys.service import KeyRing
+from store.models import Base  # noqa: F401  (every model mapped before the first request)
 
 API_DESCRIPTION = """
 The Store's JSON API: accounts, publishers, products and tiers, entitlements, licenses,
@@ -38,6 +39,9 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
+        registry = getattr(app.state, "registry", None)
+        if registry is not None:
+            registry.dispose()
         engine.dispose()
 
     app = FastAPI(
@@ -62,17 +66,30 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
 
 def _include_routers(app: FastAPI) -> None:
     from store.accounts.api import router as accounts_api
+    from store.billing.api import router as billing_api
+    from store.billing.pages import router as billing_pages
+    from store.billing.webhook_api import router as billing_webhook
     from store.catalog.api import router as catalog_api
     from store.licensing.api import router as licensing_api
     from store.licensing.pages import router as licensing_pages
     from store.licensing.public import router as licensing_public
+    from store.registry.api import router as registry_api
     from store.registry.routes import router as registry_routes
+    from store.search.api import router as search_api
+    from store.search.docker_api import router as docker_search
+    from store.search.pages import router as search_pages
     from store.web.pages import install as install_web
 
-    for router in (accounts_api, catalog_api, licensing_api):
+    for router in (accounts_api, catalog_api, licensing_api, registry_api, billing_api, search_api):
         app.include_router(router, prefix="/api/v1")
     # Registry token endpoint and notifications, license keys and revocation lists.
     app.include_router(registry_routes)
     app.include_router(licensing_public)
     app.include_router(licensing_pages)
+    # `docker search` (the index search API) and the search page.
+    app.include_router(docker_search)
+    app.include_router(search_pages)
+    # Payment webhooks, checkout and purchase pages.
+    app.include_router(billing_webhook)
+    app.include_router(billing_pages)
     install_web(app)

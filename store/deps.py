@@ -22,6 +22,9 @@ def get_settings(request: Request) -> Settings:
 def get_session(request: Request) -> Iterator[Session]:
     """One transaction per request, committed before the response is sent."""
     session: Session = request.app.state.sessionmaker()
+    # Licensing re-issues a license in the same transaction when an entitlement changes.
+    session.info["keyring"] = request.app.state.keyring
+    session.info["settings"] = request.app.state.settings
     try:
         yield session
         session.commit()

@@ -1,11 +1,13 @@
 """Every model, imported in one place so Alembic and the app see the whole schema."""
 
+import store.billing.models  # noqa: F401  (orders, subscriptions, prices)
 from store.accounts.models import AccessToken, Account, Invitation, Membership, Organization
 from store.catalog.models import Category, Product, Tier, product_categories
 from store.db import Base
 from store.keys.models import SigningKey
 from store.licensing.models import Entitlement, License
 from store.registry.models import HubRepository, HubTag, ProcessedEvent, PullCounter
+from store.search.models import SearchDocument
 
 __all__ = [
     "AccessToken",
@@ -22,6 +24,7 @@ __all__ = [
     "ProcessedEvent",
     "Product",
     "PullCounter",
+    "SearchDocument",
     "SigningKey",
     "Tier",
     "product_categories",

@@ -96,7 +96,8 @@ def authenticate(session: Session, *, login: str, password: str) -> Account:
 
 def change_password(session: Session, *, account: Account, current: str, new: str) -> None:
     if not security.verify_password(account.password_hash, current):
-        raise Unauthorized("The current password is not correct", code="bad_credentials")
+        # Not a 401: the caller is authenticated; the form field is wrong.
+        raise ValidationFailed("The current password is not correct", code="wrong_password")
     set_password(session, account=account, password=new)
 
 
@@ -115,13 +116,29 @@ def list_accounts(session: Session, *, query: str = "") -> list[Account]:
     return list(session.scalars(stmt))
 
 
+def _ensure_not_last_admin(session: Session, account: Account) -> None:
+    if not (account.is_admin and account.is_active):
+        return
+    others = session.scalar(
+        select(func.count()).where(
+            Account.is_admin.is_(True), Account.is_active.is_(True), Account.id != account.id
+        )
+    )
+    if not others:
+        raise Conflict("This is the last active administrator; make another one first")
+
+
 def set_admin(session: Session, *, account: Account, is_admin: bool) -> Account:
+    if not is_admin:
+        _ensure_not_last_admin(session, account)
     account.is_admin = is_admin
     session.flush()
     return account
 
 
 def set_active(session: Session, *, account: Account, active: bool) -> Account:
+    if not active:
+        _ensure_not_last_admin(session, account)
     account.is_active = active
     session.flush()
     return account
@@ -273,6 +290,21 @@ def invite_member(
     session.add(invitation)
     session.flush()
     return invitation
+
+
+def add_member(
+    session: Session, *, org: Organization, actor: Account, account: Account, role: str
+) -> Membership:
+    """Add an account directly (administrators and operators; members join by invitation)."""
+    if not actor.is_admin:
+        raise Forbidden("Only administrators add members directly; invite them instead")
+    _check_role(role)
+    if role_of(session, account, org) is not None:
+        raise Conflict(f"{account.username} is already a member of {org.slug}")
+    membership = Membership(organization_id=org.id, account_id=account.id, role=role)
+    session.add(membership)
+    session.flush()
+    return membership
 
 
 def pending_invitations(session: Session, account: Account) -> list[Invitation]:

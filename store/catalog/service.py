@@ -204,7 +204,15 @@ def set_status(
     product.status = status
     product.status_reason = validation.text(reason, what="Reason", max_len=2000)
     session.flush()
+    _access_changed(session, product)
     return product
+
+
+def _access_changed(session: Session, product: Product) -> None:
+    """Who may pull changes with a product's status and tiers: keep the hub's view in step."""
+    from store.registry import hub
+
+    hub.refresh_visibility(session, product.repository)
 
 
 def set_badges(
@@ -443,6 +451,7 @@ def create_tier(
     _apply_tier(tier, data)
     session.add(tier)
     session.flush()
+    _access_changed(session, product)
     return tier
 
 
@@ -480,6 +489,7 @@ def update_tier(session: Session, *, actor: Account, tier: Tier, **data: object)
     if tier.product.status == "published" and not tier.product.active_tiers:
         raise Conflict("A published product needs at least one active tier")
     session.flush()
+    _access_changed(session, tier.product)
     return tier
 
 

@@ -12,9 +12,13 @@ from collections.abc import Sequence
 COMMAND_MODULES = (
     "store.cli.serve",  # store serve
     "store.cli.db",  # store db upgrade|current|check
-    "store.cli.admin",  # store admin|users|orgs|products|tiers|entitlements|tokens ...
+    "store.cli.admin",  # store admin|users|orgs ...
+    "store.cli.catalog",  # store products|tiers ...
+    "store.cli.access",  # store entitlements|tokens ...
     "store.cli.demo",  # store demo seed
     "store.cli.registry",  # store registry config|sync, store keys rotate|list
+    "store.cli.billing",  # store billing sync|sweep|orders|refund
+    "store.cli.search",  # store search reindex|query
     "store.cli.license",  # store license verify|show, store keys (license purpose)
 )
 

@@ -1,19 +1,31 @@
-"""JSON API: entitlements (get a free tier, grant, revoke) and "why can't I pull?"."""
+"""JSON API: entitlements (get a free tier, grant, revoke), their licenses, and "why can't
+I pull?"."""
 
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
 from fastapi import APIRouter, status
+from fastapi.responses import Response
 
 from store.accounts import service as accounts
 from store.catalog import service as catalog
 from store.db import utcnow
 from store.deps import Caller, CurrentAccount, DbSession, SettingsDep
 from store.errors import Forbidden
-from store.licensing import entitlements
-from store.licensing.models import Entitlement
-from store.licensing.schemas import AccessOut, EntitlementOut, GrantIn, RevokeIn
+from store.licensing import entitlements, service
+from store.licensing.models import Entitlement, License
+from store.licensing.pages import lic_response
+from store.licensing.public import Keyring
+from store.licensing.schemas import (
+    AccessOut,
+    EntitlementOut,
+    GrantIn,
+    LicenseKeyOut,
+    LicenseOut,
+    RevokeIn,
+)
 
 router = APIRouter(tags=["entitlements"])
 
@@ -126,3 +138,67 @@ def access(
         product_url=f"{settings.public_url}/products/{product.repository}",
         entitlement_id=decision.entitlement.id if decision.entitlement else None,
     )
+
+
+# --- licenses ---------------------------------------------------------------------------
+
+
+def license_out(document: License) -> LicenseOut:
+    claims = service.decode_payload(document.token)
+    grace = claims.get("grace_until")
+    return LicenseOut(
+        id=document.id,
+        entitlement_id=document.entitlement_id,
+        kid=document.kid,
+        token=document.token,
+        issued_at=document.issued_at,
+        not_before=document.not_before,
+        expires_at=document.expires_at,
+        grace_until=datetime.fromtimestamp(grace, UTC) if grace is not None else None,
+        revoked_at=document.revoked_at,
+        filename=service.license_file(document)[0],
+        claims=claims,
+    )
+
+
+@router.get("/licenses/keys", response_model=list[LicenseKeyOut], tags=["licenses"])
+def license_keys(
+    session: DbSession, keyring: Keyring, settings: SettingsDep
+) -> list[LicenseKeyOut]:
+    """The public keys that verify licenses, as PEM (the same keys as /.well-known/jwks.json)."""
+    return [
+        LicenseKeyOut.model_validate(k) for k in service.public_keys(session, keyring, settings)
+    ]
+
+
+@router.get("/entitlements/{entitlement_id}/license", response_model=LicenseOut, tags=["licenses"])
+def entitlement_license(
+    entitlement_id: uuid.UUID,
+    account: CurrentAccount,
+    session: DbSession,
+    keyring: Keyring,
+    settings: SettingsDep,
+) -> LicenseOut:
+    """The entitlement's current license document, issued on first request and re-issued
+    when its terms change (older documents stay valid until their own expiry)."""
+    entitlement = entitlements.get_visible_entitlement(session, entitlement_id, account)
+    return license_out(service.current_license(session, keyring, settings, entitlement))
+
+
+@router.get(
+    "/entitlements/{entitlement_id}/license.lic",
+    tags=["licenses"],
+    response_class=Response,
+    responses={200: {"content": {"application/x-store-license": {}}}},
+)
+def entitlement_license_file(
+    entitlement_id: uuid.UUID,
+    account: CurrentAccount,
+    session: DbSession,
+    keyring: Keyring,
+    settings: SettingsDep,
+) -> Response:
+    """The current license as a .lic file: a readable header, then the signed token."""
+    entitlement = entitlements.get_visible_entitlement(session, entitlement_id, account)
+    document = service.current_license(session, keyring, settings, entitlement)
+    return lic_response(*service.license_file(document))

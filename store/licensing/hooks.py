@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from store.db import utcnow
-from store.licensing.models import Entitlement, License
+from store.licensing.models import Entitlement
 
 
 def entitlement_changed(session: Session, entitlement: Entitlement) -> None:
-    # A revoked entitlement revokes every license issued for it, at once.
+    """Licenses follow their entitlement.
+
+    - Revoked (operator, refund, dispute): every license issued for it is revoked at once.
+    - New terms (renewal, extension, grace): a new license is issued; older ones stay valid
+      until their own expiry. Issued here when the session carries ``keyring`` and
+      ``settings`` in ``session.info``, otherwise on the next request for the license.
+    """
+    from store.licensing import service
+
     if entitlement.status == "revoked":
-        session.execute(
-            update(License)
-            .where(License.entitlement_id == entitlement.id, License.revoked_at.is_(None))
-            .values(revoked_at=utcnow(), revocation_reason=entitlement.reason)
-        )
+        service.revoke_licenses(session, entitlement, reason=entitlement.reason)
+        return
+    service.reissue_if_changed(session, entitlement)

@@ -1,3 +1,42 @@
-from fastapi import APIRouter
+"""License downloads for the logged-in customer ("My content")."""
 
-router = APIRouter()
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from store.deps import DbSession, SettingsDep
+from store.licensing import entitlements, service
+from store.licensing.public import Keyring
+
+router = APIRouter(include_in_schema=False)
+
+
+def lic_response(filename: str, text: str) -> Response:
+    return Response(
+        text,
+        media_type="application/x-store-license; charset=utf-8",
+        headers={
+            "Content-Disposition": f'attachment; filename="{filename}"',
+            "Cache-Control": "private, no-store",
+        },
+    )
+
+
+@router.get("/my/licenses/{entitlement_id}.lic")
+def download_license(
+    entitlement_id: uuid.UUID,
+    request: Request,
+    session: DbSession,
+    keyring: Keyring,
+    settings: SettingsDep,
+) -> Response:
+    """The .lic file of one of the logged-in account's entitlements."""
+    from store.web.auth import require_account  # the web layer may load after licensing
+
+    account = require_account(request, session)
+    entitlement = entitlements.get_visible_entitlement(session, entitlement_id, account)
+    document = service.current_license(session, keyring, settings, entitlement)
+    return lic_response(*service.license_file(document))

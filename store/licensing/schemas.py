@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -74,3 +75,34 @@ class AccessOut(BaseModel):
     message: str
     product_url: str = Field(description="Where to get access")
     entitlement_id: uuid.UUID | None = None
+
+
+class LicenseOut(BaseModel):
+    id: uuid.UUID = Field(description="License id; also the registry username")
+    entitlement_id: uuid.UUID
+    kid: str = Field(description="The key that signed it (see /.well-known/jwks.json)")
+    token: str = Field(description="The signed license (compact JWS, EdDSA)")
+    issued_at: datetime
+    not_before: datetime
+    expires_at: datetime | None = Field(description="None: perpetual")
+    grace_until: datetime | None
+    revoked_at: datetime | None
+    filename: str = Field(description="Suggested name of the .lic file")
+    claims: dict[str, Any] = Field(description="The signed payload, decoded")
+
+
+class LicenseKeyOut(BaseModel):
+    kid: str
+    alg: str
+    public_pem: str
+    created_at: datetime
+    activated_at: datetime | None
+    signing: bool = Field(description="Whether this key signs new licenses now")
+
+
+class RevocationListOut(BaseModel):
+    iss: str
+    iat: int = Field(description="Issued at (Unix seconds)")
+    next_update: int = Field(description="A fresh list is available by then (Unix seconds)")
+    revoked: list[str] = Field(description="Revoked license ids")
+    jws: str = Field(description="The same list, signed (typ store-revocations+jws)")

@@ -1,3 +1,360 @@
-from fastapi import APIRouter
+"""Registry-facing routes: the token endpoint and the notifications intake.
 
+Both are plain Starlette routes (no dependency injection, manual parsing, orjson): /token
+is on the path of every pull and push, and the performance floor shows that FastAPI's
+dependency machinery alone costs about a third of such a request. Their errors use the
+registry's shape ``{"errors": [{"code", "message", "detail"}]}``. The JSON API for people
+("why can't I pull?", pull history) is in :mod:`store.registry.api`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+from fastapi import APIRouter
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from store import security
+from store.config import Settings
+from store.db import make_engine, utcnow
+from store.registry import credentials, events, grants, tokens
+from store.registry.explain import explain_denials
+from store.registry.scopes import parse_scopes
+
+log = logging.getLogger("store.registry")
 router = APIRouter()
+MAX_FORM_BYTES = 16 * 1024
+MAX_EVENTS_BYTES = 4 * 1024 * 1024
+_JSON = "application/json"
+
+
+# --- responses ---------------------------------------------------------------------------
+
+
+def registry_error(
+    status: int,
+    code: str,
+    message: str,
+    detail: Any = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    body = {"errors": [{"code": code, "message": message, "detail": detail}]}
+    return Response(orjson.dumps(body), status_code=status, media_type=_JSON, headers=headers)
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(
+        orjson.dumps(data),
+        status_code=status,
+        media_type=_JSON,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+# --- per-app state (built once, on first use) -------------------------------------------------
+
+
+class RegistryState:
+    def __init__(self, app: Any) -> None:
+        settings: Settings = app.state.settings
+        self.settings = settings
+        self.password_cache = credentials.PasswordCache()
+        self.touch_limiter = credentials.TouchLimiter()
+        self.realm_service = settings.registry_service
+        bind = app.state.sessionmaker.kw.get("bind")
+        self.engine: Engine | None = None
+        if isinstance(bind, Engine):
+            self.engine = bind
+            if bind.dialect.name == "postgresql":
+                # The token path only reads (and bumps last_used_at): a pool of its own in
+                # autocommit saves the BEGIN/COMMIT round trips, and without pre-ping a
+                # checkout costs none. A connection lost to a database restart is retried
+                # once (token_endpoint).
+                self.engine = make_engine(
+                    bind.url.render_as_string(hide_password=False),
+                    pool_pre_ping=False,
+                    isolation_level="AUTOCOMMIT",
+                    pool_size=5,
+                    max_overflow=10,
+                )
+
+    def dispose(self) -> None:
+        if self.engine is not None:
+            self.engine.dispose()
+
+
+def registry_state(app: Any) -> RegistryState:
+    state = getattr(app.state, "registry", None)
+    if state is None:
+        state = RegistryState(app)
+        app.state.registry = state
+    return state
+
+
+class _RequestConnection:
+    """One connection for all the reads of one token request, checked out on first use.
+
+    Under tests the sessionmaker is bound to one connection in an outer transaction: that
+    connection is used as is and never closed here.
+    """
+
+    def __init__(self, app: Any, state: RegistryState) -> None:
+        bind = app.state.sessionmaker.kw.get("bind")
+        self._shared = bind if isinstance(bind, Connection) else None
+        self._engine = state.engine
+        self._conn: Connection | None = None
+
+    @contextmanager
+    def __call__(self) -> Iterator[Connection]:
+        if self._shared is not None:
+            yield self._shared
+            return
+        if self._conn is None:
+            assert self._engine is not None
+            self._conn = self._engine.connect()
+        yield self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.commit()
+            finally:
+                self._conn.close()
+                self._conn = None
+
+
+# --- the token endpoint -----------------------------------------------------------------------
+
+
+def _basic(request: Request) -> tuple[str, str] | None:
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        raise credentials.BadCredentials("malformed Basic credentials") from None
+    username, sep, password = decoded.partition(":")
+    if not sep:
+        raise credentials.BadCredentials("malformed Basic credentials")
+    return username, password
+
+
+class _Params:
+    """Query or form parameters with repeated keys."""
+
+    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+        self.pairs = pairs
+
+    def get(self, key: str, default: str = "") -> str:
+        for k, v in self.pairs:
+            if k == key:
+                return v
+        return default
+
+    def getlist(self, key: str) -> list[str]:
+        return [v for k, v in self.pairs if k == key]
+
+
+async def _params(request: Request) -> _Params:
+    if request.method == "GET":
+        return _Params(list(request.query_params.multi_items()))
+    body = b""
+    # The OAuth2 POST from containers/image is chunked (no Content-Length): read the stream.
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise ValueError("form too large")
+    pairs = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+    # Query parameters count too (some clients put service/scope there on POST).
+    return _Params(list(request.query_params.multi_items()) + pairs)
+
+
+async def token_endpoint(request: Request) -> Response:
+    """Distribution token auth (GET, Basic or anonymous) and its OAuth2 variant (POST)."""
+    state = registry_state(request.app)
+    try:
+        params = await _params(request)
+    except ValueError:
+        return registry_error(400, "UNSUPPORTED", "the request body is too large")
+    for attempt in (1, 2):
+        connect = _RequestConnection(request.app, state)
+        try:
+            return await _token(request, state, params, connect)
+        except DBAPIError as exc:
+            # A pooled connection that died (database restart) is invalidated with its pool;
+            # the second attempt gets a fresh one. Anything else is a real failure.
+            if attempt == 2 or not exc.connection_invalidated:
+                raise
+        finally:
+            connect.close()
+    raise AssertionError("unreachable")
+
+
+async def _token(
+    request: Request, state: RegistryState, params: _Params, connect: _RequestConnection
+) -> Response:
+    settings = state.settings
+    service = params.get("service")
+    if service and service != settings.registry_service:
+        return registry_error(400, "UNSUPPORTED", f"unknown service {service!r}")
+    parsed = parse_scopes(params.getlist("scope"))
+    if parsed.invalid and not parsed.scopes:
+        return registry_error(
+            400,
+            "UNSUPPORTED",
+            f"invalid scope: {parsed.invalid[0][1]}",
+            [s for s, _ in parsed.invalid],
+        )
+    ctx = credentials.CredentialContext(
+        connect=connect,
+        settings=settings,
+        sessionmaker=request.app.state.sessionmaker,
+        cache=state.password_cache,
+        now=utcnow(),
+        keyring=request.app.state.keyring,
+    )
+    try:
+        principal, offline = await _authenticate(request, params, ctx)
+    except credentials.BadCredentials as exc:
+        return registry_error(
+            401, "UNAUTHORIZED", exc.message, headers={"WWW-Authenticate": 'Basic realm="store"'}
+        )
+    if ctx.touch:
+        due = state.touch_limiter.due(ctx.touch)
+        if due:
+            await run_in_threadpool(credentials.touch_tokens, connect, due, ctx.now)
+    names = [s.name for s in parsed.scopes if s.type == "repository"]
+    facts: dict[str, grants.RepoFacts] = {}
+    if names:
+        with connect() as conn:
+            facts = grants.load_facts(conn, principal, names, ctx.now)
+    decision = grants.decide(principal, parsed.scopes, facts)
+    if parsed.scopes and not decision.granted:
+        # Nothing asked for is allowed: say why in the client's own output (skopeo/docker
+        # print errors[0].message of a 401), with where to get access.
+        return await _denied(request, principal, decision)
+    signer = request.app.state.keyring.signer("registry")
+    issued = tokens.mint(
+        signer,
+        issuer=settings.registry_issuer,
+        audience=settings.registry_service,
+        subject=principal.subject,
+        access=decision.access(),
+        ttl=settings.registry_token_ttl,
+    )
+    body: dict[str, Any] = {
+        "token": issued.token,
+        "access_token": issued.token,
+        "expires_in": issued.expires_in,
+        "issued_at": tokens.rfc3339(issued.issued_at),
+    }
+    if offline and principal.kind == "account" and principal.account_id is not None:
+        body["refresh_token"] = await run_in_threadpool(
+            _issue_refresh_token, request.app, principal, params.get("client_id")
+        )
+    return _json(body)
+
+
+async def _authenticate(
+    request: Request, params: _Params, ctx: credentials.CredentialContext
+) -> tuple[grants.Principal, bool]:
+    """The principal, and whether the client asked for a refresh token (offline access)."""
+    if request.method == "POST":
+        grant_type = params.get("grant_type")
+        if grant_type == "refresh_token":
+            secret = params.get("refresh_token")
+            return credentials.token_principal(ctx, secret, kinds=("refresh",)), False
+        if grant_type == "password":
+            principal = await credentials.resolve(
+                ctx, params.get("username"), params.get("password")
+            )
+            return principal, params.get("access_type") == "offline"
+        raise credentials.BadCredentials(f"unsupported grant_type {grant_type!r}")
+    basic = _basic(request)
+    if basic is None:
+        return grants.ANONYMOUS, False
+    principal = await credentials.resolve(ctx, *basic)
+    return principal, params.get("offline_token") == "true"
+
+
+def _issue_refresh_token(app: Any, principal: grants.Principal, client_id: str) -> str:
+    from store.accounts import service as accounts
+    from store.accounts.models import Account
+
+    scopes = sorted(principal.token_scopes or credentials.REGISTRY_TOKEN_SCOPES)
+    with app.state.sessionmaker() as session:
+        account = session.get(Account, principal.account_id)
+        issued = accounts.create_token(
+            session,
+            kind="refresh",
+            name=f"registry login ({client_id or 'unknown client'})"[:100],
+            scopes=scopes or ["pull"],
+            created_by=account,
+            account=account,
+            expires_at=utcnow() + credentials.REFRESH_TOKEN_LIFETIME,
+        )
+        session.commit()
+        return issued.secret
+
+
+async def _denied(
+    request: Request, principal: grants.Principal, decision: grants.Decision
+) -> Response:
+    settings = registry_state(request.app).settings
+    reasons = await run_in_threadpool(
+        explain_denials, request.app.state.sessionmaker, settings, principal, decision.denied
+    )
+    first = reasons[0]
+    return registry_error(401, "DENIED", first["message"], reasons)
+
+
+router.add_route("/token", token_endpoint, methods=["GET", "POST"], include_in_schema=False)
+
+
+# --- notifications ----------------------------------------------------------------------------
+
+
+async def events_endpoint(request: Request) -> Response:
+    """Registry notifications (``application/vnd.docker.distribution.events.v1+json``)."""
+    settings = registry_state(request.app).settings
+    expected = f"Bearer {settings.resolved_notify_secret}"
+    if not security.constant_time_equals(request.headers.get("authorization", ""), expected):
+        return registry_error(401, "UNAUTHORIZED", "bad notification credentials")
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type not in (events.MEDIA_TYPE, _JSON):
+        return registry_error(415, "UNSUPPORTED", f"expected {events.MEDIA_TYPE}")
+    body = await request.body()
+    if len(body) > MAX_EVENTS_BYTES:
+        return registry_error(413, "SIZE_INVALID", "envelope too large")
+    try:
+        envelope = orjson.loads(body)
+        events.events_of(envelope)
+    except (orjson.JSONDecodeError, events.MalformedEnvelope) as exc:
+        return registry_error(400, "UNSUPPORTED", f"malformed envelope: {exc}")
+    outcome = await run_in_threadpool(_process_events, request.app, envelope)
+    return _json(outcome.as_dict())
+
+
+def _process_events(app: Any, envelope: Any) -> events.Outcome:
+    with app.state.sessionmaker() as session:
+        outcome = events.process(session, envelope)
+        session.commit()
+    return outcome
+
+
+router.add_route("/registry/events", events_endpoint, methods=["POST"], include_in_schema=False)

@@ -3,7 +3,45 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from starlette.middleware.sessions import SessionMiddleware
+
+from store.config import Settings
+from store.web.errors import render_error
+from store.web.templating import create_templates
+
+SESSION_COOKIE = "store_session"
 
 
 def install(app: FastAPI) -> None:
     """Register page routes, sessions, CSRF and the HTML error renderer."""
+    from store.web import (
+        routes_account,
+        routes_admin,
+        routes_auth,
+        routes_catalog,
+        routes_products,
+        routes_publisher,
+    )
+
+    settings: Settings = app.state.settings
+    app.state.web_templates = create_templates()
+    app.state.html_error_renderer = render_error
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=settings.resolved_secret_key,
+        session_cookie=SESSION_COOKIE,
+        max_age=settings.session_max_age,
+        same_site="lax",
+        https_only=settings.secure_cookies,
+    )
+    # Organization actions live under "/publish/{org}/-/..." ("-" is never a product name),
+    # so they cannot collide with a product's "/publish/{org}/{name}/..." pages.
+    for module in (
+        routes_catalog,
+        routes_auth,
+        routes_account,
+        routes_publisher,
+        routes_products,
+        routes_admin,
+    ):
+        app.include_router(module.router)

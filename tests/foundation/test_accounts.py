@@ -88,7 +88,7 @@ def test_disabled_account_cannot_log_in(session: Session) -> None:
 def test_password_change_bumps_epoch(session: Session) -> None:
     account = make_account(session, "gina")
     before = account.password_changed_at
-    with pytest.raises(Unauthorized):
+    with pytest.raises(ValidationFailed, match="current password"):
         service.change_password(
             session, account=account, current="nope nope nope", new="another password"
         )

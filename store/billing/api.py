@@ -1,0 +1,140 @@
+"""JSON API for billing under /api/v1: checkout, orders, subscriptions, refunds and sales."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+
+from store.accounts import service as accounts
+from store.billing import orders, sales, subscriptions
+from store.billing.gateway import PaymentInput
+from store.billing.runtime import Billing, get_billing
+from store.billing.schemas import (
+    CheckoutIn,
+    CheckoutOut,
+    OrderOut,
+    RefundIn,
+    SalesRowOut,
+    SubscriptionOut,
+)
+from store.catalog import service as catalog
+from store.deps import AdminAccount, CurrentAccount, DbSession
+
+router = APIRouter(prefix="/billing", tags=["billing"])
+BillingDep = Annotated[Billing, Depends(get_billing)]
+
+
+def bind(request: Request, session: DbSession) -> None:
+    """Let licenses be re-issued in this transaction when an entitlement's terms change."""
+    session.info.setdefault("keyring", request.app.state.keyring)
+    session.info.setdefault("settings", request.app.state.settings)
+
+
+@router.post("/checkout", response_model=CheckoutOut, status_code=201)
+def checkout(
+    body: CheckoutIn,
+    request: Request,
+    session: DbSession,
+    billing: BillingDep,
+    account: CurrentAccount,
+) -> CheckoutOut:
+    """Buy a paid tier: one-time tiers are charged once, recurring ones start a subscription.
+
+    The order is ``paid`` only once the payment event arrived; until then it is ``pending``
+    (or ``requires_action`` for card authentication)."""
+    bind(request, session)
+    tier = catalog.get_tier(session, body.tier_id)
+    org = accounts.get_organization(session, body.org) if body.org else None
+    order = orders.start_checkout(session, billing, account=account, tier=tier, org=org)
+    session.commit()
+    outcome = orders.pay(
+        session,
+        billing,
+        order=order,
+        payment=PaymentInput(payment_method=body.payment_method, card_number=body.card_number),
+    )
+    return CheckoutOut(
+        order=OrderOut.model_validate(order),
+        next_action="authenticate" if outcome.status == "requires_action" else None,
+        client_secret=outcome.client_secret,
+        message=outcome.message,
+    )
+
+
+@router.get("/orders", response_model=list[OrderOut])
+def my_orders(session: DbSession, account: CurrentAccount) -> list[OrderOut]:
+    """Your orders, newest first."""
+    return [OrderOut.model_validate(o) for o in orders.orders_of(session, account)]
+
+
+@router.get("/orders/{order_id}", response_model=OrderOut)
+def get_order(order_id: uuid.UUID, session: DbSession, account: CurrentAccount) -> OrderOut:
+    """One of your orders (administrators: any order)."""
+    return OrderOut.model_validate(orders.get_visible_order(session, order_id, account))
+
+
+@router.post("/orders/{order_id}/refunds", response_model=OrderOut)
+def refund_order(
+    order_id: uuid.UUID,
+    body: RefundIn,
+    request: Request,
+    session: DbSession,
+    billing: BillingDep,
+    admin: AdminAccount,
+) -> OrderOut:
+    """Refund all (no amount) or part of a paid order. A full refund revokes access."""
+    bind(request, session)
+    order = orders.get_order(session, order_id)
+    orders.refund(session, billing, actor=admin, order=order, amount_minor=body.amount_minor)
+    return OrderOut.model_validate(order)
+
+
+@router.get("/subscriptions", response_model=list[SubscriptionOut])
+def my_subscriptions(session: DbSession, account: CurrentAccount) -> list[SubscriptionOut]:
+    """Your subscriptions, newest first."""
+    return [
+        SubscriptionOut.model_validate(s) for s in subscriptions.subscriptions_of(session, account)
+    ]
+
+
+@router.post("/subscriptions/{sub_id}/{action}", response_model=SubscriptionOut)
+def cancel_or_resume(
+    sub_id: uuid.UUID,
+    action: str,
+    request: Request,
+    session: DbSession,
+    billing: BillingDep,
+    account: CurrentAccount,
+) -> SubscriptionOut:
+    """``cancel``: end at the close of the paid period; ``resume``: undo that."""
+    if action not in ("cancel", "resume"):
+        from store.errors import NotFound
+
+        raise NotFound("Use cancel or resume")
+    bind(request, session)
+    sub = subscriptions.get_visible_subscription(session, sub_id, account)
+    sub = subscriptions.set_cancel_at_period_end(
+        session, billing, sub=sub, cancel=action == "cancel"
+    )
+    return SubscriptionOut.model_validate(sub)
+
+
+@router.get("/sales/{org}", response_model=list[SalesRowOut])
+def org_sales(
+    org: str,
+    session: DbSession,
+    account: CurrentAccount,
+    since: datetime | None = Query(default=None, description="Paid at or after (ISO 8601)"),
+    until: datetime | None = Query(default=None, description="Paid before (ISO 8601)"),
+    format: str = Query(default="json", pattern="^(json|csv)$"),
+) -> list[SalesRowOut] | Response:
+    """Sales of an organisation's products by month, product, tier and currency."""
+    organization = accounts.get_organization(session, org)
+    rows = sales.sales_of(session, actor=account, org=organization, since=since, until=until)
+    if format == "csv":
+        return Response(sales.to_csv(rows), media_type="text/csv; charset=utf-8")
+    return [SalesRowOut.model_validate(r) for r in rows]

@@ -1,0 +1,117 @@
+"""The payment gateway interface: Stripe in production, the built-in test gateway otherwise.
+
+Gateways start payments and subscriptions and answer questions about them; they never change
+orders, subscriptions or entitlements themselves. Those change only when an event is
+processed (``store.billing.webhooks.process_event``): Stripe's webhooks, or the events the
+test gateway makes in the same shape, so both run the same lifecycle code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from store.accounts.models import Account
+    from store.billing.models import Order, Subscription, TierPrice
+    from store.billing.runtime import Billing
+    from store.catalog.models import Tier
+
+
+class GatewayError(Exception):
+    """The gateway could not be reached or refused a request for reasons not the buyer's."""
+
+
+@dataclass(frozen=True)
+class PaymentInput:
+    """What the checkout form sent: a Stripe PaymentMethod id, or a test card number."""
+
+    payment_method: str | None = None
+    card_number: str | None = None
+
+
+@dataclass
+class Outcome:
+    """The gateway's immediate answer. Not the source of truth: events are."""
+
+    # succeeded | processing | requires_action | failed
+    status: str
+    payment_ref: str | None = None  # PaymentIntent id
+    invoice_ref: str | None = None  # first invoice of a subscription
+    subscription_ref: str | None = None
+    client_secret: str | None = None  # for Stripe.js to finish authentication
+    message: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class PaymentGateway(Protocol):
+    name: str  # "stripe" | "test"
+    test_mode: bool
+    publishable_key: str | None
+
+    def sync_price(self, session: Session, *, tier: Tier, price: TierPrice) -> str | None:
+        """Create the gateway's product and price for ``price``; returns the price's ref."""
+        ...
+
+    def pay_once(
+        self, session: Session, billing: Billing, *, order: Order, payment: PaymentInput
+    ) -> Outcome: ...
+
+    def subscribe(
+        self,
+        session: Session,
+        billing: Billing,
+        *,
+        subscription: Subscription,
+        order: Order,
+        account: Account,
+        price: TierPrice,
+        payment: PaymentInput,
+    ) -> Outcome: ...
+
+    def set_cancel_at_period_end(
+        self, session: Session, billing: Billing, *, subscription: Subscription, cancel: bool
+    ) -> dict[str, Any] | None:
+        """Returns the gateway's fresh subscription object when it has one."""
+        ...
+
+    def cancel_now(
+        self, session: Session, billing: Billing, *, subscription: Subscription
+    ) -> dict[str, Any] | None: ...
+
+    def refund(
+        self, session: Session, billing: Billing, *, order: Order, amount_minor: int
+    ) -> int | None:
+        """Refund; returns the payment's total refunded so far when the gateway says it."""
+        ...
+
+    def payment_status(self, order: Order) -> str | None:
+        """The gateway's current status of the order's payment (for pages; no state change)."""
+        ...
+
+    def fetch_subscription(self, ref: str) -> dict[str, Any] | None:
+        """The gateway's current subscription object, or None (not supported or unknown)."""
+        ...
+
+
+def obj_id(value: Any) -> str | None:
+    """An expandable field as an id: localstripe expands some fields real Stripe leaves as ids."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        return value.get("id")
+    return getattr(value, "id", None)
+
+
+def dig(obj: Any, *path: str | int) -> Any:
+    """``obj[a][b]...`` or None when any step is missing (plain dicts, StripeObjects alike)."""
+    for key in path:
+        if obj is None:
+            return None
+        try:
+            obj = obj[key]
+        except (KeyError, TypeError, IndexError, AttributeError):
+            return None
+    return obj

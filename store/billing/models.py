@@ -1,0 +1,161 @@
+"""Orders, subscriptions, gateway customers and the price history of tiers.
+
+Money is an integer amount of the currency's minor unit plus an ISO 4217 code (lowercase).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from store.accounts.models import Account, Organization
+from store.catalog.models import Product, Tier
+from store.db import Base, new_id, utcnow
+
+ORDER_STATUSES = (
+    "pending",
+    "requires_action",
+    "failed",
+    "paid",
+    "partially_refunded",
+    "refunded",
+)
+SUBSCRIPTION_STATUSES = ("incomplete", "trialing", "active", "past_due", "canceled", "expired")
+
+
+class TierPrice(Base):
+    """One price a tier had at the gateway. Never changed: a new amount makes a new row."""
+
+    __tablename__ = "billing_tier_prices"
+    __table_args__ = (Index("ix_billing_tier_prices_tier_created", "tier_id", "created_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    tier_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tiers.id", ondelete="CASCADE"))
+    billing: Mapped[str] = mapped_column(String(16))  # one_time | month | year
+    amount_minor: Mapped[int] = mapped_column(Integer)
+    currency: Mapped[str] = mapped_column(String(3))
+    gateway: Mapped[str] = mapped_column(String(16))  # stripe | test
+    # The gateway's price (a Stripe Plan id for recurring tiers); None for one-time tiers.
+    gateway_ref: Mapped[str | None] = mapped_column(String(255), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    tier: Mapped[Tier] = relationship()
+
+
+class GatewayCustomer(Base):
+    """The gateway's customer for an account (one per account and gateway)."""
+
+    __tablename__ = "billing_gateway_customers"
+    __table_args__ = (UniqueConstraint("account_id", "gateway"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    gateway: Mapped[str] = mapped_column(String(16))
+    gateway_ref: Mapped[str] = mapped_column(String(255), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Subscription(Base):
+    __tablename__ = "billing_subscriptions"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    account_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    organization_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("organizations.id", ondelete="SET NULL"), default=None
+    )
+    tier_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tiers.id", ondelete="RESTRICT"))
+    product_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("products.id", ondelete="RESTRICT"), index=True
+    )
+    tier_price_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("billing_tier_prices.id", ondelete="SET NULL"), default=None
+    )
+    amount_minor: Mapped[int] = mapped_column(Integer)
+    currency: Mapped[str] = mapped_column(String(3))
+    interval: Mapped[str] = mapped_column(String(8))  # month | year
+    status: Mapped[str] = mapped_column(String(16), default="incomplete")
+    gateway: Mapped[str] = mapped_column(String(16))
+    gateway_ref: Mapped[str | None] = mapped_column(String(255), unique=True, default=None)
+    current_period_end: Mapped[datetime | None] = mapped_column(default=None)
+    cancel_at_period_end: Mapped[bool] = mapped_column(default=False)
+    trial_end: Mapped[datetime | None] = mapped_column(default=None)
+    canceled_at: Mapped[datetime | None] = mapped_column(default=None)
+    entitlement_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("entitlements.id", ondelete="SET NULL"), default=None
+    )
+    # The gateway time of the newest event applied to the status: older ones never win.
+    last_event_at: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    account: Mapped[Account] = relationship()
+    organization: Mapped[Organization | None] = relationship()
+    tier: Mapped[Tier] = relationship(lazy="joined")
+    product: Mapped[Product] = relationship(lazy="joined")
+
+
+class Order(Base):
+    """One payment: a one-time purchase, or one paid invoice of a subscription."""
+
+    __tablename__ = "billing_orders"
+    __table_args__ = (
+        UniqueConstraint("gateway", "gateway_ref"),
+        Index("ix_billing_orders_product_paid", "product_id", "paid_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    account_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("accounts.id", ondelete="RESTRICT"), index=True
+    )
+    organization_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("organizations.id", ondelete="SET NULL"), default=None
+    )
+    tier_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tiers.id", ondelete="RESTRICT"))
+    product_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("products.id", ondelete="RESTRICT"))
+    tier_price_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("billing_tier_prices.id", ondelete="SET NULL"), default=None
+    )
+    subscription_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("billing_subscriptions.id", ondelete="SET NULL"), default=None, index=True
+    )
+    kind: Mapped[str] = mapped_column(String(16))  # one_time | subscription
+    # What was charged, copied at purchase time: amount before tax, tax, total = both.
+    amount_minor: Mapped[int] = mapped_column(Integer)
+    tax_minor: Mapped[int] = mapped_column(Integer, default=0)
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    refunded_minor: Mapped[int] = mapped_column(Integer, default=0)
+    gateway: Mapped[str] = mapped_column(String(16))
+    # The payment (PaymentIntent) for one-time orders, the invoice for subscription orders.
+    gateway_ref: Mapped[str | None] = mapped_column(String(255), default=None)
+    # The PaymentIntent behind the payment, when known (refunds and disputes name it).
+    payment_ref: Mapped[str | None] = mapped_column(String(255), default=None, index=True)
+    failure_reason: Mapped[str] = mapped_column(String(500), default="")
+    entitlement_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("entitlements.id", ondelete="SET NULL"), default=None
+    )
+    receipt_number: Mapped[str | None] = mapped_column(String(32), unique=True, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    paid_at: Mapped[datetime | None] = mapped_column(default=None)
+    refunded_at: Mapped[datetime | None] = mapped_column(default=None)
+    disputed_at: Mapped[datetime | None] = mapped_column(default=None)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    account: Mapped[Account] = relationship()
+    organization: Mapped[Organization | None] = relationship()
+    tier: Mapped[Tier] = relationship(lazy="joined")
+    product: Mapped[Product] = relationship(lazy="joined")
+    subscription: Mapped[Subscription | None] = relationship()
+
+    @property
+    def total_minor(self) -> int:
+        return self.amount_minor + self.tax_minor
+
+    @property
+    def refundable_minor(self) -> int:
+        return max(self.total_minor - self.refunded_minor, 0) if self.paid_at else 0

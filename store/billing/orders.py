@@ -1,0 +1,380 @@
+"""Orders: checkout, and what payment events do to an order and its entitlement.
+
+A checkout creates the order (and, for recurring tiers, its subscription) and asks the
+gateway to charge. The order becomes ``paid`` (and the entitlement active) only when the
+payment event arrives: Stripe's webhook, or the test gateway's event of the same shape.
+States only move forward (see ``RANK``), so a late or repeated event never undoes a newer one.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from store.accounts import service as accounts
+from store.accounts.models import Account, Organization
+from store.billing.gateway import GatewayError, Outcome, PaymentInput
+from store.billing.models import Order, Subscription
+from store.billing.prices import ensure_price
+from store.billing.runtime import Billing
+from store.catalog.models import Tier
+from store.db import utcnow
+from store.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from store.licensing import entitlements
+from store.licensing.models import Entitlement
+
+log = logging.getLogger("store.billing")
+
+RANK = {
+    "pending": 0,
+    "requires_action": 1,
+    "failed": 2,
+    "paid": 3,
+    "partially_refunded": 4,
+    "refunded": 5,
+}
+OPEN_SUBSCRIPTION = ("incomplete", "trialing", "active", "past_due")
+
+
+# --- checkout -------------------------------------------------------------------------
+
+
+def start_checkout(
+    session: Session,
+    billing: Billing,
+    *,
+    account: Account,
+    tier: Tier,
+    org: Organization | None = None,
+) -> Order:
+    """Create a pending order (and an incomplete subscription for recurring tiers).
+
+    The caller commits before calling :func:`pay`, so events that arrive while the gateway is
+    still answering find the order.
+    """
+    product = tier.product
+    if product.status != "published" or not tier.active:
+        raise NotFound("This tier is not available")
+    if tier.is_free:
+        raise ValidationFailed("This tier is free: use its Get button", code="tier_is_free")
+    if org is not None:
+        accounts.require_role(session, account, org, "owner")
+    if tier.recurring and _open_subscription(session, account, tier, org) is not None:
+        raise Conflict(
+            "You already subscribe to this tier; see My purchases", code="already_subscribed"
+        )
+    price = ensure_price(session, billing, tier)
+    trial = tier.recurring and tier.trial_days > 0
+    amount = 0 if trial else tier.amount_minor
+    subscription = None
+    if tier.recurring:
+        subscription = Subscription(
+            account_id=account.id,
+            organization_id=org.id if org else None,
+            tier_id=tier.id,
+            product_id=product.id,
+            tier_price_id=price.id,
+            amount_minor=tier.amount_minor,
+            currency=tier.currency,
+            interval=tier.billing,
+            status="incomplete",
+            gateway=billing.gateway.name,
+        )
+        session.add(subscription)
+        session.flush()
+    order = Order(
+        account_id=account.id,
+        organization_id=org.id if org else None,
+        tier_id=tier.id,
+        product_id=product.id,
+        tier_price_id=price.id,
+        subscription_id=subscription.id if subscription else None,
+        kind="subscription" if tier.recurring else "one_time",
+        amount_minor=amount,
+        tax_minor=billing.settings.tax_for(amount),
+        currency=tier.currency,
+        status="pending",
+        gateway=billing.gateway.name,
+    )
+    session.add(order)
+    session.flush()
+    return order
+
+
+def _open_subscription(
+    session: Session, account: Account, tier: Tier, org: Organization | None
+) -> Subscription | None:
+    stmt = select(Subscription).where(
+        Subscription.account_id == account.id,
+        Subscription.tier_id == tier.id,
+        Subscription.status.in_(("trialing", "active", "past_due")),
+    )
+    if org is not None:
+        stmt = stmt.where(Subscription.organization_id == org.id)
+    return session.scalars(stmt.limit(1)).first()
+
+
+def pay(session: Session, billing: Billing, *, order: Order, payment: PaymentInput) -> Outcome:
+    """Ask the gateway to charge for a pending order; records what it answered at once.
+
+    Only failures are final here; success waits for the payment event.
+    """
+    order = lock_order(session, order.id)
+    if order.status != "pending" or order.gateway_ref is not None:
+        raise Conflict("This order was already paid for or attempted", code="order_not_pending")
+    gateway = billing.gateway
+    try:
+        if order.kind == "one_time":
+            outcome = gateway.pay_once(session, billing, order=order, payment=payment)
+        else:
+            sub = lock_subscription(session, order.subscription_id)
+            assert sub is not None
+            price = ensure_price(session, billing, order.tier)
+            outcome = gateway.subscribe(
+                session,
+                billing,
+                subscription=sub,
+                order=order,
+                account=order.account,
+                price=price,
+                payment=payment,
+            )
+            if outcome.subscription_ref and sub.gateway_ref is None:
+                sub.gateway_ref = outcome.subscription_ref
+    except GatewayError as exc:
+        log.warning("gateway error for order %s: %s", order.id, exc)
+        outcome = Outcome(status="failed", message="The payment service could not be reached.")
+    session.flush()
+    if outcome.payment_ref and order.payment_ref is None:
+        order.payment_ref = outcome.payment_ref
+    ref = outcome.payment_ref if order.kind == "one_time" else outcome.invoice_ref
+    if ref and order.gateway_ref is None:
+        order.gateway_ref = ref
+    if outcome.status == "failed":
+        mark_failed(session, order, reason=outcome.message or "The payment failed.")
+        sub = order.subscription
+        if sub is not None and sub.status == "incomplete":
+            sub.status, sub.canceled_at = "canceled", utcnow()
+    elif outcome.status == "requires_action" and order.status == "pending":
+        order.status = "requires_action"
+    session.flush()
+    return outcome
+
+
+# --- loading --------------------------------------------------------------------------
+
+
+def lock_order(session: Session, order_id: uuid.UUID) -> Order:
+    """The order, its row locked for this transaction (PostgreSQL; SQLite serialises writes)."""
+    order = session.scalar(
+        select(Order)
+        .where(Order.id == order_id)
+        .with_for_update(of=Order)
+        .execution_options(populate_existing=True)
+    )
+    if order is None:
+        raise NotFound("No such order")
+    return order
+
+
+def lock_subscription(session: Session, sub_id: uuid.UUID | None) -> Subscription | None:
+    if sub_id is None:
+        return None
+    return session.scalar(
+        select(Subscription)
+        .where(Subscription.id == sub_id)
+        .with_for_update(of=Subscription)
+        .execution_options(populate_existing=True)
+    )
+
+
+def get_order(session: Session, order_id: uuid.UUID) -> Order:
+    order = session.get(Order, order_id)
+    if order is None:
+        raise NotFound("No such order")
+    return order
+
+
+def get_visible_order(session: Session, order_id: uuid.UUID, account: Account) -> Order:
+    """The order if this account placed it or administers the store; NotFound otherwise."""
+    order = get_order(session, order_id)
+    if order.account_id != account.id and not account.is_admin:
+        raise NotFound("No such order")
+    return order
+
+
+def orders_of(session: Session, account: Account) -> list[Order]:
+    return list(
+        session.scalars(
+            select(Order).where(Order.account_id == account.id).order_by(Order.created_at.desc())
+        )
+    )
+
+
+def find_order_by_payment(session: Session, gateway: str, payment_ref: str) -> Order | None:
+    return session.scalars(
+        select(Order)
+        .where(
+            Order.gateway == gateway,
+            (Order.payment_ref == payment_ref) | (Order.gateway_ref == payment_ref),
+        )
+        .order_by(Order.created_at)
+        .limit(1)
+    ).first()
+
+
+# --- what payment events do -----------------------------------------------------------
+
+
+def receipt_number(order: Order) -> str:
+    assert order.paid_at is not None
+    return f"R{order.paid_at:%Y%m%d}-{order.id.hex[:8].upper()}"
+
+
+def mark_paid(
+    session: Session,
+    order: Order,
+    *,
+    paid_at: datetime,
+    payment_ref: str | None = None,
+    entitlement: Entitlement | None = None,
+) -> bool:
+    """Order paid; a one-time order gets its perpetual entitlement. False if it already was."""
+    if payment_ref and order.payment_ref is None:
+        order.payment_ref = payment_ref
+    if RANK[order.status] >= RANK["paid"]:
+        return False
+    order.status = "paid"
+    order.failure_reason = ""
+    order.paid_at = paid_at
+    order.receipt_number = receipt_number(order)
+    if entitlement is None and order.kind == "one_time" and order.entitlement_id is None:
+        entitlement = entitlements.create_entitlement(
+            session,
+            tier=order.tier,
+            source="order",
+            account=order.account if order.organization_id is None else None,
+            org=order.organization,
+            source_ref=str(order.id),
+            starts_at=paid_at,
+            reason=f"Order {order.receipt_number}",
+        )
+    if entitlement is not None:
+        order.entitlement_id = entitlement.id
+    session.flush()
+    return True
+
+
+def mark_failed(session: Session, order: Order, *, reason: str) -> bool:
+    if RANK[order.status] >= RANK["failed"]:
+        return False
+    order.status = "failed"
+    order.failure_reason = reason[:500]
+    session.flush()
+    return True
+
+
+def mark_requires_action(session: Session, order: Order) -> bool:
+    if order.status != "pending":
+        return False
+    order.status = "requires_action"
+    session.flush()
+    return True
+
+
+def _order_entitlement(session: Session, order: Order) -> Entitlement | None:
+    if order.entitlement_id is None:
+        return None
+    return session.get(Entitlement, order.entitlement_id)
+
+
+def apply_refund(session: Session, order: Order, *, refunded_total: int, at: datetime) -> bool:
+    """The payment's cumulative refunded amount is now ``refunded_total`` (never decreases).
+
+    A full refund revokes the entitlement (and so its licenses); a partial one keeps it.
+    """
+    if order.paid_at is None:
+        return False
+    new_total = min(max(order.refunded_minor, refunded_total), order.total_minor)
+    if new_total <= order.refunded_minor:
+        return False
+    order.refunded_minor = new_total
+    order.refunded_at = at
+    if new_total >= order.total_minor:
+        order.status = "refunded"
+        entitlement = _order_entitlement(session, order)
+        if entitlement is not None:
+            entitlements.revoke(
+                session,
+                entitlement=entitlement,
+                actor=None,
+                reason=f"Order {order.receipt_number} refunded",
+            )
+    else:
+        order.status = "partially_refunded"
+    session.flush()
+    return True
+
+
+def apply_dispute(session: Session, order: Order, *, at: datetime) -> bool:
+    """A chargeback: access is revoked at once."""
+    if order.disputed_at is not None:
+        return False
+    order.disputed_at = at
+    entitlement = _order_entitlement(session, order)
+    if entitlement is not None:
+        entitlements.revoke(
+            session,
+            entitlement=entitlement,
+            actor=None,
+            reason=f"Payment for order {order.receipt_number or order.id} disputed",
+        )
+    session.flush()
+    return True
+
+
+# --- refunds by an administrator ----------------------------------------------------------
+
+
+def refund(
+    session: Session,
+    billing: Billing,
+    *,
+    actor: Account,
+    order: Order,
+    amount_minor: int | None = None,
+) -> Order:
+    """Refund all or part of a paid order at the gateway (administrators only).
+
+    The refund is applied when the gateway confirms it (its answer, or the refund event,
+    whichever comes first; both apply the same cumulative amount). A full refund of a
+    subscription payment also cancels the subscription at once.
+    """
+    if not actor.is_admin:
+        raise Forbidden("Only administrators refund orders")
+    order = lock_order(session, order.id)
+    if order.status not in ("paid", "partially_refunded"):
+        raise Conflict(f"A {order.status.replace('_', ' ')} order cannot be refunded")
+    refundable = order.refundable_minor
+    amount = refundable if amount_minor is None else amount_minor
+    if not 0 < amount <= refundable:
+        raise ValidationFailed(f"The amount must be between 1 and {refundable} (minor units)")
+    try:
+        total = billing.gateway.refund(session, billing, order=order, amount_minor=amount)
+    except GatewayError as exc:
+        raise Conflict(
+            f"The payment service refused the refund: {exc}", code="refund_failed"
+        ) from exc
+    session.flush()
+    if total is not None:
+        apply_refund(session, order, refunded_total=total, at=utcnow())
+    if order.status == "refunded" and order.subscription is not None:
+        from store.billing import subscriptions
+
+        subscriptions.cancel_now(session, billing, subscription=order.subscription)
+    session.flush()
+    return order

@@ -1,0 +1,380 @@
+"""Billing pages: checkout, order status, my purchases, receipts, publisher sales, admin orders."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any
+
+from fastapi import Form, Request
+from fastapi.responses import FileResponse
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.responses import Response
+
+from store.accounts import service as accounts
+from store.accounts.models import Account, Membership, Organization
+from store.billing import orders, sales, subscriptions
+from store.billing.gateway import PaymentInput
+from store.billing.models import Order
+from store.billing.runtime import Billing, billing_of
+from store.billing.sweep import maybe_sweep
+from store.billing.test_gateway import TEST_CARDS, TestGateway
+from store.catalog import service as catalog
+from store.deps import DbSession
+from store.errors import NotFound, StoreError, ValidationFailed
+from store.licensing.models import Entitlement
+from store.web.routing import AdminAccount, RequiredAccount, page_router
+from store.web.templating import SECURITY_HEADERS, flash, minor_exponent, redirect, render
+
+router = page_router()
+FormStr = Annotated[str, Form(max_length=255)]
+
+STATIC = __import__("pathlib").Path(__file__).with_name("static")
+# The one external origin pages may use, and only on Stripe checkout pages.
+STRIPE_CSP = (
+    "default-src 'self'; img-src 'self' https: data:; style-src 'self' 'unsafe-inline'; "
+    "script-src 'self' https://js.stripe.com; frame-src https://js.stripe.com "
+    "https://hooks.stripe.com; connect-src 'self' https://api.stripe.com; object-src 'none'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
+def _billing(request: Request, session: Session) -> Billing:
+    session.info.setdefault("keyring", request.app.state.keyring)
+    session.info.setdefault("settings", request.app.state.settings)
+    return billing_of(request.app.state)
+
+
+def _page(
+    request: Request, name: str, context: dict[str, Any], billing: Billing, **kw: Any
+) -> Response:
+    context.setdefault("test_mode", billing.test_mode)
+    context.setdefault("stripe_key", None if billing.test_mode else billing.gateway.publishable_key)
+    context.setdefault("stripe_test_keys", not billing.test_mode and billing.gateway.test_mode)
+    response = render(request, name, context, **kw)
+    if context.get("uses_stripe_js"):
+        response.headers["Content-Security-Policy"] = STRIPE_CSP
+    return response
+
+
+def _owned_orgs(session: Session, account: Account) -> list[Organization]:
+    return list(
+        session.scalars(
+            select(Organization)
+            .join(Membership, Membership.organization_id == Organization.id)
+            .where(Membership.account_id == account.id, Membership.role == "owner")
+            .order_by(Organization.slug)
+        )
+    )
+
+
+@router.get("/billing/static/checkout.js", include_in_schema=False)
+def checkout_js() -> Response:
+    response = FileResponse(STATIC / "checkout.js", media_type="text/javascript")
+    response.headers.update({"X-Content-Type-Options": "nosniff"})
+    return response
+
+
+# --- checkout -------------------------------------------------------------------------
+
+
+def _tier(session: Session, tier_id: uuid.UUID) -> Any:
+    tier = catalog.get_tier(session, tier_id)
+    if tier.product.status != "published" or not tier.active or tier.is_free:
+        raise NotFound("This tier is not for sale")
+    return tier
+
+
+def _checkout_form(
+    request: Request,
+    session: Session,
+    billing: Billing,
+    account: Account,
+    tier: Any,
+    error: str = "",
+    status: int = 200,
+) -> Response:
+    trial = tier.recurring and tier.trial_days > 0
+    amount = 0 if trial else tier.amount_minor
+    return _page(
+        request,
+        "billing/checkout.html",
+        {
+            "tier": tier,
+            "product": tier.product,
+            "amount": amount,
+            "tax": billing.settings.tax_for(amount),
+            "tax_label": billing.settings.tax_label,
+            "trial": trial,
+            "orgs": _owned_orgs(session, account),
+            "test_cards": TEST_CARDS,
+            "error": error,
+            "uses_stripe_js": not billing.test_mode,
+        },
+        billing,
+        status=status,
+        no_store=True,
+    )
+
+
+@router.get("/checkout/{tier_id}")
+def checkout_page(
+    request: Request, tier_id: uuid.UUID, session: DbSession, account: RequiredAccount
+) -> Response:
+    """The checkout form: Stripe Elements, or the test gateway's own card form (TEST MODE)."""
+    billing = _billing(request, session)
+    return _checkout_form(request, session, billing, account, _tier(session, tier_id))
+
+
+@router.post("/checkout/{tier_id}")
+def checkout_submit(
+    request: Request,
+    tier_id: uuid.UUID,
+    session: DbSession,
+    account: RequiredAccount,
+    card_number: FormStr = "",
+    payment_method: FormStr = "",
+    org_slug: Annotated[str, Form(alias="org", max_length=64)] = "",
+) -> Response:
+    """Create the order, ask the gateway to charge, and go to the order's status page."""
+    billing = _billing(request, session)
+    tier = _tier(session, tier_id)
+    org = accounts.get_organization(session, org_slug) if org_slug else None
+    payment = PaymentInput(payment_method=payment_method or None, card_number=card_number or None)
+    if billing.test_mode and not payment.card_number:
+        return _checkout_form(
+            request, session, billing, account, tier, "Enter a test card number.", 422
+        )
+    if not billing.test_mode and not payment.payment_method:
+        return _checkout_form(request, session, billing, account, tier, "Enter your card.", 422)
+    try:
+        order = orders.start_checkout(session, billing, account=account, tier=tier, org=org)
+    except StoreError as exc:
+        return _checkout_form(request, session, billing, account, tier, exc.detail, exc.status_code)
+    # Committed before the gateway is asked, so an early webhook finds the order.
+    session.commit()
+    orders.pay(session, billing, order=order, payment=payment)
+    return redirect(f"/checkout/orders/{order.id}")
+
+
+# --- order status and authentication ----------------------------------------------------
+
+
+def _my_order(session: Session, order_id: uuid.UUID, account: Account) -> Order:
+    order = orders.get_order(session, order_id)
+    if order.account_id != account.id:
+        raise NotFound("No such order")
+    return order
+
+
+@router.get("/checkout/orders/{order_id}")
+def order_status(
+    request: Request, order_id: uuid.UUID, session: DbSession, account: RequiredAccount
+) -> Response:
+    """What happened to a checkout, truthfully; refreshes itself while the payment event is
+    still on its way."""
+    billing = _billing(request, session)
+    order = _my_order(session, order_id, account)
+    gateway_status = None
+    client_secret = None
+    if order.status in ("pending", "requires_action") and not billing.test_mode:
+        gateway_status = billing.gateway.payment_status(order)
+        if order.status == "requires_action":
+            client_secret = getattr(billing.gateway, "client_secret", lambda o: None)(order)
+    entitlement = session.get(Entitlement, order.entitlement_id) if order.entitlement_id else None
+    response = _page(
+        request,
+        "billing/order.html",
+        {
+            "order": order,
+            "product": order.product,
+            "tier": order.tier,
+            "gateway_status": gateway_status,
+            "client_secret": client_secret,
+            "entitlement": entitlement,
+            "uses_stripe_js": client_secret is not None,
+        },
+        billing,
+        no_store=True,
+    )
+    if order.status == "pending" or (order.status == "requires_action" and gateway_status):
+        response.headers["Refresh"] = "3"
+    return response
+
+
+@router.get("/checkout/orders/{order_id}/authenticate")
+def authenticate_page(
+    request: Request, order_id: uuid.UUID, session: DbSession, account: RequiredAccount
+) -> Response:
+    """TEST MODE: the simulated card authentication step (3-D Secure)."""
+    billing = _billing(request, session)
+    order = _my_order(session, order_id, account)
+    if not isinstance(billing.gateway, TestGateway) or order.status != "requires_action":
+        raise NotFound("Nothing to authenticate")
+    return _page(request, "billing/authenticate.html", {"order": order}, billing, no_store=True)
+
+
+@router.post("/checkout/orders/{order_id}/authenticate")
+def authenticate_submit(
+    request: Request,
+    order_id: uuid.UUID,
+    session: DbSession,
+    account: RequiredAccount,
+    decision: FormStr = "",
+) -> Response:
+    """TEST MODE: approve or fail the simulated authentication."""
+    billing = _billing(request, session)
+    order = _my_order(session, order_id, account)
+    gateway = billing.gateway
+    if not isinstance(gateway, TestGateway) or order.status != "requires_action":
+        raise NotFound("Nothing to authenticate")
+    gateway.authenticate(session, billing, order=order, approve=decision == "approve")
+    return redirect(f"/checkout/orders/{order.id}")
+
+
+# --- my purchases -----------------------------------------------------------------------
+
+
+@router.get("/my/purchases")
+def my_purchases(request: Request, session: DbSession, account: RequiredAccount) -> Response:
+    """Orders and subscriptions, with cancel/resume and receipts."""
+    billing = _billing(request, session)
+    maybe_sweep(request.app.state.sessionmaker, billing)
+    return _page(
+        request,
+        "billing/purchases.html",
+        {
+            "orders": orders.orders_of(session, account),
+            "subscriptions": subscriptions.subscriptions_of(session, account),
+        },
+        billing,
+    )
+
+
+@router.post("/my/purchases/subscriptions/{sub_id}/{action}")
+def cancel_or_resume(
+    request: Request, sub_id: uuid.UUID, action: str, session: DbSession, account: RequiredAccount
+) -> Response:
+    if action not in ("cancel", "resume"):
+        raise NotFound("There is nothing at this address")
+    billing = _billing(request, session)
+    sub = subscriptions.get_visible_subscription(session, sub_id, account)
+    subscriptions.set_cancel_at_period_end(session, billing, sub=sub, cancel=action == "cancel")
+    if action == "cancel":
+        flash(
+            request, f"{sub.product.title} ({sub.tier.name}) ends at the close of the paid period."
+        )
+    else:
+        flash(request, f"{sub.product.title} ({sub.tier.name}) renews again.")
+    return redirect("/my/purchases")
+
+
+@router.get("/my/purchases/orders/{order_id}/receipt")
+def receipt(
+    request: Request, order_id: uuid.UUID, session: DbSession, account: RequiredAccount
+) -> Response:
+    """A printable receipt for a paid order."""
+    billing = _billing(request, session)
+    order = orders.get_visible_order(session, order_id, account)
+    if order.paid_at is None:
+        raise NotFound("This order has no receipt: it was not paid")
+    return _page(
+        request,
+        "billing/receipt.html",
+        {
+            "order": order,
+            "tax_label": billing.settings.tax_label,
+            "seller": order.product.organization,
+        },
+        billing,
+    )
+
+
+# --- publisher sales --------------------------------------------------------------------
+
+
+@router.get("/publish/{org}/-/sales")
+def sales_page(
+    request: Request, org: str, session: DbSession, account: RequiredAccount
+) -> Response:
+    """Sales by month, product and tier, with CSV export."""
+    billing = _billing(request, session)
+    organization = accounts.get_organization(session, org)
+    rows = sales.sales_of(session, actor=account, org=organization)
+    return _page(
+        request,
+        "billing/sales.html",
+        {"org": organization, "rows": rows, "totals": sales.totals(rows)},
+        billing,
+    )
+
+
+@router.get("/publish/{org}/-/sales.csv")
+def sales_csv(request: Request, org: str, session: DbSession, account: RequiredAccount) -> Response:
+    organization = accounts.get_organization(session, org)
+    rows = sales.sales_of(session, actor=account, org=organization)
+    response = Response(sales.to_csv(rows), media_type="text/csv; charset=utf-8")
+    response.headers["Content-Disposition"] = (
+        f'attachment; filename="{organization.slug}-sales.csv"'
+    )
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+# --- administration ---------------------------------------------------------------------
+
+
+@router.get("/admin/orders")
+def admin_orders(request: Request, session: DbSession, admin: AdminAccount) -> Response:
+    billing = _billing(request, session)
+    recent = list(session.scalars(select(Order).order_by(Order.created_at.desc()).limit(200)))
+    return _page(request, "billing/admin_orders.html", {"orders": recent}, billing)
+
+
+@router.get("/admin/orders/{order_id}")
+def admin_order(
+    request: Request, order_id: uuid.UUID, session: DbSession, admin: AdminAccount
+) -> Response:
+    """An order with its payment details, and full or partial refunds."""
+    billing = _billing(request, session)
+    order = orders.get_order(session, order_id)
+    entitlement = session.get(Entitlement, order.entitlement_id) if order.entitlement_id else None
+    return _page(
+        request,
+        "billing/admin_order.html",
+        {"order": order, "entitlement": entitlement, "exponent": minor_exponent(order.currency)},
+        billing,
+    )
+
+
+def parse_amount(raw: str, currency: str) -> int | None:
+    """ "12.50" → 1250 (in the currency's minor unit); empty → None (everything)."""
+    text = raw.strip()
+    if not text:
+        return None
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise ValidationFailed("Enter an amount such as 12.50") from None
+    minor = value.scaleb(minor_exponent(currency))
+    if not value.is_finite() or minor != minor.to_integral_value() or minor <= 0:
+        raise ValidationFailed("Enter a positive amount with at most the currency's decimals")
+    return int(minor)
+
+
+@router.post("/admin/orders/{order_id}/refund")
+def admin_refund(
+    request: Request,
+    order_id: uuid.UUID,
+    session: DbSession,
+    admin: AdminAccount,
+    amount: FormStr = "",
+) -> Response:
+    """Refund the amount given (empty: everything not refunded yet)."""
+    billing = _billing(request, session)
+    order = orders.get_order(session, order_id)
+    amount_minor = parse_amount(amount, order.currency)
+    orders.refund(session, billing, actor=admin, order=order, amount_minor=amount_minor)
+    flash(request, "Refunded." if order.status == "refunded" else "Refund recorded.")
+    return redirect(f"/admin/orders/{order.id}")

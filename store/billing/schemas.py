@@ -1,0 +1,91 @@
+"""JSON shapes of the billing API (fields are only ever added)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class OrderOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    kind: str
+    status: str
+    product_id: uuid.UUID
+    tier_id: uuid.UUID
+    subscription_id: uuid.UUID | None
+    amount_minor: int
+    tax_minor: int
+    total_minor: int
+    currency: str
+    refunded_minor: int
+    gateway: str
+    failure_reason: str
+    entitlement_id: uuid.UUID | None
+    receipt_number: str | None
+    created_at: datetime
+    paid_at: datetime | None
+    refunded_at: datetime | None
+    disputed_at: datetime | None
+
+
+class SubscriptionOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    status: str
+    product_id: uuid.UUID
+    tier_id: uuid.UUID
+    amount_minor: int
+    currency: str
+    interval: str
+    gateway: str
+    current_period_end: datetime | None
+    cancel_at_period_end: bool
+    trial_end: datetime | None
+    canceled_at: datetime | None
+    entitlement_id: uuid.UUID | None
+    created_at: datetime
+
+
+class CheckoutIn(BaseModel):
+    tier_id: uuid.UUID
+    payment_method: str | None = Field(
+        default=None, max_length=255, description="Stripe: a PaymentMethod id from Stripe.js"
+    )
+    card_number: str | None = Field(
+        default=None, max_length=32, description="Test gateway: one of the test card numbers"
+    )
+    org: str | None = Field(default=None, description="Buy for this organisation (owners)")
+
+
+class CheckoutOut(BaseModel):
+    order: OrderOut
+    next_action: str | None = Field(
+        default=None, description="authenticate: finish authentication (client_secret / page)"
+    )
+    client_secret: str | None = None
+    message: str = ""
+
+
+class RefundIn(BaseModel):
+    amount_minor: int | None = Field(
+        default=None, ge=1, description="Minor units; omit for everything not yet refunded"
+    )
+
+
+class SalesRowOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    month: str
+    product: str
+    tier: str
+    currency: str
+    orders: int
+    gross_minor: int
+    tax_minor: int
+    refunded_minor: int
+    net_minor: int

@@ -1,0 +1,303 @@
+"""Stripe, through the official SDK (``stripe.StripeClient``).
+
+Stays within what both Stripe and localstripe accept (docs: /work/shared/design): one-time
+payments are PaymentIntents confirmed server-side with a PaymentMethod collected by Stripe
+Elements; subscriptions use Plans with deterministic ids (one item each) and the customer's
+``invoice_settings.default_payment_method``. Response shapes vary (expanded ids, the period
+end on the item or on the subscription), so fields are read through ``obj_id``/``dig``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, cast
+
+import stripe
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from store.accounts.models import Account
+from store.billing.config import BillingSettings
+from store.billing.gateway import GatewayError, Outcome, PaymentInput, dig, obj_id
+from store.billing.models import GatewayCustomer, Order, Subscription, TierPrice
+from store.billing.runtime import Billing
+from store.catalog.models import Tier
+
+log = logging.getLogger("store.billing.stripe")
+
+
+def _plain(obj: Any) -> dict[str, Any]:
+    return obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
+
+
+def plan_id(tier: Tier) -> str:
+    """Deterministic: one plan per tier, period, currency and amount (never mutated)."""
+    return f"store-{tier.id.hex}-{tier.billing}-{tier.amount_minor}{tier.currency}"
+
+
+def product_id(tier: Tier) -> str:
+    return f"store-{tier.product_id.hex}"
+
+
+class StripeGateway:
+    name = "stripe"
+    test_mode = False
+
+    def __init__(self, settings: BillingSettings, *, testing: bool = False) -> None:
+        assert settings.stripe_secret_key
+        self.settings = settings
+        self.publishable_key = settings.stripe_publishable_key
+        self.test_mode = settings.stripe_secret_key.startswith("sk_test_")
+        self.client = stripe.StripeClient(
+            settings.stripe_secret_key,
+            base_addresses={"api": settings.stripe_api_base},
+            max_network_retries=0 if testing else 2,
+        )
+        self.v1 = self.client.v1
+
+    # --- catalogue ----------------------------------------------------------------------
+
+    def _ensure_product(self, tier: Tier) -> str:
+        product = tier.product
+        pid = product_id(tier)
+        data: Any = {"name": product.title[:250] or product.repository}
+        try:
+            self.v1.products.create(
+                {  # type: ignore[typeddict-item]
+                    "id": pid,
+                    **data,
+                    "metadata": {"product_id": str(product.id), "repository": product.repository},
+                }
+            )
+        except stripe.StripeError as exc:
+            if exc.http_status not in (400, 409):
+                raise GatewayError(str(exc)) from exc
+            try:
+                self.v1.products.update(pid, data)
+            except stripe.StripeError as exc2:
+                raise GatewayError(str(exc2)) from exc2
+        return pid
+
+    def sync_price(self, session: Session, *, tier: Tier, price: TierPrice) -> str | None:
+        pid = self._ensure_product(tier)
+        if tier.billing == "one_time":
+            return None  # PaymentIntents carry the amount; no gateway price is needed
+        plan = plan_id(tier)
+        try:
+            self.v1.plans.create(
+                {
+                    "id": plan,
+                    "product": pid,
+                    "amount": tier.amount_minor,
+                    "currency": tier.currency,
+                    "interval": tier.billing,
+                    "metadata": {"tier_id": str(tier.id)},
+                }
+            )
+        except stripe.StripeError as exc:
+            if exc.http_status not in (400, 409):
+                raise GatewayError(str(exc)) from exc
+            try:  # it exists already (same id = same amount): reuse, never change it
+                self.v1.plans.retrieve(plan)
+            except stripe.StripeError as exc2:
+                raise GatewayError(str(exc2)) from exc2
+        return plan
+
+    # --- customers ----------------------------------------------------------------------
+
+    def _customer(self, session: Session, account: Account) -> str:
+        row = session.scalar(
+            select(GatewayCustomer).where(
+                GatewayCustomer.account_id == account.id, GatewayCustomer.gateway == self.name
+            )
+        )
+        if row is not None:
+            return row.gateway_ref
+        try:
+            customer = self.v1.customers.create(
+                {"email": account.email, "metadata": {"account_id": str(account.id)}}
+            )
+        except stripe.StripeError as exc:
+            raise GatewayError(str(exc)) from exc
+        row = GatewayCustomer(account_id=account.id, gateway=self.name, gateway_ref=customer.id)
+        session.add(row)
+        session.flush()
+        return row.gateway_ref
+
+    # --- one-time payments --------------------------------------------------------------
+
+    def pay_once(
+        self, session: Session, billing: Billing, *, order: Order, payment: PaymentInput
+    ) -> Outcome:
+        if not payment.payment_method:
+            return Outcome("failed", message="No card was entered.")
+        customer = self._customer(session, order.account)
+        params: dict[str, Any] = {
+            "amount": order.total_minor,
+            "currency": order.currency,
+            "customer": customer,
+            "payment_method": payment.payment_method,
+            "payment_method_types": ["card"],
+            "confirm": True,
+            "metadata": {
+                "order_id": str(order.id),
+                "account_id": str(order.account_id),
+                "tier_id": str(order.tier_id),
+            },
+        }
+        try:
+            pi = self.v1.payment_intents.create(cast(Any, params))
+        except stripe.CardError as exc:
+            ref = obj_id(dig(exc.error, "payment_intent")) if exc.error else None
+            return Outcome("failed", payment_ref=ref, message=exc.user_message or "Declined.")
+        except stripe.StripeError as exc:
+            raise GatewayError(str(exc)) from exc
+        return self._intent_outcome(pi)
+
+    @staticmethod
+    def _intent_outcome(pi: Any, **refs: Any) -> Outcome:
+        status = str(pi["status"])
+        if status == "succeeded":
+            return Outcome("succeeded", payment_ref=pi.id, **refs)
+        if status in ("requires_action", "requires_confirmation"):
+            return Outcome(
+                "requires_action", payment_ref=pi.id, client_secret=pi["client_secret"], **refs
+            )
+        if status == "processing":
+            return Outcome("processing", payment_ref=pi.id, **refs)
+        message = dig(pi, "last_payment_error", "message") or "The payment failed."
+        return Outcome("failed", payment_ref=pi.id, message=str(message), **refs)
+
+    # --- subscriptions ------------------------------------------------------------------
+
+    def subscribe(
+        self,
+        session: Session,
+        billing: Billing,
+        *,
+        subscription: Subscription,
+        order: Order,
+        account: Account,
+        price: TierPrice,
+        payment: PaymentInput,
+    ) -> Outcome:
+        if not payment.payment_method:
+            return Outcome("failed", message="No card was entered.")
+        customer = self._customer(session, account)
+        try:
+            pm = self.v1.payment_methods.attach(payment.payment_method, {"customer": customer})
+            self.v1.customers.update(
+                customer, {"invoice_settings": {"default_payment_method": pm.id}}
+            )
+        except stripe.CardError as exc:
+            return Outcome("failed", message=exc.user_message or "Declined.")
+        except stripe.StripeError as exc:
+            raise GatewayError(str(exc)) from exc
+        params: dict[str, Any] = {
+            "customer": customer,
+            "items": [{"plan": price.gateway_ref}],
+            "metadata": {
+                "subscription_id": str(subscription.id),
+                "order_id": str(order.id),
+                "account_id": str(account.id),
+            },
+            "expand": ["latest_invoice.payment_intent"],
+        }
+        if order.amount_minor == 0 and subscription.tier.trial_days > 0:
+            params["trial_period_days"] = subscription.tier.trial_days
+        try:
+            sub = self.v1.subscriptions.create(cast(Any, params))
+        except stripe.CardError as exc:
+            return Outcome("failed", message=exc.user_message or "Declined.")
+        except stripe.StripeError as exc:
+            raise GatewayError(str(exc)) from exc
+        # dig, not .get: a StripeObject is not a dict (and localstripe expands this field).
+        invoice = dig(sub, "latest_invoice")
+        refs: dict[str, Any] = {"subscription_ref": sub.id, "invoice_ref": obj_id(invoice)}
+        if sub["status"] in ("active", "trialing"):
+            return Outcome("succeeded", **refs)
+        pi = dig(invoice, "payment_intent")
+        if pi is not None and not isinstance(pi, str):
+            outcome = self._intent_outcome(pi, **refs)
+        else:
+            outcome = Outcome("failed", message="The first payment did not go through.", **refs)
+        if outcome.status == "failed":
+            self._cancel_quietly(sub.id)
+        return outcome
+
+    def _cancel_quietly(self, ref: str) -> None:
+        try:
+            self.v1.subscriptions.cancel(ref)
+        except stripe.StripeError as exc:
+            log.warning("could not cancel incomplete subscription %s: %s", ref, exc)
+
+    def set_cancel_at_period_end(
+        self, session: Session, billing: Billing, *, subscription: Subscription, cancel: bool
+    ) -> dict[str, Any] | None:
+        assert subscription.gateway_ref
+        try:
+            sub = self.v1.subscriptions.update(
+                subscription.gateway_ref, {"cancel_at_period_end": cancel}
+            )
+        except stripe.StripeError as exc:
+            raise GatewayError(str(exc)) from exc
+        return _plain(sub)
+
+    def cancel_now(
+        self, session: Session, billing: Billing, *, subscription: Subscription
+    ) -> dict[str, Any] | None:
+        assert subscription.gateway_ref
+        try:
+            return _plain(self.v1.subscriptions.cancel(subscription.gateway_ref))
+        except stripe.StripeError as exc:
+            raise GatewayError(str(exc)) from exc
+
+    def fetch_subscription(self, ref: str) -> dict[str, Any] | None:
+        try:
+            return _plain(self.v1.subscriptions.retrieve(ref))
+        except stripe.InvalidRequestError:
+            return None  # not at this Stripe account (or a hand-made event): use the payload
+        except stripe.StripeError as exc:
+            raise GatewayError(str(exc)) from exc
+
+    # --- refunds and status -------------------------------------------------------------
+
+    def refund(
+        self, session: Session, billing: Billing, *, order: Order, amount_minor: int
+    ) -> int | None:
+        if not order.payment_ref:
+            raise GatewayError("this order has no payment to refund")
+        try:
+            refund = self.v1.refunds.create(
+                {"payment_intent": order.payment_ref, "amount": amount_minor}
+            )
+        except stripe.StripeError as exc:
+            raise GatewayError(exc.user_message or str(exc)) from exc
+        if refund["status"] == "pending":
+            return None  # applied when Stripe's charge.refunded event arrives
+        if refund["status"] != "succeeded":
+            raise GatewayError(f"the refund is {refund['status']}")
+        try:
+            pi = self.v1.payment_intents.retrieve(order.payment_ref, {"expand": ["latest_charge"]})
+            refunded = dig(pi, "latest_charge", "amount_refunded")
+            if isinstance(refunded, int):
+                return refunded
+        except stripe.StripeError as exc:
+            log.warning("could not read the refunded total of %s: %s", order.payment_ref, exc)
+        return order.refunded_minor + amount_minor
+
+    def payment_status(self, order: Order) -> str | None:
+        if not order.payment_ref:
+            return None
+        try:
+            return str(self.v1.payment_intents.retrieve(order.payment_ref)["status"])
+        except stripe.StripeError:
+            return None
+
+    def client_secret(self, order: Order) -> str | None:
+        if not order.payment_ref:
+            return None
+        try:
+            return str(self.v1.payment_intents.retrieve(order.payment_ref)["client_secret"])
+        except stripe.StripeError:
+            return None

@@ -1,0 +1,459 @@
+"""Subscriptions: what subscription and invoice events do, cancel/resume, and the sweep.
+
+Rules that keep state right whatever order events arrive in:
+- The entitlement's ``ends_at`` is the end of the last *paid* period; it only moves forward.
+- Status changes carry the event's gateway time; one older than the last applied is ignored,
+  and ``canceled``/``expired`` are final.
+- With Stripe, subscription events re-fetch the subscription, so the newest state is applied.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from store.accounts.models import Account
+from store.billing import orders as order_service
+from store.billing.gateway import GatewayError, dig, obj_id
+from store.billing.models import Order, Subscription
+from store.billing.runtime import Billing
+from store.db import utcnow
+from store.errors import Conflict, NotFound
+from store.licensing import entitlements
+from store.licensing.models import Entitlement
+
+log = logging.getLogger("store.billing")
+
+FINAL = ("canceled", "expired")
+STRIPE_STATUS = {
+    "incomplete": "incomplete",
+    "trialing": "trialing",
+    "active": "active",
+    "past_due": "past_due",
+    "unpaid": "past_due",
+    "paused": "past_due",
+    "canceled": "canceled",
+    "incomplete_expired": "canceled",
+}
+
+
+def ts(value: Any) -> datetime | None:
+    if value in (None, "", 0):
+        return None
+    return datetime.fromtimestamp(int(value), UTC)
+
+
+# --- finding --------------------------------------------------------------------------
+
+
+def find_locked(
+    session: Session, gateway: str, ref: str | None, local_id: str | None = None
+) -> Subscription | None:
+    """The subscription by gateway ref, or by our own id from the gateway's metadata."""
+    stmt = select(Subscription).with_for_update(of=Subscription)
+    stmt = stmt.execution_options(populate_existing=True)
+    if ref:
+        sub = session.scalar(
+            stmt.where(Subscription.gateway == gateway, Subscription.gateway_ref == ref)
+        )
+        if sub is not None:
+            return sub
+    if local_id:
+        try:
+            sub_id = uuid.UUID(str(local_id))
+        except ValueError:
+            return None
+        sub = session.scalar(stmt.where(Subscription.id == sub_id))
+        if sub is not None and sub.gateway == gateway:
+            if ref and sub.gateway_ref is None:
+                sub.gateway_ref = ref
+            return sub
+    return None
+
+
+def subscriptions_of(session: Session, account: Account) -> list[Subscription]:
+    return list(
+        session.scalars(
+            select(Subscription)
+            .where(Subscription.account_id == account.id, Subscription.gateway_ref.is_not(None))
+            .order_by(Subscription.created_at.desc())
+        )
+    )
+
+
+def get_visible_subscription(session: Session, sub_id: uuid.UUID, account: Account) -> Subscription:
+    sub = session.get(Subscription, sub_id)
+    if sub is None or (sub.account_id != account.id and not account.is_admin):
+        raise NotFound("No such subscription")
+    return sub
+
+
+# --- the entitlement behind a subscription --------------------------------------------
+
+
+def _entitlement(session: Session, sub: Subscription) -> Entitlement | None:
+    return session.get(Entitlement, sub.entitlement_id) if sub.entitlement_id else None
+
+
+def _ensure_entitlement(
+    session: Session, sub: Subscription, *, ends_at: datetime, starts_at: datetime
+) -> Entitlement:
+    entitlement = _entitlement(session, sub)
+    if entitlement is not None:
+        return entitlement
+    if ends_at <= starts_at:
+        starts_at = min(starts_at, utcnow()) - timedelta(seconds=1)
+    entitlement = entitlements.create_entitlement(
+        session,
+        tier=sub.tier,
+        source="trial" if sub.status == "trialing" else "subscription",
+        account=sub.account if sub.organization_id is None else None,
+        org=sub.organization,
+        source_ref=str(sub.id),
+        starts_at=starts_at,
+        ends_at=ends_at,
+        reason=f"Subscription {sub.gateway_ref or sub.id}",
+    )
+    sub.entitlement_id = entitlement.id
+    session.flush()
+    return entitlement
+
+
+def _paid_through(session: Session, entitlement: Entitlement, period_end: datetime) -> None:
+    """A paid period: access runs to its end, any grace is over, a suspension lifted."""
+    if entitlement.status == "revoked":
+        log.warning("payment for revoked entitlement %s; access stays revoked", entitlement.id)
+        return
+    ends_at = entitlement.ends_at
+    new_end = period_end if ends_at is None or period_end > ends_at else ends_at
+    if new_end != ends_at or entitlement.grace_until is not None:
+        entitlements.extend(session, entitlement=entitlement, ends_at=new_end, grace_until=None)
+    if entitlement.status in ("suspended", "expired"):
+        entitlements.set_status(
+            session, entitlement=entitlement, status="active", reason="Payment received"
+        )
+
+
+def _start_grace(session: Session, billing: Billing, sub: Subscription, at: datetime) -> None:
+    entitlement = _entitlement(session, sub)
+    if entitlement is None or entitlement.status != "active":
+        return
+    if entitlement.grace_until is not None:
+        return  # a retry failing again does not lengthen the grace period
+    grace_until = max(at, utcnow()) + timedelta(days=billing.settings.grace_days)
+    entitlements.extend(
+        session, entitlement=entitlement, ends_at=entitlement.ends_at, grace_until=grace_until
+    )
+
+
+def _end_now_if_over(session: Session, sub: Subscription, now: datetime) -> None:
+    """A canceled subscription: access runs to the end of the paid period, no grace."""
+    entitlement = _entitlement(session, sub)
+    if entitlement is None or entitlement.status == "revoked":
+        return
+    if entitlement.grace_until is not None:
+        entitlements.extend(
+            session, entitlement=entitlement, ends_at=entitlement.ends_at, grace_until=None
+        )
+    if entitlement.ends_at is not None and entitlement.ends_at <= now:
+        if entitlement.status == "active":
+            entitlements.set_status(
+                session, entitlement=entitlement, status="expired", reason="Subscription ended"
+            )
+        sub.status = "expired"
+
+
+# --- subscription snapshots (customer.subscription.* events, re-fetched objects) ------
+
+
+def period_end_of(obj: Any) -> datetime | None:
+    """Current period end: on the item (new API shape) or on the subscription (old shape)."""
+    item = dig(obj, "items", "data", 0)
+    value = dig(item, "current_period_end") if item is not None else None
+    return ts(value or dig(obj, "current_period_end"))
+
+
+def apply_snapshot(
+    session: Session,
+    billing: Billing,
+    sub: Subscription,
+    obj: Any,
+    *,
+    at: datetime,
+    fresh: bool = False,
+) -> bool:
+    """Bring the subscription in line with the gateway's object as of ``at``.
+
+    ``fresh``: the object was just fetched from the gateway, so it is the newest state.
+    """
+    if not fresh and sub.last_event_at is not None and at < sub.last_event_at:
+        return False
+    status = STRIPE_STATUS.get(str(dig(obj, "status")), sub.status)
+    if sub.status in FINAL and status not in FINAL:
+        return False
+    sub.last_event_at = max(at, sub.last_event_at) if sub.last_event_at else at
+    if sub.status == "expired" and status == "canceled":
+        status = "expired"
+    sub.status = status
+    sub.cancel_at_period_end = bool(dig(obj, "cancel_at_period_end"))
+    sub.current_period_end = period_end_of(obj) or sub.current_period_end
+    sub.trial_end = ts(dig(obj, "trial_end")) or sub.trial_end
+    now = utcnow()
+    if status == "trialing" and sub.trial_end is not None:
+        entitlement = _ensure_entitlement(
+            session, sub, ends_at=sub.trial_end, starts_at=ts(dig(obj, "start_date")) or now
+        )
+        _paid_through(session, entitlement, sub.trial_end)
+    elif status == "active" and sub.current_period_end is not None:
+        start = ts(dig(obj, "current_period_start")) or ts(dig(obj, "start_date")) or now
+        entitlement = _ensure_entitlement(
+            session, sub, ends_at=sub.current_period_end, starts_at=start
+        )
+        if entitlement.status == "suspended":
+            _paid_through(session, entitlement, entitlement.ends_at or sub.current_period_end)
+    elif status == "past_due":
+        _start_grace(session, billing, sub, at)
+    elif status in FINAL:
+        sub.canceled_at = sub.canceled_at or ts(dig(obj, "canceled_at")) or at
+        _end_now_if_over(session, sub, now)
+    session.flush()
+    return True
+
+
+def refresh_from_gateway(
+    session: Session, billing: Billing, sub: Subscription, obj: Any, *, at: datetime
+) -> bool:
+    """Apply a subscription event: the re-fetched object when the gateway has one."""
+    fresh = None
+    if sub.gateway_ref and sub.gateway == billing.gateway.name:
+        try:
+            fresh = billing.gateway.fetch_subscription(sub.gateway_ref)
+        except GatewayError:
+            fresh = None
+    if fresh is not None:
+        return apply_snapshot(session, billing, sub, fresh, at=max(at, utcnow()), fresh=True)
+    return apply_snapshot(session, billing, sub, obj, at=at)
+
+
+# --- invoices -------------------------------------------------------------------------
+
+
+def invoice_subscription_ref(invoice: Any) -> str | None:
+    return obj_id(
+        dig(invoice, "parent", "subscription_details", "subscription")
+        or dig(invoice, "subscription")
+    )
+
+
+def invoice_period_end(invoice: Any) -> datetime | None:
+    ends = []
+    for line in dig(invoice, "lines", "data") or []:
+        end = ts(dig(line, "period", "end"))
+        if end is not None:
+            ends.append(end)
+    return max(ends) if ends else ts(dig(invoice, "period_end"))
+
+
+def _invoice_order(session: Session, sub: Subscription, invoice_ref: str) -> Order | None:
+    order = session.scalar(
+        select(Order)
+        .where(Order.gateway == sub.gateway, Order.gateway_ref == invoice_ref)
+        .with_for_update(of=Order)
+        .execution_options(populate_existing=True)
+    )
+    if order is not None:
+        return order
+    # The checkout's order for the first invoice, before its gateway answer was recorded.
+    return session.scalar(
+        select(Order)
+        .where(
+            Order.subscription_id == sub.id,
+            Order.gateway_ref.is_(None),
+            Order.status.in_(("pending", "requires_action")),
+        )
+        .order_by(Order.created_at)
+        .limit(1)
+        .with_for_update(of=Order)
+        .execution_options(populate_existing=True)
+    )
+
+
+def _new_invoice_order(sub: Subscription, invoice: Any, invoice_ref: str) -> Order:
+    total = int(dig(invoice, "amount_paid") or dig(invoice, "amount_due") or 0)
+    tax = int(dig(invoice, "tax") or 0)
+    return Order(
+        account_id=sub.account_id,
+        organization_id=sub.organization_id,
+        tier_id=sub.tier_id,
+        product_id=sub.product_id,
+        tier_price_id=sub.tier_price_id,
+        subscription_id=sub.id,
+        kind="subscription",
+        amount_minor=total - tax,
+        tax_minor=tax,
+        currency=str(dig(invoice, "currency") or sub.currency),
+        status="pending",
+        gateway=sub.gateway,
+        gateway_ref=invoice_ref,
+    )
+
+
+def invoice_paid(
+    session: Session, billing: Billing, sub: Subscription, invoice: Any, *, at: datetime
+) -> None:
+    """A paid invoice (first, trial start or renewal): order paid, access to the period end."""
+    invoice_ref = str(dig(invoice, "id"))
+    order = _invoice_order(session, sub, invoice_ref)
+    if order is None:
+        order = _new_invoice_order(sub, invoice, invoice_ref)
+        session.add(order)
+        session.flush()
+    elif order.gateway_ref is None:
+        order.gateway_ref = invoice_ref
+    period_end = invoice_period_end(invoice) or sub.current_period_end
+    if sub.current_period_end is None or (period_end and period_end > sub.current_period_end):
+        sub.current_period_end = period_end
+    if sub.status not in FINAL and (sub.last_event_at is None or at >= sub.last_event_at):
+        trial = sub.trial_end is not None and period_end is not None and period_end <= sub.trial_end
+        sub.status = "trialing" if trial and order.total_minor == 0 else "active"
+        sub.last_event_at = at
+    entitlement = None
+    if period_end is not None:
+        start = ts(dig(invoice, "period_start")) or at
+        entitlement = _ensure_entitlement(session, sub, ends_at=period_end, starts_at=start)
+        if (
+            sub.status not in FINAL
+            or entitlement.ends_at is None
+            or period_end > entitlement.ends_at
+        ):
+            _paid_through(session, entitlement, period_end)
+    order_service.mark_paid(
+        session,
+        order,
+        paid_at=at,
+        payment_ref=obj_id(dig(invoice, "payment_intent")),
+        entitlement=entitlement,
+    )
+    session.flush()
+
+
+def invoice_failed(
+    session: Session, billing: Billing, sub: Subscription, invoice: Any, *, at: datetime
+) -> None:
+    """A failed invoice: the first one fails the checkout; a renewal starts the grace period."""
+    invoice_ref = str(dig(invoice, "id"))
+    order = _invoice_order(session, sub, invoice_ref)
+    if order is None:
+        order = _new_invoice_order(sub, invoice, invoice_ref)
+        session.add(order)
+        session.flush()
+    elif order.gateway_ref is None:
+        order.gateway_ref = invoice_ref
+    message = dig(invoice, "last_finalization_error", "message") or "The payment was declined."
+    order_service.mark_failed(session, order, reason=str(message))
+    if sub.status in FINAL or (sub.last_event_at is not None and at < sub.last_event_at):
+        return
+    sub.last_event_at = at
+    if sub.entitlement_id is None:
+        return  # the first payment failed: the subscription never started
+    sub.status = "past_due"
+    _start_grace(session, billing, sub, at)
+    session.flush()
+
+
+# --- customer actions -------------------------------------------------------------------
+
+
+def set_cancel_at_period_end(
+    session: Session, billing: Billing, *, sub: Subscription, cancel: bool
+) -> Subscription:
+    """Cancel at the end of the paid period (``cancel``) or resume a cancellation."""
+    sub = find_locked(session, sub.gateway, sub.gateway_ref) or sub
+    if sub.status in FINAL:
+        raise Conflict("This subscription has ended", code="subscription_ended")
+    if sub.status == "incomplete":
+        raise Conflict("This subscription has not started", code="subscription_incomplete")
+    if sub.cancel_at_period_end == cancel:
+        return sub
+    try:
+        fresh = billing.gateway.set_cancel_at_period_end(
+            session, billing, subscription=sub, cancel=cancel
+        )
+    except GatewayError as exc:
+        raise Conflict(f"The payment service refused: {exc}", code="gateway_error") from exc
+    if fresh is not None:
+        # localstripe sends no event for this; Stripe's later event is applied idempotently.
+        apply_snapshot(session, billing, sub, fresh, at=utcnow(), fresh=True)
+    session.flush()
+    return sub
+
+
+def cancel_now(session: Session, billing: Billing, *, subscription: Subscription) -> Subscription:
+    """Stop billing at once (after a full refund); access ends with the paid period."""
+    sub = subscription
+    if sub.status in FINAL or sub.gateway_ref is None:
+        return sub
+    try:
+        fresh = billing.gateway.cancel_now(session, billing, subscription=sub)
+    except GatewayError as exc:
+        log.warning("could not cancel subscription %s: %s", sub.gateway_ref, exc)
+        return sub
+    if fresh is not None:
+        apply_snapshot(session, billing, sub, fresh, at=utcnow(), fresh=True)
+    return sub
+
+
+# --- the sweep --------------------------------------------------------------------------
+
+
+def expire_due(session: Session, billing: Billing, now: datetime | None = None) -> dict[str, int]:
+    """Suspend entitlements whose grace ran out, expire ended subscriptions; with the test
+    gateway also renew (or end) subscriptions whose period is over (its demo clock).
+
+    Idempotent: run it from cron (``store billing sweep``); the app also runs it at most once
+    a minute per process when billing pages or webhooks are used.
+    """
+    now = now or utcnow()
+    counts = {"renewed": 0, "suspended": 0, "expired": 0}
+    advance = getattr(billing.gateway, "advance", None)
+    if advance is not None:
+        counts["renewed"] = advance(session, billing, now)
+    rows = session.execute(
+        select(Subscription, Entitlement)
+        .join(Entitlement, Entitlement.id == Subscription.entitlement_id)
+        .where(Subscription.status.in_(("past_due", "canceled", "trialing", "active")))
+    ).all()
+    for sub, entitlement in rows:
+        if entitlement.status != "active":
+            continue
+        if sub.status == "past_due":
+            grace = entitlement.grace_until
+            if grace is not None and grace <= now:
+                entitlements.set_status(
+                    session,
+                    entitlement=entitlement,
+                    status="suspended",
+                    reason="Payment past due; the grace period is over",
+                )
+                counts["suspended"] += 1
+        elif (
+            (
+                sub.status == "canceled"
+                or (sub.cancel_at_period_end and entitlement.ends_at is not None)
+            )
+            and entitlement.ends_at is not None
+            and entitlement.ends_at <= now
+        ):
+            entitlements.set_status(
+                session, entitlement=entitlement, status="expired", reason="Subscription ended"
+            )
+            if sub.status == "canceled":
+                sub.status = "expired"
+            counts["expired"] += 1
+    session.flush()
+    return counts

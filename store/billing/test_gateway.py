@@ -1,0 +1,392 @@
+"""The built-in test gateway: the embedded default when Stripe is not configured.
+
+It takes Stripe's documented test card numbers and charges nothing:
+
+=====================  ================================================
+4242 4242 4242 4242    succeeds
+4000 0000 0000 0002    declined (card_declined)
+4000 0025 0000 3155    requires authentication: a simulated step page with approve / fail
+=====================  ================================================
+
+It answers like Stripe and then emits the events Stripe would send, in Stripe's shape, into
+``webhooks.process_event`` in the same transaction, so the same lifecycle code runs. It has
+no clock of its own: ``advance`` (run by the sweep) renews subscriptions whose period ended.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from store.accounts.models import Account
+from store.billing.gateway import Outcome, PaymentInput
+from store.billing.models import GatewayCustomer, Order, Subscription, TierPrice
+from store.billing.runtime import Billing
+from store.catalog.models import Tier
+from store.db import utcnow
+
+SOURCE = "test-gateway"
+CARD_SUCCESS = "4242424242424242"
+CARD_DECLINE = "4000000000000002"
+CARD_AUTHENTICATE = "4000002500003155"
+TEST_CARDS = (
+    (CARD_SUCCESS, "Succeeds"),
+    (CARD_DECLINE, "Is declined"),
+    (CARD_AUTHENTICATE, "Asks for authentication (approve or fail it on the next page)"),
+)
+_DECLINED = "Your card was declined."
+
+
+def normalize_card(value: str | None) -> str:
+    return re.sub(r"[\s-]", "", value or "")
+
+
+def add_interval(start: datetime, interval: str, count: int = 1) -> datetime:
+    months = count * (12 if interval == "year" else 1)
+    month0 = start.month - 1 + months
+    year, month = start.year + month0 // 12, month0 % 12 + 1
+    days = [
+        31,
+        29 if year % 4 == 0 and (year % 100 or year % 400 == 0) else 28,
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ][month - 1]
+    return start.replace(year=year, month=month, day=min(start.day, days))
+
+
+def _ref(prefix: str) -> str:
+    return f"{prefix}_test_{secrets.token_hex(12)}"
+
+
+def _ts(value: datetime | None) -> int | None:
+    return int(value.timestamp()) if value is not None else None
+
+
+class TestGateway:
+    """See the module docstring. Stateless: everything it needs is in the store's rows."""
+
+    __test__ = False  # not a pytest test class
+    name = "test"
+    test_mode = True
+    publishable_key: str | None = None
+
+    # --- events -----------------------------------------------------------------------
+
+    def emit(self, session: Session, billing: Billing, type_: str, obj: dict[str, Any]) -> None:
+        from store.billing.webhooks import process_event
+
+        event = {
+            "id": _ref("evt"),
+            "object": "event",
+            "type": type_,
+            "created": int(time.time()),
+            "livemode": False,
+            "data": {"object": obj},
+        }
+        process_event(session, billing, event, source=SOURCE)
+
+    def _intent(self, order: Order, status: str, **extra: Any) -> dict[str, Any]:
+        assert order.payment_ref is not None
+        return {
+            "id": order.payment_ref,
+            "object": "payment_intent",
+            "amount": order.total_minor,
+            "currency": order.currency,
+            "status": status,
+            "metadata": {"order_id": str(order.id)},
+            **extra,
+        }
+
+    # --- catalogue ----------------------------------------------------------------------
+
+    def sync_price(self, session: Session, *, tier: Tier, price: TierPrice) -> str | None:
+        if tier.billing == "one_time":
+            return None
+        return f"plan_test_{tier.id.hex[:12]}_{tier.billing}_{tier.amount_minor}{tier.currency}"
+
+    # --- one-time payments --------------------------------------------------------------
+
+    def pay_once(
+        self, session: Session, billing: Billing, *, order: Order, payment: PaymentInput
+    ) -> Outcome:
+        card = normalize_card(payment.card_number)
+        order.payment_ref = order.payment_ref or _ref("pi")
+        order.gateway_ref = order.gateway_ref or order.payment_ref
+        session.flush()
+        if card == CARD_SUCCESS:
+            self.emit(
+                session, billing, "payment_intent.succeeded", self._intent(order, "succeeded")
+            )
+            return Outcome("succeeded", payment_ref=order.payment_ref)
+        if card == CARD_AUTHENTICATE:
+            intent = self._intent(order, "requires_action", next_action={"type": "test_3ds"})
+            self.emit(session, billing, "payment_intent.requires_action", intent)
+            return Outcome("requires_action", payment_ref=order.payment_ref)
+        message = _DECLINED if card == CARD_DECLINE else "Use one of the test card numbers."
+        error = {"code": "card_declined", "message": message}
+        self.emit(
+            session,
+            billing,
+            "payment_intent.payment_failed",
+            self._intent(order, "requires_payment_method", last_payment_error=error),
+        )
+        return Outcome("failed", payment_ref=order.payment_ref, message=message)
+
+    def authenticate(
+        self, session: Session, billing: Billing, *, order: Order, approve: bool
+    ) -> None:
+        """The simulated authentication step: the buyer approved or failed it."""
+        if order.kind == "subscription":
+            sub = order.subscription
+            assert sub is not None
+            if approve:
+                self._start_subscription(session, billing, sub, order, created=False)
+            else:
+                self._first_invoice_failed(session, billing, sub, order, "Authentication failed.")
+                self.emit(
+                    session,
+                    billing,
+                    "customer.subscription.deleted",
+                    self._sub_obj(sub, status="incomplete_expired"),
+                )
+            return
+        if approve:
+            self.emit(
+                session, billing, "payment_intent.succeeded", self._intent(order, "succeeded")
+            )
+        else:
+            error = {
+                "code": "payment_intent_authentication_failure",
+                "message": "The payment could not be authenticated.",
+            }
+            intent = self._intent(order, "requires_payment_method", last_payment_error=error)
+            self.emit(session, billing, "payment_intent.payment_failed", intent)
+
+    # --- subscriptions ------------------------------------------------------------------
+
+    def _customer(self, session: Session, account: Account) -> str:
+        row = session.scalar(
+            select(GatewayCustomer).where(
+                GatewayCustomer.account_id == account.id, GatewayCustomer.gateway == self.name
+            )
+        )
+        if row is None:
+            row = GatewayCustomer(
+                account_id=account.id, gateway=self.name, gateway_ref=f"cus_test_{account.id.hex}"
+            )
+            session.add(row)
+            session.flush()
+        return row.gateway_ref
+
+    def _sub_obj(self, sub: Subscription, **changes: Any) -> dict[str, Any]:
+        obj: dict[str, Any] = {
+            "id": sub.gateway_ref,
+            "object": "subscription",
+            "status": sub.status,
+            "cancel_at_period_end": sub.cancel_at_period_end,
+            "current_period_end": _ts(sub.current_period_end),
+            "trial_end": _ts(sub.trial_end),
+            "canceled_at": _ts(sub.canceled_at),
+            "metadata": {"subscription_id": str(sub.id)},
+        }
+        obj.update(changes)
+        return obj
+
+    def _invoice(
+        self, sub: Subscription, ref: str, *, amount: int, tax: int, start: datetime, end: datetime
+    ) -> dict[str, Any]:
+        return {
+            "id": ref,
+            "object": "invoice",
+            "amount_paid": amount + tax,
+            "amount_due": amount + tax,
+            "tax": tax,
+            "currency": sub.currency,
+            "payment_intent": _ref("pi"),
+            "period_start": _ts(start),
+            "period_end": _ts(end),
+            "lines": {"data": [{"period": {"start": _ts(start), "end": _ts(end)}}]},
+            "parent": {"subscription_details": {"subscription": sub.gateway_ref}},
+        }
+
+    def subscribe(
+        self,
+        session: Session,
+        billing: Billing,
+        *,
+        subscription: Subscription,
+        order: Order,
+        account: Account,
+        price: TierPrice,
+        payment: PaymentInput,
+    ) -> Outcome:
+        card = normalize_card(payment.card_number)
+        self._customer(session, account)
+        sub = subscription
+        sub.gateway_ref = sub.gateway_ref or _ref("sub")
+        order.gateway_ref = order.gateway_ref or _ref("in")
+        session.flush()
+        if card == CARD_SUCCESS:
+            self._start_subscription(session, billing, sub, order, created=True)
+            return Outcome(
+                "succeeded", subscription_ref=sub.gateway_ref, invoice_ref=order.gateway_ref
+            )
+        self.emit(
+            session,
+            billing,
+            "customer.subscription.created",
+            self._sub_obj(sub, status="incomplete"),
+        )
+        if card == CARD_AUTHENTICATE:
+            order.status = "requires_action"
+            return Outcome(
+                "requires_action", subscription_ref=sub.gateway_ref, invoice_ref=order.gateway_ref
+            )
+        message = _DECLINED if card == CARD_DECLINE else "Use one of the test card numbers."
+        self._first_invoice_failed(session, billing, sub, order, message)
+        return Outcome(
+            "failed",
+            subscription_ref=sub.gateway_ref,
+            invoice_ref=order.gateway_ref,
+            message=message,
+        )
+
+    def _first_invoice_failed(
+        self, session: Session, billing: Billing, sub: Subscription, order: Order, message: str
+    ) -> None:
+        now = utcnow()
+        invoice = self._invoice(
+            sub,
+            order.gateway_ref or _ref("in"),
+            amount=order.amount_minor,
+            tax=order.tax_minor,
+            start=now,
+            end=now,
+        )
+        invoice["last_finalization_error"] = {"message": message}
+        self.emit(session, billing, "invoice.payment_failed", invoice)
+
+    def _start_subscription(
+        self, session: Session, billing: Billing, sub: Subscription, order: Order, *, created: bool
+    ) -> None:
+        now = utcnow()
+        trial_days = sub.tier.trial_days if order.amount_minor == 0 else 0
+        if trial_days:
+            from datetime import timedelta
+
+            end = now + timedelta(days=trial_days)
+            obj = self._sub_obj(
+                sub, status="trialing", trial_end=_ts(end), current_period_end=_ts(end)
+            )
+        else:
+            end = add_interval(now, sub.interval)
+            obj = self._sub_obj(sub, status="active", current_period_end=_ts(end))
+        obj["start_date"] = _ts(now)
+        kind = "customer.subscription.created" if created else "customer.subscription.updated"
+        self.emit(session, billing, kind, obj)
+        invoice = self._invoice(
+            sub,
+            order.gateway_ref or _ref("in"),
+            amount=order.amount_minor,
+            tax=order.tax_minor,
+            start=now,
+            end=end,
+        )
+        self.emit(session, billing, "invoice.paid", invoice)
+
+    def set_cancel_at_period_end(
+        self, session: Session, billing: Billing, *, subscription: Subscription, cancel: bool
+    ) -> dict[str, Any] | None:
+        self.emit(
+            session,
+            billing,
+            "customer.subscription.updated",
+            self._sub_obj(subscription, cancel_at_period_end=cancel),
+        )
+        return None
+
+    def cancel_now(
+        self, session: Session, billing: Billing, *, subscription: Subscription
+    ) -> dict[str, Any] | None:
+        self.emit(
+            session,
+            billing,
+            "customer.subscription.deleted",
+            self._sub_obj(subscription, status="canceled", canceled_at=int(time.time())),
+        )
+        return None
+
+    def advance(self, session: Session, billing: Billing, now: datetime) -> int:
+        """The demo clock: renew (or end) test subscriptions whose period is over."""
+        due = session.scalars(
+            select(Subscription).where(
+                Subscription.gateway == self.name,
+                Subscription.status.in_(("active", "trialing")),
+                Subscription.current_period_end <= now,
+            )
+        ).all()
+        renewed = 0
+        for sub in due:
+            assert sub.current_period_end is not None
+            if sub.cancel_at_period_end:
+                self.emit(
+                    session,
+                    billing,
+                    "customer.subscription.deleted",
+                    self._sub_obj(sub, status="canceled", canceled_at=int(time.time())),
+                )
+                continue
+            start = sub.current_period_end
+            end = add_interval(start, sub.interval)
+            while end <= now:
+                start, end = end, add_interval(end, sub.interval)
+            self.emit(
+                session,
+                billing,
+                "customer.subscription.updated",
+                self._sub_obj(sub, status="active", current_period_end=_ts(end)),
+            )
+            tax = billing.settings.tax_for(sub.amount_minor)
+            invoice = self._invoice(
+                sub, _ref("in"), amount=sub.amount_minor, tax=tax, start=start, end=end
+            )
+            self.emit(session, billing, "invoice.paid", invoice)
+            renewed += 1
+        return renewed
+
+    # --- refunds and status -------------------------------------------------------------
+
+    def refund(
+        self, session: Session, billing: Billing, *, order: Order, amount_minor: int
+    ) -> int | None:
+        charge = {
+            "id": _ref("ch"),
+            "object": "charge",
+            "amount": order.total_minor,
+            "amount_refunded": order.refunded_minor + amount_minor,
+            "refunded": order.refunded_minor + amount_minor >= order.total_minor,
+            "payment_intent": order.payment_ref,
+            "invoice": order.gateway_ref if order.kind == "subscription" else None,
+        }
+        self.emit(session, billing, "charge.refunded", charge)
+        return None
+
+    def payment_status(self, order: Order) -> str | None:
+        return None
+
+    def fetch_subscription(self, ref: str) -> dict[str, Any] | None:
+        return None

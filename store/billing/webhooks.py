@@ -1,0 +1,273 @@
+"""Payment events: verified, recorded once, and applied through the lifecycle services.
+
+``process_event`` is the one entry for Stripe's webhooks and the test gateway's events. It
+first inserts ``ProcessedEvent(source, event_id)`` inside the caller's transaction: the
+database's unique key makes a second delivery (even a concurrent one, to another process)
+fail that insert, and it is acknowledged without acting. If handling fails, the transaction
+rolls back with the record, so a redelivery is processed again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import stripe
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from store.billing import orders, subscriptions
+from store.billing.gateway import dig, obj_id
+from store.billing.runtime import Billing
+from store.errors import StoreError
+from store.registry.models import ProcessedEvent
+
+log = logging.getLogger("store.billing")
+
+
+class BadEvent(StoreError):
+    status_code = 400
+    code = "bad_event"
+
+
+class RetryLater(StoreError):
+    """The event names something not visible yet (its checkout is still committing)."""
+
+    status_code = 503
+    code = "retry_later"
+
+
+def verify(body: bytes, signature: str | None, *, secret: str, tolerance: int) -> dict[str, Any]:
+    """The event in a Stripe webhook request, after checking its signature and age."""
+    try:
+        stripe.Webhook.construct_event(body, signature or "", secret, tolerance=tolerance)
+    except stripe.SignatureVerificationError as exc:
+        message = str(exc.user_message or exc)
+        code = "stale_signature" if "tolerance" in message else "bad_signature"
+        raise BadEvent(message, code=code) from None
+    except ValueError:
+        raise BadEvent("The body is not a JSON event", code="malformed_event") from None
+    try:
+        event = json.loads(body)
+    except ValueError:
+        raise BadEvent("The body is not a JSON event", code="malformed_event") from None
+    if (
+        not isinstance(event, dict)
+        or not isinstance(event.get("id"), str)
+        or not isinstance(event.get("type"), str)
+        or not isinstance(dig(event, "data", "object"), dict)
+    ):
+        raise BadEvent("The event has no id, type or data.object", code="malformed_event")
+    return event
+
+
+@dataclass(frozen=True)
+class Result:
+    status: str  # processed | duplicate | ignored
+    event_id: str
+    event_type: str
+
+
+Handler = Callable[[Session, Billing, dict[str, Any], datetime], None]
+
+
+def event_time(event: dict[str, Any]) -> datetime:
+    created = event.get("created")
+    if isinstance(created, int | float) and created > 0:
+        return datetime.fromtimestamp(int(created), UTC)
+    return datetime.now(UTC)
+
+
+def process_event(
+    session: Session, billing: Billing, event: dict[str, Any], *, source: str = "stripe"
+) -> Result:
+    """Apply one event exactly once (see the module docstring)."""
+    event_id, event_type = str(event["id"]), str(event["type"])
+    try:
+        with session.begin_nested():
+            session.add(
+                ProcessedEvent(source=source, event_id=event_id, event_type=event_type[:100])
+            )
+            session.flush()
+    except IntegrityError:
+        log.info("event %s already processed", event_id)
+        return Result("duplicate", event_id, event_type)
+    handler = HANDLERS.get(event_type)
+    if handler is None:
+        return Result("ignored", event_id, event_type)
+    handler(session, billing, event["data"]["object"], event_time(event))
+    return Result("processed", event_id, event_type)
+
+
+# --- payment intents (one-time orders) --------------------------------------------------
+
+
+def _order_of_intent(session: Session, billing: Billing, pi: dict[str, Any]) -> orders.Order | None:
+    order_id = dig(pi, "metadata", "order_id")
+    if not order_id:
+        return None  # not a one-time order of this store (e.g. a subscription invoice's)
+    try:
+        oid = uuid.UUID(str(order_id))
+    except ValueError:
+        return None
+    try:
+        order = orders.lock_order(session, oid)
+    except StoreError:
+        raise RetryLater(f"Order {order_id} is not known yet") from None
+    if order.gateway != billing.gateway.name and order.gateway != "stripe":
+        return None
+    return order
+
+
+def _intent_succeeded(session: Session, billing: Billing, pi: dict[str, Any], at: datetime) -> None:
+    order = _order_of_intent(session, billing, pi)
+    if order is None:
+        return
+    if order.gateway_ref is None and order.kind == "one_time":
+        order.gateway_ref = str(pi["id"])
+    if int(pi.get("amount") or 0) != order.total_minor:
+        log.warning("order %s: paid %s, expected %s", order.id, pi.get("amount"), order.total_minor)
+    orders.mark_paid(session, order, paid_at=at, payment_ref=str(pi["id"]))
+
+
+def _intent_failed(session: Session, billing: Billing, pi: dict[str, Any], at: datetime) -> None:
+    order = _order_of_intent(session, billing, pi)
+    if order is None:
+        return
+    message = dig(pi, "last_payment_error", "message") or "The payment failed."
+    if order.payment_ref is None:
+        order.payment_ref = str(pi["id"])
+    orders.mark_failed(session, order, reason=str(message))
+
+
+def _intent_requires_action(
+    session: Session, billing: Billing, pi: dict[str, Any], at: datetime
+) -> None:
+    order = _order_of_intent(session, billing, pi)
+    if order is not None:
+        orders.mark_requires_action(session, order)
+
+
+def _intent_canceled(session: Session, billing: Billing, pi: dict[str, Any], at: datetime) -> None:
+    order = _order_of_intent(session, billing, pi)
+    if order is not None:
+        orders.mark_failed(session, order, reason="The payment was canceled.")
+
+
+# --- subscriptions and invoices ----------------------------------------------------------
+
+
+def _subscription(
+    session: Session, billing: Billing, ref: str | None, local_id: Any
+) -> subscriptions.Subscription | None:
+    sub = subscriptions.find_locked(
+        session, billing.gateway.name, ref, str(local_id) if local_id else None
+    )
+    if sub is None and ref and billing.gateway.name != "stripe":
+        # Events signed for Stripe while the test gateway runs: Stripe subscriptions still apply.
+        sub = subscriptions.find_locked(session, "stripe", ref, str(local_id) if local_id else None)
+    return sub
+
+
+def _subscription_changed(
+    session: Session, billing: Billing, obj: dict[str, Any], at: datetime
+) -> None:
+    sub = _subscription(
+        session, billing, obj_id(obj.get("id")), dig(obj, "metadata", "subscription_id")
+    )
+    if sub is None:
+        if dig(obj, "metadata", "subscription_id"):
+            raise RetryLater("The subscription is not known yet")
+        return
+    subscriptions.refresh_from_gateway(session, billing, sub, obj, at=at)
+
+
+def _invoice_sub(
+    session: Session, billing: Billing, invoice: dict[str, Any]
+) -> subscriptions.Subscription | None:
+    ref = subscriptions.invoice_subscription_ref(invoice)
+    if ref is None:
+        return None
+    local_id = dig(invoice, "parent", "subscription_details", "metadata", "subscription_id") or dig(
+        invoice, "subscription_details", "metadata", "subscription_id"
+    )
+    sub = _subscription(session, billing, ref, local_id)
+    if sub is None and local_id:
+        raise RetryLater("The subscription is not known yet")
+    return sub
+
+
+def _invoice_paid(
+    session: Session, billing: Billing, invoice: dict[str, Any], at: datetime
+) -> None:
+    sub = _invoice_sub(session, billing, invoice)
+    if sub is not None:
+        subscriptions.invoice_paid(session, billing, sub, invoice, at=at)
+
+
+def _invoice_failed(
+    session: Session, billing: Billing, invoice: dict[str, Any], at: datetime
+) -> None:
+    sub = _invoice_sub(session, billing, invoice)
+    if sub is not None:
+        subscriptions.invoice_failed(session, billing, sub, invoice, at=at)
+
+
+# --- refunds and disputes -----------------------------------------------------------------
+
+
+def _order_of_charge(
+    session: Session, billing: Billing, charge: dict[str, Any]
+) -> orders.Order | None:
+    for gateway in dict.fromkeys((billing.gateway.name, "stripe")):
+        for ref in (obj_id(charge.get("payment_intent")), obj_id(charge.get("invoice"))):
+            if ref:
+                order = orders.find_order_by_payment(session, gateway, ref)
+                if order is not None:
+                    return orders.lock_order(session, order.id)
+    return None
+
+
+def _charge_refunded(
+    session: Session, billing: Billing, charge: dict[str, Any], at: datetime
+) -> None:
+    order = _order_of_charge(session, billing, charge)
+    if order is None:
+        return
+    total = int(charge.get("amount_refunded") or 0)
+    if charge.get("refunded") and total == 0:
+        total = int(charge.get("amount") or order.total_minor)
+    orders.apply_refund(session, order, refunded_total=total, at=at)
+
+
+def _dispute_created(
+    session: Session, billing: Billing, dispute: dict[str, Any], at: datetime
+) -> None:
+    charge = dispute.get("charge")
+    target = {"payment_intent": dispute.get("payment_intent") or dig(charge, "payment_intent")}
+    order = _order_of_charge(session, billing, target)
+    if order is not None:
+        orders.apply_dispute(session, order, at=at)
+
+
+HANDLERS: dict[str, Handler] = {
+    "payment_intent.succeeded": _intent_succeeded,
+    "payment_intent.payment_failed": _intent_failed,
+    "payment_intent.requires_action": _intent_requires_action,
+    "payment_intent.canceled": _intent_canceled,
+    "customer.subscription.created": _subscription_changed,
+    "customer.subscription.updated": _subscription_changed,
+    "customer.subscription.deleted": _subscription_changed,
+    "customer.subscription.paused": _subscription_changed,
+    "customer.subscription.resumed": _subscription_changed,
+    "invoice.paid": _invoice_paid,
+    "invoice.payment_succeeded": _invoice_paid,
+    "invoice.payment_failed": _invoice_failed,
+    "charge.refunded": _charge_refunded,
+    "charge.dispute.created": _dispute_created,
+}

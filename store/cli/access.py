@@ -1,0 +1,261 @@
+"""Operator commands for access: `store entitlements|tokens ...` (see store.cli.admin)."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+
+from store.accounts import service as accounts
+from store.catalog import service as catalog
+from store.cli._common import (
+    add_command,
+    command,
+    details,
+    emit,
+    entitlement_out,
+    positive_int,
+    repository,
+    resolve_actor,
+    table,
+    token_out,
+    unit_of_work,
+    utc_date,
+    uuid_arg,
+)
+from store.db import utcnow
+from store.licensing import entitlements as licensing
+from store.licensing.models import Entitlement
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    SubParsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
+
+
+from store.cli.admin import group
+
+
+def register(subparsers: SubParsers) -> None:
+    """Add the command groups to the `store` parser."""
+    _register_entitlements(subparsers)
+    _register_tokens(subparsers)
+
+
+# --- entitlements ---------------------------------------------------------------------
+
+
+def _holder_options(p: argparse.ArgumentParser, *, required: bool) -> None:
+    holder = p.add_mutually_exclusive_group(required=required)
+    holder.add_argument("--user", metavar="USER")
+    holder.add_argument("--org", metavar="ORG")
+
+
+def _register_entitlements(subparsers: SubParsers) -> None:
+    sub = group(subparsers, "entitlements", "list, grant and revoke entitlements")
+    p = add_command(sub, "list", _entitlements_list, help="list entitlements")
+    holder = p.add_mutually_exclusive_group()
+    holder.add_argument("--user", metavar="USER", help="held by the user or their organizations")
+    holder.add_argument("--org", metavar="ORG", help="held by the organization")
+    holder.add_argument("--product", metavar="ORG/NAME", type=repository)
+    p = add_command(sub, "show", _entitlements_show, help="show an entitlement")
+    p.add_argument("id", metavar="ID", type=uuid_arg)
+    p = add_command(
+        sub, "grant", _entitlements_grant, help="grant a tier without payment", actor=True
+    )
+    p.add_argument("product", metavar="ORG/NAME", type=repository)
+    p.add_argument("tier", metavar="TIER")
+    _holder_options(p, required=True)
+    p.add_argument("--until", type=utc_date, metavar="YYYY-MM-DD", help="end (default: perpetual)")
+    p.add_argument("--reason", default="")
+    p = add_command(sub, "revoke", _entitlements_revoke, help="revoke an entitlement", actor=True)
+    p.add_argument("id", metavar="ID", type=uuid_arg)
+    p.add_argument("--reason", required=True)
+
+
+def _entitlements_text(d: list[dict[str, Any]]) -> str:
+    rows = [{**e, "holder": f"{e['holder']['type']}:{e['holder']['name']}"} for e in d]
+    cols = ["id", "holder", "product", "tier", "source", "effective_status", "ends_at"]
+    return table(rows, cols, empty="No entitlements.")
+
+
+def _entitlement_text(d: dict[str, Any]) -> str:
+    return _entitlements_text([d])
+
+
+@command
+def _entitlements_list(args: argparse.Namespace) -> int:
+    """List entitlements, newest first: all, or those of --user, --org or --product."""
+    with unit_of_work() as session:
+        if args.user:
+            items = licensing.entitlements_of(
+                session, accounts.get_account_by_username(session, args.user)
+            )
+        elif args.product:
+            product = catalog.get_product_by_repository(session, args.product)
+            items = licensing.entitlements_of_product(session, product)
+        else:
+            stmt = select(Entitlement).order_by(Entitlement.created_at.desc())
+            if args.org:
+                org = accounts.get_organization(session, args.org)
+                stmt = stmt.where(Entitlement.organization_id == org.id)
+            items = list(session.scalars(stmt))
+        data = [entitlement_out(e) for e in items]
+    emit(args, data, text=_entitlements_text)
+    return 0
+
+
+@command
+def _entitlements_show(args: argparse.Namespace) -> int:
+    """Show one entitlement."""
+    with unit_of_work() as session:
+        data = entitlement_out(licensing.get_entitlement(session, args.id))
+    emit(
+        args,
+        data,
+        text=lambda d: details({**d, "holder": f"{d['holder']['type']}:{d['holder']['name']}"}),
+    )
+    return 0
+
+
+@command
+def _entitlements_grant(args: argparse.Namespace) -> int:
+    """Give --user or --org a tier without payment, perpetual or --until a date."""
+    with unit_of_work() as session:
+        actor = resolve_actor(session, args.actor)
+        product = catalog.get_product_by_repository(session, args.product)
+        tier = catalog.get_tier_by_slug(session, product, args.tier)
+        account = accounts.get_account_by_username(session, args.user) if args.user else None
+        org = accounts.get_organization(session, args.org) if args.org else None
+        entitlement = licensing.grant(
+            session,
+            actor=actor,
+            tier=tier,
+            account=account,
+            org=org,
+            ends_at=args.until,
+            reason=args.reason,
+        )
+        data = entitlement_out(entitlement)
+    emit(
+        args,
+        data,
+        text=lambda d: (
+            f"Granted {d['product']} {d['tier']} to {d['holder']['name']} (id {d['id']})"
+        ),
+    )
+    return 0
+
+
+@command
+def _entitlements_revoke(args: argparse.Namespace) -> int:
+    """Revoke an entitlement for good; its licenses are revoked with it."""
+    with unit_of_work() as session:
+        actor = resolve_actor(session, args.actor)
+        entitlement = licensing.get_entitlement(session, args.id)
+        licensing.revoke(session, entitlement=entitlement, actor=actor, reason=args.reason)
+        data = entitlement_out(entitlement)
+    emit(args, data, text=lambda d: f"Revoked entitlement {d['id']}")
+    return 0
+
+
+# --- tokens ---------------------------------------------------------------------------
+
+
+def _register_tokens(subparsers: SubParsers) -> None:
+    sub = group(subparsers, "tokens", "list, create and revoke access tokens")
+    p = add_command(sub, "list", _tokens_list, help="list a user's or an organization's tokens")
+    _holder_options(p, required=True)
+    p.add_argument("--include-revoked", action="store_true")
+    p = add_command(
+        sub, "create", _tokens_create, help="create a token (secret shown once)", actor=True
+    )
+    _holder_options(p, required=True)
+    p.add_argument("--name", required=True)
+    p.add_argument(
+        "--scope",
+        action="append",
+        dest="scopes",
+        required=True,
+        choices=sorted({s for scopes in accounts.TOKEN_SCOPES.values() for s in scopes}),
+        help="repeatable; robot (organization) tokens take pull and push only",
+    )
+    p.add_argument("--expires-days", type=positive_int, metavar="N")
+    p = add_command(sub, "revoke", _tokens_revoke, help="revoke a token", actor=True)
+    p.add_argument("id", metavar="ID", type=uuid_arg)
+
+
+def _tokens_text(d: list[dict[str, Any]]) -> str:
+    return table(
+        d,
+        ["id", "name", "prefix", "scopes", "expires_at", "last_used_at", "revoked_at"],
+        empty="No tokens.",
+    )
+
+
+@command
+def _tokens_list(args: argparse.Namespace) -> int:
+    """List the personal tokens of --user or the robot tokens of --org."""
+    with unit_of_work() as session:
+        account = accounts.get_account_by_username(session, args.user) if args.user else None
+        org = accounts.get_organization(session, args.org) if args.org else None
+        tokens = accounts.list_tokens(
+            session, account=account, org=org, include_revoked=args.include_revoked
+        )
+        data = [token_out(t) for t in tokens]
+    emit(args, data, text=_tokens_text)
+    return 0
+
+
+@command
+def _tokens_create(args: argparse.Namespace) -> int:
+    """Create a personal token for --user or a robot token for --org. The secret is
+    printed once (and included in --json); only its hash is kept."""
+    with unit_of_work() as session:
+        actor = resolve_actor(session, args.actor)
+        expires_at = utcnow() + timedelta(days=args.expires_days) if args.expires_days else None
+        if args.user:
+            issued = accounts.create_token(
+                session,
+                kind="personal",
+                name=args.name,
+                scopes=args.scopes,
+                created_by=actor,
+                account=accounts.get_account_by_username(session, args.user),
+                expires_at=expires_at,
+            )
+        else:
+            issued = accounts.create_token(
+                session,
+                kind="robot",
+                name=args.name,
+                scopes=args.scopes,
+                created_by=actor,
+                org=accounts.get_organization(session, args.org),
+                expires_at=expires_at,
+            )
+        data = {**token_out(issued.token), "secret": issued.secret}
+    emit(
+        args,
+        data,
+        text=lambda d: (
+            f"Created token {d['name']} (id {d['id']}); copy it now, "
+            f"it is not shown again:\n{d['secret']}"
+        ),
+    )
+    return 0
+
+
+@command
+def _tokens_revoke(args: argparse.Namespace) -> int:
+    """Revoke a token: it stops working at once."""
+    with unit_of_work() as session:
+        actor = resolve_actor(session, args.actor)
+        token = accounts.revoke_token(
+            session, token=accounts.get_token(session, args.id), actor=actor
+        )
+        data = token_out(token)
+    emit(args, data, text=lambda d: f"Revoked token {d['name']} ({d['prefix']}…)")
+    return 0

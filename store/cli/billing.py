@@ -1,0 +1,147 @@
+"""`store billing sync|sweep|orders|refund`: payments from the command line.
+
+* ``sync``: every active paid tier has its current product and price at the gateway (Stripe
+  Products and Plans; history rows for the test gateway). Old prices are never changed.
+* ``sweep``: suspend entitlements whose payment grace ran out, expire ended subscriptions
+  (and, with the test gateway, renew due ones). Run it from cron, e.g. every 15 minutes.
+* ``orders``: list recent orders. ``refund ORDER [--amount 12.50]``: full or partial refund.
+
+Billing settings come from the environment (STRIPE_SECRET_KEY, STRIPE_PUBLISHABLE_KEY,
+STRIPE_WEBHOOK_SECRET, STRIPE_API_BASE, STORE_BILLING_*); see docs/payments.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from sqlalchemy import select
+
+from store.billing import orders as order_service
+from store.billing import prices, subscriptions
+from store.billing.config import BillingSettings
+from store.billing.models import Order
+from store.billing.runtime import Billing, build_billing
+from store.cli._common import (
+    add_command,
+    command,
+    decimal_amount,
+    emit,
+    load_settings,
+    positive_int,
+    resolve_actor,
+    table,
+    to_minor,
+    unit_of_work,
+    uuid_arg,
+)
+
+
+def _billing() -> Billing:
+    return build_billing(BillingSettings(), load_settings())
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "billing", help="payments: price sync, sweep, orders and refunds", description=__doc__
+    )
+    sub = parser.add_subparsers(dest="billing_command", metavar="ACTION", required=True)
+    add_command(sub, "sync", _sync, help="create or update products and prices at the gateway")
+    add_command(sub, "sweep", _sweep, help="suspend after grace, expire ended subscriptions")
+    p = add_command(sub, "orders", _orders, help="list recent orders")
+    p.add_argument("--limit", type=positive_int, default=50)
+    p.add_argument("--status", default=None, help="only orders with this status")
+    p = add_command(sub, "refund", _refund, help="refund a paid order", actor=True)
+    p.add_argument("order", type=uuid_arg, metavar="ORDER")
+    p.add_argument("--amount", type=decimal_amount, default=None, help="e.g. 12.50 (default: all)")
+
+
+def order_out(order: Order) -> dict[str, Any]:
+    return {
+        "id": order.id,
+        "account": order.account.username,
+        "product": order.product.repository,
+        "tier": order.tier.slug,
+        "kind": order.kind,
+        "status": order.status,
+        "total_minor": order.total_minor,
+        "refunded_minor": order.refunded_minor,
+        "currency": order.currency,
+        "gateway": order.gateway,
+        "gateway_ref": order.gateway_ref,
+        "receipt_number": order.receipt_number,
+        "created_at": order.created_at,
+        "paid_at": order.paid_at,
+    }
+
+
+@command
+def _sync(args: argparse.Namespace) -> int:
+    """Create (idempotently) the gateway's products and prices for every active paid tier."""
+    billing = _billing()
+    with unit_of_work() as session:
+        synced = prices.sync_all(session, billing)
+        data = [
+            {
+                "tier_id": p.tier_id,
+                "billing": p.billing,
+                "amount_minor": p.amount_minor,
+                "currency": p.currency,
+                "gateway": p.gateway,
+                "gateway_ref": p.gateway_ref,
+                "created_at": p.created_at,
+            }
+            for p in synced
+        ]
+    emit(
+        args,
+        data,
+        text=lambda d: table(
+            d,
+            ["tier_id", "billing", "amount_minor", "currency", "gateway_ref"],
+            empty="No paid tiers.",
+        ),
+    )
+    return 0
+
+
+@command
+def _sweep(args: argparse.Namespace) -> int:
+    """Suspend entitlements past their grace period and expire ended subscriptions."""
+    billing = _billing()
+    with unit_of_work() as session:
+        counts = subscriptions.expire_due(session, billing)
+    emit(args, counts, text=", ".join(f"{k}: {v}" for k, v in counts.items()))
+    return 0
+
+
+@command
+def _orders(args: argparse.Namespace) -> int:
+    """Recent orders, newest first."""
+    with unit_of_work() as session:
+        stmt = select(Order).order_by(Order.created_at.desc()).limit(args.limit)
+        if args.status:
+            stmt = stmt.where(Order.status == args.status)
+        data = [order_out(o) for o in session.scalars(stmt)]
+    cols = ["id", "account", "product", "tier", "status", "total_minor", "currency", "created_at"]
+    emit(args, data, text=lambda d: table(d, cols, empty="No orders."))
+    return 0
+
+
+@command
+def _refund(args: argparse.Namespace) -> int:
+    """Refund a paid order in full, or --amount of it. A full refund revokes access."""
+    billing = _billing()
+    with unit_of_work() as session:
+        admin = resolve_actor(session, args.actor)
+        order = order_service.get_order(session, args.order)
+        amount = to_minor(args.amount, order.currency) if args.amount is not None else None
+        order_service.refund(session, billing, actor=admin, order=order, amount_minor=amount)
+        data = order_out(order)
+    emit(
+        args,
+        data,
+        text=f"Order {data['id']}: {data['status']}, "
+        f"refunded {data['refunded_minor']} {data['currency']}",
+    )
+    return 0

@@ -1,0 +1,91 @@
+"""`store serve`: run the store under uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from store import migrate
+from store.cli._common import (
+    CommandError,
+    command,
+    describe_database,
+    load_settings,
+    open_engine,
+    positive_int,
+)
+
+APP_FACTORY = "store.app:create_app"
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `store serve`."""
+    parser = subparsers.add_parser(
+        "serve",
+        help="run the store (web pages, JSON API, registry token endpoint)",
+        description=(
+            "Run the store under uvicorn. Settings come from STORE_* environment variables "
+            "(and .env), read by every worker. On SQLite, the embedded default, migrations "
+            "are applied at start; on PostgreSQL the store refuses to start until "
+            "`store db upgrade` has brought the schema up to date."
+        ),
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
+    parser.add_argument(
+        "--port", type=positive_int, default=8000, help="port to bind (default %(default)s)"
+    )
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--workers", type=positive_int, default=1, help="worker processes (default %(default)s)"
+    )
+    mode.add_argument(
+        "--reload", action="store_true", help="restart on code changes (development only)"
+    )
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=("critical", "error", "warning", "info", "debug"),
+        help="uvicorn log level (default %(default)s)",
+    )
+    parser.set_defaults(func=serve)
+
+
+@command
+def serve(args: argparse.Namespace) -> int:
+    """Check the database, make the shared secret, print where we listen, hand over to uvicorn."""
+    import uvicorn
+
+    settings = load_settings()
+    with open_engine(settings) as engine:
+        if settings.is_sqlite:
+            # Migrate once here, before workers start, so they never race to do it.
+            migrate.upgrade(engine)
+        elif not migrate.is_current(engine):
+            current = ", ".join(sorted(migrate.current_revisions(engine))) or "none"
+            raise CommandError(
+                f"The database schema is out of date (at revision {current}); "
+                f"run `store db upgrade` before `store serve` ({describe_database(settings)})"
+            )
+    # Generate the secret (kept in the data directory) before any worker starts, so every
+    # worker reads the same one instead of racing to create its own.
+    settings.resolved_secret_key  # noqa: B018
+
+    print(f"Store listening on http://{_host_for_url(args.host)}:{args.port}")
+    print(f"  public URL:     {settings.public_url}")
+    print(f"  data directory: {settings.data_dir.resolve()}")
+    print(f"  database:       {describe_database(settings)}")
+    sys.stdout.flush()
+    uvicorn.run(
+        APP_FACTORY,
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=None if args.reload else args.workers,
+        reload=args.reload,
+        log_level=args.log_level,
+    )
+    return 0
+
+
+def _host_for_url(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

@@ -1,0 +1,142 @@
+"""Registry notifications: pushes update the hub, manifest GETs count as pulls.
+
+The registry delivers at least once (it retries the same event id until it hears 2xx), and
+several store processes may receive the same event. Each event is recorded first in
+``processed_events`` (unique on source + id) inside a SAVEPOINT: a duplicate fails that
+insert and is skipped, and the rest of the batch goes on. Two processes handling the same
+event concurrently both try the insert; the database lets exactly one of them commit.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from store.db import utcnow
+from store.registry import hub
+from store.registry.models import ProcessedEvent
+from store.registry.scopes import valid_repository
+
+log = logging.getLogger("store.registry.events")
+SOURCE = "registry"
+MEDIA_TYPE = "application/vnd.docker.distribution.events.v1+json"
+
+
+class MalformedEnvelope(ValueError):
+    pass
+
+
+@dataclass
+class Outcome:
+    processed: int = 0
+    duplicates: int = 0
+    ignored: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"processed": self.processed, "duplicates": self.duplicates, "ignored": self.ignored}
+
+
+def parse_time(value: Any) -> datetime:
+    """Go's RFC 3339 with nanoseconds (``…18.681590636Z``) as an aware UTC datetime."""
+    if not isinstance(value, str) or not value:
+        return utcnow()
+    text = value.strip().replace("Z", "+00:00")
+    head, dot, rest = text.partition(".")
+    if dot:
+        digits = "".join(c for c in rest if c.isdigit())
+        zone = rest[len(digits) :]
+        text = f"{head}.{digits[:6]}{zone}"
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return utcnow()
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def events_of(envelope: Any) -> list[dict[str, Any]]:
+    if not isinstance(envelope, dict) or not isinstance(envelope.get("events"), list):
+        raise MalformedEnvelope('expected {"events": [...]}')
+    return [e for e in envelope["events"] if isinstance(e, dict)]
+
+
+def process(session: Session, envelope: Any) -> Outcome:
+    """Act on every event of a notification envelope once. The caller commits."""
+    outcome = Outcome()
+    for event in events_of(envelope):
+        event_id = event.get("id")
+        if not isinstance(event_id, str) or not event_id or len(event_id) > 255:
+            outcome.ignored += 1
+            continue
+        try:
+            with session.begin_nested():
+                session.add(
+                    ProcessedEvent(
+                        source=SOURCE,
+                        event_id=event_id,
+                        event_type=str(event.get("action", ""))[:100],
+                    )
+                )
+                session.flush()
+        except IntegrityError:
+            outcome.duplicates += 1
+            continue
+        if apply(session, event):
+            outcome.processed += 1
+        else:
+            outcome.ignored += 1
+    return outcome
+
+
+def apply(session: Session, event: dict[str, Any]) -> bool:
+    """Update the hub for one event; False when the event is of no interest."""
+    action = event.get("action")
+    target = event.get("target") or {}
+    request = event.get("request") or {}
+    if not isinstance(target, dict) or not isinstance(request, dict):
+        return False
+    name = target.get("repository")
+    if not isinstance(name, str) or not valid_repository(name):
+        return False
+    media_type = str(target.get("mediaType") or "")
+    at = parse_time(event.get("timestamp"))
+    if action == "push" and media_type in hub.MANIFEST_MEDIA_TYPES:
+        actor = (event.get("actor") or {}).get("name") or ""
+        hub.record_push(
+            session,
+            name=name,
+            digest=str(target.get("digest") or ""),
+            media_type=media_type,
+            size=_int(target.get("size")),
+            tag=_tag(target.get("tag")),
+            actor=str(actor),
+            at=at,
+        )
+        return True
+    if action == "pull" and media_type in hub.MANIFEST_MEDIA_TYPES:
+        # HEAD requests (clients checking for updates), blob downloads and ranged resumes
+        # also produce pull events; only a manifest GET is a download.
+        if str(request.get("method", "")).upper() != "GET":
+            return False
+        hub.record_pull(session, name=name, at=at)
+        return True
+    if action == "delete":
+        hub.record_delete(
+            session, name=name, tag=_tag(target.get("tag")), digest=target.get("digest") or None
+        )
+        return True
+    return False
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and value >= 0 else 0
+
+
+def _tag(value: Any) -> str | None:
+    if isinstance(value, str) and 0 < len(value) <= 128:
+        return value
+    return None

@@ -1,0 +1,197 @@
+"""The hub's records of what the registry holds: repositories, tags, pull counts.
+
+Writes that several store processes may make at once (a new repository, a tag, a day's
+counter) are single upserts (``INSERT … ON CONFLICT``) on SQLite and PostgreSQL, so
+concurrent events never trip over a unique constraint.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from store.catalog.models import Product
+from store.db import new_id, utcnow
+from store.registry.models import HubRepository, HubTag, PullCounter
+
+MANIFEST_MEDIA_TYPES = frozenset(
+    {
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.docker.distribution.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.v1+prettyjws",
+        "application/vnd.oci.artifact.manifest.v1+json",
+    }
+)
+
+
+def _insert(session: Session, table: type) -> sqlite.Insert | postgresql.Insert:
+    dialect = session.get_bind().dialect.name
+    module = postgresql if dialect == "postgresql" else sqlite
+    return module.insert(table)
+
+
+def is_private(product: Product | None) -> bool:
+    """Private = delivered by a product that not everyone may pull (search hides it from
+    non-members). Repositories without a product are public."""
+    if product is None:
+        return False
+    return not (product.status == "published" and product.is_public)
+
+
+def ensure_repository(session: Session, name: str) -> HubRepository:
+    """The hub record of a repository, created if new; its visibility recomputed."""
+    namespace = name.partition("/")[0] if "/" in name else ""
+    stmt = (
+        _insert(session, HubRepository)
+        .values(
+            id=new_id(),
+            name=name,
+            namespace=namespace,
+            description="",
+            private=False,
+            pull_count=0,
+            star_count=0,
+            created_at=utcnow(),
+        )
+        .on_conflict_do_nothing(index_elements=["name"])
+    )
+    session.execute(stmt)
+    repo = session.scalars(
+        select(HubRepository)
+        .where(HubRepository.name == name)
+        .execution_options(populate_existing=True)
+    ).one()
+    product = session.scalar(select(Product).where(Product.repository == name))
+    private = is_private(product)
+    if repo.private != private:
+        repo.private = private
+    return repo
+
+
+def refresh_visibility(session: Session, name: str) -> None:
+    """Recompute ``private`` of a repository (call when its product's tiers or status change)."""
+    repo = session.scalar(select(HubRepository).where(HubRepository.name == name))
+    if repo is not None:
+        repo.private = is_private(session.scalar(select(Product).where(Product.repository == name)))
+        session.flush()
+
+
+def record_push(
+    session: Session,
+    *,
+    name: str,
+    digest: str,
+    media_type: str,
+    size: int,
+    tag: str | None,
+    actor: str,
+    at: datetime,
+) -> HubRepository:
+    repo = ensure_repository(session, name)
+    session.execute(
+        update(HubRepository)
+        .where(HubRepository.id == repo.id)
+        .where((HubRepository.last_pushed_at.is_(None)) | (HubRepository.last_pushed_at < at))
+        .values(last_pushed_at=at)
+    )
+    if tag:
+        stmt = _insert(session, HubTag).values(
+            id=new_id(),
+            repository_id=repo.id,
+            name=tag,
+            digest=digest,
+            media_type=media_type,
+            size=size,
+            pushed_at=at,
+            pushed_by=actor[:128],
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["repository_id", "name"],
+            set_={
+                "digest": stmt.excluded.digest,
+                "media_type": stmt.excluded.media_type,
+                "size": stmt.excluded.size,
+                "pushed_at": stmt.excluded.pushed_at,
+                "pushed_by": stmt.excluded.pushed_by,
+            },
+        )
+        session.execute(stmt)
+    session.flush()
+    return repo
+
+
+def record_pull(session: Session, *, name: str, at: datetime) -> None:
+    """One manifest download: the repository's total and the day's counter, both atomic."""
+    repo = ensure_repository(session, name)
+    session.execute(
+        update(HubRepository)
+        .where(HubRepository.id == repo.id)
+        .values(pull_count=HubRepository.pull_count + 1, last_pulled_at=at)
+    )
+    stmt = _insert(session, PullCounter).values(repository_id=repo.id, day=at.date(), count=1)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["repository_id", "day"], set_={"count": PullCounter.count + 1}
+    )
+    session.execute(stmt)
+    session.flush()
+
+
+def record_delete(session: Session, *, name: str, tag: str | None, digest: str | None) -> None:
+    repo = session.scalar(select(HubRepository).where(HubRepository.name == name))
+    if repo is None:
+        return
+    stmt = delete(HubTag).where(HubTag.repository_id == repo.id)
+    if tag:
+        session.execute(stmt.where(HubTag.name == tag))
+    elif digest:
+        session.execute(stmt.where(HubTag.digest == digest))
+    session.flush()
+
+
+def get_repository(session: Session, name: str) -> HubRepository | None:
+    return session.scalar(select(HubRepository).where(HubRepository.name == name))
+
+
+@dataclass(frozen=True)
+class PullHistory:
+    repository: str
+    total: int
+    days: list[tuple[date, int]]
+
+
+def pull_history(session: Session, *, name: str, days: int = 30) -> PullHistory:
+    """Daily manifest pulls over the last ``days`` days (zeros included), and the total."""
+    repo = get_repository(session, name)
+    today = utcnow().date()
+    start = today - timedelta(days=days - 1)
+    counts: dict[date, int] = {}
+    if repo is not None:
+        rows = session.execute(
+            select(PullCounter.day, PullCounter.count).where(
+                PullCounter.repository_id == repo.id, PullCounter.day >= start
+            )
+        )
+        counts = {day: count for day, count in rows}
+    series = [
+        (start + timedelta(days=i), counts.get(start + timedelta(days=i), 0)) for i in range(days)
+    ]
+    return PullHistory(name, repo.pull_count if repo else 0, series)
+
+
+def total_pulls(session: Session, repository_id: uuid.UUID) -> int:
+    return int(
+        session.scalar(
+            select(func.coalesce(func.sum(PullCounter.count), 0)).where(
+                PullCounter.repository_id == repository_id
+            )
+        )
+        or 0
+    )

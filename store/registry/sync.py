@@ -1,0 +1,165 @@
+"""Reconcile the hub with what the registry really holds (/v2/_catalog and tags lists).
+
+Notifications can be lost (the registry queues them in memory), so an operator or a timer
+runs ``store registry sync``: it lists every repository and tag, resolves each tag's digest
+with a manifest HEAD, and creates, updates or removes hub records to match. The store talks
+to the registry with tokens it mints for itself (subject ``_store-sync``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from urllib.parse import urljoin
+
+import httpx
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from store.config import Settings
+from store.db import utcnow
+from store.keys.service import LoadedKey
+from store.registry import hub, tokens
+from store.registry.credentials import SYNC_USERNAME
+from store.registry.models import HubRepository, HubTag
+from store.registry.scopes import valid_repository
+
+_ACCEPT = ", ".join(sorted(hub.MANIFEST_MEDIA_TYPES))
+_NEXT = re.compile(r"<([^>]+)>\s*;\s*rel=\"?next\"?")
+
+
+@dataclass
+class SyncReport:
+    repositories: int = 0
+    created: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    tags_added: int = 0
+    tags_updated: int = 0
+    tags_removed: int = 0
+
+    def as_dict(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+class RegistryClient:
+    """A minimal registry API client that authenticates with self-minted tokens."""
+
+    def __init__(
+        self, settings: Settings, signer: LoadedKey, *, base_url: str, http: httpx.Client
+    ) -> None:
+        self.settings = settings
+        self.signer = signer
+        self.base_url = base_url.rstrip("/")
+        self.http = http
+
+    def _token(self, access: list[dict[str, object]]) -> str:
+        return tokens.mint(
+            self.signer,
+            issuer=self.settings.registry_issuer,
+            audience=self.settings.registry_service,
+            subject=SYNC_USERNAME,
+            access=access,
+            ttl=self.settings.registry_token_ttl,
+        ).token
+
+    def _get(
+        self, url: str, access: list[dict[str, object]], method: str = "GET"
+    ) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self._token(access)}", "Accept": _ACCEPT}
+        response = self.http.request(method, url, headers=headers)
+        response.raise_for_status()
+        return response
+
+    def catalog(self, page_size: int = 100) -> list[str]:
+        access: list[dict[str, object]] = [
+            {"type": "registry", "name": "catalog", "actions": ["*"]}
+        ]
+        url: str | None = f"{self.base_url}/v2/_catalog?n={page_size}"
+        names: list[str] = []
+        while url:
+            response = self._get(url, access)
+            names.extend(response.json().get("repositories") or [])
+            match = _NEXT.search(response.headers.get("link", ""))
+            url = urljoin(self.base_url + "/", match.group(1)) if match else None
+        return names
+
+    def tags(self, name: str) -> list[str]:
+        access: list[dict[str, object]] = [
+            {"type": "repository", "name": name, "actions": ["pull"]}
+        ]
+        response = self.http.request(
+            "GET",
+            f"{self.base_url}/v2/{name}/tags/list",
+            headers={"Authorization": f"Bearer {self._token(access)}"},
+        )
+        if response.status_code == 404:
+            return []
+        response.raise_for_status()
+        return list(response.json().get("tags") or [])
+
+    def manifest(self, name: str, reference: str) -> tuple[str, str, int]:
+        """(digest, media type, size) of a manifest, from a HEAD (not counted as a pull)."""
+        access: list[dict[str, object]] = [
+            {"type": "repository", "name": name, "actions": ["pull"]}
+        ]
+        response = self._get(f"{self.base_url}/v2/{name}/manifests/{reference}", access, "HEAD")
+        return (
+            response.headers.get("docker-content-digest", ""),
+            response.headers.get("content-type", "").split(";")[0],
+            int(response.headers.get("content-length") or 0),
+        )
+
+
+def sync(session: Session, client: RegistryClient, *, prune: bool = False) -> SyncReport:
+    """Make the hub match the registry. Repositories missing from the registry are removed
+    (with their pull history) only with ``prune``."""
+    report = SyncReport()
+    names = [n for n in client.catalog() if valid_repository(n)]
+    report.repositories = len(names)
+    known = set(session.scalars(select(HubRepository.name)))
+    for name in names:
+        if name not in known:
+            report.created.append(name)
+        repo = hub.ensure_repository(session, name)  # also recomputes visibility
+        _sync_tags(session, client, repo, report)
+    if prune:
+        for name in sorted(known - set(names)):
+            session.execute(delete(HubRepository).where(HubRepository.name == name))
+            report.removed.append(name)
+    session.flush()
+    return report
+
+
+def _sync_tags(
+    session: Session, client: RegistryClient, repo: HubRepository, report: SyncReport
+) -> None:
+    existing = {
+        t.name: t for t in session.scalars(select(HubTag).where(HubTag.repository_id == repo.id))
+    }
+    remote = client.tags(repo.name)
+    for tag in remote:
+        digest, media_type, size = client.manifest(repo.name, tag)
+        current = existing.get(tag)
+        if current is None:
+            session.add(
+                HubTag(
+                    repository_id=repo.id,
+                    name=tag,
+                    digest=digest,
+                    media_type=media_type,
+                    size=size,
+                    pushed_at=utcnow(),
+                    pushed_by="",
+                )
+            )
+            report.tags_added += 1
+            if repo.last_pushed_at is None:
+                repo.last_pushed_at = utcnow()
+        elif current.digest != digest:
+            current.digest, current.media_type, current.size = digest, media_type, size
+            report.tags_updated += 1
+    for name, tag_row in existing.items():
+        if name not in remote:
+            session.delete(tag_row)
+            report.tags_removed += 1
+    session.flush()

@@ -1,0 +1,98 @@
+"""Registry bearer tokens: ES256 JWTs the registry verifies offline.
+
+What distribution 2.8 demands (see the facts sheet): ``kid`` = libtrust fingerprint of a
+certificate in its bundle, raw r||s signature, ``iss``/``aud`` equal to its issuer and
+service, ``aud`` a plain string, integer times, unpadded base64url segments.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+from store.keys import crypto
+from store.keys.service import LoadedKey
+
+_ECDSA = ec.ECDSA(hashes.SHA256())
+_headers: dict[str, str] = {}  # kid -> encoded header, built once per key
+
+
+@dataclass(frozen=True)
+class IssuedJWT:
+    token: str
+    issued_at: datetime
+    expires_in: int
+    claims: dict[str, Any]
+
+
+def _header(key: LoadedKey) -> str:
+    encoded = _headers.get(key.kid)
+    if encoded is None:
+        encoded = crypto.b64url(orjson.dumps({"typ": "JWT", "alg": "ES256", "kid": key.kid}))
+        _headers[key.kid] = encoded
+    return encoded
+
+
+def mint(
+    key: LoadedKey,
+    *,
+    issuer: str,
+    audience: str,
+    subject: str,
+    access: list[dict[str, Any]],
+    ttl: int,
+) -> IssuedJWT:
+    if key.alg != "ES256" or not isinstance(key.private_key, ec.EllipticCurvePrivateKey):
+        raise ValueError("registry tokens are signed with an ES256 key")
+    now = time.time()
+    iat = int(now)
+    claims = {
+        "iss": issuer,
+        "sub": subject,
+        "aud": audience,
+        "exp": iat + ttl,
+        "nbf": iat - 5,  # a little slack for clocks; the registry adds 60 s of its own
+        "iat": iat,
+        "jti": secrets.token_hex(16),
+        "access": access,
+    }
+    signing_input = f"{_header(key)}.{crypto.b64url(orjson.dumps(claims))}"
+    r, s = decode_dss_signature(key.private_key.sign(signing_input.encode(), _ECDSA))
+    signature = crypto.b64url(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
+    return IssuedJWT(
+        token=f"{signing_input}.{signature}",
+        issued_at=datetime.fromtimestamp(now, UTC),
+        expires_in=ttl,
+        claims=claims,
+    )
+
+
+def rfc3339(moment: datetime) -> str:
+    """``2026-11-28T17:44:00.269472Z``: the form Go's time parser accepts."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def decode_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Header and claims of a JWT, for tests and diagnostics (no signature check)."""
+    header, payload, _ = token.split(".")
+    return orjson.loads(crypto.b64url_decode(header)), orjson.loads(crypto.b64url_decode(payload))
+
+
+def verify(token: str, public_key: crypto.PublicKey) -> dict[str, Any]:
+    """The claims of a token signed by ``public_key``; ValueError if the signature is bad."""
+    header, payload, signature = token.split(".")
+    if not isinstance(public_key, ec.EllipticCurvePublicKey):
+        raise ValueError("not an ES256 key")
+    if not crypto.verify_es256(
+        public_key, f"{header}.{payload}".encode(), crypto.b64url_decode(signature)
+    ):
+        raise ValueError("bad signature")
+    return dict(orjson.loads(crypto.b64url_decode(payload)))

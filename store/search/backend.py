@@ -1,0 +1,56 @@
+"""The interface both full-text backends implement, and the choice between them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sqlalchemy import Connection
+
+from store.search.query import Query
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What the caller may see: everything (admins) or public plus some namespaces."""
+
+    everything: bool = False
+    namespaces: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Criteria:
+    """A query, its facet filter tokens (ANDed) and the caller's scope."""
+
+    query: Query
+    filter_tokens: tuple[str, ...] = ()
+    scope: Scope = field(default_factory=Scope)
+
+
+class SearchBackend(Protocol):
+    name: str
+
+    def ranked_ids(self, conn: Connection, criteria: Criteria, tier: int, limit: int) -> list[int]:
+        """Rank keys of matches, best static rank first, stopping after ``limit``."""
+
+    def facet_rows(
+        self, conn: Connection, criteria: Criteria, limit: int
+    ) -> Sequence[tuple[int, str]]:
+        """(rank key, facet tokens) of the first ``limit`` matches in static-rank order."""
+
+    def after_write(self, conn: Connection, docs: Sequence[dict[str, Any]]) -> None:
+        """Bring engine structures the database does not maintain itself in step."""
+
+    def rebuild(self, conn: Connection) -> None:
+        """Rebuild the full-text structures from search_documents (recovery)."""
+
+
+def backend_for(conn: Connection) -> SearchBackend:
+    if conn.dialect.name == "postgresql":
+        from store.search.postgres_fts import PostgresBackend
+
+        return PostgresBackend()
+    from store.search.sqlite_fts import SqliteBackend
+
+    return SqliteBackend()

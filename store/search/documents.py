@@ -1,0 +1,269 @@
+"""Turning products and hub repositories into search documents (plain dicts of columns).
+
+Reads go through Core on the flushing connection, never the ORM, so building documents
+inside a flush event cannot trigger lazy loads or another flush.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from store.accounts.models import Organization
+from store.catalog.models import Product, Tier, product_categories
+from store.registry.models import HubRepository
+from store.search import facets
+from store.search.query import fold, tokenize
+
+BODY_TOKENS = 800
+POPULARITY_HALF_LIFE_DAYS = 180.0
+POPULARITY_MAX = 1023
+_HASH_BITS = 50
+_HASH_MASK = (1 << _HASH_BITS) - 1
+_STATIC_MAX = (1 << 13) - 1
+
+products_t = Product.__table__
+orgs_t = Organization.__table__
+tiers_t = Tier.__table__
+hub_t = HubRepository.__table__
+
+Doc = dict[str, Any]
+
+
+def popularity(pulls: int, last_active: datetime | None, now: datetime) -> int:
+    """log2 of the pull count, halved for every 180 days without a push or pull; 0..1023."""
+    if pulls <= 0:
+        return 0
+    age_days = 0.0
+    if last_active is not None:
+        if last_active.tzinfo is None:
+            last_active = last_active.replace(tzinfo=UTC)
+        age_days = max(0.0, (now - last_active).total_seconds() / 86400)
+    decayed = pulls * 0.5 ** (age_days / POPULARITY_HALF_LIFE_DAYS)
+    return min(POPULARITY_MAX, int(math.log2(1 + decayed) * 32))
+
+
+def rank_key(doc: Doc) -> int:
+    """Ascending = better: badges (official > certified > verified), then popularity.
+
+    The low 50 bits come from the document's stable id, so ties are broken the same way on
+    every page and every backend.
+    """
+    badge_class = 4 * doc["official"] + 2 * doc["certified"] + doc["verified"]
+    static = (badge_class << 10) | doc["popularity"]
+    return ((_STATIC_MAX - static) << _HASH_BITS) | (doc["ref_id"].int >> 78 & _HASH_MASK)
+
+
+def _name_fields(name: str) -> tuple[str, str]:
+    return fold(name.rsplit("/", 1)[-1]), " ".join(tokenize(name))
+
+
+def _latest(*values: datetime | None) -> datetime | None:
+    present = [v if v.tzinfo else v.replace(tzinfo=UTC) for v in values if v is not None]
+    return max(present) if present else None
+
+
+def _pricing(tiers: list[Any]) -> tuple[list[str], int | None, int | None, str]:
+    active = [t for t in tiers if t.active]
+    pricing = []
+    if any(t.billing == "free" for t in active):
+        pricing.append("free")
+    paid = [t for t in active if t.billing != "free"]
+    if paid:
+        pricing.append("paid")
+    if any(t.trial_days > 0 for t in active):
+        pricing.append("trial")
+    if not active:
+        return pricing, None, None, ""
+    currency = paid[0].currency if paid else ""
+    amounts = [t.amount_minor for t in paid if t.currency == currency]
+    if any(t.billing == "free" for t in active):
+        amounts.append(0)
+    return pricing, min(amounts), max(amounts), currency
+
+
+def _facet_text(doc: Doc, visibility: str) -> str:
+    toks = [facets.ALL, visibility, facets.token("source", doc["source"])]
+    toks.append(facets.token("kind", doc["kind"]))
+    toks += [facets.token("category", c) for c in doc["categories"]]
+    toks += [facets.token("pricing", p) for p in doc["pricing"]]
+    toks += [facets.token("badge", b) for b in ("official", "certified", "verified") if doc[b]]
+    if doc["publisher"]:
+        toks.append(facets.token("publisher", doc["publisher"]))
+    toks += [facets.token("platform", p) for p in doc["platforms"]]
+    return " ".join(toks)
+
+
+def _finish(doc: Doc, visibility: str, now: datetime) -> Doc:
+    doc["fts_facets"] = _facet_text(doc, visibility)
+    doc["id"] = rank_key(doc)
+    doc["indexed_at"] = now
+    return doc
+
+
+def product_documents(
+    conn: Connection, product_ids: Iterable[uuid.UUID] | None = None, *, now: datetime
+) -> list[Doc]:
+    """Documents of the given products (all when None); a missing product yields none."""
+    stmt = select(
+        products_t,
+        orgs_t.c.slug.label("org_slug"),
+        orgs_t.c.name.label("org_name"),
+        orgs_t.c.verified_at,
+    )
+    stmt = stmt.join(orgs_t, orgs_t.c.id == products_t.c.organization_id)
+    ids = list(product_ids) if product_ids is not None else None
+    if ids is not None:
+        if not ids:
+            return []
+        stmt = stmt.where(products_t.c.id.in_(ids))
+    rows = conn.execute(stmt).all()
+    if not rows:
+        return []
+    row_ids = [r.id for r in rows]
+    tiers: dict[uuid.UUID, list[Any]] = defaultdict(list)
+    cats: dict[uuid.UUID, list[str]] = defaultdict(list)
+    for tier in conn.execute(select(tiers_t).where(tiers_t.c.product_id.in_(row_ids))):
+        tiers[tier.product_id].append(tier)
+    pc = product_categories.c
+    for pid, slug in conn.execute(
+        select(pc.product_id, pc.category_slug)
+        .where(pc.product_id.in_(row_ids))
+        .order_by(pc.category_slug)
+    ):
+        cats[pid].append(slug)
+    hub = {
+        r.name: r
+        for r in conn.execute(
+            select(hub_t.c.name, hub_t.c.pull_count, hub_t.c.star_count)
+            .add_columns(hub_t.c.last_pushed_at, hub_t.c.last_pulled_at, hub_t.c.created_at)
+            .where(hub_t.c.name.in_([r.repository for r in rows]))
+        )
+    }
+    docs = []
+    for r in rows:
+        repo = hub.get(r.repository)
+        pricing, low, high, currency = _pricing(tiers[r.id])
+        name_key, fts_name = _name_fields(r.repository)
+        pulls = repo.pull_count if repo else 0
+        last = _latest(repo.last_pushed_at, repo.last_pulled_at, repo.created_at) if repo else None
+        doc: Doc = {
+            "source": "store",
+            "ref_id": r.id,
+            "name": r.repository,
+            "name_key": name_key,
+            "namespace": r.org_slug,
+            "owner_id": r.organization_id,
+            "title": r.title,
+            "summary": r.summary,
+            "kind": r.kind,
+            "status": r.status,
+            "publisher": r.org_slug,
+            "publisher_name": r.org_name,
+            "official": bool(r.official),
+            "certified": r.certified_at is not None,
+            "verified": r.verified_at is not None,
+            "pricing": pricing,
+            "price_min": low,
+            "price_max": high,
+            "currency": currency,
+            "categories": cats[r.id],
+            "platforms": list(r.platforms or []),
+            "pull_count": pulls,
+            "star_count": repo.star_count if repo else 0,
+            "popularity": popularity(pulls, last, now),
+            "fts_name": fts_name,
+            "fts_title": " ".join(tokenize(r.title)),
+            "fts_summary": " ".join(tokenize(r.summary)),
+            "fts_body": " ".join(tokenize(r.description_md[:20_000], limit=BODY_TOKENS)),
+        }
+        visible = facets.PUBLIC if r.status == "published" else facets.visibility_token(r.org_slug)
+        docs.append(_finish(doc, visible, now))
+    return docs
+
+
+def hub_documents(
+    conn: Connection,
+    repo_ids: Iterable[uuid.UUID] | None = None,
+    *,
+    now: datetime,
+    names: Iterable[str] | None = None,
+) -> list[Doc]:
+    """Documents of the given hub repositories (by id or name; all when both are None)."""
+    stmt = select(hub_t)
+    if repo_ids is not None or names is not None:
+        ids, nms = list(repo_ids or ()), list(names or ())
+        if not ids and not nms:
+            return []
+        stmt = stmt.where(hub_t.c.id.in_(ids) | hub_t.c.name.in_(nms))
+    rows = conn.execute(stmt).all()
+    if not rows:
+        return []
+    namespaces = {r.namespace for r in rows}
+    orgs = {
+        o.slug: o
+        for o in conn.execute(
+            select(orgs_t.c.slug, orgs_t.c.name, orgs_t.c.verified_at).where(
+                orgs_t.c.slug.in_(namespaces)
+            )
+        )
+    }
+    listed = set(
+        conn.scalars(
+            select(products_t.c.repository).where(
+                products_t.c.repository.in_([r.name for r in rows]),
+                products_t.c.status == "published",
+            )
+        )
+    )
+    docs = []
+    for r in rows:
+        org = orgs.get(r.namespace)
+        name_key, fts_name = _name_fields(r.name)
+        description = r.description or ""
+        summary = description.strip().split("\n", 1)[0][:300]
+        last = _latest(r.last_pushed_at, r.last_pulled_at, r.created_at)
+        doc: Doc = {
+            "source": "hub",
+            "ref_id": r.id,
+            "name": r.name,
+            "name_key": name_key,
+            "namespace": r.namespace,
+            "owner_id": None,
+            "title": "",
+            "summary": summary,
+            "kind": "image",
+            "status": "private" if r.private else "public",
+            "publisher": r.namespace,
+            "publisher_name": org.name if org else r.namespace,
+            "official": False,
+            "certified": False,
+            "verified": bool(org and org.verified_at is not None),
+            "pricing": [],
+            "price_min": None,
+            "price_max": None,
+            "currency": "",
+            "categories": [],
+            "platforms": [],
+            "pull_count": r.pull_count,
+            "star_count": r.star_count,
+            "popularity": popularity(r.pull_count, last, now),
+            "fts_name": fts_name,
+            "fts_title": "",
+            "fts_summary": " ".join(tokenize(summary)),
+            "fts_body": " ".join(tokenize(description[:20_000], limit=BODY_TOKENS)),
+        }
+        if r.name in listed:
+            visible = facets.HIDDEN
+        elif r.private:
+            visible = facets.visibility_token(r.namespace)
+        else:
+            visible = facets.PUBLIC
+        docs.append(_finish(doc, visible, now))
+    return docs

@@ -1,0 +1,105 @@
+"""The HTML search page: results with a facet sidebar, highlighting and pagination."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+from fastapi import Request
+from markupsafe import Markup, escape
+from starlette.responses import Response
+
+from store.deps import DbSession
+from store.errors import StoreError
+from store.search import service
+from store.search.api import badges_of, doc_url, int_param
+from store.search.query import Query, fold
+from store.web.routing import Viewer, page_router
+from store.web.templating import render
+
+router = page_router()
+
+_WORD = re.compile(r"[^\W_]+")
+_PARAMS = ("q", *service.facets.FACETS)
+
+
+@dataclass
+class Pager:
+    page: int
+    pages: int
+
+    @property
+    def has_prev(self) -> bool:
+        return self.page > 1
+
+    @property
+    def has_next(self) -> bool:
+        return self.page < self.pages
+
+
+def highlighter(query: Query) -> object:
+    terms, prefixes = query.terms(), tuple(query.prefixes())
+
+    def highlight(text: str | None) -> Markup:
+        text = text or ""
+        out, last = [], 0
+        for m in _WORD.finditer(text):
+            word = fold(m.group())
+            if word in terms or (prefixes and word.startswith(prefixes)):
+                out.append(escape(text[last : m.start()]))
+                out.append(Markup("<mark>") + escape(m.group()) + Markup("</mark>"))
+                last = m.end()
+        out.append(escape(text[last:]))
+        return Markup("").join(out)
+
+    return highlight
+
+
+@router.get("/search")
+def search_page(request: Request, session: DbSession, viewer: Viewer) -> Response:
+    """Search the store and the hub."""
+    params = {k: request.query_params.get(k, "") for k in _PARAMS}
+
+    def url(**changes: str | int | None) -> str:
+        merged: dict[str, str | int | None] = {**params, **changes}
+        clean = {k: v for k, v in merged.items() if v not in (None, "")}
+        return "/search" + (f"?{urlencode(clean)}" if clean else "")
+
+    error = None
+    results = None
+    try:
+        filters = service.make_filters(**{f: params[f] for f in service.facets.FACETS})
+        results = service.search(
+            session,
+            q=params["q"],
+            filters=filters,
+            account=viewer,
+            page=int_param(request.query_params.get("page"), "page", 1),
+            per_page=int_param(request.query_params.get("per_page"), "per_page", 20),
+        )
+    except StoreError as exc:
+        error = exc.detail
+    context = {
+        "q": params["q"],
+        "results": results,
+        "error": error,
+        "pager": Pager(results.page, results.pages) if results else None,
+        "page_url": lambda n: url(page=n),
+        "facet_url": lambda facet, value: url(**{facet: value, "page": None}),
+        "suggestions": service.suggestions(results) if results and not results.hits else [],
+        "suggest_url": lambda q: "/search?" + urlencode({"q": q}),
+        "highlight": highlighter(results.query) if results else (lambda t: t),
+        "badges_of": badges_of,
+        "doc_url": doc_url,
+        "facet_titles": {
+            "source": "Source",
+            "kind": "Type",
+            "category": "Category",
+            "pricing": "Pricing",
+            "badge": "Badges",
+            "publisher": "Publisher",
+            "platform": "OS / architecture",
+        },
+    }
+    return render(request, "search/results.html", context, status=400 if error else 200)

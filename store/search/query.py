@@ -1,0 +1,193 @@
+"""The search query language, and the one tokenizer both backends index and query with.
+
+Grammar (what people type into a search box, in the spirit of websearch_to_tsquery):
+
+* ``redis cache`` — every term must match (AND);
+* ``"in memory"`` — a phrase: the words adjacent, in order;
+* ``-alpine`` / ``-"old version"`` — exclusion;
+* ``redis OR valkey`` — either (binds tighter than AND: ``a OR b c`` = ``(a | b) & c``);
+* ``red*`` — prefix (at least two characters); with ``as_you_type`` the last word is one;
+* names: ``acme/redis-ha`` is split on ``/ - _ .`` (and anything not a letter or digit)
+  into the phrase ``acme redis ha``, which is how names are indexed.
+
+Nothing the user types reaches a full-text engine verbatim: the parser keeps only tokens of
+letters and digits and renders them quoted, so FTS syntax characters are inert.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field
+
+from store.errors import StoreError
+
+MAX_QUERY_CHARS = 256
+MAX_PHRASES = 16
+MAX_TOKEN_CHARS = 64
+MIN_PREFIX_CHARS = 2
+
+_WORD = re.compile(r"[^\W_]+")
+
+
+class BadQuery(StoreError):
+    status_code = 400
+    code = "bad_query"
+
+
+def fold(text: str) -> str:
+    """Lower-case, compatibility-normalised, without diacritics ("Ünïcode" → "unicode")."""
+    if text.isascii():
+        return text.lower()
+    decomposed = unicodedata.normalize("NFKD", text)
+    stripped = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    return stripped.casefold()
+
+
+def tokenize(text: str, *, limit: int | None = None) -> list[str]:
+    """The tokens of a text: runs of letters and digits, folded, at most 64 characters."""
+    tokens = [t[:MAX_TOKEN_CHARS] for t in _WORD.findall(fold(text))]
+    return tokens if limit is None else tokens[:limit]
+
+
+@dataclass(frozen=True)
+class Phrase:
+    tokens: tuple[str, ...]
+    prefix: bool = False  # the last token is a prefix
+
+
+@dataclass
+class Query:
+    # AND of groups; each group an OR of phrases.
+    groups: list[list[Phrase]] = field(default_factory=list)
+    excluded: list[Phrase] = field(default_factory=list)
+    # The folded query when it is a single bare name ("redis", "acme/redis-ha"): documents
+    # named exactly so rank first.
+    exact_name: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not self.groups
+
+    def terms(self) -> set[str]:
+        """Tokens to highlight in results."""
+        return {t for g in self.groups for p in g for t in p.tokens}
+
+    def prefixes(self) -> set[str]:
+        return {p.tokens[-1] for g in self.groups for p in g if p.prefix}
+
+
+_LEXER = re.compile(r'\s*(?:(-?)"([^"]*)"?(\*?)|(\S+))')
+_EXACT = re.compile(r"^[a-z0-9]+(?:[._/-][a-z0-9]+)*$")
+
+
+def parse(text: str, *, as_you_type: bool = False) -> Query:
+    """Parse a query; BadQuery (400) when it is too long or has nothing to look for."""
+    if len(text) > MAX_QUERY_CHARS:
+        raise BadQuery(f"The query is longer than {MAX_QUERY_CHARS} characters")
+    text = "".join(ch if ch.isprintable() else " " for ch in text)
+    query = Query()
+    pending_or = False
+    items = list(_LEXER.finditer(text))
+    for index, match in enumerate(items):
+        negated, quoted, star, bare = match.groups()
+        if bare is not None:
+            if bare == "OR":
+                pending_or = bool(query.groups)
+                continue
+            negated = "-" if bare.startswith("-") and len(bare) > 1 else ""
+            word = bare[1:] if negated else bare
+            star = "*" if word.endswith("*") else ""
+            tokens = tokenize(word.rstrip("*"))
+            is_last = index == len(items) - 1 and not text[match.end() :].strip()
+            if as_you_type and is_last and not text.endswith(" "):
+                star = "*"
+        else:
+            tokens = tokenize(quoted)
+        if not tokens:
+            continue
+        prefix = bool(star) and len(tokens[-1]) >= MIN_PREFIX_CHARS
+        phrase = Phrase(tuple(tokens), prefix)
+        if negated:
+            query.excluded.append(phrase)
+        elif pending_or:
+            query.groups[-1].append(phrase)
+        else:
+            query.groups.append([phrase])
+        pending_or = False
+    if len(query.groups) + len(query.excluded) > MAX_PHRASES:
+        raise BadQuery(f"Use at most {MAX_PHRASES} words or phrases")
+    if query.excluded and not query.groups:
+        raise BadQuery("Say what to look for, not only what to leave out")
+    bare_text = fold(text.strip())
+    single = len(query.groups) == 1 and len(query.groups[0]) == 1 and not query.excluded
+    if single and _EXACT.match(bare_text):
+        query.exact_name = bare_text
+    return query
+
+
+# --- rendering for the engines ---------------------------------------------------------
+
+# Field tiers: a document's tier is the highest one whose fields alone satisfy the query.
+TIER_FIELDS = {
+    3: ("fts_name",),
+    2: ("fts_name", "fts_title"),
+    1: ("fts_name", "fts_title", "fts_summary"),
+    0: ("fts_name", "fts_title", "fts_summary", "fts_body"),
+}
+TIER_WEIGHTS = {3: "A", 2: "AB", 1: "ABC", 0: ""}
+
+
+def _fts5_phrase(p: Phrase) -> str:
+    body = " ".join(p.tokens).replace('"', '""')
+    return f'"{body}"' + ("*" if p.prefix else "")
+
+
+def fts5_text(query: Query, tier: int) -> str | None:
+    """The text part of an FTS5 MATCH expression restricted to a tier's fields."""
+    if query.empty:
+        return None
+    cols = " ".join(TIER_FIELDS[tier])
+    groups = " AND ".join(
+        "(" + " OR ".join(_fts5_phrase(p) for p in group) + ")" for group in query.groups
+    )
+    expr = f"({{{cols}}} : ({groups}))"
+    all_cols = " ".join(TIER_FIELDS[0])
+    for p in query.excluded:
+        expr += f" NOT ({{{all_cols}}} : {_fts5_phrase(p)})"
+    return expr
+
+
+def fts5_tokens(tokens: list[str], *, any_of: bool = False) -> str:
+    """facet tokens (AND, or OR with any_of) restricted to the facets column."""
+    joined = (" OR " if any_of else " AND ").join(f'"{t}"' for t in tokens)
+    return f"(fts_facets : ({joined}))"
+
+
+def _lexeme(token: str, weights: str = "", prefix: bool = False) -> str:
+    escaped = token.replace("\\", "\\\\").replace("'", "''")
+    suffix = ("*" if prefix else "") + weights
+    return f"'{escaped}'" + (f":{suffix}" if suffix else "")
+
+
+def _ts_phrase(p: Phrase, weights: str) -> str:
+    last = len(p.tokens) - 1
+    parts = [_lexeme(t, weights, p.prefix and i == last) for i, t in enumerate(p.tokens)]
+    return "(" + " <-> ".join(parts) + ")"
+
+
+def tsquery_text(query: Query, tier: int) -> str | None:
+    """The text part of a PostgreSQL tsquery restricted to a tier's weights."""
+    if query.empty:
+        return None
+    weights = TIER_WEIGHTS[tier]
+    groups = " & ".join(
+        "(" + " | ".join(_ts_phrase(p, weights) for p in group) + ")" for group in query.groups
+    )
+    for p in query.excluded:
+        groups += f" & !{_ts_phrase(p, '')}"
+    return f"({groups})"
+
+
+def tsquery_tokens(tokens: list[str], *, any_of: bool = False) -> str:
+    return "(" + (" | " if any_of else " & ").join(_lexeme(t) for t in tokens) + ")"

@@ -1,0 +1,70 @@
+"""API shapes for search results and the Docker index search API."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class PriceRange(BaseModel):
+    min_minor: int
+    max_minor: int
+    currency: str = Field(description="ISO currency, lower case; empty when free only")
+
+
+class SearchHitOut(BaseModel):
+    source: str = Field(description="store (a listing) or hub (a registry repository)")
+    name: str = Field(description="Repository, '<namespace>/<name>'")
+    title: str
+    summary: str
+    kind: str
+    publisher: str
+    publisher_name: str
+    badges: list[str] = Field(description="official, certified, verified")
+    pricing: list[str] = Field(description="free, paid, trial")
+    price: PriceRange | None = None
+    categories: list[str]
+    platforms: list[str]
+    pull_count: int
+    star_count: int
+    status: str = Field(description="published, draft, suspended (listings); public, private")
+    entitled: bool | None = Field(
+        default=None, description="Logged in only: you may use this listing now"
+    )
+    url: str | None = Field(description="The listing's page (store results only)")
+
+
+class FacetValueOut(BaseModel):
+    value: str
+    label: str
+    count: int
+    selected: bool
+
+
+class SearchPage(BaseModel):
+    query: str
+    page: int
+    per_page: int
+    total: int = Field(description="Matches (at most 1000 are counted)")
+    total_exact: bool = Field(description="False when there are more than `total` matches")
+    pages: int
+    results: list[SearchHitOut]
+    facets: dict[str, list[FacetValueOut]] = Field(
+        description="source, kind, category, pricing, badge, publisher, platform"
+    )
+
+
+class DockerSearchResult(BaseModel):
+    name: str
+    description: str
+    star_count: int
+    is_official: bool
+    is_automated: bool
+
+
+class DockerSearchPage(BaseModel):
+    num_results: int
+    num_pages: int
+    page: int
+    page_size: int
+    query: str
+    results: list[DockerSearchResult]

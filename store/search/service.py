@@ -1,0 +1,324 @@
+"""One search over store listings and hub repositories.
+
+Ranking, best first (docs/search.md):
+1. exact name: the query is a repository name ("redis" names library/redis, acme/redis);
+2. badges: official, then certified, then verified publisher;
+3. field relevance: all words in the name, else name+title, else +summary, else anywhere;
+4. popularity: log-scaled pull count, decayed by inactivity; then a stable tie-break.
+
+Badges and popularity are static (folded into each document's rank key), so each field tier
+is one "walk the matches in rank-key order, stop after N" query; merging the tiers gives the
+exact top N under the full ordering (proof in docs/search.md).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from store.accounts.models import Account, Membership, Organization
+from store.catalog.models import Category
+from store.db import utcnow
+from store.licensing.models import Entitlement
+from store.search import facets
+from store.search.backend import Criteria, Scope, backend_for
+from store.search.models import SearchDocument
+from store.search.query import BadQuery, Query, fold, parse
+
+# Results beyond this rank are not served, and facet counts are exact up to this many
+# matches (above, they describe the best-ranked MAX_WINDOW matches and are flagged).
+MAX_WINDOW = 1000
+MAX_PER_PAGE = 100
+PUBLISHER_FACET_SIZE = 20
+_HASH_BITS = 50
+_STATIC_MAX = (1 << 13) - 1
+
+FILTER_VALUES = {
+    "source": ("store", "hub"),
+    "kind": ("image", "plugin"),
+    "pricing": ("free", "paid", "trial"),
+    "badge": ("official", "certified", "verified"),
+}
+
+
+@dataclass(frozen=True)
+class Filters:
+    source: str | None = None
+    kind: str | None = None
+    category: str | None = None
+    pricing: str | None = None
+    badge: str | None = None
+    publisher: str | None = None
+    platform: str | None = None
+
+    def tokens(self) -> tuple[str, ...]:
+        out = []
+        for facet in facets.FACETS:
+            value = getattr(self, facet)
+            if value:
+                out.append(facets.token(facet, value))
+        return tuple(out)
+
+    def active(self) -> dict[str, str]:
+        return {f: getattr(self, f) for f in facets.FACETS if getattr(self, f)}
+
+
+def make_filters(**values: str | None) -> Filters:
+    """Validated filters: unknown fixed values are a 400, free-form ones are normalised."""
+    clean: dict[str, str | None] = {}
+    for key, raw in values.items():
+        value = (raw or "").strip().lower() or None
+        if value is not None:
+            allowed = FILTER_VALUES.get(key)
+            if allowed is not None and value not in allowed:
+                raise BadQuery(f"{key} must be one of {', '.join(allowed)}")
+            if len(value) > 128:
+                raise BadQuery(f"{key} is too long")
+        clean[key] = value
+    return Filters(**clean)
+
+
+@dataclass
+class Hit:
+    doc: SearchDocument
+    exact: bool
+    tier: int
+    entitled: bool | None  # None when anonymous or not a store listing
+
+
+@dataclass
+class FacetValue:
+    value: str
+    label: str
+    count: int
+    selected: bool
+
+
+@dataclass
+class SearchResults:
+    query: Query
+    q: str
+    filters: Filters
+    hits: list[Hit]
+    page: int
+    per_page: int
+    total: int
+    total_exact: bool
+    facets: dict[str, list[FacetValue]] = field(default_factory=dict)
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-min(self.total, MAX_WINDOW) // self.per_page))
+
+
+def scope_for(session: Session, account: Account | None) -> Scope:
+    if account is None:
+        return Scope()
+    if account.is_admin:
+        return Scope(everything=True)
+    slugs = session.scalars(
+        select(Organization.slug)
+        .join(Membership, Membership.organization_id == Organization.id)
+        .where(Membership.account_id == account.id)
+    )
+    return Scope(namespaces=tuple(sorted({*slugs, account.username})))
+
+
+def badge_class(key: int) -> int:
+    return (_STATIC_MAX - (key >> _HASH_BITS)) >> 10
+
+
+def search(
+    session: Session,
+    *,
+    q: str,
+    filters: Filters | None = None,
+    account: Account | None = None,
+    page: int = 1,
+    per_page: int = 25,
+    as_you_type: bool = False,
+) -> SearchResults:
+    """Search what ``account`` (None: anonymous) may see; BadQuery (400) on unusable input."""
+    if not 1 <= per_page <= MAX_PER_PAGE:
+        raise BadQuery(f"per_page must be between 1 and {MAX_PER_PAGE}")
+    if page < 1:
+        raise BadQuery("page starts at 1")
+    window = page * per_page
+    if window > MAX_WINDOW:
+        raise BadQuery(f"Only the first {MAX_WINDOW} results can be paged through")
+    filters = filters or Filters()
+    query = parse(q, as_you_type=as_you_type)
+    criteria = Criteria(query, filters.tokens(), scope_for(session, account))
+    conn = session.connection()
+    backend = backend_for(conn)
+
+    rows = backend.facet_rows(conn, criteria, MAX_WINDOW + 1)
+    total_exact = len(rows) <= MAX_WINDOW
+    rows = rows[:MAX_WINDOW]
+    tiers: dict[int, int] = {key: 0 for key, _ in rows[:window]}
+    if not query.empty:
+        for tier in (1, 2, 3):
+            for key in backend.ranked_ids(conn, criteria, tier, window):
+                tiers[key] = max(tiers.get(key, 0), tier)
+    exact = _exact_names(session, query, criteria)
+    for key in exact:
+        tiers.setdefault(key, 3)
+    order = sorted(tiers, key=lambda k: (k not in exact, -badge_class(k), -tiers[k], k))
+    page_keys = order[(page - 1) * per_page : window]
+    docs = {
+        d.id: d
+        for d in session.scalars(select(SearchDocument).where(SearchDocument.id.in_(page_keys)))
+    }
+    entitled = _entitled(session, account, [d for d in docs.values() if d.source == "store"])
+    hits = [
+        Hit(
+            doc=docs[k],
+            exact=k in exact,
+            tier=tiers[k],
+            entitled=entitled.get(docs[k].ref_id) if account is not None else None,
+        )
+        for k in page_keys
+        if k in docs
+    ]
+    return SearchResults(
+        query=query,
+        q=q,
+        filters=filters,
+        hits=hits,
+        page=page,
+        per_page=per_page,
+        total=len(rows),
+        total_exact=total_exact,
+        facets=_facet_counts(session, rows, filters),
+    )
+
+
+def _exact_names(session: Session, query: Query, criteria: Criteria) -> set[int]:
+    """Rank keys of visible, filter-passing documents named exactly as the query."""
+    name = query.exact_name
+    if name is None:
+        return set()
+    rows = session.execute(
+        select(SearchDocument.id, SearchDocument.fts_facets).where(
+            or_(SearchDocument.name_key == name, SearchDocument.name == name)
+        )
+    )
+    scope = criteria.scope
+    visible = {facets.PUBLIC, *(facets.visibility_token(ns) for ns in scope.namespaces)}
+    found = set()
+    for key, tokens in rows:
+        toks = set(tokens.split())
+        if facets.HIDDEN in toks or not set(criteria.filter_tokens) <= toks:
+            continue
+        if scope.everything or toks & visible:
+            found.add(key)
+    return found
+
+
+def _entitled(
+    session: Session, account: Account | None, docs: list[SearchDocument]
+) -> dict[uuid.UUID, bool]:
+    """Which of these listings the account may use now, in one query."""
+    if account is None or not docs:
+        return {}
+    product_ids = [d.ref_id for d in docs]
+    orgs = select(Membership.organization_id).where(Membership.account_id == account.id)
+    now = utcnow()
+    held = {
+        e.product_id
+        for e in session.scalars(
+            select(Entitlement).where(
+                Entitlement.product_id.in_(product_ids),
+                or_(Entitlement.account_id == account.id, Entitlement.organization_id.in_(orgs)),
+            )
+        )
+        if e.is_usable(now)
+    }
+    return {pid: pid in held for pid in product_ids}
+
+
+def _facet_counts(session: Session, rows: Any, filters: Filters) -> dict[str, list[FacetValue]]:
+    tokens: Counter[str] = Counter()
+    for _key, text in rows:
+        tokens.update(text.split())
+    by_facet: dict[str, list[tuple[str, int]]] = {f: [] for f in facets.FACETS}
+    for tok, n in tokens.items():
+        decoded = facets.decode(tok)
+        if decoded is not None:
+            by_facet[decoded[0]].append((decoded[1], n))
+    names = _labels(session, by_facet)
+    out: dict[str, list[FacetValue]] = {}
+    for facet, values in by_facet.items():
+        values.sort(key=lambda vn: (-vn[1], vn[0]))
+        if facet == "publisher":
+            values = values[:PUBLISHER_FACET_SIZE]
+        chosen = getattr(filters, facet)
+        out[facet] = [
+            FacetValue(v, names.get((facet, v), _LABELS.get(v, v)), n, v == chosen)
+            for v, n in values
+        ]
+    return out
+
+
+_LABELS = {
+    "store": "Store listings",
+    "hub": "Hub repositories",
+    "image": "Images",
+    "plugin": "Plugins",
+    "free": "Free",
+    "paid": "Paid",
+    "trial": "Free trial",
+    "official": "Official",
+    "certified": "Certified",
+    "verified": "Verified publisher",
+}
+
+
+def _labels(session: Session, by_facet: dict[str, list[tuple[str, int]]]) -> dict[Any, str]:
+    names: dict[Any, str] = {}
+    cats = [v for v, _ in by_facet["category"]]
+    if cats:
+        for slug, name in session.execute(
+            select(Category.slug, Category.name).where(Category.slug.in_(cats))
+        ):
+            names[("category", slug)] = name
+    pubs = [v for v, _ in by_facet["publisher"]]
+    if pubs:
+        for slug, name in session.execute(
+            select(Organization.slug, Organization.name).where(Organization.slug.in_(pubs))
+        ):
+            names[("publisher", slug)] = name
+    return names
+
+
+def suggestions(results: SearchResults) -> list[dict[str, str]]:
+    """Other searches to offer when nothing matched (q and filters to link to)."""
+    out: list[dict[str, str]] = []
+    if results.filters.active():
+        out.append({"q": results.q, "label": "Search again without filters"})
+    groups = results.query.groups
+    if len(groups) > 1:
+        words = [" ".join(g[0].tokens) for g in groups]
+        out.append({"q": " OR ".join(words), "label": "Match any of the words"})
+        out.extend({"q": w, "label": f"Search for “{w}” alone"} for w in words[:3])
+    if groups and len(groups) == 1 and not groups[0][0].prefix:
+        word = groups[0][0].tokens[-1]
+        if len(word) >= 3:
+            stem = word[: max(2, len(word) - 2)]
+            out.append({"q": f"{stem}*", "label": f"Words starting with “{stem}”"})
+    if results.query.excluded:
+        kept = " ".join(" ".join(g[0].tokens) for g in groups)
+        out.append({"q": kept, "label": "Search without the exclusions"})
+    seen: set[str] = set()
+    unique = []
+    for s in out:
+        key = fold(s["q"]) + s["label"]
+        if (key not in seen and s["q"] != results.q) or results.filters.active():
+            seen.add(key)
+            unique.append(s)
+    return unique[:5]

@@ -1,0 +1,253 @@
+"""Form parsing for the pages: read fields, convert them, and keep input for re-rendering."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, time, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, TypeVar
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+from starlette.datastructures import FormData
+
+from store.errors import StoreError, ValidationFailed
+from store.web.csrf import FIELD as CSRF_FIELD
+from store.web.templating import minor_exponent
+
+T = TypeVar("T")
+# Never echoed back into a re-rendered form.
+_SECRET_FIELDS = frozenset(
+    {
+        CSRF_FIELD,
+        "password",
+        "password_confirm",
+        "current_password",
+        "new_password",
+        "new_password_confirm",
+    }
+)
+
+
+async def _form(request: Request) -> FormData:
+    return await request.form()
+
+
+# The submitted form (already read by the CSRF check, so read once).
+Form = Annotated[FormData, Depends(_form)]
+
+
+class FieldError(ValidationFailed):
+    """A form value the page itself could not convert, tied to one field."""
+
+    def __init__(self, field: str, detail: str) -> None:
+        super().__init__(detail)
+        self.field = field
+
+
+class FormState:
+    """The outcome of a failed submission of one named form on a page.
+
+    Templates ask it for each field's value (the user's input wins over the default) and
+    error; forms on the same page that were not submitted keep their defaults.
+    """
+
+    def __init__(
+        self,
+        name: str = "",
+        values: dict[str, list[str]] | None = None,
+        error: str = "",
+        field: str = "",
+    ) -> None:
+        self.name = name
+        self.values = values or {}
+        self.error = error
+        self.field = field
+
+    @classmethod
+    def failed(cls, name: str, form: FormData, exc: StoreError) -> FormState:
+        values: dict[str, list[str]] = {}
+        for key, value in form.multi_items():
+            if key not in _SECRET_FIELDS and isinstance(value, str):
+                values.setdefault(key, []).append(value)
+        field = getattr(exc, "field", "") or _guess_field(exc.detail, set(form.keys()))
+        return cls(name, values, exc.detail, field)
+
+    def submitted(self, name: str) -> bool:
+        return bool(self.name) and self.name == name
+
+    def value(self, name: str, field: str, default: object = "") -> str:
+        if self.submitted(name):
+            return self.values.get(field, [""])[-1]
+        return "" if default is None else str(default)
+
+    def values_of(self, name: str, field: str, default: Iterable[str] = ()) -> list[str]:
+        if self.submitted(name):
+            return self.values.get(field, [])
+        return list(default)
+
+    def checked(self, name: str, field: str, default: bool = False) -> bool:
+        if self.submitted(name):
+            return field in self.values
+        return default
+
+    def error_for(self, name: str) -> str:
+        return self.error if self.submitted(name) and not self.field else ""
+
+    def field_error(self, name: str, field: str) -> str:
+        return self.error if self.submitted(name) and self.field == field else ""
+
+    def any_error(self, name: str) -> str:
+        return self.error if self.submitted(name) else ""
+
+
+NO_FORM = FormState()
+
+# Services name the field their message is about at its start; put the message beside it.
+_MESSAGE_FIELDS = (
+    ("The two passwords", "password_confirm"),
+    ("Passwords must", ("new_password", "password")),
+    ("Username", "username"),
+    ("The username", "username"),
+    ("No account named", "username"),
+    ("An account with this e-mail", "email"),
+    ("Enter a valid e-mail", "email"),
+    ("Organization name", "slug"),
+    ("The namespace", "slug"),
+    ("Repository name", "slug"),
+    ("A product for", "slug"),
+    ("Tier id", "slug"),
+    ("Kind must", "kind"),
+    ("Title", "title"),
+    ("Summary", "summary"),
+    ("Description", ("description_md", "description")),
+    ("Logo URL", "logo_url"),
+    ("Documentation URL", "docs_url"),
+    ("Support URL", "support_url"),
+    ("EULA URL", "eula_url"),
+    ("Website", "website"),
+    ("Token name", "name"),
+    ("Tier name", "name"),
+    ("Name", "name"),
+    ("Billing must", "billing"),
+    ("A paid tier needs a price", "price"),
+    ("A free tier has no price", "price"),
+    ("The amount", "price"),
+    ("Currency", "currency"),
+    ("Trial", "trial_days"),
+    ("A free tier has no trial", "trial_days"),
+    ("Seats", "seats"),
+    ("Only free tiers can be public", "public"),
+    ("Choose at least one scope", "scopes"),
+    ("Unknown scope", "scopes"),
+    ("The expiry", "expires_days"),
+    ("Role must", "role"),
+    ("Reason", "reason"),
+    ("The end must", "ends_on"),
+)
+
+
+def _guess_field(message: str, present: set[str]) -> str:
+    for prefix, fields in _MESSAGE_FIELDS:
+        if message.startswith(prefix):
+            for field in (fields,) if isinstance(fields, str) else fields:
+                if field in present:
+                    return field
+            return ""
+    return ""
+
+
+def error_status(exc: StoreError) -> int:
+    """The status a re-rendered form answers with: the input was wrong, not the address."""
+    return {401: 400, 404: 422}.get(exc.status_code, exc.status_code)
+
+
+def attempt(session: Session, action: Callable[[], T]) -> T | StoreError:
+    """Run a service call in a savepoint: on a StoreError its partial changes are undone
+    (the request still commits, so a re-rendered form must not carry half an edit)."""
+    try:
+        with session.begin_nested():
+            return action()
+    except StoreError as exc:
+        return exc
+
+
+# --- field readers --------------------------------------------------------------------
+
+
+def text(form: FormData, key: str) -> str:
+    value = form.get(key)
+    return value if isinstance(value, str) else ""
+
+
+def checkbox(form: FormData, key: str) -> bool:
+    return text(form, key) not in ("", "0", "off", "false")
+
+
+def choices(form: FormData, key: str) -> list[str]:
+    return [v for v in form.getlist(key) if isinstance(v, str)]
+
+
+def split_list(value: str) -> list[str]:
+    """Comma- or line-separated values, blanks dropped."""
+    return [part.strip() for part in value.replace("\n", ",").split(",") if part.strip()]
+
+
+def lines(value: str) -> list[str]:
+    return [line.strip() for line in value.splitlines() if line.strip()]
+
+
+def optional_int(form: FormData, key: str, *, what: str, low: int, high: int) -> int | None:
+    raw = text(form, key).strip()
+    if not raw:
+        return None
+    try:
+        number = int(raw)
+    except ValueError:
+        raise FieldError(key, f"{what} must be a whole number") from None
+    if not low <= number <= high:
+        raise FieldError(key, f"{what} must be between {low} and {high}")
+    return number
+
+
+def price_minor(raw: str, currency: str, *, field: str = "price") -> int:
+    """ "49.00" in usd → 4900; "1,500" in jpy → 1500. Blank is zero."""
+    cleaned = raw.strip().replace(",", "").replace(" ", "")
+    if not cleaned:
+        return 0
+    try:
+        amount = Decimal(cleaned)
+    except InvalidOperation:
+        raise FieldError(field, "Enter the price as a number such as 49.00") from None
+    if not amount.is_finite() or amount < 0:
+        raise FieldError(field, "The price must be a positive number")
+    exponent = minor_exponent(currency)
+    minor = amount.scaleb(exponent)
+    if minor != minor.to_integral_value():
+        raise FieldError(field, f"Use at most {exponent} decimals for {currency.upper()}")
+    if minor > 10**12:
+        raise FieldError(field, "The price is too large")
+    return int(minor)
+
+
+def price_text(amount_minor: int, currency: str) -> str:
+    """The inverse of price_minor, for pre-filling an edit form."""
+    exponent = minor_exponent(currency)
+    return f"{Decimal(amount_minor).scaleb(-exponent):.{exponent}f}"
+
+
+def end_of_day(form: FormData, key: str) -> datetime | None:
+    """An optional YYYY-MM-DD date: access runs through that whole day (UTC)."""
+    raw = text(form, key).strip()
+    if not raw:
+        return None
+    try:
+        day = datetime.strptime(raw, "%Y-%m-%d").date()
+    except ValueError:
+        raise FieldError(key, "Enter the date as YYYY-MM-DD") from None
+    return datetime.combine(day + timedelta(days=1), time.min, tzinfo=UTC)
+
+
+def expiry(form: FormData, key: str = "expires_days") -> datetime | None:
+    days = optional_int(form, key, what="Expiry", low=1, high=3650)
+    return None if days is None else datetime.now(UTC) + timedelta(days=days)

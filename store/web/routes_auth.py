@@ -1,0 +1,90 @@
+"""Sign up, log in and log out."""
+
+from __future__ import annotations
+
+from fastapi import Request
+from starlette.responses import Response
+
+from store.accounts import service as accounts
+from store.accounts.models import Account
+from store.deps import DbSession
+from store.errors import StoreError
+from store.web import forms
+from store.web.auth import login_session, logout_session
+from store.web.forms import FieldError, Form, FormState
+from store.web.routing import Viewer, page_router, safe_next
+from store.web.templating import flash, redirect, render
+
+router = page_router()
+
+
+@router.get("/signup")
+def signup_page(request: Request, viewer: Viewer, next: str = "") -> Response:
+    if viewer is not None:
+        return redirect(safe_next(next, "/my/content"))
+    return render(request, "auth/signup.html", {"form": forms.NO_FORM, "next": safe_next(next, "")})
+
+
+@router.post("/signup")
+def signup(request: Request, session: DbSession, form: Form) -> Response:
+    """Create an account and log it in."""
+    target = safe_next(forms.text(form, "next"), "")
+
+    def create() -> Account:
+        if forms.text(form, "password") != forms.text(form, "password_confirm"):
+            raise FieldError("password_confirm", "The two passwords do not match")
+        return accounts.create_account(
+            session,
+            username=forms.text(form, "username"),
+            email=forms.text(form, "email"),
+            password=forms.text(form, "password"),
+            display_name=forms.text(form, "display_name"),
+        )
+
+    result = forms.attempt(session, create)
+    if isinstance(result, StoreError):
+        return render(
+            request,
+            "auth/signup.html",
+            {"form": FormState.failed("signup", form, result), "next": target},
+            status=forms.error_status(result),
+        )
+    login_session(request, result)
+    flash(request, f"Welcome to the store, {result.display_name}.")
+    return redirect(target or "/my/content")
+
+
+@router.get("/login")
+def login_page(request: Request, viewer: Viewer, next: str = "") -> Response:
+    if viewer is not None:
+        return redirect(safe_next(next))
+    return render(request, "auth/login.html", {"form": forms.NO_FORM, "next": safe_next(next, "")})
+
+
+@router.post("/login")
+def login(request: Request, session: DbSession, form: Form) -> Response:
+    """Log in with a username or e-mail address and a password."""
+    target = safe_next(forms.text(form, "next"), "")
+    result = forms.attempt(
+        session,
+        lambda: accounts.authenticate(
+            session, login=forms.text(form, "login"), password=forms.text(form, "password")
+        ),
+    )
+    if isinstance(result, StoreError):
+        return render(
+            request,
+            "auth/login.html",
+            {"form": FormState.failed("login", form, result), "next": target},
+            status=forms.error_status(result),
+        )
+    login_session(request, result)
+    flash(request, f"Logged in as {result.username}.")
+    return redirect(target or "/")
+
+
+@router.post("/logout")
+def logout(request: Request) -> Response:
+    logout_session(request)
+    flash(request, "You are logged out.", "info")
+    return redirect("/")

@@ -1,0 +1,138 @@
+"""The storefront: home, browsing, product pages, and getting or buying a tier."""
+
+from __future__ import annotations
+
+from fastapi import Request
+from starlette.responses import Response
+
+from store.accounts import service as accounts
+from store.accounts.models import Account
+from store.catalog import service as catalog
+from store.catalog.models import Product, Tier
+from store.deps import DbSession
+from store.errors import NotFound, StoreError, ValidationFailed
+from store.licensing import entitlements
+from store.web.routing import RequiredAccount, Viewer, page_router
+from store.web.templating import flash, redirect, render, with_query
+
+router = page_router()
+
+FILTERS = ("kind", "category", "pricing", "badge", "publisher", "platform")
+PLATFORMS = ("linux/amd64", "linux/arm64", "linux/arm/v7", "linux/ppc64le", "windows/amd64")
+SORTS = (("featured", "Featured"), ("newest", "Newest"), ("title", "Title"))
+MAX_PAGE = 10_000
+
+
+class BadRequest(StoreError):
+    status_code = 400
+    code = "bad_request"
+
+
+def parse_page(raw: str | None) -> int:
+    if not raw:
+        return 1
+    try:
+        page = int(raw)
+    except ValueError:
+        raise BadRequest("page must be a whole number", code="bad_filter") from None
+    if not 1 <= page <= MAX_PAGE:
+        raise BadRequest(f"page must be between 1 and {MAX_PAGE}", code="bad_filter")
+    return page
+
+
+@router.get("/")
+def home(request: Request, session: DbSession) -> Response:
+    """Featured official and certified products, categories and what is new."""
+    newest = catalog.list_products(session, catalog.ProductFilter(sort="newest"), per_page=8)
+    return render(
+        request,
+        "catalog/home.html",
+        {
+            "featured": catalog.featured_products(session, limit=8),
+            "categories": catalog.category_counts(session),
+            "newest": newest.items,
+        },
+    )
+
+
+@router.get("/browse")
+def browse(request: Request, session: DbSession) -> Response:
+    """Published products, filtered, sorted and paginated. Bad filter values are a 400."""
+    params = request.query_params
+    chosen = {key: params.get(key, "").strip() for key in (*FILTERS, "q", "sort")}
+    flt = catalog.ProductFilter(
+        query=chosen["q"],
+        sort=chosen["sort"] or "featured",
+        **{key: chosen[key] or None for key in FILTERS},  # type: ignore[arg-type]
+    )
+    page_number = parse_page(params.get("page"))
+    per_page = request.app.state.settings.page_size
+    try:
+        page = catalog.list_products(session, flt, page=page_number, per_page=per_page)
+    except ValidationFailed as exc:
+        raise BadRequest(exc.detail, code="bad_filter") from exc
+    active = {k: v for k, v in chosen.items() if v}
+    return render(
+        request,
+        "catalog/browse.html",
+        {
+            "page": page,
+            "chosen": chosen,
+            "active_filters": [(k, v) for k, v in active.items() if k not in ("sort", "q")],
+            "page_url": lambda n: with_query("/browse", **{**active, "page": n}),
+            "without": lambda key: with_query(
+                "/browse", **{k: v for k, v in active.items() if k != key}
+            ),
+            "categories": catalog.list_categories(session),
+            "publishers": accounts.list_organizations(session),
+            "kinds": catalog.KINDS,
+            "pricings": catalog.PRICINGS,
+            "badges": catalog.BADGES,
+            "platforms": sorted(
+                {*PLATFORMS, *([chosen["platform"]] if chosen["platform"] else [])}
+            ),
+            "sorts": SORTS,
+        },
+    )
+
+
+def _product(session: DbSession, org: str, name: str, viewer: Account | None) -> Product:
+    return catalog.get_visible_product(session, f"{org}/{name}", viewer)
+
+
+def _tier(session: DbSession, product: Product, slug: str) -> Tier:
+    tier = catalog.get_tier_by_slug(session, product, slug)
+    if not tier.active:
+        raise NotFound("This tier is not available")
+    return tier
+
+
+@router.get("/products/{org}/{name}")
+def product_page(
+    request: Request, org: str, name: str, session: DbSession, viewer: Viewer
+) -> Response:
+    """A product's listing, tiers and prices, pull command and the viewer's access."""
+    product = _product(session, org, name, viewer)
+    return render(
+        request,
+        "catalog/product.html",
+        {
+            "product": product,
+            "tiers": product.active_tiers,
+            "access": entitlements.access_for(session, viewer, product),
+            "can_edit": accounts.has_role(session, viewer, product.organization, "viewer"),
+            "signed_in": viewer is not None,
+        },
+    )
+
+
+@router.post("/products/{org}/{name}/tiers/{tier}/get")
+def get_free_tier(
+    request: Request, org: str, name: str, tier: str, session: DbSession, account: RequiredAccount
+) -> Response:
+    """The "Get" button of a free tier: access at once, listed under My content."""
+    product = _product(session, org, name, account)
+    chosen = _tier(session, product, tier)
+    entitlements.get_free_tier(session, account=account, tier=chosen)
+    flash(request, f"{product.title} ({chosen.name}) is in your content now.")
+    return redirect("/my/content")

@@ -1,0 +1,303 @@
+"""Publishers editing a product: listing, tiers, publishing, customers and grants."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from fastapi import Request
+from starlette.datastructures import FormData
+from starlette.responses import Response
+
+from store.accounts import service as accounts
+from store.accounts.models import Account, Organization
+from store.catalog import service as catalog
+from store.catalog.models import Product, Tier
+from store.db import utcnow
+from store.deps import DbSession
+from store.errors import NotFound, StoreError
+from store.licensing import entitlements
+from store.web import forms
+from store.web.forms import Form, FormState
+from store.web.routes_publisher import member_org
+from store.web.routing import RequiredAccount, page_router
+from store.web.templating import flash, format_price, redirect, render
+
+router = page_router()
+
+LISTING_URLS = ("logo_url", "docs_url", "support_url", "eula_url")
+
+
+def listing_fields(form: FormData) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        key: forms.text(form, key) for key in ("title", "summary", "description_md")
+    }
+    data.update({key: forms.text(form, key) for key in LISTING_URLS})
+    data["categories"] = [c.lower() for c in forms.split_list(forms.text(form, "categories"))]
+    data["platforms"] = forms.split_list(forms.text(form, "platforms"))
+    return data
+
+
+def tier_fields(form: FormData, *, billing: str) -> dict[str, Any]:
+    currency = forms.text(form, "currency").strip().lower() or "usd"
+    return {
+        "name": forms.text(form, "name"),
+        "description": forms.text(form, "description"),
+        "billing": billing,
+        "currency": currency,
+        "amount_minor": forms.price_minor(forms.text(form, "price"), currency),
+        "trial_days": forms.optional_int(form, "trial_days", what="Trial days", low=0, high=365)
+        or 0,
+        "seats": forms.optional_int(form, "seats", what="Seats", low=1, high=1_000_000),
+        "features": forms.lines(forms.text(form, "features")),
+        "public": forms.checkbox(form, "public"),
+    }
+
+
+# --- new product ----------------------------------------------------------------------
+
+
+def _new_page(
+    request: Request, org: Organization, form: FormState = forms.NO_FORM, status: int = 200
+) -> Response:
+    return render(
+        request,
+        "publisher/product_new.html",
+        {"org": org, "kinds": catalog.KINDS, "form": form},
+        status=status,
+    )
+
+
+@router.get("/publish/{org}/new")
+def new_product_page(
+    request: Request, org: str, session: DbSession, account: RequiredAccount
+) -> Response:
+    organization = member_org(session, account, org)
+    accounts.require_role(session, account, organization, "editor")
+    return _new_page(request, organization)
+
+
+@router.post("/publish/{org}/new")
+def create_product(
+    request: Request, org: str, session: DbSession, account: RequiredAccount, form: Form
+) -> Response:
+    """Create a draft product delivered from the repository ``<org>/<slug>``."""
+    organization = member_org(session, account, org)
+
+    def create() -> Product:
+        if forms.text(form, "slug").strip().lower() == "new":
+            # "/publish/<org>/new" is this form, so such a product could never be edited here.
+            raise forms.FieldError("slug", "The name 'new' is reserved; choose another")
+        return catalog.create_product(
+            session,
+            actor=account,
+            org=organization,
+            kind=forms.text(form, "kind"),
+            slug=forms.text(form, "slug"),
+            **listing_fields(form),
+        )
+
+    result = forms.attempt(session, create)
+    if isinstance(result, StoreError):
+        failed = FormState.failed("product", form, result)
+        return _new_page(request, organization, failed, forms.error_status(result))
+    flash(request, f"{result.repository} is created as a draft. Add a tier, then publish it.")
+    return redirect(f"/publish/{result.repository}")
+
+
+# --- edit -----------------------------------------------------------------------------
+
+
+def _member_product(session: DbSession, account: Account, org: str, name: str) -> Product:
+    organization = member_org(session, account, org)
+    product = catalog.get_product_by_repository(session, f"{organization.slug}/{name}")
+    return product
+
+
+def _tier_of(session: DbSession, product: Product, slug: str) -> Tier:
+    return catalog.get_tier_by_slug(session, product, slug)
+
+
+def product_page(
+    request: Request,
+    session: DbSession,
+    account: Account,
+    product: Product,
+    form: FormState = forms.NO_FORM,
+    status: int = 200,
+) -> Response:
+    org = product.organization
+    is_owner = accounts.has_role(session, account, org, "owner")
+    now = utcnow()
+    held = entitlements.entitlements_of_product(session, product) if is_owner else []
+    return render(
+        request,
+        "publisher/product_edit.html",
+        {
+            "product": product,
+            "org": org,
+            "is_owner": is_owner,
+            "can_edit": accounts.has_role(session, account, org, "editor"),
+            "billings": catalog.BILLINGS,
+            "customers": [(e, e.effective_status(now)) for e in held],
+            "price_text": forms.price_text,
+            "tier_options": [
+                (t.slug, f"{t.name} — {format_price(t)}") for t in product.active_tiers
+            ],
+            "form": form,
+        },
+        status=status,
+    )
+
+
+@router.get("/publish/{org}/{name}")
+def edit_product_page(
+    request: Request, org: str, name: str, session: DbSession, account: RequiredAccount
+) -> Response:
+    return product_page(request, session, account, _member_product(session, account, org, name))
+
+
+def _after(
+    request: Request,
+    session: DbSession,
+    account: Account,
+    product: Product,
+    form: FormData,
+    form_name: str,
+    result: object,
+    message: str,
+) -> Response:
+    """Re-render the page with the failed form's input and message, or flash and go back."""
+    if isinstance(result, StoreError):
+        failed = FormState.failed(form_name, form, result)
+        return product_page(request, session, account, product, failed, forms.error_status(result))
+    flash(request, message)
+    return redirect(f"/publish/{product.repository}")
+
+
+@router.post("/publish/{org}/{name}")
+def update_product(
+    request: Request, org: str, name: str, session: DbSession, account: RequiredAccount, form: Form
+) -> Response:
+    product = _member_product(session, account, org, name)
+    result = forms.attempt(
+        session,
+        lambda: catalog.update_product(
+            session, actor=account, product=product, **listing_fields(form)
+        ),
+    )
+    return _after(request, session, account, product, form, "listing", result, "Listing saved.")
+
+
+@router.post("/publish/{org}/{name}/status")
+def set_status(
+    request: Request, org: str, name: str, session: DbSession, account: RequiredAccount, form: Form
+) -> Response:
+    """Publish a draft, or take a published product back to draft."""
+    product = _member_product(session, account, org, name)
+    status = forms.text(form, "status")
+    result = forms.attempt(
+        session, lambda: catalog.set_status(session, actor=account, product=product, status=status)
+    )
+    message = (
+        "Published: it is listed in the store now."
+        if status == "published"
+        else ("Unpublished: the product is a draft again.")
+    )
+    return _after(request, session, account, product, form, "status", result, message)
+
+
+@router.post("/publish/{org}/{name}/tiers")
+def create_tier(
+    request: Request, org: str, name: str, session: DbSession, account: RequiredAccount, form: Form
+) -> Response:
+    product = _member_product(session, account, org, name)
+    result = forms.attempt(
+        session,
+        lambda: catalog.create_tier(
+            session,
+            actor=account,
+            product=product,
+            slug=forms.text(form, "slug"),
+            **tier_fields(form, billing=forms.text(form, "billing")),
+        ),
+    )
+    message = "Tier added."
+    return _after(request, session, account, product, form, "tier-new", result, message)
+
+
+@router.post("/publish/{org}/{name}/tiers/{tier}")
+def update_tier(
+    request: Request,
+    org: str,
+    name: str,
+    tier: str,
+    session: DbSession,
+    account: RequiredAccount,
+    form: Form,
+) -> Response:
+    """Edit a tier (new purchases only), or deactivate and reactivate it."""
+    product = _member_product(session, account, org, name)
+    chosen = _tier_of(session, product, tier)
+    action = forms.text(form, "action")
+
+    def change() -> Tier:
+        if action in ("deactivate", "activate"):
+            return catalog.update_tier(
+                session, actor=account, tier=chosen, active=action == "activate"
+            )
+        data = tier_fields(form, billing=forms.text(form, "billing") or chosen.billing)
+        return catalog.update_tier(session, actor=account, tier=chosen, **data)
+
+    result = forms.attempt(session, change)
+    message = {"deactivate": "Tier deactivated.", "activate": "Tier activated."}.get(
+        action, "Tier saved."
+    )
+    form_name = f"tier-{chosen.slug}"
+    return _after(request, session, account, product, form, form_name, result, message)
+
+
+@router.post("/publish/{org}/{name}/grants")
+def grant(
+    request: Request, org: str, name: str, session: DbSession, account: RequiredAccount, form: Form
+) -> Response:
+    """Give an account a tier without payment (owners only)."""
+    product = _member_product(session, account, org, name)
+    result = forms.attempt(
+        session,
+        lambda: entitlements.grant(
+            session,
+            actor=account,
+            tier=_tier_of(session, product, forms.text(form, "tier")),
+            account=accounts.get_account_by_username(session, forms.text(form, "username")),
+            ends_at=forms.end_of_day(form, "ends_on"),
+            reason=forms.text(form, "reason"),
+        ),
+    )
+    message = f"Access granted to {forms.text(form, 'username').strip().lower()}."
+    return _after(request, session, account, product, form, "grant", result, message)
+
+
+@router.post("/publish/{org}/{name}/entitlements/{entitlement_id}/revoke")
+def revoke(
+    request: Request,
+    org: str,
+    name: str,
+    entitlement_id: uuid.UUID,
+    session: DbSession,
+    account: RequiredAccount,
+    form: Form,
+) -> Response:
+    product = _member_product(session, account, org, name)
+    entitlement = entitlements.get_entitlement(session, entitlement_id)
+    if entitlement.product_id != product.id:
+        raise NotFound("No such entitlement")
+    result = forms.attempt(
+        session,
+        lambda: entitlements.revoke(
+            session, entitlement=entitlement, actor=account, reason=forms.text(form, "reason")
+        ),
+    )
+    form_name = f"revoke-{entitlement.id}"
+    message = "Access revoked."
+    return _after(request, session, account, product, form, form_name, result, message)

@@ -1,0 +1,242 @@
+"""The publisher dashboard: organizations, members, invitations, robot tokens, verification."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import Request
+from starlette.responses import Response
+
+from store.accounts import service as accounts
+from store.accounts.models import Account, Organization
+from store.catalog import service as catalog
+from store.db import utcnow
+from store.deps import DbSession
+from store.errors import NotFound, StoreError
+from store.web import forms
+from store.web.forms import Form, FormState
+from store.web.routing import RequiredAccount, page_router
+from store.web.templating import flash, redirect, render
+
+router = page_router()
+
+
+def member_org(session: DbSession, account: Account, slug: str) -> Organization:
+    """The organization if the account belongs to it (or is an admin); 404 otherwise."""
+    org = accounts.get_organization(session, slug)
+    if not accounts.has_role(session, account, org, "viewer"):
+        raise NotFound(f"No organization named '{slug}'")
+    return org
+
+
+def _index_page(
+    request: Request,
+    session: DbSession,
+    account: Account,
+    form: FormState = forms.NO_FORM,
+    status: int = 200,
+) -> Response:
+    return render(
+        request,
+        "publisher/index.html",
+        {"orgs": accounts.organizations_of(session, account), "form": form},
+        status=status,
+    )
+
+
+@router.get("/publish")
+def publisher_home(request: Request, session: DbSession, account: RequiredAccount) -> Response:
+    return _index_page(request, session, account)
+
+
+@router.post("/publish")
+def create_org(
+    request: Request, session: DbSession, account: RequiredAccount, form: Form
+) -> Response:
+    """Create an organization (a registry namespace) owned by the current account."""
+    result = forms.attempt(
+        session,
+        lambda: accounts.create_organization(
+            session,
+            owner=account,
+            slug=forms.text(form, "slug"),
+            name=forms.text(form, "name"),
+            description=forms.text(form, "description"),
+            website=forms.text(form, "website"),
+        ),
+    )
+    if isinstance(result, StoreError):
+        failed = FormState.failed("org", form, result)
+        return _index_page(request, session, account, failed, forms.error_status(result))
+    flash(request, f"Organization {result.slug} is created; you are its owner.")
+    return redirect(f"/publish/{result.slug}")
+
+
+def org_page(
+    request: Request,
+    session: DbSession,
+    account: Account,
+    org: Organization,
+    form: FormState = forms.NO_FORM,
+    status: int = 200,
+) -> Response:
+    role = accounts.role_of(session, account, org) or ("admin" if account.is_admin else None)
+    is_owner = accounts.has_role(session, account, org, "owner")
+    return render(
+        request,
+        "publisher/org.html",
+        {
+            "org": org,
+            "role": role,
+            "is_owner": is_owner,
+            "can_edit": accounts.has_role(session, account, org, "editor"),
+            "products": catalog.products_of_org(session, org),
+            "members": accounts.members(session, org),
+            "invitations": accounts.org_invitations(session, org) if is_owner else [],
+            "robots": accounts.list_tokens(session, org=org) if is_owner else [],
+            "roles": accounts.ROLES,
+            "account": account,
+            "form": form,
+            "now": utcnow(),
+        },
+        status=status,
+    )
+
+
+@router.get("/publish/{org}")
+def org_dashboard(
+    request: Request, org: str, session: DbSession, account: RequiredAccount
+) -> Response:
+    return org_page(request, session, account, member_org(session, account, org))
+
+
+@router.post("/publish/{org}/-/invite")
+def invite(
+    request: Request, org: str, session: DbSession, account: RequiredAccount, form: Form
+) -> Response:
+    organization = member_org(session, account, org)
+    result = forms.attempt(
+        session,
+        lambda: accounts.invite_member(
+            session,
+            org=organization,
+            actor=account,
+            username=forms.text(form, "username"),
+            role=forms.text(form, "role"),
+        ),
+    )
+    if isinstance(result, StoreError):
+        failed = FormState.failed("invite", form, result)
+        status = forms.error_status(result)
+        return org_page(request, session, account, organization, failed, status)
+    flash(request, f"{result.account.username} is invited as {result.role}.")
+    return redirect(f"/publish/{organization.slug}")
+
+
+@router.post("/publish/{org}/-/members/{username}/role")
+def change_role(
+    request: Request,
+    org: str,
+    username: str,
+    session: DbSession,
+    account: RequiredAccount,
+    form: Form,
+) -> Response:
+    organization = member_org(session, account, org)
+    role = forms.text(form, "role")
+    result = forms.attempt(
+        session,
+        lambda: accounts.change_role(
+            session, org=organization, actor=account, username=username, role=role
+        ),
+    )
+    if isinstance(result, StoreError):
+        failed = FormState.failed(f"member-{username}", form, result)
+        status = forms.error_status(result)
+        return org_page(request, session, account, organization, failed, status)
+    flash(request, f"{username} is now {role}.")
+    return redirect(f"/publish/{organization.slug}")
+
+
+@router.post("/publish/{org}/-/members/{username}/remove")
+def remove_member(
+    request: Request,
+    org: str,
+    username: str,
+    session: DbSession,
+    account: RequiredAccount,
+    form: Form,
+) -> Response:
+    organization = member_org(session, account, org)
+    result = forms.attempt(
+        session,
+        lambda: accounts.remove_member(session, org=organization, actor=account, username=username),
+    )
+    if isinstance(result, StoreError):
+        failed = FormState.failed(f"member-{username}", form, result)
+        status = forms.error_status(result)
+        return org_page(request, session, account, organization, failed, status)
+    if username.lower() == account.username:
+        flash(request, f"You left {organization.slug}.", "info")
+        return redirect("/publish")
+    flash(request, f"{username} is no longer a member of {organization.slug}.")
+    return redirect(f"/publish/{organization.slug}")
+
+
+@router.post("/publish/{org}/-/robots")
+def create_robot(
+    request: Request, org: str, session: DbSession, account: RequiredAccount, form: Form
+) -> Response:
+    """A robot token for CI: pull and/or push in this namespace; the secret is shown once."""
+    organization = member_org(session, account, org)
+    result = forms.attempt(
+        session,
+        lambda: accounts.create_token(
+            session,
+            kind="robot",
+            name=forms.text(form, "name"),
+            scopes=forms.choices(form, "scopes"),
+            created_by=account,
+            org=organization,
+            expires_at=forms.expiry(form),
+        ),
+    )
+    if isinstance(result, StoreError):
+        failed = FormState.failed("robot", form, result)
+        status = forms.error_status(result)
+        return org_page(request, session, account, organization, failed, status)
+    return render(
+        request,
+        "account/token_created.html",
+        {
+            "issued": result,
+            "back": f"/publish/{organization.slug}",
+            # The registry's token endpoint identifies robots by their secret; the
+            # username shown is the namespace, for readability in docker's config.
+            "username": organization.slug,
+        },
+        no_store=True,
+    )
+
+
+@router.post("/publish/{org}/-/robots/{token_id}/revoke")
+def revoke_robot(
+    request: Request, org: str, token_id: uuid.UUID, session: DbSession, account: RequiredAccount
+) -> Response:
+    organization = member_org(session, account, org)
+    token = accounts.get_token(session, token_id)
+    if token.organization_id != organization.id:
+        raise NotFound("No such token")
+    accounts.revoke_token(session, token=token, actor=account)
+    flash(request, f"Robot token '{token.name}' is revoked.")
+    return redirect(f"/publish/{organization.slug}")
+
+
+@router.post("/publish/{org}/-/verification")
+def request_verification(
+    request: Request, org: str, session: DbSession, account: RequiredAccount
+) -> Response:
+    organization = member_org(session, account, org)
+    accounts.request_verification(session, org=organization, actor=account)
+    flash(request, "Verification is requested; an administrator will review it.")
+    return redirect(f"/publish/{organization.slug}")

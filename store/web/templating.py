@@ -1,0 +1,161 @@
+"""The Jinja2 environment, its filters, flash messages and the one render helper."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from fastapi import Request
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from markupsafe import Markup
+from starlette.responses import RedirectResponse, Response
+from starlette.templating import Jinja2Templates
+
+from store import TEMPLATES_DIR, __version__
+from store.catalog.markdown import render as render_markdown
+from store.catalog.models import Tier
+from store.config import Settings
+from store.web.csrf import csrf_field
+
+# Currencies without minor units (Stripe's list): 100 JPY is amount_minor 100.
+ZERO_DECIMAL = frozenset("bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf".split())
+_SYMBOLS = {"usd": "$", "eur": "€", "gbp": "£", "jpy": "¥", "inr": "₹"}
+_BILLING = {"free": "Free", "one_time": "One-time", "month": "Monthly", "year": "Yearly"}
+
+# Pages load nothing from other origins and run no inline script.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' https: data:; style-src 'self'; "
+        "script-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+        "frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+}
+
+
+def minor_exponent(currency: str) -> int:
+    return 0 if currency.lower() in ZERO_DECIMAL else 2
+
+
+def format_money(amount_minor: int, currency: str) -> str:
+    """4900 usd → "$49.00"; 4900 chf → "49.00 CHF"."""
+    exponent = minor_exponent(currency)
+    number = f"{Decimal(amount_minor).scaleb(-exponent):,.{exponent}f}"
+    symbol = _SYMBOLS.get(currency.lower())
+    return f"{symbol}{number}" if symbol else f"{number} {currency.upper()}"
+
+
+def format_price(tier: Tier) -> str:
+    """ "Free", "$49.00 / month", "$490.00 / year" or "$99.00 one-time"."""
+    if tier.billing == "free":
+        return "Free"
+    money = format_money(tier.amount_minor, tier.currency)
+    if tier.billing == "one_time":
+        return f"{money} one-time"
+    return f"{money} / {tier.billing}"
+
+
+def format_date(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d") if value is not None else ""
+
+
+def format_datetime(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M UTC") if value is not None else ""
+
+
+def markdown(text: str | None) -> Markup:
+    # store.catalog.markdown escapes raw HTML and sanitises the result with nh3.
+    return Markup(render_markdown(text or ""))  # noqa: S704
+
+
+def registry_host(settings: Settings) -> str:
+    """The host[:port] that docker commands name: the registry URL without its scheme."""
+    return urlsplit(settings.registry_url).netloc
+
+
+def create_templates() -> Jinja2Templates:
+    env = Environment(
+        loader=FileSystemLoader(str(TEMPLATES_DIR)),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(
+        money=format_money,
+        price=format_price,
+        date=format_date,
+        datetime=format_datetime,
+        markdown=markdown,
+        billing_label=lambda value: _BILLING.get(value, value),
+    )
+    env.globals.update(csrf_field=csrf_field, store_version=__version__)
+    return Jinja2Templates(env=env)
+
+
+# --- flash messages -------------------------------------------------------------------
+
+_FLASH_KEY = "_flashes"
+
+
+def flash(request: Request, message: str, category: str = "success") -> None:
+    """A message shown once, on the next page rendered (categories: success, info, error)."""
+    flashes = list(request.session.get(_FLASH_KEY, []))
+    flashes.append([category, message])
+    request.session[_FLASH_KEY] = flashes[-5:]
+
+
+def pop_flashes(request: Request) -> list[tuple[str, str]]:
+    if "session" not in request.scope:
+        return []
+    raw = request.session.pop(_FLASH_KEY, [])
+    return [(str(c), str(m)) for c, m in raw]
+
+
+# --- responses ------------------------------------------------------------------------
+
+
+def base_context(request: Request) -> dict[str, Any]:
+    settings: Settings = request.app.state.settings
+    return {
+        "me": getattr(request.state, "me", None),
+        "flashes": pop_flashes(request),
+        "has_session": "session" in request.scope,
+        "registry_host": registry_host(settings),
+        "search_q": request.query_params.get("q", "")
+        if request.url.path in ("/browse", "/search")
+        else "",
+        "path": request.url.path,
+    }
+
+
+def render(
+    request: Request,
+    name: str,
+    context: dict[str, Any] | None = None,
+    *,
+    status: int = 200,
+    no_store: bool = False,
+) -> Response:
+    templates: Jinja2Templates = request.app.state.web_templates
+    full = base_context(request)
+    full.update(context or {})
+    response = templates.TemplateResponse(request, name, full, status_code=status)
+    response.headers.update(SECURITY_HEADERS)
+    if no_store:
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def redirect(url: str) -> RedirectResponse:
+    """After a successful POST: 303 See Other, so the browser follows with a GET."""
+    return RedirectResponse(url, status_code=303)
+
+
+def with_query(path: str, **params: str | int | None) -> str:
+    clean = {k: v for k, v in params.items() if v not in (None, "")}
+    return f"{path}?{urlencode(clean)}" if clean else path

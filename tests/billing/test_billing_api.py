@@ -1,0 +1,76 @@
+"""The billing JSON API under /api/v1."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
+
+from store.billing.runtime import Billing
+from tests.billing.conftest import Shop
+from tests.factories import api_token, auth
+
+
+def test_checkout_orders_subscriptions_refund_sales(
+    client: TestClient, session: Session, billing: Billing, shop: Shop
+) -> None:
+    buyer = auth(api_token(session, shop.buyer))
+    admin = auth(api_token(session, shop.admin))
+    publisher = auth(api_token(session, shop.publisher))
+
+    r = client.post(
+        "/api/v1/billing/checkout",
+        json={"tier_id": str(shop.one_time.id), "card_number": "4242424242424242"},
+        headers=buyer,
+    )
+    assert r.status_code == 201, r.text
+    order = r.json()["order"]
+    assert order["status"] == "paid" and order["total_minor"] == 9900 and order["receipt_number"]
+
+    r = client.post(
+        "/api/v1/billing/checkout",
+        json={"tier_id": str(shop.one_time.id), "card_number": "4000002500003155"},
+        headers=buyer,
+    )
+    assert r.json()["next_action"] == "authenticate"
+    assert r.json()["order"]["status"] == "requires_action"
+
+    r = client.post(
+        "/api/v1/billing/checkout",
+        json={"tier_id": str(shop.monthly.id), "card_number": "4242424242424242"},
+        headers=buyer,
+    )
+    assert r.status_code == 201 and r.json()["order"]["kind"] == "subscription"
+
+    mine = client.get("/api/v1/billing/orders", headers=buyer).json()
+    assert len(mine) == 3
+    assert client.get(f"/api/v1/billing/orders/{order['id']}", headers=publisher).status_code == 404
+
+    subs = client.get("/api/v1/billing/subscriptions", headers=buyer).json()
+    assert [s["status"] for s in subs] == ["active"]
+    sub_id = subs[0]["id"]
+    r = client.post(f"/api/v1/billing/subscriptions/{sub_id}/cancel", headers=buyer)
+    assert r.status_code == 200 and r.json()["cancel_at_period_end"] is True
+    r = client.post(f"/api/v1/billing/subscriptions/{sub_id}/resume", headers=buyer)
+    assert r.json()["cancel_at_period_end"] is False
+    assert (
+        client.post(f"/api/v1/billing/subscriptions/{sub_id}/cancel", headers=publisher).status_code
+        == 404
+    )
+
+    url = f"/api/v1/billing/orders/{order['id']}/refunds"
+    assert client.post(url, json={"amount_minor": 100}, headers=buyer).status_code == 403
+    r = client.post(url, json={"amount_minor": 100}, headers=admin)
+    assert r.status_code == 200 and r.json()["status"] == "partially_refunded"
+    r = client.post(url, json={"amount_minor": 100_000}, headers=admin)
+    assert r.status_code == 422 and r.json()["error"] == "invalid"
+    r = client.post(url, json={}, headers=admin)
+    assert r.json()["status"] == "refunded" and r.json()["refunded_minor"] == 9900
+
+    r = client.get(f"/api/v1/billing/sales/{shop.org.slug}", headers=publisher)
+    assert r.status_code == 200
+    by_tier = {row["tier"]: row for row in r.json()}
+    assert by_tier["lifetime"]["refunded_minor"] == 9900 and by_tier["lifetime"]["net_minor"] == 0
+    assert by_tier["pro"]["gross_minor"] == 4900
+    r = client.get(f"/api/v1/billing/sales/{shop.org.slug}?format=csv", headers=publisher)
+    assert r.text.startswith("month,product,tier,currency,orders")
+    assert client.get(f"/api/v1/billing/sales/{shop.org.slug}", headers=buyer).status_code == 403

@@ -1,0 +1,194 @@
+"""The customer path on the embedded default (test gateway), through the pages."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from store.billing.models import Order, Subscription
+from store.billing.runtime import Billing
+from store.licensing import entitlements
+from store.licensing import service as licensing
+from store.licensing.models import Entitlement
+from tests.billing.conftest import Shop
+from tests.web.helpers import HTML, csrf_of, login, submit
+
+
+@pytest.fixture
+def browser(client: TestClient, billing: Billing) -> TestClient:
+    client.headers.update(HTML)
+    return client
+
+
+def buy(browser: TestClient, tier_id: object, card: str) -> tuple[str, str]:
+    page = f"/checkout/{tier_id}"
+    r = submit(
+        browser,
+        page,
+        page,
+        {"card_number": card, "exp": "12/34", "cvc": "123"},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303, r.text
+    location = r.headers["location"]
+    assert location.startswith("/checkout/orders/")
+    return location, browser.get(location).text
+
+
+def test_checkout_requires_login(browser: TestClient, shop: Shop) -> None:
+    r = browser.get(f"/checkout/{shop.one_time.id}", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"].startswith("/login")
+
+
+def test_buy_get_entitlement_and_license(
+    browser: TestClient, session: Session, shop: Shop, app: object
+) -> None:
+    login(browser, shop.buyer.username)
+    page = browser.get(f"/checkout/{shop.one_time.id}")
+    assert (
+        page.status_code == 200 and "TEST MODE" in page.text and "4242 4242 4242 4242" in page.text
+    )
+    assert (
+        "js.stripe.com" not in page.text
+        and "https://" not in page.headers["content-security-policy"]
+    )
+    _location, text = buy(browser, shop.one_time.id, "4242 4242 4242 4242")
+    assert "Payment received" in text
+    order = session.scalars(select(Order).where(Order.account_id == shop.buyer.id)).one()
+    assert order.status == "paid"
+    access = entitlements.access_for(session, shop.buyer, shop.product)
+    assert access.allowed and access.entitlement is not None
+    document = licensing.current_license(
+        session, app.state.keyring, app.state.settings, access.entitlement
+    )  # type: ignore[attr-defined]
+    assert document.entitlement_id == access.entitlement.id and document.revoked_at is None
+
+    purchases = browser.get("/my/purchases")
+    assert purchases.status_code == 200 and order.receipt_number in purchases.text
+    receipt = browser.get(f"/my/purchases/orders/{order.id}/receipt")
+    assert (
+        receipt.status_code == 200
+        and "$99.00" in receipt.text
+        and order.receipt_number in receipt.text
+    )
+
+
+def test_declined_page_tells_the_truth(browser: TestClient, shop: Shop) -> None:
+    login(browser, shop.buyer.username)
+    _, text = buy(browser, shop.one_time.id, "4000 0000 0000 0002")
+    assert "did not go through" in text and "declined" in text and "Try again" in text
+
+
+@pytest.mark.parametrize(
+    ("decision", "expect"), [("approve", "Payment received"), ("fail", "did not go through")]
+)
+def test_authentication_page(browser: TestClient, shop: Shop, decision: str, expect: str) -> None:
+    login(browser, shop.buyer.username)
+    location, text = buy(browser, shop.one_time.id, "4000002500003155")
+    assert "confirm this payment" in text
+    r = submit(
+        browser, location + "/authenticate", location + "/authenticate", {"decision": decision}
+    )
+    assert r.status_code == 200 and expect in r.text
+
+
+def test_pending_page_refreshes(
+    browser: TestClient, session: Session, shop: Shop, billing: Billing
+) -> None:
+    from store.billing import orders
+
+    order = orders.start_checkout(session, billing, account=shop.buyer, tier=shop.one_time)
+    session.commit()
+    login(browser, shop.buyer.username)
+    r = browser.get(f"/checkout/orders/{order.id}")
+    assert (
+        r.status_code == 200
+        and r.headers.get("refresh") == "3"
+        and "Nothing is active yet" in r.text
+    )
+
+
+def test_subscription_cancel_and_resume_from_my_purchases(
+    browser: TestClient, session: Session, shop: Shop
+) -> None:
+    login(browser, shop.buyer.username)
+    buy(browser, shop.monthly.id, "4242424242424242")
+    sub = session.scalars(
+        select(Subscription).where(Subscription.account_id == shop.buyer.id)
+    ).one()
+    assert sub.status == "active"
+    r = submit(browser, "/my/purchases", f"/my/purchases/subscriptions/{sub.id}/cancel")
+    assert r.status_code == 200 and "Resume" in r.text
+    session.expire_all()
+    assert session.get(Subscription, sub.id).cancel_at_period_end is True  # type: ignore[union-attr]
+    r = submit(browser, "/my/purchases", f"/my/purchases/subscriptions/{sub.id}/resume")
+    assert r.status_code == 200
+    session.expire_all()
+    assert session.get(Subscription, sub.id).cancel_at_period_end is False  # type: ignore[union-attr]
+
+
+def test_other_peoples_orders_are_not_found(
+    browser: TestClient, session: Session, shop: Shop
+) -> None:
+    login(browser, shop.buyer.username)
+    buy(browser, shop.one_time.id, "4242424242424242")
+    order = session.scalars(select(Order)).one()
+    browser.post("/logout", data={"csrf_token": csrf_of(browser.get("/my/purchases").text)})
+    login(browser, shop.publisher.username)
+    assert browser.get(f"/checkout/orders/{order.id}").status_code == 404
+    assert browser.get(f"/my/purchases/orders/{order.id}/receipt").status_code == 404
+
+
+def test_publisher_sales_and_csv(browser: TestClient, session: Session, shop: Shop) -> None:
+    login(browser, shop.buyer.username)
+    buy(browser, shop.one_time.id, "4242424242424242")
+    buy(browser, shop.monthly.id, "4242424242424242")
+    browser.post("/logout", data={"csrf_token": csrf_of(browser.get("/my/purchases").text)})
+    login(browser, shop.publisher.username)
+    r = browser.get(f"/publish/{shop.org.slug}/-/sales")
+    assert r.status_code == 200 and "$99.00" in r.text and "$49.00" in r.text, r.text[-3000:]
+    r = browser.get(f"/publish/{shop.org.slug}/-/sales.csv")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(r.text)))
+    assert sorted((row["tier"], row["gross_minor"], row["orders"]) for row in rows) == [
+        ("lifetime", "9900", "1"),
+        ("pro", "4900", "1"),
+    ]
+
+
+def test_sales_are_for_members_only(browser: TestClient, shop: Shop) -> None:
+    login(browser, shop.buyer.username)
+    assert browser.get(f"/publish/{shop.org.slug}/-/sales").status_code == 403
+    assert browser.get(f"/publish/{shop.org.slug}/-/sales.csv").status_code == 403
+
+
+def test_admin_partial_and_full_refund(browser: TestClient, session: Session, shop: Shop) -> None:
+    login(browser, shop.buyer.username)
+    buy(browser, shop.one_time.id, "4242424242424242")
+    order = session.scalars(select(Order)).one()
+    browser.post("/logout", data={"csrf_token": csrf_of(browser.get("/my/purchases").text)})
+    login(browser, shop.admin.username)
+    assert str(order.id) in browser.get("/admin/orders").text
+    page = f"/admin/orders/{order.id}"
+    r = submit(browser, page, page + "/refund", {"amount": "10.50"})
+    assert r.status_code == 200 and "Partially refunded" in r.text
+    session.expire_all()
+    assert session.get(Order, order.id).refunded_minor == 1050  # type: ignore[union-attr]
+    r = submit(browser, page, page + "/refund", {"amount": "1000"})
+    assert r.status_code == 422
+    r = submit(browser, page, page + "/refund", {"amount": ""})
+    assert r.status_code == 200 and "Refunded" in r.text
+    session.expire_all()
+    order = session.get(Order, order.id)  # type: ignore[assignment]
+    assert order.status == "refunded"
+    assert session.get(Entitlement, order.entitlement_id).status == "revoked"  # type: ignore[union-attr]
+
+
+def test_admin_pages_for_admins_only(browser: TestClient, session: Session, shop: Shop) -> None:
+    login(browser, shop.buyer.username)
+    assert browser.get("/admin/orders").status_code == 403

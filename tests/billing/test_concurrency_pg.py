@@ -1,0 +1,237 @@
+"""The same webhook delivered at the same moment to two store processes on one PostgreSQL
+database: one order transition, one entitlement."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.engine import make_url
+
+from store import PROJECT_DIR, migrate
+from store.billing import orders
+from store.billing.models import Order
+from store.billing.runtime import build_billing
+from store.db import make_engine, make_sessionmaker, session_scope
+from store.licensing.models import Entitlement
+from store.registry.models import ProcessedEvent
+from tests.billing.helpers import WEBHOOK_SECRET, billing_settings, make_event, sign
+from tests.billing.stripe_env import free_port
+from tests.factories import make_account, make_org, make_product, paid_tier, tier_of
+
+PG_URL = os.environ.get("STORE_TEST_DATABASE_URL", "")
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not PG_URL, reason="needs STORE_TEST_DATABASE_URL (PostgreSQL)"),
+]
+
+
+def _admin_url() -> str:
+    url = make_url(PG_URL)
+    if url.drivername == "postgresql":
+        url = url.set(drivername="postgresql+psycopg")
+    return url.render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="module")
+def pg_database() -> Iterator[str]:
+    name = f"store_billing_conc_{os.getpid()}"
+    admin = make_engine(_admin_url(), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(_admin_url()).set(database=name).render_as_string(hide_password=False)
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    engine.dispose()
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="module")
+def two_apps(pg_database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
+    data_dir = tmp_path_factory.mktemp("conc")
+    env = {
+        **os.environ,
+        "STORE_DATABASE_URL": pg_database,
+        "STORE_DATA_DIR": str(data_dir),
+        "STORE_SECRET_KEY": "concurrency-test-secret-0123456789",
+        "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "STORE_BILLING_GATEWAY": "test",
+        "STORE_BILLING_SWEEP_INTERVAL": "0",
+        "PYTHONPATH": str(PROJECT_DIR),
+    }
+    procs, bases = [], []
+    for _ in range(2):
+        port = free_port()
+        cmd = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "tests.billing.concurrency_app:make_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ]
+        procs.append(
+            subprocess.Popen(
+                cmd, cwd=PROJECT_DIR, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            )
+        )
+        bases.append(f"http://127.0.0.1:{port}")
+    try:
+        for proc, base in zip(procs, bases, strict=True):
+            _wait(proc, base)
+        yield bases
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            if proc.stderr:
+                proc.stderr.close()
+
+
+def _wait(proc: subprocess.Popen[bytes], base: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode() if proc.stderr else ""
+            raise RuntimeError(f"the app exited: {err[-2000:]}")
+        try:
+            httpx.get(f"{base}/api/v1/openapi.json", timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise RuntimeError("the app did not start")
+
+
+def _pending_orders(url: str, n: int) -> list[tuple[str, int]]:
+    engine = make_engine(url)
+    factory = make_sessionmaker(engine)
+    billing = build_billing(billing_settings())
+    out = []
+    with session_scope(factory) as session:
+        owner = make_account(session)
+        org = make_org(session, owner)
+        product = make_product(session, org, owner, tiers=[paid_tier("once", 2500, "one_time")])
+        buyer = make_account(session)
+        tier = tier_of(product, "once")
+        for _ in range(n):
+            order = orders.start_checkout(session, billing, account=buyer, tier=tier)
+            out.append((str(order.id), order.total_minor))
+    engine.dispose()
+    return out
+
+
+def _post_together(bases: list[str], bodies: list[str]) -> list[httpx.Response]:
+    barrier = threading.Barrier(len(bases))
+    results: list[Any] = [None] * len(bases)
+
+    def send(i: int) -> None:
+        body = bodies[i]
+        headers = {"Stripe-Signature": sign(body), "Content-Type": "application/json"}
+        with httpx.Client(timeout=30) as client:
+            barrier.wait()
+            results[i] = client.post(
+                f"{bases[i]}/billing/stripe/webhook", content=body, headers=headers
+            )
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(bases))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def _intent(order_id: str, amount: int) -> dict[str, Any]:
+    return {
+        "id": f"pi_conc_{order_id[:8]}",
+        "object": "payment_intent",
+        "amount": amount,
+        "currency": "usd",
+        "status": "succeeded",
+        "metadata": {"order_id": order_id},
+    }
+
+
+def test_same_event_to_two_processes(pg_database: str, two_apps: list[str]) -> None:
+    rounds = _pending_orders(pg_database, 8)
+    engine = make_engine(pg_database)
+    try:
+        for order_id, amount in rounds:
+            event = make_event("payment_intent.succeeded", _intent(order_id, amount))
+            body = json.dumps(event)
+            responses = _post_together(two_apps, [body, body])
+            assert [r.status_code for r in responses] == [200, 200], [r.text for r in responses]
+            assert sorted(r.json()["status"] for r in responses) == ["duplicate", "processed"]
+            with engine.connect() as conn:
+                assert (
+                    conn.scalar(
+                        select(func.count())
+                        .select_from(ProcessedEvent)
+                        .where(ProcessedEvent.event_id == event["id"])
+                    )
+                    == 1
+                )
+                assert (
+                    conn.scalar(
+                        select(func.count())
+                        .select_from(Entitlement)
+                        .where(Entitlement.source_ref == order_id)
+                    )
+                    == 1
+                )
+                assert conn.scalar(select(Order.status).where(Order.id == order_id)) == "paid"
+    finally:
+        engine.dispose()
+
+
+def test_two_events_for_one_order_at_once(pg_database: str, two_apps: list[str]) -> None:
+    """Different event ids (Stripe's retry of a new event, or two event types) for the same
+    payment: the order row lock makes one of them the transition."""
+    rounds = _pending_orders(pg_database, 5)
+    engine = make_engine(pg_database)
+    try:
+        for order_id, amount in rounds:
+            bodies = [
+                json.dumps(make_event("payment_intent.succeeded", _intent(order_id, amount)))
+                for _ in two_apps
+            ]
+            responses = _post_together(two_apps, bodies)
+            assert [r.json()["status"] for r in responses] == ["processed", "processed"]
+            with engine.connect() as conn:
+                assert (
+                    conn.scalar(
+                        select(func.count())
+                        .select_from(Entitlement)
+                        .where(Entitlement.source_ref == order_id)
+                    )
+                    == 1
+                )
+                assert (
+                    conn.scalar(select(Order.entitlement_id).where(Order.id == order_id))
+                    is not None
+                )
+    finally:
+        engine.dispose()

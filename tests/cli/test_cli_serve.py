@@ -1,0 +1,164 @@
+"""`store serve`: checks before handing over to uvicorn, and a real server process."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+
+from store import migrate
+from store.cli._common import describe_database
+from store.config import Settings
+from store.db import make_engine
+from tests.cli._support import Run
+
+PG_SERVER = (
+    os.environ.get("STORE_TEST_DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+
+@pytest.fixture
+def uvicorn_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, dict[str, Any]]]:
+    """Record uvicorn.run instead of starting a server."""
+    calls: list[tuple[Any, dict[str, Any]]] = []
+    monkeypatch.setattr("uvicorn.run", lambda app, **kw: calls.append((app, kw)))
+    return calls
+
+
+def test_serve_on_sqlite_migrates_and_creates_the_secret_first(
+    run: Run, uvicorn_calls: list[tuple[Any, dict[str, Any]]], data_dir: Path, database_url: str
+) -> None:
+    result = run("serve", "--host", "127.0.0.1", "--port", "8123", "--workers", "3")
+    assert result.code == 0, result.err
+    assert "listening on http://127.0.0.1:8123" in result.out
+    assert str(data_dir.resolve()) in result.out
+    assert (data_dir / "secret.key").read_text().strip()
+    engine = make_engine(database_url)
+    try:
+        assert migrate.is_current(engine)
+    finally:
+        engine.dispose()
+
+    [(app, kwargs)] = uvicorn_calls
+    assert app == "store.app:create_app"
+    assert kwargs["factory"] is True
+    assert (kwargs["host"], kwargs["port"], kwargs["workers"]) == ("127.0.0.1", 8123, 3)
+    assert kwargs["reload"] is False
+
+
+def test_workers_and_reload_exclude_each_other(run: Run) -> None:
+    assert run("serve", "--workers", "2", "--reload").code == 2
+    assert run("serve", "--port", "http").code == 2
+
+
+@pytest.fixture
+def pg_database() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database of this process, dropped afterwards."""
+    server = make_url(PG_SERVER).set(drivername="postgresql+psycopg")
+    name = f"store_cli_{os.getpid()}"
+    admin = make_engine(
+        server.render_as_string(hide_password=False),
+        isolation_level="AUTOCOMMIT",
+        connect_args={"connect_timeout": 3},
+    )
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except OperationalError as exc:
+        admin.dispose()
+        pytest.skip(f"PostgreSQL is not reachable at {server.host}:{server.port}: {exc.orig}")
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def test_serve_refuses_an_out_of_date_postgresql_schema(
+    run: Run,
+    uvicorn_calls: list[tuple[Any, dict[str, Any]]],
+    monkeypatch: pytest.MonkeyPatch,
+    pg_database: str,
+) -> None:
+    monkeypatch.setenv("STORE_DATABASE_URL", pg_database)
+    result = run("serve")
+    assert result.code == 1
+    assert "store db upgrade" in result.err
+    assert uvicorn_calls == []
+    # Other commands refuse too, rather than failing on missing tables.
+    users = run("users", "list")
+    assert users.code == 1
+    assert "store db upgrade" in users.err
+    assert run("db", "check").code == 1
+
+    assert run("db", "upgrade").code == 0
+    assert run("db", "current", "--json").json()["is_current"] is True
+    assert run("serve").code == 0
+    assert len(uvicorn_calls) == 1
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_a_real_server_answers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STORE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("STORE_DATABASE_URL")
+    port = _free_port()
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "store.cli.main", "serve", "--port", str(port),
+             "--workers", "2", "--log-level", "warning"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+        )  # fmt: skip
+        try:
+            status = _wait_for(f"http://127.0.0.1:{port}/api/v1/products", proc)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    output = log.read_text()
+    assert status == 200, output
+    assert f"listening on http://127.0.0.1:{port}" in output
+    assert (tmp_path / "data" / "secret.key").exists()
+
+
+def _wait_for(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return -1  # exited early; the log says why
+        try:
+            return httpx.get(url, timeout=2).status_code
+        except httpx.TransportError:
+            time.sleep(0.2)
+    return -2
+
+
+def test_messages_never_show_the_database_password() -> None:
+    settings = Settings(database_url="postgresql://store:hunter22@db.internal/store")
+    shown = describe_database(settings)
+    assert "hunter22" not in shown
+    assert "db.internal/store" in shown

@@ -1,0 +1,67 @@
+"""The query parser and its rendering for both engines (no database)."""
+
+from __future__ import annotations
+
+import pytest
+
+from store.search.query import (
+    BadQuery,
+    Phrase,
+    fts5_text,
+    parse,
+    tokenize,
+    tsquery_text,
+)
+
+
+def test_tokenize_splits_names_and_folds() -> None:
+    assert tokenize("acme/Redis-HA_v2.1") == ["acme", "redis", "ha", "v2", "1"]
+    assert tokenize("Ünïcödé Straße") == ["unicode", "strasse"]
+
+
+@pytest.mark.parametrize(
+    ("text", "groups", "excluded"),
+    [
+        ("redis cache", [["redis"], ["cache"]], []),
+        ('"in memory" db', [["in memory"], ["db"]], []),
+        ("redis -alpine", [["redis"]], ["alpine"]),
+        ("redis OR valkey cache", [["redis", "valkey"], ["cache"]], []),
+        ("acme/redis-ha", [["acme redis ha"]], []),
+        ("!!! redis", [["redis"]], []),
+        ('"unterminated phrase', [["unterminated phrase"]], []),
+    ],
+)
+def test_parse(text: str, groups: list[list[str]], excluded: list[str]) -> None:
+    q = parse(text)
+    assert [[" ".join(p.tokens) for p in g] for g in q.groups] == groups
+    assert [" ".join(p.tokens) for p in q.excluded] == excluded
+
+
+def test_prefix_needs_two_characters() -> None:
+    assert parse("re*").groups == [[Phrase(("re",), True)]]
+    assert parse("r*").groups == [[Phrase(("r",), False)]]
+    assert parse("redis cac", as_you_type=True).groups[-1] == [Phrase(("cac",), True)]
+    assert parse("redis cac ", as_you_type=True).groups[-1] == [Phrase(("cac",), False)]
+
+
+def test_exact_name_only_for_a_bare_name() -> None:
+    assert parse("Redis").exact_name == "redis"
+    assert parse("acme/redis-ha").exact_name == "acme/redis-ha"
+    assert parse("redis cache").exact_name is None
+    assert parse('"redis"').exact_name is None or parse('"redis"').exact_name == "redis"
+
+
+@pytest.mark.parametrize("text", ["x" * 257, "a " * 17, "-alpine", "-a -b"])
+def test_bad_queries(text: str) -> None:
+    with pytest.raises(BadQuery):
+        parse(text)
+
+
+def test_rendering_quotes_everything() -> None:
+    q = parse('NEAR( col:x "a bc"* -c OR d')
+    fts = fts5_text(q, 0)
+    ts = tsquery_text(q, 3)
+    assert fts is not None and ts is not None
+    assert "NEAR(" not in fts and "col:" not in fts
+    assert '"near"' in fts and '"a bc"*' in fts
+    assert "'a':A <-> 'bc':*A" in ts

@@ -1,0 +1,207 @@
+"""Search behaviour on the configured backends (SQLite FTS5 always, PostgreSQL when set)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from store.catalog import service as catalog
+from store.registry.models import HubRepository
+from store.search import indexer, service
+from store.search.models import SearchDocument
+from tests.factories import make_account, make_admin, make_org, make_product, paid_tier
+from tests.search.helpers import make_repo
+
+
+def names(session: Session, q: str, account=None, **filters: str) -> list[str]:
+    results = service.search(
+        session, q=q, account=account, filters=service.make_filters(**filters), per_page=100
+    )
+    return [h.doc.name for h in results.hits]
+
+
+@pytest.fixture
+def world(session: Session) -> dict:
+    owner = make_account(session, "owner")
+    admin = make_admin(session)
+    acme = make_org(session, owner, "acme", name="Acme Corp")
+    bigco = make_org(session, owner, "bigco", name="BigCo")
+    acme.verified_at = datetime(2026, 1, 1, tzinfo=UTC)
+    catalog.ensure_category(session, "databases", "Databases")
+    catalog.ensure_category(session, "monitoring", "Monitoring")
+    cache = make_product(
+        session,
+        bigco,
+        owner,
+        "fastcache",
+        title="Fast Cache",
+        summary="An in memory key value store, redis compatible",
+        categories=["databases"],
+        platforms=["linux/amd64", "linux/arm64"],
+        tiers=[{"slug": "free", "billing": "free"}, paid_tier(trial_days=14)],
+    )
+    catalog.set_badges(session, actor=admin, product=cache, official=True)
+    make_product(
+        session,
+        acme,
+        owner,
+        "redis-ha",
+        title="Redis HA",
+        summary="Highly available redis with sentinel",
+        categories=["databases"],
+        platforms=["linux/amd64"],
+        tiers=[paid_tier()],
+    )
+    make_product(
+        session,
+        bigco,
+        owner,
+        "watchtower",
+        kind="plugin",
+        title="Watch Tower",
+        summary="Monitoring plugin for clusters",
+        categories=["monitoring"],
+    )
+    make_product(session, bigco, owner, "secret-draft", title="Secret Redis Draft", publish=False)
+    make_repo(session, "someone/redis", description="Plain redis build", pull_count=5)
+    make_repo(session, "someone/memcache", description="A memory cache daemon", pull_count=10**6)
+    make_repo(session, "bigco/private-redis", description="internal redis", private=True)
+    make_repo(session, "acme/redis-ha", description="the listing's repository", pull_count=100)
+    session.flush()
+    return {"owner": owner, "admin": admin, "acme": acme, "bigco": bigco, "cache": cache}
+
+
+def test_exact_name_first(session: Session, world: dict) -> None:
+    found = names(session, "redis")
+    assert found[0] == "someone/redis"  # exact name beats badges and popularity
+    assert set(found) == {"someone/redis", "bigco/fastcache", "acme/redis-ha"}
+    assert names(session, "acme/redis-ha")[0] == "acme/redis-ha"
+
+
+def test_badges_before_plain_then_field_tiers(session: Session, world: dict) -> None:
+    # "memory": fastcache (official, summary) vs someone/memcache (plain, popular, body).
+    assert names(session, "memory") == ["bigco/fastcache", "someone/memcache"]
+    # Same badge class (verified acme vs none): verified publisher first.
+    found = names(session, "redis sentinel OR ha")
+    assert found == ["acme/redis-ha"]
+
+
+def test_name_match_beats_description_match(session: Session, world: dict) -> None:
+    make_repo(session, "zed/cache", description="cache", pull_count=1)
+    make_repo(session, "zed/other", description="a cache for everything", pull_count=10**7)
+    found = names(session, "cache -memory -fast")
+    assert found.index("zed/cache") < found.index("zed/other")
+
+
+def test_phrase_and_exclusion(session: Session, world: dict) -> None:
+    assert names(session, '"in memory"') == ["bigco/fastcache"]
+    assert names(session, '"memory in"') == []
+    assert "bigco/fastcache" not in names(session, "redis -compatible")
+    assert names(session, "redis -compatible -sentinel") == ["someone/redis"]
+
+
+def test_or_and_prefix(session: Session, world: dict) -> None:
+    assert set(names(session, "sentinel OR clusters")) == {"acme/redis-ha", "bigco/watchtower"}
+    assert set(names(session, "watch*")) == {"bigco/watchtower"}
+    results = service.search(session, q="memc", as_you_type=True)
+    assert [h.doc.name for h in results.hits] == ["someone/memcache"]
+
+
+def test_facet_counts_and_filters(session: Session, world: dict) -> None:
+    results = service.search(session, q="")
+    f = {k: {v.value: v.count for v in vs} for k, vs in results.facets.items()}
+    assert results.total == 5 and results.total_exact
+    assert f["source"] == {"store": 3, "hub": 2}
+    assert f["kind"] == {"image": 4, "plugin": 1}
+    assert f["category"] == {"databases": 2, "monitoring": 1}
+    assert f["pricing"] == {"free": 2, "paid": 2, "trial": 1}
+    assert f["badge"] == {"official": 1, "verified": 1}
+    assert f["platform"] == {"linux/amd64": 2, "linux/arm64": 1}
+    assert f["publisher"] == {"bigco": 2, "someone": 2, "acme": 1}, f["publisher"]
+    labels = {v.value: v.label for v in results.facets["category"]}
+    assert labels["databases"] == "Databases"
+    assert names(session, "redis", category="databases") == ["bigco/fastcache", "acme/redis-ha"]
+    assert names(session, "", kind="plugin") == ["bigco/watchtower"]
+    assert names(session, "redis", pricing="trial") == ["bigco/fastcache"]
+    assert names(session, "", source="hub", badge="official") == []
+    assert names(session, "", publisher="acme") == ["acme/redis-ha"]
+    assert names(session, "", platform="linux/arm64") == ["bigco/fastcache"]
+
+
+def test_visibility(session: Session, world: dict) -> None:
+    stranger = make_account(session, "stranger")
+    member = make_account(session, "member")
+    _add_member(session, world["bigco"], member)
+    hidden = {"bigco/secret-draft", "bigco/private-redis"}
+    for who in (None, stranger):
+        assert not hidden & set(names(session, "redis", account=who))
+        assert not hidden & set(names(session, "", account=who))
+    assert hidden <= set(names(session, "redis", account=member))
+    assert hidden <= set(names(session, "redis", account=world["admin"]))
+    # The listed repository appears once, as its listing.
+    assert names(session, "acme/redis-ha", account=world["admin"]).count("acme/redis-ha") == 1
+
+
+def _add_member(session: Session, org, account) -> None:
+    from store.accounts.models import Membership
+
+    session.add(Membership(organization_id=org.id, account_id=account.id, role="viewer"))
+    session.flush()
+
+
+def test_index_follows_changes(session: Session, world: dict) -> None:
+    cache = world["cache"]
+    catalog.update_product(session, actor=world["owner"], product=cache, title="Turbo Store")
+    assert names(session, "turbo") == ["bigco/fastcache"]
+    catalog.set_status(session, actor=world["owner"], product=cache, status="draft")
+    assert "bigco/fastcache" not in names(session, "turbo")
+    world["acme"].verified_at = None
+    session.flush()
+    doc = session.scalar(select(SearchDocument).where(SearchDocument.name == "acme/redis-ha"))
+    assert doc is not None and not doc.verified
+    # ORM-enabled bulk updates are seen too (pull counts move popularity).
+    session.execute(
+        update(HubRepository)
+        .where(HubRepository.name == "someone/redis")
+        .values(description="now about valkey")
+    )
+    assert names(session, "valkey") == ["someone/redis"]
+    repo = session.scalar(select(HubRepository).where(HubRepository.name == "someone/memcache"))
+    session.delete(repo)
+    session.flush()
+    assert names(session, "daemon") == []
+
+
+def test_publishing_a_listing_hides_its_hub_repository(session: Session, world: dict) -> None:
+    owner = world["owner"]
+    make_repo(session, "acme/newthing", description="newthing image")
+    assert names(session, "newthing") == ["acme/newthing"]
+    product = make_product(session, world["acme"], owner, "newthing", title="New Thing")
+    results = service.search(session, q="newthing")
+    assert [(h.doc.source, h.doc.name) for h in results.hits] == [("store", "acme/newthing")]
+    assert product.status == "published"
+
+
+def test_reindex_matches_incremental(session: Session, world: dict) -> None:
+    before = names(session, "redis", account=world["admin"])
+    docs = {d.ref_id: d.fts_facets for d in session.scalars(select(SearchDocument))}
+    counts = indexer.reindex(session.connection())
+    assert counts["changed"] == 0 and counts["store"] == 4 and counts["hub"] == 4
+    session.expire_all()
+    assert {d.ref_id: d.fts_facets for d in session.scalars(select(SearchDocument))} == docs
+    assert names(session, "redis", account=world["admin"]) == before
+
+
+def test_stable_pagination(session: Session, world: dict) -> None:
+    for i in range(30):
+        make_repo(session, f"bulk/item{i:02d}", description="widget", pull_count=i % 3)
+    pages = [
+        [h.doc.name for h in service.search(session, q="widget", page=p, per_page=7).hits]
+        for p in range(1, 6)
+    ]
+    flat = [n for page in pages for n in page]
+    assert len(flat) == 30 and len(set(flat)) == 30
+    assert flat == names(session, "widget")
