@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from store import migrate
@@ -70,7 +71,14 @@ def serve(args: argparse.Namespace) -> int:
     # worker reads the same one instead of racing to create its own.
     settings.resolved_secret_key  # noqa: B018
 
-    print(f"Store listening on http://{_host_for_url(args.host)}:{args.port}")
+    listen_url = f"http://{_host_for_url(args.host)}:{args.port}"
+    if "public_url" not in settings.model_fields_set:
+        # Without STORE_PUBLIC_URL the store is reached where it listens; the workers read
+        # the same variable, so links and the token realm agree with this address.
+        host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host  # noqa: S104
+        os.environ["STORE_PUBLIC_URL"] = f"http://{_host_for_url(host)}:{args.port}"
+        settings = load_settings()
+    print(f"Store listening on {listen_url}")
     print(f"  public URL:     {settings.public_url}")
     print(f"  data directory: {settings.data_dir.resolve()}")
     print(f"  database:       {describe_database(settings)}")
