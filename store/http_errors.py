@@ -29,6 +29,7 @@ _HTTP_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     409: "conflict",
+    402: "payment_required",
     413: "too_large",
     415: "unsupported_media_type",
     422: "invalid",
@@ -76,7 +77,69 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, list[dict[str
     return f"{first['field']}: {first['message']}", fields
 
 
+_ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "title": "Error",
+    "required": ["error", "detail"],
+    "properties": {
+        "error": {"type": "string", "description": "A stable code, e.g. not_found"},
+        "detail": {"type": "string", "description": "A message for people"},
+    },
+}
+_VALIDATION_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "title": "ValidationError",
+    "required": ["error", "detail", "fields"],
+    "properties": {
+        **_ERROR_SCHEMA["properties"],
+        "fields": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["field", "message"],
+                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+    },
+}
+# Every operation may answer these (bad token, no right, nothing there, limits...).
+_DOCUMENTED_ERRORS = (400, 401, 402, 403, 404, 405, 409, 413, 415, 429)
+
+
+def _document_errors(app: FastAPI) -> None:
+    """Make the OpenAPI schema tell the truth about errors: the store's ``{"error",
+    "detail"}`` shape (422 with ``fields``) instead of FastAPI's default 422 body, and the
+    error statuses every operation can answer."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = generate()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components["Error"] = _ERROR_SCHEMA
+        components["HTTPValidationError"] = _VALIDATION_SCHEMA
+        ref = {"$ref": "#/components/schemas/Error"}
+        for item in schema.get("paths", {}).values():
+            for operation in item.values():
+                responses = operation.setdefault("responses", {})
+                for status in _DOCUMENTED_ERRORS:
+                    responses.setdefault(
+                        str(status),
+                        {
+                            "description": _HTTP_CODES.get(status, "error").replace("_", " "),
+                            "content": {"application/json": {"schema": ref}},
+                        },
+                    )
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    _document_errors(app)
+
     @app.exception_handler(StoreError)
     async def _store_error(request: Request, exc: StoreError) -> Response:
         headers = exc.extra.pop("headers", None) if exc.extra else None
@@ -93,7 +156,8 @@ def install_error_handlers(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else "Request failed"
         if exc.status_code == 404 and detail == "Not Found":
             detail = "There is nothing at this address"
-        return error_response(request, exc.status_code, code, detail, headers=exc.headers)
+        headers = dict(exc.headers) if exc.headers else None
+        return error_response(request, exc.status_code, code, detail, headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:

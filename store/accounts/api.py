@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, status
 
+from store import ratelimit
 from store.accounts import service
 from store.accounts.models import AccessToken, Organization
 from store.accounts.schemas import (
@@ -29,9 +30,10 @@ from store.accounts.schemas import (
     TokenOut,
     VerificationDecision,
 )
+from store.audit import service as audit
 from store.db import utcnow
 from store.deps import AdminAccount, CurrentAccount, DbSession
-from store.errors import NotFound
+from store.errors import NotFound, Unauthorized
 
 router = APIRouter(tags=["accounts"])
 
@@ -42,13 +44,18 @@ def _issued(issued: service.IssuedToken) -> TokenIssued:
     )
 
 
-def _expiry(days: int | None):  # type: ignore[no-untyped-def]
+def _expiry(days: int | None) -> datetime | None:
     return utcnow() + timedelta(days=days) if days else None
 
 
 @router.post("/accounts", status_code=status.HTTP_201_CREATED, response_model=AccountOut)
-def sign_up(body: SignUp, session: DbSession) -> object:
-    """Create an account. Usernames are lowercase registry account names."""
+def sign_up(body: SignUp, request: Request, session: DbSession) -> object:
+    """Create an account. Usernames are lowercase registry account names. Sign-ups are
+    limited per address (429 with Retry-After)."""
+    wait = ratelimit.signup_wait(session, request)
+    if wait is not None:
+        raise ratelimit.too_many(wait, "sign-ups")
+    session.commit()  # the attempt counts even when the sign-up is refused
     return service.create_account(
         session,
         username=body.username,
@@ -59,10 +66,21 @@ def sign_up(body: SignUp, session: DbSession) -> object:
 
 
 @router.post("/auth/token", status_code=status.HTTP_201_CREATED, response_model=TokenIssued)
-def log_in(body: Login, session: DbSession) -> TokenIssued:
+def log_in(body: Login, request: Request, session: DbSession) -> TokenIssued:
     """Exchange a username (or e-mail) and password for a personal access token with the
-    `api` and `pull` scopes."""
-    account = service.authenticate(session, login=body.login, password=body.password)
+    `api` and `pull` scopes. Failed log-ins are limited per account name and per address
+    (429 with Retry-After)."""
+    wait = ratelimit.login_wait(session, request, body.login)
+    if wait is not None:
+        raise ratelimit.too_many(wait, "failed log-ins")
+    try:
+        account = service.authenticate(session, login=body.login, password=body.password)
+    except Unauthorized:
+        ratelimit.login_failed(session, request, body.login)
+        audit.sign_in(session, login=body.login, account=None, via="api")
+        session.commit()  # count the failure although this request fails
+        raise
+    audit.sign_in(session, login=body.login, account=account, via="api")
     issued = service.create_token(
         session,
         kind="personal",

@@ -9,6 +9,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
+Scope = Literal["pull", "push", "api"]
+
+
 class ORM(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -49,7 +52,7 @@ class PasswordChange(BaseModel):
 
 class TokenCreate(BaseModel):
     name: str = Field(max_length=100, examples=["laptop"])
-    scopes: list[Literal["pull", "push", "api"]] = Field(default_factory=lambda: ["pull"])
+    scopes: list[Scope] = Field(default_factory=lambda: list[Scope](["pull"]))
     expires_in_days: int | None = Field(default=None, ge=1, le=3650)
 
 

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, selectinload
 from store import validation
 from store.accounts import service as accounts
 from store.accounts.models import Account, Membership, Organization
+from store.audit import service as audit
 from store.catalog.models import Category, Product, Tier, product_categories
 from store.db import utcnow
 from store.errors import Conflict, Forbidden, NotFound, ValidationFailed
@@ -72,6 +73,14 @@ def _platforms(values: list[str] | None) -> list[str]:
     return cleaned
 
 
+def _strings(value: object, *, what: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list | tuple):
+        raise ValidationFailed(f"{what} must be a list")
+    return [str(v) for v in value]
+
+
 def _apply_listing(session: Session, product: Product, data: dict[str, object]) -> None:
     if "title" in data:
         product.title = validation.text(
@@ -90,12 +99,13 @@ def _apply_listing(session: Session, product: Product, data: dict[str, object]) 
         ("eula_url", "EULA URL"),
     ):
         if key in data:
-            setattr(product, key, validation.optional_url(data[key] and str(data[key]), what=label))
+            value = data[key]
+            setattr(product, key, validation.optional_url(str(value or ""), what=label))
     if "platforms" in data:
-        product.platforms = _platforms(data["platforms"])  # type: ignore[arg-type]
+        product.platforms = _platforms(_strings(data["platforms"], what="Platforms"))
     if "categories" in data:
-        slugs = data["categories"] or []
-        product.categories = [ensure_category(session, str(s)) for s in slugs]  # type: ignore[union-attr]
+        slugs = _strings(data["categories"], what="Categories")
+        product.categories = [ensure_category(session, s) for s in slugs]
 
 
 def create_product(
@@ -141,9 +151,11 @@ def update_product(
     }
     if unknown:
         raise ValidationFailed(f"Unknown field {', '.join(sorted(unknown))}")
-    _apply_listing(session, product, listing)
-    product.updated_at = utcnow()
-    session.flush()
+    # Validation happens while applying: a savepoint keeps a rejected edit from lingering
+    # in the session for a caller that catches the error and goes on.
+    with session.begin_nested():
+        _apply_listing(session, product, listing)
+        product.updated_at = utcnow()
     return product
 
 
@@ -205,6 +217,14 @@ def set_status(
     product.status_reason = validation.text(reason, what="Reason", max_len=2000)
     session.flush()
     _access_changed(session, product)
+    audit.record(
+        session,
+        action=f"product.{status}",
+        actor=actor,
+        target=product,
+        org=product.organization_id,
+        details={"repository": product.repository, "reason": product.status_reason},
+    )
     return product
 
 
@@ -230,6 +250,14 @@ def set_badges(
     if certified is not None:
         product.certified_at = (product.certified_at or utcnow()) if certified else None
     session.flush()
+    audit.record(
+        session,
+        action="product.badges",
+        actor=actor,
+        target=product,
+        org=product.organization_id,
+        details={"repository": product.repository, "official": official, "certified": certified},
+    )
     return product
 
 
@@ -273,7 +301,7 @@ class ProductFilter:
             raise ValidationFailed("The query is too long (200 characters at most)")
 
 
-def _product_query(flt: ProductFilter) -> Select[tuple[Product]]:
+def _product_query(flt: ProductFilter) -> Select[Product]:
     stmt = select(Product).join(Organization, Organization.id == Product.organization_id)
     if flt.status:
         stmt = stmt.where(Product.status == flt.status)
@@ -412,7 +440,7 @@ def _apply_tier(tier: Tier, data: dict[str, object]) -> None:
             raise ValidationFailed("Seats must be a positive number, or empty for unlimited")
         tier.seats = seats
     if "features" in data:
-        features = [str(f).strip() for f in (data["features"] or []) if str(f).strip()]  # type: ignore[union-attr]
+        features = [f.strip() for f in _strings(data["features"], what="Features") if f.strip()]
         if len(features) > 30 or any(len(f) > 200 for f in features):
             raise ValidationFailed("At most 30 features of 200 characters each")
         tier.features = features
@@ -483,12 +511,12 @@ def update_tier(session: Session, *, actor: Account, tier: Tier, **data: object)
         and session.scalar(select(Entitlement.id).where(Entitlement.tier_id == tier.id).limit(1))
     ):
         raise Conflict("The billing period of a tier with customers cannot change; add a new tier")
-    _apply_tier(tier, data)
-    if (tier.billing, tier.amount_minor, tier.currency) != before:
-        tier.gateway_price_ref = None  # a new gateway price is made; old ones stay as they were
-    if tier.product.status == "published" and not tier.product.active_tiers:
-        raise Conflict("A published product needs at least one active tier")
-    session.flush()
+    with session.begin_nested():  # a rejected edit leaves the tier as it was
+        _apply_tier(tier, data)
+        if (tier.billing, tier.amount_minor, tier.currency) != before:
+            tier.gateway_price_ref = None  # a new gateway price is made; old ones stay as they were
+        if tier.product.status == "published" and not tier.product.active_tiers:
+            raise Conflict("A published product needs at least one active tier")
     _access_changed(session, tier.product)
     return tier
 

@@ -45,6 +45,7 @@ def _check_purpose(purpose: str) -> str:
 def create_key(session: Session, *, purpose: str, secret: str, activate: bool) -> SigningKey:
     _check_purpose(purpose)
     private: crypto.PrivateKey
+    public: crypto.PublicKey
     if purpose == "registry":
         private = ec.generate_private_key(ec.SECP256R1())
         public = private.public_key()

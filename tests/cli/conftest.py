@@ -27,7 +27,12 @@ ADMIN_PASSWORD = "admin-password-123"
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The data directory (and SQLite database) shared by the tests of one module."""
+    """The data directory (and SQLite database) shared by the tests of one module.
+
+    The operator tests of a module build on each other like an operator's session (an
+    administrator, then accounts, publishers, products...): run them in file order on one
+    worker (scripts/test uses ``--dist loadfile``).
+    """
     return tmp_path_factory.mktemp("store-cli")
 
 

@@ -210,3 +210,18 @@ def test_markdown_is_sanitised() -> None:
     assert "<script" not in html and "<img" not in html  # shown as text, never as markup
     assert "&lt;script&gt;" in html
     assert 'href="javascript' not in html
+
+
+def test_rejected_edits_leave_nothing_behind(session: Session) -> None:
+    owner = make_account(session)
+    org = make_org(session, owner)
+    product = make_product(session, org, owner, title="Before")
+    with pytest.raises(ValidationFailed):
+        service.update_product(
+            session, actor=owner, product=product, title="After", docs_url="ftp://x"
+        )
+    assert product.title == "Before"
+    tier = product.tiers[0]
+    with pytest.raises(Conflict):
+        service.update_tier(session, actor=owner, tier=tier, name="Renamed", active=False)
+    assert (tier.name, tier.active) == ("Free", True)
