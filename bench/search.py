@@ -3,6 +3,7 @@ queries of each class on SQLite FTS5 and PostgreSQL, next to an unindexed LIKE s
 
     python bench/search.py [--rows 200000] [--backend sqlite|postgresql|both]
                            [--queries 200] [--pg-url postgresql://postgres@127.0.0.1:5432/test]
+                           [--max-seconds 3600]
 
 Creates its own temporary SQLite file and its own PostgreSQL database, and drops both.
 Every timed query is a full ``store.search.service.search`` call as an anonymous visitor:
@@ -23,6 +24,7 @@ import argparse
 import itertools
 import os
 import random
+import signal
 import string
 import tempfile
 import time
@@ -32,7 +34,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
@@ -302,6 +304,23 @@ def run_queries(engine: Engine, terms: dict[str, list[str]], n: int, rng: random
     return out
 
 
+def incremental_rate(engine: Engine, data: dict[str, Any], n: int = 1000) -> float:
+    """Documents re-indexed per second through the transactional path (an ORM bulk UPDATE
+    of hub repositories, the session listeners rewriting their documents), rolled back."""
+    ids = [r["id"] for r in data["repos"][:n]]
+    with Session(engine) as session:
+        t0 = time.perf_counter()
+        session.execute(
+            update(HubRepository)
+            .where(HubRepository.id.in_(ids))
+            .values(description="rewritten description for the incremental index benchmark")
+        )
+        session.flush()
+        elapsed = time.perf_counter() - t0
+        session.rollback()
+    return len(ids) / elapsed
+
+
 def db_size(engine: Engine, path: str | None) -> float:
     if path:
         with engine.connect() as conn:
@@ -336,9 +355,11 @@ def bench_backend(backend: str, data: dict[str, Any], args: argparse.Namespace) 
         load(engine, data)
         load_s = time.perf_counter() - t0
         size_before = db_size(engine, path)
+        # The initial build is `store search reindex`: documents written in one pass, the
+        # engine structures rebuilt once (not maintained row by row).
         t0 = time.perf_counter()
         with engine.begin() as conn:
-            counts = indexer.reindex(conn, rebuild=False)
+            counts = indexer.reindex(conn)
         build_s = time.perf_counter() - t0
         if backend == "postgresql":
             with engine.connect() as conn:
@@ -346,9 +367,11 @@ def bench_backend(backend: str, data: dict[str, Any], args: argparse.Namespace) 
                     "VACUUM ANALYZE"
                 )
         else:
-            with engine.connect() as conn:
+            with engine.begin() as conn:
                 conn.exec_driver_sql("ANALYZE")
         size_after = db_size(engine, path)
+        incremental = incremental_rate(engine, data)
+        load_before = os.getloadavg()
         terms = pick_terms(data["df"], data["rows"], rng)
         queries = run_queries(engine, terms, args.queries, rng)
         return {
@@ -356,6 +379,8 @@ def bench_backend(backend: str, data: dict[str, Any], args: argparse.Namespace) 
             "documents": counts["store"] + counts["hub"],
             "load_s": load_s,
             "index_build_s": build_s,
+            "incremental_docs_per_s": incremental,
+            "loadavg": (load_before, os.getloadavg()),
             "db_mib_before_index": size_before,
             "db_mib_after_index": size_after,
             "frequent_terms": {
@@ -381,11 +406,21 @@ def report(result: dict) -> None:
         f"database {result['db_mib_before_index']:.0f} MiB before index, "
         f"{result['db_mib_after_index']:.0f} MiB after"
     )
+    (b1, b5, b15), (a1, a5, a15) = result["loadavg"]
+    print(
+        f"re-indexing through the transactional path: "
+        f"{result['incremental_docs_per_s']:.0f} documents/s; load average (1/5/15 min) "
+        f"before the queries {b1:.2f} {b5:.2f} {b15:.2f}, after {a1:.2f} {a5:.2f} {a15:.2f}"
+    )
     print(f"frequent terms (% of documents): {result['frequent_terms']}")
     print("| query class | p50 ms | p95 ms | p99 ms | n |")
     print("|---|---|---|---|---|")
     for name, t in result["queries"].items():
         print(f"| {name} | {t['p50']:.2f} | {t['p95']:.2f} | {t['p99']:.2f} | {t['n']} |")
+
+
+def _timeout(_signum: int, _frame: Any) -> None:
+    raise SystemExit("bench/search.py: --max-seconds exceeded, stopped")
 
 
 def main() -> int:
@@ -397,7 +432,15 @@ def main() -> int:
         "--pg-url",
         default=os.environ.get("STORE_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test"),
     )
+    parser.add_argument(
+        "--max-seconds",
+        type=int,
+        default=3600,
+        help="stop (non-zero exit) if the whole run takes longer than this",
+    )
     args = parser.parse_args()
+    signal.signal(signal.SIGALRM, _timeout)
+    signal.alarm(args.max_seconds)
     t0 = time.perf_counter()
     data = generate(args.rows)
     print(f"generated {args.rows:,} entries in {time.perf_counter() - t0:.1f} s")

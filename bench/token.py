@@ -145,6 +145,10 @@ def seed(env: dict[str, str]) -> str:
 # --- load generator --------------------------------------------------------------------------
 
 
+class RequestsFailed(Exception):
+    """Some requests did not answer 200: the server log says why."""
+
+
 async def _worker(
     port: int, request: bytes, stop_at: float, latencies: list[float], errors: list[int]
 ) -> None:
@@ -178,7 +182,7 @@ async def _load(port: int, request: bytes, seconds: float, connections: int) -> 
     elapsed = time.perf_counter() - start
     latencies.sort()
     if errors:
-        raise SystemExit(f"{len(errors)} requests failed (status {errors[0]})")
+        raise RequestsFailed(f"{len(errors)} requests failed (status {errors[0]})")
     return {
         "rps": len(latencies) / elapsed,
         "p50": statistics.median(latencies) * 1000,
@@ -246,11 +250,18 @@ def run_backend(
             "token-password": _request(f"/token?{scope}", f"bob:{PASSWORD}"),
         }
         results: dict[str, list[dict[str, float]]] = {name: [] for name in cases}
-        for request in cases.values():  # warm up: connections, caches, first argon2 per worker
-            asyncio.run(_load(port, request, 1.0, connections))
-        for _ in range(rounds):
-            for name, request in cases.items():
-                results[name].append(asyncio.run(_load(port, request, seconds, connections)))
+        try:
+            for request in cases.values():  # warm up: connections, caches, first argon2
+                asyncio.run(_load(port, request, 1.0, connections))
+            for _ in range(rounds):
+                for name, request in cases.items():
+                    results[name].append(asyncio.run(_load(port, request, seconds, connections)))
+        except RequestsFailed as exc:
+            log.flush()
+            tail = (tmp / "uvicorn.log").read_text(errors="replace")[-6000:]
+            raise SystemExit(
+                f"{backend}: {exc}\n--- server log kept at {tmp / 'uvicorn.log'}, tail:\n{tail}"
+            ) from None
         return {name: _median(runs) for name, runs in results.items()}
     finally:
         os.kill(server.pid, signal.SIGTERM)
@@ -295,6 +306,7 @@ def main() -> None:
     except ImportError:
         pass
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
+    print(f"load average before: {_loadavg()}")
     for backend in backends:
         res = run_backend(backend, args.seconds, args.connections, args.rounds)
         print(f"\n{backend}: 2 workers, {args.connections} connections, ", end="")
@@ -306,6 +318,11 @@ def main() -> None:
         password_ratio = res["token-password"]["rps"] / res["token-pat"]["rps"]
         print(f"ratio token-pat / ping           = {pat_ratio:.2f}  (target >= 0.50)")
         print(f"ratio token-password / token-pat = {password_ratio:.2f}  (target >= 0.80)")
+        print(f"load average after: {_loadavg()}")
+
+
+def _loadavg() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from store import STATIC_DIR, __version__
+from store import STATIC_DIR, __version__, observability, security_headers
 from store.config import Settings
 from store.db import make_engine, make_sessionmaker
 from store.http_errors import install_error_handlers
@@ -27,6 +27,7 @@ Authenticate with a personal access token that has the `api` scope:
 
 def create_app(settings: Settings | None = None, *, migrate: bool | None = None) -> FastAPI:
     settings = settings or Settings()
+    observability.check_settings(settings)  # every problem at once, as a ConfigurationError
     settings.ensure_data_dir()
     engine = make_engine(settings.resolved_database_url)
     if migrate is None:
@@ -61,11 +62,15 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
     install_error_handlers(app)
     _include_routers(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    security_headers.install(app)  # CSP, HSTS, frame-ancestors... on every response
+    observability.install(app)  # last: its middleware is the outermost
     return app
 
 
 def _include_routers(app: FastAPI) -> None:
     from store.accounts.api import router as accounts_api
+    from store.audit.api import router as audit_api
+    from store.audit.pages import router as audit_pages
     from store.billing.api import router as billing_api
     from store.billing.pages import router as billing_pages
     from store.billing.webhook_api import router as billing_webhook
@@ -78,6 +83,8 @@ def _include_routers(app: FastAPI) -> None:
     from store.search.api import router as search_api
     from store.search.docker_api import router as docker_search
     from store.search.pages import router as search_pages
+    from store.signing.api import router as signing_api
+    from store.signing.pages import router as signing_pages
     from store.web.pages import install as install_web
 
     for router in (accounts_api, catalog_api, licensing_api, registry_api, billing_api, search_api):
@@ -92,4 +99,9 @@ def _include_routers(app: FastAPI) -> None:
     # Payment webhooks, checkout and purchase pages.
     app.include_router(billing_webhook)
     app.include_router(billing_pages)
+    # Signing keys, signatures and certification; the audit log.
+    app.include_router(signing_api, prefix="/api/v1")
+    app.include_router(audit_api, prefix="/api/v1")
+    app.include_router(signing_pages)
+    app.include_router(audit_pages)
     install_web(app)

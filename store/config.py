@@ -33,10 +33,21 @@ class Settings(BaseSettings):
     registry_issuer: str = "store-token-issuer"
     registry_token_ttl: int = Field(default=300, ge=60, le=3600)
     registry_notify_secret: str | None = None
+    # The store's address as the registry reaches it (compose: http://store:8000), for
+    # notifications; default the public URL (docs/deploy.md).
+    registry_notify_url: str | None = None
+
+    # Operations (store/observability; docs/operations.md).
+    allow_http: bool = Field(default=False, description="Production without TLS (no https).")
+    log_format: Literal["auto", "json", "text"] = "auto"
+    metrics_token: str | None = None
 
     # Web sessions.
     session_max_age: int = 14 * 24 * 3600
     cookie_secure: bool | None = None
+    # Reverse proxies (addresses or networks, comma-separated) whose X-Forwarded-For is
+    # believed for rate limits; empty: the socket peer is the client (docs/security.md).
+    trusted_proxies: str = ""
 
     # Paging.
     page_size: int = Field(default=24, ge=1, le=100)
@@ -85,6 +96,12 @@ class Settings(BaseSettings):
         except FileExistsError:
             return path.read_text().strip()
         return value
+
+    @property
+    def registry_events_url(self) -> str:
+        """Where the registry posts its notifications."""
+        base = (self.registry_notify_url or self.public_url).rstrip("/")
+        return base if base.endswith("/registry/events") else f"{base}/registry/events"
 
     @cached_property
     def resolved_notify_secret(self) -> str:

@@ -89,7 +89,7 @@ _ERROR_SCHEMA: dict[str, Any] = {
 _VALIDATION_SCHEMA: dict[str, Any] = {
     "type": "object",
     "title": "ValidationError",
-    "required": ["error", "detail", "fields"],
+    "required": ["error", "detail"],  # "fields" when the request's shape was wrong
     "properties": {
         **_ERROR_SCHEMA["properties"],
         "fields": {

@@ -2,18 +2,30 @@
 
 import store.billing.models  # noqa: F401  (orders, subscriptions, prices)
 from store.accounts.models import AccessToken, Account, Invitation, Membership, Organization
+from store.audit.models import AuditChainHead, AuditEvent
 from store.catalog.models import Category, Product, Tier, product_categories
 from store.db import Base
 from store.keys.models import SigningKey
 from store.licensing.models import Entitlement, License
+from store.ratelimit import RateLimit
 from store.registry.models import HubRepository, HubTag, ProcessedEvent, PullCounter
 from store.search.models import SearchDocument
+from store.signing.models import (
+    CertificationRequest,
+    ContentSignature,
+    PublisherKey,
+    UnsignedPushFlag,
+)
 
 __all__ = [
     "AccessToken",
     "Account",
+    "AuditChainHead",
+    "AuditEvent",
     "Base",
     "Category",
+    "CertificationRequest",
+    "ContentSignature",
     "Entitlement",
     "HubRepository",
     "HubTag",
@@ -23,9 +35,12 @@ __all__ = [
     "Organization",
     "ProcessedEvent",
     "Product",
+    "PublisherKey",
     "PullCounter",
+    "RateLimit",
     "SearchDocument",
     "SigningKey",
     "Tier",
+    "UnsignedPushFlag",
     "product_categories",
 ]

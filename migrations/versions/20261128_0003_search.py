@@ -1,4 +1,4 @@
-"""search: search_documents and the full-text index (FTS5 on SQLite, tsvector+GIN on PG)
+"""search: search_documents and the full-text index (FTS5 on SQLite, tsvectors+GIN on PG)
 
 Revision ID: 0003
 Revises: 0002
@@ -24,13 +24,18 @@ SQLITE_CREATE = (
         content='search_documents', content_rowid='id',
         tokenize="unicode61 remove_diacritics 2 tokenchars ':'",
         prefix='2 3', columnsize=0)""",
-    # Facet tokens again, in a narrow table: the facet pass reads them for up to a
-    # thousand matches, and narrow rows in rank order share pages.
+    """CREATE VIRTUAL TABLE search_fts_head USING fts5(
+        fts_name, fts_title, fts_facets,
+        content='search_documents', content_rowid='id',
+        tokenize="unicode61 remove_diacritics 2 tokenchars ':'",
+        prefix='2 3', columnsize=0)""",
     "CREATE TABLE search_fts_facets (id INTEGER PRIMARY KEY, tokens TEXT NOT NULL)",
     """CREATE TRIGGER search_fts_insert AFTER INSERT ON search_documents BEGIN
         INSERT INTO search_fts(rowid, fts_name, fts_title, fts_summary, fts_body, fts_facets)
         VALUES (new.id, new.fts_name, new.fts_title, new.fts_summary, new.fts_body,
                 new.fts_facets);
+        INSERT INTO search_fts_head(rowid, fts_name, fts_title, fts_facets)
+        VALUES (new.id, new.fts_name, new.fts_title, new.fts_facets);
         INSERT INTO search_fts_facets(id, tokens) VALUES (new.id, new.fts_facets);
     END""",
     """CREATE TRIGGER search_fts_delete AFTER DELETE ON search_documents BEGIN
@@ -38,6 +43,8 @@ SQLITE_CREATE = (
                                fts_facets)
         VALUES ('delete', old.id, old.fts_name, old.fts_title, old.fts_summary, old.fts_body,
                 old.fts_facets);
+        INSERT INTO search_fts_head(search_fts_head, rowid, fts_name, fts_title, fts_facets)
+        VALUES ('delete', old.id, old.fts_name, old.fts_title, old.fts_facets);
         DELETE FROM search_fts_facets WHERE id = old.id;
     END""",
     """CREATE TRIGGER search_fts_update
@@ -50,6 +57,10 @@ SQLITE_CREATE = (
         INSERT INTO search_fts(rowid, fts_name, fts_title, fts_summary, fts_body, fts_facets)
         VALUES (new.id, new.fts_name, new.fts_title, new.fts_summary, new.fts_body,
                 new.fts_facets);
+        INSERT INTO search_fts_head(search_fts_head, rowid, fts_name, fts_title, fts_facets)
+        VALUES ('delete', old.id, old.fts_name, old.fts_title, old.fts_facets);
+        INSERT INTO search_fts_head(rowid, fts_name, fts_title, fts_facets)
+        VALUES (new.id, new.fts_name, new.fts_title, new.fts_facets);
         DELETE FROM search_fts_facets WHERE id = old.id;
         INSERT INTO search_fts_facets(id, tokens) VALUES (new.id, new.fts_facets);
     END""",
@@ -59,16 +70,24 @@ SQLITE_DROP = (
     "DROP TRIGGER IF EXISTS search_fts_delete",
     "DROP TRIGGER IF EXISTS search_fts_insert",
     "DROP TABLE IF EXISTS search_fts_facets",
+    "DROP TABLE IF EXISTS search_fts_head",
     "DROP TABLE IF EXISTS search_fts",
 )
 PG_CREATE = (
-    "ALTER TABLE search_documents ADD COLUMN tsv tsvector NOT NULL DEFAULT ''",
-    "CREATE INDEX ix_search_fts_tsv ON search_documents USING gin (tsv) WITH (fastupdate = off)",
+    """CREATE TABLE search_fts_terms (
+        id bigint PRIMARY KEY
+            REFERENCES search_documents (id) ON DELETE CASCADE ON UPDATE CASCADE,
+        tags tsvector NOT NULL,
+        head tsvector NOT NULL,
+        mid tsvector NOT NULL,
+        tsv tsvector NOT NULL
+    )""",
+    "CREATE INDEX ix_search_fts_tags ON search_fts_terms USING gin (tags) WITH (fastupdate = off)",
+    "CREATE INDEX ix_search_fts_head ON search_fts_terms USING gin (head) WITH (fastupdate = off)",
+    "CREATE INDEX ix_search_fts_mid ON search_fts_terms USING gin (mid) WITH (fastupdate = off)",
+    "CREATE INDEX ix_search_fts_tsv ON search_fts_terms USING gin (tsv) WITH (fastupdate = off)",
 )
-PG_DROP = (
-    "DROP INDEX IF EXISTS ix_search_fts_tsv",
-    "ALTER TABLE search_documents DROP COLUMN IF EXISTS tsv",
-)
+PG_DROP = ("DROP TABLE IF EXISTS search_fts_terms",)
 
 
 def upgrade() -> None:

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from store import security, validation
 from store.accounts.models import AccessToken, Account, Invitation, Membership, Organization
+from store.audit import service as audit
 from store.db import utcnow
 from store.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
 
@@ -128,19 +129,37 @@ def _ensure_not_last_admin(session: Session, account: Account) -> None:
         raise Conflict("This is the last active administrator; make another one first")
 
 
-def set_admin(session: Session, *, account: Account, is_admin: bool) -> Account:
+def set_admin(
+    session: Session, *, account: Account, is_admin: bool, actor: Account | None = None
+) -> Account:
     if not is_admin:
         _ensure_not_last_admin(session, account)
     account.is_admin = is_admin
     session.flush()
+    audit.record(
+        session,
+        action="admin.set_admin",
+        actor=actor,
+        target=account,
+        details={"username": account.username, "is_admin": is_admin},
+    )
     return account
 
 
-def set_active(session: Session, *, account: Account, active: bool) -> Account:
+def set_active(
+    session: Session, *, account: Account, active: bool, actor: Account | None = None
+) -> Account:
     if not active:
         _ensure_not_last_admin(session, account)
     account.is_active = active
     session.flush()
+    audit.record(
+        session,
+        action="admin.set_active",
+        actor=actor,
+        target=account,
+        details={"username": account.username, "is_active": active},
+    )
     return account
 
 
@@ -414,6 +433,7 @@ def request_verification(session: Session, *, org: Organization, actor: Account)
         raise Conflict(f"{org.slug} is already verified")
     org.verification_requested_at = utcnow()
     session.flush()
+    audit.record(session, action="publisher.verification_request", actor=actor, target=org, org=org)
     return org
 
 
@@ -426,6 +446,14 @@ def set_verified(
     org.verification_requested_at = None
     org.verification_note = validation.text(note, what="Note", max_len=2000)
     session.flush()
+    audit.record(
+        session,
+        action="publisher.verify" if verified else "publisher.unverify",
+        actor=actor,
+        target=org,
+        org=org,
+        details={"note": org.verification_note},
+    )
     return org
 
 
@@ -493,6 +521,14 @@ def create_token(
     )
     session.add(token)
     session.flush()
+    audit.record(
+        session,
+        action="token.create",
+        actor=created_by,
+        target=token,
+        org=org,
+        details={"kind": kind, "name": name, "prefix": token.prefix, "scopes": scopes},
+    )
     return IssuedToken(token=token, secret=secret)
 
 
@@ -527,6 +563,14 @@ def revoke_token(session: Session, *, token: AccessToken, actor: Account) -> Acc
         raise NotFound("No such token")
     if token.revoked_at is None:
         token.revoked_at = utcnow()
+        audit.record(
+            session,
+            action="token.revoke",
+            actor=actor,
+            target=token,
+            org=token.organization_id,
+            details={"kind": token.kind, "name": token.name, "prefix": token.prefix},
+        )
     session.flush()
     return token
 

@@ -123,7 +123,11 @@ def cancel_or_resume(
     return SubscriptionOut.model_validate(sub)
 
 
-@router.get("/sales/{org}", response_model=list[SalesRowOut])
+@router.get(
+    "/sales/{org}",
+    response_model=list[SalesRowOut],
+    responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
+)
 def org_sales(
     org: str,
     session: DbSession,

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from store.accounts import service as accounts
 from store.accounts.models import Account, Organization
+from store.audit import service as audit
 from store.billing.gateway import GatewayError, Outcome, PaymentInput
 from store.billing.models import Order, Subscription
 from store.billing.prices import ensure_price
@@ -377,4 +378,12 @@ def refund(
 
         subscriptions.cancel_now(session, billing, subscription=order.subscription)
     session.flush()
+    audit.record(
+        session,
+        action="order.refund",
+        actor=actor,
+        target=order,
+        org=order.product.organization_id,
+        details={"amount_minor": amount, "currency": order.currency, "status": order.status},
+    )
     return order

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from store.billing import sweep, webhooks
 from store.billing.runtime import Billing, billing_of
 from store.errors import NotFound, StoreError
+from store.observability import metrics
 
 log = logging.getLogger("store.billing")
 
@@ -58,9 +59,12 @@ async def stripe_webhook(request: Request) -> JSONResponse:
         )
     except webhooks.BadEvent as exc:
         log.info("webhook rejected: %s", exc.detail)
+        metrics.webhook_event("unverified", exc.code)
         return _error(exc)
     try:
         result = await run_in_threadpool(_process, request, billing, event)
     except webhooks.RetryLater as exc:
+        metrics.webhook_event(event["type"], exc.code)
         return _error(exc)
+    metrics.webhook_event(result.event_type, result.status)
     return JSONResponse({"status": result.status, "event": result.event_id})

@@ -79,7 +79,10 @@ Handler = Callable[[Session, Billing, dict[str, Any], datetime], None]
 def event_time(event: dict[str, Any]) -> datetime:
     created = event.get("created")
     if isinstance(created, int | float) and created > 0:
-        return datetime.fromtimestamp(int(created), UTC)
+        try:
+            return datetime.fromtimestamp(int(created), UTC)
+        except (ValueError, OverflowError, OSError):  # past year 9999: a 500 before
+            pass
     return datetime.now(UTC)
 
 

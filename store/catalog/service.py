@@ -449,7 +449,10 @@ def _apply_tier(tier: Tier, data: dict[str, object]) -> None:
     if "active" in data:
         tier.active = bool(data["active"])
     if "sort_order" in data:
-        tier.sort_order = int(data["sort_order"])  # type: ignore[call-overload]
+        order = data["sort_order"]
+        if not isinstance(order, int) or isinstance(order, bool):  # null was a 500
+            raise ValidationFailed("Sort order must be a whole number")
+        tier.sort_order = order
     # Consistency between billing, price and trial.
     if tier.billing == "free":
         if tier.amount_minor:

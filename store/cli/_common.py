@@ -49,6 +49,7 @@ from sqlalchemy.orm import Session
 from store import migrate
 from store.accounts import service as accounts
 from store.accounts.models import AccessToken, Account, Organization
+from store.catalog import money
 from store.catalog.models import Product, Tier
 from store.config import Settings
 from store.db import make_engine, make_sessionmaker, session_scope
@@ -369,33 +370,23 @@ def non_negative_int(value: str) -> int:
 
 # --- money ----------------------------------------------------------------------------
 
-# ISO 4217 currencies whose minor unit is not 1/100 (as payment gateways count them).
-_EXPONENTS = {
-    **dict.fromkeys("bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf".split(), 0),
-    **dict.fromkeys("bhd jod kwd omr tnd".split(), 3),
-}
-
 
 def currency_exponent(currency: str) -> int:
-    """Digits after the decimal point in ``currency`` (2 unless listed otherwise)."""
-    return _EXPONENTS.get(currency.lower(), 2)
+    """Digits after the decimal point in ``currency`` (see store.catalog.money)."""
+    return money.currency_exponent(currency)
 
 
 def to_minor(amount: Decimal, currency: str) -> int:
     """``49.00 usd`` → 4900; a fraction finer than the currency's minor unit is an error."""
-    minor = amount.scaleb(currency_exponent(currency))
-    if minor != minor.to_integral_value():
-        raise CommandError(
-            f"{amount} has more decimals than {currency.upper()} allows "
-            f"({currency_exponent(currency)})"
-        )
-    return int(minor)
+    try:
+        return money.to_minor(amount, currency)
+    except StoreError as exc:
+        raise CommandError(f"{amount}: {exc.detail}") from None
 
 
 def format_price(amount_minor: int, currency: str) -> str:
     """4900, usd → ``49.00``."""
-    exponent = currency_exponent(currency)
-    return f"{Decimal(amount_minor).scaleb(-exponent):.{exponent}f}"
+    return money.format_amount(amount_minor, currency)
 
 
 # --- passwords ------------------------------------------------------------------------

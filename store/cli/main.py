@@ -20,6 +20,8 @@ COMMAND_MODULES = (
     "store.cli.billing",  # store billing sync|sweep|orders|refund
     "store.cli.search",  # store search reindex|query
     "store.cli.license",  # store license verify|show, store keys (license purpose)
+    "store.cli.signing",  # store sign, store signing keygen|fingerprint|keys
+    "store.cli.audit",  # store audit verify|list
 )
 
 

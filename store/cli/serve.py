@@ -15,6 +15,7 @@ from store.cli._common import (
     open_engine,
     positive_int,
 )
+from store.observability import check_settings, serving
 
 APP_FACTORY = "store.app:create_app"
 
@@ -57,6 +58,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     settings = load_settings()
+    check_settings(settings)  # exit 1 listing every problem
     with open_engine(settings) as engine:
         if settings.is_sqlite:
             # Migrate once here, before workers start, so they never race to do it.
@@ -91,6 +93,7 @@ def serve(args: argparse.Namespace) -> int:
         workers=None if args.reload else args.workers,
         reload=args.reload,
         log_level=args.log_level,
+        **serving.uvicorn_options(settings, workers=args.workers, log_level=args.log_level),
     )
     return 0
 

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from store import validation
 from store.accounts import service as accounts
 from store.accounts.models import Account, Membership, Organization
+from store.audit import service as audit
 from store.catalog.models import Product, Tier
 from store.db import utcnow
 from store.errors import Conflict, Forbidden, NotFound, PaymentRequired, ValidationFailed
@@ -97,7 +98,7 @@ def grant(
     """An operator's or the publishing organisation owner's grant of a tier, without payment."""
     if not _can_administer(session, actor, tier.product):
         raise Forbidden("Only administrators and the publisher's owners grant entitlements")
-    return create_entitlement(
+    entitlement = create_entitlement(
         session,
         tier=tier,
         source="grant",
@@ -107,6 +108,8 @@ def grant(
         granted_by=actor,
         reason=reason,
     )
+    _audit(session, "entitlement.grant", entitlement, actor)
+    return entitlement
 
 
 def get_entitlement(session: Session, entitlement_id: uuid.UUID) -> Entitlement:
@@ -146,7 +149,25 @@ def revoke(
     entitlement.reason = reason
     session.flush()
     _after_change(session, entitlement)
+    _audit(session, "entitlement.revoke", entitlement, actor)
     return entitlement
+
+
+def _audit(session: Session, action: str, entitlement: Entitlement, actor: Account | None) -> None:
+    holder = entitlement.account or entitlement.organization
+    audit.record(
+        session,
+        action=action,
+        actor=actor,
+        target=entitlement,
+        org=entitlement.product.organization_id,
+        details={
+            "product": entitlement.product.repository,
+            "tier": entitlement.tier.slug,
+            "holder": getattr(holder, "username", None) or getattr(holder, "slug", None),
+            "reason": entitlement.reason,
+        },
+    )
 
 
 def set_status(

@@ -26,7 +26,11 @@ def get_keyring(request: Request) -> KeyRing:
 Keyring = Annotated[KeyRing, Depends(get_keyring)]
 
 
-@router.get("/.well-known/jwks.json", response_class=JSONResponse)
+@router.get(
+    "/.well-known/jwks.json",
+    response_class=JSONResponse,
+    responses={200: {"content": {"application/jwk-set+json": {"schema": {"type": "object"}}}}},
+)
 def jwks(session: DbSession, keyring: Keyring, settings: SettingsDep) -> Response:
     """The public keys that verify licenses (every license key that is not retired)."""
     return JSONResponse(

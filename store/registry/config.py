@@ -82,7 +82,7 @@ def render(
             "endpoints": [
                 {
                     "name": "store-events",
-                    "url": f"{settings.public_url}/registry/events",
+                    "url": settings.registry_events_url,
                     "headers": {"Authorization": [f"Bearer {settings.resolved_notify_secret}"]},
                     "timeout": "2s",
                     "threshold": 5,

@@ -10,16 +10,19 @@ raises :class:`BadCredentials`. Built in, in order:
 3. access tokens (personal, organisation robot, refresh), recognised by prefix + checksum;
 4. username (or e-mail) and password.
 
-Add a kind by inserting a resolver into ``RESOLVERS``. Each built-in resolver costs one
-indexed query. Password checks are argon2id (≈ 200 ms at production cost), so a successful
-check is remembered for a short time in a bounded, per-process cache keyed by an HMAC of
-(username, password, stored password hash): a password change changes the hash and thereby
-misses the cache at once; a disabled account is refused because ``is_active`` is read on
-every request. Failures are never cached.
+Add a kind by inserting a resolver into ``RESOLVERS``. The access-token and password
+resolvers cost one statement each (``store.registry.lookup``), which also reads the facts of
+the first repository asked for, so a token request is one database round trip. Password
+checks are argon2id (≈ 200 ms at production cost), so a successful check is remembered for
+a short time in a bounded, per-process cache keyed by an HMAC of (username, password,
+stored password hash): a password change changes the hash and thereby misses the cache at
+once; a disabled account is refused because ``is_active`` is read on every request.
+Failures are never cached, and concurrent checks of one credential share one argon2 run.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -33,18 +36,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, String, Uuid, bindparam, text
+from sqlalchemy import Connection, Uuid, bindparam, text
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from store import security
 from store.config import Settings
-from store.db import StringList, UTCDateTime
-from store.registry.grants import Principal
+from store.db import UTCDateTime
+from store.registry import lookup
+from store.registry.grants import Principal, RepoFacts
+from store.registry.lookup import TokenDB
 
 log = logging.getLogger("store.registry.credentials")
 SYNC_USERNAME = "_store-sync"
-_LAST_USED_RESOLUTION = timedelta(minutes=1)
 REGISTRY_TOKEN_SCOPES = frozenset(("pull", "push"))
 # Refresh tokens are what `docker login`/`skopeo login` keep as the identity token.
 REFRESH_TOKEN_LIFETIME = timedelta(days=90)
@@ -64,14 +68,19 @@ class AccountDisabled(BadCredentials):
 
 @dataclass
 class CredentialContext:
-    # Opens a short unit of work on the database (committed on exit). Never held across an
-    # await: a password check runs in the threadpool while other requests use the pool.
+    # The token endpoint's reads (store.registry.lookup): one statement per credential,
+    # joined with the facts of ``repository``; the facts found are left in ``facts``.
+    db: TokenDB
+    # Opens a short unit of work on the database through SQLAlchemy (committed on exit), for
+    # writes and rare reads. Never held across an await.
     connect: Callable[[], AbstractContextManager[Connection]]
     settings: Settings
     sessionmaker: sessionmaker[Session]
     cache: PasswordCache
     now: datetime
     keyring: Any = None  # the app's KeyRing (license verification reads keys through it)
+    repository: str = ""  # the first repository asked for ("" for none)
+    facts: dict[str, RepoFacts] = field(default_factory=dict)
     touch: list[Any] = field(default_factory=list)  # tokens whose last_used_at is stale
 
 
@@ -94,13 +103,16 @@ class PasswordCache:
         self._key = os.urandom(32)
         self._entries: OrderedDict[bytes, float] = OrderedDict()
         self._lock = threading.Lock()
+        self._pending: dict[bytes, asyncio.Task[bool]] = {}
 
     def _digest(self, username: str, password: str, password_hash: str) -> bytes:
         message = b"\0".join((username.encode(), password.encode(), password_hash.encode()))
         return hmac.new(self._key, message, hashlib.sha256).digest()
 
     def hit(self, username: str, password: str, password_hash: str) -> bool:
-        key = self._digest(username, password, password_hash)
+        return self._hit(self._digest(username, password, password_hash))
+
+    def _hit(self, key: bytes) -> bool:
         expires = self._entries.get(key)
         if expires is None:
             return False
@@ -110,8 +122,37 @@ class PasswordCache:
             return False
         return True
 
-    def remember(self, username: str, password: str, password_hash: str) -> None:
+    async def check(self, username: str, password: str, password_hash: str) -> bool:
+        """Whether the password matches: from the cache, or by argon2 in the threadpool.
+
+        Concurrent checks of the same credential share one argon2 run (a CI fleet pulling
+        at once after a restart would otherwise run one each, 64 MiB apiece)."""
         key = self._digest(username, password, password_hash)
+        if self._hit(key):
+            return True
+        loop = asyncio.get_running_loop()
+        task = self._pending.get(key)
+        if task is None or task.get_loop() is not loop:
+            task = loop.create_task(self._verify(key, password, password_hash))
+            self._pending[key] = task
+            task.add_done_callback(lambda done: self._forget(key, done))
+        # shield: a client that goes away does not cancel the check the others wait for
+        return await asyncio.shield(task)
+
+    async def _verify(self, key: bytes, password: str, password_hash: str) -> bool:
+        ok = await run_in_threadpool(security.verify_password, password_hash, password)
+        if ok:
+            self._remember(key)
+        return bool(ok)
+
+    def _forget(self, key: bytes, task: asyncio.Task[bool]) -> None:
+        if self._pending.get(key) is task:
+            del self._pending[key]
+
+    def remember(self, username: str, password: str, password_hash: str) -> None:
+        self._remember(self._digest(username, password, password_hash))
+
+    def _remember(self, key: bytes) -> None:
         with self._lock:
             self._entries[key] = time.monotonic() + self.ttl
             self._entries.move_to_end(key)
@@ -126,26 +167,8 @@ class PasswordCache:
         return len(self._entries)
 
 
-# --- queries (one indexed lookup each) ----------------------------------------------------
+# --- writes ---------------------------------------------------------------------------------
 
-_TOKEN = text(
-    """
-SELECT t.id, t.kind, t.account_id, t.organization_id, t.scopes, t.expires_at,
-       t.revoked_at, t.last_used_at, a.username, a.is_active, a.is_admin, o.slug AS org_slug
-FROM access_tokens t
-LEFT JOIN accounts a ON a.id = t.account_id
-LEFT JOIN organizations o ON o.id = t.organization_id
-WHERE t.token_hash = :hash
-"""
-).columns(
-    id=Uuid(),
-    account_id=Uuid(),
-    organization_id=Uuid(),
-    scopes=StringList(),
-    expires_at=UTCDateTime(),
-    revoked_at=UTCDateTime(),
-    last_used_at=UTCDateTime(),
-)
 _TOUCH = text(
     "UPDATE access_tokens SET last_used_at = :now "
     "WHERE id = :id AND (last_used_at IS NULL OR last_used_at < :cutoff)"
@@ -180,75 +203,62 @@ def touch_tokens(
 
     try:
         with connect() as conn:
+            cutoff = now - lookup.LAST_USED_RESOLUTION
             for token_id in ids:
-                conn.execute(
-                    _TOUCH, {"now": now, "cutoff": now - _LAST_USED_RESOLUTION, "id": token_id}
-                )
+                conn.execute(_TOUCH, {"now": now, "cutoff": cutoff, "id": token_id})
     except OperationalError:
         log.info("could not record token use; will try again later", exc_info=True)
 
 
-_BY_USERNAME = (
-    text(
-        "SELECT id, username, password_hash, is_active, is_admin FROM accounts WHERE username = :u"
-    )
-    .bindparams(bindparam("u", type_=String()))
-    .columns(id=Uuid())
-)
-_BY_EMAIL = (
-    text("SELECT id, username, password_hash, is_active, is_admin FROM accounts WHERE email = :u")
-    .bindparams(bindparam("u", type_=String()))
-    .columns(id=Uuid())
-)
-
-
-def _usable(ctx: CredentialContext, row: Any) -> bool:
-    return (
-        row.revoked_at is None
-        and (row.expires_at is None or row.expires_at > ctx.now)
-        and (row.account_id is None or bool(row.is_active))
-    )
-
-
-def token_principal(
+async def token_principal(
     ctx: CredentialContext,
     secret: str,
     *,
     kinds: tuple[str, ...] = ("personal", "robot", "refresh"),
 ) -> Principal:
-    """The principal behind an access token; BadCredentials if unknown or unusable."""
+    """The principal behind an access token; BadCredentials if unknown or unusable.
+
+    One statement reads the token, its owner and the facts of ``ctx.repository``."""
     if security.token_kind(secret) not in kinds:
         raise BadCredentials("unknown or malformed token")
-    with ctx.connect() as conn:
-        row = conn.execute(_TOKEN, {"hash": security.hash_token(secret)}).first()
-    if row is None or row.kind not in kinds:
-        raise BadCredentials("unknown token")
-    if row.revoked_at is not None:
-        raise BadCredentials("this token was revoked")
-    if row.expires_at is not None and row.expires_at <= ctx.now:
-        raise BadCredentials("this token expired")
-    if row.account_id is not None and not row.is_active:
-        raise AccountDisabled("this account is disabled")
-    if row.last_used_at is None or ctx.now - row.last_used_at > _LAST_USED_RESOLUTION:
-        ctx.touch.append(row.id)
-    scopes = frozenset(row.scopes) & REGISTRY_TOKEN_SCOPES
-    if row.kind == "robot":
-        return Principal(
-            kind="robot",
-            subject=f"robot:{row.org_slug}:{secret[:12]}",
-            organization_id=row.organization_id,
-            token_scopes=scopes,
-            token_id=row.id,
-        )
-    return Principal(
-        kind="account",
-        subject=str(row.username),
-        account_id=row.account_id,
-        is_admin=bool(row.is_admin),
-        token_scopes=scopes,
-        token_id=row.id,
-        extra={"token_kind": row.kind},
+    row = await lookup.credential(
+        ctx.db, "token", {"hash": security.hash_token(secret)}, ctx.repository, ctx.now
     )
+    if row["cid"] is None or row["ckind"] not in kinds:
+        raise BadCredentials("unknown token")
+    if row["crevoked"]:
+        raise BadCredentials("this token was revoked")
+    if row["cexpired"]:
+        raise BadCredentials("this token expired")
+    if row["caid"] is not None and not row["cactive"]:
+        raise AccountDisabled("this account is disabled")
+    codec = ctx.db.codec
+    token_id = codec.uuid(row["cid"])
+    if row["cstale"]:
+        ctx.touch.append(token_id)
+    scopes = frozenset(codec.strings(row["cscopes"])) & REGISTRY_TOKEN_SCOPES
+    principal: Principal
+    if row["ckind"] == "robot":
+        principal = Principal(
+            kind="robot",
+            subject=f"robot:{row['corg']}:{secret[:12]}",
+            organization_id=codec.uuid(row["coid"]),
+            token_scopes=scopes,
+            token_id=token_id,
+        )
+    else:
+        principal = Principal(
+            kind="account",
+            subject=str(row["cname"]),
+            account_id=codec.uuid(row["caid"]),
+            is_admin=bool(row["cadmin"]),
+            token_scopes=scopes,
+            token_id=token_id,
+            extra={"token_kind": row["ckind"]},
+        )
+    if ctx.repository:
+        ctx.facts[ctx.repository] = lookup.repo_facts(ctx.repository, row, codec)
+    return principal
 
 
 # --- resolvers ----------------------------------------------------------------------------
@@ -310,7 +320,7 @@ async def resolve_access_token(
 ) -> Principal | None:
     if not password.startswith(tuple(security.TOKEN_PREFIXES.values())):
         return None
-    principal = token_principal(ctx, password)
+    principal = await token_principal(ctx, password)
     # A personal token must be used with its owner's name (robots take any name), so a
     # pasted token of someone else is not silently accepted.
     login = username.strip().lower()
@@ -322,23 +332,28 @@ async def resolve_access_token(
 async def resolve_password(
     ctx: CredentialContext, username: str, password: str
 ) -> Principal | None:
+    """Username (or e-mail) and password. argon2 runs only when the keyed cache misses."""
     login = username.strip().lower()
     if not login or not password:
         raise BadCredentials()
-    with ctx.connect() as conn:
-        row = conn.execute(_BY_EMAIL if "@" in login else _BY_USERNAME, {"u": login}).first()
-    if row is None:
+    row = await lookup.credential(
+        ctx.db, "email" if "@" in login else "username", {"login": login}, ctx.repository, ctx.now
+    )
+    if row["cid"] is None:
         await run_in_threadpool(security.burn_password_check, password)
         raise BadCredentials()
-    if not ctx.cache.hit(row.username, password, row.password_hash):
-        ok = await run_in_threadpool(security.verify_password, row.password_hash, password)
-        if not ok:
-            raise BadCredentials()
-        ctx.cache.remember(row.username, password, row.password_hash)
-    if not row.is_active:
+    name, password_hash = row["cname"], row["chash"]
+    if not await ctx.cache.check(name, password, password_hash):
+        raise BadCredentials()
+    if not row["cactive"]:
         raise AccountDisabled("this account is disabled")
+    if ctx.repository:
+        ctx.facts[ctx.repository] = lookup.repo_facts(ctx.repository, row, ctx.db.codec)
     return Principal(
-        kind="account", subject=row.username, account_id=row.id, is_admin=bool(row.is_admin)
+        kind="account",
+        subject=name,
+        account_id=ctx.db.codec.uuid(row["cid"]),
+        is_admin=bool(row["cadmin"]),
     )
 
 

@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from store.db import utcnow
+from store.observability import metrics
 from store.registry import hub
 from store.registry.models import ProcessedEvent
 from store.registry.scopes import valid_repository
@@ -71,6 +72,7 @@ def process(session: Session, envelope: Any) -> Outcome:
         event_id = event.get("id")
         if not isinstance(event_id, str) or not event_id or len(event_id) > 255:
             outcome.ignored += 1
+            metrics.registry_event(event.get("action"), "ignored")
             continue
         try:
             with session.begin_nested():
@@ -84,11 +86,14 @@ def process(session: Session, envelope: Any) -> Outcome:
                 session.flush()
         except IntegrityError:
             outcome.duplicates += 1
+            metrics.registry_event(event.get("action"), "duplicate")
             continue
         if apply(session, event):
             outcome.processed += 1
+            metrics.registry_event(event.get("action"), "processed")
         else:
             outcome.ignored += 1
+            metrics.registry_event(event.get("action"), "ignored")
     return outcome
 
 
@@ -105,7 +110,8 @@ def apply(session: Session, event: dict[str, Any]) -> bool:
     media_type = str(target.get("mediaType") or "")
     at = parse_time(event.get("timestamp"))
     if action == "push" and media_type in hub.MANIFEST_MEDIA_TYPES:
-        actor = (event.get("actor") or {}).get("name") or ""
+        actor = event.get("actor")
+        actor = (actor.get("name") if isinstance(actor, dict) else None) or ""  # any shape
         hub.record_push(
             session,
             name=name,
@@ -126,7 +132,7 @@ def apply(session: Session, event: dict[str, Any]) -> bool:
         return True
     if action == "delete":
         hub.record_delete(
-            session, name=name, tag=_tag(target.get("tag")), digest=target.get("digest") or None
+            session, name=name, tag=_tag(target.get("tag")), digest=_digest(target.get("digest"))
         )
         return True
     return False
@@ -134,6 +140,10 @@ def apply(session: Session, event: dict[str, Any]) -> bool:
 
 def _int(value: Any) -> int:
     return value if isinstance(value, int) and value >= 0 else 0
+
+
+def _digest(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def _tag(value: Any) -> str | None:

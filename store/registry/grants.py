@@ -2,7 +2,8 @@
 caller is allowed, never more.
 
 ``decide`` is pure (table-tested); ``load_facts`` reads what it needs for one repository in
-a single indexed query, so the token endpoint stays cheap.
+a single indexed query (the JSON API's "why can't I pull?"). The token endpoint reads the
+same facts with :mod:`store.registry.lookup`, joined with the credential in one statement.
 
 Rules:
 - members of the namespace's organisation: viewer → pull; editor → pull, push; owner →
@@ -24,9 +25,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Connection, String, Uuid, bindparam, text
+from sqlalchemy import Connection
 
-from store.db import UTCDateTime
 from store.registry.scopes import Scope
 
 PUSHERS = ("editor", "owner")
@@ -186,66 +186,12 @@ def _denial(
 
 # --- facts: one indexed query per repository --------------------------------------------
 
-_FACTS = (
-    text(
-        """
-SELECT o.id AS org_id,
-       (SELECT m.role FROM memberships m
-         WHERE m.organization_id = o.id AND m.account_id = :aid) AS role,
-       p.id AS product_id,
-       p.status AS product_status,
-       (SELECT count(*) FROM tiers t WHERE t.product_id = p.id AND t.active = :yes) AS n_active,
-       (SELECT count(*) FROM tiers t WHERE t.product_id = p.id AND t.active = :yes
-           AND t.billing = 'free' AND t.public = :yes) AS n_public,
-       EXISTS (SELECT 1 FROM entitlements e
-                WHERE e.product_id = p.id
-                  AND (e.account_id = :aid OR e.organization_id = :oid
-                       OR e.organization_id IN (SELECT m2.organization_id FROM memberships m2
-                                                 WHERE m2.account_id = :aid))
-                  AND e.status = 'active' AND e.starts_at <= :now
-                  AND (e.ends_at IS NULL OR e.ends_at > :now OR e.grace_until > :now)
-       ) AS entitled
-FROM (SELECT 1 AS one) AS one
-LEFT JOIN organizations o ON o.slug = :ns
-LEFT JOIN products p ON p.repository = :repo
-"""
-    )
-    .bindparams(
-        bindparam("aid", type_=Uuid()),
-        bindparam("oid", type_=Uuid()),
-        bindparam("yes", type_=Boolean()),
-        bindparam("now", type_=UTCDateTime()),
-        bindparam("ns", type_=String()),
-        bindparam("repo", type_=String()),
-    )
-    .columns(org_id=Uuid(), product_id=Uuid(), entitled=Boolean())
-)
-
 
 def load_facts(
     conn: Connection, principal: Principal, names: list[str], now: datetime
 ) -> dict[str, RepoFacts]:
-    facts: dict[str, RepoFacts] = {}
-    for name in names:
-        namespace, sep, _ = name.partition("/")
-        row = conn.execute(
-            _FACTS,
-            {
-                "aid": principal.account_id,
-                "oid": principal.organization_id,
-                "yes": True,
-                "now": now,
-                "ns": namespace if sep else "",
-                "repo": name,
-            },
-        ).one()
-        facts[name] = RepoFacts(
-            name=name,
-            org_id=row.org_id,
-            role=row.role,
-            product_id=row.product_id,
-            product_status=row.product_status,
-            product_public=bool(row.n_active) and row.n_active == row.n_public,
-            entitled=bool(row.entitled),
-        )
-    return facts
+    """The facts of each repository for ``principal``, on a SQLAlchemy connection. The
+    statement is the token endpoint's (``store.registry.lookup``): one set of rules."""
+    from store.registry import lookup
+
+    return lookup.facts_on(conn, principal, names, now)

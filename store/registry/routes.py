@@ -20,15 +20,15 @@ from urllib.parse import parse_qsl
 import orjson
 from fastapi import APIRouter
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import DBAPIError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from store import security
+from store import ratelimit, security
 from store.config import Settings
-from store.db import make_engine, utcnow
-from store.registry import credentials, events, grants, tokens
+from store.db import utcnow
+from store.observability import metrics
+from store.registry import credentials, events, grants, lookup, tokens
 from store.registry.explain import explain_denials
 from store.registry.scopes import parse_scopes
 
@@ -53,13 +53,21 @@ def registry_error(
     return Response(orjson.dumps(body), status_code=status, media_type=_JSON, headers=headers)
 
 
+_JSON_HEADERS = ((b"content-type", b"application/json"), (b"cache-control", b"no-store"))
+
+
+class _JSONResponse(Response):
+    """A JSON body with pre-encoded headers (Response.__init__ re-encodes them each time)."""
+
+    def __init__(self, body: bytes, status_code: int = 200) -> None:
+        self.status_code = status_code
+        self.body = body
+        self.background = None
+        self.raw_headers = [(b"content-length", str(len(body)).encode()), *_JSON_HEADERS]
+
+
 def _json(data: Any, status: int = 200) -> Response:
-    return Response(
-        orjson.dumps(data),
-        status_code=status,
-        media_type=_JSON,
-        headers={"Cache-Control": "no-store"},
-    )
+    return _JSONResponse(orjson.dumps(data), status)
 
 
 # --- per-app state (built once, on first use) -------------------------------------------------
@@ -73,25 +81,27 @@ class RegistryState:
         self.touch_limiter = credentials.TouchLimiter()
         self.realm_service = settings.registry_service
         bind = app.state.sessionmaker.kw.get("bind")
-        self.engine: Engine | None = None
-        if isinstance(bind, Engine):
-            self.engine = bind
-            if bind.dialect.name == "postgresql":
-                # The token path only reads (and bumps last_used_at): a pool of its own in
-                # autocommit saves the BEGIN/COMMIT round trips, and without pre-ping a
-                # checkout costs none. A connection lost to a database restart is retried
-                # once (token_endpoint).
-                self.engine = make_engine(
-                    bind.url.render_as_string(hide_password=False),
-                    pool_pre_ping=False,
-                    isolation_level="AUTOCOMMIT",
-                    pool_size=5,
-                    max_overflow=10,
-                )
+        # The reads of every token request (store.registry.lookup): raw sqlite3 on the
+        # event loop, psycopg's async connections on PostgreSQL, the bound connection in
+        # tests. Writes and rare reads go through SQLAlchemy (``connect``).
+        self.db = lookup.open_db(bind)
+        self._shared = bind if isinstance(bind, Connection) else None
+        self._engine = bind if isinstance(bind, Engine) else None
+
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        """A short unit of work through SQLAlchemy, committed on exit; never held across an
+        await. Under tests the app is bound to one connection in an outer transaction: that
+        connection is used as is."""
+        if self._shared is not None:
+            yield self._shared
+            return
+        assert self._engine is not None
+        with self._engine.begin() as conn:
+            yield conn
 
     def dispose(self) -> None:
-        if self.engine is not None:
-            self.engine.dispose()
+        self.db.close()
 
 
 def registry_state(app: Any) -> RegistryState:
@@ -100,38 +110,6 @@ def registry_state(app: Any) -> RegistryState:
         state = RegistryState(app)
         app.state.registry = state
     return state
-
-
-class _RequestConnection:
-    """One connection for all the reads of one token request, checked out on first use.
-
-    Under tests the sessionmaker is bound to one connection in an outer transaction: that
-    connection is used as is and never closed here.
-    """
-
-    def __init__(self, app: Any, state: RegistryState) -> None:
-        bind = app.state.sessionmaker.kw.get("bind")
-        self._shared = bind if isinstance(bind, Connection) else None
-        self._engine = state.engine
-        self._conn: Connection | None = None
-
-    @contextmanager
-    def __call__(self) -> Iterator[Connection]:
-        if self._shared is not None:
-            yield self._shared
-            return
-        if self._conn is None:
-            assert self._engine is not None
-            self._conn = self._engine.connect()
-        yield self._conn
-
-    def close(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.commit()
-            finally:
-                self._conn.close()
-                self._conn = None
 
 
 # --- the token endpoint -----------------------------------------------------------------------
@@ -190,47 +168,51 @@ async def token_endpoint(request: Request) -> Response:
     try:
         params = await _params(request)
     except ValueError:
+        metrics.token_decision("rejected", "too_large")
         return registry_error(400, "UNSUPPORTED", "the request body is too large")
-    for attempt in (1, 2):
-        connect = _RequestConnection(request.app, state)
-        try:
-            return await _token(request, state, params, connect)
-        except DBAPIError as exc:
-            # A pooled connection that died (database restart) is invalidated with its pool;
-            # the second attempt gets a fresh one. Anything else is a real failure.
-            if attempt == 2 or not exc.connection_invalidated:
-                raise
-        finally:
-            connect.close()
-    raise AssertionError("unreachable")
+    return await _token(request, state, params)
 
 
-async def _token(
-    request: Request, state: RegistryState, params: _Params, connect: _RequestConnection
-) -> Response:
+async def _token(request: Request, state: RegistryState, params: _Params) -> Response:
     settings = state.settings
     service = params.get("service")
     if service and service != settings.registry_service:
+        metrics.token_decision("rejected", "unknown_service")
         return registry_error(400, "UNSUPPORTED", f"unknown service {service!r}")
     parsed = parse_scopes(params.getlist("scope"))
     if parsed.invalid and not parsed.scopes:
+        metrics.token_decision("rejected", "invalid_scope")
         return registry_error(
             400,
             "UNSUPPORTED",
             f"invalid scope: {parsed.invalid[0][1]}",
             [s for s, _ in parsed.invalid],
         )
+    names = [s.name for s in parsed.scopes if s.type == "repository"]
+    connect = state.connect
     ctx = credentials.CredentialContext(
+        db=state.db,
         connect=connect,
         settings=settings,
         sessionmaker=request.app.state.sessionmaker,
         cache=state.password_cache,
         now=utcnow(),
         keyring=request.app.state.keyring,
+        repository=names[0] if names else "",
     )
+    # Credential failures are rate limited (store.ratelimit): a dict lookup here, the
+    # database only on failure.
+    guard = ratelimit.token_guard(request.app)
+    sent = ratelimit.token_credentials(request, params)
+    if sent is not None and (wait := guard.wait(connect, request, *sent)) is not None:
+        metrics.token_decision("rejected", "rate_limited")
+        return _too_many(wait)
     try:
         principal, offline = await _authenticate(request, params, ctx)
     except credentials.BadCredentials as exc:
+        if sent is not None and not isinstance(exc, credentials.AccountDisabled):
+            await run_in_threadpool(guard.failed, connect, request, *sent)
+        metrics.token_decision("denied", "bad_credentials")
         return registry_error(
             401, "UNAUTHORIZED", exc.message, headers={"WWW-Authenticate": 'Basic realm="store"'}
         )
@@ -238,11 +220,10 @@ async def _token(
         due = state.touch_limiter.due(ctx.touch)
         if due:
             await run_in_threadpool(credentials.touch_tokens, connect, due, ctx.now)
-    names = [s.name for s in parsed.scopes if s.type == "repository"]
-    facts: dict[str, grants.RepoFacts] = {}
-    if names:
-        with connect() as conn:
-            facts = grants.load_facts(conn, principal, names, ctx.now)
+    facts = ctx.facts
+    missing = [n for n in names if n not in facts]
+    if missing:
+        facts.update(await lookup.facts(state.db, principal, missing, ctx.now))
     decision = grants.decide(principal, parsed.scopes, facts)
     if parsed.scopes and not decision.granted:
         # Nothing asked for is allowed: say why in the client's own output (skopeo/docker
@@ -267,7 +248,19 @@ async def _token(
         body["refresh_token"] = await run_in_threadpool(
             _issue_refresh_token, request.app, principal, params.get("client_id")
         )
+    metrics.token_granted(partial=bool(decision.denied), login=not parsed.scopes)
     return _json(body)
+
+
+def _too_many(wait: int) -> Response:
+    # skopeo prints "too many requests to registry" for a 429, docker the message
+    # (docs/security.md); a 401 would read "invalid username/password" instead.
+    return registry_error(
+        429,
+        "TOOMANYREQUESTS",
+        f"too many failed log-ins; try again in {wait} s",
+        headers={"Retry-After": str(wait)},
+    )
 
 
 async def _authenticate(
@@ -278,7 +271,7 @@ async def _authenticate(
         grant_type = params.get("grant_type")
         if grant_type == "refresh_token":
             secret = params.get("refresh_token")
-            return credentials.token_principal(ctx, secret, kinds=("refresh",)), False
+            return await credentials.token_principal(ctx, secret, kinds=("refresh",)), False
         if grant_type == "password":
             principal = await credentials.resolve(
                 ctx, params.get("username"), params.get("password")
@@ -320,6 +313,7 @@ async def _denied(
         explain_denials, request.app.state.sessionmaker, settings, principal, decision.denied
     )
     first = reasons[0]
+    metrics.token_decision("denied", first["reason"])
     return registry_error(401, "DENIED", first["message"], reasons)
 
 

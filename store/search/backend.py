@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -31,6 +32,9 @@ class Criteria:
 class SearchBackend(Protocol):
     name: str
 
+    def planning(self, conn: Connection) -> AbstractContextManager[None]:
+        """Session settings for the queries of one search (restored afterwards)."""
+
     def ranked_ids(self, conn: Connection, criteria: Criteria, tier: int, limit: int) -> list[int]:
         """Rank keys of matches, best static rank first, stopping after ``limit``."""
 
@@ -41,6 +45,10 @@ class SearchBackend(Protocol):
 
     def after_write(self, conn: Connection, docs: Sequence[dict[str, Any]]) -> None:
         """Bring engine structures the database does not maintain itself in step."""
+
+    def begin_bulk(self, conn: Connection) -> None:
+        """Many documents are about to be rewritten in this transaction, and rebuild() will
+        follow: row-by-row maintenance may stop (after_write is not called meanwhile)."""
 
     def rebuild(self, conn: Connection) -> None:
         """Rebuild the full-text structures from search_documents (recovery)."""

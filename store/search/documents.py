@@ -88,8 +88,8 @@ def _pricing(tiers: list[Any]) -> tuple[list[str], int | None, int | None, str]:
     return pricing, min(amounts), max(amounts), currency
 
 
-def _facet_text(doc: Doc, visibility: str) -> str:
-    toks = [facets.ALL, visibility, facets.token("source", doc["source"])]
+def _facet_text(doc: Doc, visibility: list[str]) -> str:
+    toks = [facets.ALL, *visibility, facets.token("source", doc["source"])]
     toks.append(facets.token("kind", doc["kind"]))
     toks += [facets.token("category", c) for c in doc["categories"]]
     toks += [facets.token("pricing", p) for p in doc["pricing"]]
@@ -100,7 +100,7 @@ def _facet_text(doc: Doc, visibility: str) -> str:
     return " ".join(toks)
 
 
-def _finish(doc: Doc, visibility: str, now: datetime) -> Doc:
+def _finish(doc: Doc, visibility: list[str], now: datetime) -> Doc:
     doc["fts_facets"] = _facet_text(doc, visibility)
     doc["id"] = rank_key(doc)
     doc["indexed_at"] = now
@@ -183,7 +183,11 @@ def product_documents(
             "fts_summary": " ".join(tokenize(r.summary)),
             "fts_body": " ".join(tokenize(r.description_md[:20_000], limit=BODY_TOKENS)),
         }
-        visible = facets.PUBLIC if r.status == "published" else facets.visibility_token(r.org_slug)
+        visible = (
+            []
+            if r.status == "published"
+            else [facets.RESTRICTED, facets.visibility_token(r.org_slug)]
+        )
         docs.append(_finish(doc, visible, now))
     return docs
 
@@ -260,10 +264,10 @@ def hub_documents(
             "fts_body": " ".join(tokenize(description[:20_000], limit=BODY_TOKENS)),
         }
         if r.name in listed:
-            visible = facets.HIDDEN
+            visible = [facets.RESTRICTED, facets.HIDDEN]
         elif r.private:
-            visible = facets.visibility_token(r.namespace)
+            visible = [facets.RESTRICTED, facets.visibility_token(r.namespace)]
         else:
-            visible = facets.PUBLIC
+            visible = []
         docs.append(_finish(doc, visible, now))
     return docs

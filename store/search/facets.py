@@ -20,8 +20,13 @@ _ENCODED = {"category", "publisher", "platform"}
 _BY_PREFIX = {v: k for k, v in _PREFIX.items()}
 
 ALL = "x:all"  # on every document: the match-everything token for queries without words
-PUBLIC = "v:public"
-HIDDEN = "v:hidden"  # a hub repository shown through its store listing instead
+# Visibility: public documents carry no visibility token. Everything else carries RESTRICTED
+# and says who may see it: ``v:<hex namespace>`` (drafts, private repositories) or HIDDEN (a
+# hub repository shown through its store listing instead). Queries exclude the few restricted
+# documents (``... NOT v:restricted``) rather than intersecting with a token almost every
+# document carries, which would make every query walk a doclist as long as the index.
+RESTRICTED = "v:restricted"
+HIDDEN = "v:hidden"
 
 
 def token(facet: str, value: str) -> str:
@@ -33,15 +38,26 @@ def visibility_token(namespace: str) -> str:
     return "v:" + namespace.encode().hex()
 
 
+def prefix(facet: str) -> str:
+    return _PREFIX[facet]
+
+
+def decode_value(facet: str, raw: str) -> str | None:
+    """The value of a token of ``facet`` from the part after the ``:``. Hex keeps the byte
+    order of UTF-8, which is code-point order: raw values sort like decoded ones."""
+    if facet not in _ENCODED:
+        return raw
+    try:
+        return bytes.fromhex(raw).decode()
+    except ValueError:
+        return None
+
+
 def decode(tok: str) -> tuple[str, str] | None:
     """(facet, value) of a facet token; None for visibility and other tokens."""
-    prefix, _, value = tok.partition(":")
+    prefix, _, raw = tok.partition(":")
     facet = _BY_PREFIX.get(prefix)
     if facet is None:
         return None
-    if facet in _ENCODED:
-        try:
-            return facet, bytes.fromhex(value).decode()
-        except ValueError:
-            return None
-    return facet, value
+    value = decode_value(facet, raw)
+    return None if value is None else (facet, value)

@@ -28,6 +28,7 @@ from store.search.models import SearchDocument
 docs_t = SearchDocument.__table__
 _COMPARED = [c.name for c in docs_t.columns if c.name not in ("indexed_at",)]
 _INSTALLED = False
+_BULK = "store.search.bulk"  # Connection.info flag: a reindex will rebuild the engine index
 
 
 @dataclass
@@ -135,7 +136,8 @@ def write(conn: Connection, source: str, ref_ids: Iterable[uuid.UUID], docs: Seq
             conn.execute(update(docs_t).where(docs_t.c.id == old["id"]).values(**doc))
     if inserts:
         conn.execute(docs_t.insert(), inserts)
-    backend_for(conn).after_write(conn, todo)
+    if not conn.info.get(_BULK):
+        backend_for(conn).after_write(conn, todo)
     return len(todo) + len(gone)
 
 
@@ -164,33 +166,43 @@ def refresh(
 
 
 def reindex(conn: Connection, *, batch: int = 2000, rebuild: bool = True) -> dict[str, int]:
-    """Rebuild every document from the source tables, then (``rebuild``) the full-text
-    structures from scratch; writing the documents already keeps those in step."""
+    """Rebuild every document from the source tables and (``rebuild``) the full-text
+    structures from scratch, in one pass: row-by-row index maintenance stops meanwhile
+    (SQLite: the triggers; PostgreSQL: search_fts_terms writes) and rebuild() follows, all
+    in the caller's transaction. Without ``rebuild``, documents are written (and indexed)
+    one by one, like any other change."""
     now = utcnow()
     counts = {"store": 0, "hub": 0, "changed": 0}
-    for source, table, build in (
-        ("store", Product.__table__, product_documents),
-        ("hub", HubRepository.__table__, hub_documents),
-    ):
-        ids = list(conn.scalars(select(table.c.id)))
-        for start in range(0, len(ids), batch):
-            chunk = ids[start : start + batch]
-            docs = build(conn, chunk, now=now)
-            counts["changed"] += write(conn, source, chunk, docs)
-            counts[source] += len(docs)
-        known = set(ids)
-        stale = [
-            r.id
-            for r in conn.execute(
-                select(docs_t.c.id, docs_t.c.ref_id).where(docs_t.c.source == source)
-            )
-            if r.ref_id not in known
-        ]
-        for start in range(0, len(stale), batch):
-            conn.execute(delete(docs_t).where(docs_t.c.id.in_(stale[start : start + batch])))
-        counts["changed"] += len(stale)
+    backend = backend_for(conn)
     if rebuild:
-        backend_for(conn).rebuild(conn)
+        backend.begin_bulk(conn)
+        conn.info[_BULK] = True
+    try:
+        for source, table, build in (
+            ("store", Product.__table__, product_documents),
+            ("hub", HubRepository.__table__, hub_documents),
+        ):
+            ids = list(conn.scalars(select(table.c.id)))
+            for start in range(0, len(ids), batch):
+                chunk = ids[start : start + batch]
+                docs = build(conn, chunk, now=now)
+                counts["changed"] += write(conn, source, chunk, docs)
+                counts[source] += len(docs)
+            known = set(ids)
+            stale = [
+                r.id
+                for r in conn.execute(
+                    select(docs_t.c.id, docs_t.c.ref_id).where(docs_t.c.source == source)
+                )
+                if r.ref_id not in known
+            ]
+            for start in range(0, len(stale), batch):
+                conn.execute(delete(docs_t).where(docs_t.c.id.in_(stale[start : start + batch])))
+            counts["changed"] += len(stale)
+    finally:
+        conn.info.pop(_BULK, None)
+    if rebuild:
+        backend.rebuild(conn)
     return counts
 
 

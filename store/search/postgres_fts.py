@@ -1,35 +1,64 @@
-"""PostgreSQL backend: a weighted tsvector column on search_documents with a GIN index.
+"""PostgreSQL backend: a narrow side table of tsvectors, one per field tier, each with a GIN
+index.
 
-The tsvector is written from Python as a literal (lexemes, positions, weights) from the
+The tsvectors are written from Python as literals (lexemes, positions, weights) from the
 same tokens the SQLite backend indexes, so both backends match exactly the same documents.
-Weights: name A, title B, summary C, description D; facet tokens carry no position.
-Queries are ``tsv @@ query ORDER BY id LIMIT n``: the planner walks the rank-key index and
-stops early for frequent terms, or takes the GIN bitmap for rare ones.
+``search_fts_terms`` (one row per document, keyed by its rank key; the foreign key cascades
+deletes and rank-key changes) holds:
+
+* ``tags`` — facet and visibility tokens only (no-word queries: facet browsing);
+* ``head`` — name (weight A) and title (B) + tags: the "name" and "name+title" tiers;
+* ``mid`` — name, title, summary + tags: the "summary" tier;
+* ``tsv`` — every field + tags: the "anywhere" tier and the facet pass.
+
+Why not one weighted tsvector on search_documents: the GIN index does not store weights, so
+a tier query (``'redis':A``) rechecks every match of the word anywhere against a detoasted
+document-size tsvector, and the planner, estimating it like an unrestricted word, walked the
+whole primary key for words common in descriptions but absent from names (≈ 1 s at 200k).
+Each tier now has a tsvector holding only its fields, so only ``head`` needs weights (and
+rechecks a tiny value). ``mid`` and ``tsv`` are stored out of line (``STORAGE EXTERNAL``,
+``toast_tuple_target``) so the heap rows a bitmap scan visits stay narrow.
+
+Word queries run as GIN bitmap scans plus a top-N sort on the rank key, whatever the
+planner's estimate (``ORDER BY id + 0``, ``enable_seqscan`` off for the search): cost grows
+with the number of matches (visiting narrow heap rows, no detoasting), never with the size
+of the table. No-word queries (facet browsing) may walk the rank-key index, evaluating the
+small inline ``tags``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, text
 
 from store.search import facets
 from store.search.backend import Criteria
-from store.search.query import tsquery_text, tsquery_tokens
+from store.search.query import TIER_WEIGHTS, tsquery_excluded, tsquery_text, tsquery_tokens
 
+_INDEXES = tuple(
+    f"CREATE INDEX ix_search_fts_{c} ON search_fts_terms USING gin ({c}) WITH (fastupdate = off)"
+    for c in ("tags", "head", "mid", "tsv")
+)
 CREATE_STATEMENTS = (
-    "ALTER TABLE search_documents ADD COLUMN tsv tsvector NOT NULL DEFAULT ''",
-    "CREATE INDEX ix_search_fts_tsv ON search_documents USING gin (tsv) WITH (fastupdate = off)",
+    """CREATE TABLE search_fts_terms (
+        id bigint PRIMARY KEY
+            REFERENCES search_documents (id) ON DELETE CASCADE ON UPDATE CASCADE,
+        tags tsvector NOT NULL,
+        head tsvector NOT NULL,
+        mid tsvector NOT NULL,
+        tsv tsvector NOT NULL
+    )""",
+    *_INDEXES,
 )
-DROP_STATEMENTS = (
-    "DROP INDEX IF EXISTS ix_search_fts_tsv",
-    "ALTER TABLE search_documents DROP COLUMN IF EXISTS tsv",
-)
+DROP_STATEMENTS = ("DROP TABLE IF EXISTS search_fts_terms",)
 
 # Field → (weight, first position). Gaps keep phrases from spanning two fields.
-_FIELDS = (("fts_name", "A", 1), ("fts_title", "B", 101), ("fts_summary", "C", 301))
-_BODY = ("fts_body", "D", 1001)
+_NAME, _TITLE = ("fts_name", "A", 1), ("fts_title", "B", 101)
+_SUMMARY, _BODY = ("fts_summary", "C", 301), ("fts_body", "D", 1001)
 _MAX_POS = 16383
 
 
@@ -37,79 +66,240 @@ def _quote(lexeme: str) -> str:
     return "'" + lexeme.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
-def tsvector_literal(doc: dict[str, Any]) -> str:
+def _literal(doc: dict[str, Any], fields: Sequence[tuple[str, str, int]], weighted: bool) -> str:
     positions: dict[str, list[str]] = {}
-    for column, weight, start in (*_FIELDS, _BODY):
+    for column, weight, start in fields:
+        w = weight if weighted else ""
         for offset, tok in enumerate(doc[column].split()):
-            pos = min(start + offset, _MAX_POS)
-            positions.setdefault(tok, []).append(f"{pos}{weight}")
+            positions.setdefault(tok, []).append(f"{min(start + offset, _MAX_POS)}{w}")
     parts = [f"{_quote(t)}:{','.join(p[:256])}" for t, p in positions.items()]
     parts += [_quote(t) for t in doc["fts_facets"].split() if t not in positions]
     return " ".join(parts)
 
 
-def tsquery(criteria: Criteria, tier: int) -> str:
+# Rank bands: the rank key's top bits (badge class and popularity, 16 popularity steps per
+# band, i.e. a factor of √2 in pulls). Every word tsvector carries its document's band token,
+# so "matches in bands ≤ k" is an intersection inside the GIN index, and a query visits the
+# heap rows of the best-ranked matches only, not of every match.
+_BAND_SHIFT = 54
+
+
+def band_token(key: int) -> str:
+    return f"r:{key >> _BAND_SHIFT}"
+
+
+def tsvector_literals(doc: dict[str, Any]) -> dict[str, str]:
+    band = " " + _quote(band_token(doc["id"]))
+    return {
+        "tags": " ".join(_quote(t) for t in doc["fts_facets"].split()),
+        "head": _literal(doc, (_NAME, _TITLE), True) + band,
+        "mid": _literal(doc, (_NAME, _TITLE, _SUMMARY), False) + band,
+        "tsv": _literal(doc, (_NAME, _TITLE, _SUMMARY, _BODY), False) + band,
+    }
+
+
+def tsquery(criteria: Criteria, weights: str = "", *, excluded: bool = True) -> str:
     parts = []
-    words = tsquery_text(criteria.query, tier)
+    words = tsquery_text(criteria.query, weights, excluded=excluded)
     if words:
         parts.append(words)
     if criteria.filter_tokens:
         parts.append(tsquery_tokens(list(criteria.filter_tokens)))
+    if not parts:
+        parts.append(tsquery_tokens([facets.ALL]))
     scope = criteria.scope
     if scope.everything:
         parts.append(f"!{tsquery_tokens([facets.HIDDEN])}")
     else:
-        visible = [facets.PUBLIC] + [facets.visibility_token(ns) for ns in scope.namespaces]
-        parts.append(tsquery_tokens(visible, any_of=True))
-    if not words and not criteria.filter_tokens:
-        parts.insert(0, tsquery_tokens([facets.ALL]))
+        restricted = tsquery_tokens([facets.RESTRICTED])
+        if scope.namespaces:
+            mine = tsquery_tokens(
+                [facets.visibility_token(ns) for ns in scope.namespaces], any_of=True
+            )
+            restricted = f"({restricted} & !{mine})"
+        parts.append(f"!{restricted}")
     return " & ".join(parts)
+
+
+# Tier → the tsvector column holding exactly the tier's fields, and the weights needed.
+_TIER_COLUMN = {3: ("head", TIER_WEIGHTS[3]), 2: ("head", ""), 1: ("mid", ""), 0: ("tsv", "")}
+_TIER_SQL = {
+    column: f"SELECT id FROM search_fts_terms WHERE {column} @@ CAST(:q AS tsquery)"  # noqa: S608
+    for column in ("head", "mid", "tsv")
+}
+# tags as text: "'k:image' 's:hub' ..." (facet tokens hold no quote or space).
+_FACET_SQL = "SELECT id, CAST(tags AS text) FROM search_fts_terms WHERE "
+
+
+_HISTOGRAM_TTL = 300.0
+_histograms: dict[str, tuple[float, list[tuple[int, int]]]] = {}
+
+
+def _band_histogram(conn: Connection) -> list[tuple[int, int]]:
+    """(band, documents in this and better bands), best band first; cached for a few
+    minutes per database. Only the speed of a query depends on it being current."""
+    key = conn.engine.url.render_as_string(hide_password=True)
+    now = time.monotonic()
+    cached = _histograms.get(key)
+    if cached is not None and now - cached[0] < _HISTOGRAM_TTL:
+        return cached[1]
+    rows = conn.execute(
+        text(
+            f"SELECT id >> {_BAND_SHIFT} AS band, count(*) FROM search_fts_terms "  # noqa: S608
+            "GROUP BY band ORDER BY band"
+        )
+    ).all()
+    total, cumulative = 0, []
+    for band, n in rows:
+        total += n
+        cumulative.append((int(band), total))
+    _histograms[key] = (now, cumulative)
+    return cumulative
 
 
 class PostgresBackend:
     name = "postgresql-tsvector"
 
-    def ranked_ids(self, conn: Connection, criteria: Criteria, tier: int, limit: int) -> list[int]:
-        rows = conn.execute(
+    @contextmanager
+    def planning(self, conn: Connection) -> Iterator[None]:
+        """For one search: no sequential scans (a word query is a GIN bitmap scan whatever
+        the estimate), no JIT (the disabled-plan costs would trigger it); restored after."""
+        seqscan, jit = conn.execute(
             text(
-                "SELECT id FROM search_documents WHERE tsv @@ CAST(:q AS tsquery) "
-                "ORDER BY id LIMIT :n"
-            ),
-            {"q": tsquery(criteria, tier), "n": limit},
-        )
-        return list(rows.scalars().all())
+                "SELECT current_setting('enable_seqscan'), current_setting('jit'), "
+                "set_config('enable_seqscan', 'off', true), set_config('jit', 'off', true)"
+            )
+        ).one()[:2]
+        try:
+            yield
+        finally:
+            conn.execute(
+                text("SELECT set_config('enable_seqscan', :s, true), set_config('jit', :j, true)"),
+                {"s": seqscan, "j": jit},
+            )
+
+    def ranked_ids(self, conn: Connection, criteria: Criteria, tier: int, limit: int) -> list[int]:
+        column, weights = _TIER_COLUMN[tier]
+        if tier == 0:
+            q, extra, params = tsquery(criteria), "", {}
+        else:
+            # head/mid lack the description: exclusions are checked against tsv.
+            q, extra, params = tsquery(criteria, weights, excluded=False), "", {}
+            excluded = tsquery_excluded(criteria.query)
+            if excluded:
+                extra, params = " AND NOT tsv @@ CAST(:x AS tsquery)", {"x": excluded}
+        rows = self._banded(conn, _TIER_SQL[column] + extra, q, params, limit)
+        return [r[0] for r in rows]
 
     def facet_rows(
         self, conn: Connection, criteria: Criteria, limit: int
     ) -> Sequence[tuple[int, str]]:
-        rows = conn.execute(
-            text(
-                "SELECT id, fts_facets FROM search_documents WHERE tsv @@ CAST(:q AS tsquery) "
-                "ORDER BY id LIMIT :n"
-            ),
-            {"q": tsquery(criteria, 0), "n": limit},
-        )
-        return [(r[0], r[1]) for r in rows.all()]
+        if criteria.query.empty:
+            # Only tags: small and inline, so walking the rank-key index (few filters) or a
+            # GIN bitmap (rare filter values) are both cheap; the planner's estimates of
+            # whole-token frequencies are good.
+            rows = conn.execute(
+                text(_FACET_SQL + "tags @@ CAST(:q AS tsquery) ORDER BY id LIMIT :n"),
+                {"q": tsquery(criteria), "n": limit},
+            ).all()
+        else:
+            rows = self._banded(
+                conn, _FACET_SQL + "tsv @@ CAST(:q AS tsquery)", tsquery(criteria), {}, limit
+            )
+        return [(r[0], r[1].replace("'", "")) for r in rows]
+
+    def _banded(
+        self,
+        conn: Connection,
+        sql: str,
+        q: str,
+        params: dict[str, Any],
+        limit: int,
+    ) -> list[Any]:
+        """The first ``limit`` rows of ``sql`` (which filters on ``@@ :q``) in rank order.
+
+        Asks for the matches in the best rank bands first; the band ranges grow
+        geometrically (about 16 times ``limit`` documents, then 8 times more...) until
+        ``limit`` rows are found; the last range is "every band not asked yet". Bands are
+        disjoint rank-key ranges, so the concatenated results are in rank order."""
+        cumulative = _band_histogram(conn)
+        total = cumulative[-1][1] if cumulative else 0
+        out: list[Any] = []
+        done: list[str] = []  # band tokens already asked
+        target = 16 * limit
+        index = 0
+        while len(out) < limit:
+            bands = []
+            while index < len(cumulative) and (not bands or cumulative[index - 1][1] < target):
+                bands.append(f"r:{cumulative[index][0]}")
+                index += 1
+            last = index >= len(cumulative)
+            if last:
+                cond = "!" + tsquery_tokens(done, any_of=True) if done else ""
+            else:
+                cond = tsquery_tokens(bands, any_of=True)
+            rows = conn.execute(
+                text(sql + " ORDER BY id + 0 LIMIT :n"),
+                {**params, "q": f"{q} & {cond}" if cond else q, "n": limit - len(out)},
+            ).all()
+            out += rows
+            if last:
+                break
+            done += bands
+            # Next: 8 times as many documents, or as many as the density seen so far says
+            # are needed (twice over); straight to "the rest" when that is most of it.
+            covered = cumulative[index - 1][1]
+            wanted = (limit - len(out)) * covered / len(out) * 2 if out else total
+            target = max(8 * covered, covered + wanted)
+            if target > total / 2:
+                index = len(cumulative)
+        return out
 
     def after_write(self, conn: Connection, docs: Sequence[dict[str, Any]]) -> None:
+        self._write(conn, docs)
+
+    def _write(self, conn: Connection, docs: Sequence[dict[str, Any]]) -> None:
         if not docs:
             return
         conn.execute(
-            text("UPDATE search_documents SET tsv = CAST(:v AS tsvector) WHERE id = :id"),
-            [{"id": d["id"], "v": tsvector_literal(d)} for d in docs],
+            text(
+                "INSERT INTO search_fts_terms (id, tags, head, mid, tsv) VALUES "
+                "(:id, CAST(:tags AS tsvector), CAST(:head AS tsvector), "
+                "CAST(:mid AS tsvector), CAST(:tsv AS tsvector)) "
+                "ON CONFLICT (id) DO UPDATE SET tags = excluded.tags, head = excluded.head, "
+                "mid = excluded.mid, tsv = excluded.tsv"
+            ),
+            [{"id": d["id"], **tsvector_literals(d)} for d in docs],
         )
 
+    def begin_bulk(self, conn: Connection) -> None:
+        """Many documents are about to be rewritten and rebuild() will follow: nothing to
+        maintain row by row (after_write is not called meanwhile)."""
+
     def rebuild(self, conn: Connection) -> None:
-        rows = conn.execute(
-            text(
-                "SELECT id, fts_name, fts_title, fts_summary, fts_body, fts_facets "
-                "FROM search_documents"
+        """search_fts_terms from search_documents in one pass, in rank-key order (rows of
+        similar rank share pages); the GIN indexes are built once at the end rather than
+        maintained row by row (they are locked until the transaction ends)."""
+        for statement in _INDEXES:
+            conn.execute(text(f"DROP INDEX IF EXISTS {statement.split()[2]}"))
+        conn.execute(text("DELETE FROM search_fts_terms"))
+        last = -(1 << 63)
+        while True:
+            rows = (
+                conn.execute(
+                    text(
+                        "SELECT id, fts_name, fts_title, fts_summary, fts_body, fts_facets "
+                        "FROM search_documents WHERE id > :last ORDER BY id LIMIT 2000"
+                    ),
+                    {"last": last},
+                )
+                .mappings()
+                .all()
             )
-        ).mappings()
-        batch: list[dict[str, Any]] = []
-        for row in rows:
-            batch.append(dict(row))
-            if len(batch) >= 1000:
-                self.after_write(conn, batch)
-                batch = []
-        self.after_write(conn, batch)
+            if not rows:
+                break
+            self._write(conn, [dict(r) for r in rows])
+            last = rows[-1]["id"]
+        for statement in _INDEXES:
+            conn.execute(text(statement))
+        _histograms.clear()

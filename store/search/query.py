@@ -143,19 +143,27 @@ def _fts5_phrase(p: Phrase) -> str:
     return f'"{body}"' + ("*" if p.prefix else "")
 
 
-def fts5_text(query: Query, tier: int) -> str | None:
-    """The text part of an FTS5 MATCH expression restricted to a tier's fields."""
+def fts5_text(query: Query, tier: int, *, excluded: bool = True) -> str | None:
+    """The text part of an FTS5 MATCH expression restricted to a tier's fields (tier None:
+    no column filter); ``excluded=False`` leaves the exclusions out."""
     if query.empty:
         return None
-    cols = " ".join(TIER_FIELDS[tier])
     groups = " AND ".join(
         "(" + " OR ".join(_fts5_phrase(p) for p in group) + ")" for group in query.groups
     )
-    expr = f"({{{cols}}} : ({groups}))"
-    all_cols = " ".join(TIER_FIELDS[0])
-    for p in query.excluded:
-        expr += f" NOT ({{{all_cols}}} : {_fts5_phrase(p)})"
+    expr = f"({{{' '.join(TIER_FIELDS[tier])}}} : ({groups}))" if tier else f"({groups})"
+    if excluded:
+        for p in query.excluded:
+            expr += f" NOT ({{{' '.join(TIER_FIELDS[0])}}} : {_fts5_phrase(p)})"
     return expr
+
+
+def fts5_excluded(query: Query) -> str | None:
+    """The excluded phrases ORed (a document matching this is excluded), or None."""
+    if not query.excluded:
+        return None
+    cols = " ".join(TIER_FIELDS[0])
+    return f"({{{cols}}} : (" + " OR ".join(_fts5_phrase(p) for p in query.excluded) + "))"
 
 
 def fts5_tokens(tokens: list[str], *, any_of: bool = False) -> str:
@@ -176,17 +184,25 @@ def _ts_phrase(p: Phrase, weights: str) -> str:
     return "(" + " <-> ".join(parts) + ")"
 
 
-def tsquery_text(query: Query, tier: int) -> str | None:
-    """The text part of a PostgreSQL tsquery restricted to a tier's weights."""
+def tsquery_text(query: Query, weights: str = "", *, excluded: bool = True) -> str | None:
+    """The text part of a PostgreSQL tsquery, its lexemes restricted to ``weights``;
+    ``excluded=False`` leaves the exclusions out."""
     if query.empty:
         return None
-    weights = TIER_WEIGHTS[tier]
     groups = " & ".join(
         "(" + " | ".join(_ts_phrase(p, weights) for p in group) + ")" for group in query.groups
     )
-    for p in query.excluded:
-        groups += f" & !{_ts_phrase(p, '')}"
+    if excluded:
+        for p in query.excluded:
+            groups += f" & !{_ts_phrase(p, '')}"
     return f"({groups})"
+
+
+def tsquery_excluded(query: Query) -> str | None:
+    """The excluded phrases ORed (a document matching this is excluded), or None."""
+    if not query.excluded:
+        return None
+    return "(" + " | ".join(_ts_phrase(p, "") for p in query.excluded) + ")"
 
 
 def tsquery_tokens(tokens: list[str], *, any_of: bool = False) -> str:

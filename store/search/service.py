@@ -14,17 +14,18 @@ exact top N under the full ordering (proof in docs/search.md).
 from __future__ import annotations
 
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import literal, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from store.accounts.models import Account, Membership, Organization
 from store.catalog.models import Category
 from store.db import utcnow
 from store.licensing.models import Entitlement
+from store.observability import metrics
 from store.search import facets
 from store.search.backend import Criteria, Scope, backend_for
 from store.search.models import SearchDocument
@@ -133,6 +134,7 @@ def badge_class(key: int) -> int:
     return (_STATIC_MAX - (key >> _HASH_BITS)) >> 10
 
 
+@metrics.timed_search
 def search(
     session: Session,
     *,
@@ -157,14 +159,15 @@ def search(
     conn = session.connection()
     backend = backend_for(conn)
 
-    rows = backend.facet_rows(conn, criteria, MAX_WINDOW + 1)
-    total_exact = len(rows) <= MAX_WINDOW
-    rows = rows[:MAX_WINDOW]
-    tiers: dict[int, int] = {key: 0 for key, _ in rows[:window]}
-    if not query.empty:
-        for tier in (1, 2, 3):
-            for key in backend.ranked_ids(conn, criteria, tier, window):
-                tiers[key] = max(tiers.get(key, 0), tier)
+    with backend.planning(conn):
+        rows = backend.facet_rows(conn, criteria, MAX_WINDOW + 1)
+        total_exact = len(rows) <= MAX_WINDOW
+        rows = rows[:MAX_WINDOW]
+        tiers: dict[int, int] = {key: 0 for key, _ in rows[:window]}
+        if not query.empty:
+            for tier in (1, 2, 3):
+                for key in backend.ranked_ids(conn, criteria, tier, window):
+                    tiers[key] = max(tiers.get(key, 0), tier)
     exact = _exact_names(session, query, criteria)
     for key in exact:
         tiers.setdefault(key, 3)
@@ -209,13 +212,13 @@ def _exact_names(session: Session, query: Query, criteria: Criteria) -> set[int]
         )
     )
     scope = criteria.scope
-    visible = {facets.PUBLIC, *(facets.visibility_token(ns) for ns in scope.namespaces)}
+    visible = {facets.visibility_token(ns) for ns in scope.namespaces}
     found = set()
     for key, tokens in rows:
         toks = set(tokens.split())
         if facets.HIDDEN in toks or not set(criteria.filter_tokens) <= toks:
             continue
-        if scope.everything or toks & visible:
+        if scope.everything or facets.RESTRICTED not in toks or toks & visible:
             found.add(key)
     return found
 
@@ -243,20 +246,26 @@ def _entitled(
 
 
 def _facet_counts(session: Session, rows: Any, filters: Filters) -> dict[str, list[FacetValue]]:
-    tokens: Counter[str] = Counter()
-    for _key, text in rows:
-        tokens.update(text.split())
-    by_facet: dict[str, list[tuple[str, int]]] = {f: [] for f in facets.FACETS}
+    tokens = Counter(" ".join([text for _key, text in rows]).split())
+    grouped: dict[str, list[tuple[str, int]]] = defaultdict(list)
     for tok, n in tokens.items():
-        decoded = facets.decode(tok)
-        if decoded is not None:
-            by_facet[decoded[0]].append((decoded[1], n))
+        prefix, _, raw = tok.partition(":")
+        grouped[prefix].append((raw, n))
+    by_facet: dict[str, list[tuple[str, int]]] = {}
+    for facet in facets.FACETS:
+        # Sorting raw (hex) values sorts the decoded ones, so only the values shown are
+        # decoded and labelled (a thousand matches may name hundreds of publishers).
+        raw_values = sorted(grouped.get(facets.prefix(facet), ()), key=lambda vn: (-vn[1], vn[0]))
+        if facet == "publisher":
+            raw_values = raw_values[:PUBLISHER_FACET_SIZE]
+        by_facet[facet] = [
+            (value, n)
+            for raw, n in raw_values
+            if (value := facets.decode_value(facet, raw)) is not None
+        ]
     names = _labels(session, by_facet)
     out: dict[str, list[FacetValue]] = {}
     for facet, values in by_facet.items():
-        values.sort(key=lambda vn: (-vn[1], vn[0]))
-        if facet == "publisher":
-            values = values[:PUBLISHER_FACET_SIZE]
         chosen = getattr(filters, facet)
         out[facet] = [
             FacetValue(v, names.get((facet, v), _LABELS.get(v, v)), n, v == chosen)
@@ -280,20 +289,20 @@ _LABELS = {
 
 
 def _labels(session: Session, by_facet: dict[str, list[tuple[str, int]]]) -> dict[Any, str]:
-    names: dict[Any, str] = {}
-    cats = [v for v, _ in by_facet["category"]]
-    if cats:
-        for slug, name in session.execute(
-            select(Category.slug, Category.name).where(Category.slug.in_(cats))
-        ):
-            names[("category", slug)] = name
-    pubs = [v for v, _ in by_facet["publisher"]]
-    if pubs:
-        for slug, name in session.execute(
-            select(Organization.slug, Organization.name).where(Organization.slug.in_(pubs))
-        ):
-            names[("publisher", slug)] = name
-    return names
+    """Display names of the category and publisher values shown, in one query."""
+    parts = []
+    for facet, table in (("category", Category.__table__), ("publisher", Organization.__table__)):
+        slugs = [v for v, _ in by_facet[facet]]
+        if slugs:
+            parts.append(
+                select(literal(facet).label("facet"), table.c.slug, table.c.name).where(
+                    table.c.slug.in_(slugs)
+                )
+            )
+    if not parts:
+        return {}
+    stmt = parts[0] if len(parts) == 1 else union_all(*parts)
+    return {(f, slug): name for f, slug, name in session.connection().execute(stmt)}
 
 
 def suggestions(results: SearchResults) -> list[dict[str, str]]:

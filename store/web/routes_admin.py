@@ -186,8 +186,8 @@ def account_flag(
                 "You cannot remove your own administrator rights or disable yourself"
             )
         if flag == "admin":
-            return accounts.set_admin(session, account=target, is_admin=value)
-        return accounts.set_active(session, account=target, active=value)
+            return accounts.set_admin(session, account=target, is_admin=value, actor=admin)
+        return accounts.set_active(session, account=target, active=value, actor=admin)
 
     result = forms.attempt(session, change)
     words = {

@@ -5,8 +5,10 @@ from __future__ import annotations
 from fastapi import Request
 from starlette.responses import Response
 
+from store import ratelimit
 from store.accounts import service as accounts
 from store.accounts.models import Account
+from store.audit import service as audit
 from store.deps import DbSession
 from store.errors import StoreError
 from store.web import forms
@@ -16,6 +18,12 @@ from store.web.routing import Viewer, page_router, safe_next
 from store.web.templating import flash, redirect, render
 
 router = page_router()
+
+
+def _with_retry(response: Response, wait: int | None) -> Response:
+    if wait is not None:
+        response.headers["Retry-After"] = str(wait)
+    return response
 
 
 @router.get("/signup")
@@ -29,8 +37,11 @@ def signup_page(request: Request, viewer: Viewer, next: str = "") -> Response:
 def signup(request: Request, session: DbSession, form: Form) -> Response:
     """Create an account and log it in."""
     target = safe_next(forms.text(form, "next"), "")
+    wait = ratelimit.signup_wait(session, request)
 
     def create() -> Account:
+        if wait is not None:
+            raise ratelimit.too_many(wait, "sign-ups")
         if forms.text(form, "password") != forms.text(form, "password_confirm"):
             raise FieldError("password_confirm", "The two passwords do not match")
         return accounts.create_account(
@@ -43,11 +54,14 @@ def signup(request: Request, session: DbSession, form: Form) -> Response:
 
     result = forms.attempt(session, create)
     if isinstance(result, StoreError):
-        return render(
-            request,
-            "auth/signup.html",
-            {"form": FormState.failed("signup", form, result), "next": target},
-            status=forms.error_status(result),
+        return _with_retry(
+            render(
+                request,
+                "auth/signup.html",
+                {"form": FormState.failed("signup", form, result), "next": target},
+                status=forms.error_status(result),
+            ),
+            wait,
         )
     login_session(request, result)
     flash(request, f"Welcome to the store, {result.display_name}.")
@@ -65,19 +79,32 @@ def login_page(request: Request, viewer: Viewer, next: str = "") -> Response:
 def login(request: Request, session: DbSession, form: Form) -> Response:
     """Log in with a username or e-mail address and a password."""
     target = safe_next(forms.text(form, "next"), "")
-    result = forms.attempt(
-        session,
-        lambda: accounts.authenticate(
-            session, login=forms.text(form, "login"), password=forms.text(form, "password")
-        ),
-    )
-    if isinstance(result, StoreError):
-        return render(
-            request,
-            "auth/login.html",
-            {"form": FormState.failed("login", form, result), "next": target},
-            status=forms.error_status(result),
+    name = forms.text(form, "login")
+    wait = ratelimit.login_wait(session, request, name)
+    result: Account | StoreError
+    if wait is not None:
+        result = ratelimit.too_many(wait, "failed log-ins")
+    else:
+        result = forms.attempt(
+            session,
+            lambda: accounts.authenticate(
+                session, login=name, password=forms.text(form, "password")
+            ),
         )
+        if isinstance(result, StoreError) and result.code == "bad_credentials":
+            ratelimit.login_failed(session, request, name)  # committed with the request
+            audit.sign_in(session, login=name, account=None, via="web")
+    if isinstance(result, StoreError):
+        return _with_retry(
+            render(
+                request,
+                "auth/login.html",
+                {"form": FormState.failed("login", form, result), "next": target},
+                status=forms.error_status(result),
+            ),
+            wait,
+        )
+    audit.sign_in(session, login=name, account=result, via="web")
     login_session(request, result)
     flash(request, f"Logged in as {result.username}.")
     return redirect(target or "/")

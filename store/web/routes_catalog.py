@@ -12,6 +12,7 @@ from store.catalog.models import Product, Tier
 from store.deps import DbSession
 from store.errors import NotFound, StoreError, ValidationFailed
 from store.licensing import entitlements
+from store.signing import service as signing
 from store.web.routing import RequiredAccount, Viewer, page_router
 from store.web.templating import flash, redirect, render, with_query
 
@@ -122,6 +123,7 @@ def product_page(
             "access": entitlements.access_for(session, viewer, product),
             "can_edit": accounts.has_role(session, viewer, product.organization, "viewer"),
             "signed_in": viewer is not None,
+            "tags": signing.tag_statuses(session, product),
         },
     )
 

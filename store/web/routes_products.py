@@ -17,9 +17,10 @@ from store.db import utcnow
 from store.deps import DbSession
 from store.errors import NotFound, StoreError
 from store.licensing import entitlements
-from store.web import forms
+from store.registry import hub
+from store.web import charts, forms
 from store.web.forms import Form, FormState
-from store.web.routes_publisher import member_org
+from store.web.routes_publisher import PULL_DAYS, member_org
 from store.web.routing import RequiredAccount, page_router
 from store.web.templating import flash, format_price, redirect, render
 
@@ -144,6 +145,12 @@ def product_page(
             "tier_options": [
                 (t.slug, f"{t.name} — {format_price(t)}") for t in product.active_tiers
             ],
+            "pulls_chart": charts.pulls_chart(
+                hub.pull_history(session, name=product.repository, days=PULL_DAYS).days,
+                chart_id="product-pulls",
+                subject=product.repository,
+            ),
+            "pull_days": PULL_DAYS,
             "form": form,
         },
         status=status,

@@ -9,14 +9,18 @@ from starlette.responses import Response
 
 from store.accounts import service as accounts
 from store.accounts.models import Account, Organization
+from store.billing import sales
 from store.catalog import service as catalog
+from store.catalog.models import Product
 from store.db import utcnow
 from store.deps import DbSession
 from store.errors import NotFound, StoreError
-from store.web import forms
+from store.registry import hub
+from store.signing import service as signing
+from store.web import charts, forms
 from store.web.forms import Form, FormState
 from store.web.routing import RequiredAccount, page_router
-from store.web.templating import flash, redirect, render
+from store.web.templating import flash, format_money, redirect, render
 
 router = page_router()
 
@@ -82,6 +86,7 @@ def org_page(
 ) -> Response:
     role = accounts.role_of(session, account, org) or ("admin" if account.is_admin else None)
     is_owner = accounts.has_role(session, account, org, "owner")
+    products = catalog.products_of_org(session, org)
     return render(
         request,
         "publisher/org.html",
@@ -90,8 +95,10 @@ def org_page(
             "role": role,
             "is_owner": is_owner,
             "can_edit": accounts.has_role(session, account, org, "editor"),
-            "products": catalog.products_of_org(session, org),
+            "products": products,
+            **activity(session, account, org, products, with_sales=is_owner),
             "members": accounts.members(session, org),
+            "push_flags": signing.list_flags(session, org=org),
             "invitations": accounts.org_invitations(session, org) if is_owner else [],
             "robots": accounts.list_tokens(session, org=org) if is_owner else [],
             "roles": accounts.ROLES,
@@ -101,6 +108,39 @@ def org_page(
         },
         status=status,
     )
+
+
+PULL_DAYS = 30
+
+
+def activity(
+    session: DbSession,
+    account: Account,
+    org: Organization,
+    products: list[Product],
+    *,
+    with_sales: bool,
+) -> dict[str, object]:
+    """The dashboard's charts: pulls per day of all the organization's repositories (with a
+    per-product breakdown) and, for owners, net sales per month."""
+    histories = {
+        p.repository: hub.pull_history(session, name=p.repository, days=PULL_DAYS) for p in products
+    }
+    pulls = charts.pulls_chart(
+        charts.sum_days(h.days for h in histories.values()),
+        chart_id="org-pulls",
+        subject=f"all repositories of {org.slug}",
+    )
+    rows = sales.sales_of(session, actor=account, org=org) if with_sales else []
+    return {
+        "pulls_chart": pulls,
+        "pulls_by_product": [
+            (p, sum(c for _, c in histories[p.repository].days), histories[p.repository].total)
+            for p in products
+        ],
+        "sales_charts": charts.sales_charts(rows, money=format_money, chart_id="org-sales"),
+        "pull_days": PULL_DAYS,
+    }
 
 
 @router.get("/publish/{org}")

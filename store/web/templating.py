@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -13,40 +12,24 @@ from markupsafe import Markup
 from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
-from store import TEMPLATES_DIR, __version__
+from store import TEMPLATES_DIR, __version__, security_headers
+from store.catalog import money
 from store.catalog.markdown import render as render_markdown
 from store.catalog.models import Tier
 from store.config import Settings
+from store.web import charts
 from store.web.csrf import csrf_field
 
-# Currencies without minor units (Stripe's list): 100 JPY is amount_minor 100.
-ZERO_DECIMAL = frozenset("bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf".split())
-_SYMBOLS = {"usd": "$", "eur": "€", "gbp": "£", "jpy": "¥", "inr": "₹"}
 _BILLING = {"free": "Free", "one_time": "One-time", "month": "Monthly", "year": "Yearly"}
 
-# Pages load nothing from other origins and run no inline script.
-SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'self'; img-src 'self' https: data:; style-src 'self'; "
-        "script-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
-        "frame-ancestors 'none'"
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "same-origin",
-}
+# Security headers (CSP and the rest) are set on every response by
+# store.security_headers; the name stays importable here for existing callers.
+SECURITY_HEADERS = security_headers.SECURITY_HEADERS
 
 
-def minor_exponent(currency: str) -> int:
-    return 0 if currency.lower() in ZERO_DECIMAL else 2
-
-
-def format_money(amount_minor: int, currency: str) -> str:
-    """4900 usd → "$49.00"; 4900 chf → "49.00 CHF"."""
-    exponent = minor_exponent(currency)
-    number = f"{Decimal(amount_minor).scaleb(-exponent):,.{exponent}f}"
-    symbol = _SYMBOLS.get(currency.lower())
-    return f"{symbol}{number}" if symbol else f"{number} {currency.upper()}"
+# Kept under these names for the templates and existing callers.
+minor_exponent = money.currency_exponent
+format_money = money.format_money
 
 
 def format_price(tier: Tier) -> str:
@@ -93,7 +76,12 @@ def create_templates() -> Jinja2Templates:
         markdown=markdown,
         billing_label=lambda value: _BILLING.get(value, value),
     )
-    env.globals.update(csrf_field=csrf_field, store_version=__version__)
+    env.globals.update(
+        csrf_field=csrf_field,
+        store_version=__version__,
+        # Pages of other domains (billing/sales.html) draw their charts with this.
+        sales_charts=lambda rows: charts.sales_charts(rows, money=format_money),
+    )
     return Jinja2Templates(env=env)
 
 
@@ -145,7 +133,6 @@ def render(
     full = base_context(request)
     full.update(context or {})
     response = templates.TemplateResponse(request, name, full, status_code=status)
-    response.headers.update(SECURITY_HEADERS)
     if no_store:
         response.headers["Cache-Control"] = "no-store"
     return response

@@ -7,8 +7,11 @@ One scenario in steps sharing one environment (store under uvicorn + registry, o
 from __future__ import annotations
 
 import base64
+import html
 import json
+import re
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +23,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from store import migrate
 from store.accounts import service as accounts
+from store.billing.models import Order
 from store.db import make_engine, make_sessionmaker, session_scope
 from store.licensing import entitlements
+from store.licensing.models import Entitlement
 from store.registry.models import HubRepository, HubTag
 from tests.e2e.registry_env import (
     MISSING,
@@ -32,6 +37,7 @@ from tests.e2e.registry_env import (
     free_port,
     python_cli,
     read_oci_file,
+    sqlite_writer_engine,
     start,
     wait_http,
 )
@@ -90,8 +96,10 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         }
     )
     data_dir.mkdir()
-    engine = make_engine(f"sqlite:///{data_dir / 'store.db'}")
-    migrate.upgrade(engine)
+    migrator = make_engine(f"sqlite:///{data_dir / 'store.db'}")
+    migrate.upgrade(migrator)
+    migrator.dispose()
+    engine = sqlite_writer_engine(data_dir / "store.db")
     factory = make_sessionmaker(engine)
     with session_scope(factory) as session:
         robot = _seed(session)
@@ -351,3 +359,167 @@ def test_sync_reconciles_from_catalog(env: Env) -> None:
     with env.factory() as session:
         tools = session.scalar(select(HubRepository).where(HubRepository.name == "acme/tools"))
         assert tools is not None and [t.name for t in tools.tags] == ["v1"]
+
+
+# --- licenses and the store's own checkout (after the pull counts above: these pull too) ---
+
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def _customer(env: Env, username: str) -> str:
+    """A new account and an API token (``api`` scope) for it."""
+    with session_scope(env.factory) as session:
+        account = make_account(session, username)
+        return accounts.create_token(
+            session, kind="personal", name="api", scopes=["api"], created_by=account
+        ).secret
+
+
+def _license(env: Env, api_token: str, entitlement_id: object) -> dict[str, object]:
+    response = httpx.get(
+        f"{env.store_url}/api/v1/entitlements/{entitlement_id}/license",
+        headers={"Authorization": f"Bearer {api_token}"},
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _product_tier(env: Env, repository: str, slug: str) -> tuple[object, object]:
+    from store.catalog import service as catalog
+
+    with env.factory() as session:
+        product = catalog.get_product_by_repository(session, repository)
+        return product.id, tier_of(product, slug).id
+
+
+def _entitlements(env: Env, username: str, product_id: object) -> list[Entitlement]:
+    with env.factory() as session:
+        account = accounts.get_account_by_username(session, username)
+        return list(
+            session.scalars(
+                select(Entitlement).where(
+                    Entitlement.account_id == account.id, Entitlement.product_id == product_id
+                )
+            )
+        )
+
+
+def test_license_key_is_a_registry_credential(env: Env) -> None:
+    api_token = _customer(env, "erin")
+    with session_scope(env.factory) as session:
+        from store.catalog import service as catalog
+
+        alice = accounts.get_account_by_username(session, "alice")
+        erin = accounts.get_account_by_username(session, "erin")
+        product = catalog.get_product_by_repository(session, "acme/app")
+        grant = entitlements.grant(session, actor=alice, tier=tier_of(product, "pro"), account=erin)
+        grant_id = grant.id
+    document = _license(env, api_token, grant_id)
+    creds = f"license:{document['token']}"
+    result, dest = env.pull("acme/app", creds=creds)
+    _ok(result, env)
+    assert read_oci_file(dest, "hello.txt") == CONTENT
+    # the license id works as the username too
+    result, _ = env.pull("acme/app", creds=f"{document['id']}:{document['token']}")
+    _ok(result, env)
+    # another (non-public) repository of the same publisher: not licensed
+    result, _ = env.pull("acme/freebie", creds=creds)
+    assert result.returncode != 0
+    assert "denied" in result.stderr, result.stderr
+    # revoking the entitlement revokes its licenses: refused on the very next pull
+    with session_scope(env.factory) as session:
+        alice = accounts.get_account_by_username(session, "alice")
+        entitlement = entitlements.get_entitlement(session, grant_id)
+        entitlements.revoke(session, entitlement=entitlement, actor=alice, reason="chargeback")
+    result, _ = env.pull("acme/app", creds=creds)
+    assert result.returncode != 0
+    assert "The license was revoked" in result.stderr, result.stderr
+
+
+class Browser:
+    """The store's HTML pages as a browser uses them: session cookie, CSRF token per form."""
+
+    def __init__(self, base_url: str) -> None:
+        self.client = httpx.Client(base_url=base_url, follow_redirects=False, timeout=30)
+
+    def csrf(self, path: str) -> str:
+        page = self.client.get(path)
+        assert page.status_code == 200, (path, page.status_code, page.text[:500])
+        match = CSRF.search(page.text)
+        assert match, f"no CSRF token on {path}"
+        return html.unescape(match.group(1))
+
+    def post(self, path: str, form: dict[str, str], *, from_page: str) -> httpx.Response:
+        return self.client.post(path, data={**form, "csrf_token": self.csrf(from_page)})
+
+    def login(self, username: str) -> None:
+        response = self.post(
+            "/login", {"login": username, "password": PASSWORD, "next": ""}, from_page="/login"
+        )
+        assert response.status_code in (302, 303), response.text[:500]
+
+    def checkout(self, tier_id: object, card: str) -> str:
+        """Pay with a test card; returns the order id."""
+        page = self.client.get(f"/checkout/{tier_id}")
+        assert page.status_code == 200 and "TEST MODE" in page.text, page.text[:500]
+        response = self.post(
+            f"/checkout/{tier_id}",
+            {"card_number": card, "exp": "12/34", "cvc": "123", "org": ""},
+            from_page=f"/checkout/{tier_id}",
+        )
+        assert response.status_code in (302, 303), response.text[:500]
+        location = response.headers["location"]
+        assert location.startswith("/checkout/orders/"), location
+        status = self.client.get(location)
+        assert status.status_code == 200, status.text[:500]
+        return location.rsplit("/", 1)[1]
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _order(env: Env, order_id: str) -> Order:
+    with env.factory() as session:
+        order = session.get(Order, uuid.UUID(order_id))
+        assert order is not None
+        return order
+
+
+def test_checkout_with_test_card_then_pull(env: Env) -> None:
+    """The full customer path on the embedded default: buy through the store's own checkout
+    (built-in test gateway), get the license, pull with it."""
+    api_token = _customer(env, "dave")
+    product_id, tier_id = _product_tier(env, "acme/app", "pro")
+    browser = Browser(env.store_url)
+    try:
+        browser.login("dave")
+        order_id = browser.checkout(tier_id, "4242 4242 4242 4242")
+    finally:
+        browser.close()
+    order = _order(env, order_id)
+    assert order.status == "paid" and order.receipt_number, order.status
+    [entitlement] = _entitlements(env, "dave", product_id)
+    assert entitlement.status == "active" and order.entitlement_id == entitlement.id
+    document = _license(env, api_token, entitlement.id)
+    assert document["claims"]["product"]["repository"] == "acme/app"
+    result, dest = env.pull("acme/app", creds=f"license:{document['token']}")
+    _ok(result, env)
+    assert read_oci_file(dest, "hello.txt") == CONTENT
+    result, _ = env.pull("acme/app", creds=f"dave:{PASSWORD}")  # the account works as well
+    _ok(result, env)
+
+
+def test_declined_card_gives_no_entitlement_and_no_pull(env: Env) -> None:
+    _customer(env, "frank")
+    product_id, tier_id = _product_tier(env, "acme/app", "pro")
+    browser = Browser(env.store_url)
+    try:
+        browser.login("frank")
+        order_id = browser.checkout(tier_id, "4000 0000 0000 0002")
+    finally:
+        browser.close()
+    assert _order(env, order_id).status == "failed"
+    assert _entitlements(env, "frank", product_id) == []
+    result, _ = env.pull("acme/app", creds=f"frank:{PASSWORD}")
+    assert result.returncode != 0
+    assert "no license for acme/app" in result.stderr, result.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from store.search.query import (
+    TIER_WEIGHTS,
     BadQuery,
     Phrase,
     fts5_text,
@@ -60,7 +61,7 @@ def test_bad_queries(text: str) -> None:
 def test_rendering_quotes_everything() -> None:
     q = parse('NEAR( col:x "a bc"* -c OR d')
     fts = fts5_text(q, 0)
-    ts = tsquery_text(q, 3)
+    ts = tsquery_text(q, TIER_WEIGHTS[3])
     assert fts is not None and ts is not None
     assert "NEAR(" not in fts and "col:" not in fts
     assert '"near"' in fts and '"a bc"*' in fts

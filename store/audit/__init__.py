@@ -1,0 +1,1 @@
+"""The audit log: hash-chained events of every security-relevant action."""

@@ -1,0 +1,137 @@
+"""Structured logs: one JSON object per line, each carrying the request id.
+
+The request id lives in a context variable set by the request middleware
+(:mod:`store.observability.middleware`); :func:`stamp_records` copies it onto every record
+made while a request is being handled (in the event loop or in the thread pool, which copies
+the context).
+
+``store serve`` configures logging for itself and its workers with :func:`log_config`:
+JSON when ``STORE_LOG_FORMAT=json`` (the default in production), plain text otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+REQUEST_ID: ContextVar[str | None] = ContextVar("store_request_id", default=None)
+REQUEST_ID_HEADER = "X-Request-ID"
+# What an incoming X-Request-ID may look like (UUIDs, hex, base64 ids, trace ids); anything
+# else, including a longer one, is replaced by an id of our own.
+_VALID_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+=/@-]{0,127}", re.ASCII)
+
+# Attributes every LogRecord has; the others were passed with extra= and become fields.
+_STANDARD = frozenset(
+    vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys()
+    | {"message", "asctime", "color_message", "request_id", "taskName"}
+)
+
+
+def valid_request_id(value: str | None) -> str | None:
+    """The incoming id when it is safe to reuse (log it, echo it), else None."""
+    if value and _VALID_ID.fullmatch(value):
+        return value
+    return None
+
+
+def new_request_id() -> str:
+    return os.urandom(16).hex()  # a third of uuid4().hex's cost
+
+
+def current_request_id() -> str | None:
+    return REQUEST_ID.get()
+
+
+def _with_request_id(factory: Any) -> Any:
+    def make_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = factory(*args, **kwargs)
+        request_id = REQUEST_ID.get()
+        if request_id is not None:
+            record.request_id = request_id
+        return record
+
+    make_record.store_request_id = True  # type: ignore[attr-defined]
+    return make_record
+
+
+def stamp_records() -> None:
+    """Give every log record made during a request its request id, when it is made (so a
+    handler that formats later, in another thread or a queue, still has it). Idempotent."""
+    factory = logging.getLogRecordFactory()
+    if not getattr(factory, "store_request_id", False):
+        logging.setLogRecordFactory(_with_request_id(factory))
+
+
+class JsonFormatter(logging.Formatter):
+    """``{"ts", "level", "logger", "message", "request_id"?, ...extra fields, "exc"?}``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        request_id = getattr(record, "request_id", None) or REQUEST_ID.get()
+        if request_id:
+            data["request_id"] = request_id
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and not key.startswith("_"):
+                data[key] = value
+        if record.exc_info:
+            data["exc"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            data["stack"] = self.formatStack(record.stack_info)
+        return orjson.dumps(data, default=str).decode()
+
+
+class TextFormatter(logging.Formatter):
+    """``2026-01-01 12:00:00,000 INFO store.access [req-id] message``."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        if not getattr(record, "request_id", None):
+            record.request_id = REQUEST_ID.get() or "-"
+        return super().format(record)
+
+
+def resolve_format(log_format: str, environment: str) -> str:
+    """``auto`` is JSON in production and text elsewhere."""
+    if log_format == "auto":
+        return "json" if environment == "production" else "text"
+    return log_format
+
+
+def log_config(log_format: str, level: str = "info") -> dict[str, Any]:
+    """A ``logging.config.dictConfig`` for the store and uvicorn (given to uvicorn, which
+    applies it in every worker). uvicorn's own access log is replaced by ``store.access``."""
+    formatter = JsonFormatter if log_format == "json" else TextFormatter
+    level = level.upper()
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"store": {"()": f"{formatter.__module__}.{formatter.__qualname__}"}},
+        "handlers": {
+            "store": {
+                "class": "logging.StreamHandler",
+                "formatter": "store",
+                "stream": "ext://sys.stdout",
+            }
+        },
+        "root": {"handlers": ["store"], "level": level},
+        "loggers": {
+            "uvicorn": {"handlers": [], "level": level, "propagate": True},
+            "uvicorn.error": {"handlers": [], "level": level, "propagate": True},
+            "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
+            # Alembic narrates every migration step at INFO.
+            "alembic": {"level": "WARNING"},
+        },
+    }

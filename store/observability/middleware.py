@@ -1,0 +1,147 @@
+"""One ASGI middleware for every HTTP request: the request id, the access log line and the
+request metrics.
+
+It is plain ASGI (no BaseHTTPMiddleware, no Request object) because it wraps the token
+endpoint, which is on the path of every pull: per request it costs one header scan, one
+context variable, two metric updates and, when ``store.access`` logs at INFO, one log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from time import perf_counter
+from typing import Any
+
+from starlette.routing import Mount, compile_path
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from store.observability import metrics
+from store.observability.logging import REQUEST_ID, new_request_id, valid_request_id
+
+access_log = logging.getLogger("store.access")
+UNMATCHED = "<unmatched>"
+# Probes and scrapes come every few seconds: log them at DEBUG, not INFO.
+QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+_HEADER = b"x-request-id"
+_CONVERTOR = re.compile(r"\{(\w+):\w+\}")
+
+
+class RouteTemplates:
+    """Endpoint → path template(s) of the application's routes, built on first use.
+
+    Routers included with a prefix are walked with their prefix (FastAPI keeps them as
+    included routers, and ``scope["route"]`` holds the route without its prefix, or nothing
+    for plain Starlette routes). An endpoint served at several paths is told apart by the
+    path's regex.
+    """
+
+    def __init__(self) -> None:
+        self._by_endpoint: dict[Any, list[tuple[re.Pattern[str], str]]] | None = None
+
+    def build(self, routes: Any) -> None:
+        table: dict[Any, list[tuple[re.Pattern[str], str]]] = {}
+        self._walk(routes, "", table)
+        self._by_endpoint = table
+
+    def _walk(self, routes: Any, prefix: str, table: dict[Any, Any]) -> None:
+        for route in routes:
+            inner = getattr(route, "original_router", None)
+            context = getattr(route, "include_context", None)
+            if inner is not None and context is not None:  # FastAPI's included router
+                self._walk(inner.routes, prefix + (getattr(context, "prefix", "") or ""), table)
+                continue
+            path = getattr(route, "path", None)
+            if not isinstance(path, str):
+                continue
+            if isinstance(route, Mount):
+                endpoint, template = route.app, prefix + path + "/{path}"
+            else:
+                endpoint, template = getattr(route, "endpoint", None), prefix + path
+            template = _CONVERTOR.sub(r"{\1}", template) or "/"
+            regex = compile_path(template)[0]
+            table.setdefault(endpoint, []).append((regex, template))
+
+    def template(self, scope: Scope) -> str:
+        """The path template of the route that handled the request, or ``<unmatched>``."""
+        endpoint = scope.get("endpoint")
+        if endpoint is None:
+            return UNMATCHED
+        if self._by_endpoint is None:
+            self.build(getattr(scope.get("app"), "routes", ()))
+        assert self._by_endpoint is not None
+        candidates = self._by_endpoint.get(endpoint)
+        if not candidates:
+            return UNMATCHED
+        if len(candidates) == 1:
+            return candidates[0][1]
+        path = scope["path"]
+        for regex, template in candidates:
+            if regex.match(path):
+                return template
+        return candidates[0][1]
+
+
+def _incoming_id(scope: Scope) -> str | None:
+    for key, value in scope["headers"]:
+        if key == _HEADER:
+            return valid_request_id(value.decode("latin-1"))
+    return None
+
+
+class ObservabilityMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.routes = RouteTemplates()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = perf_counter()
+        request_id = _incoming_id(scope) or new_request_id()
+        token = REQUEST_ID.set(request_id)
+        header = (_HEADER, request_id.encode("latin-1"))
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = perf_counter() - started
+            route = self.routes.template(scope)
+            metrics.http_request(scope["method"], route, status, elapsed)
+            _log_access(scope, route, status, elapsed)
+        # Left set when the app raised, so the server's error log still has the id.
+        REQUEST_ID.reset(token)
+
+
+def _log_access(scope: Scope, route: str, status: int, elapsed: float) -> None:
+    path: str = scope["path"]
+    level = logging.DEBUG if path in QUIET_PATHS else logging.INFO
+    if not access_log.isEnabledFor(level):
+        return
+    client: Any = scope.get("client")
+    duration_ms = round(elapsed * 1000, 2)
+    access_log.log(
+        level,
+        "%s %s %s %.2fms",
+        scope["method"],
+        path,
+        status,
+        duration_ms,
+        extra={
+            "method": scope["method"],
+            "path": path,
+            "route": route,
+            "status": status,
+            "duration_ms": duration_ms,
+            "client": client[0] if client else None,
+        },
+    )

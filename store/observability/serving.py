@@ -1,0 +1,35 @@
+"""What ``store serve`` gives uvicorn: the logging configuration, and the metrics directory
+its worker processes share."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+from typing import Any
+
+from store.config import Settings
+from store.observability import metrics
+from store.observability.logging import log_config, resolve_format
+
+
+def uvicorn_options(settings: Settings, *, workers: int | None, log_level: str) -> dict[str, Any]:
+    """Keyword arguments for ``uvicorn.run``.
+
+    With several workers, each process counts its own requests; they add up only through
+    prometheus_client's multi-process mode. Unless ``PROMETHEUS_MULTIPROC_DIR`` is set (it
+    is then emptied), a fresh directory is made for this run and removed at exit. Workers
+    inherit the variable and write their values there; ``/metrics`` in any worker merges
+    them.
+    """
+    if workers and workers > 1:
+        directory = metrics.multiprocess_dir()
+        if directory is None:
+            directory = tempfile.mkdtemp(prefix="store-metrics-")
+            atexit.register(shutil.rmtree, directory, True)
+            os.environ[metrics.MULTIPROC_ENV] = directory
+        metrics.prepare_multiprocess_dir(directory)
+    log_format = resolve_format(settings.log_format, settings.environment)
+    # The store's middleware writes the access log (store.access, with the request id).
+    return {"log_config": log_config(log_format, log_level), "access_log": False}

@@ -1,0 +1,104 @@
+"""Publisher signing keys: organisations register public keys; owners add and revoke them."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from store import validation
+from store.accounts import service as accounts
+from store.accounts.models import Account, Organization
+from store.audit import service as audit
+from store.db import utcnow
+from store.errors import Conflict, NotFound
+from store.signing.models import PublisherKey
+from store.signing.verify import load_public_key
+
+
+def add_key(
+    session: Session, *, org: Organization, actor: Account, public_pem: str, label: str = ""
+) -> PublisherKey:
+    """Register the public half of a signing key (ECDSA P-256 or Ed25519, PEM). Owners only."""
+    accounts.require_role(session, actor, org, "owner")
+    loaded = load_public_key(public_pem)
+    label = validation.text(label, what="Label", max_len=100)
+    existing = session.scalar(
+        select(PublisherKey).where(
+            PublisherKey.organization_id == org.id, PublisherKey.fingerprint == loaded.fingerprint
+        )
+    )
+    if existing is not None:
+        state = "revoked" if existing.revoked_at else "registered"
+        raise Conflict(
+            f"This key is already {state} ({loaded.fingerprint[:16]}…)", code="key_exists"
+        )
+    key = PublisherKey(
+        organization_id=org.id,
+        alg=loaded.alg,
+        public_pem=loaded.pem,
+        fingerprint=loaded.fingerprint,
+        label=label,
+        created_by_id=actor.id,
+    )
+    session.add(key)
+    session.flush()
+    audit.record(
+        session,
+        action="signing_key.add",
+        actor=actor,
+        target=key,
+        org=org,
+        details={"fingerprint": key.fingerprint, "alg": key.alg, "label": key.label},
+    )
+    return key
+
+
+def revoke_key(session: Session, *, key: PublisherKey, actor: Account) -> PublisherKey:
+    """Revoke a key: signatures it made stop counting from now on, and it signs nothing new."""
+    accounts.require_role(session, actor, key.organization, "owner")
+    if key.revoked_at is None:
+        key.revoked_at = utcnow()
+        key.revoked_by_id = actor.id
+        session.flush()
+        audit.record(
+            session,
+            action="signing_key.revoke",
+            actor=actor,
+            target=key,
+            org=key.organization_id,
+            details={"fingerprint": key.fingerprint},
+        )
+    return key
+
+
+def list_keys(
+    session: Session, org: Organization, *, include_revoked: bool = True
+) -> list[PublisherKey]:
+    stmt = (
+        select(PublisherKey)
+        .where(PublisherKey.organization_id == org.id)
+        .order_by(PublisherKey.created_at.desc())
+    )
+    if not include_revoked:
+        stmt = stmt.where(PublisherKey.revoked_at.is_(None))
+    return list(session.scalars(stmt))
+
+
+def get_key(session: Session, org: Organization, key_ref: uuid.UUID | str) -> PublisherKey:
+    """A key of this organisation by id or by (a unique prefix of) its fingerprint."""
+    stmt = select(PublisherKey).where(PublisherKey.organization_id == org.id)
+    if isinstance(key_ref, uuid.UUID):
+        key = session.scalar(stmt.where(PublisherKey.id == key_ref))
+    else:
+        ref = key_ref.strip().lower()
+        matches = (
+            list(session.scalars(stmt.where(PublisherKey.fingerprint.startswith(ref))))
+            if len(ref) >= 8
+            else []
+        )
+        key = matches[0] if len(matches) == 1 else None
+    if key is None:
+        raise NotFound(f"No signing key '{key_ref}' in {org.slug}")
+    return key

@@ -1,0 +1,45 @@
+"""Steps the browser tests share: signing up, logging in, paying on the test gateway."""
+
+from __future__ import annotations
+
+import re
+
+from playwright.sync_api import Locator, Page, expect
+
+from tests.browser.support import PASSWORD
+
+
+def flash(page: Page, text: str) -> Locator:
+    """The flash message containing ``text`` (flashes are a polite live region)."""
+    return page.locator(".flashes").get_by_text(text)
+
+
+def sign_up(page: Page, username: str) -> None:
+    page.goto("/")
+    page.get_by_role("link", name="Sign up").click()
+    expect(page).to_have_title(re.compile("Sign up"))
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("E-mail").fill(f"{username}@example.test")
+    page.get_by_label("Display name").fill(username.title())
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_label("Repeat the password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign up").click()
+    expect(page).to_have_url(re.compile(r"/my/content$"))
+    expect(flash(page, "Welcome to the store")).to_be_visible()
+
+
+def log_in(page: Page, username: str, password: str) -> None:
+    page.goto("/login")
+    page.get_by_label("Username or e-mail").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+    expect(flash(page, f"Logged in as {username}")).to_be_visible()
+
+
+def pay(page: Page, card: str, button: str) -> None:
+    """Fill the test gateway's card form (TEST MODE) and submit it."""
+    expect(page.get_by_role("note")).to_contain_text("TEST MODE")
+    page.get_by_label("Card number").fill(card)
+    page.get_by_label("Expiry").fill("12/34")
+    page.get_by_label("CVC").fill("123")
+    page.get_by_role("button", name=button).click()

@@ -1,0 +1,152 @@
+"""Request ids (incoming X-Request-ID validated and echoed, or made) and JSON logs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import subprocess
+import sys
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+
+from store.observability.logging import (
+    JsonFormatter,
+    TextFormatter,
+    resolve_format,
+    valid_request_id,
+)
+
+HEX_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def test_a_request_id_is_made_and_returned(client: TestClient) -> None:
+    first = client.get("/healthz").headers["x-request-id"]
+    second = client.get("/healthz").headers["x-request-id"]
+    assert HEX_ID.fullmatch(first) and HEX_ID.fullmatch(second)
+    assert first != second
+
+
+@pytest.mark.parametrize(
+    "incoming",
+    ["abc-123", "0af7651916cd43dd8448eb211c80319c", "req_01HZ:edge.1/2+3=@x", "x" * 128],
+)
+def test_a_valid_incoming_request_id_is_kept(client: TestClient, incoming: str) -> None:
+    response = client.get("/healthz", headers={"X-Request-ID": incoming})
+    assert response.headers["x-request-id"] == incoming
+
+
+@pytest.mark.parametrize(
+    "incoming", ["", "has space", 'quote"d', "x" * 129, "-leading-dash", "tab\there", "é"]
+)
+def test_an_unsafe_incoming_request_id_is_replaced(client: TestClient, incoming: str) -> None:
+    assert valid_request_id(incoming) is None
+    response = client.get("/healthz", headers={"X-Request-ID": incoming.encode("utf-8")})
+    assert HEX_ID.fullmatch(response.headers["x-request-id"])
+
+
+def test_errors_carry_the_request_id_too(client: TestClient) -> None:
+    response = client.get("/api/v1/products/acme/none", headers={"X-Request-ID": "trace-404"})
+    assert response.status_code == 404
+    assert response.headers["x-request-id"] == "trace-404"
+
+
+def test_access_log_in_json_with_request_id_and_route(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="store.access"):
+        client.get("/api/v1/products/acme/app?secret=1", headers={"X-Request-ID": "rid-42"})
+    [record] = [r for r in caplog.records if r.name == "store.access"]
+    line = json.loads(JsonFormatter().format(record))
+    assert line["logger"] == "store.access"
+    assert line["level"] == "info"
+    assert line["request_id"] == "rid-42"
+    assert line["method"] == "GET"
+    assert line["path"] == "/api/v1/products/acme/app"  # never the query string
+    assert line["route"] == "/api/v1/products/{org}/{name}"
+    assert line["status"] == 404
+    assert isinstance(line["duration_ms"], float)
+    assert line["message"].startswith("GET /api/v1/products/acme/app 404 ")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", line["ts"])
+
+
+def test_probes_are_logged_at_debug_only(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="store.access"):
+        client.get("/healthz")
+        client.get("/metrics")
+    assert not [r for r in caplog.records if r.name == "store.access"]
+
+
+def test_logs_inside_a_request_carry_its_id(app: FastAPI, caplog: pytest.LogCaptureFixture) -> None:
+    log = logging.getLogger("store.test")
+
+    def in_thread() -> None:
+        log.info("from the thread pool")
+
+    async def endpoint(request: Request) -> PlainTextResponse:
+        log.info("from the event loop", extra={"product": "acme/app"})
+        await run_in_threadpool(in_thread)
+        return PlainTextResponse("ok")
+
+    app.add_route("/test-logging", endpoint)
+    with TestClient(app) as client, caplog.at_level(logging.INFO, logger="store.test"):
+        client.get("/test-logging", headers={"X-Request-ID": "rid-7"})
+    lines = [
+        json.loads(JsonFormatter().format(r)) for r in caplog.records if r.name == "store.test"
+    ]
+    assert [(x["message"], x["request_id"]) for x in lines] == [
+        ("from the event loop", "rid-7"),
+        ("from the thread pool", "rid-7"),
+    ]
+    assert lines[0]["product"] == "acme/app"
+    outside = logging.LogRecord("store.test", logging.INFO, __file__, 1, "later", (), None)
+    assert "request_id" not in json.loads(JsonFormatter().format(outside))
+
+
+def test_json_lines_hold_exceptions_and_text_lines_the_id() -> None:
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = logging.LogRecord(
+            "store.x", logging.ERROR, __file__, 1, "failed %s", ("x",), sys.exc_info()
+        )
+    line = json.loads(JsonFormatter().format(record))
+    assert line["message"] == "failed x"
+    assert "ValueError: boom" in line["exc"]
+    plain = logging.LogRecord("store.x", logging.INFO, __file__, 1, "hello", (), None)
+    assert TextFormatter().format(plain).endswith("INFO store.x [-] hello")
+
+
+def test_log_format_follows_the_environment() -> None:
+    assert resolve_format("auto", "production") == "json"
+    assert resolve_format("auto", "development") == "text"
+    assert resolve_format("text", "production") == "text"
+    assert resolve_format("json", "test") == "json"
+
+
+def test_the_serve_log_config_writes_json_lines() -> None:
+    code = (
+        "import logging, logging.config\n"
+        "from store.observability.logging import log_config\n"
+        "logging.config.dictConfig(log_config('json', 'info'))\n"
+        "logging.getLogger('store.x').info('hello %s', 'world', extra={'n': 1})\n"
+        "logging.getLogger('uvicorn.error').info('started')\n"
+        "logging.getLogger('uvicorn.access').info('dropped: the store logs access')\n"
+        "logging.getLogger('alembic.runtime.migration').info('dropped: too chatty')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    ).stdout
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [(x["logger"], x["message"]) for x in lines] == [
+        ("store.x", "hello world"),
+        ("uvicorn.error", "started"),
+    ]
+    assert lines[0]["n"] == 1
