@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from store.accounts import service as accounts
 from store.accounts.models import AccessToken, Account
+from store.billing.runtime import billing_of
 from store.config import Settings
 from store.errors import Forbidden, Unauthorized
 
@@ -26,6 +27,8 @@ def get_session(request: Request) -> Iterator[Session]:
     # Licensing re-issues a license in the same transaction when an entitlement changes.
     session.info["keyring"] = request.app.state.keyring
     session.info["settings"] = request.app.state.settings
+    # Catalog edits keep the payment gateway's prices in step (store.billing.prices).
+    session.info["billing"] = billing_of(request.app.state)
     try:
         yield session
         session.commit()

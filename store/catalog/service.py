@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ from store.catalog.models import Category, Product, Tier, product_categories
 from store.db import utcnow
 from store.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from store.pagination import Page, paginate
+
+log = logging.getLogger("store.catalog")
 
 KINDS = ("image", "plugin")
 STATUSES = ("draft", "published", "suspended")
@@ -233,6 +236,25 @@ def _access_changed(session: Session, product: Product) -> None:
     from store.registry import hub
 
     hub.refresh_visibility(session, product.repository)
+
+
+def _price_changed(session: Session, tier: Tier) -> None:
+    """Keep the payment gateway's price in step with a new or repriced paid tier.
+
+    The billing runtime is put on the session by the request (or command) that owns it. A
+    gateway that cannot be reached does not stop the edit: the price is then made at the
+    first checkout or by `store billing sync`.
+    """
+    billing = session.info.get("billing")
+    if billing is None or tier.billing == "free" or not tier.active:
+        return
+    from store.billing import prices
+
+    try:
+        with session.begin_nested():
+            prices.ensure_price(session, billing, tier)
+    except Exception:  # the gateway's errors are many; none may cost the publisher the edit
+        log.warning("could not create the gateway price of tier %s now", tier.id, exc_info=True)
 
 
 def set_badges(
@@ -483,6 +505,7 @@ def create_tier(
     session.add(tier)
     session.flush()
     _access_changed(session, product)
+    _price_changed(session, tier)
     return tier
 
 
@@ -521,6 +544,8 @@ def update_tier(session: Session, *, actor: Account, tier: Tier, **data: object)
         if tier.product.status == "published" and not tier.product.active_tiers:
             raise Conflict("A published product needs at least one active tier")
     _access_changed(session, tier.product)
+    if (tier.billing, tier.amount_minor, tier.currency) != before:
+        _price_changed(session, tier)
     return tier
 
 

@@ -12,18 +12,18 @@ deletes and rank-key changes) holds:
 * ``tsv`` — every field + tags: the "anywhere" tier and the facet pass.
 
 Why not one weighted tsvector on search_documents: the GIN index does not store weights, so
-a tier query (``'redis':A``) rechecks every match of the word anywhere against a detoasted
-document-size tsvector, and the planner, estimating it like an unrestricted word, walked the
-whole primary key for words common in descriptions but absent from names (≈ 1 s at 200k).
-Each tier now has a tsvector holding only its fields, so only ``head`` needs weights (and
-rechecks a tiny value). ``mid`` and ``tsv`` are stored out of line (``STORAGE EXTERNAL``,
-``toast_tuple_target``) so the heap rows a bitmap scan visits stay narrow.
+a tier query (``'redis':A``) rechecked every match of the word anywhere against a
+compressed, document-size tsvector, and the planner, estimating it like an unrestricted
+word, walked the whole primary key for words common in descriptions but absent from names
+(≈ 1 s at 200k). Each tier now has a tsvector holding only its fields (only ``head`` needs
+weights, and rechecks a tiny value), in rows of ≈ 1.6 KB: below the TOAST threshold, so no
+decompression when a row is evaluated.
 
-Word queries run as GIN bitmap scans plus a top-N sort on the rank key, whatever the
-planner's estimate (``ORDER BY id + 0``, ``enable_seqscan`` off for the search): cost grows
-with the number of matches (visiting narrow heap rows, no detoasting), never with the size
-of the table. No-word queries (facet browsing) may walk the rank-key index, evaluating the
-small inline ``tags``.
+Word queries are GIN bitmap scans plus a top-N sort on the rank key whatever the planner's
+estimate (``ORDER BY id + 0``; sequential scans and JIT off during a search), restricted to
+*rank bands* (see :meth:`PostgresBackend._banded`): the heap rows visited are those of the
+best-ranked matches, not of every match. No-word queries (facet browsing) use ``tags``
+(small, inline), where walking the rank-key index is cheap too.
 """
 
 from __future__ import annotations
@@ -78,18 +78,35 @@ def _literal(doc: dict[str, Any], fields: Sequence[tuple[str, str, int]], weight
 
 
 # Rank bands: the rank key's top bits (badge class and popularity, 16 popularity steps per
-# band, i.e. a factor of √2 in pulls). Every word tsvector carries its document's band token,
-# so "matches in bands ≤ k" is an intersection inside the GIN index, and a query visits the
-# heap rows of the best-ranked matches only, not of every match.
+# band, a factor of √2 in pulls): bands 0..511, best first. Every word tsvector carries its
+# document's band at three granularities (r: one band, rb: 8 bands, rc: 64 bands), so "the
+# matches in bands lo..hi" is an intersection inside the GIN index with a handful of tokens,
+# and a query visits the heap rows of the best-ranked matches only, not of every match.
 _BAND_SHIFT = 54
+_LAST_BAND = (1 << 63) - 1 >> _BAND_SHIFT
+_BAND_LEVELS = ((64, "rc"), (8, "rb"), (1, "r"))
 
 
-def band_token(key: int) -> str:
-    return f"r:{key >> _BAND_SHIFT}"
+def band_tokens(key: int) -> list[str]:
+    band = key >> _BAND_SHIFT
+    return [f"{prefix}:{band // size}" for size, prefix in _BAND_LEVELS]
+
+
+def range_tokens(first: int, last: int) -> list[str]:
+    """Tokens covering exactly the bands first..last (every band number, whether or not
+    any document is in it now)."""
+    tokens, band = [], first
+    while band <= last:
+        for size, prefix in _BAND_LEVELS:
+            if band % size == 0 and band + size - 1 <= last:
+                tokens.append(f"{prefix}:{band // size}")
+                band += size
+                break
+    return tokens
 
 
 def tsvector_literals(doc: dict[str, Any]) -> dict[str, str]:
-    band = " " + _quote(band_token(doc["id"]))
+    band = "".join(" " + _quote(t) for t in band_tokens(doc["id"]))
     return {
         "tags": " ".join(_quote(t) for t in doc["fts_facets"].split()),
         "head": _literal(doc, (_NAME, _TITLE), True) + band,
@@ -131,6 +148,7 @@ _TIER_SQL = {
 _FACET_SQL = "SELECT id, CAST(tags AS text) FROM search_fts_terms WHERE "
 
 
+_FIRST_STEP = 16  # the first band range covers about this many documents per result wanted
 _HISTOGRAM_TTL = 300.0
 _histograms: dict[str, tuple[float, list[tuple[int, int]]]] = {}
 
@@ -218,41 +236,36 @@ class PostgresBackend:
     ) -> list[Any]:
         """The first ``limit`` rows of ``sql`` (which filters on ``@@ :q``) in rank order.
 
-        Asks for the matches in the best rank bands first; the band ranges grow
-        geometrically (about 16 times ``limit`` documents, then 8 times more...) until
-        ``limit`` rows are found; the last range is "every band not asked yet". Bands are
-        disjoint rank-key ranges, so the concatenated results are in rank order."""
+        Asks for the matches in the best rank bands first (bands 0..k covering about
+        16 times ``limit`` documents by the cached histogram), then in the following bands,
+        growing with the density seen, until ``limit`` rows are found or every band was
+        asked. The ranges are contiguous and disjoint in band numbers (a stale histogram
+        costs speed, never results), so the concatenated results are in rank order."""
         cumulative = _band_histogram(conn)
         total = cumulative[-1][1] if cumulative else 0
         out: list[Any] = []
-        done: list[str] = []  # band tokens already asked
-        target = 16 * limit
-        index = 0
-        while len(out) < limit:
-            bands = []
-            while index < len(cumulative) and (not bands or cumulative[index - 1][1] < target):
-                bands.append(f"r:{cumulative[index][0]}")
+        first, target, index = 0, _FIRST_STEP * limit, 0
+        while len(out) < limit and first <= _LAST_BAND:
+            while index < len(cumulative) and cumulative[index][1] < target:
                 index += 1
-            last = index >= len(cumulative)
-            if last:
-                cond = "!" + tsquery_tokens(done, any_of=True) if done else ""
+            last = cumulative[index][0] if index < len(cumulative) - 1 else _LAST_BAND
+            if first == 0 and last == _LAST_BAND:
+                query = q
             else:
-                cond = tsquery_tokens(bands, any_of=True)
-            rows = conn.execute(
+                query = f"{q} & {tsquery_tokens(range_tokens(first, last), any_of=True)}"
+            out += conn.execute(
                 text(sql + " ORDER BY id + 0 LIMIT :n"),
-                {**params, "q": f"{q} & {cond}" if cond else q, "n": limit - len(out)},
+                {**params, "q": query, "n": limit - len(out)},
             ).all()
-            out += rows
-            if last:
-                break
-            done += bands
-            # Next: 8 times as many documents, or as many as the density seen so far says
-            # are needed (twice over); straight to "the rest" when that is most of it.
-            covered = cumulative[index - 1][1]
+            # Next: as many documents again as the density seen so far says are needed
+            # (twice over), at least as many as covered so far; straight to "the rest" when
+            # that is most of it.
+            covered = cumulative[index][1] if index < len(cumulative) else total
             wanted = (limit - len(out)) * covered / len(out) * 2 if out else total
-            target = max(8 * covered, covered + wanted)
+            target = covered + max(covered, wanted)
             if target > total / 2:
-                index = len(cumulative)
+                target = total + 1
+            first, index = last + 1, index + 1
         return out
 
     def after_write(self, conn: Connection, docs: Sequence[dict[str, Any]]) -> None:

@@ -245,3 +245,35 @@ def test_stripe_checkout_page_loads_stripe_js(
     status = client.get(r.headers["location"])
     # Paid at Stripe, webhook not here yet: the page says so and refreshes.
     assert "Your payment went through" in status.text and status.headers["refresh"] == "3"
+
+
+def test_new_and_repriced_tiers_get_their_stripe_plan_at_once(
+    client: TestClient, session: Session, stripe_billing: Billing, shop: Shop
+) -> None:
+    from store.catalog import service as catalog
+    from tests.factories import api_token, auth
+
+    token = api_token(session, shop.publisher)
+    repository = shop.product.repository
+    created = client.post(
+        f"/api/v1/products/{repository}/tiers",
+        json={"slug": "crew", "billing": "month", "amount_minor": 2900, "currency": "usd"},
+        headers=auth(token),
+    )
+    assert created.status_code == 201, created.text
+    session.expire_all()
+    tier = catalog.get_tier_by_slug(session, shop.product, "crew")
+    v1 = gateway(stripe_billing).v1
+    assert tier.gateway_price_ref == plan_id(tier)
+    assert v1.plans.retrieve(tier.gateway_price_ref)["amount"] == 2900
+    first_plan = tier.gateway_price_ref
+    repriced = client.patch(
+        f"/api/v1/products/{repository}/tiers/crew",
+        json={"amount_minor": 3900},
+        headers=auth(token),
+    )
+    assert repriced.status_code == 200, repriced.text
+    session.expire_all()
+    assert tier.gateway_price_ref not in (None, first_plan)
+    assert v1.plans.retrieve(tier.gateway_price_ref)["amount"] == 3900
+    assert v1.plans.retrieve(first_plan)["amount"] == 2900  # history is never mutated

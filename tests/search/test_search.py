@@ -205,3 +205,47 @@ def test_stable_pagination(session: Session, world: dict) -> None:
     flat = [n for page in pages for n in page]
     assert len(flat) == 30 and len(set(flat)) == 30
     assert flat == names(session, "widget")
+
+
+def test_rank_band_ranges_cover_every_band_once() -> None:
+    from store.search.postgres_fts import _LAST_BAND, range_tokens
+
+    def bands(token: str) -> range:
+        prefix, _, n = token.partition(":")
+        size = {"r": 1, "rb": 8, "rc": 64}[prefix]
+        return range(int(n) * size, (int(n) + 1) * size)
+
+    for first, last in [(0, _LAST_BAND), (0, 0), (3, 70), (63, 448), (500, _LAST_BAND)]:
+        covered = [b for t in range_tokens(first, last) for b in bands(t)]
+        assert covered == list(range(first, last + 1))
+    assert len(range_tokens(0, _LAST_BAND)) == 8
+
+
+def test_banded_retrieval_matches_a_plain_ranking(
+    session: Session, world: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL asks for matches band range by band range: pages must be exactly those of
+    one pass, also when the cached band histogram is stale (SQLite: same pages anyway)."""
+    from store.search import postgres_fts
+
+    for i in range(60):
+        make_repo(session, f"band/item{i:02d}", description="gadget", pull_count=7 ** (i % 9))
+
+    def pages() -> list[list[str]]:
+        return [
+            [h.doc.name for h in service.search(session, q=q, page=p, per_page=9).hits]
+            for q in ("gadget", "")
+            for p in range(1, 8)
+        ]
+
+    monkeypatch.setattr(postgres_fts, "_FIRST_STEP", 10**9)  # one pass
+    expected = pages()
+    monkeypatch.setattr(postgres_fts, "_FIRST_STEP", 0.05)  # many small band ranges
+    postgres_fts._histograms.clear()
+    assert pages() == expected
+    for i in range(10):  # in bands the cached histogram has not seen
+        make_repo(session, f"band/new{i}", description="gadget", pull_count=2 ** (30 + i))
+    stale = pages()
+    assert "band/new9" in stale[0]
+    monkeypatch.setattr(postgres_fts, "_FIRST_STEP", 10**9)
+    assert stale == pages()
