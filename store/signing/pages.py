@@ -17,21 +17,15 @@ from store.signing import certification, keys
 from store.signing import service as signing
 from store.web import forms
 from store.web.forms import Form, FormState
+from store.web.routes_publisher import member_org
 from store.web.routing import AdminAccount, RequiredAccount, page_router
 from store.web.templating import flash, redirect, render
 
 router = page_router()
 
 
-def _member_org(session: DbSession, account: Account, slug: str) -> Organization:
-    org = accounts.get_organization(session, slug)
-    if not accounts.has_role(session, account, org, "viewer"):
-        raise NotFound(f"No organization named '{slug}'")
-    return org
-
-
 def _member_product(session: DbSession, account: Account, org: str, name: str) -> Product:
-    organization = _member_org(session, account, org)
+    organization = member_org(session, account, org)
     return catalog.get_product_by_repository(session, f"{organization.slug}/{name}")
 
 
@@ -64,14 +58,14 @@ def _keys_page(
 @router.get("/publish/{org}/-/signing")
 def keys_page(request: Request, org: str, session: DbSession, account: RequiredAccount) -> Response:
     """The organization's signing keys, how to sign, and unsigned pushes to certified products."""
-    return _keys_page(request, session, account, _member_org(session, account, org))
+    return _keys_page(request, session, account, member_org(session, account, org))
 
 
 @router.post("/publish/{org}/-/signing/keys")
 def add_key(
     request: Request, org: str, session: DbSession, account: RequiredAccount, form: Form
 ) -> Response:
-    organization = _member_org(session, account, org)
+    organization = member_org(session, account, org)
     result = forms.attempt(
         session,
         lambda: keys.add_key(
@@ -95,7 +89,7 @@ def add_key(
 def revoke_key(
     request: Request, org: str, key_id: uuid.UUID, session: DbSession, account: RequiredAccount
 ) -> Response:
-    organization = _member_org(session, account, org)
+    organization = member_org(session, account, org)
     key = keys.revoke_key(session, key=keys.get_key(session, organization, key_id), actor=account)
     flash(request, f"Key {key.fingerprint[:16]}… is revoked; what it signed counts as unsigned.")
     return redirect(f"/publish/{organization.slug}/-/signing")
@@ -105,7 +99,7 @@ def revoke_key(
 def dismiss_flag(
     request: Request, org: str, flag_id: uuid.UUID, session: DbSession, account: RequiredAccount
 ) -> Response:
-    organization = _member_org(session, account, org)
+    organization = member_org(session, account, org)
     flag = signing.get_flag(session, flag_id)
     if flag.product.organization_id != organization.id:
         raise NotFound("No such flag")
