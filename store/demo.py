@@ -10,18 +10,28 @@ does not belong to the demo is never touched: seeding stops with a conflict inst
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from store.accounts import service as accounts
 from store.accounts.models import Account, Organization
 from store.catalog import service as catalog
+from store.catalog.models import Product
+from store.db import utcnow
 from store.errors import Conflict
 from store.licensing import entitlements as licensing
 from store.licensing.models import Entitlement
+from store.registry import hub
+from store.signing import certification
+from store.signing import keys as signing_keys
+from store.signing import service as signing
+from store.signing import verify as signing_verify
 
 EMAIL_DOMAIN = "demo.store.example"  # RFC 2606: never a real mailbox
 
@@ -589,11 +599,48 @@ def _ensure_product(
         )
     if not spec.draft:
         catalog.set_status(session, actor=owner, product=product, status="published")
-    if spec.official or spec.certified:
-        catalog.set_badges(
-            session, actor=admin, product=product, official=spec.official, certified=spec.certified
-        )
+    if spec.official:
+        catalog.set_badges(session, actor=admin, product=product, official=True)
+    if spec.certified and not spec.draft:
+        _certify(session, product, owner, admin, registry_host)
     result.created_products.append(spec.repository)
+
+
+def _certify(
+    session: Session, product: Product, owner: Account, admin: Account, registry_host: str
+) -> None:
+    """Certify the way a publisher and a reviewer would: a signing key registered for the
+    organisation, the `latest` tag (a stand-in digest: the demo pushes no images) signed
+    with it, a certification request, and the review's approval. The key's private half is
+    not kept; sign real pushes with a key of your own (docs/signing.md)."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    signing_keys.add_key(
+        session,
+        org=product.organization,
+        actor=owner,
+        public_pem=signing_verify.public_pem(key),
+        label=f"demo key for {product.repository}",
+    )
+    digest = "sha256:" + hashlib.sha256(f"demo:{product.repository}".encode()).hexdigest()
+    hub.record_push(
+        session, name=product.repository, digest=digest,
+        media_type="application/vnd.oci.image.manifest.v1+json", size=1024, tag="latest",
+        actor=owner.username, at=utcnow(),
+    )  # fmt: skip
+    payload = signing_verify.make_payload(f"{registry_host}/{product.repository}", digest)
+    signing.upload_signature(
+        session,
+        org=product.organization,
+        uploader=owner,
+        repository=product.repository,
+        digest=digest,
+        payload_b64=base64.b64encode(payload).decode(),
+        signature_b64=base64.b64encode(signing_verify.sign(key, payload)).decode(),
+        registry_host=registry_host,
+        tag="latest",
+    )
+    request = certification.submit(session, actor=owner, product=product, tag="latest")
+    certification.approve(session, actor=admin, request=request, note="Demo review")
 
 
 def _ensure_customer_library(

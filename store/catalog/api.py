@@ -21,6 +21,7 @@ from store.catalog.schemas import (
     TierUpdate,
 )
 from store.deps import AdminAccount, Caller, CurrentAccount, DbSession
+from store.errors import Conflict
 
 router = APIRouter(tags=["catalog"])
 
@@ -145,7 +146,10 @@ def set_status(
 def set_badges(
     org: str, name: str, body: BadgesIn, admin: AdminAccount, session: DbSession
 ) -> ProductOut:
-    """Mark a product official (store-curated) or certified."""
+    """Mark a product official (store-curated), or remove its certified badge. Certifying
+    goes through the certification review (`/api/v1/admin/certification/...`): 409 here."""
+    if body.certified:
+        raise Conflict(service.CERTIFY_THROUGH_REVIEW, code="certify_through_review")
     product = service.get_product_by_repository(session, f"{org}/{name}")
     service.set_badges(
         session, actor=admin, product=product, official=body.official, certified=body.certified

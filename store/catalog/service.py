@@ -257,6 +257,12 @@ def _price_changed(session: Session, tier: Tier) -> None:
         log.warning("could not create the gateway price of tier %s now", tier.id, exc_info=True)
 
 
+CERTIFY_THROUGH_REVIEW = (
+    "Products are certified through the certification review, which ties the badge to a "
+    "signed digest (docs/signing.md); only removing the badge is done here"
+)
+
+
 def set_badges(
     session: Session,
     *,

@@ -237,9 +237,12 @@ def _products_reinstate(args: argparse.Namespace) -> int:
 
 @command
 def _products_badge(args: argparse.Namespace) -> int:
-    """Award or remove the official and certified badges."""
+    """Award or remove the official badge, or remove the certified one (certifying goes
+    through the certification review: `store` refuses --certified on)."""
     if args.official is None and args.certified is None:
         usage_error(args, "give --official and/or --certified")
+    if args.certified:
+        raise CommandError(catalog.CERTIFY_THROUGH_REVIEW)
     with unit_of_work() as session:
         actor = resolve_actor(session, args.actor)
         product = catalog.get_product_by_repository(session, args.product)

@@ -86,7 +86,8 @@ def verify(
 
 @router.get("/admin/products")
 def products(request: Request, session: DbSession, admin: AdminAccount) -> Response:
-    """Every product, any status, with badge and moderation controls."""
+    """Every product, any status, with badge and moderation controls (certification: a
+    link to its review, and removal)."""
     status = request.query_params.get("status", "").strip()
     query = request.query_params.get("q", "").strip()
     flt = catalog.ProductFilter(query=query, status=status or None, sort="title")
@@ -115,18 +116,36 @@ def products(request: Request, session: DbSession, admin: AdminAccount) -> Respo
 def badges(
     request: Request, org: str, name: str, session: DbSession, admin: AdminAccount, form: Form
 ) -> Response:
+    """The official badge. (Certification goes through the review at /admin/certification,
+    which ties it to a signed digest; this form cannot certify.)"""
     product = catalog.get_product_by_repository(session, f"{org}/{name}")
     result = forms.attempt(
         session,
         lambda: catalog.set_badges(
-            session,
-            actor=admin,
-            product=product,
-            official=forms.checkbox(form, "official"),
-            certified=forms.checkbox(form, "certified"),
+            session, actor=admin, product=product, official=forms.checkbox(form, "official")
         ),
     )
     return _done(request, form, "/admin/products", result, f"Badges of {product.repository} saved.")
+
+
+@router.post("/admin/products/{org}/{name}/uncertify")
+def uncertify(
+    request: Request, org: str, name: str, session: DbSession, admin: AdminAccount, form: Form
+) -> Response:
+    """Remove the certified badge: this voids the certification (no digest is certified
+    while the product is not); a new one needs an approved review."""
+    product = catalog.get_product_by_repository(session, f"{org}/{name}")
+    result = forms.attempt(
+        session,
+        lambda: catalog.set_badges(session, actor=admin, product=product, certified=False),
+    )
+    return _done(
+        request,
+        form,
+        "/admin/products",
+        result,
+        f"The certification of {product.repository} is removed.",
+    )
 
 
 @router.post("/admin/products/{org}/{name}/status")

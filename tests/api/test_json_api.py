@@ -243,10 +243,16 @@ def test_admin_api(client: TestClient, session: Session) -> None:
     assert r.status_code == 200 and r.json()["verified"] is True
     r = client.post(
         f"/api/v1/products/{product.repository}/badges",
-        json={"official": True, "certified": True},
+        json={"official": True},
         headers=auth(token),
     )
-    assert r.status_code == 200 and r.json()["official"] and r.json()["certified"]
+    assert r.status_code == 200 and r.json()["official"] and not r.json()["certified"]
+    r = client.post(
+        f"/api/v1/products/{product.repository}/badges",
+        json={"certified": True},
+        headers=auth(token),
+    )
+    assert (r.status_code, r.json()["error"]) == (409, "certify_through_review")
     r = client.get("/api/v1/products", params={"badge": "verified"})
     assert [p["repository"] for p in r.json()["items"]] == ["verifyme/thing"]
     r = client.post(

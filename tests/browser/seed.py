@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
@@ -27,6 +29,7 @@ from store.config import Settings
 from store.db import make_engine, make_sessionmaker, session_scope, utcnow
 from store.registry import hub
 from store.registry.models import PullCounter
+from store.signing import certification, keys
 
 # The publisher test creates this product; the registry saw pushes and pulls of the
 # repository before it was listed, so its dashboard has a pulls chart to show.
@@ -37,6 +40,18 @@ PULLED = ("northwind/pgvault", f"{PUBLISHER_ORG}/{PUBLISHER_PRODUCT}")
 # gives northwind a sales chart.
 REFUND_PURCHASE = ("neuron-works/feature-store", "perpetual")
 SALES_PURCHASE = ("northwind/blockstore-volume", "perpetual")
+# The certification test's publisher (password: the demo accounts'): an owner, an
+# organization and a published product whose repository the registry saw one tag of
+# (nothing signed, nothing certified yet).
+CERT_OWNER = "cora-e2e"
+CERT_ORG = "certco-e2e"
+CERT_PRODUCT = "gizmo"
+CERT_TAG = "1.0"
+CERT_DIGEST = "sha256:" + "c0ffee" * 10 + "0123"
+# A second product of that organization with an unsigned version waiting for review (the
+# accessibility check looks at the review page), and a signing key of northwind (so its
+# signing keys page has one to show).
+WAITING_PRODUCT = ("doohickey", "Doohickey Daemon", "2.0", "sha256:" + "d00d1e" * 10 + "4567")
 
 
 @dataclass(frozen=True)
@@ -63,6 +78,8 @@ def store(data_dir: Path, *, demo_password: str, registry_host: str) -> Seeded:
     try:
         with session_scope(make_sessionmaker(engine)) as session:
             pulls = _pulls(session)
+        with session_scope(make_sessionmaker(engine)) as session:
+            _certification_publisher(session, password=demo_password)
         paid = []
         for repository, tier_slug in (REFUND_PURCHASE, SALES_PURCHASE):
             with session_scope(make_sessionmaker(engine)) as session:
@@ -80,6 +97,65 @@ def store(data_dir: Path, *, demo_password: str, registry_host: str) -> Seeded:
     finally:
         engine.dispose()
     return Seeded(refund_order_id=paid[0], sales_order_id=paid[1], pulls=pulls)
+
+
+def _certification_publisher(session: Session, *, password: str) -> None:
+    """The certification test's publisher with its products and pushed tags (as the
+    registry's push notifications record them), one version waiting for review, and a
+    signing key of northwind."""
+    owner = accounts.create_account(
+        session,
+        username=CERT_OWNER,
+        email=f"{CERT_OWNER}@example.test",
+        password=password,
+        display_name="Cora",
+    )
+    org = accounts.create_organization(
+        session, owner=owner, slug=CERT_ORG, name="Certco End-to-End"
+    )
+    for slug, title, tag, digest in (
+        (CERT_PRODUCT, "Gizmo Gateway", CERT_TAG, CERT_DIGEST),
+        WAITING_PRODUCT,
+    ):
+        product = catalog.create_product(
+            session,
+            actor=owner,
+            org=org,
+            kind="image",
+            slug=slug,
+            title=title,
+            summary=f"{title}, signed and certified in browser tests.",
+            categories=["developer-tools"],
+            platforms=["linux/amd64"],
+        )
+        catalog.create_tier(
+            session, actor=owner, product=product, slug="community", name="Community"
+        )
+        catalog.set_status(session, actor=owner, product=product, status="published")
+        hub.record_push(
+            session,
+            name=product.repository,
+            digest=digest,
+            media_type="application/vnd.oci.image.manifest.v1+json",
+            size=1234,
+            tag=tag,
+            actor=f"{CERT_ORG}:robot:ci",
+            at=utcnow(),
+        )
+    certification.submit(session, actor=owner, product=product, tag=WAITING_PRODUCT[2])
+    public_pem = (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    keys.add_key(
+        session,
+        org=accounts.get_organization(session, "northwind"),
+        actor=accounts.get_account_by_username(session, "nora"),
+        public_pem=public_pem,
+        label="release-2026",
+    )
 
 
 def _pulls(session: Session) -> dict[str, int]:

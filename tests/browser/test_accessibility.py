@@ -16,6 +16,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.browser.flows import log_in
+from tests.browser.seed import CERT_OWNER
 from tests.browser.support import AXE_JS, DEMO_PASSWORD, Shots
 
 pytestmark = [
@@ -67,6 +68,13 @@ PAGES: dict[str, list[Entry]] = {
         ("/publish/northwind/pgvault", None, False),
         ("/publish/northwind/-/sales", None, False),
         ("/publish/northwind/new", None, False),
+        ("/publish/northwind/-/signing", None, False),  # with a registered key (seed)
+        ("/publish/northwind/-/audit", None, False),
+    ],
+    # The certification test's publisher: a tag pushed, a version waiting for review.
+    CERT_OWNER: [
+        ("/publish/certco-e2e/doohickey/certification", None, True),
+        ("/products/certco-e2e/doohickey", None, False),
     ],
     "operator": [
         ("/admin", None, True),
@@ -74,6 +82,10 @@ PAGES: dict[str, list[Entry]] = {
         ("/admin/accounts", None, False),
         ("/admin/orders", None, False),
         ("/admin/entitlements?username=casey", None, False),
+        ("/admin/certification", None, False),
+        ("/admin/certification", "Doohickey Daemon", True),  # an unsigned version's review
+        ("/admin/audit", None, False),
+        ("/admin/audit?action=auth.login&verify=1", None, False),
     ],
 }
 # What sticks out on the right when the page scrolls sideways (empty when it does not).

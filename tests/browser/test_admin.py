@@ -1,8 +1,7 @@
 """An administrator, in a real browser: verify a publisher, suspend and reinstate a product,
 refund an order in full, and revoke an entitlement.
 
-(Reviewing certification requests is not covered yet: that part of the store is being built
-separately.)
+(Reviewing certification requests and the audit log: test_certification.py.)
 """
 
 from __future__ import annotations

@@ -2,8 +2,7 @@
 product with a free and a paid tier, publish it, make a robot token for CI, read the push
 instructions, and see the pulls and sales charts.
 
-(Registering a signing key and asking for certification are not covered yet: that part of
-the store is being built separately.)
+(Registering a signing key, signing and asking for certification: test_certification.py.)
 """
 
 from __future__ import annotations

@@ -226,10 +226,11 @@ def test_products_and_tiers(run: Run, db: Session, tmp_path: Path) -> None:
     published = run("products", "publish", "acme/widget", "--json")
     assert published.code == 0, published.err
     assert published.json()["status"] == "published"
-    badges = run("products", "badge", "acme/widget", "--official", "on", "--certified", "on",
-                 "--json")  # fmt: skip
+    refused = run("products", "badge", "acme/widget", "--certified", "on")
+    assert refused.code == 1 and "certification review" in refused.err
+    badges = run("products", "badge", "acme/widget", "--official", "on", "--json")
     assert badges.json()["official"] is True
-    assert badges.json()["certified"] is True
+    assert badges.json()["certified"] is False
 
     suspended = run("products", "suspend", "acme/widget", "--reason", "Malware report", "--json")
     assert suspended.json()["status"] == "suspended"

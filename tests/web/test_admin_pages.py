@@ -7,6 +7,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from store.accounts import service as accounts
+from store.catalog import service as catalog
 from store.licensing import entitlements
 from tests.factories import make_account, make_admin, make_org, make_product
 from tests.web.helpers import is_html, login, submit
@@ -32,7 +33,7 @@ def test_anonymous_admin_goes_to_login(browser: TestClient) -> None:
 
 
 def test_admin_verifies_badges_and_suspends(browser: TestClient, session: Session) -> None:
-    make_admin(session, "chief")
+    chief = make_admin(session, "chief")
     owner = make_account(session, "vendor")
     org = make_org(session, owner, "vendorco")
     product = make_product(session, org, owner, "engine", title="Engine")
@@ -62,8 +63,28 @@ def test_admin_verifies_badges_and_suspends(browser: TestClient, session: Sessio
     assert badged.url.query == b"status=published"
     assert "Badges of vendorco/engine saved." in badged.text
     session.refresh(product)
-    assert product.official and product.certified
-    assert "Certified" in browser.get("/products/vendorco/engine").text
+    # The badges form cannot certify: certification goes through the review.
+    assert product.official and not product.certified
+    listing = browser.get("/admin/products").text
+    assert 'name="certified"' not in listing
+    assert 'href="/admin/certification?status=all">Certification review' in listing
+    assert "/admin/products/vendorco/engine/uncertify" not in listing
+
+    # Removing a certification (made by an approved review) voids it.
+    catalog.set_badges(session, actor=chief, product=product, certified=True)
+    session.commit()
+    assert "/admin/products/vendorco/engine/uncertify" in browser.get("/admin/products").text
+    removed = submit(
+        browser,
+        "/admin/products",
+        "/admin/products/vendorco/engine/uncertify",
+        {"next": "/admin/products?status=published"},
+    )
+    assert removed.url.path == "/admin/products"
+    assert "The certification of vendorco/engine is removed." in removed.text
+    session.refresh(product)
+    assert product.official and not product.certified
+    assert "badge-certified" not in browser.get("/products/vendorco/engine").text
 
     no_reason = submit(
         browser,
