@@ -15,7 +15,8 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -253,3 +254,45 @@ def python_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[s
         timeout=60,
         check=False,
     )
+
+
+@contextmanager
+def running_stack(
+    root: Path, store_env: dict[str, str], *, store_port: int, registry: str
+) -> Iterator[list[Process]]:
+    """Write the registry's config with `store registry config`, start the store (uvicorn) and
+    docker-registry on their loopback ports, and stop both on exit. Yields [store, registry]."""
+    written = python_cli(
+        "registry", "config", "--registry-url", f"http://{registry}",
+        "--out", str(root / "registry"), "--json", env=store_env,
+    )  # fmt: skip
+    assert written.returncode == 0, written.stderr
+    logs = root / "logs"
+    logs.mkdir()
+    processes: list[Process] = []
+    try:
+        store = start(
+            "store",
+            [
+                "python", "-m", "uvicorn", "store.app:create_app", "--factory",
+                "--host", "127.0.0.1", "--port", str(store_port), "--log-level", "warning",
+            ],
+            env=store_env,
+            cwd=root,
+            logs=logs,
+        )  # fmt: skip
+        processes.append(store)
+        wait_http(f"http://127.0.0.1:{store_port}/token", proc=store.proc)
+        reg = start(
+            "registry",
+            ["docker-registry", "serve", str(root / "registry" / "config.yml")],
+            env=clean_env({}),
+            cwd=root / "registry",
+            logs=logs,
+        )
+        processes.append(reg)
+        wait_http(f"http://{registry}/v2/", proc=reg.proc)
+        yield processes
+    finally:
+        for process in reversed(processes):
+            process.stop()

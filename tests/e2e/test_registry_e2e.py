@@ -37,9 +37,8 @@ from tests.e2e.registry_env import (
     free_port,
     python_cli,
     read_oci_file,
+    running_stack,
     sqlite_writer_engine,
-    start,
-    wait_http,
 )
 from tests.factories import PASSWORD, make_account, make_org, make_product, paid_tier, tier_of
 
@@ -106,69 +105,25 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     layout = root / "layout"
     build_oci_layout(layout, tag="v1", files={"hello.txt": CONTENT})
 
-    written = python_cli(
-        "registry",
-        "config",
-        "--registry-url",
-        f"http://{registry}",
-        "--out",
-        str(root / "registry"),
-        "--json",
-        env=store_env,
-    )
-    assert written.returncode == 0, written.stderr
-    logs = root / "logs"
-    logs.mkdir()
-    processes: list[Process] = []
     try:
-        store = start(
-            "store",
-            [
-                "python",
-                "-m",
-                "uvicorn",
-                "store.app:create_app",
-                "--factory",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(store_port),
-                "--log-level",
-                "warning",
-            ],
-            env=store_env,
-            cwd=root,
-            logs=logs,
-        )
-        processes.append(store)
-        wait_http(f"{store_url}/token", proc=store.proc)
-        reg = start(
-            "registry",
-            ["docker-registry", "serve", str(root / "registry" / "config.yml")],
-            env=clean_env({}),
-            cwd=root / "registry",
-            logs=logs,
-        )
-        processes.append(reg)
-        wait_http(f"http://{registry}/v2/", proc=reg.proc)
-        home = root / "home"
-        home.mkdir()
-        yield Env(
-            root,
-            store_url,
-            registry,
-            engine,
-            factory,
-            Skopeo(registry, home),
-            robot,
-            layout,
-            store,
-            reg,
-            {},
-        )
+        stack = running_stack(root, store_env, store_port=store_port, registry=registry)
+        with stack as (store, reg):
+            home = root / "home"
+            home.mkdir()
+            yield Env(
+                root,
+                store_url,
+                registry,
+                engine,
+                factory,
+                Skopeo(registry, home),
+                robot,
+                layout,
+                store,
+                reg,
+                {},
+            )
     finally:
-        for process in reversed(processes):
-            process.stop()
         engine.dispose()
 
 

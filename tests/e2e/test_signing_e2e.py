@@ -30,8 +30,7 @@ from tests.e2e.registry_env import (
     clean_env,
     free_port,
     python_cli,
-    start,
-    wait_http,
+    running_stack,
 )
 from tests.factories import make_account, make_admin, make_org, make_product
 
@@ -97,67 +96,23 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
             session, kind="personal", name="api", scopes=["api"], created_by=alice
         ).secret
         make_admin(session)
-    written = python_cli(
-        "registry",
-        "config",
-        "--registry-url",
-        f"http://{registry}",
-        "--out",
-        str(root / "registry"),
-        "--json",
-        env=store_env,
-    )
-    assert written.returncode == 0, written.stderr
-    logs = root / "logs"
-    logs.mkdir()
-    processes: list[Process] = []
     try:
-        store = start(
-            "store",
-            [
-                "python",
-                "-m",
-                "uvicorn",
-                "store.app:create_app",
-                "--factory",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(store_port),
-                "--log-level",
-                "warning",
-            ],
-            env=store_env,
-            cwd=root,
-            logs=logs,
-        )
-        processes.append(store)
-        wait_http(f"{store_url}/token", proc=store.proc)
-        reg = start(
-            "registry",
-            ["docker-registry", "serve", str(root / "registry" / "config.yml")],
-            env=clean_env({}),
-            cwd=root / "registry",
-            logs=logs,
-        )
-        processes.append(reg)
-        wait_http(f"http://{registry}/v2/", proc=reg.proc)
-        home = root / "home"
-        home.mkdir()
-        yield Env(
-            root,
-            store_url,
-            registry,
-            factory,
-            Skopeo(registry, home),
-            robot,
-            alice_token,
-            key_file,
-            processes,
-        )
+        stack = running_stack(root, store_env, store_port=store_port, registry=registry)
+        with stack as processes:
+            home = root / "home"
+            home.mkdir()
+            yield Env(
+                root,
+                store_url,
+                registry,
+                factory,
+                Skopeo(registry, home),
+                robot,
+                alice_token,
+                key_file,
+                processes,
+            )
     finally:
-        for process in reversed(processes):
-            process.stop()
         engine.dispose()
 
 

@@ -95,14 +95,16 @@ PRINCIPALS = st.builds(
 
 
 def _facts(data: st.DataObject, names: list[str], role: str | None) -> dict[str, RepoFacts]:
-    """What load_facts would say: the principal (a member of acme with ``role``) has a role
-    in repositories under acme/ only; everything else about products is arbitrary."""
+    """What load_facts would say: the namespace "acme" belongs to organisation ACME and
+    "other" to OTHER (load_facts looks the organisation up by slug), no other namespace has
+    one; the principal (a member of acme with ``role``) has a role under acme/ only;
+    everything else about products is arbitrary."""
     facts = {}
     for name in names:
         namespace = name.split("/")[0] if "/" in name else None
         facts[name] = RepoFacts(
             name=name,
-            org_id=ACME if namespace == "acme" else (OTHER if namespace else None),
+            org_id={"acme": ACME, "other": OTHER}.get(namespace or ""),
             role=role if namespace == "acme" else None,
             product_id=data.draw(st.sampled_from([None, uuid.UUID(int=5)])),
             product_status=data.draw(st.sampled_from([None, "draft", "published", "suspended"])),
