@@ -25,7 +25,7 @@ from store.deps import DbSession
 from store.errors import NotFound, StoreError, ValidationFailed
 from store.licensing.models import Entitlement
 from store.web.routing import AdminAccount, RequiredAccount, page_router
-from store.web.templating import SECURITY_HEADERS, flash, minor_exponent, redirect, render
+from store.web.templating import flash, minor_exponent, redirect, render
 
 router = page_router()
 FormStr = Annotated[str, Form(max_length=255)]
@@ -318,7 +318,6 @@ def sales_csv(request: Request, org: str, session: DbSession, account: RequiredA
     response.headers["Content-Disposition"] = (
         f'attachment; filename="{organization.slug}-sales.csv"'
     )
-    response.headers.update(SECURITY_HEADERS)
     return response
 
 

@@ -12,7 +12,7 @@ from markupsafe import Markup
 from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
-from store import TEMPLATES_DIR, __version__, security_headers
+from store import TEMPLATES_DIR, __version__
 from store.catalog import money
 from store.catalog.markdown import render as render_markdown
 from store.catalog.models import Tier
@@ -21,10 +21,6 @@ from store.web import charts
 from store.web.csrf import csrf_field
 
 _BILLING = {"free": "Free", "one_time": "One-time", "month": "Monthly", "year": "Yearly"}
-
-# Security headers (CSP and the rest) are set on every response by
-# store.security_headers; the name stays importable here for existing callers.
-SECURITY_HEADERS = security_headers.SECURITY_HEADERS
 
 
 # Kept under these names for the templates and existing callers.
