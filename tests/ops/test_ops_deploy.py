@@ -135,11 +135,61 @@ def test_the_dockerfile_runs_existing_console_scripts() -> None:
     assert "http://127.0.0.1:8000/healthz" in healthcheck
 
 
+def _stages(dockerfile: str) -> list[list[str]]:
+    """The instructions of each stage, continuation lines joined, comments left out."""
+    joined = re.sub(r"\\\n\s*", " ", dockerfile)
+    stages: list[list[str]] = []
+    for line in joined.splitlines():
+        if line.startswith("FROM "):
+            stages.append([])
+        if stages and line.strip() and not line.startswith("#"):
+            stages[-1].append(line)
+    return stages
+
+
+def test_the_image_installs_a_wheel_not_the_source_tree() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    build, final = _stages(dockerfile)
+    assert build[0] == "FROM python:3.11-slim AS build"
+    assert final[0] == "FROM python:3.11-slim"
+    # The build stage makes the wheel from the sources it copies, templates and migrations
+    # included (they become package data).
+    copied = {src for line in build if line.startswith("COPY ") for src in line.split()[1:-1]}
+    assert {"pyproject.toml", "README.md", "store", "templates", "migrations"} <= copied
+    [wheel] = [line for line in build if line.startswith("RUN ") and "pip wheel" in line]
+    assert "--no-deps" in wheel and "/wheels" in wheel
+    # The final stage copies no source, only the wheel (and pyproject.toml for the
+    # dependency layer), and installs it as a regular package.
+    copies = [line for line in final if line.startswith("COPY ")]
+    assert copies == [
+        "COPY pyproject.toml /tmp/pyproject.toml",
+        "COPY --from=build /wheels /tmp/wheels",
+    ]
+    installs = [line for line in final if "pip install" in line]
+    assert len(installs) == 2, installs
+    assert "requirements.txt" in installs[0]
+    assert "/tmp/wheels/store-" in installs[1] and "store --help" in installs[1]
+    assert not re.search(r"pip install[^&]* (-e|--editable)\b", dockerfile)
+    assert "editable" not in dockerfile
+    # Dependencies come before the application: a code change does not rebuild them.
+    assert final.index(copies[0]) < final.index(installs[0]) < final.index(copies[1])
+    assert final.index("USER store") > final.index(installs[1])
+
+
 def test_dockerignore_keeps_secrets_and_state_out() -> None:
     ignored = (ROOT / ".dockerignore").read_text().split()
     for entry in (".env", ".git", "store-data", "tests"):
         assert entry in ignored
-    for needed in ("store", "templates", "migrations", "pyproject.toml", "alembic.ini"):
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    copied = {
+        src
+        for stage in _stages(dockerfile)
+        for line in stage
+        if line.startswith("COPY ") and "--from=" not in line
+        for src in line.split()[1:-1]
+    }
+    assert {"store", "templates", "migrations", "pyproject.toml"} <= copied
+    for needed in copied:
         assert needed not in ignored
 
 
