@@ -182,6 +182,8 @@ def is_signed(session: Session, repository: str, digest: str) -> bool:
 
 def signatures_of(session: Session, repository: str, digest: str) -> list[ContentSignature]:
     """Every recorded signature of a digest, revoked keys' included (for review pages)."""
+    if not verify.DIGEST.match(digest):
+        raise ValidationFailed("The digest must be sha256:<64 hex digits>", code="bad_digest")
     return list(
         session.scalars(
             select(ContentSignature)

@@ -55,6 +55,11 @@ def test_api_upload_and_tag_status(client: TestClient, session: Session) -> None
     assert client.post("/api/v1/signatures", json=other, headers=auth(token)).status_code == 201
     mallory = api_token(session, make_account(session, "mallory"))
     assert client.post("/api/v1/signatures", json=other, headers=auth(mallory)).status_code == 403
+    listed = client.get("/api/v1/products/acme/app/signatures", params={"digest": V1})
+    assert listed.status_code == 200 and [s["digest"] for s in listed.json()] == [V1]
+    for bad_digest in ("\x00", "sha256:xyz", V1.upper()):
+        response = client.get("/api/v1/products/acme/app/signatures", params={"digest": bad_digest})
+        assert response.status_code == 422 and response.json()["error"] == "bad_digest"
 
 
 def test_api_keys_and_certification(client: TestClient, session: Session) -> None:
