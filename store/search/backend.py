@@ -35,8 +35,10 @@ class SearchBackend(Protocol):
     def planning(self, conn: Connection) -> AbstractContextManager[None]:
         """Session settings for the queries of one search (restored afterwards)."""
 
-    def ranked_ids(self, conn: Connection, criteria: Criteria, tier: int, limit: int) -> list[int]:
-        """Rank keys of matches, best static rank first, stopping after ``limit``."""
+    def tier_ids(self, conn: Connection, criteria: Criteria, limit: int) -> dict[int, list[int]]:
+        """For each field tier 1..3 (query.TIER_FIELDS): the rank keys of the documents
+        matching the query in the tier's fields alone, best static rank first, stopping
+        after ``limit``. Called after facet_rows, with the same criteria."""
 
     def facet_rows(
         self, conn: Connection, criteria: Criteria, limit: int

@@ -1,60 +1,95 @@
-"""PostgreSQL backend: a narrow side table of tsvectors, one per field tier, each with a GIN
+"""PostgreSQL backend: narrow side tables of tsvectors, one per field tier, each with a GIN
 index.
 
 The tsvectors are written from Python as literals (lexemes, positions, weights) from the
 same tokens the SQLite backend indexes, so both backends match exactly the same documents.
-``search_fts_terms`` (one row per document, keyed by its rank key; the foreign key cascades
-deletes and rank-key changes) holds:
+One row per document in each table, keyed by its rank key (the foreign keys cascade deletes
+and rank-key changes):
 
-* ``tags`` — facet and visibility tokens only (no-word queries: facet browsing);
-* ``head`` — name (weight A) and title (B) + tags: the "name" and "name+title" tiers;
-* ``mid`` — name, title, summary + tags: the "summary" tier;
-* ``tsv`` — every field + tags: the "anywhere" tier and the facet pass.
+* ``search_fts_terms.tags`` — facet and visibility tokens only (no-word queries: facet
+  browsing);
+* ``search_fts_terms.tsv`` — every field + tags: the "anywhere" tier and the facet pass;
+* ``search_fts_fields.head`` — name (weight A) and title (B) + tags: the "name" and
+  "name+title" tiers;
+* ``search_fts_fields.mid`` — name, title, summary + tags: the "summary" tier.
 
 Why not one weighted tsvector on search_documents: the GIN index does not store weights, so
 a tier query (``'redis':A``) rechecked every match of the word anywhere against a
 compressed, document-size tsvector, and the planner, estimating it like an unrestricted
 word, walked the whole primary key for words common in descriptions but absent from names
 (≈ 1 s at 200k). Each tier now has a tsvector holding only its fields (only ``head`` needs
-weights, and rechecks a tiny value), in rows of ≈ 1.6 KB: below the TOAST threshold, so no
-decompression when a row is evaluated.
+weights, and rechecks a small value). Two tables rather than one: with the prefix lexemes
+(query.PREFIX_MARK) a row holding all four passed the 2 KB TOAST threshold, and a phrase
+recheck then read the compressed or out-of-line tsvector of every candidate.
 
 Word queries are GIN bitmap scans plus a top-N sort on the rank key whatever the planner's
-estimate (``ORDER BY id + 0``; sequential scans and JIT off during a search), restricted to
-*rank bands* (see :meth:`PostgresBackend._banded`): the heap rows visited are those of the
+estimate (``ORDER BY id + 0``; see :meth:`PostgresBackend.planning`), restricted to *rank
+bands* (see :meth:`PostgresBackend._banded`): the heap rows visited are those of the
 best-ranked matches, not of every match. No-word queries (facet browsing) use ``tags``
 (small, inline), where walking the rank-key index is cheap too.
 """
 
 from __future__ import annotations
 
+import bisect
+import math
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Connection, text
 
 from store.search import facets
 from store.search.backend import Criteria
-from store.search.query import TIER_WEIGHTS, tsquery_excluded, tsquery_text, tsquery_tokens
+from store.search.query import (
+    PREFIX_MARK,
+    SHORT_PREFIXES,
+    TIER_WEIGHTS,
+    Phrase,
+    short_prefix,
+    tsquery_excluded,
+    tsquery_text,
+    tsquery_tokens,
+)
 
 _INDEXES = tuple(
-    f"CREATE INDEX ix_search_fts_{c} ON search_fts_terms USING gin ({c}) WITH (fastupdate = off)"
-    for c in ("tags", "head", "mid", "tsv")
+    f"CREATE INDEX ix_search_fts_{column} ON {table} USING gin ({column}) WITH (fastupdate = off)"
+    for table, column in (
+        ("search_fts_terms", "tags"),
+        ("search_fts_terms", "tsv"),
+        ("search_fts_fields", "head"),
+        ("search_fts_fields", "mid"),
+    )
 )
 CREATE_STATEMENTS = (
     """CREATE TABLE search_fts_terms (
         id bigint PRIMARY KEY
             REFERENCES search_documents (id) ON DELETE CASCADE ON UPDATE CASCADE,
         tags tsvector NOT NULL,
-        head tsvector NOT NULL,
-        mid tsvector NOT NULL,
         tsv tsvector NOT NULL
     )""",
+    """CREATE TABLE search_fts_fields (
+        id bigint PRIMARY KEY
+            REFERENCES search_documents (id) ON DELETE CASCADE ON UPDATE CASCADE,
+        head tsvector NOT NULL,
+        mid tsvector NOT NULL
+    )""",
+    # Finer statistics than the default: band sizes come from the key histogram, and
+    # expected densities from the most common lexemes (with 100, the least listed share was
+    # 1.75 %, above most words; with 1000, about 1 %). ANALYZE takes ≈ 4 s at 200k.
+    "ALTER TABLE search_fts_terms ALTER COLUMN id SET STATISTICS 1000, "
+    "ALTER COLUMN tsv SET STATISTICS 1000",
+    "ALTER TABLE search_fts_fields ALTER COLUMN head SET STATISTICS 1000, "
+    "ALTER COLUMN mid SET STATISTICS 1000",
     *_INDEXES,
 )
-DROP_STATEMENTS = ("DROP TABLE IF EXISTS search_fts_terms",)
+DROP_STATEMENTS = (
+    "DROP TABLE IF EXISTS search_fts_fields",
+    "DROP TABLE IF EXISTS search_fts_terms",
+)
 
 # Field → (weight, first position). Gaps keep phrases from spanning two fields.
 _NAME, _TITLE = ("fts_name", "A", 1), ("fts_title", "B", 101)
@@ -71,7 +106,11 @@ def _literal(doc: dict[str, Any], fields: Sequence[tuple[str, str, int]], weight
     for column, weight, start in fields:
         w = weight if weighted else ""
         for offset, tok in enumerate(doc[column].split()):
-            positions.setdefault(tok, []).append(f"{min(start + offset, _MAX_POS)}{w}")
+            position = f"{min(start + offset, _MAX_POS)}{w}"
+            positions.setdefault(tok, []).append(position)
+            for n in SHORT_PREFIXES:
+                if len(tok) >= n:
+                    positions.setdefault(PREFIX_MARK + tok[:n], []).append(position)
     parts = [f"{_quote(t)}:{','.join(p[:256])}" for t, p in positions.items()]
     parts += [_quote(t) for t in doc["fts_facets"].split() if t not in positions]
     return " ".join(parts)
@@ -103,6 +142,30 @@ def range_tokens(first: int, last: int) -> list[str]:
                 band += size
                 break
     return tokens
+
+
+def _band_filter(first: int, last: int, cumulative: list[tuple[int, int]]) -> str:
+    """The tsquery part restricting matches to bands first..last: the tokens of the range,
+    or the negation of the tokens of the bands outside it when those hold fewer documents.
+    The GIN scan reads the posting lists of every token either way; for the bands 0..510
+    (a quarter of the bench's documents are in band 511), 21 tokens took 2-3 ms and
+    ``!r:511`` 0.8 ms, while ``!rc:7`` next to a common word took 7 ms."""
+    if first == 0 and last >= _LAST_BAND:
+        return ""
+    inside = range_tokens(first, last)
+    if cumulative:
+        total = cumulative[-1][1]
+        held = _through(cumulative, last) - _through(cumulative, first - 1)
+        if total - held < held:
+            outside = range_tokens(0, first - 1) + range_tokens(last + 1, _LAST_BAND)
+            return f" & !{tsquery_tokens(outside, any_of=True)}"
+    return f" & {tsquery_tokens(inside, any_of=True)}"
+
+
+def _through(cumulative: list[tuple[int, int]], band: int) -> int:
+    """About how many documents are in bands 0..band (from the histogram's entries)."""
+    i = bisect.bisect_right(cumulative, (band, 1 << 62))
+    return cumulative[i - 1][1] if i else 0
 
 
 def tsvector_literals(doc: dict[str, Any]) -> dict[str, str]:
@@ -139,44 +202,183 @@ def tsquery(criteria: Criteria, weights: str = "", *, excluded: bool = True) -> 
 
 
 # Tier → the tsvector column holding exactly the tier's fields, and the weights needed.
-_TIER_COLUMN = {3: ("head", TIER_WEIGHTS[3]), 2: ("head", ""), 1: ("mid", ""), 0: ("tsv", "")}
-_TIER_SQL = {
-    column: f"SELECT id FROM search_fts_terms WHERE {column} @@ CAST(:q AS tsquery)"  # noqa: S608
-    for column in ("head", "mid", "tsv")
-}
-# tags as text: "'k:image' 's:hub' ..." (facet tokens hold no quote or space).
-_FACET_SQL = "SELECT id, CAST(tags AS text) FROM search_fts_terms WHERE "
+_TIER_COLUMN = {3: ("head", TIER_WEIGHTS[3]), 2: ("head", ""), 1: ("mid", "")}
+# Facet tokens as plain text, "k:image s:hub ..." (they hold no quote or space).
+_FACET_SQL = "SELECT id, array_to_string(tsvector_to_array(tags), ' ') FROM search_fts_terms "
+
+_FIRST_STEP = 16  # no statistics: the first band range covers this many documents per row
+_MARGIN = 1.25  # band ranges cover this many times the documents the density says are needed
+_FEW_ROWS = 300  # expected matches in all at most this many: no bands
+_STATS_TTL = 300.0
+_SAMPLED_ROWS = 40_000  # from this many rows on, bands are counted from ANALYZE's histogram
 
 
-_FIRST_STEP = 16  # the first band range covers about this many documents per result wanted
-_HISTOGRAM_TTL = 300.0
-_histograms: dict[str, tuple[float, list[tuple[int, int]]]] = {}
+@dataclass(frozen=True)
+class _Shares:
+    """ANALYZE's most common elements of a tsvector column: lexeme → share of documents
+    holding it, and the share below which a lexeme is not listed."""
+
+    lexemes: list[str]  # sorted
+    running: list[float]  # running[i]: sum of the shares of lexemes[:i]
+    floor: float
+
+    @classmethod
+    def of(cls, elements: list[str], freqs: list[float]) -> _Shares:
+        pairs = sorted(zip(elements, freqs, strict=False))
+        running = [0.0]
+        for _lexeme, share in pairs:
+            running.append(running[-1] + share)
+        return cls([p[0] for p in pairs], running, freqs[len(elements)])
+
+    def of_lexeme(self, lexeme: str) -> float:
+        i = bisect.bisect_left(self.lexemes, lexeme)
+        if i < len(self.lexemes) and self.lexemes[i] == lexeme:
+            return self.running[i + 1] - self.running[i]
+        return self.floor  # not listed: less common than the least listed
+
+    def of_prefix(self, prefix: str) -> float:
+        """The listed lexemes it starts, and maybe unlisted ones."""
+        lo = bisect.bisect_left(self.lexemes, prefix)
+        hi = bisect.bisect_left(self.lexemes, prefix + "\U0010ffff")
+        return self.running[hi] - self.running[lo] + self.floor
 
 
-def _band_histogram(conn: Connection) -> list[tuple[int, int]]:
-    """(band, about how many documents are in this and better bands), best band first,
-    from a sample of about 20,000 rows; cached for a few minutes per database. Only the
-    speed of a query depends on it being accurate or current."""
+@dataclass(frozen=True)
+class _Stats:
+    """What the band ranges are chosen from; only the speed of a search depends on it being
+    accurate or current (ranges are contiguous and disjoint, whatever they cover)."""
+
+    # (band, about how many documents are in it and better bands), best band first.
+    cumulative: list[tuple[int, int]]
+    shares: dict[str, _Shares]  # by tsvector column
+
+    def density(self, column: str, criteria: Criteria) -> float | None:
+        """About which share of the documents match (None without statistics), erring on
+        the high side: too high costs one more round trip, too low a band range holding
+        many more matches than needed. Each required word or filter has a share (an
+        unlisted word: the least listed share, an upper bound); they combine as the
+        geometric mean of the least of them (all always together) and their product (all
+        independent)."""
+        shares = self.shares.get(column)
+        if shares is None:
+            return None
+
+        def phrase(p: Phrase) -> float:
+            values = [shares.of_lexeme(t) for t in p.tokens[:-1]]
+            last = p.tokens[-1]
+            if p.prefix and short_prefix(last):
+                values.append(shares.of_lexeme(PREFIX_MARK + last))
+            elif p.prefix:
+                values.append(shares.of_prefix(last))
+            else:
+                values.append(shares.of_lexeme(last))
+            return min(values)
+
+        required = [min(1.0, sum(phrase(p) for p in group)) for group in criteria.query.groups]
+        required += [shares.of_lexeme(token) for token in criteria.filter_tokens]
+        if not required:
+            return 1.0
+        # Between the least share (words that always go together) and the product (words
+        # independent of each other): never below the truth by more than the square root
+        # of the product of the other shares.
+        product = math.prod(required)
+        return math.sqrt(min(required) * product)
+
+
+_stats_cache: dict[str, tuple[float, _Stats]] = {}
+
+
+def _stats(conn: Connection) -> _Stats:
+    """Band histogram and lexeme shares, cached for a few minutes per database: ANALYZE's
+    statistics (autovacuum keeps them current) for a large index, exact band counts for a
+    small one (cheap, and a fresh table has no statistics yet)."""
     key = conn.engine.url.render_as_string(hide_password=True)
     now = time.monotonic()
-    cached = _histograms.get(key)
-    if cached is not None and now - cached[0] < _HISTOGRAM_TTL:
+    cached = _stats_cache.get(key)
+    if cached is not None and now - cached[0] < _STATS_TTL:
         return cached[1]
     rows = conn.scalar(text("SELECT reltuples FROM pg_class WHERE relname = 'search_fts_terms'"))
-    percent = 100.0 if not rows or rows < 40_000 else 100.0 * 20_000 / rows
-    counts = conn.execute(
+    listed = conn.execute(
         text(
-            f"SELECT id >> {_BAND_SHIFT} AS band, count(*) FROM search_fts_terms "  # noqa: S608
-            "TABLESAMPLE SYSTEM (:p) GROUP BY band ORDER BY band"
-        ),
-        {"p": percent},
+            "SELECT attname, CASE WHEN attname = 'id' "
+            "THEN CAST(CAST(histogram_bounds AS text) AS bigint[]) END, "
+            "CAST(CAST(most_common_elems AS text) AS text[]), most_common_elem_freqs "
+            "FROM pg_stats WHERE schemaname = current_schema() "
+            "AND (tablename = 'search_fts_terms' AND attname IN ('id', 'tsv') "
+            "OR tablename = 'search_fts_fields' AND attname IN ('head', 'mid'))"
+        )
     ).all()
-    total, cumulative = 0, []
-    for band, n in counts:
-        total += round(n * 100.0 / percent)
-        cumulative.append((int(band), total))
-    _histograms[key] = (now, cumulative)
-    return cumulative
+    shares: dict[str, _Shares] = {}
+    bounds: list[int] = []
+    for column, histogram, elements, freqs in listed:
+        if histogram:
+            bounds = histogram
+        if elements and freqs:
+            shares[column] = _Shares.of(elements, freqs)
+    cumulative: list[tuple[int, int]] = []
+    if rows and rows >= _SAMPLED_ROWS and len(bounds) > 1:
+        # Equal-count buckets: at most i/k of the documents have a key below bounds[i].
+        k = len(bounds) - 1
+        for i, bound in enumerate(bounds[1:], 1):
+            band = bound >> _BAND_SHIFT
+            if cumulative and cumulative[-1][0] == band:
+                cumulative.pop()
+            cumulative.append((band, round(rows * i / k)))
+    else:
+        total = 0
+        for band, n in conn.execute(
+            text(
+                f"SELECT id >> {_BAND_SHIFT} AS band, count(*) FROM search_fts_terms "  # noqa: S608
+                "GROUP BY band ORDER BY band"
+            )
+        ):
+            total += n
+            cumulative.append((int(band), total))
+    stats = _Stats(cumulative, shares)
+    _stats_cache[key] = (now, stats)
+    return stats
+
+
+@dataclass
+class _Part:
+    """One ranked query of a banded search: ``sql`` filters on ``@@ :q_`` (its other
+    parameters end in ``_`` too) and selects the key first."""
+
+    sql: str
+    q: str
+    params: dict[str, Any]
+    limit: int
+    density: float | None
+    rows: list[Any] = field(default_factory=list)
+    first: int = 0  # the next band to ask for
+    index: int = 0  # where the histogram was left
+    target: float = 0.0  # documents the next range should cover, counted from band 0
+    done: bool = False
+
+
+# Session settings for the statements of one search (see PostgresBackend.planning).
+_PLAN_SETTINGS = {"enable_seqscan": "off", "jit": "off", "plan_cache_mode": "force_custom_plan"}
+_PLAN_ENTER = text(
+    "SELECT "
+    + ", ".join(f"current_setting('{name}')" for name in _PLAN_SETTINGS)
+    + ", "
+    + ", ".join(f"set_config('{name}', '{value}', true)" for name, value in _PLAN_SETTINGS.items())
+)
+_PLAN_RESTORE = text(
+    "SELECT " + ", ".join(f"set_config('{n}', :v{i}, true)" for i, n in enumerate(_PLAN_SETTINGS))
+)
+
+
+_WRITE_TERMS = text(
+    "INSERT INTO search_fts_terms (id, tags, tsv) VALUES "
+    "(:id, CAST(:tags AS tsvector), CAST(:tsv AS tsvector)) "
+    "ON CONFLICT (id) DO UPDATE SET tags = excluded.tags, tsv = excluded.tsv"
+)
+_WRITE_FIELDS = text(
+    "INSERT INTO search_fts_fields (id, head, mid) VALUES "
+    "(:id, CAST(:head AS tsvector), CAST(:mid AS tsvector)) "
+    "ON CONFLICT (id) DO UPDATE SET head = excluded.head, mid = excluded.mid"
+)
 
 
 class PostgresBackend:
@@ -188,35 +390,39 @@ class PostgresBackend:
     @contextmanager
     def planning(self, conn: Connection) -> Iterator[None]:
         """For one search: no sequential scans (a word query is a GIN bitmap scan whatever
-        the estimate), no JIT (the disabled-plan costs would trigger it); restored after."""
-        seqscan, jit = conn.execute(
-            text(
-                "SELECT current_setting('enable_seqscan'), current_setting('jit'), "
-                "set_config('enable_seqscan', 'off', true), set_config('jit', 'off', true)"
-            )
-        ).one()[:2]
+        the estimate), no JIT (the disabled-plan costs would trigger it), and a plan made
+        for each statement's own tsquery: the driver prepares statements it runs often, and
+        a generic plan, made without the tsquery, may walk the rank-key index for a rare
+        combination of filters. Restored after."""
+        current = conn.execute(_PLAN_ENTER).one()[: len(_PLAN_SETTINGS)]
         try:
             yield
         finally:
-            conn.execute(
-                text("SELECT set_config('enable_seqscan', :s, true), set_config('jit', :j, true)"),
-                {"s": seqscan, "j": jit},
-            )
+            conn.execute(_PLAN_RESTORE, {f"v{i}": value for i, value in enumerate(current)})
 
-    def ranked_ids(self, conn: Connection, criteria: Criteria, tier: int, limit: int) -> list[int]:
-        column, weights = _TIER_COLUMN[tier]
-        if tier == 0:
-            q, extra, params = tsquery(criteria), "", {}
-        else:
-            # head/mid lack the description: exclusions are checked against tsv.
-            q, extra, params = tsquery(criteria, weights, excluded=False), "", {}
-            excluded = tsquery_excluded(criteria.query)
+    def tier_ids(self, conn: Connection, criteria: Criteria, limit: int) -> dict[int, list[int]]:
+        # head/mid lack the description: exclusions are checked against tsv.
+        excluded = tsquery_excluded(criteria.query)
+        stats = None if self._complete else _stats(conn)
+        parts = []
+        for column, weights in _TIER_COLUMN.values():
+            sql = f"SELECT id FROM search_fts_fields AS f WHERE {column} @@ CAST(:q_ AS tsquery)"  # noqa: S608
+            params = {}
             if excluded:
-                extra, params = " AND NOT tsv @@ CAST(:x AS tsquery)", {"x": excluded}
+                sql += (
+                    " AND NOT EXISTS (SELECT FROM search_fts_terms AS t "
+                    "WHERE t.id = f.id AND t.tsv @@ CAST(:x_ AS tsquery))"
+                )
+                params["x_"] = excluded
+            q = tsquery(criteria, weights, excluded=False)
+            density = stats.density(column, criteria) if stats else None
+            parts.append(_Part(sql, q, params, limit, density))
         # Tier matches are a subset of the facet pass's matches: when that pass saw all of
-        # them (fewer than it asked for), one unbanded query visits at most that many rows.
-        rows = self._banded(conn, _TIER_SQL[column] + extra, q, params, limit, self._complete)
-        return [r[0] for r in rows]
+        # them (fewer than it asked for), one unbanded query each visits at most that many.
+        self._banded(conn, parts, stats)
+        return {
+            tier: [r[0] for r in part.rows] for tier, part in zip(_TIER_COLUMN, parts, strict=True)
+        }
 
     def facet_rows(
         self, conn: Connection, criteria: Criteria, limit: int
@@ -226,58 +432,76 @@ class PostgresBackend:
             # GIN bitmap (rare filter values) are both cheap; the planner's estimates of
             # whole-token frequencies are good.
             rows = conn.execute(
-                text(_FACET_SQL + "tags @@ CAST(:q AS tsquery) ORDER BY id LIMIT :n"),
+                text(_FACET_SQL + "WHERE tags @@ CAST(:q AS tsquery) ORDER BY id LIMIT :n"),
                 {"q": tsquery(criteria), "n": limit},
             ).all()
         else:
-            rows = self._banded(
-                conn, _FACET_SQL + "tsv @@ CAST(:q AS tsquery)", tsquery(criteria), {}, limit
+            stats = _stats(conn)
+            part = _Part(
+                _FACET_SQL + "WHERE tsv @@ CAST(:q_ AS tsquery)",
+                tsquery(criteria),
+                {},
+                limit,
+                stats.density("tsv", criteria),
             )
+            self._banded(conn, [part], stats)
+            rows = part.rows
             self._complete = len(rows) < limit
-        return [(r[0], r[1].replace("'", "")) for r in rows]
+        return [(r[0], r[1]) for r in rows]
 
-    def _banded(
-        self,
-        conn: Connection,
-        sql: str,
-        q: str,
-        params: dict[str, Any],
-        limit: int,
-        unbanded: bool = False,
-    ) -> list[Any]:
-        """The first ``limit`` rows of ``sql`` (which filters on ``@@ :q``) in rank order.
+    def _banded(self, conn: Connection, parts: list[_Part], stats: _Stats | None) -> None:
+        """The first ``limit`` rows of each part in rank order, all parts asked in one
+        statement per round (``stats`` None: one unbanded round).
 
-        Asks for the matches in the best rank bands first (bands 0..k covering about
-        16 times ``limit`` documents by the cached histogram), then in the following bands,
-        growing with the density seen, until ``limit`` rows are found or every band was
-        asked. The ranges are contiguous and disjoint in band numbers (a stale histogram
-        costs speed, never results), so the concatenated results are in rank order."""
-        cumulative = [] if unbanded else _band_histogram(conn)
+        Each part asks for its matches in the best rank bands first: bands 0..k covering
+        about as many documents as its expected density says hold ``limit`` matches (with
+        a margin; 16 times ``limit`` without statistics), then the following bands, sized
+        by the density seen, until ``limit`` rows are found or every band was asked. The
+        ranges are contiguous and disjoint in band numbers, so the concatenated rows are
+        in rank order whatever the histogram says."""
+        cumulative = stats.cumulative if stats else []
         total = cumulative[-1][1] if cumulative else 0
-        out: list[Any] = []
-        first, target, index = 0, _FIRST_STEP * limit, 0
-        while len(out) < limit and first <= _LAST_BAND:
-            while index < len(cumulative) and cumulative[index][1] < target:
-                index += 1
-            last = cumulative[index][0] if index < len(cumulative) - 1 else _LAST_BAND
-            if first == 0 and last == _LAST_BAND:
-                query = q
+        for part in parts:
+            if part.density is None:
+                part.target = _FIRST_STEP * part.limit
+            elif part.density * total <= max(part.limit * _MARGIN, _FEW_ROWS):
+                part.target = total + 1  # few matches in all: fetch them in one go
             else:
-                query = f"{q} & {tsquery_tokens(range_tokens(first, last), any_of=True)}"
-            out += conn.execute(
-                text(sql + " ORDER BY id + 0 LIMIT :n"),
-                {**params, "q": query, "n": limit - len(out)},
-            ).all()
-            # Next: as many documents again as the density seen so far says are needed
-            # (twice over), at least as many as covered so far; straight to "the rest" when
-            # that is most of it.
-            covered = cumulative[index][1] if index < len(cumulative) else total
-            wanted = (limit - len(out)) * covered / len(out) * 2 if out else total
-            target = covered + max(covered, wanted)
-            if target > total / 2:
-                target = total + 1
-            first, index = last + 1, index + 1
-        return out
+                part.target = part.limit / part.density * _MARGIN
+        while True:
+            active = [p for p in parts if not p.done]
+            if not active:
+                return
+            branches, params, ranges = [], {}, []
+            for i, part in enumerate(active):
+                while part.index < len(cumulative) and cumulative[part.index][1] < part.target:
+                    part.index += 1
+                last = cumulative[part.index][0] if part.index < len(cumulative) - 1 else _LAST_BAND
+                query = part.q + _band_filter(part.first, last, cumulative)
+                sql = part.sql.replace(":q_", f":q{i}_").replace(":x_", f":x{i}_")
+                branches.append(f"(SELECT {i}, s.* FROM ({sql} ORDER BY id + 0 LIMIT :n{i}_) s)")  # noqa: S608
+                params.update({f"{k[:-1]}{i}_": v for k, v in part.params.items()})
+                params.update({f"q{i}_": query, f"n{i}_": part.limit - len(part.rows)})
+                ranges.append(last)
+            found: list[list[Any]] = [[] for _ in active]
+            for row in conn.execute(text(" UNION ALL ".join(branches)), params):
+                found[row[0]].append(row[1:])
+            for part, last, rows in zip(active, ranges, found, strict=True):
+                rows.sort(key=itemgetter(0))  # in order already, unless a plan changes
+                part.rows += rows
+                part.done = len(part.rows) >= part.limit or last >= _LAST_BAND
+                # Next: the documents the density seen so far says hold the rows still
+                # wanted (with the margin; at least a quarter of what was covered), or
+                # straight to "the rest" when that is most of it.
+                covered = cumulative[part.index][1] if part.index < len(cumulative) else total
+                if part.rows:
+                    wanted = (part.limit - len(part.rows)) * covered / len(part.rows) * _MARGIN
+                else:
+                    wanted = total
+                part.target = covered + max(covered / 4, wanted)
+                if part.target > total * 0.9:
+                    part.target = total + 1
+                part.first, part.index = last + 1, part.index + 1
 
     def after_write(self, conn: Connection, docs: Sequence[dict[str, Any]]) -> None:
         self._write(conn, docs)
@@ -285,27 +509,21 @@ class PostgresBackend:
     def _write(self, conn: Connection, docs: Sequence[dict[str, Any]]) -> None:
         if not docs:
             return
-        conn.execute(
-            text(
-                "INSERT INTO search_fts_terms (id, tags, head, mid, tsv) VALUES "
-                "(:id, CAST(:tags AS tsvector), CAST(:head AS tsvector), "
-                "CAST(:mid AS tsvector), CAST(:tsv AS tsvector)) "
-                "ON CONFLICT (id) DO UPDATE SET tags = excluded.tags, head = excluded.head, "
-                "mid = excluded.mid, tsv = excluded.tsv"
-            ),
-            [{"id": d["id"], **tsvector_literals(d)} for d in docs],
-        )
+        rows = [{"id": d["id"], **tsvector_literals(d)} for d in docs]
+        conn.execute(_WRITE_TERMS, rows)
+        conn.execute(_WRITE_FIELDS, rows)
 
     def begin_bulk(self, conn: Connection) -> None:
         """Many documents are about to be rewritten and rebuild() will follow: nothing to
         maintain row by row (after_write is not called meanwhile)."""
 
     def rebuild(self, conn: Connection) -> None:
-        """search_fts_terms from search_documents in one pass, in rank-key order (rows of
-        similar rank share pages); the GIN indexes are built once at the end rather than
-        maintained row by row (they are locked until the transaction ends)."""
+        """Both tables from search_documents in one pass, in rank-key order (rows of similar
+        rank share pages); the GIN indexes are built once at the end rather than maintained
+        row by row (they are locked until the transaction ends)."""
         for statement in _INDEXES:
             conn.execute(text(f"DROP INDEX IF EXISTS {statement.split()[2]}"))
+        conn.execute(text("DELETE FROM search_fts_fields"))
         conn.execute(text("DELETE FROM search_fts_terms"))
         last = -(1 << 63)
         while True:
@@ -326,4 +544,4 @@ class PostgresBackend:
             last = rows[-1]["id"]
         for statement in _INDEXES:
             conn.execute(text(statement))
-        _histograms.clear()
+        _stats_cache.clear()

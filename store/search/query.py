@@ -109,12 +109,21 @@ def parse(text: str, *, as_you_type: bool = False) -> Query:
         prefix = bool(star) and len(tokens[-1]) >= MIN_PREFIX_CHARS
         phrase = Phrase(tuple(tokens), prefix)
         if negated:
-            query.excluded.append(phrase)
+            if phrase not in query.excluded:
+                query.excluded.append(phrase)
         elif pending_or:
-            query.groups[-1].append(phrase)
+            if phrase not in query.groups[-1]:
+                query.groups[-1].append(phrase)
         else:
             query.groups.append([phrase])
         pending_or = False
+    # "redis redis" is "redis": a repeated word would only make the engines intersect a
+    # posting list with itself (and look rarer to PostgreSQL's estimate than it is).
+    unique: list[list[Phrase]] = []
+    for group in query.groups:
+        if group not in unique:
+            unique.append(group)
+    query.groups = unique
     if len(query.groups) + len(query.excluded) > MAX_PHRASES:
         raise BadQuery(f"Use at most {MAX_PHRASES} words or phrases")
     if query.excluded and not query.groups:
@@ -148,8 +157,17 @@ def fts5_text(query: Query, tier: int, *, excluded: bool = True) -> str | None:
     no column filter); ``excluded=False`` leaves the exclusions out."""
     if query.empty:
         return None
+
+    def phrase(p: Phrase) -> str:
+        # Anywhere (tier 0) means every text column: a prefix must not reach the facet
+        # tokens ("pr"* would match every document priced "pr:paid"). Words cannot (no
+        # word holds a ":"), and the column filter costs a look at each match's positions.
+        if tier == 0 and p.prefix:
+            return f"({{{' '.join(TIER_FIELDS[0])}}} : {_fts5_phrase(p)})"
+        return _fts5_phrase(p)
+
     groups = " AND ".join(
-        "(" + " OR ".join(_fts5_phrase(p) for p in group) + ")" for group in query.groups
+        "(" + " OR ".join(phrase(p) for p in group) + ")" for group in query.groups
     )
     expr = f"({{{' '.join(TIER_FIELDS[tier])}}} : ({groups}))" if tier else f"({groups})"
     if excluded:
@@ -178,9 +196,24 @@ def _lexeme(token: str, weights: str = "", prefix: bool = False) -> str:
     return f"'{escaped}'" + (f":{suffix}" if suffix else "")
 
 
+# PostgreSQL indexes the 2- and 3-character prefixes of every word as lexemes of their own
+# ("*:re", "*:red"): a tsquery prefix ('re':*) is expanded inside the GIN index to every
+# lexeme it starts, the union of their posting lists, in every statement of a search (SQLite
+# has prefix='2 3' for the same reason). A prefix lexeme holds no word character's place:
+# ":" is never part of a word.
+PREFIX_MARK = "*:"
+SHORT_PREFIXES = (2, 3)
+
+
+def short_prefix(token: str) -> bool:
+    return len(token) <= SHORT_PREFIXES[-1]
+
+
 def _ts_phrase(p: Phrase, weights: str) -> str:
     last = len(p.tokens) - 1
     parts = [_lexeme(t, weights, p.prefix and i == last) for i, t in enumerate(p.tokens)]
+    if p.prefix and short_prefix(p.tokens[-1]):
+        parts[-1] = _lexeme(PREFIX_MARK + p.tokens[-1], weights)
     return "(" + " <-> ".join(parts) + ")"
 
 

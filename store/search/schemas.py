@@ -44,7 +44,7 @@ class SearchPage(BaseModel):
     query: str
     page: int
     per_page: int
-    total: int = Field(description="Matches (at most 1000 are counted)")
+    total: int = Field(description="Matches (at most 500 are counted)")
     total_exact: bool = Field(description="False when there are more than `total` matches")
     pages: int
     results: list[SearchHitOut]

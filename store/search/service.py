@@ -13,16 +13,16 @@ exact top N under the full ordering (proof in docs/search.md).
 
 from __future__ import annotations
 
+import heapq
 import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import literal, or_, select, union_all
-from sqlalchemy.orm import Session
+from sqlalchemy import String, bindparam, or_, select, text
+from sqlalchemy.orm import Session, defer
 
 from store.accounts.models import Account, Membership, Organization
-from store.catalog.models import Category
 from store.db import utcnow
 from store.licensing.models import Entitlement
 from store.observability import metrics
@@ -31,9 +31,11 @@ from store.search.backend import Criteria, Scope, backend_for
 from store.search.models import SearchDocument
 from store.search.query import BadQuery, Query, fold, parse
 
-# Results beyond this rank are not served, and facet counts are exact up to this many
-# matches (above, they describe the best-ranked MAX_WINDOW matches and are flagged).
-MAX_WINDOW = 1000
+# Results beyond this rank are not served, and totals and facet counts are exact up to this
+# many matches (above, they describe the best-ranked MAX_WINDOW matches and are flagged).
+# Reading the facet tokens of these matches is the largest fixed cost of a search
+# (docs/performance.md): 20 pages of 25, or 5 of the 100 `docker search` asks for at most.
+MAX_WINDOW = 500
 MAX_PER_PAGE = 100
 PUBLISHER_FACET_SIZE = 20
 _HASH_BITS = 50
@@ -165,8 +167,8 @@ def search(
         rows = rows[:MAX_WINDOW]
         tiers: dict[int, int] = {key: 0 for key, _ in rows[:window]}
         if not query.empty:
-            for tier in (1, 2, 3):
-                for key in backend.ranked_ids(conn, criteria, tier, window):
+            for tier, keys in backend.tier_ids(conn, criteria, window).items():
+                for key in keys:
                     tiers[key] = max(tiers.get(key, 0), tier)
     exact = _exact_names(session, query, criteria)
     for key in exact:
@@ -175,7 +177,9 @@ def search(
     page_keys = order[(page - 1) * per_page : window]
     docs = {
         d.id: d
-        for d in session.scalars(select(SearchDocument).where(SearchDocument.id.in_(page_keys)))
+        for d in session.scalars(
+            select(SearchDocument).where(SearchDocument.id.in_(page_keys)).options(*_NO_INDEX_TEXT)
+        )
     }
     entitled = _entitled(session, account, [d for d in docs.values() if d.source == "store"])
     hits = [
@@ -201,16 +205,28 @@ def search(
     )
 
 
+# The indexed token text (descriptions included) is not shown: not loaded with the hits.
+_NO_INDEX_TEXT = tuple(
+    defer(column)
+    for column in (
+        SearchDocument.fts_name,
+        SearchDocument.fts_title,
+        SearchDocument.fts_summary,
+        SearchDocument.fts_body,
+        SearchDocument.fts_facets,
+    )
+)
+_EXACT_SQL = text(
+    "SELECT id, fts_facets FROM search_documents WHERE name_key = :name OR name = :name"
+)
+
+
 def _exact_names(session: Session, query: Query, criteria: Criteria) -> set[int]:
     """Rank keys of visible, filter-passing documents named exactly as the query."""
     name = query.exact_name
     if name is None:
         return set()
-    rows = session.execute(
-        select(SearchDocument.id, SearchDocument.fts_facets).where(
-            or_(SearchDocument.name_key == name, SearchDocument.name == name)
-        )
-    )
+    rows = session.connection().execute(_EXACT_SQL, {"name": name})
     scope = criteria.scope
     visible = {facets.visibility_token(ns) for ns in scope.namespaces}
     found = set()
@@ -246,7 +262,7 @@ def _entitled(
 
 
 def _facet_counts(session: Session, rows: Any, filters: Filters) -> dict[str, list[FacetValue]]:
-    tokens = Counter(" ".join([text for _key, text in rows]).split())
+    tokens = Counter(" ".join([tags for _key, tags in rows]).split())
     grouped: dict[str, list[tuple[str, int]]] = defaultdict(list)
     for tok, n in tokens.items():
         prefix, _, raw = tok.partition(":")
@@ -255,9 +271,11 @@ def _facet_counts(session: Session, rows: Any, filters: Filters) -> dict[str, li
     for facet in facets.FACETS:
         # Sorting raw (hex) values sorts the decoded ones, so only the values shown are
         # decoded and labelled (a thousand matches may name hundreds of publishers).
-        raw_values = sorted(grouped.get(facets.prefix(facet), ()), key=lambda vn: (-vn[1], vn[0]))
+        values = grouped.get(facets.prefix(facet), [])
         if facet == "publisher":
-            raw_values = raw_values[:PUBLISHER_FACET_SIZE]
+            raw_values = heapq.nsmallest(PUBLISHER_FACET_SIZE, values, key=_by_count)
+        else:
+            raw_values = sorted(values, key=_by_count)
         by_facet[facet] = [
             (value, n)
             for raw, n in raw_values
@@ -274,6 +292,10 @@ def _facet_counts(session: Session, rows: Any, filters: Filters) -> dict[str, li
     return out
 
 
+def _by_count(value: tuple[str, int]) -> tuple[int, str]:
+    return -value[1], value[0]
+
+
 _LABELS = {
     "store": "Store listings",
     "hub": "Hub repositories",
@@ -288,21 +310,26 @@ _LABELS = {
 }
 
 
+# Display names of the category and publisher values shown, in one statement (compiled
+# once: the slugs are expanding parameters).
+_LABELS_SQL = text(
+    "SELECT 'category', slug, name FROM categories WHERE slug IN :categories "
+    "UNION ALL SELECT 'publisher', slug, name FROM organizations WHERE slug IN :publishers"
+).bindparams(
+    bindparam("categories", type_=String, expanding=True),
+    bindparam("publishers", type_=String, expanding=True),
+)
+
+
 def _labels(session: Session, by_facet: dict[str, list[tuple[str, int]]]) -> dict[Any, str]:
-    """Display names of the category and publisher values shown, in one query."""
-    parts = []
-    for facet, table in (("category", Category.__table__), ("publisher", Organization.__table__)):
-        slugs = [v for v, _ in by_facet[facet]]
-        if slugs:
-            parts.append(
-                select(literal(facet).label("facet"), table.c.slug, table.c.name).where(
-                    table.c.slug.in_(slugs)
-                )
-            )
-    if not parts:
+    categories = [v for v, _ in by_facet["category"]]
+    publishers = [v for v, _ in by_facet["publisher"]]
+    if not categories and not publishers:
         return {}
-    stmt = parts[0] if len(parts) == 1 else union_all(*parts)
-    return {(f, slug): name for f, slug, name in session.connection().execute(stmt)}
+    rows = session.connection().execute(
+        _LABELS_SQL, {"categories": categories, "publishers": publishers}
+    )
+    return {(facet, slug): name for facet, slug, name in rows}
 
 
 def suggestions(results: SearchResults) -> list[dict[str, str]]:

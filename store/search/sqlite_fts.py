@@ -114,7 +114,10 @@ class SqliteBackend:
     def planning(self, conn: Connection) -> AbstractContextManager[None]:
         return nullcontext()
 
-    def ranked_ids(self, conn: Connection, criteria: Criteria, tier: int, limit: int) -> list[int]:
+    def tier_ids(self, conn: Connection, criteria: Criteria, limit: int) -> dict[int, list[int]]:
+        return {tier: self._tier_ids(conn, criteria, tier, limit) for tier in (3, 2, 1)}
+
+    def _tier_ids(self, conn: Connection, criteria: Criteria, tier: int, limit: int) -> list[int]:
         if tier in _HEAD_TIERS:
             params: dict[str, Any] = {"m": match_expression(criteria, tier, head=True), "n": limit}
             sql = "SELECT rowid FROM search_fts_head WHERE search_fts_head MATCH :m"

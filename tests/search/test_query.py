@@ -52,7 +52,9 @@ def test_exact_name_only_for_a_bare_name() -> None:
     assert parse('"redis"').exact_name is None or parse('"redis"').exact_name == "redis"
 
 
-@pytest.mark.parametrize("text", ["x" * 257, "a " * 17, "-alpine", "-a -b"])
+@pytest.mark.parametrize(
+    "text", ["x" * 257, " ".join(f"w{i}" for i in range(17)), "-alpine", "-a -b"]
+)
 def test_bad_queries(text: str) -> None:
     with pytest.raises(BadQuery):
         parse(text)
@@ -65,4 +67,12 @@ def test_rendering_quotes_everything() -> None:
     assert fts is not None and ts is not None
     assert "NEAR(" not in fts and "col:" not in fts
     assert '"near"' in fts and '"a bc"*' in fts
-    assert "'a':A <-> 'bc':*A" in ts
+    # 2-3 character prefixes are lexemes of their own on PostgreSQL; longer ones expand.
+    assert "'a':A <-> '*:bc':A" in ts
+    assert "'abcd':*A" in (tsquery_text(parse("abcd*"), TIER_WEIGHTS[3]) or "")
+
+
+def test_repeated_words_count_once() -> None:
+    assert parse("redis redis").groups == parse("redis").groups
+    assert parse("a OR a b b").groups == parse("a b").groups
+    assert parse("x -y -y").excluded == parse("x -y").excluded

@@ -5,13 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from store.catalog import service as catalog
 from store.registry.models import HubRepository
 from store.search import indexer, service
+from store.search.backend import Criteria
 from store.search.models import SearchDocument
+from store.search.query import parse
 from tests.factories import make_account, make_admin, make_org, make_product, paid_tier
 from tests.search.helpers import make_repo
 
@@ -195,6 +197,20 @@ def test_reindex_matches_incremental(session: Session, world: dict) -> None:
     assert names(session, "redis", account=world["admin"]) == before
 
 
+@pytest.mark.parametrize("prefix", ["pr", "pl", "rb", "rc", "re", "red"])
+def test_prefixes_match_words_not_facet_tokens(session: Session, world: dict, prefix: str) -> None:
+    """Facet, visibility and rank-band tokens are indexed beside the words: typing "pr" must
+    not find every paid listing through its pricing token (nor "pl" its platforms)."""
+    results = service.search(session, q=prefix, as_you_type=True, per_page=100)
+    for hit in results.hits:
+        d = hit.doc
+        words = f"{d.fts_name} {d.fts_title} {d.fts_summary} {d.fts_body}".split()
+        assert any(w.startswith(prefix) for w in words), (prefix, d.name)
+    assert set(results.facets) and results.total == len(results.hits)
+    if prefix == "re":
+        assert "acme/redis-ha" in [h.doc.name for h in results.hits]
+
+
 def test_stable_pagination(session: Session, world: dict) -> None:
     for i in range(30):
         make_repo(session, f"bulk/item{i:02d}", description="widget", pull_count=i % 3)
@@ -221,6 +237,32 @@ def test_rank_band_ranges_cover_every_band_once() -> None:
     assert len(range_tokens(0, _LAST_BAND)) == 8
 
 
+def test_band_filters_select_exactly_their_bands() -> None:
+    """A band range is asked for as its tokens or as the negation of the others' (fewer
+    documents): either way exactly bands first..last."""
+    import re
+
+    from store.search.postgres_fts import _LAST_BAND, _band_filter
+
+    sizes = {"r": 1, "rb": 8, "rc": 64}
+    skewed = [(100, 10), (300, 2_000), (500, 20_000), (510, 150_000), (_LAST_BAND, 200_000)]
+    for cumulative in ([], skewed):
+        for first, last in [(0, _LAST_BAND), (0, 447), (0, 510), (3, 70), (448, _LAST_BAND)]:
+            found = _band_filter(first, last, cumulative)
+            if first == 0 and last == _LAST_BAND:
+                assert found == ""
+                continue
+            bands = {
+                band
+                for prefix, n in re.findall(r"'(rc|rb|r):(\d+)'", found)
+                for band in range(int(n) * sizes[prefix], (int(n) + 1) * sizes[prefix])
+            }
+            if found.startswith(" & !"):
+                bands = set(range(_LAST_BAND + 1)) - bands
+            assert bands == set(range(first, last + 1)), (first, last, found)
+    assert _band_filter(0, 510, skewed) == " & !('r:511')"
+
+
 def test_banded_retrieval_matches_a_plain_ranking(
     session: Session, world: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -234,14 +276,14 @@ def test_banded_retrieval_matches_a_plain_ranking(
     def pages() -> list[list[str]]:
         return [
             [h.doc.name for h in service.search(session, q=q, page=p, per_page=9).hits]
-            for q in ("gadget", "")
+            for q in ("gadget", "", "gad", "band ga")
             for p in range(1, 8)
         ]
 
     monkeypatch.setattr(postgres_fts, "_FIRST_STEP", 10**9)  # one pass
     expected = pages()
     monkeypatch.setattr(postgres_fts, "_FIRST_STEP", 0.05)  # many small band ranges
-    postgres_fts._histograms.clear()
+    postgres_fts._stats_cache.clear()
     assert pages() == expected
     for i in range(10):  # in bands the cached histogram has not seen
         make_repo(session, f"band/new{i}", description="gadget", pull_count=2 ** (30 + i))
@@ -249,3 +291,41 @@ def test_banded_retrieval_matches_a_plain_ranking(
     assert "band/new9" in stale[0]
     monkeypatch.setattr(postgres_fts, "_FIRST_STEP", 10**9)
     assert stale == pages()
+
+
+def test_banded_retrieval_from_planner_statistics(
+    session: Session, world: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ANALYZE's statistics (a large index), band ranges come from the key histogram
+    and each word's share of documents: pages are still exactly those of one pass, for words
+    the statistics list, words they do not, prefixes and filters."""
+    from store.search import postgres_fts
+
+    for i in range(120):
+        words = "gadget common" if i % 2 else "gadget rare"
+        make_repo(session, f"stat/item{i:03d}", description=words, pull_count=3 ** (i % 11))
+    queries = ("gadget", "common", "rare", "ga", "gadg", "common OR rare", "item1*", "-rare gadget")
+
+    def pages() -> list[list[str]]:
+        return [
+            [h.doc.name for h in service.search(session, q=q, page=p, per_page=7).hits]
+            for q in queries
+            for p in range(1, 4)
+        ]
+
+    monkeypatch.setattr(postgres_fts, "_FIRST_STEP", 10**9)
+    postgres_fts._stats_cache.clear()
+    expected = pages()
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("ANALYZE search_fts_terms, search_fts_fields"))
+        monkeypatch.setattr(postgres_fts, "_SAMPLED_ROWS", 1)
+        monkeypatch.setattr(postgres_fts, "_MARGIN", 0.01)  # ranges far too small: many rounds
+        postgres_fts._stats_cache.clear()
+        stats = postgres_fts._stats(session.connection())
+        assert (
+            stats.shares["tsv"].lexemes
+            and stats.shares["mid"].lexemes
+            and len(stats.cumulative) > 1
+        )
+        assert stats.density("tsv", Criteria(parse("gadget"))) == pytest.approx(1.0, abs=0.1)
+    assert pages() == expected

@@ -1,0 +1,108 @@
+"""Migration 0006 on PostgreSQL: an index written before it is rebuilt into the two tables,
+with the prefix lexemes the queries ask for, exactly as the application writes them now; the
+downgrade gives back the single table without them."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+from alembic import command
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+import store.search  # noqa: F401  (installs the index listeners)
+from store import migrate
+from store.db import make_engine
+from store.search import service
+from store.search.postgres_fts import tsvector_literals
+from tests.search.helpers import make_repo
+
+PG_URL = os.environ.get("STORE_TEST_DATABASE_URL", "")
+pytestmark = pytest.mark.skipif(not PG_URL, reason="needs STORE_TEST_DATABASE_URL (PostgreSQL)")
+
+
+@pytest.fixture
+def fresh_engine() -> Iterator[Engine]:
+    base = make_url(PG_URL).set(drivername="postgresql+psycopg")
+    name = f"store_search_mig_{os.getpid()}"
+    admin = make_engine(base.render_as_string(hide_password=False), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    engine = make_engine(base.set(database=name).render_as_string(hide_password=False))
+    yield engine
+    engine.dispose()
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _to(engine: Engine, revision: str, *, down: bool = False) -> None:
+    cfg = migrate.alembic_config(engine.url.render_as_string(hide_password=False))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        (command.downgrade if down else command.upgrade)(cfg, revision)
+
+
+def _prefix_lexemes(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(
+            conn.scalar(
+                text(
+                    "SELECT count(*) FROM search_fts_terms, unnest(tsv) AS u "
+                    "WHERE u.lexeme LIKE '*:%'"
+                )
+            )
+        )
+
+
+def _names(engine: Engine, q: str) -> list[str]:
+    with Session(engine) as session:
+        return [h.doc.name for h in service.search(session, q=q, as_you_type=True).hits]
+
+
+def test_upgrade_indexes_prefixes_as_the_application_does(fresh_engine: Engine) -> None:
+    migrate.upgrade(fresh_engine)
+    with Session(fresh_engine) as session:
+        make_repo(session, "acme/redis-ha", description="Replicated redis, it's «réplica» ready")
+        make_repo(session, "acme/nginx", description="web server")
+        session.commit()
+    _to(fresh_engine, "0005", down=True)
+    assert _prefix_lexemes(fresh_engine) == 0
+    with fresh_engine.connect() as conn:
+        columns = conn.scalars(
+            text(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_name = 'search_fts_terms' ORDER BY ordinal_position"
+            )
+        ).all()
+        assert columns == ["id", "tags", "head", "mid", "tsv"]
+        assert conn.scalar(text("SELECT to_regclass('search_fts_fields')")) is None
+
+    _to(fresh_engine, "heads")
+    assert _prefix_lexemes(fresh_engine) > 0
+    with fresh_engine.connect() as conn:
+        docs = conn.execute(
+            text(
+                "SELECT id, fts_name, fts_title, fts_summary, fts_body, fts_facets "
+                "FROM search_documents"
+            )
+        ).mappings()
+        for doc in docs:
+            want = tsvector_literals(dict(doc))
+            same = conn.execute(
+                text(
+                    "SELECT t.tags = CAST(:tags AS tsvector) AND t.tsv = CAST(:tsv AS tsvector) "
+                    "AND f.head = CAST(:head AS tsvector) AND f.mid = CAST(:mid AS tsvector) "
+                    "FROM search_fts_terms AS t JOIN search_fts_fields AS f USING (id) "
+                    "WHERE id = :id"
+                ),
+                {"id": doc["id"], **{k: want[k] for k in ("tags", "head", "mid", "tsv")}},
+            ).scalar()
+            assert same, doc["fts_name"]
+    assert _names(fresh_engine, "re") == ["acme/redis-ha"]
+    assert _names(fresh_engine, "acme/ng") == ["acme/nginx"]
+    assert _names(fresh_engine, "repl") == ["acme/redis-ha"]
