@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -150,6 +151,20 @@ def install_error_handlers(app: FastAPI) -> None:
         detail, fields = _validation_message(exc)
         return error_response(request, 422, "invalid", detail, {"fields": fields})
 
+    @app.exception_handler(DataError)
+    async def _unstorable(request: Request, exc: DataError) -> Response:
+        # The database refused a value the validation let through: PostgreSQL text cannot
+        # hold NUL characters, numbers have ranges. The client's input, not a fault here
+        # (the transaction is rolled back with the request).
+        log.info(
+            "database refused a value on %s %s: %s", request.method, request.url.path, exc.orig
+        )
+        if "NUL" in str(exc.orig):
+            detail = "Text cannot contain NUL (0x00) characters"
+        else:
+            detail = "A value cannot be stored (out of range or malformed)"
+        return error_response(request, 422, "invalid", detail)
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         code = _HTTP_CODES.get(exc.status_code, "error")
@@ -162,6 +177,18 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
+        # Starlette sends this response from its outermost middleware, outside the store's
+        # own (request id, security headers), so it carries their headers itself.
+        from store.observability.logging import current_request_id
+
+        headers = dict(getattr(request.app.state, "error_headers", {}))
+        request_id = current_request_id()
+        if request_id:
+            headers["X-Request-ID"] = request_id
         return error_response(
-            request, 500, "internal_error", "Something went wrong on our side; it was logged."
+            request,
+            500,
+            "internal_error",
+            "Something went wrong on our side; it was logged.",
+            headers=headers,
         )

@@ -110,8 +110,11 @@ class SecurityHeadersMiddleware:
 def install(app: Any) -> None:
     """Add the middleware to a FastAPI app (called once from ``create_app``)."""
     settings = app.state.settings
-    app.add_middleware(
-        SecurityHeadersMiddleware,
-        hsts=settings.public_url.startswith("https://"),
-        docs_path=app.docs_url,
-    )
+    hsts = settings.public_url.startswith("https://")
+    app.add_middleware(SecurityHeadersMiddleware, hsts=hsts, docs_path=app.docs_url)
+    # The response to an unhandled exception is sent by Starlette's outermost middleware,
+    # outside this one: its handler adds these itself (store.http_errors).
+    app.state.error_headers = {
+        **SECURITY_HEADERS,
+        **({"Strict-Transport-Security": HSTS} if hsts else {}),
+    }

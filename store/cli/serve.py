@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
@@ -15,7 +16,9 @@ from store.cli._common import (
     open_engine,
     positive_int,
 )
+from store.config import Settings
 from store.observability import check_settings, serving
+from store.observability.logging import JsonFormatter, resolve_format
 
 APP_FACTORY = "store.app:create_app"
 
@@ -80,11 +83,7 @@ def serve(args: argparse.Namespace) -> int:
         host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host  # noqa: S104
         os.environ["STORE_PUBLIC_URL"] = f"http://{_host_for_url(host)}:{args.port}"
         settings = load_settings()
-    print(f"Store listening on {listen_url}")
-    print(f"  public URL:     {settings.public_url}")
-    print(f"  data directory: {settings.data_dir.resolve()}")
-    print(f"  database:       {describe_database(settings)}")
-    sys.stdout.flush()
+    _announce(settings, listen_url)
     uvicorn.run(
         APP_FACTORY,
         factory=True,
@@ -96,6 +95,28 @@ def serve(args: argparse.Namespace) -> int:
         **serving.uvicorn_options(settings, workers=args.workers, log_level=args.log_level),
     )
     return 0
+
+
+def _announce(settings: Settings, listen_url: str) -> None:
+    """Where the store listens: lines for a person, or one JSON log record when the logs
+    are JSON (a log collector then reads every line of the output the same way)."""
+    details = {
+        "public_url": str(settings.public_url),
+        "data_dir": str(settings.data_dir.resolve()),
+        "database": describe_database(settings),
+    }
+    if resolve_format(settings.log_format, settings.environment) == "json":
+        record = logging.LogRecord(
+            "store.serve", logging.INFO, __file__, 0, f"Store listening on {listen_url}", None, None
+        )
+        record.__dict__.update(details)
+        print(JsonFormatter().format(record))
+    else:
+        print(f"Store listening on {listen_url}")
+        print(f"  public URL:     {details['public_url']}")
+        print(f"  data directory: {details['data_dir']}")
+        print(f"  database:       {details['database']}")
+    sys.stdout.flush()
 
 
 def _host_for_url(host: str) -> str:

@@ -311,3 +311,23 @@ def test_openapi_documents_the_api(client: TestClient) -> None:
     assert "/api/v1/products" in schema["paths"]
     assert "/api/v1/products/{org}/{name}/access" in schema["paths"]
     assert schema["info"]["title"] == "Store"
+
+
+def test_text_the_database_cannot_store_is_a_422(client: TestClient, session: Session) -> None:
+    """PostgreSQL text cannot hold NUL characters: the store answers 422, never a 500, and
+    the request changed nothing (SQLite stores them)."""
+    owner = make_account(session, "nulowner")
+    token = api_token(session, owner)
+    r = client.post(
+        "/api/v1/me/tokens", json={"name": "lap\u0000top", "scopes": ["pull"]}, headers=auth(token)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        assert r.status_code == 422, r.text
+        assert r.json() == {
+            "error": "invalid",
+            "detail": "Text cannot contain NUL (0x00) characters",
+        }
+        listed = client.get("/api/v1/me/tokens", headers=auth(token))
+        assert listed.status_code == 200 and [t["name"] for t in listed.json()] == ["tests"]
+    else:
+        assert r.status_code == 201, r.text

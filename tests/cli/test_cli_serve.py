@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -55,6 +56,23 @@ def test_serve_on_sqlite_migrates_and_creates_the_secret_first(
     assert kwargs["factory"] is True
     assert (kwargs["host"], kwargs["port"], kwargs["workers"]) == ("127.0.0.1", 8123, 3)
     assert kwargs["reload"] is False
+
+
+def test_with_json_logs_the_announcement_is_a_json_record(
+    run: Run,
+    uvicorn_calls: list[tuple[Any, dict[str, Any]]],
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("STORE_LOG_FORMAT", "json")
+    result = run("serve", "--host", "127.0.0.1", "--port", "8124")
+    assert result.code == 0, result.err
+    [line] = result.out.strip().splitlines()
+    record = json.loads(line)
+    assert record["message"] == "Store listening on http://127.0.0.1:8124"
+    assert record["logger"] == "store.serve" and record["level"] == "info"
+    assert record["data_dir"] == str(data_dir.resolve())
+    assert record["public_url"].startswith("http://127.0.0.1:8124")
 
 
 def test_workers_and_reload_exclude_each_other(run: Run) -> None:

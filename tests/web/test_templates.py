@@ -159,8 +159,14 @@ def test_internal_errors_render_the_error_page(app: FastAPI) -> None:
         assert is_html(response)
         assert "Something went wrong" in response.text
         assert "kaboom" not in response.text
-        api = client.get("/boom", headers={"accept": "application/json"})
+        api = client.get("/boom", headers={"accept": "application/json", "x-request-id": "r-1"})
         assert api.json()["error"] == "internal_error"
+        # Sent from outside the store's middleware, yet with its headers.
+        assert api.headers["x-request-id"] == "r-1"
+        for response in (api, client.get("/boom", headers=HTML)):
+            assert "default-src 'self'" in response.headers["content-security-policy"]
+            assert response.headers["x-frame-options"] == "DENY"
+            assert response.headers["x-request-id"]
 
 
 def test_bad_path_parameter_is_a_422_page(browser: TestClient, session: Session) -> None:
