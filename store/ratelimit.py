@@ -108,7 +108,7 @@ def limits_of(app: Any) -> Limits:
         proxies = getattr(app.state.settings, "trusted_proxies", "") or ""
         limits = Limits().with_proxies(proxies.split(","))
         app.state.rate_limits = limits
-    return limits  # type: ignore[no-any-return]
+    return limits
 
 
 # --- keys and addresses ------------------------------------------------------------------
@@ -343,7 +343,7 @@ def token_guard(app: Any) -> TokenGuard:
     if guard is None or guard.limits is not limits:
         guard = TokenGuard(limits)
         app.state.token_guard = guard
-    return guard  # type: ignore[no-any-return]
+    return guard
 
 
 def token_credentials(request: Any, params: Any) -> tuple[str, str] | None:

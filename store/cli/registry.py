@@ -14,7 +14,7 @@ from store.keys.models import SigningKey
 from store.registry import config as registry_config
 from store.registry import sync as registry_sync
 
-Subparsers = argparse._SubParsersAction  # type: ignore[type-arg]
+Subparsers = argparse._SubParsersAction
 
 
 def register(subparsers: Subparsers) -> None:

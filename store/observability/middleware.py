@@ -54,6 +54,7 @@ class RouteTemplates:
             path = getattr(route, "path", None)
             if not isinstance(path, str):
                 continue
+            endpoint: Any
             if isinstance(route, Mount):
                 endpoint, template = route.app, prefix + path + "/{path}"
             else:

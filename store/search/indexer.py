@@ -12,9 +12,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, delete, event, select, update
+from sqlalchemy import Connection, Table, delete, event, select, update
 from sqlalchemy.orm import ORMExecuteState, Session
 
 from store.accounts.models import Organization
@@ -25,7 +25,7 @@ from store.search.backend import backend_for
 from store.search.documents import Doc, hub_documents, product_documents
 from store.search.models import SearchDocument
 
-docs_t = SearchDocument.__table__
+docs_t = cast(Table, SearchDocument.__table__)
 _COMPARED = [c.name for c in docs_t.columns if c.name not in ("indexed_at",)]
 _INSTALLED = False
 _BULK = "store.search.bulk"  # Connection.info flag: a reindex will rebuild the engine index
@@ -209,10 +209,13 @@ def reindex(conn: Connection, *, batch: int = 2000, rebuild: bool = True) -> dic
 # --- listeners ------------------------------------------------------------------------
 
 _WATCHED = {
-    Product.__table__.name: "products",
-    Tier.__table__.name: "tiers",
-    HubRepository.__table__.name: "repos",
-    Organization.__table__.name: "orgs",
+    cast(Table, model.__table__).name: kind
+    for model, kind in (
+        (Product, "products"),
+        (Tier, "tiers"),
+        (HubRepository, "repos"),
+        (Organization, "orgs"),
+    )
 }
 
 
@@ -259,11 +262,11 @@ def _bulk_statement(state: ORMExecuteState) -> Any:
         elif kind == "products":
             apply(conn, Changes(products=ids, product_repos=names))  # type: ignore[arg-type]
         return result
-    ids = _ids_for(conn, table, state.statement.whereclause)
+    bulk_ids = _ids_for(conn, table, getattr(state.statement, "whereclause", None))
     if kind == "orgs" and state.is_delete:
-        changes = Changes(deleted_orgs=set(ids))
+        changes = Changes(deleted_orgs=set(bulk_ids))
     else:
-        changes = _changes_for(kind, ids)
+        changes = _changes_for(kind, bulk_ids)
     result = state.invoke_statement()
     if changes:
         apply(conn, changes)

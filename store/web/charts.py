@@ -248,7 +248,7 @@ def _compact_money(money: Callable[[int, str], str], currency: str) -> Callable[
 def _month_range(first: str, last: str) -> list[str]:
     year, month = int(first[:4]), int(first[5:7])
     end = (int(last[:4]), int(last[5:7]))
-    out = []
+    out: list[str] = []
     while (year, month) <= end and len(out) < 1200:
         out.append(f"{year:04d}-{month:02d}")
         year, month = (year + 1, 1) if month == 12 else (year, month + 1)
