@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from store.errors import StoreError
+from store.observability.logging import REQUEST_ID_HEADER, current_request_id
 
 log = logging.getLogger("store.errors")
 
@@ -179,12 +180,10 @@ def install_error_handlers(app: FastAPI) -> None:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         # Starlette sends this response from its outermost middleware, outside the store's
         # own (request id, security headers), so it carries their headers itself.
-        from store.observability.logging import current_request_id
-
         headers = dict(getattr(request.app.state, "error_headers", {}))
         request_id = current_request_id()
         if request_id:
-            headers["X-Request-ID"] = request_id
+            headers[REQUEST_ID_HEADER] = request_id
         return error_response(
             request,
             500,

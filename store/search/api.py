@@ -81,7 +81,9 @@ def search(
 
     `q` takes words (all must match), "quoted phrases", -exclusions, `OR` and `prefix*`.
     Ranking: exact name, badges, field relevance (name > title > summary > description),
-    popularity. Invalid input is a 400 with code `bad_query`.
+    popularity. Totals and facet counts are exact up to 500 matches (`total_exact` false
+    beyond: they describe the best 500), and results are served up to the 500th. Invalid
+    input is a 400 with code `bad_query`.
     """
     filters = service.make_filters(
         source=source,

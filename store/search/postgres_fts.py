@@ -55,6 +55,8 @@ from store.search.query import (
     tsquery_tokens,
 )
 
+# The tables and their statistics targets come from migrations (0003, 0006); the GIN
+# indexes are also dropped and built again by PostgresBackend.rebuild.
 _INDEXES = tuple(
     f"CREATE INDEX ix_search_fts_{column} ON {table} USING gin ({column}) WITH (fastupdate = off)"
     for table, column in (
@@ -63,32 +65,6 @@ _INDEXES = tuple(
         ("search_fts_fields", "head"),
         ("search_fts_fields", "mid"),
     )
-)
-CREATE_STATEMENTS = (
-    """CREATE TABLE search_fts_terms (
-        id bigint PRIMARY KEY
-            REFERENCES search_documents (id) ON DELETE CASCADE ON UPDATE CASCADE,
-        tags tsvector NOT NULL,
-        tsv tsvector NOT NULL
-    )""",
-    """CREATE TABLE search_fts_fields (
-        id bigint PRIMARY KEY
-            REFERENCES search_documents (id) ON DELETE CASCADE ON UPDATE CASCADE,
-        head tsvector NOT NULL,
-        mid tsvector NOT NULL
-    )""",
-    # Finer statistics than the default: band sizes come from the key histogram, and
-    # expected densities from the most common lexemes (with 100, the least listed share was
-    # 1.75 %, above most words; with 1000, about 1 %). ANALYZE takes ≈ 4 s at 200k.
-    "ALTER TABLE search_fts_terms ALTER COLUMN id SET STATISTICS 1000, "
-    "ALTER COLUMN tsv SET STATISTICS 1000",
-    "ALTER TABLE search_fts_fields ALTER COLUMN head SET STATISTICS 1000, "
-    "ALTER COLUMN mid SET STATISTICS 1000",
-    *_INDEXES,
-)
-DROP_STATEMENTS = (
-    "DROP TABLE IF EXISTS search_fts_fields",
-    "DROP TABLE IF EXISTS search_fts_terms",
 )
 
 # Field → (weight, first position). Gaps keep phrases from spanning two fields.

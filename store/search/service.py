@@ -34,7 +34,7 @@ from store.search.query import BadQuery, Query, fold, parse
 # Results beyond this rank are not served, and totals and facet counts are exact up to this
 # many matches (above, they describe the best-ranked MAX_WINDOW matches and are flagged).
 # Reading the facet tokens of these matches is the largest fixed cost of a search
-# (docs/performance.md): 20 pages of 25, or 5 of the 100 `docker search` asks for at most.
+# (docs/performance.md). 500 = 20 pages of 25; `docker search` asks for at most 100.
 MAX_WINDOW = 500
 MAX_PER_PAGE = 100
 PUBLISHER_FACET_SIZE = 20
@@ -270,7 +270,7 @@ def _facet_counts(session: Session, rows: Any, filters: Filters) -> dict[str, li
     by_facet: dict[str, list[tuple[str, int]]] = {}
     for facet in facets.FACETS:
         # Sorting raw (hex) values sorts the decoded ones, so only the values shown are
-        # decoded and labelled (a thousand matches may name hundreds of publishers).
+        # decoded and labelled (500 matches may name hundreds of publishers).
         values = grouped.get(facets.prefix(facet), [])
         if facet == "publisher":
             raw_values = heapq.nsmallest(PUBLISHER_FACET_SIZE, values, key=_by_count)

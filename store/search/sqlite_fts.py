@@ -10,7 +10,7 @@ doclists in rank order and stops after n matches: no bm25, no scoring of every m
   every description until enough matches *in names* turn up (all of it for a word common in
   descriptions but absent from names); the head table's doclists hold only name/title hits.
 * ``search_fts_facets`` holds the facet tokens again in a narrow rowid table: the facet pass
-  reads them for up to a thousand matches, and narrow rows in rank order share pages.
+  reads them for up to 501 matches, and narrow rows in rank order share pages.
 
 Triggers (created by the migration) keep all three in step inside the same transaction.
 """
