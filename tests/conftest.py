@@ -3,42 +3,44 @@ Alembic once per run, and one rolled-back transaction per test."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from store import migrate, security
 from store.app import create_app
 from store.config import Settings
 from store.db import make_engine
+from tests import pg
 
 security.use_cheap_hashing_for_tests()
 
-PG_URL = os.environ.get("STORE_TEST_DATABASE_URL", "")
+PG_URL = pg.PG_URL
 BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
 
 
-def _pg_database_url(worker: str) -> str:
-    """A database of this test run's own (one per xdist worker) on the configured server."""
-    from sqlalchemy.engine import make_url
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):
+        pg.run_id()  # set once by the controller; xdist workers inherit it
 
-    base = make_url(PG_URL)
-    if base.drivername == "postgresql":
-        base = base.set(drivername="postgresql+psycopg")
-    # Unique per process, so concurrent runs on one server never share a database.
-    name = f"store_test_{worker}_{os.getpid()}"
-    admin = make_engine(base.render_as_string(hide_password=False), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return base.set(database=name).render_as_string(hide_password=False)
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run when a PostgreSQL database it created was left behind (and drop it)."""
+    if hasattr(session.config, "workerinput") or not PG_URL:
+        return
+    leftovers = pg.leftover_databases()
+    for url in leftovers:
+        pg.drop_database(pg.server_url(url))
+    if leftovers:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"databases left behind by tests: {', '.join(leftovers)}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
@@ -51,7 +53,7 @@ def database_url(backend: str, tmp_path_factory: pytest.TempPathFactory, worker_
     if backend == "sqlite":
         path = tmp_path_factory.mktemp("db") / "store.db"
         return f"sqlite:///{path}"
-    return _pg_database_url(worker_id)
+    return pg.create_database(worker_id)
 
 
 @pytest.fixture(scope="session")
@@ -61,20 +63,7 @@ def engine(database_url: str) -> Iterator[Engine]:
     yield engine
     engine.dispose()
     if database_url.startswith("postgresql"):
-        _drop_pg_database(database_url)
-
-
-def _drop_pg_database(url: str) -> None:
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    admin = make_engine(
-        parsed.set(database="postgres").render_as_string(hide_password=False),
-        isolation_level="AUTOCOMMIT",
-    )
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)'))
-    admin.dispose()
+        pg.drop_database(database_url)
 
 
 @pytest.fixture(scope="session")

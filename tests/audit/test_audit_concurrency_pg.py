@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import func, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import func, select
 
-from store import migrate
 from store.audit import service as audit
 from store.audit.models import AuditEvent
 from store.db import make_engine, make_sessionmaker, session_scope
+from tests.pg import PG_URL, scratch_database
 
-PG_URL = os.environ.get("STORE_TEST_DATABASE_URL", "")
 pytestmark = pytest.mark.skipif(not PG_URL, reason="needs STORE_TEST_DATABASE_URL (PostgreSQL)")
 
 WRITERS, EACH = 4, 15
@@ -23,22 +20,8 @@ WRITERS, EACH = 4, 15
 
 @pytest.fixture(scope="module")
 def pg_url() -> Iterator[str]:
-    base = make_url(PG_URL)
-    if base.drivername == "postgresql":
-        base = base.set(drivername="postgresql+psycopg")
-    name = f"store_audit_conc_{os.getpid()}"
-    admin = make_engine(base.render_as_string(hide_password=False), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = base.set(database=name).render_as_string(hide_password=False)
-    engine = make_engine(url)
-    migrate.upgrade(engine)
-    engine.dispose()
-    yield url
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with scratch_database("audit_conc", migrated=True) as url:
+        yield url
 
 
 def test_concurrent_appends_form_one_chain(pg_url: str) -> None:

@@ -14,10 +14,9 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import func, select
 
-from store import PROJECT_DIR, migrate
+from store import PROJECT_DIR
 from store.billing import orders
 from store.billing.models import Order
 from store.billing.runtime import build_billing
@@ -27,36 +26,18 @@ from store.registry.models import ProcessedEvent
 from tests.billing.helpers import WEBHOOK_SECRET, billing_settings, make_event, sign
 from tests.billing.stripe_env import free_port
 from tests.factories import make_account, make_org, make_product, paid_tier, tier_of
+from tests.pg import PG_URL, scratch_database
 
-PG_URL = os.environ.get("STORE_TEST_DATABASE_URL", "")
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(not PG_URL, reason="needs STORE_TEST_DATABASE_URL (PostgreSQL)"),
 ]
 
 
-def _admin_url() -> str:
-    url = make_url(PG_URL)
-    if url.drivername == "postgresql":
-        url = url.set(drivername="postgresql+psycopg")
-    return url.render_as_string(hide_password=False)
-
-
 @pytest.fixture(scope="module")
 def pg_database() -> Iterator[str]:
-    name = f"store_billing_conc_{os.getpid()}"
-    admin = make_engine(_admin_url(), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(_admin_url()).set(database=name).render_as_string(hide_password=False)
-    engine = make_engine(url)
-    migrate.upgrade(engine)
-    engine.dispose()
-    yield url
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with scratch_database("billing_conc", migrated=True) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

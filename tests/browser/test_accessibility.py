@@ -124,7 +124,9 @@ def test_key_pages_have_no_serious_accessibility_violations(
     for path, follow, more in PAGES[who]:
         page.goto(path)
         if follow:
-            page.get_by_role("link", name=follow).first.click()
+            # Check the page the link leads to, not the one still shown while it loads.
+            with page.expect_navigation(wait_until="load"):
+                page.get_by_role("link", name=follow).first.click()
         expect(page.locator("main#main")).to_be_visible()
         variants = [("light", DESKTOP)] + ([("dark", DESKTOP), ("light", PHONE)] if more else [])
         for scheme, viewport in variants:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -14,8 +13,6 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from store import migrate
@@ -23,10 +20,7 @@ from store.cli._common import describe_database
 from store.config import Settings
 from store.db import make_engine
 from tests.cli._support import Run
-
-PG_SERVER = (
-    os.environ.get("STORE_TEST_DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
-)
+from tests.pg import PG_URL, scratch_database
 
 
 @pytest.fixture
@@ -83,26 +77,13 @@ def test_workers_and_reload_exclude_each_other(run: Run) -> None:
 @pytest.fixture
 def pg_database() -> Iterator[str]:
     """A fresh, empty PostgreSQL database of this process, dropped afterwards."""
-    server = make_url(PG_SERVER).set(drivername="postgresql+psycopg")
-    name = f"store_cli_{os.getpid()}"
-    admin = make_engine(
-        server.render_as_string(hide_password=False),
-        isolation_level="AUTOCOMMIT",
-        connect_args={"connect_timeout": 3},
-    )
+    if not PG_URL:
+        pytest.skip("needs STORE_TEST_DATABASE_URL (PostgreSQL)")
     try:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        with scratch_database("cli") as url:
+            yield url
     except OperationalError as exc:
-        admin.dispose()
-        pytest.skip(f"PostgreSQL is not reachable at {server.host}:{server.port}: {exc.orig}")
-    try:
-        yield server.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        pytest.skip(f"PostgreSQL is not reachable: {exc.orig}")
 
 
 def test_serve_refuses_an_out_of_date_postgresql_schema(

@@ -28,7 +28,7 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 
-from store import PROJECT_DIR, migrate
+from store import PROJECT_DIR
 from store.accounts import service as accounts
 from store.billing.models import Order
 from store.billing.test_gateway import CARD_SUCCESS
@@ -37,8 +37,8 @@ from store.licensing.models import Entitlement
 from store.registry.models import HubRepository, ProcessedEvent
 from tests.billing.stripe_env import free_port
 from tests.factories import make_account, make_org, make_product, paid_tier, tier_of
+from tests.pg import PG_URL, scratch_database, server_url
 
-PG_URL = os.environ.get("STORE_TEST_DATABASE_URL", "")
 SECRET = "faults-test-secret-0123456789abcdef"
 pytestmark = [
     pytest.mark.e2e,
@@ -46,28 +46,10 @@ pytestmark = [
 ]
 
 
-def _server_url() -> str:
-    url = make_url(PG_URL)
-    if url.drivername == "postgresql":
-        url = url.set(drivername="postgresql+psycopg")
-    return url.render_as_string(hide_password=False)
-
-
 @pytest.fixture(scope="module")
 def database() -> Iterator[str]:
-    name = f"store_faults_{os.getpid()}"
-    admin = make_engine(_server_url(), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(_server_url()).set(database=name).render_as_string(hide_password=False)
-    engine = make_engine(url)
-    migrate.upgrade(engine)
-    engine.dispose()
-    yield url
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with scratch_database("faults", migrated=True) as url:
+        yield url
 
 
 class Store:
@@ -304,7 +286,7 @@ def test_connections_cut_during_load_fail_cleanly_and_recover(
         t.start()
     time.sleep(2)
     name = make_url(database).database
-    admin = make_engine(_server_url(), isolation_level="AUTOCOMMIT")
+    admin = make_engine(server_url(), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         cut_at = time.monotonic()
         killed = conn.scalar(

@@ -16,7 +16,6 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
 from store import migrate
 from store.accounts import service as accounts
@@ -26,6 +25,7 @@ from store.db import make_engine, make_sessionmaker, session_scope
 from store.licensing import entitlements
 from store.registry import lookup, tokens
 from store.registry.routes import registry_state
+from tests import pg
 from tests.factories import PASSWORD, make_account, make_org, make_product, paid_tier, tier_of
 
 SCOPE = "repository:acme/app:pull"
@@ -35,22 +35,18 @@ def _basic(user: str, password: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
 
-def _admin_url(url: str) -> str:
-    return make_url(url).set(database="postgres").render_as_string(hide_password=False)
-
-
 @pytest.fixture
 def world(backend: str, database_url: str, tmp_path: Path) -> Iterator[dict[str, object]]:
-    if backend == "sqlite":
-        url = f"sqlite:///{tmp_path / 'fast.db'}"
-    else:
-        name = f"{make_url(database_url).database}_fast"
-        url = make_url(database_url).set(database=name).render_as_string(hide_password=False)
-        admin = make_engine(_admin_url(url), isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        admin.dispose()
+    sqlite = f"sqlite:///{tmp_path / 'fast.db'}"
+    url = sqlite if backend == "sqlite" else pg.create_database("fast")
+    try:
+        yield from _world(backend, url, tmp_path)
+    finally:
+        if backend != "sqlite":
+            pg.drop_database(url)
+
+
+def _world(backend: str, url: str, tmp_path: Path) -> Iterator[dict[str, object]]:
     engine = make_engine(url)
     migrate.upgrade(engine)
     factory = make_sessionmaker(engine)
@@ -85,13 +81,8 @@ def world(backend: str, database_url: str, tmp_path: Path) -> Iterator[dict[str,
             "backend": backend,
         }
     finally:
+        app.state.engine.dispose()
         engine.dispose()
-        if backend != "sqlite":
-            admin = make_engine(_admin_url(url), isolation_level="AUTOCOMMIT")
-            with admin.connect() as conn:
-                database = make_url(url).database
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
-            admin.dispose()
 
 
 def _access(response: httpx.Response) -> list[dict[str, object]]:

@@ -4,13 +4,11 @@ downgrade gives back the single table without them."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 from alembic import command
 from sqlalchemy import Engine, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 import store.search  # noqa: F401  (installs the index listeners)
@@ -18,26 +16,18 @@ from store import migrate
 from store.db import make_engine
 from store.search import service
 from store.search.postgres_fts import tsvector_literals
+from tests.pg import PG_URL, scratch_database
 from tests.search.helpers import make_repo
 
-PG_URL = os.environ.get("STORE_TEST_DATABASE_URL", "")
 pytestmark = pytest.mark.skipif(not PG_URL, reason="needs STORE_TEST_DATABASE_URL (PostgreSQL)")
 
 
 @pytest.fixture
 def fresh_engine() -> Iterator[Engine]:
-    base = make_url(PG_URL).set(drivername="postgresql+psycopg")
-    name = f"store_search_mig_{os.getpid()}"
-    admin = make_engine(base.render_as_string(hide_password=False), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    engine = make_engine(base.set(database=name).render_as_string(hide_password=False))
-    yield engine
-    engine.dispose()
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with scratch_database("search_mig") as url:
+        engine = make_engine(url)
+        yield engine
+        engine.dispose()
 
 
 def _to(engine: Engine, revision: str, *, down: bool = False) -> None:
