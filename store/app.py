@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 
 from store import STATIC_DIR, __version__, observability, security_headers
 from store.config import Settings
@@ -14,6 +16,8 @@ from store.db import make_engine, make_sessionmaker
 from store.http_errors import install_error_handlers
 from store.keys.service import KeyRing
 from store.models import Base  # noqa: F401  (every model mapped before the first request)
+
+log = logging.getLogger("store")
 
 API_DESCRIPTION = """
 The Store's JSON API: accounts, publishers, products and tiers, entitlements, licenses,
@@ -39,6 +43,14 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # The signing keys exist before the first request needs one (made inside a request
+        # that writes, on SQLite the key would wait for that request's own transaction).
+        # An unreachable database must not stop the start: /readyz reports it, and the keys
+        # are then made on first use.
+        try:
+            await run_in_threadpool(app.state.keyring.ensure)
+        except Exception:
+            log.warning("could not make the signing keys at start-up", exc_info=True)
         yield
         registry = getattr(app.state, "registry", None)
         if registry is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -9,8 +10,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, MetaData, String, TypeDecorator, create_engine, event
-from sqlalchemy.engine import Dialect, Engine
-from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.engine import Connection, Dialect, Engine
+from sqlalchemy.orm import DeclarativeBase, ORMExecuteState, Session, sessionmaker
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -71,6 +72,105 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime, str: String}
 
 
+# --- transactions --------------------------------------------------------------------------
+#
+# SQLite allows one writer at a time. A deferred transaction (plain ``BEGIN``) that reads and
+# then writes fails at once with "database is locked" when another connection committed in
+# between (its WAL snapshot is stale; busy_timeout does not retry that). So on SQLite every
+# transaction that may write takes the write lock up front (``BEGIN IMMEDIATE``) and waits
+# its turn: first behind the other writers of this process (a lock that wakes the next one
+# as soon as the holder ends, instead of SQLite's sleep-and-poll), then behind other
+# processes (busy_timeout). Transactions that only read (``read_only_session``, the GET and
+# HEAD requests) begin deferred and never wait (WAL). They are refused any write on every
+# database, so a read-only unit of work that writes fails at once in tests instead of now
+# and then in production.
+
+READ_ONLY = "store_read_only"  # an execution option: this transaction only reads
+WRITE_WAIT_S = 30.0  # how long a writer queues for the SQLite write lock before giving up
+
+
+class DatabaseBusy(Exception):
+    """A writer waited ``WRITE_WAIT_S`` for the SQLite write lock (HTTP 503, try again)."""
+
+
+class ReadOnlyTransaction(Exception):
+    """A write in a unit of work declared read-only: a programming error."""
+
+
+class _WriteGate:
+    """The writers of one process on one SQLite database, one at a time."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def enter(self, record_info: dict[str, Any]) -> None:
+        if not self._lock.acquire(timeout=WRITE_WAIT_S):
+            raise DatabaseBusy(f"no turn to write within {WRITE_WAIT_S:.0f} s")
+        record_info[_HOLDS_GATE] = True
+
+    def leave(self, record_info: dict[str, Any]) -> None:
+        if record_info.pop(_HOLDS_GATE, False):
+            self._lock.release()
+
+
+_HOLDS_GATE = "store_holds_write_gate"
+_QUERY_ONLY = "store_query_only"
+
+
+def _sqlite_transactions(engine: Engine) -> None:
+    gate = _WriteGate()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        info = conn.connection.info
+        if conn.get_execution_options().get(READ_ONLY):
+            if not info.get(_QUERY_ONLY):
+                conn.exec_driver_sql("PRAGMA query_only=1")
+                info[_QUERY_ONLY] = True
+            conn.exec_driver_sql("BEGIN")
+            return
+        if info.pop(_QUERY_ONLY, False):
+            conn.exec_driver_sql("PRAGMA query_only=0")
+        gate.enter(info)
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            gate.leave(info)
+            raise
+
+    # The transaction's end lets the next writer of this process in (its BEGIN IMMEDIATE
+    # then waits the moment the COMMIT takes, through busy_timeout); a connection returned
+    # to the pool without either (an error in between) lets it in too.
+    @event.listens_for(engine, "commit")
+    def _commit(conn: Connection) -> None:
+        gate.leave(conn.connection.info)
+
+    @event.listens_for(engine, "rollback")
+    def _rollback(conn: Connection) -> None:
+        gate.leave(conn.connection.info)
+
+    @event.listens_for(engine.pool, "checkin")
+    def _checkin(_dbapi_connection: Any, record: Any) -> None:
+        if record is not None:
+            gate.leave(record.info)
+
+
+@event.listens_for(Session, "before_flush")
+def _refuse_flush(session: Session, _context: Any, _instances: Any) -> None:
+    if session.execution_options.get(READ_ONLY) and (
+        session.new or session.deleted or any(session.is_modified(o) for o in session.dirty)
+    ):
+        raise ReadOnlyTransaction("a read-only unit of work tried to write")
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _refuse_dml(state: ORMExecuteState) -> None:
+    if state.session.execution_options.get(READ_ONLY) and (
+        state.is_insert or state.is_update or state.is_delete
+    ):
+        raise ReadOnlyTransaction("a read-only unit of work tried to write")
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False}, **kwargs)
@@ -83,7 +183,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA busy_timeout=5000")
+            cursor.execute(f"PRAGMA busy_timeout={int(WRITE_WAIT_S * 1000)}")
             cursor.execute("PRAGMA synchronous=NORMAL")
             # Search (FTS5 doclists, rank-ordered walks) reads many pages per query: a
             # 32 MiB page cache per connection (grows only as used; the default is 2 MiB)
@@ -92,10 +192,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cursor.execute("PRAGMA mmap_size=268435456")
             cursor.close()
 
-        @event.listens_for(engine, "begin")
-        def _sqlite_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN")
-
+        _sqlite_transactions(engine)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 10)
@@ -105,6 +202,17 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False, autoflush=True)
+
+
+def read_only_session(factory: sessionmaker[Session]) -> Session:
+    """A session for a unit of work that only reads: on SQLite it never waits for writers,
+    and on every database it is refused any write (``ReadOnlyTransaction``)."""
+    return factory(execution_options={READ_ONLY: True})
+
+
+def read_only_connection(engine: Engine) -> Connection:
+    """A Core connection that only reads (``with read_only_connection(engine) as conn``)."""
+    return engine.connect().execution_options(**{READ_ONLY: True})
 
 
 @contextmanager

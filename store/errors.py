@@ -52,3 +52,10 @@ class PaymentRequired(StoreError):
 class TooManyRequests(StoreError):
     status_code = 429
     code = "rate_limited"
+
+
+class ServiceUnavailable(StoreError):
+    """A service the store depends on (the registry, the payment gateway) did not answer."""
+
+    status_code = 503
+    code = "unavailable"

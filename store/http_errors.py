@@ -13,10 +13,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from store.db import DatabaseBusy
 from store.errors import StoreError
 from store.observability.logging import REQUEST_ID_HEADER, current_request_id
 
@@ -36,6 +37,7 @@ _HTTP_CODES = {
     415: "unsupported_media_type",
     422: "invalid",
     429: "rate_limited",
+    503: "busy",
 }
 
 
@@ -139,6 +141,16 @@ def _document_errors(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+def _busy_response(request: Request) -> Response:
+    return error_response(
+        request,
+        503,
+        "busy",
+        "The store is busy; try again in a moment.",
+        headers={"Retry-After": "1"},
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     _document_errors(app)
 
@@ -165,6 +177,20 @@ def install_error_handlers(app: FastAPI) -> None:
         else:
             detail = "A value cannot be stored (out of range or malformed)"
         return error_response(request, 422, "invalid", detail)
+
+    @app.exception_handler(DatabaseBusy)
+    async def _busy(request: Request, exc: DatabaseBusy) -> Response:
+        log.warning("database busy on %s %s: %s", request.method, request.url.path, exc)
+        return _busy_response(request)
+
+    @app.exception_handler(OperationalError)
+    async def _operational(request: Request, exc: OperationalError) -> Response:
+        # SQLite's write lock held by another process for longer than busy_timeout: the
+        # store is overloaded, not broken; anything else is a fault.
+        if "database is locked" in str(exc.orig):
+            log.warning("database locked on %s %s", request.method, request.url.path)
+            return _busy_response(request)
+        return await _unexpected(request, exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:

@@ -9,7 +9,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from store import security, validation
@@ -575,20 +575,40 @@ def revoke_token(session: Session, *, token: AccessToken, actor: Account) -> Acc
     return token
 
 
-def resolve_token(session: Session, secret: str, *, touch: bool = True) -> AccessToken | None:
-    """The usable token with this secret, or None (unknown, malformed, expired, revoked)."""
+def resolve_token(session: Session, secret: str) -> AccessToken | None:
+    """The usable token with this secret, or None (unknown, malformed, expired, revoked).
+
+    It only reads: record the use afterwards with ``touch_token`` when ``use_is_stale``."""
     if security.token_kind(secret) is None:
         return None
     token = session.scalar(
         select(AccessToken).where(AccessToken.token_hash == security.hash_token(secret))
     )
-    now = utcnow()
-    if token is None or not token.is_usable(now):
+    if token is None or not token.is_usable(utcnow()):
         return None
     owner = token.account
     if owner is not None and not owner.is_active:
         return None
-    if touch and (token.last_used_at is None or now - token.last_used_at > _LAST_USED_RESOLUTION):
-        token.last_used_at = now
-        session.flush()
     return token
+
+
+def use_is_stale(token: AccessToken, now: datetime) -> bool:
+    """Whether ``last_used_at`` is older than its resolution (written at most once a minute)."""
+    return token.last_used_at is None or now - token.last_used_at > _LAST_USED_RESOLUTION
+
+
+def touch_token(session: Session, *, token_id: uuid.UUID, now: datetime) -> None:
+    """Record a use of the token, unless one within the resolution was recorded already (a
+    single conditional UPDATE: concurrent requests with one token write it once)."""
+    session.execute(
+        update(AccessToken)
+        .where(
+            AccessToken.id == token_id,
+            or_(
+                AccessToken.last_used_at.is_(None),
+                AccessToken.last_used_at < now - _LAST_USED_RESOLUTION,
+            ),
+        )
+        .values(last_used_at=now)
+        .execution_options(synchronize_session=False)
+    )

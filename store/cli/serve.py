@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
+import socket
 import sys
+from typing import TYPE_CHECKING
 
 from store import migrate
 from store.cli._common import (
@@ -19,6 +22,9 @@ from store.cli._common import (
 from store.config import Settings
 from store.observability import check_settings, serving
 from store.observability.logging import JsonFormatter, resolve_format
+
+if TYPE_CHECKING:
+    import uvicorn
 
 APP_FACTORY = "store.app:create_app"
 
@@ -57,7 +63,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 @command
 def serve(args: argparse.Namespace) -> int:
-    """Check the database, make the shared secret, print where we listen, hand over to uvicorn."""
+    """Check the database, make the shared secret, bind the address, say where we listen,
+    hand over to uvicorn."""
     import uvicorn
 
     settings = load_settings()
@@ -83,8 +90,7 @@ def serve(args: argparse.Namespace) -> int:
         host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host  # noqa: S104
         os.environ["STORE_PUBLIC_URL"] = f"http://{_host_for_url(host)}:{args.port}"
         settings = load_settings()
-    _announce(settings, listen_url)
-    uvicorn.run(
+    config = uvicorn.Config(
         APP_FACTORY,
         factory=True,
         host=args.host,
@@ -94,7 +100,48 @@ def serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         **serving.uvicorn_options(settings, workers=args.workers, log_level=args.log_level),
     )
+    sock = listen(args.host, args.port, backlog=config.backlog)
+    _announce(settings, listen_url)  # only now: the address is ours, connections queue
+    run_server(config, sock)
     return 0
+
+
+def listen(host: str, port: int, *, backlog: int) -> socket.socket:
+    """Bind and listen on the address as uvicorn would; a clear error when it is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family=family, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        where = f"{_host_for_url(host)}:{port}"
+        if exc.errno == errno.EADDRINUSE:
+            raise CommandError(f"cannot listen on {where}: the port is in use") from None
+        raise CommandError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)  # worker processes serve the same socket
+    return sock
+
+
+def run_server(config: uvicorn.Config, sock: socket.socket) -> None:
+    """Serve on the bound socket: one process, several workers, or reloading on changes
+    (what ``uvicorn.run`` does after binding)."""
+    import uvicorn
+    from uvicorn.supervisors import ChangeReload, Multiprocess
+
+    server = uvicorn.Server(config)
+    try:
+        if config.should_reload:
+            ChangeReload(config, target=server.run, sockets=[sock]).run()
+        elif config.workers > 1:
+            Multiprocess(config, sockets=[sock]).run()
+        else:
+            server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sock.close()
 
 
 def _announce(settings: Settings, listen_url: str) -> None:

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from store.db import utcnow
+from store.db import read_only_session, session_scope, utcnow
 from store.errors import Conflict, NotFound, ValidationFailed
 from store.keys import crypto
 from store.keys.models import SigningKey
@@ -187,15 +187,31 @@ class KeyRing:
             cached = self._loaded.get(purpose)
             if cached is not None and time.monotonic() - cached[0] < self._refresh:
                 return cached[1]
-            with self._factory()() as session:
-                key = ensure_key(session, purpose=purpose, secret=self._secret)
-                session.commit()
-                if cached is not None and cached[1].kid == key.kid:
-                    loaded = cached[1]
-                else:
-                    loaded = load(key, self._secret)
+            # Only reads (the signer is often needed inside a request that writes: a
+            # second writer there would wait on that request on SQLite); the key is made
+            # by ``ensure`` at start-up, or here on first use when there is none.
+            with read_only_session(self._factory()) as session:
+                key = current_key(session, purpose)
+                if key is not None:
+                    loaded = self._load(key, cached)
+            if key is None:
+                loaded = self._load(self._ensure(purpose), cached)
             self._loaded[purpose] = (time.monotonic(), loaded)
             return loaded
+
+    def ensure(self, purposes: tuple[str, ...] = tuple(PURPOSES)) -> None:
+        """Make the signing keys that do not exist yet (at start-up, before any request)."""
+        for purpose in purposes:
+            self._ensure(purpose)
+
+    def _ensure(self, purpose: str) -> SigningKey:
+        with session_scope(self._factory()) as session:
+            return ensure_key(session, purpose=purpose, secret=self._secret)
+
+    def _load(self, key: SigningKey, cached: tuple[float, LoadedKey] | None) -> LoadedKey:
+        if cached is not None and cached[1].kid == key.kid:
+            return cached[1]
+        return load(key, self._secret)
 
     def invalidate(self) -> None:
         with self._lock:

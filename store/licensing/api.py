@@ -12,7 +12,7 @@ from fastapi.responses import Response
 from store.accounts import service as accounts
 from store.catalog import service as catalog
 from store.db import utcnow
-from store.deps import Caller, CurrentAccount, DbSession, SettingsDep
+from store.deps import Caller, CurrentAccount, DbSession, SettingsDep, writes_on_read
 from store.errors import Forbidden
 from store.licensing import entitlements, service
 from store.licensing.models import Entitlement, License
@@ -172,6 +172,7 @@ def license_keys(
 
 
 @router.get("/entitlements/{entitlement_id}/license", response_model=LicenseOut, tags=["licenses"])
+@writes_on_read
 def entitlement_license(
     entitlement_id: uuid.UUID,
     account: CurrentAccount,
@@ -191,6 +192,7 @@ def entitlement_license(
     response_class=Response,
     responses={200: {"content": {"application/x-store-license": {}}}},
 )
+@writes_on_read
 def entitlement_license_file(
     entitlement_id: uuid.UUID,
     account: CurrentAccount,

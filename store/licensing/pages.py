@@ -7,7 +7,7 @@ import uuid
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from store.deps import DbSession, SettingsDep
+from store.deps import DbSession, SettingsDep, writes_on_read
 from store.licensing import entitlements, service
 from store.licensing.public import Keyring
 
@@ -26,6 +26,7 @@ def lic_response(filename: str, text: str) -> Response:
 
 
 @router.get("/my/licenses/{entitlement_id}.lic")
+@writes_on_read
 def download_license(
     entitlement_id: uuid.UUID,
     request: Request,

@@ -34,6 +34,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from store import migrate
+from store.db import read_only_connection
 from store.observability import metrics
 
 MIGRATIONS_CACHE_SECONDS = 15.0
@@ -90,7 +91,7 @@ class Readiness:
             yield bind
             return
         engine: Engine = bind if isinstance(bind, Engine) else self._app.state.engine
-        with engine.connect() as conn:
+        with read_only_connection(engine) as conn:
             yield conn
 
     def run(self) -> list[Check]:

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from store.accounts.models import Account
 from store.catalog.models import Product
 from store.config import Settings
+from store.db import read_only_session
 from store.licensing import entitlements
 from store.registry.grants import Denied, Principal
 
@@ -60,6 +61,6 @@ def explain_denials(
     factory: sessionmaker[Session], settings: Settings, principal: Principal, denied: list[Denied]
 ) -> list[dict[str, Any]]:
     """Every refusal explained; refusals about a product (the informative ones) first."""
-    with factory() as session:
+    with read_only_session(factory) as session:
         reasons = [explain(session, settings, principal, d) for d in denied]
     return sorted(reasons, key=lambda r: r["product_url"] is None)

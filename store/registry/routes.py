@@ -26,7 +26,7 @@ from starlette.responses import Response
 
 from store import ratelimit, security
 from store.config import Settings
-from store.db import utcnow
+from store.db import read_only_connection, utcnow
 from store.observability import metrics
 from store.registry import credentials, events, grants, lookup, tokens
 from store.registry.explain import explain_denials
@@ -98,6 +98,16 @@ class RegistryState:
             return
         assert self._engine is not None
         with self._engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """Like ``connect`` for reads only: never waits for a writer (run on the event loop)."""
+        if self._shared is not None:
+            yield self._shared
+            return
+        assert self._engine is not None
+        with read_only_connection(self._engine) as conn:
             yield conn
 
     def dispose(self) -> None:
@@ -204,7 +214,7 @@ async def _token(request: Request, state: RegistryState, params: _Params) -> Res
     # database only on failure.
     guard = ratelimit.token_guard(request.app)
     sent = ratelimit.token_credentials(request, params)
-    if sent is not None and (wait := guard.wait(connect, request, *sent)) is not None:
+    if sent is not None and (wait := guard.wait(state.read, request, *sent)) is not None:
         metrics.token_decision("rejected", "rate_limited")
         return _too_many(wait)
     try:

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from store.config import Settings
 from store.db import utcnow
+from store.errors import ServiceUnavailable
 from store.keys.service import LoadedKey
 from store.registry import hub, tokens
 from store.registry.credentials import SYNC_USERNAME
@@ -65,9 +66,23 @@ class RegistryClient:
     def _get(
         self, url: str, access: list[dict[str, object]], method: str = "GET"
     ) -> httpx.Response:
+        """The registry's answer; 404 is returned to the caller, any other failure is a
+        ServiceUnavailable that says where and what (one line for the operator)."""
         headers = {"Authorization": f"Bearer {self._token(access)}", "Accept": _ACCEPT}
-        response = self.http.request(method, url, headers=headers)
-        response.raise_for_status()
+        try:
+            response = self.http.request(method, url, headers=headers)
+        except httpx.TransportError as exc:
+            reason = str(exc) or type(exc).__name__
+            raise ServiceUnavailable(
+                f"the registry at {self.base_url} could not be reached: {reason}"
+            ) from None
+        if response.status_code >= 400 and response.status_code != 404:
+            hint = " (does it trust this store's keys? see `store registry config`)"
+            raise ServiceUnavailable(
+                f"the registry at {self.base_url} answered {response.status_code} to "
+                f"{method} {url.removeprefix(self.base_url)}"
+                + (hint if response.status_code == 401 else "")
+            )
         return response
 
     def catalog(self, page_size: int = 100) -> list[str]:
@@ -78,6 +93,8 @@ class RegistryClient:
         names: list[str] = []
         while url:
             response = self._get(url, access)
+            if response.status_code == 404:
+                raise ServiceUnavailable(f"{self.base_url} has no registry catalog (/v2/_catalog)")
             names.extend(response.json().get("repositories") or [])
             match = _NEXT.search(response.headers.get("link", ""))
             url = urljoin(self.base_url + "/", match.group(1)) if match else None
@@ -87,14 +104,9 @@ class RegistryClient:
         access: list[dict[str, object]] = [
             {"type": "repository", "name": name, "actions": ["pull"]}
         ]
-        response = self.http.request(
-            "GET",
-            f"{self.base_url}/v2/{name}/tags/list",
-            headers={"Authorization": f"Bearer {self._token(access)}"},
-        )
+        response = self._get(f"{self.base_url}/v2/{name}/tags/list", access)
         if response.status_code == 404:
             return []
-        response.raise_for_status()
         return list(response.json().get("tags") or [])
 
     def manifest(self, name: str, reference: str) -> tuple[str, str, int]:
@@ -102,7 +114,10 @@ class RegistryClient:
         access: list[dict[str, object]] = [
             {"type": "repository", "name": name, "actions": ["pull"]}
         ]
-        response = self._get(f"{self.base_url}/v2/{name}/manifests/{reference}", access, "HEAD")
+        url = f"{self.base_url}/v2/{name}/manifests/{reference}"
+        response = self._get(url, access, "HEAD")
+        if response.status_code == 404:
+            raise ServiceUnavailable(f"{name}:{reference} vanished from the registry; sync again")
         return (
             response.headers.get("docker-content-digest", ""),
             response.headers.get("content-type", "").split(";")[0],

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, BackgroundTasks, Request, status
 
 from store.accounts import service as accounts
 from store.accounts.models import Account, Organization
 from store.catalog import service as catalog
 from store.catalog.models import Product
-from store.deps import AdminAccount, Caller, CurrentAccount, DbSession, SettingsDep, _bearer
+from store.deps import (
+    AdminAccount,
+    Caller,
+    CurrentAccount,
+    DbSession,
+    SettingsDep,
+    _bearer,
+    resolve_bearer_token,
+)
 from store.errors import Forbidden, NotFound, Unauthorized
 from store.signing import certification, keys
 from store.signing import service as signing
@@ -100,7 +108,7 @@ def revoke_key(org: str, key_id: uuid.UUID, account: CurrentAccount, session: Db
 
 
 def _signer(
-    request: Request, session: DbSession, namespace: str
+    request: Request, session: DbSession, background: BackgroundTasks, namespace: str
 ) -> tuple[Organization, Account | str]:
     """Who uploads a signature: a personal token (api or push scope) of an editor of the
     namespace, or a robot token of the namespace with the push scope (for CI)."""
@@ -110,9 +118,7 @@ def _signer(
             "Send a personal or robot token as 'Authorization: Bearer <token>'",
             code="authentication_required",
         )
-    token = accounts.resolve_token(session, secret)
-    if token is None:
-        raise Unauthorized("The access token is unknown, expired or revoked", code="bad_token")
+    token = resolve_bearer_token(request, session, background, secret)
     org = accounts.get_organization(session, namespace)
     if token.kind == "robot":
         if token.organization_id != org.id or "push" not in token.scopes:
@@ -129,12 +135,17 @@ def _signer(
 
 @router.post("/signatures", status_code=status.HTTP_201_CREATED, response_model=SignatureOut)
 def upload_signature(
-    body: SignatureIn, request: Request, session: DbSession, settings: SettingsDep
+    body: SignatureIn,
+    request: Request,
+    session: DbSession,
+    settings: SettingsDep,
+    background: BackgroundTasks,
 ) -> SignatureOut:
     """Upload a signature over an image digest. The store verifies it against the
     publisher's registered keys and the repository and digest the payload names; a
     rejection (422) carries a stable `error` code saying why."""
-    org, uploader = _signer(request, session, body.repository.strip().lower().partition("/")[0])
+    namespace = body.repository.strip().lower().partition("/")[0]
+    org, uploader = _signer(request, session, background, namespace)
     sig = signing.upload_signature(
         session,
         org=org,

@@ -8,6 +8,7 @@ from fastapi import Request
 from markupsafe import escape
 from starlette.responses import HTMLResponse, Response
 
+from store.db import read_only_session
 from store.web.auth import current_account
 from store.web.routing import return_path
 from store.web.templating import redirect, render, with_query
@@ -33,7 +34,7 @@ def _load_viewer(request: Request) -> None:
     if hasattr(request.state, "me") or "session" not in request.scope:
         return
     try:
-        with request.app.state.sessionmaker() as session:
+        with read_only_session(request.app.state.sessionmaker) as session:
             current_account(request, session)
     except Exception:  # the page must render even when the database is the problem
         log.warning("could not load the viewer for an error page", exc_info=True)

@@ -54,10 +54,25 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, data_dir: Path, database_url: str) 
 
 
 @pytest.fixture
-def run(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Run:
-    """Run `store ARGS...` in-process; returns its exit code, stdout and stderr."""
+def open_sessions() -> list[Session]:
+    """The test's own sessions on the CLI's database (``db``)."""
+    return []
+
+
+@pytest.fixture
+def run(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    open_sessions: list[Session],
+) -> Run:
+    """Run `store ARGS...` in-process; returns its exit code, stdout and stderr.
+
+    The test's own session commits first: the command then sees what the test wrote, and
+    on SQLite the test's transaction no longer holds the write lock the command needs."""
 
     def _run(*argv: str, stdin: str | None = None) -> Result:
+        for session in open_sessions:
+            session.commit()
         capsys.readouterr()
         if stdin is not None:
             monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
@@ -72,10 +87,11 @@ def run(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> 
 
 
 @pytest.fixture
-def db(database_url: str) -> Iterator[Session]:
-    """A session on the CLI's database, for asserting what the commands wrote."""
+def db(database_url: str, open_sessions: list[Session]) -> Iterator[Session]:
+    """A session on the CLI's database, to prepare and check what the commands do."""
     engine = make_engine(database_url)
     session = make_sessionmaker(engine)()
+    open_sessions.append(session)
     try:
         yield session
     finally:

@@ -310,7 +310,7 @@ def test_tokens(run: Run, db: Session) -> None:
     assert token["secret"].startswith("stp_")
     assert token["scopes"] == ["pull", "push"]
     assert token["owner"] == {"type": "account", "name": "bob"}
-    resolved = accounts.resolve_token(db, token["secret"], touch=False)
+    resolved = accounts.resolve_token(db, token["secret"])
     assert resolved is not None and str(resolved.id) == token["id"]
 
     human = run("tokens", "create", "--user", "bob", "--name", "ci", "--scope", "pull")

@@ -24,19 +24,26 @@ from tests.pg import PG_URL, scratch_database
 
 
 @pytest.fixture
-def uvicorn_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, dict[str, Any]]]:
-    """Record uvicorn.run instead of starting a server."""
-    calls: list[tuple[Any, dict[str, Any]]] = []
-    monkeypatch.setattr("uvicorn.run", lambda app, **kw: calls.append((app, kw)))
+def uvicorn_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, socket.socket]]:
+    """Record what would be served (the uvicorn configuration, the bound socket) instead of
+    starting a server."""
+    calls: list[tuple[Any, socket.socket]] = []
+
+    def record(config: Any, sock: socket.socket) -> None:
+        calls.append((config, sock))
+        sock.close()
+
+    monkeypatch.setattr("store.cli.serve.run_server", record)
     return calls
 
 
 def test_serve_on_sqlite_migrates_and_creates_the_secret_first(
-    run: Run, uvicorn_calls: list[tuple[Any, dict[str, Any]]], data_dir: Path, database_url: str
+    run: Run, uvicorn_calls: list[tuple[Any, socket.socket]], data_dir: Path, database_url: str
 ) -> None:
-    result = run("serve", "--host", "127.0.0.1", "--port", "8123", "--workers", "3")
+    port = _free_port()
+    result = run("serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "3")
     assert result.code == 0, result.err
-    assert "listening on http://127.0.0.1:8123" in result.out
+    assert f"listening on http://127.0.0.1:{port}" in result.out
     assert str(data_dir.resolve()) in result.out
     assert (data_dir / "secret.key").read_text().strip()
     engine = make_engine(database_url)
@@ -45,28 +52,42 @@ def test_serve_on_sqlite_migrates_and_creates_the_secret_first(
     finally:
         engine.dispose()
 
-    [(app, kwargs)] = uvicorn_calls
-    assert app == "store.app:create_app"
-    assert kwargs["factory"] is True
-    assert (kwargs["host"], kwargs["port"], kwargs["workers"]) == ("127.0.0.1", 8123, 3)
-    assert kwargs["reload"] is False
+    [(config, sock)] = uvicorn_calls
+    assert config.app == "store.app:create_app"
+    assert config.factory is True
+    assert (config.host, config.port, config.workers) == ("127.0.0.1", port, 3)
+    assert config.reload is False
+    assert sock.fileno() == -1  # it was bound (and closed by the recorder)
+
+
+def test_a_port_in_use_is_one_clear_line(run: Run, uvicorn_calls: list[Any]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = run("serve", "--host", "127.0.0.1", "--port", str(port))
+    assert result.code == 1
+    assert result.err == f"error: cannot listen on 127.0.0.1:{port}: the port is in use\n"
+    assert "listening" not in result.out
+    assert uvicorn_calls == []
 
 
 def test_with_json_logs_the_announcement_is_a_json_record(
     run: Run,
-    uvicorn_calls: list[tuple[Any, dict[str, Any]]],
+    uvicorn_calls: list[tuple[Any, socket.socket]],
     data_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("STORE_LOG_FORMAT", "json")
-    result = run("serve", "--host", "127.0.0.1", "--port", "8124")
+    port = _free_port()
+    result = run("serve", "--host", "127.0.0.1", "--port", str(port))
     assert result.code == 0, result.err
     [line] = result.out.strip().splitlines()
     record = json.loads(line)
-    assert record["message"] == "Store listening on http://127.0.0.1:8124"
+    assert record["message"] == f"Store listening on http://127.0.0.1:{port}"
     assert record["logger"] == "store.serve" and record["level"] == "info"
     assert record["data_dir"] == str(data_dir.resolve())
-    assert record["public_url"].startswith("http://127.0.0.1:8124")
+    assert record["public_url"].startswith(f"http://127.0.0.1:{port}")
 
 
 def test_workers_and_reload_exclude_each_other(run: Run) -> None:
@@ -88,7 +109,7 @@ def pg_database() -> Iterator[str]:
 
 def test_serve_refuses_an_out_of_date_postgresql_schema(
     run: Run,
-    uvicorn_calls: list[tuple[Any, dict[str, Any]]],
+    uvicorn_calls: list[tuple[Any, socket.socket]],
     monkeypatch: pytest.MonkeyPatch,
     pg_database: str,
 ) -> None:
@@ -105,7 +126,7 @@ def test_serve_refuses_an_out_of_date_postgresql_schema(
 
     assert run("db", "upgrade").code == 0
     assert run("db", "current", "--json").json()["is_current"] is True
-    assert run("serve").code == 0
+    assert run("serve", "--port", str(_free_port())).code == 0
     assert len(uvicorn_calls) == 1
 
 

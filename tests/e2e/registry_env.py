@@ -19,10 +19,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
-from sqlalchemy import Engine, create_engine, event
 
 REGISTRY_BIN = shutil.which("docker-registry")
 SKOPEO_BIN = shutil.which("skopeo")
@@ -41,30 +39,6 @@ def clean_env(extra: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STORE_")}
     env.update(extra)
     return env
-
-
-def sqlite_writer_engine(path: Path) -> Engine:
-    """An engine for a test process that reads and writes the database of a running store.
-
-    Transactions start with ``BEGIN IMMEDIATE``: a deferred transaction that reads, then
-    writes after the store committed something (a registry event) fails at once with
-    "database is locked" (a stale WAL snapshot, which busy_timeout does not retry); an
-    immediate one waits for the lock instead."""
-    engine = create_engine(f"sqlite:///{path}", connect_args={"check_same_thread": False})
-
-    @event.listens_for(engine, "connect")
-    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=15000")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-    return engine
 
 
 def wait_http(

@@ -38,7 +38,6 @@ from tests.e2e.registry_env import (
     python_cli,
     read_oci_file,
     running_stack,
-    sqlite_writer_engine,
 )
 from tests.factories import PASSWORD, make_account, make_org, make_product, paid_tier, tier_of
 
@@ -95,10 +94,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         }
     )
     data_dir.mkdir()
-    migrator = make_engine(f"sqlite:///{data_dir / 'store.db'}")
-    migrate.upgrade(migrator)
-    migrator.dispose()
-    engine = sqlite_writer_engine(data_dir / "store.db")
+    engine = make_engine(f"sqlite:///{data_dir / 'store.db'}")
+    migrate.upgrade(engine)
     factory = make_sessionmaker(engine)
     with session_scope(factory) as session:
         robot = _seed(session)

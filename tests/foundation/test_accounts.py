@@ -167,7 +167,14 @@ def test_token_is_prefixed_checksummed_and_only_hashed(session: Session) -> None
     assert issued.token.token_hash == security.hash_token(issued.secret)
     assert issued.secret not in (issued.token.prefix, issued.token.token_hash)
     assert service.resolve_token(session, issued.secret).id == issued.token.id  # type: ignore[union-attr]
-    assert issued.token.last_used_at is not None
+    assert issued.token.last_used_at is None  # resolving only reads
+    now = utcnow()
+    assert service.use_is_stale(issued.token, now)
+    service.touch_token(session, token_id=issued.token.id, now=now)
+    service.touch_token(session, token_id=issued.token.id, now=now + timedelta(seconds=30))
+    session.refresh(issued.token)
+    assert issued.token.last_used_at == now  # once per resolution, not on every use
+    assert not service.use_is_stale(issued.token, now + timedelta(seconds=30))
     tampered = issued.secret[:-1] + ("A" if issued.secret[-1] != "A" else "B")
     assert service.resolve_token(session, tampered) is None
 

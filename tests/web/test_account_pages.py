@@ -28,7 +28,7 @@ def test_token_secret_is_shown_once(browser: TestClient, session: Session) -> No
     assert "will not be shown again" in created.text
     assert "docker login 127.0.0.1:5000 -u tokenuser" in created.text
 
-    token = accounts.resolve_token(session, secret.group(0), touch=False)
+    token = accounts.resolve_token(session, secret.group(0))
     assert token is not None and token.scopes == ["api", "pull"]
     assert token.expires_at is not None
 

@@ -224,7 +224,7 @@ def test_robot_tokens_and_verification(browser: TestClient, session: Session) ->
     secret = re.search(r"str_[0-9A-Za-z]{36}", created.text)
     assert secret is not None
     assert "will not be shown again" in created.text
-    token = accounts.resolve_token(session, secret.group(0), touch=False)
+    token = accounts.resolve_token(session, secret.group(0))
     assert token is not None and token.organization_id == org.id and token.scopes == ["push"]
     page = browser.get("/publish/roboco")
     assert secret.group(0) not in page.text and token.prefix in page.text
