@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from store import STATIC_DIR, __version__, observability, security_headers
 from store.config import Settings
-from store.db import make_engine, make_sessionmaker
+from store.db import WriteTurns, make_engine, make_sessionmaker
 from store.http_errors import install_error_handlers
 from store.keys.service import KeyRing
 from store.models import Base  # noqa: F401  (every model mapped before the first request)
@@ -69,6 +69,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
+    app.state.write_turns = WriteTurns(engine)
     app.state.keyring = KeyRing(lambda: app.state.sessionmaker, settings.resolved_secret_key)
 
     install_error_handlers(app)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from functools import cached_property
 from pathlib import Path
@@ -86,15 +87,16 @@ class Settings(BaseSettings):
         path = self.data_dir / "secret.key"
         if path.exists():
             return path.read_text().strip()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.ensure_data_dir()
         value = secrets.token_urlsafe(48)
-        # Create exclusively so two processes starting together agree on one secret.
+        # Created exclusively (two processes starting together agree on one secret) and
+        # owner-only from its first byte.
         try:
-            with open(path, "x") as fh:
-                fh.write(value)
-            path.chmod(0o600)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
             return path.read_text().strip()
+        with os.fdopen(fd, "w") as fh:
+            fh.write(value)
         return value
 
     @property
@@ -115,4 +117,8 @@ class Settings(BaseSettings):
         ).hexdigest()
 
     def ensure_data_dir(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        """The data directory, readable by its owner only (it holds the database and the
+        secret); one that exists with wider permissions is narrowed."""
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.data_dir.stat().st_mode & 0o077:
+            self.data_dir.chmod(0o700)

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import threading
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 from sqlalchemy import JSON, DateTime, MetaData, String, TypeDecorator, create_engine, event
-from sqlalchemy.engine import Connection, Dialect, Engine
+from sqlalchemy.engine import Connection, Dialect, Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, ORMExecuteState, Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
+
+T = TypeVar("T")
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -84,6 +91,12 @@ class Base(DeclarativeBase):
 # HEAD requests) begin deferred and never wait (WAL). They are refused any write on every
 # database, so a read-only unit of work that writes fails at once in tests instead of now
 # and then in production.
+#
+# A request's unit of work runs in several hops of the thread pool (dependencies, the
+# route, the commit). Were writers to wait for the lock inside pool threads, enough of them
+# would fill the pool and the writer holding the lock could not get a thread to finish:
+# so work started from the event loop waits for its turn there (``WriteTurns``), holding
+# no thread, and only then enters the pool.
 
 READ_ONLY = "store_read_only"  # an execution option: this transaction only reads
 WRITE_WAIT_S = 30.0  # how long a writer queues for the SQLite write lock before giving up
@@ -111,6 +124,36 @@ class _WriteGate:
     def leave(self, record_info: dict[str, Any]) -> None:
         if record_info.pop(_HOLDS_GATE, False):
             self._lock.release()
+
+
+class WriteTurns:
+    """One writer at a time per process, waited for on the event loop (SQLite only; on
+    PostgreSQL every turn is granted at once)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.enabled = engine.dialect.name == "sqlite"
+        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    @asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        if not self.enabled:
+            yield
+            return
+        loop = asyncio.get_running_loop()
+        lock = self._locks.get(loop)
+        if lock is None:
+            lock = self._locks[loop] = asyncio.Lock()
+        # No timeout here: a turn ends when its unit of work does, and that one's waits on
+        # the database are bounded (WRITE_WAIT_S, busy_timeout).
+        async with lock:
+            yield
+
+    async def run(self, func: Callable[..., T], *args: Any) -> T:
+        """Run a unit of work that writes in the thread pool, in this process's turn."""
+        async with self.turn():
+            return await run_in_threadpool(func, *args)
 
 
 _HOLDS_GATE = "store_holds_write_gate"
@@ -171,8 +214,23 @@ def _refuse_dml(state: ORMExecuteState) -> None:
         raise ReadOnlyTransaction("a read-only unit of work tried to write")
 
 
+def _owner_only_sqlite_files(url: str) -> None:
+    """The database file and its -wal/-shm (which SQLite creates with the database file's
+    mode) readable by their owner only, from the moment they exist."""
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    if not path.exists() and path.parent.is_dir():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    for file in (path, Path(f"{database}-wal"), Path(f"{database}-shm")):
+        if file.exists() and file.stat().st_mode & 0o077:
+            file.chmod(0o600)
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     if url.startswith("sqlite"):
+        _owner_only_sqlite_files(url)
         engine = create_engine(url, connect_args={"check_same_thread": False}, **kwargs)
 
         @event.listens_for(engine, "connect")

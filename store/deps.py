@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
@@ -15,7 +15,7 @@ from store.accounts import service as accounts
 from store.accounts.models import AccessToken, Account
 from store.billing.runtime import billing_of
 from store.config import Settings
-from store.db import read_only_session, session_scope, utcnow
+from store.db import WriteTurns, read_only_session, session_scope, utcnow
 from store.errors import Forbidden, Unauthorized
 
 
@@ -43,7 +43,23 @@ def _reads_only(request: Request) -> bool:
     return not getattr(getattr(route, "endpoint", None), _WRITES_ON_READ, False)
 
 
-def get_session(request: Request) -> Iterator[Session]:
+def write_turns(request: Request) -> WriteTurns:
+    turns: WriteTurns = request.app.state.write_turns
+    return turns
+
+
+async def write_turn(request: Request) -> AsyncIterator[None]:
+    """A request that may write waits for its turn on the event loop (store.db)."""
+    if _reads_only(request):
+        yield
+        return
+    async with write_turns(request).turn():
+        yield
+
+
+def get_session(
+    request: Request, _turn: Annotated[None, Depends(write_turn, scope="function")]
+) -> Iterator[Session]:
     """One transaction per request, committed before the response is sent.
 
     GET, HEAD and OPTIONS only read (HTTP's safe methods): their transaction is read-only
@@ -96,7 +112,13 @@ def resolve_bearer_token(
         raise Unauthorized("The access token is unknown, expired or revoked", code="bad_token")
     now = utcnow()
     if accounts.use_is_stale(token, now):
-        background.add_task(_record_token_use, request.app.state.sessionmaker, token.id, now)
+        background.add_task(
+            write_turns(request).run,
+            _record_token_use,
+            request.app.state.sessionmaker,
+            token.id,
+            now,
+        )
     return token
 
 

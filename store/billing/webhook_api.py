@@ -6,7 +6,6 @@ import logging
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
@@ -62,7 +61,7 @@ async def stripe_webhook(request: Request) -> JSONResponse:
         metrics.webhook_event("unverified", exc.code)
         return _error(exc)
     try:
-        result = await run_in_threadpool(_process, request, billing, event)
+        result = await request.app.state.write_turns.run(_process, request, billing, event)
     except webhooks.RetryLater as exc:
         metrics.webhook_event(event["type"], exc.code)
         return _error(exc)

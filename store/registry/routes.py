@@ -221,7 +221,7 @@ async def _token(request: Request, state: RegistryState, params: _Params) -> Res
         principal, offline = await _authenticate(request, params, ctx)
     except credentials.BadCredentials as exc:
         if sent is not None and not isinstance(exc, credentials.AccountDisabled):
-            await run_in_threadpool(guard.failed, connect, request, *sent)
+            await request.app.state.write_turns.run(guard.failed, connect, request, *sent)
         metrics.token_decision("denied", "bad_credentials")
         return registry_error(
             401, "UNAUTHORIZED", exc.message, headers={"WWW-Authenticate": 'Basic realm="store"'}
@@ -229,7 +229,7 @@ async def _token(request: Request, state: RegistryState, params: _Params) -> Res
     if ctx.touch:
         due = state.touch_limiter.due(ctx.touch)
         if due:
-            await run_in_threadpool(credentials.touch_tokens, connect, due, ctx.now)
+            await request.app.state.write_turns.run(credentials.touch_tokens, connect, due, ctx.now)
     facts = ctx.facts
     missing = [n for n in names if n not in facts]
     if missing:
@@ -255,7 +255,7 @@ async def _token(request: Request, state: RegistryState, params: _Params) -> Res
         "issued_at": tokens.rfc3339(issued.issued_at),
     }
     if offline and principal.kind == "account" and principal.account_id is not None:
-        body["refresh_token"] = await run_in_threadpool(
+        body["refresh_token"] = await request.app.state.write_turns.run(
             _issue_refresh_token, request.app, principal, params.get("client_id")
         )
     metrics.token_granted(partial=bool(decision.denied), login=not parsed.scopes)
@@ -350,7 +350,7 @@ async def events_endpoint(request: Request) -> Response:
         events.events_of(envelope)
     except (orjson.JSONDecodeError, events.MalformedEnvelope) as exc:
         return registry_error(400, "UNSUPPORTED", f"malformed envelope: {exc}")
-    outcome = await run_in_threadpool(_process_events, request.app, envelope)
+    outcome = await request.app.state.write_turns.run(_process_events, request.app, envelope)
     return _json(outcome.as_dict())
 
 

@@ -26,7 +26,9 @@ NOT_FORMS = ("/api/", "/token", "/registry/", "/billing/stripe/webhook", "/v1/",
 
 
 def _https_app(settings: Settings, session_factory: sessionmaker[Session]) -> FastAPI:
-    app = create_app(settings.model_copy(update={"public_url": "https://store.test"}), migrate=False)
+    app = create_app(
+        settings.model_copy(update={"public_url": "https://store.test"}), migrate=False
+    )
     app.state.engine.dispose()
     app.state.sessionmaker = session_factory
     return app
