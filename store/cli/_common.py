@@ -169,7 +169,8 @@ def add_command(
     json: bool = True,
     actor: bool = False,
 ) -> argparse.ArgumentParser:
-    """Add subcommand ``name`` running ``func``; its docstring becomes the description.
+    """Add subcommand ``name`` running ``func``; its docstring becomes the description that
+    ``--help`` prints, so it is written in plain text (tests/cli/test_cli_help.py checks).
 
     ``json`` adds ``--json``, ``actor`` adds ``--as USER`` (see :func:`resolve_actor`).
     """

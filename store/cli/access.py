@@ -47,10 +47,16 @@ def register(subparsers: SubParsers) -> None:
 # --- entitlements ---------------------------------------------------------------------
 
 
-def _holder_options(p: argparse.ArgumentParser, *, required: bool) -> None:
+def _holder_options(
+    p: argparse.ArgumentParser,
+    *,
+    required: bool,
+    user_help: str = "the account (its username)",
+    org_help: str = "the organization (its slug)",
+) -> None:
     holder = p.add_mutually_exclusive_group(required=required)
-    holder.add_argument("--user", metavar="USER")
-    holder.add_argument("--org", metavar="ORG")
+    holder.add_argument("--user", metavar="USER", help=user_help)
+    holder.add_argument("--org", metavar="ORG", help=org_help)
 
 
 def _register_entitlements(subparsers: SubParsers) -> None:
@@ -59,20 +65,29 @@ def _register_entitlements(subparsers: SubParsers) -> None:
     holder = p.add_mutually_exclusive_group()
     holder.add_argument("--user", metavar="USER", help="held by the user or their organizations")
     holder.add_argument("--org", metavar="ORG", help="held by the organization")
-    holder.add_argument("--product", metavar="ORG/NAME", type=repository)
+    holder.add_argument(
+        "--product", metavar="ORG/NAME", type=repository, help="on the product (its repository)"
+    )
     p = add_command(sub, "show", _entitlements_show, help="show an entitlement")
-    p.add_argument("id", metavar="ID", type=uuid_arg)
+    p.add_argument("id", metavar="ID", type=uuid_arg, help="the entitlement's id (see list)")
     p = add_command(
         sub, "grant", _entitlements_grant, help="grant a tier without payment", actor=True
     )
-    p.add_argument("product", metavar="ORG/NAME", type=repository)
-    p.add_argument("tier", metavar="TIER")
-    _holder_options(p, required=True)
+    p.add_argument(
+        "product", metavar="ORG/NAME", type=repository, help="the product's repository, ORG/NAME"
+    )
+    p.add_argument("tier", metavar="TIER", help="the tier's id within the product (its slug)")
+    _holder_options(
+        p,
+        required=True,
+        user_help="grant it to this account (username)",
+        org_help="grant it to this organization (slug), for its members",
+    )
     p.add_argument("--until", type=utc_date, metavar="YYYY-MM-DD", help="end (default: perpetual)")
-    p.add_argument("--reason", default="")
+    p.add_argument("--reason", default="", help="why (kept with the entitlement)")
     p = add_command(sub, "revoke", _entitlements_revoke, help="revoke an entitlement", actor=True)
-    p.add_argument("id", metavar="ID", type=uuid_arg)
-    p.add_argument("--reason", required=True)
+    p.add_argument("id", metavar="ID", type=uuid_arg, help="the entitlement's id (see list)")
+    p.add_argument("--reason", required=True, help="why (kept with the entitlement)")
 
 
 def _entitlements_text(d: list[dict[str, Any]]) -> str:
@@ -167,13 +182,25 @@ def _entitlements_revoke(args: argparse.Namespace) -> int:
 def _register_tokens(subparsers: SubParsers) -> None:
     sub = group(subparsers, "tokens", "list, create and revoke access tokens")
     p = add_command(sub, "list", _tokens_list, help="list a user's or an organization's tokens")
-    _holder_options(p, required=True)
-    p.add_argument("--include-revoked", action="store_true")
+    _holder_options(
+        p,
+        required=True,
+        user_help="the account's personal tokens (username)",
+        org_help="the organization's robot tokens (slug)",
+    )
+    p.add_argument("--include-revoked", action="store_true", help="list revoked tokens too")
     p = add_command(
         sub, "create", _tokens_create, help="create a token (secret shown once)", actor=True
     )
-    _holder_options(p, required=True)
-    p.add_argument("--name", required=True)
+    _holder_options(
+        p,
+        required=True,
+        user_help="a personal token of this account (username)",
+        org_help="a robot token of this organization (slug)",
+    )
+    p.add_argument(
+        "--name", required=True, help="what the token is for, e.g. ci (up to 100 characters)"
+    )
     p.add_argument(
         "--scope",
         action="append",
@@ -182,9 +209,14 @@ def _register_tokens(subparsers: SubParsers) -> None:
         choices=sorted({s for scopes in accounts.TOKEN_SCOPES.values() for s in scopes}),
         help="repeatable; robot (organization) tokens take pull and push only",
     )
-    p.add_argument("--expires-days", type=positive_int, metavar="N")
+    p.add_argument(
+        "--expires-days",
+        type=positive_int,
+        metavar="N",
+        help="expire after N days (default: never)",
+    )
     p = add_command(sub, "revoke", _tokens_revoke, help="revoke a token", actor=True)
-    p.add_argument("id", metavar="ID", type=uuid_arg)
+    p.add_argument("id", metavar="ID", type=uuid_arg, help="the token's id (see list)")
 
 
 def _tokens_text(d: list[dict[str, Any]]) -> str:

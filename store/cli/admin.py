@@ -39,6 +39,12 @@ if TYPE_CHECKING:
     SubParsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
+# Helps of arguments that several commands take.
+USERNAME_HELP = "login name: 3-39 lowercase letters, digits and '.', '_' or '-' between them"
+USER_HELP = "the account's username"
+ORG_HELP = "the organization's slug (its registry namespace)"
+
+
 def register(subparsers: SubParsers) -> None:
     """Add the account and organisation command groups to the `store` parser."""
     _register_admin(subparsers)
@@ -57,8 +63,12 @@ def group(subparsers: SubParsers, name: str, help: str) -> SubParsers:
 def _register_admin(subparsers: SubParsers) -> None:
     sub = group(subparsers, "admin", "bootstrap administrator accounts")
     p = add_command(sub, "create", _admin_create, help="create (or promote) an administrator")
-    p.add_argument("--username", required=True)
-    p.add_argument("--email", required=True)
+    p.add_argument("--username", required=True, help=USERNAME_HELP)
+    p.add_argument(
+        "--email",
+        required=True,
+        help="e-mail address (with --promote, it must match the existing account's)",
+    )
     add_password_options(p)
     p.add_argument(
         "--promote",
@@ -109,22 +119,31 @@ def _register_users(subparsers: SubParsers) -> None:
     p = add_command(sub, "list", _users_list, help="list accounts")
     p.add_argument("--query", default="", help="part of a username or e-mail address")
     p = add_command(sub, "show", _users_show, help="show an account")
-    p.add_argument("user", metavar="USER")
+    p.add_argument("user", metavar="USER", help=USER_HELP)
     p = add_command(sub, "create", _users_create, help="create an account")
-    p.add_argument("--username", required=True)
-    p.add_argument("--email", required=True)
-    p.add_argument("--display-name", default="")
+    p.add_argument("--username", required=True, help=USERNAME_HELP)
+    p.add_argument("--email", required=True, help="e-mail address (one account per address)")
+    p.add_argument(
+        "--display-name",
+        default="",
+        help="name shown on the site, up to 120 characters (default: the username)",
+    )
     p.add_argument("--admin", action="store_true", help="make it an administrator")
     add_password_options(p)
     p = add_command(sub, "set-admin", _users_set_admin, help="grant or remove administrator")
-    p.add_argument("user", metavar="USER")
-    p.add_argument("value", metavar="on|off", type=on_off)
+    p.add_argument("user", metavar="USER", help=USER_HELP)
+    p.add_argument(
+        "value",
+        metavar="on|off",
+        type=on_off,
+        help="on makes it an administrator, off removes that (also yes|no, true|false, 1|0)",
+    )
     p = add_command(sub, "disable", _users_disable, help="disable an account (no login, no tokens)")
-    p.add_argument("user", metavar="USER")
+    p.add_argument("user", metavar="USER", help=USER_HELP)
     p = add_command(sub, "enable", _users_enable, help="enable a disabled account")
-    p.add_argument("user", metavar="USER")
+    p.add_argument("user", metavar="USER", help=USER_HELP)
     p = add_command(sub, "set-password", _users_set_password, help="set an account's password")
-    p.add_argument("user", metavar="USER")
+    p.add_argument("user", metavar="USER", help=USER_HELP)
     add_password_options(p)
 
 
@@ -237,26 +256,43 @@ def _register_orgs(subparsers: SubParsers) -> None:
     sub = group(subparsers, "orgs", "list and manage organizations (publishers)")
     p = add_command(sub, "list", _orgs_list, help="list organizations")
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--verified", dest="verified", action="store_true", default=None)
-    which.add_argument("--unverified", dest="verified", action="store_false")
+    which.add_argument(
+        "--verified",
+        dest="verified",
+        action="store_true",
+        default=None,
+        help="only verified publishers",
+    )
+    which.add_argument(
+        "--unverified", dest="verified", action="store_false", help="only unverified ones"
+    )
     p = add_command(sub, "show", _orgs_show, help="show an organization")
-    p.add_argument("org", metavar="ORG")
+    p.add_argument("org", metavar="ORG", help=ORG_HELP)
     p = add_command(sub, "create", _orgs_create, help="create an organization")
-    p.add_argument("--owner", required=True, metavar="USER", help="its first owner")
-    p.add_argument("--slug", required=True, help="namespace in the registry")
-    p.add_argument("--name", required=True)
-    p.add_argument("--description", default="")
-    p.add_argument("--website", default="")
+    p.add_argument("--owner", required=True, metavar="USER", help="username of its first owner")
+    p.add_argument(
+        "--slug",
+        required=True,
+        help="its namespace in the registry: 2-64 lowercase letters, digits, '.', '_' or '-'",
+    )
+    p.add_argument("--name", required=True, help="display name, up to 120 characters")
+    p.add_argument("--description", default="", help="about the publisher, up to 5000 characters")
+    p.add_argument("--website", default="", help="the publisher's site, an http(s):// address")
     p = add_command(sub, "verify", _orgs_verify, help="mark a verified publisher", actor=True)
-    p.add_argument("org", metavar="ORG")
+    p.add_argument("org", metavar="ORG", help=ORG_HELP)
     p.add_argument("--note", default="", help="why (kept with the organization)")
     p = add_command(sub, "unverify", _orgs_unverify, help="remove the verification", actor=True)
-    p.add_argument("org", metavar="ORG")
-    p.add_argument("--note", default="")
+    p.add_argument("org", metavar="ORG", help=ORG_HELP)
+    p.add_argument("--note", default="", help="why (kept with the organization)")
     p = add_command(sub, "add-member", _orgs_add_member, help="add a member", actor=True)
-    p.add_argument("org", metavar="ORG")
-    p.add_argument("user", metavar="USER")
-    p.add_argument("--role", required=True, choices=accounts.ROLES)
+    p.add_argument("org", metavar="ORG", help=ORG_HELP)
+    p.add_argument("user", metavar="USER", help="username of the account to add")
+    p.add_argument(
+        "--role",
+        required=True,
+        choices=accounts.ROLES,
+        help="viewer pulls; editor also pushes and edits products; owner also manages members",
+    )
 
 
 def _org_text(d: dict[str, Any]) -> str:

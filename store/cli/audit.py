@@ -23,7 +23,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     lst.add_argument("--action", default="", help="an action, or a prefix ending in '.'")
     lst.add_argument("--actor", default="", help="a username, or 'system'")
     lst.add_argument("--org", default="", help="an organization's events")
-    lst.add_argument("--limit", type=positive_int, default=50)
+    lst.add_argument(
+        "--limit", type=positive_int, default=50, help="at most this many (default %(default)s)"
+    )
 
 
 @command

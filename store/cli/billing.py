@@ -43,16 +43,28 @@ def _billing() -> Billing:
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
-        "billing", help="payments: price sync, sweep, orders and refunds", description=__doc__
+        "billing",
+        help="payments: price sync, sweep, orders and refunds",
+        description=(
+            "Payments from the command line. sync puts every active paid tier's product and "
+            "price at the gateway (old prices are never changed); sweep suspends entitlements "
+            "whose payment grace ran out and expires ended subscriptions (run it from cron, "
+            "e.g. every 15 minutes); orders lists recent orders; refund refunds one in full or "
+            "in part. Billing settings come from the environment (STRIPE_SECRET_KEY, "
+            "STRIPE_PUBLISHABLE_KEY, STRIPE_WEBHOOK_SECRET, STRIPE_API_BASE, STORE_BILLING_*); "
+            "see docs/payments.md."
+        ),
     )
     sub = parser.add_subparsers(dest="billing_command", metavar="ACTION", required=True)
     add_command(sub, "sync", _sync, help="create or update products and prices at the gateway")
     add_command(sub, "sweep", _sweep, help="suspend after grace, expire ended subscriptions")
     p = add_command(sub, "orders", _orders, help="list recent orders")
-    p.add_argument("--limit", type=positive_int, default=50)
+    p.add_argument(
+        "--limit", type=positive_int, default=50, help="at most this many (default %(default)s)"
+    )
     p.add_argument("--status", default=None, help="only orders with this status")
     p = add_command(sub, "refund", _refund, help="refund a paid order", actor=True)
-    p.add_argument("order", type=uuid_arg, metavar="ORDER")
+    p.add_argument("order", type=uuid_arg, metavar="ORDER", help="the order's id (see orders)")
     p.add_argument("--amount", type=decimal_amount, default=None, help="e.g. 12.50 (default: all)")
 
 

@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 
 from store.cli.admin import group
 
+PRODUCT_HELP = "the product's repository, ORG/NAME"
+TIER_HELP = "the tier's id within the product (its slug)"
+
 
 def register(subparsers: SubParsers) -> None:
     """Add the command groups to the `store` parser."""
@@ -55,20 +58,22 @@ def register(subparsers: SubParsers) -> None:
 def _register_products(subparsers: SubParsers) -> None:
     sub = group(subparsers, "products", "list and manage products")
     p = add_command(sub, "list", _products_list, help="list products (every status)")
-    p.add_argument("--status", choices=catalog.STATUSES)
-    p.add_argument("--org", metavar="ORG")
-    p.add_argument("--kind", choices=catalog.KINDS)
+    p.add_argument("--status", choices=catalog.STATUSES, help="only products in this status")
+    p.add_argument("--org", metavar="ORG", help="only this organization's products (its slug)")
+    p.add_argument("--kind", choices=catalog.KINDS, help="only container images or only plugins")
     p = add_command(sub, "show", _products_show, help="show a product and its tiers")
-    p.add_argument("product", metavar="ORG/NAME", type=repository)
+    p.add_argument("product", metavar="ORG/NAME", type=repository, help=PRODUCT_HELP)
     p = add_command(sub, "create", _products_create, help="create a draft product", actor=True)
-    p.add_argument("--org", required=True, metavar="ORG")
+    p.add_argument("--org", required=True, metavar="ORG", help="the publishing organization's slug")
     p.add_argument("--slug", required=True, help="repository name within the organization")
-    p.add_argument("--title", required=True)
-    p.add_argument("--kind", required=True, choices=catalog.KINDS)
+    p.add_argument("--title", required=True, help="name shown in the catalog, up to 200 characters")
+    p.add_argument(
+        "--kind", required=True, choices=catalog.KINDS, help="a container image or a plugin"
+    )
     _listing_options(p)
     p = add_command(sub, "update", _products_update, help="edit a product's listing", actor=True)
-    p.add_argument("product", metavar="ORG/NAME", type=repository)
-    p.add_argument("--title")
+    p.add_argument("product", metavar="ORG/NAME", type=repository, help=PRODUCT_HELP)
+    p.add_argument("--title", help="name shown in the catalog, up to 200 characters")
     _listing_options(p)
     for name, func_, help_ in (
         ("publish", _products_publish, "publish (needs an active tier)"),
@@ -76,25 +81,37 @@ def _register_products(subparsers: SubParsers) -> None:
         ("reinstate", _products_reinstate, "publish a suspended product again"),
     ):
         p = add_command(sub, name, func_, help=help_, actor=True)
-        p.add_argument("product", metavar="ORG/NAME", type=repository)
+        p.add_argument("product", metavar="ORG/NAME", type=repository, help=PRODUCT_HELP)
     p = add_command(
         sub, "suspend", _products_suspend, help="suspend (hide, stop pulls)", actor=True
     )
-    p.add_argument("product", metavar="ORG/NAME", type=repository)
-    p.add_argument("--reason", required=True)
+    p.add_argument("product", metavar="ORG/NAME", type=repository, help=PRODUCT_HELP)
+    p.add_argument("--reason", required=True, help="why (kept with the product)")
     p = add_command(sub, "badge", _products_badge, help="award or remove badges", actor=True)
-    p.add_argument("product", metavar="ORG/NAME", type=repository)
-    p.add_argument("--official", type=on_off, metavar="on|off")
-    p.add_argument("--certified", type=on_off, metavar="on|off")
+    p.add_argument("product", metavar="ORG/NAME", type=repository, help=PRODUCT_HELP)
+    p.add_argument(
+        "--official", type=on_off, metavar="on|off", help="award (on) or remove (off) the badge"
+    )
+    p.add_argument(
+        "--certified",
+        type=on_off,
+        metavar="on|off",
+        help="off removes the badge (it is awarded through the certification review)",
+    )
 
 
 def _listing_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--summary")
+    p.add_argument("--summary", help="one line for the catalog, up to 300 characters")
     p.add_argument("--description-file", type=Path, help="Markdown description ('-' = stdin)")
     p.add_argument("--categories", type=csv_list, metavar="A,B", help="category slugs")
     p.add_argument("--platforms", type=csv_list, metavar="OS/ARCH,...", help="e.g. linux/amd64")
-    for name in ("logo", "docs", "support", "eula"):
-        p.add_argument(f"--{name}-url")
+    for name, what in (
+        ("logo", "the logo image"),
+        ("docs", "the documentation"),
+        ("support", "where customers get support"),
+        ("eula", "the end-user license agreement"),
+    ):
+        p.add_argument(f"--{name}-url", metavar="URL", help=f"{what}, an http(s):// address")
 
 
 def _listing(args: argparse.Namespace) -> dict[str, object]:
@@ -264,41 +281,72 @@ def _products_badge(args: argparse.Namespace) -> int:
 def _register_tiers(subparsers: SubParsers) -> None:
     sub = group(subparsers, "tiers", "list and manage a product's tiers and prices")
     p = add_command(sub, "list", _tiers_list, help="list a product's tiers")
-    p.add_argument("product", metavar="ORG/NAME", type=repository)
+    p.add_argument("product", metavar="ORG/NAME", type=repository, help=PRODUCT_HELP)
     p = add_command(sub, "create", _tiers_create, help="add a tier", actor=True)
-    p.add_argument("product", metavar="ORG/NAME", type=repository)
-    p.add_argument("--slug", required=True)
-    p.add_argument("--name")
-    p.add_argument("--billing", required=True, choices=catalog.BILLINGS)
+    p.add_argument("product", metavar="ORG/NAME", type=repository, help=PRODUCT_HELP)
+    p.add_argument(
+        "--slug",
+        required=True,
+        help="id within the product, e.g. pro (lowercase letters, digits, '.', '_' or '-')",
+    )
+    p.add_argument(
+        "--name", help="name shown to customers (default: from the slug, team-plan → Team Plan)"
+    )
+    p.add_argument(
+        "--billing",
+        required=True,
+        choices=catalog.BILLINGS,
+        help="free, one_time (a single payment), month or year (a subscription)",
+    )
     p.add_argument("--price", type=decimal_amount, help="e.g. 49.00 (omit for free tiers)")
     p.add_argument("--currency", default="usd", help="ISO code (default %(default)s)")
     _tier_options(p)
     p.add_argument("--public", action="store_true", help="free tier anyone may pull anonymously")
     p = add_command(sub, "update", _tiers_update, help="edit a tier", actor=True)
-    p.add_argument("product", metavar="ORG/NAME", type=repository)
-    p.add_argument("tier", metavar="TIER")
-    p.add_argument("--name")
-    p.add_argument("--price", type=decimal_amount)
-    p.add_argument("--currency")
+    p.add_argument("product", metavar="ORG/NAME", type=repository, help=PRODUCT_HELP)
+    p.add_argument("tier", metavar="TIER", help=TIER_HELP)
+    p.add_argument("--name", help="name shown to customers")
+    p.add_argument(
+        "--price", type=decimal_amount, help="e.g. 49.00 (new purchases only; buyers keep theirs)"
+    )
+    p.add_argument("--currency", help="ISO code, e.g. usd or eur")
     _tier_options(p)
-    p.add_argument("--unlimited-seats", action="store_true")
-    p.add_argument("--clear-features", action="store_true")
-    p.add_argument("--public", type=on_off, metavar="on|off")
-    p.add_argument("--active", type=on_off, metavar="on|off")
+    p.add_argument("--unlimited-seats", action="store_true", help="remove the seat limit")
+    p.add_argument("--clear-features", action="store_true", help="remove every feature line")
+    p.add_argument(
+        "--public",
+        type=on_off,
+        metavar="on|off",
+        help="on lets anyone pull anonymously (free tiers only)",
+    )
+    p.add_argument(
+        "--active", type=on_off, metavar="on|off", help="on sells the tier, off stops selling it"
+    )
     for name, func_, help_ in (
         ("deactivate", _tiers_deactivate, "stop selling a tier (holders keep access)"),
         ("activate", _tiers_activate, "sell a deactivated tier again"),
     ):
         p = add_command(sub, name, func_, help=help_, actor=True)
-        p.add_argument("product", metavar="ORG/NAME", type=repository)
-        p.add_argument("tier", metavar="TIER")
+        p.add_argument("product", metavar="ORG/NAME", type=repository, help=PRODUCT_HELP)
+        p.add_argument("tier", metavar="TIER", help=TIER_HELP)
 
 
 def _tier_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--description")
-    p.add_argument("--trial-days", type=non_negative_int)
+    p.add_argument("--description", help="what the tier offers, up to 2000 characters")
+    p.add_argument(
+        "--trial-days",
+        type=non_negative_int,
+        metavar="DAYS",
+        help="free trial before the first charge, 0-365, 0 for none (month and year tiers)",
+    )
     p.add_argument("--seats", type=positive_int, help="seat limit (default unlimited)")
-    p.add_argument("--feature", action="append", dest="features", metavar="TEXT", help="repeatable")
+    p.add_argument(
+        "--feature",
+        action="append",
+        dest="features",
+        metavar="TEXT",
+        help="a feature line shown with the tier; repeatable, the lines given replace the list",
+    )
 
 
 def _tier_fields(args: argparse.Namespace, currency: str) -> dict[str, object]:

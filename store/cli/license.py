@@ -89,7 +89,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="list the license documents of an entitlement",
         description="List every license issued for an entitlement, newest first.",
     )
-    p.add_argument("entitlement", type=uuid_arg, metavar="ENTITLEMENT_ID")
+    p.add_argument(
+        "entitlement",
+        type=uuid_arg,
+        metavar="ENTITLEMENT_ID",
+        help="the entitlement's id (see `store entitlements list`)",
+    )
     add_json_option(p)
     p.set_defaults(func=_show, _parser=p)
 
@@ -101,7 +106,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "file (or write it with --output). Older documents stay valid until they expire."
         ),
     )
-    p.add_argument("entitlement", type=uuid_arg, metavar="ENTITLEMENT_ID")
+    p.add_argument(
+        "entitlement",
+        type=uuid_arg,
+        metavar="ENTITLEMENT_ID",
+        help="the entitlement's id (see `store entitlements list`)",
+    )
     p.add_argument("-o", "--output", metavar="FILE", help="write the .lic file here")
     add_json_option(p)
     p.set_defaults(func=_issue, _parser=p)

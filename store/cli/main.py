@@ -7,6 +7,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from store import __version__
+
 # Each module defines register(subparsers) and sets `func` on its parsers; func(args) returns
 # the process exit code.
 COMMAND_MODULES = (
@@ -28,6 +30,12 @@ COMMAND_MODULES = (
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="store", description="Run and operate the Store software marketplace."
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"%(prog)s {__version__}",
+        help="print the version and exit",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:

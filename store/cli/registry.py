@@ -65,8 +65,19 @@ def _register_keys(subparsers: Subparsers) -> None:
     )
     sub = parser.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
 
-    lst = sub.add_parser("list", help="list signing keys")
-    lst.add_argument("--purpose", choices=sorted(keys.PURPOSES))
+    lst = sub.add_parser(
+        "list",
+        help="list signing keys",
+        description=(
+            "List the signing keys and their state: published (trusted, not yet signing), "
+            "signing, trusted (signed before, still accepted) or retired."
+        ),
+    )
+    lst.add_argument(
+        "--purpose",
+        choices=sorted(keys.PURPOSES),
+        help="only the keys that sign licenses or registry tokens",
+    )
     add_json_option(lst)
     lst.set_defaults(func=_list)
 
@@ -79,7 +90,12 @@ def _register_keys(subparsers: Subparsers) -> None:
             "a license key signs at once."
         ),
     )
-    rotate.add_argument("--purpose", required=True, choices=sorted(keys.PURPOSES))
+    rotate.add_argument(
+        "--purpose",
+        required=True,
+        choices=sorted(keys.PURPOSES),
+        help="license (signs license documents) or registry (signs registry tokens)",
+    )
     rotate.add_argument(
         "--activate",
         action="store_true",
@@ -89,15 +105,27 @@ def _register_keys(subparsers: Subparsers) -> None:
     add_json_option(rotate)
     rotate.set_defaults(func=_rotate)
 
-    act = sub.add_parser("activate", help="make a published key the signing key")
-    act.add_argument("kid")
+    act = sub.add_parser(
+        "activate",
+        help="make a published key the signing key",
+        description=(
+            "Sign with KID from now on. For a registry key, first publish it in bundle.pem "
+            "(`store registry config`) and restart the registry."
+        ),
+    )
+    act.add_argument("kid", metavar="KID", help="the key's id (see `store keys list`)")
     add_json_option(act)
     act.set_defaults(func=_activate)
 
     retire = sub.add_parser(
-        "retire", help="stop trusting a key (registry: once its last token has expired)"
+        "retire",
+        help="stop trusting a key (registry: once its last token has expired)",
+        description=(
+            "Stop trusting KID. The key that signs now cannot be retired, and a registry key "
+            "only once the last token it signed has expired."
+        ),
     )
-    retire.add_argument("kid")
+    retire.add_argument("kid", metavar="KID", help="the key's id (see `store keys list`)")
     add_json_option(retire)
     retire.set_defaults(func=_retire)
 

@@ -22,8 +22,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_command(sub, "reindex", _reindex, help="rebuild every search document (recovery)")
     query = add_command(sub, "query", _query, help="search as an anonymous visitor would")
     query.add_argument("q", help='the query, e.g. redis or "in memory" -alpine')
-    query.add_argument("--page", type=int, default=1)
-    query.add_argument("--per-page", type=int, default=20)
+    query.add_argument(
+        "--page", type=int, default=1, help="page of results, from 1 (default %(default)s)"
+    )
+    query.add_argument(
+        "--per-page", type=int, default=20, help="results per page, 1-100 (default %(default)s)"
+    )
 
 
 @command

@@ -41,8 +41,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     sign = subparsers.add_parser(
         "sign",
         help="sign an image digest with a local key and upload the signature",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Sign an image digest with a local private key (PEM, ECDSA P-256 or Ed25519; an "
+            f"encrypted key's password is read from ${KEY_PASSWORD_ENV}) and upload the "
+            "signature to the store, which verifies it against the publisher's registered "
+            "public keys. Made for publishers' CI; needs no database. Without --store-url the "
+            "signed request body is printed as JSON instead. Exit codes: 0 the store accepted "
+            "the signature (or it was printed), 1 the store refused it (the reason is printed) "
+            "or could not be reached, 2 usage errors and unreadable keys."
+        ),
     )
     sign.add_argument("--key", required=True, type=Path, help="private key file (PEM)")
     sign.add_argument("--repository", required=True, type=repository, help="ORG/NAME")
@@ -70,23 +77,34 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     sub = group.add_subparsers(dest="signing_command", metavar="ACTION", required=True)
     keygen = add_command(sub, "keygen", _keygen, help="generate a key pair in local files")
-    keygen.add_argument("--alg", choices=verify.ALGORITHMS, default="ecdsa-p256")
+    keygen.add_argument(
+        "--alg",
+        choices=verify.ALGORITHMS,
+        default="ecdsa-p256",
+        help="key algorithm (default %(default)s)",
+    )
     keygen.add_argument(
         "--out", required=True, type=Path, help="private key file; the public key is OUT.pub"
     )
     fp = add_command(sub, "fingerprint", _fingerprint, help="print a public key's fingerprint")
     fp.add_argument("file", type=Path, help="public (or private) key, PEM")
 
-    keys = sub.add_parser("keys", help="an organization's registered keys")
+    keys = sub.add_parser(
+        "keys",
+        help="an organization's registered keys",
+        description="List, register and revoke the public keys an organization signs with.",
+    )
     keys_sub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     lst = add_command(keys_sub, "list", _keys_list, help="list an organization's keys")
-    lst.add_argument("--org", required=True)
+    lst.add_argument("--org", required=True, help="the organization's slug")
     add = add_command(keys_sub, "add", _keys_add, help="register a public key", actor=True)
-    add.add_argument("--org", required=True)
+    add.add_argument("--org", required=True, help="the organization that signs with it (slug)")
     add.add_argument("--file", required=True, type=Path, help="the public key, PEM")
-    add.add_argument("--label", default="")
+    add.add_argument(
+        "--label", default="", help="a name to tell keys apart, e.g. ci-2027 (up to 100 characters)"
+    )
     rev = add_command(keys_sub, "revoke", _keys_revoke, help="revoke a key", actor=True)
-    rev.add_argument("--org", required=True)
+    rev.add_argument("--org", required=True, help="the organization the key belongs to (slug)")
     rev.add_argument("key", type=uuid_arg, help="the key's id (see `keys list`)")
 
 
