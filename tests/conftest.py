@@ -49,11 +49,18 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="session")
-def database_url(backend: str, tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> str:
+def database_url(
+    backend: str, tmp_path_factory: pytest.TempPathFactory, worker_id: str
+) -> Iterator[str]:
     if backend == "sqlite":
         path = tmp_path_factory.mktemp("db") / "store.db"
-        return f"sqlite:///{path}"
-    return pg.create_database(worker_id)
+        yield f"sqlite:///{path}"
+        return
+    url = pg.create_database(worker_id)
+    try:
+        yield url
+    finally:
+        pg.drop_database(url)  # whoever asked for it: the engine, or a test on its own
 
 
 @pytest.fixture(scope="session")
@@ -62,8 +69,6 @@ def engine(database_url: str) -> Iterator[Engine]:
     migrate.upgrade(engine)
     yield engine
     engine.dispose()
-    if database_url.startswith("postgresql"):
-        pg.drop_database(database_url)
 
 
 @pytest.fixture(scope="session")

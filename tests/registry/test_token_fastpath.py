@@ -36,7 +36,7 @@ def _basic(user: str, password: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def world(backend: str, database_url: str, tmp_path: Path) -> Iterator[dict[str, object]]:
+def world(backend: str, tmp_path: Path) -> Iterator[dict[str, object]]:
     sqlite = f"sqlite:///{tmp_path / 'fast.db'}"
     url = sqlite if backend == "sqlite" else pg.create_database("fast")
     try:
