@@ -16,6 +16,7 @@ from store.db import WriteTurns, make_engine, make_sessionmaker
 from store.http_errors import install_error_handlers
 from store.keys.service import KeyRing
 from store.models import Base  # noqa: F401  (every model mapped before the first request)
+from store.web import assets
 
 log = logging.getLogger("store")
 
@@ -63,7 +64,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
         description=API_DESCRIPTION,
         lifespan=lifespan,
         openapi_url="/api/v1/openapi.json",
-        docs_url="/api/docs",
+        docs_url=None,  # Swagger UI from the store's own files: store.web.assets
         redoc_url=None,
     )
     app.state.settings = settings
@@ -74,6 +75,8 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
 
     install_error_handlers(app)
     _include_routers(app)
+    app.add_route("/api/docs", assets.api_docs, methods=["GET"], include_in_schema=False)
+    app.add_route("/favicon.ico", assets.favicon, methods=["GET"], include_in_schema=False)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     security_headers.install(app)  # CSP, HSTS, frame-ancestors... on every response
     observability.install(app)  # last: its middleware is the outermost
