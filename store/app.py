@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from store import STATIC_DIR, __version__, observability, security_headers
+from store import STATIC_DIR, __version__, fastpath, observability, security_headers
 from store.config import Settings
 from store.db import WriteTurns, make_engine, make_sessionmaker
 from store.http_errors import install_error_handlers
@@ -78,6 +78,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
     app.add_route("/api/docs", assets.api_docs, methods=["GET"], include_in_schema=False)
     app.add_route("/favicon.ico", assets.favicon, methods=["GET"], include_in_schema=False)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    fastpath.install(app)  # /token, probes...: straight to their route, no session
     security_headers.install(app)  # CSP, HSTS, frame-ancestors... on every response
     observability.install(app)  # last: its middleware is the outermost
     return app

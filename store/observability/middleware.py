@@ -16,6 +16,7 @@ from typing import Any
 from starlette.routing import Mount, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from store.fastpath import walk_routes
 from store.observability import metrics
 from store.observability.logging import REQUEST_ID, new_request_id, valid_request_id
 
@@ -45,20 +46,15 @@ class RouteTemplates:
         self._by_endpoint = table
 
     def _walk(self, routes: Any, prefix: str, table: dict[Any, Any]) -> None:
-        for route in routes:
-            inner = getattr(route, "original_router", None)
-            context = getattr(route, "include_context", None)
-            if inner is not None and context is not None:  # FastAPI's included router
-                self._walk(inner.routes, prefix + (getattr(context, "prefix", "") or ""), table)
-                continue
+        for route_prefix, route in walk_routes(routes, prefix):
             path = getattr(route, "path", None)
             if not isinstance(path, str):
                 continue
             endpoint: Any
             if isinstance(route, Mount):
-                endpoint, template = route.app, prefix + path + "/{path}"
+                endpoint, template = route.app, route_prefix + path + "/{path}"
             else:
-                endpoint, template = getattr(route, "endpoint", None), prefix + path
+                endpoint, template = getattr(route, "endpoint", None), route_prefix + path
             template = _CONVERTOR.sub(r"{\1}", template) or "/"
             regex = compile_path(template)[0]
             table.setdefault(endpoint, []).append((regex, template))
