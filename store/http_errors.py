@@ -23,6 +23,7 @@ from store.observability.logging import REQUEST_ID_HEADER, current_request_id
 
 log = logging.getLogger("store.errors")
 
+API_CHALLENGE = 'Bearer realm="store"'
 HtmlRenderer = Callable[[Request, int, str, str], Response]
 
 _HTTP_CODES = {
@@ -59,6 +60,9 @@ def error_response(
     headers: dict[str, str] | None = None,
 ) -> Response:
     renderer: HtmlRenderer | None = getattr(request.app.state, "html_error_renderer", None)
+    if status == 401 and not any(k.lower() == "www-authenticate" for k in headers or {}):
+        # RFC 9110: a 401 names how to authenticate. The JSON API takes bearer tokens.
+        headers = {**(headers or {}), "WWW-Authenticate": API_CHALLENGE}
     if renderer is not None and wants_html(request):
         response = renderer(request, status, code, detail)
         if headers:

@@ -132,6 +132,10 @@ def decide(
     """Grant the intersection of what was asked and what is allowed, scope by scope."""
     decision = Decision()
     for scope in scopes:
+        if not scope.actions:
+            # Nothing (known) asked for: the token carries no access for it, as the
+            # distribution token specification says; neither a grant nor a refusal.
+            continue
         if scope.type == "registry":
             if "*" in scope.actions and (principal.is_admin or principal.kind == "sync"):
                 decision.granted.append(scope)

@@ -37,6 +37,8 @@ router = APIRouter()
 MAX_FORM_BYTES = 16 * 1024
 MAX_EVENTS_BYTES = 4 * 1024 * 1024
 _JSON = "application/json"
+# Every 401 names how to authenticate (RFC 9110): the token endpoint takes Basic credentials.
+TOKEN_CHALLENGE = 'Basic realm="store"'  # noqa: S105  (a header, not a password)
 
 
 # --- responses ---------------------------------------------------------------------------
@@ -50,6 +52,8 @@ def registry_error(
     headers: dict[str, str] | None = None,
 ) -> Response:
     body = {"errors": [{"code": code, "message": message, "detail": detail}]}
+    if status == 401 and not headers:
+        headers = {"WWW-Authenticate": TOKEN_CHALLENGE}
     return Response(orjson.dumps(body), status_code=status, media_type=_JSON, headers=headers)
 
 
@@ -189,15 +193,11 @@ async def _token(request: Request, state: RegistryState, params: _Params) -> Res
     if service and service != settings.registry_service:
         metrics.token_decision("rejected", "unknown_service")
         return registry_error(400, "UNSUPPORTED", f"unknown service {service!r}")
+    # A scope that cannot be parsed, or asks for nothing this registry knows, is dropped:
+    # the token carries no access for it (distribution's token specification), never a 500.
     parsed = parse_scopes(params.getlist("scope"))
-    if parsed.invalid and not parsed.scopes:
+    if parsed.invalid:
         metrics.token_decision("rejected", "invalid_scope")
-        return registry_error(
-            400,
-            "UNSUPPORTED",
-            f"invalid scope: {parsed.invalid[0][1]}",
-            [s for s, _ in parsed.invalid],
-        )
     names = [s.name for s in parsed.scopes if s.type == "repository"]
     connect = state.connect
     ctx = credentials.CredentialContext(
@@ -223,9 +223,7 @@ async def _token(request: Request, state: RegistryState, params: _Params) -> Res
         if sent is not None and not isinstance(exc, credentials.AccountDisabled):
             await request.app.state.write_turns.run(guard.failed, connect, request, *sent)
         metrics.token_decision("denied", "bad_credentials")
-        return registry_error(
-            401, "UNAUTHORIZED", exc.message, headers={"WWW-Authenticate": 'Basic realm="store"'}
-        )
+        return registry_error(401, "UNAUTHORIZED", exc.message)
     if ctx.touch:
         due = state.touch_limiter.due(ctx.touch)
         if due:
@@ -235,7 +233,7 @@ async def _token(request: Request, state: RegistryState, params: _Params) -> Res
     if missing:
         facts.update(await lookup.facts(state.db, principal, missing, ctx.now))
     decision = grants.decide(principal, parsed.scopes, facts)
-    if parsed.scopes and not decision.granted:
+    if decision.denied and not decision.granted:
         # Nothing asked for is allowed: say why in the client's own output (skopeo/docker
         # print errors[0].message of a 401), with where to get access.
         return await _denied(request, principal, decision)
@@ -338,7 +336,12 @@ async def events_endpoint(request: Request) -> Response:
     settings = registry_state(request.app).settings
     expected = f"Bearer {settings.resolved_notify_secret}"
     if not security.constant_time_equals(request.headers.get("authorization", ""), expected):
-        return registry_error(401, "UNAUTHORIZED", "bad notification credentials")
+        return registry_error(
+            401,
+            "UNAUTHORIZED",
+            "bad notification credentials",
+            headers={"WWW-Authenticate": 'Bearer realm="registry-notifications"'},
+        )
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type not in (events.MEDIA_TYPE, _JSON):
         return registry_error(415, "UNSUPPORTED", f"expected {events.MEDIA_TYPE}")

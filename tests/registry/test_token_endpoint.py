@@ -135,9 +135,8 @@ def test_bad_requests(client: TestClient, world: dict[str, object]) -> None:
     )
     assert response.status_code == 400
     assert response.json()["errors"][0]["code"] == "UNSUPPORTED"
-    response = get_token(client, ["repository:ACME/App:pull", "nonsense"])
-    assert response.status_code == 400
-    assert "not a valid repository name" in response.json()["errors"][0]["message"]
+    # Scopes that cannot be parsed are dropped (a token without access), never a 4xx/5xx.
+    assert access_of(get_token(client, ["repository:ACME/App:pull", "nonsense"])) == []
     # A bad scope next to a good one is ignored, not fatal.
     assert access_of(get_token(client, ["repository:acme/open:pull", "nonsense"])) == [
         {"type": "repository", "name": "acme/open", "actions": ["pull"]}
