@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -30,7 +31,18 @@ Authenticate with a personal access token that has the `api` scope:
 """
 
 
-def create_app(settings: Settings | None = None, *, migrate: bool | None = None) -> FastAPI:
+def create_serving_app() -> FastAPI:
+    """The app ``store serve`` runs in each worker: with the mail sender unless
+    ``STORE_MAIL_SENDER=false`` (then ``store mail send`` processes deliver)."""
+    settings = Settings()
+    return create_app(settings, mail_sender=settings.mail_sender)
+
+
+def create_app(
+    settings: Settings | None = None, *, migrate: bool | None = None, mail_sender: bool = False
+) -> FastAPI:
+    """The store's ASGI app. ``mail_sender`` runs the outbox sender beside it (a thread of
+    this process; any number of processes may run one)."""
     settings = settings or Settings()
     observability.check_settings(settings)  # every problem at once, as a ConfigurationError
     settings.ensure_data_dir()
@@ -52,7 +64,10 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
             await run_in_threadpool(app.state.keyring.ensure)
         except Exception:
             log.warning("could not make the signing keys at start-up", exc_info=True)
+        stop_sender = _start_mail_sender(app) if mail_sender else None
         yield
+        if stop_sender is not None:
+            stop_sender()
         registry = getattr(app.state, "registry", None)
         if registry is not None:
             registry.dispose()
@@ -82,6 +97,24 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
     security_headers.install(app)  # CSP, HSTS, frame-ancestors... on every response
     observability.install(app)  # last: its middleware is the outermost
     return app
+
+
+def _start_mail_sender(app: FastAPI) -> Callable[[], None]:
+    """Deliver the outbox from a thread of this process; the function that stops it."""
+    from store.mail.sender import Sender
+
+    sender = Sender(app.state.sessionmaker, app.state.settings)
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=sender.run_forever, args=(stop,), name="store-mail-sender", daemon=True
+    )
+    thread.start()
+
+    def _stop() -> None:
+        stop.set()
+        thread.join(timeout=app.state.settings.mail_smtp_timeout + 5)
+
+    return _stop
 
 
 def _include_routers(app: FastAPI) -> None:

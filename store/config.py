@@ -53,6 +53,25 @@ class Settings(BaseSettings):
     # Paging.
     page_size: int = Field(default=24, ge=1, le=100)
 
+    # Outgoing mail (store/mail; docs/mail.md). Without an SMTP host, messages are written
+    # as .eml files under <data dir>/mail and logged.
+    mail_from: str | None = Field(
+        default=None, description="From address; default no-reply@<public URL host>."
+    )
+    mail_smtp_host: str | None = None
+    mail_smtp_port: int | None = Field(default=None, ge=1, le=65535)
+    mail_smtp_security: Literal["starttls", "tls", "none"] = "starttls"
+    mail_smtp_username: str | None = None
+    mail_smtp_password: str | None = None
+    mail_smtp_timeout: float = Field(default=30.0, gt=0, le=600)
+    # Run the sender inside `store serve` (false: only `store mail send` processes deliver).
+    mail_sender: bool = True
+    mail_poll_interval: float = Field(default=2.0, gt=0, le=3600)
+    # Retries: base * 2**(attempt-1) seconds, at most mail_retry_max, mail_max_attempts in all.
+    mail_retry_base: float = Field(default=30.0, gt=0)
+    mail_retry_max: float = Field(default=3600.0, gt=0)
+    mail_max_attempts: int = Field(default=10, ge=1, le=100)
+
     @field_validator("public_url", "registry_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
@@ -115,6 +134,26 @@ class Settings(BaseSettings):
         return hmac.new(
             self.resolved_secret_key.encode(), b"registry-notifications", hashlib.sha256
         ).hexdigest()
+
+    @property
+    def mail_dir(self) -> Path:
+        """Where the file backend writes messages (no SMTP host configured)."""
+        return self.data_dir / "mail"
+
+    @property
+    def resolved_mail_from(self) -> str:
+        if self.mail_from:
+            return self.mail_from
+        from urllib.parse import urlsplit
+
+        host = urlsplit(self.public_url).hostname or "localhost"
+        return f"Store <no-reply@{host}>"
+
+    @property
+    def resolved_smtp_port(self) -> int:
+        if self.mail_smtp_port:
+            return self.mail_smtp_port
+        return {"tls": 465, "starttls": 587}.get(self.mail_smtp_security, 25)
 
     def ensure_data_dir(self) -> None:
         """The data directory, readable by its owner only (it holds the database and the

@@ -7,6 +7,7 @@ from store.catalog.models import Category, Product, Tier, product_categories
 from store.db import Base
 from store.keys.models import SigningKey
 from store.licensing.models import Entitlement, License
+from store.mail.models import MailOptOut, OutboxMessage
 from store.ratelimit import RateLimit
 from store.registry.models import HubRepository, HubTag, ProcessedEvent, PullCounter
 from store.search.models import SearchDocument
@@ -31,8 +32,10 @@ __all__ = [
     "HubTag",
     "Invitation",
     "License",
+    "MailOptOut",
     "Membership",
     "Organization",
+    "OutboxMessage",
     "ProcessedEvent",
     "Product",
     "PublisherKey",

@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "store.cli.license",  # store license verify|show, store keys (license purpose)
     "store.cli.signing",  # store sign, store signing keygen|fingerprint|keys
     "store.cli.audit",  # store audit verify|list
+    "store.cli.mail",  # store mail test|send|outbox|retry
 )
 
 

@@ -26,7 +26,7 @@ from store.observability.logging import JsonFormatter, resolve_format
 if TYPE_CHECKING:
     import uvicorn
 
-APP_FACTORY = "store.app:create_app"
+APP_FACTORY = "store.app:create_serving_app"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -53,7 +53,7 @@ def test_serve_on_sqlite_migrates_and_creates_the_secret_first(
         engine.dispose()
 
     [(config, sock)] = uvicorn_calls
-    assert config.app == "store.app:create_app"
+    assert config.app == "store.app:create_serving_app"
     assert config.factory is True
     assert (config.host, config.port, config.workers) == ("127.0.0.1", port, 3)
     assert config.reload is False

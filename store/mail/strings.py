@@ -1,0 +1,40 @@
+"""Every sentence the store's e-mails say, by locale, in one place.
+
+Templates (``templates/email/``) give the layout and call ``t("key", **values)``; a message
+is rendered in the recipient's locale, falling back to English for a missing key.
+"""
+
+from __future__ import annotations
+
+DEFAULT_LOCALE = "en"
+
+STRINGS: dict[str, dict[str, str]] = {
+    "en": {
+        "greeting": "Hello {name},",
+        "signature": "— {site}",
+        "footer.transactional": "You receive this message because of your account at {site}.",
+        "footer.notice": "You receive this notice because of your settings at {site}.",
+        "footer.unsubscribe": "Stop these notices",
+        "footer.preferences": "Notification settings",
+        # store mail test
+        "test.subject": "Test message from {site}",
+        "test.body": (
+            "This is a test message sent with `store mail test`. If you can read it, "
+            "the store's mail delivery works."
+        ),
+    }
+}
+
+# Notice categories a user may turn off; everything else is transactional (always sent).
+NOTICE_CATEGORIES: dict[str, str] = {
+    "sales": "New sales of your products",
+    "reviews": "Certification and publisher verification decisions",
+    "renewals": "Subscription renewals and reminders",
+}
+
+
+def t(key: str, locale: str = DEFAULT_LOCALE, /, **values: object) -> str:
+    """The string ``key`` in ``locale`` with ``values`` filled in."""
+    table = STRINGS.get(locale) or STRINGS[DEFAULT_LOCALE]
+    template = table.get(key) or STRINGS[DEFAULT_LOCALE][key]
+    return template.format(**values) if values else template
