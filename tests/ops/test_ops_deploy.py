@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from store.cli.main import build_parser
+from tests import deploy_files
 
 ROOT = Path(__file__).resolve().parents[2]
 ANY_ADDRESS = ".".join("0" * 4)  # what containers listen on
@@ -92,8 +93,7 @@ def test_addresses_agree(compose: dict[str, Any]) -> None:
     store_port = services["store"]["ports"][0].split(":")[1]
     # The registry container reaches the store by its service name, on the port it serves.
     assert env["STORE_REGISTRY_NOTIFY_URL"] == f"http://store:{store_port}"
-    dockerfile = (ROOT / "Dockerfile").read_text()
-    assert f"--port {store_port}" in _instruction(dockerfile, "CMD")
+    assert _image_serve().port == int(store_port)
     # Clients reach the realm and the registry on the published ports.
     assert env["STORE_PUBLIC_URL"].endswith(f"localhost:{store_port}}}")
     registry_port = services["registry"]["ports"][0].split(":")[0]
@@ -113,77 +113,95 @@ def test_addresses_agree(compose: dict[str, Any]) -> None:
         assert services[name]["environment"].items() <= env.items()
 
 
-def _instruction(dockerfile: str, name: str) -> str:
-    joined = re.sub(r"\\\n\s*", " ", dockerfile)
-    [line] = [ln for ln in joined.splitlines() if ln.startswith(name + " ")]
-    return line[len(name) + 1 :].strip()
+def _image_env() -> dict[str, str]:
+    return deploy_files.image_env(deploy_files.stages()[-1])
+
+
+def _expand(word: str, env: dict[str, str]) -> str:
+    """``"${NAME:-default}"`` as sh expands it in the image's CMD."""
+    return re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: env.get(m[1]) or m[2], word)
+
+
+def _image_serve(env: dict[str, str] | None = None) -> Any:
+    """The image's CMD parsed by the store's own parser, with the image's ENV (and ``env``)."""
+    env = {**_image_env(), **(env or {})}
+    cmd = deploy_files.image_cmd()
+    assert cmd[:2] == ["sh", "-c"]
+    argv = [_expand(word, env) for word in shlex.split(cmd[2])]
+    # exec: the store replaces the shell and gets the engine's SIGTERM itself.
+    assert argv[0] == "exec"
+    return _store_args(argv[1:])
 
 
 def test_the_dockerfile_runs_existing_console_scripts() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert dockerfile.startswith("#") and "FROM python:3.11-slim" in dockerfile
+    assert dockerfile.startswith("#")
+    header, build, final = deploy_files.stages()
+    # The base is a build argument; the default is the official image.
+    assert header == ["ARG BASE=python:3.11-slim"]
+    assert build[0] == "FROM ${BASE} AS build"
+    assert final[0] == "FROM ${BASE}"
     assert re.search(r"^USER store$", dockerfile, re.M)
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["store"] == "store.cli.main:main"
-    cmd = json.loads(_instruction(dockerfile, "CMD"))
-    assert cmd[:2] == ["sh", "-c"]
-    argv = shlex.split(cmd[2].replace('"${STORE_WORKERS:-2}"', "2"))
-    assert argv[0] == "exec"
-    args = _store_args(argv[1:])
+    args = _image_serve()
     assert (args.command, args.host, args.port, args.workers) == ("serve", ANY_ADDRESS, 8000, 2)
-    healthcheck = _instruction(dockerfile, "HEALTHCHECK")
-    assert "http://127.0.0.1:8000/healthz" in healthcheck
-
-
-def _stages(dockerfile: str) -> list[list[str]]:
-    """The instructions of each stage, continuation lines joined, comments left out."""
-    joined = re.sub(r"\\\n\s*", " ", dockerfile)
-    stages: list[list[str]] = []
-    for line in joined.splitlines():
-        if line.startswith("FROM "):
-            stages.append([])
-        if stages and line.strip() and not line.startswith("#"):
-            stages[-1].append(line)
-    return stages
+    # STORE_HOST, STORE_PORT and STORE_WORKERS reach the command line.
+    args = _image_serve({"STORE_HOST": "127.0.0.1", "STORE_PORT": "8123", "STORE_WORKERS": "3"})
+    assert (args.host, args.port, args.workers) == ("127.0.0.1", 8123, 3)
+    assert deploy_files.instruction(final, "EXPOSE") == "8000"
+    # The health check asks the port the server listens on, with the virtualenv's python
+    # (Debian's python3 has no `python`; the virtualenv has both).
+    healthcheck = deploy_files.instruction(final, "HEALTHCHECK")
+    options, _, command = healthcheck.partition(" CMD ")
+    assert "--interval=" in options and "--timeout=" in options
+    probe = json.loads(command)
+    assert probe[:2] == ["python", "-c"]
+    assert "'http://127.0.0.1:' + os.environ.get('STORE_PORT', '8000') + '/healthz'" in probe[2]
+    assert _image_env()["PATH"].startswith("/opt/venv/bin:")
 
 
 def test_the_image_installs_a_wheel_not_the_source_tree() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
-    build, final = _stages(dockerfile)
-    assert build[0] == "FROM python:3.11-slim AS build"
-    assert final[0] == "FROM python:3.11-slim"
+    _, build, final = deploy_files.stages()
     # The build stage makes the wheel from the sources it copies, templates and migrations
     # included (they become package data).
     copied = {src for line in build if line.startswith("COPY ") for src in line.split()[1:-1]}
     assert {"pyproject.toml", "README.md", "store", "templates", "migrations"} <= copied
+    assert "constraints.txt" in copied
     [wheel] = [line for line in build if line.startswith("RUN ") and "pip wheel" in line]
-    assert "--no-deps" in wheel and "/wheels" in wheel
-    # The final stage copies no source, only the wheel (and pyproject.toml for the
-    # dependency layer), and installs it as a regular package.
-    copies = [line for line in final if line.startswith("COPY ")]
-    assert copies == [
-        "COPY pyproject.toml /tmp/pyproject.toml",
-        "COPY --from=build /wheels /tmp/wheels",
+    assert "--no-deps" in wheel and "--wheel-dir dist" in wheel
+    # The build backend too is held to the lock.
+    assert "PIP_CONSTRAINT=/src/constraints.txt" in wheel
+    # Dependencies: the lock's versions, into /opt/venv, before any source is copied (a code
+    # change does not rebuild them); then the wheel without dependencies.
+    [deps] = [line for line in build if "--requirement requirements.txt" in line]
+    assert "python3 -m venv /opt/venv" in deps
+    assert "/opt/venv/bin/pip install --constraint constraints.txt" in deps
+    source_copies = [
+        i for i, line in enumerate(build) if line.startswith("COPY ") and "store" in line.split()
     ]
-    installs = [line for line in final if "pip install" in line]
-    assert len(installs) == 2, installs
-    assert "requirements.txt" in installs[0]
-    assert "/tmp/wheels/store-" in installs[1] and "store --help" in installs[1]
+    assert build.index(deps) < min(source_copies)
+    assert "/opt/venv/bin/pip install --no-deps dist/store-*.whl" in wheel
+    assert "/opt/venv/bin/store --version" in wheel
+    # pip and setuptools serve the build only.
+    assert wheel.endswith("/opt/venv/bin/pip uninstall --quiet --yes pip setuptools")
     assert not re.search(r"pip install[^&]* (-e|--editable)\b", dockerfile)
     assert "editable" not in dockerfile
-    # Dependencies come before the application: a code change does not rebuild them.
-    assert final.index(copies[0]) < final.index(installs[0]) < final.index(copies[1])
-    assert final.index("USER store") > final.index(installs[1])
+    # The final stage copies only the virtualenv: no source, no wheel, no pip downloads.
+    copies = [line for line in final if line.startswith("COPY ")]
+    assert copies == ["COPY --from=build /opt/venv /opt/venv"]
+    assert not [line for line in final if "pip " in line]
+    assert final.index("USER store") > final.index(copies[0])
 
 
 def test_dockerignore_keeps_secrets_and_state_out() -> None:
     ignored = (ROOT / ".dockerignore").read_text().split()
     for entry in (".env", ".git", "store-data", "tests"):
         assert entry in ignored
-    dockerfile = (ROOT / "Dockerfile").read_text()
     copied = {
         src
-        for stage in _stages(dockerfile)
+        for stage in deploy_files.stages()
         for line in stage
         if line.startswith("COPY ") and "--from=" not in line
         for src in line.split()[1:-1]
@@ -222,3 +240,131 @@ def test_the_example_env_names_every_required_variable(compose: dict[str, Any]) 
     defined = set(re.findall(r"^(\w+)=", example, re.M))
     assert required == {"STORE_SECRET_KEY", "POSTGRES_PASSWORD"}
     assert required <= defined
+
+
+# --- compose, the image and the systemd units agree ---------------------------------------
+
+# Variables the image itself reads (its CMD), not settings of the store.
+IMAGE_VARIABLES = {"STORE_HOST", "STORE_PORT", "STORE_WORKERS"}
+
+
+def _known_settings() -> set[str]:
+    """Every environment variable the store reads as a setting."""
+    from store.billing.config import BillingSettings
+    from store.config import Settings
+
+    names = {f"STORE_{name.upper()}" for name in Settings.model_fields}
+    for name, field in BillingSettings.model_fields.items():
+        aliases = getattr(field.validation_alias, "choices", None) or [name]
+        names |= {str(a).upper() for a in aliases}
+    return names
+
+
+def _example_variables() -> dict[str, str]:
+    """The example .env, its required blanks filled as an operator would."""
+    variables = deploy_files.read_env_file(deploy_files.COMPOSE_ENV_EXAMPLE)
+    variables["STORE_SECRET_KEY"] = "s" * 48
+    variables["POSTGRES_PASSWORD"] = "pg-password"
+    return variables
+
+
+def test_compose_image_and_units_serve_on_one_port(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    published, container = services["store"]["ports"][0].split(":")
+    image = _image_serve()
+    unit = shlex.split(deploy_files.unit("store.service")["Service"]["ExecStart"])
+    host_args = build_parser().parse_args(unit[1:])
+    assert image.port == host_args.port == int(container) == int(published) == 8000
+    # In a container: every interface; on a host: loopback, behind the proxy.
+    assert (image.host, host_args.host) == (ANY_ADDRESS, "127.0.0.1")
+    # The store service runs the image's CMD (no command of its own) with its workers.
+    assert "command" not in services["store"] and "entrypoint" not in services["store"]
+    assert services["store"]["environment"]["STORE_WORKERS"] == "${STORE_WORKERS:-2}"
+    assert _image_env()["STORE_WORKERS"] == "2"
+
+
+def test_compose_and_units_run_the_same_one_shot_commands(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    store_bin = "/opt/store/.venv/bin/store"
+    migrate_unit = shlex.split(deploy_files.unit("store-migrate.service")["Service"]["ExecStart"])
+    assert migrate_unit[0] == store_bin
+    assert migrate_unit[1:] == _argv(services["migrate"]["command"])[1:] == ["db", "upgrade"]
+    # store.service requires the migration; compose's store waits for it.
+    host = deploy_files.unit("store.service")["Unit"]
+    assert "store-migrate.service" in host["Requires"].split()
+    assert "store-migrate.service" in host["After"].split()
+    # The registry config: the same command, each registry reading the file where it is
+    # written, blobs where each registry keeps them.
+    in_compose = _store_args(_argv(services["registry-config"]["command"]))
+    on_host = _store_args(
+        ["store", *deploy_files.unit_comment_command("store-registry.service", store_bin)[1:]]
+    )
+    assert (in_compose.command, in_compose.registry_command) == ("registry", "config")
+    assert (on_host.command, on_host.registry_command) == ("registry", "config")
+    registry_unit = deploy_files.unit("store-registry.service")["Service"]
+    assert shlex.split(registry_unit["ExecStart"])[-1] == f"{on_host.out}/config.yml"
+    assert str(on_host.storage_dir) in registry_unit["ReadWritePaths"].split()
+    # Both listen on the registry port clients use; on a host only on loopback.
+    assert in_compose.addr.rpartition(":")[2] == on_host.addr.rpartition(":")[2] == "5000"
+    assert on_host.addr.rpartition(":")[0] == "127.0.0.1"
+
+
+def test_compose_volumes_exist_in_the_image_for_the_store_user(compose: dict[str, Any]) -> None:
+    _, _, final = deploy_files.stages()
+    [setup] = [line for line in final if line.startswith("RUN ") and "useradd" in line]
+    home = re.search(r"--home-dir (\S+)", setup)
+    assert home and home[1] == deploy_files.instruction(final, "WORKDIR") == "/var/lib/store"
+    assert re.search(r"useradd --system --uid 10001 .*--shell /usr/sbin/nologin store ", setup)
+    # A fresh named volume takes the ownership of the image's directory: the ones the store
+    # writes into exist and belong to the store user.
+    made = set(re.search(r"mkdir -p ([^&]+)", setup)[1].split())  # type: ignore[index]
+    assert "chown -R store:store /var/lib/store" in setup
+    store_mounts = {
+        mount.split(":")[1]
+        for name in ("store", "migrate", "registry-config")
+        for mount in compose["services"][name].get("volumes", [])
+    }
+    assert store_mounts == {"/var/lib/store/registry"}
+    assert store_mounts <= made
+    assert _image_env()["STORE_DATA_DIR"] in made
+    # systemd: the same user, home and working directory; it writes only there.
+    for name in ("store.service", "store-migrate.service"):
+        service = deploy_files.unit(name)["Service"]
+        assert (service["User"], service["Group"]) == ("store", "store")
+        assert service["WorkingDirectory"] == service["ReadWritePaths"] == "/var/lib/store"
+        assert service["EnvironmentFile"] == "/etc/store/store.env"
+
+
+def test_compose_settings_are_settings_and_start_in_production(compose: dict[str, Any]) -> None:
+    from store.config import Settings
+    from store.observability.config_check import STRIPE_KEYS, check
+
+    known = _known_settings()
+    for name in ("store", "migrate", "registry-config"):
+        unknown = {
+            key
+            for key in compose["services"][name]["environment"]
+            if key.startswith(("STORE_", "STRIPE_")) and key not in known | IMAGE_VARIABLES
+        }
+        assert not unknown, f"{name} sets variables the store does not read: {unknown}"
+    image_unknown = {
+        key for key in _image_env() if key.startswith("STORE_") and key not in known
+    } - IMAGE_VARIABLES
+    assert not image_unknown
+    example = deploy_files.read_env_file(deploy_files.COMPOSE_ENV_EXAMPLE)
+    assert set(example) - {"POSTGRES_PASSWORD"} <= known | IMAGE_VARIABLES
+    # With the example .env (secrets filled in), compose's settings pass the production
+    # checks the store runs at start: nothing production requires is missing from compose.
+    env = deploy_files.compose_environment("store", _example_variables())
+    assert env["STORE_ENVIRONMENT"] == "production"
+    store_env = {k[len("STORE_") :].lower(): v for k, v in env.items() if k.startswith("STORE_")}
+    settings = Settings.model_validate(
+        {k: v for k, v in store_env.items() if k in Settings.model_fields}
+    )
+    stripe = {key: env[key] or None for key in STRIPE_KEYS}
+    report = check(settings, stripe)
+    assert report.problems == []
+    # A required secret left blank stops Compose itself, with its message.
+    blank = {**_example_variables(), "STORE_SECRET_KEY": ""}
+    with pytest.raises(KeyError, match="STORE_SECRET_KEY"):
+        deploy_files.compose_environment("store", blank)

@@ -70,7 +70,7 @@ def _dockerfile_build_sources() -> list[tuple[list[str], str]]:
     """The COPY instructions of the Dockerfile's build stage: (sources, destination)."""
     text = (ROOT / "Dockerfile").read_text()
     stages = re.split(r"^FROM ", text, flags=re.M)
-    assert len(stages) == 3 and stages[1].startswith("python:3.11-slim AS build"), stages[:2]
+    assert len(stages) == 3 and stages[1].startswith("${BASE} AS build"), stages[:2]
     copies = []
     for line in stages[1].splitlines():
         if line.startswith("COPY "):
