@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     registry_issuer: str = "store-token-issuer"
     registry_token_ttl: int = Field(default=300, ge=60, le=3600)
     registry_notify_secret: str | None = None
+    # Registry refresh tokens (store.registry.refresh): each use extends the expiry by
+    # refresh_token_days, never past refresh_token_max_days from the log-in.
+    refresh_token_days: int = Field(default=30, ge=1, le=30)
+    refresh_token_max_days: int = Field(default=90, ge=1, le=365)
     # The store's address as the registry reaches it (compose: http://store:8000), for
     # notifications; default the public URL (docs/deploy.md).
     registry_notify_url: str | None = None

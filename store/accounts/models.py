@@ -126,9 +126,27 @@ class AccessToken(Base):
     expires_at: Mapped[datetime | None] = mapped_column(default=None)
     last_used_at: Mapped[datetime | None] = mapped_column(default=None)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Refresh tokens only (store.accounts.refresh): the credential the log-in used
+    # (password | personal | license) and that credential's row, the family of tokens
+    # rotated from one log-in, the client that asked, an expiry no use extends, and when
+    # the token was replaced by the next of its family (presenting it again is a reuse).
+    source_kind: Mapped[str | None] = mapped_column(String(16), default=None)
+    source_token_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("access_tokens.id", ondelete="CASCADE"), default=None, index=True
+    )
+    source_license_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("licenses.id", ondelete="CASCADE"), default=None
+    )
+    family_id: Mapped[uuid.UUID | None] = mapped_column(default=None, index=True)
+    client: Mapped[str] = mapped_column(String(100), default="", server_default="")
+    absolute_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    rotated_at: Mapped[datetime | None] = mapped_column(default=None)
 
     account: Mapped[Account | None] = relationship(foreign_keys=[account_id])
     organization: Mapped[Organization | None] = relationship()
+    source_token: Mapped[AccessToken | None] = relationship(
+        remote_side=[id], foreign_keys=[source_token_id]
+    )
 
     def is_usable(self, now: datetime) -> bool:
         if self.revoked_at is not None:

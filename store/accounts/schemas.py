@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 Scope = Literal["pull", "push", "api"]
 
@@ -57,7 +57,7 @@ class TokenCreate(BaseModel):
 
 class TokenOut(ORM):
     id: uuid.UUID
-    kind: str
+    kind: str = Field(description="personal | robot | refresh (a registry log-in)")
     name: str
     prefix: str
     scopes: list[str]
@@ -65,6 +65,12 @@ class TokenOut(ORM):
     expires_at: datetime | None
     last_used_at: datetime | None
     revoked_at: datetime | None
+    client: str = Field(default="", description="refresh: the client that logged in")
+    source: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("source_kind", "source"),
+        description="refresh: what the log-in used (password | personal | license)",
+    )
 
 
 class TokenIssued(TokenOut):

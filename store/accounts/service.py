@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
@@ -19,10 +20,11 @@ from store.db import utcnow
 from store.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
 
 ROLES = ("viewer", "editor", "owner")
+# Tokens people create. Refresh tokens are issued by the registry's token endpoint only,
+# from a log-in they are bounded by (store.registry.refresh).
 TOKEN_SCOPES = {
     "personal": ("pull", "push", "api"),
     "robot": ("pull", "push"),
-    "refresh": ("pull", "push"),
 }
 # last_used_at is written at most this often, so hot credential checks do not write each time.
 _LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -106,6 +108,9 @@ def set_password(session: Session, *, account: Account, password: str) -> None:
     validation.password(password)
     account.password_hash = security.hash_password(password)
     account.password_changed_at = utcnow()
+    _revoke_refresh_tokens(
+        session, AccessToken.account_id == account.id, account.password_changed_at
+    )
     session.flush()
 
 
@@ -152,6 +157,8 @@ def set_active(
     if not active:
         _ensure_not_last_admin(session, account)
     account.is_active = active
+    if not active:
+        _revoke_refresh_tokens(session, AccessToken.account_id == account.id, utcnow())
     session.flush()
     audit.record(
         session,
@@ -490,7 +497,7 @@ def create_token(
     org: Organization | None = None,
     expires_at: datetime | None = None,
 ) -> IssuedToken:
-    """Issue a personal (account), robot (organisation) or refresh token."""
+    """Issue a personal (account) or robot (organisation) token."""
     if kind not in TOKEN_SCOPES:
         raise ValidationFailed("Unknown token kind")
     if kind == "robot":
@@ -532,6 +539,16 @@ def create_token(
     return IssuedToken(token=token, secret=secret)
 
 
+def _revoke_refresh_tokens(session: Session, which: Any, now: datetime) -> None:
+    """Revoke the (still live) refresh tokens ``which`` selects: their source ended."""
+    session.execute(
+        update(AccessToken)
+        .where(which, AccessToken.kind == "refresh", AccessToken.revoked_at.is_(None))
+        .values(revoked_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
 def list_tokens(
     session: Session,
     *,
@@ -541,11 +558,25 @@ def list_tokens(
 ) -> list[AccessToken]:
     stmt = select(AccessToken).order_by(AccessToken.created_at.desc())
     if org is not None:
-        stmt = stmt.where(AccessToken.organization_id == org.id, AccessToken.kind == "robot")
+        stmt = stmt.where(
+            AccessToken.organization_id == org.id, AccessToken.kind.in_(("robot", "refresh"))
+        )
     elif account is not None:
-        stmt = stmt.where(AccessToken.account_id == account.id, AccessToken.kind == "personal")
+        stmt = stmt.where(
+            AccessToken.account_id == account.id, AccessToken.kind.in_(("personal", "refresh"))
+        )
     if not include_revoked:
-        stmt = stmt.where(AccessToken.revoked_at.is_(None))
+        # A rotated refresh token is spent (the next of its family is listed instead), and
+        # an expired one is dead.
+        stmt = stmt.where(
+            AccessToken.revoked_at.is_(None),
+            AccessToken.rotated_at.is_(None),
+            or_(
+                AccessToken.kind != "refresh",
+                AccessToken.expires_at.is_(None),
+                AccessToken.expires_at > utcnow(),
+            ),
+        )
     return list(session.scalars(stmt))
 
 
@@ -563,6 +594,13 @@ def revoke_token(session: Session, *, token: AccessToken, actor: Account) -> Acc
         raise NotFound("No such token")
     if token.revoked_at is None:
         token.revoked_at = utcnow()
+        # A refresh token never outlives the access token it was issued from; revoking a
+        # refresh token ends every token rotated from the same log-in.
+        _revoke_refresh_tokens(session, AccessToken.source_token_id == token.id, token.revoked_at)
+        if token.family_id is not None:
+            _revoke_refresh_tokens(
+                session, AccessToken.family_id == token.family_id, token.revoked_at
+            )
         audit.record(
             session,
             action="token.revoke",

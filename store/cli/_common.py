@@ -550,4 +550,6 @@ def token_out(token: AccessToken) -> dict[str, Any]:
         "expires_at": token.expires_at,
         "last_used_at": token.last_used_at,
         "revoked_at": token.revoked_at,
+        "client": token.client,
+        "source": token.source_kind,
     }

@@ -185,10 +185,14 @@ def _register_tokens(subparsers: SubParsers) -> None:
     _holder_options(
         p,
         required=True,
-        user_help="the account's personal tokens (username)",
-        org_help="the organization's robot tokens (slug)",
+        user_help="the account's personal tokens and registry log-ins (refresh; username)",
+        org_help="the organization's robot tokens and license log-ins (refresh; slug)",
     )
-    p.add_argument("--include-revoked", action="store_true", help="list revoked tokens too")
+    p.add_argument(
+        "--include-revoked",
+        action="store_true",
+        help="list revoked, expired and rotated tokens too",
+    )
     p = add_command(
         sub, "create", _tokens_create, help="create a token (secret shown once)", actor=True
     )
@@ -222,14 +226,27 @@ def _register_tokens(subparsers: SubParsers) -> None:
 def _tokens_text(d: list[dict[str, Any]]) -> str:
     return table(
         d,
-        ["id", "name", "prefix", "scopes", "expires_at", "last_used_at", "revoked_at"],
+        [
+            "id",
+            "kind",
+            "name",
+            "prefix",
+            "scopes",
+            "source",
+            "client",
+            "created_at",
+            "expires_at",
+            "last_used_at",
+            "revoked_at",
+        ],
         empty="No tokens.",
     )
 
 
 @command
 def _tokens_list(args: argparse.Namespace) -> int:
-    """List the personal tokens of --user or the robot tokens of --org."""
+    """List the personal tokens and registry log-ins (kind refresh) of --user, or the robot
+    tokens of --org."""
     with unit_of_work() as session:
         account = accounts.get_account_by_username(session, args.user) if args.user else None
         org = accounts.get_organization(session, args.org) if args.org else None

@@ -108,7 +108,21 @@ def resolve_license_credential(
     *,
     now: datetime | None = None,
 ) -> Entitlement:
-    """The entitlement a license token stands for, or :class:`Unauthorized` saying why.
+    """The entitlement a license token stands for (see :func:`resolve_license`)."""
+    return resolve_license(session, keyring, settings, username, password, now=now)[1]
+
+
+def resolve_license(
+    session: Session,
+    keyring: KeyRing | None,
+    settings: Settings,
+    username: str,
+    password: str,
+    *,
+    now: datetime | None = None,
+) -> tuple[uuid.UUID, Entitlement]:
+    """The license id and the entitlement a license token stands for, or
+    :class:`Unauthorized` saying why.
 
     Accepts licenses that are valid or in their grace period, not revoked, whose
     entitlement is still usable; ``username`` must be ``license`` or the license's own id.
@@ -150,4 +164,4 @@ def resolve_license_credential(
         raise _reject(f"The entitlement behind the license is {state}", f"license_{state}")
     if str(entitlement.product_id) != claims["product"]["id"]:
         raise _reject("The license is for another product", "bad_license")
-    return entitlement
+    return license_id, entitlement

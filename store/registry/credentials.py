@@ -7,7 +7,9 @@ raises :class:`BadCredentials`. Built in, in order:
 1. the store's own sync credential (username ``_store-sync``; no account can have it);
 2. a license token sent as the password with username ``license`` (or the license id),
    verified by ``store.licensing.credentials.resolve_license_credential``;
-3. access tokens (personal, organisation robot, refresh), recognised by prefix + checksum;
+3. access tokens (personal, organisation robot), recognised by prefix + checksum; refresh
+   tokens are only taken by the OAuth2 refresh grant (``store.registry.refresh``), which
+   checks their source;
 4. username (or e-mail) and password.
 
 Add a kind by inserting a resolver into ``RESOLVERS``. The access-token and password
@@ -33,7 +35,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Uuid, bindparam, text
@@ -50,8 +52,6 @@ from store.registry.lookup import TokenDB
 log = logging.getLogger("store.registry.credentials")
 SYNC_USERNAME = "_store-sync"
 REGISTRY_TOKEN_SCOPES = frozenset(("pull", "push"))
-# Refresh tokens are what `docker login`/`skopeo login` keep as the identity token.
-REFRESH_TOKEN_LIFETIME = timedelta(days=90)
 
 
 class BadCredentials(Exception):
@@ -214,7 +214,7 @@ async def token_principal(
     ctx: CredentialContext,
     secret: str,
     *,
-    kinds: tuple[str, ...] = ("personal", "robot", "refresh"),
+    kinds: tuple[str, ...] = ("personal", "robot"),
 ) -> Principal:
     """The principal behind an access token; BadCredentials if unknown or unusable.
 
@@ -300,7 +300,7 @@ async def resolve_license(ctx: CredentialContext, username: str, password: str) 
 
         with ctx.sessionmaker() as session:
             try:
-                entitlement = module.resolve_license_credential(
+                license_id, entitlement = module.resolve_license(
                     session, ctx.keyring, ctx.settings, username, password, now=ctx.now
                 )
             except StoreError as exc:
@@ -310,6 +310,7 @@ async def resolve_license(ctx: CredentialContext, username: str, password: str) 
                 subject=f"license:{entitlement.id}",
                 repositories=frozenset({entitlement.product.repository}),
                 token_scopes=frozenset({"pull"}),
+                extra={"license_id": license_id},
             )
 
     return await run_in_threadpool(call)

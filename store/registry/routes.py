@@ -14,6 +14,7 @@ import binascii
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -28,7 +29,7 @@ from store import ratelimit, security
 from store.config import Settings
 from store.db import read_only_connection, utcnow
 from store.observability import metrics
-from store.registry import credentials, events, grants, lookup, tokens
+from store.registry import credentials, events, grants, lookup, refresh, tokens
 from store.registry.explain import explain_denials
 from store.registry.scopes import parse_scopes
 
@@ -252,10 +253,14 @@ async def _token(request: Request, state: RegistryState, params: _Params) -> Res
         "expires_in": issued.expires_in,
         "issued_at": tokens.rfc3339(issued.issued_at),
     }
-    if offline and principal.kind == "account" and principal.account_id is not None:
-        body["refresh_token"] = await request.app.state.write_turns.run(
-            _issue_refresh_token, request.app, principal, params.get("client_id")
+    if isinstance(offline, str):
+        body["refresh_token"] = offline  # rotated by the refresh grant
+    elif offline:
+        secret = await request.app.state.write_turns.run(
+            _issue_refresh_token, request.app, principal, params.get("client_id"), ctx.now
         )
+        if secret is not None:
+            body["refresh_token"] = secret
     metrics.token_granted(partial=bool(decision.denied), login=not parsed.scopes)
     return _json(body)
 
@@ -273,13 +278,17 @@ def _too_many(wait: int) -> Response:
 
 async def _authenticate(
     request: Request, params: _Params, ctx: credentials.CredentialContext
-) -> tuple[grants.Principal, bool]:
-    """The principal, and whether the client asked for a refresh token (offline access)."""
+) -> tuple[grants.Principal, bool | str]:
+    """The principal, and whether the client asked for a refresh token (offline access), or
+    the rotated refresh token already made by a refresh grant."""
     if request.method == "POST":
         grant_type = params.get("grant_type")
         if grant_type == "refresh_token":
-            secret = params.get("refresh_token")
-            return await credentials.token_principal(ctx, secret, kinds=("refresh",)), False
+            rotate = params.get("access_type") == "offline" or params.get("offline_token") == "true"
+            redeemed = await request.app.state.write_turns.run(
+                _redeem_refresh_token, request.app, params.get("refresh_token"), rotate, ctx.now
+            )
+            return redeemed.principal, redeemed.secret or False
         if grant_type == "password":
             principal = await credentials.resolve(
                 ctx, params.get("username"), params.get("password")
@@ -293,24 +302,26 @@ async def _authenticate(
     return principal, params.get("offline_token") == "true"
 
 
-def _issue_refresh_token(app: Any, principal: grants.Principal, client_id: str) -> str:
-    from store.accounts import service as accounts
-    from store.accounts.models import Account
-
-    scopes = sorted(principal.token_scopes or credentials.REGISTRY_TOKEN_SCOPES)
+def _issue_refresh_token(
+    app: Any, principal: grants.Principal, client_id: str, now: datetime
+) -> str | None:
     with app.state.sessionmaker() as session:
-        account = session.get(Account, principal.account_id)
-        issued = accounts.create_token(
-            session,
-            kind="refresh",
-            name=f"registry login ({client_id or 'unknown client'})"[:100],
-            scopes=scopes or ["pull"],
-            created_by=account,
-            account=account,
-            expires_at=utcnow() + credentials.REFRESH_TOKEN_LIFETIME,
-        )
+        secret = refresh.issue(session, app.state.settings, principal, client_id=client_id, now=now)
         session.commit()
-        return issued.secret
+        return secret
+
+
+def _redeem_refresh_token(app: Any, secret: str, rotate: bool, now: datetime) -> refresh.Redeemed:
+    """Check (and slide or rotate) a refresh token; its own unit of work, committed even
+    when refused, so a detected reuse revokes the family for good."""
+    with app.state.sessionmaker() as session:
+        try:
+            redeemed = refresh.redeem(session, app.state.settings, secret, rotate=rotate, now=now)
+        except refresh.RefreshRefused as exc:
+            session.commit()
+            raise credentials.BadCredentials(exc.message) from None
+        session.commit()
+        return redeemed
 
 
 async def _denied(

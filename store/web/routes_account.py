@@ -69,11 +69,13 @@ def _tokens_page(
     form: FormState = forms.NO_FORM,
     status: int = 200,
 ) -> Response:
+    listed = accounts.list_tokens(session, account=account)
     return render(
         request,
         "account/tokens.html",
         {
-            "tokens": accounts.list_tokens(session, account=account),
+            "tokens": [t for t in listed if t.kind == "personal"],
+            "logins": [t for t in listed if t.kind == "refresh"],
             "scopes": accounts.TOKEN_SCOPES["personal"],
             "form": form,
             "now": utcnow(),
@@ -119,7 +121,7 @@ def revoke_token(
     request: Request, token_id: uuid.UUID, session: DbSession, account: RequiredAccount
 ) -> Response:
     token = accounts.get_token(session, token_id)
-    if token.kind != "personal":
+    if token.kind not in ("personal", "refresh"):
         raise forms.FieldError("token", "Revoke robot tokens on their organization's page")
     accounts.revoke_token(session, token=token, actor=account)
     flash(request, f"Token '{token.name}' is revoked.")

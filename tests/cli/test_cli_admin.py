@@ -440,3 +440,26 @@ def test_no_command_prints_help(run: Run) -> None:
     result = run()
     assert result.code == 2
     assert "usage: store" in result.out
+
+
+def test_tokens_list_shows_registry_log_ins(run: Run, db: Session) -> None:
+    from store.config import Settings
+    from store.db import utcnow
+    from store.registry import refresh
+    from store.registry.grants import Principal
+
+    bob = accounts.get_account_by_username(db, "bob")
+    principal = Principal(kind="account", subject="bob", account_id=bob.id)
+    secret = refresh.issue(db, Settings(), principal, client_id="docker", now=utcnow())
+    assert secret is not None
+    db.commit()
+    listed = run("tokens", "list", "--user", "bob", "--json").json()
+    logins = [t for t in listed if t["kind"] == "refresh"]
+    assert len(logins) == 1
+    assert logins[0]["source"] == "password" and logins[0]["client"] == "docker"
+    assert logins[0]["prefix"] == secret[:12]
+    assert "refresh" in run("tokens", "list", "--user", "bob").out
+    revoked = run("tokens", "revoke", logins[0]["id"], "--json")
+    assert revoked.code == 0, revoked.err
+    listed = run("tokens", "list", "--user", "bob", "--json").json()
+    assert not [t for t in listed if t["kind"] == "refresh"]

@@ -280,8 +280,96 @@ def test_refresh_token_login(env: Env) -> None:
     assert read_oci_file(dest, "hello.txt") == CONTENT
 
 
+def _personal_token(env: Env, username: str, scopes: list[str]) -> str:
+    with session_scope(env.factory) as session:
+        owner = accounts.get_account_by_username(session, username)
+        return accounts.create_token(
+            session, kind="personal", name="-".join(scopes), scopes=scopes, created_by=owner
+        ).secret
+
+
+def _registry_login(env: Env, username: str, password: str, name: str) -> tuple[Path, str | None]:
+    """What `docker login` does: ask /token for offline access; an auth file holding the
+    refresh token as the identity token (skopeo then uses the OAuth2 refresh grant)."""
+    response = httpx.get(
+        f"{env.store_url}/token",
+        params={"service": "store-registry", "offline_token": "true", "client_id": "e2e"},
+        auth=(username, password),
+    )
+    assert response.status_code == 200, response.text
+    refresh = response.json().get("refresh_token")
+    authfile = env.root / f"auth-{name}.json"
+    entry = {"auth": base64.b64encode(f"{username}:".encode()).decode()}
+    authfile.write_text(json.dumps({"auths": {env.registry: {**entry, "identitytoken": refresh}}}))
+    return authfile, refresh
+
+
+def _push_with(env: Env, repo: str, authfile: Path):
+    return env.skopeo.run(
+        "copy",
+        "--dest-tls-verify=false",
+        f"oci:{env.layout}:v1",
+        f"docker://{env.registry}/{repo}:v2",
+        authfile=authfile,
+    )
+
+
+def test_api_only_token_and_its_refresh_flow_can_neither_pull_nor_push(env: Env) -> None:
+    # alice owns acme: her password pushes there. A token she made for the API must not.
+    api_token = _personal_token(env, "alice", ["api"])
+    result = env.skopeo.push(env.layout, "v1", "acme/app", f"alice:{api_token}")
+    assert result.returncode != 0, result.stdout
+    result, _ = env.pull("acme/app", creds=f"alice:{api_token}")
+    assert result.returncode != 0
+    authfile, refresh = _registry_login(env, "alice", api_token, "api-only")
+    assert refresh is None  # no registry scope: no refresh token to keep
+    # A pull-only token's refresh flow pulls, and still never pushes.
+    pull_token = _personal_token(env, "alice", ["pull"])
+    authfile, refresh = _registry_login(env, "alice", pull_token, "pull-only")
+    assert refresh is not None
+    result = _push_with(env, "acme/app", authfile)
+    assert result.returncode != 0, result.stdout
+    assert "denied" in result.stderr or "unauthorized" in result.stderr, result.stderr
+    response = httpx.post(
+        f"{env.store_url}/token",
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": refresh,
+            "service": "store-registry",
+            "scope": "repository:acme/app:pull,push",
+        },
+    )
+    assert response.status_code == 200, response.text
+    token = response.json()["token"]
+    claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+    assert claims["access"] == [{"type": "repository", "name": "acme/app", "actions": ["pull"]}]
+
+
+def test_revoking_the_source_kills_its_refresh_token_at_the_next_token_request(
+    env: Env,
+) -> None:
+    token = _personal_token(env, "alice", ["pull", "push"])
+    authfile, refresh = _registry_login(env, "alice", token, "revoked-source")
+    assert refresh is not None
+    result, dest = env.pull("acme/app", authfile=authfile)
+    _ok(result, env)
+    assert read_oci_file(dest, "hello.txt") == CONTENT
+    with session_scope(env.factory) as session:
+        alice = accounts.get_account_by_username(session, "alice")
+        source = next(
+            t for t in accounts.list_tokens(session, account=alice) if t.prefix == token[:12]
+        )
+        accounts.revoke_token(session, token=source, actor=alice)
+    result, _ = env.pull("acme/app", authfile=authfile)
+    assert result.returncode != 0
+    assert "revoked" in result.stderr, result.stderr
+    result = _push_with(env, "acme/app", authfile)
+    assert result.returncode != 0
+
+
 def test_pull_counts_match_the_pulls_made(env: Env) -> None:
-    assert env.pulls.get("acme/app") == 2  # bob once (granted), alice once (refresh token)
+    # bob once (granted), alice twice (refresh tokens)
+    assert env.pulls.get("acme/app") == 3
     for name, expected in env.pulls.items():
         assert _wait_pull_count(env, name, expected) == expected, env.diagnostics()
     time.sleep(1.5)  # retries or late duplicates would show up as over-counting

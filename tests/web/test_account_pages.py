@@ -94,3 +94,34 @@ def test_invitation_accept_and_decline(browser: TestClient, session: Session) ->
     declined = submit(browser, "/my/content", f"/my/invitations/{by_org['otherco'].id}/decline")
     assert "You declined the invitation to otherco." in declined.text
     assert browser.get("/publish/otherco").status_code == 404
+
+
+def test_registry_log_ins_are_listed_and_revocable(browser: TestClient, session: Session) -> None:
+    from store.config import Settings
+    from store.db import utcnow
+    from store.registry import refresh
+    from store.registry.grants import Principal
+
+    owner = make_account(session, "loginuser")
+    pat = accounts.create_token(
+        session, kind="personal", name="laptop", scopes=["pull"], created_by=owner
+    ).token
+    principal = Principal(
+        kind="account",
+        subject="loginuser",
+        account_id=owner.id,
+        token_id=pat.id,
+        extra={"token_kind": "personal"},
+    )
+    secret = refresh.issue(session, Settings(), principal, client_id="docker-cli", now=utcnow())
+    assert secret is not None
+    session.commit()
+    login(browser, "loginuser")
+    listing = browser.get("/my/tokens")
+    assert "Registry log-ins" in listing.text and "docker-cli" in listing.text
+    assert secret[:12] in listing.text and secret not in listing.text
+    assert f"token laptop (<code>{pat.prefix}…</code>)" in listing.text
+    (login_row,) = [t for t in accounts.list_tokens(session, account=owner) if t.kind == "refresh"]
+    submit(browser, "/my/tokens", f"/my/tokens/{login_row.id}/revoke")
+    session.expire_all()
+    assert [t.kind for t in accounts.list_tokens(session, account=owner)] == ["personal"]
