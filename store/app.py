@@ -128,6 +128,8 @@ def _include_routers(app: FastAPI) -> None:
     from store.licensing.api import router as licensing_api
     from store.licensing.pages import router as licensing_pages
     from store.licensing.public import router as licensing_public
+    from store.mail.pages import router as mail_pages
+    from store.mail.pages import unsubscribe_router as mail_unsubscribe
     from store.registry.api import router as registry_api
     from store.registry.routes import router as registry_routes
     from store.search.api import router as search_api
@@ -154,4 +156,7 @@ def _include_routers(app: FastAPI) -> None:
     app.include_router(audit_api, prefix="/api/v1")
     app.include_router(signing_pages)
     app.include_router(audit_pages)
+    # Notice preferences, unsubscribe links, the outbox for administrators.
+    app.include_router(mail_pages)
+    app.include_router(mail_unsubscribe)
     install_web(app)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,12 +18,17 @@ from store.cli._common import (
     emit,
     load_settings,
     open_engine,
+    positive_int,
     prepare_schema,
+    table,
+    unit_of_work,
+    uuid_arg,
 )
 from store.config import Settings
 from store.db import make_sessionmaker, session_scope
-from store.mail import outbox, sender
+from store.mail import outbox, sender, service
 from store.mail.backends import backend_for
+from store.mail.models import OutboxMessage
 from store.validation import email as valid_email
 
 
@@ -46,6 +52,59 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="keep delivering, polling every STORE_MAIL_POLL_INTERVAL seconds, until stopped",
     )
+
+    lst = add_command(sub, "outbox", _outbox, help="list the outbox, newest first")
+    lst.add_argument("--failed", action="store_true", help="only the failed messages")
+    lst.add_argument(
+        "--limit", type=positive_int, default=50, help="at most this many (default %(default)s)"
+    )
+    retry = add_command(sub, "retry", _retry, help="send a failed message again")
+    retry.add_argument(
+        "id", type=uuid_arg, metavar="ID", help="the message's id (store mail outbox)"
+    )
+
+
+def message_out(message: OutboxMessage) -> dict[str, object]:
+    return {
+        "id": message.id,
+        "message_id": message.message_id,
+        "template": message.template,
+        "category": message.category,
+        "to": message.to_addr,
+        "subject": message.subject,
+        "status": message.status,
+        "attempts": message.attempts,
+        "next_attempt_at": message.next_attempt_at,
+        "last_error": message.last_error,
+        "created_at": message.created_at,
+        "sent_at": message.sent_at,
+    }
+
+
+@command
+def _outbox(args: argparse.Namespace) -> int:
+    """The newest messages of the outbox (or only the failed ones) with their status,
+    attempts and last error; the counts by status go to standard error."""
+    with unit_of_work() as session:
+        page = service.list_outbox(session, failed_only=args.failed, limit=args.limit)
+        rows = [message_out(m) for m in page.items]
+    columns = ("id", "created_at", "to", "subject", "status", "attempts", "last_error")
+    emit(args, rows, text=lambda r: table(r, columns, empty="no messages"))
+    if not args.json:
+        summary = ", ".join(f"{k} {v}" for k, v in sorted(page.counts.items())) or "empty"
+        print(f"outbox: {summary}", file=sys.stderr)
+    return 0
+
+
+@command
+def _retry(args: argparse.Namespace) -> int:
+    """Queue a failed message again with a fresh count of attempts; a sender delivers it
+    (exit 1 for a message that is not failed: it is on its way, or it went out)."""
+    with unit_of_work() as session:
+        message = service.retry(session, message_id=args.id)
+        data = message_out(message)
+    emit(args, data, text=f"queued {data['id']} to {data['to']} again")
+    return 0
 
 
 @contextmanager

@@ -106,7 +106,7 @@ def render(
     values: dict[str, Any] = {
         "site": site,
         "public_url": settings.public_url,
-        "preferences_url": f"{settings.public_url}/account/notifications",
+        "preferences_url": f"{settings.public_url}/my/notifications",
         "unsubscribe_url": unsubscribe_url,
         "locale": locale,
         **context,
@@ -152,7 +152,7 @@ def enqueue(
     unsubscribe_url = None
     if category != TRANSACTIONAL and account is not None:
         token = unsubscribe_token(settings, account.id, category)
-        unsubscribe_url = f"{settings.public_url}/account/notifications/unsubscribe/{token}"
+        unsubscribe_url = f"{settings.public_url}/mail/unsubscribe/{token}"
         headers["List-Unsubscribe"] = f"<{unsubscribe_url}>"
         headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     values = dict(context or {})

@@ -63,3 +63,39 @@ def test_mail_test_errors(
         monkeypatch.setenv(f"STORE_{key.upper()}", str(value))
     assert main(["mail", "test", "--to", "ops@example.com"]) == 1
     assert "was not delivered" in capsys.readouterr().err
+
+
+def test_outbox_and_retry(
+    cli_env: Path,
+    smtp: SmtpSink,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import json
+
+    smtp.refuse.add("gone@example.com")
+    for key, value in smtp.settings().items():
+        monkeypatch.setenv(f"STORE_{key.upper()}", str(value))
+    assert main(["mail", "test", "--to", "gone@example.com"]) == 1
+    assert main(["mail", "test", "--to", "ops@example.com"]) == 0
+    capsys.readouterr()
+    assert main(["mail", "outbox", "--failed", "--json"]) == 0
+    [failed] = json.loads(capsys.readouterr().out)
+    assert failed["to"] == "gone@example.com" and "550" in failed["last_error"]
+    assert main(["mail", "outbox"]) == 0
+    out = capsys.readouterr()
+    assert "ops@example.com" in out.out and "failed 1, sent 1" in out.err
+
+    smtp.refuse.clear()
+    assert main(["mail", "retry", failed["id"]]) == 0
+    assert main(["mail", "send"]) == 0
+    assert sorted(m["To"] for m in smtp.wait_for(2)) == ["gone@example.com", "ops@example.com"]
+    capsys.readouterr()
+    # Sent messages are not retried; unknown ids and non-ids are clear errors.
+    assert main(["mail", "retry", failed["id"]]) == 1
+    assert "Only failed messages" in capsys.readouterr().err
+    assert main(["mail", "retry", "00000000-0000-0000-0000-000000000000"]) == 1
+    assert "No such message" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:
+        main(["mail", "retry", "nope"])
+    assert usage.value.code == 2

@@ -26,8 +26,8 @@ def test_message_is_rendered_into_the_outbox(session: Session, settings: Setting
     assert row.subject == "Test message from store.test"
     assert row.text_body.startswith("This is a test message")
     assert "Hello" not in row.subject
-    assert "http://store.test/account/notifications" in row.text_body
-    assert '<a href="http://store.test/account/notifications">' in row.html_body
+    assert "http://store.test/my/notifications" in row.text_body
+    assert '<a href="http://store.test/my/notifications">' in row.html_body
     assert row.message_id.startswith("<") and row.message_id.endswith("@store.test>")
     assert row.headers == {}
 
@@ -53,7 +53,7 @@ def test_notices_carry_one_click_unsubscribe_and_respect_opt_outs(
     outbox.enqueue(session, settings=settings, template="test", account=account, category="sales")
     [row] = _messages(session)
     url = row.headers["List-Unsubscribe"].strip("<>")
-    assert url.startswith("http://store.test/account/notifications/unsubscribe/")
+    assert url.startswith("http://store.test/mail/unsubscribe/")
     assert row.headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert url in row.text_body and url in row.html_body
     token = url.rsplit("/", 1)[1]
