@@ -11,7 +11,14 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from store import STATIC_DIR, __version__, fastpath, observability, security_headers
+from store import (
+    STATIC_DIR,
+    __version__,
+    fastpath,
+    observability,
+    request_limits,
+    security_headers,
+)
 from store.config import Settings
 from store.db import WriteTurns, make_engine, make_sessionmaker
 from store.http_errors import install_error_handlers
@@ -94,6 +101,7 @@ def create_app(
     app.add_route("/favicon.ico", assets.favicon, methods=["GET"], include_in_schema=False)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     fastpath.install(app)  # /token, probes...: straight to their route, no session
+    request_limits.install(app)  # bodies over their cap: 413 before they are read
     security_headers.install(app)  # CSP, HSTS, frame-ancestors... on every response
     observability.install(app)  # last: its middleware is the outermost
     return app

@@ -54,6 +54,14 @@ class Settings(BaseSettings):
     # believed for rate limits; empty: the socket peer is the client (docs/security.md).
     trusted_proxies: str = ""
 
+    # Request bounds (store.request_limits, store.observability.http_guard; docs/security.md).
+    max_body_bytes: int = Field(
+        default=1024 * 1024, ge=16 * 1024, description="Largest request body most routes read."
+    )
+    header_timeout: float = Field(
+        default=10.0, gt=0, le=300, description="Seconds a client has to send a request's headers."
+    )
+
     # Paging.
     page_size: int = Field(default=24, ge=1, le=100)
 

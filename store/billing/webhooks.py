@@ -44,14 +44,15 @@ class RetryLater(StoreError):
 
 def verify(body: bytes, signature: str | None, *, secret: str, tolerance: int) -> dict[str, Any]:
     """The event in a Stripe webhook request, after checking its signature and age."""
+    # The signature (an HMAC over the raw bytes) first: an unsigned body is never parsed.
+    # (Stripe signs the UTF-8 text; other bytes cannot match a signature, nor parse.)
+    payload = body.decode("utf-8", "replace")
     try:
-        stripe.Webhook.construct_event(body, signature or "", secret, tolerance=tolerance)
+        stripe.WebhookSignature.verify_header(payload, signature or "", secret, tolerance)
     except stripe.SignatureVerificationError as exc:
         message = str(exc.user_message or exc)
         code = "stale_signature" if "tolerance" in message else "bad_signature"
         raise BadEvent(message, code=code) from None
-    except ValueError:
-        raise BadEvent("The body is not a JSON event", code="malformed_event") from None
     try:
         event = json.loads(body)
     except ValueError:

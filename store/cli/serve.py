@@ -100,6 +100,7 @@ def serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         **serving.uvicorn_options(settings, workers=args.workers, log_level=args.log_level),
     )
+    serving.guard_headers(config, settings)
     sock = listen(args.host, args.port, backlog=config.backlog)
     _announce(settings, listen_url)  # only now: the address is ours, connections queue
     run_server(config, sock)

@@ -10,7 +10,7 @@ import tempfile
 from typing import Any
 
 from store.config import Settings
-from store.observability import metrics
+from store.observability import http_guard, metrics
 from store.observability.logging import log_config, resolve_format
 
 
@@ -33,3 +33,11 @@ def uvicorn_options(settings: Settings, *, workers: int | None, log_level: str) 
     log_format = resolve_format(settings.log_format, settings.environment)
     # The store's middleware writes the access log (store.access, with the request id).
     return {"log_config": log_config(log_format, log_level), "access_log": False}
+
+
+def guard_headers(config: Any, settings: Settings) -> None:
+    """Run uvicorn's HTTP protocol with a deadline for request headers
+    (``STORE_HEADER_TIMEOUT``; store.observability.http_guard). The deadline is kept on the
+    Config, which worker processes receive with it."""
+    config.http = http_guard.protocol_path()
+    setattr(config, http_guard.CONFIG_ATTRIBUTE, settings.header_timeout)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -408,3 +409,38 @@ def test_secret_rotation_two_signatures(client: TestClient, billing: Billing) ->
     t, v1 = good.split(",")
     header = f"{t},v1={'0' * 64},{v1}"
     assert post_event(client, body, signature=header).status_code == 200
+
+
+# --- bounded bodies -----------------------------------------------------------------------
+
+
+def test_a_body_over_512_kib_is_refused_before_it_is_read(
+    client: TestClient, billing: Billing
+) -> None:
+    event = make_event("customer.created", {"id": "cus_1", "padding": "x" * (520 * 1024)})
+    r = post_event(client, event)  # correctly signed, but too large
+    assert r.status_code == 413 and r.json()["error"] == "too_large"
+    assert "512 KiB" in r.json()["detail"]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it streams in
+        for _ in range(9):
+            yield b"x" * (64 * 1024)
+
+    r = client.post(
+        "/billing/stripe/webhook", content=chunks(), headers={"Stripe-Signature": "t=1,v1=00"}
+    )
+    assert r.status_code == 413
+    assert client.app.state.sessionmaker().scalar(select(func.count(ProcessedEvent.id))) == 0  # type: ignore[attr-defined]
+
+
+def test_an_unsigned_body_is_refused_for_its_signature_not_its_shape(
+    client: TestClient, billing: Billing
+) -> None:
+    r = post_event(client, "{ not json", signature="t=1,v1=00")
+    assert r.status_code == 400 and r.json()["error"] in ("bad_signature", "stale_signature")
+    r = client.post(
+        "/billing/stripe/webhook",
+        content=b"\xff\xfe not utf-8",
+        headers={"Stripe-Signature": sign("another body")},
+    )
+    assert r.status_code == 400 and r.json()["error"] == "bad_signature"

@@ -1,0 +1,105 @@
+"""A deadline for request headers: a client that does not finish sending a request's
+headers within ``STORE_HEADER_TIMEOUT`` seconds (10 by default) is disconnected.
+
+uvicorn closes idle keep-alive connections, but once a client has sent the first byte of a
+request it waits for the rest of the headers for ever, so a few slow clients ("slowloris")
+could hold every connection slot. These protocol classes (the httptools and h11 ones
+uvicorn would pick, with a timer) are what ``store serve`` runs: the timer starts when a
+connection opens and again when a response is finished (the next request may begin), and
+when it fires while no request's headers are complete, the connection is closed. A request
+whose headers arrived in time is never cut off, however long its body or response take.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+DEFAULT_HEADER_TIMEOUT = 10.0
+CONFIG_ATTRIBUTE = "store_header_timeout"  # set on uvicorn's Config by store serve
+
+
+class _HeaderDeadline:
+    """Mixed into uvicorn's protocol classes (they keep ``cycle``, ``loop``, ``transport``)."""
+
+    cycle: Any
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+    _header_timer: asyncio.TimerHandle | None = None
+    _header_timeout: float = DEFAULT_HEADER_TIMEOUT
+
+    def _arm_header_deadline(self) -> None:
+        self._disarm_header_deadline()
+        self._header_timer = self.loop.call_later(self._header_timeout, self._header_deadline)
+
+    def _disarm_header_deadline(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _header_deadline(self) -> None:
+        self._header_timer = None
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            return  # a request is being served: its headers came in time
+        if not self.transport.is_closing():
+            self.transport.close()
+
+
+def _configure(protocol: _HeaderDeadline, config: Any) -> None:
+    protocol._header_timeout = float(getattr(config, CONFIG_ATTRIBUTE, DEFAULT_HEADER_TIMEOUT))
+
+
+class GuardedH11Protocol(_HeaderDeadline, H11Protocol):
+    def __init__(self, config: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(config, *args, **kwargs)
+        _configure(self, config)
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_header_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_header_deadline()
+        super().connection_lost(exc)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm_header_deadline()
+
+
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # httptools not installed: uvicorn uses h11
+    GuardedHttpToolsProtocol: type[asyncio.Protocol] | None = None
+else:
+
+    class _GuardedHttpTools(_HeaderDeadline, HttpToolsProtocol):
+        def __init__(self, config: Any, *args: Any, **kwargs: Any) -> None:
+            super().__init__(config, *args, **kwargs)
+            _configure(self, config)
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm_header_deadline()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm_header_deadline()
+            super().connection_lost(exc)
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm_header_deadline()
+
+    GuardedHttpToolsProtocol = _GuardedHttpTools
+
+
+def protocol_path() -> str:
+    """The import path of the guarded protocol uvicorn should run (its "auto" choice)."""
+    if GuardedHttpToolsProtocol is not None:
+        return f"{__name__}:GuardedHttpToolsProtocol"
+    return f"{__name__}:GuardedH11Protocol"
