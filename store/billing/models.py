@@ -85,6 +85,13 @@ class Subscription(Base):
     cancel_at_period_end: Mapped[bool] = mapped_column(default=False)
     trial_end: Mapped[datetime | None] = mapped_column(default=None)
     canceled_at: Mapped[datetime | None] = mapped_column(default=None)
+    # The store decided billing must stop (see store.billing.access): "now" or "period_end",
+    # why (END_REASONS), and when. Kept until the gateway agrees, so the sweep can retry.
+    end_requested: Mapped[str | None] = mapped_column(String(16), default=None)
+    end_reason: Mapped[str | None] = mapped_column(String(32), default=None)
+    end_requested_at: Mapped[datetime | None] = mapped_column(default=None)
+    # The customer asked to cancel at period end (lifting the store's decision keeps that).
+    canceled_by_customer: Mapped[bool] = mapped_column(default=False)
     entitlement_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("entitlements.id", ondelete="SET NULL"), default=None
     )
@@ -144,6 +151,8 @@ class Order(Base):
     paid_at: Mapped[datetime | None] = mapped_column(default=None)
     refunded_at: Mapped[datetime | None] = mapped_column(default=None)
     disputed_at: Mapped[datetime | None] = mapped_column(default=None)
+    # open | won | lost; None when the payment was never disputed.
+    dispute_status: Mapped[str | None] = mapped_column(String(16), default=None)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     account: Mapped[Account] = relationship()

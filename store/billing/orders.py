@@ -321,23 +321,6 @@ def apply_refund(session: Session, order: Order, *, refunded_total: int, at: dat
     return True
 
 
-def apply_dispute(session: Session, order: Order, *, at: datetime) -> bool:
-    """A chargeback: access is revoked at once."""
-    if order.disputed_at is not None:
-        return False
-    order.disputed_at = at
-    entitlement = _order_entitlement(session, order)
-    if entitlement is not None:
-        entitlements.revoke(
-            session,
-            entitlement=entitlement,
-            actor=None,
-            reason=f"Payment for order {order.receipt_number or order.id} disputed",
-        )
-    session.flush()
-    return True
-
-
 # --- refunds by an administrator ----------------------------------------------------------
 
 
@@ -373,10 +356,9 @@ def refund(
     session.flush()
     if total is not None:
         apply_refund(session, order, refunded_total=total, at=utcnow())
-    if order.status == "refunded" and order.subscription is not None:
-        from store.billing import subscriptions
+    from store.billing import access
 
-        subscriptions.cancel_now(session, billing, subscription=order.subscription)
+    access.after_refund(session, billing, order)
     session.flush()
     audit.record(
         session,

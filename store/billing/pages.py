@@ -14,7 +14,7 @@ from starlette.responses import Response
 
 from store.accounts import service as accounts
 from store.accounts.models import Account, Membership, Organization
-from store.billing import orders, sales, subscriptions
+from store.billing import access, orders, sales, subscriptions
 from store.billing.gateway import PaymentInput
 from store.billing.models import Order
 from store.billing.runtime import Billing, billing_of
@@ -247,6 +247,7 @@ def my_purchases(request: Request, session: DbSession, account: RequiredAccount)
         {
             "orders": orders.orders_of(session, account),
             "subscriptions": subscriptions.subscriptions_of(session, account),
+            "end_message": access.end_message,
         },
         billing,
     )

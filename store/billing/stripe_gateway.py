@@ -249,6 +249,12 @@ class StripeGateway:
         assert subscription.gateway_ref
         try:
             return _plain(self.v1.subscriptions.cancel(subscription.gateway_ref))
+        except stripe.InvalidRequestError as exc:
+            # Already canceled (another process, the dashboard): the current object says so.
+            current = self.fetch_subscription(subscription.gateway_ref)
+            if current is not None and dig(current, "status") in ("canceled", "incomplete_expired"):
+                return current
+            raise GatewayError(str(exc)) from exc
         except stripe.StripeError as exc:
             raise GatewayError(str(exc)) from exc
 

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from store.accounts.models import Account
+from store.billing import access
 from store.billing import orders as order_service
 from store.billing.gateway import GatewayError, dig, obj_id
 from store.billing.models import Order, Subscription
@@ -133,7 +134,9 @@ def _paid_through(session: Session, entitlement: Entitlement, period_end: dateti
     new_end = period_end if ends_at is None or period_end > ends_at else ends_at
     if new_end != ends_at or entitlement.grace_until is not None:
         entitlements.extend(session, entitlement=entitlement, ends_at=new_end, grace_until=None)
-    if entitlement.status in ("suspended", "expired"):
+    if entitlement.status in ("suspended", "expired") and not access.open_disputes(
+        session, entitlement.id
+    ):
         entitlements.set_status(
             session, entitlement=entitlement, status="active", reason="Payment received"
         )
@@ -378,6 +381,9 @@ def set_cancel_at_period_end(
         raise Conflict("This subscription has ended", code="subscription_ended")
     if sub.status == "incomplete":
         raise Conflict("This subscription has not started", code="subscription_incomplete")
+    if not cancel and access.ended_by_store(sub):
+        raise Conflict(access.end_message(sub), code="subscription_ending")
+    sub.canceled_by_customer = cancel
     if sub.cancel_at_period_end == cancel:
         return sub
     try:
@@ -419,10 +425,11 @@ def expire_due(session: Session, billing: Billing, now: datetime | None = None) 
     a minute per process when billing pages or webhooks are used.
     """
     now = now or utcnow()
-    counts = {"renewed": 0, "suspended": 0, "expired": 0}
+    counts = {"renewed": 0, "ended": 0, "suspended": 0, "expired": 0}
     advance = getattr(billing.gateway, "advance", None)
     if advance is not None:
         counts["renewed"] = advance(session, billing, now)
+    counts["ended"] = access.retry_pending(session, billing)
     rows = session.execute(
         select(Subscription, Entitlement)
         .join(Entitlement, Entitlement.id == Subscription.entitlement_id)

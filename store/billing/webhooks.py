@@ -21,7 +21,7 @@ import stripe
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from store.billing import orders, subscriptions
+from store.billing import access, orders, subscriptions
 from store.billing.gateway import dig, obj_id
 from store.billing.runtime import Billing
 from store.errors import StoreError
@@ -247,16 +247,37 @@ def _charge_refunded(
     if charge.get("refunded") and total == 0:
         total = int(charge.get("amount") or order.total_minor)
     orders.apply_refund(session, order, refunded_total=total, at=at)
+    access.after_refund(session, billing, order)
+
+
+def _order_of_dispute(
+    session: Session, billing: Billing, dispute: dict[str, Any]
+) -> orders.Order | None:
+    charge = dispute.get("charge")
+    target = {
+        "payment_intent": dispute.get("payment_intent") or dig(charge, "payment_intent"),
+        "invoice": dig(charge, "invoice"),
+    }
+    return _order_of_charge(session, billing, target)
 
 
 def _dispute_created(
     session: Session, billing: Billing, dispute: dict[str, Any], at: datetime
 ) -> None:
-    charge = dispute.get("charge")
-    target = {"payment_intent": dispute.get("payment_intent") or dig(charge, "payment_intent")}
-    order = _order_of_charge(session, billing, target)
+    order = _order_of_dispute(session, billing, dispute)
     if order is not None:
-        orders.apply_dispute(session, order, at=at)
+        access.dispute_opened(session, billing, order, at=at)
+
+
+def _dispute_closed(
+    session: Session, billing: Billing, dispute: dict[str, Any], at: datetime
+) -> None:
+    """Stripe's closed statuses: ``lost``; ``won``, and for inquiries ``warning_closed``
+    (no money was taken back) — everything but lost restores access."""
+    order = _order_of_dispute(session, billing, dispute)
+    if order is not None:
+        won = str(dispute.get("status") or "") != "lost"
+        access.dispute_closed(session, billing, order, won=won, at=at)
 
 
 HANDLERS: dict[str, Handler] = {
@@ -274,4 +295,5 @@ HANDLERS: dict[str, Handler] = {
     "invoice.payment_failed": _invoice_failed,
     "charge.refunded": _charge_refunded,
     "charge.dispute.created": _dispute_created,
+    "charge.dispute.closed": _dispute_closed,
 }

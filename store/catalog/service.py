@@ -216,10 +216,12 @@ def set_status(
             raise Conflict("Add at least one active tier before publishing", code="no_tiers")
         if product.published_at is None:
             product.published_at = utcnow()
+    previous = product.status
     product.status = status
     product.status_reason = validation.text(reason, what="Reason", max_len=2000)
     session.flush()
     _access_changed(session, product)
+    _billing_follows(session, product, previous, status)
     audit.record(
         session,
         action=f"product.{status}",
@@ -236,6 +238,15 @@ def _access_changed(session: Session, product: Product) -> None:
     from store.registry import hub
 
     hub.refresh_visibility(session, product.repository)
+
+
+def _billing_follows(session: Session, product: Product, old: str, new: str) -> None:
+    """Subscriptions follow the product's status (store.billing.access): unpublished, they end
+    with the paid period; suspended, at once. The gateway is told now when the request's
+    billing runtime is on the session, otherwise by the next sweep."""
+    from store.billing import access
+
+    access.product_status_changed(session, session.info.get("billing"), product, old, new)
 
 
 def _price_changed(session: Session, tier: Tier) -> None:

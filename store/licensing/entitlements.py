@@ -261,28 +261,32 @@ def access_for(session: Session, account: Account | None, product: Product) -> A
     now = utcnow()
     if accounts.has_role(session, account, product.organization, "viewer"):
         return Access(True, "publisher", "You are a member of the publishing organization.")
-    if product.status != "published":
-        if product.status == "suspended":
-            return Access(False, "product_suspended", f"{product.repository} is suspended.")
-        return Access(False, "no_license", f"{product.repository} is not published.")
-    if product.is_public:
+    if product.status == "suspended":
+        return Access(False, "product_suspended", f"{product.repository} is suspended.")
+    if product.status == "published" and product.is_public:
         return Access(True, "public", f"{product.repository} is free and public.")
     held = _held_by_account(session, account, product) if account is not None else []
     for entitlement in held:
         if entitlement.is_usable(now):
             return Access(True, "entitled", "You hold an active entitlement.", entitlement)
+    if product.status != "published":
+        # Unpublished: only those who already hold access keep it (to the end of what they
+        # paid for); nobody new gets it.
+        return Access(False, "no_license", f"{product.repository} is not published.")
     if held:
         latest = held[0]
         state = latest.effective_status(now)
         messages = {
             "expired": "Your entitlement to {repo} expired.",
             "revoked": "Your entitlement to {repo} was revoked.",
-            "suspended": "Your entitlement to {repo} is suspended (payment past due).",
+            "suspended": "Your entitlement to {repo} is suspended ({why}).",
             "pending": "Your entitlement to {repo} has not started yet.",
         }
         if state in messages:
             code = "no_license" if state == "pending" else state
-            return Access(False, code, messages[state].format(repo=product.repository), latest)
+            why = latest.reason or "payment past due"
+            text = messages[state].format(repo=product.repository, why=why)
+            return Access(False, code, text, latest)
     if account is None:
         return Access(False, "no_license", f"Log in to pull {product.repository}.")
     return Access(False, "no_license", f"You have no license for {product.repository}.")

@@ -12,8 +12,10 @@ Rules:
   with ``push`` (push needs pull on the registry);
 - anyone, anonymous included: pull on public repositories (no product, or a published
   product whose active tiers are all free and marked public);
-- customers: pull on a published product's repository while they (or one of their
-  organisations, or the organisation of the robot token used) hold a usable entitlement;
+- customers: pull on a product's repository while they (or one of their organisations, or
+  the organisation of the robot token used) hold a usable entitlement and the product is
+  published or was unpublished (subscribers keep access to the end of the paid period, and
+  buyers of perpetual licenses keep theirs); never while it is suspended;
 - administrators: pull everywhere; ``registry:catalog:*`` only for administrators and the
   store's own sync credential.
 """
@@ -30,6 +32,8 @@ from sqlalchemy import Connection
 from store.registry.scopes import Scope
 
 PUSHERS = ("editor", "owner")
+# Product statuses under which entitlement holders may pull (not "suspended").
+ENTITLED_STATUSES = ("published", "draft")
 
 
 @dataclass(frozen=True)
@@ -116,12 +120,12 @@ def allowed_repository_actions(principal: Principal, facts: RepoFacts) -> set[st
         allowed.update(("pull", "push"))
     if principal.is_admin or principal.kind == "sync":
         allowed.add("pull")
-    if facts.public or (facts.entitled and facts.product_status == "published"):
+    if facts.public or (facts.entitled and facts.product_status in ENTITLED_STATUSES):
         allowed.add("pull")
     if principal.repositories is not None:
         # A credential limited to some repositories (a license): pull on those while the
-        # product is published, and on public repositories as anyone may; nothing else.
-        covered = facts.name in principal.repositories and facts.product_status == "published"
+        # product is not suspended, and on public repositories as anyone may; nothing else.
+        covered = facts.name in principal.repositories and facts.product_status in ENTITLED_STATUSES
         allowed = {"pull"} if covered or facts.public else set()
     return {a for a in allowed if _token_allows(principal, a)}
 

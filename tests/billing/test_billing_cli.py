@@ -75,4 +75,9 @@ def test_sync_orders_refund_sweep(cli_env: str, capsys: pytest.CaptureFixture[st
     assert run(["billing", "refund", cli_env]) == 1
     assert "cannot be refunded" in capsys.readouterr().err
     assert run(["billing", "sweep", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out) == {"renewed": 0, "suspended": 0, "expired": 0}
+    assert json.loads(capsys.readouterr().out) == {
+        "renewed": 0,
+        "ended": 0,
+        "suspended": 0,
+        "expired": 0,
+    }

@@ -93,7 +93,7 @@ def two_apps(pg_database: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 
 def _wait(proc: subprocess.Popen[bytes], base: str) -> None:
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             err = proc.stderr.read().decode() if proc.stderr else ""

@@ -191,7 +191,7 @@ def test_partial_refund_keeps_access(
     assert session.get(Entitlement, order.entitlement_id).status == "active"  # type: ignore[union-attr]
 
 
-def test_dispute_revokes(
+def test_dispute_suspends(
     client: TestClient, session: Session, billing: Billing, shop: Shop
 ) -> None:
     order = pending_order(session, billing, shop)
@@ -205,8 +205,8 @@ def test_dispute_revokes(
     }
     assert post_event(client, make_event("charge.dispute.created", dispute)).status_code == 200
     order = fresh(session, order)
-    assert order.disputed_at is not None
-    assert session.get(Entitlement, order.entitlement_id).status == "revoked"  # type: ignore[union-attr]
+    assert order.disputed_at is not None and order.dispute_status == "open"
+    assert session.get(Entitlement, order.entitlement_id).status == "suspended"  # type: ignore[union-attr]
 
 
 # --- subscriptions ----------------------------------------------------------------------
@@ -385,7 +385,7 @@ def test_trial_from_events(
     assert ent is not None and ent.source == "trial" and int(ent.ends_at.timestamp()) == trial_end  # type: ignore[union-attr]
 
 
-def test_subscription_dispute_revokes(
+def test_subscription_dispute_suspends(
     client: TestClient, session: Session, billing: Billing, shop: Shop
 ) -> None:
     sub = active_subscription(session, billing, shop)
@@ -393,7 +393,7 @@ def test_subscription_dispute_revokes(
     dispute = {"id": "dp_2", "charge": {"id": "ch_2", "payment_intent": order.payment_ref}}
     post_event(client, make_event("charge.dispute.created", dispute))
     session.expire_all()
-    assert session.get(Entitlement, sub.entitlement_id).status == "revoked"  # type: ignore[union-attr]
+    assert session.get(Entitlement, sub.entitlement_id).status == "suspended"  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("header", ["t=1,v0=abc", "v1=abc"])

@@ -347,6 +347,7 @@ EVENT_TYPES = st.sampled_from(
         "payment_intent.payment_failed",
         "charge.refunded",
         "charge.dispute.created",
+        "charge.dispute.closed",
         "invoice.paid",
         "invoice.payment_failed",
         "customer.subscription.updated",
