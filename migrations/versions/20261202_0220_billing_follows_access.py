@@ -6,7 +6,7 @@
 * billing_orders.dispute_status: open, won or lost.
 
 Revision ID: 0220
-Revises: 0400
+Revises: 0101
 Create Date: 2026-12-02 20:30:00
 """
 
@@ -18,7 +18,7 @@ from alembic import op
 import store.db
 
 revision: str = "0220"
-down_revision: str | Sequence[str] | None = "0400"
+down_revision: str | Sequence[str] | None = "0101"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
