@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from store.accounts import service as accounts
 from store.accounts.models import Account, Organization
+from store.billing.pricing import BillingKind
 from store.catalog import service as catalog
 from store.catalog.models import Product
 from store.db import utcnow
@@ -43,7 +44,7 @@ EMAIL_DOMAIN = "demo.store.example"  # RFC 2606: never a real mailbox
 class DemoTier:
     slug: str
     name: str
-    billing: str  # free | one_time | month | year
+    billing: BillingKind
     amount_minor: int = 0
     currency: str = "usd"
     trial_days: int = 0
@@ -159,7 +160,7 @@ def _community(public: bool = True) -> DemoTier:
     return DemoTier(
         "community",
         "Community",
-        "free",
+        BillingKind.FREE,
         public=public,
         features=("All core features", "Community forum support"),
         description="Free for any use, forever.",
@@ -170,7 +171,7 @@ def _pro(amount: int, trial: int = 14) -> DemoTier:
     return DemoTier(
         "pro",
         "Pro",
-        "month",
+        BillingKind.MONTH,
         amount,
         trial_days=trial,
         features=("Everything in Community", "E-mail support, next business day"),
@@ -182,7 +183,7 @@ def _business(amount: int, seats: int) -> DemoTier:
     return DemoTier(
         "business",
         "Business",
-        "year",
+        BillingKind.YEAR,
         amount,
         seats=seats,
         features=("Everything in Pro", "24/7 support with a 1-hour response", "SSO and audit log"),
@@ -194,7 +195,7 @@ def _perpetual(amount: int) -> DemoTier:
     return DemoTier(
         "perpetual",
         "Perpetual license",
-        "one_time",
+        BillingKind.ONE_TIME,
         amount,
         features=("Use the purchased version forever", "12 months of updates"),
         description="Pay once, keep it.",

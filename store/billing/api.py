@@ -12,17 +12,20 @@ from fastapi.responses import Response
 from store.accounts import service as accounts
 from store.billing import orders, sales, subscriptions
 from store.billing.gateway import PaymentInput
+from store.billing.pricing import MAX_QUANTITY, Buyer, normalize_country, normalize_vat_id
 from store.billing.runtime import Billing, get_billing
 from store.billing.schemas import (
     CheckoutIn,
     CheckoutOut,
     OrderOut,
+    QuoteOut,
     RefundIn,
     SalesRowOut,
     SubscriptionOut,
 )
 from store.catalog import service as catalog
 from store.deps import AdminAccount, CurrentAccount, DbSession
+from store.errors import NotFound
 
 router = APIRouter(prefix="/billing", tags=["billing"])
 BillingDep = Annotated[Billing, Depends(get_billing)]
@@ -49,7 +52,10 @@ def checkout(
     bind(request, session)
     tier = catalog.get_tier(session, body.tier_id)
     org = accounts.get_organization(session, body.org) if body.org else None
-    order = orders.start_checkout(session, billing, account=account, tier=tier, org=org)
+    buyer = Buyer(country=normalize_country(body.country), vat_id=normalize_vat_id(body.vat_id))
+    order = orders.start_checkout(
+        session, billing, account=account, tier=tier, org=org, buyer=buyer
+    )
     session.commit()
     outcome = orders.pay(
         session,
@@ -62,6 +68,42 @@ def checkout(
         next_action="authenticate" if outcome.status == "requires_action" else None,
         client_secret=outcome.client_secret,
         message=outcome.message,
+    )
+
+
+@router.get("/quote", response_model=QuoteOut)
+def get_quote(
+    billing: BillingDep,
+    session: DbSession,
+    tier_id: uuid.UUID,
+    country: str | None = Query(default=None, max_length=2, description="Buyer's ISO country"),
+    vat_id: str | None = Query(default=None, max_length=32, description="Buyer's EU VAT id"),
+    quantity: int = Query(default=1, ge=1, le=MAX_QUANTITY),
+) -> QuoteOut:
+    """What a tier costs this buyer: the amounts the checkout shows and charges."""
+    tier = catalog.get_tier(session, tier_id)
+    if tier.product.status != "published" or not tier.active:
+        raise NotFound("This tier is not available")
+    buyer = Buyer(country=normalize_country(country), vat_id=normalize_vat_id(vat_id))
+    q = billing.quote(tier, buyer, None, quantity)
+    return QuoteOut(
+        tier_id=tier.id,
+        billing=q.kind.value,
+        currency=q.currency,
+        quantity=q.quantity,
+        unit_amount_minor=q.unit_amount_minor,
+        subtotal_minor=q.subtotal_minor,
+        discount_minor=q.discount_minor,
+        tax_minor=q.tax_minor,
+        total_minor=q.total_minor,
+        tax_rate=format(q.tax_rate, "f"),
+        tax_label=q.tax_label,
+        reverse_charge=q.reverse_charge,
+        interval=q.interval.value if q.interval else None,
+        trial_days=q.trial_days,
+        trial_end=q.trial_end,
+        first_charge_at=q.first_charge_at,
+        due_now_minor=q.due_now_minor,
     )
 
 
@@ -112,8 +154,6 @@ def cancel_or_resume(
 ) -> SubscriptionOut:
     """``cancel``: end at the close of the paid period; ``resume``: undo that."""
     if action not in ("cancel", "resume"):
-        from store.errors import NotFound
-
         raise NotFound("Use cancel or resume")
     bind(request, session)
     sub = subscriptions.get_visible_subscription(session, sub_id, account)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from store.billing.pricing import TaxTable, normalize_country
+from store.errors import ValidationFailed
 
 STRIPE_API = "https://api.stripe.com"
 
@@ -33,7 +37,8 @@ class BillingSettings(BaseSettings):
         ge=0,
         validation_alias=AliasChoices("webhook_tolerance", "STORE_WEBHOOK_TOLERANCE"),
     )
-    # Sales tax added on top of tier prices, in basis points (1900 = 19%); 0 = none.
+    # Sales tax added on top of tier prices, in basis points (1900 = 19%); 0 = none. The
+    # default for buyers whose country has no rate of its own in ``tax_rates``.
     tax_rate_bps: int = Field(
         default=0,
         ge=0,
@@ -43,12 +48,39 @@ class BillingSettings(BaseSettings):
     tax_label: str = Field(
         default="Tax", validation_alias=AliasChoices("tax_label", "STORE_BILLING_TAX_LABEL")
     )
+    # Rates per buyer country in percent: "DE=19,FR=20,GB=20" ("*=" sets the default).
+    tax_rates: str = Field(
+        default="", validation_alias=AliasChoices("tax_rates", "STORE_BILLING_TAX_RATES")
+    )
+    # The store's own country: EU business buyers elsewhere in the EU pay no tax (reverse
+    # charge); those in this country do.
+    tax_home_country: str = Field(
+        default="",
+        validation_alias=AliasChoices("tax_home_country", "STORE_BILLING_TAX_HOME_COUNTRY"),
+    )
     # The test gateway's saved cards renew subscriptions when the sweep runs (demo clock).
     sweep_interval_seconds: int = Field(
         default=60,
         ge=0,
         validation_alias=AliasChoices("sweep_interval_seconds", "STORE_BILLING_SWEEP_INTERVAL"),
     )
+
+    @field_validator("tax_rates")
+    @classmethod
+    def _tax_rates(cls, value: str) -> str:
+        try:
+            TaxTable.parse(value)
+        except ValidationFailed as exc:
+            raise ValueError(exc.detail) from None
+        return value
+
+    @field_validator("tax_home_country")
+    @classmethod
+    def _home_country(cls, value: str) -> str:
+        try:
+            return normalize_country(value) or ""
+        except ValidationFailed as exc:
+            raise ValueError(exc.detail) from None
 
     @property
     def stripe_configured(self) -> bool:
@@ -62,6 +94,12 @@ class BillingSettings(BaseSettings):
             return "stripe" if self.stripe_configured else "test"
         return self.gateway
 
-    def tax_for(self, amount_minor: int) -> int:
-        """Tax on an amount, rounded half up to the minor unit."""
-        return (amount_minor * self.tax_rate_bps + 5_000) // 10_000
+    @property
+    def taxes(self) -> TaxTable:
+        """The tax rates as the quote uses them (``store.billing.pricing``)."""
+        return TaxTable.parse(
+            self.tax_rates,
+            default_rate=Decimal(self.tax_rate_bps) / 100,
+            label=self.tax_label,
+            home_country=self.tax_home_country or None,
+        )

@@ -8,10 +8,12 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.sql.expression import false as sa_false
 
 from store.accounts.models import Account, Organization
+from store.billing.pricing import BillingKind, BillingKindType, Interval, IntervalType
 from store.catalog.models import Product, Tier
 from store.db import Base, new_id, utcnow
 
@@ -34,7 +36,7 @@ class TierPrice(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     tier_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tiers.id", ondelete="CASCADE"))
-    billing: Mapped[str] = mapped_column(String(16))  # one_time | month | year
+    billing: Mapped[BillingKind] = mapped_column(BillingKindType())
     amount_minor: Mapped[int] = mapped_column(Integer)
     currency: Mapped[str] = mapped_column(String(3))
     gateway: Mapped[str] = mapped_column(String(16))  # stripe | test
@@ -77,7 +79,18 @@ class Subscription(Base):
     )
     amount_minor: Mapped[int] = mapped_column(Integer)
     currency: Mapped[str] = mapped_column(String(3))
-    interval: Mapped[str] = mapped_column(String(8))  # month | year
+    interval: Mapped[Interval] = mapped_column(IntervalType())
+    # Per period, from the quote: net amount (``amount_minor``, after any discount) and tax.
+    tax_minor: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The trial the buyer was quoted (0: none); the first charge is at its end.
+    trial_days: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    quantity: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    discount_minor: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The rate applied, in percent ("19", "8.875"), and what it was decided from.
+    tax_rate: Mapped[str] = mapped_column(String(12), default="0", server_default="0")
+    tax_country: Mapped[str | None] = mapped_column(String(2), default=None)
+    vat_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    reverse_charge: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
     status: Mapped[str] = mapped_column(String(16), default="incomplete")
     gateway: Mapped[str] = mapped_column(String(16))
     gateway_ref: Mapped[str | None] = mapped_column(String(255), unique=True, default=None)
@@ -131,9 +144,17 @@ class Order(Base):
         ForeignKey("billing_subscriptions.id", ondelete="SET NULL"), default=None, index=True
     )
     kind: Mapped[str] = mapped_column(String(16))  # one_time | subscription
-    # What was charged, copied at purchase time: amount before tax, tax, total = both.
+    # What was charged, copied at purchase time: amount before tax (after any discount), tax,
+    # total = both.
     amount_minor: Mapped[int] = mapped_column(Integer)
     tax_minor: Mapped[int] = mapped_column(Integer, default=0)
+    quantity: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    discount_minor: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The rate applied, in percent ("19", "8.875"), and what it was decided from.
+    tax_rate: Mapped[str] = mapped_column(String(12), default="0", server_default="0")
+    tax_country: Mapped[str | None] = mapped_column(String(2), default=None)
+    vat_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    reverse_charge: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
     currency: Mapped[str] = mapped_column(String(3))
     status: Mapped[str] = mapped_column(String(20), default="pending")
     refunded_minor: Mapped[int] = mapped_column(Integer, default=0)

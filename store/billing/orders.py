@@ -21,6 +21,7 @@ from store.audit import service as audit
 from store.billing.gateway import GatewayError, Outcome, PaymentInput
 from store.billing.models import Order, Subscription
 from store.billing.prices import ensure_price
+from store.billing.pricing import Buyer, CouponTerms, Quote
 from store.billing.runtime import Billing
 from store.catalog.models import Tier
 from store.db import utcnow
@@ -44,6 +45,15 @@ OPEN_SUBSCRIPTION = ("incomplete", "trialing", "active", "past_due")
 # --- checkout -------------------------------------------------------------------------
 
 
+def record_quote(row: Order | Subscription, quote: Quote, buyer: Buyer | None) -> None:
+    """Copy the quote's terms and the buyer's tax details onto an order or subscription."""
+    row.quantity = quote.quantity
+    row.tax_rate = format(quote.tax_rate, "f")
+    row.reverse_charge = quote.reverse_charge
+    row.tax_country = buyer.country if buyer else None
+    row.vat_id = buyer.vat_id if buyer else None
+
+
 def start_checkout(
     session: Session,
     billing: Billing,
@@ -51,8 +61,12 @@ def start_checkout(
     account: Account,
     tier: Tier,
     org: Organization | None = None,
+    buyer: Buyer | None = None,
+    coupon: CouponTerms | None = None,
+    quantity: int = 1,
 ) -> Order:
-    """Create a pending order (and an incomplete subscription for recurring tiers).
+    """Create a pending order (and an incomplete subscription for recurring tiers) for what
+    :func:`store.billing.pricing.quote` says the buyer pays.
 
     The caller commits before calling :func:`pay`, so events that arrive while the gateway is
     still answering find the order.
@@ -68,23 +82,26 @@ def start_checkout(
         raise Conflict(
             "You already subscribe to this tier; see My purchases", code="already_subscribed"
         )
+    quote = billing.quote(tier, buyer, coupon, quantity, utcnow())
     price = ensure_price(session, billing, tier)
-    trial = tier.recurring and tier.trial_days > 0
-    amount = 0 if trial else tier.amount_minor
     subscription = None
-    if tier.recurring:
+    if quote.interval is not None:
         subscription = Subscription(
             account_id=account.id,
             organization_id=org.id if org else None,
             tier_id=tier.id,
             product_id=product.id,
             tier_price_id=price.id,
-            amount_minor=tier.amount_minor,
-            currency=tier.currency,
-            interval=tier.billing,
+            amount_minor=quote.net_minor,
+            tax_minor=quote.tax_minor,
+            discount_minor=quote.discount_minor,
+            currency=quote.currency,
+            interval=quote.interval,
+            trial_days=quote.trial_days,
             status="incomplete",
             gateway=billing.gateway.name,
         )
+        record_quote(subscription, quote, buyer)
         session.add(subscription)
         session.flush()
     order = Order(
@@ -94,13 +111,15 @@ def start_checkout(
         product_id=product.id,
         tier_price_id=price.id,
         subscription_id=subscription.id if subscription else None,
-        kind="subscription" if tier.recurring else "one_time",
-        amount_minor=amount,
-        tax_minor=billing.settings.tax_for(amount),
-        currency=tier.currency,
+        kind="subscription" if quote.recurring else "one_time",
+        amount_minor=quote.due_now_net_minor,
+        tax_minor=quote.due_now_tax_minor,
+        discount_minor=0 if quote.trial else quote.discount_minor,
+        currency=quote.currency,
         status="pending",
         gateway=billing.gateway.name,
     )
+    record_quote(order, quote, buyer)
     session.add(order)
     session.flush()
     return order

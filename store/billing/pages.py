@@ -95,18 +95,13 @@ def _checkout_form(
     error: str = "",
     status: int = 200,
 ) -> Response:
-    trial = tier.recurring and tier.trial_days > 0
-    amount = 0 if trial else tier.amount_minor
     return _page(
         request,
         "billing/checkout.html",
         {
             "tier": tier,
             "product": tier.product,
-            "amount": amount,
-            "tax": billing.settings.tax_for(amount),
-            "tax_label": billing.settings.tax_label,
-            "trial": trial,
+            "quote": billing.quote(tier),
             "orgs": _owned_orgs(session, account),
             "test_cards": TEST_CARDS,
             "error": error,

@@ -6,6 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from store.billing.models import TierPrice
+from store.billing.pricing import BillingKind
 from store.billing.runtime import Billing
 from store.catalog.models import Tier
 from store.db import utcnow
@@ -35,7 +36,7 @@ def current_price(session: Session, tier: Tier, gateway: str) -> TierPrice | Non
 def ensure_price(session: Session, billing: Billing, tier: Tier) -> TierPrice:
     """The tier's current price at the gateway, created (with a new history row) when the
     tier's amount, currency or billing period changed since the last one."""
-    if tier.billing == "free":
+    if tier.is_free:
         raise ValueError("free tiers have no price")
     gateway = billing.gateway
     price = current_price(session, tier, gateway.name)
@@ -62,7 +63,9 @@ def ensure_price(session: Session, billing: Billing, tier: Tier) -> TierPrice:
 def sync_all(session: Session, billing: Billing) -> list[TierPrice]:
     """``store billing sync``: every active paid tier has its current price at the gateway."""
     tiers = session.scalars(
-        select(Tier).where(Tier.active.is_(True), Tier.billing != "free").order_by(Tier.created_at)
+        select(Tier)
+        .where(Tier.active.is_(True), Tier.billing != BillingKind.FREE)
+        .order_by(Tier.created_at)
     )
     return [ensure_price(session, billing, tier) for tier in tiers]
 

@@ -13,7 +13,10 @@ from store.billing.config import BillingSettings
 from store.config import Settings
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from store.billing.gateway import PaymentGateway
+    from store.billing.pricing import Buyer, CouponTerms, Priced, Quote
 
 _lock = threading.Lock()
 
@@ -31,6 +34,19 @@ class Billing:
         """The built-in test gateway is in use (pages say TEST MODE). Stripe test keys
         (``sk_test_``) are shown as a quieter note: see ``gateway.test_mode``."""
         return self.gateway.name == "test"
+
+    def quote(
+        self,
+        tier: Priced,
+        buyer: Buyer | None = None,
+        coupon: CouponTerms | None = None,
+        quantity: int = 1,
+        when: datetime | None = None,
+    ) -> Quote:
+        """``store.billing.pricing.quote`` with this store's tax rates."""
+        from store.billing.pricing import quote
+
+        return quote(tier, buyer, coupon, quantity, when, taxes=self.settings.taxes)
 
     def sweep_due(self) -> bool:
         interval = self.settings.sweep_interval_seconds

@@ -60,6 +60,12 @@ class CheckoutIn(BaseModel):
         default=None, max_length=32, description="Test gateway: one of the test card numbers"
     )
     org: str | None = Field(default=None, description="Buy for this organisation (owners)")
+    country: str | None = Field(
+        default=None, max_length=2, description="Buyer's ISO 3166 country (sets the tax rate)"
+    )
+    vat_id: str | None = Field(
+        default=None, max_length=32, description="Business buyers: EU VAT id (reverse charge)"
+    )
 
 
 class CheckoutOut(BaseModel):
@@ -89,3 +95,27 @@ class SalesRowOut(BaseModel):
     tax_minor: int
     refunded_minor: int
     net_minor: int
+
+
+class QuoteOut(BaseModel):
+    """What a buyer pays for a tier (``store.billing.pricing.quote``)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    tier_id: uuid.UUID
+    billing: str = Field(description="free | one_time | month | year")
+    currency: str
+    quantity: int
+    unit_amount_minor: int
+    subtotal_minor: int
+    discount_minor: int
+    tax_minor: int
+    total_minor: int = Field(description="Per charge: net + tax")
+    tax_rate: str = Field(description="Percent, e.g. 19 or 8.875")
+    tax_label: str
+    reverse_charge: bool
+    interval: str | None = Field(description="month | year for subscriptions")
+    trial_days: int
+    trial_end: datetime | None
+    first_charge_at: datetime = Field(description="When the total is first charged")
+    due_now_minor: int = Field(description="Charged at checkout (0 during a trial)")

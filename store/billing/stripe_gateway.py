@@ -20,6 +20,7 @@ from store.accounts.models import Account
 from store.billing.config import BillingSettings
 from store.billing.gateway import GatewayError, Outcome, PaymentInput, dig, obj_id
 from store.billing.models import GatewayCustomer, Order, Subscription, TierPrice
+from store.billing.pricing import BillingKind
 from store.billing.runtime import Billing
 from store.catalog.models import Tier
 
@@ -30,9 +31,9 @@ def _plain(obj: Any) -> dict[str, Any]:
     return obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
 
 
-def plan_id(tier: Tier) -> str:
+def plan_id(tier: Tier, price: TierPrice) -> str:
     """Deterministic: one plan per tier, period, currency and amount (never mutated)."""
-    return f"store-{tier.id.hex}-{tier.billing}-{tier.amount_minor}{tier.currency}"
+    return f"store-{tier.id.hex}-{price.billing}-{price.amount_minor}{price.currency}"
 
 
 def product_id(tier: Tier) -> str:
@@ -80,17 +81,18 @@ class StripeGateway:
 
     def sync_price(self, session: Session, *, tier: Tier, price: TierPrice) -> str | None:
         pid = self._ensure_product(tier)
-        if tier.billing == "one_time":
+        interval = BillingKind(price.billing).interval
+        if interval is None:
             return None  # PaymentIntents carry the amount; no gateway price is needed
-        plan = plan_id(tier)
+        plan = plan_id(tier, price)
         try:
             self.v1.plans.create(
                 {
                     "id": plan,
                     "product": pid,
-                    "amount": tier.amount_minor,
-                    "currency": tier.currency,
-                    "interval": tier.billing,
+                    "amount": price.amount_minor,
+                    "currency": price.currency,
+                    "interval": interval.value,
                     "metadata": {"tier_id": str(tier.id)},
                 }
             )
@@ -203,8 +205,8 @@ class StripeGateway:
             },
             "expand": ["latest_invoice.payment_intent"],
         }
-        if order.amount_minor == 0 and subscription.tier.trial_days > 0:
-            params["trial_period_days"] = subscription.tier.trial_days
+        if subscription.trial_days > 0:
+            params["trial_period_days"] = subscription.trial_days
         try:
             sub = self.v1.subscriptions.create(cast(Any, params))
         except stripe.CardError as exc:

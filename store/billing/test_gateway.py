@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from store.accounts.models import Account
 from store.billing.gateway import Outcome, PaymentInput
 from store.billing.models import GatewayCustomer, Order, Subscription, TierPrice
+from store.billing.pricing import BillingKind
 from store.billing.runtime import Billing
 from store.catalog.models import Tier
 from store.db import utcnow
@@ -45,27 +46,6 @@ _DECLINED = "Your card was declined."
 
 def normalize_card(value: str | None) -> str:
     return re.sub(r"[\s-]", "", value or "")
-
-
-def add_interval(start: datetime, interval: str, count: int = 1) -> datetime:
-    months = count * (12 if interval == "year" else 1)
-    month0 = start.month - 1 + months
-    year, month = start.year + month0 // 12, month0 % 12 + 1
-    days = [
-        31,
-        29 if year % 4 == 0 and (year % 100 or year % 400 == 0) else 28,
-        31,
-        30,
-        31,
-        30,
-        31,
-        31,
-        30,
-        31,
-        30,
-        31,
-    ][month - 1]
-    return start.replace(year=year, month=month, day=min(start.day, days))
 
 
 def _ref(prefix: str) -> str:
@@ -114,9 +94,10 @@ class TestGateway:
     # --- catalogue ----------------------------------------------------------------------
 
     def sync_price(self, session: Session, *, tier: Tier, price: TierPrice) -> str | None:
-        if tier.billing == "one_time":
+        interval = BillingKind(price.billing).interval
+        if interval is None:
             return None
-        return f"plan_test_{tier.id.hex[:12]}_{tier.billing}_{tier.amount_minor}{tier.currency}"
+        return f"plan_test_{tier.id.hex[:12]}_{interval}_{price.amount_minor}{price.currency}"
 
     # --- one-time payments --------------------------------------------------------------
 
@@ -284,16 +265,13 @@ class TestGateway:
         self, session: Session, billing: Billing, sub: Subscription, order: Order, *, created: bool
     ) -> None:
         now = utcnow()
-        trial_days = sub.tier.trial_days if order.amount_minor == 0 else 0
-        if trial_days:
-            from datetime import timedelta
-
-            end = now + timedelta(days=trial_days)
+        if sub.trial_days:
+            end = now + timedelta(days=sub.trial_days)
             obj = self._sub_obj(
                 sub, status="trialing", trial_end=_ts(end), current_period_end=_ts(end)
             )
         else:
-            end = add_interval(now, sub.interval)
+            end = sub.interval.add(now)
             obj = self._sub_obj(sub, status="active", current_period_end=_ts(end))
         obj["start_date"] = _ts(now)
         kind = "customer.subscription.created" if created else "customer.subscription.updated"
@@ -351,18 +329,17 @@ class TestGateway:
                 )
                 continue
             start = sub.current_period_end
-            end = add_interval(start, sub.interval)
+            end = sub.interval.add(start)
             while end <= now:
-                start, end = end, add_interval(end, sub.interval)
+                start, end = end, sub.interval.add(end)
             self.emit(
                 session,
                 billing,
                 "customer.subscription.updated",
                 self._sub_obj(sub, status="active", current_period_end=_ts(end)),
             )
-            tax = billing.settings.tax_for(sub.amount_minor)
             invoice = self._invoice(
-                sub, _ref("in"), amount=sub.amount_minor, tax=tax, start=start, end=end
+                sub, _ref("in"), amount=sub.amount_minor, tax=sub.tax_minor, start=start, end=end
             )
             self.emit(session, billing, "invoice.paid", invoice)
             renewed += 1

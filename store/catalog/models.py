@@ -19,6 +19,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from store.accounts.models import Organization
+from store.billing.pricing import BillingKind, BillingKindType
 from store.db import Base, StringList, new_id, utcnow
 
 product_categories = Table(
@@ -92,7 +93,7 @@ class Product(Base):
     def is_public(self) -> bool:
         """Anyone, anonymous included, may pull: every active tier is free and public."""
         tiers = self.active_tiers
-        return bool(tiers) and all(t.billing == "free" and t.public for t in tiers)
+        return bool(tiers) and all(t.is_free and t.public for t in tiers)
 
 
 class Tier(Base):
@@ -104,7 +105,7 @@ class Tier(Base):
     slug: Mapped[str] = mapped_column(String(64))
     name: Mapped[str] = mapped_column(String(120))
     description: Mapped[str] = mapped_column(Text, default="")
-    billing: Mapped[str] = mapped_column(String(16))  # free | one_time | month | year
+    billing: Mapped[BillingKind] = mapped_column(BillingKindType())
     amount_minor: Mapped[int] = mapped_column(Integer, default=0)
     currency: Mapped[str] = mapped_column(String(3), default="usd")
     trial_days: Mapped[int] = mapped_column(Integer, default=0)
@@ -123,8 +124,8 @@ class Tier(Base):
 
     @property
     def is_free(self) -> bool:
-        return self.billing == "free"
+        return self.billing == BillingKind.FREE
 
     @property
     def recurring(self) -> bool:
-        return self.billing in ("month", "year")
+        return BillingKind(self.billing).recurring

@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
+from store.billing.pricing import BillingKind
 from store.catalog.markdown import render
 
 
@@ -30,7 +31,7 @@ class TierIn(BaseModel):
     slug: str = Field(max_length=64, examples=["pro"])
     name: str | None = Field(default=None, max_length=120)
     description: str = Field(default="", max_length=2000)
-    billing: Literal["free", "one_time", "month", "year"] = "free"
+    billing: BillingKind = BillingKind.FREE
     amount_minor: int = Field(default=0, ge=0, description="Price in minor units (cents)")
     currency: str = Field(default="usd", min_length=3, max_length=3)
     trial_days: int = Field(default=0, ge=0, le=365)
@@ -43,7 +44,7 @@ class TierIn(BaseModel):
 class TierUpdate(BaseModel):
     name: str | None = Field(default=None, max_length=120)
     description: str | None = Field(default=None, max_length=2000)
-    billing: Literal["free", "one_time", "month", "year"] | None = None
+    billing: BillingKind | None = None
     amount_minor: int | None = Field(default=None, ge=0)
     currency: str | None = Field(default=None, min_length=3, max_length=3)
     trial_days: int | None = Field(default=None, ge=0, le=365)

@@ -14,6 +14,7 @@ from store import validation
 from store.accounts import service as accounts
 from store.accounts.models import Account, Membership, Organization
 from store.audit import service as audit
+from store.billing.pricing import BillingKind
 from store.catalog.models import Category, Product, Tier, product_categories
 from store.db import utcnow
 from store.errors import Conflict, Forbidden, NotFound, ValidationFailed
@@ -23,7 +24,7 @@ log = logging.getLogger("store.catalog")
 
 KINDS = ("image", "plugin")
 STATUSES = ("draft", "published", "suspended")
-BILLINGS = ("free", "one_time", "month", "year")
+BILLINGS = tuple(kind.value for kind in BillingKind)
 PRICINGS = ("free", "paid", "trial")
 BADGES = ("official", "certified", "verified")
 _PLATFORM = re.compile(r"^[a-z0-9]+/[a-z0-9]+(?:/[a-z0-9]+)?$")
@@ -257,7 +258,7 @@ def _price_changed(session: Session, tier: Tier) -> None:
     first checkout or by `store billing sync`.
     """
     billing = session.info.get("billing")
-    if billing is None or tier.billing == "free" or not tier.active:
+    if billing is None or tier.is_free or not tier.active:
         return
     from store.billing import prices
 
@@ -360,9 +361,9 @@ def _product_query(flt: ProductFilter) -> Select[Product]:
         stmt = stmt.where(cast(Product.platforms, Text).contains(f'"{flt.platform}"'))
     active_tier = and_(Tier.product_id == Product.id, Tier.active.is_(True))
     if flt.pricing == "free":
-        stmt = stmt.where(exists().where(active_tier, Tier.billing == "free"))
+        stmt = stmt.where(exists().where(active_tier, Tier.billing == BillingKind.FREE))
     elif flt.pricing == "paid":
-        stmt = stmt.where(exists().where(active_tier, Tier.billing != "free"))
+        stmt = stmt.where(exists().where(active_tier, Tier.billing != BillingKind.FREE))
     elif flt.pricing == "trial":
         stmt = stmt.where(exists().where(active_tier, Tier.trial_days > 0))
     if flt.badge == "official":
@@ -449,9 +450,7 @@ def _apply_tier(tier: Tier, data: dict[str, object]) -> None:
             str(data["description"] or ""), what="Tier description", max_len=2000
         )
     if "billing" in data:
-        if data["billing"] not in BILLINGS:
-            raise ValidationFailed(f"Billing must be one of {', '.join(BILLINGS)}")
-        tier.billing = str(data["billing"])
+        tier.billing = BillingKind.parse(data["billing"])
     if "amount_minor" in data:
         amount = data["amount_minor"]
         if (
@@ -493,7 +492,7 @@ def _apply_tier(tier: Tier, data: dict[str, object]) -> None:
             raise ValidationFailed("Sort order must be a whole number")
         tier.sort_order = order
     # Consistency between billing, price and trial.
-    if tier.billing == "free":
+    if tier.is_free:
         if tier.amount_minor:
             raise ValidationFailed("A free tier has no price")
         if tier.trial_days:
@@ -514,10 +513,10 @@ def create_tier(
     slug = validation.registry_component(slug.lower(), what="Tier id", min_len=1, max_len=64)
     if any(t.slug == slug for t in product.tiers):
         raise Conflict(f"{product.repository} already has a tier '{slug}'")
-    data.setdefault("billing", "free")
+    data.setdefault("billing", BillingKind.FREE)
     data.setdefault("name", slug.replace("-", " ").title())
     data.setdefault("sort_order", len(product.tiers))
-    tier = Tier(product=product, slug=slug, billing="free", name="")
+    tier = Tier(product=product, slug=slug, billing=BillingKind.FREE, name="")
     _apply_tier(tier, data)
     session.add(tier)
     session.flush()

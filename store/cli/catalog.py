@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from store.accounts import service as accounts
+from store.billing.pricing import BillingKind
 from store.catalog import service as catalog
 from store.catalog.models import Product
 from store.cli._common import (
@@ -387,7 +388,7 @@ def _tiers_list(args: argparse.Namespace) -> int:
 @command
 def _tiers_create(args: argparse.Namespace) -> int:
     """Add a tier: free, one_time, month or year billing, with a price for paid tiers."""
-    if args.billing != "free" and args.price is None:
+    if args.billing != BillingKind.FREE and args.price is None:
         usage_error(args, "a paid tier needs --price")
     currency = args.currency.strip().lower()
     fields = _tier_fields(args, currency)

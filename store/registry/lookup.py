@@ -44,6 +44,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, Engine
 
+from store.billing.pricing import BillingKind
 from store.registry.grants import Principal, RepoFacts
 
 log = logging.getLogger("store.registry.lookup")
@@ -55,6 +56,9 @@ PG_POOL_SIZE = 8  # connections per worker process; each query holds one for one
 
 # The statements are assembled once, at import, from the constant fragments below (the only
 # values interpolated are column references and placeholder names, never input).
+
+
+FREE = BillingKind.FREE.value  # raw SQL below names the billing kind by its stored value
 
 
 def _facts_columns(aid: str, oid: str | None) -> str:
@@ -70,7 +74,7 @@ def _facts_columns(aid: str, oid: str | None) -> str:
          WHERE m.organization_id = o.id AND m.account_id = {aid}) AS role,
        p.id AS product_id,
        p.status AS product_status,
-       (SELECT min(CASE WHEN ti.billing = 'free' AND ti.public THEN 1 ELSE 0 END)
+       (SELECT min(CASE WHEN ti.billing = '{FREE}' AND ti.public THEN 1 ELSE 0 END)
           FROM tiers ti WHERE ti.product_id = p.id AND ti.active) AS all_public,
        EXISTS (SELECT 1 FROM entitlements e
                 WHERE e.product_id = p.id AND ({owner})

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from store.accounts.models import Organization
+from store.billing.pricing import BillingKind
 from store.catalog.models import Product, Tier, product_categories
 from store.registry.models import HubRepository
 from store.search import facets
@@ -72,9 +73,9 @@ def _latest(*values: datetime | None) -> datetime | None:
 def _pricing(tiers: list[Any]) -> tuple[list[str], int | None, int | None, str]:
     active = [t for t in tiers if t.active]
     pricing = []
-    if any(t.billing == "free" for t in active):
+    if any(t.billing == BillingKind.FREE for t in active):
         pricing.append("free")
-    paid = [t for t in active if t.billing != "free"]
+    paid = [t for t in active if t.billing != BillingKind.FREE]
     if paid:
         pricing.append("paid")
     if any(t.trial_days > 0 for t in active):
@@ -83,7 +84,7 @@ def _pricing(tiers: list[Any]) -> tuple[list[str], int | None, int | None, str]:
         return pricing, None, None, ""
     currency = paid[0].currency if paid else ""
     amounts = [t.amount_minor for t in paid if t.currency == currency]
-    if any(t.billing == "free" for t in active):
+    if any(t.billing == BillingKind.FREE for t in active):
         amounts.append(0)
     return pricing, min(amounts), max(amounts), currency
 

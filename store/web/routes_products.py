@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from store.accounts import service as accounts
 from store.accounts.models import Account, Organization
+from store.billing.pricing import BillingKind
 from store.catalog import service as catalog
 from store.catalog.models import Product, Tier
 from store.db import utcnow
@@ -139,7 +140,7 @@ def product_page(
             "org": org,
             "is_owner": is_owner,
             "can_edit": accounts.has_role(session, account, org, "editor"),
-            "billings": catalog.BILLINGS,
+            "billings": [(kind.value, kind.choice_label) for kind in BillingKind.choices()],
             "customers": [(e, e.effective_status(now)) for e in held],
             "price_text": forms.price_text,
             "tier_options": [

@@ -13,15 +13,13 @@ from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
 from store import TEMPLATES_DIR, __version__
+from store.billing.pricing import BillingKind
 from store.catalog import money
 from store.catalog.markdown import render as render_markdown
 from store.catalog.models import Tier
 from store.config import Settings
 from store.web import charts
 from store.web.csrf import csrf_field
-
-_BILLING = {"free": "Free", "one_time": "One-time", "month": "Monthly", "year": "Yearly"}
-
 
 # Kept under these names for the templates and existing callers.
 minor_exponent = money.currency_exponent
@@ -30,12 +28,21 @@ format_money = money.format_money
 
 def format_price(tier: Tier) -> str:
     """ "Free", "$49.00 / month", "$490.00 / year" or "$99.00 one-time"."""
-    if tier.billing == "free":
+    kind = BillingKind(tier.billing)
+    if not kind.paid:
         return "Free"
     money = format_money(tier.amount_minor, tier.currency)
-    if tier.billing == "one_time":
+    if kind.interval is None:
         return f"{money} one-time"
-    return f"{money} / {tier.billing}"
+    return f"{money} / {kind.interval}"
+
+
+def _billing_label(value: object) -> str:
+    """ "month" → "Monthly" (unknown values as they are)."""
+    try:
+        return BillingKind(str(value)).label
+    except ValueError:
+        return str(value)
 
 
 def format_date(value: datetime | None) -> str:
@@ -70,7 +77,7 @@ def create_templates() -> Jinja2Templates:
         date=format_date,
         datetime=format_datetime,
         markdown=markdown,
-        billing_label=lambda value: _BILLING.get(value, value),
+        billing_label=_billing_label,
     )
     env.globals.update(
         csrf_field=csrf_field,

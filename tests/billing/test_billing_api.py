@@ -74,3 +74,45 @@ def test_checkout_orders_subscriptions_refund_sales(
     r = client.get(f"/api/v1/billing/sales/{shop.org.slug}?format=csv", headers=publisher)
     assert r.text.startswith("month,product,tier,currency,orders")
     assert client.get(f"/api/v1/billing/sales/{shop.org.slug}", headers=buyer).status_code == 403
+
+
+def test_quote_and_checkout_with_country(
+    client: TestClient, session: Session, billing: Billing, shop: Shop
+) -> None:
+    billing.settings.tax_rates = "DE=19"
+    billing.settings.tax_home_country = "DE"
+    buyer = auth(api_token(session, shop.buyer))
+    r = client.get(
+        "/api/v1/billing/quote",
+        params={"tier_id": str(shop.trial.id), "country": "de", "quantity": 2},
+        headers=buyer,
+    )
+    assert r.status_code == 200, r.text
+    q = r.json()
+    assert (q["subtotal_minor"], q["tax_minor"], q["total_minor"]) == (98000, 18620, 116620)
+    assert (q["interval"], q["trial_days"], q["due_now_minor"], q["tax_rate"]) == (
+        "year",
+        14,
+        0,
+        "19",
+    )
+    r = client.get(
+        "/api/v1/billing/quote",
+        params={"tier_id": str(shop.one_time.id), "country": "FR", "vat_id": "FR 12345678901"},
+        headers=buyer,
+    )
+    assert (r.json()["tax_minor"], r.json()["reverse_charge"]) == (0, True)
+    bad = client.get(
+        "/api/v1/billing/quote",
+        params={"tier_id": str(shop.one_time.id), "country": "Germany"},
+        headers=buyer,
+    )
+    assert bad.status_code == 422
+    r = client.post(
+        "/api/v1/billing/checkout",
+        json={"tier_id": str(shop.one_time.id), "card_number": "4242424242424242", "country": "DE"},
+        headers=buyer,
+    )
+    assert r.status_code == 201, r.text
+    order = r.json()["order"]
+    assert (order["amount_minor"], order["tax_minor"], order["total_minor"]) == (9900, 1881, 11781)

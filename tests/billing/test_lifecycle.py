@@ -5,11 +5,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from store.billing import orders, prices, subscriptions
 from store.billing.gateway import PaymentInput
 from store.billing.models import Order, Subscription
+from store.billing.pricing import Buyer
 from store.billing.runtime import Billing
 from store.billing.test_gateway import CARD_AUTHENTICATE, CARD_DECLINE, CARD_SUCCESS, TestGateway
 from store.db import utcnow
@@ -75,6 +77,53 @@ def test_tax_is_added(session: Session, billing: Billing, shop: Shop) -> None:
     order = buy(session, billing, shop, shop.one_time)
     assert (order.amount_minor, order.tax_minor, order.total_minor) == (9900, 1881, 11781)
     assert order.status == "paid"
+
+
+def test_checkout_records_the_quote(session: Session, billing: Billing, shop: Shop) -> None:
+    billing.settings.tax_rates = "DE=19,FR=20"
+    billing.settings.tax_home_country = "DE"
+    buyer = Buyer(country="FR")
+    expected = billing.quote(shop.monthly, buyer)
+    order = orders.start_checkout(
+        session, billing, account=shop.buyer, tier=shop.monthly, buyer=buyer
+    )
+    orders.pay(session, billing, order=order, payment=PaymentInput(card_number=CARD_SUCCESS))
+    session.refresh(order)
+    sub = order.subscription
+    assert sub is not None
+    assert (order.amount_minor, order.tax_minor, order.total_minor) == (4900, 980, 5880)
+    assert order.total_minor == expected.total_minor
+    assert (order.tax_country, order.tax_rate, order.reverse_charge) == ("FR", "20", False)
+    assert (sub.amount_minor, sub.tax_minor, sub.tax_rate, sub.interval) == (
+        4900,
+        980,
+        "20",
+        "month",
+    )
+    # A renewal charges what the quote said (the test gateway's clock).
+    assert sub.current_period_end is not None
+    subscriptions.expire_due(session, billing, sub.current_period_end + timedelta(seconds=1))
+    renewal = session.scalars(
+        select(Order).where(Order.subscription_id == sub.id, Order.id != order.id)
+    ).one()
+    assert (renewal.amount_minor, renewal.tax_minor) == (4900, 980)
+    # A French business with a VAT id: reverse charge, no tax.
+    business = Buyer(country="FR", vat_id="FR12345678901")
+    one_time = orders.start_checkout(
+        session, billing, account=shop.buyer, tier=shop.one_time, buyer=business
+    )
+    assert (one_time.tax_minor, one_time.reverse_charge, one_time.vat_id) == (
+        0,
+        True,
+        business.vat_id,
+    )
+
+
+def test_trial_checkout_charges_nothing_now(session: Session, billing: Billing, shop: Shop) -> None:
+    order = buy(session, billing, shop, shop.trial)
+    sub = order.subscription
+    assert sub is not None and sub.trial_days == 14 and sub.status == "trialing"
+    assert order.total_minor == 0 and sub.amount_minor == 49000
 
 
 def test_price_history_is_never_mutated(session: Session, billing: Billing, shop: Shop) -> None:

@@ -208,7 +208,8 @@ def test_sync_creates_products_and_plans_once(
     synced = prices.sync_all(session, stripe_billing)
     assert {p.tier_id for p in synced} >= {shop.one_time.id, shop.monthly.id, shop.trial.id}
     v1 = gateway(stripe_billing).v1
-    plan = v1.plans.retrieve(plan_id(shop.monthly))
+    monthly_price = next(p for p in synced if p.tier_id == shop.monthly.id)
+    plan = v1.plans.retrieve(plan_id(shop.monthly, monthly_price))
     assert (plan["amount"], plan["interval"], plan["currency"]) == (4900, "month", "usd")
     assert shop.monthly.gateway_price_ref == plan.id
     again = prices.sync_all(session, stripe_billing)
@@ -264,7 +265,7 @@ def test_new_and_repriced_tiers_get_their_stripe_plan_at_once(
     session.expire_all()
     tier = catalog.get_tier_by_slug(session, shop.product, "crew")
     v1 = gateway(stripe_billing).v1
-    assert tier.gateway_price_ref == plan_id(tier)
+    assert tier.gateway_price_ref == plan_id(tier, prices.price_history(session, tier)[-1])
     assert v1.plans.retrieve(tier.gateway_price_ref)["amount"] == 2900
     first_plan = tier.gateway_price_ref
     repriced = client.patch(

@@ -1,0 +1,479 @@
+"""Prices: the billing kinds of tiers, tax rules, and the one quote every charge comes from.
+
+``quote(tier, buyer, coupon, quantity, when)`` is the only place where an amount a buyer pays
+is computed. Checkout pages and their templates show it, orders and subscriptions copy it,
+both gateways charge it (Stripe: the PaymentIntent amount, or the plan plus the tax rate on
+the subscription) and the sales report adds up what was recorded from it.
+
+Rules:
+- Amounts are integers of the currency's minor unit (0, 2 or 3 decimals: JPY, USD, KWD).
+- subtotal = unit amount * quantity; discount <= subtotal; net = subtotal - discount;
+  tax = net * rate, rounded half up to the minor unit (as Stripe's tax rates round);
+  total = net + tax. Prices are before tax (tax is added on top).
+- The tax rate is the operator's rate for the buyer's country (``TaxTable``), else the default
+  rate. A business buyer in another EU country than the store's, with a VAT id of valid
+  format, pays no tax (reverse charge; the receipt says so).
+- A recurring tier with a trial: nothing is due now; the total is first charged at the trial
+  end (``first_charge_at``), unless the buyer is not eligible for a trial.
+- A coupon (``CouponTerms``) takes a percentage or an amount off the subtotal; its duration
+  (``once``, ``repeating`` for N months, ``forever``) says which charges it covers.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from enum import StrEnum
+from typing import Any, Protocol
+
+from sqlalchemy import String
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+from store.catalog.money import currency_exponent
+from store.errors import ValidationFailed
+
+
+class BillingKind(StrEnum):
+    """How a tier is paid for. The values are what the database and the API carry."""
+
+    FREE = "free"
+    ONE_TIME = "one_time"
+    MONTH = "month"
+    YEAR = "year"
+
+    @property
+    def recurring(self) -> bool:
+        return self in (BillingKind.MONTH, BillingKind.YEAR)
+
+    @property
+    def paid(self) -> bool:
+        return self is not BillingKind.FREE
+
+    @property
+    def interval(self) -> Interval | None:
+        """The renewal interval of a subscription (Stripe's plan ``interval``)."""
+        if self is BillingKind.MONTH:
+            return Interval.MONTH
+        if self is BillingKind.YEAR:
+            return Interval.YEAR
+        return None
+
+    @property
+    def label(self) -> str:
+        return _LABELS[self]
+
+    @property
+    def choice_label(self) -> str:
+        """How a publisher's form names it."""
+        return _CHOICES[self]
+
+    @classmethod
+    def choices(cls) -> tuple[BillingKind, ...]:
+        """In the order forms offer them."""
+        return (cls.FREE, cls.MONTH, cls.YEAR, cls.ONE_TIME)
+
+    @classmethod
+    def parse(cls, value: object) -> BillingKind:
+        try:
+            return cls(str(value))
+        except ValueError:
+            raise ValidationFailed(
+                f"Billing must be one of {', '.join(k.value for k in cls)}", code="bad_billing"
+            ) from None
+
+
+class Interval(StrEnum):
+    """A subscription's renewal interval, named as Stripe names it."""
+
+    MONTH = "month"
+    YEAR = "year"
+
+    def add(self, start: datetime, count: int = 1) -> datetime:
+        """``start`` plus ``count`` intervals; the day is clamped to the month's last day."""
+        months = count * (12 if self is Interval.YEAR else 1)
+        month0 = start.month - 1 + months
+        year, month = start.year + month0 // 12, month0 % 12 + 1
+        leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+        days = (31, 29 if leap else 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)[month - 1]
+        return start.replace(year=year, month=month, day=min(start.day, days))
+
+
+_LABELS = {
+    BillingKind.FREE: "Free",
+    BillingKind.ONE_TIME: "One-time",
+    BillingKind.MONTH: "Monthly",
+    BillingKind.YEAR: "Yearly",
+}
+
+_CHOICES = {
+    BillingKind.FREE: "Free",
+    BillingKind.MONTH: "Monthly subscription",
+    BillingKind.YEAR: "Yearly subscription",
+    BillingKind.ONE_TIME: "One-time purchase",
+}
+
+
+class BillingKindType(TypeDecorator[BillingKind]):
+    """A ``BillingKind`` stored as its string value (the column stays a VARCHAR)."""
+
+    impl = String(16)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else BillingKind(value).value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> BillingKind | None:
+        return None if value is None else BillingKind(value)
+
+
+class IntervalType(TypeDecorator[Interval]):
+    """An ``Interval`` stored as its string value."""
+
+    impl = String(8)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else Interval(value).value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Interval | None:
+        return None if value is None else Interval(value)
+
+
+# --- tax ---------------------------------------------------------------------------------
+
+EU_COUNTRIES = frozenset(
+    "AT BE BG CY CZ DE DK EE ES FI FR GR HR HU IE IT LT LU LV MT NL PL PT RO SE SI SK".split()
+)
+# The shape of each EU VAT id after its country prefix (Greece's prefix is EL).
+_VAT_FORMATS = {
+    "AT": r"U\d{8}",
+    "BE": r"[01]\d{9}",
+    "BG": r"\d{9,10}",
+    "CY": r"\d{8}[A-Z]",
+    "CZ": r"\d{8,10}",
+    "DE": r"\d{9}",
+    "DK": r"\d{8}",
+    "EE": r"\d{9}",
+    "EL": r"\d{9}",
+    "ES": r"[A-Z0-9]\d{7}[A-Z0-9]",
+    "FI": r"\d{8}",
+    "FR": r"[A-HJ-NP-Z0-9]{2}\d{9}",
+    "HR": r"\d{11}",
+    "HU": r"\d{8}",
+    "IE": r"\d[A-Z0-9+*]\d{5}[A-Z]{1,2}",
+    "IT": r"\d{11}",
+    "LT": r"(\d{9}|\d{12})",
+    "LU": r"\d{8}",
+    "LV": r"\d{11}",
+    "MT": r"\d{8}",
+    "NL": r"\d{9}B\d{2}",
+    "PL": r"\d{10}",
+    "PT": r"\d{9}",
+    "RO": r"\d{2,10}",
+    "SE": r"\d{12}",
+    "SI": r"\d{8}",
+    "SK": r"\d{10}",
+}
+_COUNTRY = re.compile(r"^[A-Z]{2}$")
+_RATE_LIMIT = Decimal(100)
+
+
+def normalize_country(value: str | None) -> str | None:
+    """``" de "`` → ``"DE"``; empty → None; anything but two letters is refused."""
+    text = (value or "").strip().upper()
+    if not text:
+        return None
+    if not _COUNTRY.match(text):
+        raise ValidationFailed(
+            "Choose a country (a two-letter ISO code such as DE or US)", code="bad_country"
+        )
+    return text
+
+
+def normalize_vat_id(value: str | None) -> str | None:
+    """Upper case, without spaces, dots and dashes; empty → None."""
+    text = re.sub(r"[\s.\-]", "", value or "").upper()
+    return text or None
+
+
+def vat_id_valid_format(vat_id: str, country: str) -> bool:
+    """Whether an EU VAT id has the format of ``country``'s (not whether it is registered)."""
+    prefix = "EL" if country == "GR" else country
+    pattern = _VAT_FORMATS.get(prefix)
+    if pattern is None or not vat_id.startswith(prefix):
+        return False
+    return re.fullmatch(pattern, vat_id[len(prefix) :]) is not None
+
+
+def parse_rate(value: object) -> Decimal:
+    """A tax rate in percent (``19``, ``8.875``): 0 to 100, at most 4 decimals (as Stripe)."""
+    try:
+        rate = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise ValidationFailed(f"Tax rate {value!r} is not a number", code="bad_tax_rate") from None
+    if (
+        not rate.is_finite()
+        or not 0 <= rate <= _RATE_LIMIT
+        or rate != rate.quantize(Decimal("0.0001"))
+    ):
+        raise ValidationFailed(
+            f"Tax rate {value!r} must be 0 to 100 percent with at most 4 decimals",
+            code="bad_tax_rate",
+        )
+    return rate.normalize() if rate else Decimal(0)
+
+
+@dataclass(frozen=True)
+class TaxTable:
+    """The operator's tax rates: a default, and rates per buyer country (ISO 3166 alpha-2)."""
+
+    default_rate: Decimal = Decimal(0)
+    rates: Mapping[str, Decimal] = field(default_factory=dict)
+    label: str = "Tax"
+    # The store's own country: EU business buyers there pay tax (no reverse charge).
+    home_country: str | None = None
+
+    @property
+    def configured(self) -> bool:
+        """Some buyer pays tax: checkout then asks for the buyer's country."""
+        return self.default_rate > 0 or any(rate > 0 for rate in self.rates.values())
+
+    def rate_for(self, country: str | None) -> Decimal:
+        if country is not None and country in self.rates:
+            return self.rates[country]
+        return self.default_rate
+
+    @classmethod
+    def parse(
+        cls,
+        spec: str,
+        *,
+        default_rate: Decimal = Decimal(0),
+        label: str = "Tax",
+        home_country: str | None = None,
+    ) -> TaxTable:
+        """``"DE=19, FR=20, *=0"``: rates per country; ``*`` is the default."""
+        rates: dict[str, Decimal] = {}
+        for part in filter(None, (p.strip() for p in spec.replace(";", ",").split(","))):
+            key, sep, value = part.partition("=")
+            if not sep:
+                raise ValidationFailed(
+                    f"Tax rate {part!r}: write COUNTRY=PERCENT, such as DE=19", code="bad_tax_rate"
+                )
+            key = key.strip().upper()
+            if key == "*":
+                default_rate = parse_rate(value)
+                continue
+            country = normalize_country(key)
+            assert country is not None
+            rates[country] = parse_rate(value)
+        return cls(
+            default_rate=default_rate,
+            rates=rates,
+            label=label,
+            home_country=normalize_country(home_country),
+        )
+
+
+@dataclass(frozen=True)
+class Buyer:
+    """Who buys, as far as the price is concerned."""
+
+    country: str | None = None
+    vat_id: str | None = None
+    # A trial is offered only to buyers who have not had one for this product.
+    trial_eligible: bool = True
+
+    @property
+    def business(self) -> bool:
+        return self.vat_id is not None
+
+
+@dataclass(frozen=True)
+class TaxDecision:
+    rate: Decimal
+    label: str
+    reverse_charge: bool = False
+
+
+def tax_decision(table: TaxTable, buyer: Buyer) -> TaxDecision:
+    """The rate a buyer pays (see the module docstring for the reverse charge)."""
+    country = buyer.country
+    if (
+        country in EU_COUNTRIES
+        and buyer.vat_id is not None
+        and country != table.home_country
+        and vat_id_valid_format(buyer.vat_id, country)
+    ):
+        return TaxDecision(Decimal(0), table.label, reverse_charge=True)
+    return TaxDecision(table.rate_for(country), table.label)
+
+
+def tax_on(net_minor: int, rate: Decimal) -> int:
+    """Tax on a net amount in minor units, rounded half up to the minor unit."""
+    if net_minor <= 0 or rate <= 0:
+        return 0
+    return int((Decimal(net_minor) * rate / _RATE_LIMIT).quantize(Decimal(1), ROUND_HALF_UP))
+
+
+# --- coupons -----------------------------------------------------------------------------
+
+COUPON_DURATIONS = ("once", "repeating", "forever")
+
+
+@dataclass(frozen=True)
+class CouponTerms:
+    """What a coupon takes off: a percentage, or an amount in one currency.
+
+    Coupons themselves (codes, limits, who may use them) are kept elsewhere; they reach the
+    quote as these terms, so every price shown and charged applies them the same way.
+    """
+
+    code: str
+    percent_off: Decimal | None = None
+    amount_off_minor: int | None = None
+    currency: str | None = None  # of ``amount_off_minor``
+    duration: str = "once"  # once | repeating | forever
+    duration_months: int | None = None  # for repeating
+
+    def discount_minor(self, subtotal_minor: int, currency: str) -> int:
+        """The discount on a subtotal: never negative, never more than the subtotal."""
+        if self.percent_off is not None:
+            off = (Decimal(subtotal_minor) * self.percent_off / _RATE_LIMIT).quantize(
+                Decimal(1), ROUND_HALF_UP
+            )
+            return max(0, min(int(off), subtotal_minor))
+        if self.amount_off_minor is not None:
+            if (self.currency or "").lower() != currency.lower():
+                raise ValidationFailed(
+                    f"Coupon {self.code} is for {str(self.currency).upper()} prices",
+                    code="coupon_currency",
+                )
+            return max(0, min(self.amount_off_minor, subtotal_minor))
+        return 0
+
+
+# --- the quote ---------------------------------------------------------------------------
+
+
+class Priced(Protocol):
+    """What the quote needs of a tier (``store.catalog.models.Tier`` has it)."""
+
+    @property
+    def billing(self) -> BillingKind | str: ...
+    @property
+    def amount_minor(self) -> int: ...
+    @property
+    def currency(self) -> str: ...
+    @property
+    def trial_days(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class Quote:
+    """What a buyer pays for a tier: per charge, and when the first charge happens."""
+
+    kind: BillingKind
+    currency: str
+    quantity: int
+    unit_amount_minor: int
+    subtotal_minor: int
+    discount_minor: int
+    tax_minor: int
+    total_minor: int
+    tax_rate: Decimal
+    tax_label: str
+    reverse_charge: bool
+    interval: Interval | None
+    trial_days: int
+    trial_end: datetime | None
+    first_charge_at: datetime
+    coupon: CouponTerms | None = None
+
+    @property
+    def net_minor(self) -> int:
+        """What the seller earns per charge before tax: subtotal less discount."""
+        return self.subtotal_minor - self.discount_minor
+
+    @property
+    def trial(self) -> bool:
+        return self.trial_end is not None
+
+    @property
+    def due_now_minor(self) -> int:
+        """Charged at checkout: the total, or nothing while a trial runs."""
+        return 0 if self.trial else self.total_minor
+
+    @property
+    def due_now_tax_minor(self) -> int:
+        return 0 if self.trial else self.tax_minor
+
+    @property
+    def due_now_net_minor(self) -> int:
+        return 0 if self.trial else self.net_minor
+
+    @property
+    def recurring(self) -> bool:
+        return self.interval is not None
+
+    @property
+    def exponent(self) -> int:
+        return currency_exponent(self.currency)
+
+
+MAX_QUANTITY = 1_000_000
+
+
+def quote(
+    tier: Priced,
+    buyer: Buyer | None = None,
+    coupon: CouponTerms | None = None,
+    quantity: int = 1,
+    when: datetime | None = None,
+    *,
+    taxes: TaxTable | None = None,
+) -> Quote:
+    """The price of ``quantity`` units of a paid tier for ``buyer`` at ``when`` (see module)."""
+    kind = BillingKind(tier.billing)
+    if not kind.paid:
+        raise ValidationFailed("This tier is free: use its Get button", code="tier_is_free")
+    if (
+        isinstance(quantity, bool)
+        or not isinstance(quantity, int)
+        or not 1 <= quantity <= (MAX_QUANTITY)
+    ):
+        raise ValidationFailed(
+            f"The quantity must be a whole number from 1 to {MAX_QUANTITY}", code="bad_quantity"
+        )
+    buyer = buyer or Buyer()
+    taxes = taxes or TaxTable()
+    when = when or datetime.now(UTC)
+    currency = tier.currency.lower()
+    subtotal = tier.amount_minor * quantity
+    discount = coupon.discount_minor(subtotal, currency) if coupon is not None else 0
+    decision = tax_decision(taxes, buyer)
+    tax = tax_on(subtotal - discount, decision.rate)
+    trial_days = tier.trial_days if kind.recurring and buyer.trial_eligible else 0
+    trial_end = when + timedelta(days=trial_days) if trial_days > 0 else None
+    return Quote(
+        kind=kind,
+        currency=currency,
+        quantity=quantity,
+        unit_amount_minor=tier.amount_minor,
+        subtotal_minor=subtotal,
+        discount_minor=discount,
+        tax_minor=tax,
+        total_minor=subtotal - discount + tax,
+        tax_rate=decision.rate,
+        tax_label=decision.label,
+        reverse_charge=decision.reverse_charge,
+        interval=kind.interval,
+        trial_days=trial_days if trial_end else 0,
+        trial_end=trial_end,
+        first_charge_at=trial_end or when,
+        coupon=coupon,
+    )
