@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     # notifications; default the public URL (docs/deploy.md).
     registry_notify_url: str | None = None
 
+    # Licenses: the issuer id licenses carry (default: derived from the secret key).
+    license_issuer_id: str | None = Field(default=None, min_length=1, max_length=100)
+
     # Operations (store/observability; docs/operations.md).
     allow_http: bool = Field(default=False, description="Production without TLS (no https).")
     log_format: Literal["auto", "json", "text"] = "auto"
@@ -135,6 +138,23 @@ class Settings(BaseSettings):
         """Where the registry posts its notifications."""
         base = (self.registry_notify_url or self.public_url).rstrip("/")
         return base if base.endswith("/registry/events") else f"{base}/registry/events"
+
+    @cached_property
+    def resolved_license_issuer_id(self) -> str:
+        """The stable id licenses and revocation lists name their issuer by (claim ``isid``):
+        it survives a change of public URL. Derived from the store's secret (which the
+        signing keys are encrypted under, so it changes with them or not at all), unless
+        set."""
+        if self.license_issuer_id:
+            return self.license_issuer_id
+        import hashlib
+        import hmac
+        import uuid
+
+        digest = hmac.new(
+            self.resolved_secret_key.encode(), b"license-issuer-id", hashlib.sha256
+        ).digest()
+        return str(uuid.UUID(bytes=digest[:16], version=4))
 
     @cached_property
     def resolved_notify_secret(self) -> str:

@@ -1,9 +1,11 @@
 """`store license verify|show|issue|keys|pem`: license documents, offline and on the store.
 
-``verify`` needs no database: it checks a .lic file (or a bare token) against a JWKS and,
-optionally, a signed revocation list, each read from a file or fetched over http(s). Exit
-codes: 0 the license is valid, 1 it is not (the verdict and reason are printed), 2 no verdict
-(usage error, unreadable file or key set, untrusted revocation list).
+``verify`` needs no database: it checks a .lic file (or a bare token) against a JWKS given
+with --jwks, or the pinned keys of its issuer in a trust file (``trust``; --trust or
+$STORE_LICENSE_TRUST), and optionally a signed revocation list, each read from a file or
+fetched over http(s). Exit codes: 0 the license is valid, 1 it is not (the verdict and reason
+are printed), 2 no verdict (usage error, no trusted keys, unreadable file or key set,
+untrusted revocation list).
 The other commands are for operators of the store and use its database.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import urllib.request
 from collections.abc import Iterator
@@ -37,7 +40,8 @@ from store.cli._common import (
 from store.config import Settings
 from store.db import make_sessionmaker, session_scope
 from store.keys.service import KeyRing
-from store.licensing import verify
+from store.licensing import trust, verify
+from store.licensing.trust import TRUST_ENV
 
 FETCH_TIMEOUT = 15
 MAX_FETCH_BYTES = 8 * 1024 * 1024
@@ -66,8 +70,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument(
         "--jwks",
         metavar="FILE|URL",
-        help="the store's public keys (<store>/.well-known/jwks.json); default: fetched from "
-        "the issuer named in the license itself, which proves less",
+        help="the store's public keys (<store>/.well-known/jwks.json); without it, the keys "
+        "of the license's issuer in the trust file (--trust), or exit 2 untrusted",
+    )
+    p.add_argument(
+        "--trust",
+        metavar="FILE",
+        help="trust file of issuers and their pinned keys (see 'store license trust'); "
+        f"default: ${TRUST_ENV}",
     )
     p.add_argument(
         "--crl",
@@ -131,6 +141,24 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.set_defaults(func=_keys, _parser=p, pem=True, jwks=False, json=False)
 
+    p = sub.add_parser(
+        "trust",
+        help="add an issuer's public keys to a trust file (for verify)",
+        description=(
+            "Pin an issuer's public keys in a trust file, which 'verify' then uses for that "
+            "issuer's licenses without --jwks. SOURCE is the issuer's JWKS: "
+            "<store>/.well-known/jwks.json, or the output of 'store license keys --jwks'. "
+            "An entry of the same issuer id is replaced."
+        ),
+    )
+    p.add_argument("source", metavar="SOURCE", help="the issuer's JWKS: a file, URL or '-'")
+    p.add_argument(
+        "--trust",
+        metavar="FILE",
+        help=f"the trust file to write (created if missing); default: ${TRUST_ENV}",
+    )
+    p.set_defaults(func=_trust, _parser=p)
+
 
 # --- verify (offline) ---------------------------------------------------------------------
 
@@ -173,15 +201,48 @@ def _crl_token(text: str) -> str:
     return stripped
 
 
-def _issuer_jwks_url(token: str) -> str:
+class Untrusted(CommandError):
+    """No key the user trusts can vouch for the license (exit 2, "untrusted: ...")."""
+
+
+def _unverified_claims(token: str) -> dict[str, Any]:
     try:
         claims = json.loads(verify._b64decode(token.split(".")[1]))
-        issuer = claims["iss"]
-    except (ValueError, KeyError, IndexError, TypeError):
-        raise CommandError("the license names no issuer; give --jwks") from None
-    if not isinstance(issuer, str) or not issuer.startswith(("http://", "https://")):
-        raise CommandError("the license's issuer is not an http(s) address; give --jwks")
-    return issuer.rstrip("/") + "/.well-known/jwks.json"
+    except (ValueError, IndexError):
+        return {}
+    return claims if isinstance(claims, dict) else {}
+
+
+def _kid_of(token: str) -> str | None:
+    try:
+        header = json.loads(verify._b64decode(token.split(".")[0]))
+    except (ValueError, IndexError):
+        return None
+    kid = header.get("kid") if isinstance(header, dict) else None
+    return kid if isinstance(kid, str) else None
+
+
+def _trusted_keys(args: argparse.Namespace, token: str) -> dict[str, Any]:
+    """The pinned keys of the license's issuer from the trust file. The license names its
+    issuer, but only keys the user chose to trust can vouch for it: never the keys the
+    license's own issuer URL would serve."""
+    path = args.trust or os.environ.get(TRUST_ENV)
+    if not path:
+        raise Untrusted(
+            f"untrusted: no trusted keys given (--jwks, or --trust FILE / ${TRUST_ENV})"
+        )
+    try:
+        issuers = trust.load(path)
+    except trust.TrustFileError as exc:
+        raise CommandError(str(exc)) from None
+    claims = _unverified_claims(token)
+    entry = trust.find(
+        issuers, issuer_id=claims.get("isid"), issuer=claims.get("iss"), kid=_kid_of(token)
+    )
+    if entry is None:
+        named = claims.get("isid") or claims.get("iss") or "an unnamed issuer"
+        raise Untrusted(f"untrusted: the issuer {named} is not in the trust file {path}")
+    return entry
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -189,6 +250,9 @@ def _verify(args: argparse.Namespace) -> int:
     # (unreadable input, untrusted revocation list) is 2, like a usage error.
     try:
         return _verify_license(args)
+    except Untrusted as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
     except CommandError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -199,17 +263,12 @@ def _verify_license(args: argparse.Namespace) -> int:
         token = verify.extract_token(_read_source(args.file, "license"))
     except ValueError:
         raise CommandError(f"{args.file} holds no license token") from None
-    jwks_source = args.jwks
-    if jwks_source is None:
-        jwks_source = _issuer_jwks_url(token)
-        print(
-            f"warning: no --jwks given; using the keys of the issuer the license names "
-            f"({jwks_source})",
-            file=sys.stderr,
-        )
-    jwks = _load_json(_read_source(jwks_source, "keys"), "the key set")
-    if not isinstance(jwks, dict | list):
-        raise CommandError("the key set is not a JWKS")
+    if args.jwks is not None:
+        jwks = _load_json(_read_source(args.jwks, "keys"), "the key set")
+        if not isinstance(jwks, dict | list):
+            raise CommandError("the key set is not a JWKS")
+    else:
+        jwks = _trusted_keys(args, token)
     verifier = verify.Verifier(jwks, issuer=args.issuer)
     now = (args.at or datetime.now(UTC)).timestamp()
     crl = None
@@ -226,6 +285,28 @@ def _verify_license(args: argparse.Namespace) -> int:
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return 0 if result.valid else 1
+
+
+def _trust(args: argparse.Namespace) -> int:
+    path = args.trust or os.environ.get(TRUST_ENV)
+    if not path:
+        usage_error(args, f"give --trust FILE or set ${TRUST_ENV}")
+        return 2
+    try:
+        jwks = _load_json(_read_source(args.source, "keys"), "the key set")
+        if not isinstance(jwks, dict):
+            raise CommandError("the key set is not a JWKS document")
+        verify.Verifier(jwks)  # the keys must load
+        entry, replaced = trust.add(path, jwks)
+    except (CommandError, trust.TrustFileError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    name = entry.get("issuer") or entry.get("issuer_id")
+    print(
+        f"{'replaced' if replaced else 'trusted'} {name} "
+        f"(issuer id {entry.get('issuer_id') or '-'}): {len(entry['keys'])} key(s) in {path}"
+    )
+    return 0
 
 
 def _when(ts: int | None) -> str | None:
@@ -249,6 +330,7 @@ def _report(result: verify.VerificationResult, crl: verify.RevocationList | None
         report.update(
             license_id=claims.get("lid"),
             issuer=claims.get("iss"),
+            issuer_id=claims.get("isid"),
             licensee=claims.get("sub"),
             product=claims.get("product"),
             tier=claims.get("tier"),

@@ -140,8 +140,13 @@ def resolve_license(
         code = _VERDICT_CODES.get(result.verdict, "bad_license")
         raise _reject(f"The license is not accepted: {result.reason}", code)
     claims = result.claims
-    if claims["iss"] != settings.public_url:
-        raise _reject(f"The license was issued by {claims['iss']}, not this store", "bad_license")
+    # The issuer id survives a change of public URL; licenses without one name the URL.
+    isid = claims.get("isid")
+    if isid != settings.resolved_license_issuer_id and (
+        isid is not None or claims["iss"] != settings.public_url
+    ):
+        issuer = isid or claims["iss"]
+        raise _reject(f"The license was issued by {issuer}, not this store", "bad_license")
     if username != LICENSE_USERNAME and username.lower() != claims["lid"].lower():
         raise _reject("The username must be 'license' or the license id", "bad_license")
     try:

@@ -16,6 +16,8 @@ does not apply is omitted, never renamed)::
     exp          end of the entitlement (omitted: perpetual)
     grace_until  end of the grace period (omitted: none)
     ent          entitlement id
+    isid         the issuer's stable id (STORE_LICENSE_ISSUER_ID; the same after a change of
+                 public URL, which changes iss); revocation lists carry it too
 
 Old documents are never changed: a renewal or any other change of terms issues a new one,
 and older ones stay valid until their own ``exp`` unless the entitlement is revoked.
@@ -75,7 +77,12 @@ def _licensee(entitlement: Entitlement) -> dict[str, Any]:
 
 
 def license_payload(
-    entitlement: Entitlement, *, license_id: uuid.UUID, issuer: str, now: datetime
+    entitlement: Entitlement,
+    *,
+    license_id: uuid.UUID,
+    issuer: str,
+    now: datetime,
+    issuer_id: str = "",
 ) -> dict[str, Any]:
     """The version 1 payload for ``entitlement`` (see the module docstring for the fields).
 
@@ -105,6 +112,8 @@ def license_payload(
     if grace_until is not None:
         payload["grace_until"] = int(grace_until.timestamp())
     payload["ent"] = entitlement.id
+    if issuer_id:
+        payload["isid"] = issuer_id
     return payload
 
 
@@ -184,7 +193,11 @@ def issue_license(
     key = signing_key(session, keyring, settings)
     license_id = uuid.uuid4()
     payload = license_payload(
-        entitlement, license_id=license_id, issuer=settings.public_url, now=now
+        entitlement,
+        license_id=license_id,
+        issuer=settings.public_url,
+        now=now,
+        issuer_id=settings.resolved_license_issuer_id,
     )
     document = License(
         id=license_id,
@@ -319,7 +332,13 @@ def jwks(session: Session, keyring: KeyRing, settings: Settings) -> dict[str, An
     for key in keys.trusted_keys(session, "license"):
         jwk = crypto.public_jwk(crypto.load_public_pem(key.public_pem))
         entries.append({**jwk, "kid": key.kid, "alg": key.alg, "use": "sig"})
-    return {"keys": entries}
+    # Extra JWKS members (RFC 7517 §5) naming the issuer, so that the document is all a
+    # verifier's trust file needs (store license trust add).
+    return {
+        "issuer": settings.public_url,
+        "issuer_id": settings.resolved_license_issuer_id,
+        "keys": entries,
+    }
 
 
 def public_keys(session: Session, keyring: KeyRing, settings: Settings) -> list[dict[str, Any]]:
@@ -387,6 +406,7 @@ def revocation_list(
     claims = {
         "v": 1,
         "iss": settings.public_url,
+        "isid": settings.resolved_license_issuer_id,
         "iat": _ts(now),
         "next_update": _ts(now + REVOCATIONS_VALIDITY),
         "revoked": [str(lid) for lid in revoked],

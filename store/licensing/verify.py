@@ -27,7 +27,10 @@ or cached with the product)::
 period has not: keep working and tell the user to renew).
 
 Revocation list policy: the list is itself a JWS signed by a key of the same JWKS, with
-``iss``, ``iat``, ``next_update`` and ``revoked`` (license ids). A list that is past its
+``iss``, ``isid``, ``iat``, ``next_update`` and ``revoked`` (license ids). A list applies to
+a license of the same issuer: the same stable issuer id (``isid``, which a store keeps when
+its public URL changes; a license without one takes the ``issuer_id`` its JWKS names), else
+the same ``iss``. A list that is past its
 ``next_update`` is still applied (it holds every revocation up to its ``iat``) and the result
 carries a warning; a list more than ``max_revocation_staleness`` seconds (default 7 days)
 past ``next_update``, or one whose signature does not verify, raises
@@ -124,6 +127,12 @@ class RevocationList:
     def is_stale(self, now: float) -> bool:
         return now > self.next_update
 
+    @property
+    def issuer_id(self) -> str | None:
+        """The issuer's stable id (``isid``), which survives a change of its public URL."""
+        value = self.claims.get("isid")
+        return value if isinstance(value, str) else None
+
 
 # --- encoding helpers ---------------------------------------------------------------------
 
@@ -215,12 +224,16 @@ class Verifier:
         jwks: Mapping[str, Any] | Iterable[Mapping[str, Any]],
         *,
         issuer: str | None = None,
+        issuer_id: str | None = None,
         leeway: int = DEFAULT_LEEWAY,
         max_revocation_staleness: int = DEFAULT_MAX_STALENESS,
         cache_size: int = 0,
     ) -> None:
         self.keys = _load_keys(jwks)
         self.issuer = issuer
+        # The store's JWKS names its issuer id: every key in it speaks for that issuer.
+        named = jwks.get("issuer_id") if isinstance(jwks, Mapping) else None
+        self.issuer_id = issuer_id or (named if isinstance(named, str) and named else None)
         self.leeway = leeway
         self.max_revocation_staleness = max_revocation_staleness
         self._revocations: dict[str, RevocationList] = {}
@@ -310,6 +323,7 @@ class Verifier:
                 or not _is_int(iat)
                 or not _is_int(nxt)
                 or not isinstance(claims.get("iss"), str)
+                or not isinstance(claims.get("isid", ""), str)
             ):
                 raise RevocationListError("revocation list rejected: malformed payload")
             cached = RevocationList(
@@ -330,6 +344,15 @@ class Verifier:
                 "fetch a fresh one"
             )
         return cached
+
+    def _same_issuer(self, crl: RevocationList, claims: Mapping[str, Any]) -> bool:
+        """Whether a revocation list speaks for the license's issuer: by the stable issuer
+        id when both are known (a license from before a change of public URL still meets
+        the lists of the new one), else by the issuer URL."""
+        license_isid, crl_isid = _issuer_of(self, claims), _issuer_of(self, crl.claims)
+        if license_isid is not None and crl_isid is not None:
+            return license_isid == crl_isid
+        return crl.issuer == claims["iss"]
 
     # -- licenses --
 
@@ -366,8 +389,13 @@ class Verifier:
         if problem:
             return VerificationResult(VERDICT_MALFORMED, problem, kid=kid)
         warnings: list[str] = []
+        isid = claims.get("isid") if isinstance(claims.get("isid"), str) else None
+        if isid is not None and self.issuer_id is not None and isid != self.issuer_id:
+            return VerificationResult(
+                VERDICT_MALFORMED, f"issuer id {isid!r} is not {self.issuer_id!r}", kid=kid
+            )
         if crl is not None:
-            if crl.issuer != claims["iss"]:
+            if not self._same_issuer(crl, claims):
                 warnings.append(f"the revocation list is from {crl.issuer}, not {claims['iss']}")
             else:
                 if crl.is_stale(now):
@@ -384,6 +412,11 @@ class Verifier:
                         tuple(warnings),
                     )
         return _time_verdict(claims, kid, now, self.leeway, tuple(warnings))
+
+
+def _issuer_of(verifier: Verifier, claims: Mapping[str, Any]) -> str | None:
+    isid = claims.get("isid")
+    return isid if isinstance(isid, str) else verifier.issuer_id
 
 
 def _is_int(value: Any) -> TypeGuard[int]:
@@ -403,6 +436,8 @@ def _claims_problem(claims: dict[str, Any]) -> str | None:
         return f"unknown payload version {claims['v']!r}"
     if not isinstance(claims["lid"], str) or not isinstance(claims["iss"], str):
         return "lid and iss must be strings"
+    if "isid" in claims and not isinstance(claims["isid"], str):
+        return "isid must be a string"
     for name in ("iat", "nbf", "exp", "grace_until"):
         if name in claims and not _is_int(claims[name]):
             return f"{name} must be an integer timestamp"

@@ -148,10 +148,26 @@ def test_license_of_another_issuer_is_refused(
     session: Session, keyring: KeyRing, settings: Settings, issued: License
 ) -> None:
     payload = service.decode_payload(issued.token)
+    payload["isid"] = "elsewhere-issuer"
+    token = service.sign(keyring.signer("license"), payload)
+    with pytest.raises(Unauthorized, match="elsewhere"):
+        resolve(session, keyring, settings, "license", token)
+    # A license without an issuer id names the store by its URL.
+    del payload["isid"]
     payload["iss"] = "https://elsewhere.example"
     token = service.sign(keyring.signer("license"), payload)
     with pytest.raises(Unauthorized, match="elsewhere"):
         resolve(session, keyring, settings, "license", token)
+
+
+def test_license_survives_a_change_of_public_url(
+    session: Session, keyring: KeyRing, settings: Settings, issued: License
+) -> None:
+    """The issuer id stays when the public URL changes: older licenses still log in."""
+    assert service.decode_payload(issued.token)["isid"] == settings.resolved_license_issuer_id
+    moved = settings.model_copy(update={"public_url": "https://new.example"})
+    assert moved.resolved_license_issuer_id == settings.resolved_license_issuer_id
+    assert resolve(session, keyring, moved, "license", issued.token).id == issued.entitlement_id
 
 
 def test_rotated_and_retired_keys(

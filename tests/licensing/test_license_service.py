@@ -31,6 +31,7 @@ PAYLOAD_ORDER = [
     "exp",
     "grace_until",
     "ent",
+    "isid",
 ]
 
 
