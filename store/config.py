@@ -65,6 +65,10 @@ class Settings(BaseSettings):
         default=10.0, gt=0, le=300, description="Seconds a client has to send a request's headers."
     )
 
+    # Administrators and organisation owners must use two-factor sign-in (pages ask them to
+    # set it up before anything else).
+    two_factor_required_for_staff: bool = False
+
     # Paging.
     page_size: int = Field(default=24, ge=1, le=100)
 

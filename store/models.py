@@ -1,7 +1,14 @@
 """Every model, imported in one place so Alembic and the app see the whole schema."""
 
 import store.billing.models  # noqa: F401  (orders, subscriptions, prices)
-from store.accounts.models import AccessToken, Account, Invitation, Membership, Organization
+from store.accounts.models import (
+    AccessToken,
+    Account,
+    Invitation,
+    Membership,
+    Organization,
+    RecoveryCode,
+)
 from store.audit.models import AuditChainHead, AuditEvent
 from store.catalog.models import Category, Product, Tier, product_categories
 from store.db import Base
@@ -41,6 +48,7 @@ __all__ = [
     "PublisherKey",
     "PullCounter",
     "RateLimit",
+    "RecoveryCode",
     "SearchDocument",
     "SigningKey",
     "Tier",

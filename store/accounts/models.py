@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from store.db import Base, StringList, new_id, utcnow
@@ -24,10 +24,30 @@ class Account(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # Bumped on password change: sessions and cached credential checks made before are void.
     password_changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Two-factor sign-in (TOTP, store/accounts/two_factor.py): the shared secret, encrypted
+    # under the store secret; set at enrolment, in force from totp_enabled_at. The last
+    # time step used: a code is accepted once.
+    totp_secret: Mapped[str | None] = mapped_column(String(200), default=None)
+    totp_enabled_at: Mapped[datetime | None] = mapped_column(default=None)
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger, default=None)
 
     memberships: Mapped[list[Membership]] = relationship(
         back_populates="account", cascade="all, delete-orphan"
     )
+
+
+class RecoveryCode(Base):
+    """A single-use two-factor recovery code (SHA-256 of the code; ten per enrolment)."""
+
+    __tablename__ = "recovery_codes"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    account_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    code_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    used_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class Organization(Base):

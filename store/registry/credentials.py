@@ -10,7 +10,8 @@ raises :class:`BadCredentials`. Built in, in order:
 3. access tokens (personal, organisation robot), recognised by prefix + checksum; refresh
    tokens are only taken by the OAuth2 refresh grant (``store.registry.refresh``), which
    checks their source;
-4. username (or e-mail) and password.
+4. username (or e-mail) and password; refused for an account with two-factor sign-in on
+   (its personal access tokens are the way for docker and other CLIs).
 
 Add a kind by inserting a resolver into ``RESOLVERS``. The access-token and password
 resolvers cost one statement each (``store.registry.lookup``), which also reads the facts of
@@ -64,6 +65,11 @@ class BadCredentials(Exception):
 
 class AccountDisabled(BadCredentials):
     pass
+
+
+class TwoFactorRequired(AccountDisabled):
+    """The password was right, but the account signs in with a second factor, which docker
+    cannot send: it logs in with a personal access token instead (not a failed attempt)."""
 
 
 @dataclass
@@ -348,6 +354,11 @@ async def resolve_password(
         raise BadCredentials()
     if not row["cactive"]:
         raise AccountDisabled("this account is disabled")
+    if row["c2fa"]:
+        raise TwoFactorRequired(
+            "this account uses two-factor sign-in: log in with a personal access token "
+            "(create one under Account, Access tokens) instead of the password"
+        )
     if ctx.repository:
         ctx.facts[ctx.repository] = lookup.repo_facts(ctx.repository, row, ctx.db.codec)
     return Principal(

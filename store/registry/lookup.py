@@ -107,7 +107,8 @@ WHERE tk.token_hash = :hash"""
 
 _ACCOUNT_CREDENTIAL = """
 SELECT a.id AS cid, a.username AS cname, a.password_hash AS chash, a.is_active AS cactive,
-       a.is_admin AS cadmin, a.id AS faid
+       a.is_admin AS cadmin, a.id AS faid,
+       CASE WHEN a.totp_enabled_at IS NULL THEN 0 ELSE 1 END AS c2fa
 FROM accounts a
 WHERE a.{column} = :login"""
 

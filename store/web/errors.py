@@ -11,7 +11,7 @@ from starlette.responses import HTMLResponse, Response
 from store.db import read_only_session
 from store.web.auth import current_account
 from store.web.routing import return_path
-from store.web.templating import redirect, render, with_query
+from store.web.templating import flash, redirect, render, with_query
 
 log = logging.getLogger("store.web")
 
@@ -44,6 +44,9 @@ def _load_viewer(request: Request) -> None:
 def render_error(request: Request, status: int, code: str, detail: str) -> Response:
     if status == 401:
         return redirect(with_query("/login", next=return_path(request)))
+    if code == "two_factor_setup_required":
+        flash(request, f"{detail}.", "error")
+        return redirect("/my/two-factor")
     try:
         _load_viewer(request)
         title = TITLES.get(status, "Something went wrong" if status >= 500 else "Request failed")

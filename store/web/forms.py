@@ -25,6 +25,7 @@ _SECRET_FIELDS = frozenset(
         "current_password",
         "new_password",
         "new_password_confirm",
+        "code",
     }
 )
 

@@ -21,6 +21,7 @@ def install(app: FastAPI) -> None:
         routes_catalog,
         routes_products,
         routes_publisher,
+        routes_two_factor,
     )
 
     settings: Settings = app.state.settings
@@ -39,6 +40,7 @@ def install(app: FastAPI) -> None:
     for module in (
         routes_catalog,
         routes_auth,
+        routes_two_factor,
         routes_account,
         routes_publisher,
         routes_products,

@@ -7,6 +7,7 @@ from starlette.responses import Response
 
 from store import ratelimit
 from store.accounts import service as accounts
+from store.accounts import two_factor
 from store.accounts.models import Account
 from store.audit import service as audit
 from store.deps import DbSession
@@ -14,6 +15,7 @@ from store.errors import StoreError
 from store.web import forms
 from store.web.auth import login_session, logout_session
 from store.web.forms import FieldError, Form, FormState
+from store.web.routes_two_factor import start_second_step
 from store.web.routing import Viewer, page_router, safe_next
 from store.web.templating import flash, redirect, render
 
@@ -104,6 +106,9 @@ def login(request: Request, session: DbSession, form: Form) -> Response:
             ),
             wait,
         )
+    if two_factor.enabled(result):
+        # The password was right; the code comes next (store.web.routes_two_factor).
+        return start_second_step(request, result, target)
     audit.sign_in(session, login=name, account=result, via="web")
     login_session(request, result)
     flash(request, f"Logged in as {result.username}.")

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 
+from store.accounts import two_factor
 from store.accounts.models import Account
 from store.deps import DbSession
 from store.errors import Forbidden
@@ -19,8 +20,20 @@ def _viewer(request: Request, session: DbSession) -> Account | None:
     return current_account(request, session)
 
 
+# Where an account that must set up two-factor sign-in may still go.
+_TWO_FACTOR_SETUP = ("/my/two-factor", "/logout")
+
+
 def _required(request: Request, session: DbSession) -> Account:
-    return require_account(request, session)
+    account = require_account(request, session)
+    if not request.url.path.startswith(_TWO_FACTOR_SETUP) and two_factor.required_but_missing(
+        session, request.app.state.settings, account
+    ):
+        raise Forbidden(
+            "Administrators and organization owners must set up two-factor sign-in first",
+            code="two_factor_setup_required",
+        )
+    return account
 
 
 def _admin(account: Annotated[Account, Depends(_required)]) -> Account:

@@ -1,0 +1,237 @@
+"""Two-factor sign-in pages: the code step of logging in, set-up, recovery codes, turning
+it off (logic in store.accounts.two_factor)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from fastapi import Request
+from markupsafe import Markup
+from starlette.datastructures import FormData
+from starlette.responses import Response
+
+from store import ratelimit
+from store.accounts import two_factor
+from store.accounts.models import Account
+from store.audit import service as audit
+from store.deps import DbSession
+from store.errors import StoreError
+from store.web import forms
+from store.web.auth import login_session
+from store.web.forms import Form, FormState
+from store.web.routing import RequiredAccount, page_router, safe_next
+from store.web.templating import flash, redirect, render
+
+router = page_router()
+
+PENDING_KEY = "two_factor_pending"
+PENDING_TTL_S = 300  # the password step is good for five minutes
+
+
+def start_second_step(request: Request, account: Account, target: str) -> Response:
+    """After a right password for an account with two-factor sign-in: remember who (not
+    logged in yet) and ask for the code."""
+    request.session.clear()
+    request.session[PENDING_KEY] = {
+        "id": str(account.id),
+        "stamp": account.password_changed_at.isoformat(),
+        "next": target,
+        "at": int(time.time()),
+    }
+    return redirect("/login/two-factor")
+
+
+def _pending(request: Request, session: DbSession) -> tuple[Account, str] | None:
+    data = request.session.get(PENDING_KEY)
+    if not isinstance(data, dict):
+        return None
+    try:
+        account = session.get(Account, uuid.UUID(str(data.get("id"))))
+        fresh = time.time() - float(data.get("at", 0)) < PENDING_TTL_S
+    except (TypeError, ValueError):
+        return None
+    if (
+        account is None
+        or not fresh
+        or not account.is_active
+        or not two_factor.enabled(account)
+        or account.password_changed_at.isoformat() != data.get("stamp")
+    ):
+        request.session.pop(PENDING_KEY, None)
+        return None
+    return account, safe_next(str(data.get("next") or ""), "")
+
+
+@router.get("/login/two-factor")
+def second_step_page(request: Request, session: DbSession) -> Response:
+    if _pending(request, session) is None:
+        flash(request, "Log in with your password first.", "info")
+        return redirect("/login")
+    return render(request, "auth/two_factor.html", {"form": forms.NO_FORM})
+
+
+@router.post("/login/two-factor")
+def second_step(request: Request, session: DbSession, form: Form) -> Response:
+    """Finish logging in with a code from the app or a recovery code."""
+    pending = _pending(request, session)
+    if pending is None:
+        flash(request, "That log-in expired. Log in with your password again.", "info")
+        return redirect("/login")
+    account, target = pending
+    key = f"2fa:{account.id}"
+    wait = ratelimit.login_wait(session, request, key)
+    result: str | StoreError
+    if wait is not None:
+        result = ratelimit.too_many(wait, "wrong codes")
+    else:
+        settings = request.app.state.settings
+        result = forms.attempt(
+            session,
+            lambda: two_factor.verify(
+                session, settings=settings, account=account, code=forms.text(form, "code")
+            ),
+        )
+        if isinstance(result, StoreError):
+            ratelimit.login_failed(session, request, key)
+    if isinstance(result, StoreError):
+        response = render(
+            request,
+            "auth/two_factor.html",
+            {"form": FormState.failed("two_factor", form, result)},
+            status=forms.error_status(result),
+        )
+        if wait is not None:
+            response.headers["Retry-After"] = str(wait)
+        return response
+    audit.sign_in(session, login=account.username, account=account, via="web")
+    login_session(request, account)
+    if result == "recovery":
+        left = two_factor.recovery_codes_left(session, account)
+        flash(
+            request,
+            f"Logged in as {account.username} with a recovery code; {left} left. "
+            "Make new ones under Two-factor sign-in.",
+            "info",
+        )
+    else:
+        flash(request, f"Logged in as {account.username}.")
+    return redirect(target or "/")
+
+
+# --- set-up and management ------------------------------------------------------------------
+
+
+def _page(
+    request: Request,
+    session: DbSession,
+    account: Account,
+    *,
+    form: FormState = forms.NO_FORM,
+    status: int = 200,
+    enrolment: two_factor.Enrolment | None = None,
+) -> Response:
+    settings = request.app.state.settings
+    if enrolment is None and account.totp_secret and not two_factor.enabled(account):
+        enrolment = two_factor.enrolment(settings, account)
+    return render(
+        request,
+        "account/two_factor.html",
+        {
+            "account": account,
+            "enabled": two_factor.enabled(account),
+            "enrolment": enrolment,
+            # segno's SVG: generated markup of rects and a title, no user input in it.
+            "qr_svg": Markup(enrolment.qr_svg) if enrolment else None,  # noqa: S704
+            "codes_left": two_factor.recovery_codes_left(session, account),
+            "required": two_factor.required_but_missing(session, settings, account),
+            "form": form,
+        },
+        status=status,
+        no_store=True,
+    )
+
+
+@router.get("/my/two-factor")
+def two_factor_page(request: Request, session: DbSession, account: RequiredAccount) -> Response:
+    return _page(request, session, account)
+
+
+@router.post("/my/two-factor/setup")
+def setup(request: Request, session: DbSession, account: RequiredAccount) -> Response:
+    """Make a new secret and show it as a QR code, to be confirmed with a code."""
+    settings = request.app.state.settings
+    result = forms.attempt(
+        session, lambda: two_factor.begin(session, settings=settings, account=account)
+    )
+    if isinstance(result, StoreError):
+        failed = FormState.failed("setup", FormData(), result)
+        return _page(request, session, account, form=failed, status=forms.error_status(result))
+    return _page(request, session, account, enrolment=result)
+
+
+def _codes(request: Request, codes: list[str], message: str) -> Response:
+    return render(
+        request, "account/recovery_codes.html", {"codes": codes, "message": message}, no_store=True
+    )
+
+
+@router.post("/my/two-factor/confirm")
+def confirm(request: Request, session: DbSession, account: RequiredAccount, form: Form) -> Response:
+    settings = request.app.state.settings
+    result = forms.attempt(
+        session,
+        lambda: two_factor.confirm(
+            session, settings=settings, account=account, code=forms.text(form, "code")
+        ),
+    )
+    if isinstance(result, StoreError):
+        failed = FormState.failed("confirm", form, result)
+        return _page(request, session, account, form=failed, status=forms.error_status(result))
+    return _codes(request, result, "Two-factor sign-in is on.")
+
+
+def _with_code(
+    request: Request, session: DbSession, account: Account, form: Form, fname: str, action: str
+) -> list[str] | Response | None:
+    key = f"2fa:{account.id}"
+    wait = ratelimit.login_wait(session, request, key)
+    settings = request.app.state.settings
+    code = forms.text(form, "code")
+
+    def run() -> list[str] | None:
+        if wait is not None:
+            raise ratelimit.too_many(wait, "wrong codes")
+        if action == "disable":
+            two_factor.disable(session, settings=settings, account=account, code=code)
+            return None
+        return two_factor.regenerate_codes(session, settings=settings, account=account, code=code)
+
+    result = forms.attempt(session, run)
+    if isinstance(result, StoreError):
+        if result.code == "bad_two_factor_code":
+            ratelimit.login_failed(session, request, key)
+        failed = FormState.failed(fname, form, result)
+        return _page(request, session, account, form=failed, status=forms.error_status(result))
+    return result
+
+
+@router.post("/my/two-factor/disable")
+def disable(request: Request, session: DbSession, account: RequiredAccount, form: Form) -> Response:
+    """Turn two-factor sign-in off (needs a current code or a recovery code)."""
+    result = _with_code(request, session, account, form, "disable", "disable")
+    if isinstance(result, Response):
+        return result
+    flash(request, "Two-factor sign-in is off.", "info")
+    return redirect("/my/two-factor")
+
+
+@router.post("/my/two-factor/recovery-codes")
+def new_codes(
+    request: Request, session: DbSession, account: RequiredAccount, form: Form
+) -> Response:
+    """Ten new recovery codes; the old ones stop working."""
+    result = _with_code(request, session, account, form, "codes", "codes")
+    if isinstance(result, Response):
+        return result
+    return _codes(request, result or [], "New recovery codes; the old ones no longer work.")

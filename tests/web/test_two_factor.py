@@ -1,0 +1,202 @@
+"""Two-factor sign-in: the service's rules, the pages, and docker login with a password."""
+
+from __future__ import annotations
+
+import base64
+import re
+
+import pyotp
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
+
+from store.accounts import service as accounts
+from store.accounts import two_factor
+from store.accounts.models import Account
+from store.config import Settings
+from store.db import utcnow
+from tests.factories import PASSWORD, make_account, make_org
+from tests.web.helpers import HTML, csrf_of, login, submit
+
+
+def _secret(settings: Settings, account: Account) -> str:
+    return two_factor.enrolment(settings, account).secret
+
+
+def _code(secret: str, shift: int = 0) -> str:
+    totp = pyotp.TOTP(secret)
+    return totp.generate_otp(totp.timecode(utcnow()) + shift)
+
+
+def _enrol(session: Session, settings: Settings, account: Account) -> tuple[str, list[str]]:
+    secret = two_factor.begin(session, settings=settings, account=account).secret
+    codes = two_factor.confirm(session, settings=settings, account=account, code=_code(secret))
+    return secret, codes
+
+
+# --- the service --------------------------------------------------------------------------
+
+
+def test_enrolment_needs_a_code_from_the_new_secret(session: Session, settings: Settings) -> None:
+    account = make_account(session, "enrol")
+    enrolment = two_factor.begin(session, settings=settings, account=account)
+    assert enrolment.uri.startswith("otpauth://totp/store.test:enrol?secret=")
+    assert enrolment.qr_svg.startswith("<svg") and "<path" in enrolment.qr_svg
+    assert enrolment.secret not in (account.totp_secret or "")  # encrypted at rest
+    with pytest.raises(two_factor.BadCode):
+        two_factor.confirm(session, settings=settings, account=account, code="000000")
+    assert not two_factor.enabled(account)
+    codes = two_factor.confirm(
+        session, settings=settings, account=account, code=_code(enrolment.secret)
+    )
+    assert two_factor.enabled(account) and len(codes) == 10 == len(set(codes))
+    assert two_factor.recovery_codes_left(session, account) == 10
+
+
+def test_codes_work_once_and_only_near_now(session: Session, settings: Settings) -> None:
+    account = make_account(session, "codes")
+    secret, recovery = _enrol(session, settings, account)
+    # The confirming code's step is used: the same code again is refused.
+    with pytest.raises(two_factor.BadCode):
+        two_factor.verify(session, settings=settings, account=account, code=_code(secret))
+    assert two_factor.verify(session, settings=settings, account=account, code=_code(secret, 1))
+    for far in (-5, 4):
+        with pytest.raises(two_factor.BadCode):
+            two_factor.verify(session, settings=settings, account=account, code=_code(secret, far))
+    for bad in ("", "12345", "abcdef", "1234567", "x" * 500):
+        with pytest.raises(two_factor.BadCode):
+            two_factor.verify(session, settings=settings, account=account, code=bad)
+    # A recovery code works once, with or without its dash and in any case.
+    code = recovery[0]
+    assert (
+        two_factor.verify(
+            session, settings=settings, account=account, code=code.replace("-", "").upper()
+        )
+        == "recovery"
+    )
+    with pytest.raises(two_factor.BadCode):
+        two_factor.verify(session, settings=settings, account=account, code=code)
+    assert two_factor.recovery_codes_left(session, account) == 9
+    # Codes of one account do nothing for another.
+    other = make_account(session, "other")
+    _enrol(session, settings, other)
+    with pytest.raises(two_factor.BadCode):
+        two_factor.verify(session, settings=settings, account=other, code=recovery[1])
+
+
+def test_disabling_and_new_codes_need_a_code(session: Session, settings: Settings) -> None:
+    account = make_account(session, "off")
+    secret, recovery = _enrol(session, settings, account)
+    with pytest.raises(two_factor.BadCode):
+        two_factor.regenerate_codes(session, settings=settings, account=account, code="111111")
+    fresh = two_factor.regenerate_codes(
+        session, settings=settings, account=account, code=_code(secret, 1)
+    )
+    with pytest.raises(two_factor.BadCode):  # the old codes no longer work
+        two_factor.disable(session, settings=settings, account=account, code=recovery[0])
+    assert two_factor.enabled(account)
+    two_factor.disable(session, settings=settings, account=account, code=fresh[0])
+    assert not two_factor.enabled(account) and account.totp_secret is None
+    assert two_factor.recovery_codes_left(session, account) == 0
+
+
+# --- the pages ----------------------------------------------------------------------------
+
+
+def test_enrol_and_log_in_through_the_pages(
+    client: TestClient, session: Session, settings: Settings
+) -> None:
+    make_account(session, "webby")
+    session.commit()
+    login(client, "webby")
+    page = submit(client, "/my/two-factor", "/my/two-factor/setup", headers=HTML)
+    assert page.status_code == 200 and "<svg" in page.text
+    secret = re.search(r'id="totp-secret">([A-Z2-7]+)<', page.text)
+    assert secret is not None
+    wrong = client.post(
+        "/my/two-factor/confirm", data={"code": "000000", "csrf_token": csrf_of(page.text)}
+    )
+    assert wrong.status_code == 422 and "That code is not valid" in wrong.text
+    done = client.post(
+        "/my/two-factor/confirm",
+        data={"code": _code(secret.group(1)), "csrf_token": csrf_of(page.text)},
+    )
+    assert done.status_code == 200
+    codes = re.findall(r"<li><code>([a-z0-9-]{11})</code></li>", done.text)
+    assert len(codes) == 10
+    assert done.headers["cache-control"] == "no-store"
+    client.post("/logout", data={"csrf_token": csrf_of(done.text)})
+
+    # The password alone does not log in; the code step does.
+    response = submit(client, "/login", "/login", {"login": "webby", "password": PASSWORD})
+    assert response.url.path == "/login/two-factor" and "authenticator app" in response.text
+    assert "Logged in as" not in response.text
+    assert client.get("/my/content", headers=HTML).url.path == "/login"
+    bad = submit(client, "/login/two-factor", "/login/two-factor", {"code": "000000"})
+    assert bad.status_code == 422 and "That code is not valid" in bad.text
+    ok = submit(client, "/login/two-factor", "/login/two-factor", {"code": codes[0]})
+    assert "Logged in as webby with a recovery code; 9 left" in ok.text
+    # Without the form's CSRF token the code step is refused.
+    assert client.post("/login/two-factor", data={"code": codes[1]}).status_code == 403
+
+
+def test_code_step_is_rate_limited(client: TestClient, session: Session) -> None:
+    account = make_account(session, "guessed")
+    settings = client.app.state.settings  # type: ignore[attr-defined]
+    _enrol(session, settings, account)
+    session.commit()
+    submit(client, "/login", "/login", {"login": "guessed", "password": PASSWORD})
+    statuses = []
+    for _ in range(12):
+        response = submit(client, "/login/two-factor", "/login/two-factor", {"code": "000000"})
+        statuses.append(response.status_code)
+    assert statuses[0] == 422 and statuses[-1] == 429
+    assert "Retry-After" in response.headers
+
+
+def test_staff_must_set_it_up_when_the_operator_says_so(
+    app: FastAPI, session: Session, client: TestClient
+) -> None:
+    app.state.settings = app.state.settings.model_copy(
+        update={"two_factor_required_for_staff": True}
+    )
+    owner = make_account(session, "owner")
+    make_org(session, owner, "ownco")
+    make_account(session, "member")
+    session.commit()
+    login(client, "owner")
+    blocked = client.get("/publish", headers=HTML)
+    assert blocked.url.path == "/my/two-factor" and "must set up two-factor" in blocked.text
+    client.post("/logout", data={"csrf_token": csrf_of(blocked.text)})
+    login(client, "member")
+    assert client.get("/my/content", headers=HTML).url.path == "/my/content"
+
+
+# --- docker login -------------------------------------------------------------------------
+
+
+def _basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def test_docker_login_with_a_password_is_refused_once_two_factor_is_on(
+    client: TestClient, session: Session, settings: Settings
+) -> None:
+    account = make_account(session, "docker")
+    token = accounts.create_token(
+        session, kind="personal", name="cli", scopes=["pull"], created_by=account
+    ).secret
+    session.commit()
+    params = {"service": "store-registry"}
+    assert (
+        client.get("/token", params=params, headers=_basic("docker", PASSWORD)).status_code == 200
+    )
+    _enrol(session, settings, account)
+    session.commit()
+    refused = client.get("/token", params=params, headers=_basic("docker", PASSWORD))
+    assert refused.status_code == 401
+    assert "personal access token" in refused.json()["errors"][0]["message"]
+    wrong = client.get("/token", params=params, headers=_basic("docker", "wrong-password"))
+    assert wrong.status_code == 401 and "two-factor" not in wrong.text
+    assert client.get("/token", params=params, headers=_basic("docker", token)).status_code == 200
