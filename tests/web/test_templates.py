@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pyotp
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -22,7 +23,7 @@ from store import TEMPLATES_DIR
 from store.accounts import service as accounts
 from store.catalog import service as catalog
 from store.web.templating import format_money, format_price
-from tests.factories import make_account, make_admin, make_org, make_product, paid_tier
+from tests.factories import PASSWORD, make_account, make_admin, make_org, make_product, paid_tier
 from tests.web.helpers import HTML, is_html, login, submit
 
 
@@ -122,6 +123,15 @@ def test_every_template_renders(
     check(submit(browser, "/my/tokens", "/my/tokens", {"name": "t", "scopes": "pull"}))
     check(browser.get("/my/account"))
     check(browser.get("/publish"))
+    # Two-factor sign-in: set-up with its QR code, recovery codes, the code step of log-in.
+    check(browser.get("/my/two-factor"))
+    enrolment = submit(browser, "/my/two-factor", "/my/two-factor/setup")
+    secret = re.search(r'id="totp-secret">([A-Z2-7]+)<', check(enrolment))
+    assert secret is not None
+    code = pyotp.TOTP(secret.group(1)).now()
+    check(submit(browser, "/my/two-factor", "/my/two-factor/confirm", {"code": code}))
+    browser.cookies.clear()
+    check(submit(browser, "/login", "/login", {"login": "tour-customer", "password": PASSWORD}))
     browser.cookies.clear()
 
     # Publisher.
