@@ -1,7 +1,7 @@
 """two-factor sign-in: TOTP secret on accounts, single-use recovery codes
 
 Revision ID: 0401
-Revises: 0101, 0220 (joins the two heads that came before it)
+Revises: 0200
 Create Date: 2026-12-02 21:00:00
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import store.db
 
 revision: str = "0401"
-down_revision: str | Sequence[str] | None = ("0101", "0220")
+down_revision: str | Sequence[str] | None = "0200"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
