@@ -406,6 +406,14 @@ def list_products(
     return paginate(session, _product_query(flt), page=page, per_page=per_page)
 
 
+def products_by_id(session: Session, ids: list[uuid.UUID]) -> dict[uuid.UUID, Product]:
+    """Published products by id, with what a card shows loaded."""
+    if not ids:
+        return {}
+    stmt = _product_query(ProductFilter()).where(Product.id.in_(ids))
+    return {p.id: p for p in session.scalars(stmt).unique()}
+
+
 def featured_products(session: Session, *, limit: int = 8) -> list[Product]:
     stmt = (
         _product_query(ProductFilter())

@@ -131,16 +131,18 @@ def record_push(
 def record_pull(session: Session, *, name: str, at: datetime) -> None:
     """One manifest download: the repository's total and the day's counter, both atomic."""
     repo = ensure_repository(session, name)
-    session.execute(
-        update(HubRepository)
-        .where(HubRepository.id == repo.id)
-        .values(pull_count=HubRepository.pull_count + 1, last_pulled_at=at)
-    )
+    # The day's counter first: updating the repository rewrites its search documents
+    # (listing and hub), which read the last 30 days' counters.
     stmt = _insert(session, PullCounter).values(repository_id=repo.id, day=at.date(), count=1)
     stmt = stmt.on_conflict_do_update(
         index_elements=["repository_id", "day"], set_={"count": PullCounter.count + 1}
     )
     session.execute(stmt)
+    session.execute(
+        update(HubRepository)
+        .where(HubRepository.id == repo.id)
+        .values(pull_count=HubRepository.pull_count + 1, last_pulled_at=at)
+    )
     session.flush()
 
 

@@ -75,15 +75,18 @@ def search(
     platform: str | None = None,
     page: str | None = None,
     per_page: str | None = None,
-    as_you_type: bool = False,
+    as_you_type: bool = True,
+    sort: str | None = None,
 ) -> SearchPage:
     """Search store listings and hub repositories you may see, with facet counts.
 
     `q` takes words (all must match), "quoted phrases", -exclusions, `OR` and `prefix*`.
     Ranking: exact name, badges, field relevance (name > title > summary > description),
-    popularity. Totals and facet counts are exact up to 500 matches (`total_exact` false
-    beyond: they describe the best 500), and results are served up to the 500th. Invalid
-    input is a 400 with code `bad_query`.
+    popularity; `sort` orders by pulls (30 days), stars, updated, price or title instead
+    (an unknown value falls back to relevance, with a `notice`). The last word is also a
+    prefix (`as_you_type`, on by default). Totals and facet counts are exact up to 500
+    matches (`total_exact` false beyond: they describe the best 500), and results are
+    served up to the 500th. Invalid input is a 400 with code `bad_query`.
     """
     filters = service.make_filters(
         source=source,
@@ -94,6 +97,7 @@ def search(
         publisher=publisher,
         platform=platform,
     )
+    chosen_sort, notice = service.resolve_sort(sort)
     results = service.search(
         session,
         q=q,
@@ -102,6 +106,7 @@ def search(
         page=int_param(page, "page", 1),
         per_page=int_param(per_page, "per_page", 25),
         as_you_type=as_you_type,
+        sort=chosen_sort,
     )
     return SearchPage(
         query=q,
@@ -115,4 +120,6 @@ def search(
             name: [FacetValueOut(**vars(v)) for v in values]
             for name, values in results.facets.items()
         },
+        sort=results.sort,
+        notice=notice,
     )

@@ -10,17 +10,17 @@ import math
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select
 
 from store.accounts.models import Organization
 from store.billing.pricing import BillingKind
 from store.catalog.models import Product, Tier, product_categories
-from store.registry.models import HubRepository
+from store.registry.models import HubRepository, PullCounter
 from store.search import facets
-from store.search.query import fold, tokenize
+from store.search.query import fold, index_text
 
 BODY_TOKENS = 800
 POPULARITY_HALF_LIFE_DAYS = 180.0
@@ -33,6 +33,8 @@ products_t = Product.__table__
 orgs_t = Organization.__table__
 tiers_t = Tier.__table__
 hub_t = HubRepository.__table__
+pulls_t = PullCounter.__table__
+RECENT_PULL_DAYS = 30
 
 Doc = dict[str, Any]
 
@@ -62,12 +64,25 @@ def rank_key(doc: Doc) -> int:
 
 
 def _name_fields(name: str) -> tuple[str, str]:
-    return fold(name.rsplit("/", 1)[-1]), " ".join(tokenize(name))
+    return fold(name.rsplit("/", 1)[-1]), index_text(name)
 
 
 def _latest(*values: datetime | None) -> datetime | None:
     present = [v if v.tzinfo else v.replace(tzinfo=UTC) for v in values if v is not None]
     return max(present) if present else None
+
+
+def _recent_pulls(conn: Connection, repo_ids: list[uuid.UUID], now: datetime) -> dict[Any, int]:
+    """Manifest pulls of the last 30 days (today included) by repository id."""
+    if not repo_ids:
+        return {}
+    since = (now - timedelta(days=RECENT_PULL_DAYS - 1)).date()
+    rows = conn.execute(
+        select(pulls_t.c.repository_id, func.sum(pulls_t.c.count))
+        .where(pulls_t.c.repository_id.in_(repo_ids), pulls_t.c.day >= since)
+        .group_by(pulls_t.c.repository_id)
+    )
+    return {repo_id: int(total or 0) for repo_id, total in rows}
 
 
 def _pricing(tiers: list[Any]) -> tuple[list[str], int | None, int | None, str]:
@@ -142,11 +157,12 @@ def product_documents(
     hub = {
         r.name: r
         for r in conn.execute(
-            select(hub_t.c.name, hub_t.c.pull_count, hub_t.c.star_count)
+            select(hub_t.c.id, hub_t.c.name, hub_t.c.pull_count, hub_t.c.star_count)
             .add_columns(hub_t.c.last_pushed_at, hub_t.c.last_pulled_at, hub_t.c.created_at)
             .where(hub_t.c.name.in_([r.repository for r in rows]))
         )
     }
+    recent = _recent_pulls(conn, [h.id for h in hub.values()], now)
     docs = []
     for r in rows:
         repo = hub.get(r.repository)
@@ -179,10 +195,12 @@ def product_documents(
             "pull_count": pulls,
             "star_count": repo.star_count if repo else 0,
             "popularity": popularity(pulls, last, now),
+            "pulls_30d": recent.get(repo.id, 0) if repo else 0,
+            "updated_at": _latest(r.updated_at, repo.last_pushed_at if repo else None),
             "fts_name": fts_name,
-            "fts_title": " ".join(tokenize(r.title)),
-            "fts_summary": " ".join(tokenize(r.summary)),
-            "fts_body": " ".join(tokenize(r.description_md[:20_000], limit=BODY_TOKENS)),
+            "fts_title": index_text(r.title),
+            "fts_summary": index_text(r.summary),
+            "fts_body": index_text(r.description_md[:20_000], limit=BODY_TOKENS),
         }
         visible = (
             []
@@ -227,6 +245,7 @@ def hub_documents(
             )
         )
     )
+    recent = _recent_pulls(conn, [r.id for r in rows], now)
     docs = []
     for r in rows:
         org = orgs.get(r.namespace)
@@ -259,10 +278,12 @@ def hub_documents(
             "pull_count": r.pull_count,
             "star_count": r.star_count,
             "popularity": popularity(r.pull_count, last, now),
+            "pulls_30d": recent.get(r.id, 0),
+            "updated_at": _latest(r.last_pushed_at, r.created_at),
             "fts_name": fts_name,
             "fts_title": "",
-            "fts_summary": " ".join(tokenize(summary)),
-            "fts_body": " ".join(tokenize(description[:20_000], limit=BODY_TOKENS)),
+            "fts_summary": index_text(summary),
+            "fts_body": index_text(description[:20_000], limit=BODY_TOKENS),
         }
         if r.name in listed:
             visible = [facets.RESTRICTED, facets.HIDDEN]

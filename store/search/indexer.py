@@ -80,6 +80,13 @@ def apply(conn: Connection, changes: Changes) -> int:
             Organization.__table__.c.id.in_(changes.orgs)
         )
         repo_ids |= set(conn.scalars(select(hub_t.c.id).where(hub_t.c.namespace.in_(slugs))))
+    if repo_ids:
+        # A listing's document carries its repository's pull count and activity: a pull
+        # (a bulk update of hub_repositories) rewrites the listing too.
+        names = select(hub_t.c.name).where(hub_t.c.id.in_(repo_ids))
+        product_ids |= set(
+            conn.scalars(select(products_t.c.id).where(products_t.c.repository.in_(names)))
+        )
     if changes.product_repos:
         product_ids |= set(
             conn.scalars(

@@ -56,6 +56,10 @@ class SearchDocument(Base):
     pull_count: Mapped[int] = mapped_column(BigInteger, default=0)
     star_count: Mapped[int] = mapped_column(Integer, default=0)
     popularity: Mapped[int] = mapped_column(Integer, default=0)  # 0..1023, log-scaled, decayed
+    # Manifest pulls of the last 30 days (as of when the document was written) and the last
+    # change of the listing or push to the repository: the "pulls" and "updated" sorts.
+    pulls_30d: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    updated_at: Mapped[datetime | None] = mapped_column(default=None)
     # Pre-tokenised text (see store.search.query.tokenize) and facet/visibility tokens: the
     # columns the full-text index covers. Both backends index exactly these tokens.
     fts_name: Mapped[str] = mapped_column(Text, default="")

@@ -14,14 +14,14 @@ from store.deps import DbSession
 from store.errors import StoreError
 from store.search import service
 from store.search.api import badges_of, doc_url, int_param
-from store.search.query import Query, fold
+from store.search.query import Query, fold, stem
 from store.web.routing import Viewer, page_router
 from store.web.templating import render
 
 router = page_router()
 
 _WORD = re.compile(r"[^\W_]+")
-_PARAMS = ("q", *service.facets.FACETS)
+_PARAMS = ("q", "sort", *service.facets.FACETS)
 
 
 @dataclass
@@ -46,7 +46,8 @@ def highlighter(query: Query) -> object:
         out, last = [], 0
         for m in _WORD.finditer(text):
             word = fold(m.group())
-            if word in terms or (prefixes and word.startswith(prefixes)):
+            forms = (word, stem(word))
+            if any(f in terms or (prefixes and f.startswith(prefixes)) for f in forms):
                 out.append(escape(text[last : m.start()]))
                 out.append(Markup("<mark>") + escape(m.group()) + Markup("</mark>"))
                 last = m.end()
@@ -68,6 +69,9 @@ def search_page(request: Request, session: DbSession, viewer: Viewer) -> Respons
 
     error = None
     results = None
+    sort, notice = service.resolve_sort(params["sort"])
+    if notice:
+        params["sort"] = ""
     try:
         filters = service.make_filters(**{f: params[f] for f in service.facets.FACETS})
         results = service.search(
@@ -77,11 +81,16 @@ def search_page(request: Request, session: DbSession, viewer: Viewer) -> Respons
             account=viewer,
             page=int_param(request.query_params.get("page"), "page", 1),
             per_page=int_param(request.query_params.get("per_page"), "per_page", 20),
+            sort=sort,
         )
     except StoreError as exc:
         error = exc.detail
     context = {
         "q": params["q"],
+        "sort": sort,
+        "sorts": service.SORTS,
+        "notice": notice,
+        "sort_url": url(sort=None, page=None),
         "results": results,
         "error": error,
         "pager": Pager(results.page, results.pages) if results else None,

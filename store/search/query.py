@@ -19,6 +19,9 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass, field
+from functools import lru_cache
+
+import snowballstemmer
 
 from store.errors import StoreError
 
@@ -48,6 +51,47 @@ def tokenize(text: str, *, limit: int | None = None) -> list[str]:
     """The tokens of a text: runs of letters and digits, folded, at most 64 characters."""
     tokens = [t[:MAX_TOKEN_CHARS] for t in _WORD.findall(fold(text))]
     return tokens if limit is None else tokens[:limit]
+
+
+_STEMMER = snowballstemmer.stemmer("english")
+# Parts of a mixed-case word: "PGVault" → PG, Vault; "PostgreSQL" → Postgre, SQL.
+_CASE_PART = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
+_MIXED = re.compile(r"[a-z][A-Z]|[A-Z]{2}[a-z]")
+
+
+@lru_cache(maxsize=65536)
+def stem(token: str) -> str:
+    """The English (Snowball) stem of a folded token: "running" → "run", "highly" → "high".
+    Tokens with digits are kept as they are ("k8s", "v2")."""
+    if not token.isalpha() or not token.isascii():
+        return token
+    return str(_STEMMER.stemWord(token))
+
+
+def index_text(text: str, *, limit: int | None = None) -> str:
+    """The indexed form of a field: its tokens, then the extra tokens that make it findable
+    by other forms of its words: the parts of mixed-case words ("PGVault" → pg, vault) and
+    the stems of the words ("available" → avail). Extras come after the text, so phrases of
+    the text keep their positions."""
+    tokens = tokenize(text, limit=limit)
+    seen = set(tokens)
+    extras: list[str] = []
+
+    def add(token: str) -> None:
+        if token and token not in seen:
+            seen.add(token)
+            extras.append(token)
+
+    for word in _WORD.findall(text if limit is None else " ".join(text.split()[:limit])):
+        if _MIXED.search(word):
+            parts = [fold(p) for p in _CASE_PART.findall(word)]
+            if len(parts) > 1:
+                for part in parts:
+                    add(part[:MAX_TOKEN_CHARS])
+                    add(stem(part[:MAX_TOKEN_CHARS]))
+    for token in tokens:
+        add(stem(token))
+    return " ".join(tokens + extras)
 
 
 @dataclass(frozen=True)
@@ -91,6 +135,7 @@ def parse(text: str, *, as_you_type: bool = False) -> Query:
     items = list(_LEXER.finditer(text))
     for index, match in enumerate(items):
         negated, quoted, star, bare = match.groups()
+        also: Phrase | None = None  # an alternative to the phrase (the last word's stem)
         if bare is not None:
             if bare == "OR":
                 pending_or = bool(query.groups)
@@ -102,6 +147,15 @@ def parse(text: str, *, as_you_type: bool = False) -> Query:
             is_last = index == len(items) - 1 and not text[match.end() :].strip()
             if as_you_type and is_last and not text.endswith(" "):
                 star = "*"
+            if len(tokens) == 1 and not word.endswith("*"):
+                # A single word matches its other forms: documents index the stems of
+                # their words (index_text), so "runs", "running" and "run" meet at "run".
+                # A last word still being typed is a prefix, or its stem: "postgres" finds
+                # "postgresql", "runs" finds "running", "redis" does not find "redirect".
+                stemmed = stem(tokens[0])
+                if star and stemmed != tokens[0] and len(tokens[0]) >= MIN_PREFIX_CHARS:
+                    also = Phrase((stemmed,))
+                tokens = tokens if star else [stemmed]
         else:
             tokens = tokenize(quoted)
         if not tokens:
@@ -112,10 +166,11 @@ def parse(text: str, *, as_you_type: bool = False) -> Query:
             if phrase not in query.excluded:
                 query.excluded.append(phrase)
         elif pending_or:
-            if phrase not in query.groups[-1]:
-                query.groups[-1].append(phrase)
+            for p in (phrase, also):
+                if p is not None and p not in query.groups[-1]:
+                    query.groups[-1].append(p)
         else:
-            query.groups.append([phrase])
+            query.groups.append([phrase] if also is None else [phrase, also])
         pending_or = False
     # "redis redis" is "redis": a repeated word would only make the engines intersect a
     # posting list with itself (and look rarer to PostgreSQL's estimate than it is).
@@ -129,7 +184,12 @@ def parse(text: str, *, as_you_type: bool = False) -> Query:
     if query.excluded and not query.groups:
         raise BadQuery("Say what to look for, not only what to leave out")
     bare_text = fold(text.strip())
-    single = len(query.groups) == 1 and len(query.groups[0]) == 1 and not query.excluded
+    # One word or name (with its stem as the alternative of a last word typed).
+    group = query.groups[0] if len(query.groups) == 1 else []
+    one = len(group) == 1 or (
+        len(group) == 2 and group[0].prefix and group[1] == Phrase((stem(group[0].tokens[0]),))
+    )
+    single = one and not query.excluded
     if single and _EXACT.match(bare_text):
         query.exact_name = bare_text
     return query

@@ -51,6 +51,16 @@ class SearchPage(BaseModel):
     facets: dict[str, list[FacetValueOut]] = Field(
         description="source, kind, category, pricing, badge, publisher, platform"
     )
+    sort: str = Field(
+        default="relevance",
+        description="The order used (relevance, pulls, stars, updated, price, title)",
+    )
+    notice: str | None = Field(
+        default=None, description="Set when the sort asked for names no order (relevance was used)"
+    )
+    did_you_mean: str | None = Field(
+        default=None, description="A query with misspelt words replaced, when nothing matched"
+    )
 
 
 class DockerSearchResult(BaseModel):

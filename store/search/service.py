@@ -17,6 +17,7 @@ import heapq
 import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import String, bindparam, or_, select, text
@@ -47,6 +48,32 @@ FILTER_VALUES = {
     "pricing": ("free", "paid", "trial"),
     "badge": ("official", "certified", "verified"),
 }
+
+
+# Sort orders: relevance is the ranking above; the others order the matches (the best
+# MAX_WINDOW of them by relevance when there are more) by one column, ties by relevance.
+SORTS = {
+    "relevance": "Relevance",
+    "pulls": "Most pulled (30 days)",
+    "stars": "Most starred",
+    "updated": "Recently updated",
+    "price": "Lowest price",
+    "title": "Title",
+}
+# Names other pages used for the same orders.
+_SORT_ALIASES = {"featured": "relevance", "newest": "updated", "popular": "pulls"}
+
+
+def resolve_sort(raw: str | None) -> tuple[str, str | None]:
+    """The sort to use and, for a value that names none, a notice saying what was used."""
+    value = (raw or "").strip().lower()
+    if not value:
+        return "relevance", None
+    value = _SORT_ALIASES.get(value, value)
+    if value in SORTS:
+        return value, None
+    shown = (raw or "")[:40]
+    return "relevance", f"“{shown}” is not a sort order; sorted by relevance instead."
 
 
 @dataclass(frozen=True)
@@ -113,6 +140,7 @@ class SearchResults:
     total: int
     total_exact: bool
     facets: dict[str, list[FacetValue]] = field(default_factory=dict)
+    sort: str = "relevance"
 
     @property
     def pages(self) -> int:
@@ -145,9 +173,13 @@ def search(
     account: Account | None = None,
     page: int = 1,
     per_page: int = 25,
-    as_you_type: bool = False,
+    as_you_type: bool = True,
+    sort: str = "relevance",
 ) -> SearchResults:
-    """Search what ``account`` (None: anonymous) may see; BadQuery (400) on unusable input."""
+    """Search what ``account`` (None: anonymous) may see; BadQuery (400) on unusable input.
+    ``sort`` is one of SORTS (resolve_sort turns user input into one)."""
+    if sort not in SORTS:
+        raise BadQuery(f"sort must be one of {', '.join(SORTS)}")
     if not 1 <= per_page <= MAX_PER_PAGE:
         raise BadQuery(f"per_page must be between 1 and {MAX_PER_PAGE}")
     if page < 1:
@@ -166,14 +198,17 @@ def search(
         total_exact = len(rows) <= MAX_WINDOW
         rows = rows[:MAX_WINDOW]
         tiers: dict[int, int] = {key: 0 for key, _ in rows[:window]}
-        if not query.empty:
+        if not query.empty and sort == "relevance":
             for tier, keys in backend.tier_ids(conn, criteria, window).items():
                 for key in keys:
                     tiers[key] = max(tiers.get(key, 0), tier)
     exact = _exact_names(session, query, criteria)
     for key in exact:
         tiers.setdefault(key, 3)
-    order = sorted(tiers, key=lambda k: (k not in exact, -badge_class(k), -tiers[k], k))
+    if sort == "relevance":
+        order = sorted(tiers, key=lambda k: (k not in exact, -badge_class(k), -tiers[k], k))
+    else:
+        order = _sorted_by(session, sort, [key for key, _ in rows], exact)
     page_keys = order[(page - 1) * per_page : window]
     docs = {
         d.id: d
@@ -186,7 +221,7 @@ def search(
         Hit(
             doc=docs[k],
             exact=k in exact,
-            tier=tiers[k],
+            tier=tiers.get(k, 0),
             entitled=entitled.get(docs[k].ref_id) if account is not None else None,
         )
         for k in page_keys
@@ -202,7 +237,37 @@ def search(
         total=len(rows),
         total_exact=total_exact,
         facets=_facet_counts(session, rows, filters),
+        sort=sort,
     )
+
+
+def _sorted_by(session: Session, sort: str, keys: list[int], exact: set[int]) -> list[int]:
+    """The matches ordered by one column (best first), ties by rank key."""
+    d = SearchDocument.__table__.c
+    keys = list(dict.fromkeys([*exact, *keys]))
+    if not keys:
+        return []
+    rows = session.execute(
+        select(d.id, d.pulls_30d, d.star_count, d.updated_at, d.price_min, d.title, d.name).where(
+            d.id.in_(keys)
+        )
+    ).all()
+    never = datetime.min.replace(tzinfo=UTC)
+
+    def key(r: Any) -> tuple[Any, ...]:
+        if sort == "pulls":
+            return (-r.pulls_30d, r.id)
+        if sort == "stars":
+            return (-r.star_count, r.id)
+        if sort == "updated":
+            at = r.updated_at or never
+            at = at if at.tzinfo else at.replace(tzinfo=UTC)
+            return (-at.timestamp(), r.id)
+        if sort == "price":  # free first, then the lowest price; unpriced last
+            return (r.price_min is None, r.price_min or 0, r.id)
+        return (fold(r.title or r.name), r.name, r.id)
+
+    return [r.id for r in sorted(rows, key=key)]
 
 
 # The indexed token text (descriptions included) is not shown: not loaded with the hits.

@@ -12,6 +12,8 @@ from store.catalog.models import Product, Tier
 from store.deps import DbSession
 from store.errors import NotFound, StoreError, ValidationFailed
 from store.licensing import entitlements
+from store.pagination import Page
+from store.search import service as search
 from store.signing import service as signing
 from store.web.routing import RequiredAccount, Viewer, page_router
 from store.web.templating import flash, redirect, render, with_query
@@ -20,7 +22,6 @@ router = page_router()
 
 FILTERS = ("kind", "category", "pricing", "badge", "publisher", "platform")
 PLATFORMS = ("linux/amd64", "linux/arm64", "linux/arm/v7", "linux/ppc64le", "windows/amd64")
-SORTS = (("featured", "Featured"), ("newest", "Newest"), ("title", "Title"))
 MAX_PAGE = 10_000
 
 
@@ -58,29 +59,37 @@ def home(request: Request, session: DbSession) -> Response:
 
 @router.get("/browse")
 def browse(request: Request, session: DbSession) -> Response:
-    """Published products, filtered, sorted and paginated. Bad filter values are a 400."""
+    """Published products through the search engine (the same matches and order as the
+    search box and the API), filtered, sorted and paginated. Bad filter values are a 400;
+    an unknown sort order falls back to relevance with a notice."""
     params = request.query_params
     chosen = {key: params.get(key, "").strip() for key in (*FILTERS, "q", "sort")}
+    sort, notice = search.resolve_sort(chosen["sort"])
     flt = catalog.ProductFilter(
         query=chosen["q"],
-        sort=chosen["sort"] or "featured",
         **{key: chosen[key] or None for key in FILTERS},  # type: ignore[arg-type]
     )
     page_number = parse_page(params.get("page"))
     per_page = request.app.state.settings.page_size
     try:
-        page = catalog.list_products(session, flt, page=page_number, per_page=per_page)
+        page = _search_products(session, flt, sort, page_number, per_page)
     except ValidationFailed as exc:
         raise BadRequest(exc.detail, code="bad_filter") from exc
     active = {k: v for k, v in chosen.items() if v}
+    if notice:
+        active.pop("sort", None)
     return render(
         request,
         "catalog/browse.html",
         {
             "page": page,
-            "chosen": chosen,
+            "chosen": {**chosen, "sort": sort},
+            "notice": notice,
             "active_filters": [(k, v) for k, v in active.items() if k not in ("sort", "q")],
             "page_url": lambda n: with_query("/browse", **{**active, "page": n}),
+            "without_filters": with_query(
+                "/browse", **{k: v for k, v in active.items() if k in ("q", "sort")}
+            ),
             "without": lambda key: with_query(
                 "/browse", **{k: v for k, v in active.items() if k != key}
             ),
@@ -92,9 +101,35 @@ def browse(request: Request, session: DbSession) -> Response:
             "platforms": sorted(
                 {*PLATFORMS, *([chosen["platform"]] if chosen["platform"] else [])}
             ),
-            "sorts": SORTS,
+            "sorts": list(search.SORTS.items()),
         },
     )
+
+
+def _search_products(
+    session: DbSession, flt: catalog.ProductFilter, sort: str, page: int, per_page: int
+) -> Page[Product]:
+    """Published store listings as the search engine finds and orders them. A page past
+    the last one is empty (the page offers the way back)."""
+    flt.validate()
+    filters = search.make_filters(
+        source="store",
+        kind=flt.kind,
+        category=flt.category,
+        pricing=flt.pricing,
+        badge=flt.badge,
+        publisher=flt.publisher,
+        platform=flt.platform,
+    )
+    if page * per_page > search.MAX_WINDOW:
+        first = search.search(session, q=flt.query, filters=filters, per_page=per_page)
+        return Page(items=[], page=page, per_page=per_page, total=first.total)
+    results = search.search(
+        session, q=flt.query, filters=filters, page=page, per_page=per_page, sort=sort
+    )
+    products = catalog.products_by_id(session, [h.doc.ref_id for h in results.hits])
+    items = [products[h.doc.ref_id] for h in results.hits if h.doc.ref_id in products]
+    return Page(items=items, page=page, per_page=per_page, total=results.total)
 
 
 def _product(session: DbSession, org: str, name: str, viewer: Account | None) -> Product:

@@ -101,7 +101,6 @@ def test_browse_pagination(browser: TestClient, session: Session, shelf: dict[st
         ({"kind": "boat"}, "kind must be one of image, plugin"),
         ({"pricing": "cheap"}, "pricing must be one of"),
         ({"badge": "gold"}, "badge must be one of"),
-        ({"sort": "random"}, "sort must be one of"),
         ({"page": "two"}, "page must be a whole number"),
         ({"page": "0"}, "page must be between"),
         ({"q": "x" * 201}, "The query is too long"),
@@ -115,6 +114,29 @@ def test_invalid_filter_is_a_400_page(
     assert is_html(response)
     assert message in response.text
     assert "Error 400" in response.text
+
+
+def test_unknown_sort_falls_back_with_a_notice(browser: TestClient, shelf: dict[str, Any]) -> None:
+    response = browser.get("/browse", params={"sort": "random"})
+    assert response.status_code == 200
+    assert "“random” is not a sort order; sorted by relevance instead." in response.text
+    page = browser.get("/search", params={"q": "proxy", "sort": "random"})
+    assert page.status_code == 200 and "is not a sort order" in page.text
+
+
+def test_browse_past_the_last_page_offers_the_way_back(
+    browser: TestClient, shelf: dict[str, Any]
+) -> None:
+    response = browser.get("/browse", params={"page": "99"})
+    assert response.status_code == 200
+    assert "There is no page 99" in response.text
+    assert 'href="/browse?page=1"' in response.text
+
+
+def test_long_query_and_empty_result(browser: TestClient, shelf: dict[str, Any]) -> None:
+    response = browser.get("/browse", params={"q": "zzzz" * 45})
+    assert response.status_code == 200
+    assert "No products match" in response.text and 'href="/browse"' in response.text
 
 
 def test_product_page(browser: TestClient, shelf: dict[str, Any], session: Session) -> None:
