@@ -17,6 +17,7 @@ from store import (
     fastpath,
     observability,
     request_limits,
+    security,
     security_headers,
 )
 from store.config import Settings
@@ -93,6 +94,7 @@ def create_app(
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
     app.state.write_turns = WriteTurns(engine)
+    security.password_checks.configure(settings.password_check_slots, settings.password_check_wait)
     app.state.keyring = KeyRing(lambda: app.state.sessionmaker, settings.resolved_secret_key)
 
     install_error_handlers(app)

@@ -69,6 +69,13 @@ class Settings(BaseSettings):
     # set it up before anything else).
     two_factor_required_for_staff: bool = False
 
+    # Password checks (argon2id) at once per process, and how long a check waits for a
+    # free slot before the request is refused with 429 (store.security; docs/security.md).
+    password_check_slots: int | None = Field(
+        default=None, ge=1, le=256, description="Default: the number of CPU cores."
+    )
+    password_check_wait: float = Field(default=2.0, ge=0, le=60)
+
     # Paging.
     page_size: int = Field(default=24, ge=1, le=100)
 

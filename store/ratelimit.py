@@ -10,10 +10,19 @@ ended windows are deleted whenever a new window row is made.
 Keys are ``<rule>:<sha256(subject)>``: no username, e-mail address or IP address (nor a
 password typed into the username field) is stored in the clear.
 
-The token endpoint is on the path of every pull, so it never asks the database before
-verifying credentials: :class:`BlockedKeys` keeps, per process, the keys known to be over
-their limit (learnt from this process's own failures, and refreshed from the table every
-few seconds for the other processes'), and only a failure writes to the table.
+Password checks are *reserved* before they run (:func:`reserve`): one conditional upsert
+per key (``.. DO UPDATE SET hits = hits + 1 WHERE hits < limit RETURNING hits``) either
+takes one of the window's attempts or finds none left, atomically across every process
+sharing the database, and is committed before the check starts. So however many requests
+arrive at once, no more than the limit are ever checked. A check that succeeds (or never
+ran) gives its attempt back (:func:`release`): only failures stay counted.
+
+The token endpoint is on the path of every pull, so it asks the database nothing for a
+credential it already knows: :class:`BlockedKeys` keeps, per process, the keys known to be
+over their limit (learnt from this process's own refusals, and refreshed from the table
+every few seconds for the other processes'); a password that must really be checked
+(not in the endpoint's cache) is reserved like a log-in; a bad access token (cheap to
+check, impossible to guess) is counted after it failed.
 """
 
 from __future__ import annotations
@@ -36,6 +45,8 @@ __all__ = [
     "BlockedKeys",
     "Limits",
     "RateLimit",
+    "Refused",
+    "Reservation",
     "Rule",
     "check",
     "client_ip",
@@ -181,6 +192,64 @@ def hit(db: _Executes, rule: Rule, subject: str, *, now: float | None = None) ->
     return _retry_after(end, now) if count >= rule.limit else None
 
 
+_RESERVE = text(
+    "INSERT INTO rate_limits (key, window_start, expires_at, hits) "
+    "VALUES (:key, :start, :end, 1) "
+    "ON CONFLICT (key, window_start) DO UPDATE SET hits = rate_limits.hits + 1 "
+    "WHERE rate_limits.hits < :limit "
+    "RETURNING hits"
+).bindparams(bindparam("start", type_=BigInteger()), bindparam("end", type_=BigInteger()))
+_RELEASE = text(
+    "UPDATE rate_limits SET hits = hits - 1 WHERE key = :key AND window_start = :start AND hits > 0"
+).bindparams(bindparam("start", type_=BigInteger()))
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """Attempts taken by :func:`reserve`: (key, window start) of each."""
+
+    keys: tuple[tuple[str, int], ...] = ()
+
+
+class Refused(Exception):
+    """No attempt left for a key: try again in ``wait`` seconds."""
+
+    def __init__(self, wait: int, key_: str = "") -> None:
+        super().__init__(f"over the limit; try again in {wait} s")
+        self.wait = wait
+        self.key = key_
+
+
+def reserve(
+    db: _Executes, checks: Iterable[tuple[Rule, str | None]], *, now: float | None = None
+) -> Reservation:
+    """Take one attempt of each (rule, subject) before a password is checked, or none of
+    them (Refused with the seconds to wait) when any has no attempt left. The caller
+    commits at once, before checking, so other processes count it."""
+    now = time.time() if now is None else now
+    taken: list[tuple[str, int]] = []
+    for rule, subject in checks:
+        if not subject:
+            continue
+        start, end = _window(rule, now)
+        key_ = key(rule, subject)
+        params = {"key": key_, "start": start, "end": end, "limit": rule.limit}
+        hits = db.execute(_RESERVE, params).scalar()
+        if hits is None:
+            release(db, Reservation(tuple(taken)))
+            raise Refused(_retry_after(end, now), key_)
+        if hits == 1:
+            db.execute(_PRUNE, {"now": int(now)})  # a new window: drop the ended ones
+        taken.append((key_, start))
+    return Reservation(tuple(taken))
+
+
+def release(db: _Executes, reservation: Reservation) -> None:
+    """Give reserved attempts back (the check succeeded, or never ran)."""
+    for key_, start in reservation.keys:
+        db.execute(_RELEASE, {"key": key_, "start": start})
+
+
 def check(
     db: _Executes, checks: Iterable[tuple[Rule, str]], *, now: float | None = None
 ) -> int | None:
@@ -250,6 +319,17 @@ class BlockedKeys:
 
 
 # --- the policies, as the routes use them -------------------------------------------------------
+
+
+def login_checks(request: Any, login: str) -> list[tuple[Rule, str | None]]:
+    """What a log-in attempt counts against: its account name and its address."""
+    limits = limits_of(request.app)
+    if not limits.enabled:
+        return []
+    return [
+        (limits.login_account, login.strip() or None),
+        (limits.login_ip, client_ip(request, limits)),
+    ]
 
 
 def login_wait(db: _Executes, request: Any, login: str) -> int | None:
@@ -324,7 +404,31 @@ class TokenGuard:
         ip_key, account_key = self.keys(request, username, password)
         return self.blocked.wait((ip_key, account_key) if account_key else (ip_key,))
 
+    def reserve(self, db_connect: Any, request: Any, username: str, password: str) -> Reservation:
+        """Before a password is checked: take an attempt of the address and the account
+        name in a transaction of its own (run it in a write turn), or Refused."""
+        if not self.limits.enabled:
+            return Reservation()
+        login = _token_login(username, password) or username.strip().lower()
+        checks = [
+            (self.limits.token_ip, client_ip(request, self.limits)),
+            (self.limits.token_account, login),
+        ]
+        try:
+            with db_connect() as conn:
+                return reserve(conn, checks)
+        except Refused as exc:
+            self.blocked.add(exc.key, exc.wait)
+            raise
+
+    def release(self, db_connect: Any, reservation: Reservation) -> None:
+        if reservation.keys:
+            with db_connect() as conn:
+                release(conn, reservation)
+
     def failed(self, db_connect: Any, request: Any, username: str, password: str) -> None:
+        """Count a failed credential that was not reserved (an access token, a license, a
+        malformed or empty one)."""
         if not self.limits.enabled:
             return
         ip = client_ip(request, self.limits)

@@ -6,10 +6,12 @@ import uuid
 from datetime import datetime, timedelta
 
 from fastapi import APIRouter, Request, status
+from sqlalchemy.orm import Session
 
 from store import ratelimit
+from store.accounts import login as password_login
 from store.accounts import service
-from store.accounts.models import AccessToken, Organization
+from store.accounts.models import AccessToken, Account, Organization
 from store.accounts.schemas import (
     AccountAdminUpdate,
     AccountOut,
@@ -30,10 +32,9 @@ from store.accounts.schemas import (
     TokenOut,
     VerificationDecision,
 )
-from store.audit import service as audit
 from store.db import utcnow
 from store.deps import AdminAccount, CurrentAccount, DbSession
-from store.errors import NotFound, Unauthorized
+from store.errors import NotFound
 
 router = APIRouter(tags=["accounts"])
 
@@ -66,30 +67,25 @@ def sign_up(body: SignUp, request: Request, session: DbSession) -> object:
 
 
 @router.post("/auth/token", status_code=status.HTTP_201_CREATED, response_model=TokenIssued)
-def log_in(body: Login, request: Request, session: DbSession) -> TokenIssued:
+async def log_in(body: Login, request: Request) -> TokenIssued:
     """Exchange a username (or e-mail) and password for a personal access token with the
-    `api` and `pull` scopes. Failed log-ins are limited per account name and per address
-    (429 with Retry-After)."""
-    wait = ratelimit.login_wait(session, request, body.login)
-    if wait is not None:
-        raise ratelimit.too_many(wait, "failed log-ins")
-    try:
-        account = service.authenticate(session, login=body.login, password=body.password)
-    except Unauthorized:
-        ratelimit.login_failed(session, request, body.login)
-        audit.sign_in(session, login=body.login, account=None, via="api")
-        session.commit()  # count the failure although this request fails
-        raise
-    audit.sign_in(session, login=body.login, account=account, via="api")
-    issued = service.create_token(
-        session,
-        kind="personal",
-        name=body.token_name,
-        scopes=["api", "pull"],
-        created_by=account,
-        expires_at=_expiry(body.expires_in_days),
+    `api` and `pull` scopes. Attempts are limited per account name and per address, and
+    password checks per server (429 with Retry-After)."""
+
+    def make_token(session: Session, account: Account) -> TokenIssued:
+        issued = service.create_token(
+            session,
+            kind="personal",
+            name=body.token_name,
+            scopes=["api", "pull"],
+            created_by=account,
+            expires_at=_expiry(body.expires_in_days),
+        )
+        return _issued(issued)
+
+    return await password_login.log_in(
+        request, login=body.login, password=body.password, via="api", then=make_token
     )
-    return _issued(issued)
 
 
 @router.get("/me", response_model=MeOut)

@@ -37,7 +37,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Connection, Uuid, bindparam, text
 from sqlalchemy.orm import Session, sessionmaker
@@ -50,6 +50,7 @@ from store.registry import lookup
 from store.registry.grants import Principal, RepoFacts
 from store.registry.lookup import TokenDB
 
+T = TypeVar("T")
 log = logging.getLogger("store.registry.credentials")
 SYNC_USERNAME = "_store-sync"
 REGISTRY_TOKEN_SCOPES = frozenset(("pull", "push"))
@@ -88,6 +89,15 @@ class CredentialContext:
     repository: str = ""  # the first repository asked for ("" for none)
     facts: dict[str, RepoFacts] = field(default_factory=dict)
     touch: list[Any] = field(default_factory=list)  # tokens whose last_used_at is stale
+    # Takes an attempt before a password is checked (store.ratelimit): None, no limits.
+    attempts: PasswordAttempts | None = None
+    counted: bool = False  # this request's failure is already counted by its reservation
+
+
+class PasswordAttempts(Protocol):
+    async def reserve(self, username: str, password: str) -> Any: ...
+
+    async def release(self, reservation: Any) -> None: ...
 
 
 Resolver = Callable[[CredentialContext, str, str], Awaitable[Principal | None]]
@@ -146,7 +156,7 @@ class PasswordCache:
         return await asyncio.shield(task)
 
     async def _verify(self, key: bytes, password: str, password_hash: str) -> bool:
-        ok = await run_in_threadpool(security.verify_password, password_hash, password)
+        ok = await security.verify_password_async(password_hash, password)
         if ok:
             self._remember(key)
         return bool(ok)
@@ -347,11 +357,19 @@ async def resolve_password(
         ctx.db, "email" if "@" in login else "username", {"login": login}, ctx.repository, ctx.now
     )
     if row["cid"] is None:
-        await run_in_threadpool(security.burn_password_check, password)
+        # As much work as a wrong password, counted like one.
+        reservation = await _reserve(ctx, username, password)
+        await _checked(ctx, reservation, security.burn_password_check_async(password))
         raise BadCredentials()
     name, password_hash = row["cname"], row["chash"]
-    if not await ctx.cache.check(name, password, password_hash):
-        raise BadCredentials()
+    if not ctx.cache.hit(name, password, password_hash):
+        reservation = await _reserve(ctx, username, password)
+        ok = await _checked(ctx, reservation, ctx.cache.check(name, password, password_hash))
+        if not ok:
+            raise BadCredentials()
+        if ctx.attempts is not None:
+            await ctx.attempts.release(reservation)  # a success is not a failed attempt
+        ctx.counted = False
     if not row["cactive"]:
         raise AccountDisabled("this account is disabled")
     if row["c2fa"]:
@@ -367,6 +385,27 @@ async def resolve_password(
         account_id=ctx.db.codec.uuid(row["cid"]),
         is_admin=bool(row["cadmin"]),
     )
+
+
+async def _reserve(ctx: CredentialContext, username: str, password: str) -> Any:
+    """Take an attempt before a password check (ratelimit.Refused when none is left)."""
+    if ctx.attempts is None:
+        return None
+    reservation = await ctx.attempts.reserve(username, password)
+    ctx.counted = True
+    return reservation
+
+
+async def _checked(ctx: CredentialContext, reservation: Any, check: Awaitable[T]) -> T:
+    """Run a reserved check; when no check slot frees up in time, the attempt is given
+    back (the password was never tried) and ChecksBusy goes on to the caller."""
+    try:
+        return await check
+    except security.ChecksBusy:
+        if ctx.attempts is not None:
+            await ctx.attempts.release(reservation)
+        ctx.counted = False
+        raise
 
 
 RESOLVERS: list[Resolver] = [resolve_sync, resolve_license, resolve_access_token, resolve_password]

@@ -211,17 +211,26 @@ async def _token(request: Request, state: RegistryState, params: _Params) -> Res
         keyring=request.app.state.keyring,
         repository=names[0] if names else "",
     )
-    # Credential failures are rate limited (store.ratelimit): a dict lookup here, the
-    # database only on failure.
+    # Credential failures are rate limited (store.ratelimit): a dict lookup here; a
+    # password that must really be checked takes an attempt first (a write in a turn of
+    # its own), a bad access token is counted after it failed.
     guard = ratelimit.token_guard(request.app)
     sent = ratelimit.token_credentials(request, params)
     if sent is not None and (wait := guard.wait(state.read, request, *sent)) is not None:
         metrics.token_decision("rejected", "rate_limited")
         return _too_many(wait)
+    ctx.attempts = _Attempts(request, guard, connect)
     try:
         principal, offline = await _authenticate(request, params, ctx)
+    except ratelimit.Refused as exc:
+        metrics.token_decision("rejected", "rate_limited")
+        return _too_many(exc.wait)
+    except security.ChecksBusy as exc:
+        metrics.token_decision("rejected", "busy")
+        return _too_many(int(exc.extra["headers"]["Retry-After"]), "too many log-ins at once")
     except credentials.BadCredentials as exc:
-        if sent is not None and not isinstance(exc, credentials.AccountDisabled):
+        counted = ctx.counted or isinstance(exc, credentials.AccountDisabled)
+        if sent is not None and not counted:
             await request.app.state.write_turns.run(guard.failed, connect, request, *sent)
         metrics.token_decision("denied", "bad_credentials")
         return registry_error(401, "UNAUTHORIZED", exc.message)
@@ -265,15 +274,35 @@ async def _token(request: Request, state: RegistryState, params: _Params) -> Res
     return _json(body)
 
 
-def _too_many(wait: int) -> Response:
+def _too_many(wait: int, what: str = "too many failed log-ins") -> Response:
     # skopeo prints "too many requests to registry" for a 429, docker the message
     # (docs/security.md); a 401 would read "invalid username/password" instead.
     return registry_error(
         429,
         "TOOMANYREQUESTS",
-        f"too many failed log-ins; try again in {wait} s",
+        f"{what}; try again in {wait} s",
         headers={"Retry-After": str(wait)},
     )
+
+
+class _Attempts:
+    """Password attempts at /token, reserved and given back in write turns of their own
+    (on SQLite, never a second writing transaction inside another)."""
+
+    def __init__(self, request: Request, guard: ratelimit.TokenGuard, connect: Any) -> None:
+        self.request = request
+        self.guard = guard
+        self.connect = connect
+        self.turns = request.app.state.write_turns
+
+    async def reserve(self, username: str, password: str) -> ratelimit.Reservation:
+        return await self.turns.run(
+            self.guard.reserve, self.connect, self.request, username, password
+        )
+
+    async def release(self, reservation: ratelimit.Reservation | None) -> None:
+        if reservation is not None and reservation.keys:
+            await self.turns.run(self.guard.release, self.connect, reservation)
 
 
 async def _authenticate(

@@ -47,3 +47,4 @@ def install(app: FastAPI) -> None:
         routes_admin,
     ):
         app.include_router(module.router)
+    app.include_router(routes_auth.login_router)

@@ -2,24 +2,33 @@
 
 from __future__ import annotations
 
-from fastapi import Request
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse
 from starlette.responses import Response
 
 from store import ratelimit
+from store.accounts import login as password_login
 from store.accounts import service as accounts
 from store.accounts import two_factor
 from store.accounts.models import Account
-from store.audit import service as audit
 from store.deps import DbSession
 from store.errors import StoreError
 from store.web import forms
 from store.web.auth import login_session, logout_session
+from store.web.csrf import csrf_protect
 from store.web.forms import FieldError, Form, FormState
 from store.web.routes_two_factor import start_second_step
 from store.web.routing import Viewer, page_router, safe_next
 from store.web.templating import flash, redirect, render
 
 router = page_router()
+# Logging in takes no request transaction (store.accounts.login runs its own short ones),
+# so it is not on the page router, whose viewer dependency opens one.
+login_router = APIRouter(
+    include_in_schema=False,
+    default_response_class=HTMLResponse,
+    dependencies=[Depends(csrf_protect)],
+)
 
 
 def _with_retry(response: Response, wait: int | None) -> Response:
@@ -77,41 +86,38 @@ def login_page(request: Request, viewer: Viewer, next: str = "") -> Response:
     return render(request, "auth/login.html", {"form": forms.NO_FORM, "next": safe_next(next, "")})
 
 
-@router.post("/login")
-def login(request: Request, session: DbSession, form: Form) -> Response:
-    """Log in with a username or e-mail address and a password."""
+@login_router.post("/login")
+async def login(request: Request, form: Form) -> Response:
+    """Log in with a username or e-mail address and a password (store.accounts.login:
+    the attempt is reserved first, the password checked outside any transaction)."""
     target = safe_next(forms.text(form, "next"), "")
     name = forms.text(form, "login")
-    wait = ratelimit.login_wait(session, request, name)
-    result: Account | StoreError
-    if wait is not None:
-        result = ratelimit.too_many(wait, "failed log-ins")
-    else:
-        result = forms.attempt(
-            session,
-            lambda: accounts.authenticate(
-                session, login=name, password=forms.text(form, "password")
-            ),
+    try:
+        account = await password_login.log_in(
+            request,
+            login=name,
+            password=forms.text(form, "password"),
+            via="web",
+            then=lambda _session, account: account,
         )
-        if isinstance(result, StoreError) and result.code == "bad_credentials":
-            ratelimit.login_failed(session, request, name)  # committed with the request
-            audit.sign_in(session, login=name, account=None, via="web")
-    if isinstance(result, StoreError):
+    except StoreError as exc:
+        request.state.me = None
+        headers = exc.extra.get("headers") or {}
+        wait = headers.get("Retry-After")
         return _with_retry(
             render(
                 request,
                 "auth/login.html",
-                {"form": FormState.failed("login", form, result), "next": target},
-                status=forms.error_status(result),
+                {"form": FormState.failed("login", form, exc), "next": target},
+                status=forms.error_status(exc),
             ),
-            wait,
+            int(wait) if wait else None,
         )
-    if two_factor.enabled(result):
+    if two_factor.enabled(account):
         # The password was right; the code comes next (store.web.routes_two_factor).
-        return start_second_step(request, result, target)
-    audit.sign_in(session, login=name, account=result, via="web")
-    login_session(request, result)
-    flash(request, f"Logged in as {result.username}.")
+        return start_second_step(request, account, target)
+    login_session(request, account)
+    flash(request, f"Logged in as {account.username}.")
     return redirect(target or "/")
 
 

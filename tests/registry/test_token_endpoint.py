@@ -323,13 +323,13 @@ def test_password_checks_are_cached_and_invalidated(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     calls = []
-    real = security.verify_password
+    real = security.check_password
 
     def counting(password_hash: str, password: str) -> bool:
         calls.append(password)
         return real(password_hash, password)
 
-    monkeypatch.setattr(security, "verify_password", counting)
+    monkeypatch.setattr(security, "check_password", counting)
     for _ in range(3):
         assert get_token(client, [], basic("bob", PASSWORD)).status_code == 200
     assert len(calls) == 1

@@ -196,7 +196,7 @@ def test_concurrent_checks_of_one_password_share_one_argon2_run(
         time.sleep(0.05)
         return password == "right"
 
-    monkeypatch.setattr(security, "verify_password", slow_verify)
+    monkeypatch.setattr(security, "check_password", slow_verify)
     cache = credentials.PasswordCache()
 
     async def run() -> tuple[list[bool], list[bool], bool]:

@@ -1,0 +1,123 @@
+"""Logging in with a password (pages and ``POST /api/v1/auth/token``), in three steps:
+
+1. **Reserve** an attempt for the account name and the address (``store.ratelimit.reserve``)
+   and look the account up: one short transaction, committed at once, so every process
+   sees the attempt before the password is checked (429 when none is left).
+2. **Check** the password (argon2id) in one of the process's check slots, outside any
+   transaction: on SQLite no write lock is held for the 0.2 s a check takes. An unknown
+   account costs the same one check against a constant hash. No free slot in time: the
+   attempt is given back and the caller gets 429 with ``Retry-After``.
+3. **Record** the outcome in a second transaction: a failure stays counted and is
+   audited; a success gives its attempt back, is audited (unless a second factor is still
+   to come), and runs the caller's ``then`` (make an API token, a web session) in the same
+   transaction.
+
+Both transactions run in the process's write turns (``app.state.write_turns``): callers
+must not hold a request transaction of their own (routes using this take no ``DbSession``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy.orm import Session
+
+from store import ratelimit, security
+from store.accounts import service as accounts
+from store.accounts import two_factor
+from store.accounts.models import Account
+from store.audit import service as audit
+from store.db import session_scope
+from store.errors import Forbidden, Unauthorized
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class _Found:
+    reservation: ratelimit.Reservation
+    account_id: uuid.UUID | None
+    password_hash: str | None
+
+
+def _reserve(app: Any, checks: list[tuple[ratelimit.Rule, str | None]], login: str) -> _Found:
+    with session_scope(app.state.sessionmaker) as session:
+        reservation = ratelimit.reserve(session, checks)
+        account = accounts.find_account(session, login) if login.strip() else None
+        if account is None:
+            return _Found(reservation, None, None)
+        return _Found(reservation, account.id, account.password_hash)
+
+
+def _release(app: Any, reservation: ratelimit.Reservation) -> None:
+    with session_scope(app.state.sessionmaker) as session:
+        ratelimit.release(session, reservation)
+
+
+_FAILED = "failed"
+_DISABLED = "disabled"
+
+
+def _record(
+    app: Any,
+    found: _Found,
+    ok: bool,
+    login: str,
+    password: str,
+    via: str,
+    then: Callable[[Session, Account], T],
+) -> tuple[str, T | None]:
+    """The outcome, committed: (_FAILED | _DISABLED, None) or ("", what ``then`` made)."""
+    with session_scope(app.state.sessionmaker) as session:
+        session.info["keyring"] = app.state.keyring
+        session.info["settings"] = app.state.settings
+        account = session.get(Account, found.account_id) if ok and found.account_id else None
+        if account is None:
+            audit.sign_in(session, login=login, account=None, via=via)
+            return _FAILED, None  # the reserved attempt stays counted
+        ratelimit.release(session, found.reservation)
+        if not account.is_active:
+            return _DISABLED, None
+        if security.password_needs_rehash(account.password_hash):
+            account.password_hash = security.hash_password(password)
+        if not two_factor.enabled(account):  # else signed in once the code is right
+            audit.sign_in(session, login=login, account=account, via=via)
+        return "", then(session, account)
+
+
+async def log_in(
+    request: Any,
+    *,
+    login: str,
+    password: str,
+    via: str,
+    then: Callable[[Session, Account], T],
+) -> T:
+    """Check a log-in (see the module docstring); ``then(session, account)`` runs in the
+    transaction that records the success. Raises TooManyRequests (429, Retry-After),
+    Unauthorized ``bad_credentials`` or Forbidden ``account_disabled``."""
+    app = request.app
+    turns = app.state.write_turns
+    checks = ratelimit.login_checks(request, login)
+    try:
+        found = await turns.run(_reserve, app, checks, login)
+    except ratelimit.Refused as exc:
+        raise ratelimit.too_many(exc.wait, "failed log-ins") from None
+    try:
+        if found.password_hash is None:
+            await security.burn_password_check_async(password)
+            ok = False
+        else:
+            ok = await security.verify_password_async(found.password_hash, password)
+    except security.ChecksBusy:
+        await turns.run(_release, app, found.reservation)  # never tried: not an attempt
+        raise
+    outcome, value = await turns.run(_record, app, found, ok, login, password, via, then)
+    if outcome == _FAILED:
+        raise Unauthorized("Incorrect username or password", code="bad_credentials")
+    if outcome == _DISABLED:
+        raise Forbidden("This account is disabled", code="account_disabled")
+    return value
