@@ -49,6 +49,12 @@ class Settings(BaseSettings):
     allow_http: bool = Field(default=False, description="Production without TLS (no https).")
     log_format: Literal["auto", "json", "text"] = "auto"
     metrics_token: str | None = None
+    # /metrics only for clients on loopback or private networks that did not come through
+    # a proxy (no Forwarded / X-Forwarded-For): production needs this or a metrics token.
+    metrics_private: bool = False
+    # Production refuses the built-in test gateway (paid tiers bought with test cards)
+    # unless this says so; every page then carries a banner.
+    allow_test_payments: bool = False
 
     # Web sessions.
     session_max_age: int = 14 * 24 * 3600

@@ -10,7 +10,11 @@ name SQLite or PostgreSQL. In production (``STORE_ENVIRONMENT=production``) also
   says the deployment has no TLS at all (a trial, an isolated network). TLS terminated by a
   proxy needs no opt-out: the public URL is the https address users see;
 - ``STORE_DATABASE_URL`` pointing at PostgreSQL;
-- Stripe's three keys all set or none, of matching kinds and modes.
+- Stripe's three keys all set or none, of matching kinds and modes; without them (or with
+  ``STORE_BILLING_GATEWAY=test``) the built-in test gateway would sell paid tiers for test
+  cards, so it is refused unless ``STORE_ALLOW_TEST_PAYMENTS=true`` (then every page shows
+  a banner);
+- ``/metrics`` protected: ``STORE_METRICS_TOKEN`` set, or ``STORE_METRICS_PRIVATE=true``.
 """
 
 from __future__ import annotations
@@ -89,7 +93,7 @@ def check(settings: Settings, stripe: dict[str, str | None] | None = None) -> Re
     backend = _database_backend(settings, report)
     if settings.environment == "production":
         _production(settings, backend, report)
-        _stripe(stripe if stripe is not None else _stripe_from_env(), report)
+        _stripe(stripe if stripe is not None else _stripe_from_env(), report, settings)
     return report
 
 
@@ -143,6 +147,12 @@ def _production(settings: Settings, backend: str | None, report: Report) -> None
             "STORE_DATABASE_URL must point at PostgreSQL in production "
             "(postgresql://user:password@host:5432/name); it is the embedded SQLite"
         )
+    if not settings.metrics_token and not settings.metrics_private:
+        report.problems.append(
+            "/metrics is open to anyone: set STORE_METRICS_TOKEN (scrapers send it as a "
+            "bearer token) or STORE_METRICS_PRIVATE=true (only clients on loopback or private "
+            "networks, not through a proxy)"
+        )
     if settings.cookie_secure is False and settings.public_url.startswith("https://"):
         report.warnings.append("STORE_COOKIE_SECURE=false: session cookies also go over http")
 
@@ -160,10 +170,27 @@ def _stripe_from_env() -> dict[str, str | None]:
     return values
 
 
-def _stripe(values: dict[str, Any], report: Report) -> None:
+def _test_gateway(settings: Settings | None, report: Report) -> None:
+    if settings is not None and settings.allow_test_payments:
+        report.warnings.append(
+            "STORE_ALLOW_TEST_PAYMENTS=true: paid tiers use the built-in TEST gateway (test "
+            "cards, no real payments); every page says so"
+        )
+        return
+    report.problems.append(
+        "production refuses the built-in test gateway (paid tiers would be sold for test "
+        "cards): set STRIPE_SECRET_KEY, STRIPE_PUBLISHABLE_KEY and STRIPE_WEBHOOK_SECRET, or "
+        "STORE_ALLOW_TEST_PAYMENTS=true for a trial"
+    )
+
+
+def _stripe(values: dict[str, Any], report: Report, settings: Settings | None = None) -> None:
     present = [k for k in STRIPE_KEYS if values.get(k)]
     missing = [k for k in STRIPE_KEYS if not values.get(k)]
     gateway = values.get("STORE_BILLING_GATEWAY") or "auto"
+    if gateway == "test":
+        _test_gateway(settings, report)
+        return
     if present and missing:
         report.problems.append(
             f"Stripe is partly configured: {', '.join(present)} set but {', '.join(missing)} "
@@ -177,10 +204,7 @@ def _stripe(values: dict[str, Any], report: Report) -> None:
                 "and STRIPE_WEBHOOK_SECRET"
             )
         else:
-            report.warnings.append(
-                "Stripe is not configured: paid tiers use the built-in TEST gateway "
-                "(test cards, no real payments)"
-            )
+            _test_gateway(settings, report)
         return
     for name in STRIPE_KEYS:
         if not str(values[name]).startswith(_STRIPE_PREFIXES[name]):

@@ -191,15 +191,42 @@ async def readyz(request: Request) -> Response:
     return _json(body, 503 if failing else 200)
 
 
+def _private_client(request: Request) -> bool:
+    """A socket peer on loopback or a private network that did not come through a proxy
+    (proxies add Forwarded / X-Forwarded-For; the public side is then someone else)."""
+    import ipaddress
+
+    if request.headers.get("forwarded") or request.headers.get("x-forwarded-for"):
+        return False
+    peer = request.client.host if request.client else ""
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_private
+
+
 async def metrics_endpoint(request: Request) -> Response:
     """Prometheus text exposition; with STORE_METRICS_TOKEN set, a matching bearer token
-    is required."""
+    is required, and with STORE_METRICS_PRIVATE=true a client on a private network (not
+    through a proxy) needs none."""
     from store.security import constant_time_equals
 
-    token = request.app.state.settings.metrics_token
-    if token and not constant_time_equals(
-        request.headers.get("authorization", ""), f"Bearer {token}"
-    ):
-        return _json({"error": "unauthorized", "detail": "metrics need the bearer token"}, 401)
+    settings = request.app.state.settings
+    token, private = settings.metrics_token, settings.metrics_private
+    if token or private:
+        sent = request.headers.get("authorization", "")
+        if not (
+            (token and constant_time_equals(sent, f"Bearer {token}"))
+            or (private and _private_client(request))
+        ):
+            if not token:
+                detail = "metrics are served to private networks only"
+                return _json({"error": "forbidden", "detail": detail}, 403)
+            response = _json(
+                {"error": "unauthorized", "detail": "metrics need the bearer token"}, 401
+            )
+            response.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
+            return response
     body = await run_in_threadpool(metrics.exposition)
     return Response(body, media_type=metrics.CONTENT_TYPE, headers={"Cache-Control": "no-store"})

@@ -121,7 +121,16 @@ def base_context(request: Request) -> dict[str, Any]:
         if request.url.path in ("/browse", "/search")
         else "",
         "path": request.url.path,
+        "test_payments_banner": _test_payments_banner(request.app.state, settings),
     }
+
+
+def _test_payments_banner(state: Any, settings: Settings) -> bool:
+    """Production running on the built-in test gateway (STORE_ALLOW_TEST_PAYMENTS=true)."""
+    if settings.environment != "production" or not settings.allow_test_payments:
+        return False
+    billing = getattr(state, "billing", None)
+    return bool(getattr(billing, "test_mode", True))
 
 
 def render(

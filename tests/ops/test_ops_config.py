@@ -29,6 +29,7 @@ def production(**overrides: Any) -> Settings:
         "public_url": "https://store.example.com",
         "registry_url": "https://registry.example.com",
         "database_url": PG,
+        "metrics_token": "m" * 32,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -40,10 +41,44 @@ def test_a_good_production_configuration_passes() -> None:
     assert report.warnings == []
 
 
-def test_production_without_stripe_warns_about_the_test_gateway() -> None:
-    report = check(production(), NO_STRIPE)
+def test_production_refuses_the_test_gateway_unless_allowed() -> None:
+    gateways = [{}, {"STORE_BILLING_GATEWAY": "test"}, {**STRIPE, "STORE_BILLING_GATEWAY": "test"}]
+    for gateway in gateways:
+        report = check(production(), {**NO_STRIPE, **gateway})
+        assert len(report.problems) == 1, report.problems
+        assert report.problems[0].startswith("production refuses the built-in test gateway")
+        assert "STORE_ALLOW_TEST_PAYMENTS=true" in report.problems[0]
+    report = check(production(allow_test_payments=True), NO_STRIPE)
     assert report.problems == []
     assert ["TEST gateway" in w for w in report.warnings] == [True]
+    # Outside production the test gateway is the default, without a word.
+    assert check(production(environment="development"), NO_STRIPE).problems == []
+
+
+def test_production_requires_a_metrics_token_or_private_metrics() -> None:
+    problems = check(production(metrics_token=None), STRIPE).problems
+    assert len(problems) == 1 and problems[0].startswith("/metrics is open to anyone")
+    assert check(production(metrics_token=None, metrics_private=True), STRIPE).problems == []
+
+
+def test_the_test_payments_banner(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        data_dir=tmp_path / "data",
+        secret_key=GOOD_SECRET,
+    )
+    app = create_app(settings)
+    with TestClient(app) as client:
+
+        def home(**changes: Any) -> str:
+            app.state.settings = settings.model_copy(update=changes)
+            return client.get("/", headers={"Accept": "text/html"}).text
+
+        assert "TEST PAYMENTS" not in home()
+        assert "TEST PAYMENTS" not in home(environment="production")
+        assert "TEST PAYMENTS" in home(environment="production", allow_test_payments=True)
 
 
 @pytest.mark.parametrize(
@@ -142,6 +177,7 @@ def test_every_problem_is_reported_at_once_by_create_app(tmp_path: Path) -> None
         secret_key=None,
         public_url="http://x.example",
         database_url=None,
+        allow_test_payments=True,
     )
     with pytest.raises(ConfigurationError) as raised:
         create_app(settings)
@@ -174,6 +210,7 @@ def test_serve_exits_1_listing_every_problem(
     monkeypatch.setenv("STORE_SECRET_KEY", "too-short")
     monkeypatch.setenv("STORE_PUBLIC_URL", "http://store.example.com")
     monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", "whsec_x")
+    monkeypatch.setenv("STORE_METRICS_TOKEN", "m" * 32)
     calls: list[Any] = []
     monkeypatch.setattr("uvicorn.run", lambda *a, **kw: calls.append(a))
 

@@ -265,6 +265,7 @@ def _example_variables() -> dict[str, str]:
     variables = deploy_files.read_env_file(deploy_files.COMPOSE_ENV_EXAMPLE)
     variables["STORE_SECRET_KEY"] = "s" * 48
     variables["POSTGRES_PASSWORD"] = "pg-password"
+    variables["STORE_METRICS_TOKEN"] = "m" * 32
     return variables
 
 

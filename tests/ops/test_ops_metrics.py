@@ -184,6 +184,33 @@ def test_metrics_can_require_a_bearer_token(app: FastAPI, client: TestClient) ->
     assert client.get("/metrics", headers={"Authorization": "Bearer nope"}).status_code == 401
     ok = client.get("/metrics", headers={"Authorization": "Bearer s3cret-scrape"})
     assert ok.status_code == 200
+    assert client.get("/metrics").headers["www-authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize(
+    ("peer", "headers", "allowed"),
+    [
+        ("127.0.0.1", {}, True),
+        ("10.1.2.3", {}, True),
+        ("::1", {}, True),
+        ("8.8.8.8", {}, False),
+        ("10.1.2.3", {"X-Forwarded-For": "8.8.8.8"}, False),
+        ("127.0.0.1", {"Forwarded": "for=8.8.8.8"}, False),
+    ],
+)
+def test_private_metrics_serve_private_networks_only(
+    app: FastAPI, peer: str, headers: dict[str, str], allowed: bool
+) -> None:
+    app.state.settings = app.state.settings.model_copy(update={"metrics_private": True})
+    with TestClient(app, client=(peer, 40000)) as client:
+        response = client.get("/metrics", headers=headers)
+    assert response.status_code == (200 if allowed else 403), response.text
+    # With a token too, the token opens it from anywhere.
+    app.state.settings = app.state.settings.model_copy(update={"metrics_token": "t0ken-t0ken"})
+    with TestClient(app, client=(peer, 40000)) as client:
+        bearer = {"Authorization": "Bearer t0ken-t0ken", **headers}
+        assert client.get("/metrics", headers=bearer).status_code == 200
+        assert client.get("/metrics", headers=headers).status_code == (200 if allowed else 401)
 
 
 def test_label_sets_from_outside_are_capped() -> None:
