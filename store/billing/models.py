@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from sqlalchemy.sql.expression import false as sa_false
 
@@ -26,6 +26,14 @@ ORDER_STATUSES = (
     "refunded",
 )
 SUBSCRIPTION_STATUSES = ("incomplete", "trialing", "active", "past_due", "canceled", "expired")
+# One open purchase per holder and product (store.billing.ownership): these statuses count.
+OPEN_ORDER_SQL = (
+    "kind = 'one_time' AND holder_key IS NOT NULL AND status IN "
+    "('pending', 'requires_action', 'review', 'paid', 'partially_refunded')"
+)
+OPEN_SUBSCRIPTION_SQL = (
+    "holder_key IS NOT NULL AND status IN ('incomplete', 'trialing', 'active', 'past_due')"
+)
 
 
 class TierPrice(Base):
@@ -62,6 +70,16 @@ class GatewayCustomer(Base):
 
 class Subscription(Base):
     __tablename__ = "billing_subscriptions"
+    __table_args__ = (
+        Index(
+            "ux_billing_subscriptions_open_holder",
+            "holder_key",
+            "product_id",
+            unique=True,
+            sqlite_where=text(OPEN_SUBSCRIPTION_SQL),
+            postgresql_where=text(OPEN_SUBSCRIPTION_SQL),
+        ),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     account_id: Mapped[uuid.UUID] = mapped_column(
@@ -74,6 +92,8 @@ class Subscription(Base):
     product_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("products.id", ondelete="RESTRICT"), index=True
     )
+    # The organisation bought for, else the buying account (store.billing.ownership).
+    holder_key: Mapped[uuid.UUID | None] = mapped_column(default=None)
     tier_price_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("billing_tier_prices.id", ondelete="SET NULL"), default=None
     )
@@ -126,6 +146,14 @@ class Order(Base):
     __table_args__ = (
         UniqueConstraint("gateway", "gateway_ref"),
         Index("ix_billing_orders_product_paid", "product_id", "paid_at"),
+        Index(
+            "ux_billing_orders_open_holder",
+            "holder_key",
+            "product_id",
+            unique=True,
+            sqlite_where=text(OPEN_ORDER_SQL),
+            postgresql_where=text(OPEN_ORDER_SQL),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
@@ -137,6 +165,8 @@ class Order(Base):
     )
     tier_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tiers.id", ondelete="RESTRICT"))
     product_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("products.id", ondelete="RESTRICT"))
+    # The organisation bought for, else the buying account (store.billing.ownership).
+    holder_key: Mapped[uuid.UUID | None] = mapped_column(default=None)
     tier_price_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("billing_tier_prices.id", ondelete="SET NULL"), default=None
     )

@@ -13,11 +13,13 @@ import uuid
 from datetime import datetime
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from store.accounts import service as accounts
 from store.accounts.models import Account, Organization
 from store.audit import service as audit
+from store.billing import ownership
 from store.billing.gateway import GatewayError, Outcome, PaymentInput
 from store.billing.models import Order, Subscription
 from store.billing.prices import ensure_price
@@ -39,7 +41,6 @@ RANK = {
     "partially_refunded": 4,
     "refunded": 5,
 }
-OPEN_SUBSCRIPTION = ("incomplete", "trialing", "active", "past_due")
 
 
 # --- checkout -------------------------------------------------------------------------
@@ -78,11 +79,35 @@ def start_checkout(
         raise ValidationFailed("This tier is free: use its Get button", code="tier_is_free")
     if org is not None:
         accounts.require_role(session, account, org, "owner")
-    if tier.recurring and _open_subscription(session, account, tier, org) is not None:
-        raise Conflict(
-            "You already subscribe to this tier; see My purchases", code="already_subscribed"
-        )
     quote = billing.quote(tier, buyer, coupon, quantity, utcnow())
+    key = ownership.holder_key(account, org)
+    ownership.lock_holder(session, account, org)
+    existing = ownership.open_purchase(session, key, product.id)
+    if existing is not None and not ownership.close_if_abandoned(session, billing, existing):
+        raise ownership.already_owned(existing)
+    try:
+        with session.begin_nested():
+            return _create_checkout(session, billing, account, tier, org, buyer, quote, key)
+    except IntegrityError:
+        # Another checkout of this holder and product won the race (the partial unique
+        # indexes of store.billing.ownership).
+        existing = ownership.open_purchase(session, key, product.id)
+        if existing is None:
+            raise
+        raise ownership.already_owned(existing) from None
+
+
+def _create_checkout(
+    session: Session,
+    billing: Billing,
+    account: Account,
+    tier: Tier,
+    org: Organization | None,
+    buyer: Buyer | None,
+    quote: Quote,
+    key: uuid.UUID,
+) -> Order:
+    product = tier.product
     price = ensure_price(session, billing, tier)
     subscription = None
     if quote.interval is not None:
@@ -98,6 +123,7 @@ def start_checkout(
             currency=quote.currency,
             interval=quote.interval,
             trial_days=quote.trial_days,
+            holder_key=key,
             status="incomplete",
             gateway=billing.gateway.name,
         )
@@ -112,6 +138,7 @@ def start_checkout(
         tier_price_id=price.id,
         subscription_id=subscription.id if subscription else None,
         kind="subscription" if quote.recurring else "one_time",
+        holder_key=key,
         amount_minor=quote.due_now_net_minor,
         tax_minor=quote.due_now_tax_minor,
         discount_minor=0 if quote.trial else quote.discount_minor,
@@ -123,19 +150,6 @@ def start_checkout(
     session.add(order)
     session.flush()
     return order
-
-
-def _open_subscription(
-    session: Session, account: Account, tier: Tier, org: Organization | None
-) -> Subscription | None:
-    stmt = select(Subscription).where(
-        Subscription.account_id == account.id,
-        Subscription.tier_id == tier.id,
-        Subscription.status.in_(("trialing", "active", "past_due")),
-    )
-    if org is not None:
-        stmt = stmt.where(Subscription.organization_id == org.id)
-    return session.scalars(stmt.limit(1)).first()
 
 
 def pay(session: Session, billing: Billing, *, order: Order, payment: PaymentInput) -> Outcome:

@@ -94,6 +94,7 @@ def _checkout_form(
     tier: Any,
     error: str = "",
     status: int = 200,
+    manage_url: str | None = None,
 ) -> Response:
     return _page(
         request,
@@ -105,6 +106,7 @@ def _checkout_form(
             "orgs": _owned_orgs(session, account),
             "test_cards": TEST_CARDS,
             "error": error,
+            "manage_url": manage_url,
             "uses_stripe_js": not billing.test_mode,
         },
         billing,
@@ -146,7 +148,10 @@ def checkout_submit(
     try:
         order = orders.start_checkout(session, billing, account=account, tier=tier, org=org)
     except StoreError as exc:
-        return _checkout_form(request, session, billing, account, tier, exc.detail, exc.status_code)
+        manage = exc.extra.get("manage_url") if exc.extra else None
+        return _checkout_form(
+            request, session, billing, account, tier, exc.detail, exc.status_code, manage
+        )
     # Committed before the gateway is asked, so an early webhook finds the order.
     session.commit()
     orders.pay(session, billing, order=order, payment=payment)

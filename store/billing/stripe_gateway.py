@@ -10,10 +10,11 @@ end on the item or on the subscription), so fields are read through ``obj_id``/`
 from __future__ import annotations
 
 import logging
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import stripe
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from store.accounts.models import Account
@@ -23,6 +24,9 @@ from store.billing.models import GatewayCustomer, Order, Subscription, TierPrice
 from store.billing.pricing import BillingKind
 from store.billing.runtime import Billing
 from store.catalog.models import Tier
+
+if TYPE_CHECKING:
+    from stripe._request_options import RequestOptions
 
 log = logging.getLogger("store.billing.stripe")
 
@@ -34,6 +38,12 @@ def _plain(obj: Any) -> dict[str, Any]:
 def plan_id(tier: Tier, price: TierPrice) -> str:
     """Deterministic: one plan per tier, period, currency and amount (never mutated)."""
     return f"store-{tier.id.hex}-{price.billing}-{price.amount_minor}{price.currency}"
+
+
+def idempotent(key: str) -> RequestOptions:
+    """Request options with an idempotency key derived from the store's own ids: a retried
+    or repeated create returns the first object instead of making another."""
+    return {"idempotency_key": f"store-{key}"}
 
 
 def product_id(tier: Tier) -> str:
@@ -68,7 +78,8 @@ class StripeGateway:
                     "id": pid,
                     **data,
                     "metadata": {"product_id": str(product.id), "repository": product.repository},
-                }
+                },
+                options=idempotent(f"product-{pid}-{data['name']}"),
             )
         except stripe.StripeError as exc:
             if exc.http_status not in (400, 409):
@@ -94,7 +105,8 @@ class StripeGateway:
                     "currency": price.currency,
                     "interval": interval.value,
                     "metadata": {"tier_id": str(tier.id)},
-                }
+                },
+                options=idempotent(f"plan-{plan}"),
             )
         except stripe.StripeError as exc:
             if exc.http_status not in (400, 409):
@@ -108,23 +120,47 @@ class StripeGateway:
     # --- customers ----------------------------------------------------------------------
 
     def _customer(self, session: Session, account: Account) -> str:
-        row = session.scalar(
-            select(GatewayCustomer).where(
-                GatewayCustomer.account_id == account.id, GatewayCustomer.gateway == self.name
-            )
+        """The account's Stripe customer, made once.
+
+        The account's row is locked first, so two checkouts of one account at the same
+        instant (two processes) make one customer: the second waits and finds the first's
+        row. The creation also carries an idempotency key, so a retried request reuses it.
+        """
+        lock = select(Account.id).where(Account.id == account.id).with_for_update()
+        session.execute(lock)
+        find = select(GatewayCustomer).where(
+            GatewayCustomer.account_id == account.id, GatewayCustomer.gateway == self.name
         )
+        row = session.scalar(find.execution_options(populate_existing=True))
         if row is not None:
             return row.gateway_ref
         try:
             customer = self.v1.customers.create(
-                {"email": account.email, "metadata": {"account_id": str(account.id)}}
+                {"email": account.email, "metadata": {"account_id": str(account.id)}},
+                options=idempotent(f"customer-{account.id}"),
             )
         except stripe.StripeError as exc:
             raise GatewayError(str(exc)) from exc
-        row = GatewayCustomer(account_id=account.id, gateway=self.name, gateway_ref=customer.id)
-        session.add(row)
-        session.flush()
-        return row.gateway_ref
+        try:
+            with session.begin_nested():
+                session.add(
+                    GatewayCustomer(
+                        account_id=account.id, gateway=self.name, gateway_ref=customer.id
+                    )
+                )
+        except IntegrityError:
+            # Recorded meanwhile by a writer that did not take the lock: keep theirs.
+            self._delete_customer(customer.id)
+            row = session.scalar(find)
+            assert row is not None
+            return row.gateway_ref
+        return str(customer.id)
+
+    def _delete_customer(self, ref: str) -> None:
+        try:
+            self.v1.customers.delete(ref)
+        except stripe.StripeError as exc:
+            log.warning("could not delete duplicate customer %s: %s", ref, exc)
 
     # --- one-time payments --------------------------------------------------------------
 
@@ -148,7 +184,9 @@ class StripeGateway:
             },
         }
         try:
-            pi = self.v1.payment_intents.create(cast(Any, params))
+            pi = self.v1.payment_intents.create(
+                cast(Any, params), options=idempotent(f"order-{order.id}-payment")
+            )
         except stripe.CardError as exc:
             ref = obj_id(dig(exc.error, "payment_intent")) if exc.error else None
             return Outcome("failed", payment_ref=ref, message=exc.user_message or "Declined.")
@@ -187,9 +225,15 @@ class StripeGateway:
             return Outcome("failed", message="No card was entered.")
         customer = self._customer(session, account)
         try:
-            pm = self.v1.payment_methods.attach(payment.payment_method, {"customer": customer})
+            pm = self.v1.payment_methods.attach(
+                payment.payment_method,
+                {"customer": customer},
+                options=idempotent(f"order-{order.id}-attach"),
+            )
             self.v1.customers.update(
-                customer, {"invoice_settings": {"default_payment_method": pm.id}}
+                customer,
+                {"invoice_settings": {"default_payment_method": pm.id}},
+                options=idempotent(f"order-{order.id}-default-card"),
             )
         except stripe.CardError as exc:
             return Outcome("failed", message=exc.user_message or "Declined.")
@@ -208,7 +252,9 @@ class StripeGateway:
         if subscription.trial_days > 0:
             params["trial_period_days"] = subscription.trial_days
         try:
-            sub = self.v1.subscriptions.create(cast(Any, params))
+            sub = self.v1.subscriptions.create(
+                cast(Any, params), options=idempotent(f"order-{order.id}-subscription")
+            )
         except stripe.CardError as exc:
             return Outcome("failed", message=exc.user_message or "Declined.")
         except stripe.StripeError as exc:
@@ -276,8 +322,11 @@ class StripeGateway:
         if not order.payment_ref:
             raise GatewayError("this order has no payment to refund")
         try:
+            # One key per refund step: the amount refunded before it and its own amount.
+            key = f"order-{order.id}-refund-{order.refunded_minor}-{amount_minor}"
             refund = self.v1.refunds.create(
-                {"payment_intent": order.payment_ref, "amount": amount_minor}
+                {"payment_intent": order.payment_ref, "amount": amount_minor},
+                options=idempotent(key),
             )
         except stripe.StripeError as exc:
             raise GatewayError(exc.user_message or str(exc)) from exc

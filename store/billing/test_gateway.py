@@ -105,7 +105,8 @@ class TestGateway:
         self, session: Session, billing: Billing, *, order: Order, payment: PaymentInput
     ) -> Outcome:
         card = normalize_card(payment.card_number)
-        order.payment_ref = order.payment_ref or _ref("pi")
+        # Refs derived from the order, as Stripe's idempotency keys: a retry reuses them.
+        order.payment_ref = order.payment_ref or f"pi_test_{order.id.hex}"
         order.gateway_ref = order.gateway_ref or order.payment_ref
         session.flush()
         if card == CARD_SUCCESS:
@@ -218,8 +219,8 @@ class TestGateway:
         card = normalize_card(payment.card_number)
         self._customer(session, account)
         sub = subscription
-        sub.gateway_ref = sub.gateway_ref or _ref("sub")
-        order.gateway_ref = order.gateway_ref or _ref("in")
+        sub.gateway_ref = sub.gateway_ref or f"sub_test_{sub.id.hex}"
+        order.gateway_ref = order.gateway_ref or f"in_test_{order.id.hex}"
         session.flush()
         if card == CARD_SUCCESS:
             self._start_subscription(session, billing, sub, order, created=True)

@@ -7,6 +7,7 @@ from starlette.responses import Response
 
 from store.accounts import service as accounts
 from store.accounts.models import Account
+from store.billing import ownership
 from store.catalog import service as catalog
 from store.catalog.models import Product, Tier
 from store.deps import DbSession
@@ -159,6 +160,7 @@ def product_page(
             "can_edit": accounts.has_role(session, viewer, product.organization, "viewer"),
             "signed_in": viewer is not None,
             "tags": signing.tag_statuses(session, product),
+            "owned": ownership.owned_by(session, viewer, product) if viewer else [],
         },
     )
 

@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 
 from store.billing.runtime import Billing
 from tests.billing.conftest import Shop
-from tests.factories import api_token, auth
+from tests.factories import api_token, auth, make_account
 
 
 def test_checkout_orders_subscriptions_refund_sales(
@@ -26,31 +26,52 @@ def test_checkout_orders_subscriptions_refund_sales(
     order = r.json()["order"]
     assert order["status"] == "paid" and order["total_minor"] == 9900 and order["receipt_number"]
 
+    # One open purchase per holder and product: buying again (any tier) is a 409.
+    for tier in (shop.one_time, shop.monthly):
+        r = client.post(
+            "/api/v1/billing/checkout",
+            json={"tier_id": str(tier.id), "card_number": "4242424242424242"},
+            headers=buyer,
+        )
+        assert r.status_code == 409 and r.json()["error"] == "already_owned", r.text
+        assert r.json()["manage_url"] == "/my/purchases"
+        assert r.json()["purchase"] == {"kind": "order", "id": order["id"], "status": "paid"}
+
+    other = auth(api_token(session, make_account(session)))
     r = client.post(
         "/api/v1/billing/checkout",
         json={"tier_id": str(shop.one_time.id), "card_number": "4000002500003155"},
-        headers=buyer,
+        headers=other,
     )
     assert r.json()["next_action"] == "authenticate"
     assert r.json()["order"]["status"] == "requires_action"
+    # A checkout in progress: the second answer points at the first order.
+    again = client.post(
+        "/api/v1/billing/checkout",
+        json={"tier_id": str(shop.monthly.id), "card_number": "4242424242424242"},
+        headers=other,
+    )
+    assert again.status_code == 409
+    assert again.json()["manage_url"] == f"/checkout/orders/{r.json()['order']['id']}"
 
+    subscriber = auth(api_token(session, make_account(session)))
     r = client.post(
         "/api/v1/billing/checkout",
         json={"tier_id": str(shop.monthly.id), "card_number": "4242424242424242"},
-        headers=buyer,
+        headers=subscriber,
     )
     assert r.status_code == 201 and r.json()["order"]["kind"] == "subscription"
 
     mine = client.get("/api/v1/billing/orders", headers=buyer).json()
-    assert len(mine) == 3
+    assert len(mine) == 1
     assert client.get(f"/api/v1/billing/orders/{order['id']}", headers=publisher).status_code == 404
 
-    subs = client.get("/api/v1/billing/subscriptions", headers=buyer).json()
+    subs = client.get("/api/v1/billing/subscriptions", headers=subscriber).json()
     assert [s["status"] for s in subs] == ["active"]
     sub_id = subs[0]["id"]
-    r = client.post(f"/api/v1/billing/subscriptions/{sub_id}/cancel", headers=buyer)
+    r = client.post(f"/api/v1/billing/subscriptions/{sub_id}/cancel", headers=subscriber)
     assert r.status_code == 200 and r.json()["cancel_at_period_end"] is True
-    r = client.post(f"/api/v1/billing/subscriptions/{sub_id}/resume", headers=buyer)
+    r = client.post(f"/api/v1/billing/subscriptions/{sub_id}/resume", headers=subscriber)
     assert r.json()["cancel_at_period_end"] is False
     assert (
         client.post(f"/api/v1/billing/subscriptions/{sub_id}/cancel", headers=publisher).status_code

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from store.accounts.models import Account
 from store.billing import access, orders, subscriptions
 from store.billing.gateway import GatewayError, PaymentInput
 from store.billing.models import Order, Subscription
@@ -36,8 +37,11 @@ def subscribe(session: Session, billing: Billing, shop: Shop) -> tuple[Order, Su
     return order, sub
 
 
-def buy_once(session: Session, billing: Billing, shop: Shop) -> Order:
-    order = orders.start_checkout(session, billing, account=shop.buyer, tier=shop.one_time)
+def buy_once(
+    session: Session, billing: Billing, shop: Shop, account: Account | None = None
+) -> Order:
+    account = account or shop.buyer
+    order = orders.start_checkout(session, billing, account=account, tier=shop.one_time)
     orders.pay(session, billing, order=order, payment=PaymentInput(card_number=CARD_SUCCESS))
     session.commit()
     assert order.status == "paid"
@@ -118,7 +122,8 @@ def test_unpublishing_ends_subscriptions_at_period_end(
     client: TestClient, session: Session, billing: Billing, shop: Shop
 ) -> None:
     _order, sub = subscribe(session, billing, shop)
-    perpetual = buy_once(session, billing, shop)
+    # Another customer's perpetual license (one open purchase per holder and product).
+    perpetual = buy_once(session, billing, shop, make_account(session))
     session.info["billing"] = billing
     catalog.set_status(session, actor=shop.publisher, product=shop.product, status="draft")
     session.commit()

@@ -16,6 +16,7 @@ from store.licensing import entitlements
 from store.licensing import service as licensing
 from store.licensing.models import Entitlement
 from tests.billing.conftest import Shop
+from tests.factories import make_account
 from tests.web.helpers import HTML, csrf_of, login, submit
 
 
@@ -145,10 +146,12 @@ def test_other_peoples_orders_are_not_found(
 
 
 def test_publisher_sales_and_csv(browser: TestClient, session: Session, shop: Shop) -> None:
-    login(browser, shop.buyer.username)
-    buy(browser, shop.one_time.id, "4242424242424242")
-    buy(browser, shop.monthly.id, "4242424242424242")
-    browser.post("/logout", data={"csrf_token": csrf_of(browser.get("/my/purchases").text)})
+    other = make_account(session)
+    session.commit()
+    for account, tier in ((shop.buyer, shop.one_time), (other, shop.monthly)):
+        login(browser, account.username)
+        buy(browser, tier.id, "4242424242424242")
+        browser.post("/logout", data={"csrf_token": csrf_of(browser.get("/my/purchases").text)})
     login(browser, shop.publisher.username)
     r = browser.get(f"/publish/{shop.org.slug}/-/sales")
     assert r.status_code == 200 and "$99.00" in r.text and "$49.00" in r.text, r.text[-3000:]
@@ -192,3 +195,27 @@ def test_admin_partial_and_full_refund(browser: TestClient, session: Session, sh
 def test_admin_pages_for_admins_only(browser: TestClient, session: Session, shop: Shop) -> None:
     login(browser, shop.buyer.username)
     assert browser.get("/admin/orders").status_code == 403
+
+
+def test_product_page_shows_what_the_buyer_owns(
+    browser: TestClient, session: Session, shop: Shop
+) -> None:
+    login(browser, shop.buyer.username)
+    page = f"/products/{shop.product.repository}"
+    assert f'href="/checkout/{shop.one_time.id}"' in browser.get(page).text
+    buy(browser, shop.monthly.id, "4242424242424242")
+    r = browser.get(page)
+    assert "Your plan" in r.text and "Pro" in r.text and 'href="/my/purchases">manage' in r.text
+    assert f'href="/checkout/{shop.one_time.id}"' not in r.text
+    # Buying again anyway (an old tab): 409 with a link to manage it, nothing charged.
+    checkout = f"/checkout/{shop.one_time.id}"
+    again = submit(browser, checkout, checkout, {"card_number": "4242424242424242"})
+    assert again.status_code == 409 and 'href="/my/purchases">Manage it' in again.text
+    assert len(session.scalars(select(Order).where(Order.account_id == shop.buyer.id)).all()) == 1
+    other = make_account(session)
+    session.commit()
+    browser.post("/logout", data={"csrf_token": csrf_of(browser.get("/my/purchases").text)})
+    login(browser, other.username)
+    buy(browser, shop.one_time.id, "4242424242424242")
+    r = browser.get(page)
+    assert "You own this" in r.text and "Lifetime" in r.text

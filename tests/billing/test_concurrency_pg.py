@@ -115,9 +115,10 @@ def _pending_orders(url: str, n: int) -> list[tuple[str, int]]:
         owner = make_account(session)
         org = make_org(session, owner)
         product = make_product(session, org, owner, tiers=[paid_tier("once", 2500, "one_time")])
-        buyer = make_account(session)
         tier = tier_of(product, "once")
         for _ in range(n):
+            # One buyer each: a holder has one open purchase of a product.
+            buyer = make_account(session)
             order = orders.start_checkout(session, billing, account=buyer, tier=tier)
             out.append((str(order.id), order.total_minor))
     engine.dispose()

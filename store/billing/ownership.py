@@ -1,0 +1,196 @@
+"""What a holder already has of a product: one open purchase per holder and product.
+
+A holder is the organisation a purchase was made for, else the buying account
+(``holder_key``). An *open purchase* is a one-time order that is paid, or still being paid
+(``pending``, ``requires_action``, ``review``), or a subscription that is ``incomplete``,
+``trialing``, ``active`` or ``past_due``. A second checkout for the same holder and product
+is refused with 409 ``already_owned`` and a link to manage the first.
+
+The database enforces it: partial unique indexes on ``(holder_key, product_id)`` over open
+one-time orders and over open subscriptions (migration 0201), so two checkouts at the same
+instant, in one process or two, cannot both pass. Across the two tables (a one-time order and
+a subscription at once), checkouts of one holder are serialised by locking the holder's row.
+
+An unpaid purchase that was abandoned does not block forever: a checkout that finds one asks
+the gateway, and closes it when the payment failed or was never started
+(``STALE_AFTER``).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from store.accounts.models import Account, Organization
+from store.billing.gateway import GatewayError
+from store.billing.models import Order, Subscription
+from store.billing.runtime import Billing
+from store.catalog.models import Product
+from store.db import utcnow
+from store.errors import Conflict
+
+log = logging.getLogger("store.billing")
+
+OPEN_ORDER = ("pending", "requires_action", "review", "paid", "partially_refunded")
+UNPAID_ORDER = ("pending", "requires_action")
+OPEN_SUBSCRIPTION = ("incomplete", "trialing", "active", "past_due")
+# An unpaid purchase older than this, whose payment the gateway does not report as going
+# on, is closed when the same holder checks out again.
+STALE_AFTER = timedelta(minutes=15)
+# Gateway states of a payment that can no longer succeed without the buyer starting over.
+_DEAD_PAYMENT = ("requires_payment_method", "canceled")
+
+
+def holder_key(account: Account, org: Organization | None) -> uuid.UUID:
+    return org.id if org is not None else account.id
+
+
+def lock_holder(session: Session, account: Account, org: Organization | None) -> None:
+    """Serialise checkouts of one holder (PostgreSQL row lock; SQLite has one writer)."""
+    if org is not None:
+        session.execute(select(Organization.id).where(Organization.id == org.id).with_for_update())
+    else:
+        session.execute(select(Account.id).where(Account.id == account.id).with_for_update())
+
+
+def open_purchase(
+    session: Session, key: uuid.UUID, product_id: uuid.UUID
+) -> Order | Subscription | None:
+    sub = session.scalars(
+        select(Subscription)
+        .where(
+            Subscription.holder_key == key,
+            Subscription.product_id == product_id,
+            Subscription.status.in_(OPEN_SUBSCRIPTION),
+        )
+        .limit(1)
+    ).first()
+    if sub is not None:
+        return sub
+    return session.scalars(
+        select(Order)
+        .where(
+            Order.holder_key == key,
+            Order.product_id == product_id,
+            Order.kind == "one_time",
+            Order.status.in_(OPEN_ORDER),
+        )
+        .limit(1)
+    ).first()
+
+
+def manage_url(purchase: Order | Subscription) -> str:
+    if isinstance(purchase, Order) and purchase.status in (*UNPAID_ORDER, "review"):
+        return f"/checkout/orders/{purchase.id}"
+    return "/my/purchases"
+
+
+def already_owned(purchase: Order | Subscription) -> Conflict:
+    if isinstance(purchase, Subscription):
+        what = f"already subscribe to {purchase.product.title} ({purchase.tier.name})"
+    elif purchase.status in (*UNPAID_ORDER, "review"):
+        what = f"already have a checkout of {purchase.product.title} in progress"
+    else:
+        what = f"already own {purchase.product.title} ({purchase.tier.name})"
+    kind = "subscription" if isinstance(purchase, Subscription) else "order"
+    return Conflict(
+        f"You {what}; manage it at {manage_url(purchase)}",
+        code="already_owned",
+        manage_url=manage_url(purchase),
+        purchase={"kind": kind, "id": str(purchase.id), "status": purchase.status},
+    )
+
+
+def close_if_abandoned(session: Session, billing: Billing, purchase: Order | Subscription) -> bool:
+    """Close an unpaid purchase that can no longer be paid; True if it was closed."""
+    from store.billing import orders
+
+    now = utcnow()
+    if isinstance(purchase, Subscription):
+        if purchase.status != "incomplete" or now - purchase.created_at < STALE_AFTER:
+            return False
+        status = None
+        if purchase.gateway_ref and purchase.gateway == billing.gateway.name:
+            try:
+                fresh = billing.gateway.fetch_subscription(purchase.gateway_ref)
+            except GatewayError:
+                return False
+            status = None if fresh is None else str(fresh["status"])
+        if status in ("active", "trialing", "past_due"):
+            return False
+        if status not in (None, "incomplete_expired", "canceled"):
+            try:
+                billing.gateway.cancel_now(session, billing, subscription=purchase)
+            except GatewayError:
+                return False
+        purchase = orders.lock_subscription(session, purchase.id) or purchase
+        if purchase.status == "incomplete":
+            purchase.status, purchase.canceled_at = "canceled", now
+        for order in session.scalars(
+            select(Order).where(
+                Order.subscription_id == purchase.id, Order.status.in_(UNPAID_ORDER)
+            )
+        ):
+            orders.mark_failed(session, order, reason="The checkout was abandoned.")
+        session.flush()
+        log.info("closed abandoned subscription checkout %s", purchase.id)
+        return True
+    if purchase.status not in UNPAID_ORDER or now - purchase.created_at < STALE_AFTER:
+        return False
+    status = None
+    if purchase.payment_ref and purchase.gateway == billing.gateway.name:
+        status = billing.gateway.payment_status(purchase)
+        if status is None and billing.gateway.name == "stripe":
+            return False  # Stripe did not answer: the payment may still be going on
+    if status is not None and status not in _DEAD_PAYMENT:
+        return False
+    orders.mark_failed(
+        session, orders.lock_order(session, purchase.id), reason="The checkout was abandoned."
+    )
+    log.info("closed abandoned checkout %s", purchase.id)
+    return True
+
+
+@dataclass(frozen=True)
+class Owned:
+    """A purchase shown on a product page instead of a Buy button."""
+
+    purchase: Order | Subscription
+    org: Organization | None
+    manage_url: str
+
+    @property
+    def subscription(self) -> bool:
+        return isinstance(self.purchase, Subscription)
+
+    @property
+    def in_progress(self) -> bool:
+        return isinstance(self.purchase, Order) and self.purchase.status in (
+            *UNPAID_ORDER,
+            "review",
+        )
+
+
+def owned_by(session: Session, account: Account, product: Product) -> list[Owned]:
+    """The viewer's open purchases of a product: their own, and their organisations'."""
+    from store.accounts.models import Membership
+
+    orgs = {
+        org.id: org
+        for org in session.scalars(
+            select(Organization)
+            .join(Membership, Membership.organization_id == Organization.id)
+            .where(Membership.account_id == account.id)
+        )
+    }
+    out = []
+    for key in (account.id, *orgs):
+        purchase = open_purchase(session, key, product.id)
+        if purchase is not None:
+            out.append(Owned(purchase, orgs.get(key), manage_url(purchase)))
+    return out
