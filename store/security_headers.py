@@ -7,12 +7,18 @@ keeps it (the Stripe checkout pages add js.stripe.com to their own policy, see
 ``store.billing.pages.STRIPE_CSP``). The API's Swagger UI (``/api/docs``) is served from
 the store's own files like every other page. HSTS is sent only when the public URL is
 https.
+
+Responses that carry a secret (a new token's secret, a license, a refresh token, a
+two-factor secret or recovery codes) must never be kept by a browser or proxy cache: their
+routes declare the :data:`NO_STORE` dependency, and this middleware then sends
+``Cache-Control: no-store`` whatever the route set, on every status.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from fastapi import Depends, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 CSP = (
@@ -28,6 +34,28 @@ SECURITY_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
 }
 HSTS = "max-age=31536000"
+_NO_STORE_FLAG = "store_no_store"
+
+
+def no_store(request: Request) -> None:
+    """Dependency of every route whose responses carry a secret: ``Cache-Control:
+    no-store`` (set by :class:`SecurityHeadersMiddleware` on the way out)."""
+    request.scope.setdefault("state", {})[_NO_STORE_FLAG] = True
+
+
+NO_STORE = Depends(no_store)
+
+
+def carries_secrets(route: Any) -> bool:
+    """Whether a route declares :data:`NO_STORE` (for the test that enumerates them)."""
+    dependant = getattr(route, "dependant", None)
+    stack = list(dependant.dependencies) if dependant is not None else []
+    while stack:
+        dep = stack.pop()
+        if dep.call is no_store:
+            return True
+        stack.extend(dep.dependencies)
+    return False
 
 
 def headers_for(hsts: bool) -> dict[str, str]:
@@ -50,7 +78,12 @@ class SecurityHeadersMiddleware:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = self._add(list(message.get("headers", ())))
+                headers = list(message.get("headers", ()))
+                state = scope.get("state")
+                if isinstance(state, dict) and state.get(_NO_STORE_FLAG):
+                    headers = [(k, v) for k, v in headers if k.lower() != b"cache-control"]
+                    headers.append((b"cache-control", b"no-store"))
+                message["headers"] = self._add(headers)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

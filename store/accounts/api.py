@@ -35,6 +35,7 @@ from store.accounts.schemas import (
 from store.db import utcnow
 from store.deps import AdminAccount, CurrentAccount, DbSession
 from store.errors import NotFound
+from store.security_headers import NO_STORE
 
 router = APIRouter(tags=["accounts"])
 
@@ -66,7 +67,12 @@ def sign_up(body: SignUp, request: Request, session: DbSession) -> object:
     )
 
 
-@router.post("/auth/token", status_code=status.HTTP_201_CREATED, response_model=TokenIssued)
+@router.post(
+    "/auth/token",
+    status_code=status.HTTP_201_CREATED,
+    response_model=TokenIssued,
+    dependencies=[NO_STORE],
+)
 async def log_in(body: Login, request: Request) -> TokenIssued:
     """Exchange a username (or e-mail) and password for a personal access token with the
     `api` and `pull` scopes. Attempts are limited per account name and per address, and
@@ -111,7 +117,12 @@ def my_tokens(account: CurrentAccount, session: DbSession) -> object:
     return service.list_tokens(session, account=account)
 
 
-@router.post("/me/tokens", status_code=status.HTTP_201_CREATED, response_model=TokenIssued)
+@router.post(
+    "/me/tokens",
+    status_code=status.HTTP_201_CREATED,
+    response_model=TokenIssued,
+    dependencies=[NO_STORE],
+)
 def create_my_token(body: TokenCreate, account: CurrentAccount, session: DbSession) -> TokenIssued:
     """Create a personal access token. `pull`/`push` work as the password of `docker login`;
     `api` works for this API. The secret is in the response only."""
@@ -279,6 +290,7 @@ def list_robot_tokens(slug: str, account: CurrentAccount, session: DbSession) ->
     status_code=status.HTTP_201_CREATED,
     response_model=TokenIssued,
     tags=["organizations"],
+    dependencies=[NO_STORE],
 )
 def create_robot_token(
     slug: str, body: TokenCreate, account: CurrentAccount, session: DbSession

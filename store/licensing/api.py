@@ -26,6 +26,7 @@ from store.licensing.schemas import (
     LicenseOut,
     RevokeIn,
 )
+from store.security_headers import NO_STORE
 
 router = APIRouter(tags=["entitlements"])
 
@@ -171,7 +172,12 @@ def license_keys(
     ]
 
 
-@router.get("/entitlements/{entitlement_id}/license", response_model=LicenseOut, tags=["licenses"])
+@router.get(
+    "/entitlements/{entitlement_id}/license",
+    response_model=LicenseOut,
+    tags=["licenses"],
+    dependencies=[NO_STORE],
+)
 @writes_on_read
 def entitlement_license(
     entitlement_id: uuid.UUID,
@@ -191,6 +197,7 @@ def entitlement_license(
     tags=["licenses"],
     response_class=Response,
     responses={200: {"content": {"application/x-store-license": {}}}},
+    dependencies=[NO_STORE],
 )
 @writes_on_read
 def entitlement_license_file(

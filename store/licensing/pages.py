@@ -10,6 +10,7 @@ from fastapi.responses import Response
 from store.deps import DbSession, SettingsDep, writes_on_read
 from store.licensing import entitlements, service
 from store.licensing.public import Keyring
+from store.security_headers import NO_STORE
 
 router = APIRouter(include_in_schema=False)
 
@@ -25,7 +26,7 @@ def lic_response(filename: str, text: str) -> Response:
     )
 
 
-@router.get("/my/licenses/{entitlement_id}.lic")
+@router.get("/my/licenses/{entitlement_id}.lic", dependencies=[NO_STORE])
 @writes_on_read
 def download_license(
     entitlement_id: uuid.UUID,

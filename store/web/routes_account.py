@@ -13,6 +13,7 @@ from store.db import utcnow
 from store.deps import DbSession
 from store.errors import StoreError
 from store.licensing import entitlements
+from store.security_headers import NO_STORE
 from store.web import forms
 from store.web.auth import login_session
 from store.web.forms import FieldError, Form, FormState
@@ -89,7 +90,7 @@ def tokens(request: Request, session: DbSession, account: RequiredAccount) -> Re
     return _tokens_page(request, session, account)
 
 
-@router.post("/my/tokens")
+@router.post("/my/tokens", dependencies=[NO_STORE])
 def create_token(
     request: Request, session: DbSession, account: RequiredAccount, form: Form
 ) -> Response:

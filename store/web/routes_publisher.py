@@ -16,6 +16,7 @@ from store.db import utcnow
 from store.deps import DbSession
 from store.errors import NotFound, StoreError
 from store.registry import hub
+from store.security_headers import NO_STORE
 from store.signing import service as signing
 from store.web import charts, forms
 from store.web.forms import Form, FormState
@@ -223,7 +224,7 @@ def remove_member(
     return redirect(f"/publish/{organization.slug}")
 
 
-@router.post("/publish/{org}/-/robots")
+@router.post("/publish/{org}/-/robots", dependencies=[NO_STORE])
 def create_robot(
     request: Request, org: str, session: DbSession, account: RequiredAccount, form: Form
 ) -> Response:

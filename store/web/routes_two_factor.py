@@ -17,6 +17,7 @@ from store.accounts.models import Account
 from store.audit import service as audit
 from store.deps import DbSession
 from store.errors import StoreError
+from store.security_headers import NO_STORE
 from store.web import forms
 from store.web.auth import login_session
 from store.web.forms import Form, FormState
@@ -71,7 +72,7 @@ def second_step_page(request: Request, session: DbSession) -> Response:
     return render(request, "auth/two_factor.html", {"form": forms.NO_FORM})
 
 
-@router.post("/login/two-factor")
+@router.post("/login/two-factor", dependencies=[NO_STORE])
 def second_step(request: Request, session: DbSession, form: Form) -> Response:
     """Finish logging in with a code from the app or a recovery code."""
     pending = _pending(request, session)
@@ -152,12 +153,12 @@ def _page(
     )
 
 
-@router.get("/my/two-factor")
+@router.get("/my/two-factor", dependencies=[NO_STORE])
 def two_factor_page(request: Request, session: DbSession, account: RequiredAccount) -> Response:
     return _page(request, session, account)
 
 
-@router.post("/my/two-factor/setup")
+@router.post("/my/two-factor/setup", dependencies=[NO_STORE])
 def setup(request: Request, session: DbSession, account: RequiredAccount) -> Response:
     """Make a new secret and show it as a QR code, to be confirmed with a code."""
     settings = request.app.state.settings
@@ -176,7 +177,7 @@ def _codes(request: Request, codes: list[str], message: str) -> Response:
     )
 
 
-@router.post("/my/two-factor/confirm")
+@router.post("/my/two-factor/confirm", dependencies=[NO_STORE])
 def confirm(request: Request, session: DbSession, account: RequiredAccount, form: Form) -> Response:
     settings = request.app.state.settings
     result = forms.attempt(
@@ -226,7 +227,7 @@ def disable(request: Request, session: DbSession, account: RequiredAccount, form
     return redirect("/my/two-factor")
 
 
-@router.post("/my/two-factor/recovery-codes")
+@router.post("/my/two-factor/recovery-codes", dependencies=[NO_STORE])
 def new_codes(
     request: Request, session: DbSession, account: RequiredAccount, form: Form
 ) -> Response:
