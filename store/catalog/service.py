@@ -311,6 +311,7 @@ def delete_product(session: Session, *, actor: Account, product: Product) -> Non
         raise Conflict("This product has customers; it can be unpublished but not deleted")
     session.delete(product)
     session.flush()
+    _access_changed(session, product)  # its images stay private: the rule has no product now
 
 
 @dataclass

@@ -257,36 +257,42 @@ class Access:
     entitlement: Entitlement | None = None
 
 
+ALLOWED_MESSAGES = {
+    "publisher": "You are a member of the publishing organization.",
+    "public": "{repo} is free and public.",
+    "entitled": "You hold an active entitlement.",
+    "admin": "You are an administrator.",
+}
+
+
 def access_for(session: Session, account: Account | None, product: Product) -> Access:
+    """The "may pull" rule (store.registry.grants) for this account and the product's
+    repository, with its reason: the token endpoint's decision, explained."""
+    from store.registry import explain, grants
+
     now = utcnow()
-    if accounts.has_role(session, account, product.organization, "viewer"):
-        return Access(True, "publisher", "You are a member of the publishing organization.")
-    if product.status == "suspended":
-        return Access(False, "product_suspended", f"{product.repository} is suspended.")
-    if product.status == "published" and product.is_public:
-        return Access(True, "public", f"{product.repository} is free and public.")
-    held = _held_by_account(session, account, product) if account is not None else []
-    for entitlement in held:
-        if entitlement.is_usable(now):
-            return Access(True, "entitled", "You hold an active entitlement.", entitlement)
-    if product.status != "published":
-        # Unpublished: only those who already hold access keep it (to the end of what they
-        # paid for); nobody new gets it.
-        return Access(False, "no_license", f"{product.repository} is not published.")
-    if held:
-        latest = held[0]
-        state = latest.effective_status(now)
-        messages = {
-            "expired": "Your entitlement to {repo} expired.",
-            "revoked": "Your entitlement to {repo} was revoked.",
-            "suspended": "Your entitlement to {repo} is suspended ({why}).",
-            "pending": "Your entitlement to {repo} has not started yet.",
-        }
-        if state in messages:
-            code = "no_license" if state == "pending" else state
-            why = latest.reason or "payment past due"
-            text = messages[state].format(repo=product.repository, why=why)
-            return Access(False, code, text, latest)
-    if account is None:
-        return Access(False, "no_license", f"Log in to pull {product.repository}.")
-    return Access(False, "no_license", f"You have no license for {product.repository}.")
+    principal = grants.ANONYMOUS
+    if account is not None:
+        principal = grants.Principal(
+            kind="account",
+            subject=account.username,
+            account_id=account.id,
+            is_admin=account.is_admin,
+        )
+    repo = product.repository
+    facts = grants.load_facts(session.connection(), principal, [repo], now)[repo]
+    reason = grants.pull_reason(principal, facts)
+    if reason is not None:
+        held = None
+        if reason == "entitled" and account is not None:
+            held = next(
+                (e for e in _held_by_account(session, account, product) if e.is_usable(now)), None
+            )
+        message = ALLOWED_MESSAGES.get(reason, "You may pull {repo}.").format(repo=repo)
+        return Access(True, reason, message, held)
+    state = explain.held_state(session, principal, product.id, now)
+    code, message, _ = grants.refusal(principal, facts, state)
+    latest = None
+    if account is not None and state is not None:
+        latest = next(iter(_held_by_account(session, account, product)), None)
+    return Access(False, code, message, latest)

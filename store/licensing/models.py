@@ -11,6 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from store.accounts.models import Account, Organization
 from store.catalog.models import Product, Tier
 from store.db import Base, StringList, new_id, utcnow
+from store.licensing import usable
 
 
 class Entitlement(Base):
@@ -55,19 +56,13 @@ class Entitlement(Base):
     tier: Mapped[Tier] = relationship(lazy="joined")
 
     def effective_status(self, now: datetime) -> str:
-        """The status as of now: an active entitlement past its end (and grace) is expired."""
-        if self.status != "active":
-            return self.status
-        if self.starts_at > now:
-            return "pending"
-        if self.ends_at is not None and self.ends_at <= now:
-            if self.grace_until is not None and self.grace_until > now:
-                return "grace"
-            return "expired"
-        return "active"
+        """The status as of now (:func:`store.licensing.usable.effective_status`)."""
+        return usable.effective_status(
+            self.status, self.starts_at, self.ends_at, self.grace_until, now
+        )
 
     def is_usable(self, now: datetime) -> bool:
-        return self.effective_status(now) in ("active", "grace")
+        return usable.is_usable(self.status, self.starts_at, self.ends_at, self.grace_until, now)
 
 
 class License(Base):

@@ -40,7 +40,10 @@ def check_access(
     names = [s.name for s in parsed.scopes if s.type == "repository"]
     facts = grants.load_facts(session.connection(), principal, names, utcnow())
     decision = grants.decide(principal, parsed.scopes, facts)
-    refused = [explain.explain(session, settings, principal, d) for d in decision.denied]
+    refused = [
+        explain.explain(session, settings, principal, d, facts.get(d.scope.name))
+        for d in decision.denied
+    ]
     return AccessCheckOut(
         subject=principal.subject,
         granted=[

@@ -1,26 +1,65 @@
 """Why a pull or push was refused, and where to get access: the same words for the token
-endpoint's 401 (which skopeo and docker print), the JSON API and the product page."""
+endpoint's 401 (which skopeo and docker print), the JSON API and the product page. The
+reasons come from the rule itself (:func:`store.registry.grants.refusal`)."""
 
 from __future__ import annotations
 
+import uuid
+from datetime import datetime
 from typing import Any
 
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from store.accounts.models import Account
+from store.accounts.models import Membership
 from store.catalog.models import Product
 from store.config import Settings
-from store.db import read_only_session
-from store.licensing import entitlements
-from store.registry.grants import Denied, Principal
+from store.db import read_only_session, utcnow
+from store.licensing.models import Entitlement
+from store.registry import grants
+from store.registry.grants import Denied, Principal, RepoFacts
 
 
 def product_url(settings: Settings, repository: str) -> str:
     return f"{settings.public_url}/products/{repository}"
 
 
+def held_state(
+    session: Session, principal: Principal, product_id: uuid.UUID, now: datetime
+) -> grants.Held | None:
+    """The effective status of the latest entitlement to the product that the principal
+    (an account, its organisations, or a robot's organisation) holds; None without one."""
+    if principal.kind == "account" and principal.account_id is not None:
+        orgs = select(Membership.organization_id).where(
+            Membership.account_id == principal.account_id
+        )
+        owner = or_(
+            Entitlement.account_id == principal.account_id, Entitlement.organization_id.in_(orgs)
+        )
+    elif principal.kind == "robot" and principal.organization_id is not None:
+        owner = Entitlement.organization_id == principal.organization_id
+    else:
+        return None
+    held = list(
+        session.scalars(
+            select(Entitlement)
+            .where(Entitlement.product_id == product_id, owner)
+            .order_by(Entitlement.created_at.desc())
+        )
+    )
+    if not held:
+        return None
+    usable = [e for e in held if e.is_usable(now)]
+    latest = usable[0] if usable else held[0]
+    return grants.Held(latest.effective_status(now), latest.reason)
+
+
 def explain(
-    session: Session, settings: Settings, principal: Principal, denied: Denied
+    session: Session,
+    settings: Settings,
+    principal: Principal,
+    denied: Denied,
+    facts: RepoFacts | None = None,
 ) -> dict[str, Any]:
     """One refusal as ``{repository, actions, reason, message, product_url}``."""
     out: dict[str, Any] = {
@@ -35,32 +74,33 @@ def explain(
     product = session.get(Product, denied.product_id)
     if product is None:
         return out
+    if facts is None:
+        facts = grants.load_facts(session.connection(), principal, [denied.scope.name], utcnow())[
+            denied.scope.name
+        ]
+    held = held_state(session, principal, product.id, utcnow())
+    reason, message, informative = grants.refusal(principal, facts, held)
+    out["reason"], out["message"] = reason, message
+    if not informative:
+        return out
     url = product_url(settings, product.repository)
-    out["product_url"] = url
-    if principal.kind == "account" and principal.account_id is not None:
-        account = session.get(Account, principal.account_id)
-        access = entitlements.access_for(session, account, product)
-        reason, message = access.reason, access.message
-    elif principal.anonymous:
-        reason, message = "login_required", f"Log in to pull {product.repository}."
-    elif principal.kind == "robot":
-        reason = "no_license"
-        message = f"The robot token's organization has no license for {product.repository}."
-    else:
-        reason, message = "no_license", f"This credential does not cover {product.repository}."
-    if product.status == "suspended":
-        reason, message = "product_suspended", f"{product.repository} is suspended."
-    if reason in ("publisher", "public", "entitled"):  # allowed, but the token scope is not
-        reason, message = "no_access", denied.message
-    out["reason"] = reason
-    out["message"] = f"{message.rstrip('.')}; get access at {url}"
+    out["product_url"] = url if facts.listed else None
+    if facts.listed:
+        out["message"] = f"{message.rstrip('.')}; get access at {url}"
     return out
 
 
 def explain_denials(
-    factory: sessionmaker[Session], settings: Settings, principal: Principal, denied: list[Denied]
+    factory: sessionmaker[Session],
+    settings: Settings,
+    principal: Principal,
+    denied: list[Denied],
+    facts: dict[str, RepoFacts] | None = None,
 ) -> list[dict[str, Any]]:
     """Every refusal explained; refusals about a product (the informative ones) first."""
+    facts = facts or {}
     with read_only_session(factory) as session:
-        reasons = [explain(session, settings, principal, d) for d in denied]
+        reasons = [
+            explain(session, settings, principal, d, facts.get(d.scope.name)) for d in denied
+        ]
     return sorted(reasons, key=lambda r: r["product_url"] is None)

@@ -1,23 +1,34 @@
 """Who may do what on the registry: the grant is what was asked, intersected with what the
-caller is allowed, never more.
+caller is allowed, never more. This module is the one "may pull" rule: the token endpoint,
+the JSON API's "why can't I pull?", the product page's access box and search visibility all
+decide with :func:`allowed_repository_actions` over the same :class:`RepoFacts` (read by
+:mod:`store.registry.lookup` in one statement), and explain a refusal with :func:`refusal`.
 
 ``decide`` is pure (table-tested); ``load_facts`` reads what it needs for one repository in
-a single indexed query (the JSON API's "why can't I pull?"). The token endpoint reads the
-same facts with :mod:`store.registry.lookup`, joined with the credential in one statement.
+a single indexed query.
 
-Rules:
+A repository belongs to the product whose repository is its first two path components: the
+product's own repository (``acme/app``) and its sub-repositories (``acme/app/worker``)
+follow the product. Rules:
 - members of the namespace's organisation: viewer → pull; editor → pull, push; owner →
   pull, push, delete (limited by the scopes of the token used, if any);
 - robot tokens of the namespace's organisation: pull with ``pull`` or ``push`` scope, push
   with ``push`` (push needs pull on the registry);
-- anyone, anonymous included: pull on public repositories (no product, or a published
-  product whose active tiers are all free and marked public);
-- customers: pull on a product's repository while they (or one of their organisations, or
-  the organisation of the robot token used) hold a usable entitlement and the product is
-  published or was unpublished (subscribers keep access to the end of the paid period, and
-  buyers of perpetual licenses keep theirs); never while it is suspended;
+- anyone, anonymous included: pull on public repositories only: those of a published
+  product whose active tiers are all free and marked public, and those the namespace's
+  owner marked public. Everything else is private (a repository pushed before its listing
+  exists, a draft's or a deleted product's images, a paid product's sub-repositories);
+- customers: pull on a product's repositories while they (or one of their organisations,
+  or the organisation of the robot token used) hold a usable entitlement
+  (:mod:`store.licensing.usable`) and the product is published or was unpublished
+  (subscribers keep access to the end of the paid period, and buyers of perpetual licenses
+  keep theirs); never while it is suspended. A license key: pull on its product's
+  repositories on the same terms;
 - administrators: pull everywhere; ``registry:catalog:*`` only for administrators and the
   store's own sync credential.
+
+Whoever may not see a repository gets the answer a repository that does not exist gets:
+a draft, a suspended product or an unlisted repository is never named as such to them.
 """
 
 from __future__ import annotations
@@ -60,6 +71,13 @@ class Principal:
 ANONYMOUS = Principal(kind="anonymous", subject="")
 
 
+def product_repository(name: str) -> str:
+    """The repository of the product a repository belongs to: its first two components
+    ("" for a one-component name, which no product owns)."""
+    parts = name.split("/", 2)
+    return "/".join(parts[:2]) if len(parts) >= 2 else ""
+
+
 @dataclass(frozen=True)
 class RepoFacts:
     """What the database says about one repository, from the principal's point of view."""
@@ -67,16 +85,32 @@ class RepoFacts:
     name: str
     org_id: uuid.UUID | None = None  # the organisation owning the namespace, if any
     role: str | None = None  # the principal's role in that organisation
-    product_id: uuid.UUID | None = None
+    product_id: uuid.UUID | None = None  # the product it belongs to (itself or its parent)
     product_status: str | None = None
     product_public: bool = False  # active tiers all free and public
     entitled: bool = False  # a usable entitlement held by the principal
+    marked_public: bool = False  # the namespace's owner made it public
 
     @property
     def public(self) -> bool:
-        if self.product_id is None:
+        """Anyone may pull it, anonymous included."""
+        if self.marked_public:
             return True
-        return self.product_status == "published" and self.product_public
+        return (
+            self.product_id is not None
+            and self.product_status == "published"
+            and self.product_public
+        )
+
+    @property
+    def listed(self) -> bool:
+        """It belongs to a product whose listing everyone sees (published)."""
+        return self.product_id is not None and self.product_status == "published"
+
+    @property
+    def entitles(self) -> bool:
+        """It belongs to a product whose entitlements give access now (not suspended)."""
+        return self.product_id is not None and self.product_status in ENTITLED_STATUSES
 
 
 @dataclass(frozen=True)
@@ -120,12 +154,13 @@ def allowed_repository_actions(principal: Principal, facts: RepoFacts) -> set[st
         allowed.update(("pull", "push"))
     if principal.is_admin or principal.kind == "sync":
         allowed.add("pull")
-    if facts.public or (facts.entitled and facts.product_status in ENTITLED_STATUSES):
+    if facts.public or (facts.entitled and facts.entitles):
         allowed.add("pull")
     if principal.repositories is not None:
-        # A credential limited to some repositories (a license): pull on those while the
-        # product is not suspended, and on public repositories as anyone may; nothing else.
-        covered = facts.name in principal.repositories and facts.product_status in ENTITLED_STATUSES
+        # A credential limited to some repositories (a license): pull on its product's
+        # repositories while the product is not suspended, and on public repositories as
+        # anyone may; nothing else.
+        covered = facts.entitles and product_repository(facts.name) in principal.repositories
         allowed = {"pull"} if covered or facts.public else set()
     return {a for a in allowed if _token_allows(principal, a)}
 
@@ -175,7 +210,8 @@ def _denial(
     ):
         return Denied(scope, missing, "token_scope", "The token used has no 'pull' scope.")
     if "pull" in missing and repo.product_id is not None:
-        # Explained with the customer's entitlement by the caller (why, and where to get it).
+        # Explained by the caller (why, and where to get access) with the principal's
+        # entitlement; a product not listed is explained as nothing at all to outsiders.
         return Denied(scope, missing, "no_access", f"No access to {scope.name}.", repo.product_id)
     if "pull" in missing:
         return Denied(scope, missing, "no_access", f"No access to {scope.name}.")
@@ -203,3 +239,72 @@ def load_facts(
     from store.registry import lookup
 
     return lookup.facts_on(conn, principal, names, now)
+
+
+# --- refusals explained ------------------------------------------------------------------
+
+
+ALLOWED_REASONS = ("publisher", "robot", "admin", "public", "entitled", "license")
+HELD_MESSAGES = {
+    "expired": "Your entitlement to {repo} expired.",
+    "revoked": "Your entitlement to {repo} was revoked.",
+    "suspended": "Your entitlement to {repo} is suspended ({why}).",
+    "pending": "Your entitlement to {repo} has not started yet.",
+}
+
+
+@dataclass(frozen=True)
+class Held:
+    """The latest entitlement to a product the principal holds (a usable one first)."""
+
+    state: str  # store.licensing.usable.effective_status
+    reason: str = ""
+
+
+def pull_reason(principal: Principal, facts: RepoFacts) -> str | None:
+    """Why the rule lets ``principal`` pull (one of ALLOWED_REASONS), None if it does not."""
+    if "pull" not in allowed_repository_actions(principal, facts):
+        return None
+    if principal.repositories is not None:
+        return "license" if facts.entitles and not facts.public else "public"
+    if principal.kind == "account" and facts.role is not None:
+        return "publisher"
+    if principal.kind == "robot" and facts.org_id and facts.org_id == principal.organization_id:
+        return "robot"
+    if facts.public:
+        return "public"
+    if facts.entitled and facts.entitles:
+        return "entitled"
+    return "admin"
+
+
+def refusal(principal: Principal, facts: RepoFacts, held: Held | None) -> tuple[str, str, bool]:
+    """Why ``principal`` may not pull: ``(reason, message, informative)``.
+
+    ``held`` is the latest entitlement to the product the principal holds, None without
+    one. ``informative`` is False when the answer is the one a repository that does not
+    exist gets: whoever neither sees the product's listing nor ever held it learns nothing
+    (a draft, a suspended product, an unlisted repository)."""
+    name = facts.name
+    nothing = ("no_access", f"No access to {name}.", False)
+    if principal.token_scopes is not None and not _token_allows(principal, "pull"):
+        return "token_scope", "The token used has no 'pull' scope.", False
+    if facts.product_id is None or (not facts.listed and held is None):
+        return nothing
+    repo = product_repository(name)
+    if facts.product_status == "suspended":
+        return "product_suspended", f"{repo} is suspended.", True
+    if principal.anonymous:
+        return "login_required", f"Log in to pull {repo}.", True
+    if principal.kind == "robot" and held is None:
+        return "no_license", f"The robot token's organization has no license for {repo}.", True
+    if principal.kind not in ("account", "robot"):
+        return "no_license", f"This credential does not cover {repo}.", True
+    if held is not None and held.state in HELD_MESSAGES:
+        code = "no_license" if held.state == "pending" else held.state
+        why = held.reason or "payment past due"
+        return code, HELD_MESSAGES[held.state].format(repo=repo, why=why), True
+    if not facts.listed:
+        # Unpublished: those who held access keep it to its end; nobody new gets it.
+        return "no_license", f"{repo} is not published.", True
+    return "no_license", f"You have no license for {repo}.", True

@@ -17,6 +17,8 @@ from sqlalchemy.orm import Session
 
 from store.catalog.models import Product
 from store.db import new_id, utcnow
+from store.errors import ValidationFailed
+from store.registry import grants
 from store.registry.models import HubRepository, HubTag, PullCounter
 
 MANIFEST_MEDIA_TYPES = frozenset(
@@ -38,12 +40,32 @@ def _insert(session: Session, table: type) -> sqlite.Insert | postgresql.Insert:
     return module.insert(table)
 
 
-def is_private(product: Product | None) -> bool:
-    """Private = delivered by a product that not everyone may pull (search hides it from
-    non-members). Repositories without a product are public."""
-    if product is None:
-        return False
-    return not (product.status == "published" and product.is_public)
+VISIBILITIES = ("private", "public")
+
+
+def product_of(session: Session, name: str) -> Product | None:
+    """The product a repository belongs to (its own, or its parent's for a sub-repository)."""
+    repository = grants.product_repository(name)
+    if not repository:
+        return None
+    return session.scalar(select(Product).where(Product.repository == repository))
+
+
+def anonymous_facts(name: str, product: Product | None, visibility: str) -> grants.RepoFacts:
+    """The facts of a repository as anyone sees them (no role, no entitlement)."""
+    return grants.RepoFacts(
+        name=name,
+        product_id=product.id if product is not None else None,
+        product_status=product.status if product is not None else None,
+        product_public=product.is_public if product is not None else False,
+        marked_public=visibility == "public",
+    )
+
+
+def is_private(name: str, product: Product | None, visibility: str) -> bool:
+    """Private = the rule does not let anyone pull it (search shows it only to those who
+    may: :mod:`store.search.documents`)."""
+    return not anonymous_facts(name, product, visibility).public
 
 
 def ensure_repository(session: Session, name: str) -> HubRepository:
@@ -56,7 +78,8 @@ def ensure_repository(session: Session, name: str) -> HubRepository:
             name=name,
             namespace=namespace,
             description="",
-            private=False,
+            private=True,
+            visibility="private",
             pull_count=0,
             star_count=0,
             created_at=utcnow(),
@@ -69,19 +92,34 @@ def ensure_repository(session: Session, name: str) -> HubRepository:
         .where(HubRepository.name == name)
         .execution_options(populate_existing=True)
     ).one()
-    product = session.scalar(select(Product).where(Product.repository == name))
-    private = is_private(product)
+    private = is_private(name, product_of(session, name), repo.visibility)
     if repo.private != private:
         repo.private = private
     return repo
 
 
 def refresh_visibility(session: Session, name: str) -> None:
-    """Recompute ``private`` of a repository (call when its product's tiers or status change)."""
-    repo = session.scalar(select(HubRepository).where(HubRepository.name == name))
-    if repo is not None:
-        repo.private = is_private(session.scalar(select(Product).where(Product.repository == name)))
-        session.flush()
+    """Recompute ``private`` of a product's repository and its sub-repositories (call when
+    the product's tiers or status change, or it is deleted)."""
+    product = product_of(session, name)
+    under = HubRepository.name.startswith(name + "/", autoescape=True)
+    repos = session.scalars(select(HubRepository).where((HubRepository.name == name) | under))
+    for repo in repos:
+        repo.private = is_private(repo.name, product, repo.visibility)
+    session.flush()
+
+
+def set_visibility(session: Session, *, name: str, visibility: str) -> HubRepository:
+    """The namespace owner's setting for one repository (created in the hub if new)."""
+    if visibility not in VISIBILITIES:
+        raise ValidationFailed(
+            f"Visibility must be one of {', '.join(VISIBILITIES)}", code="bad_visibility"
+        )
+    repo = ensure_repository(session, name)
+    repo.visibility = visibility
+    repo.private = is_private(name, product_of(session, name), visibility)
+    session.flush()
+    return repo
 
 
 def record_push(

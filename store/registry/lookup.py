@@ -45,7 +45,8 @@ import orjson
 from sqlalchemy import Connection, Engine
 
 from store.billing.pricing import BillingKind
-from store.registry.grants import Principal, RepoFacts
+from store.licensing.usable import USABLE_SQL
+from store.registry.grants import Principal, RepoFacts, product_repository
 
 log = logging.getLogger("store.registry.lookup")
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -77,15 +78,17 @@ def _facts_columns(aid: str, oid: str | None) -> str:
        (SELECT min(CASE WHEN ti.billing = '{FREE}' AND ti.public THEN 1 ELSE 0 END)
           FROM tiers ti WHERE ti.product_id = p.id AND ti.active) AS all_public,
        EXISTS (SELECT 1 FROM entitlements e
-                WHERE e.product_id = p.id AND ({owner})
-                  AND e.status = 'active' AND e.starts_at <= :now
-                  AND (e.ends_at IS NULL OR e.ends_at > :now OR e.grace_until > :now)
-       ) AS entitled"""
+                WHERE e.product_id = p.id AND ({owner}) AND {USABLE_SQL}
+       ) AS entitled,
+       CASE WHEN h.visibility = 'public' THEN 1 ELSE 0 END AS marked_public"""
 
 
+# The product a repository belongs to is the one whose repository is its first two path
+# components (:func:`store.registry.grants.product_repository`): ``:product``.
 _REPO_JOINS = """
 LEFT JOIN organizations o ON o.slug = :ns
-LEFT JOIN products p ON p.repository = :repo"""
+LEFT JOIN products p ON p.repository = :product
+LEFT JOIN hub_repositories h ON h.name = :repo"""
 
 # An access token (personal, robot, refresh) by the SHA-256 of its secret. Robots act for
 # their organisation, everyone else for their account (the Principal of each kind).
@@ -391,9 +394,10 @@ def open_db(bind: Any) -> TokenDB:
 # --- what the token endpoint asks ----------------------------------------------------------
 
 
-def _split(name: str) -> tuple[str, str]:
+def _names(name: str) -> dict[str, str]:
+    """The ``ns``, ``repo`` and ``product`` parameters of a repository name."""
     namespace, sep, _ = name.partition("/")
-    return (namespace if sep else ""), name
+    return {"ns": namespace if sep else "", "repo": name, "product": product_repository(name)}
 
 
 def repo_facts(name: str, row: dict[str, Any], codec: _Codec) -> RepoFacts:
@@ -406,6 +410,7 @@ def repo_facts(name: str, row: dict[str, Any], codec: _Codec) -> RepoFacts:
         # every active tier free and public (None: no active tier, so not public)
         product_public=row["all_public"] == 1,
         entitled=bool(row["entitled"]),
+        marked_public=row["marked_public"] == 1,
     )
 
 
@@ -416,13 +421,11 @@ async def credential(
     with the facts of ``repository`` ("" for none) for the principal it stands for. The
     credential columns are None when there is no such credential."""
     codec = db.codec
-    ns, repo = _split(repository)
     values = {
         **params,
         "now": codec.time(now),
         "cutoff": codec.time(now - LAST_USED_RESOLUTION),
-        "ns": ns,
-        "repo": repo,
+        **_names(repository),
     }
     if statement != "token":
         del values["cutoff"]
@@ -430,13 +433,11 @@ async def credential(
 
 
 def _facts_params(codec: _Codec, principal: Principal, name: str, now: datetime) -> dict[str, Any]:
-    ns, repo = _split(name)
     return {
         "aid": codec.id(principal.account_id),
         "oid": codec.id(principal.organization_id),
         "now": codec.time(now),
-        "ns": ns,
-        "repo": repo,
+        **_names(name),
     }
 
 

@@ -27,8 +27,11 @@ class HubRepository(Base):
     name: Mapped[str] = mapped_column(String(255), unique=True)  # "<namespace>/<repo>"
     namespace: Mapped[str] = mapped_column(String(64), index=True)
     description: Mapped[str] = mapped_column(Text, default="")
-    # Private repositories are seen only by their namespace's members.
-    private: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Not pullable by anyone (store.registry.grants): derived, kept in step by the hub.
+    # Search shows a private repository only to those who may pull it.
+    private: Mapped[bool] = mapped_column(Boolean, default=True)
+    # The namespace owner's setting: "private" (default) or "public" (anyone may pull).
+    visibility: Mapped[str] = mapped_column(String(16), default="private", server_default="private")
     pull_count: Mapped[int] = mapped_column(BigInteger, default=0)
     star_count: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -246,7 +246,7 @@ async def _token(request: Request, state: RegistryState, params: _Params) -> Res
     if decision.denied and not decision.granted:
         # Nothing asked for is allowed: say why in the client's own output (skopeo/docker
         # print errors[0].message of a 401), with where to get access.
-        return await _denied(request, principal, decision)
+        return await _denied(request, principal, decision, facts)
     signer = request.app.state.keyring.signer("registry")
     issued = tokens.mint(
         signer,
@@ -354,11 +354,19 @@ def _redeem_refresh_token(app: Any, secret: str, rotate: bool, now: datetime) ->
 
 
 async def _denied(
-    request: Request, principal: grants.Principal, decision: grants.Decision
+    request: Request,
+    principal: grants.Principal,
+    decision: grants.Decision,
+    facts: dict[str, grants.RepoFacts],
 ) -> Response:
     settings = registry_state(request.app).settings
     reasons = await run_in_threadpool(
-        explain_denials, request.app.state.sessionmaker, settings, principal, decision.denied
+        explain_denials,
+        request.app.state.sessionmaker,
+        settings,
+        principal,
+        decision.denied,
+        facts,
     )
     first = reasons[0]
     metrics.token_decision("denied", first["reason"])

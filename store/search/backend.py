@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -9,15 +10,26 @@ from typing import Any, Protocol
 
 from sqlalchemy import Connection
 
+from store.search import facets
 from store.search.query import Query
 
 
 @dataclass(frozen=True)
 class Scope:
-    """What the caller may see: everything (admins) or public plus some namespaces."""
+    """What the caller may see: everything (admins), or what is public plus what the
+    namespaces they are members of and the products they hold a usable entitlement to
+    make visible to them."""
 
     everything: bool = False
     namespaces: tuple[str, ...] = ()
+    products: tuple[uuid.UUID, ...] = ()
+
+    @property
+    def tokens(self) -> list[str]:
+        """The visibility tokens of restricted documents this caller sees."""
+        return [facets.visibility_token(ns) for ns in self.namespaces] + [
+            facets.product_token(p) for p in self.products
+        ]
 
 
 @dataclass(frozen=True)

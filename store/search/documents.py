@@ -18,6 +18,8 @@ from sqlalchemy import Connection, func, select
 from store.accounts.models import Organization
 from store.billing.pricing import BillingKind
 from store.catalog.models import Product, Tier, product_categories
+from store.registry import grants
+from store.registry.grants import product_repository
 from store.registry.models import HubRepository, PullCounter
 from store.search import facets
 from store.search.query import fold, index_text
@@ -237,14 +239,7 @@ def hub_documents(
             )
         )
     }
-    listed = set(
-        conn.scalars(
-            select(products_t.c.repository).where(
-                products_t.c.repository.in_([r.name for r in rows]),
-                products_t.c.status == "published",
-            )
-        )
-    )
+    products = _owning_products(conn, {product_repository(r.name) for r in rows})
     recent = _recent_pulls(conn, [r.id for r in rows], now)
     docs = []
     for r in rows:
@@ -285,11 +280,58 @@ def hub_documents(
             "fts_summary": index_text(summary),
             "fts_body": index_text(description[:20_000], limit=BODY_TOKENS),
         }
-        if r.name in listed:
-            visible = [facets.RESTRICTED, facets.HIDDEN]
-        elif r.private:
-            visible = [facets.RESTRICTED, facets.visibility_token(r.namespace)]
-        else:
-            visible = []
-        docs.append(_finish(doc, visible, now))
+        docs.append(_finish(doc, _hub_visibility(r, products.get(product_repository(r.name))), now))
     return docs
+
+
+def _owning_products(conn: Connection, repositories: set[str]) -> dict[str, grants.RepoFacts]:
+    """Facts (as anyone sees them) of the products owning these repositories, by repository."""
+    repositories.discard("")
+    if not repositories:
+        return {}
+    rows = conn.execute(
+        select(products_t.c.id, products_t.c.repository, products_t.c.status).where(
+            products_t.c.repository.in_(repositories)
+        )
+    ).all()
+    tiers: dict[uuid.UUID, list[Any]] = defaultdict(list)
+    if rows:
+        for tier in conn.execute(
+            select(tiers_t.c.product_id, tiers_t.c.billing, tiers_t.c.public).where(
+                tiers_t.c.product_id.in_([r.id for r in rows]), tiers_t.c.active
+            )
+        ):
+            tiers[tier.product_id].append(tier)
+    return {
+        r.repository: grants.RepoFacts(
+            name=r.repository,
+            product_id=r.id,
+            product_status=r.status,
+            product_public=bool(tiers[r.id])
+            and all(t.billing == BillingKind.FREE and t.public for t in tiers[r.id]),
+        )
+        for r in rows
+    }
+
+
+def _hub_visibility(repo: Any, product: grants.RepoFacts | None) -> list[str]:
+    """Who sees a hub repository: those the "may pull" rule (store.registry.grants) lets
+    pull it. Public: everyone (no token). A listed product's own repository: nobody (its
+    listing stands for it). Otherwise the namespace's members (``v:<namespace>``),
+    administrators, and, for a product's repositories (unless suspended), holders of a usable
+    entitlement (``v:p<product>``, :func:`store.search.facets.product_token`)."""
+    facts = grants.RepoFacts(
+        name=repo.name,
+        product_id=product.product_id if product else None,
+        product_status=product.product_status if product else None,
+        product_public=product.product_public if product else False,
+        marked_public=repo.visibility == "public",
+    )
+    if product is not None and facts.listed and repo.name == product.name:
+        return [facets.RESTRICTED, facets.HIDDEN]
+    if facts.public:
+        return []
+    visible = [facets.RESTRICTED, facets.visibility_token(repo.namespace)]
+    if facts.entitles and facts.product_id is not None:
+        visible.append(facets.product_token(facts.product_id))
+    return visible

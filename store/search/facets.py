@@ -6,6 +6,8 @@ match one. Free-form values (slugs, namespaces, platforms) are hex-encoded to st
 
 from __future__ import annotations
 
+import uuid
+
 FACETS = ("source", "kind", "category", "pricing", "badge", "publisher", "platform")
 _PREFIX = {
     "source": "s",
@@ -36,6 +38,11 @@ def token(facet: str, value: str) -> str:
 
 def visibility_token(namespace: str) -> str:
     return "v:" + namespace.encode().hex()
+
+
+def product_token(product_id: uuid.UUID) -> str:
+    """Visible to holders of a usable entitlement to the product (its private repositories)."""
+    return "vp:" + product_id.hex
 
 
 def prefix(facet: str) -> str:

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, delete, event, select, update
+from sqlalchemy import Connection, Table, delete, event, or_, select, update
 from sqlalchemy.orm import ORMExecuteState, Session
 
 from store.accounts.models import Organization
@@ -93,6 +93,10 @@ def apply(conn: Connection, changes: Changes) -> int:
                 select(products_t.c.id).where(products_t.c.repository.in_(changes.product_repos))
             )
         )
+    if repo_names:
+        # A product's sub-repositories (acme/app/worker) follow it: their documents too.
+        under = [hub_t.c.name.startswith(n + "/", autoescape=True) for n in repo_names]
+        repo_ids |= set(conn.scalars(select(hub_t.c.id).where(or_(*under))))
     written = 0
     if product_ids:
         docs = product_documents(conn, product_ids, now=now)

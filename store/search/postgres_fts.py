@@ -168,10 +168,8 @@ def tsquery(criteria: Criteria, weights: str = "", *, excluded: bool = True) -> 
         parts.append(f"!{tsquery_tokens([facets.HIDDEN])}")
     else:
         restricted = tsquery_tokens([facets.RESTRICTED])
-        if scope.namespaces:
-            mine = tsquery_tokens(
-                [facets.visibility_token(ns) for ns in scope.namespaces], any_of=True
-            )
+        if scope.tokens:
+            mine = tsquery_tokens(scope.tokens, any_of=True)
             restricted = f"({restricted} & !{mine})"
         parts.append(f"!{restricted}")
     return " & ".join(parts)

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, defer
 from store.accounts.models import Account, Membership, Organization
 from store.db import utcnow
 from store.licensing.models import Entitlement
+from store.licensing.usable import usable_clause
 from store.observability import metrics
 from store.search import facets
 from store.search.backend import Criteria, Scope, backend_for
@@ -157,7 +158,26 @@ def scope_for(session: Session, account: Account | None) -> Scope:
         .join(Membership, Membership.organization_id == Organization.id)
         .where(Membership.account_id == account.id)
     )
-    return Scope(namespaces=tuple(sorted({*slugs, account.username})))
+    return Scope(
+        namespaces=tuple(sorted({*slugs, account.username})),
+        products=tuple(sorted(usable_products(session, account))),
+    )
+
+
+def usable_products(session: Session, account: Account) -> set[uuid.UUID]:
+    """Products the account (or one of its organisations) holds a usable entitlement to:
+    the same definition as the token endpoint's (store.licensing.usable)."""
+    orgs = select(Membership.organization_id).where(Membership.account_id == account.id)
+    return set(
+        session.scalars(
+            select(Entitlement.product_id)
+            .where(
+                or_(Entitlement.account_id == account.id, Entitlement.organization_id.in_(orgs)),
+                usable_clause(Entitlement, utcnow()),
+            )
+            .distinct()
+        )
+    )
 
 
 def badge_class(key: int) -> int:
@@ -293,7 +313,7 @@ def _exact_names(session: Session, query: Query, criteria: Criteria) -> set[int]
         return set()
     rows = session.connection().execute(_EXACT_SQL, {"name": name})
     scope = criteria.scope
-    visible = {facets.visibility_token(ns) for ns in scope.namespaces}
+    visible = set(scope.tokens)
     found = set()
     for key, tokens in rows:
         toks = set(tokens.split())
@@ -311,18 +331,7 @@ def _entitled(
     if account is None or not docs:
         return {}
     product_ids = [d.ref_id for d in docs]
-    orgs = select(Membership.organization_id).where(Membership.account_id == account.id)
-    now = utcnow()
-    held = {
-        e.product_id
-        for e in session.scalars(
-            select(Entitlement).where(
-                Entitlement.product_id.in_(product_ids),
-                or_(Entitlement.account_id == account.id, Entitlement.organization_id.in_(orgs)),
-            )
-        )
-        if e.is_usable(now)
-    }
+    held = usable_products(session, account)
     return {pid: pid in held for pid in product_ids}
 
 

@@ -102,8 +102,8 @@ def match_expression(criteria: Criteria, tier: int, *, head: bool = False) -> st
     if scope.everything:
         return f"({expr}) NOT {fts5_tokens([facets.HIDDEN])}"
     restricted = f'"{facets.RESTRICTED}"'
-    if scope.namespaces:
-        mine = " OR ".join(f'"{facets.visibility_token(ns)}"' for ns in scope.namespaces)
+    if scope.tokens:
+        mine = " OR ".join(f'"{token}"' for token in scope.tokens)
         restricted = f"({restricted} NOT ({mine}))"
     return f"({expr}) NOT (fts_facets : {restricted})"
 

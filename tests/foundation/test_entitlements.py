@@ -119,8 +119,9 @@ def test_expiry_and_grace(session: Session, shop: dict) -> None:
     [
         ("nothing", "no_license"),
         ("suspended_entitlement", "suspended"),
-        ("suspended_product", "product_suspended"),
-        ("anonymous", "no_license"),
+        # Outsiders of a suspended product get the answer an unknown repository gets.
+        ("suspended_product", "no_access"),
+        ("anonymous", "login_required"),
     ],
 )
 def test_access_denials_say_why(session: Session, shop: dict, setup: str, reason: str) -> None:

@@ -126,7 +126,7 @@ def test_push_creates_repository_and_tag(
         "robot:acme:str_abc",
     )
     tools = _repo(session, "acme/tools")
-    assert tools is not None and tools.private is False
+    assert tools is not None and tools.private is True  # no product, not marked public
     # A new push of the tag moves it to the new digest.
     _post(client, app, _event("push", "acme/app", digest="sha256:" + "b" * 64))
     session.expire_all()

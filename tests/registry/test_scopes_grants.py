@@ -107,6 +107,15 @@ PUBLIC = RepoFacts(
 DRAFT_PUBLIC = RepoFacts(
     name="acme/app", org_id=ORG, product_id=PRODUCT, product_status="draft", product_public=True
 )
+MARKED_PUBLIC = RepoFacts(name="acme/app", org_id=ORG, marked_public=True)
+PAID_SUB = RepoFacts(
+    name="acme/app/worker", org_id=ORG, product_id=PRODUCT, product_status="published"
+)
+PAID_SUB_ENTITLED = RepoFacts(**{**PAID_SUB.__dict__, "entitled": True})
+PUBLIC_SUB = RepoFacts(**{**PAID_SUB.__dict__, "product_public": True})
+DRAFT_ENTITLED = RepoFacts(
+    name="acme/app", org_id=ORG, product_id=PRODUCT, product_status="draft", entitled=True
+)
 SUSPENDED_ENTITLED = RepoFacts(
     name="acme/app", org_id=ORG, product_id=PRODUCT, product_status="suspended", entitled=True
 )
@@ -121,7 +130,47 @@ ALL = "repository:acme/app:pull,push,delete"
 
 CASES = [
     # (id, principal, facts, scope, granted actions, denial code or None)
-    ("anon-public-no-product", ANONYMOUS, NO_PRODUCT, PULL_PUSH, ("pull",), "push_denied"),
+    ("anon-unlisted-private", ANONYMOUS, NO_PRODUCT, PULL_PUSH, (), "no_access"),
+    ("anon-marked-public", ANONYMOUS, MARKED_PUBLIC, PULL_PUSH, ("pull",), "push_denied"),
+    (
+        "anon-paid-sub-repository",
+        ANONYMOUS,
+        PAID_SUB,
+        "repository:acme/app/worker:pull",
+        (),
+        "no_access",
+    ),
+    (
+        "anon-public-sub-repository",
+        ANONYMOUS,
+        PUBLIC_SUB,
+        "repository:acme/app/worker:pull",
+        ("pull",),
+        None,
+    ),
+    ("customer-unlisted", _account(), NO_PRODUCT, "repository:acme/app:pull", (), "no_access"),
+    (
+        "entitled-sub-repository",
+        _account(),
+        PAID_SUB_ENTITLED,
+        "repository:acme/app/worker:pull",
+        ("pull",),
+        None,
+    ),
+    ("entitled-draft", _account(), DRAFT_ENTITLED, "repository:acme/app:pull", (), "no_access"),
+    (
+        "license-sub-repository",
+        Principal(
+            kind="license",
+            subject="l",
+            repositories=frozenset({"acme/app"}),
+            token_scopes=frozenset({"pull"}),
+        ),
+        PAID_SUB,
+        "repository:acme/app/worker:pull",
+        ("pull",),
+        None,
+    ),
     ("anon-paid", ANONYMOUS, PAID, "repository:acme/app:pull", (), "no_access"),
     ("anon-public-product", ANONYMOUS, PUBLIC, "repository:acme/app:pull", ("pull",), None),
     ("anon-draft-public", ANONYMOUS, DRAFT_PUBLIC, "repository:acme/app:pull", (), "no_access"),
@@ -179,8 +228,8 @@ CASES = [
         _robot({"pull", "push"}),
         RepoFacts(name="acme/app", org_id=OTHER_ORG),
         PULL_PUSH,
-        ("pull",),
-        "push_denied",
+        (),
+        "no_access",
     ),
     (
         "robot-other-paid",
@@ -267,7 +316,7 @@ def test_grant_decisions(
     principal: Principal, facts: RepoFacts, scope: str, granted: tuple[str, ...], denial: str | None
 ) -> None:
     parsed = parse_scopes([scope])
-    decision = decide(principal, parsed.scopes, {"acme/app": facts})
+    decision = decide(principal, parsed.scopes, {facts.name: facts})
     got = decision.granted[0].actions if decision.granted else ()
     assert got == granted
     assert (decision.denied[0].code if decision.denied else None) == denial
@@ -297,7 +346,7 @@ def test_several_scopes_get_everything_allowed() -> None:
         "other/paid": RepoFacts(
             name="other/paid", org_id=OTHER_ORG, product_id=uuid.uuid4(), product_status="published"
         ),
-        "other/free": RepoFacts(name="other/free", org_id=OTHER_ORG),
+        "other/free": RepoFacts(name="other/free", org_id=OTHER_ORG, marked_public=True),
     }
     parsed = parse_scopes(
         ["repository:acme/app:pull,push repository:other/paid:pull", "repository:other/free:pull"]

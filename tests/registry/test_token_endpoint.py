@@ -238,9 +238,13 @@ def test_denials_say_why_and_where(
     )  # type: ignore[arg-type]
     error = _denial(get_token(client, ["repository:acme/app:pull"], basic("bob", PASSWORD)))
     assert error["detail"][0]["reason"] == "product_suspended"
-    assert _denial(get_token(client, ["repository:acme/app:pull"]))["message"].startswith(
-        "acme/app is suspended"
-    )
+    # Anonymous: the answer an unknown repository gets (a suspended product is not named).
+    anonymous = _denial(get_token(client, ["repository:acme/app:pull"]))
+    unknown = _denial(get_token(client, ["repository:acme/nothing-here:pull"]))
+    assert anonymous["message"] == "No access to acme/app."
+    assert unknown["message"] == "No access to acme/nothing-here."
+    same = {"repository": "", "message": ""}
+    assert {**anonymous["detail"][0], **same} == {**unknown["detail"][0], **same}
 
 
 def test_partial_grant_keeps_allowed_scopes(client: TestClient, world: dict[str, object]) -> None:

@@ -116,7 +116,7 @@ def test_fast_path_grants_and_refuses(world: dict[str, object]) -> None:
             ],
             headers=_basic("bob", str(world["pat"])),
         )
-        assert {a["name"] for a in _access(two)} == {"acme/app", "x/y"}
+        assert {a["name"] for a in _access(two)} == {"acme/app"}  # x/y: private
         anonymous = client.get("/token", params=query)
         assert anonymous.status_code == 401 and "Log in" in anonymous.json()["errors"][0]["message"]
         unknown = client.get("/token", params=query, headers=_basic("bob", "stp_" + "x" * 40))
