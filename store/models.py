@@ -6,6 +6,7 @@ from store.accounts.models import (
     Account,
     Invitation,
     Membership,
+    Namespace,
     Organization,
     RecoveryCode,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "License",
     "MailOptOut",
     "Membership",
+    "Namespace",
     "Organization",
     "OutboxMessage",
     "ProcessedEvent",

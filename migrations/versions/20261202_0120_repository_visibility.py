@@ -10,7 +10,7 @@
   again, and every push or pull rebuilds its repository's document.
 
 Revision ID: 0120
-Revises: 0006
+Revises: 0201
 Create Date: 2026-12-02 20:30:00
 """
 
@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0120"
-down_revision: str | Sequence[str] | None = "0006"
+down_revision: str | Sequence[str] | None = "0201"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

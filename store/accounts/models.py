@@ -5,7 +5,16 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from store.db import Base, StringList, new_id, utcnow
@@ -71,6 +80,34 @@ class Organization(Base):
     @property
     def verified(self) -> bool:
         return self.verified_at is not None
+
+
+class Namespace(Base):
+    """One namespace for usernames and organisation slugs: a name taken by either is taken
+    for both. The row says who owns the name: an account (a user) or an organisation.
+    Reserved names (store.validation.RESERVED_NAMES) are refused before they get here."""
+
+    __tablename__ = "namespaces"
+    __table_args__ = (
+        CheckConstraint(
+            "(kind = 'user' AND account_id IS NOT NULL AND organization_id IS NULL)"
+            " OR (kind = 'organization' AND organization_id IS NOT NULL AND account_id IS NULL)",
+            name="one_owner",
+        ),
+    )
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # user | organization
+    account_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), unique=True
+    )
+    organization_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), unique=True
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    account: Mapped[Account | None] = relationship()
+    organization: Mapped[Organization | None] = relationship()
 
 
 class Membership(Base):

@@ -11,10 +11,18 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from store import security, validation
-from store.accounts.models import AccessToken, Account, Invitation, Membership, Organization
+from store.accounts.models import (
+    AccessToken,
+    Account,
+    Invitation,
+    Membership,
+    Namespace,
+    Organization,
+)
 from store.audit import service as audit
 from store.db import utcnow
 from store.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
@@ -46,7 +54,7 @@ def create_account(
     email = validation.email(email)
     validation.password(password)
     display_name = validation.text(display_name, what="Display name", max_len=120)
-    if session.scalar(select(Account.id).where(Account.username == username)):
+    if namespace_taken(session, username):
         raise Conflict(f"The username '{username}' is taken", code="username_taken")
     if session.scalar(select(Account.id).where(Account.email == email)):
         raise Conflict("An account with this e-mail address exists", code="email_taken")
@@ -57,9 +65,40 @@ def create_account(
         password_hash=security.hash_password(password),
         is_admin=is_admin,
     )
-    session.add(account)
-    session.flush()
+    _claim(
+        session,
+        account,
+        Namespace(name=username, kind="user", account=account),
+        Conflict(f"The username '{username}' is taken", code="username_taken"),
+    )
     return account
+
+
+def namespace_taken(session: Session, name: str) -> bool:
+    """A username or organisation slug holds the name (one namespace for both)."""
+    return session.get(Namespace, name) is not None or bool(
+        session.scalar(
+            select(Account.id)
+            .where(Account.username == name)
+            .union_all(select(Organization.id).where(Organization.slug == name))
+            .limit(1)
+        )
+    )
+
+
+def _claim(
+    session: Session, owner: Account | Organization, row: Namespace, taken: Conflict
+) -> None:
+    """Insert the owner and its namespace row together, in a savepoint: a name claimed at
+    the same instant by another process (as a username or a slug) is a Conflict, not a 500."""
+    try:
+        with session.begin_nested():
+            session.add(owner)
+            session.flush()
+            session.add(row)
+            session.flush()
+    except IntegrityError:
+        raise taken from None
 
 
 def get_account(session: Session, account_id: uuid.UUID) -> Account:
@@ -184,16 +223,16 @@ def create_organization(
 ) -> Organization:
     slug = validation.namespace(slug.lower())
     name = validation.text(name, what="Name", max_len=120, required=True)
-    if session.scalar(select(Organization.id).where(Organization.slug == slug)):
-        raise Conflict(f"The namespace '{slug}' is taken", code="namespace_taken")
+    taken = Conflict(f"The namespace '{slug}' is taken", code="namespace_taken")
+    if namespace_taken(session, slug):
+        raise taken
     org = Organization(
         slug=slug,
         name=name,
         description=validation.text(description, what="Description", max_len=5000),
         website=validation.optional_url(website, what="Website"),
     )
-    session.add(org)
-    session.flush()
+    _claim(session, org, Namespace(name=slug, kind="organization", organization=org), taken)
     session.add(Membership(organization_id=org.id, account_id=owner.id, role="owner"))
     session.flush()
     return org

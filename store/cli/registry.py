@@ -8,11 +8,21 @@ from typing import Any
 
 import httpx
 
-from store.cli._common import add_json_option, command, emit, load_settings, table, unit_of_work
+from store.cli._common import (
+    add_command,
+    add_json_option,
+    command,
+    emit,
+    load_settings,
+    resolve_actor,
+    table,
+    unit_of_work,
+)
 from store.keys import service as keys
 from store.keys.models import SigningKey
 from store.registry import config as registry_config
 from store.registry import sync as registry_sync
+from store.registry import visibility as registry_visibility
 
 Subparsers = argparse._SubParsersAction
 
@@ -55,6 +65,23 @@ def _register_registry(subparsers: Subparsers) -> None:
     sync.add_argument("--prune", action="store_true", help="remove repositories the registry lacks")
     add_json_option(sync)
     sync.set_defaults(func=_sync)
+
+    vis = add_command(
+        sub,
+        "visibility",
+        _visibility,
+        help="show or set whether a repository is private or public",
+        json=True,
+        actor=True,
+    )
+    vis.add_argument("repository", metavar="REPOSITORY", help="NAMESPACE/NAME")
+    vis.add_argument(
+        "visibility",
+        nargs="?",
+        choices=registry_visibility.VISIBILITIES,
+        help="private (only members, robots, administrators and entitled customers pull) or "
+        "public (anyone pulls); omitted: show the setting",
+    )
 
 
 def _register_keys(subparsers: Subparsers) -> None:
@@ -182,6 +209,32 @@ def _sync(args: argparse.Namespace) -> int:
             f"{d['repositories']} repositories; {len(d['created'])} new, "
             f"{len(d['removed'])} removed; tags: +{d['tags_added']} ~{d['tags_updated']} "
             f"-{d['tags_removed']}"
+        ),
+    )
+    return 0
+
+
+@command
+def _visibility(args: argparse.Namespace) -> int:
+    """Show or set a repository's visibility. Private (the default): only members of its
+    namespace, its robots, administrators and, for a product's repositories, customers
+    holding a usable entitlement pull it and find it in search. Public: anyone does. A
+    repository of a published product whose tiers are all free and public is public either way."""
+    with unit_of_work() as session:
+        actor = resolve_actor(session, args.actor)
+        if args.visibility is None:
+            view = registry_visibility.get_visibility(session, account=actor, name=args.repository)
+        else:
+            view = registry_visibility.set_visibility(
+                session, actor=actor, name=args.repository, visibility=args.visibility
+            )
+        data = dict(view.__dict__)
+    emit(
+        args,
+        data,
+        text=lambda d: (
+            f"{d['repository']}: {d['visibility']}"
+            + (" (anyone may pull it)" if d["public"] else " (not public)")
         ),
     )
     return 0

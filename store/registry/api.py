@@ -7,10 +7,18 @@ from fastapi import APIRouter, Query
 from store.accounts import service as accounts
 from store.catalog import service as catalog
 from store.db import utcnow
-from store.deps import Caller, DbSession, SettingsDep
+from store.deps import Caller, CurrentAccount, DbSession, SettingsDep
 from store.errors import Forbidden
-from store.registry import explain, grants, hub
-from store.registry.schemas import AccessCheckOut, PullDay, PullHistoryOut, Refusal, ScopeGrant
+from store.registry import explain, grants, hub, visibility
+from store.registry.schemas import (
+    AccessCheckOut,
+    PullDay,
+    PullHistoryOut,
+    Refusal,
+    ScopeGrant,
+    VisibilityIn,
+    VisibilityOut,
+)
 from store.registry.scopes import parse_scopes
 
 router = APIRouter(tags=["registry"])
@@ -72,3 +80,19 @@ def pull_history(
         total=history.total,
         days=[PullDay(day=d, count=c) for d, c in history.days],
     )
+
+
+@router.get("/repositories/{name:path}/visibility", response_model=VisibilityOut)
+def get_visibility(name: str, caller: Caller, session: DbSession) -> VisibilityOut:
+    """Whether a repository is private or public (members of its namespace; 404 for others)."""
+    view = visibility.get_visibility(session, account=caller.account, name=name)
+    return VisibilityOut(**view.__dict__)
+
+
+@router.put("/repositories/{name:path}/visibility", response_model=VisibilityOut)
+def set_visibility(
+    name: str, body: VisibilityIn, account: CurrentAccount, session: DbSession
+) -> VisibilityOut:
+    """Mark a repository public (anyone may pull it) or private (owners of its namespace)."""
+    view = visibility.set_visibility(session, actor=account, name=name, visibility=body.visibility)
+    return VisibilityOut(**view.__dict__)

@@ -42,3 +42,17 @@ class PullHistoryOut(BaseModel):
     repository: str
     total: int = Field(description="Manifest downloads since the repository was first seen")
     days: list[PullDay]
+
+
+class VisibilityIn(BaseModel):
+    visibility: str = Field(description="private (default) or public: anyone may pull")
+
+
+class VisibilityOut(BaseModel):
+    repository: str
+    visibility: str = Field(description="The namespace owner's setting: private or public")
+    public: bool = Field(
+        description="Anyone may pull it: marked public, or it belongs to a published product "
+        "whose tiers are all free and public"
+    )
+    product: str | None = Field(default=None, description="The product it belongs to")

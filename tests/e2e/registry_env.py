@@ -256,7 +256,8 @@ def running_stack(
             logs=logs,
         )  # fmt: skip
         processes.append(store)
-        wait_http(f"http://127.0.0.1:{store_port}/token", proc=store.proc)
+        # start-up imports the whole app: slow on a loaded machine
+        wait_http(f"http://127.0.0.1:{store_port}/token", proc=store.proc, timeout=90.0)
         reg = start(
             "registry",
             ["docker-registry", "serve", str(root / "registry" / "config.yml")],

@@ -176,7 +176,7 @@ def test_robot_pushes_and_hub_records_it(env: Env) -> None:
         assert tag is not None and tag.digest.startswith("sha256:")
         assert tag.pushed_by.startswith("robot:acme:")
         tools = session.scalar(select(HubRepository).where(HubRepository.name == "acme/tools"))
-        assert tools is not None and tools.private is False  # no product: public
+        assert tools is not None and tools.private is True  # no product, not marked public
 
 
 def test_push_to_another_namespace_is_refused(env: Env) -> None:
@@ -238,13 +238,110 @@ def test_get_free_tier_then_pull(env: Env) -> None:
     assert read_oci_file(dest, "hello.txt") == CONTENT
 
 
-def test_anonymous_pull_of_public_repository(env: Env) -> None:
-    result, dest = env.pull("acme/tools")
-    _ok(result, env)
-    assert read_oci_file(dest, "hello.txt") == CONTENT
+def _anonymous_search(env: Env, term: str) -> tuple[set[str], set[str]]:
+    """Names found by anonymous /api/v1/search and /v1/search (docker search)."""
+    api = httpx.get(f"{env.store_url}/api/v1/search", params={"q": term, "per_page": 50})
+    docker = httpx.get(f"{env.store_url}/v1/search", params={"q": term, "n": 100})
+    assert api.status_code == 200 and docker.status_code == 200, (api.text, docker.text)
+    return (
+        {h["name"] for h in api.json()["results"]},
+        {r["name"] for r in docker.json()["results"]},
+    )
+
+
+def test_private_unless_published(env: Env) -> None:
+    """An unlisted repository, a deleted draft's images and a paid product's sub-repository
+    are refused anonymously, exactly like a repository that does not exist, and hidden from
+    search; a repository its owner marks public pulls anonymously and is found."""
+    with session_scope(env.factory) as session:
+        alice = accounts.get_account_by_username(session, "alice")
+        acme = accounts.get_organization(session, "acme")
+        make_product(session, acme, alice, "gone", tiers=[paid_tier()], publish=False)
+    for repo in ("acme/gone", "acme/app/worker"):
+        _ok(env.skopeo.push(env.layout, "v1", repo, f"ci:{env.robot}"), env)
+    with session_scope(env.factory) as session:
+        from store.catalog import service as catalog
+
+        alice = accounts.get_account_by_username(session, "alice")
+        draft = catalog.get_product_by_repository(session, "acme/gone")
+        catalog.delete_product(session, actor=alice, product=draft)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not (
+        _hub(env, "acme/gone") and _hub(env, "acme/app/worker")
+    ):
+        time.sleep(0.2)
+
+    unknown, _ = env.pull("acme/never-pushed")
+    assert unknown.returncode != 0 and "No access to acme/never-pushed." in unknown.stderr
+    # Each is refused, with the answer a name never pushed gets (for a sub-repository of a
+    # listed product: the product's, whatever the name under it).
+    for repo, never_pushed in (
+        ("acme/tools", "acme/never-pushed"),
+        ("acme/gone", "acme/never-pushed"),
+        ("acme/app/worker", "acme/app/never-pushed"),
+    ):
+        result, _ = env.pull(repo)
+        assert result.returncode != 0, f"{repo} pulled anonymously"
+        if repo == "acme/app/worker":
+            assert "denied: Log in to pull acme/app; get access at" in result.stderr
+        else:
+            assert f"denied: No access to {repo}." in result.stderr, result.stderr
+            assert "products/" not in result.stderr  # nothing named
+        anon = httpx.get(
+            f"{env.store_url}/token",
+            params={"service": "store-registry", "scope": f"repository:{repo}:pull"},
+        )
+        never = httpx.get(
+            f"{env.store_url}/token",
+            params={"service": "store-registry", "scope": f"repository:{never_pushed}:pull"},
+        )
+        assert anon.status_code == never.status_code == 401
+        detail, other = (
+            anon.json()["errors"][0]["detail"][0],
+            never.json()["errors"][0]["detail"][0],
+        )
+        assert {**detail, "repository": "", "message": ""} == {
+            **other,
+            "repository": "",
+            "message": "",
+        }
+        check = httpx.get(f"{env.store_url}/api/v1/registry/access", params={"repository": repo})
+        assert check.status_code == 200 and check.json()["granted"] == []
+        refused = check.json()["refused"][0]
+        assert refused["reason"] == ("login_required" if repo == "acme/app/worker" else "no_access")
+        assert {**refused, "repository": "", "message": ""} == {
+            **detail,
+            "repository": "",
+            "message": "",
+        }
+    for term in ("tools", "gone", "worker", "acme"):
+        api, docker = _anonymous_search(env, term)
+        assert not {"acme/tools", "acme/gone", "acme/app/worker"} & (api | docker), term
+
+    # The paid product: anonymous users are told to log in; the owner's members pull all of it.
     result, _ = env.pull("acme/app")
     assert result.returncode != 0
     assert "Log in to pull acme/app" in result.stderr, result.stderr
+    _ok(env.pull("acme/app/worker", creds=f"alice:{PASSWORD}")[0], env)
+
+    # The namespace's owner marks acme/tools public: anyone pulls it and finds it.
+    with session_scope(env.factory) as session:
+        alice = accounts.get_account_by_username(session, "alice")
+        token = accounts.create_token(
+            session, kind="personal", name="api", scopes=["api"], created_by=alice
+        ).secret
+    response = httpx.put(
+        f"{env.store_url}/api/v1/repositories/acme/tools/visibility",
+        json={"visibility": "public"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["public"] is True
+    result, dest = env.pull("acme/tools")
+    _ok(result, env)
+    assert read_oci_file(dest, "hello.txt") == CONTENT
+    api, docker = _anonymous_search(env, "tools")
+    assert "acme/tools" in api and "acme/tools" in docker
 
 
 def test_refresh_token_login(env: Env) -> None:
@@ -395,7 +492,8 @@ def test_sync_reconciles_from_catalog(env: Env) -> None:
     result = python_cli("registry", "sync", "--json", env=store_env)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert report["repositories"] == 3 and report["tags_added"] == 1
+    # acme/app, acme/freebie, acme/tools, and acme/gone, acme/app/worker (earlier step)
+    assert report["repositories"] == 5 and report["tags_added"] == 1
     with env.factory() as session:
         tools = session.scalar(select(HubRepository).where(HubRepository.name == "acme/tools"))
         assert tools is not None and [t.name for t in tools.tags] == ["v1"]

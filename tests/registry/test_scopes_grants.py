@@ -157,7 +157,8 @@ CASES = [
         ("pull",),
         None,
     ),
-    ("entitled-draft", _account(), DRAFT_ENTITLED, "repository:acme/app:pull", (), "no_access"),
+    # Unpublished: holders keep access to the end of what they hold
+    ("entitled-draft", _account(), DRAFT_ENTITLED, "repository:acme/app:pull", ("pull",), None),
     (
         "license-sub-repository",
         Principal(
