@@ -182,6 +182,13 @@ def install_error_handlers(app: FastAPI) -> None:
             detail = "A value cannot be stored (out of range or malformed)"
         return error_response(request, 422, "invalid", detail)
 
+    @app.exception_handler(OverflowError)
+    async def _overflow(request: Request, exc: OverflowError) -> Response:
+        # A date or number from the client beyond what Python or the database can hold
+        # (a year-9999 date plus a grace period): the client's input, not a fault here.
+        log.info("value out of range on %s %s: %s", request.method, request.url.path, exc)
+        return error_response(request, 422, "invalid", "A date or number is out of range")
+
     @app.exception_handler(DatabaseBusy)
     async def _busy(request: Request, exc: DatabaseBusy) -> Response:
         log.warning("database busy on %s %s: %s", request.method, request.url.path, exc)

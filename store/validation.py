@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 from store.errors import ValidationFailed
+
+# Dates the store accepts from users: far enough for any contract, near enough that adding
+# a grace period or a renewal never leaves Python's calendar (year 9999) or a database's.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(3000, 1, 1, tzinfo=UTC)
 
 # distribution's path-component grammar: lowercase alphanumerics separated by ".", "_", "__"
 # or runs of "-".
@@ -89,4 +95,19 @@ def text(value: str | None, *, what: str, max_len: int, required: bool = False) 
         raise ValidationFailed(f"{what} is required")
     if len(value) > max_len:
         raise ValidationFailed(f"{what} must be at most {max_len} characters long")
+    return value
+
+
+def moment(value: datetime | None, *, what: str) -> datetime | None:
+    """An optional point in time from a user: aware, from 1970 up to (not including) 3000."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValidationFailed(f"{what} needs a time zone, e.g. 2027-01-01T00:00:00Z")
+    if not EARLIEST <= value < LATEST:
+        raise ValidationFailed(
+            f"{what} must be between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d} "
+            f"(it is {value:%Y-%m-%d})",
+            code="out_of_range",
+        )
     return value

@@ -98,6 +98,7 @@ def grant(
     """An operator's or the publishing organisation owner's grant of a tier, without payment."""
     if not _can_administer(session, actor, tier.product):
         raise Forbidden("Only administrators and the publisher's owners grant entitlements")
+    ends_at = validation.moment(ends_at, what="The end")
     entitlement = create_entitlement(
         session,
         tier=tier,

@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
+from store import validation
 from store.errors import StoreError, ValidationFailed
 from store.web.csrf import FIELD as CSRF_FIELD
 from store.web.templating import minor_exponent
@@ -246,6 +247,12 @@ def end_of_day(form: FormData, key: str) -> datetime | None:
         day = datetime.strptime(raw, "%Y-%m-%d").date()
     except ValueError:
         raise FieldError(key, "Enter the date as YYYY-MM-DD") from None
+    if not validation.EARLIEST.date() <= day < validation.LATEST.date():
+        raise FieldError(
+            key,
+            f"Enter a date from {validation.EARLIEST:%Y-%m-%d} to before "
+            f"{validation.LATEST:%Y-%m-%d}",
+        )
     return datetime.combine(day + timedelta(days=1), time.min, tzinfo=UTC)
 
 

@@ -298,6 +298,14 @@ def test_grant_api(client: TestClient, session: Session) -> None:
         "/api/v1/entitlements", json={**body, "organization": "grants"}, headers=auth(token)
     )
     assert r.status_code == 422
+    for far in ("9999-12-31T23:59:59Z", "3000-01-01T00:00:00Z", "0001-01-01T00:00:00Z"):
+        r = client.post("/api/v1/entitlements", json={**body, "ends_at": far}, headers=auth(token))
+        assert r.status_code == 422, (far, r.status_code, r.text)
+        assert r.json()["error"] in ("out_of_range", "invalid")
+    # Listings filtered by far-away dates answer, they do not fail.
+    for query in ("since=9999-12-31T23:59:59Z", "until=0001-01-01T00:00:00Z"):
+        r = client.get(f"/api/v1/billing/sales/grants?{query}", headers=auth(token))
+        assert r.status_code in (200, 422), (query, r.status_code, r.text)
     r = client.post(
         "/api/v1/entitlements", json={**body, "ends_at": "2030-01-01T00:00:00"}, headers=auth(token)
     )

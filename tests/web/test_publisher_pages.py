@@ -284,6 +284,15 @@ def test_owner_grants_and_revokes(browser: TestClient, session: Session) -> None
     )
     assert bad_date.status_code == 422
     assert "The end must come after the start" in bad_date.text
+    for far in ("9999-12-31", "3000-01-01", "0001-01-01"):
+        out_of_range = submit(
+            browser,
+            "/publish/grantco/suite",
+            "/publish/grantco/suite/grants",
+            {"username": "customer", "tier": "ent", "ends_on": far},
+        )
+        assert out_of_range.status_code == 422, (far, out_of_range.status_code)
+        assert "Enter a date from 1970-01-01 to before 3000-01-01" in out_of_range.text
 
     no_reason = submit(
         browser,
