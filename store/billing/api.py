@@ -11,7 +11,7 @@ from fastapi.responses import Response
 
 from store.accounts import service as accounts
 from store.billing import orders, sales, subscriptions
-from store.billing.gateway import PaymentInput
+from store.billing.gateway import Outcome, PaymentInput
 from store.billing.pricing import MAX_QUANTITY, Buyer, normalize_country, normalize_vat_id
 from store.billing.runtime import Billing, get_billing
 from store.billing.schemas import (
@@ -24,8 +24,8 @@ from store.billing.schemas import (
     SubscriptionOut,
 )
 from store.catalog import service as catalog
-from store.deps import AdminAccount, CurrentAccount, DbSession
-from store.errors import NotFound
+from store.deps import CurrentAccount, DbSession
+from store.errors import NotFound, PaymentRequired, ServiceUnavailable, StoreError
 
 router = APIRouter(prefix="/billing", tags=["billing"])
 BillingDep = Annotated[Billing, Depends(get_billing)]
@@ -37,7 +37,18 @@ def bind(request: Request, session: DbSession) -> None:
     session.info.setdefault("settings", request.app.state.settings)
 
 
-@router.post("/checkout", response_model=CheckoutOut, status_code=201)
+@router.post(
+    "/checkout",
+    response_model=CheckoutOut,
+    status_code=201,
+    responses={
+        402: {
+            "description": "The card was declined: error is Stripe's code (card_declined, "
+            "incorrect_number, ...), decline_code the issuer's reason, order the failed order"
+        },
+        503: {"description": "The payment service could not be reached; the order failed"},
+    },
+)
 def checkout(
     body: CheckoutIn,
     request: Request,
@@ -48,7 +59,8 @@ def checkout(
     """Buy a paid tier: one-time tiers are charged once, recurring ones start a subscription.
 
     The order is ``paid`` only once the payment event arrived; until then it is ``pending``
-    (or ``requires_action`` for card authentication)."""
+    (or ``requires_action`` for card authentication). A declined card answers 402 with the
+    decline code, as Stripe does; the failed order is kept (see ``order``)."""
     bind(request, session)
     tier = catalog.get_tier(session, body.tier_id)
     org = accounts.get_organization(session, body.org) if body.org else None
@@ -63,6 +75,9 @@ def checkout(
         order=order,
         payment=PaymentInput(payment_method=body.payment_method, card_number=body.card_number),
     )
+    if outcome.status == "failed":
+        session.commit()  # the failed order is kept, whatever the answer
+        raise _payment_failed(outcome, order)
     return CheckoutOut(
         order=OrderOut.model_validate(order),
         next_action="authenticate" if outcome.status == "requires_action" else None,
@@ -107,6 +122,18 @@ def get_quote(
     )
 
 
+def _payment_failed(outcome: Outcome, order: orders.Order) -> StoreError:
+    extra = {
+        "decline_code": outcome.decline_code,
+        "order": OrderOut.model_validate(order).model_dump(mode="json"),
+    }
+    if outcome.code == orders.GATEWAY_UNAVAILABLE:
+        return ServiceUnavailable(outcome.message, code=outcome.code, **extra)
+    return PaymentRequired(
+        outcome.message or "The payment failed.", code=outcome.code or "card_declined", **extra
+    )
+
+
 @router.get("/orders", response_model=list[OrderOut])
 def my_orders(session: DbSession, account: CurrentAccount) -> list[OrderOut]:
     """Your orders, newest first."""
@@ -126,12 +153,15 @@ def refund_order(
     request: Request,
     session: DbSession,
     billing: BillingDep,
-    admin: AdminAccount,
+    account: CurrentAccount,
 ) -> OrderOut:
-    """Refund all (no amount) or part of a paid order. A full refund revokes access."""
+    """Refund all (no amount) or part of a paid order. A full refund revokes access (and a
+    subscription payment's subscription is canceled). Administrators refund any order; the
+    seller's owners their own sales within the operator's window
+    (``STORE_BILLING_PUBLISHER_REFUND_DAYS``), else 403 ``refund_window_over``."""
     bind(request, session)
-    order = orders.get_order(session, order_id)
-    orders.refund(session, billing, actor=admin, order=order, amount_minor=body.amount_minor)
+    order = orders.get_refundable_order(session, billing, order_id, account)
+    orders.refund(session, billing, actor=account, order=order, amount_minor=body.amount_minor)
     return OrderOut.model_validate(order)
 
 

@@ -58,6 +58,16 @@ class BillingSettings(BaseSettings):
         default="",
         validation_alias=AliasChoices("tax_home_country", "STORE_BILLING_TAX_HOME_COUNTRY"),
     )
+    # Publishers (owners of the selling organisation) refund their own sales for this many
+    # days after payment; 0: only administrators refund.
+    publisher_refund_days: int = Field(
+        default=30,
+        ge=0,
+        le=3650,
+        validation_alias=AliasChoices(
+            "publisher_refund_days", "STORE_BILLING_PUBLISHER_REFUND_DAYS"
+        ),
+    )
     # The test gateway's saved cards renew subscriptions when the sweep runs (demo clock).
     sweep_interval_seconds: int = Field(
         default=60,

@@ -43,6 +43,10 @@ class Outcome:
     subscription_ref: str | None = None
     client_secret: str | None = None  # for Stripe.js to finish authentication
     message: str = ""
+    # A failure's code as Stripe names it (card_declined, incorrect_number, ...) and the
+    # issuer's decline code (generic_decline, insufficient_funds, ...) when there is one.
+    code: str | None = None
+    decline_code: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -219,3 +219,29 @@ class Order(Base):
     @property
     def refundable_minor(self) -> int:
         return max(self.total_minor - self.refunded_minor, 0) if self.paid_at else 0
+
+
+class TrialClaim(Base):
+    """A free trial taken, by a person and by the organisation it was for (billing.trials)."""
+
+    __tablename__ = "billing_trial_claims"
+    __table_args__ = (
+        UniqueConstraint("product_id", "account_id", name="uq_billing_trial_claims_account"),
+        UniqueConstraint(
+            "product_id", "organization_id", name="uq_billing_trial_claims_organization"
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    product_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("products.id", ondelete="CASCADE"))
+    # Exactly one of account and organisation.
+    account_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), default=None
+    )
+    organization_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), default=None
+    )
+    subscription_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("billing_subscriptions.id", ondelete="SET NULL"), default=None, index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import datetime
+from dataclasses import replace
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -19,7 +20,7 @@ from sqlalchemy.orm import Session
 from store.accounts import service as accounts
 from store.accounts.models import Account, Organization
 from store.audit import service as audit
-from store.billing import ownership
+from store.billing import ownership, trials
 from store.billing.gateway import GatewayError, Outcome, PaymentInput
 from store.billing.models import Order, Subscription
 from store.billing.prices import ensure_price
@@ -41,6 +42,7 @@ RANK = {
     "partially_refunded": 4,
     "refunded": 5,
 }
+GATEWAY_UNAVAILABLE = "gateway_unavailable"
 
 
 # --- checkout -------------------------------------------------------------------------
@@ -79,12 +81,14 @@ def start_checkout(
         raise ValidationFailed("This tier is free: use its Get button", code="tier_is_free")
     if org is not None:
         accounts.require_role(session, account, org, "owner")
-    quote = billing.quote(tier, buyer, coupon, quantity, utcnow())
     key = ownership.holder_key(account, org)
     ownership.lock_holder(session, account, org)
     existing = ownership.open_purchase(session, key, product.id)
     if existing is not None and not ownership.close_if_abandoned(session, billing, existing):
         raise ownership.already_owned(existing)
+    eligible = trials.eligible(session, account=account, product=product, org=org)
+    buyer = replace(buyer or Buyer(), trial_eligible=eligible)
+    quote = billing.quote(tier, buyer, coupon, quantity, utcnow())
     try:
         with session.begin_nested():
             return _create_checkout(session, billing, account, tier, org, buyer, quote, key)
@@ -130,6 +134,10 @@ def _create_checkout(
         record_quote(subscription, quote, buyer)
         session.add(subscription)
         session.flush()
+        if quote.trial:
+            trials.claim(
+                session, account=account, product=product, subscription=subscription, org=org
+            )
     order = Order(
         account_id=account.id,
         organization_id=org.id if org else None,
@@ -181,7 +189,11 @@ def pay(session: Session, billing: Billing, *, order: Order, payment: PaymentInp
                 sub.gateway_ref = outcome.subscription_ref
     except GatewayError as exc:
         log.warning("gateway error for order %s: %s", order.id, exc)
-        outcome = Outcome(status="failed", message="The payment service could not be reached.")
+        outcome = Outcome(
+            status="failed",
+            message="The payment service could not be reached.",
+            code=GATEWAY_UNAVAILABLE,
+        )
     session.flush()
     if outcome.payment_ref and order.payment_ref is None:
         order.payment_ref = outcome.payment_ref
@@ -193,6 +205,8 @@ def pay(session: Session, billing: Billing, *, order: Order, payment: PaymentInp
         sub = order.subscription
         if sub is not None and sub.status == "incomplete":
             sub.status, sub.canceled_at = "canceled", utcnow()
+        if sub is not None:
+            trials.release(session, sub)
     elif outcome.status == "requires_action" and order.status == "pending":
         order.status = "requires_action"
     session.flush()
@@ -354,7 +368,31 @@ def apply_refund(session: Session, order: Order, *, refunded_total: int, at: dat
     return True
 
 
-# --- refunds by an administrator ----------------------------------------------------------
+# --- refunds ---------------------------------------------------------------------------
+
+
+def may_refund(session: Session, billing: Billing, actor: Account, order: Order) -> bool:
+    """Administrators refund any order; owners of the selling organisation their own sales,
+    within ``STORE_BILLING_PUBLISHER_REFUND_DAYS`` of the payment."""
+    if actor.is_admin:
+        return True
+    days = billing.settings.publisher_refund_days
+    if days <= 0 or order.paid_at is None:
+        return False
+    if not accounts.has_role(session, actor, order.product.organization, "owner"):
+        return False
+    return utcnow() - order.paid_at <= timedelta(days=days)
+
+
+def get_refundable_order(
+    session: Session, billing: Billing, order_id: uuid.UUID, actor: Account
+) -> Order:
+    """The order for administrators and the seller's owners (who may refund it, within
+    their window); NotFound for anyone else."""
+    order = get_order(session, order_id)
+    if accounts.has_role(session, actor, order.product.organization, "owner"):
+        return order
+    raise NotFound("No such order")
 
 
 def refund(
@@ -365,15 +403,22 @@ def refund(
     order: Order,
     amount_minor: int | None = None,
 ) -> Order:
-    """Refund all or part of a paid order at the gateway (administrators only).
+    """Refund all or part of a paid order at the gateway (see :func:`may_refund`).
 
     The refund is applied when the gateway confirms it (its answer, or the refund event,
     whichever comes first; both apply the same cumulative amount). A full refund of a
-    subscription payment also cancels the subscription at once.
+    subscription payment also cancels the subscription at once (store.billing.access).
     """
-    if not actor.is_admin:
-        raise Forbidden("Only administrators refund orders")
     order = lock_order(session, order.id)
+    if not may_refund(session, billing, actor, order):
+        if order.paid_at is not None and accounts.has_role(
+            session, actor, order.product.organization, "owner"
+        ):
+            raise Forbidden(
+                "The refund window for publishers is over for this order",
+                code="refund_window_over",
+            )
+        raise Forbidden("Only administrators and the seller's owners refund orders")
     if order.status not in ("paid", "partially_refunded"):
         raise Conflict(f"A {order.status.replace('_', ' ')} order cannot be refunded")
     refundable = order.refundable_minor
@@ -402,3 +447,20 @@ def refund(
         details={"amount_minor": amount, "currency": order.currency, "status": order.status},
     )
     return order
+
+
+def sales_orders(session: Session, actor: Account, org: Organization) -> list[Order]:
+    """The paid orders of the organisation's products, newest first (its owners)."""
+    if not actor.is_admin:
+        accounts.require_role(session, actor, org, "owner")
+    from store.catalog.models import Product
+
+    return list(
+        session.scalars(
+            select(Order)
+            .join(Product, Product.id == Order.product_id)
+            .where(Product.organization_id == org.id, Order.paid_at.is_not(None))
+            .order_by(Order.paid_at.desc())
+            .limit(500)
+        )
+    )

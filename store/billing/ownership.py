@@ -27,6 +27,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from store.accounts.models import Account, Organization
+from store.billing import trials
 from store.billing.gateway import GatewayError
 from store.billing.models import Order, Subscription
 from store.billing.runtime import Billing
@@ -131,6 +132,7 @@ def close_if_abandoned(session: Session, billing: Billing, purchase: Order | Sub
         purchase = orders.lock_subscription(session, purchase.id) or purchase
         if purchase.status == "incomplete":
             purchase.status, purchase.canceled_at = "canceled", now
+        trials.release(session, purchase)  # a trial that never started is not used up
         for order in session.scalars(
             select(Order).where(
                 Order.subscription_id == purchase.id, Order.status.in_(UNPAID_ORDER)

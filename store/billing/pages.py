@@ -14,9 +14,10 @@ from starlette.responses import Response
 
 from store.accounts import service as accounts
 from store.accounts.models import Account, Membership, Organization
-from store.billing import access, orders, sales, subscriptions
+from store.billing import access, orders, sales, subscriptions, trials
 from store.billing.gateway import PaymentInput
 from store.billing.models import Order
+from store.billing.pricing import Buyer
 from store.billing.runtime import Billing, billing_of
 from store.billing.sweep import maybe_sweep
 from store.billing.test_gateway import TEST_CARDS, TestGateway
@@ -96,13 +97,16 @@ def _checkout_form(
     status: int = 200,
     manage_url: str | None = None,
 ) -> Response:
+    eligible = trials.eligible(session, account=account, product=tier.product)
+    quote = billing.quote(tier, Buyer(trial_eligible=eligible))
     return _page(
         request,
         "billing/checkout.html",
         {
             "tier": tier,
             "product": tier.product,
-            "quote": billing.quote(tier),
+            "quote": quote,
+            "trial_used": tier.trial_days > 0 and quote.recurring and not quote.trial,
             "orgs": _owned_orgs(session, account),
             "test_cards": TEST_CARDS,
             "error": error,
@@ -287,6 +291,7 @@ def receipt(
             "order": order,
             "tax_label": billing.settings.tax_label,
             "seller": order.product.organization,
+            "first_charge": trials.first_charge(order),
         },
         billing,
     )
@@ -320,6 +325,53 @@ def sales_csv(request: Request, org: str, session: DbSession, account: RequiredA
         f'attachment; filename="{organization.slug}-sales.csv"'
     )
     return response
+
+
+@router.get("/publish/{org}/-/orders")
+def publisher_orders(
+    request: Request, org: str, session: DbSession, account: RequiredAccount
+) -> Response:
+    """The organisation's paid orders (owners), with refunds inside the operator's window."""
+    billing = _billing(request, session)
+    organization = accounts.get_organization(session, org)
+    rows = orders.sales_orders(session, account, organization)
+    return _page(
+        request,
+        "billing/publisher_orders.html",
+        {
+            "org": organization,
+            "orders": rows,
+            "refundable": {o.id for o in rows if orders.may_refund(session, billing, account, o)},
+            "window_days": billing.settings.publisher_refund_days,
+        },
+        billing,
+    )
+
+
+@router.post("/publish/{org}/-/orders/{order_id}/refund")
+def publisher_refund(
+    request: Request,
+    org: str,
+    order_id: uuid.UUID,
+    session: DbSession,
+    account: RequiredAccount,
+    amount: FormStr = "",
+) -> Response:
+    """Refund the amount given (empty: everything not refunded yet) of one's own sale."""
+    billing = _billing(request, session)
+    organization = accounts.get_organization(session, org)
+    order = orders.get_refundable_order(session, billing, order_id, account)
+    if order.product.organization_id != organization.id:
+        raise NotFound("No such order")
+    try:
+        amount_minor = parse_amount(amount, order.currency)
+        orders.refund(session, billing, actor=account, order=order, amount_minor=amount_minor)
+    except StoreError as exc:
+        flash(request, exc.detail, "error")
+        return redirect(f"/publish/{organization.slug}/-/orders")
+    what = "Refunded" if order.status == "refunded" else "Refund recorded for"
+    flash(request, f"{what} order {order.receipt_number}.")
+    return redirect(f"/publish/{organization.slug}/-/orders")
 
 
 # --- administration ---------------------------------------------------------------------

@@ -35,6 +35,17 @@ def _plain(obj: Any) -> dict[str, Any]:
     return obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
 
 
+def _declined(exc: stripe.CardError, **refs: Any) -> Outcome:
+    error = exc.error
+    return Outcome(
+        "failed",
+        message=exc.user_message or "Your card was declined.",
+        code=str(exc.code or "card_declined"),
+        decline_code=str(dig(error, "decline_code")) if dig(error, "decline_code") else None,
+        **refs,
+    )
+
+
 def plan_id(tier: Tier, price: TierPrice) -> str:
     """Deterministic: one plan per tier, period, currency and amount (never mutated)."""
     return f"store-{tier.id.hex}-{price.billing}-{price.amount_minor}{price.currency}"
@@ -168,7 +179,7 @@ class StripeGateway:
         self, session: Session, billing: Billing, *, order: Order, payment: PaymentInput
     ) -> Outcome:
         if not payment.payment_method:
-            return Outcome("failed", message="No card was entered.")
+            return Outcome("failed", message="No card was entered.", code="payment_method_required")
         customer = self._customer(session, order.account)
         params: dict[str, Any] = {
             "amount": order.total_minor,
@@ -189,7 +200,7 @@ class StripeGateway:
             )
         except stripe.CardError as exc:
             ref = obj_id(dig(exc.error, "payment_intent")) if exc.error else None
-            return Outcome("failed", payment_ref=ref, message=exc.user_message or "Declined.")
+            return _declined(exc, payment_ref=ref)
         except stripe.StripeError as exc:
             raise GatewayError(str(exc)) from exc
         return self._intent_outcome(pi)
@@ -205,8 +216,16 @@ class StripeGateway:
             )
         if status == "processing":
             return Outcome("processing", payment_ref=pi.id, **refs)
-        message = dig(pi, "last_payment_error", "message") or "The payment failed."
-        return Outcome("failed", payment_ref=pi.id, message=str(message), **refs)
+        error = dig(pi, "last_payment_error")
+        message = dig(error, "message") or "The payment failed."
+        return Outcome(
+            "failed",
+            payment_ref=pi.id,
+            message=str(message),
+            code=dig(error, "code") or "payment_failed",
+            decline_code=dig(error, "decline_code"),
+            **refs,
+        )
 
     # --- subscriptions ------------------------------------------------------------------
 
@@ -222,7 +241,7 @@ class StripeGateway:
         payment: PaymentInput,
     ) -> Outcome:
         if not payment.payment_method:
-            return Outcome("failed", message="No card was entered.")
+            return Outcome("failed", message="No card was entered.", code="payment_method_required")
         customer = self._customer(session, account)
         try:
             pm = self.v1.payment_methods.attach(
@@ -236,7 +255,7 @@ class StripeGateway:
                 options=idempotent(f"order-{order.id}-default-card"),
             )
         except stripe.CardError as exc:
-            return Outcome("failed", message=exc.user_message or "Declined.")
+            return _declined(exc)
         except stripe.StripeError as exc:
             raise GatewayError(str(exc)) from exc
         params: dict[str, Any] = {
@@ -256,7 +275,7 @@ class StripeGateway:
                 cast(Any, params), options=idempotent(f"order-{order.id}-subscription")
             )
         except stripe.CardError as exc:
-            return Outcome("failed", message=exc.user_message or "Declined.")
+            return _declined(exc)
         except stripe.StripeError as exc:
             raise GatewayError(str(exc)) from exc
         # dig, not .get: a StripeObject is not a dict (and localstripe expands this field).
@@ -268,7 +287,12 @@ class StripeGateway:
         if pi is not None and not isinstance(pi, str):
             outcome = self._intent_outcome(pi, **refs)
         else:
-            outcome = Outcome("failed", message="The first payment did not go through.", **refs)
+            outcome = Outcome(
+                "failed",
+                message="The first payment did not go through.",
+                code="payment_failed",
+                **refs,
+            )
         if outcome.status == "failed":
             self._cancel_quietly(sub.id)
         return outcome

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from store.accounts.models import Account
-from store.billing import access
+from store.billing import access, trials
 from store.billing import orders as order_service
 from store.billing.gateway import GatewayError, dig, obj_id
 from store.billing.models import Order, Subscription
@@ -363,6 +363,7 @@ def invoice_failed(
         return
     sub.last_event_at = at
     if sub.entitlement_id is None:
+        trials.release(session, sub)
         return  # the first payment failed: the subscription never started
     sub.status = "past_due"
     _start_grace(session, billing, sub, at)

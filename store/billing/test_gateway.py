@@ -48,6 +48,13 @@ def normalize_card(value: str | None) -> str:
     return re.sub(r"[\s-]", "", value or "")
 
 
+def _decline(card: str) -> dict[str, str]:
+    """Stripe's error for a card that does not pay: declined, or not a test card at all."""
+    if card == CARD_DECLINE:
+        return {"code": "card_declined", "decline_code": "generic_decline", "message": _DECLINED}
+    return {"code": "incorrect_number", "message": "Use one of the test card numbers."}
+
+
 def _ref(prefix: str) -> str:
     return f"{prefix}_test_{secrets.token_hex(12)}"
 
@@ -118,15 +125,20 @@ class TestGateway:
             intent = self._intent(order, "requires_action", next_action={"type": "test_3ds"})
             self.emit(session, billing, "payment_intent.requires_action", intent)
             return Outcome("requires_action", payment_ref=order.payment_ref)
-        message = _DECLINED if card == CARD_DECLINE else "Use one of the test card numbers."
-        error = {"code": "card_declined", "message": message}
+        error = _decline(card)
         self.emit(
             session,
             billing,
             "payment_intent.payment_failed",
             self._intent(order, "requires_payment_method", last_payment_error=error),
         )
-        return Outcome("failed", payment_ref=order.payment_ref, message=message)
+        return Outcome(
+            "failed",
+            payment_ref=order.payment_ref,
+            message=error["message"],
+            code=error["code"],
+            decline_code=error.get("decline_code"),
+        )
 
     def authenticate(
         self, session: Session, billing: Billing, *, order: Order, approve: bool
@@ -238,13 +250,15 @@ class TestGateway:
             return Outcome(
                 "requires_action", subscription_ref=sub.gateway_ref, invoice_ref=order.gateway_ref
             )
-        message = _DECLINED if card == CARD_DECLINE else "Use one of the test card numbers."
-        self._first_invoice_failed(session, billing, sub, order, message)
+        error = _decline(card)
+        self._first_invoice_failed(session, billing, sub, order, error["message"])
         return Outcome(
             "failed",
             subscription_ref=sub.gateway_ref,
             invoice_ref=order.gateway_ref,
-            message=message,
+            message=error["message"],
+            code=error["code"],
+            decline_code=error.get("decline_code"),
         )
 
     def _first_invoice_failed(

@@ -278,3 +278,21 @@ def test_new_and_repriced_tiers_get_their_stripe_plan_at_once(
     assert tier.gateway_price_ref not in (None, first_plan)
     assert v1.plans.retrieve(tier.gateway_price_ref)["amount"] == 3900
     assert v1.plans.retrieve(first_plan)["amount"] == 2900  # history is never mutated
+
+
+def test_declined_api_checkout_is_402(
+    client: TestClient, session: Session, stripe_billing: Billing, shop: Shop
+) -> None:
+    from tests.factories import api_token, auth
+
+    buyer = auth(api_token(session, shop.buyer))
+    session.commit()
+    for tier in (shop.one_time, shop.monthly):
+        r = client.post(
+            "/api/v1/billing/checkout",
+            json={"tier_id": str(tier.id), "payment_method": "pm_card_chargeCustomerFail"},
+            headers=buyer,
+        )
+        assert r.status_code == 402, r.text
+        assert r.json()["error"] == "card_declined" and "declined" in r.json()["detail"]
+        assert r.json()["order"]["status"] == "failed"
