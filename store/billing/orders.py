@@ -388,10 +388,12 @@ def get_refundable_order(
     session: Session, billing: Billing, order_id: uuid.UUID, actor: Account
 ) -> Order:
     """The order for administrators and the seller's owners (who may refund it, within
-    their window); NotFound for anyone else."""
+    their window); Forbidden for its buyer, NotFound for anyone else."""
     order = get_order(session, order_id)
     if accounts.has_role(session, actor, order.product.organization, "owner"):
         return order
+    if order.account_id == actor.id:
+        raise Forbidden("Only administrators and the seller's owners refund orders")
     raise NotFound("No such order")
 
 

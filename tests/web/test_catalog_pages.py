@@ -158,7 +158,7 @@ def test_product_page(browser: TestClient, shelf: dict[str, Any], session: Sessi
     assert "14-day free trial" in text
     assert "Unlimited seats" in text
     assert "<h1>Fast</h1>" in text and "<strong>proxy</strong>" in text
-    assert "docker pull 127.0.0.1:5000/acme/proxy:latest" in text
+    assert "docker plugin install 127.0.0.1:5000/acme/proxy:latest" in text
     assert 'href="https://docs.acme.test"' in text and "License agreement (EULA)" in text
     assert "Log in to pull acme/proxy." in text
     assert "Log in to buy" in text
