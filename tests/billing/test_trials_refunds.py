@@ -239,7 +239,7 @@ def test_publisher_refunds_own_sales_within_the_window(
     client: TestClient, session: Session, billing: Billing, shop: Shop
 ) -> None:
     one = checkout(session, billing, shop, shop.one_time)
-    sub_order = checkout(session, billing, shop, shop.monthly)
+    sub_order = checkout(session, billing, shop, shop.monthly, account=make_account(session))
     publisher = auth(api_token(session, shop.publisher))
     editor = make_account(session)
     accounts.add_member(session, actor=shop.admin, org=shop.org, account=editor, role="editor")
