@@ -1,7 +1,7 @@
 """billing_trial_claims: one free trial per person (and per organisation) per product
 
 Revision ID: 0221
-Revises: 0201
+Revises: 0121
 Create Date: 2026-12-02 21:10:00
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import store.db
 
 revision: str = "0221"
-down_revision: str | Sequence[str] | None = "0201"
+down_revision: str | Sequence[str] | None = "0121"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
