@@ -9,6 +9,7 @@ from __future__ import annotations
 import configparser
 import json
 import re
+import secrets
 import shlex
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,16 @@ def read_env_file(path: Path) -> dict[str, str]:
         if match:
             values[match[1]] = match[2]
     return values
+
+
+def example_variables(**overrides: str) -> dict[str, str]:
+    """deploy/compose.env.example as an operator fills it in: every ``NAME=`` left blank
+    there (the secrets) gets a generated value; ``overrides`` replace any value."""
+    variables = read_env_file(COMPOSE_ENV_EXAMPLE)
+    for name, value in variables.items():
+        if not value:
+            variables[name] = secrets.token_urlsafe(40)
+    return variables | overrides
 
 
 def interpolate(value: str, variables: dict[str, str]) -> str:

@@ -94,14 +94,12 @@ def stack(image: BuiltImage, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     store_url = f"http://127.0.0.1:{store_port}"
     registry = f"127.0.0.1:{registry_port}"
     metrics_token = secrets.token_urlsafe(24)
-    variables = {
-        **deploy_files.read_env_file(deploy_files.COMPOSE_ENV_EXAMPLE),
-        "STORE_SECRET_KEY": secrets.token_urlsafe(48),
-        "POSTGRES_PASSWORD": secrets.token_urlsafe(12),
-        "STORE_PUBLIC_URL": store_url,
-        "STORE_REGISTRY_URL": f"http://{registry}",
-        "STORE_METRICS_TOKEN": metrics_token,
-    }
+    # The example .env with its blanks (the secrets) filled in, as an operator does.
+    variables = deploy_files.example_variables(
+        STORE_PUBLIC_URL=store_url,
+        STORE_REGISTRY_URL=f"http://{registry}",
+        STORE_METRICS_TOKEN=metrics_token,
+    )
     with pg.scratch_database("image") as database_url:
         env = deploy_files.compose_environment("store", variables)
         # Compose's network names (postgres, store) are this host's loopback here.

@@ -261,12 +261,8 @@ def _known_settings() -> set[str]:
 
 
 def _example_variables() -> dict[str, str]:
-    """The example .env, its required blanks filled as an operator would."""
-    variables = deploy_files.read_env_file(deploy_files.COMPOSE_ENV_EXAMPLE)
-    variables["STORE_SECRET_KEY"] = "s" * 48
-    variables["POSTGRES_PASSWORD"] = "pg-password"
-    variables["STORE_METRICS_TOKEN"] = "m" * 32
-    return variables
+    """The example .env, its blanks filled as an operator would (each a generated secret)."""
+    return deploy_files.example_variables()
 
 
 def test_compose_image_and_units_serve_on_one_port(compose: dict[str, Any]) -> None:
