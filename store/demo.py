@@ -523,7 +523,7 @@ def _ensure_user(session: Session, spec: DemoUser, password: str, result: DemoRe
         # So that the printed credentials are the ones that work.
         accounts.set_password(session, account=account, password=password)
         if spec.is_admin and not account.is_admin:
-            accounts.set_admin(session, account=account, is_admin=True)
+            accounts.set_admin(session, account=account, is_admin=True, actor=None)
     result.accounts.append(
         DemoAccount(spec.username, spec.email, password, spec.role, created=created)
     )

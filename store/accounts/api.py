@@ -330,9 +330,9 @@ def admin_update_account(
 ) -> object:
     account = service.get_account_by_username(session, username)
     if body.is_admin is not None:
-        service.set_admin(session, account=account, is_admin=body.is_admin)
+        service.set_admin(session, account=account, is_admin=body.is_admin, actor=admin)
     if body.is_active is not None:
-        service.set_active(session, account=account, active=body.is_active)
+        service.set_active(session, account=account, active=body.is_active, actor=admin)
     return account
 
 

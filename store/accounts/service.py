@@ -174,8 +174,10 @@ def _ensure_not_last_admin(session: Session, account: Account) -> None:
 
 
 def set_admin(
-    session: Session, *, account: Account, is_admin: bool, actor: Account | None = None
+    session: Session, *, account: Account, is_admin: bool, actor: Account | None
 ) -> Account:
+    """Grant or remove administrator. ``actor`` is who did it (recorded in the audit log);
+    None only for the store itself (bootstrapping the first administrator)."""
     if not is_admin:
         _ensure_not_last_admin(session, account)
     account.is_admin = is_admin
@@ -191,8 +193,9 @@ def set_admin(
 
 
 def set_active(
-    session: Session, *, account: Account, active: bool, actor: Account | None = None
+    session: Session, *, account: Account, active: bool, actor: Account | None
 ) -> Account:
+    """Enable or disable an account; ``actor`` is recorded in the audit log."""
     if not active:
         _ensure_not_last_admin(session, account)
     account.is_active = active

@@ -36,6 +36,10 @@ from store.licensing import entitlements as licensing
 if TYPE_CHECKING:
     from typing import TypeAlias
 
+    from sqlalchemy.orm import Session
+
+    from store.accounts.models import Account
+
     SubParsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
@@ -77,6 +81,13 @@ def _register_admin(subparsers: SubParsers) -> None:
     )
 
 
+def _optional_actor(session: Session) -> Account | None:
+    try:
+        return resolve_actor(session, None)
+    except CommandError:
+        return None
+
+
 @command
 def _admin_create(args: argparse.Namespace) -> int:
     """Create an administrator account. With --promote, an existing account with this
@@ -89,7 +100,9 @@ def _admin_create(args: argparse.Namespace) -> int:
                 raise CommandError(
                     f"'{existing.username}' has another e-mail address; check --email"
                 )
-            account = accounts.set_admin(session, account=existing, is_admin=True)
+            # Promoting needs no other administrator (it may make the first one).
+            actor = _optional_actor(session)
+            account = accounts.set_admin(session, account=existing, is_admin=True, actor=actor)
             created = False
         else:
             if existing is not None:
@@ -130,7 +143,9 @@ def _register_users(subparsers: SubParsers) -> None:
     )
     p.add_argument("--admin", action="store_true", help="make it an administrator")
     add_password_options(p)
-    p = add_command(sub, "set-admin", _users_set_admin, help="grant or remove administrator")
+    p = add_command(
+        sub, "set-admin", _users_set_admin, help="grant or remove administrator", actor=True
+    )
     p.add_argument("user", metavar="USER", help=USER_HELP)
     p.add_argument(
         "value",
@@ -138,9 +153,11 @@ def _register_users(subparsers: SubParsers) -> None:
         type=on_off,
         help="on makes it an administrator, off removes that (also yes|no, true|false, 1|0)",
     )
-    p = add_command(sub, "disable", _users_disable, help="disable an account (no login, no tokens)")
+    p = add_command(
+        sub, "disable", _users_disable, help="disable an account (no login, no tokens)", actor=True
+    )
     p.add_argument("user", metavar="USER", help=USER_HELP)
-    p = add_command(sub, "enable", _users_enable, help="enable a disabled account")
+    p = add_command(sub, "enable", _users_enable, help="enable a disabled account", actor=True)
     p.add_argument("user", metavar="USER", help=USER_HELP)
     p = add_command(sub, "set-password", _users_set_password, help="set an account's password")
     p.add_argument("user", metavar="USER", help=USER_HELP)
@@ -212,7 +229,14 @@ def _users_set_admin(args: argparse.Namespace) -> int:
     cannot be demoted."""
     with unit_of_work() as session:
         account = accounts.get_account_by_username(session, args.user)
-        data = account_out(accounts.set_admin(session, account=account, is_admin=args.value))
+        data = account_out(
+            accounts.set_admin(
+                session,
+                account=account,
+                is_admin=args.value,
+                actor=resolve_actor(session, args.actor),
+            )
+        )
     state = "is now" if data["is_admin"] else "is no longer"
     emit(args, data, text=f"{data['username']} {state} an administrator")
     return 0
@@ -223,7 +247,11 @@ def _users_disable(args: argparse.Namespace) -> int:
     """Disable an account: it can no longer log in and its tokens stop working."""
     with unit_of_work() as session:
         account = accounts.get_account_by_username(session, args.user)
-        data = account_out(accounts.set_active(session, account=account, active=False))
+        data = account_out(
+            accounts.set_active(
+                session, account=account, active=False, actor=resolve_actor(session, args.actor)
+            )
+        )
     emit(args, data, text=f"Disabled {data['username']}")
     return 0
 
@@ -233,7 +261,11 @@ def _users_enable(args: argparse.Namespace) -> int:
     """Enable a disabled account."""
     with unit_of_work() as session:
         account = accounts.get_account_by_username(session, args.user)
-        data = account_out(accounts.set_active(session, account=account, active=True))
+        data = account_out(
+            accounts.set_active(
+                session, account=account, active=True, actor=resolve_actor(session, args.actor)
+            )
+        )
     emit(args, data, text=f"Enabled {data['username']}")
     return 0
 

@@ -3,6 +3,7 @@ security-relevant services record their actions."""
 
 from __future__ import annotations
 
+from fastapi.testclient import TestClient
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
@@ -106,3 +107,21 @@ def test_failed_api_sign_in_is_recorded(client, session: Session) -> None:
     assert response.status_code == 201
     actions = _actions(session)
     assert actions[-3:] == ["auth.login_failed", "auth.login", "token.create"]
+
+
+def test_admin_api_changes_record_the_real_actor(client: TestClient, session: Session) -> None:
+    from tests.factories import api_token, auth
+
+    admin = make_admin(session, "chief")
+    make_account(session, "target")
+    token = api_token(session, admin)
+    session.commit()
+    for body in ({"is_active": False}, {"is_active": True}, {"is_admin": True}):
+        r = client.patch("/api/v1/admin/accounts/target", json=body, headers=auth(token))
+        assert r.status_code == 200, r.text
+    session.expire_all()
+    events = session.scalars(
+        select(AuditEvent).where(AuditEvent.action.in_(("admin.set_active", "admin.set_admin")))
+    ).all()
+    assert len(events) == 3
+    assert {(e.actor, e.actor_id) for e in events} == {("chief", admin.id)}

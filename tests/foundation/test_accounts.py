@@ -80,7 +80,7 @@ def test_wrong_password_and_unknown_user_look_the_same(session: Session) -> None
 
 def test_disabled_account_cannot_log_in(session: Session) -> None:
     account = make_account(session, "frank")
-    service.set_active(session, account=account, active=False)
+    service.set_active(session, account=account, active=False, actor=None)
     with pytest.raises(Forbidden, match="disabled"):
         service.authenticate(session, login="frank", password=PASSWORD)
 
@@ -243,5 +243,5 @@ def test_tokens_of_disabled_accounts_stop_working(session: Session) -> None:
     issued = service.create_token(
         session, kind="personal", name="x", scopes=["pull"], created_by=account
     )
-    service.set_active(session, account=account, active=False)
+    service.set_active(session, account=account, active=False, actor=None)
     assert service.resolve_token(session, issued.secret) is None

@@ -191,7 +191,7 @@ def test_revoked_and_expired_tokens_and_disabled_accounts(
     issued.token.expires_at = utcnow() - timedelta(seconds=1)
     session.flush()
     assert get_token(client, [], basic("bob", issued.secret)).status_code == 401
-    accounts.set_active(session, account=bob, active=False)  # type: ignore[arg-type]
+    accounts.set_active(session, account=bob, active=False, actor=None)  # type: ignore[arg-type]
     assert get_token(client, [], basic("bob", PASSWORD)).status_code == 401
     assert get_token(client, [], basic("bob", str(world["pat"]))).status_code == 401
 
