@@ -57,7 +57,10 @@ class Settings(BaseSettings):
     allow_test_payments: bool = False
 
     # Web sessions.
-    session_max_age: int = 14 * 24 * 3600
+    # A web session ends this long after it began (absolute) or after this long without a
+    # request (idle), whichever comes first (store.accounts.sessions).
+    session_max_age: int = Field(default=14 * 24 * 3600, ge=300)
+    session_idle_timeout: int = Field(default=2 * 24 * 3600, ge=300)
     cookie_secure: bool | None = None
     # Reverse proxies (addresses or networks, comma-separated) whose X-Forwarded-For is
     # believed for rate limits; empty: the socket peer is the client (docs/security.md).

@@ -9,6 +9,7 @@ from store.accounts.models import (
     Namespace,
     Organization,
     RecoveryCode,
+    WebSession,
 )
 from store.audit.models import AuditChainHead, AuditEvent
 from store.catalog.models import Category, Product, Tier, product_categories
@@ -55,5 +56,6 @@ __all__ = [
     "SigningKey",
     "Tier",
     "UnsignedPushFlag",
+    "WebSession",
     "product_categories",
 ]

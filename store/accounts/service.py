@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from store import security, validation
+from store.accounts import sessions
 from store.accounts.models import (
     AccessToken,
     Account,
@@ -151,6 +152,7 @@ def set_password(session: Session, *, account: Account, password: str) -> None:
         session, AccessToken.account_id == account.id, account.password_changed_at
     )
     session.flush()
+    sessions.end_all_sessions(session, account, reason="password")
 
 
 def list_accounts(session: Session, *, query: str = "") -> list[Account]:
@@ -201,6 +203,7 @@ def set_active(
     account.is_active = active
     if not active:
         _revoke_refresh_tokens(session, AccessToken.account_id == account.id, utcnow())
+        sessions.end_all_sessions(session, account, reason="disabled")
     session.flush()
     audit.record(
         session,

@@ -1,25 +1,36 @@
 """Who is logged in.
 
-The signed session cookie holds the account id and the time the account's password last
-changed; a session made before a password change no longer matches and counts as logged out.
+The signed session cookie holds a random session id (``sid``); the session itself is a row
+of ``web_sessions`` (store.accounts.sessions) that log-out, a password change or reset,
+disabling the account, the sessions page, the absolute lifetime and the idle timeout end.
+A cookie whose session has ended counts as logged out, wherever it was copied to.
+
+Reading who is logged in is a read (GET requests stay read-only): the session's last
+request is written at most every few minutes, after the response, in a write turn of its
+own (``touch_later``).
 """
 
 from __future__ import annotations
 
-import hmac
 import uuid
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import datetime, timedelta
 
-from fastapi import Request
-from sqlalchemy.orm import Session
+from fastapi import BackgroundTasks, Request
+from sqlalchemy.orm import Session, sessionmaker
 
+from store import ratelimit
+from store.accounts import sessions
 from store.accounts.models import Account
+from store.config import Settings
+from store.db import session_scope, utcnow
 from store.errors import Unauthorized
 from store.web import csrf
 
-ACCOUNT_KEY = "account_id"
-PASSWORD_KEY = "password_changed_at"  # noqa: S105 (a session key, not a secret)
+SESSION_KEY = "sid"
+# Keys of cookies made before sessions were kept on the server: dropped when seen.
+_LEGACY_KEYS = ("account_id", "password_changed_at")
+_LOADED = "_store_viewer_loaded"
 
 
 @dataclass(frozen=True)
@@ -32,46 +43,71 @@ class Me:
     is_admin: bool
 
 
-def _stamp(account: Account) -> str:
-    return account.password_changed_at.astimezone(UTC).isoformat(timespec="microseconds")
+def lifetimes(settings: Settings) -> sessions.Lifetimes:
+    return sessions.Lifetimes(
+        absolute=timedelta(seconds=settings.session_max_age),
+        idle=timedelta(seconds=settings.session_idle_timeout),
+    )
 
 
-def _remember(request: Request, account: Account | None) -> None:
+def _remember(request: Request, account: Account | None, session_id: uuid.UUID | None) -> None:
     request.state.account = account
+    request.state.web_session_id = session_id
     request.state.me = (
         Me(account.id, account.username, account.display_name, account.is_admin)
         if account is not None
         else None
     )
+    setattr(request.state, _LOADED, True)
 
 
 def current_account(request: Request, session: Session) -> Account | None:
-    """The logged-in, active account whose password has not changed since it logged in."""
+    """The active account of this browser's live session, or None (a read only)."""
     if "session" not in request.scope:
         return None
+    if getattr(request.state, _LOADED, False):
+        account: Account | None = request.state.account
+        return account
     data = request.session
-    raw_id, stamp = data.get(ACCOUNT_KEY), data.get(PASSWORD_KEY)
-    if raw_id is None and stamp is None:
-        _remember(request, None)
+    for key in _LEGACY_KEYS:
+        data.pop(key, None)
+    secret = data.get(SESSION_KEY)
+    if not isinstance(secret, str) or not secret:
+        _remember(request, None, None)
         return None
-    account: Account | None = None
-    if isinstance(raw_id, str) and isinstance(stamp, str):
-        try:
-            candidate = session.get(Account, uuid.UUID(raw_id))
-        except ValueError:
-            candidate = None
-        if (
-            candidate is not None
-            and candidate.is_active
-            and hmac.compare_digest(_stamp(candidate).encode(), stamp.encode())
-        ):
-            account = candidate
-    if account is None:
-        # Stale (password changed, account disabled or deleted): forget who it was.
-        data.pop(ACCOUNT_KEY, None)
-        data.pop(PASSWORD_KEY, None)
-    _remember(request, account)
-    return account
+    now = utcnow()
+    record = sessions.resolve(
+        session, secret, lifetimes=lifetimes(request.app.state.settings), now=now
+    )
+    if record is None:
+        data.pop(SESSION_KEY, None)  # ended, expired or unknown: forget it
+        _remember(request, None, None)
+        return None
+    if sessions.touch_due(record, now):
+        request.state.web_session_touch = (record.id, now)
+    _remember(request, record.account, record.id)
+    return record.account
+
+
+def touch_later(request: Request, background: BackgroundTasks) -> None:
+    """After the response: record the session's request (when due), in a write turn."""
+    due = getattr(request.state, "web_session_touch", None)
+    if due is None:
+        return
+    request.state.web_session_touch = None
+    session_id, now = due
+    background.add_task(
+        request.app.state.write_turns.run,
+        _touch,
+        request.app.state.sessionmaker,
+        session_id,
+        now,
+    )
+
+
+def _touch(factory: sessionmaker[Session], session_id: uuid.UUID, now: datetime) -> None:
+    with session_scope(factory) as session:
+        sessions.touch(session, session_id=session_id, now=now)
 
 
 def require_account(request: Request, session: Session) -> Account:
@@ -82,18 +118,44 @@ def require_account(request: Request, session: Session) -> Account:
     return account
 
 
-def login_session(request: Request, account: Account) -> None:
-    """Start a fresh session for this account (also after its password changed)."""
+def open_session(request: Request, session: Session, account: Account) -> str:
+    """A new server-side session for this browser (in ``session``'s transaction); its
+    secret for :func:`use_session`."""
+    settings: Settings = request.app.state.settings
+    _record, secret = sessions.start_session(
+        session,
+        account=account,
+        user_agent=request.headers.get("user-agent", ""),
+        address=ratelimit.client_ip(request, ratelimit.limits_of(request.app)),
+        lifetimes=lifetimes(settings),
+    )
+    return secret
+
+
+def use_session(request: Request, account: Account, secret: str) -> None:
+    """Put a session opened by :func:`open_session` into this browser's cookie (a fresh
+    cookie: nothing of an earlier session carries over but the flash messages)."""
     flashes = request.session.get("_flashes", [])
     request.session.clear()
-    request.session[ACCOUNT_KEY] = str(account.id)
-    request.session[PASSWORD_KEY] = _stamp(account)
+    request.session[SESSION_KEY] = secret
     if flashes:
         request.session["_flashes"] = flashes
     csrf.rotate(request)
-    _remember(request, account)
+    _remember(request, account, None)
 
 
-def logout_session(request: Request) -> None:
+def login_session(request: Request, session: Session, account: Account) -> None:
+    """Log this browser in as ``account`` with a new session (also after its password
+    changed, which ended the others)."""
+    use_session(request, account, open_session(request, session, account))
+
+
+def logout_session(request: Request, session: Session) -> None:
+    """End this browser's session on the server and forget it."""
+    secret = request.session.get(SESSION_KEY) if "session" in request.scope else None
+    if isinstance(secret, str) and secret:
+        record = sessions.find(session, secret)
+        if record is not None:
+            sessions.end_session(session, session_id=record.id, reason="logout")
     request.session.clear()
-    _remember(request, None)
+    _remember(request, None, None)

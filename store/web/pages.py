@@ -21,6 +21,7 @@ def install(app: FastAPI) -> None:
         routes_catalog,
         routes_products,
         routes_publisher,
+        routes_sessions,
         routes_two_factor,
     )
 
@@ -42,6 +43,7 @@ def install(app: FastAPI) -> None:
         routes_auth,
         routes_two_factor,
         routes_account,
+        routes_sessions,
         routes_publisher,
         routes_products,
         routes_admin,

@@ -165,6 +165,6 @@ def change_password(
             {"account": account, "form": FormState.failed("password", form, result)},
             status=forms.error_status(result),
         )
-    login_session(request, account)  # this browser stays logged in with the new stamp
+    login_session(request, session, account)  # this browser stays logged in, anew
     flash(request, "Your password is changed. Other sessions are logged out.")
     return redirect("/my/account")

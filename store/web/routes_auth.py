@@ -14,7 +14,7 @@ from store.accounts.models import Account
 from store.deps import DbSession
 from store.errors import StoreError
 from store.web import forms
-from store.web.auth import login_session, logout_session
+from store.web.auth import login_session, logout_session, open_session, use_session
 from store.web.csrf import csrf_protect
 from store.web.forms import FieldError, Form, FormState
 from store.web.routes_two_factor import start_second_step
@@ -74,7 +74,7 @@ def signup(request: Request, session: DbSession, form: Form) -> Response:
             ),
             wait,
         )
-    login_session(request, result)
+    login_session(request, session, result)
     flash(request, f"Welcome to the store, {result.display_name}.")
     return redirect(target or "/my/content")
 
@@ -93,12 +93,15 @@ async def login(request: Request, form: Form) -> Response:
     target = safe_next(forms.text(form, "next"), "")
     name = forms.text(form, "login")
     try:
-        account = await password_login.log_in(
+        account, secret = await password_login.log_in(
             request,
             login=name,
             password=forms.text(form, "password"),
             via="web",
-            then=lambda _session, account: account,
+            then=lambda session, account: (
+                account,
+                None if two_factor.enabled(account) else open_session(request, session, account),
+            ),
         )
     except StoreError as exc:
         request.state.me = None
@@ -113,16 +116,17 @@ async def login(request: Request, form: Form) -> Response:
             ),
             int(wait) if wait else None,
         )
-    if two_factor.enabled(account):
+    if secret is None:
         # The password was right; the code comes next (store.web.routes_two_factor).
         return start_second_step(request, account, target)
-    login_session(request, account)
+    use_session(request, account, secret)
     flash(request, f"Logged in as {account.username}.")
     return redirect(target or "/")
 
 
 @router.post("/logout")
-def logout(request: Request) -> Response:
-    logout_session(request)
+def logout(request: Request, session: DbSession) -> Response:
+    """Log out: this browser's session ends on the server too."""
+    logout_session(request, session)
     flash(request, "You are logged out.", "info")
     return redirect("/")

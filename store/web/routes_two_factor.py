@@ -106,7 +106,7 @@ def second_step(request: Request, session: DbSession, form: Form) -> Response:
             response.headers["Retry-After"] = str(wait)
         return response
     audit.sign_in(session, login=account.username, account=account, via="web")
-    login_session(request, account)
+    login_session(request, session, account)
     if result == "recovery":
         left = two_factor.recovery_codes_left(session, account)
         flash(

@@ -5,27 +5,30 @@ from __future__ import annotations
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, Request
 from fastapi.responses import HTMLResponse
 
 from store.accounts import two_factor
 from store.accounts.models import Account
 from store.deps import DbSession
 from store.errors import Forbidden
-from store.web.auth import current_account, require_account
+from store.web.auth import current_account, require_account, touch_later
 from store.web.csrf import csrf_protect
 
 
-def _viewer(request: Request, session: DbSession) -> Account | None:
-    return current_account(request, session)
+def _viewer(request: Request, session: DbSession, background: BackgroundTasks) -> Account | None:
+    account = current_account(request, session)
+    touch_later(request, background)
+    return account
 
 
 # Where an account that must set up two-factor sign-in may still go.
 _TWO_FACTOR_SETUP = ("/my/two-factor", "/logout")
 
 
-def _required(request: Request, session: DbSession) -> Account:
+def _required(request: Request, session: DbSession, background: BackgroundTasks) -> Account:
     account = require_account(request, session)
+    touch_later(request, background)
     if not request.url.path.startswith(_TWO_FACTOR_SETUP) and two_factor.required_but_missing(
         session, request.app.state.settings, account
     ):

@@ -122,6 +122,7 @@ def test_every_template_renders(
     check(browser.get("/my/tokens"))
     check(submit(browser, "/my/tokens", "/my/tokens", {"name": "t", "scopes": "pull"}))
     check(browser.get("/my/account"))
+    check(browser.get("/my/sessions"))
     check(browser.get("/publish"))
     # Two-factor sign-in: set-up with its QR code, recovery codes, the code step of log-in.
     check(browser.get("/my/two-factor"))
