@@ -65,7 +65,6 @@ def _record(
     app: Any,
     found: _Found,
     ok: bool,
-    login: str,
     password: str,
     via: str,
     then: Callable[[Session, Account], T],
@@ -76,7 +75,7 @@ def _record(
         session.info["settings"] = app.state.settings
         account = session.get(Account, found.account_id) if ok and found.account_id else None
         if account is None:
-            audit.sign_in(session, login=login, account=None, via=via)
+            audit.sign_in_failed(session, account_id=found.account_id, via=via)
             return _FAILED, None  # the reserved attempt stays counted
         ratelimit.release(session, found.reservation)
         if not account.is_active:
@@ -84,7 +83,7 @@ def _record(
         if security.password_needs_rehash(account.password_hash):
             account.password_hash = security.hash_password(password)
         if not two_factor.enabled(account):  # else signed in once the code is right
-            audit.sign_in(session, login=login, account=account, via=via)
+            audit.sign_in(session, account=account, via=via)
         return "", then(session, account)
 
 
@@ -115,7 +114,7 @@ async def log_in(
     except security.ChecksBusy:
         await turns.run(_release, app, found.reservation)  # never tried: not an attempt
         raise
-    outcome, value = await turns.run(_record, app, found, ok, login, password, via, then)
+    outcome, value = await turns.run(_record, app, found, ok, password, via, then)
     if outcome == _FAILED:
         raise Unauthorized("Incorrect username or password", code="bad_credentials")
     if outcome == _DISABLED:

@@ -244,13 +244,20 @@ def actions(session: Session) -> list[str]:
     return list(session.scalars(select(AuditEvent.action).distinct().order_by(AuditEvent.action)))
 
 
-def sign_in(session: Session, *, login: str, account: Account | None, via: str) -> AuditEvent:
-    """A sign-in attempt through ``via`` (web, api); ``account`` None when it was refused."""
-    if account is None:
-        return record(
-            session,
-            action="auth.login_failed",
-            actor=SYSTEM,
-            details={"login": login.strip().lower()[:128], "via": via},
-        )
+def sign_in(session: Session, *, account: Account, via: str) -> AuditEvent:
+    """A successful sign-in through ``via`` (web, api)."""
     return record(session, action="auth.login", actor=account, target=account, details={"via": via})
+
+
+def sign_in_failed(session: Session, *, account_id: uuid.UUID | None, via: str) -> AuditEvent:
+    """A refused sign-in through ``via``. Only the id of the account whose password was wrong
+    is kept; when no account has the name typed, nothing of what was typed is (the log is
+    append-only, and people type passwords into the name field)."""
+    return record(
+        session,
+        action="auth.login_failed",
+        actor=SYSTEM,
+        target_type="accounts" if account_id is not None else "",
+        target_id=str(account_id) if account_id is not None else "",
+        details={"via": via, "account": "known" if account_id is not None else "unknown"},
+    )

@@ -105,7 +105,7 @@ def second_step(request: Request, session: DbSession, form: Form) -> Response:
         if wait is not None:
             response.headers["Retry-After"] = str(wait)
         return response
-    audit.sign_in(session, login=account.username, account=account, via="web")
+    audit.sign_in(session, account=account, via="web")
     login_session(request, session, account)
     if result == "recovery":
         left = two_factor.recovery_codes_left(session, account)

@@ -66,8 +66,8 @@ def test_services_record_security_actions(session: Session) -> None:
     entitlements.revoke(session, entitlement=grant, actor=alice, reason="test")
     catalog.set_badges(session, actor=admin, product=product, official=True)
     catalog.set_status(session, actor=admin, product=product, status="suspended", reason="x")
-    audit.sign_in(session, login="alice", account=alice, via="web")
-    audit.sign_in(session, login="Nobody", account=None, via="api")
+    audit.sign_in(session, account=alice, via="web")
+    audit.sign_in_failed(session, account_id=None, via="api")
     actions = _actions(session)
     for expected in (
         "token.create",
@@ -91,7 +91,7 @@ def test_services_record_security_actions(session: Session) -> None:
     tokens = audit.list_events(session, audit.AuditFilter(action="token.")).items
     assert {e.action for e in tokens} == {"token.create", "token.revoke"}
     failed = audit.list_events(session, audit.AuditFilter(action="auth.login_failed")).items
-    assert failed[0].details == {"login": "nobody", "via": "api"}
+    assert failed[0].details == {"via": "api", "account": "unknown"}
     set_admin = session.scalar(select(AuditEvent).where(AuditEvent.action == "admin.set_admin"))
     assert set_admin is not None and set_admin.actor == admin.username
     assert audit.verify_chain(session).ok
@@ -107,6 +107,27 @@ def test_failed_api_sign_in_is_recorded(client, session: Session) -> None:
     assert response.status_code == 201
     actions = _actions(session)
     assert actions[-3:] == ["auth.login_failed", "auth.login", "token.create"]
+
+
+def test_failed_sign_ins_keep_only_the_account_id(client: TestClient, session: Session) -> None:
+    """What was typed as the login never lands in the append-only log: an existing
+    account's id, or nothing at all (a password typed into the name field)."""
+    alice = make_account(session, "alice")
+    session.commit()
+    typed = "correct-horse-in-the-wrong-field"
+    for login in ("alice", "ALICE", "alice@example.com", typed):
+        response = client.post("/api/v1/auth/token", json={"login": login, "password": "x" * 12})
+        assert response.status_code == 401
+    session.expire_all()
+    failed = session.scalars(
+        select(AuditEvent).where(AuditEvent.action == "auth.login_failed").order_by(AuditEvent.seq)
+    ).all()
+    assert [(e.target_type, e.target_id) for e in failed] == [("accounts", str(alice.id))] * 3 + [
+        ("", "")
+    ]
+    for event in failed:
+        text = f"{event.actor} {event.target_id} {event.details}".lower()
+        assert typed not in text and "alice" not in text
 
 
 def test_admin_api_changes_record_the_real_actor(client: TestClient, session: Session) -> None:
