@@ -25,7 +25,7 @@ from store.billing.schemas import (
 )
 from store.catalog import service as catalog
 from store.deps import CurrentAccount, DbSession
-from store.errors import NotFound, PaymentRequired, ServiceUnavailable, StoreError
+from store.errors import NotFound, PaymentRequired, ServiceUnavailable, StoreError, ValidationFailed
 
 router = APIRouter(prefix="/billing", tags=["billing"])
 BillingDep = Annotated[Billing, Depends(get_billing)]
@@ -65,6 +65,10 @@ def checkout(
     tier = catalog.get_tier(session, body.tier_id)
     org = accounts.get_organization(session, body.org) if body.org else None
     buyer = Buyer(country=normalize_country(body.country), vat_id=normalize_vat_id(body.vat_id))
+    if billing.settings.taxes.configured and buyer.country is None:
+        raise ValidationFailed(
+            "Give the buyer's country: tax is charged at its rate", code="country_required"
+        )
     order = orders.start_checkout(
         session, billing, account=account, tier=tier, org=org, buyer=buyer
     )

@@ -245,3 +245,37 @@ class TrialClaim(Base):
         ForeignKey("billing_subscriptions.id", ondelete="SET NULL"), default=None, index=True
     )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class GatewayTaxRate(Base):
+    """A tax rate made at the gateway (a Stripe TaxRate, exclusive), made once per rate."""
+
+    __tablename__ = "billing_gateway_tax_rates"
+    __table_args__ = (UniqueConstraint("gateway", "rate", "label"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    gateway: Mapped[str] = mapped_column(String(16))
+    rate: Mapped[str] = mapped_column(String(12))  # percent, as on orders
+    label: Mapped[str] = mapped_column(String(50))
+    gateway_ref: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Refund(Base):
+    """One refund step of an order: its amount, the tax part of it, and when it happened."""
+
+    __tablename__ = "billing_refunds"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    order_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("billing_orders.id", ondelete="CASCADE"), index=True
+    )
+    amount_minor: Mapped[int] = mapped_column(Integer)  # tax included
+    tax_minor: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+    order: Mapped[Order] = relationship()
+
+    @property
+    def net_minor(self) -> int:
+        return self.amount_minor - self.tax_minor

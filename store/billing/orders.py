@@ -22,9 +22,9 @@ from store.accounts.models import Account, Organization
 from store.audit import service as audit
 from store.billing import ownership, trials
 from store.billing.gateway import GatewayError, Outcome, PaymentInput
-from store.billing.models import Order, Subscription
+from store.billing.models import Order, Refund, Subscription
 from store.billing.prices import ensure_price
-from store.billing.pricing import Buyer, CouponTerms, Quote
+from store.billing.pricing import Buyer, CouponTerms, Quote, refund_tax
 from store.billing.runtime import Billing
 from store.catalog.models import Tier
 from store.db import utcnow
@@ -350,6 +350,17 @@ def apply_refund(session: Session, order: Order, *, refunded_total: int, at: dat
     new_total = min(max(order.refunded_minor, refunded_total), order.total_minor)
     if new_total <= order.refunded_minor:
         return False
+    # The tax part of refunds so far, proportional to the order's; its steps add up exactly.
+    tax_before = refund_tax(order.refunded_minor, order.total_minor, order.tax_minor)
+    tax_after = refund_tax(new_total, order.total_minor, order.tax_minor)
+    session.add(
+        Refund(
+            order_id=order.id,
+            amount_minor=new_total - order.refunded_minor,
+            tax_minor=tax_after - tax_before,
+            created_at=at,
+        )
+    )
     order.refunded_minor = new_total
     order.refunded_at = at
     if new_total >= order.total_minor:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
-from fastapi import Form, Request
+from fastapi import Form, Query, Request
 from fastapi.responses import FileResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -17,7 +18,7 @@ from store.accounts.models import Account, Membership, Organization
 from store.billing import access, orders, sales, subscriptions, trials
 from store.billing.gateway import PaymentInput
 from store.billing.models import Order
-from store.billing.pricing import Buyer
+from store.billing.pricing import Buyer, normalize_country, normalize_vat_id
 from store.billing.runtime import Billing, billing_of
 from store.billing.sweep import maybe_sweep
 from store.billing.test_gateway import TEST_CARDS, TestGateway
@@ -96,9 +97,10 @@ def _checkout_form(
     error: str = "",
     status: int = 200,
     manage_url: str | None = None,
+    buyer: Buyer | None = None,
 ) -> Response:
     eligible = trials.eligible(session, account=account, product=tier.product)
-    quote = billing.quote(tier, Buyer(trial_eligible=eligible))
+    quote = billing.quote(tier, replace(buyer or Buyer(), trial_eligible=eligible))
     return _page(
         request,
         "billing/checkout.html",
@@ -107,6 +109,9 @@ def _checkout_form(
             "product": tier.product,
             "quote": quote,
             "trial_used": tier.trial_days > 0 and quote.recurring and not quote.trial,
+            "tax_configured": billing.settings.taxes.configured,
+            "country": buyer.country if buyer else None,
+            "vat_id": buyer.vat_id if buyer else None,
             "orgs": _owned_orgs(session, account),
             "test_cards": TEST_CARDS,
             "error": error,
@@ -119,13 +124,29 @@ def _checkout_form(
     )
 
 
+def _buyer(country: str, vat_id: str) -> Buyer:
+    return Buyer(country=normalize_country(country), vat_id=normalize_vat_id(vat_id))
+
+
 @router.get("/checkout/{tier_id}")
 def checkout_page(
-    request: Request, tier_id: uuid.UUID, session: DbSession, account: RequiredAccount
+    request: Request,
+    tier_id: uuid.UUID,
+    session: DbSession,
+    account: RequiredAccount,
+    country: Annotated[str, Query(max_length=8)] = "",
+    vat_id: Annotated[str, Query(max_length=40)] = "",
 ) -> Response:
-    """The checkout form: Stripe Elements, or the test gateway's own card form (TEST MODE)."""
+    """The checkout form: Stripe Elements, or the test gateway's own card form (TEST MODE).
+    With tax configured it asks for the buyer's country (and a business's VAT id), and
+    ``?country=`` shows the price for that country."""
     billing = _billing(request, session)
-    return _checkout_form(request, session, billing, account, _tier(session, tier_id))
+    tier = _tier(session, tier_id)
+    try:
+        buyer = _buyer(country, vat_id)
+    except StoreError as exc:
+        return _checkout_form(request, session, billing, account, tier, exc.detail, 422)
+    return _checkout_form(request, session, billing, account, tier, buyer=buyer)
 
 
 @router.post("/checkout/{tier_id}")
@@ -137,12 +158,22 @@ def checkout_submit(
     card_number: FormStr = "",
     payment_method: FormStr = "",
     org_slug: Annotated[str, Form(alias="org", max_length=64)] = "",
+    country: Annotated[str, Form(max_length=8)] = "",
+    vat_id: Annotated[str, Form(max_length=40)] = "",
 ) -> Response:
     """Create the order, ask the gateway to charge, and go to the order's status page."""
     billing = _billing(request, session)
     tier = _tier(session, tier_id)
     org = accounts.get_organization(session, org_slug) if org_slug else None
     payment = PaymentInput(payment_method=payment_method or None, card_number=card_number or None)
+    try:
+        buyer = _buyer(country, vat_id)
+    except StoreError as exc:
+        return _checkout_form(request, session, billing, account, tier, exc.detail, 422)
+    if billing.settings.taxes.configured and buyer.country is None:
+        return _checkout_form(
+            request, session, billing, account, tier, "Choose your country.", 422, buyer=buyer
+        )
     if billing.test_mode and not payment.card_number:
         return _checkout_form(
             request, session, billing, account, tier, "Enter a test card number.", 422
@@ -150,11 +181,13 @@ def checkout_submit(
     if not billing.test_mode and not payment.payment_method:
         return _checkout_form(request, session, billing, account, tier, "Enter your card.", 422)
     try:
-        order = orders.start_checkout(session, billing, account=account, tier=tier, org=org)
+        order = orders.start_checkout(
+            session, billing, account=account, tier=tier, org=org, buyer=buyer
+        )
     except StoreError as exc:
         manage = exc.extra.get("manage_url") if exc.extra else None
         return _checkout_form(
-            request, session, billing, account, tier, exc.detail, exc.status_code, manage
+            request, session, billing, account, tier, exc.detail, exc.status_code, manage, buyer
         )
     # Committed before the gateway is asked, so an early webhook finds the order.
     session.commit()

@@ -477,3 +477,14 @@ def quote(
         first_charge_at=trial_end or when,
         coupon=coupon,
     )
+
+
+def refund_tax(refunded_minor: int, total_minor: int, tax_minor: int) -> int:
+    """The tax part of ``refunded_minor`` of a charge (proportional, rounded half up); a full
+    refund gives back all of the tax."""
+    if total_minor <= 0 or refunded_minor <= 0:
+        return 0
+    if refunded_minor >= total_minor:
+        return tax_minor
+    share = Decimal(refunded_minor) * tax_minor / total_minor
+    return min(tax_minor, int(share.quantize(Decimal(1), ROUND_HALF_UP)))

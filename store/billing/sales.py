@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from store.accounts import service as accounts
 from store.accounts.models import Account, Organization
-from store.billing.models import Order
+from store.billing.models import Order, Refund
 from store.catalog.models import Product
 
 CSV_COLUMNS = (
@@ -24,12 +24,17 @@ CSV_COLUMNS = (
     "gross_minor",
     "tax_minor",
     "refunded_minor",
+    "refunded_net_minor",
+    "refunded_tax_minor",
     "net_minor",
 )
 
 
 @dataclass
 class SalesRow:
+    """A month of one tier's sales in one currency. Sales count in the month they were paid,
+    refunds in the month they were made; $0 orders (trial starts) are not sales."""
+
     month: str  # YYYY-MM (UTC)
     product: str  # repository
     product_title: str
@@ -37,14 +42,19 @@ class SalesRow:
     tier_name: str
     currency: str
     orders: int = 0
-    gross_minor: int = 0  # before tax
+    gross_minor: int = 0  # what buyers paid, tax included
     tax_minor: int = 0
-    refunded_minor: int = 0
+    refunded_net_minor: int = 0
+    refunded_tax_minor: int = 0
+
+    @property
+    def refunded_minor(self) -> int:
+        return self.refunded_net_minor + self.refunded_tax_minor
 
     @property
     def net_minor(self) -> int:
-        """Revenue before tax less everything refunded (refunds include any tax refunded)."""
-        return self.gross_minor - self.refunded_minor
+        """Revenue: gross less tax less the net part of refunds."""
+        return self.gross_minor - self.tax_minor - self.refunded_net_minor
 
 
 def sales_of(
@@ -55,24 +65,37 @@ def sales_of(
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> list[SalesRow]:
-    """Paid orders of the organisation's products (members with any role, and admins)."""
+    """Sales and refunds of the organisation's products (members with any role, and admins)."""
     if not actor.is_admin:
         accounts.require_role(session, actor, org, "viewer")
-    stmt = (
+    since, until = _aware(since), _aware(until)
+    paid = (
         select(Order)
         .join(Product, Product.id == Order.product_id)
-        .where(Product.organization_id == org.id, Order.paid_at.is_not(None))
+        .where(
+            Product.organization_id == org.id,
+            Order.paid_at.is_not(None),
+            Order.amount_minor + Order.tax_minor > 0,
+        )
         .order_by(Order.paid_at)
     )
-    since, until = _aware(since), _aware(until)
+    refunds = (
+        select(Refund)
+        .join(Order, Order.id == Refund.order_id)
+        .join(Product, Product.id == Order.product_id)
+        .where(Product.organization_id == org.id)
+        .order_by(Refund.created_at)
+    )
     if since is not None:
-        stmt = stmt.where(Order.paid_at >= since)
+        paid = paid.where(Order.paid_at >= since)
+        refunds = refunds.where(Refund.created_at >= since)
     if until is not None:
-        stmt = stmt.where(Order.paid_at < until)
+        paid = paid.where(Order.paid_at < until)
+        refunds = refunds.where(Refund.created_at < until)
     rows: dict[tuple[str, str, str, str], SalesRow] = {}
-    for order in session.scalars(stmt):
-        assert order.paid_at is not None
-        key = (f"{order.paid_at:%Y-%m}", order.product.repository, order.tier.slug, order.currency)
+
+    def row_of(order: Order, at: datetime) -> SalesRow:
+        key = (f"{at:%Y-%m}", order.product.repository, order.tier.slug, order.currency)
         row = rows.get(key)
         if row is None:
             row = rows[key] = SalesRow(
@@ -83,10 +106,18 @@ def sales_of(
                 tier_name=order.tier.name,
                 currency=key[3],
             )
+        return row
+
+    for order in session.scalars(paid):
+        assert order.paid_at is not None
+        row = row_of(order, order.paid_at)
         row.orders += 1
-        row.gross_minor += order.amount_minor
+        row.gross_minor += order.total_minor
         row.tax_minor += order.tax_minor
-        row.refunded_minor += order.refunded_minor
+    for refund in session.scalars(refunds):
+        row = row_of(refund.order, refund.created_at)
+        row.refunded_net_minor += refund.net_minor
+        row.refunded_tax_minor += refund.tax_minor
     return sorted(
         rows.values(), key=lambda r: (r.month, r.product, r.tier, r.currency), reverse=True
     )
@@ -99,18 +130,12 @@ def _aware(value: datetime | None) -> datetime | None:
 
 
 def totals(rows: list[SalesRow]) -> dict[str, dict[str, int]]:
-    """Per currency: orders, gross, tax, refunded, net."""
+    """Per currency: the sums of every column."""
     out: dict[str, dict[str, int]] = {}
     for row in rows:
-        t = out.setdefault(
-            row.currency,
-            {"orders": 0, "gross_minor": 0, "tax_minor": 0, "refunded_minor": 0, "net_minor": 0},
-        )
-        t["orders"] += row.orders
-        t["gross_minor"] += row.gross_minor
-        t["tax_minor"] += row.tax_minor
-        t["refunded_minor"] += row.refunded_minor
-        t["net_minor"] += row.net_minor
+        t = out.setdefault(row.currency, dict.fromkeys(CSV_COLUMNS[4:], 0))
+        for name in CSV_COLUMNS[4:]:
+            t[name] += getattr(row, name)
     return out
 
 
@@ -138,6 +163,8 @@ def to_csv(rows: list[SalesRow]) -> str:
                     row.gross_minor,
                     row.tax_minor,
                     row.refunded_minor,
+                    row.refunded_net_minor,
+                    row.refunded_tax_minor,
                     row.net_minor,
                 )
             ]

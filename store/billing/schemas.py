@@ -91,10 +91,12 @@ class SalesRowOut(BaseModel):
     tier: str
     currency: str
     orders: int
-    gross_minor: int
+    gross_minor: int = Field(description="Paid by buyers in the month, tax included")
     tax_minor: int
-    refunded_minor: int
-    net_minor: int
+    refunded_minor: int = Field(description="Refunded in the month, tax included")
+    refunded_net_minor: int
+    refunded_tax_minor: int
+    net_minor: int = Field(description="gross - tax - refunded net")
 
 
 class QuoteOut(BaseModel):

@@ -20,7 +20,13 @@ from sqlalchemy.orm import Session
 from store.accounts.models import Account
 from store.billing.config import BillingSettings
 from store.billing.gateway import GatewayError, Outcome, PaymentInput, dig, obj_id
-from store.billing.models import GatewayCustomer, Order, Subscription, TierPrice
+from store.billing.models import (
+    GatewayCustomer,
+    GatewayTaxRate,
+    Order,
+    Subscription,
+    TierPrice,
+)
 from store.billing.pricing import BillingKind
 from store.billing.runtime import Billing
 from store.catalog.models import Tier
@@ -167,6 +173,37 @@ class StripeGateway:
             return row.gateway_ref
         return str(customer.id)
 
+    def _tax_rate(self, session: Session, rate: str, label: str) -> str:
+        """The Stripe TaxRate (exclusive) for a rate and label, made once and kept."""
+        label = label[:50]
+        find = select(GatewayTaxRate).where(
+            GatewayTaxRate.gateway == self.name,
+            GatewayTaxRate.rate == rate,
+            GatewayTaxRate.label == label,
+        )
+        row = session.scalar(find)
+        if row is not None:
+            return row.gateway_ref
+        try:
+            created = self.v1.tax_rates.create(
+                cast(Any, {"display_name": label, "percentage": rate, "inclusive": False}),
+                options=idempotent(f"tax-rate-{rate}-{label}"),
+            )
+        except stripe.StripeError as exc:
+            raise GatewayError(str(exc)) from exc
+        try:
+            with session.begin_nested():
+                session.add(
+                    GatewayTaxRate(
+                        gateway=self.name, rate=rate, label=label, gateway_ref=created.id
+                    )
+                )
+        except IntegrityError:
+            row = session.scalar(find)
+            assert row is not None
+            return row.gateway_ref
+        return str(created.id)
+
     def _delete_customer(self, ref: str) -> None:
         try:
             self.v1.customers.delete(ref)
@@ -260,7 +297,7 @@ class StripeGateway:
             raise GatewayError(str(exc)) from exc
         params: dict[str, Any] = {
             "customer": customer,
-            "items": [{"plan": price.gateway_ref}],
+            "items": [{"plan": price.gateway_ref, "quantity": subscription.quantity}],
             "metadata": {
                 "subscription_id": str(subscription.id),
                 "order_id": str(order.id),
@@ -270,6 +307,10 @@ class StripeGateway:
         }
         if subscription.trial_days > 0:
             params["trial_period_days"] = subscription.trial_days
+        if subscription.tax_minor > 0:
+            # The quote's rate on every invoice, so Stripe charges the tax the buyer was shown.
+            label = billing.settings.tax_label
+            params["default_tax_rates"] = [self._tax_rate(session, subscription.tax_rate, label)]
         try:
             sub = self.v1.subscriptions.create(
                 cast(Any, params), options=idempotent(f"order-{order.id}-subscription")

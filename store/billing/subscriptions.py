@@ -286,9 +286,19 @@ def _invoice_order(session: Session, sub: Subscription, invoice_ref: str) -> Ord
     )
 
 
-def _new_invoice_order(sub: Subscription, invoice: Any, invoice_ref: str) -> Order:
+def invoice_amounts(invoice: Any) -> tuple[int, int]:
+    """What an invoice charged: (total, tax), tax included in the total. The tax is the
+    invoice's ``tax`` (older API shape) or the sum of its tax amounts (newer shapes)."""
     total = int(dig(invoice, "amount_paid") or dig(invoice, "amount_due") or 0)
-    tax = int(dig(invoice, "tax") or 0)
+    tax = dig(invoice, "tax")
+    if tax is None:
+        amounts = dig(invoice, "total_taxes") or dig(invoice, "total_tax_amounts") or []
+        tax = sum(int(dig(a, "amount") or 0) for a in amounts)
+    return total, min(int(tax or 0), total)
+
+
+def _new_invoice_order(sub: Subscription, invoice: Any, invoice_ref: str) -> Order:
+    total, tax = invoice_amounts(invoice)
     return Order(
         account_id=sub.account_id,
         organization_id=sub.organization_id,
@@ -318,6 +328,21 @@ def invoice_paid(
         session.flush()
     elif order.gateway_ref is None:
         order.gateway_ref = invoice_ref
+    if order.paid_at is None:
+        # Recorded from what the gateway charged, which is what the receipt shows.
+        total, tax = invoice_amounts(invoice)
+        if (total, tax) != (order.total_minor, order.tax_minor):
+            if total or tax:
+                log.warning(
+                    "invoice %s charged %s (tax %s); the quote said %s (tax %s)",
+                    invoice_ref,
+                    total,
+                    tax,
+                    order.total_minor,
+                    order.tax_minor,
+                )
+            if total or not order.total_minor:
+                order.amount_minor, order.tax_minor = total - tax, tax
     period_end = invoice_period_end(invoice) or sub.current_period_end
     if sub.current_period_end is None or (period_end and period_end > sub.current_period_end):
         sub.current_period_end = period_end

@@ -219,3 +219,25 @@ def test_product_page_shows_what_the_buyer_owns(
     buy(browser, shop.one_time.id, "4242424242424242")
     r = browser.get(page)
     assert "You own this" in r.text and "Lifetime" in r.text
+
+
+def test_checkout_asks_for_the_country_when_tax_is_configured(
+    browser: TestClient, session: Session, shop: Shop, billing: Billing
+) -> None:
+    billing.settings.tax_rates = "DE=19,FR=20"
+    billing.settings.tax_home_country = "DE"
+    login(browser, shop.buyer.username)
+    page = f"/checkout/{shop.one_time.id}"
+    assert 'name="country"' in browser.get(page).text
+    fr = browser.get(page, params={"country": "fr"}).text
+    assert "$19.80" in fr and "$118.80" in fr  # 20 % of 99.00
+    business = browser.get(page, params={"country": "FR", "vat_id": "FR12345678901"}).text
+    assert "reverse charge" in business and "$99.00" in business
+    missing = submit(browser, page, page, {"card_number": "4242424242424242"})
+    assert missing.status_code == 422 and "Choose your country" in missing.text
+    done = submit(browser, page, page, {"card_number": "4242424242424242", "country": "FR"})
+    assert done.status_code == 200
+    order = session.scalars(select(Order).where(Order.account_id == shop.buyer.id)).one()
+    assert (order.total_minor, order.tax_minor, order.tax_country) == (11880, 1980, "FR")
+    receipt = browser.get(f"/my/purchases/orders/{order.id}/receipt").text
+    assert "(20%)" in receipt and "$19.80" in receipt

@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from store.billing import orders, prices, subscriptions
+from store.billing import orders, prices, sales, subscriptions
 from store.billing.gateway import PaymentInput
-from store.billing.models import Order, Subscription
+from store.billing.models import Order, Refund, Subscription
 from store.billing.pricing import Buyer
 from store.billing.runtime import Billing
 from store.billing.test_gateway import CARD_AUTHENTICATE, CARD_DECLINE, CARD_SUCCESS, TestGateway
@@ -255,3 +255,28 @@ def test_full_refund_of_subscription_payment_cancels_it(
     session.refresh(sub)
     assert sub.status in ("canceled", "expired")
     assert entitlement_of(session, sub.entitlement_id).status == "revoked"
+
+
+def test_sales_report_splits_refunds_and_books_them_when_made(
+    session: Session, billing: Billing, shop: Shop
+) -> None:
+    billing.settings.tax_rate_bps = 1900
+    order = buy(session, billing, shop, shop.one_time)  # 99.00 + 18.81 tax
+    trial = orders.start_checkout(session, billing, account=make_account(session), tier=shop.trial)
+    orders.pay(session, billing, order=trial, payment=PaymentInput(card_number=CARD_SUCCESS))
+    assert order.paid_at is not None
+    later = order.paid_at + timedelta(days=40)
+    orders.apply_refund(session, order, refunded_total=5000, at=later)
+    orders.apply_refund(session, order, refunded_total=order.total_minor, at=later)
+    rows = sales.sales_of(session, actor=shop.admin, org=shop.org)
+    sale = next(r for r in rows if r.month == f"{order.paid_at:%Y-%m}")
+    assert (sale.orders, sale.gross_minor, sale.tax_minor) == (1, 11781, 1881)  # no trial row
+    assert sale.net_minor == 9900 and sale.refunded_minor == 0
+    refund = next(r for r in rows if r.month == f"{later:%Y-%m}")
+    assert (refund.orders, refund.refunded_net_minor, refund.refunded_tax_minor) == (0, 9900, 1881)
+    assert refund.net_minor == -9900
+    totals = sales.totals(rows)["usd"]
+    assert totals["net_minor"] == 0 and totals["refunded_minor"] == 11781
+    assert all(r.tier != shop.trial.slug for r in rows)
+    steps = session.scalars(select(Refund).where(Refund.order_id == order.id)).all()
+    assert sorted((s.amount_minor, s.tax_minor) for s in steps) == [(5000, 798), (6781, 1083)]

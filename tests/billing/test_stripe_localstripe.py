@@ -7,17 +7,19 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from store.billing import orders, prices, subscriptions
 from store.billing.gateway import PaymentInput
-from store.billing.models import GatewayCustomer, Order, Subscription
+from store.billing.models import GatewayCustomer, GatewayTaxRate, Order, Subscription
+from store.billing.pricing import Buyer
 from store.billing.runtime import Billing
 from store.billing.stripe_gateway import StripeGateway, plan_id
 from store.licensing.models import Entitlement
 from tests.billing.conftest import Shop
 from tests.billing.stripe_env import Delivery, LocalStripe
+from tests.factories import make_account
 
 pytestmark = pytest.mark.e2e
 
@@ -296,3 +298,56 @@ def test_declined_api_checkout_is_402(
         assert r.status_code == 402, r.text
         assert r.json()["error"] == "card_declined" and "declined" in r.json()["detail"]
         assert r.json()["order"]["status"] == "failed"
+
+
+def test_tax_shown_is_tax_charged(
+    client: TestClient,
+    session: Session,
+    stripe_billing: Billing,
+    shop: Shop,
+    localstripe: LocalStripe,
+) -> None:
+    """The quote's tax is on the PaymentIntent amount and on the subscription's invoices,
+    and the order records what Stripe charged."""
+    stripe_billing.settings.tax_rates = "DE=19"
+    buyer = Buyer(country="DE")
+    shown = stripe_billing.quote(shop.trial, buyer, quantity=1)
+    assert shown.total_minor == 58310  # 490.00 + 19 %
+    v1 = gateway(stripe_billing).v1
+    order = orders.start_checkout(
+        session, stripe_billing, account=shop.buyer, tier=shop.monthly, buyer=buyer
+    )
+    session.commit()
+    outcome = orders.pay(
+        session, stripe_billing, order=order, payment=PaymentInput(payment_method="pm_card_visa")
+    )
+    session.commit()
+    invoice = v1.invoices.retrieve(outcome.invoice_ref)
+    assert (invoice["total"], invoice["tax"]) == (5831, 931) == (order.total_minor, order.tax_minor)
+    relay(
+        client, localstripe.recorder.wait_for("invoice.payment_succeeded", outcome.subscription_ref)
+    )
+    session.expire_all()
+    paid = session.get(Order, order.id)
+    assert paid is not None and paid.status == "paid"
+    assert (paid.amount_minor, paid.tax_minor, paid.tax_rate) == (4900, 931, "19")
+    # A one-time purchase: the PaymentIntent's amount includes the tax.
+    other = make_account(session)
+    one = orders.start_checkout(
+        session, stripe_billing, account=other, tier=shop.one_time, buyer=buyer
+    )
+    session.commit()
+    done = orders.pay(
+        session, stripe_billing, order=one, payment=PaymentInput(payment_method="pm_card_visa")
+    )
+    assert v1.payment_intents.retrieve(done.payment_ref)["amount"] == 11781 == one.total_minor
+    # The tax rate is made once at Stripe and reused.
+    again = orders.start_checkout(
+        session, stripe_billing, account=make_account(session), tier=shop.monthly, buyer=buyer
+    )
+    session.commit()
+    orders.pay(
+        session, stripe_billing, order=again, payment=PaymentInput(payment_method="pm_card_visa")
+    )
+    session.commit()
+    assert session.scalar(select(func.count()).select_from(GatewayTaxRate)) == 1
