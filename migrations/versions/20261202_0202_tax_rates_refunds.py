@@ -6,7 +6,7 @@ its net and tax parts and the time it happened, so the sales report books refund
 they were made. Existing refunded orders get one row at their ``refunded_at``.
 
 Revision ID: 0202
-Revises: 0221
+Revises: 0140
 Create Date: 2026-12-02 21:35:00
 """
 
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0202"
-down_revision: str | Sequence[str] | None = "0221"
+down_revision: str | Sequence[str] | None = "0140"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
