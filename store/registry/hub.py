@@ -85,8 +85,9 @@ def ensure_repository(session: Session, name: str) -> HubRepository:
             created_at=utcnow(),
         )
         .on_conflict_do_nothing(index_elements=["name"])
+        .returning(HubRepository.__table__.c.id)
     )
-    session.execute(stmt)
+    created = session.execute(stmt).first() is not None
     repo = session.scalars(
         select(HubRepository)
         .where(HubRepository.name == name)
@@ -95,6 +96,11 @@ def ensure_repository(session: Session, name: str) -> HubRepository:
     private = is_private(name, product_of(session, name), repo.visibility)
     if repo.private != private:
         repo.private = private
+    elif created:
+        # The insert's values are inside the statement, out of the search indexer's sight.
+        from store.search import indexer
+
+        indexer.refresh(session, repositories=[repo.id])
     return repo
 
 
