@@ -4,6 +4,7 @@ import store.billing.models  # noqa: F401  (orders, subscriptions, prices)
 from store.accounts.models import (
     AccessToken,
     Account,
+    AccountToken,
     Invitation,
     Membership,
     Namespace,
@@ -30,6 +31,7 @@ from store.signing.models import (
 __all__ = [
     "AccessToken",
     "Account",
+    "AccountToken",
     "AuditChainHead",
     "AuditEvent",
     "Base",

@@ -90,6 +90,10 @@ class Limits:
     login_ip: Rule = Rule("login-ip", 30, 900)
     # Sign-ups (pages and POST /api/v1/accounts), every attempt, per address.
     signup_ip: Rule = Rule("signup-ip", 10, 3600)
+    # Requests that send a link by e-mail (password reset, verification again), every
+    # attempt, per address asking and per e-mail address.
+    mail_link_ip: Rule = Rule("mail-link-ip", 10, 3600)
+    mail_link_address: Rule = Rule("mail-link-addr", 3, 3600)
     # Credential failures at /token: per username (passwords only, see docs/security.md) and
     # per address (every kind of credential).
     token_account: Rule = Rule("token-acct", 20, 300)
@@ -359,6 +363,23 @@ def signup_wait(db: _Executes, request: Any) -> int | None:
     wait = check(db, [(limits.signup_ip, ip)])
     if wait is None:
         hit(db, limits.signup_ip, ip)
+    return wait
+
+
+def mail_link_wait(db: _Executes, request: Any, address: str) -> int | None:
+    """Count a request for a link by e-mail from this client for this address; seconds to
+    wait when over the limit (the answer must not say whether the address has an account,
+    so it is counted whether or not it has one)."""
+    limits = limits_of(request.app)
+    if not limits.enabled:
+        return None
+    ip = client_ip(request, limits)
+    checks = [(limits.mail_link_ip, ip), (limits.mail_link_address, address)]
+    wait = check(db, checks)
+    if wait is None:
+        for rule, subject in checks:
+            if subject:
+                hit(db, rule, subject)
     return wait
 
 

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Request, status
 from sqlalchemy.orm import Session
 
 from store import ratelimit
+from store.accounts import links, service, two_factor
 from store.accounts import login as password_login
-from store.accounts import service
 from store.accounts.models import AccessToken, Account, Organization
 from store.accounts.schemas import (
     AccountAdminUpdate,
@@ -34,7 +34,7 @@ from store.accounts.schemas import (
 )
 from store.db import utcnow
 from store.deps import AdminAccount, CurrentAccount, DbSession
-from store.errors import NotFound
+from store.errors import Forbidden, NotFound
 from store.security_headers import NO_STORE
 
 router = APIRouter(tags=["accounts"])
@@ -58,13 +58,15 @@ def sign_up(body: SignUp, request: Request, session: DbSession) -> object:
     if wait is not None:
         raise ratelimit.too_many(wait, "sign-ups")
     session.commit()  # the attempt counts even when the sign-up is refused
-    return service.create_account(
+    account = service.create_account(
         session,
         username=body.username,
         email=body.email,
         password=body.password,
         display_name=body.display_name,
     )
+    links.send_verification(session, settings=request.app.state.settings, account=account)
+    return account
 
 
 @router.post(
@@ -79,6 +81,13 @@ async def log_in(body: Login, request: Request) -> TokenIssued:
     password checks per server (429 with Retry-After)."""
 
     def make_token(session: Session, account: Account) -> TokenIssued:
+        if two_factor.enabled(account):
+            # A password alone is not enough for this account (and the API has no code step).
+            raise Forbidden(
+                "This account uses two-factor sign-in: create a personal access token on the "
+                "web (Account, Access tokens) instead of logging in with the password",
+                code="two_factor_required",
+            )
         issued = service.create_token(
             session,
             kind="personal",

@@ -39,10 +39,31 @@ class Account(Base):
     totp_secret: Mapped[str | None] = mapped_column(String(200), default=None)
     totp_enabled_at: Mapped[datetime | None] = mapped_column(default=None)
     totp_last_step: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    # When the address was confirmed by a link sent to it (None: not yet).
+    email_verified_at: Mapped[datetime | None] = mapped_column(default=None)
 
     memberships: Mapped[list[Membership]] = relationship(
         back_populates="account", cascade="all, delete-orphan"
     )
+
+
+class AccountToken(Base):
+    """A single-use link sent by e-mail: verify the address, reset the password, confirm a
+    new address. Only a SHA-256 of the secret is stored."""
+
+    __tablename__ = "account_tokens"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    account_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    purpose: Mapped[str] = mapped_column(String(16))  # verify | reset | email
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # The address being verified (verify, email): a later change of address voids the link.
+    email: Mapped[str] = mapped_column(String(254), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+    used_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class RecoveryCode(Base):

@@ -158,6 +158,7 @@ def enqueue(
     values = dict(context or {})
     if account is not None:
         values.setdefault("name", account.display_name or account.username)
+        values.setdefault("username", account.username)
     values.setdefault("name", address)
     subject, text, html = render(settings, template, values, unsubscribe_url=unsubscribe_url)
     message_uuid = new_id()

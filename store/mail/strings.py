@@ -22,6 +22,26 @@ STRINGS: dict[str, dict[str, str]] = {
             "This is a test message sent with `store mail test`. If you can read it, "
             "the store's mail delivery works."
         ),
+        # account links
+        "verify_email.subject": "Confirm your e-mail address at {site}",
+        "verify_email.body": (
+            "Please confirm that this is your e-mail address by opening this link "
+            "(it works once, for three days):"
+        ),
+        "verify_email.ignore": "If you did not sign up, ignore this message.",
+        "password_reset.subject": "Reset your password at {site}",
+        "password_reset.body": (
+            "Someone (hopefully you) asked to reset the password of your account {username}. "
+            "Open this link to choose a new one (it works once, for {minutes} minutes):"
+        ),
+        "password_reset.ignore": (
+            "If you did not ask for this, ignore this message: your password stays as it is."
+        ),
+        "password_changed.subject": "Your password at {site} was changed",
+        "password_changed.body": (
+            "The password of your account {username} was just changed, and every session "
+            "was logged out. If this was not you, reset your password at once: {reset_url}"
+        ),
     }
 }
 

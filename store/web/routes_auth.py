@@ -7,9 +7,9 @@ from fastapi.responses import HTMLResponse
 from starlette.responses import Response
 
 from store import ratelimit
+from store.accounts import links, two_factor
 from store.accounts import login as password_login
 from store.accounts import service as accounts
-from store.accounts import two_factor
 from store.accounts.models import Account
 from store.deps import DbSession
 from store.errors import StoreError
@@ -74,8 +74,10 @@ def signup(request: Request, session: DbSession, form: Form) -> Response:
             ),
             wait,
         )
+    links.send_verification(session, settings=request.app.state.settings, account=result)
     login_session(request, session, result)
     flash(request, f"Welcome to the store, {result.display_name}.")
+    flash(request, f"We sent a link to {result.email} to confirm your address.", "info")
     return redirect(target or "/my/content")
 
 

@@ -20,6 +20,7 @@ from jinja2 import BaseLoader, Environment
 from sqlalchemy.orm import Session
 
 from store import TEMPLATES_DIR
+from store.accounts import links
 from store.accounts import service as accounts
 from store.catalog import service as catalog
 from store.web.templating import format_money, format_price
@@ -113,6 +114,16 @@ def test_every_template_renders(
     check(browser.get("/login"))
     check(browser.get("/signup"))
     check(browser.get("/nowhere"), 404)
+    # Links by e-mail: forgotten password, reset, verification, and a link that does not work.
+    check(browser.get("/password/forgot"))
+    check(submit(browser, "/password/forgot", "/password/forgot", {"email": "a@example.com"}))
+    check(
+        browser.get(f"/password/reset/{links._issue(session, customer, 'reset', links.RESET_TTL)}")
+    )
+    check(
+        browser.get(f"/verify-email/{links._issue(session, customer, 'verify', links.VERIFY_TTL)}")
+    )
+    check(browser.get("/password/reset/not-a-token"), 400)
 
     # Customer.
     login(browser, "tour-customer")

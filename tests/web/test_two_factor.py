@@ -200,3 +200,15 @@ def test_docker_login_with_a_password_is_refused_once_two_factor_is_on(
     wrong = client.get("/token", params=params, headers=_basic("docker", "wrong-password"))
     assert wrong.status_code == 401 and "two-factor" not in wrong.text
     assert client.get("/token", params=params, headers=_basic("docker", token)).status_code == 200
+
+
+def test_api_password_log_in_is_refused_once_two_factor_is_on(
+    client: TestClient, session: Session, settings: Settings
+) -> None:
+    account = make_account(session, "apiuser")
+    _enrol(session, settings, account)
+    session.commit()
+    refused = client.post("/api/v1/auth/token", json={"login": "apiuser", "password": PASSWORD})
+    assert refused.status_code == 403 and refused.json()["error"] == "two_factor_required"
+    wrong = client.post("/api/v1/auth/token", json={"login": "apiuser", "password": "nope-nope-1"})
+    assert wrong.status_code == 401

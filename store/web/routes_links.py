@@ -1,0 +1,131 @@
+"""Pages of the links sent by e-mail: forgotten password, reset, address verification
+(logic in store.accounts.links)."""
+
+from __future__ import annotations
+
+from fastapi import Request
+from starlette.responses import Response
+
+from store import ratelimit
+from store.accounts import links
+from store.deps import DbSession
+from store.errors import StoreError
+from store.web import forms
+from store.web.forms import FieldError, Form, FormState
+from store.web.routing import RequiredAccount, page_router
+from store.web.templating import flash, redirect, render
+
+router = page_router()
+
+SENT = (
+    "If an account has this address, a link to reset its password is on its way. "
+    "It works once, for an hour."
+)
+
+
+@router.get("/password/forgot")
+def forgot_page(request: Request) -> Response:
+    return render(request, "auth/forgot.html", {"form": forms.NO_FORM, "sent": False})
+
+
+@router.post("/password/forgot")
+def forgot(request: Request, session: DbSession, form: Form) -> Response:
+    """Mail a reset link; the answer is the same whether or not the address has an account."""
+    address = forms.text(form, "email").strip().lower()
+    wait = ratelimit.mail_link_wait(session, request, address)
+    settings = request.app.state.settings
+
+    def send() -> None:
+        if wait is not None:
+            raise ratelimit.too_many(wait, "requests for a link")
+        links.request_password_reset(session, settings=settings, address=address)
+
+    result = forms.attempt(session, send)
+    if isinstance(result, StoreError):
+        response = render(
+            request,
+            "auth/forgot.html",
+            {"form": FormState.failed("forgot", form, result), "sent": False},
+            status=forms.error_status(result),
+        )
+        if wait is not None:
+            response.headers["Retry-After"] = str(wait)
+        return response
+    return render(request, "auth/forgot.html", {"form": forms.NO_FORM, "sent": True})
+
+
+@router.get("/password/reset/{token}")
+def reset_page(request: Request, session: DbSession, token: str) -> Response:
+    try:
+        account = links.peek(session, token=token, purpose="reset")
+    except links.BadLink as exc:
+        return render(
+            request, "auth/link_invalid.html", {"detail": exc.detail}, status=400, no_store=True
+        )
+    return render(
+        request,
+        "auth/reset.html",
+        {"form": forms.NO_FORM, "token": token, "username": account.username},
+        no_store=True,
+    )
+
+
+@router.post("/password/reset/{token}")
+def reset(request: Request, session: DbSession, token: str, form: Form) -> Response:
+    """Set the new password; every session and refresh token of the account ends."""
+    settings = request.app.state.settings
+
+    def change() -> object:
+        if forms.text(form, "password") != forms.text(form, "password_confirm"):
+            raise FieldError("password_confirm", "The two passwords do not match")
+        return links.reset_password(
+            session, settings=settings, token=token, password=forms.text(form, "password")
+        )
+
+    result = forms.attempt(session, change)
+    if isinstance(result, links.BadLink):
+        return render(request, "auth/link_invalid.html", {"detail": result.detail}, status=400)
+    if isinstance(result, StoreError):
+        return render(
+            request,
+            "auth/reset.html",
+            {"form": FormState.failed("reset", form, result), "token": token, "username": ""},
+            status=forms.error_status(result),
+            no_store=True,
+        )
+    request.session.clear()
+    flash(request, "Your password is changed and every session is logged out. Log in again.")
+    return redirect("/login")
+
+
+@router.get("/verify-email/{token}")
+def verify_page(request: Request, session: DbSession, token: str) -> Response:
+    """Ask before confirming (a mail scanner following the link confirms nothing)."""
+    try:
+        account = links.peek(session, token=token, purpose="verify")
+    except links.BadLink as exc:
+        return render(request, "auth/link_invalid.html", {"detail": exc.detail}, status=400)
+    return render(request, "auth/verify.html", {"token": token, "address": account.email})
+
+
+@router.post("/verify-email/{token}")
+def verify(request: Request, session: DbSession, token: str) -> Response:
+    result = forms.attempt(session, lambda: links.verify_email(session, token=token))
+    if isinstance(result, StoreError):
+        return render(request, "auth/link_invalid.html", {"detail": result.detail}, status=400)
+    flash(request, f"Your address {result.email} is confirmed.")
+    return redirect("/my/account")
+
+
+@router.post("/my/account/verify-email")
+def resend(request: Request, session: DbSession, account: RequiredAccount) -> Response:
+    """Send the verification link again (rate limited like every link by e-mail)."""
+    wait = ratelimit.mail_link_wait(session, request, account.email)
+    if wait is not None:
+        raise ratelimit.too_many(wait, "requests for a link")
+    settings = request.app.state.settings
+    if links.send_verification(session, settings=settings, account=account):
+        flash(request, f"A new link is on its way to {account.email}.")
+    else:
+        flash(request, "Your address is confirmed already.", "info")
+    return redirect("/my/account")
