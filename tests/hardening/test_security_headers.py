@@ -20,7 +20,17 @@ from tests.web.helpers import HTML, login
 
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 # Machine endpoints: authenticated by tokens or signatures, never by the browser's cookie.
-NOT_FORMS = ("/api/", "/token", "/registry/", "/billing/stripe/webhook", "/v1/", "/v2/")
+# /mail/unsubscribe/: RFC 8058 one-click unsubscribe, posted by mail clients with no session;
+# the signed token in the path is the authority (tests/mail/test_mail_pages.py).
+NOT_FORMS = (
+    "/api/",
+    "/token",
+    "/registry/",
+    "/billing/stripe/webhook",
+    "/v1/",
+    "/v2/",
+    "/mail/unsubscribe/",
+)
 
 
 def _https_app(settings: Settings, session_factory: sessionmaker[Session]) -> FastAPI:
