@@ -3,7 +3,7 @@
 Accounts made before this revision count as verified (from their creation).
 
 Revision ID: 0402
-Revises: 0140
+Revises: 0202
 Create Date: 2026-12-02 21:20:00
 """
 
@@ -15,7 +15,7 @@ from alembic import op
 import store.db
 
 revision: str = "0402"
-down_revision: str | Sequence[str] | None = "0140"
+down_revision: str | Sequence[str] | None = "0202"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
