@@ -121,11 +121,11 @@ class MemberOut(BaseModel):
 
 class InviteIn(BaseModel):
     username: str = Field(max_length=64)
-    role: Literal["owner", "editor", "viewer"] = "viewer"
+    role: Literal["owner", "editor", "finance", "viewer"] = "viewer"
 
 
 class RoleIn(BaseModel):
-    role: Literal["owner", "editor", "viewer"]
+    role: Literal["owner", "editor", "finance", "viewer"]
 
 
 class InvitationOut(ORM):

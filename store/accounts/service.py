@@ -28,7 +28,11 @@ from store.audit import service as audit
 from store.db import utcnow
 from store.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
 
-ROLES = ("viewer", "editor", "owner")
+ROLES = ("viewer", "finance", "editor", "owner")
+# What each role may do besides its own extras: finance sees what a viewer sees, plus the
+# organisation's revenue (REVENUE_ROLES), and never edits or pushes.
+_RANK = {"viewer": 0, "finance": 0, "editor": 1, "owner": 2}
+REVENUE_ROLES = frozenset(("owner", "finance"))
 # Tokens people create. Refresh tokens are issued by the registry's token endpoint only,
 # from a log-in they are bounded by (store.registry.refresh).
 TOKEN_SCOPES = {
@@ -306,7 +310,21 @@ def has_role(session: Session, account: Account | None, org: Organization, minim
     if account.is_admin:
         return True
     role = role_of(session, account, org)
-    return role is not None and ROLES.index(role) >= ROLES.index(minimum)
+    return role is not None and _RANK.get(role, -1) >= _RANK[minimum]
+
+
+def may_see_revenue(session: Session, account: Account | None, org: Organization) -> bool:
+    """Sales and revenue of an organisation: its owners, its finance role and admins."""
+    if account is None:
+        return False
+    return account.is_admin or role_of(session, account, org) in REVENUE_ROLES
+
+
+def require_revenue(session: Session, account: Account | None, org: Organization) -> None:
+    if account is None:
+        raise Unauthorized("Log in first")
+    if not may_see_revenue(session, account, org):
+        raise Forbidden(f"Sales of '{org.slug}' are for its owners and its finance role")
 
 
 def require_role(

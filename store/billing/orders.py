@@ -463,9 +463,9 @@ def refund(
 
 
 def sales_orders(session: Session, actor: Account, org: Organization) -> list[Order]:
-    """The paid orders of the organisation's products, newest first (its owners)."""
-    if not actor.is_admin:
-        accounts.require_role(session, actor, org, "owner")
+    """The paid orders of the organisation's products, newest first (its owners, its
+    finance role, admins; refunds stay with owners: ``may_refund``)."""
+    accounts.require_revenue(session, actor, org)
     from store.catalog.models import Product
 
     return list(

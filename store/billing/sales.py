@@ -65,9 +65,9 @@ def sales_of(
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> list[SalesRow]:
-    """Sales and refunds of the organisation's products (members with any role, and admins)."""
-    if not actor.is_admin:
-        accounts.require_role(session, actor, org, "viewer")
+    """Sales and refunds of the organisation's products (its owners, its finance role,
+    admins)."""
+    accounts.require_revenue(session, actor, org)
     since, until = _aware(since), _aware(until)
     paid = (
         select(Order)

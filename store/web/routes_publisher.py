@@ -87,6 +87,7 @@ def org_page(
 ) -> Response:
     role = accounts.role_of(session, account, org) or ("admin" if account.is_admin else None)
     is_owner = accounts.has_role(session, account, org, "owner")
+    sees_sales = accounts.may_see_revenue(session, account, org)
     products = catalog.products_of_org(session, org)
     return render(
         request,
@@ -97,7 +98,8 @@ def org_page(
             "is_owner": is_owner,
             "can_edit": accounts.has_role(session, account, org, "editor"),
             "products": products,
-            **activity(session, account, org, products, with_sales=is_owner),
+            "sees_sales": sees_sales,
+            **activity(session, account, org, products, with_sales=sees_sales),
             "members": accounts.members(session, org),
             "push_flags": signing.list_flags(session, org=org),
             "invitations": accounts.org_invitations(session, org) if is_owner else [],

@@ -339,3 +339,30 @@ def test_text_the_database_cannot_store_is_a_422(client: TestClient, session: Se
         assert listed.status_code == 200 and [t["name"] for t in listed.json()] == ["tests"]
     else:
         assert r.status_code == 201, r.text
+
+
+def test_revenue_is_for_owners_and_the_finance_role(client: TestClient, session: Session) -> None:
+    from store.accounts import service as accounts
+    from store.registry.grants import Principal, RepoFacts, allowed_repository_actions
+
+    owner = make_account(session, "rev-owner")
+    org = make_org(session, owner, "revco")
+    admin = make_account(session, "rev-admin", is_admin=True)
+    roles = {}
+    for role in ("viewer", "finance", "editor"):
+        member = make_account(session, f"rev-{role}")
+        accounts.add_member(session, org=org, actor=admin, account=member, role=role)
+        roles[role] = api_token(session, member)
+    roles["owner"] = api_token(session, owner)
+    session.commit()
+    for role, token in roles.items():
+        r = client.get("/api/v1/billing/sales/revco", headers=auth(token))
+        expected = 200 if role in ("owner", "finance") else 403
+        assert r.status_code == expected, (role, r.status_code, r.text)
+    # finance is a member like a viewer otherwise: pulls, never pushes or edits.
+    finance = accounts.get_account_by_username(session, "rev-finance")
+    assert accounts.has_role(session, finance, org, "viewer")
+    assert not accounts.has_role(session, finance, org, "editor")
+    principal = Principal(kind="account", subject="rev-finance", account_id=finance.id)
+    facts = RepoFacts(name="revco/app", org_id=org.id, role="finance")
+    assert allowed_repository_actions(principal, facts) == {"pull"}
