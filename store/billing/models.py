@@ -197,7 +197,11 @@ class Order(Base):
     entitlement_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("entitlements.id", ondelete="SET NULL"), default=None
     )
-    receipt_number: Mapped[str | None] = mapped_column(String(32), unique=True, default=None)
+    # "<SELLER>-000001": numbered in sequence per selling organisation (billing.receipts).
+    receipt_number: Mapped[str | None] = mapped_column(String(96), unique=True, default=None)
+    # The service period a subscription payment covers (None for one-time purchases).
+    period_start: Mapped[datetime | None] = mapped_column(default=None)
+    period_end: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     paid_at: Mapped[datetime | None] = mapped_column(default=None)
     refunded_at: Mapped[datetime | None] = mapped_column(default=None)
@@ -279,3 +283,14 @@ class Refund(Base):
     @property
     def net_minor(self) -> int:
         return self.amount_minor - self.tax_minor
+
+
+class ReceiptSequence(Base):
+    """The last receipt number a selling organisation gave (billing.receipts)."""
+
+    __tablename__ = "billing_receipt_sequences"
+
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True
+    )
+    last_number: Mapped[int] = mapped_column(Integer, default=0)

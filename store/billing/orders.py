@@ -278,11 +278,6 @@ def find_order_by_payment(session: Session, gateway: str, payment_ref: str) -> O
 # --- what payment events do -----------------------------------------------------------
 
 
-def receipt_number(order: Order) -> str:
-    assert order.paid_at is not None
-    return f"R{order.paid_at:%Y%m%d}-{order.id.hex[:8].upper()}"
-
-
 def mark_paid(
     session: Session,
     order: Order,
@@ -299,7 +294,10 @@ def mark_paid(
     order.status = "paid"
     order.failure_reason = ""
     order.paid_at = paid_at
-    order.receipt_number = receipt_number(order)
+    from store.billing import receipts
+
+    organization = order.product.organization
+    order.receipt_number = receipts.next_number(session, organization.id, organization.slug)
     if entitlement is None and order.kind == "one_time" and order.entitlement_id is None:
         entitlement = entitlements.create_entitlement(
             session,

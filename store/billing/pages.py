@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from store.accounts import service as accounts
 from store.accounts.models import Account, Membership, Organization
-from store.billing import access, orders, sales, subscriptions, trials
+from store.billing import access, orders, receipts, sales, subscriptions, trials
 from store.billing.gateway import PaymentInput
 from store.billing.models import Order
 from store.billing.pricing import Buyer, normalize_country, normalize_vat_id
@@ -314,20 +314,41 @@ def receipt(
 ) -> Response:
     """A printable receipt for a paid order."""
     billing = _billing(request, session)
-    order = orders.get_visible_order(session, order_id, account)
-    if order.paid_at is None:
-        raise NotFound("This order has no receipt: it was not paid")
+    order = _receipt_order(session, order_id, account)
     return _page(
         request,
         "billing/receipt.html",
-        {
-            "order": order,
-            "tax_label": billing.settings.tax_label,
-            "seller": order.product.organization,
-            "first_charge": trials.first_charge(order),
-        },
+        {"order": order, "receipt": _receipt(request, billing, order)},
         billing,
     )
+
+
+def _receipt_order(session: Session, order_id: uuid.UUID, account: Account) -> Order:
+    order = orders.get_visible_order(session, order_id, account)
+    if order.paid_at is None or order.receipt_number is None:
+        raise NotFound("This order has no receipt: it was not paid")
+    return order
+
+
+def _receipt(request: Request, billing: Billing, order: Order) -> receipts.Receipt:
+    store_url = str(request.app.state.settings.public_url).rstrip("/")
+    return receipts.build(order, tax_label=billing.settings.tax_label, store_url=store_url)
+
+
+@router.get("/my/purchases/orders/{order_id}/receipt.pdf")
+def receipt_pdf(
+    request: Request, order_id: uuid.UUID, session: DbSession, account: RequiredAccount
+) -> Response:
+    """The receipt as a PDF document."""
+    billing = _billing(request, session)
+    order = _receipt_order(session, order_id, account)
+    body = receipts.to_pdf(_receipt(request, billing, order))
+    response = Response(body, media_type="application/pdf")
+    response.headers["Content-Disposition"] = (
+        f'attachment; filename="receipt-{order.receipt_number}.pdf"'
+    )
+    response.headers["Cache-Control"] = "private, no-store"
+    return response
 
 
 # --- publisher sales --------------------------------------------------------------------

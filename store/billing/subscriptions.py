@@ -253,6 +253,12 @@ def invoice_subscription_ref(invoice: Any) -> str | None:
     )
 
 
+def invoice_period_start(invoice: Any) -> datetime | None:
+    starts = [ts(dig(line, "period", "start")) for line in dig(invoice, "lines", "data") or []]
+    known = [s for s in starts if s is not None]
+    return min(known) if known else ts(dig(invoice, "period_start"))
+
+
 def invoice_period_end(invoice: Any) -> datetime | None:
     ends = []
     for line in dig(invoice, "lines", "data") or []:
@@ -344,6 +350,9 @@ def invoice_paid(
             if total or not order.total_minor:
                 order.amount_minor, order.tax_minor = total - tax, tax
     period_end = invoice_period_end(invoice) or sub.current_period_end
+    if order.period_end is None and period_end is not None:
+        order.period_start = invoice_period_start(invoice)
+        order.period_end = period_end
     if sub.current_period_end is None or (period_end and period_end > sub.current_period_end):
         sub.current_period_end = period_end
     if sub.status not in FINAL and (sub.last_event_at is None or at >= sub.last_event_at):

@@ -41,7 +41,8 @@ def test_one_time_purchase_gives_perpetual_entitlement(
 ) -> None:
     order = buy(session, billing, shop, shop.one_time)
     assert order.status == "paid" and order.paid_at is not None
-    assert order.receipt_number and order.receipt_number.startswith("R")
+    seller = shop.org.slug.upper()
+    assert order.receipt_number == f"{seller}-000001"
     assert (
         order.total_minor == 9900 and order.payment_ref and order.gateway_ref == order.payment_ref
     )
