@@ -7,7 +7,7 @@
 Receipts issued before this revision keep their numbers.
 
 Revision ID: 0222
-Revises: 0202
+Revises: 0402
 Create Date: 2026-12-02 21:40:00
 """
 
@@ -19,7 +19,7 @@ from alembic import op
 import store.db
 
 revision: str = "0222"
-down_revision: str | Sequence[str] | None = "0202"
+down_revision: str | Sequence[str] | None = "0402"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
