@@ -19,7 +19,13 @@ from store.keys.models import SigningKey
 from store.licensing.models import Entitlement, License
 from store.mail.models import MailOptOut, OutboxMessage
 from store.ratelimit import RateLimit
-from store.registry.models import HubRepository, HubTag, ProcessedEvent, PullCounter
+from store.registry.models import (
+    HubRepository,
+    HubTag,
+    ManifestPull,
+    ProcessedEvent,
+    PullCounter,
+)
 from store.search.models import SearchDocument
 from store.signing.models import (
     CertificationRequest,
@@ -44,6 +50,7 @@ __all__ = [
     "Invitation",
     "License",
     "MailOptOut",
+    "ManifestPull",
     "Membership",
     "Namespace",
     "Organization",

@@ -128,7 +128,8 @@ def apply(session: Session, event: dict[str, Any]) -> bool:
         # also produce pull events; only a manifest GET is a download.
         if str(request.get("method", "")).upper() != "GET":
             return False
-        hub.record_pull(session, name=name, at=at)
+        client = hub.client_key(str(request.get("addr") or ""), str(request.get("useragent") or ""))
+        hub.record_pull(session, name=name, at=at, media_type=media_type, client=client)
         return True
     if action == "delete":
         hub.record_delete(

@@ -7,6 +7,7 @@ concurrent events never trip over a unique constraint.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -19,7 +20,7 @@ from store.catalog.models import Product
 from store.db import new_id, utcnow
 from store.errors import ValidationFailed
 from store.registry import grants
-from store.registry.models import HubRepository, HubTag, PullCounter
+from store.registry.models import HubRepository, HubTag, ManifestPull, PullCounter
 
 MANIFEST_MEDIA_TYPES = frozenset(
     {
@@ -172,22 +173,97 @@ def record_push(
     return repo
 
 
-def record_pull(session: Session, *, name: str, at: datetime) -> None:
-    """One manifest download: the repository's total and the day's counter, both atomic."""
+INDEX_MEDIA_TYPES = frozenset(
+    {
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    }
+)
+PAIR_WINDOW = timedelta(seconds=60)  # an index and its platform manifest, one pull
+KEEP_PULLS = timedelta(hours=1)
+
+
+def client_key(address: str, user_agent: str) -> str:
+    """Who downloaded: the client's address (without the port: a client may open a new
+    connection for the second manifest) and user agent, hashed."""
+    host = address.rsplit(":", 1)[0] if address.count(":") == 1 else address
+    if host.startswith("[") and "]" in host:
+        host = host[1 : host.index("]")]
+    return hashlib.sha256(f"{host}\n{user_agent}".encode()).hexdigest()
+
+
+def record_pull(
+    session: Session,
+    *,
+    name: str,
+    at: datetime,
+    media_type: str = "",
+    client: str | None = None,
+) -> bool:
+    """One manifest download: the repository's total and the day's counter, both atomic.
+
+    An image index and a platform manifest downloaded by the same ``client`` within
+    PAIR_WINDOW of each other (in either order: notifications may arrive out of order) are
+    one multi-arch pull and count once. Returns whether this download was counted."""
     repo = ensure_repository(session, name)
-    # The day's counter first: updating the repository rewrites its search documents
-    # (listing and hub), which read the last 30 days' counters.
-    stmt = _insert(session, PullCounter).values(repository_id=repo.id, day=at.date(), count=1)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["repository_id", "day"], set_={"count": PullCounter.count + 1}
-    )
-    session.execute(stmt)
+    if client is not None and _pairs_up(session, repo.id, client, media_type, at):
+        return False
     session.execute(
         update(HubRepository)
         .where(HubRepository.id == repo.id)
         .values(pull_count=HubRepository.pull_count + 1, last_pulled_at=at)
     )
+    stmt = _insert(session, PullCounter).values(repository_id=repo.id, day=at.date(), count=1)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["repository_id", "day"], set_={"count": PullCounter.count + 1}
+    )
+    session.execute(stmt)
     session.flush()
+    return True
+
+
+def _pairs_up(
+    session: Session, repository_id: uuid.UUID, client: str, media_type: str, at: datetime
+) -> bool:
+    """Record this download; True if it completes a counted download of the other kind
+    (index vs platform manifest) by the same client, which is then taken (paired)."""
+    is_index = media_type in INDEX_MEDIA_TYPES
+    session.execute(
+        delete(ManifestPull).where(
+            ManifestPull.repository_id == repository_id, ManifestPull.at < at - KEEP_PULLS
+        )
+    )
+    candidates = session.scalars(
+        select(ManifestPull.id)
+        .where(
+            ManifestPull.repository_id == repository_id,
+            ManifestPull.client == client,
+            ManifestPull.is_index.is_(not is_index),
+            ManifestPull.paired.is_(False),
+            ManifestPull.at >= at - PAIR_WINDOW,
+            ManifestPull.at <= at + PAIR_WINDOW,
+        )
+        .order_by(ManifestPull.at)
+    ).all()
+    paired = False
+    for candidate in candidates:
+        # Two processes may see the same candidate: the conditional update decides.
+        taken = session.execute(
+            update(ManifestPull)
+            .where(ManifestPull.id == candidate, ManifestPull.paired.is_(False))
+            .values(paired=True)
+            .execution_options(synchronize_session=False)
+        )
+        if taken.rowcount == 1:  # type: ignore[attr-defined]
+            paired = True
+            break
+    session.add(
+        ManifestPull(
+            repository_id=repository_id, client=client, is_index=is_index, paired=paired, at=at
+        )
+    )
+    session.flush()
+    return paired
 
 
 def record_delete(session: Session, *, name: str, tag: str | None, digest: str | None) -> None:

@@ -10,6 +10,7 @@ from sqlalchemy import (
     Boolean,
     Date,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -71,6 +72,25 @@ class PullCounter(Base):
     )
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ManifestPull(Base):
+    """A recent manifest download, kept a while so that the image index and the platform
+    manifest of one multi-arch pull pair up and count once (store.registry.hub)."""
+
+    __tablename__ = "manifest_pulls"
+    __table_args__ = (
+        Index("ix_manifest_pulls_repository_client", "repository_id", "client", "at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    repository_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("hub_repositories.id", ondelete="CASCADE")
+    )
+    client: Mapped[str] = mapped_column(String(64))  # SHA-256 of address and user agent
+    is_index: Mapped[bool] = mapped_column(Boolean)
+    paired: Mapped[bool] = mapped_column(Boolean, default=False)
+    at: Mapped[datetime] = mapped_column()
 
 
 class ProcessedEvent(Base):
