@@ -6,7 +6,7 @@ index and a platform manifest fetched by the same client within a minute of each
 pair up and count as one pull (Docker Hub's rule).
 
 Revision ID: 0122
-Revises: 0402
+Revises: 0222
 Create Date: 2026-12-02 22:00:00
 """
 
@@ -18,7 +18,7 @@ from alembic import op
 import store.db
 
 revision: str = "0122"
-down_revision: str | Sequence[str] | None = "0402"
+down_revision: str | Sequence[str] | None = "0222"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
