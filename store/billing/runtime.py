@@ -26,6 +26,8 @@ class Billing:
     settings: BillingSettings
     gateway: PaymentGateway
     testing: bool = False
+    # The store's settings (links in the notices mailed about payments: store.mail.notices).
+    store: Settings | None = None
     # Monotonic time of the last opportunistic sweep in this process.
     last_sweep: float = field(default=0.0)
 
@@ -71,7 +73,7 @@ def build_billing(settings: BillingSettings, store_settings: Settings | None = N
         from store.billing.test_gateway import TestGateway
 
         gateway = TestGateway()
-    return Billing(settings=settings, gateway=gateway, testing=testing)
+    return Billing(settings=settings, gateway=gateway, testing=testing, store=store_settings)
 
 
 def billing_of(app_state: object) -> Billing:

@@ -27,6 +27,7 @@ from store.db import utcnow
 from store.errors import Conflict, NotFound
 from store.licensing import entitlements
 from store.licensing.models import Entitlement
+from store.mail import notices
 
 log = logging.getLogger("store.billing")
 
@@ -369,13 +370,14 @@ def invoice_paid(
             or period_end > entitlement.ends_at
         ):
             _paid_through(session, entitlement, period_end)
-    order_service.mark_paid(
+    if order_service.mark_paid(
         session,
         order,
         paid_at=at,
         payment_ref=obj_id(dig(invoice, "payment_intent")),
         entitlement=entitlement,
-    )
+    ):
+        notices.receipt(session, billing.store, order=order)
     session.flush()
 
 
@@ -402,6 +404,7 @@ def invoice_failed(
     sub.status = "past_due"
     _start_grace(session, billing, sub, at)
     session.flush()
+    notices.payment_failed(session, billing.store, subscription=sub, order=order)
 
 
 # --- customer actions -------------------------------------------------------------------

@@ -25,6 +25,7 @@ from store.billing import access, orders, subscriptions
 from store.billing.gateway import dig, obj_id
 from store.billing.runtime import Billing
 from store.errors import StoreError
+from store.mail import notices
 from store.registry.models import ProcessedEvent
 
 log = logging.getLogger("store.billing")
@@ -136,7 +137,8 @@ def _intent_succeeded(session: Session, billing: Billing, pi: dict[str, Any], at
         order.gateway_ref = str(pi["id"])
     if int(pi.get("amount") or 0) != order.total_minor:
         log.warning("order %s: paid %s, expected %s", order.id, pi.get("amount"), order.total_minor)
-    orders.mark_paid(session, order, paid_at=at, payment_ref=str(pi["id"]))
+    if orders.mark_paid(session, order, paid_at=at, payment_ref=str(pi["id"])):
+        notices.receipt(session, billing.store, order=order)
 
 
 def _intent_failed(session: Session, billing: Billing, pi: dict[str, Any], at: datetime) -> None:

@@ -42,6 +42,16 @@ STRINGS: dict[str, dict[str, str]] = {
             "The password of your account {username} was just changed, and every session "
             "was logged out. If this was not you, reset your password at once: {reset_url}"
         ),
+        # money
+        "receipt.subject": "Receipt {number} for {product}",
+        "receipt.body": "Thank you: we received your payment of {amount} for {product}.",
+        "receipt.link": "Your receipt",
+        "payment_failed.subject": "Your payment for {product} failed",
+        "payment_failed.body": (
+            "We could not take your payment of {amount} for {product} ({reason}). Your "
+            "access continues for a few days while you update your card."
+        ),
+        "payment_failed.link": "Update your card",
     }
 }
 
