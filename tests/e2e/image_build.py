@@ -247,11 +247,38 @@ def storage_parent() -> str | None:
     return None
 
 
+STORAGE_PREFIX = "store-image-"
+IN_USE = "in-use.lock"
+
+
+def _remove_abandoned_storages(parent: Path) -> None:
+    """Storages of runs that ended without cleaning up (killed): nobody holds their lock.
+    In /dev/shm they would keep their gigabyte of memory until the next boot."""
+    for storage in parent.glob(f"{STORAGE_PREFIX}*"):
+        try:
+            handle = open(storage / IN_USE)  # noqa: SIM115
+        except OSError:
+            continue  # being made (no lock file yet) or not ours
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # another run is using it
+            shutil.rmtree(storage, ignore_errors=True)
+
+
 @contextmanager
 def built_image() -> Iterator[BuiltImage]:
     """The Dockerfile built on the Debian base, in a temporary storage removed afterwards."""
     base_tar, wheels = debian_base_tar(), wheelhouse()
-    root = Path(tempfile.mkdtemp(prefix="store-image-", dir=storage_parent()))
+    parent = storage_parent()
+    _remove_abandoned_storages(Path(parent or tempfile.gettempdir()))
+    root = Path(tempfile.mkdtemp(prefix=STORAGE_PREFIX, dir=parent))
+    # Locked for the whole build and run; named only once locked, so a sweep of another run
+    # never sees it unlocked.
+    in_use = open(root / (IN_USE + ".new"), "w")  # noqa: SIM115
+    fcntl.flock(in_use, fcntl.LOCK_EX)
+    os.rename(root / (IN_USE + ".new"), root / IN_USE)
     buildah = Buildah(root)
     try:
         container = buildah("from", "scratch")
@@ -282,6 +309,7 @@ def built_image() -> Iterator[BuiltImage]:
     finally:
         # vfs keeps plain directories (nothing mounted): the storage goes with its directory.
         shutil.rmtree(root)
+        in_use.close()
 
 
 def descendants(pid: int) -> list[int]:
