@@ -4,10 +4,13 @@ headers within ``STORE_HEADER_TIMEOUT`` seconds (10 by default) is disconnected.
 uvicorn closes idle keep-alive connections, but once a client has sent the first byte of a
 request it waits for the rest of the headers for ever, so a few slow clients ("slowloris")
 could hold every connection slot. These protocol classes (the httptools and h11 ones
-uvicorn would pick, with a timer) are what ``store serve`` runs: the timer starts when a
-connection opens and again when a response is finished (the next request may begin), and
-when it fires while no request's headers are complete, the connection is closed. A request
-whose headers arrived in time is never cut off, however long its body or response take.
+uvicorn would pick, with a timer) are what ``store serve`` runs: the deadline starts with
+the first byte of a request (not reset by later bytes), and when it passes while the
+request's headers are not complete, the connection is closed. A connection that sends
+nothing at all is closed after ``IDLE_S``. A request whose headers arrived in time is never
+cut off, however long its body or response take. (Counting from the first byte, not from
+the connection's opening, keeps a busy client, which may connect well before it writes,
+from being taken for a slow one.)
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 DEFAULT_HEADER_TIMEOUT = 10.0
 CONFIG_ATTRIBUTE = "store_header_timeout"  # set on uvicorn's Config by store serve
+CONFIRM_S = 0.5  # a second look before closing (see _header_deadline)
+IDLE_S = 60.0  # a new connection that sends nothing at all
 
 
 class _HeaderDeadline:
@@ -30,9 +35,25 @@ class _HeaderDeadline:
     _header_timer: asyncio.TimerHandle | None = None
     _header_timeout: float = DEFAULT_HEADER_TIMEOUT
 
+    _header_confirming: bool = False
+    _awaiting_first_byte: bool = True
+
     def _arm_header_deadline(self) -> None:
+        """Waiting for a request: at most IDLE_S for its first byte (uvicorn's keep-alive
+        timeout closes an idle kept-alive connection sooner)."""
+        self._awaiting_first_byte = True
+        self._arm(IDLE_S)
+
+    def _request_began(self) -> None:
+        """The first byte of a request: its headers must be complete within the deadline."""
+        if self._awaiting_first_byte:
+            self._awaiting_first_byte = False
+            self._arm(self._header_timeout)
+
+    def _arm(self, seconds: float) -> None:
         self._disarm_header_deadline()
-        self._header_timer = self.loop.call_later(self._header_timeout, self._header_deadline)
+        self._header_confirming = False
+        self._header_timer = self.loop.call_later(seconds, self._header_deadline)
 
     def _disarm_header_deadline(self) -> None:
         if self._header_timer is not None:
@@ -44,6 +65,13 @@ class _HeaderDeadline:
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
             return  # a request is being served: its headers came in time
+        if not self._header_confirming:
+            # An event loop runs due timers before it reads its sockets (uvloop), so on a
+            # loop running late the headers may be waiting unread: look again once the
+            # loop has read what arrived.
+            self._header_confirming = True
+            self._header_timer = self.loop.call_later(CONFIRM_S, self._header_deadline)
+            return
         if not self.transport.is_closing():
             self.transport.close()
 
@@ -64,6 +92,10 @@ class GuardedH11Protocol(_HeaderDeadline, H11Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_header_deadline()
         super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        self._request_began()
+        super().data_received(data)
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -89,6 +121,10 @@ else:
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm_header_deadline()
             super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            self._request_began()
+            super().data_received(data)
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
