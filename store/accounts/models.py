@@ -41,6 +41,8 @@ class Account(Base):
     totp_last_step: Mapped[int | None] = mapped_column(BigInteger, default=None)
     # When the address was confirmed by a link sent to it (None: not yet).
     email_verified_at: Mapped[datetime | None] = mapped_column(default=None)
+    # When the owner accepted the terms of service and privacy policy at sign-up.
+    terms_accepted_at: Mapped[datetime | None] = mapped_column(default=None)
 
     memberships: Mapped[list[Membership]] = relationship(
         back_populates="account", cascade="all, delete-orphan"

@@ -54,7 +54,10 @@ def create_account(
     password: str,
     display_name: str = "",
     is_admin: bool = False,
+    terms_accepted: bool = False,
 ) -> Account:
+    """A new account; ``terms_accepted`` records that its owner accepted the store's terms
+    of service and privacy policy (the sign-up form asks)."""
     username = validation.username(username.lower())
     email = validation.email(email)
     validation.password(password)
@@ -69,6 +72,7 @@ def create_account(
         display_name=display_name or username,
         password_hash=security.hash_password(password),
         is_admin=is_admin,
+        terms_accepted_at=utcnow() if terms_accepted else None,
     )
     _claim(
         session,
@@ -104,6 +108,31 @@ def _claim(
             session.flush()
     except IntegrityError:
         raise taken from None
+
+
+def signup_problems(
+    session: Session, *, username: str, email: str, password: str, display_name: str = ""
+) -> dict[str, str]:
+    """Everything wrong with a sign-up at once, by field (create_account checks the same)."""
+    problems: dict[str, str] = {}
+    checks = (
+        ("username", lambda: validation.username(username.lower())),
+        ("email", lambda: validation.email(email)),
+        ("password", lambda: validation.password(password)),
+        ("display_name", lambda: validation.text(display_name, what="Display name", max_len=120)),
+    )
+    for field, check in checks:
+        try:
+            check()
+        except ValidationFailed as exc:
+            problems[field] = exc.detail
+    if "username" not in problems and namespace_taken(session, username.lower()):
+        problems["username"] = f"The username '{username.lower()}' is taken"
+    if "email" not in problems and session.scalar(
+        select(Account.id).where(Account.email == email.strip().lower())
+    ):
+        problems["email"] = "An account with this e-mail address exists"
+    return problems
 
 
 def get_account(session: Session, account_id: uuid.UUID) -> Account:

@@ -122,4 +122,5 @@ def search(
         },
         sort=results.sort,
         notice=notice,
+        did_you_mean=service.did_you_mean(session, results, caller.account),
     )

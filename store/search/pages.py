@@ -97,6 +97,7 @@ def search_page(request: Request, session: DbSession, viewer: Viewer) -> Respons
         "page_url": lambda n: url(page=n),
         "facet_url": lambda facet, value: url(**{facet: value, "page": None}),
         "suggestions": service.suggestions(results) if results and not results.hits else [],
+        "did_you_mean": service.did_you_mean(session, results, viewer) if results else None,
         "suggest_url": lambda q: "/search?" + urlencode({"q": q}),
         "highlight": highlighter(results.query) if results else (lambda t: t),
         "badges_of": badges_of,

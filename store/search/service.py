@@ -406,6 +406,22 @@ def _labels(session: Session, by_facet: dict[str, list[tuple[str, int]]]) -> dic
     return {(facet, slug): name for facet, slug, name in rows}
 
 
+def did_you_mean(
+    session: Session, results: SearchResults, account: Account | None = None
+) -> str | None:
+    """For a search that found nothing: the query with misspelt words replaced by words of
+    the index's vocabulary (store.search.spelling), when that query finds something."""
+    if results.total or results.query.empty:
+        return None
+    from store.search import spelling
+
+    candidate = spelling.did_you_mean(session.connection(), results.q)
+    if candidate is None or fold(candidate) == fold(results.q):
+        return None
+    found = search(session, q=candidate, filters=results.filters, account=account, per_page=1)
+    return candidate if found.total else None
+
+
 def suggestions(results: SearchResults) -> list[dict[str, str]]:
     """Other searches to offer when nothing matched (q and filters to link to)."""
     out: list[dict[str, str]] = []
@@ -416,11 +432,6 @@ def suggestions(results: SearchResults) -> list[dict[str, str]]:
         words = [" ".join(g[0].tokens) for g in groups]
         out.append({"q": " OR ".join(words), "label": "Match any of the words"})
         out.extend({"q": w, "label": f"Search for “{w}” alone"} for w in words[:3])
-    if groups and len(groups) == 1 and not groups[0][0].prefix:
-        word = groups[0][0].tokens[-1]
-        if len(word) >= 3:
-            stem = word[: max(2, len(word) - 2)]
-            out.append({"q": f"{stem}*", "label": f"Words starting with “{stem}”"})
     if results.query.excluded:
         kept = " ".join(" ".join(g[0].tokens) for g in groups)
         out.append({"q": kept, "label": "Search without the exclusions"})

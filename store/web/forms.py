@@ -31,6 +31,11 @@ _SECRET_FIELDS = frozenset(
 )
 
 
+def _secret(value: str) -> bool:
+    """A pasted private key (PEM, OpenSSH, cosign): refused input that must not be echoed."""
+    return "PRIVATE KEY" in value.upper()
+
+
 async def _form(request: Request) -> FormData:
     return await request.form()
 
@@ -47,6 +52,16 @@ class FieldError(ValidationFailed):
         self.field = field
 
 
+class FieldErrors(ValidationFailed):
+    """Several fields wrong at once: every message is shown beside its field."""
+
+    def __init__(self, errors: dict[str, str], *, status_code: int = 422) -> None:
+        first = next(iter(errors.values()))
+        super().__init__(first if len(errors) == 1 else f"Correct the {len(errors)} fields marked")
+        self.errors = dict(errors)
+        self.status_code = status_code
+
+
 class FormState:
     """The outcome of a failed submission of one named form on a page.
 
@@ -60,18 +75,23 @@ class FormState:
         values: dict[str, list[str]] | None = None,
         error: str = "",
         field: str = "",
+        errors: dict[str, str] | None = None,
     ) -> None:
         self.name = name
         self.values = values or {}
         self.error = error
         self.field = field
+        self.errors = errors or {}
 
     @classmethod
     def failed(cls, name: str, form: FormData, exc: StoreError) -> FormState:
         values: dict[str, list[str]] = {}
         for key, value in form.multi_items():
-            if key not in _SECRET_FIELDS and isinstance(value, str):
+            if key not in _SECRET_FIELDS and isinstance(value, str) and not _secret(value):
                 values.setdefault(key, []).append(value)
+        errors = getattr(exc, "errors", None)
+        if isinstance(errors, dict) and errors:
+            return cls(name, values, exc.detail, "", {str(k): str(v) for k, v in errors.items()})
         field = getattr(exc, "field", "") or _guess_field(exc.detail, set(form.keys()))
         return cls(name, values, exc.detail, field)
 
@@ -97,7 +117,11 @@ class FormState:
         return self.error if self.submitted(name) and not self.field else ""
 
     def field_error(self, name: str, field: str) -> str:
-        return self.error if self.submitted(name) and self.field == field else ""
+        if not self.submitted(name):
+            return ""
+        if self.errors:
+            return self.errors.get(field, "")
+        return self.error if self.field == field else ""
 
     def any_error(self, name: str) -> str:
         return self.error if self.submitted(name) else ""

@@ -15,6 +15,7 @@ SESSION_COOKIE = "store_session"
 def install(app: FastAPI) -> None:
     """Register page routes, sessions, CSRF and the HTML error renderer."""
     from store.web import (
+        legal,
         routes_account,
         routes_admin,
         routes_auth,
@@ -39,7 +40,9 @@ def install(app: FastAPI) -> None:
     )
     # Organization actions live under "/publish/{org}/-/..." ("-" is never a product name),
     # so they cannot collide with a product's "/publish/{org}/{name}/..." pages.
+    legal.warn_if_missing(settings)
     for module in (
+        legal,
         routes_catalog,
         routes_auth,
         routes_two_factor,

@@ -16,7 +16,7 @@ from store.errors import StoreError
 from store.web import forms
 from store.web.auth import login_session, logout_session, open_session, use_session
 from store.web.csrf import csrf_protect
-from store.web.forms import FieldError, Form, FormState
+from store.web.forms import Form, FormState
 from store.web.routes_two_factor import start_second_step
 from store.web.routing import Viewer, page_router, safe_next
 from store.web.templating import flash, redirect, render
@@ -53,14 +53,29 @@ def signup(request: Request, session: DbSession, form: Form) -> Response:
     def create() -> Account:
         if wait is not None:
             raise ratelimit.too_many(wait, "sign-ups")
+        problems = accounts.signup_problems(
+            session,
+            username=forms.text(form, "username"),
+            email=forms.text(form, "email"),
+            password=forms.text(form, "password"),
+            display_name=forms.text(form, "display_name"),
+        )
         if forms.text(form, "password") != forms.text(form, "password_confirm"):
-            raise FieldError("password_confirm", "The two passwords do not match")
+            problems["password_confirm"] = "The two passwords do not match"  # noqa: S105
+        if not forms.checkbox(form, "accept_terms"):
+            problems["accept_terms"] = (
+                "Accept the terms of service and the privacy policy to create an account"
+            )
+        if problems:
+            taken = all("taken" in m or "exists" in m for m in problems.values())
+            raise forms.FieldErrors(problems, status_code=409 if taken else 422)
         return accounts.create_account(
             session,
             username=forms.text(form, "username"),
             email=forms.text(form, "email"),
             password=forms.text(form, "password"),
             display_name=forms.text(form, "display_name"),
+            terms_accepted=True,
         )
 
     result = forms.attempt(session, create)

@@ -143,6 +143,10 @@ def test_access_denials_say_why(session: Session, shop: dict, setup: str, reason
 
 def test_publisher_members_and_public_products_always_pull(session: Session, shop: dict) -> None:
     assert entitlements.access_for(session, shop["owner"], shop["product"]).reason == "publisher"
+    # an administrator may pull too, and is not told it is a member of the publisher
+    admin = entitlements.access_for(session, make_admin(session, "other-admin"), shop["product"])
+    assert (admin.allowed, admin.reason) == (True, "admin")
+    assert "member" not in admin.message
     public = make_product(
         session,
         shop["org"],

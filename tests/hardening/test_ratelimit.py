@@ -183,6 +183,7 @@ def test_signups_are_limited_per_address(app: FastAPI, client: TestClient) -> No
             "email": "new4@example.com",
             "password": "a long password 1",
             "password_confirm": "a long password 1",
+            "accept_terms": "on",
             "csrf_token": token,
         },
     )

@@ -60,6 +60,7 @@ def test_sign_up_sends_a_verification_link_that_works_once(
             "display_name": "Verity",
             "password": PASSWORD,
             "password_confirm": PASSWORD,
+            "accept_terms": "on",
             "csrf_token": csrf_of(page.text),
         },
     )

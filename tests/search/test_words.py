@@ -135,3 +135,32 @@ def test_a_pull_reaches_the_listing_and_the_hub_documents_at_once(
         )
     )
     assert listing is not None and listing.popularity > 0
+
+
+def test_did_you_mean_comes_from_the_visible_vocabulary(
+    client: TestClient, session: Session, catalog: dict
+) -> None:
+    owner = make_account(session, "secretive")
+    org = make_org(session, owner, "hushed")
+    make_product(session, org, owner, "zeppelin", title="Zeppelin", publish=False)
+    session.commit()
+    body = client.get("/api/v1/search", params={"q": "postgersql failover"}).json()
+    assert body["total"] == 0 and body["did_you_mean"] == "postgresql failover"
+    page = client.get("/search", params={"q": "postgersql"})
+    assert "Did you mean" in page.text and "/search?q=postgresql" in page.text
+    # a draft's words are never offered, a known word needs no correction
+    assert client.get("/api/v1/search", params={"q": "zepelin"}).json()["did_you_mean"] is None
+    assert client.get("/api/v1/search", params={"q": "vault"}).json()["did_you_mean"] is None
+    # nothing within two edits
+    assert client.get("/api/v1/search", params={"q": "qqqqqqq"}).json()["did_you_mean"] is None
+
+
+def test_sorts_order_the_matches(client: TestClient, session: Session, catalog: dict) -> None:
+    body = client.get("/api/v1/search", params={"q": "", "sort": "title"}).json()
+    titles = [r["title"] for r in body["results"]]
+    assert titles == sorted(titles, key=str.lower) and body["sort"] == "title"
+    odd = client.get("/api/v1/search", params={"q": "", "sort": "bogus"}).json()
+    assert odd["sort"] == "relevance" and "not a sort order" in odd["notice"]
+    for sort in ("pulls", "stars", "updated", "price"):
+        response = client.get("/api/v1/search", params={"q": "n", "sort": sort})
+        assert response.status_code == 200 and response.json()["sort"] == sort

@@ -23,6 +23,7 @@ def test_signup_login_logout(browser: TestClient, session: Session) -> None:
             "display_name": "Alice A.",
             "password": PASSWORD,
             "password_confirm": PASSWORD,
+            "accept_terms": "on",
         },
     )
     assert signup.status_code == 200
@@ -54,6 +55,7 @@ def test_signup_errors_keep_input(browser: TestClient, session: Session) -> None
             "display_name": "Newcomer",
             "password": PASSWORD,
             "password_confirm": PASSWORD,
+            "accept_terms": "on",
         },
     )
     assert response.status_code == 409

@@ -13,3 +13,45 @@
     });
   });
 })();
+
+// Search as you type: the header box offers the names of the first matches (the same
+// search as the results page, through the JSON API). Without this file the box still works.
+(function () {
+  "use strict";
+  var input = document.getElementById("site-search");
+  var list = document.getElementById("site-search-suggestions");
+  if (!input || !list || !window.fetch) return;
+  input.setAttribute("list", list.id);
+  var timer = null;
+  var asked = "";
+  input.addEventListener("input", function () {
+    clearTimeout(timer);
+    timer = setTimeout(function () {
+      var q = input.value.trim();
+      if (q.length < 2 || q === asked) return;
+      asked = q;
+      var url = "/api/v1/search?per_page=6&q=" + encodeURIComponent(q);
+      fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+        .then(function (response) { return response.ok ? response.json() : null; })
+        .then(function (body) {
+          if (!body || asked !== q) return;
+          list.textContent = "";
+          body.results.forEach(function (hit) {
+            var option = document.createElement("option");
+            option.value = hit.title || hit.name;
+            option.label = hit.name;
+            list.appendChild(option);
+          });
+        })
+        .catch(function () { /* suggestions are optional */ });
+    }, 150);
+  });
+})();
+
+// Filters behind a button on narrow screens: open on wide ones.
+(function () {
+  "use strict";
+  var toggle = document.querySelector("details.filters-toggle");
+  if (!toggle || !window.matchMedia) return;
+  if (window.matchMedia("(min-width: 801px)").matches) toggle.open = true;
+})();
