@@ -48,7 +48,8 @@ class _HeaderDeadline:
         """The first byte of a request: its headers must be complete within the deadline."""
         if self._awaiting_first_byte:
             self._awaiting_first_byte = False
-            self._arm(self._header_timeout)
+            # The second look (CONFIRM_S) is part of the deadline, not added to it.
+            self._arm(max(0.1, self._header_timeout - CONFIRM_S))
 
     def _arm(self, seconds: float) -> None:
         self._disarm_header_deadline()
