@@ -23,6 +23,7 @@ from store.billing.schemas import (
     SalesRowOut,
     SubscriptionOut,
 )
+from store.billing.webhook_api import catch_up
 from store.catalog import service as catalog
 from store.deps import CurrentAccount, DbSession
 from store.errors import NotFound, PaymentRequired, ServiceUnavailable, StoreError, ValidationFailed
@@ -145,9 +146,18 @@ def my_orders(session: DbSession, account: CurrentAccount) -> list[OrderOut]:
 
 
 @router.get("/orders/{order_id}", response_model=OrderOut)
-def get_order(order_id: uuid.UUID, session: DbSession, account: CurrentAccount) -> OrderOut:
-    """One of your orders (administrators: any order)."""
-    return OrderOut.model_validate(orders.get_visible_order(session, order_id, account))
+def get_order(
+    order_id: uuid.UUID,
+    request: Request,
+    session: DbSession,
+    billing: BillingDep,
+    account: CurrentAccount,
+) -> OrderOut:
+    """One of your orders (administrators: any order). An unpaid order is checked with the
+    payment gateway first, so a payment whose webhook has not arrived is fulfilled now."""
+    order = orders.get_visible_order(session, order_id, account)
+    fresh = catch_up(request, billing, order)
+    return OrderOut.model_validate(fresh if fresh is not None else order)
 
 
 @router.post("/orders/{order_id}/refunds", response_model=OrderOut)

@@ -95,6 +95,14 @@ class PaymentGateway(Protocol):
         """The gateway's current status of the order's payment (for pages; no state change)."""
         ...
 
+    def fetch_payment(self, ref: str) -> dict[str, Any] | None:
+        """The gateway's current PaymentIntent, or None (not supported or unknown)."""
+        ...
+
+    def fetch_invoice(self, ref: str) -> dict[str, Any] | None:
+        """The gateway's current invoice, or None (not supported or unknown)."""
+        ...
+
     def fetch_subscription(self, ref: str) -> dict[str, Any] | None:
         """The gateway's current subscription object, or None (not supported or unknown)."""
         ...

@@ -38,9 +38,10 @@ RANK = {
     "pending": 0,
     "requires_action": 1,
     "failed": 2,
-    "paid": 3,
-    "partially_refunded": 4,
-    "refunded": 5,
+    "review": 3,  # paid, but not what was quoted: held until an administrator decides
+    "paid": 4,
+    "partially_refunded": 5,
+    "refunded": 6,
 }
 GATEWAY_UNAVAILABLE = "gateway_unavailable"
 
@@ -289,7 +290,7 @@ def mark_paid(
     """Order paid; a one-time order gets its perpetual entitlement. False if it already was."""
     if payment_ref and order.payment_ref is None:
         order.payment_ref = payment_ref
-    if RANK[order.status] >= RANK["paid"]:
+    if RANK[order.status] >= RANK["paid"] or order.status == "review":
         return False
     order.status = "paid"
     order.failure_reason = ""
@@ -311,6 +312,27 @@ def mark_paid(
         )
     if entitlement is not None:
         order.entitlement_id = entitlement.id
+    session.flush()
+    return True
+
+
+def hold_for_review(session: Session, order: Order, *, payment_ref: str, reason: str) -> bool:
+    """A payment whose amount or currency is not the order's: never fulfilled; the order goes
+    to ``review`` and administrators are alerted (log and audit event)."""
+    if order.payment_ref is None:
+        order.payment_ref = payment_ref
+    if RANK[order.status] >= RANK["review"]:
+        return False
+    order.status = "review"
+    order.failure_reason = reason[:500]
+    log.error("order %s held for review: %s", order.id, reason)
+    audit.record(
+        session,
+        action="order.review",
+        target=order,
+        org=order.product.organization_id,
+        details={"reason": reason, "payment_ref": payment_ref},
+    )
     session.flush()
     return True
 

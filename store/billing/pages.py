@@ -22,6 +22,7 @@ from store.billing.pricing import Buyer, normalize_country, normalize_vat_id
 from store.billing.runtime import Billing, billing_of
 from store.billing.sweep import maybe_sweep
 from store.billing.test_gateway import TEST_CARDS, TestGateway
+from store.billing.webhook_api import catch_up
 from store.catalog import service as catalog
 from store.deps import DbSession
 from store.errors import NotFound, StoreError, ValidationFailed
@@ -213,6 +214,9 @@ def order_status(
     still on its way."""
     billing = _billing(request, session)
     order = _my_order(session, order_id, account)
+    if catch_up(request, billing, order) is not None:
+        # The webhook had not arrived: the gateway's answer was applied; show it.
+        return redirect(f"/checkout/orders/{order.id}")
     gateway_status = None
     client_secret = None
     if order.status in ("pending", "requires_action") and not billing.test_mode:

@@ -371,6 +371,22 @@ class StripeGateway:
         except stripe.StripeError as exc:
             raise GatewayError(str(exc)) from exc
 
+    def fetch_payment(self, ref: str) -> dict[str, Any] | None:
+        try:
+            return _plain(self.v1.payment_intents.retrieve(ref))
+        except stripe.InvalidRequestError:
+            return None
+        except stripe.StripeError as exc:
+            raise GatewayError(str(exc)) from exc
+
+    def fetch_invoice(self, ref: str) -> dict[str, Any] | None:
+        try:
+            return _plain(self.v1.invoices.retrieve(ref))
+        except stripe.InvalidRequestError:
+            return None
+        except stripe.StripeError as exc:
+            raise GatewayError(str(exc)) from exc
+
     def fetch_subscription(self, ref: str) -> dict[str, Any] | None:
         try:
             return _plain(self.v1.subscriptions.retrieve(ref))

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
+import anyio.from_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
-from store.billing import sweep, webhooks
+from store.billing import reconcile, sweep, webhooks
+from store.billing.models import Order
 from store.billing.runtime import Billing, billing_of
 from store.errors import NotFound, StoreError
 from store.observability import metrics
@@ -37,6 +40,45 @@ def _process(request: Request, billing: Billing, event: dict[str, Any]) -> webho
         session.close()
     if result.status == "processed":
         sweep.maybe_sweep(request.app.state.sessionmaker, billing)
+    return result
+
+
+def _catch_up(request: Request, billing: Billing, order_id: uuid.UUID) -> Order | None:
+    session: Session = request.app.state.sessionmaker()
+    try:
+        session.info.setdefault("keyring", request.app.state.keyring)
+        session.info.setdefault("settings", request.app.state.settings)
+        changed = reconcile.order_status_refresh(session, billing, order_id)
+        session.commit()
+        if not changed:
+            return None
+        order = session.get(Order, order_id)
+        assert order is not None
+        session.refresh(order)
+        session.expunge(order)
+        return order
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def catch_up(request: Request, billing: Billing, order: Order) -> Order | None:
+    """For pages and API reads of an unpaid order (read-only requests): ask the gateway and
+    fulfil through the webhook handlers, in a writing unit of work of its own taken in this
+    process's write turn. The order as it is now if that changed it (detached), else None."""
+    if order.status not in reconcile.UNPAID or order.gateway != billing.gateway.name:
+        return None
+    if billing.test_mode:
+        return None  # the test gateway's events are applied in the checkout itself
+    try:
+        result: Order | None = anyio.from_thread.run(
+            request.app.state.write_turns.run, _catch_up, request, billing, order.id
+        )
+    except StoreError as exc:
+        log.warning("could not catch up order %s: %s", order.id, exc.detail)
+        return None
     return result
 
 

@@ -14,7 +14,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import stripe
@@ -112,7 +112,23 @@ def process_event(
 # --- payment intents (one-time orders) --------------------------------------------------
 
 
-def _order_of_intent(session: Session, billing: Billing, pi: dict[str, Any]) -> orders.Order | None:
+# How long an event naming an order or subscription this store does not know is answered
+# 503 (Stripe redelivers it: its checkout may still be committing). Older ones are
+# acknowledged and logged: they belong to another store on the same Stripe account, or to
+# data that is gone, and a 503 forever would get the endpoint disabled.
+UNKNOWN_WINDOW = timedelta(minutes=10)
+
+
+def _unknown(what: str, at: datetime) -> None:
+    """Raise RetryLater for a young event naming something unknown; log an old one."""
+    if datetime.now(UTC) - at < UNKNOWN_WINDOW:
+        raise RetryLater(f"{what} is not known yet")
+    log.warning("event for unknown %s acknowledged (sent %s)", what, at.isoformat())
+
+
+def _order_of_intent(
+    session: Session, billing: Billing, pi: dict[str, Any], at: datetime
+) -> orders.Order | None:
     order_id = dig(pi, "metadata", "order_id")
     if not order_id:
         return None  # not a one-time order of this store (e.g. a subscription invoice's)
@@ -123,26 +139,35 @@ def _order_of_intent(session: Session, billing: Billing, pi: dict[str, Any]) -> 
     try:
         order = orders.lock_order(session, oid)
     except StoreError:
-        raise RetryLater(f"Order {order_id} is not known yet") from None
+        _unknown(f"order {order_id}", at)
+        return None
     if order.gateway != billing.gateway.name and order.gateway != "stripe":
         return None
     return order
 
 
 def _intent_succeeded(session: Session, billing: Billing, pi: dict[str, Any], at: datetime) -> None:
-    order = _order_of_intent(session, billing, pi)
+    order = _order_of_intent(session, billing, pi, at)
     if order is None:
         return
     if order.gateway_ref is None and order.kind == "one_time":
         order.gateway_ref = str(pi["id"])
-    if int(pi.get("amount") or 0) != order.total_minor:
-        log.warning("order %s: paid %s, expected %s", order.id, pi.get("amount"), order.total_minor)
+    amount, currency = int(pi.get("amount") or 0), str(pi.get("currency") or "").lower()
+    if (amount, currency) != (order.total_minor, order.currency):
+        # Never fulfil what was not paid as quoted: an administrator looks at it.
+        orders.hold_for_review(
+            session,
+            order,
+            payment_ref=str(pi["id"]),
+            reason=f"Paid {amount} {currency}, expected {order.total_minor} {order.currency}",
+        )
+        return
     if orders.mark_paid(session, order, paid_at=at, payment_ref=str(pi["id"])):
         notices.receipt(session, billing.store, order=order)
 
 
 def _intent_failed(session: Session, billing: Billing, pi: dict[str, Any], at: datetime) -> None:
-    order = _order_of_intent(session, billing, pi)
+    order = _order_of_intent(session, billing, pi, at)
     if order is None:
         return
     message = dig(pi, "last_payment_error", "message") or "The payment failed."
@@ -154,13 +179,13 @@ def _intent_failed(session: Session, billing: Billing, pi: dict[str, Any], at: d
 def _intent_requires_action(
     session: Session, billing: Billing, pi: dict[str, Any], at: datetime
 ) -> None:
-    order = _order_of_intent(session, billing, pi)
+    order = _order_of_intent(session, billing, pi, at)
     if order is not None:
         orders.mark_requires_action(session, order)
 
 
 def _intent_canceled(session: Session, billing: Billing, pi: dict[str, Any], at: datetime) -> None:
-    order = _order_of_intent(session, billing, pi)
+    order = _order_of_intent(session, billing, pi, at)
     if order is not None:
         orders.mark_failed(session, order, reason="The payment was canceled.")
 
@@ -188,13 +213,13 @@ def _subscription_changed(
     )
     if sub is None:
         if dig(obj, "metadata", "subscription_id"):
-            raise RetryLater("The subscription is not known yet")
+            _unknown(f"subscription {dig(obj, 'metadata', 'subscription_id')}", at)
         return
     subscriptions.refresh_from_gateway(session, billing, sub, obj, at=at)
 
 
 def _invoice_sub(
-    session: Session, billing: Billing, invoice: dict[str, Any]
+    session: Session, billing: Billing, invoice: dict[str, Any], at: datetime
 ) -> subscriptions.Subscription | None:
     ref = subscriptions.invoice_subscription_ref(invoice)
     if ref is None:
@@ -204,14 +229,14 @@ def _invoice_sub(
     )
     sub = _subscription(session, billing, ref, local_id)
     if sub is None and local_id:
-        raise RetryLater("The subscription is not known yet")
+        _unknown(f"subscription {local_id}", at)
     return sub
 
 
 def _invoice_paid(
     session: Session, billing: Billing, invoice: dict[str, Any], at: datetime
 ) -> None:
-    sub = _invoice_sub(session, billing, invoice)
+    sub = _invoice_sub(session, billing, invoice, at)
     if sub is not None:
         subscriptions.invoice_paid(session, billing, sub, invoice, at=at)
 
@@ -219,7 +244,7 @@ def _invoice_paid(
 def _invoice_failed(
     session: Session, billing: Billing, invoice: dict[str, Any], at: datetime
 ) -> None:
-    sub = _invoice_sub(session, billing, invoice)
+    sub = _invoice_sub(session, billing, invoice, at)
     if sub is not None:
         subscriptions.invoice_failed(session, billing, sub, invoice, at=at)
 

@@ -4,6 +4,9 @@
   Products and Plans; history rows for the test gateway). Old prices are never changed.
 * ``sweep``: suspend entitlements whose payment grace ran out, expire ended subscriptions
   (and, with the test gateway, renew due ones). Run it from cron, e.g. every 15 minutes.
+* ``reconcile [--since TIME]``: compare unpaid orders and running subscriptions with the
+  gateway and fix them (a webhook that never came); run it from a timer
+  (deploy/systemd/store-reconcile.timer).
 * ``orders``: list recent orders. ``refund ORDER [--amount 12.50]``: full or partial refund.
 
 Billing settings come from the environment (STRIPE_SECRET_KEY, STRIPE_PUBLISHABLE_KEY,
@@ -13,12 +16,13 @@ STRIPE_WEBHOOK_SECRET, STRIPE_API_BASE, STORE_BILLING_*); see docs/payments.md.
 from __future__ import annotations
 
 import argparse
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
 
 from store.billing import orders as order_service
-from store.billing import prices, subscriptions
+from store.billing import prices, reconcile, subscriptions
 from store.billing.config import BillingSettings
 from store.billing.models import Order
 from store.billing.runtime import Billing, build_billing
@@ -58,6 +62,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     sub = parser.add_subparsers(dest="billing_command", metavar="ACTION", required=True)
     add_command(sub, "sync", _sync, help="create or update products and prices at the gateway")
     add_command(sub, "sweep", _sweep, help="suspend after grace, expire ended subscriptions")
+    p = add_command(
+        sub,
+        "reconcile",
+        _reconcile,
+        help="compare open orders and running subscriptions with the gateway and fix them",
+    )
+    p.add_argument(
+        "--since",
+        type=_since,
+        default=None,
+        help="check unpaid orders created at or after this ISO 8601 time (default: 30 days ago)",
+    )
     p = add_command(sub, "orders", _orders, help="list recent orders")
     p.add_argument(
         "--limit", type=positive_int, default=50, help="at most this many (default %(default)s)"
@@ -125,6 +141,44 @@ def _sweep(args: argparse.Namespace) -> int:
         counts = subscriptions.expire_due(session, billing)
     emit(args, counts, text=", ".join(f"{k}: {v}" for k, v in counts.items()))
     return 0
+
+
+def _since(value: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {value!r}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@command
+def _reconcile(args: argparse.Namespace) -> int:
+    """Catch up with the gateway: fulfil or fail unpaid orders whose webhook never came,
+    bring running subscriptions to the gateway's state; report what changed. Exit 1 when
+    the gateway could not be asked about something."""
+    billing = _billing()
+    with unit_of_work() as session:
+        report = reconcile.reconcile_all(session, billing, since=args.since)
+    data = {
+        "orders_checked": report.orders_checked,
+        "subscriptions_checked": report.subscriptions_checked,
+        "changed": report.changed,
+        "errors": report.errors,
+    }
+
+    def text(d: dict[str, Any]) -> str:
+        lines = [
+            f"orders checked: {d['orders_checked']}, "
+            f"subscriptions checked: {d['subscriptions_checked']}, changed: {len(d['changed'])}"
+        ]
+        for change in d["changed"]:
+            what = "order" if "order" in change else "subscription"
+            lines.append(f"  {what} {change[what]}: {change['from']} -> {change['to']}")
+        lines += [f"  error: {e}" for e in d["errors"]]
+        return "\n".join(lines)
+
+    emit(args, data, text=text)
+    return 1 if report.errors else 0
 
 
 @command

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from store.billing import orders, prices, subscriptions
+from store.billing import orders, prices, reconcile, subscriptions
 from store.billing.gateway import PaymentInput
 from store.billing.models import GatewayCustomer, GatewayTaxRate, Order, Subscription
 from store.billing.pricing import Buyer
@@ -246,8 +246,11 @@ def test_stripe_checkout_page_loads_stripe_js(
     )
     assert r.status_code == 303
     status = client.get(r.headers["location"])
-    # Paid at Stripe, webhook not here yet: the page says so and refreshes.
-    assert "Your payment went through" in status.text and status.headers["refresh"] == "3"
+    # Paid at Stripe, webhook not here yet: the page asked Stripe and fulfilled the order.
+    assert status.status_code == 200 and "refresh" not in status.headers
+    session.expire_all()
+    order = session.scalars(select(Order).where(Order.account_id == shop.buyer.id)).one()
+    assert order.status == "paid" and order.entitlement_id is not None
 
 
 def test_new_and_repriced_tiers_get_their_stripe_plan_at_once(
@@ -351,3 +354,63 @@ def test_tax_shown_is_tax_charged(
     )
     session.commit()
     assert session.scalar(select(func.count()).select_from(GatewayTaxRate)) == 1
+
+
+def test_lost_webhooks_reconciled_by_the_command(
+    session: Session, stripe_billing: Billing, shop: Shop
+) -> None:
+    """The webhook never arrives: store billing reconcile fulfils through the same path."""
+    once, paid_once = checkout(session, stripe_billing, shop, shop.one_time, "pm_card_visa")
+    subscriber = make_account(session)
+    sub_order = orders.start_checkout(
+        session, stripe_billing, account=subscriber, tier=shop.monthly
+    )
+    session.commit()
+    orders.pay(
+        session,
+        stripe_billing,
+        order=sub_order,
+        payment=PaymentInput(payment_method="pm_card_visa"),
+    )
+    session.commit()
+    assert paid_once.status == "succeeded" and once.status == "pending"
+    report = reconcile.reconcile_all(session, stripe_billing)
+    session.commit()
+    assert report.errors == [] and report.orders_checked == 2
+    session.expire_all()
+    once = session.get(Order, once.id)  # type: ignore[assignment]
+    sub_order = session.get(Order, sub_order.id)  # type: ignore[assignment]
+    assert once.status == "paid" and once.entitlement_id is not None
+    assert sub_order.status == "paid"
+    sub = session.get(Subscription, sub_order.subscription_id)
+    assert sub is not None and sub.status == "active" and sub.entitlement_id is not None
+    assert {c.get("order") for c in report.changed} >= {str(once.id), str(sub_order.id)}
+    # Running it again changes nothing; the late webhook then changes nothing either.
+    again = reconcile.reconcile_all(session, stripe_billing)
+    assert again.changed == [] and again.orders_checked == 0
+
+
+def test_lost_webhook_reconciled_by_the_order_page_and_api(
+    client: TestClient, session: Session, stripe_billing: Billing, shop: Shop
+) -> None:
+    from tests.factories import api_token, auth
+    from tests.web.helpers import HTML, login
+
+    order, _ = checkout(session, stripe_billing, shop, shop.one_time, "pm_card_visa")
+    token = auth(api_token(session, shop.buyer))
+    session.commit()
+    r = client.get(f"/api/v1/billing/orders/{order.id}", headers=token)
+    assert r.status_code == 200 and r.json()["status"] == "paid" and r.json()["receipt_number"]
+    other = make_account(session)
+    second = orders.start_checkout(session, stripe_billing, account=other, tier=shop.one_time)
+    session.commit()
+    orders.pay(
+        session, stripe_billing, order=second, payment=PaymentInput(payment_method="pm_card_visa")
+    )
+    session.commit()
+    client.headers.update(HTML)
+    login(client, other.username)
+    page = client.get(f"/checkout/orders/{second.id}")
+    assert page.status_code == 200 and "Nothing is active yet" not in page.text
+    session.expire_all()
+    assert session.get(Order, second.id).status == "paid"  # type: ignore[union-attr]

@@ -12,16 +12,19 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from store.audit.models import AuditEvent
 from store.billing import orders, subscriptions
 from store.billing.gateway import PaymentInput
 from store.billing.models import Order, Subscription
 from store.billing.runtime import Billing
 from store.billing.test_gateway import CARD_SUCCESS
 from store.db import utcnow
+from store.errors import Conflict
 from store.licensing.models import Entitlement
 from store.registry.models import ProcessedEvent
 from tests.billing.conftest import Shop
 from tests.billing.helpers import make_event, post_event, sign
+from tests.factories import make_account
 
 
 def pending_order(session: Session, billing: Billing, shop: Shop) -> Order:
@@ -444,3 +447,52 @@ def test_an_unsigned_body_is_refused_for_its_signature_not_its_shape(
         headers={"Stripe-Signature": sign("another body")},
     )
     assert r.status_code == 400 and r.json()["error"] == "bad_signature"
+
+
+def test_events_for_unknown_orders_are_acknowledged_after_a_short_window(
+    client: TestClient, billing: Billing
+) -> None:
+    unknown = {"order_id": "0b7c4f7e-2a51-4d1c-9a39-0f5ad0d1a222"}
+    old = int(time.time()) - 11 * 60
+    for type_, obj in (
+        ("payment_intent.succeeded", {"id": "pi_old", "amount": 1, "metadata": unknown}),
+        ("payment_intent.payment_failed", {"id": "pi_old2", "metadata": unknown}),
+        (
+            "customer.subscription.updated",
+            {
+                "id": "sub_old",
+                "status": "active",
+                "metadata": {"subscription_id": unknown["order_id"]},
+            },
+        ),
+    ):
+        r = post_event(client, make_event(type_, obj, created=old))
+        assert r.status_code == 200 and r.json()["status"] == "processed", r.text
+        young = post_event(client, make_event(type_, obj))
+        assert young.status_code == 503
+
+
+def test_amount_or_currency_mismatch_never_fulfils(
+    client: TestClient, session: Session, billing: Billing, shop: Shop
+) -> None:
+    order = pending_order(session, billing, shop)
+    r = post_event(client, make_event("payment_intent.succeeded", intent(order, amount=100)))
+    assert r.status_code == 200
+    held = fresh(session, order)
+    assert held.status == "review" and held.entitlement_id is None and held.paid_at is None
+    assert "Paid 100 usd" in held.failure_reason
+    # A later event for the same payment does not fulfil it either.
+    post_event(client, make_event("payment_intent.succeeded", intent(order)))
+    assert fresh(session, order).status == "review"
+    alert = session.scalars(select(AuditEvent).where(AuditEvent.action == "order.review")).one()
+    assert alert.target_id == str(order.id)
+    # Another currency is a mismatch too.
+    other = orders.start_checkout(
+        session, billing, account=make_account(session), tier=shop.one_time
+    )
+    session.commit()
+    post_event(client, make_event("payment_intent.succeeded", intent(other, currency="eur")))
+    assert fresh(session, other).status == "review"
+    # The holder cannot buy again meanwhile: the order is open.
+    with pytest.raises(Conflict):
+        orders.start_checkout(session, billing, account=shop.buyer, tier=shop.one_time)

@@ -217,7 +217,10 @@ def test_systemd_units_run_store_commands() -> None:
         "store.service",
         "store-migrate.service",
         "store-registry.service",
+        "store-reconcile.service",
     }
+    timers = {t.name for t in (ROOT / "deploy" / "systemd").glob("*.timer")}
+    assert timers == {"store-reconcile.timer"}
     for unit in units:
         parser = configparser.ConfigParser(strict=False, interpolation=None)
         parser.optionxform = str  # type: ignore[assignment,method-assign]
@@ -229,7 +232,7 @@ def test_systemd_units_run_store_commands() -> None:
             continue
         assert argv[0] == "/opt/store/.venv/bin/store"
         args = build_parser().parse_args(argv[1:])
-        assert args.command in ("serve", "db")
+        assert args.command in ("serve", "db", "billing")
         assert parser["Service"]["User"] == "store"
 
 
