@@ -188,6 +188,14 @@ def set_password(session: Session, *, account: Account, password: str) -> None:
     sessions.end_all_sessions(session, account, reason="password")
 
 
+def set_display_name(session: Session, *, account: Account, display_name: str) -> Account:
+    """Change the name shown for the account (empty: the username)."""
+    name = validation.text(display_name, what="Display name", max_len=120)
+    account.display_name = name or account.username
+    session.flush()
+    return account
+
+
 def list_accounts(session: Session, *, query: str = "") -> list[Account]:
     stmt = select(Account).order_by(Account.username)
     if query:

@@ -137,6 +137,28 @@ def settings_page(request: Request, account: RequiredAccount) -> Response:
     return render(request, "account/settings.html", {"account": account, "form": forms.NO_FORM})
 
 
+@router.post("/my/account/profile")
+def change_profile(
+    request: Request, session: DbSession, account: RequiredAccount, form: Form
+) -> Response:
+    """Change the display name."""
+    result = forms.attempt(
+        session,
+        lambda: accounts.set_display_name(
+            session, account=account, display_name=forms.text(form, "display_name")
+        ),
+    )
+    if isinstance(result, StoreError):
+        return render(
+            request,
+            "account/settings.html",
+            {"account": account, "form": FormState.failed("profile", form, result)},
+            status=forms.error_status(result),
+        )
+    flash(request, "Your display name is changed.")
+    return redirect("/my/account")
+
+
 @router.post("/my/account/password")
 def change_password(
     request: Request, session: DbSession, account: RequiredAccount, form: Form

@@ -212,3 +212,16 @@ def test_api_password_log_in_is_refused_once_two_factor_is_on(
     assert refused.status_code == 403 and refused.json()["error"] == "two_factor_required"
     wrong = client.post("/api/v1/auth/token", json={"login": "apiuser", "password": "nope-nope-1"})
     assert wrong.status_code == 401
+
+
+def test_display_name_change(client: TestClient, session: Session) -> None:
+    account = make_account(session, "renamed")
+    session.commit()
+    login(client, "renamed")
+    done = submit(client, "/my/account", "/my/account/profile", {"display_name": "Ren Amed"})
+    assert done.status_code == 200 and "display name is changed" in done.text
+    session.expire_all()
+    assert session.get(Account, account.id).display_name == "Ren Amed"  # type: ignore[union-attr]
+    long = submit(client, "/my/account", "/my/account/profile", {"display_name": "x" * 500})
+    assert long.status_code == 422
+    assert client.post("/my/account/profile", data={"display_name": "y"}).status_code == 403
