@@ -19,6 +19,7 @@ from store.accounts.models import Account, Organization
 from store.audit import service as audit
 from store.errors import NotFound, ValidationFailed
 from store.registry import hub
+from store.registry.models import HubRepository
 from store.registry.scopes import valid_repository
 
 VISIBILITIES = hub.VISIBILITIES
@@ -84,3 +85,13 @@ def _view(session: Session, name: str, visibility: str) -> RepositoryVisibility:
         public=hub.anonymous_facts(name, product, visibility).public,
         product=product.repository if product is not None else None,
     )
+
+
+def list_repositories(session: Session, *, org: Organization) -> list[RepositoryVisibility]:
+    """Every repository the hub knows in the organisation's namespace, with its setting."""
+    repos = session.scalars(
+        select(HubRepository)
+        .where(HubRepository.namespace == org.slug)
+        .order_by(HubRepository.name)
+    )
+    return [_view(session, r.name, r.visibility) for r in repos]

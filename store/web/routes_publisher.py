@@ -16,6 +16,7 @@ from store.db import utcnow
 from store.deps import DbSession
 from store.errors import NotFound, StoreError
 from store.registry import hub
+from store.registry import visibility as registry_visibility
 from store.security_headers import NO_STORE
 from store.signing import service as signing
 from store.web import charts, forms
@@ -104,6 +105,7 @@ def org_page(
             "push_flags": signing.list_flags(session, org=org),
             "invitations": accounts.org_invitations(session, org) if is_owner else [],
             "robots": accounts.list_tokens(session, org=org) if is_owner else [],
+            "repositories": registry_visibility.list_repositories(session, org=org),
             "roles": accounts.ROLES,
             "account": account,
             "form": form,
@@ -260,6 +262,20 @@ def create_robot(
         },
         no_store=True,
     )
+
+
+@router.post("/publish/{org}/-/repositories/visibility")
+def set_repository_visibility(
+    request: Request, org: str, session: DbSession, account: RequiredAccount, form: Form
+) -> Response:
+    """Mark a repository of the namespace public or private (owners)."""
+    organization = member_org(session, account, org)
+    name = f"{organization.slug}/{str(form.get('name', '')).strip().lower()}"
+    view = registry_visibility.set_visibility(
+        session, actor=account, name=name, visibility=str(form.get("visibility", ""))
+    )
+    flash(request, f"{view.repository} is now {view.visibility}.")
+    return redirect(f"/publish/{organization.slug}")
 
 
 @router.post("/publish/{org}/-/robots/{token_id}/revoke")

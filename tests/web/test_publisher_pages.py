@@ -313,3 +313,50 @@ def test_owner_grants_and_revokes(browser: TestClient, session: Session) -> None
     session.refresh(held[0])
     assert held[0].status == "revoked"
     assert product.repository == "grantco/suite"
+
+
+def test_owner_marks_a_repository_public_on_the_dashboard(
+    browser: TestClient, session: Session
+) -> None:
+    from store.registry import hub
+
+    owner = make_account(session, "repo-owner")
+    viewer = make_account(session, "repo-viewer")
+    org = make_org(session, owner, "repoco")
+    accounts.add_member(
+        session, org=org, actor=make_account(session, is_admin=True), account=viewer, role="viewer"
+    )
+    hub.ensure_repository(session, "repoco/tools")
+    session.commit()
+    login(browser, "repo-owner")
+    page = browser.get("/publish/repoco")
+    assert "repoco/tools" in page.text and "Make public" in page.text
+    done = submit(
+        browser,
+        "/publish/repoco",
+        "/publish/repoco/-/repositories/visibility",
+        {"name": "tools", "visibility": "public"},
+    )
+    assert "repoco/tools is now public." in done.text
+    repo = hub.get_repository(session, "repoco/tools")
+    session.refresh(repo)
+    assert repo is not None and repo.visibility == "public" and repo.private is False
+    bad = submit(
+        browser,
+        "/publish/repoco",
+        "/publish/repoco/-/repositories/visibility",
+        {"name": "tools", "visibility": "everyone"},
+    )
+    assert bad.status_code == 422 and "Visibility must be one of" in bad.text
+    browser.post("/logout", data={"csrf_token": ""})
+    browser.cookies.clear()
+    login(browser, "repo-viewer")
+    seen = browser.get("/publish/repoco")
+    assert "repoco/tools" in seen.text and "Make private" not in seen.text
+    refused = submit(
+        browser,
+        "/publish/repoco",
+        "/publish/repoco/-/repositories/visibility",
+        {"name": "tools", "visibility": "private"},
+    )
+    assert refused.status_code == 403
