@@ -443,3 +443,24 @@ def suggestions(results: SearchResults) -> list[dict[str, str]]:
             seen.add(key)
             unique.append(s)
     return unique[:5]
+
+
+@dataclass(frozen=True)
+class ListingStats:
+    pulls: int
+    pulls_30d: int
+    updated_at: Any
+
+
+def listing_stats(session: Session, product_ids: list[uuid.UUID]) -> dict[uuid.UUID, ListingStats]:
+    """Pull counts and last update of store listings, from their search documents (one
+    query; cards show them)."""
+    if not product_ids:
+        return {}
+    d = SearchDocument.__table__.c
+    rows = session.execute(
+        select(d.ref_id, d.pull_count, d.pulls_30d, d.updated_at).where(
+            d.source == "store", d.ref_id.in_(product_ids)
+        )
+    )
+    return {r.ref_id: ListingStats(r.pull_count, r.pulls_30d, r.updated_at) for r in rows}

@@ -47,13 +47,16 @@ def parse_page(raw: str | None) -> int:
 def home(request: Request, session: DbSession) -> Response:
     """Featured official and certified products, categories and what is new."""
     newest = catalog.list_products(session, catalog.ProductFilter(sort="newest"), per_page=8)
+    featured = catalog.featured_products(session, limit=8)
+    shown = [p.id for p in (*featured, *newest.items)]
     return render(
         request,
         "catalog/home.html",
         {
-            "featured": catalog.featured_products(session, limit=8),
+            "featured": featured,
             "categories": catalog.category_counts(session),
             "newest": newest.items,
+            "stats": search.listing_stats(session, shown),
         },
     )
 
@@ -103,6 +106,7 @@ def browse(request: Request, session: DbSession) -> Response:
                 {*PLATFORMS, *([chosen["platform"]] if chosen["platform"] else [])}
             ),
             "sorts": list(search.SORTS.items()),
+            "stats": search.listing_stats(session, [p.id for p in page.items]),
         },
     )
 

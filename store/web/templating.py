@@ -16,7 +16,8 @@ from store import TEMPLATES_DIR, __version__
 from store.billing.pricing import BillingKind
 from store.catalog import money
 from store.catalog.markdown import render as render_markdown
-from store.catalog.models import Tier
+from store.catalog.models import Product, Tier
+from store.catalog.offers import offer_of
 from store.config import Settings
 from store.web import charts
 from store.web.csrf import csrf_field
@@ -35,6 +36,18 @@ def format_price(tier: Tier) -> str:
     if kind.interval is None:
         return f"{money} one-time"
     return f"{money} / {kind.interval}"
+
+
+def price_line(product: Product) -> str:
+    """The product's prices in one line: "Free · paid plans from $49.00 / month",
+    "From $49.00 / month", "Free", or "" when nothing is offered."""
+    offer = offer_of(product.tiers)
+    if offer.cheapest is None:
+        return "Free" if offer.free is not None else ""
+    cheapest = format_price(offer.cheapest)
+    if offer.free is not None:
+        return f"Free · paid plans from {cheapest}"
+    return f"From {cheapest}"
 
 
 def _billing_label(value: object) -> str:
@@ -78,6 +91,8 @@ def create_templates() -> Jinja2Templates:
         datetime=format_datetime,
         markdown=markdown,
         billing_label=_billing_label,
+        price_line=price_line,
+        offer=lambda product: offer_of(product.tiers),
     )
     env.globals.update(
         csrf_field=csrf_field,

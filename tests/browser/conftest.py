@@ -92,7 +92,8 @@ def store_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StoreServ
     ]
     process = start("store", argv, env=env, cwd=home, logs=home)
     try:
-        wait_http(f"{url}/static/store.css", timeout=30, proc=process.proc)
+        # A busy machine (CI runs suites side by side) can take a while to migrate and start.
+        wait_http(f"{url}/static/store.css", timeout=120, proc=process.proc)
         yield StoreServer(url, data_dir, process, seeded)
     finally:
         process.stop()

@@ -23,6 +23,7 @@ def sign_up(page: Page, username: str) -> None:
     page.get_by_label("Display name").fill(username.title())
     page.get_by_label("Password", exact=True).fill(PASSWORD)
     page.get_by_label("Repeat the password").fill(PASSWORD)
+    page.get_by_label(re.compile("I accept the Terms of service")).check()
     page.get_by_role("button", name="Sign up").click()
     expect(page).to_have_url(re.compile(r"/my/content$"))
     expect(flash(page, "Welcome to the store")).to_be_visible()

@@ -29,8 +29,8 @@ def test_customer_path(page: Page, store_server: StoreServer, shots: Shots) -> N
     expect(page.get_by_text("Nothing yet.")).to_be_visible()  # the empty state
 
     # Search from the header, open the product.
-    page.get_by_role("searchbox", name="Search products").fill("keystone cache")
-    page.get_by_role("searchbox", name="Search products").press("Enter")
+    page.get_by_label("Search products").fill("keystone cache")  # a combobox with suggestions
+    page.get_by_label("Search products").press("Enter")
     expect(page).to_have_url(re.compile(r"/search\?q=keystone"))
     shots(page, "search")
     page.get_by_role("link", name="Keystone in-memory cache").first.click()

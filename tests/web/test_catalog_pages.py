@@ -158,13 +158,62 @@ def test_product_page(browser: TestClient, shelf: dict[str, Any], session: Sessi
     assert "14-day free trial" in text
     assert "Unlimited seats" in text
     assert "<h1>Fast</h1>" in text and "<strong>proxy</strong>" in text
+    # a plugin with nothing pushed: said so, beside the command of its kind
+    assert "Not yet available." in text and "docker pull 127.0.0.1:5000/acme/proxy" not in text
     assert "docker plugin install 127.0.0.1:5000/acme/proxy:latest" in text
+    assert "From $49.00 / month" in text and "Start free trial: Pro, $49.00 / month" not in text
     assert 'href="https://docs.acme.test"' in text and "License agreement (EULA)" in text
     assert "Log in to pull acme/proxy." in text
     assert "Log in to buy" in text
 
     badges = browser.get("/products/acme/db").text
     assert "Official" in badges and "Free" in badges
+
+
+def test_install_command_per_kind_and_price_line(
+    browser: TestClient, shelf: dict[str, Any], session: Session
+) -> None:
+    from datetime import UTC, datetime
+
+    from store.registry import hub
+
+    for name, tag in (("acme/proxy", "2.1"), ("acme/proxy", "latest"), ("acme/db", "16")):
+        hub.record_push(
+            session,
+            name=name,
+            digest="sha256:" + "b" * 64,
+            media_type="application/vnd.oci.image.manifest.v1+json",
+            size=10,
+            tag=tag,
+            actor="pubowner",
+            at=datetime.now(UTC),
+        )
+    make_product(
+        session,
+        shelf["acme"],
+        shelf["owner"],
+        "mixed",
+        title="Acme Mixed",
+        tiers=[
+            {"slug": "free", "billing": "free"},
+            paid_tier("biz", 99000, "year"),
+            paid_tier("pro", 4900, "month"),
+        ],
+    )
+    session.commit()
+    plugin = browser.get("/products/acme/proxy").text
+    assert "docker plugin install 127.0.0.1:5000/acme/proxy:latest" in plugin
+    assert (
+        "docker pull 127.0.0.1:5000/acme/proxy" not in plugin and "Not yet available" not in plugin
+    )
+    image = browser.get("/products/acme/db").text
+    assert "docker pull 127.0.0.1:5000/acme/db:16" in image  # no latest: the tag there is
+    assert "sha256:" + "b" * 64 in image  # the full digest, copyable
+    mixed = browser.get("/products/acme/mixed").text
+    assert "Free · paid plans from $49.00 / month" in mixed
+    assert "Log in, then get it free" in mixed
+    cards = browser.get("/browse", params={"q": "mixed"}).text
+    assert "Free · paid plans from $49.00 / month" in cards and "$990.00" not in cards
 
 
 def test_markdown_script_is_not_executed(
