@@ -99,8 +99,11 @@ def store_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StoreServ
         process.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    # Per module, not per session: Playwright's sync API keeps an event loop running in
+    # this thread while it is open, and a later test file on the same worker that runs
+    # its own loop (asyncio.run) must not find one.
     assert sync_playwright is not None
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(

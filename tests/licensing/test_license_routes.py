@@ -111,7 +111,8 @@ def test_my_license_download_needs_login(app: FastAPI, session: Session, shop: S
         with app.state.sessionmaker() as s:
             from store.accounts import service as accounts
 
-            login_session(request, accounts.get_account_by_username(s, username))
+            login_session(request, s, accounts.get_account_by_username(s, username))
+            s.commit()
         return {"ok": username}
 
     app.add_api_route("/_test/login/{username}", test_login)

@@ -139,6 +139,9 @@ def test_survives_the_smtp_server_down_for_a_minute(
     factory: sessionmaker[Session], mail_settings: Settings, smtp: SmtpSink
 ) -> None:
     downtime = float(os.environ.get("STORE_TEST_SMTP_DOWNTIME", "60"))
+    # Retries every 2 s at most here, so allow enough of them to outlast the downtime (the
+    # defaults, 30 s doubling to an hour, ten attempts, span about three hours).
+    mail_settings = mail_settings.model_copy(update={"mail_max_attempts": 100})
     smtp.stop()
     ids = _enqueue(factory, mail_settings, 5)
     stop = threading.Event()

@@ -66,6 +66,10 @@ def test_token_decisions_by_outcome_and_reason(client: TestClient, session: Sess
     alice = make_account(session, "alice")
     acme = make_org(session, alice, "acme")
     make_product(session, acme, alice, "app", tiers=[paid_tier()])
+    # Published with a free public tier: anyone may pull it, anonymous included.
+    make_product(
+        session, acme, alice, "other", tiers=[{"slug": "free", "billing": "free", "public": True}]
+    )
     session.commit()
     name = "store_registry_token_decisions_total"
     before = {

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 import store.search  # noqa: F401  (installs the index listeners)
 from store import migrate
 from store.db import make_engine
-from store.search import service
+from store.search import indexer, service
 from store.search.postgres_fts import tsvector_literals
 from tests.pg import PG_URL, scratch_database
 from tests.search.helpers import make_repo
@@ -72,7 +72,7 @@ def test_upgrade_indexes_prefixes_as_the_application_does(fresh_engine: Engine) 
         assert columns == ["id", "tags", "head", "mid", "tsv"]
         assert conn.scalar(text("SELECT to_regclass('search_fts_fields')")) is None
 
-    _to(fresh_engine, "heads")
+    _to(fresh_engine, "0006")
     assert _prefix_lexemes(fresh_engine) > 0
     with fresh_engine.connect() as conn:
         docs = conn.execute(
@@ -93,6 +93,12 @@ def test_upgrade_indexes_prefixes_as_the_application_does(fresh_engine: Engine) 
                 {"id": doc["id"], **{k: want[k] for k in ("tags", "head", "mid", "tsv")}},
             ).scalar()
             assert same, doc["fts_name"]
+    # Later migrations make hub repositories private unless marked public (0120, which
+    # drops their documents until the next reindex): mark them public again and reindex.
+    _to(fresh_engine, "heads")
+    with fresh_engine.begin() as conn:
+        conn.execute(text("UPDATE hub_repositories SET private = false, visibility = 'public'"))
+        indexer.reindex(conn)
     assert _names(fresh_engine, "re") == ["acme/redis-ha"]
     assert _names(fresh_engine, "acme/ng") == ["acme/nginx"]
     assert _names(fresh_engine, "repl") == ["acme/redis-ha"]
