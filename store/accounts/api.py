@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request, status
 from sqlalchemy.orm import Session
 
 from store import ratelimit
-from store.accounts import links, service, two_factor
+from store.accounts import links, service, sessions, two_factor
 from store.accounts import login as password_login
 from store.accounts.models import AccessToken, Account, Organization
 from store.accounts.schemas import (
@@ -26,6 +26,8 @@ from store.accounts.schemas import (
     OrgUpdate,
     PasswordChange,
     RoleIn,
+    SessionOut,
+    SessionsEnded,
     SignUp,
     TokenCreate,
     TokenIssued,
@@ -165,7 +167,32 @@ def revoke_my_token(token_id: uuid.UUID, account: CurrentAccount, session: DbSes
     return service.revoke_token(session, token=token, actor=account)
 
 
-@router.get("/me/invitations", response_model=list[InvitationOut])
+@router.get("/me/sessions", response_model=list[SessionOut], dependencies=[NO_STORE])
+def my_sessions(request: Request, account: CurrentAccount, session: DbSession) -> object:
+    """Where this account is logged in with a browser: its live web sessions, most recently
+    used first (the same list as the page /my/sessions)."""
+    return sessions.active_sessions(
+        session, account, lifetimes=sessions.Lifetimes.of(request.app.state.settings)
+    )
+
+
+@router.delete("/me/sessions/{session_id}", response_model=SessionOut)
+def end_my_session(session_id: uuid.UUID, account: CurrentAccount, session: DbSession) -> object:
+    """End one web session of this account: that browser is logged out at its next
+    request. Ending an ended session changes nothing; another account's is a 404."""
+    record = sessions.get_session_record(session, session_id)
+    if record.account_id != account.id:  # administrators too: /me is the caller's own
+        raise NotFound("No such session")
+    return sessions.end_by(session, record=record, actor=account)
+
+
+@router.delete("/me/sessions", response_model=SessionsEnded)
+def end_my_sessions(account: CurrentAccount, session: DbSession) -> SessionsEnded:
+    """Log out everywhere: end every web session of this account (API tokens are not
+    sessions; revoke them under /me/tokens)."""
+    return SessionsEnded(ended=sessions.end_all_sessions(session, account, reason="ended"))
+
+
 def my_invitations(account: CurrentAccount, session: DbSession) -> object:
     return service.pending_invitations(session, account)
 

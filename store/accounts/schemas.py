@@ -73,6 +73,23 @@ class TokenOut(ORM):
     )
 
 
+class SessionOut(ORM):
+    """A browser log-in (a web session)."""
+
+    id: uuid.UUID
+    user_agent: str = Field(description="The browser that logged in, as it named itself")
+    address: str = Field(description="The client address it logged in from")
+    created_at: datetime = Field(description="When it logged in")
+    last_seen_at: datetime = Field(description="Its last request (written every few minutes)")
+    expires_at: datetime = Field(description="Its absolute end, however much it is used")
+    ended_at: datetime | None = Field(description="When it was ended (log-out, ended here…)")
+    end_reason: str = Field(description="logout | ended | password | disabled | admin | …")
+
+
+class SessionsEnded(BaseModel):
+    ended: int = Field(description="How many live sessions were ended")
+
+
 class TokenIssued(TokenOut):
     token: str = Field(description="The secret. It is shown once and cannot be retrieved again.")
 

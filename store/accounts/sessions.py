@@ -23,6 +23,8 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from store.accounts.models import Account, WebSession
+from store.audit import service as audit
+from store.config import Settings
 from store.db import utcnow
 from store.errors import NotFound
 
@@ -35,6 +37,14 @@ USER_AGENT_MAX = 300
 class Lifetimes:
     absolute: timedelta = timedelta(days=14)
     idle: timedelta = timedelta(days=2)
+
+    @classmethod
+    def of(cls, settings: Settings) -> Lifetimes:
+        """``STORE_SESSION_MAX_AGE`` and ``STORE_SESSION_IDLE_TIMEOUT``."""
+        return cls(
+            absolute=timedelta(seconds=settings.session_max_age),
+            idle=timedelta(seconds=settings.session_idle_timeout),
+        )
 
 
 def _hash(secret: str) -> str:
@@ -161,19 +171,57 @@ def end_other_session(session: Session, account: Account, *, session_id: uuid.UU
     end_session(session, session_id=session_id, reason="ended")
 
 
+def get_session_record(session: Session, session_id: uuid.UUID) -> WebSession:
+    record = session.get(WebSession, session_id)
+    if record is None:
+        raise NotFound("No such session")
+    return record
+
+
+def end_by(session: Session, *, record: WebSession, actor: Account) -> WebSession:
+    """End a session as ``actor``: its own account (the API), or an administrator (the
+    `store sessions end` command; audited as ``session.end``). Ending an ended session
+    changes nothing; another account's session is NotFound for anyone else."""
+    if record.account_id != actor.id and not actor.is_admin:
+        raise NotFound("No such session")
+    if record.ended_at is None:
+        by_owner = record.account_id == actor.id
+        end_session(session, session_id=record.id, reason="ended" if by_owner else "admin")
+        if not by_owner:
+            audit.record(
+                session,
+                action="session.end",
+                actor=actor,
+                target=record.account,
+                details={"session": str(record.id)},
+            )
+        session.flush()
+        session.refresh(record)
+    return record
+
+
 def active_sessions(
-    session: Session, account: Account, *, lifetimes: Lifetimes, now: datetime | None = None
+    session: Session,
+    account: Account,
+    *,
+    lifetimes: Lifetimes,
+    now: datetime | None = None,
+    include_ended: bool = False,
 ) -> list[WebSession]:
-    """The account's live sessions, most recently seen first."""
+    """The account's live sessions, most recently seen first (with ``include_ended``, also
+    those that ended, expired or went idle and are still kept, about a day)."""
     now = now or utcnow()
-    rows = session.scalars(
-        select(WebSession)
-        .where(
-            WebSession.account_id == account.id,
+    stmt = select(WebSession).where(WebSession.account_id == account.id)
+    if not include_ended:
+        stmt = stmt.where(
             WebSession.ended_at.is_(None),
             WebSession.expires_at > now,
             WebSession.last_seen_at > now - lifetimes.idle,
         )
-        .order_by(WebSession.last_seen_at.desc())
-    )
-    return list(rows)
+    return list(session.scalars(stmt.order_by(WebSession.last_seen_at.desc())))
+
+
+def idle_until(record: WebSession, lifetimes: Lifetimes) -> datetime:
+    """When the session ends if it is not used before: the idle timeout or the absolute
+    lifetime, whichever comes first."""
+    return min(record.expires_at, record.last_seen_at + lifetimes.idle)

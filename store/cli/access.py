@@ -1,4 +1,5 @@
-"""Operator commands for access: `store entitlements|tokens ...` (see store.cli.admin)."""
+"""Operator commands for access: `store entitlements|tokens|sessions ...` (see
+store.cli.admin)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from store.accounts import service as accounts
+from store.accounts import sessions as web_sessions
+from store.accounts.models import WebSession
+from store.audit import service as audit
 from store.catalog import service as catalog
 from store.cli._common import (
     add_command,
@@ -16,6 +20,7 @@ from store.cli._common import (
     details,
     emit,
     entitlement_out,
+    load_settings,
     positive_int,
     repository,
     resolve_actor,
@@ -42,6 +47,7 @@ def register(subparsers: SubParsers) -> None:
     """Add the command groups to the `store` parser."""
     _register_entitlements(subparsers)
     _register_tokens(subparsers)
+    _register_sessions(subparsers)
 
 
 # --- entitlements ---------------------------------------------------------------------
@@ -307,4 +313,96 @@ def _tokens_revoke(args: argparse.Namespace) -> int:
         )
         data = token_out(token)
     emit(args, data, text=lambda d: f"Revoked token {d['name']} ({d['prefix']}…)")
+    return 0
+
+
+# --- sessions -------------------------------------------------------------------------
+
+
+def _register_sessions(subparsers: SubParsers) -> None:
+    sub = group(subparsers, "sessions", "list and end an account's browser sessions")
+    p = add_command(sub, "list", _sessions_list, help="list where an account is logged in")
+    p.add_argument("--user", required=True, metavar="USER", help="the account (its username)")
+    p.add_argument(
+        "--include-ended",
+        action="store_true",
+        help="list ended, expired and idle sessions too (kept about a day)",
+    )
+    p = add_command(
+        sub, "end", _sessions_end, help="end one session, or all of an account's", actor=True
+    )
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "id", nargs="?", metavar="ID", type=uuid_arg, help="the session's id (see list)"
+    )
+    which.add_argument(
+        "--user", metavar="USER", help="end every session of this account (username)"
+    )
+
+
+def _session_out(record: WebSession, lifetimes: web_sessions.Lifetimes) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "user": record.account.username,
+        "user_agent": record.user_agent,
+        "address": record.address,
+        "created_at": record.created_at,
+        "last_seen_at": record.last_seen_at,
+        "ends_at": web_sessions.idle_until(record, lifetimes),
+        "ended_at": record.ended_at,
+        "end_reason": record.end_reason,
+    }
+
+
+def _sessions_text(d: list[dict[str, Any]]) -> str:
+    return table(
+        d,
+        ["id", "user_agent", "address", "created_at", "last_seen_at", "ends_at", "ended_at"],
+        empty="No sessions.",
+    )
+
+
+@command
+def _sessions_list(args: argparse.Namespace) -> int:
+    """List the browser sessions of --user, most recently used first: device, address,
+    when it logged in, its last use and when it ends unless used again."""
+    settings = load_settings()
+    lifetimes = web_sessions.Lifetimes.of(settings)
+    with unit_of_work(settings) as session:
+        account = accounts.get_account_by_username(session, args.user)
+        rows = web_sessions.active_sessions(
+            session, account, lifetimes=lifetimes, include_ended=args.include_ended
+        )
+        data = [_session_out(r, lifetimes) for r in rows]
+    emit(args, data, text=_sessions_text)
+    return 0
+
+
+@command
+def _sessions_end(args: argparse.Namespace) -> int:
+    """End one browser session by its id, or every session of --user: those browsers are
+    logged out at their next request. Recorded in the audit log as session.end."""
+    settings = load_settings()
+    lifetimes = web_sessions.Lifetimes.of(settings)
+    with unit_of_work(settings) as session:
+        actor = resolve_actor(session, args.actor)
+        if args.user:
+            account = accounts.get_account_by_username(session, args.user)
+            count = web_sessions.end_all_sessions(session, account, reason="admin")
+            if count:
+                audit.record(
+                    session,
+                    action="session.end",
+                    actor=actor,
+                    target=account,
+                    details={"sessions": count},
+                )
+            data: dict[str, Any] = {"user": account.username, "ended": count}
+        else:
+            record = web_sessions.get_session_record(session, args.id)
+            data = _session_out(web_sessions.end_by(session, record=record, actor=actor), lifetimes)
+    if args.user:
+        emit(args, data, text=lambda d: f"Ended {d['ended']} session(s) of {d['user']}")
+    else:
+        emit(args, data, text=lambda d: f"Ended session {d['id']} of {d['user']}")
     return 0

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from fastapi import BackgroundTasks, Request
 from sqlalchemy.orm import Session, sessionmaker
@@ -44,10 +44,7 @@ class Me:
 
 
 def lifetimes(settings: Settings) -> sessions.Lifetimes:
-    return sessions.Lifetimes(
-        absolute=timedelta(seconds=settings.session_max_age),
-        idle=timedelta(seconds=settings.session_idle_timeout),
-    )
+    return sessions.Lifetimes.of(settings)
 
 
 def _remember(request: Request, account: Account | None, session_id: uuid.UUID | None) -> None:

@@ -463,3 +463,45 @@ def test_tokens_list_shows_registry_log_ins(run: Run, db: Session) -> None:
     assert revoked.code == 0, revoked.err
     listed = run("tokens", "list", "--user", "bob", "--json").json()
     assert not [t for t in listed if t["kind"] == "refresh"]
+
+
+def test_sessions_list_and_end(run: Run, db: Session) -> None:
+    from store.accounts import sessions
+    from store.audit.models import AuditEvent
+
+    bob = accounts.get_account_by_username(db, "bob")
+    life = sessions.Lifetimes()
+    laptop, _ = sessions.start_session(
+        db, account=bob, user_agent="Laptop/1.0", address="10.0.0.5", lifetimes=life
+    )
+    phone, _ = sessions.start_session(
+        db, account=bob, user_agent="Phone/2.0", address="10.0.0.6", lifetimes=life
+    )
+    listed = run("sessions", "list", "--user", "bob", "--json")
+    assert listed.code == 0, listed.err
+    assert {s["user_agent"] for s in listed.json()} == {"Laptop/1.0", "Phone/2.0"}
+    assert all(s["user"] == "bob" and s["ended_at"] is None for s in listed.json())
+    text = run("sessions", "list", "--user", "bob").out
+    assert "Laptop/1.0" in text and "10.0.0.6" in text
+
+    ended = run("sessions", "end", str(laptop.id), "--json")
+    assert ended.code == 0, ended.err
+    assert ended.json()["ended_at"] is not None and ended.json()["end_reason"] == "admin"
+    assert [s["id"] for s in run("sessions", "list", "--user", "bob", "--json").json()] == [
+        str(phone.id)
+    ]
+    everything = run("sessions", "list", "--user", "bob", "--include-ended", "--json").json()
+    assert len(everything) == 2
+
+    all_of_them = run("sessions", "end", "--user", "bob")
+    assert all_of_them.code == 0 and "Ended 1 session(s) of bob" in all_of_them.out
+    assert run("sessions", "list", "--user", "bob").out.strip() == "No sessions."
+    db.rollback()
+    events = db.scalars(select(AuditEvent).where(AuditEvent.action == "session.end")).all()
+    assert len(events) == 2
+
+    missing = run("sessions", "end", "00000000-0000-0000-0000-000000000000")
+    assert missing.code == 1 and "No such session" in missing.err
+    assert run("sessions", "end").code == 2  # an id or --user
+    assert run("sessions", "end", str(phone.id), "--user", "bob").code == 2
+    assert run("sessions", "list", "--user", "nobody").code == 1

@@ -227,3 +227,58 @@ def test_sessions_ended_a_while_ago_are_deleted_at_the_next_log_in(session: Sess
     sessions.start_session(session, account=lee, user_agent="", address="", lifetimes=life)
     ids = {r.id for r in _rows(session, lee)}
     assert old_id not in ids and recent_id in ids and len(ids) == 2
+
+
+def test_the_api_lists_and_ends_web_sessions(
+    app: FastAPI, browser: TestClient, other: TestClient, session: Session
+) -> None:
+    """/api/v1/me/sessions: the same sessions as the page; DELETE one logs that browser out,
+    DELETE all logs out everywhere; another account's session is a 404, even for an
+    administrator, and API tokens are not sessions."""
+    from tests.factories import api_token, auth
+
+    kate = make_account(session, "kate")
+    other.headers["User-Agent"] = "OtherBrowser/2.0"
+    login(browser, "kate")
+    login(other, "kate")
+    token = auth(api_token(session, kate))
+    session.commit()
+    api = TestClient(app, base_url="http://store.test")
+    r = api.get("/api/v1/me/sessions", headers=token)
+    assert r.status_code == 200, r.text
+    listed = r.json()
+    assert {s["user_agent"] for s in listed} == {"testclient", "OtherBrowser/2.0"}
+    assert all(s["ended_at"] is None and s["address"] for s in listed)
+    assert "secret_hash" not in listed[0]
+    assert api.get("/api/v1/me/sessions").status_code == 401
+
+    theirs = next(s for s in listed if s["user_agent"] == "OtherBrowser/2.0")
+    r = api.delete(f"/api/v1/me/sessions/{theirs['id']}", headers=token)
+    assert r.status_code == 200, r.text
+    assert r.json()["ended_at"] and r.json()["end_reason"] == "ended"
+    assert not _logged_in(other) and _logged_in(browser)
+    assert [s["user_agent"] for s in api.get("/api/v1/me/sessions", headers=token).json()] == [
+        "testclient"
+    ]
+    # Again: nothing changes.
+    again = api.delete(f"/api/v1/me/sessions/{theirs['id']}", headers=token)
+    assert again.status_code == 200 and again.json()["ended_at"] == r.json()["ended_at"]
+
+    lena = make_account(session, "lena")
+    foreign, _ = sessions.start_session(
+        session, account=lena, user_agent="x", address="y", lifetimes=sessions.Lifetimes()
+    )
+    session.commit()
+    admin = auth(api_token(session, make_account(session, "opsadmin", is_admin=True)))
+    session.commit()
+    for caller in (token, admin):
+        r = api.delete(f"/api/v1/me/sessions/{foreign.id}", headers=caller)
+        assert r.status_code == 404 and r.json()["error"] == "not_found"
+    assert api.delete("/api/v1/me/sessions/not-an-id", headers=token).status_code == 422
+    assert _rows(session, lena)[0].ended_at is None
+
+    r = api.delete("/api/v1/me/sessions", headers=token)
+    assert r.status_code == 200 and r.json() == {"ended": 1}
+    assert not _logged_in(browser)
+    assert api.get("/api/v1/me/sessions", headers=token).json() == []
+    assert api.get("/api/v1/me", headers=token).status_code == 200  # the token still works
