@@ -128,6 +128,10 @@ class Namespace(Base):
         ForeignKey("organizations.id", ondelete="CASCADE"), unique=True
     )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The visibility a repository gets when it is created in this namespace.
+    default_visibility: Mapped[str] = mapped_column(
+        String(16), default="private", server_default="private"
+    )
 
     account: Mapped[Account | None] = relationship()
     organization: Mapped[Organization | None] = relationship()

@@ -12,6 +12,9 @@ product's own repository (``acme/app``) and its sub-repositories (``acme/app/wor
 follow the product. Rules:
 - members of the namespace's organisation: viewer → pull; editor → pull, push; owner →
   pull, push, delete (limited by the scopes of the token used, if any);
+- a personal namespace (``<username>/``): its user → pull, push, delete; the accounts given
+  a permission on one of its repositories (collaborators): read → pull; write → pull,
+  push; admin → pull, push, delete (limited by the token's scopes the same way);
 - robot tokens of the namespace's organisation: pull with ``pull`` or ``push`` scope, push
   with ``push`` (push needs pull on the registry);
 - anyone, anonymous included: pull on public repositories only: those of a published
@@ -42,7 +45,10 @@ from sqlalchemy import Connection
 
 from store.registry.scopes import Scope
 
-PUSHERS = ("editor", "owner")
+# Roles (an organisation's, or in a personal namespace ``owner`` for its user and the
+# collaborator's permission for others) that push, and that delete.
+PUSHERS = ("editor", "owner", "write", "admin")
+DELETERS = ("owner", "admin")
 # Product statuses under which entitlement holders may pull (not "suspended").
 ENTITLED_STATUSES = ("published", "draft")
 
@@ -84,7 +90,10 @@ class RepoFacts:
 
     name: str
     org_id: uuid.UUID | None = None  # the organisation owning the namespace, if any
-    role: str | None = None  # the principal's role in that organisation
+    # The principal's role in that organisation; in a personal namespace "owner" for its
+    # user, the collaborator permission (read, write, admin) for the others given one.
+    role: str | None = None
+    personal: bool = False  # the namespace is a user's
     product_id: uuid.UUID | None = None  # the product it belongs to (itself or its parent)
     product_status: str | None = None
     product_public: bool = False  # active tiers all free and public
@@ -148,7 +157,7 @@ def allowed_repository_actions(principal: Principal, facts: RepoFacts) -> set[st
         allowed.add("pull")
         if facts.role in PUSHERS:
             allowed.add("push")
-        if facts.role == "owner":
+        if facts.role in DELETERS:
             allowed.add("delete")
     elif principal.kind == "robot" and facts.org_id and facts.org_id == principal.organization_id:
         allowed.update(("pull", "push"))
@@ -218,6 +227,10 @@ def _denial(
     namespace = scope.namespace or scope.name
     if principal.token_scopes is not None and not _token_allows(principal, "push"):
         message = "The token used has no 'push' scope."
+    elif repo.personal and "push" in missing:
+        message = f"Only {namespace} and the collaborators given write access push to {scope.name}."
+    elif repo.personal:
+        message = f"Only {namespace} and admin collaborators may delete in {scope.name}."
     elif "push" in missing:
         message = (
             f"Only editors and owners of the '{namespace}' organization, and its robot "

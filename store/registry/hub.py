@@ -16,6 +16,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from store.accounts.models import Namespace
 from store.catalog.models import Product
 from store.db import new_id, utcnow
 from store.errors import ValidationFailed
@@ -70,8 +71,13 @@ def is_private(name: str, product: Product | None, visibility: str) -> bool:
 
 
 def ensure_repository(session: Session, name: str) -> HubRepository:
-    """The hub record of a repository, created if new; its visibility recomputed."""
+    """The hub record of a repository, created if new (with its namespace's default
+    visibility); its visibility recomputed."""
     namespace = name.partition("/")[0] if "/" in name else ""
+    default = func.coalesce(
+        select(Namespace.default_visibility).where(Namespace.name == namespace).scalar_subquery(),
+        "private",
+    )
     stmt = (
         _insert(session, HubRepository)
         .values(
@@ -80,7 +86,7 @@ def ensure_repository(session: Session, name: str) -> HubRepository:
             namespace=namespace,
             description="",
             private=True,
-            visibility="private",
+            visibility=default,
             pull_count=0,
             star_count=0,
             created_at=utcnow(),

@@ -71,8 +71,14 @@ def _facts_columns(aid: str, oid: str | None) -> str:
         owner = f"e.organization_id = {oid} OR {owner}"
     return f"""
        o.id AS org_id,
-       (SELECT m.role FROM memberships m
-         WHERE m.organization_id = o.id AND m.account_id = {aid}) AS role,
+       CASE WHEN nsp.kind = 'user' AND nsp.account_id = {aid} THEN 'owner'
+            WHEN nsp.kind = 'user' THEN
+              (SELECT rc.permission FROM repository_collaborators rc
+                WHERE rc.repository_id = h.id AND rc.account_id = {aid})
+            ELSE (SELECT m.role FROM memberships m
+                   WHERE m.organization_id = o.id AND m.account_id = {aid})
+       END AS role,
+       CASE WHEN nsp.kind = 'user' THEN 1 ELSE 0 END AS personal,
        p.id AS product_id,
        p.status AS product_status,
        (SELECT min(CASE WHEN ti.billing = '{FREE}' AND ti.public THEN 1 ELSE 0 END)
@@ -84,8 +90,11 @@ def _facts_columns(aid: str, oid: str | None) -> str:
 
 
 # The product a repository belongs to is the one whose repository is its first two path
-# components (:func:`store.registry.grants.product_repository`): ``:product``.
+# components (:func:`store.registry.grants.product_repository`): ``:product``. In a personal
+# namespace the role is ``owner`` for its user and the collaborator's permission (read,
+# write, admin) for the accounts given one on the repository.
 _REPO_JOINS = """
+LEFT JOIN namespaces nsp ON nsp.name = :ns
 LEFT JOIN organizations o ON o.slug = :ns
 LEFT JOIN products p ON p.repository = :product
 LEFT JOIN hub_repositories h ON h.name = :repo"""
@@ -405,6 +414,7 @@ def repo_facts(name: str, row: dict[str, Any], codec: _Codec) -> RepoFacts:
         name=name,
         org_id=codec.uuid(row["org_id"]),
         role=row["role"],
+        personal=row["personal"] == 1,
         product_id=codec.uuid(row["product_id"]),
         product_status=row["product_status"],
         # every active tier free and public (None: no active tier, so not public)

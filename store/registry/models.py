@@ -8,6 +8,7 @@ from datetime import date, datetime
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Date,
     ForeignKey,
     Index,
@@ -42,6 +43,31 @@ class HubRepository(Base):
     tags: Mapped[list[HubTag]] = relationship(
         back_populates="repository", cascade="all, delete-orphan", order_by="HubTag.name"
     )
+
+
+COLLABORATOR_PERMISSIONS = ("read", "write", "admin")
+
+
+class RepositoryCollaborator(Base):
+    """An account given access to one repository of a personal namespace: ``read`` (pull),
+    ``write`` (pull, push) or ``admin`` (also delete tags and manage the repository's
+    settings). The may-pull rule (store.registry.grants) reads these rows."""
+
+    __tablename__ = "repository_collaborators"
+    __table_args__ = (
+        UniqueConstraint("repository_id", "account_id"),
+        CheckConstraint("permission IN ('read', 'write', 'admin')", name="permission"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    repository_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("hub_repositories.id", ondelete="CASCADE")
+    )
+    account_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    permission: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class HubTag(Base):

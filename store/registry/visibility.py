@@ -2,9 +2,10 @@
 
 A repository is private unless it belongs to a published product whose tiers are all free
 and public, or its namespace's owner marks it public here (the rule: :mod:`store.registry.grants`).
-Only members of the namespace's organisation (and administrators) see the setting of a
-repository; only its owners (and administrators) change it. To everyone else the repository
-does not exist.
+Those with a level on a repository (:mod:`store.registry.repositories`: members of the
+namespace's organisation, the user of a personal namespace and its collaborators,
+administrators) see its setting; owners and admin collaborators change it. To whoever may
+not pull it, the repository does not exist.
 """
 
 from __future__ import annotations
@@ -14,13 +15,10 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from store.accounts import service as accounts
 from store.accounts.models import Account, Organization
 from store.audit import service as audit
-from store.errors import NotFound, ValidationFailed
-from store.registry import hub
+from store.registry import hub, repositories
 from store.registry.models import HubRepository
-from store.registry.scopes import valid_repository
 
 VISIBILITIES = hub.VISIBILITIES
 
@@ -33,22 +31,11 @@ class RepositoryVisibility:
     product: str | None  # the product it belongs to, if any
 
 
-def _namespace(session: Session, account: Account | None, name: str) -> Organization:
-    name = name.strip().lower()
-    if not valid_repository(name) or "/" not in name:
-        raise ValidationFailed(
-            f"'{name}' is not a repository name (NAMESPACE/NAME)", code="bad_repository"
-        )
-    org = session.scalar(select(Organization).where(Organization.slug == name.split("/")[0]))
-    if org is None or not accounts.has_role(session, account, org, "viewer"):
-        raise NotFound(f"No repository {name}")
-    return org
-
-
 def get_visibility(session: Session, *, account: Account | None, name: str) -> RepositoryVisibility:
-    """The setting of a repository (members of its namespace and administrators)."""
-    _namespace(session, account, name)
-    name = name.strip().lower()
+    """The setting of a repository (those with a level on it: members of its namespace's
+    organisation, the user of a personal namespace and its collaborators, administrators)."""
+    name = repositories.clean_name(name)
+    repositories.require_level(session, account, name, "read")
     repo = hub.get_repository(session, name)
     return _view(session, name, repo.visibility if repo is not None else "private")
 
@@ -56,11 +43,12 @@ def get_visibility(session: Session, *, account: Account | None, name: str) -> R
 def set_visibility(
     session: Session, *, actor: Account, name: str, visibility: str
 ) -> RepositoryVisibility:
-    """Mark a repository public or private (owners of its namespace, administrators). The
-    setting may precede the first push; it stays when a product is created or deleted."""
-    org = _namespace(session, actor, name)
-    accounts.require_role(session, actor, org, "owner")
-    name = name.strip().lower()
+    """Mark a repository public or private (owners of its namespace, admin collaborators,
+    administrators). The setting may precede the first push; it stays when a product is
+    created or deleted."""
+    name = repositories.clean_name(name)
+    repositories.require_level(session, actor, name, "admin")
+    org = repositories.owning_org(session, name)
     before = hub.get_repository(session, name)
     previous = before.visibility if before is not None else "private"
     hub.set_visibility(session, name=name, visibility=visibility)

@@ -23,13 +23,16 @@ class Scope:
     everything: bool = False
     namespaces: tuple[str, ...] = ()
     products: tuple[uuid.UUID, ...] = ()
+    repositories: tuple[uuid.UUID, ...] = ()  # private repositories shared with the caller
 
     @property
     def tokens(self) -> list[str]:
         """The visibility tokens of restricted documents this caller sees."""
-        return [facets.visibility_token(ns) for ns in self.namespaces] + [
-            facets.product_token(p) for p in self.products
-        ]
+        return (
+            [facets.visibility_token(ns) for ns in self.namespaces]
+            + [facets.product_token(p) for p in self.products]
+            + [facets.repository_token(r) for r in self.repositories]
+        )
 
 
 @dataclass(frozen=True)

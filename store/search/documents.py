@@ -318,8 +318,9 @@ def _hub_visibility(repo: Any, product: grants.RepoFacts | None) -> list[str]:
     """Who sees a hub repository: those the "may pull" rule (store.registry.grants) lets
     pull it. Public: everyone (no token). A listed product's own repository: nobody (its
     listing stands for it). Otherwise the namespace's members (``v:<namespace>``),
-    administrators, and, for a product's repositories (unless suspended), holders of a usable
-    entitlement (``v:p<product>``, :func:`store.search.facets.product_token`)."""
+    administrators, the repository's collaborators (``vr:<repository>``) and, for a product's
+    repositories (unless suspended), holders of a usable entitlement (``v:p<product>``,
+    :func:`store.search.facets.product_token`)."""
     facts = grants.RepoFacts(
         name=repo.name,
         product_id=product.product_id if product else None,
@@ -331,7 +332,11 @@ def _hub_visibility(repo: Any, product: grants.RepoFacts | None) -> list[str]:
         return [facets.RESTRICTED, facets.HIDDEN]
     if facts.public:
         return []
-    visible = [facets.RESTRICTED, facets.visibility_token(repo.namespace)]
+    visible = [
+        facets.RESTRICTED,
+        facets.visibility_token(repo.namespace),
+        facets.repository_token(repo.id),
+    ]
     if facts.entitles and facts.product_id is not None:
         visible.append(facets.product_token(facts.product_id))
     return visible

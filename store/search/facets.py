@@ -45,6 +45,11 @@ def product_token(product_id: uuid.UUID) -> str:
     return "vp:" + product_id.hex
 
 
+def repository_token(repository_id: uuid.UUID) -> str:
+    """Visible to the collaborators of a private repository of a personal namespace."""
+    return "vr:" + repository_id.hex
+
+
 def prefix(facet: str) -> str:
     return _PREFIX[facet]
 

@@ -28,6 +28,7 @@ from store.db import utcnow
 from store.licensing.models import Entitlement
 from store.licensing.usable import usable_clause
 from store.observability import metrics
+from store.registry.models import RepositoryCollaborator
 from store.search import facets
 from store.search.backend import Criteria, Scope, backend_for
 from store.search.models import SearchDocument
@@ -158,9 +159,15 @@ def scope_for(session: Session, account: Account | None) -> Scope:
         .join(Membership, Membership.organization_id == Organization.id)
         .where(Membership.account_id == account.id)
     )
+    shared = session.scalars(
+        select(RepositoryCollaborator.repository_id).where(
+            RepositoryCollaborator.account_id == account.id
+        )
+    )
     return Scope(
         namespaces=tuple(sorted({*slugs, account.username})),
         products=tuple(sorted(usable_products(session, account))),
+        repositories=tuple(sorted(shared)),
     )
 
 
