@@ -336,24 +336,6 @@ def login_checks(request: Any, login: str) -> list[tuple[Rule, str | None]]:
     ]
 
 
-def login_wait(db: _Executes, request: Any, login: str) -> int | None:
-    """Before a log-in: seconds to wait when this account name or address failed too often."""
-    limits = limits_of(request.app)
-    if not limits.enabled:
-        return None
-    ip = client_ip(request, limits)
-    return check(db, [(limits.login_account, login), (limits.login_ip, ip)])
-
-
-def login_failed(db: _Executes, request: Any, login: str) -> None:
-    """Count a failed log-in (the caller commits it although the request fails)."""
-    limits = limits_of(request.app)
-    if limits.enabled:
-        if login.strip():
-            hit(db, limits.login_account, login)
-        hit(db, limits.login_ip, client_ip(request, limits))
-
-
 def signup_wait(db: _Executes, request: Any) -> int | None:
     """Count a sign-up attempt from this address; seconds to wait when over the limit."""
     limits = limits_of(request.app)

@@ -64,6 +64,23 @@ def _pending(request: Request, session: DbSession) -> tuple[Account, str] | None
     return account, safe_next(str(data.get("next") or ""), "")
 
 
+def reserve_code_attempt(
+    request: Request, session: DbSession, account: Account
+) -> ratelimit.Reservation | int:
+    """Take one attempt of this account's codes and of this address before a code is
+    checked, as for passwords (store.ratelimit.reserve): committed at once, so every
+    process counts it and however many codes arrive together no more than the limit are
+    checked. The seconds to wait when no attempt is left."""
+    checks = ratelimit.login_checks(request, f"2fa:{account.id}")
+    try:
+        reservation = ratelimit.reserve(session, checks)
+    except ratelimit.Refused as exc:
+        session.commit()
+        return exc.wait
+    session.commit()
+    return reservation
+
+
 @router.get("/login/two-factor")
 def second_step_page(request: Request, session: DbSession) -> Response:
     if _pending(request, session) is None:
@@ -80,11 +97,11 @@ def second_step(request: Request, session: DbSession, form: Form) -> Response:
         flash(request, "That log-in expired. Log in with your password again.", "info")
         return redirect("/login")
     account, target = pending
-    key = f"2fa:{account.id}"
-    wait = ratelimit.login_wait(session, request, key)
+    reserved = reserve_code_attempt(request, session, account)
     result: str | StoreError
-    if wait is not None:
-        result = ratelimit.too_many(wait, "wrong codes")
+    wait = reserved if isinstance(reserved, int) else None
+    if isinstance(reserved, int):
+        result = ratelimit.too_many(reserved, "wrong codes")
     else:
         settings = request.app.state.settings
         result = forms.attempt(
@@ -93,8 +110,8 @@ def second_step(request: Request, session: DbSession, form: Form) -> Response:
                 session, settings=settings, account=account, code=forms.text(form, "code")
             ),
         )
-        if isinstance(result, StoreError):
-            ratelimit.login_failed(session, request, key)
+        if not isinstance(result, StoreError):
+            ratelimit.release(session, reserved)  # only wrong codes stay counted
     if isinstance(result, StoreError):
         response = render(
             request,
@@ -195,23 +212,24 @@ def confirm(request: Request, session: DbSession, account: RequiredAccount, form
 def _with_code(
     request: Request, session: DbSession, account: Account, form: Form, fname: str, action: str
 ) -> list[str] | Response | None:
-    key = f"2fa:{account.id}"
-    wait = ratelimit.login_wait(session, request, key)
+    reserved = reserve_code_attempt(request, session, account)
     settings = request.app.state.settings
     code = forms.text(form, "code")
 
     def run() -> list[str] | None:
-        if wait is not None:
-            raise ratelimit.too_many(wait, "wrong codes")
+        if isinstance(reserved, int):
+            raise ratelimit.too_many(reserved, "wrong codes")
         if action == "disable":
             two_factor.disable(session, settings=settings, account=account, code=code)
             return None
         return two_factor.regenerate_codes(session, settings=settings, account=account, code=code)
 
     result = forms.attempt(session, run)
+    if isinstance(reserved, ratelimit.Reservation) and not (
+        isinstance(result, StoreError) and result.code == "bad_two_factor_code"
+    ):
+        ratelimit.release(session, reserved)  # only wrong codes stay counted
     if isinstance(result, StoreError):
-        if result.code == "bad_two_factor_code":
-            ratelimit.login_failed(session, request, key)
         failed = FormState.failed(fname, form, result)
         return _page(request, session, account, form=failed, status=forms.error_status(result))
     return result

@@ -200,3 +200,82 @@ def test_wrong_passwords_for_one_account_at_the_api(served: Served) -> None:
     )
     assert r.status_code == (429 if statuses[401] == LIMITS.login_account.limit else 201)
     assert _hits(served, LIMITS.login_ip, "10.3.0.2") == 0
+
+
+def _two_factor_account(served: Served, username: str) -> None:
+    """An account with two-factor sign-in on, its secret sealed with the server's key."""
+    import pyotp
+
+    from store.accounts import two_factor
+    from store.config import Settings
+    from store.db import utcnow
+
+    settings = Settings(secret_key="hardening-test-secret-0123456789")
+    engine = make_engine(served.database_url)  # type: ignore[attr-defined]
+    try:
+        with session_scope(make_sessionmaker(engine)) as session:
+            account = make_account(session, username)
+            secret = two_factor.begin(session, settings=settings, account=account).secret
+            totp = pyotp.TOTP(secret)
+            code = totp.generate_otp(totp.timecode(utcnow()))
+            two_factor.confirm(session, settings=settings, account=account, code=code)
+    finally:
+        engine.dispose()
+
+
+def _account_id(served: Served, username: str) -> str:
+    from store.accounts.models import Account
+
+    engine = make_engine(served.database_url)  # type: ignore[attr-defined]
+    try:
+        with engine.connect() as conn:
+            return str(
+                conn.execute(select(Account.id).where(Account.username == username)).one()[0]
+            )
+    finally:
+        engine.dispose()
+
+
+def test_wrong_two_factor_codes_at_once(served: Served) -> None:
+    """The code step after a right password, 25 wrong codes sent at once with the same
+    pending log-in: attempts are reserved before a code is checked, so at most the
+    account's limit are checked (each counted), the rest are 429 with Retry-After."""
+    import re
+
+    _two_factor_account(served, "coded")
+    address = "10.4.0.1"
+    headers = {"X-Forwarded-For": address, "Accept": "text/html"}
+    csrf = re.compile(r'name="csrf_token" value="([^"]+)"')
+    with httpx.Client(base_url=served.base, timeout=60, headers=headers) as browser:
+        token = csrf.search(browser.get("/login").text).group(1)  # type: ignore[union-attr]
+        r = browser.post(
+            "/login",
+            data={"login": "coded", "password": PASSWORD, "csrf_token": token},
+            follow_redirects=False,
+        )
+        assert r.status_code == 303 and r.headers["location"] == "/login/two-factor", r.text
+        page = browser.get("/login/two-factor")
+        token = csrf.search(page.text).group(1)  # type: ignore[union-attr]
+        cookie = "; ".join(f"{k}={v}" for k, v in browser.cookies.items())
+    requests = [
+        (
+            "POST",
+            "/login/two-factor",
+            {
+                "data": {"code": f"{i:06d}", "csrf_token": token},
+                "headers": {**headers, "Cookie": cookie},
+            },
+        )
+        for i in range(25)
+    ]
+    answers, health = asyncio.run(_burst(served, requests))
+    statuses = _report("25 wrong two-factor codes", answers, health)
+    assert set(statuses) <= {422, 429}, (statuses, served.log.read_text()[-3000:])
+    assert statuses[422] <= LIMITS.login_account.limit
+    assert statuses[429] >= 25 - LIMITS.login_account.limit
+    for r in answers:
+        if r.status_code == 429:
+            assert int(r.headers["Retry-After"]) >= 1
+    subject = f"2fa:{_account_id(served, 'coded')}"
+    assert _hits(served, LIMITS.login_account, subject) == statuses[422]
+    assert _hits(served, LIMITS.login_ip, address) == statuses[422]
