@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     header_timeout: float = Field(
         default=10.0, gt=0, le=300, description="Seconds a client has to send a request's headers."
     )
+    idle_connection_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="Seconds a new connection may stay open without sending a byte.",
+    )
 
     # Administrators and organisation owners must use two-factor sign-in (pages ask them to
     # set it up before anything else).

@@ -7,8 +7,9 @@ could hold every connection slot. These protocol classes (the httptools and h11 
 uvicorn would pick, with a timer) are what ``store serve`` runs: the deadline starts with
 the first byte of a request (not reset by later bytes), and when it passes while the
 request's headers are not complete, the connection is closed. A connection that sends
-nothing at all is closed after ``IDLE_S``. A request whose headers arrived in time is never
-cut off, however long its body or response take. (Counting from the first byte, not from
+nothing at all is closed after ``STORE_IDLE_CONNECTION_TIMEOUT`` seconds (60 by default).
+A request whose headers arrived in time is never cut off, however long its body or
+response take. (Counting from the first byte, not from
 the connection's opening, keeps a busy client, which may connect well before it writes,
 from being taken for a slow one.)
 """
@@ -22,8 +23,9 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 DEFAULT_HEADER_TIMEOUT = 10.0
 CONFIG_ATTRIBUTE = "store_header_timeout"  # set on uvicorn's Config by store serve
+IDLE_CONFIG_ATTRIBUTE = "store_idle_connection_timeout"
 CONFIRM_S = 0.5  # a second look before closing (see _header_deadline)
-IDLE_S = 60.0  # a new connection that sends nothing at all
+IDLE_S = 60.0  # a new connection that sends nothing at all (the default)
 
 
 class _HeaderDeadline:
@@ -34,15 +36,16 @@ class _HeaderDeadline:
     transport: asyncio.Transport
     _header_timer: asyncio.TimerHandle | None = None
     _header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    _idle_timeout: float = IDLE_S
 
     _header_confirming: bool = False
     _awaiting_first_byte: bool = True
 
     def _arm_header_deadline(self) -> None:
-        """Waiting for a request: at most IDLE_S for its first byte (uvicorn's keep-alive
-        timeout closes an idle kept-alive connection sooner)."""
+        """Waiting for a request: at most the idle timeout for its first byte (uvicorn's
+        keep-alive timeout closes an idle kept-alive connection sooner)."""
         self._awaiting_first_byte = True
-        self._arm(IDLE_S)
+        self._arm(self._idle_timeout)
 
     def _request_began(self) -> None:
         """The first byte of a request: its headers must be complete within the deadline."""
@@ -79,6 +82,7 @@ class _HeaderDeadline:
 
 def _configure(protocol: _HeaderDeadline, config: Any) -> None:
     protocol._header_timeout = float(getattr(config, CONFIG_ATTRIBUTE, DEFAULT_HEADER_TIMEOUT))
+    protocol._idle_timeout = float(getattr(config, IDLE_CONFIG_ATTRIBUTE, IDLE_S))
 
 
 class GuardedH11Protocol(_HeaderDeadline, H11Protocol):

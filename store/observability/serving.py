@@ -37,7 +37,9 @@ def uvicorn_options(settings: Settings, *, workers: int | None, log_level: str) 
 
 def guard_headers(config: Any, settings: Settings) -> None:
     """Run uvicorn's HTTP protocol with a deadline for request headers
-    (``STORE_HEADER_TIMEOUT``; store.observability.http_guard). The deadline is kept on the
-    Config, which worker processes receive with it."""
+    (``STORE_HEADER_TIMEOUT``) and one for a connection that sends nothing
+    (``STORE_IDLE_CONNECTION_TIMEOUT``; store.observability.http_guard). The deadlines are
+    kept on the Config, which worker processes receive with it."""
     config.http = http_guard.protocol_path()
     setattr(config, http_guard.CONFIG_ATTRIBUTE, settings.header_timeout)
+    setattr(config, http_guard.IDLE_CONFIG_ATTRIBUTE, settings.idle_connection_timeout)

@@ -205,3 +205,37 @@ def test_the_header_deadline_is_a_setting_and_counts_from_the_start(
             # Kept alive: the next request on the same connection is answered too.
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             assert b"HTTP/1.1 200" in _read_all(sock)
+
+
+def test_an_idle_connection_is_closed_after_a_minute_by_default() -> None:
+    """The idle deadline's default and where store serve puts it for its workers."""
+    from types import SimpleNamespace
+
+    from store.observability import http_guard
+    from store.observability.serving import guard_headers
+
+    settings = Settings()
+    assert settings.idle_connection_timeout == 60.0
+    config = SimpleNamespace()
+    guard_headers(config, settings)
+    assert getattr(config, http_guard.IDLE_CONFIG_ATTRIBUTE) == 60.0
+    assert getattr(config, http_guard.CONFIG_ATTRIBUTE) == 10.0
+
+
+@pytest.mark.e2e
+def test_serve_closes_a_connection_that_sends_nothing(tmp_path: Path, sqlite_url: str) -> None:
+    """A client that connects and sends nothing is disconnected once the idle deadline
+    (here 3 s instead of 60) has passed, not before; others are served meanwhile."""
+    env = {"STORE_IDLE_CONNECTION_TIMEOUT": "3"}
+    with (
+        store_serve(tmp_path, sqlite_url, workers=1, env=env) as served,
+        socket.create_connection((served.host, served.port), timeout=30) as sock,
+    ):
+        sock.settimeout(1)
+        with pytest.raises(TimeoutError):
+            sock.recv(1)  # still open after a second
+        with socket.create_connection((served.host, served.port), timeout=30) as other:
+            other.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert _read_all(other).startswith(b"HTTP/1.1 200")
+        sock.settimeout(30)  # a socket timeout fails the test if the deadline is not kept
+        assert _read_all(sock) == b""  # closed by the server, no answer
