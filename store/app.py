@@ -134,6 +134,8 @@ def _include_routers(app: FastAPI) -> None:
     from store.billing.api import router as billing_api
     from store.billing.pages import router as billing_pages
     from store.billing.webhook_api import router as billing_webhook
+    from store.builds.api import router as builds_api
+    from store.builds.pages import router as builds_pages
     from store.catalog.api import router as catalog_api
     from store.licensing.api import router as licensing_api
     from store.licensing.pages import router as licensing_pages
@@ -169,4 +171,6 @@ def _include_routers(app: FastAPI) -> None:
     # Notice preferences, unsubscribe links, the outbox for administrators.
     app.include_router(mail_pages)
     app.include_router(mail_unsubscribe)
+    app.include_router(builds_api, prefix="/api/v1")
+    app.include_router(builds_pages)
     install_web(app)

@@ -113,6 +113,16 @@ class Settings(BaseSettings):
     mail_retry_max: float = Field(default=3600.0, gt=0)
     mail_max_attempts: int = Field(default=10, ge=1, le=100)
 
+    # Automated builds (store.builds; docs/builds.md): `store builds worker` processes.
+    # Workspaces (clones) and buildah's storage live under builds_dir (default: the data
+    # dir's builds/); put it in memory (/dev/shm) for speed where there is room.
+    builds_dir: Path | None = None
+    build_timeout: int = Field(default=1800, ge=30, le=86400)
+    builds_per_namespace: int = Field(default=2, ge=1, le=100)
+    builds_poll_interval: float = Field(default=2.0, gt=0, le=3600)
+    # Git sources on this machine (a path or file://): allowed unless in production.
+    builds_allow_local_sources: bool | None = None
+
     @field_validator("public_url", "registry_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
@@ -212,6 +222,16 @@ class Settings(BaseSettings):
         if self.mail_smtp_port:
             return self.mail_smtp_port
         return {"tls": 465, "starttls": 587}.get(self.mail_smtp_security, 25)
+
+    @property
+    def resolved_builds_dir(self) -> Path:
+        return (self.builds_dir or self.data_dir / "builds").resolve()
+
+    @property
+    def local_build_sources(self) -> bool:
+        if self.builds_allow_local_sources is not None:
+            return self.builds_allow_local_sources
+        return self.environment != "production"
 
     def ensure_data_dir(self) -> None:
         """The data directory, readable by its owner only (it holds the database and the

@@ -13,6 +13,7 @@ from store.accounts.models import (
     WebSession,
 )
 from store.audit.models import AuditChainHead, AuditEvent
+from store.builds.models import Build, BuildLogChunk, BuildRule, BuildSource
 from store.catalog.models import Category, Product, Tier, product_categories
 from store.db import Base
 from store.keys.models import SigningKey
@@ -41,6 +42,10 @@ __all__ = [
     "AuditChainHead",
     "AuditEvent",
     "Base",
+    "Build",
+    "BuildLogChunk",
+    "BuildRule",
+    "BuildSource",
     "Category",
     "CertificationRequest",
     "ContentSignature",

@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "store.cli.signing",  # store sign, store signing keygen|fingerprint|keys
     "store.cli.audit",  # store audit verify|list
     "store.cli.mail",  # store mail test|send|outbox|retry
+    "store.cli.builds",  # store builds worker|trigger|list|show|cancel
 )
 
 

@@ -7,10 +7,12 @@ raises :class:`BadCredentials`. Built in, in order:
 1. the store's own sync credential (username ``_store-sync``; no account can have it);
 2. a license token sent as the password with username ``license`` (or the license id),
    verified by ``store.licensing.credentials.resolve_license_credential``;
-3. access tokens (personal, organisation robot), recognised by prefix + checksum; refresh
+3. a running build's short-lived credential (username ``_store-build``,
+   ``store.builds.queue.credential``): pull and push on the repository it builds only;
+4. access tokens (personal, organisation robot), recognised by prefix + checksum; refresh
    tokens are only taken by the OAuth2 refresh grant (``store.registry.refresh``), which
    checks their source;
-4. username (or e-mail) and password; refused for an account with two-factor sign-in on
+5. username (or e-mail) and password; refused for an account with two-factor sign-in on
    (its personal access tokens are the way for docker and other CLIs).
 
 Add a kind by inserting a resolver into ``RESOLVERS``. The access-token and password
@@ -408,7 +410,44 @@ async def _checked(ctx: CredentialContext, reservation: Any, check: Awaitable[T]
         raise
 
 
-RESOLVERS: list[Resolver] = [resolve_sync, resolve_license, resolve_access_token, resolve_password]
+async def resolve_build(ctx: CredentialContext, username: str, password: str) -> Principal | None:
+    """A build's credential: valid while its MAC checks, before its deadline, and while the
+    build is running; it names the one repository the build pushes to."""
+    from store.builds import queue
+
+    if username != queue.BUILD_USERNAME:
+        return None
+    build_id = queue.check_credential(ctx.settings, password, now=time.time())
+    if build_id is None:
+        raise BadCredentials("this build credential is not valid (or expired)")
+
+    def call() -> tuple[str, str] | None:
+        from store.builds.models import Build
+
+        with ctx.sessionmaker() as session:
+            build = session.get(Build, build_id)
+            if build is None:
+                return None
+            return build.status, build.repository
+
+    found = await run_in_threadpool(call)
+    if found is None or found[0] != "running":
+        raise BadCredentials("this build is not running")
+    return Principal(
+        kind="build",
+        subject=f"build:{build_id}",
+        repositories=frozenset({found[1]}),
+        extra={"build_id": build_id},
+    )
+
+
+RESOLVERS: list[Resolver] = [
+    resolve_sync,
+    resolve_license,
+    resolve_build,
+    resolve_access_token,
+    resolve_password,
+]
 
 
 async def resolve(ctx: CredentialContext, username: str, password: str) -> Principal:

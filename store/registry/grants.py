@@ -27,6 +27,8 @@ follow the product. Rules:
   (subscribers keep access to the end of the paid period, and buyers of perpetual licenses
   keep theirs); never while it is suspended. A license key: pull on its product's
   repositories on the same terms;
+- a running build's credential (``store.builds``): pull and push on the one repository
+  it builds, and pull where anyone may; nothing else;
 - administrators: pull everywhere; ``registry:catalog:*`` only for administrators and the
   store's own sync credential.
 
@@ -153,6 +155,10 @@ def _token_allows(principal: Principal, action: str) -> bool:
 def allowed_repository_actions(principal: Principal, facts: RepoFacts) -> set[str]:
     """Every action the principal may perform on the repository."""
     allowed: set[str] = set()
+    if principal.kind == "build":
+        if principal.repositories is not None and facts.name in principal.repositories:
+            return {"pull", "push"}
+        return {"pull"} if facts.public else set()
     if principal.kind == "account" and facts.role is not None:
         allowed.add("pull")
         if facts.role in PUSHERS:

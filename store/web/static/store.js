@@ -55,3 +55,31 @@
   if (!toggle || !window.matchMedia) return;
   if (window.matchMedia("(min-width: 801px)").matches) toggle.open = true;
 })();
+
+// A running build's log: appended as the worker writes it (the page polls the log address
+// with the last chunk it has), until the build ends; then the page reloads once for the
+// final status, digest and pull command.
+(function () {
+  "use strict";
+  var pre = document.getElementById("build-log");
+  if (!pre || !window.fetch || pre.getAttribute("data-final") === "true") return;
+  var url = pre.getAttribute("data-log-url");
+  var next = parseInt(pre.getAttribute("data-next"), 10);
+  function poll() {
+    fetch(url + "?after=" + next, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (response) { return response.ok ? response.json() : null; })
+      .then(function (body) {
+        if (!body) { setTimeout(poll, 5000); return; }
+        if (body.text) {
+          var atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+          pre.appendChild(document.createTextNode(body.text));
+          if (atEnd) pre.scrollTop = pre.scrollHeight;
+        }
+        next = body.next;
+        if (body.final) { window.location.reload(); return; }
+        setTimeout(poll, 1000);
+      })
+      .catch(function () { setTimeout(poll, 5000); });
+  }
+  setTimeout(poll, 1000);
+})();
