@@ -20,6 +20,7 @@ from store import (
     security,
     security_headers,
 )
+from store.billing.config import stripe_environment
 from store.config import Settings
 from store.db import WriteTurns, make_engine, make_sessionmaker
 from store.http_errors import install_error_handlers
@@ -52,7 +53,9 @@ def create_app(
     """The store's ASGI app. ``mail_sender`` runs the outbox sender beside it (a thread of
     this process; any number of processes may run one)."""
     settings = settings or Settings()
-    observability.check_settings(settings)  # every problem at once, as a ConfigurationError
+    observability.check_settings(
+        settings, stripe_environment
+    )  # every problem at once, as a ConfigurationError
     settings.ensure_data_dir()
     engine = make_engine(settings.resolved_database_url)
     if migrate is None:
@@ -130,26 +133,26 @@ def _start_mail_sender(app: FastAPI) -> Callable[[], None]:
 def _include_routers(app: FastAPI) -> None:
     from store.accounts.api import router as accounts_api
     from store.audit.api import router as audit_api
-    from store.audit.pages import router as audit_pages
     from store.billing.api import router as billing_api
-    from store.billing.pages import router as billing_pages
     from store.billing.webhook_api import router as billing_webhook
     from store.builds.api import router as builds_api
     from store.builds.pages import router as builds_pages
     from store.catalog.api import router as catalog_api
     from store.licensing.api import router as licensing_api
-    from store.licensing.pages import router as licensing_pages
     from store.licensing.public import router as licensing_public
-    from store.mail.pages import router as mail_pages
-    from store.mail.pages import unsubscribe_router as mail_unsubscribe
     from store.registry.api import router as registry_api
     from store.registry.routes import router as registry_routes
     from store.search.api import router as search_api
     from store.search.docker_api import router as docker_search
-    from store.search.pages import router as search_pages
     from store.signing.api import router as signing_api
-    from store.signing.pages import router as signing_pages
     from store.web.pages import install as install_web
+    from store.web.routes_audit import router as audit_pages
+    from store.web.routes_billing import router as billing_pages
+    from store.web.routes_licenses import router as licensing_pages
+    from store.web.routes_mail import router as mail_pages
+    from store.web.routes_mail import unsubscribe_router as mail_unsubscribe
+    from store.web.routes_search import router as search_pages
+    from store.web.routes_signing import router as signing_pages
 
     for router in (accounts_api, catalog_api, licensing_api, registry_api, billing_api, search_api):
         app.include_router(router, prefix="/api/v1")

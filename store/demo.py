@@ -21,9 +21,9 @@ from sqlalchemy.orm import Session
 
 from store.accounts import service as accounts
 from store.accounts.models import Account, Organization
-from store.billing.pricing import BillingKind
 from store.catalog import service as catalog
 from store.catalog.models import Product
+from store.catalog.periods import BillingKind
 from store.db import utcnow
 from store.errors import Conflict
 from store.licensing import entitlements as licensing

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -31,24 +29,6 @@ def current_revisions(engine: Engine) -> set[str]:
 
 def is_current(engine: Engine) -> bool:
     return current_revisions(engine) == head_revisions(str(engine.url))
-
-
-def schema_differences(engine: Engine) -> list[Any]:
-    """What autogenerate would change to make the database match the models ([] = agree).
-
-    Objects owned by the full-text engines (created by the search migration, no model) are
-    left out of the comparison.
-    """
-    from alembic.autogenerate import compare_metadata
-
-    from store.models import Base
-    from store.search.schema import include_object
-
-    with engine.connect() as conn:
-        context = MigrationContext.configure(
-            conn, opts={"compare_type": True, "include_object": include_object}
-        )
-        return list(compare_metadata(context, Base.metadata))
 
 
 def upgrade(engine: Engine, revision: str = "heads") -> None:

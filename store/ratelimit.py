@@ -32,7 +32,7 @@ import ipaddress
 import math
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -365,18 +365,17 @@ def mail_link_wait(db: _Executes, request: Any, address: str) -> int | None:
     return wait
 
 
-def _token_login(username: str, password: str) -> str | None:
-    """The account name a /token credential is a password for; None for the store's tokens,
-    license keys and the sync credential: those are not guessable, and counting them per
-    name would let anyone lock a customer's CI out by sending bad passwords in its name."""
+def _token_login(username: str, password: str, unguessable: Callable[[str], bool]) -> str | None:
+    """The account name a /token credential is a password for; None for the store's tokens
+    and for names whose passwords are tokens (license keys, the sync credential: the caller's
+    ``unguessable``): those are not guessable, and counting them per name would let anyone
+    lock a customer's CI out by sending bad passwords in its name."""
     from store import security
-    from store.licensing.credentials import is_license_username
-    from store.registry.credentials import SYNC_USERNAME
 
     name = username.strip().lower()
     if not name or password.startswith(tuple(security.TOKEN_PREFIXES.values())):
         return None
-    if name == SYNC_USERNAME or is_license_username(name):
+    if unguessable(name):
         return None
     return name
 
@@ -385,13 +384,14 @@ class TokenGuard:
     """The token endpoint's limits: a dict lookup before credentials are verified, the
     table written only on failure (see the module docstring)."""
 
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self, limits: Limits, unguessable: Callable[[str], bool]) -> None:
         self.limits = limits
+        self.unguessable = unguessable
         self.blocked = BlockedKeys()
 
     def keys(self, request: Any, username: str, password: str) -> tuple[str, str | None]:
         ip_key = key(self.limits.token_ip, client_ip(request, self.limits))
-        login = _token_login(username, password)
+        login = _token_login(username, password, self.unguessable)
         return ip_key, key(self.limits.token_account, login) if login else None
 
     def wait(self, db_connect: Any, request: Any, username: str, password: str) -> int | None:
@@ -412,7 +412,7 @@ class TokenGuard:
         name in a transaction of its own (run it in a write turn), or Refused."""
         if not self.limits.enabled:
             return Reservation()
-        login = _token_login(username, password) or username.strip().lower()
+        login = _token_login(username, password, self.unguessable) or username.strip().lower()
         checks = [
             (self.limits.token_ip, client_ip(request, self.limits)),
             (self.limits.token_account, login),
@@ -435,7 +435,7 @@ class TokenGuard:
         if not self.limits.enabled:
             return
         ip = client_ip(request, self.limits)
-        login = _token_login(username, password)
+        login = _token_login(username, password, self.unguessable)
         with db_connect() as conn:
             for rule, subject in ((self.limits.token_ip, ip), (self.limits.token_account, login)):
                 if subject:
@@ -444,11 +444,13 @@ class TokenGuard:
                         self.blocked.add(key(rule, subject), wait)
 
 
-def token_guard(app: Any) -> TokenGuard:
+def token_guard(app: Any, unguessable: Callable[[str], bool]) -> TokenGuard:
+    """The app's token guard; ``unguessable`` tells the user names whose passwords are tokens
+    (the registry's credentials know them)."""
     guard = getattr(app.state, "token_guard", None)
     limits = limits_of(app)
     if guard is None or guard.limits is not limits:
-        guard = TokenGuard(limits)
+        guard = TokenGuard(limits, unguessable)
         app.state.token_guard = guard
     return guard
 

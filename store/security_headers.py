@@ -4,7 +4,7 @@ Pages load nothing from other origins and run no inline script: the Content-Secu
 allows scripts, styles and frames of the store only (images from https too: listings show
 publisher logos), and nobody may frame the store. A response that sets a header itself
 keeps it (the Stripe checkout pages add js.stripe.com to their own policy, see
-``store.billing.pages.STRIPE_CSP``). The API's Swagger UI (``/api/docs``) is served from
+``store.web.routes_billing.STRIPE_CSP``). The API's Swagger UI (``/api/docs``) is served from
 the store's own files like every other page. HSTS is sent only when the public URL is
 https.
 

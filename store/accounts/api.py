@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from store import ratelimit
 from store.accounts import links, service, sessions, two_factor
 from store.accounts import login as password_login
+from store.accounts.caller import AdminAccount, CurrentAccount
 from store.accounts.models import AccessToken, Account, Organization
 from store.accounts.schemas import (
     AccountAdminUpdate,
@@ -35,7 +36,7 @@ from store.accounts.schemas import (
     VerificationDecision,
 )
 from store.db import utcnow
-from store.deps import AdminAccount, CurrentAccount, DbSession
+from store.deps import DbSession
 from store.errors import Forbidden, NotFound
 from store.security_headers import NO_STORE
 

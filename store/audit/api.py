@@ -7,9 +7,10 @@ from datetime import datetime
 from fastapi import APIRouter, Query
 
 from store.accounts import service as accounts
+from store.accounts.caller import AdminAccount, CurrentAccount
 from store.audit import service as audit
 from store.audit.schemas import AuditEventOut, AuditPage, ChainReportOut
-from store.deps import AdminAccount, CurrentAccount, DbSession
+from store.deps import DbSession
 from store.errors import NotFound
 
 router = APIRouter(tags=["audit"])

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
 from store.accounts import service as accounts
+from store.accounts.caller import CurrentAccount
 from store.billing import orders, sales, subscriptions
 from store.billing.gateway import Outcome, PaymentInput
 from store.billing.pricing import MAX_QUANTITY, Buyer, normalize_country, normalize_vat_id
@@ -25,7 +26,7 @@ from store.billing.schemas import (
 )
 from store.billing.webhook_api import catch_up
 from store.catalog import service as catalog
-from store.deps import CurrentAccount, DbSession
+from store.deps import DbSession
 from store.errors import NotFound, PaymentRequired, ServiceUnavailable, StoreError, ValidationFailed
 
 router = APIRouter(prefix="/billing", tags=["billing"])

@@ -113,3 +113,16 @@ class BillingSettings(BaseSettings):
             label=self.tax_label,
             home_country=self.tax_home_country or None,
         )
+
+
+def stripe_environment() -> dict[str, str | None]:
+    """The Stripe keys and the gateway choice as the environment sets them, by their
+    variable names (the start-up checks of store.observability.config_check)."""
+    billing = BillingSettings()
+    values = {
+        "STRIPE_SECRET_KEY": billing.stripe_secret_key,
+        "STRIPE_PUBLISHABLE_KEY": billing.stripe_publishable_key,
+        "STRIPE_WEBHOOK_SECRET": billing.stripe_webhook_secret,
+    }
+    values["STORE_BILLING_GATEWAY"] = billing.gateway
+    return values

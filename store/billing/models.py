@@ -13,8 +13,8 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from sqlalchemy.sql.expression import false as sa_false
 
 from store.accounts.models import Account, Organization
-from store.billing.pricing import BillingKind, BillingKindType, Interval, IntervalType
 from store.catalog.models import Product, Tier
+from store.catalog.periods import BillingKind, BillingKindType, Interval, IntervalType
 from store.db import Base, new_id, utcnow
 
 ORDER_STATUSES = (

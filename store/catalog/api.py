@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, status
 
 from store.accounts import service as accounts
+from store.accounts.caller import AdminAccount, Caller, CurrentAccount
 from store.catalog import service
 from store.catalog.models import Product
 from store.catalog.schemas import (
@@ -20,7 +21,7 @@ from store.catalog.schemas import (
     TierOut,
     TierUpdate,
 )
-from store.deps import AdminAccount, Caller, CurrentAccount, DbSession
+from store.deps import DbSession
 from store.errors import Conflict
 
 router = APIRouter(tags=["catalog"])

@@ -19,7 +19,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from store.accounts.models import Organization
-from store.billing.pricing import BillingKind, BillingKindType
+from store.catalog.periods import BillingKind, BillingKindType
 from store.db import Base, StringList, new_id, utcnow
 
 product_categories = Table(

@@ -8,8 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
-from store.billing.pricing import BillingKind
 from store.catalog.markdown import render
+from store.catalog.periods import BillingKind
 
 
 class ORM(BaseModel):

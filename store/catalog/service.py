@@ -14,8 +14,8 @@ from store import validation
 from store.accounts import service as accounts
 from store.accounts.models import Account, Membership, Organization
 from store.audit import service as audit
-from store.billing.pricing import BillingKind
 from store.catalog.models import Category, Product, Tier, product_categories
+from store.catalog.periods import BillingKind
 from store.db import utcnow
 from store.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from store.pagination import Page, paginate

@@ -11,9 +11,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from store.accounts import service as accounts
-from store.billing.pricing import BillingKind
 from store.catalog import service as catalog
 from store.catalog.models import Product
+from store.catalog.periods import BillingKind
 from store.cli._common import (
     CommandError,
     add_command,

@@ -132,6 +132,6 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _model_differences(engine: Engine) -> list[Any]:
-    from store.migrate import schema_differences
+    from store.models import schema_differences
 
     return schema_differences(engine)

@@ -11,6 +11,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from store import migrate
+from store.billing.config import stripe_environment
 from store.cli._common import (
     CommandError,
     command,
@@ -68,7 +69,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     settings = load_settings()
-    check_settings(settings)  # exit 1 listing every problem
+    check_settings(settings, stripe_environment)  # exit 1 listing every problem
     with open_engine(settings) as engine:
         if settings.is_sqlite:
             # Migrate once here, before workers start, so they never race to do it.

@@ -10,14 +10,14 @@ from fastapi import APIRouter, status
 from fastapi.responses import Response
 
 from store.accounts import service as accounts
+from store.accounts.caller import Caller, CurrentAccount
 from store.catalog import service as catalog
 from store.db import utcnow
-from store.deps import Caller, CurrentAccount, DbSession, SettingsDep, writes_on_read
+from store.deps import DbSession, SettingsDep, writes_on_read
 from store.errors import Forbidden
 from store.licensing import entitlements, service
 from store.licensing.models import Entitlement, License
-from store.licensing.pages import lic_response
-from store.licensing.public import Keyring
+from store.licensing.public import Keyring, lic_response
 from store.licensing.schemas import (
     AccessOut,
     EntitlementOut,

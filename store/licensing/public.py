@@ -26,6 +26,17 @@ def get_keyring(request: Request) -> KeyRing:
 Keyring = Annotated[KeyRing, Depends(get_keyring)]
 
 
+def lic_response(filename: str, text: str) -> Response:
+    return Response(
+        text,
+        media_type="application/x-store-license; charset=utf-8",
+        headers={
+            "Content-Disposition": f'attachment; filename="{filename}"',
+            "Cache-Control": "private, no-store",
+        },
+    )
+
+
 @router.get(
     "/.well-known/jwks.json",
     response_class=JSONResponse,

@@ -20,6 +20,7 @@ name SQLite or PostgreSQL. In production (``STORE_ENVIRONMENT=production``) also
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -76,9 +77,10 @@ def url_problem(name: str, value: str) -> str | None:
     return None
 
 
-def check(settings: Settings, stripe: dict[str, str | None] | None = None) -> Report:
-    """Every problem and warning of these settings. ``stripe`` maps STRIPE_* names to
-    values (read from the billing settings when not given; production only)."""
+def check(settings: Settings, stripe: Mapping[str, str | None] | None = None) -> Report:
+    """Every problem and warning of these settings. ``stripe`` maps STRIPE_* names and
+    STORE_BILLING_GATEWAY to their values (``store.billing.config.stripe_environment``;
+    checked in production only, none given is none set)."""
     report = Report()
     urls = [
         ("STORE_PUBLIC_URL", settings.public_url),
@@ -93,7 +95,7 @@ def check(settings: Settings, stripe: dict[str, str | None] | None = None) -> Re
     backend = _database_backend(settings, report)
     if settings.environment == "production":
         _production(settings, backend, report)
-        _stripe(stripe if stripe is not None else _stripe_from_env(), report, settings)
+        _stripe(stripe or {}, report, settings)
     return report
 
 
@@ -157,19 +159,6 @@ def _production(settings: Settings, backend: str | None, report: Report) -> None
         report.warnings.append("STORE_COOKIE_SECURE=false: session cookies also go over http")
 
 
-def _stripe_from_env() -> dict[str, str | None]:
-    from store.billing.config import BillingSettings
-
-    billing = BillingSettings()
-    values = {
-        "STRIPE_SECRET_KEY": billing.stripe_secret_key,
-        "STRIPE_PUBLISHABLE_KEY": billing.stripe_publishable_key,
-        "STRIPE_WEBHOOK_SECRET": billing.stripe_webhook_secret,
-    }
-    values["STORE_BILLING_GATEWAY"] = billing.gateway
-    return values
-
-
 def _test_gateway(settings: Settings | None, report: Report) -> None:
     if settings is not None and settings.allow_test_payments:
         report.warnings.append(
@@ -184,7 +173,7 @@ def _test_gateway(settings: Settings | None, report: Report) -> None:
     )
 
 
-def _stripe(values: dict[str, Any], report: Report, settings: Settings | None = None) -> None:
+def _stripe(values: Mapping[str, Any], report: Report, settings: Settings | None = None) -> None:
     present = [k for k in STRIPE_KEYS if values.get(k)]
     missing = [k for k in STRIPE_KEYS if not values.get(k)]
     gateway = values.get("STORE_BILLING_GATEWAY") or "auto"
@@ -218,9 +207,13 @@ def _stripe(values: dict[str, Any], report: Report, settings: Settings | None = 
         )
 
 
-def check_settings(settings: Settings) -> Report:
-    """Raise :class:`ConfigurationError` listing every problem; log the warnings."""
-    report = check(settings)
+def check_settings(
+    settings: Settings, stripe_environment: Callable[[], Mapping[str, str | None]]
+) -> Report:
+    """Raise :class:`ConfigurationError` listing every problem; log the warnings. The Stripe
+    settings are read (``stripe_environment``) only in production, where they are checked."""
+    production = settings.environment == "production"
+    report = check(settings, stripe_environment() if production else None)
     if report.problems:
         raise ConfigurationError(report.problems)
     for warning in report.warnings:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Query
 
 from store.accounts import service as accounts
+from store.accounts.caller import Caller, CurrentAccount
 from store.catalog import service as catalog
 from store.db import utcnow
-from store.deps import Caller, CurrentAccount, DbSession, SettingsDep
+from store.deps import DbSession, SettingsDep
 from store.errors import Forbidden
 from store.registry import explain, grants, hub, visibility
 from store.registry.schemas import (

@@ -297,6 +297,15 @@ async def resolve_sync(ctx: CredentialContext, username: str, password: str) -> 
     return Principal(kind="sync", subject=SYNC_USERNAME)
 
 
+def unguessable_username(username: str) -> bool:
+    """The sync credential and license names: their passwords are tokens, never guessed, so
+    failures are not counted against the name (store.ratelimit)."""
+    if username == SYNC_USERNAME:
+        return True
+    module = _license_module()
+    return module is not None and bool(module.is_license_username(username))
+
+
 def _license_module() -> Any:
     try:
         from store.licensing import credentials as license_credentials

@@ -44,7 +44,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, Engine
 
-from store.billing.pricing import BillingKind
+from store.catalog.periods import BillingKind
 from store.licensing.usable import USABLE_SQL
 from store.registry.grants import Principal, RepoFacts, product_repository
 

@@ -214,7 +214,7 @@ async def _token(request: Request, state: RegistryState, params: _Params) -> Res
     # Credential failures are rate limited (store.ratelimit): a dict lookup here; a
     # password that must really be checked takes an attempt first (a write in a turn of
     # its own), a bad access token is counted after it failed.
-    guard = ratelimit.token_guard(request.app)
+    guard = ratelimit.token_guard(request.app, credentials.unguessable_username)
     sent = ratelimit.token_credentials(request, params)
     if sent is not None and (wait := guard.wait(state.read, request, *sent)) is not None:
         metrics.token_decision("rejected", "rate_limited")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from store.deps import Caller, DbSession
+from store.accounts.caller import Caller
+from store.deps import DbSession
 from store.search import service
 from store.search.models import SearchDocument
 from store.search.query import BadQuery

@@ -16,8 +16,8 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from store.accounts.models import Organization
-from store.billing.pricing import BillingKind
 from store.catalog.models import Product, Tier, product_categories
+from store.catalog.periods import BillingKind
 from store.registry import grants
 from store.registry.grants import product_repository
 from store.registry.models import HubRepository, PullCounter

@@ -7,18 +7,17 @@ import uuid
 from fastapi import APIRouter, BackgroundTasks, Request, status
 
 from store.accounts import service as accounts
-from store.accounts.models import Account, Organization
-from store.catalog import service as catalog
-from store.catalog.models import Product
-from store.deps import (
+from store.accounts.caller import (
     AdminAccount,
     Caller,
     CurrentAccount,
-    DbSession,
-    SettingsDep,
-    _bearer,
+    bearer_secret,
     resolve_bearer_token,
 )
+from store.accounts.models import Account, Organization
+from store.catalog import service as catalog
+from store.catalog.models import Product
+from store.deps import DbSession, SettingsDep
 from store.errors import Forbidden, NotFound, Unauthorized
 from store.signing import certification, keys
 from store.signing import service as signing
@@ -112,7 +111,7 @@ def _signer(
 ) -> tuple[Organization, Account | str]:
     """Who uploads a signature: a personal token (api or push scope) of an editor of the
     namespace, or a robot token of the namespace with the push scope (for CI)."""
-    secret = _bearer(request)
+    secret = bearer_secret(request)
     if secret is None:
         raise Unauthorized(
             "Send a personal or robot token as 'Authorization: Bearer <token>'",

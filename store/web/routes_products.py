@@ -11,9 +11,9 @@ from starlette.responses import Response
 
 from store.accounts import service as accounts
 from store.accounts.models import Account, Organization
-from store.billing.pricing import BillingKind
 from store.catalog import service as catalog
 from store.catalog.models import Product, Tier
+from store.catalog.periods import BillingKind
 from store.db import utcnow
 from store.deps import DbSession
 from store.errors import NotFound, StoreError

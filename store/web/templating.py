@@ -13,11 +13,11 @@ from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
 from store import TEMPLATES_DIR, __version__
-from store.billing.pricing import BillingKind
+from store.billing.offers import offer_of
 from store.catalog import money
 from store.catalog.markdown import render as render_markdown
 from store.catalog.models import Product, Tier
-from store.catalog.offers import offer_of
+from store.catalog.periods import BillingKind
 from store.config import Settings
 from store.web import charts
 from store.web.csrf import csrf_field

@@ -30,7 +30,7 @@ def install_routes(app: FastAPI) -> None:
     from store.billing.webhook_api import router as webhook_router
 
     app.include_router(webhook_router)
-    for name, prefix in (("store.billing.api", "/api/v1"), ("store.billing.pages", "")):
+    for name, prefix in (("store.billing.api", "/api/v1"), ("store.web.routes_billing", "")):
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError:

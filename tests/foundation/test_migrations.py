@@ -3,10 +3,11 @@
 from sqlalchemy import Engine
 
 from store import migrate
+from store.models import schema_differences
 
 
 def test_models_match_migrations(engine: Engine) -> None:
-    diff = migrate.schema_differences(engine)
+    diff = schema_differences(engine)
     assert diff == [], f"models and migrations differ: {diff}"
 
 

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from store import ratelimit
 from store.accounts import service as accounts
 from store.ratelimit import BlockedKeys, Limits, RateLimit, Rule
+from store.registry.credentials import unguessable_username
 from tests.factories import PASSWORD, make_account
 from tests.web.helpers import HTML, csrf_of
 
@@ -257,7 +258,7 @@ def test_token_block_reaches_other_processes(
     for _ in range(3):  # the other process's failures, straight into the table
         ratelimit.hit(session, limits.token_account, "shared")
     session.commit()
-    guard = ratelimit.token_guard(app)
+    guard = ratelimit.token_guard(app, unguessable_username)
     assert client.get("/token", headers=basic("shared", PASSWORD)).status_code == 200
     guard.blocked._next_refresh = 0.0  # the refresh interval passed
     assert client.get("/token", headers=basic("shared", PASSWORD)).status_code == 429

@@ -14,7 +14,7 @@ def app(app: FastAPI) -> FastAPI:
     paths = {getattr(r, "path", "") for r in app.router.routes}
     from store.search.api import router as api_router
     from store.search.docker_api import router as docker_router
-    from store.search.pages import router as pages_router
+    from store.web.routes_search import router as pages_router
 
     if "/api/v1/search" not in paths:
         app.include_router(api_router, prefix="/api/v1")

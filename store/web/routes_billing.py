@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
+from store import STATIC_DIR
 from store.accounts import service as accounts
 from store.accounts.models import Account, Membership, Organization
 from store.billing import access, orders, receipts, sales, subscriptions, trials
@@ -33,7 +34,6 @@ from store.web.templating import flash, minor_exponent, redirect, render
 router = page_router()
 FormStr = Annotated[str, Form(max_length=255)]
 
-STATIC = __import__("pathlib").Path(__file__).with_name("static")
 # The one external origin pages may use, and only on Stripe checkout pages.
 STRIPE_CSP = (
     "default-src 'self'; img-src 'self' https: data:; style-src 'self' 'unsafe-inline'; "
@@ -74,7 +74,7 @@ def _owned_orgs(session: Session, account: Account) -> list[Organization]:
 
 @router.get("/billing/static/checkout.js", include_in_schema=False)
 def checkout_js() -> Response:
-    response = FileResponse(STATIC / "checkout.js", media_type="text/javascript")
+    response = FileResponse(STATIC_DIR / "checkout.js", media_type="text/javascript")
     response.headers.update({"X-Content-Type-Options": "nosniff"})
     return response
 

@@ -9,21 +9,11 @@ from fastapi.responses import Response
 
 from store.deps import DbSession, SettingsDep, writes_on_read
 from store.licensing import entitlements, service
-from store.licensing.public import Keyring
+from store.licensing.public import Keyring, lic_response
 from store.security_headers import NO_STORE
+from store.web.auth import require_account
 
 router = APIRouter(include_in_schema=False)
-
-
-def lic_response(filename: str, text: str) -> Response:
-    return Response(
-        text,
-        media_type="application/x-store-license; charset=utf-8",
-        headers={
-            "Content-Disposition": f'attachment; filename="{filename}"',
-            "Cache-Control": "private, no-store",
-        },
-    )
 
 
 @router.get("/my/licenses/{entitlement_id}.lic", dependencies=[NO_STORE])
@@ -36,8 +26,6 @@ def download_license(
     settings: SettingsDep,
 ) -> Response:
     """The .lic file of one of the logged-in account's entitlements."""
-    from store.web.auth import require_account  # the web layer may load after licensing
-
     account = require_account(request, session)
     entitlement = entitlements.get_visible_entitlement(session, entitlement_id, account)
     document = service.current_license(session, keyring, settings, entitlement)

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from store.billing.pricing import BillingKind, quote
+from store.billing.pricing import quote
 from store.catalog.models import Tier
+from store.catalog.periods import BillingKind
 
 _ORDER = {BillingKind.MONTH: 0, BillingKind.YEAR: 1, BillingKind.ONE_TIME: 2}
 
