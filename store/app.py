@@ -136,7 +136,6 @@ def _include_routers(app: FastAPI) -> None:
     from store.billing.api import router as billing_api
     from store.billing.webhook_api import router as billing_webhook
     from store.builds.api import router as builds_api
-    from store.builds.pages import router as builds_pages
     from store.catalog.api import router as catalog_api
     from store.licensing.api import router as licensing_api
     from store.licensing.public import router as licensing_public
@@ -148,6 +147,7 @@ def _include_routers(app: FastAPI) -> None:
     from store.web.pages import install as install_web
     from store.web.routes_audit import router as audit_pages
     from store.web.routes_billing import router as billing_pages
+    from store.web.routes_builds import router as builds_pages
     from store.web.routes_licenses import router as licensing_pages
     from store.web.routes_mail import router as mail_pages
     from store.web.routes_mail import unsubscribe_router as mail_unsubscribe

@@ -11,10 +11,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
+from store.accounts.caller import Caller, CurrentAccount
 from store.builds import service
 from store.builds.models import Build, BuildSource
 from store.config import Settings
-from store.deps import Caller, CurrentAccount, DbSession, SettingsDep
+from store.deps import DbSession, SettingsDep
 from store.errors import NotFound
 
 router = APIRouter(tags=["builds"])
