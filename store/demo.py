@@ -513,6 +513,7 @@ def _ensure_user(session: Session, spec: DemoUser, password: str, result: DemoRe
             password=password,
             display_name=spec.display_name,
             is_admin=spec.is_admin,
+            email_verified=True,
         )
     elif account.email != spec.email:
         raise Conflict(

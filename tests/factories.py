@@ -23,6 +23,9 @@ def make_account(session: Session, username: str | None = None, **overrides: Any
         "username": username,
         "email": f"{username}@example.com",
         "password": PASSWORD,
+        # An established account: its address is confirmed (pass email_verified=False for
+        # one that has just signed up).
+        "email_verified": True,
     }
     data.update(overrides)
     return accounts.create_account(session, **data)

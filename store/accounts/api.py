@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
 from fastapi import APIRouter, Request, status
 from sqlalchemy.orm import Session
 
 from store import ratelimit
-from store.accounts import links, service, sessions, two_factor
+from store.accounts import lifecycle, links, service, sessions, two_factor
 from store.accounts import login as password_login
 from store.accounts.caller import AdminAccount, CurrentAccount
 from store.accounts.models import AccessToken, Account, Organization
 from store.accounts.schemas import (
     AccountAdminUpdate,
+    AccountDeletion,
     AccountOut,
+    EmailChange,
+    EmailChangeAsked,
     InvitationOut,
     InviteIn,
+    LinkToken,
     Login,
     MemberOut,
     MeOut,
@@ -121,6 +126,69 @@ def change_password(body: PasswordChange, account: CurrentAccount, session: DbSe
     """Change the password; sessions and cached credential checks made before stop working."""
     service.change_password(
         session, account=account, current=body.current_password, new=body.new_password
+    )
+
+
+@router.post("/me/email", status_code=status.HTTP_202_ACCEPTED, response_model=EmailChangeAsked)
+def change_email(
+    body: EmailChange, request: Request, account: CurrentAccount, session: DbSession
+) -> EmailChangeAsked:
+    """Ask to change the address (with the current password): a link goes to the new
+    address, a notice to the current one; the address changes when the link is used
+    (``POST /confirm-email``). Limited like every link by e-mail (429 with Retry-After)."""
+    address = body.email.strip().lower()
+    wait = ratelimit.mail_link_wait(session, request, address)
+    if wait is not None:
+        raise ratelimit.too_many(wait, "requests for a link")
+    session.commit()  # the request counts even when it is refused
+    new = links.request_email_change(
+        session,
+        settings=request.app.state.settings,
+        account=account,
+        new_address=address,
+        password=body.password,
+    )
+    return EmailChangeAsked(
+        pending_email=new,
+        detail=f"A link is on its way to {new}; the address changes when it is used.",
+    )
+
+
+@router.post("/confirm-email", response_model=AccountOut)
+def confirm_email(body: LinkToken, request: Request, session: DbSession) -> object:
+    """Use a change-of-address link's token (the token is the authority: no log-in)."""
+    return links.confirm_email_change(
+        session, settings=request.app.state.settings, token=body.token
+    )
+
+
+@router.post("/verify-email", response_model=AccountOut)
+def verify_email(body: LinkToken, session: DbSession) -> object:
+    """Use a verification link's token: the account's address is confirmed."""
+    return links.verify_email(session, token=body.token)
+
+
+@router.get("/me/export", dependencies=[NO_STORE])
+def export(account: CurrentAccount, session: DbSession) -> dict[str, Any]:
+    """Everything the store holds about the calling account (profile, organisations,
+    tokens, sessions, orders, subscriptions, entitlements, licenses, mail, activity)."""
+    return lifecycle.export(session, account)
+
+
+@router.post("/me/deletion", status_code=status.HTTP_204_NO_CONTENT)
+def delete_me(
+    body: AccountDeletion, request: Request, account: CurrentAccount, session: DbSession
+) -> None:
+    """Delete the calling account for good (password, and a current two-factor code when
+    enabled). Refused with 409 ``account_not_deletable`` and the reasons in ``problems``
+    while it is the only owner of an organisation in use, has a subscription that renews, or
+    is the last administrator."""
+    lifecycle.delete_account(
+        session,
+        settings=request.app.state.settings,
+        account=account,
+        password=body.password,
+        code=body.code,
     )
 
 

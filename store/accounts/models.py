@@ -43,6 +43,9 @@ class Account(Base):
     email_verified_at: Mapped[datetime | None] = mapped_column(default=None)
     # When the owner accepted the terms of service and privacy policy at sign-up.
     terms_accepted_at: Mapped[datetime | None] = mapped_column(default=None)
+    # When its owner deleted the account (store.accounts.lifecycle): personal data erased,
+    # the row kept so orders keep their (anonymised) buyer.
+    deleted_at: Mapped[datetime | None] = mapped_column(default=None)
 
     memberships: Mapped[list[Membership]] = relationship(
         back_populates="account", cascade="all, delete-orphan"

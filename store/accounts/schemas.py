@@ -30,6 +30,7 @@ class AccountOut(ORM):
     is_admin: bool
     is_active: bool
     created_at: datetime
+    email_verified_at: datetime | None = None
 
 
 class PublicAccount(ORM):
@@ -160,3 +161,22 @@ class VerificationDecision(BaseModel):
 class AccountAdminUpdate(BaseModel):
     is_admin: bool | None = None
     is_active: bool | None = None
+
+
+class EmailChange(BaseModel):
+    email: str = Field(max_length=254)
+    password: str = Field(max_length=1024)
+
+
+class EmailChangeAsked(BaseModel):
+    pending_email: str
+    detail: str
+
+
+class LinkToken(BaseModel):
+    token: str = Field(min_length=1, max_length=200)
+
+
+class AccountDeletion(BaseModel):
+    password: str = Field(max_length=1024)
+    code: str = Field(default="", max_length=64)

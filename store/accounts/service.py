@@ -55,9 +55,12 @@ def create_account(
     display_name: str = "",
     is_admin: bool = False,
     terms_accepted: bool = False,
+    email_verified: bool = False,
 ) -> Account:
     """A new account; ``terms_accepted`` records that its owner accepted the store's terms
-    of service and privacy policy (the sign-up form asks)."""
+    of service and privacy policy (the sign-up form asks). ``email_verified`` is for
+    accounts an operator makes (the operator vouches for the address); people who sign up
+    confirm theirs with a link."""
     username = validation.username(username.lower())
     email = validation.email(email)
     validation.password(password)
@@ -73,6 +76,7 @@ def create_account(
         password_hash=security.hash_password(password),
         is_admin=is_admin,
         terms_accepted_at=utcnow() if terms_accepted else None,
+        email_verified_at=utcnow() if email_verified else None,
     )
     _claim(
         session,
@@ -194,6 +198,16 @@ def set_display_name(session: Session, *, account: Account, display_name: str) -
     account.display_name = name or account.username
     session.flush()
     return account
+
+
+def require_verified_email(account: Account, what: str) -> None:
+    """Refuse ``what`` until the account's address is confirmed (administrators excepted)."""
+    if account.email_verified_at is None and not account.is_admin:
+        raise Forbidden(
+            f"Confirm your e-mail address before {what}: open the link we sent to "
+            f"{account.email}, or ask for a new one in your account settings",
+            code="email_unverified",
+        )
 
 
 def list_accounts(session: Session, *, query: str = "") -> list[Account]:

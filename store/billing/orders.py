@@ -80,6 +80,8 @@ def start_checkout(
         raise NotFound("This tier is not available")
     if tier.is_free:
         raise ValidationFailed("This tier is free: use its Get button", code="tier_is_free")
+    if not billing.test_mode:  # the test gateway takes no money: nothing to protect
+        accounts.require_verified_email(account, "buying")
     if org is not None:
         accounts.require_role(session, account, org, "owner")
     key = ownership.holder_key(account, org)

@@ -215,6 +215,8 @@ def set_status(
     if status == "published":
         if not product.active_tiers:
             raise Conflict("Add at least one active tier before publishing", code="no_tiers")
+        if product.status != "published":
+            accounts.require_verified_email(actor, "publishing")
         if product.published_at is None:
             product.published_at = utcnow()
     previous = product.status

@@ -116,6 +116,7 @@ def _admin_create(args: argparse.Namespace) -> int:
                 email=args.email,
                 password=password if password is not None else read_password(args),
                 is_admin=True,
+                email_verified=True,
             )
             created = True
         data = {**account_out(account), "created": created}
@@ -217,6 +218,7 @@ def _users_create(args: argparse.Namespace) -> int:
             password=password,
             display_name=args.display_name,
             is_admin=args.admin,
+            email_verified=True,
         )
         data = account_out(account)
     emit(args, data, text=lambda d: f"Created account {d['username']} <{d['email']}>")

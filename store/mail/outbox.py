@@ -117,9 +117,14 @@ def render(
     def translate(key: str, **kw: Any) -> str:
         return t(key, locale, **kw)
 
+    def say(key: str) -> str:
+        """The string ``key`` filled in from the message's own values."""
+        return t(key, locale, **values)
+
     env = _environment()
-    text = env.get_template(f"email/{template}.txt").render(t=translate, **values)
-    html = env.get_template(f"email/{template}.html").render(t=translate, **values)
+    values.setdefault("template", template)
+    text = env.get_template(f"email/{template}.txt").render(t=translate, say=say, **values)
+    html = env.get_template(f"email/{template}.html").render(t=translate, say=say, **values)
     return subject, text.strip() + "\n", html
 
 

@@ -42,6 +42,31 @@ STRINGS: dict[str, dict[str, str]] = {
             "The password of your account {username} was just changed, and every session "
             "was logged out. If this was not you, reset your password at once: {reset_url}"
         ),
+        "email_change.subject": "Confirm your new e-mail address at {site}",
+        "email_change.body": (
+            "You asked to use {new_email} for your account {username}. Open this link to "
+            "confirm it (it works once, for a day); until then your address stays as it is."
+        ),
+        "email_change.link": "Confirm your new address",
+        "email_change_requested.subject": "A change of your e-mail address at {site}",
+        "email_change_requested.body": (
+            "Someone (hopefully you) asked to change the address of your account {username} "
+            "to {new_email}. Nothing changes unless the link sent there is opened. If this "
+            "was not you, change your password at once."
+        ),
+        "email_change_requested.link": "Reset your password",
+        "email_changed.subject": "Your e-mail address at {site} was changed",
+        "email_changed.body": (
+            "The address of your account {username} is now {new_email}; messages no longer "
+            "come here. If this was not you, reset your password at once."
+        ),
+        "email_changed.link": "Reset your password",
+        "account_deleted.subject": "Your account at {site} is deleted",
+        "account_deleted.body": (
+            "Your account was deleted as you asked: your personal data is erased, your "
+            "sessions and tokens have ended. Receipts of past payments are kept for "
+            "accounting, without your name or address. This is the last message we send."
+        ),
         # money
         "receipt.subject": "Receipt {number} for {product}",
         "receipt.body": "Thank you: we received your payment of {amount} for {product}.",

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 from fastapi import Request
 from starlette.responses import Response
 
+from store import ratelimit
+from store.accounts import lifecycle, links
 from store.accounts import service as accounts
 from store.accounts.models import Account
 from store.db import utcnow
@@ -15,7 +18,7 @@ from store.errors import StoreError
 from store.licensing import entitlements
 from store.security_headers import NO_STORE
 from store.web import forms
-from store.web.auth import login_session
+from store.web.auth import login_session, logout_session
 from store.web.forms import FieldError, Form, FormState
 from store.web.routing import RequiredAccount, page_router
 from store.web.templating import flash, redirect, render
@@ -132,9 +135,114 @@ def revoke_token(
 # --- account settings -----------------------------------------------------------------
 
 
+def _settings(
+    request: Request,
+    session: DbSession,
+    account: Account,
+    form: FormState = forms.NO_FORM,
+    status: int = 200,
+) -> Response:
+    return render(
+        request,
+        "account/settings.html",
+        {
+            "account": account,
+            "form": form,
+            "blockers": lifecycle.deletion_blockers(session, account),
+        },
+        status=status,
+    )
+
+
 @router.get("/my/account")
-def settings_page(request: Request, account: RequiredAccount) -> Response:
-    return render(request, "account/settings.html", {"account": account, "form": forms.NO_FORM})
+def settings_page(request: Request, session: DbSession, account: RequiredAccount) -> Response:
+    return _settings(request, session, account)
+
+
+@router.post("/my/account/email")
+def change_email(
+    request: Request, session: DbSession, account: RequiredAccount, form: Form
+) -> Response:
+    """Ask to change the address: a link goes to the new one, a notice to the current one;
+    nothing changes until the link is opened."""
+    address = forms.text(form, "new_email").strip().lower()
+    wait = ratelimit.mail_link_wait(session, request, address)
+    settings = request.app.state.settings
+
+    def ask() -> str:
+        if wait is not None:
+            raise ratelimit.too_many(wait, "requests for a link")
+        try:
+            return links.request_email_change(
+                session,
+                settings=settings,
+                account=account,
+                new_address=address,
+                password=forms.text(form, "current_password"),
+            )
+        except StoreError as exc:
+            field = "current_password" if exc.code == "wrong_password" else "new_email"
+            raise FieldError(field, exc.detail) from exc
+
+    result = forms.attempt(session, ask)
+    if isinstance(result, StoreError):
+        failed = FormState.failed("email", form, result)
+        return _settings(request, session, account, failed, forms.error_status(result))
+    flash(
+        request,
+        f"A link is on its way to {result}. Your address changes when you open it; "
+        f"until then it stays {account.email}.",
+    )
+    return redirect("/my/account")
+
+
+@router.get("/my/account/export")
+def export_data(session: DbSession, account: RequiredAccount) -> Response:
+    """Everything the store holds about this account, as a JSON file."""
+    body = json.dumps(lifecycle.export(session, account), indent=2, sort_keys=True)
+    return Response(
+        body,
+        media_type="application/json",
+        headers={
+            "Content-Disposition": f'attachment; filename="{account.username}-export.json"',
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+@router.post("/my/account/delete")
+def delete_account(
+    request: Request, session: DbSession, account: RequiredAccount, form: Form
+) -> Response:
+    """Delete the account for good (password, a second-factor code when enabled, and the
+    username typed again)."""
+    settings = request.app.state.settings
+
+    def delete() -> None:
+        if forms.text(form, "confirm_username").strip().lower() != account.username:
+            raise FieldError("confirm_username", "Type your username to confirm")
+        try:
+            lifecycle.delete_account(
+                session,
+                settings=settings,
+                account=account,
+                password=forms.text(form, "current_password"),
+                code=forms.text(form, "code"),
+            )
+        except StoreError as exc:
+            if exc.code == "wrong_password":
+                raise FieldError("current_password", exc.detail) from exc
+            if exc.code in ("bad_two_factor_code", "two_factor_required"):
+                raise FieldError("code", exc.detail) from exc
+            raise
+
+    result = forms.attempt(session, delete)
+    if isinstance(result, StoreError):
+        failed = FormState.failed("delete", form, result)
+        return _settings(request, session, account, failed, forms.error_status(result))
+    logout_session(request, session)
+    flash(request, "Your account is deleted. A last message confirms it.", "info")
+    return redirect("/")
 
 
 @router.post("/my/account/profile")
@@ -149,12 +257,8 @@ def change_profile(
         ),
     )
     if isinstance(result, StoreError):
-        return render(
-            request,
-            "account/settings.html",
-            {"account": account, "form": FormState.failed("profile", form, result)},
-            status=forms.error_status(result),
-        )
+        failed = FormState.failed("profile", form, result)
+        return _settings(request, session, account, failed, forms.error_status(result))
     flash(request, "Your display name is changed.")
     return redirect("/my/account")
 
@@ -181,12 +285,8 @@ def change_password(
 
     result = forms.attempt(session, change)
     if isinstance(result, StoreError):
-        return render(
-            request,
-            "account/settings.html",
-            {"account": account, "form": FormState.failed("password", form, result)},
-            status=forms.error_status(result),
-        )
+        failed = FormState.failed("password", form, result)
+        return _settings(request, session, account, failed, forms.error_status(result))
     login_session(request, session, account)  # this browser stays logged in, anew
     flash(request, "Your password is changed. Other sessions are logged out.")
     return redirect("/my/account")

@@ -129,3 +129,31 @@ def resend(request: Request, session: DbSession, account: RequiredAccount) -> Re
     else:
         flash(request, "Your address is confirmed already.", "info")
     return redirect("/my/account")
+
+
+@router.get("/confirm-email/{token}")
+def confirm_email_page(request: Request, session: DbSession, token: str) -> Response:
+    """A change of address: ask before changing (a mail scanner following the link changes
+    nothing)."""
+    try:
+        _, address = links.pending_email(session, token=token)
+    except links.BadLink as exc:
+        return render(request, "auth/link_invalid.html", {"detail": exc.detail}, status=400)
+    return render(
+        request,
+        "auth/verify.html",
+        {"token": token, "address": address, "action": f"/confirm-email/{token}"},
+        no_store=True,
+    )
+
+
+@router.post("/confirm-email/{token}")
+def confirm_email(request: Request, session: DbSession, token: str) -> Response:
+    settings = request.app.state.settings
+    result = forms.attempt(
+        session, lambda: links.confirm_email_change(session, settings=settings, token=token)
+    )
+    if isinstance(result, StoreError):
+        return render(request, "auth/link_invalid.html", {"detail": result.detail}, status=400)
+    flash(request, f"Your address is now {result.email}.")
+    return redirect("/my/account")

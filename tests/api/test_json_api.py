@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from store.mail.models import OutboxMessage
 from tests.factories import (
     PASSWORD,
     api_token,
@@ -29,7 +33,7 @@ def _signup(client: TestClient, username: str) -> str:
     return str(body["token"])
 
 
-def test_publisher_and_customer_flow(client: TestClient) -> None:
+def test_publisher_and_customer_flow(client: TestClient, session: Session) -> None:
     pub = _signup(client, "publisher")
     cust = _signup(client, "customer")
     r = client.post("/api/v1/orgs", json={"slug": "acme", "name": "Acme"}, headers=auth(pub))
@@ -62,6 +66,21 @@ def test_publisher_and_customer_flow(client: TestClient) -> None:
     ):
         r = client.post("/api/v1/products/acme/redis-ha/tiers", json=tier, headers=auth(pub))
         assert r.status_code == 201, r.text
+    # Publishing needs a confirmed address: the link mailed at sign-up confirms it.
+    r = client.post(
+        "/api/v1/products/acme/redis-ha/status", json={"status": "published"}, headers=auth(pub)
+    )
+    assert r.status_code == 403 and r.json()["error"] == "email_unverified"
+    [link] = session.scalars(
+        select(OutboxMessage.text_body).where(
+            OutboxMessage.template == "verify_email",
+            OutboxMessage.to_addr == "publisher@example.com",
+        )
+    )
+    match = re.search(r"/verify-email/(\S+)", link)
+    assert match
+    r = client.post("/api/v1/verify-email", json={"token": match.group(1)})
+    assert r.status_code == 200 and r.json()["email_verified_at"]
     r = client.post(
         "/api/v1/products/acme/redis-ha/status", json={"status": "published"}, headers=auth(pub)
     )

@@ -14,10 +14,13 @@ from store.billing import orders, prices, reconcile, subscriptions
 from store.billing.gateway import PaymentInput
 from store.billing.models import GatewayCustomer, GatewayTaxRate, Order, Subscription
 from store.billing.pricing import Buyer
-from store.billing.runtime import Billing
+from store.billing.runtime import Billing, build_billing
 from store.billing.stripe_gateway import StripeGateway, plan_id
+from store.config import Settings
+from store.errors import Forbidden
 from store.licensing.models import Entitlement
 from tests.billing.conftest import Shop
+from tests.billing.helpers import billing_settings
 from tests.billing.stripe_env import Delivery, LocalStripe
 from tests.factories import make_account
 
@@ -74,6 +77,21 @@ def test_one_time_purchase(
     assert session.scalar(
         select(GatewayCustomer.gateway_ref).where(GatewayCustomer.account_id == shop.buyer.id)
     )
+
+
+def test_real_money_needs_a_confirmed_address(
+    session: Session, settings: Settings, stripe_billing: Billing, shop: Shop
+) -> None:
+    """On Stripe an unconfirmed buyer is refused before anything is charged; the test
+    gateway (no money) lets them buy."""
+    fresh = make_account(session, email_verified=False)
+    with pytest.raises(Forbidden) as refused:
+        orders.start_checkout(session, stripe_billing, account=fresh, tier=shop.one_time)
+    assert refused.value.code == "email_unverified"
+    assert not session.scalars(select(Order).where(Order.account_id == fresh.id)).all()
+    test_gateway = build_billing(billing_settings(), settings)
+    order = orders.start_checkout(session, test_gateway, account=fresh, tier=shop.one_time)
+    assert order.status == "pending" and order.gateway == "test"
 
 
 def test_declined_card(

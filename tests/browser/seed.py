@@ -109,6 +109,7 @@ def _certification_publisher(session: Session, *, password: str) -> None:
         email=f"{CERT_OWNER}@example.test",
         password=password,
         display_name="Cora",
+        email_verified=True,
     )
     org = accounts.create_organization(
         session, owner=owner, slug=CERT_ORG, name="Certco End-to-End"
