@@ -13,7 +13,9 @@ account has them). It is refused, with every reason at once, while the account
 Then the personal data is erased: name, address, password and second factor, sessions and
 their addresses, links by e-mail, notice preferences, queued and past mail. Every token and
 refresh token is revoked, memberships and invitations end, entitlements held by the account
-are revoked (their license documents with them). The account row stays, anonymised and
+are revoked (their license documents with them). Repositories of the personal namespace
+become private and lose their collaborators (their images stay for the operator to remove),
+and the account is nobody's collaborator any more. The account row stays, anonymised and
 disabled, so orders and receipts keep their (anonymous) buyer for accounting; its username
 stays reserved so nobody else can take it and be mistaken for the former owner. A notice
 goes to the former address.
@@ -53,6 +55,8 @@ from store.licensing.models import Entitlement, License
 from store.mail import outbox
 from store.mail import service as mail_service
 from store.mail.models import MailOptOut, OutboxMessage
+from store.registry import hub
+from store.registry.models import HubRepository, RepositoryCollaborator
 
 DELETED_NAME = "Deleted account"
 # An incomplete subscription was never paid for: it does not hold deletion back.
@@ -148,6 +152,22 @@ def delete_account(
         session.execute(delete(Organization).where(Organization.id == org.id))
     session.execute(delete(Membership).where(Membership.account_id == account.id))
     session.execute(delete(Invitation).where(Invitation.account_id == account.id))
+    # The personal namespace: its repositories become private and lose their
+    # collaborators; the account is nobody's collaborator any more.
+    personal = list(
+        session.scalars(select(HubRepository).where(HubRepository.namespace == account.username))
+    )
+    for repository in personal:
+        hub.set_visibility(session, name=repository.name, visibility="private")
+    if personal:
+        session.execute(
+            delete(RepositoryCollaborator).where(
+                RepositoryCollaborator.repository_id.in_([r.id for r in personal])
+            )
+        )
+    session.execute(
+        delete(RepositoryCollaborator).where(RepositoryCollaborator.account_id == account.id)
+    )
 
     held = session.scalars(
         select(Entitlement).where(

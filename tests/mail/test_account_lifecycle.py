@@ -29,6 +29,8 @@ from store.errors import Conflict, Forbidden
 from store.licensing import entitlements
 from store.licensing.models import Entitlement
 from store.mail.models import OutboxMessage
+from store.registry import hub, repositories
+from store.registry.models import RepositoryCollaborator
 from tests.factories import (
     PASSWORD,
     api_token,
@@ -198,6 +200,11 @@ def test_deleting_an_account_erases_it_and_ends_every_credential(
     product = make_product(session, org, publisher)
     held = entitlements.get_free_tier(session, account=account, tier=tier_of(product, "free"))
     token = api_token(session, account)
+    hub.set_visibility(session, name="leaver/tool", visibility="public")
+    friend = make_account(session)
+    repositories.set_collaborator(
+        session, actor=account, name="leaver/tool", username=friend.username, permission="read"
+    )
     session.commit()
     login(client, "leaver")
     page = client.get("/my/account", headers=HTML)
@@ -239,6 +246,9 @@ def test_deleting_an_account_erases_it_and_ends_every_credential(
     assert session.get(Organization, lone_id) is None
     assert session.get(Namespace, "leaver-lab") is None
     assert accounts.role_of(session, gone, org) is None
+    tool = hub.get_repository(session, "leaver/tool")
+    assert tool is not None and tool.visibility == "private"
+    assert not session.scalars(select(RepositoryCollaborator)).all()
     revoked = session.get(Entitlement, held.id)
     assert revoked is not None and revoked.status == "revoked"
     assert accounts.resolve_token(session, token) is None
