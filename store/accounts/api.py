@@ -262,6 +262,7 @@ def end_my_sessions(account: CurrentAccount, session: DbSession) -> SessionsEnde
     return SessionsEnded(ended=sessions.end_all_sessions(session, account, reason="ended"))
 
 
+@router.get("/me/invitations", response_model=list[InvitationOut])
 def my_invitations(account: CurrentAccount, session: DbSession) -> object:
     return service.pending_invitations(session, account)
 
