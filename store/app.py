@@ -139,6 +139,7 @@ def _include_routers(app: FastAPI) -> None:
     from store.catalog.api import router as catalog_api
     from store.licensing.api import router as licensing_api
     from store.licensing.public import router as licensing_public
+    from store.privacy.api import router as privacy_api
     from store.registry.api import router as registry_api
     from store.registry.routes import router as registry_routes
     from store.search.api import router as search_api
@@ -154,7 +155,15 @@ def _include_routers(app: FastAPI) -> None:
     from store.web.routes_search import router as search_pages
     from store.web.routes_signing import router as signing_pages
 
-    for router in (accounts_api, catalog_api, licensing_api, registry_api, billing_api, search_api):
+    for router in (
+        accounts_api,
+        privacy_api,
+        catalog_api,
+        licensing_api,
+        registry_api,
+        billing_api,
+        search_api,
+    ):
         app.include_router(router, prefix="/api/v1")
     # Registry token endpoint and notifications, license keys and revocation lists.
     app.include_router(registry_routes)

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
-from typing import Any
 
 from fastapi import APIRouter, Request, status
 from sqlalchemy.orm import Session
 
 from store import ratelimit
-from store.accounts import lifecycle, links, service, sessions, two_factor
+from store.accounts import links, service, sessions, two_factor
 from store.accounts import login as password_login
 from store.accounts.caller import AdminAccount, CurrentAccount
 from store.accounts.models import AccessToken, Account, Organization
 from store.accounts.schemas import (
     AccountAdminUpdate,
-    AccountDeletion,
     AccountOut,
     EmailChange,
     EmailChangeAsked,
@@ -166,30 +164,6 @@ def confirm_email(body: LinkToken, request: Request, session: DbSession) -> obje
 def verify_email(body: LinkToken, session: DbSession) -> object:
     """Use a verification link's token: the account's address is confirmed."""
     return links.verify_email(session, token=body.token)
-
-
-@router.get("/me/export", dependencies=[NO_STORE])
-def export(account: CurrentAccount, session: DbSession) -> dict[str, Any]:
-    """Everything the store holds about the calling account (profile, organisations,
-    tokens, sessions, orders, subscriptions, entitlements, licenses, mail, activity)."""
-    return lifecycle.export(session, account)
-
-
-@router.post("/me/deletion", status_code=status.HTTP_204_NO_CONTENT)
-def delete_me(
-    body: AccountDeletion, request: Request, account: CurrentAccount, session: DbSession
-) -> None:
-    """Delete the calling account for good (password, and a current two-factor code when
-    enabled). Refused with 409 ``account_not_deletable`` and the reasons in ``problems``
-    while it is the only owner of an organisation in use, has a subscription that renews, or
-    is the last administrator."""
-    lifecycle.delete_account(
-        session,
-        settings=request.app.state.settings,
-        account=account,
-        password=body.password,
-        code=body.code,
-    )
 
 
 @router.get("/me/tokens", response_model=list[TokenOut])

@@ -9,13 +9,14 @@ from fastapi import Request
 from starlette.responses import Response
 
 from store import ratelimit
-from store.accounts import lifecycle, links
+from store.accounts import links
 from store.accounts import service as accounts
 from store.accounts.models import Account
 from store.db import utcnow
 from store.deps import DbSession
 from store.errors import StoreError
 from store.licensing import entitlements
+from store.privacy import lifecycle
 from store.security_headers import NO_STORE
 from store.web import forms
 from store.web.auth import login_session, logout_session

@@ -12,7 +12,6 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from store.accounts import lifecycle
 from store.accounts import service as accounts
 from store.accounts.models import (
     AccessToken,
@@ -29,6 +28,7 @@ from store.errors import Conflict, Forbidden
 from store.licensing import entitlements
 from store.licensing.models import Entitlement
 from store.mail.models import OutboxMessage
+from store.privacy import lifecycle
 from store.registry import hub, repositories
 from store.registry.models import RepositoryCollaborator
 from tests.factories import (
