@@ -1,7 +1,7 @@
 """accounts: when the account was deleted (its personal data erased, the row kept for orders)
 
 Revision ID: 0410
-Revises: 0600
+Revises: 0620
 Create Date: 2026-12-03 08:20:00
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import store.db
 
 revision: str = "0410"
-down_revision: str | Sequence[str] | None = "0600"
+down_revision: str | Sequence[str] | None = "0620"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
