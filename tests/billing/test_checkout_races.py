@@ -100,7 +100,7 @@ def server(
         )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_http(f"{base}/healthz", timeout=60, proc=proc)
+        wait_http(f"{base}/healthz", timeout=120, proc=proc)
         yield base, seeded, log
     finally:
         proc.terminate()

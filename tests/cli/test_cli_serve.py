@@ -165,7 +165,7 @@ def test_a_real_server_answers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert (tmp_path / "data" / "secret.key").exists()
 
 
-def _wait_for(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> int:
+def _wait_for(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -141,7 +141,11 @@ def test_survives_the_smtp_server_down_for_a_minute(
     downtime = float(os.environ.get("STORE_TEST_SMTP_DOWNTIME", "60"))
     # Retries every 2 s at most here, so allow enough of them to outlast the downtime (the
     # defaults, 30 s doubling to an hour, ten attempts, span about three hours).
-    mail_settings = mail_settings.model_copy(update={"mail_max_attempts": 100})
+    # A generous reply timeout too: one that runs out after the message went through makes
+    # the sender try again (SMTP delivers at least once), which a busy machine must not cause.
+    mail_settings = mail_settings.model_copy(
+        update={"mail_max_attempts": 100, "mail_smtp_timeout": 30.0}
+    )
     smtp.stop()
     ids = _enqueue(factory, mail_settings, 5)
     stop = threading.Event()
