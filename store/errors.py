@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -11,15 +12,36 @@ class StoreError(Exception):
     status_code = 400
     code = "bad_request"
 
-    def __init__(self, detail: str, *, code: str | None = None, **extra: Any) -> None:
+    def __init__(
+        self,
+        detail: str,
+        *,
+        code: str | None = None,
+        field: str | Sequence[str] | None = None,
+        **extra: Any,
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         if code is not None:
             self.code = code
+        # The input the error is about, by its API name (a form whose input is named
+        # otherwise maps it: store.web.forms); several when the error is about their mix.
+        self.field: str | tuple[str, ...] | None = (
+            field if field is None or isinstance(field, str) else tuple(field)
+        )
         self.extra = extra
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The fields the error is about, in order (none when it is about no one input)."""
+        if self.field is None:
+            return ()
+        return (self.field,) if isinstance(self.field, str) else self.field
 
 
 class ValidationFailed(StoreError):
+    """Input that is not acceptable; ``field`` names the input (or inputs) at fault."""
+
     status_code = 422
     code = "invalid"
 

@@ -1,6 +1,7 @@
 """The one place where errors become HTTP responses.
 
-JSON (`{"error": code, "detail": message}`) for the API and machine clients; an HTML
+JSON (`{"error": code, "detail": message}`, with `"field"` naming the input at fault when
+the error says) for the API and machine clients; an HTML
 page in the store's style for browsers, rendered by the web layer's registered renderer.
 """
 
@@ -92,6 +93,11 @@ _ERROR_SCHEMA: dict[str, Any] = {
     "properties": {
         "error": {"type": "string", "description": "A stable code, e.g. not_found"},
         "detail": {"type": "string", "description": "A message for people"},
+        "field": {
+            "description": "The input the error is about (its name in the request), or a "
+            "list of them when the error is about their combination",
+            "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
+        },
     },
 }
 _VALIDATION_SCHEMA: dict[str, Any] = {
@@ -161,12 +167,20 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StoreError)
     async def _store_error(request: Request, exc: StoreError) -> Response:
         headers = exc.extra.pop("headers", None) if exc.extra else None
-        return error_response(request, exc.status_code, exc.code, exc.detail, exc.extra, headers)
+        extra = exc.extra
+        if exc.field is not None:
+            field = exc.field if isinstance(exc.field, str) else list(exc.field)
+            extra = {**extra, "field": field}
+        return error_response(request, exc.status_code, exc.code, exc.detail, extra, headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
         detail, fields = _validation_message(exc)
-        return error_response(request, 422, "invalid", detail, {"fields": fields})
+        extra: dict[str, Any] = {"fields": fields}
+        names = list(dict.fromkeys(f["field"] for f in fields))
+        if names:
+            extra["field"] = names[0] if len(names) == 1 else names
+        return error_response(request, 422, "invalid", detail, extra)
 
     @app.exception_handler(DataError)
     async def _unstorable(request: Request, exc: DataError) -> Response:

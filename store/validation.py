@@ -40,74 +40,87 @@ RESERVED_NAMES = frozenset(
 )
 
 
-def registry_component(value: str, *, what: str, min_len: int = 2, max_len: int = 64) -> str:
+def registry_component(
+    value: str, *, what: str, min_len: int = 2, max_len: int = 64, field: str | None = None
+) -> str:
     value = value.strip()
     if not min_len <= len(value) <= max_len:
-        raise ValidationFailed(f"{what} must be {min_len} to {max_len} characters long")
+        raise ValidationFailed(
+            f"{what} must be {min_len} to {max_len} characters long", field=field
+        )
     if not _COMPONENT.match(value):
         raise ValidationFailed(
-            f"{what} may use lowercase letters, digits and single '.', '_' or '-' between them"
+            f"{what} may use lowercase letters, digits and single '.', '_' or '-' between them",
+            field=field,
         )
     return value
 
 
-def username(value: str) -> str:
-    value = registry_component(value, what="Username", min_len=3, max_len=39)
+def username(value: str, *, field: str = "username") -> str:
+    value = registry_component(value, what="Username", min_len=3, max_len=39, field=field)
     if value in RESERVED_NAMES:
-        raise ValidationFailed(f"The username '{value}' is reserved")
+        raise ValidationFailed(f"The username '{value}' is reserved", field=field)
     return value
 
 
-def namespace(value: str) -> str:
-    value = registry_component(value, what="Organization name", min_len=2, max_len=64)
+def namespace(value: str, *, field: str = "slug") -> str:
+    value = registry_component(value, what="Organization name", min_len=2, max_len=64, field=field)
     if value in RESERVED_NAMES:
-        raise ValidationFailed(f"The namespace '{value}' is reserved")
+        raise ValidationFailed(f"The namespace '{value}' is reserved", field=field)
     return value
 
 
-def email(value: str) -> str:
+def email(value: str, *, field: str = "email") -> str:
     value = value.strip().lower()
     if len(value) > 254 or not _EMAIL.match(value):
-        raise ValidationFailed("Enter a valid e-mail address")
+        raise ValidationFailed("Enter a valid e-mail address", field=field)
     return value
 
 
-def password(value: str) -> str:
+def password(value: str, *, field: str = "password") -> str:
     if len(value) < 10:
-        raise ValidationFailed("Passwords must be at least 10 characters long")
+        raise ValidationFailed("Passwords must be at least 10 characters long", field=field)
     if len(value) > 256:
-        raise ValidationFailed("Passwords must be at most 256 characters long")
+        raise ValidationFailed("Passwords must be at most 256 characters long", field=field)
     return value
 
 
-def optional_url(value: str | None, *, what: str) -> str:
+def optional_url(value: str | None, *, what: str, field: str | None = None) -> str:
     value = (value or "").strip()
     if not value:
         return ""
     if len(value) > 500 or not re.match(r"^https?://[^\s<>\"']+$", value):
-        raise ValidationFailed(f"{what} must be an http:// or https:// address")
+        raise ValidationFailed(f"{what} must be an http:// or https:// address", field=field)
     return value
 
 
-def text(value: str | None, *, what: str, max_len: int, required: bool = False) -> str:
+def text(
+    value: str | None,
+    *,
+    what: str,
+    max_len: int,
+    required: bool = False,
+    field: str | None = None,
+) -> str:
     value = (value or "").strip()
     if required and not value:
-        raise ValidationFailed(f"{what} is required")
+        raise ValidationFailed(f"{what} is required", field=field)
     if len(value) > max_len:
-        raise ValidationFailed(f"{what} must be at most {max_len} characters long")
+        raise ValidationFailed(f"{what} must be at most {max_len} characters long", field=field)
     return value
 
 
-def moment(value: datetime | None, *, what: str) -> datetime | None:
+def moment(value: datetime | None, *, what: str, field: str | None = None) -> datetime | None:
     """An optional point in time from a user: aware, from 1970 up to (not including) 3000."""
     if value is None:
         return None
     if value.tzinfo is None:
-        raise ValidationFailed(f"{what} needs a time zone, e.g. 2027-01-01T00:00:00Z")
+        raise ValidationFailed(f"{what} needs a time zone, e.g. 2027-01-01T00:00:00Z", field=field)
     if not EARLIEST <= value < LATEST:
         raise ValidationFailed(
             f"{what} must be between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d} "
             f"(it is {value:%Y-%m-%d})",
             code="out_of_range",
+            field=field,
         )
     return value

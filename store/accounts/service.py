@@ -66,9 +66,13 @@ def create_account(
     validation.password(password)
     display_name = validation.text(display_name, what="Display name", max_len=120)
     if namespace_taken(session, username):
-        raise Conflict(f"The username '{username}' is taken", code="username_taken")
+        raise Conflict(
+            f"The username '{username}' is taken", code="username_taken", field="username"
+        )
     if session.scalar(select(Account.id).where(Account.email == email)):
-        raise Conflict("An account with this e-mail address exists", code="email_taken")
+        raise Conflict(
+            "An account with this e-mail address exists", code="email_taken", field="email"
+        )
     account = Account(
         username=username,
         email=email,
@@ -82,7 +86,7 @@ def create_account(
         session,
         account,
         Namespace(name=username, kind="user", account=account),
-        Conflict(f"The username '{username}' is taken", code="username_taken"),
+        Conflict(f"The username '{username}' is taken", code="username_taken", field="username"),
     )
     return account
 
@@ -155,7 +159,7 @@ def find_account(session: Session, username_or_email: str) -> Account | None:
 def get_account_by_username(session: Session, username: str) -> Account:
     account = session.scalar(select(Account).where(Account.username == username.strip().lower()))
     if account is None:
-        raise NotFound(f"No account named '{username}'")
+        raise NotFound(f"No account named '{username}'", field="username")
     return account
 
 
@@ -283,15 +287,17 @@ def create_organization(
     website: str = "",
 ) -> Organization:
     slug = validation.namespace(slug.lower())
-    name = validation.text(name, what="Name", max_len=120, required=True)
-    taken = Conflict(f"The namespace '{slug}' is taken", code="namespace_taken")
+    name = validation.text(name, what="Name", max_len=120, required=True, field="name")
+    taken = Conflict(f"The namespace '{slug}' is taken", code="namespace_taken", field="slug")
     if namespace_taken(session, slug):
         raise taken
     org = Organization(
         slug=slug,
         name=name,
-        description=validation.text(description, what="Description", max_len=5000),
-        website=validation.optional_url(website, what="Website"),
+        description=validation.text(
+            description, what="Description", max_len=5000, field="description"
+        ),
+        website=validation.optional_url(website, what="Website", field="website"),
     )
     _claim(session, org, Namespace(name=slug, kind="organization", organization=org), taken)
     session.add(Membership(organization_id=org.id, account_id=owner.id, role="owner"))
@@ -310,11 +316,13 @@ def update_organization(
 ) -> Organization:
     require_role(session, actor, org, "owner")
     if name is not None:
-        org.name = validation.text(name, what="Name", max_len=120, required=True)
+        org.name = validation.text(name, what="Name", max_len=120, required=True, field="name")
     if description is not None:
-        org.description = validation.text(description, what="Description", max_len=5000)
+        org.description = validation.text(
+            description, what="Description", max_len=5000, field="description"
+        )
     if website is not None:
-        org.website = validation.optional_url(website, what="Website")
+        org.website = validation.optional_url(website, what="Website", field="website")
     session.flush()
     return org
 
@@ -400,7 +408,7 @@ def members(session: Session, org: Organization) -> list[Membership]:
 
 def _check_role(role: str) -> str:
     if role not in ROLES:
-        raise ValidationFailed(f"Role must be one of {', '.join(ROLES)}")
+        raise ValidationFailed(f"Role must be one of {', '.join(ROLES)}", field="role")
     return role
 
 
@@ -591,11 +599,12 @@ def _check_scopes(kind: str, scopes: list[str]) -> list[str]:
     allowed = TOKEN_SCOPES[kind]
     cleaned = sorted({s.strip() for s in scopes if s.strip()})
     if not cleaned:
-        raise ValidationFailed(f"Choose at least one scope ({', '.join(allowed)})")
+        raise ValidationFailed(f"Choose at least one scope ({', '.join(allowed)})", field="scopes")
     bad = [s for s in cleaned if s not in allowed]
     if bad:
         raise ValidationFailed(
-            f"Unknown scope {', '.join(bad)} for a {kind} token; allowed: {', '.join(allowed)}"
+            f"Unknown scope {', '.join(bad)} for a {kind} token; allowed: {', '.join(allowed)}",
+            field="scopes",
         )
     return cleaned
 
@@ -624,10 +633,10 @@ def create_token(
         if account.id != created_by.id and not created_by.is_admin:
             raise Forbidden("You can only create tokens for yourself")
         org = None
-    name = validation.text(name, what="Token name", max_len=100, required=True)
+    name = validation.text(name, what="Token name", max_len=100, required=True, field="name")
     scopes = _check_scopes(kind, scopes)
     if expires_at is not None and expires_at <= utcnow():
-        raise ValidationFailed("The expiry must be in the future")
+        raise ValidationFailed("The expiry must be in the future", field="expires_at")
     secret = security.generate_token(kind)
     token = AccessToken(
         kind=kind,

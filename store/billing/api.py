@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
@@ -129,7 +129,7 @@ def get_quote(
 
 
 def _payment_failed(outcome: Outcome, order: orders.Order) -> StoreError:
-    extra = {
+    extra: dict[str, Any] = {
         "decline_code": outcome.decline_code,
         "order": OrderOut.model_validate(order).model_dump(mode="json"),
     }

@@ -459,7 +459,9 @@ def refund(
     refundable = order.refundable_minor
     amount = refundable if amount_minor is None else amount_minor
     if not 0 < amount <= refundable:
-        raise ValidationFailed(f"The amount must be between 1 and {refundable} (minor units)")
+        raise ValidationFailed(
+            f"The amount must be between 1 and {refundable} (minor units)", field="amount_minor"
+        )
     try:
         total = billing.gateway.refund(session, billing, order=order, amount_minor=amount)
     except GatewayError as exc:

@@ -63,7 +63,9 @@ class BillingKind(StrEnum):
             return cls(str(value))
         except ValueError:
             raise ValidationFailed(
-                f"Billing must be one of {', '.join(k.value for k in cls)}", code="bad_billing"
+                f"Billing must be one of {', '.join(k.value for k in cls)}",
+                code="bad_billing",
+                field="billing",
             ) from None
 
 

@@ -88,13 +88,18 @@ def _strings(value: object, *, what: str) -> list[str]:
 def _apply_listing(session: Session, product: Product, data: dict[str, object]) -> None:
     if "title" in data:
         product.title = validation.text(
-            str(data["title"] or ""), what="Title", max_len=200, required=True
+            str(data["title"] or ""), what="Title", max_len=200, required=True, field="title"
         )
     if "summary" in data:
-        product.summary = validation.text(str(data["summary"] or ""), what="Summary", max_len=300)
+        product.summary = validation.text(
+            str(data["summary"] or ""), what="Summary", max_len=300, field="summary"
+        )
     if "description_md" in data:
         product.description_md = validation.text(
-            str(data["description_md"] or ""), what="Description", max_len=100_000
+            str(data["description_md"] or ""),
+            what="Description",
+            max_len=100_000,
+            field="description_md",
         )
     for key, label in (
         ("logo_url", "Logo URL"),
@@ -104,7 +109,7 @@ def _apply_listing(session: Session, product: Product, data: dict[str, object]) 
     ):
         if key in data:
             value = data[key]
-            setattr(product, key, validation.optional_url(str(value or ""), what=label))
+            setattr(product, key, validation.optional_url(str(value or ""), what=label, field=key))
     if "platforms" in data:
         product.platforms = _platforms(_strings(data["platforms"], what="Platforms"))
     if "categories" in data:
@@ -124,13 +129,13 @@ def create_product(
 ) -> Product:
     accounts.require_role(session, actor, org, "editor")
     if kind not in KINDS:
-        raise ValidationFailed(f"Kind must be one of {', '.join(KINDS)}")
+        raise ValidationFailed(f"Kind must be one of {', '.join(KINDS)}", field="kind")
     slug = validation.registry_component(
-        slug.lower(), what="Repository name", min_len=1, max_len=128
+        slug.lower(), what="Repository name", min_len=1, max_len=128, field="slug"
     )
     repository = f"{org.slug}/{slug}"
     if session.scalar(select(Product.id).where(Product.repository == repository)):
-        raise Conflict(f"A product for {repository} exists", code="repository_taken")
+        raise Conflict(f"A product for {repository} exists", code="repository_taken", field="slug")
     product = Product(organization=org, kind=kind, slug=slug, repository=repository, title="")
     _apply_listing(session, product, {"title": title, **listing})
     session.add(product)
@@ -221,7 +226,7 @@ def set_status(
             product.published_at = utcnow()
     previous = product.status
     product.status = status
-    product.status_reason = validation.text(reason, what="Reason", max_len=2000)
+    product.status_reason = validation.text(reason, what="Reason", max_len=2000, field="reason")
     session.flush()
     _access_changed(session, product)
     _billing_follows(session, product, previous, status)
@@ -454,7 +459,7 @@ def editable_products(session: Session, account: Account) -> list[Product]:
 def _apply_tier(tier: Tier, data: dict[str, object]) -> None:
     if "name" in data:
         tier.name = validation.text(
-            str(data["name"] or ""), what="Tier name", max_len=120, required=True
+            str(data["name"] or ""), what="Tier name", max_len=120, required=True, field="name"
         )
     if "description" in data:
         tier.description = validation.text(
@@ -470,23 +475,28 @@ def _apply_tier(tier: Tier, data: dict[str, object]) -> None:
             or not 0 <= amount <= MAX_AMOUNT_MINOR
         ):
             raise ValidationFailed(
-                "The amount must be a whole number of minor units (cents), 0 or more"
+                "The amount must be a whole number of minor units (cents), 0 or more",
+                field="amount_minor",
             )
         tier.amount_minor = amount
     if "currency" in data:
         currency = str(data["currency"] or "").lower()
         if not _CURRENCY.match(currency):
-            raise ValidationFailed("Currency must be a three-letter ISO code such as usd or eur")
+            raise ValidationFailed(
+                "Currency must be a three-letter ISO code such as usd or eur", field="currency"
+            )
         tier.currency = currency
     if "trial_days" in data:
         days = data["trial_days"]
         if not isinstance(days, int) or not 0 <= days <= 365:
-            raise ValidationFailed("Trial days must be between 0 and 365")
+            raise ValidationFailed("Trial days must be between 0 and 365", field="trial_days")
         tier.trial_days = days
     if "seats" in data:
         seats = data["seats"]
         if seats is not None and (not isinstance(seats, int) or not 1 <= seats <= 1_000_000):
-            raise ValidationFailed("Seats must be a positive number, or empty for unlimited")
+            raise ValidationFailed(
+                "Seats must be a positive number, or empty for unlimited", field="seats"
+            )
         tier.seats = seats
     if "features" in data:
         features = [f.strip() for f in _strings(data["features"], what="Features") if f.strip()]
@@ -505,23 +515,27 @@ def _apply_tier(tier: Tier, data: dict[str, object]) -> None:
     # Consistency between billing, price and trial.
     if tier.is_free:
         if tier.amount_minor:
-            raise ValidationFailed("A free tier has no price")
+            raise ValidationFailed("A free tier has no price", field="amount_minor")
         if tier.trial_days:
-            raise ValidationFailed("A free tier has no trial")
+            raise ValidationFailed("A free tier has no trial", field="trial_days")
     else:
         if tier.amount_minor <= 0:
-            raise ValidationFailed("A paid tier needs a price above zero")
+            raise ValidationFailed("A paid tier needs a price above zero", field="amount_minor")
         if tier.public:
-            raise ValidationFailed("Only free tiers can be public")
+            raise ValidationFailed("Only free tiers can be public", field="public")
         if tier.trial_days and not tier.recurring:
-            raise ValidationFailed("Trials are offered on monthly or yearly subscriptions only")
+            raise ValidationFailed(
+                "Trials are offered on monthly or yearly subscriptions only", field="trial_days"
+            )
 
 
 def create_tier(
     session: Session, *, actor: Account, product: Product, slug: str, **data: object
 ) -> Tier:
     accounts.require_role(session, actor, product.organization, "editor")
-    slug = validation.registry_component(slug.lower(), what="Tier id", min_len=1, max_len=64)
+    slug = validation.registry_component(
+        slug.lower(), what="Tier id", min_len=1, max_len=64, field="slug"
+    )
     if any(t.slug == slug for t in product.tiers):
         raise Conflict(f"{product.repository} already has a tier '{slug}'")
     data.setdefault("billing", BillingKind.FREE)

@@ -46,7 +46,7 @@ def create_entitlement(
         raise ValidationFailed(f"Source must be one of {', '.join(SOURCES)}")
     starts_at = starts_at or utcnow()
     if ends_at is not None and ends_at <= starts_at:
-        raise ValidationFailed("The end must come after the start")
+        raise ValidationFailed("The end must come after the start", field="ends_at")
     entitlement = Entitlement(
         account_id=account.id if account else None,
         organization_id=org.id if org else None,
@@ -60,7 +60,7 @@ def create_entitlement(
         seats=tier.seats,
         features=list(tier.features),
         granted_by_id=granted_by.id if granted_by else None,
-        reason=validation.text(reason, what="Reason", max_len=2000),
+        reason=validation.text(reason, what="Reason", max_len=2000, field="reason"),
     )
     session.add(entitlement)
     session.flush()
@@ -142,7 +142,7 @@ def revoke(
     """Take access away for good (operator action, refund, dispute). ``actor`` None = system."""
     if actor is not None and not _can_administer(session, actor, entitlement.product):
         raise Forbidden("Only administrators and the publisher's owners revoke entitlements")
-    reason = validation.text(reason, what="Reason", max_len=2000, required=True)
+    reason = validation.text(reason, what="Reason", max_len=2000, required=True, field="reason")
     if entitlement.status == "revoked":
         return entitlement
     entitlement.status = "revoked"

@@ -162,7 +162,7 @@ def set_collaborator(
         who = accounts.get_account_by_username(session, username.strip())
     except NotFound:
         raise ValidationFailed(
-            f"No account named '{username.strip()}'", code="no_account"
+            f"No account named '{username.strip()}'", code="no_account", field="username"
         ) from None
     if who.username == repo.namespace:
         raise ValidationFailed(

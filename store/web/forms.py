@@ -10,11 +10,12 @@ from typing import Annotated, TypeVar
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
+from starlette.responses import Response
 
 from store import validation
 from store.errors import StoreError, ValidationFailed
 from store.web.csrf import FIELD as CSRF_FIELD
-from store.web.templating import minor_exponent
+from store.web.templating import flash, minor_exponent, redirect
 
 T = TypeVar("T")
 # Never echoed back into a re-rendered form.
@@ -44,20 +45,15 @@ async def _form(request: Request) -> FormData:
 Form = Annotated[FormData, Depends(_form)]
 
 
-class FieldError(ValidationFailed):
-    """A form value the page itself could not convert, tied to one field."""
-
-    def __init__(self, field: str, detail: str) -> None:
-        super().__init__(detail)
-        self.field = field
-
-
 class FieldErrors(ValidationFailed):
     """Several fields wrong at once: every message is shown beside its field."""
 
     def __init__(self, errors: dict[str, str], *, status_code: int = 422) -> None:
         first = next(iter(errors.values()))
-        super().__init__(first if len(errors) == 1 else f"Correct the {len(errors)} fields marked")
+        super().__init__(
+            first if len(errors) == 1 else f"Correct the {len(errors)} fields marked",
+            field=list(errors),
+        )
         self.errors = dict(errors)
         self.status_code = status_code
 
@@ -89,11 +85,9 @@ class FormState:
         for key, value in form.multi_items():
             if key not in _SECRET_FIELDS and isinstance(value, str) and not _secret(value):
                 values.setdefault(key, []).append(value)
-        errors = getattr(exc, "errors", None)
-        if isinstance(errors, dict) and errors:
-            return cls(name, values, exc.detail, "", {str(k): str(v) for k, v in errors.items()})
-        field = getattr(exc, "field", "") or _guess_field(exc.detail, set(form.keys()))
-        return cls(name, values, exc.detail, field)
+        if isinstance(exc, FieldErrors):
+            return cls(name, values, exc.detail, "", dict(exc.errors))
+        return cls(name, values, exc.detail, input_for(exc, set(form.keys())))
 
     def submitted(self, name: str) -> bool:
         return bool(self.name) and self.name == name
@@ -129,57 +123,22 @@ class FormState:
 
 NO_FORM = FormState()
 
-# Services name the field their message is about at its start; put the message beside it.
-_MESSAGE_FIELDS = (
-    ("The two passwords", "password_confirm"),
-    ("Passwords must", ("new_password", "password")),
-    ("Username", "username"),
-    ("The username", "username"),
-    ("No account named", "username"),
-    ("An account with this e-mail", "email"),
-    ("Enter a valid e-mail", "email"),
-    ("Organization name", "slug"),
-    ("The namespace", "slug"),
-    ("Repository name", "slug"),
-    ("A product for", "slug"),
-    ("Tier id", "slug"),
-    ("Kind must", "kind"),
-    ("Title", "title"),
-    ("Summary", "summary"),
-    ("Description", ("description_md", "description")),
-    ("Logo URL", "logo_url"),
-    ("Documentation URL", "docs_url"),
-    ("Support URL", "support_url"),
-    ("EULA URL", "eula_url"),
-    ("Website", "website"),
-    ("Token name", "name"),
-    ("Tier name", "name"),
-    ("Name", "name"),
-    ("Billing must", "billing"),
-    ("A paid tier needs a price", "price"),
-    ("A free tier has no price", "price"),
-    ("The amount", "price"),
-    ("Currency", "currency"),
-    ("Trial", "trial_days"),
-    ("A free tier has no trial", "trial_days"),
-    ("Seats", "seats"),
-    ("Only free tiers can be public", "public"),
-    ("Choose at least one scope", "scopes"),
-    ("Unknown scope", "scopes"),
-    ("The expiry", "expires_days"),
-    ("Role must", "role"),
-    ("Reason", "reason"),
-    ("The end must", "ends_on"),
-)
+# Services name an error's field as the JSON API does; a page whose input carries another
+# name (a price typed in units, an expiry in days, a date) is listed here.
+_INPUT_NAMES: dict[str, tuple[str, ...]] = {
+    "password": ("new_password",),
+    "amount_minor": ("price",),
+    "expires_at": ("expires_days",),
+    "ends_at": ("ends_on",),
+}
 
 
-def _guess_field(message: str, present: set[str]) -> str:
-    for prefix, fields in _MESSAGE_FIELDS:
-        if message.startswith(prefix):
-            for field in (fields,) if isinstance(fields, str) else fields:
-                if field in present:
-                    return field
-            return ""
+def input_for(exc: StoreError, present: set[str]) -> str:
+    """The input of the submitted form the error is about ("" when none of its fields is)."""
+    for field in exc.fields:
+        for name in (field, *_INPUT_NAMES.get(field, ())):
+            if name in present:
+                return name
     return ""
 
 
@@ -196,6 +155,31 @@ def attempt(session: Session, action: Callable[[], T]) -> T | StoreError:
             return action()
     except StoreError as exc:
         return exc
+
+
+def submit(
+    session: Session,
+    form: FormData,
+    name: str,
+    action: Callable[[], T],
+    *,
+    failed: Callable[[FormState, int], Response],
+    done: Callable[[T], Response],
+) -> Response:
+    """Every page form: run ``action`` in a savepoint (``attempt``); when it raises a
+    StoreError, ``failed`` re-renders the page with the input kept and the error beside its
+    field (form ``name``), answering with ``error_status``; else ``done`` answers, usually a
+    flash and a redirect (``redirect_with``)."""
+    result = attempt(session, action)
+    if isinstance(result, StoreError):
+        return failed(FormState.failed(name, form, result), error_status(result))
+    return done(result)
+
+
+def redirect_with(request: Request, message: str, url: str, category: str = "success") -> Response:
+    """Say what was done on the next page, and go there (POST, redirect, GET)."""
+    flash(request, message, category)
+    return redirect(url)
 
 
 # --- field readers --------------------------------------------------------------------
@@ -230,9 +214,9 @@ def optional_int(form: FormData, key: str, *, what: str, low: int, high: int) ->
     try:
         number = int(raw)
     except ValueError:
-        raise FieldError(key, f"{what} must be a whole number") from None
+        raise ValidationFailed(f"{what} must be a whole number", field=key) from None
     if not low <= number <= high:
-        raise FieldError(key, f"{what} must be between {low} and {high}")
+        raise ValidationFailed(f"{what} must be between {low} and {high}", field=key)
     return number
 
 
@@ -244,15 +228,17 @@ def price_minor(raw: str, currency: str, *, field: str = "price") -> int:
     try:
         amount = Decimal(cleaned)
     except InvalidOperation:
-        raise FieldError(field, "Enter the price as a number such as 49.00") from None
+        raise ValidationFailed("Enter the price as a number such as 49.00", field=field) from None
     if not amount.is_finite() or amount < 0:
-        raise FieldError(field, "The price must be a positive number")
+        raise ValidationFailed("The price must be a positive number", field=field)
     exponent = minor_exponent(currency)
     minor = amount.scaleb(exponent)
     if minor != minor.to_integral_value():
-        raise FieldError(field, f"Use at most {exponent} decimals for {currency.upper()}")
+        raise ValidationFailed(
+            f"Use at most {exponent} decimals for {currency.upper()}", field=field
+        )
     if minor > 10**12:
-        raise FieldError(field, "The price is too large")
+        raise ValidationFailed("The price is too large", field=field)
     return int(minor)
 
 
@@ -270,12 +256,12 @@ def end_of_day(form: FormData, key: str) -> datetime | None:
     try:
         day = datetime.strptime(raw, "%Y-%m-%d").date()
     except ValueError:
-        raise FieldError(key, "Enter the date as YYYY-MM-DD") from None
+        raise ValidationFailed("Enter the date as YYYY-MM-DD", field=key) from None
     if not validation.EARLIEST.date() <= day < validation.LATEST.date():
-        raise FieldError(
-            key,
+        raise ValidationFailed(
             f"Enter a date from {validation.EARLIEST:%Y-%m-%d} to before "
             f"{validation.LATEST:%Y-%m-%d}",
+            field=key,
         )
     return datetime.combine(day + timedelta(days=1), time.min, tzinfo=UTC)
 

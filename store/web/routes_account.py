@@ -14,13 +14,13 @@ from store.accounts import service as accounts
 from store.accounts.models import Account
 from store.db import utcnow
 from store.deps import DbSession
-from store.errors import StoreError
+from store.errors import StoreError, ValidationFailed
 from store.licensing import entitlements
 from store.privacy import lifecycle
 from store.security_headers import NO_STORE
 from store.web import forms
 from store.web.auth import login_session, logout_session
-from store.web.forms import FieldError, Form, FormState
+from store.web.forms import Form, FormState
 from store.web.routing import RequiredAccount, page_router
 from store.web.templating import flash, redirect, render
 
@@ -52,7 +52,7 @@ def answer_invitation(
     account: RequiredAccount,
 ) -> Response:
     if answer not in ("accept", "decline"):
-        raise forms.FieldError("answer", "Answer accept or decline")
+        raise ValidationFailed("Answer accept or decline", field="answer")
     invitation = accounts.answer_invitation(
         session, invitation_id=invitation_id, account=account, accept=answer == "accept"
     )
@@ -127,7 +127,7 @@ def revoke_token(
 ) -> Response:
     token = accounts.get_token(session, token_id)
     if token.kind not in ("personal", "refresh"):
-        raise forms.FieldError("token", "Revoke robot tokens on their organization's page")
+        raise ValidationFailed("Revoke robot tokens on their organization's page", field="token")
     accounts.revoke_token(session, token=token, actor=account)
     flash(request, f"Token '{token.name}' is revoked.")
     return redirect("/my/tokens")
@@ -183,7 +183,7 @@ def change_email(
             )
         except StoreError as exc:
             field = "current_password" if exc.code == "wrong_password" else "new_email"
-            raise FieldError(field, exc.detail) from exc
+            raise ValidationFailed(exc.detail, field=field) from exc
 
     result = forms.attempt(session, ask)
     if isinstance(result, StoreError):
@@ -221,7 +221,7 @@ def delete_account(
 
     def delete() -> None:
         if forms.text(form, "confirm_username").strip().lower() != account.username:
-            raise FieldError("confirm_username", "Type your username to confirm")
+            raise ValidationFailed("Type your username to confirm", field="confirm_username")
         try:
             lifecycle.delete_account(
                 session,
@@ -232,9 +232,9 @@ def delete_account(
             )
         except StoreError as exc:
             if exc.code == "wrong_password":
-                raise FieldError("current_password", exc.detail) from exc
+                raise ValidationFailed(exc.detail, field="current_password") from exc
             if exc.code in ("bad_two_factor_code", "two_factor_required"):
-                raise FieldError("code", exc.detail) from exc
+                raise ValidationFailed(exc.detail, field="code") from exc
             raise
 
     result = forms.attempt(session, delete)
@@ -272,7 +272,9 @@ def change_password(
 
     def change() -> None:
         if forms.text(form, "new_password") != forms.text(form, "new_password_confirm"):
-            raise FieldError("new_password_confirm", "The two new passwords do not match")
+            raise ValidationFailed(
+                "The two new passwords do not match", field="new_password_confirm"
+            )
         try:
             accounts.change_password(
                 session,
@@ -282,7 +284,7 @@ def change_password(
             )
         except StoreError as exc:
             field = "current_password" if exc.code == "wrong_password" else "new_password"
-            raise FieldError(field, exc.detail) from exc
+            raise ValidationFailed(exc.detail, field=field) from exc
 
     result = forms.attempt(session, change)
     if isinstance(result, StoreError):

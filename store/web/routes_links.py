@@ -9,9 +9,9 @@ from starlette.responses import Response
 from store import ratelimit
 from store.accounts import links
 from store.deps import DbSession
-from store.errors import StoreError
+from store.errors import StoreError, ValidationFailed
 from store.web import forms
-from store.web.forms import FieldError, Form, FormState
+from store.web.forms import Form, FormState
 from store.web.routing import RequiredAccount, page_router
 from store.web.templating import flash, redirect, render
 
@@ -77,7 +77,7 @@ def reset(request: Request, session: DbSession, token: str, form: Form) -> Respo
 
     def change() -> object:
         if forms.text(form, "password") != forms.text(form, "password_confirm"):
-            raise FieldError("password_confirm", "The two passwords do not match")
+            raise ValidationFailed("The two passwords do not match", field="password_confirm")
         return links.reset_password(
             session, settings=settings, token=token, password=forms.text(form, "password")
         )

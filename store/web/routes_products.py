@@ -16,7 +16,7 @@ from store.catalog.models import Product, Tier
 from store.catalog.periods import BillingKind
 from store.db import utcnow
 from store.deps import DbSession
-from store.errors import NotFound, StoreError
+from store.errors import NotFound, StoreError, ValidationFailed
 from store.licensing import entitlements
 from store.registry import hub
 from store.web import charts, forms
@@ -89,7 +89,7 @@ def create_product(
     def create() -> Product:
         if forms.text(form, "slug").strip().lower() == "new":
             # "/publish/<org>/new" is this form, so such a product could never be edited here.
-            raise forms.FieldError("slug", "The name 'new' is reserved; choose another")
+            raise ValidationFailed("The name 'new' is reserved; choose another", field="slug")
         return catalog.create_product(
             session,
             actor=account,

@@ -12,7 +12,7 @@ from store.accounts.models import Account, Organization
 from store.catalog import service as catalog
 from store.catalog.models import Product
 from store.deps import DbSession
-from store.errors import NotFound, StoreError, ValidationFailed
+from store.errors import NotFound, ValidationFailed
 from store.signing import certification, keys
 from store.signing import service as signing
 from store.web import forms
@@ -66,8 +66,10 @@ def add_key(
     request: Request, org: str, session: DbSession, account: RequiredAccount, form: Form
 ) -> Response:
     organization = member_org(session, account, org)
-    result = forms.attempt(
+    return forms.submit(
         session,
+        form,
+        "key",
         lambda: keys.add_key(
             session,
             org=organization,
@@ -75,14 +77,15 @@ def add_key(
             public_pem=forms.text(form, "public_pem"),
             label=forms.text(form, "label"),
         ),
+        failed=lambda state, status: _keys_page(
+            request, session, account, organization, state, status
+        ),
+        done=lambda key: forms.redirect_with(
+            request,
+            f"Key {key.fingerprint[:16]}… is registered.",
+            f"/publish/{organization.slug}/-/signing",
+        ),
     )
-    if isinstance(result, StoreError):
-        failed = FormState.failed("key", form, result)
-        return _keys_page(
-            request, session, account, organization, failed, forms.error_status(result)
-        )
-    flash(request, f"Key {result.fingerprint[:16]}… is registered.")
-    return redirect(f"/publish/{organization.slug}/-/signing")
 
 
 @router.post("/publish/{org}/-/signing/keys/{key_id}/revoke")
@@ -149,8 +152,10 @@ def submit_certification(
     request: Request, org: str, name: str, session: DbSession, account: RequiredAccount, form: Form
 ) -> Response:
     product = _member_product(session, account, org, name)
-    result = forms.attempt(
+    return forms.submit(
         session,
+        form,
+        "certify",
         lambda: certification.submit(
             session,
             actor=account,
@@ -158,14 +163,15 @@ def submit_certification(
             tag=forms.text(form, "tag"),
             digest=forms.text(form, "digest") or None,
         ),
+        failed=lambda state, status: _certification_page(
+            request, session, account, product, state, status
+        ),
+        done=lambda submitted: forms.redirect_with(
+            request,
+            f"{product.repository}:{submitted.tag} is submitted for certification.",
+            f"/publish/{product.repository}/certification",
+        ),
     )
-    if isinstance(result, StoreError):
-        failed = FormState.failed("certify", form, result)
-        return _certification_page(
-            request, session, account, product, failed, forms.error_status(result)
-        )
-    flash(request, f"{product.repository}:{result.tag} is submitted for certification.")
-    return redirect(f"/publish/{product.repository}/certification")
 
 
 # --- certification (administrators) ---------------------------------------------------
@@ -240,10 +246,14 @@ def decide(
             return certification.reject(session, actor=admin, request=review, note=note)
         raise ValidationFailed("Choose approve or reject")
 
-    result = forms.attempt(session, act)
-    if isinstance(result, StoreError):
-        failed = FormState.failed("decide", form, result)
-        return _review_page(request, session, review, failed, forms.error_status(result))
     word = "certified" if decision == "approve" else "rejected"
-    flash(request, f"{review.product.repository}:{review.tag} is {word}.")
-    return redirect("/admin/certification")
+    return forms.submit(
+        session,
+        form,
+        "decide",
+        act,
+        failed=lambda state, status: _review_page(request, session, review, state, status),
+        done=lambda _: forms.redirect_with(
+            request, f"{review.product.repository}:{review.tag} is {word}.", "/admin/certification"
+        ),
+    )

@@ -166,6 +166,64 @@ def test_error_shape_and_status_codes(client: TestClient, session: Session) -> N
         assert isinstance(body["detail"], str) and body["detail"]
 
 
+def test_errors_name_their_field(client: TestClient, session: Session) -> None:
+    """A refused input is named in the body as the request named it; an error about no one
+    input has no field."""
+    owner = make_account(session, "fieldowner")
+    org = make_org(session, owner, "fields")
+    make_product(session, org, owner, "app", publish=False)
+    token = api_token(session, owner)
+    cases = [
+        (
+            client.post("/api/v1/orgs", json={"slug": "Bad!", "name": "x"}, headers=auth(token)),
+            "slug",
+        ),
+        (
+            client.post("/api/v1/orgs", json={"slug": "fields", "name": "x"}, headers=auth(token)),
+            "slug",
+        ),
+        (
+            client.post("/api/v1/orgs", json={"slug": "other", "name": " "}, headers=auth(token)),
+            "name",
+        ),
+        (
+            client.post(
+                "/api/v1/accounts",
+                json={"username": "fieldowner", "email": "n@example.com", "password": PASSWORD},
+            ),
+            "username",
+        ),
+        (
+            client.post(
+                "/api/v1/accounts",
+                json={"username": "newname", "email": "n@example.com", "password": "short"},
+            ),
+            "password",
+        ),
+        (
+            client.post(
+                "/api/v1/products/fields/app/tiers",
+                json={"slug": "pro", "billing": "free", "amount_minor": 100, "currency": "usd"},
+                headers=auth(token),
+            ),
+            "amount_minor",
+        ),
+        (
+            client.post(
+                "/api/v1/products/fields/app/tiers",
+                json={"slug": "pro", "billing": "weekly"},
+                headers=auth(token),
+            ),
+            "billing",
+        ),
+    ]
+    for response, field in cases:
+        assert response.status_code in (409, 422), (response.request.url, response.text)
+        assert response.json().get("field") == field, (response.request.url, response.json())
+    r = client.get("/api/v1/orgs/nope")
+    assert r.status_code == 404 and "field" not in r.json()
+
+
 def test_conflicts(client: TestClient, session: Session) -> None:
     owner = make_account(session, "owner1")
     make_org(session, owner, "taken")
