@@ -365,6 +365,10 @@ class Run:
         self.say(f"==> Pushed {target} ({digest}) from commit {c.commit_sha}")
         return digest
 
+    def timed(self, step: str, began: float) -> None:
+        """One line a step: ``==> fetch took 0.41 s`` (build times, read by bench/builds.py)."""
+        self.say(f"==> {step} took {time.monotonic() - began:.2f} s")
+
     def execute(self) -> str:
         """Run the build to its end; its final status."""
         c = self.claimed
@@ -375,9 +379,13 @@ class Run:
             self.say(f"==> Build {c.build_id} of {c.repository}:{c.docker_tag} ({c.ref})")
             self.permitted()
             env = self._env()
-            self.fetch(env)
-            self.build(env)
+            for step, action in (("fetch", self.fetch), ("build", self.build)):
+                began = time.monotonic()
+                action(env)
+                self.timed(step, began)
+            began = time.monotonic()
             digest = self.push(env)
+            self.timed("push", began)
             status = "succeeded"
         except BuildFailed as exc:
             error = str(exc)
@@ -448,6 +456,7 @@ class Worker:
         return counts
 
     def run_forever(self, stop: threading.Event) -> None:
+        log.info("build worker %s waiting for builds", self.name)
         while not stop.is_set():
             try:
                 self.schedule()

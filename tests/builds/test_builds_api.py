@@ -4,6 +4,7 @@ checks of the three webhook forms, replayed deliveries, manual builds and cancel
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -18,9 +19,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from store.accounts import service as accounts
-from store.builds import service
+from store.builds import queue, service
 from store.builds.models import Build
 from store.config import Settings
+from store.registry import tokens
 from store.registry.models import HubRepository
 from tests.factories import api_token, auth, make_account, make_admin, make_org
 
@@ -299,3 +301,52 @@ def test_schedule_queues_named_branches_once(
     ]
     assert service.queue_scheduled(session, now=due + timedelta(minutes=1)) == []
     assert source.next_scheduled_at == due + timedelta(minutes=60)
+
+
+def _basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def test_build_credential_pushes_to_its_repository_only_while_running(
+    client: TestClient, session: Session, settings: Settings, people: dict[str, str]
+) -> None:
+    _configure(client, people["alice"])
+    started = client.post(
+        "/api/v1/repositories/acme/app/builds", json={"ref": "main"}, headers=auth(people["alice"])
+    )
+    build = session.get(Build, uuid.UUID(started.json()["id"]))
+    assert build is not None
+    user, password = queue.credential(settings, build.id, expires=int(time.time()) + 300)
+
+    def token(scope: str) -> Any:
+        return client.get(
+            "/token",
+            params={"service": settings.registry_service, "scope": scope},
+            headers=_basic(user, password),
+        )
+
+    queued = token("repository:acme/app:pull,push")
+    assert queued.status_code == 401  # not running yet
+    build.status = "running"
+    session.commit()
+    granted = token("repository:acme/app:pull,push")
+    assert granted.status_code == 200, granted.text
+    claims = tokens.decode_unverified(granted.json()["token"])[1]
+    assert claims["sub"] == f"build:{build.id}"
+    assert claims["access"] == [
+        {"type": "repository", "name": "acme/app", "actions": ["pull", "push"]}
+    ]
+    # another repository of the same namespace: nothing (it is private)
+    other = token("repository:acme/other:pull,push")
+    assert (
+        other.status_code == 401 or not tokens.decode_unverified(other.json()["token"])[1]["access"]
+    )
+    forged = client.get(
+        "/token",
+        params={"service": settings.registry_service, "scope": "repository:acme/app:push"},
+        headers=_basic(user, password[:-4] + "0000"),
+    )
+    assert forged.status_code == 401
+    build.status = "succeeded"
+    session.commit()
+    assert token("repository:acme/app:pull,push").status_code == 401

@@ -16,9 +16,10 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,7 +96,7 @@ class Env:
         self.git("checkout", "-q", "-B", branch)
         (self.work / "Dockerfile").write_text(dockerfile)
         self.git("add", "-A")
-        self.git("commit", "-q", "-m", message)
+        self.git("commit", "-q", "--allow-empty", "-m", message)
         self.git("push", "-q", "origin", branch)
         return self.git("rev-parse", "HEAD")
 
@@ -274,3 +275,73 @@ def test_forged_webhook_is_refused_and_builds_nothing(env: Env) -> None:
     forged = env.webhook("main", sha, secret="guessed-secret")
     assert forged.status_code == 401 and forged.json()["error"] == "bad_signature"
     assert env.builds() == before
+
+
+SLOW = """\
+FROM scratch
+COPY busybox /bin/busybox
+RUN ["/bin/busybox", "--install", "-s", "/bin"]
+RUN echo "a long step begins" && sleep 60
+"""
+
+
+def _wait_for(predicate: Callable[[], bool], timeout: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_timeout_stops_the_step_and_pushes_nothing(env: Env) -> None:
+    sha = env.commit("slow-timeout", SLOW, "a step that outlasts its timeout")
+    [build_id] = env.webhook("slow-timeout", sha).json()["builds"]
+    with session_scope(env.factory) as session:
+        build = session.get(Build, uuid.UUID(build_id))
+        assert build is not None
+        build.timeout_seconds = 4  # below what the settings accept, to keep the test short
+    started = time.monotonic()
+    env.work_off_queue()
+    build = env.build(build_id)
+    assert build.status == "failed" and build.error.startswith("timed out after"), build.error
+    assert time.monotonic() - started < 50  # stopped, not waited out (sleep 60)
+    log = env.log(build_id)
+    assert "a long step begins" in log and "Nothing was pushed" in log
+    assert env.skopeo.run(
+        "inspect", "--tls-verify=false", "--creds", f"alice:{PASSWORD}",
+        f"docker://{env.registry}/acme/app:slow-timeout",
+    ).returncode != 0  # fmt: skip
+
+
+def test_cancel_stops_a_running_build(env: Env) -> None:
+    sha = env.commit("slow-cancel", SLOW, "a step to cancel")
+    [build_id] = env.webhook("slow-cancel", sha).json()["builds"]
+    output = env.root / "cancel-worker.log"
+    with open(output, "wb") as sink:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "store.cli.main", "builds", "worker", "--once"],
+            env=env.store_env, stdout=sink, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        assert _wait_for(lambda: "a long step begins" in env.log(build_id)), env.log(build_id)
+        canceled = httpx.post(
+            f"{env.store_url}/api/v1/repositories/acme/app/builds/{build_id}/cancel",
+            headers={"Authorization": f"Bearer {env.token}"},
+            timeout=30,
+        )
+        assert canceled.status_code == 200 and canceled.json()["cancel_requested"] is True
+        worker.wait(timeout=40)  # well before the step's 60 s
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    build = env.build(build_id)
+    assert build.status == "canceled" and build.digest is None, output.read_text()
+    assert "Build canceled" in env.log(build_id)
+
+
+def test_workspaces_and_storage_are_removed(env: Env) -> None:
+    builds_dir = Path(env.store_env["STORE_BUILDS_DIR"])
+    for part in ("work", "storage"):
+        assert list((builds_dir / part).iterdir()) == [], part
