@@ -22,8 +22,9 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import literal, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from store.accounts.models import Account, Organization
@@ -196,3 +197,83 @@ def owned_by(session: Session, account: Account, product: Product) -> list[Owned
         if purchase is not None:
             out.append(Owned(purchase, orgs.get(key), manage_url(purchase)))
     return out
+
+
+@dataclass(frozen=True)
+class OwnedMark:
+    """What a card or a search result says about a product the viewer already has: the
+    viewer's own purchase before an organisation's, a subscription before an order."""
+
+    kind: str  # "subscription" | "order"
+    status: str
+    org_name: str | None  # the organisation that holds it; None: the viewer
+    manage_url: str
+
+    @property
+    def in_progress(self) -> bool:
+        return self.kind == "order" and self.status in (*UNPAID_ORDER, "review")
+
+    @property
+    def label(self) -> str:
+        if self.in_progress:
+            return (
+                "Checkout in progress"
+                if self.org_name is None
+                else f"{self.org_name}: checkout in progress"
+            )
+        if self.org_name is not None:
+            return f"{self.org_name} owns this"
+        return "Your plan" if self.kind == "subscription" else "You own this"
+
+
+def owned_marks(
+    session: Session, account: Account | None, product_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, OwnedMark]:
+    """The open purchases of the viewer and of its organisations among these products, in
+    one query (a page of cards or results)."""
+    from store.accounts.models import Membership
+
+    if account is None or not product_ids:
+        return {}
+    ids = sorted(set(product_ids))
+    orgs = select(Membership.organization_id).where(Membership.account_id == account.id)
+    subs = select(
+        Subscription.product_id,
+        Subscription.holder_key,
+        literal("subscription").label("kind"),
+        Subscription.id,
+        Subscription.status,
+    ).where(
+        or_(Subscription.holder_key == account.id, Subscription.holder_key.in_(orgs)),
+        Subscription.product_id.in_(ids),
+        Subscription.status.in_(OPEN_SUBSCRIPTION),
+    )
+    one_time = select(
+        Order.product_id,
+        Order.holder_key,
+        literal("order").label("kind"),
+        Order.id,
+        Order.status,
+    ).where(
+        or_(Order.holder_key == account.id, Order.holder_key.in_(orgs)),
+        Order.product_id.in_(ids),
+        Order.kind == "one_time",
+        Order.status.in_(OPEN_ORDER),
+    )
+    held = union_all(subs, one_time).subquery()
+    rows = session.execute(
+        select(held, Organization.name.label("org_name")).outerjoin(
+            Organization, Organization.id == held.c.holder_key
+        )
+    ).all()
+
+    def rank(row: Any) -> tuple[bool, bool]:
+        return (row.holder_key != account.id, row.kind != "subscription")
+
+    marks: dict[uuid.UUID, OwnedMark] = {}
+    for row in sorted(rows, key=rank, reverse=True):  # the best one last, so it stays
+        unpaid = row.kind == "order" and row.status in (*UNPAID_ORDER, "review")
+        manage = f"/checkout/orders/{row.id}" if unpaid else "/my/purchases"
+        org_name = None if row.holder_key == account.id else row.org_name
+        marks[row.product_id] = OwnedMark(row.kind, row.status, org_name, manage)
+    return marks

@@ -323,3 +323,31 @@ def total_pulls(session: Session, repository_id: uuid.UUID) -> int:
         )
         or 0
     )
+
+
+def pick_install_tag(tags_newest_first: list[str]) -> str | None:
+    """The tag an install command names: ``latest`` when pushed, else the most recently
+    pushed tag; None when nothing is pushed (the store shows "Not yet available" then,
+    never a command that cannot work)."""
+    if "latest" in tags_newest_first:
+        return "latest"
+    return tags_newest_first[0] if tags_newest_first else None
+
+
+def install_tags(session: Session, repositories: list[str]) -> dict[str, str]:
+    """:func:`pick_install_tag` for each of these repositories that has a tag, in one
+    query (pages listing several products)."""
+    names = sorted(set(repositories))
+    if not names:
+        return {}
+    rows = session.execute(
+        select(HubRepository.name, HubTag.name)
+        .join(HubTag, HubTag.repository_id == HubRepository.id)
+        .where(HubRepository.name.in_(names))
+        .order_by(HubRepository.name, HubTag.pushed_at.desc(), HubTag.name)
+    )
+    found: dict[str, list[str]] = {}
+    for repository, tag in rows:
+        found.setdefault(repository, []).append(tag)
+    chosen = {name: pick_install_tag(tags) for name, tags in found.items()}
+    return {name: tag for name, tag in chosen.items() if tag is not None}

@@ -17,6 +17,7 @@ from store.deps import DbSession
 from store.errors import StoreError, ValidationFailed
 from store.licensing import entitlements
 from store.privacy import lifecycle
+from store.registry import hub
 from store.security_headers import NO_STORE
 from store.web import forms
 from store.web.auth import login_session, logout_session
@@ -38,6 +39,7 @@ def my_content(request: Request, session: DbSession, account: RequiredAccount) -
         {
             "account": account,
             "rows": rows,
+            "install_tags": hub.install_tags(session, [e.product.repository for e, _ in rows]),
             "invitations": accounts.pending_invitations(session, account),
         },
     )

@@ -14,6 +14,7 @@ from store.deps import DbSession
 from store.errors import NotFound, StoreError, ValidationFailed
 from store.licensing import entitlements
 from store.pagination import Page
+from store.registry import hub
 from store.search import service as search
 from store.signing import service as signing
 from store.web.routing import RequiredAccount, Viewer, page_router
@@ -44,7 +45,7 @@ def parse_page(raw: str | None) -> int:
 
 
 @router.get("/")
-def home(request: Request, session: DbSession) -> Response:
+def home(request: Request, session: DbSession, viewer: Viewer) -> Response:
     """Featured official and certified products, categories and what is new."""
     newest = catalog.list_products(session, catalog.ProductFilter(sort="newest"), per_page=8)
     featured = catalog.featured_products(session, limit=8)
@@ -57,12 +58,13 @@ def home(request: Request, session: DbSession) -> Response:
             "categories": catalog.category_counts(session),
             "newest": newest.items,
             "stats": search.listing_stats(session, shown),
+            "owned": ownership.owned_marks(session, viewer, shown),
         },
     )
 
 
 @router.get("/browse")
-def browse(request: Request, session: DbSession) -> Response:
+def browse(request: Request, session: DbSession, viewer: Viewer) -> Response:
     """Published products through the search engine (the same matches and order as the
     search box and the API), filtered, sorted and paginated. Bad filter values are a 400;
     an unknown sort order falls back to relevance with a notice."""
@@ -107,6 +109,7 @@ def browse(request: Request, session: DbSession) -> Response:
             ),
             "sorts": list(search.SORTS.items()),
             "stats": search.listing_stats(session, [p.id for p in page.items]),
+            "owned": ownership.owned_marks(session, viewer, [p.id for p in page.items]),
         },
     )
 
@@ -154,6 +157,7 @@ def product_page(
 ) -> Response:
     """A product's listing, tiers and prices, pull command and the viewer's access."""
     product = _product(session, org, name, viewer)
+    tags = signing.tag_statuses(session, product)  # newest first
     return render(
         request,
         "catalog/product.html",
@@ -163,7 +167,8 @@ def product_page(
             "access": entitlements.access_for(session, viewer, product),
             "can_edit": accounts.has_role(session, viewer, product.organization, "viewer"),
             "signed_in": viewer is not None,
-            "tags": signing.tag_statuses(session, product),
+            "tags": tags,
+            "install_tag": hub.pick_install_tag([t.tag for t in tags]),
             "owned": ownership.owned_by(session, viewer, product) if viewer else [],
         },
     )

@@ -10,8 +10,10 @@ from fastapi import Request
 from markupsafe import Markup, escape
 from starlette.responses import Response
 
+from store.billing import ownership
 from store.deps import DbSession
 from store.errors import StoreError
+from store.registry import hub
 from store.search import service
 from store.search.api import badges_of, doc_url, int_param
 from store.search.query import Query, fold, stem
@@ -102,6 +104,16 @@ def search_page(request: Request, session: DbSession, viewer: Viewer) -> Respons
         "highlight": highlighter(results.query) if results else (lambda t: t),
         "badges_of": badges_of,
         "doc_url": doc_url,
+        "owned": ownership.owned_marks(
+            session, viewer, [h.doc.ref_id for h in results.hits if h.doc.source == "store"]
+        )
+        if results
+        else {},
+        "install_tags": hub.install_tags(
+            session, [h.doc.name for h in results.hits if h.doc.source == "hub"]
+        )
+        if results
+        else {},
         "facet_titles": {
             "source": "Source",
             "kind": "Type",

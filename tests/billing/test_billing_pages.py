@@ -241,3 +241,80 @@ def test_checkout_asks_for_the_country_when_tax_is_configured(
     assert (order.total_minor, order.tax_minor, order.tax_country) == (11880, 1980, "FR")
     receipt = browser.get(f"/my/purchases/orders/{order.id}/receipt").text
     assert "(20%)" in receipt and "$19.80" in receipt
+
+
+def _pills(html: str) -> list[str]:
+    import re
+
+    return re.findall(r'<a class="pill pill-owned" href="([^"]+)">([^<]+)<', html)
+
+
+def test_cards_and_search_results_show_what_the_viewer_owns(
+    browser: TestClient, session: Session, shop: Shop
+) -> None:
+    """The owned state beside the price on home and browse cards and in search results,
+    for the viewer's purchase and for its organisation's; nothing for anyone else."""
+    from store.accounts import service as accounts
+
+    title = shop.product.title
+    login(browser, shop.buyer.username)
+    pages = ("/", "/browse", f"/search?q={title}")
+    for page in pages:
+        assert _pills(browser.get(page).text) == [], page
+    buy(browser, shop.monthly.id, "4242424242424242")
+    for page in pages:
+        assert ("/my/purchases", "Your plan") in _pills(browser.get(page).text), page
+    # An organisation's purchase shows for its members, named.
+    team = make_account(session)
+    org = accounts.create_organization(session, owner=team, slug="buyerco", name="Buyer Co")
+    session.commit()
+    browser.post("/logout", data={"csrf_token": csrf_of(browser.get("/my/purchases").text)})
+    login(browser, team.username)
+    assert _pills(browser.get("/browse").text) == []
+    subscription = session.scalars(
+        select(Subscription).where(Subscription.account_id == shop.buyer.id)
+    ).one()
+    subscription.holder_key = org.id
+    session.commit()
+    assert ("/my/purchases", "Buyer Co owns this") in _pills(browser.get("/browse").text)
+    # The search result says so instead of "You have access".
+    assert "Buyer Co owns this" in browser.get("/search", params={"q": title}).text
+
+
+def test_owned_marks_take_one_query_for_a_page(session: Session, shop: Shop) -> None:
+    from sqlalchemy import event
+
+    from store.billing import ownership
+    from tests.factories import make_product
+
+    products = [shop.product] + [
+        make_product(session, shop.org, shop.publisher, f"extra-{i}") for i in range(5)
+    ]
+    order = Order(
+        account_id=shop.buyer.id,
+        holder_key=shop.buyer.id,
+        product_id=products[2].id,
+        tier_id=products[2].tiers[0].id,
+        kind="one_time",
+        status="paid",
+        currency="usd",
+        amount_minor=0,
+        gateway="test",
+    )
+    session.add(order)
+    session.flush()
+    statements: list[str] = []
+    engine = session.get_bind()
+
+    def count(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        marks = ownership.owned_marks(session, shop.buyer, [p.id for p in products])
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert len(statements) == 1, statements
+    assert set(marks) == {products[2].id}
+    assert marks[products[2].id].label == "You own this"
+    assert ownership.owned_marks(session, None, [p.id for p in products]) == {}

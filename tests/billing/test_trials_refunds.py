@@ -366,12 +366,27 @@ def test_paid_through_is_empty_when_the_first_payment_failed(
 def test_plugins_say_docker_plugin_install(
     client: TestClient, session: Session, billing: Billing, shop: Shop
 ) -> None:
+    from store.db import utcnow
+    from store.registry import hub
+
     plugin = make_product(
         session, shop.org, shop.publisher, kind="plugin", tiers=[paid_tier("pro", 900, "one_time")]
     )
+    for repository in (plugin.repository, shop.product.repository):
+        hub.record_push(
+            session,
+            name=repository,
+            digest="sha256:" + "a" * 64,
+            media_type="application/vnd.oci.image.manifest.v1+json",
+            size=10,
+            tag="1.0",
+            actor=shop.publisher.username,
+            at=utcnow(),
+        )
     session.commit()
     client.headers.update(HTML)
     page = client.get(f"/products/{plugin.repository}").text
+    assert f"/{plugin.repository}:1.0" in page
     assert "docker plugin install" in page and "docker pull" not in page
     image = client.get(f"/products/{shop.product.repository}").text
     assert "docker pull" in image and "docker plugin install" not in image

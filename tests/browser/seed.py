@@ -36,6 +36,9 @@ from store.signing import certification, keys
 PUBLISHER_ORG = "acme-e2e"
 PUBLISHER_PRODUCT = "widget"
 PULLED = ("northwind/pgvault", f"{PUBLISHER_ORG}/{PUBLISHER_PRODUCT}")
+# A product the registry saw a `latest` push of (the demo pushes only certified ones): the
+# customer test reads its pull command on the product page and under My content.
+PUSHED = ("northwind/keystone-cache", "latest", "sha256:" + "ca11ab1e" * 8)
 # Orders the customer of the demo (casey) paid for: one for the admin to refund, one that
 # gives northwind a sales chart.
 REFUND_PURCHASE = ("neuron-works/feature-store", "perpetual")
@@ -78,6 +81,17 @@ def store(data_dir: Path, *, demo_password: str, registry_host: str) -> Seeded:
     try:
         with session_scope(make_sessionmaker(engine)) as session:
             pulls = _pulls(session)
+            name, tag, digest = PUSHED
+            hub.record_push(
+                session,
+                name=name,
+                digest=digest,
+                media_type="application/vnd.oci.image.manifest.v1+json",
+                size=2048,
+                tag=tag,
+                actor="northwind:robot:ci",
+                at=utcnow(),
+            )
         with session_scope(make_sessionmaker(engine)) as session:
             _certification_publisher(session, password=demo_password)
         paid = []

@@ -158,9 +158,9 @@ def test_product_page(browser: TestClient, shelf: dict[str, Any], session: Sessi
     assert "14-day free trial" in text
     assert "Unlimited seats" in text
     assert "<h1>Fast</h1>" in text and "<strong>proxy</strong>" in text
-    # a plugin with nothing pushed: said so, beside the command of its kind
+    # a plugin with nothing pushed: said so, instead of a command that cannot work
     assert "Not yet available." in text and "docker pull 127.0.0.1:5000/acme/proxy" not in text
-    assert "docker plugin install 127.0.0.1:5000/acme/proxy:latest" in text
+    assert "docker plugin install" not in text and ":latest" not in text
     assert "From $49.00 / month" in text and "Start free trial: Pro, $49.00 / month" not in text
     assert 'href="https://docs.acme.test"' in text and "License agreement (EULA)" in text
     assert "Log in to pull acme/proxy." in text
@@ -266,7 +266,8 @@ def test_get_free_tier(browser: TestClient, session: Session, shelf: dict[str, A
     assert response.status_code == 200
     assert response.url.path == "/my/content"
     assert "Acme Database (Free) is in your content now." in response.text
-    assert "docker pull 127.0.0.1:5000/acme/db:latest" in response.text
+    # Nothing pushed yet: said so instead of a pull command.
+    assert "Not yet available." in response.text and "docker pull" not in response.text
     assert "docker login 127.0.0.1:5000 -u buyer" in response.text
     held = entitlements.entitlements_of(session, buyer)
     assert [e.product.repository for e in held] == ["acme/db"]
@@ -323,3 +324,48 @@ def test_unknown_page_is_html_404(browser: TestClient) -> None:
     assert response.status_code == 404
     assert is_html(response)
     assert "There is nothing at this address" in response.text
+
+
+def test_install_commands_name_a_pushed_tag_everywhere(
+    browser: TestClient, session: Session, shelf: dict[str, Any]
+) -> None:
+    """My content and the hub's search results, like the product page: the command names
+    latest when pushed, else the newest tag; "Not yet available" when nothing is."""
+    from datetime import UTC, datetime, timedelta
+
+    from store.registry import hub
+
+    def push(name: str, tag: str, minutes: int) -> None:
+        hub.record_push(
+            session,
+            name=name,
+            digest="sha256:" + "c" * 64,
+            media_type="application/vnd.oci.image.manifest.v1+json",
+            size=10,
+            tag=tag,
+            actor="pubowner",
+            at=datetime.now(UTC) - timedelta(minutes=minutes),
+        )
+
+    buyer = make_account(session, "installer")
+    entitlements.get_free_tier(session, account=buyer, tier=shelf["db"].tiers[0])
+    push("acme/db", "15", 10)
+    push("acme/db", "16", 5)
+    push("pubowner/tools", "v2", 1)
+    hub.set_visibility(session, name="pubowner/tools", visibility="public")
+    session.commit()
+    login(browser, "installer")
+    content = browser.get("/my/content").text
+    assert "docker pull 127.0.0.1:5000/acme/db:16" in content and "Not yet available" not in content
+    found = browser.get("/search", params={"q": "tools", "source": "hub"}).text
+    assert "docker pull 127.0.0.1:5000/pubowner/tools:v2" in found, found
+    push("pubowner/tools", "latest", 0)
+    session.commit()
+    found = browser.get("/search", params={"q": "tools", "source": "hub"}).text
+    assert "docker pull 127.0.0.1:5000/pubowner/tools:latest" in found
+    hub.record_delete(session, name="pubowner/tools", tag=None, digest="sha256:" + "c" * 64)
+    session.commit()
+    found = browser.get("/search", params={"q": "tools", "source": "hub"}).text
+    # The repository is still found, its tags all gone.
+    assert "pubowner/tools" in found
+    assert "Not yet available." in found and "docker pull" not in found
