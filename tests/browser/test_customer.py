@@ -143,3 +143,14 @@ def test_customer_path(page: Page, store_server: StoreServer, shots: Shots) -> N
     expect(page.get_by_role("main")).to_contain_text("$199.00")
     expect(page.get_by_role("main")).to_contain_text("Polaris Open Tools")
     shots(page, "receipt")
+
+    # What was bought says so: on the product page instead of Buy, on cards, in search.
+    page.goto("/products/northwind/keystone-cache")
+    expect(page.locator(".buy-box")).to_contain_text("Your plan — manage")
+    expect(page.get_by_role("link", name=re.compile(r"^Buy "))).to_have_count(0)
+    page.goto("/search?q=keystone")
+    hit = page.locator(".search-hit", has_text="Keystone in-memory cache")
+    expect(hit.locator(".pill-owned")).to_contain_text("Your plan")
+    page.goto("/browse?q=gitforge")
+    card = page.locator(".product-card", has_text="GitForge")
+    expect(card.locator(".pill-owned")).to_contain_text("You own this")
