@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from store import (
     STATIC_DIR,
     __version__,
-    fastpath,
+    frontdoor,
     observability,
     request_limits,
     security,
@@ -42,9 +42,11 @@ Authenticate with a personal access token that has the `api` scope:
 
 def create_serving_app() -> FastAPI:
     """The app ``store serve`` runs in each worker: with the mail sender unless
-    ``STORE_MAIL_SENDER=false`` (then ``store mail send`` processes deliver)."""
+    ``STORE_MAIL_SENDER=false`` (then ``store mail send`` processes deliver). ``store serve``
+    has brought the schema up to date before starting the workers (and refuses to start on
+    an out-of-date PostgreSQL schema), so the workers do not migrate."""
     settings = Settings()
-    return create_app(settings, mail_sender=settings.mail_sender)
+    return create_app(settings, migrate=False, mail_sender=settings.mail_sender)
 
 
 def create_app(
@@ -84,7 +86,9 @@ def create_app(
             registry.dispose()
         engine.dispose()
 
-    app = FastAPI(
+    otel = settings.opentelemetry
+    app = frontdoor.StoreApp(
+        telemetry={"tracing": otel, "metrics": otel, "logs": otel},
         title="Store",
         version=__version__,
         description=API_DESCRIPTION,
@@ -105,7 +109,7 @@ def create_app(
     app.add_route("/api/docs", assets.api_docs, methods=["GET"], include_in_schema=False)
     app.add_route("/favicon.ico", assets.favicon, methods=["GET"], include_in_schema=False)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    fastpath.install(app)  # /token, probes...: straight to their route, no session
+    # /token, the probes...: served by the front door of StoreApp, before this stack.
     request_limits.install(app)  # bodies over their cap: 413 before they are read
     security_headers.install(app)  # CSP, HSTS, frame-ancestors... on every response
     observability.install(app)  # last: its middleware is the outermost

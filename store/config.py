@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     # /metrics only for clients on loopback or private networks that did not come through
     # a proxy (no Forwarded / X-Forwarded-For): production needs this or a metrics token.
     metrics_private: bool = False
+    # FastAPI's own OpenTelemetry spans, metrics and logs (for an operator who configures an
+    # OpenTelemetry SDK); off, no request pays for looking for a configured provider.
+    opentelemetry: bool = False
     # Production refuses the built-in test gateway (paid tiers bought with test cards)
     # unless this says so; every page then carries a banner.
     allow_test_payments: bool = False

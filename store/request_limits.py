@@ -68,21 +68,22 @@ class BodyLimitMiddleware:
     def limit_for(self, path: str) -> int:
         return self.limits.get(path, self.default)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        limit = self.limit_for(scope["path"])
+    def refusal(self, scope: Scope) -> tuple[int, str, str] | None:
+        """(status, code, detail) when the declared length alone refuses the request."""
         declared = _content_length(scope)
+        if declared is None:
+            return None
         if declared == -1:
-            await _refuse(scope, send, 400, "bad_request", "Malformed Content-Length header")
-            return
-        if declared is not None and declared > limit:
-            await _refuse(scope, send, 413, "too_large", BodyTooLarge(limit).detail)
-            return
+            return 400, "bad_request", "Malformed Content-Length header"
+        limit = self.limit_for(scope["path"])
+        if declared > limit:
+            return 413, "too_large", str(BodyTooLarge(limit).detail)
+        return None
 
+    def counted(self, scope: Scope, receive: Receive) -> Receive:
+        """``receive`` that raises BodyTooLarge once the body read passes the cap."""
+        limit = self.limit_for(scope["path"])
         received = 0
-        started = False
 
         async def counted_receive() -> Message:
             nonlocal received
@@ -93,6 +94,18 @@ class BodyLimitMiddleware:
                     raise BodyTooLarge(limit)
             return message
 
+        return counted_receive
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        refusal = self.refusal(scope)
+        if refusal is not None:
+            await refuse(scope, send, *refusal)
+            return
+        started = False
+
         async def tracked_send(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
@@ -100,15 +113,16 @@ class BodyLimitMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, counted_receive, tracked_send)
+            await self.app(scope, self.counted(scope, receive), tracked_send)
         except BodyTooLarge as exc:
             # Raised where no handler turns it into a response (a plain route): answer here.
             if started:
                 raise
-            await _refuse(scope, send, 413, "too_large", str(exc.detail))
+            await refuse(scope, send, 413, "too_large", str(exc.detail))
 
 
-async def _refuse(scope: Scope, send: Send, status: int, code: str, detail: str) -> None:
+async def refuse(scope: Scope, send: Send, status: int, code: str, detail: str) -> None:
+    """Answer a request whose body is not read (the connection is closed after it)."""
     from store.http_errors import error_response
 
     request = Request(scope)

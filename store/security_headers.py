@@ -34,13 +34,13 @@ SECURITY_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
 }
 HSTS = "max-age=31536000"
-_NO_STORE_FLAG = "store_no_store"
+NO_STORE_FLAG = "store_no_store"
 
 
 def no_store(request: Request) -> None:
     """Dependency of every route whose responses carry a secret: ``Cache-Control:
     no-store`` (set by :class:`SecurityHeadersMiddleware` on the way out)."""
-    request.scope.setdefault("state", {})[_NO_STORE_FLAG] = True
+    request.scope.setdefault("state", {})[NO_STORE_FLAG] = True
 
 
 NO_STORE = Depends(no_store)
@@ -63,13 +63,25 @@ def headers_for(hsts: bool) -> dict[str, str]:
     return {**SECURITY_HEADERS, **({"Strict-Transport-Security": HSTS} if hsts else {})}
 
 
+def raw_headers(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    """ASGI (lower-case name, value) pairs of ``headers``, encoded once."""
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+
+def with_no_store(headers: list[Any]) -> list[Any]:
+    """``headers`` with ``Cache-Control: no-store`` instead of any cache-control of theirs."""
+    kept = [(k, v) for k, v in headers if k.lower() != b"cache-control"]
+    kept.append((b"cache-control", b"no-store"))
+    return kept
+
+
 class SecurityHeadersMiddleware:
-    """Pure ASGI, no response buffering: the token endpoint pays a list append per
-    response."""
+    """Pure ASGI, no response buffering: a list extension per response."""
 
     def __init__(self, app: ASGIApp, *, hsts: bool) -> None:
         self.app = app
-        self.raw = [(k.lower().encode(), v.encode()) for k, v in headers_for(hsts).items()]
+        self.raw = raw_headers(headers_for(hsts))
+        self.names = frozenset(name for name, _ in self.raw)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -80,18 +92,22 @@ class SecurityHeadersMiddleware:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", ()))
                 state = scope.get("state")
-                if isinstance(state, dict) and state.get(_NO_STORE_FLAG):
-                    headers = [(k, v) for k, v in headers if k.lower() != b"cache-control"]
-                    headers.append((b"cache-control", b"no-store"))
-                message["headers"] = self._add(headers)
+                if isinstance(state, dict) and state.get(NO_STORE_FLAG):
+                    headers = with_no_store(headers)
+                message["headers"] = add(headers, self.raw, self.names)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
 
-    def _add(self, headers: list[Any]) -> list[Any]:
+
+def add(headers: list[Any], raw: list[tuple[bytes, bytes]], names: frozenset[bytes]) -> list[Any]:
+    """``headers`` extended by the ``raw`` headers (of ``names``) they do not set themselves."""
+    if any(name.lower() in names for name, _ in headers):
         present = {name.lower() for name, _ in headers}
-        headers.extend((name, value) for name, value in self.raw if name not in present)
-        return headers
+        headers.extend((name, value) for name, value in raw if name not in present)
+    else:
+        headers.extend(raw)
+    return headers
 
 
 def install(app: Any) -> None:

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import stripe
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -47,6 +46,8 @@ def verify(body: bytes, signature: str | None, *, secret: str, tolerance: int) -
     """The event in a Stripe webhook request, after checking its signature and age."""
     # The signature (an HMAC over the raw bytes) first: an unsigned body is never parsed.
     # (Stripe signs the UTF-8 text; other bytes cannot match a signature, nor parse.)
+    import stripe  # on first use: the library and its HTTP client are ≈ 17 MiB per worker
+
     payload = body.decode("utf-8", "replace")
     try:
         stripe.WebhookSignature.verify_header(payload, signature or "", secret, tolerance)

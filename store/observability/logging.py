@@ -7,13 +7,19 @@ the context).
 
 ``store serve`` configures logging for itself and its workers with :func:`log_config`:
 JSON when ``STORE_LOG_FORMAT=json`` (the default in production), plain text otherwise.
+Lines go to standard output through :class:`BatchedStreamHandler`: records below WARNING
+are written out in batches (at most ``FLUSH_S`` later), a WARNING or worse at once with
+everything before it, so an access log line costs no system call of its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
+import threading
+import time
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
@@ -103,6 +109,66 @@ class TextFormatter(logging.Formatter):
         return super().format(record)
 
 
+FLUSH_S = 0.5  # the longest a line below WARNING waits in the buffer
+FLUSH_BYTES = 64 * 1024
+
+
+class BatchedStreamHandler(logging.StreamHandler):
+    """A stream handler that writes lines below WARNING in batches: when ``FLUSH_BYTES``
+    have gathered, when a WARNING or worse comes (with it, in order), and at the latest
+    ``FLUSH_S`` after the first waiting line (a background thread per process), and at
+    exit (``logging.shutdown`` flushes every handler)."""
+
+    def __init__(self, stream: Any = None) -> None:
+        super().__init__(stream)
+        self._lines: list[str] = []
+        self._size = 0
+        self._thread_pid = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # Called with the handler's lock held (Handler.handle).
+        try:
+            line = self.format(record) + self.terminator
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+            return
+        self._lines.append(line)
+        self._size += len(line)
+        if record.levelno >= logging.WARNING or self._size >= FLUSH_BYTES:
+            self._write()
+        elif self._thread_pid != os.getpid():
+            self._start()
+
+    def _write(self) -> None:
+        lines, self._lines, self._size = self._lines, [], 0
+        if not lines:
+            return
+        # A stream that is gone (a closed pipe) leaves nobody to tell.
+        with contextlib.suppress(Exception):
+            self.stream.write("".join(lines))
+            self.stream.flush()
+
+    def flush(self) -> None:
+        self.acquire()
+        try:
+            self._write()
+        finally:
+            self.release()
+
+    def _start(self) -> None:
+        self._thread_pid = os.getpid()
+        thread = threading.Thread(target=self._run, name="store-log-flush", daemon=True)
+        thread.start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(FLUSH_S)
+            if self._lines:
+                self.flush()
+
+
 def resolve_format(log_format: str, environment: str) -> str:
     """``auto`` is JSON in production and text elsewhere."""
     if log_format == "auto":
@@ -121,7 +187,7 @@ def log_config(log_format: str, level: str = "info") -> dict[str, Any]:
         "formatters": {"store": {"()": f"{formatter.__module__}.{formatter.__qualname__}"}},
         "handlers": {
             "store": {
-                "class": "logging.StreamHandler",
+                "class": f"{__name__}.BatchedStreamHandler",
                 "formatter": "store",
                 "stream": "ext://sys.stdout",
             }

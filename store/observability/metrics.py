@@ -8,6 +8,12 @@ Other packages call the functions below (one line each), never prometheus_client
 - :func:`http_request`, called by the request middleware with the route *template*
   (``/products/{org}/{name}``), never the raw path, so the number of series stays bounded.
 
+The per-request series (requests, durations, token decisions) are counted in a plain
+dictionary of the process (:class:`_Pending`: one lock, one dict update per request) and
+added to the prometheus values once a second by a background thread, and before every
+exposition: a scrape sees them at most a second late, and a request pays no prometheus
+call (in multi-process mode each is a locked write into a memory-mapped file).
+
 Label values that come from outside (event types and actions) are capped: after
 ``MAX_LABEL_SETS`` distinct combinations per metric, new ones are counted as ``other``.
 
@@ -20,9 +26,12 @@ directory and :func:`exposition` merges them. ``store serve`` sets it for ``--wo
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
 import threading
+import time
+from bisect import bisect_left
 from collections.abc import Callable
 from time import perf_counter
 from typing import Any, TypeVar
@@ -159,6 +168,77 @@ _TOKEN_BOUND: dict[str, dict[str, Any]] = {
 }
 
 
+class _Pending:
+    """Counts and durations not yet added to the prometheus values (module docstring)."""
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._counts: dict[Any, int] = {}  # counter child -> increments
+        self._durations: dict[tuple[str, str], list[float]] = {}  # [sum, per-bucket counts]
+        self._requests: dict[tuple[str, str, int], int] = {}
+        self._thread_pid = 0
+
+    def count(self, child: Any) -> None:
+        with self._lock:
+            self._counts[child] = self._counts.get(child, 0) + 1
+        if self._thread_pid != _pid():
+            self._start()
+
+    def request(self, method: str, route: str, status: int, seconds: float) -> None:
+        bucket = bisect_left(HTTP_BUCKETS, seconds) + 1  # prometheus: first bound >= value
+        with self._lock:
+            key = (method, route, status)
+            self._requests[key] = self._requests.get(key, 0) + 1
+            timing = self._durations.get((method, route))
+            if timing is None:
+                timing = self._durations[(method, route)] = [0.0] * (len(HTTP_BUCKETS) + 2)
+            timing[0] += seconds
+            timing[bucket] += 1
+        if self._thread_pid != _pid():
+            self._start()
+
+    def flush(self) -> None:
+        with self._lock:
+            counts, self._counts = self._counts, {}
+            requests, self._requests = self._requests, {}
+            durations, self._durations = self._durations, {}
+        for child, n in counts.items():
+            child.inc(n)
+        for (method, route, status), n in requests.items():
+            _http_requests.get(method, route, str(status)).inc(n)
+        for (method, route), timing in durations.items():
+            histogram = _http_duration.get(method, route)
+            histogram._sum.inc(timing[0])
+            for index, observed in enumerate(timing[1:]):
+                if observed:
+                    histogram._buckets[index].inc(observed)
+
+    def _start(self) -> None:
+        """The flushing thread of this process (a forked worker starts its own)."""
+        with self._lock:
+            if self._thread_pid == _pid():
+                return
+            self._thread_pid = _pid()
+        thread = threading.Thread(target=self._run, name="store-metrics", daemon=True)
+        thread.start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.interval)
+            self.flush()
+
+
+_pid = os.getpid
+_pending = _Pending()
+atexit.register(_pending.flush)
+
+
+def flush() -> None:
+    """Add what this process counted to the prometheus values now."""
+    _pending.flush()
+
+
 def token_decision(outcome: str, reason: str) -> None:
     """Count one ``/token`` answer: ``granted`` (full, partial, login), ``denied`` (the
     refusal reason, or bad_credentials) or ``rejected`` (a malformed request)."""
@@ -166,13 +246,13 @@ def token_decision(outcome: str, reason: str) -> None:
         child = _TOKEN_BOUND[outcome][reason]
     except KeyError:
         child = _token.get(_label(outcome), _label(reason))
-    child.inc()
+    _pending.count(child)
 
 
 def token_granted(*, partial: bool, login: bool) -> None:
     """Count one token issued: ``login`` when no scope was asked (docker login), ``partial``
     when some scopes were refused, else ``full``."""
-    _TOKEN_BOUND["granted"]["login" if login else "partial" if partial else "full"].inc()
+    _pending.count(_TOKEN_BOUND["granted"]["login" if login else "partial" if partial else "full"])
 
 
 def webhook_event(event_type: object, outcome: str) -> None:
@@ -209,8 +289,7 @@ def http_request(method: str, route: str, status: int, seconds: float) -> None:
     """Count one HTTP request by route template (the middleware calls this)."""
     if method not in _METHODS:
         method = OTHER
-    _http_requests.get(method, route, str(status)).inc()
-    _http_duration.get(method, route).observe(seconds)
+    _pending.request(method, route, status, seconds)
 
 
 def multiprocess_dir() -> str | None:
@@ -219,7 +298,9 @@ def multiprocess_dir() -> str | None:
 
 
 def exposition() -> bytes:
-    """The text exposition of every series: this process's, or every worker's merged."""
+    """The text exposition of every series: this process's, or every worker's merged
+    (another worker's last second may not be in yet)."""
+    _pending.flush()
     directory = _MULTIPROC_DIR
     if directory is None:
         return generate_latest(REGISTRY)

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote_plus
 
 import orjson
 from fastapi import APIRouter
@@ -163,9 +163,25 @@ class _Params:
         return [v for k, v in self.pairs if k == key]
 
 
+def query_pairs(raw: bytes) -> list[tuple[str, str]]:
+    """The query string's (key, value) pairs, as ``parse_qsl(..., keep_blank_values=True)``
+    gives them, with the percent-decoding skipped for pairs that need none (a token
+    request's parameters usually need it for its scope only)."""
+    pairs: list[tuple[str, str]] = []
+    for part in raw.decode("latin-1").split("&"):
+        if not part:
+            continue
+        key, _, value = part.partition("=")
+        if "%" in part or "+" in part:
+            key, value = unquote_plus(key), unquote_plus(value)
+        pairs.append((key, value))
+    return pairs
+
+
 async def _params(request: Request) -> _Params:
+    query = query_pairs(request.scope["query_string"])
     if request.method == "GET":
-        return _Params(list(request.query_params.multi_items()))
+        return _Params(query)
     body = b""
     # The OAuth2 POST from containers/image is chunked (no Content-Length): read the stream.
     async for chunk in request.stream():
@@ -174,7 +190,7 @@ async def _params(request: Request) -> _Params:
             raise ValueError("form too large")
     pairs = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
     # Query parameters count too (some clients put service/scope there on POST).
-    return _Params(list(request.query_params.multi_items()) + pairs)
+    return _Params(query + pairs)
 
 
 async def token_endpoint(request: Request) -> Response:

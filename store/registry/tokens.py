@@ -77,7 +77,7 @@ def mint(
 
 def rfc3339(moment: datetime) -> str:
     """``2026-11-28T17:44:00.269472Z``: the form Go's time parser accepts."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def decode_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:

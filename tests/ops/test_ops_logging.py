@@ -150,3 +150,43 @@ def test_the_serve_log_config_writes_json_lines() -> None:
         ("uvicorn.error", "started"),
     ]
     assert lines[0]["n"] == 1
+
+
+def test_lines_below_warning_are_written_in_batches_and_a_warning_at_once() -> None:
+    import io
+
+    from store.observability.logging import BatchedStreamHandler
+
+    stream = io.StringIO()
+    handler = BatchedStreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logger = logging.getLogger("store.test-batched")
+    logger.propagate = False
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        logger.info("first")
+        logger.info("second")
+        assert stream.getvalue() == ""  # waiting for the batch
+        logger.warning("trouble")  # written at once, after what came before it
+        assert stream.getvalue() == "INFO first\nINFO second\nWARNING trouble\n"
+        logger.info("later")
+        handler.flush()
+        assert stream.getvalue().endswith("WARNING trouble\nINFO later\n")
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_the_batch_is_written_within_the_flush_interval() -> None:
+    code = (
+        "import logging, logging.config, os, sys, time\n"
+        "from store.observability.logging import FLUSH_S, log_config\n"
+        "logging.config.dictConfig(log_config('text', 'info'))\n"
+        "logging.getLogger('store.x').info('waiting line')\n"
+        "time.sleep(FLUSH_S * 4)\n"
+        "os._exit(0)  # no logging.shutdown: only the background flush can have written it\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    ).stdout
+    assert "waiting line" in out

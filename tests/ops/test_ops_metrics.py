@@ -27,7 +27,8 @@ MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
 def sample(name: str, **labels: str) -> float:
-    """A value from the client's view: parsed out of the /metrics exposition."""
+    """A value of this process's registry, with what the process counted added in."""
+    metrics.flush()
     return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
 
 
