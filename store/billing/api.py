@@ -11,13 +11,15 @@ from fastapi.responses import Response
 
 from store.accounts import service as accounts
 from store.accounts.caller import CurrentAccount
-from store.billing import orders, sales, subscriptions
+from store.billing import coupons, orders, sales, subscriptions
 from store.billing.gateway import Outcome, PaymentInput
 from store.billing.pricing import MAX_QUANTITY, Buyer, normalize_country, normalize_vat_id
 from store.billing.runtime import Billing, get_billing
 from store.billing.schemas import (
     CheckoutIn,
     CheckoutOut,
+    CouponIn,
+    CouponOut,
     OrderOut,
     QuoteOut,
     RefundIn,
@@ -72,7 +74,7 @@ def checkout(
             "Give the buyer's country: tax is charged at its rate", code="country_required"
         )
     order = orders.start_checkout(
-        session, billing, account=account, tier=tier, org=org, buyer=buyer
+        session, billing, account=account, tier=tier, org=org, buyer=buyer, coupon_code=body.coupon
     )
     session.commit()
     outcome = orders.pay(
@@ -100,13 +102,18 @@ def get_quote(
     country: str | None = Query(default=None, max_length=2, description="Buyer's ISO country"),
     vat_id: str | None = Query(default=None, max_length=32, description="Buyer's EU VAT id"),
     quantity: int = Query(default=1, ge=1, le=MAX_QUANTITY),
+    coupon: str | None = Query(default=None, max_length=64, description="A coupon code"),
 ) -> QuoteOut:
-    """What a tier costs this buyer: the amounts the checkout shows and charges."""
+    """What a tier costs this buyer: the amounts the checkout shows and charges. An unusable
+    coupon answers 422 with its reason (coupon_not_found, coupon_expired, ...)."""
     tier = catalog.get_tier(session, tier_id)
     if tier.product.status != "published" or not tier.active:
         raise NotFound("This tier is not available")
     buyer = Buyer(country=normalize_country(country), vat_id=normalize_vat_id(vat_id))
-    q = billing.quote(tier, buyer, None, quantity)
+    row = None
+    if coupon is not None and coupon.strip():
+        row = coupons.for_checkout(session, code=coupon, tier=tier, account=None)
+    q = billing.quote(tier, buyer, coupons.terms(row) if row else None, quantity)
     return QuoteOut(
         tier_id=tier.id,
         billing=q.kind.value,
@@ -120,6 +127,8 @@ def get_quote(
         tax_rate=format(q.tax_rate, "f"),
         tax_label=q.tax_label,
         reverse_charge=q.reverse_charge,
+        coupon_code=row.code if row else None,
+        coupon_terms=coupons.describe(row) if row else None,
         interval=q.interval.value if q.interval else None,
         trial_days=q.trial_days,
         trial_end=q.trial_end,
@@ -227,3 +236,59 @@ def org_sales(
     if format == "csv":
         return Response(sales.to_csv(rows), media_type="text/csv; charset=utf-8")
     return [SalesRowOut.model_validate(r) for r in rows]
+
+
+# --- coupons (publishers) ------------------------------------------------------------------
+
+
+def coupon_out(coupon: coupons.Coupon) -> CouponOut:
+    return CouponOut(
+        id=coupon.id,
+        code=coupon.code,
+        product=coupon.product.repository,
+        tier=coupon.tier.slug if coupon.tier is not None else None,
+        percent_off=coupon.percent_off,
+        amount_off_minor=coupon.amount_off_minor,
+        currency=coupon.currency,
+        duration=coupon.duration,
+        duration_months=coupon.duration_months,
+        max_redemptions=coupon.max_redemptions,
+        times_redeemed=coupon.times_redeemed,
+        once_per_customer=coupon.once_per_customer,
+        expires_at=coupon.expires_at,
+        active=coupon.active,
+        state=coupons.state(coupon),
+        terms=coupons.describe(coupon),
+        created_at=coupon.created_at,
+    )
+
+
+@router.get("/coupons/{org}", response_model=list[CouponOut])
+def list_coupons(org: str, session: DbSession, account: CurrentAccount) -> list[CouponOut]:
+    """The organisation's coupons, newest first (owners and the finance role)."""
+    organization = accounts.get_organization(session, org)
+    return [coupon_out(c) for c in coupons.coupons_of(session, actor=account, org=organization)]
+
+
+@router.post("/coupons/{org}", response_model=CouponOut, status_code=201)
+def create_coupon(
+    org: str, body: CouponIn, session: DbSession, account: CurrentAccount
+) -> CouponOut:
+    """A coupon for one of the organisation's products, or one tier of it (owners). Its terms
+    never change; deactivate it and make another. 409 ``coupon_exists`` for a code the
+    product has already."""
+    organization = accounts.get_organization(session, org)
+    spec = coupons.CouponSpec(**body.model_dump())
+    coupon = coupons.create(session, actor=account, org=organization, spec=spec)
+    return coupon_out(coupon)
+
+
+@router.post("/coupons/{org}/{coupon_id}/deactivate", response_model=CouponOut)
+def deactivate_coupon(
+    org: str, coupon_id: uuid.UUID, session: DbSession, account: CurrentAccount
+) -> CouponOut:
+    """No new checkout may use the coupon; subscriptions that have it keep its discount for
+    its duration (owners)."""
+    organization = accounts.get_organization(session, org)
+    coupon = coupons.deactivate(session, actor=account, org=organization, coupon_id=coupon_id)
+    return coupon_out(coupon)

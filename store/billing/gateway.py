@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
     from store.accounts.models import Account
     from store.billing.models import Order, Subscription, TierPrice
+    from store.billing.pricing import Quote
     from store.billing.runtime import Billing
     from store.catalog.models import Tier
 
@@ -74,6 +75,13 @@ class PaymentGateway(Protocol):
         price: TierPrice,
         payment: PaymentInput,
     ) -> Outcome: ...
+
+    def discount_next_charge(
+        self, session: Session, billing: Billing, *, subscription: Subscription, quote: Quote
+    ) -> None:
+        """Take a coupon's discount (``quote.discount_minor``, with its tax) off the
+        subscription's next invoice."""
+        ...
 
     def set_cancel_at_period_end(
         self, session: Session, billing: Billing, *, subscription: Subscription, cancel: bool

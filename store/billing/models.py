@@ -34,6 +34,9 @@ OPEN_ORDER_SQL = (
 OPEN_SUBSCRIPTION_SQL = (
     "holder_key IS NOT NULL AND status IN ('incomplete', 'trialing', 'active', 'past_due')"
 )
+# A coupon's redemption counts (and blocks a second one by the same customer) unless released.
+LIVE_REDEMPTION_SQL = "customer_key IS NOT NULL AND status IN ('held', 'redeemed')"
+COUPON_DURATIONS = ("once", "repeating", "forever")
 
 
 class TierPrice(Base):
@@ -130,6 +133,13 @@ class Subscription(Base):
     )
     # The gateway time of the newest event applied to the status: older ones never win.
     last_event_at: Mapped[datetime | None] = mapped_column(default=None)
+    # The coupon redeemed at checkout (its duration says which charges it covers) and how
+    # many charges were paid so far (a trial start is not a charge).
+    coupon_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("billing_coupons.id", ondelete="SET NULL"), default=None
+    )
+    coupon_code: Mapped[str | None] = mapped_column(String(40), default=None)
+    paid_charges: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -137,6 +147,7 @@ class Subscription(Base):
     organization: Mapped[Organization | None] = relationship()
     tier: Mapped[Tier] = relationship(lazy="joined")
     product: Mapped[Product] = relationship(lazy="joined")
+    coupon: Mapped[Coupon | None] = relationship()
 
 
 class Order(Base):
@@ -208,6 +219,11 @@ class Order(Base):
     disputed_at: Mapped[datetime | None] = mapped_column(default=None)
     # open | won | lost; None when the payment was never disputed.
     dispute_status: Mapped[str | None] = mapped_column(String(16), default=None)
+    # The coupon whose discount this payment got (``discount_minor``), if any.
+    coupon_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("billing_coupons.id", ondelete="SET NULL"), default=None
+    )
+    coupon_code: Mapped[str | None] = mapped_column(String(40), default=None)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     account: Mapped[Account] = relationship()
@@ -294,3 +310,79 @@ class ReceiptSequence(Base):
         ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True
     )
     last_number: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Coupon(Base):
+    """A publisher's coupon for one product (or one tier of it), entered as a code at checkout.
+
+    Its terms never change once made (orders and subscriptions point at them); a publisher
+    deactivates a coupon and makes a new one. ``times_redeemed`` counts live redemptions and
+    only moves by conditional updates (store.billing.coupons), so it never passes
+    ``max_redemptions``.
+    """
+
+    __tablename__ = "billing_coupons"
+    __table_args__ = (UniqueConstraint("product_id", "code"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+    )
+    product_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("products.id", ondelete="CASCADE"))
+    # Only this tier of the product; None: every paid tier of it.
+    tier_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("tiers.id", ondelete="CASCADE"), default=None
+    )
+    code: Mapped[str] = mapped_column(String(40))  # upper case
+    # Percent ("25", "12.5") or an amount of one currency's minor unit: exactly one.
+    percent_off: Mapped[str | None] = mapped_column(String(12), default=None)
+    amount_off_minor: Mapped[int | None] = mapped_column(Integer, default=None)
+    currency: Mapped[str | None] = mapped_column(String(3), default=None)
+    duration: Mapped[str] = mapped_column(String(16), default="once")
+    duration_months: Mapped[int | None] = mapped_column(Integer, default=None)
+    max_redemptions: Mapped[int | None] = mapped_column(Integer, default=None)
+    times_redeemed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    once_per_customer: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=sa_false()
+    )
+    expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_by_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("accounts.id", ondelete="SET NULL"), default=None
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    deactivated_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    product: Mapped[Product] = relationship(lazy="joined")
+    tier: Mapped[Tier | None] = relationship(lazy="joined")
+
+
+class CouponRedemption(Base):
+    """One use of a coupon by a checkout: ``held`` while its payment is open, ``redeemed``
+    once paid, ``released`` when the checkout failed or was abandoned (a refund keeps it)."""
+
+    __tablename__ = "billing_coupon_redemptions"
+    __table_args__ = (
+        Index(
+            "ux_billing_coupon_redemptions_customer",
+            "coupon_id",
+            "customer_key",
+            unique=True,
+            sqlite_where=text(LIVE_REDEMPTION_SQL),
+            postgresql_where=text(LIVE_REDEMPTION_SQL),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    coupon_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("billing_coupons.id", ondelete="CASCADE"), index=True
+    )
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    # The buying account for a once-per-customer coupon (one live redemption each), else None.
+    customer_key: Mapped[uuid.UUID | None] = mapped_column(default=None)
+    order_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("billing_orders.id", ondelete="SET NULL"), default=None, index=True
+    )
+    status: Mapped[str] = mapped_column(String(16), default="held")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -20,11 +20,11 @@ from sqlalchemy.orm import Session
 from store.accounts import service as accounts
 from store.accounts.models import Account, Organization
 from store.audit import service as audit
-from store.billing import ownership, trials
+from store.billing import coupons, ownership, trials
 from store.billing.gateway import GatewayError, Outcome, PaymentInput
-from store.billing.models import Order, Refund, Subscription
+from store.billing.models import Coupon, Order, Refund, Subscription
 from store.billing.prices import ensure_price
-from store.billing.pricing import Buyer, CouponTerms, Quote, refund_tax
+from store.billing.pricing import Buyer, Quote, refund_tax
 from store.billing.runtime import Billing
 from store.catalog.models import Tier
 from store.db import utcnow
@@ -66,11 +66,12 @@ def start_checkout(
     tier: Tier,
     org: Organization | None = None,
     buyer: Buyer | None = None,
-    coupon: CouponTerms | None = None,
+    coupon_code: str | None = None,
     quantity: int = 1,
 ) -> Order:
     """Create a pending order (and an incomplete subscription for recurring tiers) for what
-    :func:`store.billing.pricing.quote` says the buyer pays.
+    :func:`store.billing.pricing.quote` says the buyer pays, with the coupon ``coupon_code``
+    of the product when one is given (one of its redemptions is held for the order).
 
     The caller commits before calling :func:`pay`, so events that arrive while the gateway is
     still answering find the order.
@@ -91,10 +92,21 @@ def start_checkout(
         raise ownership.already_owned(existing)
     eligible = trials.eligible(session, account=account, product=product, org=org)
     buyer = replace(buyer or Buyer(), trial_eligible=eligible)
-    quote = billing.quote(tier, buyer, coupon, quantity, utcnow())
+    coupon = None
+    if coupon_code is not None and coupon_code.strip():
+        coupon = coupons.for_checkout(session, code=coupon_code, tier=tier, account=account)
+    terms = coupons.terms(coupon) if coupon is not None else None
+    quote = billing.quote(tier, buyer, terms, quantity, utcnow())
     try:
         with session.begin_nested():
-            return _create_checkout(session, billing, account, tier, org, buyer, quote, key)
+            order = _create_checkout(
+                session, billing, account, tier, org, buyer, quote, key, coupon
+            )
+            if coupon is not None:
+                redemption = coupons.claim(session, coupon=coupon, account=account)
+                redemption.order_id = order.id
+                session.flush()
+            return order
     except IntegrityError:
         # Another checkout of this holder and product won the race (the partial unique
         # indexes of store.billing.ownership).
@@ -113,6 +125,7 @@ def _create_checkout(
     buyer: Buyer | None,
     quote: Quote,
     key: uuid.UUID,
+    coupon: Coupon | None = None,
 ) -> Order:
     product = tier.product
     price = ensure_price(session, billing, tier)
@@ -133,6 +146,8 @@ def _create_checkout(
             holder_key=key,
             status="incomplete",
             gateway=billing.gateway.name,
+            coupon_id=coupon.id if coupon else None,
+            coupon_code=coupon.code if coupon else None,
         )
         record_quote(subscription, quote, buyer)
         session.add(subscription)
@@ -156,6 +171,8 @@ def _create_checkout(
         currency=quote.currency,
         status="pending",
         gateway=billing.gateway.name,
+        coupon_id=coupon.id if coupon else None,
+        coupon_code=coupon.code if coupon and not quote.trial else None,
     )
     record_quote(order, quote, buyer)
     session.add(order)
@@ -297,6 +314,7 @@ def mark_paid(
     order.status = "paid"
     order.failure_reason = ""
     order.paid_at = paid_at
+    coupons.confirm(session, order)
     from store.billing import receipts
 
     organization = order.product.organization
@@ -340,10 +358,12 @@ def hold_for_review(session: Session, order: Order, *, payment_ref: str, reason:
 
 
 def mark_failed(session: Session, order: Order, *, reason: str) -> bool:
+    """The payment failed (or its checkout was given up): a coupon it held is released."""
     if RANK[order.status] >= RANK["failed"]:
         return False
     order.status = "failed"
     order.failure_reason = reason[:500]
+    coupons.release(session, order)
     session.flush()
     return True
 

@@ -8,15 +8,21 @@ the subscription) and the sales report adds up what was recorded from it.
 Rules:
 - Amounts are integers of the currency's minor unit (0, 2 or 3 decimals: JPY, USD, KWD).
 - subtotal = unit amount * quantity; discount <= subtotal; net = subtotal - discount;
-  tax = net * rate, rounded half up to the minor unit (as Stripe's tax rates round);
   total = net + tax. Prices are before tax (tax is added on top).
+- Tax is charged on the net (discounted) amount, computed per invoice line as the gateway's
+  tax rates compute it: the price line's tax less the discount line's tax, each rounded half
+  up to the minor unit. Without a discount that is the net times the rate, rounded once;
+  with one it is within one minor unit of it, and always what the gateway charges.
 - The tax rate is the operator's rate for the buyer's country (``TaxTable``), else the default
   rate. A business buyer in another EU country than the store's, with a VAT id of valid
   format, pays no tax (reverse charge; the receipt says so).
 - A recurring tier with a trial: nothing is due now; the total is first charged at the trial
   end (``first_charge_at``), unless the buyer is not eligible for a trial.
 - A coupon (``CouponTerms``) takes a percentage or an amount off the subtotal; its duration
-  (``once``, ``repeating`` for N months, ``forever``) says which charges it covers.
+  (``once``, ``repeating`` for N months, ``forever``) says which charges it covers
+  (``CouponTerms.charges``): ``once`` the first charge, ``repeating`` the charges of its
+  first N months (monthly: N charges; yearly: one per started year), ``forever`` every
+  charge. A trial is not a charge: the first charge is the one at the trial's end.
 """
 
 from __future__ import annotations
@@ -229,6 +235,20 @@ class CouponTerms:
     duration: str = "once"  # once | repeating | forever
     duration_months: int | None = None  # for repeating
 
+    def charges(self, interval: Interval | None) -> int | None:
+        """How many charges the coupon takes its discount off; None: every charge."""
+        if self.duration == "forever":
+            return None
+        if self.duration == "repeating" and interval is not None:
+            months = max(1, self.duration_months or 1)
+            return months if interval is Interval.MONTH else -(-months // 12)
+        return 1
+
+    def covers(self, charge_index: int, interval: Interval | None) -> bool:
+        """Whether the charge numbered ``charge_index`` (0: the first) is discounted."""
+        count = self.charges(interval)
+        return count is None or 0 <= charge_index < count
+
     def discount_minor(self, subtotal_minor: int, currency: str) -> int:
         """The discount on a subtotal: never negative, never more than the subtotal."""
         if self.percent_off is not None:
@@ -345,7 +365,7 @@ def quote(
     subtotal = tier.amount_minor * quantity
     discount = coupon.discount_minor(subtotal, currency) if coupon is not None else 0
     decision = tax_decision(taxes, buyer)
-    tax = tax_on(subtotal - discount, decision.rate)
+    tax = tax_on(subtotal, decision.rate) - tax_on(discount, decision.rate)
     trial_days = tier.trial_days if kind.recurring and buyer.trial_eligible else 0
     trial_end = when + timedelta(days=trial_days) if trial_days > 0 else None
     return Quote(

@@ -84,7 +84,8 @@ def build(order: Order, *, tax_label: str, store_url: str) -> Receipt:
     subtotal = order.amount_minor + order.discount_minor
     lines = [Line(item, format_money(subtotal, cur))]
     if order.discount_minor:
-        lines.append(Line("Discount", format_money(-order.discount_minor, cur)))
+        label = f"Discount (coupon {order.coupon_code})" if order.coupon_code else "Discount"
+        lines.append(Line(label, format_money(-order.discount_minor, cur)))
     if order.tax_minor or order.reverse_charge:
         label = f"{tax_label} ({order.tax_rate}%)"
         if order.reverse_charge:

@@ -27,6 +27,7 @@ CSV_COLUMNS = (
     "refunded_net_minor",
     "refunded_tax_minor",
     "net_minor",
+    "discount_minor",
 )
 
 
@@ -46,6 +47,7 @@ class SalesRow:
     tax_minor: int = 0
     refunded_net_minor: int = 0
     refunded_tax_minor: int = 0
+    discount_minor: int = 0  # taken off by coupons (gross is after it)
 
     @property
     def refunded_minor(self) -> int:
@@ -114,6 +116,7 @@ def sales_of(
         row.orders += 1
         row.gross_minor += order.total_minor
         row.tax_minor += order.tax_minor
+        row.discount_minor += order.discount_minor
     for refund in session.scalars(refunds):
         row = row_of(refund.order, refund.created_at)
         row.refunded_net_minor += refund.net_minor
@@ -166,6 +169,7 @@ def to_csv(rows: list[SalesRow]) -> str:
                     row.refunded_net_minor,
                     row.refunded_tax_minor,
                     row.net_minor,
+                    row.discount_minor,
                 )
             ]
         )

@@ -20,6 +20,9 @@ class OrderOut(BaseModel):
     amount_minor: int
     tax_minor: int
     total_minor: int
+    discount_minor: int = Field(description="Taken off by a coupon (amount_minor is after it)")
+    coupon_code: str | None
+    quantity: int
     currency: str
     refunded_minor: int
     gateway: str
@@ -39,7 +42,11 @@ class SubscriptionOut(BaseModel):
     status: str
     product_id: uuid.UUID
     tier_id: uuid.UUID
-    amount_minor: int
+    amount_minor: int = Field(description="The next charge before tax (after any discount)")
+    tax_minor: int = Field(description="The next charge's tax")
+    discount_minor: int = Field(description="The next charge's coupon discount")
+    coupon_code: str | None
+    quantity: int
     currency: str
     interval: str
     gateway: str
@@ -65,6 +72,9 @@ class CheckoutIn(BaseModel):
     )
     vat_id: str | None = Field(
         default=None, max_length=32, description="Business buyers: EU VAT id (reverse charge)"
+    )
+    coupon: str | None = Field(
+        default=None, max_length=64, description="A coupon code of the product (publisher's)"
     )
 
 
@@ -97,6 +107,7 @@ class SalesRowOut(BaseModel):
     refunded_net_minor: int
     refunded_tax_minor: int
     net_minor: int = Field(description="gross - tax - refunded net")
+    discount_minor: int = Field(default=0, description="Taken off by coupons (not in gross)")
 
 
 class QuoteOut(BaseModel):
@@ -116,8 +127,46 @@ class QuoteOut(BaseModel):
     tax_rate: str = Field(description="Percent, e.g. 19 or 8.875")
     tax_label: str
     reverse_charge: bool
+    coupon_code: str | None = Field(default=None, description="The coupon applied")
+    coupon_terms: str | None = Field(default=None, description="e.g. 25% off for 3 months")
     interval: str | None = Field(description="month | year for subscriptions")
     trial_days: int
     trial_end: datetime | None
     first_charge_at: datetime = Field(description="When the total is first charged")
     due_now_minor: int = Field(description="Charged at checkout (0 during a trial)")
+
+
+class CouponIn(BaseModel):
+    code: str = Field(max_length=64, description="3-40 letters, digits, - and _ (upper-cased)")
+    product: str = Field(max_length=255, description="The product's repository")
+    tier: str | None = Field(default=None, max_length=64, description="Only this tier (slug)")
+    percent_off: str | None = Field(default=None, max_length=12, description="e.g. 25 or 12.5")
+    amount_off: str | None = Field(
+        default=None, max_length=24, description="e.g. 10.00, in the tier's currency"
+    )
+    currency: str | None = Field(default=None, max_length=3)
+    duration: str = Field(default="once", description="once | repeating | forever")
+    duration_months: int | None = Field(default=None, description="For repeating")
+    max_redemptions: int | None = Field(default=None, description="None: no limit")
+    once_per_customer: bool = False
+    expires_at: datetime | None = None
+
+
+class CouponOut(BaseModel):
+    id: uuid.UUID
+    code: str
+    product: str
+    tier: str | None
+    percent_off: str | None
+    amount_off_minor: int | None
+    currency: str | None
+    duration: str
+    duration_months: int | None
+    max_redemptions: int | None
+    times_redeemed: int
+    once_per_customer: bool
+    expires_at: datetime | None
+    active: bool
+    state: str = Field(description="active | expired | used up | inactive")
+    terms: str = Field(description="e.g. 25% off for 3 months")
+    created_at: datetime

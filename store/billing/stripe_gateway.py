@@ -10,6 +10,7 @@ end on the item or on the subscription), so fields are read through ``obj_id``/`
 from __future__ import annotations
 
 import logging
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, cast
 
 import stripe
@@ -27,7 +28,7 @@ from store.billing.models import (
     Subscription,
     TierPrice,
 )
-from store.billing.pricing import BillingKind
+from store.billing.pricing import BillingKind, Quote
 from store.billing.runtime import Billing
 from store.catalog.models import Tier
 
@@ -50,6 +51,10 @@ def _declined(exc: stripe.CardError, **refs: Any) -> Outcome:
         decline_code=str(dig(error, "decline_code")) if dig(error, "decline_code") else None,
         **refs,
     )
+
+
+def _taxed(subscription: Subscription) -> bool:
+    return Decimal(subscription.tax_rate or "0") > 0
 
 
 def plan_id(tier: Tier, price: TierPrice) -> str:
@@ -307,17 +312,34 @@ class StripeGateway:
         }
         if subscription.trial_days > 0:
             params["trial_period_days"] = subscription.trial_days
-        if subscription.tax_minor > 0:
+        tax_rates: list[str] = []
+        if _taxed(subscription):
             # The quote's rate on every invoice, so Stripe charges the tax the buyer was shown.
             label = billing.settings.tax_label
-            params["default_tax_rates"] = [self._tax_rate(session, subscription.tax_rate, label)]
+            tax_rates = [self._tax_rate(session, subscription.tax_rate, label)]
+            params["default_tax_rates"] = tax_rates
+        discount_item = None
+        if order.discount_minor > 0:
+            # The coupon's discount on the first invoice: a negative line with the same tax
+            # rate, which the subscription's first invoice takes in.
+            discount_item = self._discount_item(
+                customer=customer,
+                amount=order.discount_minor,
+                currency=order.currency,
+                code=order.coupon_code or "",
+                tax_rates=tax_rates,
+                metadata={"order_id": str(order.id), "subscription_id": str(subscription.id)},
+                key=f"order-{order.id}-discount",
+            )
         try:
             sub = self.v1.subscriptions.create(
                 cast(Any, params), options=idempotent(f"order-{order.id}-subscription")
             )
-        except stripe.CardError as exc:
-            return _declined(exc)
         except stripe.StripeError as exc:
+            if discount_item is not None:
+                self._drop_pending_item(discount_item)  # never left for a later invoice
+            if isinstance(exc, stripe.CardError):
+                return _declined(exc)
             raise GatewayError(str(exc)) from exc
         # dig, not .get: a StripeObject is not a dict (and localstripe expands this field).
         invoice = dig(sub, "latest_invoice")
@@ -337,6 +359,64 @@ class StripeGateway:
         if outcome.status == "failed":
             self._cancel_quietly(sub.id)
         return outcome
+
+    def _discount_item(
+        self,
+        *,
+        customer: str,
+        amount: int,
+        currency: str,
+        code: str,
+        tax_rates: list[str],
+        metadata: dict[str, str],
+        key: str,
+        subscription: str | None = None,
+    ) -> str:
+        params: dict[str, Any] = {
+            "customer": customer,
+            "amount": -amount,
+            "currency": currency,
+            "description": f"Coupon {code}".strip(),
+            "metadata": {**metadata, "coupon": code},
+        }
+        if tax_rates:
+            params["tax_rates"] = tax_rates
+        if subscription is not None:
+            params["subscription"] = subscription
+        try:
+            item = self.v1.invoice_items.create(cast(Any, params), options=idempotent(key))
+        except stripe.StripeError as exc:
+            raise GatewayError(str(exc)) from exc
+        return str(item.id)
+
+    def _drop_pending_item(self, ref: str) -> None:
+        try:
+            self.v1.invoice_items.delete(ref)
+        except stripe.StripeError as exc:
+            log.warning("could not delete pending invoice item %s: %s", ref, exc)
+
+    def discount_next_charge(
+        self, session: Session, billing: Billing, *, subscription: Subscription, quote: Quote
+    ) -> None:
+        """A negative invoice item on the subscription, taken in by its next invoice (one
+        per charge: the idempotency key names the charge)."""
+        if quote.discount_minor <= 0 or subscription.gateway_ref is None:
+            return
+        customer = self._customer(session, subscription.account)
+        tax_rates = []
+        if _taxed(subscription):
+            label = billing.settings.tax_label
+            tax_rates = [self._tax_rate(session, subscription.tax_rate, label)]
+        self._discount_item(
+            customer=customer,
+            amount=quote.discount_minor,
+            currency=quote.currency,
+            code=subscription.coupon_code or "",
+            tax_rates=tax_rates,
+            metadata={"subscription_id": str(subscription.id)},
+            key=f"subscription-{subscription.id}-discount-{subscription.paid_charges}",
+            subscription=subscription.gateway_ref,
+        )
 
     def _cancel_quietly(self, ref: str) -> None:
         try:

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from store.accounts.models import Account
-from store.billing import access, trials
+from store.billing import access, coupons, trials
 from store.billing import orders as order_service
 from store.billing.gateway import GatewayError, dig, obj_id
 from store.billing.models import Order, Subscription
@@ -331,6 +331,7 @@ def invoice_paid(
     order = _invoice_order(session, sub, invoice_ref)
     if order is None:
         order = _new_invoice_order(sub, invoice, invoice_ref)
+        _renewal_terms(sub, order, billing.settings.tax_label)
         session.add(order)
         session.flush()
     elif order.gateway_ref is None:
@@ -377,8 +378,46 @@ def invoice_paid(
         payment_ref=obj_id(dig(invoice, "payment_intent")),
         entitlement=entitlement,
     ):
+        trial_start = (
+            sub.trial_end is not None and period_end is not None and period_end <= sub.trial_end
+        )
+        if not trial_start:
+            sub.paid_charges += 1
+        _prepare_next_charge(session, billing, sub)
         notices.receipt(session, billing.store, order=order)
     session.flush()
+
+
+def _renewal_terms(sub: Subscription, order: Order, tax_label: str) -> None:
+    """A renewal's order, made from its invoice: the quote of this charge says its discount
+    and coupon (when the invoice charged what the quote says)."""
+    order.quantity = sub.quantity
+    order.tax_rate = sub.tax_rate
+    order.tax_country, order.vat_id = sub.tax_country, sub.vat_id
+    order.reverse_charge = sub.reverse_charge
+    expected = coupons.charge_quote(sub, charge_index=sub.paid_charges, tax_label=tax_label)
+    if (order.amount_minor, order.tax_minor) == (expected.net_minor, expected.tax_minor):
+        order.discount_minor = expected.discount_minor
+        if expected.discount_minor:
+            order.coupon_id, order.coupon_code = sub.coupon_id, sub.coupon_code
+
+
+def _prepare_next_charge(session: Session, billing: Billing, sub: Subscription) -> None:
+    """After a paid invoice: record what the next charge costs and, while a coupon covers
+    it, have the gateway take the discount off the next invoice."""
+    if sub.status in FINAL:
+        return
+    upcoming = coupons.set_next_charge(sub, tax_label=billing.settings.tax_label)
+    if upcoming.discount_minor > 0:
+        try:
+            billing.gateway.discount_next_charge(session, billing, subscription=sub, quote=upcoming)
+        except GatewayError as exc:
+            # Undone with the rest of the event: Stripe delivers it again.
+            from store.billing.webhooks import RetryLater
+
+            raise RetryLater(
+                f"The payment service did not take the next invoice's discount: {exc}"
+            ) from exc
 
 
 def invoice_failed(

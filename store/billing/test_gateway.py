@@ -25,9 +25,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from store.accounts.models import Account
+from store.billing import coupons
 from store.billing.gateway import Outcome, PaymentInput
 from store.billing.models import GatewayCustomer, Order, Subscription, TierPrice
-from store.billing.pricing import BillingKind
+from store.billing.pricing import BillingKind, Quote
 from store.billing.runtime import Billing
 from store.catalog.models import Tier
 from store.db import utcnow
@@ -301,6 +302,11 @@ class TestGateway:
         )
         self.emit(session, billing, "invoice.paid", invoice)
 
+    def discount_next_charge(
+        self, session: Session, billing: Billing, *, subscription: Subscription, quote: Quote
+    ) -> None:
+        """Nothing to send: ``advance`` charges each renewal's quote, coupon included."""
+
     def set_cancel_at_period_end(
         self, session: Session, billing: Billing, *, subscription: Subscription, cancel: bool
     ) -> dict[str, Any] | None:
@@ -353,8 +359,9 @@ class TestGateway:
                 "customer.subscription.updated",
                 self._sub_obj(sub, status="active", current_period_end=_ts(end)),
             )
+            charge = coupons.next_charge(sub, tax_label=billing.settings.tax_label, when=start)
             invoice = self._invoice(
-                sub, _ref("in"), amount=sub.amount_minor, tax=sub.tax_minor, start=start, end=end
+                sub, _ref("in"), amount=charge.net_minor, tax=charge.tax_minor, start=start, end=end
             )
             self.emit(session, billing, "invoice.paid", invoice)
             renewed += 1

@@ -8,6 +8,8 @@
   gateway and fix them (a webhook that never came); run it from a timer
   (deploy/systemd/store-reconcile.timer).
 * ``orders``: list recent orders. ``refund ORDER [--amount 12.50]``: full or partial refund.
+* ``coupons ORG``, ``coupon-create ORG CODE --product REPO (--percent N | --amount N) ...``,
+  ``coupon-deactivate ORG ID``: an organisation's coupons, as on its Coupons page.
 
 Billing settings come from the environment (STRIPE_SECRET_KEY, STRIPE_PUBLISHABLE_KEY,
 STRIPE_WEBHOOK_SECRET, STRIPE_API_BASE, STORE_BILLING_*); see docs/payments.md.
@@ -21,10 +23,11 @@ from typing import Any
 
 from sqlalchemy import select
 
+from store.accounts import service as accounts
+from store.billing import coupons, prices, reconcile, subscriptions
 from store.billing import orders as order_service
-from store.billing import prices, reconcile, subscriptions
 from store.billing.config import BillingSettings
-from store.billing.models import Order
+from store.billing.models import Coupon, Order
 from store.billing.runtime import Billing, build_billing
 from store.cli._common import (
     add_command,
@@ -82,6 +85,34 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = add_command(sub, "refund", _refund, help="refund a paid order", actor=True)
     p.add_argument("order", type=uuid_arg, metavar="ORDER", help="the order's id (see orders)")
     p.add_argument("--amount", type=decimal_amount, default=None, help="e.g. 12.50 (default: all)")
+    p = add_command(sub, "coupons", _coupons, help="list an organisation's coupons", actor=True)
+    p.add_argument("org", metavar="ORG", help="the organisation's slug")
+    p = add_command(
+        sub, "coupon-create", _coupon_create, help="make a coupon for a product", actor=True
+    )
+    p.add_argument("org", metavar="ORG", help="the organisation's slug")
+    p.add_argument("code", metavar="CODE", help="3-40 letters, digits, - and _")
+    p.add_argument("--product", required=True, help="the product's repository")
+    p.add_argument("--tier", default=None, help="only this tier (its slug)")
+    off = p.add_mutually_exclusive_group(required=True)
+    off.add_argument("--percent", default=None, help="percent off, e.g. 25")
+    off.add_argument("--amount", default=None, help="amount off in the tier's currency, e.g. 10")
+    p.add_argument("--currency", default=None, help="the amount's currency (default: the tier's)")
+    p.add_argument(
+        "--duration",
+        choices=("once", "repeating", "forever"),
+        default="once",
+        help="which subscription charges it discounts (default %(default)s)",
+    )
+    p.add_argument("--months", type=positive_int, default=None, help="for --duration repeating")
+    p.add_argument("--max-redemptions", type=positive_int, default=None, help="default: no limit")
+    p.add_argument("--once-per-customer", action="store_true", help="one use per customer")
+    p.add_argument("--expires", type=_since, default=None, help="ISO 8601 time it stops working")
+    p = add_command(
+        sub, "coupon-deactivate", _coupon_deactivate, help="stop a coupon's use", actor=True
+    )
+    p.add_argument("org", metavar="ORG", help="the organisation's slug")
+    p.add_argument("coupon", type=uuid_arg, metavar="ID", help="the coupon's id (see coupons)")
 
 
 def order_out(order: Order) -> dict[str, Any]:
@@ -210,4 +241,71 @@ def _refund(args: argparse.Namespace) -> int:
         text=f"Order {data['id']}: {data['status']}, "
         f"refunded {data['refunded_minor']} {data['currency']}",
     )
+    return 0
+
+
+def coupon_out(coupon: Coupon) -> dict[str, Any]:
+    return {
+        "id": coupon.id,
+        "code": coupon.code,
+        "product": coupon.product.repository,
+        "tier": coupon.tier.slug if coupon.tier is not None else None,
+        "terms": coupons.describe(coupon),
+        "times_redeemed": coupon.times_redeemed,
+        "max_redemptions": coupon.max_redemptions,
+        "once_per_customer": coupon.once_per_customer,
+        "expires_at": coupon.expires_at,
+        "state": coupons.state(coupon),
+    }
+
+
+_COUPON_COLUMNS = ["id", "code", "product", "tier", "terms", "times_redeemed", "state"]
+
+
+@command
+def _coupons(args: argparse.Namespace) -> int:
+    """An organisation's coupons, newest first, with their redemptions and state."""
+    with unit_of_work() as session:
+        actor = resolve_actor(session, args.actor)
+        org = accounts.get_organization(session, args.org)
+        data = [coupon_out(c) for c in coupons.coupons_of(session, actor=actor, org=org)]
+    emit(args, data, text=lambda d: table(d, _COUPON_COLUMNS, empty="No coupons."))
+    return 0
+
+
+@command
+def _coupon_create(args: argparse.Namespace) -> int:
+    """Make a coupon for one of the organisation's products (or one tier of it). Its terms
+    never change; deactivate it and make another."""
+    with unit_of_work() as session:
+        actor = resolve_actor(session, args.actor)
+        org = accounts.get_organization(session, args.org)
+        spec = coupons.CouponSpec(
+            code=args.code,
+            product=args.product,
+            tier=args.tier,
+            percent_off=args.percent,
+            amount_off=args.amount,
+            currency=args.currency,
+            duration=args.duration,
+            duration_months=args.months,
+            max_redemptions=args.max_redemptions,
+            once_per_customer=args.once_per_customer,
+            expires_at=args.expires,
+        )
+        data = coupon_out(coupons.create(session, actor=actor, org=org, spec=spec))
+    emit(args, data, text=f"Coupon {data['code']} ({data['id']}): {data['terms']}")
+    return 0
+
+
+@command
+def _coupon_deactivate(args: argparse.Namespace) -> int:
+    """No new checkout may use the coupon; subscriptions keep its discount for its
+    duration."""
+    with unit_of_work() as session:
+        actor = resolve_actor(session, args.actor)
+        org = accounts.get_organization(session, args.org)
+        coupon = coupons.deactivate(session, actor=actor, org=org, coupon_id=args.coupon)
+        data = coupon_out(coupon)
+    emit(args, data, text=f"Coupon {data['code']}: {data['state']}")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import replace
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
@@ -16,7 +17,7 @@ from starlette.responses import Response
 from store import STATIC_DIR
 from store.accounts import service as accounts
 from store.accounts.models import Account, Membership, Organization
-from store.billing import access, orders, receipts, sales, subscriptions, trials
+from store.billing import access, coupons, orders, receipts, sales, subscriptions, trials
 from store.billing.gateway import PaymentInput
 from store.billing.models import Order
 from store.billing.pricing import Buyer, normalize_country, normalize_vat_id
@@ -25,6 +26,7 @@ from store.billing.sweep import maybe_sweep
 from store.billing.test_gateway import TEST_CARDS, TestGateway
 from store.billing.webhook_api import catch_up
 from store.catalog import service as catalog
+from store.catalog.models import Product
 from store.deps import DbSession
 from store.errors import NotFound, StoreError, ValidationFailed
 from store.licensing.models import Entitlement
@@ -99,9 +101,18 @@ def _checkout_form(
     status: int = 200,
     manage_url: str | None = None,
     buyer: Buyer | None = None,
+    coupon_code: str = "",
 ) -> Response:
     eligible = trials.eligible(session, account=account, product=tier.product)
-    quote = billing.quote(tier, replace(buyer or Buyer(), trial_eligible=eligible))
+    coupon = None
+    coupon_error = ""
+    if coupon_code.strip():
+        try:
+            coupon = coupons.for_checkout(session, code=coupon_code, tier=tier, account=account)
+        except StoreError as exc:
+            coupon_error, status = exc.detail, max(status, exc.status_code)
+    terms = coupons.terms(coupon) if coupon is not None else None
+    quote = billing.quote(tier, replace(buyer or Buyer(), trial_eligible=eligible), terms)
     return _page(
         request,
         "billing/checkout.html",
@@ -117,6 +128,10 @@ def _checkout_form(
             "test_cards": TEST_CARDS,
             "error": error,
             "manage_url": manage_url,
+            "coupon_code": coupon_code.strip(),
+            "coupon": coupon,
+            "coupon_terms": coupons.describe(coupon) if coupon is not None else "",
+            "coupon_error": coupon_error,
             "uses_stripe_js": not billing.test_mode,
         },
         billing,
@@ -137,17 +152,20 @@ def checkout_page(
     account: RequiredAccount,
     country: Annotated[str, Query(max_length=8)] = "",
     vat_id: Annotated[str, Query(max_length=40)] = "",
+    coupon: Annotated[str, Query(max_length=64)] = "",
 ) -> Response:
     """The checkout form: Stripe Elements, or the test gateway's own card form (TEST MODE).
     With tax configured it asks for the buyer's country (and a business's VAT id), and
-    ``?country=`` shows the price for that country."""
+    ``?country=`` shows the price for that country; ``?coupon=`` the price with a coupon."""
     billing = _billing(request, session)
     tier = _tier(session, tier_id)
     try:
         buyer = _buyer(country, vat_id)
     except StoreError as exc:
-        return _checkout_form(request, session, billing, account, tier, exc.detail, 422)
-    return _checkout_form(request, session, billing, account, tier, buyer=buyer)
+        return _checkout_form(
+            request, session, billing, account, tier, exc.detail, 422, coupon_code=coupon
+        )
+    return _checkout_form(request, session, billing, account, tier, buyer=buyer, coupon_code=coupon)
 
 
 @router.post("/checkout/{tier_id}")
@@ -161,35 +179,36 @@ def checkout_submit(
     org_slug: Annotated[str, Form(alias="org", max_length=64)] = "",
     country: Annotated[str, Form(max_length=8)] = "",
     vat_id: Annotated[str, Form(max_length=40)] = "",
+    coupon: Annotated[str, Form(max_length=64)] = "",
 ) -> Response:
     """Create the order, ask the gateway to charge, and go to the order's status page."""
     billing = _billing(request, session)
     tier = _tier(session, tier_id)
     org = accounts.get_organization(session, org_slug) if org_slug else None
     payment = PaymentInput(payment_method=payment_method or None, card_number=card_number or None)
+
+    def again(error: str, status: int = 422, **kw: Any) -> Response:
+        return _checkout_form(
+            request, session, billing, account, tier, error, status, coupon_code=coupon, **kw
+        )
+
     try:
         buyer = _buyer(country, vat_id)
     except StoreError as exc:
-        return _checkout_form(request, session, billing, account, tier, exc.detail, 422)
+        return again(exc.detail)
     if billing.settings.taxes.configured and buyer.country is None:
-        return _checkout_form(
-            request, session, billing, account, tier, "Choose your country.", 422, buyer=buyer
-        )
+        return again("Choose your country.", buyer=buyer)
     if billing.test_mode and not payment.card_number:
-        return _checkout_form(
-            request, session, billing, account, tier, "Enter a test card number.", 422
-        )
+        return again("Enter a test card number.", buyer=buyer)
     if not billing.test_mode and not payment.payment_method:
-        return _checkout_form(request, session, billing, account, tier, "Enter your card.", 422)
+        return again("Enter your card.", buyer=buyer)
     try:
         order = orders.start_checkout(
-            session, billing, account=account, tier=tier, org=org, buyer=buyer
+            session, billing, account=account, tier=tier, org=org, buyer=buyer, coupon_code=coupon
         )
     except StoreError as exc:
         manage = exc.extra.get("manage_url") if exc.extra else None
-        return _checkout_form(
-            request, session, billing, account, tier, exc.detail, exc.status_code, manage, buyer
-        )
+        return again(exc.detail, exc.status_code, manage_url=manage, buyer=buyer)
     # Committed before the gateway is asked, so an early webhook finds the order.
     session.commit()
     orders.pay(session, billing, order=order, payment=payment)
@@ -430,6 +449,149 @@ def publisher_refund(
     what = "Refunded" if order.status == "refunded" else "Refund recorded for"
     flash(request, f"{what} order {order.receipt_number}.")
     return redirect(f"/publish/{organization.slug}/-/orders")
+
+
+# --- publisher coupons ------------------------------------------------------------------
+
+
+def _coupons_page(
+    request: Request,
+    session: Session,
+    billing: Billing,
+    account: Account,
+    organization: Organization,
+    error: str = "",
+    form: dict[str, str] | None = None,
+    status: int = 200,
+) -> Response:
+    rows = coupons.coupons_of(session, actor=account, org=organization)
+    products = [
+        p
+        for p in session.scalars(
+            select(Product)
+            .where(Product.organization_id == organization.id)
+            .order_by(Product.title)
+        )
+        if any(not t.is_free for t in p.tiers)
+    ]
+    return _page(
+        request,
+        "billing/coupons.html",
+        {
+            "org": organization,
+            "coupons": rows,
+            "state": coupons.state,
+            "describe": coupons.describe,
+            "products": products,
+            "may_edit": accounts.has_role(session, account, organization, "owner"),
+            "error": error,
+            "form": form or {},
+        },
+        billing,
+        status=status,
+    )
+
+
+@router.get("/publish/{org}/-/coupons")
+def coupons_page(
+    request: Request, org: str, session: DbSession, account: RequiredAccount
+) -> Response:
+    """The organisation's coupons, how often each was redeemed, and a form for a new one."""
+    billing = _billing(request, session)
+    organization = accounts.get_organization(session, org)
+    return _coupons_page(request, session, billing, account, organization)
+
+
+def _optional_int(raw: str, what: str) -> int | None:
+    text = raw.strip()
+    if not text:
+        return None
+    if not text.isdigit():
+        raise ValidationFailed(f"{what} must be a whole number", code="bad_coupon_number")
+    return int(text)
+
+
+def _expiry(raw: str) -> datetime | None:
+    text = raw.strip()
+    if not text:
+        return None
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        raise ValidationFailed(
+            "The expiry is a date such as 2027-01-31", code="bad_coupon_expiry"
+        ) from None
+    # Valid through the whole day given (UTC).
+    return datetime.combine(day + timedelta(days=1), time.min, tzinfo=UTC)
+
+
+@router.post("/publish/{org}/-/coupons")
+def create_coupon(
+    request: Request,
+    org: str,
+    session: DbSession,
+    account: RequiredAccount,
+    code: FormStr = "",
+    product: FormStr = "",
+    tier: FormStr = "",
+    kind: FormStr = "percent",
+    value: FormStr = "",
+    duration: FormStr = "once",
+    months: FormStr = "",
+    max_redemptions: FormStr = "",
+    once_per_customer: FormStr = "",
+    expires: FormStr = "",
+) -> Response:
+    """Make a coupon (owners); every problem is shown on the form again."""
+    billing = _billing(request, session)
+    organization = accounts.get_organization(session, org)
+    form = {
+        "code": code,
+        "product": product,
+        "tier": tier,
+        "kind": kind,
+        "value": value,
+        "duration": duration,
+        "months": months,
+        "max_redemptions": max_redemptions,
+        "once_per_customer": once_per_customer,
+        "expires": expires,
+    }
+    try:
+        if kind not in ("percent", "amount"):
+            raise ValidationFailed("Choose percent or amount off", code="coupon_percent_or_amount")
+        spec = coupons.CouponSpec(
+            code=code,
+            product=product,
+            tier=tier or None,
+            percent_off=value if kind == "percent" else None,
+            amount_off=value if kind == "amount" else None,
+            duration=duration,
+            duration_months=_optional_int(months, "Months") if duration == "repeating" else None,
+            max_redemptions=_optional_int(max_redemptions, "Max redemptions"),
+            once_per_customer=bool(once_per_customer),
+            expires_at=_expiry(expires),
+        )
+        coupon = coupons.create(session, actor=account, org=organization, spec=spec)
+    except StoreError as exc:
+        if exc.status_code in (401, 403):
+            raise
+        return _coupons_page(
+            request, session, billing, account, organization, exc.detail, form, exc.status_code
+        )
+    flash(request, f"Coupon {coupon.code} made: {coupons.describe(coupon)}.")
+    return redirect(f"/publish/{organization.slug}/-/coupons")
+
+
+@router.post("/publish/{org}/-/coupons/{coupon_id}/deactivate")
+def deactivate_coupon(
+    request: Request, org: str, coupon_id: uuid.UUID, session: DbSession, account: RequiredAccount
+) -> Response:
+    """No new checkout may use the coupon (owners)."""
+    organization = accounts.get_organization(session, org)
+    coupon = coupons.deactivate(session, actor=account, org=organization, coupon_id=coupon_id)
+    flash(request, f"Coupon {coupon.code} deactivated.")
+    return redirect(f"/publish/{organization.slug}/-/coupons")
 
 
 # --- administration ---------------------------------------------------------------------

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import pytest
 
 from store.billing import orders
 from store.billing.gateway import PaymentInput
+from store.billing.models import Order
 from store.billing.runtime import build_billing
 from store.cli.billing import register
 from store.config import Settings
@@ -81,3 +83,29 @@ def test_sync_orders_refund_sweep(cli_env: str, capsys: pytest.CaptureFixture[st
         "suspended": 0,
         "expired": 0,
     }
+
+
+def test_coupons(cli_env: str, capsys: pytest.CaptureFixture[str]) -> None:
+    engine = make_engine(Settings().resolved_database_url)
+    with session_scope(make_sessionmaker(engine)) as session:
+        order = session.get(Order, uuid.UUID(cli_env))
+        assert order is not None
+        org, repo = order.product.organization.slug, order.product.repository
+    engine.dispose()
+    argv = ["billing", "coupon-create", org, "cli-10", "--product", repo, "--amount", "1"]
+    assert run([*argv, "--duration", "repeating", "--months", "3", "--json"]) == 0
+    made = json.loads(capsys.readouterr().out)
+    assert (made["code"], made["terms"], made["state"]) == (
+        "CLI-10",
+        "$1.00 off for 3 months",
+        "active",
+    )
+    assert run(argv) == 1
+    assert "already has a coupon CLI-10" in capsys.readouterr().err
+    assert run(["billing", "coupon-create", org, "BAD", "--product", repo, "--percent", "150"]) == 1
+    assert "at most 100" in capsys.readouterr().err
+    assert run(["billing", "coupons", org]) == 0
+    out = capsys.readouterr().out
+    assert "CLI-10" in out and "$1.00 off for 3 months" in out
+    assert run(["billing", "coupon-deactivate", org, made["id"]]) == 0
+    assert "CLI-10: inactive" in capsys.readouterr().out

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from store.billing.config import BillingSettings
@@ -242,3 +242,77 @@ def test_discounts_never_exceed_the_subtotal(
 def test_tax_is_monotonic(rate: Decimal, a: int, b: int) -> None:
     low, high = sorted((a, b))
     assert tax_on(low, rate) <= tax_on(high, rate)
+
+
+# --- coupons: properties of the one quote --------------------------------------------------
+
+any_coupon = st.one_of(
+    st.builds(
+        CouponTerms,
+        code=st.just("C"),
+        percent_off=st.decimals(min_value="0.01", max_value=100, places=2),
+        duration=st.sampled_from(["once", "repeating", "forever"]),
+        duration_months=st.integers(min_value=1, max_value=120),
+    ),
+    st.builds(
+        lambda n, cur, d: CouponTerms("C", amount_off_minor=n, currency=cur, duration=d),
+        st.integers(min_value=1, max_value=10**10),
+        currencies,
+        st.sampled_from(["once", "forever"]),
+    ),
+)
+
+
+@given(
+    amount=st.integers(min_value=1, max_value=10**9),
+    quantity=st.integers(min_value=1, max_value=500),
+    coupon=any_coupon,
+    rate=rates,
+    currency=currencies,
+    kind=st.sampled_from(["one_time", "month", "year"]),
+)
+@settings(suppress_health_check=[HealthCheck.too_slow])
+def test_quote_with_coupons(
+    amount: int, quantity: int, coupon: CouponTerms, rate: Decimal, currency: str, kind: str
+) -> None:
+    if coupon.amount_off_minor is not None:
+        coupon = CouponTerms("C", amount_off_minor=coupon.amount_off_minor, currency=currency)
+    tier = T(kind, amount, currency)
+    taxes = TaxTable(default_rate=rate)
+    full = quote(tier, quantity=quantity, when=WHEN, taxes=taxes)
+    q = quote(tier, coupon=coupon, quantity=quantity, when=WHEN, taxes=taxes)
+    # Never negative, never above the list price (before and after tax).
+    assert 0 <= q.discount_minor <= q.subtotal_minor == full.subtotal_minor
+    assert 0 <= q.net_minor <= full.net_minor and 0 <= q.tax_minor <= full.tax_minor
+    assert 0 <= q.total_minor <= full.total_minor
+    # Tax on the discounted amount: the price line's tax less the discount line's (as invoice
+    # lines are taxed), within one minor unit of the rate times the net, none on nothing.
+    assert q.tax_minor == tax_on(q.subtotal_minor, rate) - tax_on(q.discount_minor, rate)
+    assert abs(Decimal(q.tax_minor) - Decimal(q.net_minor) * rate / 100) <= 1
+    if q.net_minor == 0:
+        assert q.tax_minor == 0
+    # What a receipt prints adds up to what is charged: price, less discount, plus tax.
+    assert q.subtotal_minor - q.discount_minor + q.tax_minor == q.total_minor
+    assert q.net_minor + q.tax_minor == q.total_minor
+
+
+@pytest.mark.parametrize(
+    ("duration", "months", "interval", "charges"),
+    [
+        ("once", None, Interval.MONTH, 1),
+        ("once", None, Interval.YEAR, 1),
+        ("forever", None, Interval.YEAR, None),
+        ("repeating", 3, Interval.MONTH, 3),
+        ("repeating", 3, Interval.YEAR, 1),
+        ("repeating", 12, Interval.YEAR, 1),
+        ("repeating", 13, Interval.YEAR, 2),
+        ("repeating", 3, None, 1),  # a one-time purchase has one charge
+    ],
+)
+def test_coupon_duration_in_charges(
+    duration: str, months: int | None, interval: Interval | None, charges: int | None
+) -> None:
+    coupon = CouponTerms("C", percent_off=Decimal(10), duration=duration, duration_months=months)
+    assert coupon.charges(interval) == charges
+    covered = [coupon.covers(i, interval) for i in range(20)]
+    assert covered == [charges is None or i < charges for i in range(20)]
