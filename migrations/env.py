@@ -8,7 +8,7 @@ from sqlalchemy import Connection
 from store.config import Settings
 from store.db import make_engine
 from store.models import Base
-from store.search.schema import include_object
+from store.search.engine_objects import include_object
 
 config = context.config
 target_metadata = Base.metadata

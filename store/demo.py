@@ -30,7 +30,7 @@ from store.licensing import entitlements as licensing
 from store.licensing.models import Entitlement
 from store.registry import hub
 from store.signing import certification
-from store.signing import keys as signing_keys
+from store.signing import publisher_keys as signing_keys
 from store.signing import service as signing
 from store.signing import verify as signing_verify
 

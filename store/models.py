@@ -24,6 +24,7 @@ from store.audit.models import AuditChainHead, AuditEvent
 from store.builds.models import Build, BuildLogChunk, BuildRule, BuildSource
 from store.catalog.models import Category, Product, Tier, product_categories
 from store.db import Base
+from store.idempotency import ProcessedEvent
 from store.keys.models import SigningKey
 from store.licensing.models import Entitlement, License
 from store.mail.models import MailOptOut, OutboxMessage
@@ -32,11 +33,10 @@ from store.registry.models import (
     HubRepository,
     HubTag,
     ManifestPull,
-    ProcessedEvent,
     PullCounter,
 )
+from store.search.engine_objects import include_object
 from store.search.models import SearchDocument
-from store.search.schema import include_object
 from store.signing.models import (
     CertificationRequest,
     ContentSignature,

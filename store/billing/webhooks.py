@@ -24,8 +24,8 @@ from store.billing import access, orders, subscriptions
 from store.billing.gateway import dig, obj_id
 from store.billing.runtime import Billing
 from store.errors import StoreError
+from store.idempotency import ProcessedEvent
 from store.mail import notices
-from store.registry.models import ProcessedEvent
 
 log = logging.getLogger("store.billing")
 

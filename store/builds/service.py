@@ -36,9 +36,10 @@ from store.audit import service as audit
 from store.config import Settings
 from store.db import utcnow
 from store.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
+from store.idempotency import ProcessedEvent
 from store.keys import crypto
 from store.registry import grants, hub
-from store.registry.models import HubRepository, ProcessedEvent
+from store.registry.models import HubRepository
 from store.registry.scopes import valid_repository
 
 from .models import REF_KINDS, Build, BuildLogChunk, BuildRule, BuildSource

@@ -239,11 +239,11 @@ _COLUMNS = ("id", "alg", "label", "fingerprint", "revoked_at")
 def _keys_list(args: argparse.Namespace) -> int:
     """Every key of the organization, revoked ones included."""
     from store.accounts import service as accounts
-    from store.signing import keys
+    from store.signing import publisher_keys
 
     with unit_of_work() as session:
         org = accounts.get_organization(session, args.org)
-        rows = [_key_out(k) for k in keys.list_keys(session, org)]
+        rows = [_key_out(k) for k in publisher_keys.list_keys(session, org)]
     emit(args, rows, text=lambda r: table(r, _COLUMNS, empty="no keys"))
     return 0
 
@@ -252,7 +252,7 @@ def _keys_list(args: argparse.Namespace) -> int:
 def _keys_add(args: argparse.Namespace) -> int:
     """Register a public key for the organization (as an administrator)."""
     from store.accounts import service as accounts
-    from store.signing import keys
+    from store.signing import publisher_keys
 
     try:
         pem = args.file.read_text()
@@ -262,7 +262,7 @@ def _keys_add(args: argparse.Namespace) -> int:
         actor = resolve_actor(session, args.actor)
         org = accounts.get_organization(session, args.org)
         data = _key_out(
-            keys.add_key(session, org=org, actor=actor, public_pem=pem, label=args.label)
+            publisher_keys.add_key(session, org=org, actor=actor, public_pem=pem, label=args.label)
         )
     emit(args, data, text=lambda d: f"registered {d['fingerprint']} ({d['id']})")
     return 0
@@ -272,12 +272,14 @@ def _keys_add(args: argparse.Namespace) -> int:
 def _keys_revoke(args: argparse.Namespace) -> int:
     """Revoke a key: what it signed counts as unsigned from now on."""
     from store.accounts import service as accounts
-    from store.signing import keys
+    from store.signing import publisher_keys
 
     with unit_of_work() as session:
         actor = resolve_actor(session, args.actor)
         org = accounts.get_organization(session, args.org)
-        key = keys.revoke_key(session, key=keys.get_key(session, org, args.key), actor=actor)
+        key = publisher_keys.revoke_key(
+            session, key=publisher_keys.get_key(session, org, args.key), actor=actor
+        )
         data = _key_out(key)
     emit(args, data, text=lambda d: f"revoked {d['fingerprint']}")
     return 0

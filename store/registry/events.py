@@ -18,9 +18,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from store.db import utcnow
+from store.idempotency import ProcessedEvent
 from store.observability import metrics
 from store.registry import hub
-from store.registry.models import ProcessedEvent
 from store.registry.scopes import valid_repository
 
 log = logging.getLogger("store.registry.events")

@@ -117,16 +117,3 @@ class ManifestPull(Base):
     is_index: Mapped[bool] = mapped_column(Boolean)
     paired: Mapped[bool] = mapped_column(Boolean, default=False)
     at: Mapped[datetime] = mapped_column()
-
-
-class ProcessedEvent(Base):
-    """Events from outside (registry notifications, payment webhooks) acted on exactly once."""
-
-    __tablename__ = "processed_events"
-    __table_args__ = (UniqueConstraint("source", "event_id"),)
-
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
-    source: Mapped[str] = mapped_column(String(16))  # registry | stripe
-    event_id: Mapped[str] = mapped_column(String(255))
-    event_type: Mapped[str] = mapped_column(String(100), default="")
-    received_at: Mapped[datetime] = mapped_column(default=utcnow)

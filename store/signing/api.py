@@ -19,7 +19,7 @@ from store.catalog import service as catalog
 from store.catalog.models import Product
 from store.deps import DbSession, SettingsDep
 from store.errors import Forbidden, NotFound, Unauthorized
-from store.signing import certification, keys
+from store.signing import certification, publisher_keys
 from store.signing import service as signing
 from store.signing.models import CertificationRequest, ContentSignature, UnsignedPushFlag
 from store.signing.schemas import (
@@ -83,7 +83,7 @@ def _request_out(request: CertificationRequest) -> CertificationOut:
 @router.get("/orgs/{org}/signing-keys", response_model=list[KeyOut])
 def list_keys(org: str, account: CurrentAccount, session: DbSession) -> object:
     """The organisation's registered public keys, revoked ones included (members)."""
-    return keys.list_keys(session, _member_org(session, account, org, "viewer"))
+    return publisher_keys.list_keys(session, _member_org(session, account, org, "viewer"))
 
 
 @router.post("/orgs/{org}/signing-keys", status_code=status.HTTP_201_CREATED, response_model=KeyOut)
@@ -91,7 +91,7 @@ def add_key(org: str, body: KeyIn, account: CurrentAccount, session: DbSession) 
     """Register a public key (owners). Its fingerprint is the SHA-256 of the DER
     SubjectPublicKeyInfo. Never send the private key."""
     organization = _member_org(session, account, org, "owner")
-    return keys.add_key(
+    return publisher_keys.add_key(
         session, org=organization, actor=account, public_pem=body.public_pem, label=body.label
     )
 
@@ -100,7 +100,9 @@ def add_key(org: str, body: KeyIn, account: CurrentAccount, session: DbSession) 
 def revoke_key(org: str, key_id: uuid.UUID, account: CurrentAccount, session: DbSession) -> object:
     """Revoke a key (owners): what it signed counts as unsigned from now on."""
     organization = _member_org(session, account, org, "owner")
-    return keys.revoke_key(session, key=keys.get_key(session, organization, key_id), actor=account)
+    return publisher_keys.revoke_key(
+        session, key=publisher_keys.get_key(session, organization, key_id), actor=account
+    )
 
 
 # --- signatures -----------------------------------------------------------------------

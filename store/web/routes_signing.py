@@ -13,7 +13,7 @@ from store.catalog import service as catalog
 from store.catalog.models import Product
 from store.deps import DbSession
 from store.errors import NotFound, ValidationFailed
-from store.signing import certification, keys
+from store.signing import certification, publisher_keys
 from store.signing import service as signing
 from store.web import forms
 from store.web.forms import Form, FormState
@@ -46,7 +46,7 @@ def _keys_page(
         {
             "org": org,
             "is_owner": accounts.has_role(session, account, org, "owner"),
-            "keys": keys.list_keys(session, org),
+            "keys": publisher_keys.list_keys(session, org),
             "flags": signing.list_flags(session, org=org),
             "store_url": str(request.base_url).rstrip("/"),
             "form": form,
@@ -70,7 +70,7 @@ def add_key(
         session,
         form,
         "key",
-        lambda: keys.add_key(
+        lambda: publisher_keys.add_key(
             session,
             org=organization,
             actor=account,
@@ -93,7 +93,9 @@ def revoke_key(
     request: Request, org: str, key_id: uuid.UUID, session: DbSession, account: RequiredAccount
 ) -> Response:
     organization = member_org(session, account, org)
-    key = keys.revoke_key(session, key=keys.get_key(session, organization, key_id), actor=account)
+    key = publisher_keys.revoke_key(
+        session, key=publisher_keys.get_key(session, organization, key_id), actor=account
+    )
     flash(request, f"Key {key.fingerprint[:16]}… is revoked; what it signed counts as unsigned.")
     return redirect(f"/publish/{organization.slug}/-/signing")
 

@@ -21,8 +21,8 @@ from store.billing import orders
 from store.billing.models import Order
 from store.billing.runtime import build_billing
 from store.db import make_engine, make_sessionmaker, session_scope
+from store.idempotency import ProcessedEvent
 from store.licensing.models import Entitlement
-from store.registry.models import ProcessedEvent
 from tests.billing.helpers import WEBHOOK_SECRET, billing_settings, make_event, sign
 from tests.billing.stripe_env import free_port
 from tests.factories import make_account, make_org, make_product, paid_tier, tier_of

@@ -20,8 +20,8 @@ from store.billing.runtime import Billing
 from store.billing.test_gateway import CARD_SUCCESS
 from store.db import utcnow
 from store.errors import Conflict
+from store.idempotency import ProcessedEvent
 from store.licensing.models import Entitlement
-from store.registry.models import ProcessedEvent
 from tests.billing.conftest import Shop
 from tests.billing.helpers import make_event, post_event, sign
 from tests.factories import make_account

@@ -29,7 +29,7 @@ from store.config import Settings
 from store.db import make_engine, make_sessionmaker, session_scope, utcnow
 from store.registry import hub
 from store.registry.models import PullCounter
-from store.signing import certification, keys
+from store.signing import certification, publisher_keys
 
 # The publisher test creates this product; the registry saw pushes and pulls of the
 # repository before it was listed, so its dashboard has a pulls chart to show.
@@ -164,7 +164,7 @@ def _certification_publisher(session: Session, *, password: str) -> None:
         .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
         .decode()
     )
-    keys.add_key(
+    publisher_keys.add_key(
         session,
         org=accounts.get_organization(session, "northwind"),
         actor=accounts.get_account_by_username(session, "nora"),

@@ -20,7 +20,7 @@ from store.accounts import service as accounts
 from store.catalog import service as catalog
 from store.db import make_engine, make_sessionmaker, session_scope
 from store.registry.models import HubRepository, HubTag
-from store.signing import certification, keys
+from store.signing import certification, publisher_keys
 from store.signing import service as signing
 from tests.e2e.registry_env import (
     MISSING,
@@ -82,7 +82,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         alice = make_account(session, "alice")
         acme = make_org(session, alice, "acme")
         make_product(session, acme, alice, "signed")
-        keys.add_key(
+        publisher_keys.add_key(
             session,
             org=acme,
             actor=alice,

@@ -33,8 +33,9 @@ from store.accounts import service as accounts
 from store.billing.models import Order
 from store.billing.test_gateway import CARD_SUCCESS
 from store.db import make_engine, make_sessionmaker, session_scope
+from store.idempotency import ProcessedEvent
 from store.licensing.models import Entitlement
-from store.registry.models import HubRepository, ProcessedEvent
+from store.registry.models import HubRepository
 from tests.billing.stripe_env import free_port
 from tests.factories import make_account, make_org, make_product, paid_tier, tier_of
 from tests.pg import PG_URL, scratch_database, server_url

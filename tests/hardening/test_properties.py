@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from store.idempotency import ProcessedEvent
 from store.licensing import verify
 from store.registry import grants
 from store.registry.grants import Principal, RepoFacts
-from store.registry.models import ProcessedEvent
 from store.registry.scopes import REPOSITORY_ACTIONS, parse_scopes, valid_repository
 from store.search import query as search_query
 from tests.billing.helpers import WEBHOOK_SECRET, make_event, sign

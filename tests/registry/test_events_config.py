@@ -15,11 +15,12 @@ from sqlalchemy.orm import Session
 
 from store.accounts import service as accounts
 from store.catalog import service as catalog
+from store.idempotency import ProcessedEvent
 from store.keys import crypto
 from store.keys import service as keys
 from store.registry import config as registry_config
 from store.registry import events, hub
-from store.registry.models import HubRepository, HubTag, ProcessedEvent
+from store.registry.models import HubRepository, HubTag
 from tests.factories import make_account, make_org, make_product, paid_tier
 
 MEDIA = events.MEDIA_TYPE

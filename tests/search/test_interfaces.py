@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from store.licensing import entitlements
 from store.models import Base
-from store.search.schema import include_object
+from store.search.engine_objects import include_object
 from tests.factories import api_token, auth, make_account, make_org, make_product, tier_of
 from tests.search.helpers import make_repo
 

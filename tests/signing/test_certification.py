@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from store.catalog import service as catalog
 from store.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from store.registry.models import HubRepository, HubTag
-from store.signing import certification, keys, verify
+from store.signing import certification, publisher_keys, verify
 from store.signing import service as signing
 from tests.factories import make_account, make_admin, make_org, make_product
 from tests.signing.helpers import REGISTRY_HOST, digest_of, new_key, push, signed_body
@@ -23,7 +23,7 @@ def world(session: Session) -> dict[str, object]:
     acme = make_org(session, alice, "acme")
     product = make_product(session, acme, alice, "app")
     key = new_key()
-    keys.add_key(session, org=acme, actor=alice, public_pem=verify.public_pem(key))
+    publisher_keys.add_key(session, org=acme, actor=alice, public_pem=verify.public_pem(key))
     return {
         "alice": alice,
         "acme": acme,

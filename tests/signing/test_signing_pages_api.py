@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 
 from store import TEMPLATES_DIR
 from store.accounts import service as accounts
-from store.signing import keys, verify
+from store.signing import publisher_keys, verify
 from tests.factories import api_token, auth, make_account, make_admin, make_org, make_product
 from tests.signing.helpers import digest_of, new_key, push, signed_body
 from tests.web.helpers import HTML, login, submit
@@ -20,7 +20,9 @@ def _world(session: Session) -> dict[str, object]:
     acme = make_org(session, alice, "acme")
     make_product(session, acme, alice, "app")
     key = new_key("ed25519")
-    keys.add_key(session, org=acme, actor=alice, public_pem=verify.public_pem(key), label="ci")
+    publisher_keys.add_key(
+        session, org=acme, actor=alice, public_pem=verify.public_pem(key), label="ci"
+    )
     robot = accounts.create_token(
         session, kind="robot", name="ci", scopes=["pull", "push"], created_by=alice, org=acme
     ).secret

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy.orm import Session
 
 from store.errors import Conflict, Forbidden
-from store.signing import keys, verify
+from store.signing import publisher_keys, verify
 from store.signing import service as signing
 from tests.factories import make_account, make_org, make_product
 from tests.signing.helpers import REGISTRY_HOST, digest_of, new_key, push, signed_body
@@ -25,7 +25,7 @@ def world(session: Session) -> dict[str, object]:
 
 
 def _register(session: Session, world: dict[str, object], key: verify.PrivateKey, label: str = ""):
-    return keys.add_key(
+    return publisher_keys.add_key(
         session,
         org=world["acme"],  # type: ignore[arg-type]
         actor=world["alice"],  # type: ignore[arg-type]
@@ -100,7 +100,7 @@ def test_revoked_key_invalidates_from_revocation_on(session: Session, world) -> 
     push(session, "acme/app", "v1", DIGEST)
     _upload(session, world, signed_body(key, "acme/app", DIGEST))
     assert signing.is_signed(session, "acme/app", DIGEST)
-    keys.revoke_key(session, key=registered, actor=world["alice"])
+    publisher_keys.revoke_key(session, key=registered, actor=world["alice"])
     revoked_at = registered.revoked_at
     assert revoked_at is not None
     assert not signing.is_signed(session, "acme/app", DIGEST)
@@ -122,7 +122,7 @@ def test_key_registration_rules(session: Session, world) -> None:
         _register(session, world, key)
     bob = make_account(session, "bob")
     with pytest.raises(Forbidden):
-        keys.add_key(
+        publisher_keys.add_key(
             session,
             org=world["acme"],
             actor=bob,
@@ -139,8 +139,8 @@ def test_key_registration_rules(session: Session, world) -> None:
         role="editor",
     )
     with pytest.raises(Forbidden):  # owners only
-        keys.add_key(
+        publisher_keys.add_key(
             session, org=world["acme"], actor=editor, public_pem=verify.public_pem(new_key())
         )
-    [found] = [k for k in keys.list_keys(session, world["acme"]) if k.alg == "ed25519"]
-    assert keys.get_key(session, world["acme"], found.fingerprint[:12]).id == found.id
+    [found] = [k for k in publisher_keys.list_keys(session, world["acme"]) if k.alg == "ed25519"]
+    assert publisher_keys.get_key(session, world["acme"], found.fingerprint[:12]).id == found.id
