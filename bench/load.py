@@ -112,7 +112,7 @@ def seed(env: dict[str, str], n_orders: int) -> Seeded:
     from store.catalog import service as catalog
     from store.catalog.models import Product
     from store.config import Settings
-    from store.db import make_engine, make_sessionmaker, session_scope
+    from store.db import make_engine, make_sessionmaker, session_scope, utcnow
     from store.keys import service as keys
 
     security.use_cheap_hashing_for_tests()  # seeding only: hundreds of buyers, no log-ins
@@ -148,6 +148,7 @@ def seed(env: dict[str, str], n_orders: int) -> Seeded:
         publisher = accounts.create_account(
             session, username="loadpub", email="loadpub@example.com", password="x" * 12
         )
+        publisher.email_verified_at = utcnow()  # publishing needs a confirmed address
         org = accounts.create_organization(session, owner=publisher, slug="loadpub", name="L")
         product = catalog.create_product(
             session, actor=publisher, org=org, kind="image", slug="once", title="Once"

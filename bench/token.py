@@ -121,7 +121,7 @@ def seed(env: dict[str, str]) -> str:
     from store.accounts import service as accounts
     from store.catalog import service as catalog
     from store.config import Settings
-    from store.db import make_engine, make_sessionmaker, session_scope
+    from store.db import make_engine, make_sessionmaker, session_scope, utcnow
     from store.keys import service as keys
     from store.licensing import entitlements
 
@@ -140,6 +140,7 @@ def seed(env: dict[str, str]) -> str:
         bob = accounts.create_account(
             session, username="bob", email="bob@example.com", password=PASSWORD
         )
+        alice.email_verified_at = utcnow()  # publishing needs a confirmed address
         acme = accounts.create_organization(session, owner=alice, slug="acme", name="Acme")
         product = catalog.create_product(
             session, actor=alice, org=acme, kind="image", slug="app", title="App"
