@@ -131,19 +131,10 @@ def _parse_percent(value: str) -> str:
 
 
 def _parse_amount(value: str, currency: str) -> int:
-    from store.catalog.money import to_minor
+    from store.catalog.money import parse_amount
 
-    try:
-        amount = Decimal(value.strip())
-    except InvalidOperation:
-        raise ValidationFailed(
-            f"Amount off {value!r} is not a number", code="bad_coupon_amount"
-        ) from None
-    try:
-        minor = to_minor(amount, currency)
-    except ValidationFailed as exc:
-        raise ValidationFailed(exc.detail, code="bad_coupon_amount") from None
-    if not 0 < minor <= 10**12:
+    minor = parse_amount(value, currency, what="Amount off", code="bad_coupon_amount")
+    if not minor:
         raise ValidationFailed("Amount off must be more than 0", code="bad_coupon_amount")
     return minor
 

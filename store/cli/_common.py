@@ -38,7 +38,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, time
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from pydantic import ValidationError
@@ -53,7 +53,7 @@ from store.catalog import money
 from store.catalog.models import Product, Tier
 from store.config import Settings
 from store.db import make_engine, make_sessionmaker, session_scope
-from store.errors import StoreError
+from store.errors import StoreError, ValidationFailed
 from store.licensing.models import Entitlement
 
 Handler = Callable[[argparse.Namespace], int]
@@ -342,13 +342,13 @@ def csv_list(value: str) -> list[str]:
 
 
 def decimal_amount(value: str) -> Decimal:
-    """A non-negative decimal price such as ``49.00``."""
+    """A non-negative decimal price such as ``49.00`` (``store.catalog.money.parse_decimal``)."""
     try:
-        amount = Decimal(value.strip())
-    except InvalidOperation:
-        raise argparse.ArgumentTypeError(f"expected a price such as 49.00, not '{value}'") from None
-    if not amount.is_finite() or amount < 0:
-        raise argparse.ArgumentTypeError(f"expected a price of 0 or more, not '{value}'")
+        amount = money.parse_decimal(value, what="The price")
+    except ValidationFailed as exc:
+        raise argparse.ArgumentTypeError(exc.detail) from None
+    if amount is None:
+        raise argparse.ArgumentTypeError("expected a price such as 49.00")
     return amount
 
 

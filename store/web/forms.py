@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, time, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
@@ -13,6 +13,7 @@ from starlette.datastructures import FormData
 from starlette.responses import Response
 
 from store import validation
+from store.catalog import money
 from store.errors import StoreError, ValidationFailed
 from store.web.csrf import FIELD as CSRF_FIELD
 from store.web.templating import flash, minor_exponent, redirect
@@ -222,24 +223,7 @@ def optional_int(form: FormData, key: str, *, what: str, low: int, high: int) ->
 
 def price_minor(raw: str, currency: str, *, field: str = "price") -> int:
     """ "49.00" in usd → 4900; "1,500" in jpy → 1500. Blank is zero."""
-    cleaned = raw.strip().replace(",", "").replace(" ", "")
-    if not cleaned:
-        return 0
-    try:
-        amount = Decimal(cleaned)
-    except InvalidOperation:
-        raise ValidationFailed("Enter the price as a number such as 49.00", field=field) from None
-    if not amount.is_finite() or amount < 0:
-        raise ValidationFailed("The price must be a positive number", field=field)
-    exponent = minor_exponent(currency)
-    minor = amount.scaleb(exponent)
-    if minor != minor.to_integral_value():
-        raise ValidationFailed(
-            f"Use at most {exponent} decimals for {currency.upper()}", field=field
-        )
-    if minor > 10**12:
-        raise ValidationFailed("The price is too large", field=field)
-    return int(minor)
+    return money.parse_amount(raw, currency, what="The price", field=field) or 0
 
 
 def price_text(amount_minor: int, currency: str) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
 from fastapi import Form, Query, Request
@@ -25,6 +24,7 @@ from store.billing.runtime import Billing, billing_of
 from store.billing.sweep import maybe_sweep
 from store.billing.test_gateway import TEST_CARDS, TestGateway
 from store.billing.webhook_api import catch_up
+from store.catalog import money
 from store.catalog import service as catalog
 from store.catalog.models import Product
 from store.deps import DbSession
@@ -622,17 +622,10 @@ def admin_order(
 
 def parse_amount(raw: str, currency: str) -> int | None:
     """ "12.50" → 1250 (in the currency's minor unit); empty → None (everything)."""
-    text = raw.strip()
-    if not text:
-        return None
-    try:
-        value = Decimal(text)
-    except InvalidOperation:
-        raise ValidationFailed("Enter an amount such as 12.50") from None
-    minor = value.scaleb(minor_exponent(currency))
-    if not value.is_finite() or minor != minor.to_integral_value() or minor <= 0:
-        raise ValidationFailed("Enter a positive amount with at most the currency's decimals")
-    return int(minor)
+    amount = money.parse_amount(raw, currency, what="The amount", field="amount")
+    if amount == 0:
+        raise ValidationFailed("The amount must be more than 0", field="amount")
+    return amount
 
 
 @router.post("/admin/orders/{order_id}/refund")
