@@ -83,7 +83,7 @@ class Settings(BaseSettings):
         description="Seconds a new connection may stay open without sending a byte.",
     )
 
-    # Administrators and organisation owners must use two-factor sign-in (pages ask them to
+    # Administrators and organization owners must use two-factor sign-in (pages ask them to
     # set it up before anything else).
     two_factor_required_for_staff: bool = False
 

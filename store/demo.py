@@ -612,7 +612,7 @@ def _certify(
     session: Session, product: Product, owner: Account, admin: Account, registry_host: str
 ) -> None:
     """Certify the way a publisher and a reviewer would: a signing key registered for the
-    organisation, the `latest` tag (a stand-in digest: the demo pushes no images) signed
+    organization, the `latest` tag (a stand-in digest: the demo pushes no images) signed
     with it, a certification request, and the review's approval. The key's private half is
     not kept; sign real pushes with a key of your own (docs/signing.md)."""
     key = ed25519.Ed25519PrivateKey.generate()

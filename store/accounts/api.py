@@ -1,4 +1,4 @@
-"""JSON API: sign-up, API tokens, the caller's account, organisations and members."""
+"""JSON API: sign-up, API tokens, the caller's account, organizations and members."""
 
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ async def log_in(body: Login, request: Request) -> TokenIssued:
 
 @router.get("/me", response_model=MeOut)
 def me(account: CurrentAccount, session: DbSession) -> MeOut:
-    """The calling account and the organisations it belongs to."""
+    """The calling account and the organizations it belongs to."""
     orgs = service.organizations_of(session, account)
     return MeOut(
         account=AccountOut.model_validate(account),
@@ -269,7 +269,7 @@ def list_orgs(session: DbSession, verified: bool | None = None) -> object:
     "/orgs", status_code=status.HTTP_201_CREATED, response_model=OrgOut, tags=["organizations"]
 )
 def create_org(body: OrgCreate, account: CurrentAccount, session: DbSession) -> object:
-    """Create a publisher organisation; its slug becomes the registry namespace and the
+    """Create a publisher organization; its slug becomes the registry namespace and the
     caller its first owner."""
     return service.create_organization(
         session,
@@ -375,7 +375,7 @@ def list_robot_tokens(slug: str, account: CurrentAccount, session: DbSession) ->
 def create_robot_token(
     slug: str, body: TokenCreate, account: CurrentAccount, session: DbSession
 ) -> TokenIssued:
-    """A robot token for CI: `pull` and/or `push` on this organisation's namespace."""
+    """A robot token for CI: `pull` and/or `push` on this organization's namespace."""
     org = service.get_organization(session, slug)
     issued = service.create_token(
         session,

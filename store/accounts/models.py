@@ -1,4 +1,4 @@
-"""Accounts, organisations (publishers), memberships, invitations and access tokens."""
+"""Accounts, organizations (publishers), memberships, invitations and access tokens."""
 
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ class Organization(Base):
     __tablename__ = "organizations"
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
-    # The registry namespace: every repository of the organisation is "<slug>/<name>".
+    # The registry namespace: every repository of the organization is "<slug>/<name>".
     slug: Mapped[str] = mapped_column(String(64), unique=True)
     name: Mapped[str] = mapped_column(String(120))
     description: Mapped[str] = mapped_column(Text, default="")
@@ -109,8 +109,8 @@ class Organization(Base):
 
 
 class Namespace(Base):
-    """One namespace for usernames and organisation slugs: a name taken by either is taken
-    for both. The row says who owns the name: an account (a user) or an organisation.
+    """One namespace for usernames and organization slugs: a name taken by either is taken
+    for both. The row says who owns the name: an account (a user) or an organization.
     Reserved names (store.validation.RESERVED_NAMES) are refused before they get here."""
 
     __tablename__ = "namespaces"
@@ -185,7 +185,7 @@ class Invitation(Base):
 
 
 class AccessToken(Base):
-    """A personal access token, an organisation robot token or a registry refresh token.
+    """A personal access token, an organization robot token or a registry refresh token.
 
     Only a SHA-256 of the secret is stored; the secret is shown once at creation.
     """

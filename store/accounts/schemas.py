@@ -1,4 +1,4 @@
-"""API shapes for accounts, organisations and tokens."""
+"""API shapes for accounts, organizations and tokens."""
 
 from __future__ import annotations
 

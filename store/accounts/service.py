@@ -1,4 +1,4 @@
-"""Accounts, organisations, memberships, invitations and access tokens.
+"""Accounts, organizations, memberships, invitations and access tokens.
 
 Services take the session first and never commit: the caller owns the transaction.
 """
@@ -30,7 +30,7 @@ from store.errors import Conflict, Forbidden, NotFound, Unauthorized, Validation
 
 ROLES = ("viewer", "finance", "editor", "owner")
 # What each role may do besides its own extras: finance sees what a viewer sees, plus the
-# organisation's revenue (REVENUE_ROLES), and never edits or pushes.
+# organization's revenue (REVENUE_ROLES), and never edits or pushes.
 _RANK = {"viewer": 0, "finance": 0, "editor": 1, "owner": 2}
 REVENUE_ROLES = frozenset(("owner", "finance"))
 # Tokens people create. Refresh tokens are issued by the registry's token endpoint only,
@@ -92,7 +92,7 @@ def create_account(
 
 
 def namespace_taken(session: Session, name: str) -> bool:
-    """A username or organisation slug holds the name (one namespace for both)."""
+    """A username or organization slug holds the name (one namespace for both)."""
     return session.get(Namespace, name) is not None or bool(
         session.scalar(
             select(Account.id)
@@ -274,7 +274,7 @@ def set_active(
     return account
 
 
-# --- organisations and memberships ----------------------------------------------------
+# --- organizations and memberships ----------------------------------------------------
 
 
 def create_organization(
@@ -373,7 +373,7 @@ def has_role(session: Session, account: Account | None, org: Organization, minim
 
 
 def may_see_revenue(session: Session, account: Account | None, org: Organization) -> bool:
-    """Sales and revenue of an organisation: its owners, its finance role and admins."""
+    """Sales and revenue of an organization: its owners, its finance role and admins."""
     if account is None:
         return False
     return account.is_admin or role_of(session, account, org) in REVENUE_ROLES
@@ -620,7 +620,7 @@ def create_token(
     org: Organization | None = None,
     expires_at: datetime | None = None,
 ) -> IssuedToken:
-    """Issue a personal (account) or robot (organisation) token."""
+    """Issue a personal (account) or robot (organization) token."""
     if kind not in TOKEN_SCOPES:
         raise ValidationFailed("Unknown token kind")
     if kind == "robot":

@@ -81,7 +81,7 @@ def enabled(account: Account) -> bool:
 
 
 def is_staff(session: Session, account: Account) -> bool:
-    """Administrators and organisation owners (whom the operator may require it of)."""
+    """Administrators and organization owners (whom the operator may require it of)."""
     if account.is_admin:
         return True
     return (

@@ -1,4 +1,4 @@
-"""JSON API: the audit log for administrators, and each organisation's own events."""
+"""JSON API: the audit log for administrators, and each organization's own events."""
 
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ def org_audit(
     page: int = Query(default=1, ge=1, le=100_000),
     per_page: int = Query(default=50, ge=1, le=500),
 ) -> AuditPage:
-    """The organisation's own audit events (owners)."""
+    """The organization's own audit events (owners)."""
     organization = accounts.get_organization(session, org)
     if not accounts.has_role(session, account, organization, "viewer"):
         raise NotFound(f"No organization named '{org}'")

@@ -18,7 +18,7 @@ class AuditEvent(Base):
     """One audited action. ``hash`` covers every other field and ``prev_hash``, so editing,
     deleting or reordering rows breaks the chain (``store audit verify`` finds where).
 
-    Accounts and organisations are kept by id and name without foreign keys: the history
+    Accounts and organizations are kept by id and name without foreign keys: the history
     outlives what it talks about.
     """
 

@@ -230,7 +230,7 @@ def org_sales(
     until: datetime | None = Query(default=None, description="Paid before (ISO 8601)"),
     format: str = Query(default="json", pattern="^(json|csv)$"),
 ) -> list[SalesRowOut] | Response:
-    """Sales of an organisation's products by month, product, tier and currency."""
+    """Sales of an organization's products by month, product, tier and currency."""
     organization = accounts.get_organization(session, org)
     rows = sales.sales_of(session, actor=account, org=organization, since=since, until=until)
     if format == "csv":
@@ -265,7 +265,7 @@ def coupon_out(coupon: coupons.Coupon) -> CouponOut:
 
 @router.get("/coupons/{org}", response_model=list[CouponOut])
 def list_coupons(org: str, session: DbSession, account: CurrentAccount) -> list[CouponOut]:
-    """The organisation's coupons, newest first (owners and the finance role)."""
+    """The organization's coupons, newest first (owners and the finance role)."""
     organization = accounts.get_organization(session, org)
     return [coupon_out(c) for c in coupons.coupons_of(session, actor=account, org=organization)]
 
@@ -274,7 +274,7 @@ def list_coupons(org: str, session: DbSession, account: CurrentAccount) -> list[
 def create_coupon(
     org: str, body: CouponIn, session: DbSession, account: CurrentAccount
 ) -> CouponOut:
-    """A coupon for one of the organisation's products, or one tier of it (owners). Its terms
+    """A coupon for one of the organization's products, or one tier of it (owners). Its terms
     never change; deactivate it and make another. 409 ``coupon_exists`` for a code the
     product has already."""
     organization = accounts.get_organization(session, org)

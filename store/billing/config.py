@@ -58,7 +58,7 @@ class BillingSettings(BaseSettings):
         default="",
         validation_alias=AliasChoices("tax_home_country", "STORE_BILLING_TAX_HOME_COUNTRY"),
     )
-    # Publishers (owners of the selling organisation) refund their own sales for this many
+    # Publishers (owners of the selling organization) refund their own sales for this many
     # days after payment; 0: only administrators refund.
     publisher_refund_days: int = Field(
         default=30,

@@ -152,7 +152,7 @@ def _product_of(session: Session, org: Organization, repository: str) -> Product
 
 
 def create(session: Session, *, actor: Account, org: Organization, spec: CouponSpec) -> Coupon:
-    """A new coupon of one of the organisation's products (owners)."""
+    """A new coupon of one of the organization's products (owners)."""
     accounts.require_role(session, actor, org, "owner")
     code = normalize_code(spec.code)
     product = _product_of(session, org, spec.product)
@@ -246,7 +246,7 @@ def create(session: Session, *, actor: Account, org: Organization, spec: CouponS
 
 
 def coupons_of(session: Session, *, actor: Account, org: Organization) -> list[Coupon]:
-    """The organisation's coupons, newest first (owners and the finance role)."""
+    """The organization's coupons, newest first (owners and the finance role)."""
     accounts.require_revenue(session, actor, org)
     return list(
         session.scalars(

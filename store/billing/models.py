@@ -95,7 +95,7 @@ class Subscription(Base):
     product_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("products.id", ondelete="RESTRICT"), index=True
     )
-    # The organisation bought for, else the buying account (store.billing.ownership).
+    # The organization bought for, else the buying account (store.billing.ownership).
     holder_key: Mapped[uuid.UUID | None] = mapped_column(default=None)
     tier_price_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("billing_tier_prices.id", ondelete="SET NULL"), default=None
@@ -176,7 +176,7 @@ class Order(Base):
     )
     tier_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tiers.id", ondelete="RESTRICT"))
     product_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("products.id", ondelete="RESTRICT"))
-    # The organisation bought for, else the buying account (store.billing.ownership).
+    # The organization bought for, else the buying account (store.billing.ownership).
     holder_key: Mapped[uuid.UUID | None] = mapped_column(default=None)
     tier_price_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("billing_tier_prices.id", ondelete="SET NULL"), default=None
@@ -208,7 +208,7 @@ class Order(Base):
     entitlement_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("entitlements.id", ondelete="SET NULL"), default=None
     )
-    # "<SELLER>-000001": numbered in sequence per selling organisation (billing.receipts).
+    # "<SELLER>-000001": numbered in sequence per selling organization (billing.receipts).
     receipt_number: Mapped[str | None] = mapped_column(String(96), unique=True, default=None)
     # The service period a subscription payment covers (None for one-time purchases).
     period_start: Mapped[datetime | None] = mapped_column(default=None)
@@ -242,7 +242,7 @@ class Order(Base):
 
 
 class TrialClaim(Base):
-    """A free trial taken, by a person and by the organisation it was for (billing.trials)."""
+    """A free trial taken, by a person and by the organization it was for (billing.trials)."""
 
     __tablename__ = "billing_trial_claims"
     __table_args__ = (
@@ -254,7 +254,7 @@ class TrialClaim(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     product_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("products.id", ondelete="CASCADE"))
-    # Exactly one of account and organisation.
+    # Exactly one of account and organization.
     account_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("accounts.id", ondelete="CASCADE"), default=None
     )
@@ -302,7 +302,7 @@ class Refund(Base):
 
 
 class ReceiptSequence(Base):
-    """The last receipt number a selling organisation gave (billing.receipts)."""
+    """The last receipt number a selling organization gave (billing.receipts)."""
 
     __tablename__ = "billing_receipt_sequences"
 

@@ -425,7 +425,7 @@ def apply_refund(session: Session, order: Order, *, refunded_total: int, at: dat
 
 
 def may_refund(session: Session, billing: Billing, actor: Account, order: Order) -> bool:
-    """Administrators refund any order; owners of the selling organisation their own sales,
+    """Administrators refund any order; owners of the selling organization their own sales,
     within ``STORE_BILLING_PUBLISHER_REFUND_DAYS`` of the payment."""
     if actor.is_admin:
         return True
@@ -507,7 +507,7 @@ def refund(
 
 
 def sales_orders(session: Session, actor: Account, org: Organization) -> list[Order]:
-    """The paid orders of the organisation's products, newest first (its owners, its
+    """The paid orders of the organization's products, newest first (its owners, its
     finance role, admins; refunds stay with owners: ``may_refund``)."""
     accounts.require_revenue(session, actor, org)
     from store.catalog.models import Product

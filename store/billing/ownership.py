@@ -1,6 +1,6 @@
 """What a holder already has of a product: one open purchase per holder and product.
 
-A holder is the organisation a purchase was made for, else the buying account
+A holder is the organization a purchase was made for, else the buying account
 (``holder_key``). An *open purchase* is a one-time order that is paid, or still being paid
 (``pending``, ``requires_action``, ``review``), or a subscription that is ``incomplete``,
 ``trialing``, ``active`` or ``past_due``. A second checkout for the same holder and product
@@ -180,7 +180,7 @@ class Owned:
 
 
 def owned_by(session: Session, account: Account, product: Product) -> list[Owned]:
-    """The viewer's open purchases of a product: their own, and their organisations'."""
+    """The viewer's open purchases of a product: their own, and their organizations'."""
     from store.accounts.models import Membership
 
     orgs = {
@@ -202,11 +202,11 @@ def owned_by(session: Session, account: Account, product: Product) -> list[Owned
 @dataclass(frozen=True)
 class OwnedMark:
     """What a card or a search result says about a product the viewer already has: the
-    viewer's own purchase before an organisation's, a subscription before an order."""
+    viewer's own purchase before an organization's, a subscription before an order."""
 
     kind: str  # "subscription" | "order"
     status: str
-    org_name: str | None  # the organisation that holds it; None: the viewer
+    org_name: str | None  # the organization that holds it; None: the viewer
     manage_url: str
 
     @property
@@ -229,7 +229,7 @@ class OwnedMark:
 def owned_marks(
     session: Session, account: Account | None, product_ids: list[uuid.UUID]
 ) -> dict[uuid.UUID, OwnedMark]:
-    """The open purchases of the viewer and of its organisations among these products, in
+    """The open purchases of the viewer and of its organizations among these products, in
     one query (a page of cards or results)."""
     from store.accounts.models import Membership
 

@@ -1,7 +1,7 @@
 """Receipts: numbered in sequence per seller, with the service period, seller and buyer
 details and tax lines; shown as a page and as a PDF (``store.billing.pdf``).
 
-Numbers: each selling organisation counts its own receipts (``<SELLER>-000001``, ...). The
+Numbers: each selling organization counts its own receipts (``<SELLER>-000001``, ...). The
 next number comes from one atomic upsert of the seller's counter row, in the transaction that
 marks the order paid, so two payments at the same instant (two processes included) never get
 the same number and a rolled-back payment uses none.

@@ -67,7 +67,7 @@ def sales_of(
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> list[SalesRow]:
-    """Sales and refunds of the organisation's products (its owners, its finance role,
+    """Sales and refunds of the organization's products (its owners, its finance role,
     admins)."""
     accounts.require_revenue(session, actor, org)
     since, until = _aware(since), _aware(until)

@@ -66,7 +66,7 @@ class CheckoutIn(BaseModel):
     card_number: str | None = Field(
         default=None, max_length=32, description="Test gateway: one of the test card numbers"
     )
-    org: str | None = Field(default=None, description="Buy for this organisation (owners)")
+    org: str | None = Field(default=None, description="Buy for this organization (owners)")
     country: str | None = Field(
         default=None, max_length=2, description="Buyer's ISO 3166 country (sets the tax rate)"
     )

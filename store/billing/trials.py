@@ -1,10 +1,10 @@
-"""Free trials: one per person per product, whichever organisation they buy for.
+"""Free trials: one per person per product, whichever organization they buy for.
 
 A trial is claimed when its checkout starts, with one row for the buyer and one for the
-organisation bought for (if any). The unique keys (product, account) and (product,
-organisation) make a second claim fail in the database, so two checkouts at the same instant,
+organization bought for (if any). The unique keys (product, account) and (product,
+organization) make a second claim fail in the database, so two checkouts at the same instant,
 on one process or two, cannot both get a trial. A person is not offered a trial when they, or
-any organisation they belong to, ever had one for the product (running, converted or ended),
+any organization they belong to, ever had one for the product (running, converted or ended),
 nor when a subscription recorded before claims existed had one. A checkout that never started
 (its first payment failed) gives its claim back.
 """
@@ -28,7 +28,7 @@ def eligible(
     session: Session, *, account: Account, product: Product, org: Organization | None = None
 ) -> bool:
     """Whether this person, buying for ``org`` (or themselves), may start a trial."""
-    # Buying for an organisation needs its ownership, so it is among the person's own.
+    # Buying for an organization needs its ownership, so it is among the person's own.
     member_of = select(Membership.organization_id).where(Membership.account_id == account.id)
     claimed = session.scalar(
         select(TrialClaim.id)

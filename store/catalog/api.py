@@ -43,7 +43,7 @@ def browse(
     category: str | None = None,
     pricing: str | None = Query(default=None, description="free, paid or trial"),
     badge: str | None = Query(default=None, description="official, certified or verified"),
-    publisher: str | None = Query(default=None, description="Organisation slug"),
+    publisher: str | None = Query(default=None, description="Organization slug"),
     platform: str | None = Query(default=None, description="e.g. linux/arm64"),
     status_filter: str | None = Query(
         default=None, alias="status", description="Admins only: draft, published or suspended"

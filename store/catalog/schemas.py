@@ -78,7 +78,7 @@ class PublisherOut(ORM):
 
 class ProductIn(BaseModel):
     kind: Literal["image", "plugin"] = "image"
-    slug: str = Field(max_length=128, description="Repository name inside the organisation")
+    slug: str = Field(max_length=128, description="Repository name inside the organization")
     title: str = Field(max_length=200)
     summary: str = Field(default="", max_length=300)
     description_md: str = Field(default="", max_length=100_000, description="Markdown")

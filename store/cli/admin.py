@@ -50,7 +50,7 @@ ORG_HELP = "the organization's slug (its registry namespace)"
 
 
 def register(subparsers: SubParsers) -> None:
-    """Add the account and organisation command groups to the `store` parser."""
+    """Add the account and organization command groups to the `store` parser."""
     _register_admin(subparsers)
     _register_users(subparsers)
     _register_orgs(subparsers)

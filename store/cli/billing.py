@@ -9,7 +9,7 @@
   (deploy/systemd/store-reconcile.timer).
 * ``orders``: list recent orders. ``refund ORDER [--amount 12.50]``: full or partial refund.
 * ``coupons ORG``, ``coupon-create ORG CODE --product REPO (--percent N | --amount N) ...``,
-  ``coupon-deactivate ORG ID``: an organisation's coupons, as on its Coupons page.
+  ``coupon-deactivate ORG ID``: an organization's coupons, as on its Coupons page.
 
 Billing settings come from the environment (STRIPE_SECRET_KEY, STRIPE_PUBLISHABLE_KEY,
 STRIPE_WEBHOOK_SECRET, STRIPE_API_BASE, STORE_BILLING_*); see docs/payments.md.
@@ -85,12 +85,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = add_command(sub, "refund", _refund, help="refund a paid order", actor=True)
     p.add_argument("order", type=uuid_arg, metavar="ORDER", help="the order's id (see orders)")
     p.add_argument("--amount", type=decimal_amount, default=None, help="e.g. 12.50 (default: all)")
-    p = add_command(sub, "coupons", _coupons, help="list an organisation's coupons", actor=True)
-    p.add_argument("org", metavar="ORG", help="the organisation's slug")
+    p = add_command(sub, "coupons", _coupons, help="list an organization's coupons", actor=True)
+    p.add_argument("org", metavar="ORG", help="the organization's slug")
     p = add_command(
         sub, "coupon-create", _coupon_create, help="make a coupon for a product", actor=True
     )
-    p.add_argument("org", metavar="ORG", help="the organisation's slug")
+    p.add_argument("org", metavar="ORG", help="the organization's slug")
     p.add_argument("code", metavar="CODE", help="3-40 letters, digits, - and _")
     p.add_argument("--product", required=True, help="the product's repository")
     p.add_argument("--tier", default=None, help="only this tier (its slug)")
@@ -111,7 +111,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = add_command(
         sub, "coupon-deactivate", _coupon_deactivate, help="stop a coupon's use", actor=True
     )
-    p.add_argument("org", metavar="ORG", help="the organisation's slug")
+    p.add_argument("org", metavar="ORG", help="the organization's slug")
     p.add_argument("coupon", type=uuid_arg, metavar="ID", help="the coupon's id (see coupons)")
 
 
@@ -264,7 +264,7 @@ _COUPON_COLUMNS = ["id", "code", "product", "tier", "terms", "times_redeemed", "
 
 @command
 def _coupons(args: argparse.Namespace) -> int:
-    """An organisation's coupons, newest first, with their redemptions and state."""
+    """An organization's coupons, newest first, with their redemptions and state."""
     with unit_of_work() as session:
         actor = resolve_actor(session, args.actor)
         org = accounts.get_organization(session, args.org)
@@ -275,7 +275,7 @@ def _coupons(args: argparse.Namespace) -> int:
 
 @command
 def _coupon_create(args: argparse.Namespace) -> int:
-    """Make a coupon for one of the organisation's products (or one tier of it). Its terms
+    """Make a coupon for one of the organization's products (or one tier of it). Its terms
     never change; deactivate it and make another."""
     with unit_of_work() as session:
         actor = resolve_actor(session, args.actor)

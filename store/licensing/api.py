@@ -56,7 +56,7 @@ def entitlement_out(e: Entitlement) -> EntitlementOut:
 
 @router.get("/me/entitlements", response_model=list[EntitlementOut])
 def my_entitlements(account: CurrentAccount, session: DbSession) -> list[EntitlementOut]:
-    """Everything the caller may use: its own entitlements and its organisations'."""
+    """Everything the caller may use: its own entitlements and its organizations'."""
     return [entitlement_out(e) for e in entitlements.entitlements_of(session, account)]
 
 
@@ -76,7 +76,7 @@ def get_free(
 
 @router.post("/entitlements", status_code=status.HTTP_201_CREATED, response_model=EntitlementOut)
 def grant(body: GrantIn, account: CurrentAccount, session: DbSession) -> EntitlementOut:
-    """Grant a tier to an account or organisation without payment (admins and the
+    """Grant a tier to an account or organization without payment (admins and the
     publisher's owners)."""
     product = catalog.get_product_by_repository(session, body.repository)
     tier = catalog.get_tier_by_slug(session, product, body.tier)

@@ -1,4 +1,4 @@
-"""Entitlements: the record that an account or organisation may use a product at a tier.
+"""Entitlements: the record that an account or organization may use a product at a tier.
 
 Every path that gives access (free "Get", operator grant, purchase, subscription, trial)
 goes through ``create_entitlement``; every path that takes it away through ``revoke`` or
@@ -95,7 +95,7 @@ def grant(
     ends_at: datetime | None = None,
     reason: str = "",
 ) -> Entitlement:
-    """An operator's or the publishing organisation owner's grant of a tier, without payment."""
+    """An operator's or the publishing organization owner's grant of a tier, without payment."""
     if not _can_administer(session, actor, tier.product):
         raise Forbidden("Only administrators and the publisher's owners grant entitlements")
     ends_at = validation.moment(ends_at, what="The end")
@@ -123,7 +123,7 @@ def get_entitlement(session: Session, entitlement_id: uuid.UUID) -> Entitlement:
 def get_visible_entitlement(
     session: Session, entitlement_id: uuid.UUID, account: Account
 ) -> Entitlement:
-    """The entitlement, if this account holds it, administers it or sits in its organisation."""
+    """The entitlement, if this account holds it, administers it or sits in its organization."""
     entitlement = get_entitlement(session, entitlement_id)
     if entitlement.account_id == account.id:
         return entitlement
@@ -223,7 +223,7 @@ def _held_by_account(session: Session, account: Account, product: Product) -> li
 
 
 def entitlements_of(session: Session, account: Account) -> list[Entitlement]:
-    """Everything this account may use, its own and its organisations'."""
+    """Everything this account may use, its own and its organizations'."""
     org_ids = select(Membership.organization_id).where(Membership.account_id == account.id)
     return list(
         session.scalars(

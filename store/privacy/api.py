@@ -17,7 +17,7 @@ router = APIRouter(tags=["accounts"])
 
 @router.get("/me/export", dependencies=[NO_STORE])
 def export(account: CurrentAccount, session: DbSession) -> dict[str, Any]:
-    """Everything the store holds about the calling account (profile, organisations,
+    """Everything the store holds about the calling account (profile, organizations,
     tokens, sessions, orders, subscriptions, entitlements, licenses, mail, activity)."""
     return lifecycle.export(session, account)
 
@@ -28,7 +28,7 @@ def delete_me(
 ) -> None:
     """Delete the calling account for good (password, and a current two-factor code when
     enabled). Refused with 409 ``account_not_deletable`` and the reasons in ``problems``
-    while it is the only owner of an organisation in use, has a subscription that renews, or
+    while it is the only owner of an organization in use, has a subscription that renews, or
     is the last administrator."""
     lifecycle.delete_account(
         session,

@@ -3,8 +3,8 @@
 Deletion is one transaction and needs the password (and a current two-factor code when the
 account has them). It is refused, with every reason at once, while the account
 
-- is the only owner of an organisation that has other members, products, or purchases of
-  its own (hand it over first; an organisation with nothing but its owner goes with the
+- is the only owner of an organization that has other members, products, or purchases of
+  its own (hand it over first; an organization with nothing but its owner goes with the
   account), or
 - has a subscription that would renew (cancel it first; one that ends at its period's end
   is allowed: nothing is charged again), or

@@ -9,7 +9,7 @@ raises :class:`BadCredentials`. Built in, in order:
    verified by ``store.licensing.credentials.resolve_license_credential``;
 3. a running build's short-lived credential (username ``_store-build``,
    ``store.builds.queue.credential``): pull and push on the repository it builds only;
-4. access tokens (personal, organisation robot), recognised by prefix + checksum; refresh
+4. access tokens (personal, organization robot), recognised by prefix + checksum; refresh
    tokens are only taken by the OAuth2 refresh grant (``store.registry.refresh``), which
    checks their source;
 5. username (or e-mail) and password; refused for an account with two-factor sign-in on

@@ -28,7 +28,7 @@ def held_state(
     session: Session, principal: Principal, product_id: uuid.UUID, now: datetime
 ) -> grants.Held | None:
     """The effective status of the latest entitlement to the product that the principal
-    (an account, its organisations, or a robot's organisation) holds; None without one."""
+    (an account, its organizations, or a robot's organization) holds; None without one."""
     if principal.kind == "account" and principal.account_id is not None:
         orgs = select(Membership.organization_id).where(
             Membership.account_id == principal.account_id

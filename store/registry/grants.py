@@ -10,19 +10,19 @@ a single indexed query.
 A repository belongs to the product whose repository is its first two path components: the
 product's own repository (``acme/app``) and its sub-repositories (``acme/app/worker``)
 follow the product. Rules:
-- members of the namespace's organisation: viewer → pull; editor → pull, push; owner →
+- members of the namespace's organization: viewer → pull; editor → pull, push; owner →
   pull, push, delete (limited by the scopes of the token used, if any);
 - a personal namespace (``<username>/``): its user → pull, push, delete; the accounts given
   a permission on one of its repositories (collaborators): read → pull; write → pull,
   push; admin → pull, push, delete (limited by the token's scopes the same way);
-- robot tokens of the namespace's organisation: pull with ``pull`` or ``push`` scope, push
+- robot tokens of the namespace's organization: pull with ``pull`` or ``push`` scope, push
   with ``push`` (push needs pull on the registry);
 - anyone, anonymous included: pull on public repositories only: those of a published
   product whose active tiers are all free and marked public, and those the namespace's
   owner marked public. Everything else is private (a repository pushed before its listing
   exists, a draft's or a deleted product's images, a paid product's sub-repositories);
-- customers: pull on a product's repositories while they (or one of their organisations,
-  or the organisation of the robot token used) hold a usable entitlement
+- customers: pull on a product's repositories while they (or one of their organizations,
+  or the organization of the robot token used) hold a usable entitlement
   (:mod:`store.licensing.usable`) and the product is published or was unpublished
   (subscribers keep access to the end of the paid period, and buyers of perpetual licenses
   keep theirs); never while it is suspended. A license key: pull on its product's
@@ -47,7 +47,7 @@ from sqlalchemy import Connection
 
 from store.registry.scopes import Scope
 
-# Roles (an organisation's, or in a personal namespace ``owner`` for its user and the
+# Roles (an organization's, or in a personal namespace ``owner`` for its user and the
 # collaborator's permission for others) that push, and that delete.
 PUSHERS = ("editor", "owner", "write", "admin")
 DELETERS = ("owner", "admin")
@@ -62,7 +62,7 @@ class Principal:
     kind: str  # anonymous | account | robot | sync | license (and later kinds)
     subject: str  # the JWT "sub": shown in registry logs and as the actor of events
     account_id: uuid.UUID | None = None
-    organization_id: uuid.UUID | None = None  # a robot token's organisation
+    organization_id: uuid.UUID | None = None  # a robot token's organization
     is_admin: bool = False
     # Registry scopes of the token used (pull/push); None = not limited (a password).
     token_scopes: frozenset[str] | None = None
@@ -91,8 +91,8 @@ class RepoFacts:
     """What the database says about one repository, from the principal's point of view."""
 
     name: str
-    org_id: uuid.UUID | None = None  # the organisation owning the namespace, if any
-    # The principal's role in that organisation; in a personal namespace "owner" for its
+    org_id: uuid.UUID | None = None  # the organization owning the namespace, if any
+    # The principal's role in that organization; in a personal namespace "owner" for its
     # user, the collaborator permission (read, write, admin) for the others given one.
     role: str | None = None
     personal: bool = False  # the namespace is a user's

@@ -100,7 +100,7 @@ LEFT JOIN products p ON p.repository = :product
 LEFT JOIN hub_repositories h ON h.name = :repo"""
 
 # An access token (personal, robot, refresh) by the SHA-256 of its secret. Robots act for
-# their organisation, everyone else for their account (the Principal of each kind).
+# their organization, everyone else for their account (the Principal of each kind).
 _TOKEN_CREDENTIAL = """
 SELECT tk.id AS cid, tk.kind AS ckind, tk.account_id AS caid, tk.organization_id AS coid,
        tk.scopes AS cscopes,

@@ -4,12 +4,12 @@ What an account may do with a repository comes from the one may-pull rule
 (:mod:`store.registry.grants`): the same facts, read by the same statement, give its
 *level*:
 
-- ``owner``: the user of a personal namespace, an owner of the namespace's organisation, an
+- ``owner``: the user of a personal namespace, an owner of the namespace's organization, an
   administrator: everything, including deleting and transferring the repository;
 - ``admin``: an admin collaborator: settings (description, README, visibility),
   collaborators, deleting tags;
-- ``write``: an organisation's editor, a write collaborator: push;
-- ``read``: every other member of the organisation, a read collaborator: pull, and see the
+- ``write``: an organization's editor, a write collaborator: push;
+- ``read``: every other member of the organization, a read collaborator: pull, and see the
   settings.
 
 Whoever has no level on a repository they may not pull gets the answer a repository that
@@ -56,7 +56,7 @@ def clean_name(name: str) -> str:
 
 
 def namespace_of(session: Session, name: str) -> Namespace | None:
-    """The namespace row (a user's or an organisation's) a repository name lives in."""
+    """The namespace row (a user's or an organization's) a repository name lives in."""
     return session.get(Namespace, name.split("/", 1)[0])
 
 

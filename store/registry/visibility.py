@@ -3,7 +3,7 @@
 A repository is private unless it belongs to a published product whose tiers are all free
 and public, or its namespace's owner marks it public here (the rule: :mod:`store.registry.grants`).
 Those with a level on a repository (:mod:`store.registry.repositories`: members of the
-namespace's organisation, the user of a personal namespace and its collaborators,
+namespace's organization, the user of a personal namespace and its collaborators,
 administrators) see its setting; owners and admin collaborators change it. To whoever may
 not pull it, the repository does not exist.
 """
@@ -33,7 +33,7 @@ class RepositoryVisibility:
 
 def get_visibility(session: Session, *, account: Account | None, name: str) -> RepositoryVisibility:
     """The setting of a repository (those with a level on it: members of its namespace's
-    organisation, the user of a personal namespace and its collaborators, administrators)."""
+    organization, the user of a personal namespace and its collaborators, administrators)."""
     name = repositories.clean_name(name)
     repositories.require_level(session, account, name, "read")
     repo = hub.get_repository(session, name)
@@ -76,7 +76,7 @@ def _view(session: Session, name: str, visibility: str) -> RepositoryVisibility:
 
 
 def list_repositories(session: Session, *, org: Organization) -> list[RepositoryVisibility]:
-    """Every repository the hub knows in the organisation's namespace, with its setting."""
+    """Every repository the hub knows in the organization's namespace, with its setting."""
     repos = session.scalars(
         select(HubRepository)
         .where(HubRepository.namespace == org.slug)

@@ -1,7 +1,7 @@
 """Keeping the search index in step with the rows it indexes, in the same transaction.
 
 Listeners on the ORM Session class (installed when ``store.search`` is imported) watch every
-flush and every ORM-enabled bulk UPDATE/DELETE/INSERT of products, tiers, organisations and
+flush and every ORM-enabled bulk UPDATE/DELETE/INSERT of products, tiers, organizations and
 hub repositories, and rewrite the affected search documents on the flushing connection.
 No other module calls the indexer; writes that bypass the ORM (raw SQL) call
 :func:`refresh` themselves, and ``store search reindex`` repairs anything.

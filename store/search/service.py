@@ -172,7 +172,7 @@ def scope_for(session: Session, account: Account | None) -> Scope:
 
 
 def usable_products(session: Session, account: Account) -> set[uuid.UUID]:
-    """Products the account (or one of its organisations) holds a usable entitlement to:
+    """Products the account (or one of its organizations) holds a usable entitlement to:
     the same definition as the token endpoint's (store.licensing.usable)."""
     orgs = select(Membership.organization_id).where(Membership.account_id == account.id)
     return set(

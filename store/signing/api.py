@@ -82,7 +82,7 @@ def _request_out(request: CertificationRequest) -> CertificationOut:
 
 @router.get("/orgs/{org}/signing-keys", response_model=list[KeyOut])
 def list_keys(org: str, account: CurrentAccount, session: DbSession) -> object:
-    """The organisation's registered public keys, revoked ones included (members)."""
+    """The organization's registered public keys, revoked ones included (members)."""
     return publisher_keys.list_keys(session, _member_org(session, account, org, "viewer"))
 
 
@@ -260,6 +260,6 @@ def decide_certification(
 def org_flags(
     org: str, account: CurrentAccount, session: DbSession, include_resolved: bool = False
 ) -> list[UnsignedPushFlag]:
-    """Unsigned pushes to the organisation's certified products (members)."""
+    """Unsigned pushes to the organization's certified products (members)."""
     organization = _member_org(session, account, org, "viewer")
     return signing.list_flags(session, org=organization, open_only=not include_resolved)

@@ -1,4 +1,4 @@
-"""Publisher signing keys: organisations register public keys; owners add and revoke them."""
+"""Publisher signing keys: organizations register public keys; owners add and revoke them."""
 
 from __future__ import annotations
 
@@ -87,7 +87,7 @@ def list_keys(
 
 
 def get_key(session: Session, org: Organization, key_ref: uuid.UUID | str) -> PublisherKey:
-    """A key of this organisation by id or by (a unique prefix of) its fingerprint."""
+    """A key of this organization by id or by (a unique prefix of) its fingerprint."""
     stmt = select(PublisherKey).where(PublisherKey.organization_id == org.id)
     if isinstance(key_ref, uuid.UUID):
         key = session.scalar(stmt.where(PublisherKey.id == key_ref))

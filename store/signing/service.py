@@ -52,7 +52,7 @@ def upload_signature(
     tag: str | None = None,
     key_fingerprint: str | None = None,
 ) -> ContentSignature:
-    """Verify a signature against the organisation's keys and record it.
+    """Verify a signature against the organization's keys and record it.
 
     The caller has already checked that ``uploader`` may act for ``org``. Raises
     SignatureRejected with a stable code: ``wrong_namespace``, ``unknown_key``,
@@ -126,7 +126,7 @@ def _signing_key(
     signature: bytes,
     key_fingerprint: str | None,
 ) -> PublisherKey:
-    """The organisation's key that made ``signature``; revoked keys are named as such."""
+    """The organization's key that made ``signature``; revoked keys are named as such."""
     stmt = select(PublisherKey).where(PublisherKey.organization_id == org.id)
     if key_fingerprint:
         stmt = stmt.where(PublisherKey.fingerprint == key_fingerprint.strip().lower())

@@ -1,4 +1,4 @@
-"""Pages: the audit log for administrators (filterable) and for an organisation's owners."""
+"""Pages: the audit log for administrators (filterable) and for an organization's owners."""
 
 from __future__ import annotations
 

@@ -408,7 +408,7 @@ def sales_csv(request: Request, org: str, session: DbSession, account: RequiredA
 def publisher_orders(
     request: Request, org: str, session: DbSession, account: RequiredAccount
 ) -> Response:
-    """The organisation's paid orders (owners), with refunds inside the operator's window."""
+    """The organization's paid orders (owners), with refunds inside the operator's window."""
     billing = _billing(request, session)
     organization = accounts.get_organization(session, org)
     rows = orders.sales_orders(session, account, organization)
@@ -496,7 +496,7 @@ def _coupons_page(
 def coupons_page(
     request: Request, org: str, session: DbSession, account: RequiredAccount
 ) -> Response:
-    """The organisation's coupons, how often each was redeemed, and a form for a new one."""
+    """The organization's coupons, how often each was redeemed, and a form for a new one."""
     billing = _billing(request, session)
     organization = accounts.get_organization(session, org)
     return _coupons_page(request, session, billing, account, organization)

@@ -262,7 +262,7 @@ def test_tokens_api(client: TestClient, session: Session) -> None:
         "/api/v1/orgs/tokorg/tokens", json={"name": "ci", "scopes": ["api"]}, headers=auth(token)
     )
     assert r.status_code == 422
-    # A stranger cannot see or revoke the organisation's robots.
+    # A stranger cannot see or revoke the organization's robots.
     stranger = api_token(session, make_account(session, "stranger"))
     assert client.get("/api/v1/orgs/tokorg/tokens", headers=auth(stranger)).status_code == 403
     assert (

@@ -253,7 +253,7 @@ def test_cards_and_search_results_show_what_the_viewer_owns(
     browser: TestClient, session: Session, shop: Shop
 ) -> None:
     """The owned state beside the price on home and browse cards and in search results,
-    for the viewer's purchase and for its organisation's; nothing for anyone else."""
+    for the viewer's purchase and for its organization's; nothing for anyone else."""
     from store.accounts import service as accounts
 
     title = shop.product.title
@@ -264,7 +264,7 @@ def test_cards_and_search_results_show_what_the_viewer_owns(
     buy(browser, shop.monthly.id, "4242424242424242")
     for page in pages:
         assert ("/my/purchases", "Your plan") in _pills(browser.get(page).text), page
-    # An organisation's purchase shows for its members, named.
+    # An organization's purchase shows for its members, named.
     team = make_account(session)
     org = accounts.create_organization(session, owner=team, slug="buyerco", name="Buyer Co")
     session.commit()

@@ -138,7 +138,7 @@ def test_the_last_redemption_goes_to_exactly_one_checkout(
 
 
 def test_once_per_customer_holds_across_holders(factory: sessionmaker[Session]) -> None:
-    """One person buying for themselves and for their organisation at the same instant with
+    """One person buying for themselves and for their organization at the same instant with
     a once-per-customer coupon: one of the two gets it."""
     with session_scope(factory) as session:
         publisher = make_account(session, "couponpub2")

@@ -100,17 +100,17 @@ def test_a_trial_converts_at_its_end(session: Session, billing: Billing, shop: S
     assert ent is not None and ent.ends_at == sub.current_period_end
 
 
-def test_one_trial_across_the_organisations_a_person_belongs_to(
+def test_one_trial_across_the_organizations_a_person_belongs_to(
     session: Session, billing: Billing, shop: Shop
 ) -> None:
     org_a = make_org(session, shop.buyer)
     org_b = make_org(session, shop.buyer)
     first = checkout(session, billing, shop, shop.trial, org=org_a)
     assert first.total_minor == 0 and sub_of(session, first).status == "trialing"
-    # A second organisation made by the same person gets no trial.
+    # A second organization made by the same person gets no trial.
     second = checkout(session, billing, shop, shop.trial, org=org_b)
     assert second.amount_minor == 49000 and sub_of(session, second).status == "active"
-    # Nor does another member of the first organisation, for themselves.
+    # Nor does another member of the first organization, for themselves.
     colleague = make_account(session)
     accounts.add_member(session, actor=shop.admin, org=org_a, account=colleague, role="viewer")
     assert not trials.eligible(session, account=colleague, product=shop.product)

@@ -1,4 +1,4 @@
-"""Accounts, organisations, memberships and access tokens, through the service layer."""
+"""Accounts, organizations, memberships and access tokens, through the service layer."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Entitlements: free "Get", grants, revocation, organisation holdings and access decisions."""
+"""Entitlements: free "Get", grants, revocation, organization holdings and access decisions."""
 
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def test_grant_needs_exactly_one_holder(session: Session, shop: dict) -> None:
         entitlements.grant(session, actor=shop["owner"], tier=pro)
 
 
-def test_organisation_entitlement_covers_its_members(session: Session, shop: dict) -> None:
+def test_organization_entitlement_covers_its_members(session: Session, shop: dict) -> None:
     buyer_owner = make_account(session)
     member = make_account(session)
     outsider = make_account(session)

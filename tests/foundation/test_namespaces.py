@@ -1,4 +1,4 @@
-"""One namespace for usernames and organisation slugs, and the migration that makes it."""
+"""One namespace for usernames and organization slugs, and the migration that makes it."""
 
 from __future__ import annotations
 

@@ -95,8 +95,8 @@ PRINCIPALS = st.builds(
 
 
 def _facts(data: st.DataObject, names: list[str], role: str | None) -> dict[str, RepoFacts]:
-    """What load_facts would say: the namespace "acme" belongs to organisation ACME and
-    "other" to OTHER (load_facts looks the organisation up by slug), no other namespace has
+    """What load_facts would say: the namespace "acme" belongs to organization ACME and
+    "other" to OTHER (load_facts looks the organization up by slug), no other namespace has
     one; the principal (a member of acme with ``role``) has a role under acme/ only;
     everything else about products is arbitrary."""
     facts = {}
@@ -135,7 +135,7 @@ def test_grants_are_asked_for_and_push_stays_in_the_principals_namespace(
         writes = set(granted.actions) & {"push", "delete"}
         if writes:
             assert principal.kind in ("account", "robot")
-            # The account is a member of acme only; a robot belongs to its own organisation.
+            # The account is a member of acme only; a robot belongs to its own organization.
             own = (
                 "other"
                 if principal.kind == "robot" and principal.organization_id == OTHER

@@ -74,7 +74,7 @@ def test_header_is_eddsa_with_kid_and_type(
     assert header == {"alg": "EdDSA", "typ": "store-license+jws", "kid": document.kid}
 
 
-def test_perpetual_organisation_license_and_grace(
+def test_perpetual_organization_license_and_grace(
     session: Session, keyring: KeyRing, settings: Settings, shop: Shop
 ) -> None:
     buyer = make_org(session, make_account(session), "buyer", name="Buyer Ltd")

@@ -241,7 +241,7 @@ def test_deleting_an_account_erases_it_and_ends_every_credential(
     assert gone is not None and gone.deleted_at is not None and not gone.is_active
     assert gone.email.endswith("@deleted.invalid") and gone.display_name == "Deleted account"
     assert gone.totp_secret is None and gone.email_verified_at is None
-    # The username stays reserved; the lone organisation is gone with its name.
+    # The username stays reserved; the lone organization is gone with its name.
     assert session.get(Namespace, "leaver") is not None
     assert session.get(Organization, lone_id) is None
     assert session.get(Namespace, "leaver-lab") is None
@@ -270,7 +270,7 @@ def test_deleting_an_account_erases_it_and_ends_every_credential(
     assert row.account_id is None
 
 
-def test_deletion_is_refused_while_the_account_owns_an_organisation_in_use(
+def test_deletion_is_refused_while_the_account_owns_an_organization_in_use(
     client: TestClient, session: Session, settings: Settings
 ) -> None:
     owner = make_account(session, "keeper")

@@ -33,7 +33,7 @@ PRINCIPALS = (
     "writer",  # write collaborator on alice/app
     "admin_collab",  # admin collaborator on alice/app
     "bob",  # any other user
-    "robot",  # a robot token (pull, push) of an organisation
+    "robot",  # a robot token (pull, push) of an organization
     "site_admin",
 )
 
