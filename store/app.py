@@ -141,6 +141,9 @@ def _include_routers(app: FastAPI) -> None:
     from store.billing.webhook_api import router as billing_webhook
     from store.builds.api import router as builds_api
     from store.catalog.api import router as catalog_api
+    from store.hub.api import hub_v2
+    from store.hub.api import router as repositories_api
+    from store.hub.api import tags_router as repository_tags_api
     from store.licensing.api import router as licensing_api
     from store.licensing.public import router as licensing_public
     from store.privacy.api import router as privacy_api
@@ -165,6 +168,8 @@ def _include_routers(app: FastAPI) -> None:
         catalog_api,
         licensing_api,
         registry_api,
+        repository_tags_api,
+        repositories_api,
         billing_api,
         search_api,
     ):
@@ -175,6 +180,7 @@ def _include_routers(app: FastAPI) -> None:
     app.include_router(licensing_pages)
     # `docker search` (the index search API) and the search page.
     app.include_router(docker_search)
+    app.include_router(hub_v2)
     app.include_router(search_pages)
     # Payment webhooks, checkout and purchase pages.
     app.include_router(billing_webhook)

@@ -21,6 +21,7 @@ from store.db import utcnow
 from store.idempotency import ProcessedEvent
 from store.observability import metrics
 from store.registry import hub
+from store.registry.credentials import SYNC_USERNAME
 from store.registry.scopes import valid_repository
 
 log = logging.getLogger("store.registry.events")
@@ -128,6 +129,9 @@ def apply(session: Session, event: dict[str, Any]) -> bool:
         # also produce pull events; only a manifest GET is a download.
         if str(request.get("method", "")).upper() != "GET":
             return False
+        actor = event.get("actor")
+        if isinstance(actor, dict) and actor.get("name") == SYNC_USERNAME:
+            return False  # the store reading a manifest (details, transfer), not a download
         client = hub.client_key(str(request.get("addr") or ""), str(request.get("useragent") or ""))
         hub.record_pull(session, name=name, at=at, media_type=media_type, client=client)
         return True

@@ -85,6 +85,7 @@ def ensure_repository(session: Session, name: str) -> HubRepository:
             name=name,
             namespace=namespace,
             description="",
+            readme_md="",
             private=True,
             visibility=default,
             pull_count=0,
@@ -172,6 +173,7 @@ def record_push(
                 "size": stmt.excluded.size,
                 "pushed_at": stmt.excluded.pushed_at,
                 "pushed_by": stmt.excluded.pushed_by,
+                "platforms": None,  # read again from the registry (store.registry.details)
             },
         )
         session.execute(stmt)

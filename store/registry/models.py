@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Boolean,
     CheckConstraint,
@@ -28,7 +30,8 @@ class HubRepository(Base):
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(255), unique=True)  # "<namespace>/<repo>"
     namespace: Mapped[str] = mapped_column(String(64), index=True)
-    description: Mapped[str] = mapped_column(Text, default="")
+    description: Mapped[str] = mapped_column(Text, default="")  # one-line summary
+    readme_md: Mapped[str] = mapped_column(Text, default="", server_default="")  # Markdown
     # Not pullable by anyone (store.registry.grants): derived, kept in step by the hub.
     # Search shows a private repository only to those who may pull it.
     private: Mapped[bool] = mapped_column(Boolean, default=True)
@@ -84,8 +87,25 @@ class HubTag(Base):
     size: Mapped[int] = mapped_column(BigInteger, default=0)
     pushed_at: Mapped[datetime] = mapped_column(default=utcnow)
     pushed_by: Mapped[str] = mapped_column(String(128), default="")
+    # Each platform of the manifest or image index ({os, architecture, variant, digest,
+    # size}), read from the registry (store.registry.details); None until read.
+    platforms: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, default=None)
 
     repository: Mapped[HubRepository] = relationship(back_populates="tags")
+
+
+class HubStar(Base):
+    """An account's star on a repository (once each); ``star_count`` follows these rows."""
+
+    __tablename__ = "hub_stars"
+
+    repository_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("hub_repositories.id", ondelete="CASCADE"), primary_key=True
+    )
+    account_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class PullCounter(Base):

@@ -18,19 +18,26 @@ does not exist gets (404).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
+import httpx
+from sqlalchemy import delete as sa_delete
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from store.accounts import service as accounts
 from store.accounts.models import Account, Namespace, Organization
 from store.audit import service as audit
+from store.config import Settings
 from store.db import utcnow
-from store.errors import Forbidden, NotFound, Unauthorized, ValidationFailed
+from store.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
+from store.keys.service import LoadedKey
 from store.registry import grants, hub
 from store.registry.models import COLLABORATOR_PERMISSIONS, HubRepository, RepositoryCollaborator
 from store.registry.scopes import valid_repository
+from store.registry.sync import RegistryClient
 
 LEVELS = ("read", "write", "admin", "owner")
 _RANK = {level: i for i, level in enumerate(LEVELS)}
@@ -216,3 +223,231 @@ def remove_collaborator(session: Session, *, actor: Account, name: str, username
         details={"repository": repo.name, "account": username.strip(), "from": row.permission,
                  "to": None},
     )  # fmt: skip
+
+
+# --- the repository itself ---------------------------------------------------------------
+
+MAX_DESCRIPTION = 300
+MAX_README = 100_000
+
+
+def _check_text(description: str | None, readme_md: str | None) -> None:
+    if description is not None and (len(description) > MAX_DESCRIPTION or "\n" in description):
+        raise ValidationFailed(
+            f"The description is one line of at most {MAX_DESCRIPTION} characters",
+            code="bad_description",
+        )
+    if readme_md is not None and len(readme_md) > MAX_README:
+        raise ValidationFailed(
+            f"The README is at most {MAX_README:,} characters", code="bad_readme"
+        )
+
+
+def _check_visibility(value: str | None) -> None:
+    if value is not None and value not in hub.VISIBILITIES:
+        raise ValidationFailed(
+            f"Visibility must be one of {', '.join(hub.VISIBILITIES)}", code="bad_visibility"
+        )
+
+
+def get(session: Session, account: Account | None, name: str) -> HubRepository:
+    """A repository the account may see: one it may pull or has a level on, or one of a
+    published product (whose listing everyone sees). NotFound otherwise, exactly as for a
+    repository that does not exist."""
+    name = clean_name(name)
+    repo = hub.get_repository(session, name)
+    if repo is None or not visible(session, account, name):
+        raise NotFound(f"No repository {name}")
+    return repo
+
+
+def visible(session: Session, account: Account | None, name: str) -> bool:
+    facts = facts_for(session, account, name)
+    principal = principal_of(account)
+    return (
+        (account is not None and account.is_admin)
+        or facts.listed
+        or facts.role is not None
+        or "pull" in grants.allowed_repository_actions(principal, facts)
+    )
+
+
+def create(
+    session: Session,
+    *,
+    actor: Account,
+    name: str,
+    description: str = "",
+    readme_md: str = "",
+    visibility: str | None = None,
+) -> HubRepository:
+    """Create a repository before its first push (pushing creates one as well). Whoever may
+    push to the namespace may create in it; ``visibility`` defaults to the namespace's."""
+    name = clean_name(name)
+    _check_text(description, readme_md)
+    _check_visibility(visibility)
+    if namespace_of(session, name) is None:
+        raise NotFound(f"No namespace '{name.split('/', 1)[0]}'")
+    facts = facts_for(session, actor, name)
+    if "push" not in grants.allowed_repository_actions(principal_of(actor), facts):
+        raise Forbidden(f"You may not create repositories in '{name.split('/', 1)[0]}'")
+    if hub.get_repository(session, name) is not None:
+        raise Conflict(f"{name} exists already", code="repository_exists")
+    repo = hub.ensure_repository(session, name)
+    repo.description = description.strip()
+    repo.readme_md = readme_md
+    if visibility is not None:
+        hub.set_visibility(session, name=name, visibility=visibility)
+    session.flush()
+    audit.record(
+        session,
+        action="repository.create",
+        actor=actor,
+        target_type="repository",
+        target_id=name,
+        org=owning_org(session, name),
+        details={"repository": name, "visibility": repo.visibility},
+    )
+    return repo
+
+
+def update(
+    session: Session,
+    *,
+    actor: Account,
+    name: str,
+    description: str | None = None,
+    readme_md: str | None = None,
+    visibility: str | None = None,
+) -> HubRepository:
+    """Change a repository's description, README or visibility (owners, admin
+    collaborators)."""
+    name = clean_name(name)
+    require_level(session, actor, name, "admin")
+    _check_text(description, readme_md)
+    _check_visibility(visibility)
+    repo = hub.ensure_repository(session, name)
+    if description is not None:
+        repo.description = description.strip()
+    if readme_md is not None:
+        repo.readme_md = readme_md
+    if visibility is not None and visibility != repo.visibility:
+        from store.registry import visibility as settings
+
+        settings.set_visibility(session, actor=actor, name=name, visibility=visibility)
+    session.flush()
+    return repo
+
+
+def set_default_visibility(
+    session: Session, *, actor: Account, namespace: str, visibility: str
+) -> Namespace:
+    """The visibility new repositories of a namespace get (its user, its organisation's
+    owners, administrators)."""
+    _check_visibility(visibility)
+    row = session.get(Namespace, namespace.strip().lower())
+    if row is None:
+        raise NotFound(f"No namespace '{namespace}'")
+    if row.kind == "user":
+        if not (actor.is_admin or row.account_id == actor.id):
+            raise Forbidden(f"Only {row.name} sets the defaults of '{row.name}'")
+    else:
+        assert row.organization is not None
+        accounts.require_role(session, actor, row.organization, "owner")
+    row.default_visibility = visibility
+    session.flush()
+    return row
+
+
+@contextmanager
+def operator_client(settings: Settings, signer: LoadedKey) -> Iterator[RegistryClient]:
+    """A registry client acting with the store's own credential."""
+    with httpx.Client(timeout=30.0) as http:
+        yield RegistryClient(settings, signer, base_url=settings.registry_url, http=http)
+
+
+def delete(session: Session, client: RegistryClient, *, actor: Account, name: str) -> int:
+    """Delete a repository: every manifest its tags point at, in the registry (with the
+    store's credential), then its hub record with tags, pull history, stars and
+    collaborators. Returns the number of manifests deleted. If the registry cannot be
+    reached nothing is removed from the hub (ServiceUnavailable)."""
+    name = clean_name(name)
+    require_level(session, actor, name, "owner")
+    repo = hub.get_repository(session, name)
+    tags = client.tags(name)
+    if repo is None and not tags:
+        raise NotFound(f"No repository {name}")
+    digests = {client.manifest(name, tag)[0] for tag in tags}
+    deleted = sum(
+        1 for digest in sorted(digests) if digest and client.delete_manifest(name, digest)
+    )
+    if repo is not None:
+        session.delete(repo)
+    session.flush()
+    audit.record(
+        session,
+        action="repository.delete",
+        actor=actor,
+        target_type="repository",
+        target_id=name,
+        org=owning_org(session, name),
+        details={"repository": name, "tags": sorted(tags), "manifests": deleted},
+    )
+    return deleted
+
+
+def transfer(
+    session: Session, client: RegistryClient, *, actor: Account, name: str, organization: str
+) -> HubRepository:
+    """Move a repository of a personal namespace to an organisation the actor owns: its
+    tags are copied in the registry (blobs mounted, not uploaded again) and removed from the
+    old name; the hub record (description, README, pulls, stars) follows under the new
+    name. Collaborators do not: the organisation's roles decide from then on."""
+    name = clean_name(name)
+    require_level(session, actor, name, "owner")
+    source = namespace_of(session, name)
+    if source is None or source.kind != "user":
+        raise ValidationFailed(
+            "Only repositories of personal namespaces are transferred", code="not_personal"
+        )
+    org = accounts.get_organization(session, organization)
+    accounts.require_role(session, actor, org, "owner")
+    dest = f"{org.slug}/{name.split('/', 1)[1]}"
+    if hub.get_repository(session, dest) is not None or hub.product_of(session, dest) is not None:
+        raise Conflict(f"{dest} exists already", code="repository_exists")
+    if client.tags(dest):
+        raise Conflict(f"{dest} exists already in the registry", code="repository_exists")
+    repo = hub.ensure_repository(session, name)
+    tags = client.tags(name)
+    copied: list[str] = []
+    try:
+        for tag in tags:
+            if client.copy_manifest(name, dest, tag) is not None:
+                copied.append(tag)
+    except Exception:
+        # Nothing half-written: what was copied so far is removed again.
+        for tag in copied:
+            digest = client.manifest(dest, tag)[0]
+            if digest:
+                client.delete_manifest(dest, digest)
+        raise
+    digests = {client.manifest(name, tag)[0] for tag in tags}
+    for digest in sorted(digests):
+        if digest:
+            client.delete_manifest(name, digest)
+    session.execute(
+        sa_delete(RepositoryCollaborator).where(RepositoryCollaborator.repository_id == repo.id)
+    )
+    repo.name, repo.namespace = dest, org.slug
+    session.flush()
+    hub.refresh_visibility(session, dest)
+    audit.record(
+        session,
+        action="repository.transfer",
+        actor=actor,
+        target_type="repository",
+        target_id=dest,
+        org=org,
+        details={"from": name, "to": dest, "tags": copied},
+    )
+    return repo

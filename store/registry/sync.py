@@ -8,6 +8,7 @@ to the registry with tokens it mints for itself (subject ``_store-sync``).
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from urllib.parse import urljoin
@@ -64,13 +65,21 @@ class RegistryClient:
         ).token
 
     def _get(
-        self, url: str, access: list[dict[str, object]], method: str = "GET"
+        self,
+        url: str,
+        access: list[dict[str, object]],
+        method: str = "GET",
+        *,
+        content: bytes | None = None,
+        content_type: str | None = None,
     ) -> httpx.Response:
         """The registry's answer; 404 is returned to the caller, any other failure is a
         ServiceUnavailable that says where and what (one line for the operator)."""
         headers = {"Authorization": f"Bearer {self._token(access)}", "Accept": _ACCEPT}
+        if content_type is not None:
+            headers["Content-Type"] = content_type
         try:
-            response = self.http.request(method, url, headers=headers)
+            response = self.http.request(method, url, headers=headers, content=content)
         except httpx.TransportError as exc:
             reason = str(exc) or type(exc).__name__
             raise ServiceUnavailable(
@@ -123,6 +132,82 @@ class RegistryClient:
             response.headers.get("content-type", "").split(";")[0],
             int(response.headers.get("content-length") or 0),
         )
+
+    # --- writes with the operator's credential (delete, transfer) -------------------------
+
+    @staticmethod
+    def _access(name: str, *actions: str) -> list[dict[str, object]]:
+        return [{"type": "repository", "name": name, "actions": list(actions)}]
+
+    def manifest_body(self, name: str, reference: str) -> tuple[bytes, str, str] | None:
+        """(body, media type, digest) of a manifest or image index; None if missing. The
+        registry reports it as a pull by the store's own credential, which is not counted."""
+        url = f"{self.base_url}/v2/{name}/manifests/{reference}"
+        response = self._get(url, self._access(name, "pull"))
+        if response.status_code == 404:
+            return None
+        return (
+            response.content,
+            response.headers.get("content-type", "").split(";")[0],
+            response.headers.get("docker-content-digest", ""),
+        )
+
+    def blob(self, name: str, digest: str) -> bytes | None:
+        url = f"{self.base_url}/v2/{name}/blobs/{digest}"
+        response = self._get(url, self._access(name, "pull"))
+        return None if response.status_code == 404 else response.content
+
+    def delete_manifest(self, name: str, digest: str) -> bool:
+        """Delete a manifest (every tag pointing at it); False if it was already gone."""
+        url = f"{self.base_url}/v2/{name}/manifests/{digest}"
+        response = self._get(url, self._access(name, "delete"), "DELETE")
+        return response.status_code != 404
+
+    def copy_blob(self, source: str, dest: str, digest: str) -> None:
+        """Make a blob of ``source`` available in ``dest``: a cross-repository mount, or an
+        upload of its content when the registry does not mount it."""
+        access = self._access(dest, "pull", "push") + self._access(source, "pull")
+        url = f"{self.base_url}/v2/{dest}/blobs/uploads/?mount={digest}&from={source}"
+        response = self._get(url, access, "POST")
+        if response.status_code == 201:
+            return
+        content = self.blob(source, digest)
+        if content is None or response.status_code != 202:
+            raise ServiceUnavailable(f"the registry lost blob {digest} of {source}")
+        location = urljoin(self.base_url + "/", response.headers.get("location", ""))
+        separator = "&" if "?" in location else "?"
+        self._get(
+            f"{location}{separator}digest={digest}",
+            access,
+            "PUT",
+            content=content,
+            content_type="application/octet-stream",
+        )
+
+    def put_manifest(self, name: str, reference: str, body: bytes, media_type: str) -> None:
+        url = f"{self.base_url}/v2/{name}/manifests/{reference}"
+        access = self._access(name, "pull", "push")
+        response = self._get(url, access, "PUT", content=body, content_type=media_type)
+        if response.status_code == 404:
+            raise ServiceUnavailable(f"the registry refused a manifest of {name}: {response.text}")
+
+    def copy_manifest(self, source: str, dest: str, reference: str) -> str | None:
+        """Copy a manifest (an image index with its platform manifests) and the blobs it
+        references from ``source`` to ``dest`` under ``reference``; its digest, or None if
+        ``source`` no longer has it."""
+        found = self.manifest_body(source, reference)
+        if found is None:
+            return None
+        body, media_type, digest = found
+        document = json.loads(body)
+        for child in document.get("manifests") or []:
+            self.copy_manifest(source, dest, str(child["digest"]))
+        blobs = [document.get("config"), *(document.get("layers") or [])]
+        for blob in blobs:
+            if isinstance(blob, dict) and isinstance(blob.get("digest"), str):
+                self.copy_blob(source, dest, blob["digest"])
+        self.put_manifest(dest, reference, body, media_type)
+        return digest
 
 
 def sync(session: Session, client: RegistryClient, *, prune: bool = False) -> SyncReport:

@@ -278,7 +278,9 @@ def hub_documents(
             "fts_name": fts_name,
             "fts_title": "",
             "fts_summary": index_text(summary),
-            "fts_body": index_text(description[:20_000], limit=BODY_TOKENS),
+            "fts_body": index_text(
+                f"{description}\n{r.readme_md or ''}"[:20_000], limit=BODY_TOKENS
+            ),
         }
         docs.append(_finish(doc, _hub_visibility(r, products.get(product_repository(r.name))), now))
     return docs

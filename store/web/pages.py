@@ -20,6 +20,7 @@ def install(app: FastAPI) -> None:
         routes_admin,
         routes_auth,
         routes_catalog,
+        routes_hub,
         routes_links,
         routes_products,
         routes_publisher,
@@ -44,6 +45,7 @@ def install(app: FastAPI) -> None:
     for module in (
         legal,
         routes_catalog,
+        routes_hub,
         routes_auth,
         routes_two_factor,
         routes_links,

@@ -71,6 +71,18 @@ def markdown(text: str | None) -> Markup:
     return Markup(render_markdown(text or ""))  # noqa: S704
 
 
+def format_size(value: int | None) -> str:
+    """Bytes as people read them (1000-based, as Docker Hub shows image sizes)."""
+    if value is None:
+        return "—"
+    size = float(value)
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} GB"
+
+
 def registry_host(settings: Settings) -> str:
     """The host[:port] that docker commands name: the registry URL without its scheme."""
     return urlsplit(settings.registry_url).netloc
@@ -93,6 +105,7 @@ def create_templates() -> Jinja2Templates:
         billing_label=_billing_label,
         price_line=price_line,
         offer=lambda product: offer_of(product.tiers),
+        filesize=format_size,
     )
     env.globals.update(
         csrf_field=csrf_field,

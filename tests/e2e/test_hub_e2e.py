@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -28,7 +29,7 @@ from tests.e2e.registry_env import (
     read_oci_file,
     running_stack,
 )
-from tests.factories import PASSWORD, make_account
+from tests.factories import PASSWORD, make_account, make_org
 
 pytestmark = [
     pytest.mark.e2e,
@@ -47,7 +48,7 @@ class Env:
     factory: sessionmaker[Session]
     skopeo: Skopeo
     layout: Path
-    tokens: dict[str, str]  # alice's personal tokens by scope set: "push", "pull"
+    tokens: dict[str, str]  # alice's personal tokens by scope set: "push", "pull", "api"
     store: Process
     docker_registry: Process
 
@@ -107,11 +108,12 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     with session_scope(factory) as session:
         alice = make_account(session, "alice")
         make_account(session, "bob")
+        make_org(session, alice, "acme")
         secrets = {
             scope: accounts.create_token(
                 session, kind="personal", name=scope, scopes=scopes, created_by=alice
             ).secret
-            for scope, scopes in (("push", ["pull", "push"]), ("pull", ["pull"]))
+            for scope, scopes in (("push", ["pull", "push"]), ("pull", ["pull"]), ("api", ["api"]))
         }
     layout = root / "layout"
     build_oci_layout(layout, tag="1.0", files={"hello.txt": CONTENT})
@@ -193,3 +195,55 @@ def test_nobody_else_pushes_or_pulls_a_private_repository(env: Env) -> None:
     _denied(result)
     # bob's own namespace is his.
     _ok(env.skopeo.push(env.layout, "1.0", "bob/app", f"bob:{PASSWORD}"), env)
+
+
+def _api(env: Env, method: str, path: str, **kwargs: object) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {env.tokens['api']}"}
+    return httpx.request(
+        method, f"{env.store_url}/api/v1{path}", headers=headers, timeout=60, **kwargs
+    )  # type: ignore[arg-type]
+
+
+def test_tags_show_platform_and_size_read_from_the_registry(env: Env) -> None:
+    before = env.hub("alice/app")
+    assert before is not None
+    tags = _api(env, "GET", "/repositories/alice/app/tags")
+    assert tags.status_code == 200, tags.text
+    (tag,) = tags.json()
+    assert tag["name"] == "1.0" and tag["pushed_by"] == "alice"
+    (platform,) = tag["platforms"]
+    assert (platform["os"], platform["architecture"]) == ("linux", "amd64")
+    assert platform["digest"] == tag["digest"] and tag["size"] == platform["size"] > 0
+    page = httpx.get(f"{env.store_url}/v2/repositories/alice/app/tags")
+    assert page.status_code == 404  # private: as if it did not exist
+    # The store's own reads are not downloads.
+    time.sleep(1.0)
+    after = env.hub("alice/app")
+    assert after is not None and after.pull_count == before.pull_count
+
+
+def test_transfer_to_an_organisation_moves_the_tags(env: Env) -> None:
+    moved = _api(env, "POST", "/repositories/alice/tools/transfer", json={"organization": "acme"})
+    assert moved.status_code == 200, f"{moved.text}\n{env.diagnostics()}"
+    assert moved.json()["repository"] == "acme/tools"
+    result, dest = env.pull("acme/tools", "1.0", creds=f"alice:{PASSWORD}")
+    _ok(result, env)
+    assert read_oci_file(dest, "hello.txt") == CONTENT
+    result, _ = env.pull("alice/tools", "1.0", creds=f"alice:{PASSWORD}")
+    assert result.returncode != 0
+    assert env.hub("alice/tools") is None
+    assert env.wait_tags("acme/tools", {"1.0"}) >= {"1.0"}
+    taken = _api(env, "POST", "/repositories/alice/app/transfer", json={"organization": "acme"})
+    assert taken.status_code == 200  # alice/app -> acme/app
+    again = _api(env, "POST", "/repositories/bob/app/transfer", json={"organization": "acme"})
+    assert again.status_code == 404  # bob's private repository: not alice's to see
+
+
+def test_delete_removes_the_tags_from_the_registry(env: Env) -> None:
+    gone = _api(env, "DELETE", "/repositories/acme/tools")
+    assert gone.status_code == 200, f"{gone.text}\n{env.diagnostics()}"
+    assert gone.json() == {"repository": "acme/tools", "manifests_deleted": 1}
+    result, _ = env.pull("acme/tools", "1.0", creds=f"alice:{PASSWORD}")
+    assert result.returncode != 0 and "manifest unknown" in result.stderr, result.stderr
+    assert env.hub("acme/tools") is None
+    assert _api(env, "GET", "/repositories/acme/tools").status_code == 404
