@@ -266,7 +266,7 @@ def delete_repository(
     repo = _admin_repo(session, account, name)
     if forms.text(form, "confirm").strip() != repo.name:
         failed = FormState.failed(
-            "delete", form, forms.FieldError("confirm", f"Type {repo.name} to confirm")
+            "delete", form, forms.FieldErrors({"confirm": f"Type {repo.name} to confirm"})
         )
         return _settings_page(request, session, account, repo, failed, 422)
     with _operator(request) as client:
