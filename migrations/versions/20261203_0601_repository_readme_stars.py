@@ -8,7 +8,7 @@
   the tag's manifest or image index, read from the registry (NULL until read).
 
 Revision ID: 0601
-Revises: 0410
+Revises: 0230
 Create Date: 2026-12-03 08:20:00
 """
 
@@ -20,7 +20,7 @@ from alembic import op
 import store.db
 
 revision: str = "0601"
-down_revision: str | Sequence[str] | None = "0410"
+down_revision: str | Sequence[str] | None = "0230"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
