@@ -74,7 +74,14 @@ def checkout(
             "Give the buyer's country: tax is charged at its rate", code="country_required"
         )
     order = orders.start_checkout(
-        session, billing, account=account, tier=tier, org=org, buyer=buyer, coupon_code=body.coupon
+        session,
+        billing,
+        account=account,
+        tier=tier,
+        org=org,
+        buyer=buyer,
+        coupon_code=body.coupon,
+        quantity=body.quantity,
     )
     session.commit()
     outcome = orders.pay(

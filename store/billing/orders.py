@@ -58,6 +58,13 @@ def record_quote(row: Order | Subscription, quote: Quote, buyer: Buyer | None) -
     row.vat_id = buyer.vat_id if buyer else None
 
 
+def check_quantity(tier: Tier, quantity: int) -> None:
+    """Seats are bought by quantity only where a tier has a seat limit (each unit is that
+    many seats); other tiers are bought one at a time."""
+    if quantity != 1 and tier.seats is None:
+        raise ValidationFailed("This tier has no seat limit: buy one", code="quantity_not_per_seat")
+
+
 def start_checkout(
     session: Session,
     billing: Billing,
@@ -81,6 +88,7 @@ def start_checkout(
         raise NotFound("This tier is not available")
     if tier.is_free:
         raise ValidationFailed("This tier is free: use its Get button", code="tier_is_free")
+    check_quantity(tier, quantity)
     if not billing.test_mode:  # the test gateway takes no money: nothing to protect
         accounts.require_verified_email(account, "buying")
     if org is not None:
@@ -329,6 +337,7 @@ def mark_paid(
             source_ref=str(order.id),
             starts_at=paid_at,
             reason=f"Order {order.receipt_number}",
+            quantity=order.quantity,
         )
     if entitlement is not None:
         order.entitlement_id = entitlement.id

@@ -80,7 +80,8 @@ def build(order: Order, *, tax_label: str, store_url: str) -> Receipt:
         buyer.append(f"VAT id: {order.vat_id}")
     item = f"{order.product.title} - {order.tier.name}"
     if order.quantity > 1:
-        item += f" ({order.quantity} seats)"
+        seats = order.tier.seats
+        item += f" ({order.quantity} × {seats} seats)" if seats else f" ({order.quantity} units)"
     subtotal = order.amount_minor + order.discount_minor
     lines = [Line(item, format_money(subtotal, cur))]
     if order.discount_minor:

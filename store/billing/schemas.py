@@ -76,6 +76,12 @@ class CheckoutIn(BaseModel):
     coupon: str | None = Field(
         default=None, max_length=64, description="A coupon code of the product (publisher's)"
     )
+    quantity: int = Field(
+        default=1,
+        ge=1,
+        le=1_000_000,
+        description="Units of a tier with a seat limit (each unit is the tier's seats)",
+    )
 
 
 class CheckoutOut(BaseModel):

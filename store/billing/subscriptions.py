@@ -120,6 +120,7 @@ def _ensure_entitlement(
         starts_at=starts_at,
         ends_at=ends_at,
         reason=f"Subscription {sub.gateway_ref or sub.id}",
+        quantity=sub.quantity,
     )
     sub.entitlement_id = entitlement.id
     session.flush()

@@ -39,7 +39,10 @@ def create_entitlement(
     source_ref: str | None = None,
     granted_by: Account | None = None,
     reason: str = "",
+    quantity: int = 1,
 ) -> Entitlement:
+    """``quantity``: how many of the tier were bought; a tier with a seat limit gives that
+    many times its seats (licenses carry the product)."""
     if (account is None) == (org is None):
         raise ValidationFailed("An entitlement belongs to exactly one account or organization")
     if source not in SOURCES:
@@ -57,7 +60,7 @@ def create_entitlement(
         status="active",
         starts_at=starts_at,
         ends_at=ends_at,
-        seats=tier.seats,
+        seats=tier.seats * max(1, quantity) if tier.seats is not None else None,
         features=list(tier.features),
         granted_by_id=granted_by.id if granted_by else None,
         reason=validation.text(reason, what="Reason", max_len=2000, field="reason"),

@@ -19,7 +19,7 @@ from store.accounts.models import Account, Membership, Organization
 from store.billing import access, coupons, orders, receipts, sales, subscriptions, trials
 from store.billing.gateway import PaymentInput
 from store.billing.models import Order
-from store.billing.pricing import Buyer, normalize_country, normalize_vat_id
+from store.billing.pricing import MAX_QUANTITY, Buyer, normalize_country, normalize_vat_id
 from store.billing.runtime import Billing, billing_of
 from store.billing.sweep import maybe_sweep
 from store.billing.test_gateway import TEST_CARDS, TestGateway
@@ -102,6 +102,7 @@ def _checkout_form(
     manage_url: str | None = None,
     buyer: Buyer | None = None,
     coupon_code: str = "",
+    quantity: int = 1,
 ) -> Response:
     eligible = trials.eligible(session, account=account, product=tier.product)
     coupon = None
@@ -112,7 +113,7 @@ def _checkout_form(
         except StoreError as exc:
             coupon_error, status = exc.detail, max(status, exc.status_code)
     terms = coupons.terms(coupon) if coupon is not None else None
-    quote = billing.quote(tier, replace(buyer or Buyer(), trial_eligible=eligible), terms)
+    quote = billing.quote(tier, replace(buyer or Buyer(), trial_eligible=eligible), terms, quantity)
     return _page(
         request,
         "billing/checkout.html",
@@ -132,12 +133,27 @@ def _checkout_form(
             "coupon": coupon,
             "coupon_terms": coupons.describe(coupon) if coupon is not None else "",
             "coupon_error": coupon_error,
+            "per_seat": tier.seats is not None,
             "uses_stripe_js": not billing.test_mode,
         },
         billing,
         status=status,
         no_store=True,
     )
+
+
+def _quantity(tier: Any, raw: str) -> int:
+    """The quantity field: empty is one; only tiers with a seat limit take more."""
+    text = raw.strip()
+    if not text:
+        return 1
+    if not text.isdigit() or not 1 <= int(text) <= MAX_QUANTITY:
+        raise ValidationFailed(
+            f"Quantity must be a whole number from 1 to {MAX_QUANTITY}", code="bad_quantity"
+        )
+    quantity = int(text)
+    orders.check_quantity(tier, quantity)
+    return quantity
 
 
 def _buyer(country: str, vat_id: str) -> Buyer:
@@ -153,6 +169,7 @@ def checkout_page(
     country: Annotated[str, Query(max_length=8)] = "",
     vat_id: Annotated[str, Query(max_length=40)] = "",
     coupon: Annotated[str, Query(max_length=64)] = "",
+    quantity: Annotated[str, Query(max_length=12)] = "",
 ) -> Response:
     """The checkout form: Stripe Elements, or the test gateway's own card form (TEST MODE).
     With tax configured it asks for the buyer's country (and a business's VAT id), and
@@ -161,11 +178,14 @@ def checkout_page(
     tier = _tier(session, tier_id)
     try:
         buyer = _buyer(country, vat_id)
+        count = _quantity(tier, quantity)
     except StoreError as exc:
         return _checkout_form(
             request, session, billing, account, tier, exc.detail, 422, coupon_code=coupon
         )
-    return _checkout_form(request, session, billing, account, tier, buyer=buyer, coupon_code=coupon)
+    return _checkout_form(
+        request, session, billing, account, tier, buyer=buyer, coupon_code=coupon, quantity=count
+    )
 
 
 @router.post("/checkout/{tier_id}")
@@ -180,6 +200,7 @@ def checkout_submit(
     country: Annotated[str, Form(max_length=8)] = "",
     vat_id: Annotated[str, Form(max_length=40)] = "",
     coupon: Annotated[str, Form(max_length=64)] = "",
+    quantity: Annotated[str, Form(max_length=12)] = "",
 ) -> Response:
     """Create the order, ask the gateway to charge, and go to the order's status page."""
     billing = _billing(request, session)
@@ -189,11 +210,23 @@ def checkout_submit(
 
     def again(error: str, status: int = 422, **kw: Any) -> Response:
         return _checkout_form(
-            request, session, billing, account, tier, error, status, coupon_code=coupon, **kw
+            request,
+            session,
+            billing,
+            account,
+            tier,
+            error,
+            status,
+            coupon_code=coupon,
+            quantity=count,
+            **kw,
         )
+
+    count = 1
 
     try:
         buyer = _buyer(country, vat_id)
+        count = _quantity(tier, quantity)
     except StoreError as exc:
         return again(exc.detail)
     if billing.settings.taxes.configured and buyer.country is None:
@@ -204,7 +237,14 @@ def checkout_submit(
         return again("Enter your card.", buyer=buyer)
     try:
         order = orders.start_checkout(
-            session, billing, account=account, tier=tier, org=org, buyer=buyer, coupon_code=coupon
+            session,
+            billing,
+            account=account,
+            tier=tier,
+            org=org,
+            buyer=buyer,
+            coupon_code=coupon,
+            quantity=count,
         )
     except StoreError as exc:
         manage = exc.extra.get("manage_url") if exc.extra else None
