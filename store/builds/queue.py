@@ -32,7 +32,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from store.config import Settings
-from store.db import session_scope, utcnow
+from store.db import read_only_session, session_scope, utcnow
 
 from .models import Build, BuildLogChunk, BuildSource
 
@@ -146,11 +146,17 @@ def claim(factory: sessionmaker[Session], settings: Settings, *, worker: str) ->
     return None
 
 
-def queued_exists(factory: sessionmaker[Session]) -> bool:
-    from store.db import read_only_session
-
+def work_exists(factory: sessionmaker[Session]) -> bool:
+    """Whether a build is queued, a running build's worker stopped, or a schedule is due:
+    a read that never waits for writers, so idle workers take no write lock."""
+    now = utcnow()
     with read_only_session(factory) as session, session.begin():
-        return session.scalar(select(Build.id).where(Build.status == "queued").limit(1)) is not None
+        found = select(Build.id).where(
+            (Build.status == "queued")
+            | ((Build.status == "running") & (Build.heartbeat_at < now - HEARTBEAT_LAPSE))
+        )
+        due = select(BuildSource.id).where(BuildSource.next_scheduled_at <= now)
+        return bool(session.scalar(select(found.exists() | due.exists())))
 
 
 @dataclass

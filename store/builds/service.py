@@ -190,11 +190,13 @@ def _relative(value: str, what: str) -> str:
     return str(path)
 
 
-def render_tag(template: str, ref_name: str, sha: str) -> str:
+def render_tag(template: str, ref_name: str, sha: str | None) -> str:
     """The Docker tag of a rule for a ref: ``{ref}`` is the branch or tag name (``/`` as
-    ``-``), ``{sha}`` the short commit; ``latest``-style literals stay as they are."""
+    ``-``), ``{sha}`` the short commit (left for the worker when the commit is not known
+    yet); ``latest``-style literals stay as they are."""
     ref = re.sub(r"[^A-Za-z0-9_.-]", "-", ref_name).lstrip(".-") or "ref"
-    return template.replace("{ref}", ref).replace("{sha}", sha[:12])[:128]
+    tag = template.replace("{ref}", ref)
+    return tag.replace("{sha}", sha[:12])[:128] if sha else tag
 
 
 def validate_rule(spec: RuleSpec) -> RuleSpec:
@@ -414,8 +416,8 @@ def _queue(
         source_url=source.url,
         ref=ref,
         commit_sha=sha,
-        # A tag with {sha} is rendered by the worker once the commit is known.
-        docker_tag=render_tag(rule.docker_tag, ref_name, sha) if sha else rule.docker_tag,
+        # Without a commit, {sha} is rendered by the worker once it knows the commit.
+        docker_tag=render_tag(rule.docker_tag, ref_name, sha),
         dockerfile=rule.dockerfile,
         context=rule.context,
         build_args=dict(rule.build_args or {}),

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from store.accounts.models import Account
@@ -44,6 +45,7 @@ from store.config import Settings
 from store.db import read_only_session, session_scope
 
 from . import queue, service
+from .models import Build
 
 log = logging.getLogger("store.builds")
 
@@ -435,6 +437,29 @@ class Worker:
         self.tools = Tools.find()
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
 
+    def sweep_workspaces(self) -> int:
+        """Remove the workspaces and storages that builds no longer running left behind (a
+        worker killed in the middle of one); those of running builds stay."""
+        root = self.settings.resolved_builds_dir
+        entries = [
+            entry
+            for part in ("work", "storage")
+            if (root / part).is_dir()
+            for entry in (root / part).iterdir()
+        ]
+        if not entries:
+            return 0
+        with read_only_session(self.factory) as session, session.begin():
+            running = {
+                b.hex for b in session.scalars(select(Build.id).where(Build.status == "running"))
+            }
+        removed = 0
+        for entry in entries:
+            if entry.name not in running:
+                shutil.rmtree(entry, ignore_errors=True)
+                removed += 1
+        return removed
+
     def schedule(self) -> int:
         with session_scope(self.factory) as session:
             return len(service.queue_scheduled(session))
@@ -449,6 +474,7 @@ class Worker:
         return status
 
     def run_once(self) -> dict[str, int]:
+        self.sweep_workspaces()
         counts = {"succeeded": 0, "failed": 0, "canceled": 0}
         self.schedule()
         while (status := self.run_one()) is not None:
@@ -456,12 +482,15 @@ class Worker:
         return counts
 
     def run_forever(self, stop: threading.Event) -> None:
+        if removed := self.sweep_workspaces():
+            log.info("removed %d workspaces left behind by stopped builds", removed)
         log.info("build worker %s waiting for builds", self.name)
         while not stop.is_set():
             try:
-                self.schedule()
-                if self.run_one() is not None:
-                    continue
+                if queue.work_exists(self.factory):
+                    self.schedule()
+                    if self.run_one() is not None:
+                        continue
             except Exception:
                 log.exception("build worker round failed")
             stop.wait(self.settings.builds_poll_interval)

@@ -258,6 +258,8 @@ def test_manual_builds_history_and_cancel(
     )
     assert pinned.status_code == 201 and pinned.json()["docker_tag"] == "v2"
     assert pinned.json()["commit_sha"] == "e" * 40
+    latest_tag = client.post(base, json={"ref": "tag:v3"}, headers=auth(people["alice"]))
+    assert latest_tag.json()["docker_tag"] == "v3" and latest_tag.json()["commit_sha"] is None
     refused = client.post(base, json={"ref": "main"}, headers=auth(people["viewer"]))
     assert refused.status_code == 403
     norule = client.post(base, json={"ref": "feature"}, headers=auth(people["alice"]))
@@ -268,7 +270,9 @@ def test_manual_builds_history_and_cancel(
     assert badsha.status_code == 422
 
     listed = client.get(base, headers=auth(people["viewer"]))
-    assert [b["id"] for b in listed.json()] == [pinned.json()["id"], build["id"]]
+    assert [b["id"] for b in listed.json()] == [
+        latest_tag.json()["id"], pinned.json()["id"], build["id"],
+    ]  # fmt: skip
     assert client.get(base, headers=auth(people["outsider"])).status_code == 404
     assert client.get(base).status_code == 404  # private repository, anonymous
 

@@ -153,7 +153,9 @@ def test_namespace_limit_holds_under_concurrency(
 def test_log_heartbeat_cancel_and_lapsed_workers(
     factory: sessionmaker[Session], builds_settings: Settings
 ) -> None:
+    assert not queue.work_exists(factory)  # idle workers only read
     first, second = _queue(factory, ["acme/one", "acme/two"])
+    assert queue.work_exists(factory)
     claimed = queue.claim(factory, builds_settings, worker="w1")
     assert claimed is not None and claimed.build_id == first
     writer = queue.LogWriter(factory, claimed)
@@ -179,7 +181,9 @@ def test_log_heartbeat_cancel_and_lapsed_workers(
             .where(Build.id == second)
             .values(heartbeat_at=utcnow() - queue.HEARTBEAT_LAPSE - timedelta(seconds=1))
         )
+    assert queue.work_exists(factory)  # the stopped worker's build, to be failed
     assert queue.claim(factory, builds_settings, worker="w3") is None
+    assert not queue.work_exists(factory)
     with factory() as session:
         lapsed = session.get(Build, second)
         assert lapsed is not None and lapsed.status == "failed"
