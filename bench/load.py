@@ -1,6 +1,7 @@
 """Load test: a steady mix of registry tokens, search, product pages and payment webhooks.
 
     python bench/load.py [--seconds 60] [--rate 50] [--backend sqlite|postgresql] [--workers 2]
+                         [--hosts 2 [--kill-at 30]]
 
 Loopback only and bounded in time: starts the store under uvicorn (``--workers``, default 2)
 on a free 127.0.0.1 port with a fresh database (SQLite by default; ``--backend postgresql``
@@ -19,6 +20,16 @@ from when it was due, so queueing shows) for ``--seconds``:
 Prints per class the rate, the error count (any status but 200, or no answer) and p50/p99,
 then checks the database: every order paid by an event is paid once, with one entitlement.
 Exits 1 when any request failed or an event was lost or applied twice.
+
+``--hosts N`` (N > 1, PostgreSQL) starts N store hosts (``store serve --workers W`` each, on
+loopback ports, one database) behind HAProxy (the Debian package, installed with apt-get when
+missing) configured as ``deploy/haproxy/store.cfg`` (health checks on ``/readyz``, a request
+whose host died sent again to another), and sends the mix through the balancer. Before the
+load it checks that a credential guessed across the hosts is limited as on one (the account's
+``/token`` attempts, alternately on each host) and that a web session made on one host is
+valid on the others. At ``--kill-at`` seconds (default: half-way; 0: never) the last host is
+killed (SIGKILL, supervisor and workers): the balancer's checks take it out. Payment events
+that failed are delivered once more at the end, as Stripe would, before the database check.
 """
 
 # ruff: noqa: E402  (sys.path is fixed before the imports)
@@ -37,6 +48,7 @@ import hashlib
 import hmac
 import json
 import random
+import shutil
 import signal
 import socket
 import statistics
@@ -44,6 +56,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,7 +159,7 @@ def seed(env: dict[str, str], n_orders: int) -> Seeded:
             session, kind="personal", name="load", scopes=["pull"], created_by=customer
         ).secret
         publisher = accounts.create_account(
-            session, username="loadpub", email="loadpub@example.com", password="x" * 12
+            session, username="loadpublisher", email="loadpub@example.com", password="x" * 12
         )
         publisher.email_verified_at = utcnow()  # publishing needs a confirmed address
         org = accounts.create_organization(session, owner=publisher, slug="loadpub", name="L")
@@ -254,9 +267,16 @@ class Plan:
 class Stats:
     latencies: dict[str, list[float]] = field(default_factory=dict)
     errors: dict[str, list[str]] = field(default_factory=dict)
+    failed_events: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
 
 
-async def drive(port: int, plan: Plan, seconds: float, rate: float) -> Stats:
+async def drive(
+    port: int,
+    plan: Plan,
+    seconds: float,
+    rate: float,
+    kill: tuple[float, Callable[[], None]] | None = None,
+) -> Stats:
     import httpx
 
     stats = Stats({k: [] for k, _ in MIX}, {k: [] for k, _ in MIX})
@@ -275,11 +295,22 @@ async def drive(port: int, plan: Plan, seconds: float, rate: float) -> Stats:
                 if status != 200:
                     stats.errors[kind].append(f"{status} {path} {response.text[:200]}")
             except httpx.HTTPError as exc:
+                status = 0
                 stats.errors[kind].append(f"{type(exc).__name__} {path}")
+            if status != 200 and kind == "webhook" and body is not None:
+                stats.failed_events.append((headers, body))
             stats.latencies[kind].append(time.perf_counter() - due)
 
         start = time.perf_counter()
         tasks = []
+        if kill is not None:
+            at, action = kill
+
+            async def later() -> None:
+                await asyncio.sleep(at)
+                action()
+
+            killer = asyncio.create_task(later())
         n = int(seconds * rate)
         for i in range(n):
             due = start + i / rate
@@ -293,6 +324,8 @@ async def drive(port: int, plan: Plan, seconds: float, rate: float) -> Stats:
             task.cancel()
         if pending:
             stats.errors["token"].append(f"{len(pending)} requests got no answer in time")
+        if kill is not None:
+            await killer
     return stats
 
 
@@ -327,6 +360,8 @@ def check_events(env: dict[str, str], paid_orders: list[str]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.hosts > 1:
+        return run_hosts(args)
     tmp = Path(tempfile.mkdtemp(prefix="bench-load-"))
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STORE_", "STRIPE_"))}
@@ -379,6 +414,220 @@ def run(args: argparse.Namespace) -> int:
         print(f"server log: {tmp / 'uvicorn.log'}")
         return 1
     return 0
+
+
+HAPROXY_CFG = ROOT / "deploy" / "haproxy" / "store.cfg"
+
+
+def haproxy_config(port: int, hosts: list[int]) -> str:
+    """deploy/haproxy/store.cfg with the balancer on ``port`` and the hosts on loopback."""
+    lines = []
+    for line in HAPROXY_CFG.read_text().splitlines():
+        stripped = line.strip()
+        if stripped.startswith("server "):
+            continue
+        if stripped == "bind :80":
+            line = f"    bind {HOST}:{port}"
+        lines.append(line)
+    lines += [f"    server store{i + 1} {HOST}:{p} check" for i, p in enumerate(hosts)]
+    return "\n".join(lines) + "\n"
+
+
+def ensure_haproxy() -> str:
+    """The haproxy binary; installs Debian's package when missing (as root)."""
+    found = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/sbin")
+    if found:
+        return found
+    if os.geteuid() != 0:
+        raise SystemExit("haproxy is not installed: apt-get install haproxy")
+    subprocess.run(["apt-get", "install", "-y", "-q", "haproxy"], check=True)
+    found = shutil.which("haproxy", path="/usr/sbin:/sbin:/usr/bin")
+    if not found:
+        raise SystemExit("haproxy did not install")
+    return found
+
+
+def _get(port: int, path: str, **kwargs: Any) -> Any:
+    import httpx
+
+    return httpx.get(f"http://{HOST}:{port}{path}", timeout=30, **kwargs)
+
+
+def check_shared_limits(hosts: list[int], username: str) -> str | None:
+    """Wrong passwords for one account, alternately on each host: the account's /token
+    limit (20 per window) holds across them. None when it does, else what happened."""
+    import httpx
+
+    from store.ratelimit import Limits
+
+    limit = Limits().token_account.limit
+    statuses = []
+    for i in range(limit + 4):
+        auth = base64.b64encode(f"{username}:wrong-{i}".encode()).decode()
+        response = httpx.get(
+            f"http://{HOST}:{hosts[i % len(hosts)]}/token?service=store-registry",
+            headers={"Authorization": f"Basic {auth}", "X-Forwarded-For": f"10.77.0.{i + 1}"},
+            timeout=60,
+        )
+        statuses.append(response.status_code)
+    checked = statuses.count(401)
+    if checked != limit or statuses[limit:] != [429] * 4:
+        return f"{checked} checked (limit {limit}), answers {statuses}"
+    return None
+
+
+def check_sessions(hosts: list[int], username: str, password: str) -> str | None:
+    """Log in on the first host; the session cookie is valid on every other host."""
+    import re
+
+    import httpx
+
+    with httpx.Client(base_url=f"http://{HOST}:{hosts[0]}", timeout=60) as client:
+        page = client.get("/login")
+        match = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+        if match is None:
+            return "no CSRF token on the log-in page"
+        form = {"login": username, "password": password, "csrf_token": match.group(1)}
+        answer = client.post("/login", data=form)
+        if answer.status_code != 303:
+            return f"log-in answered {answer.status_code}"
+        cookies = dict(client.cookies)
+    for port in hosts[1:]:
+        mine = _get(port, "/my/account", cookies=cookies, follow_redirects=False)
+        if mine.status_code != 200:
+            return f"host :{port} answered {mine.status_code} to the session of host :{hosts[0]}"
+    return None
+
+
+def run_hosts(args: argparse.Namespace) -> int:
+    haproxy = ensure_haproxy()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-load-hosts-"))
+    lb_port = free_port()
+    ports = [free_port() for _ in range(args.hosts)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STORE_", "STRIPE_"))}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    pg_name = f"store_load_{os.getpid()}"
+    env.update(
+        STORE_DATA_DIR=str(tmp / "data"),
+        STORE_SECRET_KEY="bench-load-secret-0123456789abcdef",
+        STORE_PUBLIC_URL=f"http://{HOST}:{lb_port}",
+        STORE_TRUSTED_PROXIES=HOST,
+        STORE_DATABASE_URL=create_pg_database(pg_name),
+        STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET,
+        STORE_BILLING_GATEWAY="test",
+        STORE_BILLING_SWEEP_INTERVAL="0",
+        PYTHONPATH=str(ROOT),
+    )
+    webhook_share = dict(MIX)["webhook"] / sum(w for _, w in MIX)
+    n_orders = int(args.seconds * args.rate * webhook_share) + 10
+    print(f"seeding (demo catalog, {n_orders} pending orders) ...", flush=True)
+    seeded = seed(env, n_orders)
+    hosts: list[subprocess.Popen[bytes]] = []
+    logs = []
+    balancer = None
+    failed = 1
+    try:
+        for i, port in enumerate(ports):
+            log = open(tmp / f"host{i + 1}.log", "wb")  # noqa: SIM115
+            logs.append(log)
+            hosts.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "store.cli.main",
+                        "serve",
+                        "--host",
+                        HOST,
+                        "--port",
+                        str(port),
+                        "--workers",
+                        str(args.workers),
+                    ],
+                    env=env,
+                    cwd=tmp,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # its own process group: killed as a whole
+                )
+            )
+        for port, host in zip(ports, hosts, strict=True):
+            _wait_ready(port, host)
+        (tmp / "haproxy.cfg").write_text(haproxy_config(lb_port, ports))
+        balancer = subprocess.Popen(
+            [haproxy, "-f", str(tmp / "haproxy.cfg"), "-db"],
+            stdout=open(tmp / "haproxy.log", "wb"),  # noqa: SIM115
+            stderr=subprocess.STDOUT,
+        )
+        _wait_ready(lb_port, balancer)
+        print(f"{args.hosts} hosts :{', :'.join(map(str, ports))} behind haproxy :{lb_port}")
+        problems = []
+        limits = check_shared_limits(ports, "buyer0")
+        print(f"rate limit shared by the hosts: {'yes' if limits is None else limits}")
+        sessions = check_sessions(ports, "buyer1", "x" * 12)
+        print(f"a session made on one host valid on the others: {sessions or 'yes'}")
+        problems += [p for p in (limits, sessions) if p]
+        kill_at = args.seconds / 2 if args.kill_at is None else args.kill_at
+        victim = hosts[-1]
+
+        def kill_last_host() -> None:
+            os.killpg(victim.pid, signal.SIGKILL)
+            print(f"killed host {args.hosts} (:{ports[-1]}) at {kill_at:g} s", flush=True)
+
+        plan = Plan(seeded)
+        print(f"driving {args.rate:g} req/s for {args.seconds:g} s through the balancer")
+        load_before = os.getloadavg()[0]
+        kill = (kill_at, kill_last_host) if kill_at > 0 else None
+        stats = asyncio.run(drive(lb_port, plan, args.seconds, args.rate, kill))
+        failed = _report(stats, args, load_before)
+        if stats.failed_events:
+            print(f"delivering {len(stats.failed_events)} failed payment events again")
+            import httpx
+
+            for headers, body in stats.failed_events:
+                httpx.post(
+                    f"http://{HOST}:{lb_port}/billing/stripe/webhook",
+                    headers=headers, content=body, timeout=60,
+                )  # fmt: skip
+        time.sleep(0.5)
+        lost = check_events(env, plan.paid_orders)
+        print(f"webhooks: {len(plan.paid_orders)} orders paid by event, ", end="")
+        print(f"{len(lost)} lost or doubled" + (f": {lost[:5]}" if lost else ""))
+        problems += lost
+        if failed or problems:
+            print(f"logs: {tmp}")
+            return 1
+        return 0
+    finally:
+        if balancer is not None:
+            balancer.terminate()
+            balancer.wait(timeout=10)
+        for host in hosts:
+            if host.poll() is None:
+                host.send_signal(signal.SIGTERM)
+                try:
+                    host.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(host.pid, signal.SIGKILL)
+                    host.wait()
+        for log in logs:
+            log.close()
+        drop_pg_database(pg_name)
+
+
+def _wait_ready(port: int, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"the process on :{port} exited; see its log")
+        try:
+            if _get(port, "/readyz").status_code == 200:
+                return
+        except Exception:  # not listening yet
+            time.sleep(0.3)
+            continue
+        time.sleep(0.3)
+    raise SystemExit(f"nothing ready on :{port}")
 
 
 def _report(stats: Stats, args: argparse.Namespace, load_before: float) -> int:
@@ -436,7 +685,13 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=50.0, help="requests per second")
     parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--hosts", type=int, default=1, help="store hosts behind haproxy")
+    parser.add_argument(
+        "--kill-at", type=float, default=None, help="seconds into the load to kill the last host"
+    )
     args = parser.parse_args()
+    if args.hosts > 1:
+        args.backend = "postgresql"
     if not 0 < args.seconds <= 600:
         parser.error("--seconds must be in (0, 600]")
     sys.exit(run(args))
