@@ -368,3 +368,27 @@ def test_compose_settings_are_settings_and_start_in_production(compose: dict[str
     blank = {**_example_variables(), "STORE_SECRET_KEY": ""}
     with pytest.raises(KeyError, match="STORE_SECRET_KEY"):
         deploy_files.compose_environment("store", blank)
+
+
+def test_the_haproxy_configuration_is_valid_as_shipped_and_as_the_bench_runs_it(
+    tmp_path: Path,
+) -> None:
+    import shutil
+    import subprocess
+
+    haproxy = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/sbin")
+    if haproxy is None:
+        pytest.skip("haproxy is not installed (bench/load.py --hosts installs it)")
+    from bench.load import HAPROXY_CFG, haproxy_config
+
+    shipped = subprocess.run([haproxy, "-c", "-f", str(HAPROXY_CFG)], capture_output=True)
+    assert shipped.returncode == 0, shipped.stderr.decode()
+    local = tmp_path / "haproxy.cfg"
+    local.write_text(haproxy_config(18080, [18081, 18082]))
+    text = local.read_text()
+    assert "bind 127.0.0.1:18080" in text
+    assert "server store1 127.0.0.1:18081 check" in text
+    assert "server store2 127.0.0.1:18082 check" in text
+    assert "10.0.0." not in text
+    checked = subprocess.run([haproxy, "-c", "-f", str(local)], capture_output=True)
+    assert checked.returncode == 0, checked.stderr.decode()
