@@ -221,7 +221,11 @@ def pick_terms(df: Counter[str], rows: int, rng: random.Random) -> dict[str, lis
     one = frequent + mid + rng.sample(rare, 20)
     two = [f"{rng.choice(frequent + mid)} {rng.choice(frequent + mid)}" for _ in range(40)]
     prefixes = [w[:2] for w in frequent + mid] + [w[:3] for w in frequent + mid]
+    # Other forms of indexed words, found through their English stem ("gulvjts" and
+    # "gulvjting" find "gulvjt"), the last one also as a prefix.
+    inflected = [w + rng.choice(("s", "ing", "ed")) for w in frequent + mid]
     return {
+        "inflected": inflected,
         "frequent": frequent,
         "one": one,
         "two": two,
@@ -265,6 +269,7 @@ def run_queries(engine: Engine, terms: dict[str, list[str]], n: int, rng: random
             "one-term": lambda: search(rng.choice(terms["one"])),
             "frequent term": lambda: search(rng.choice(terms["frequent"])),
             "two-term": lambda: search(rng.choice(terms["two"])),
+            "inflected form (stem)": lambda: search(rng.choice(terms["inflected"])),
             "prefix (2-3 chars)": lambda: search(rng.choice(terms["prefix"]), as_you_type=True),
             "faceted": lambda: search(
                 rng.choice(terms["one"]),
@@ -323,8 +328,13 @@ def incremental_rate(engine: Engine, data: dict[str, Any], n: int = 1000) -> flo
 
 def db_size(engine: Engine, path: str | None) -> float:
     if path:
-        with engine.connect() as conn:
-            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        # Outside any transaction (the store's SQLite connections begin one on first use,
+        # and a checkpoint inside it finds the table locked).
+        raw = engine.raw_connection()
+        try:
+            raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # type: ignore[union-attr]
+        finally:
+            raw.close()
         return os.path.getsize(path) / 2**20
     with engine.connect() as conn:
         return conn.execute(text("SELECT pg_database_size(current_database())")).scalar() / 2**20
