@@ -1,0 +1,350 @@
+"""What the store's token auth adds to a pull: skopeo copies through it and without it.
+
+    python bench/pull.py [--rounds 15] [--layers 3] [--layer-kib 512]
+
+Loopback only. Starts the store (``store serve --workers 2``, SQLite, a fresh data
+directory) with a publisher, a paid product and an entitled customer, Debian's
+docker-registry configured by ``store registry config`` (token auth at the store), and a
+second docker-registry serving the **same storage without auth**. Pushes one image of
+``--layers`` layers (random bytes, so nothing compresses away), then runs interleaved rounds:
+
+- ``auth``: ``skopeo copy docker://<registry with auth>/acme/app:1 oci:<fresh dir>`` with the
+  customer's personal access token (challenge, token request, then the transfer);
+- ``open``: the same copy from the registry without auth (the transfer alone);
+- ``challenge``: ``GET /v2/`` on the registry with auth (the 401 that sends a client to the
+  store);
+- ``token``: ``GET /token`` for the pull at the store with the same credential.
+
+Prints per case the median and p90 in ms, how many tokens the store granted per pull (from its
+metrics, after the metrics' one-second delay), the ratio auth / open (target ≤ 1.10) and the
+split of a pull's extra time into challenge, token request and the rest (the transfer's own
+difference: skopeo asks for a token per repository and the registry verifies it on every
+request), with the load average before and after.
+"""
+
+# ruff: noqa: E402  (sys.path is fixed before the imports)
+from __future__ import annotations
+
+import os
+import sys
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+
+import argparse
+import base64
+import gzip
+import hashlib
+import io
+import json
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+PASSWORD = "bench password 123"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def _blob(root: Path, data: bytes) -> dict[str, Any]:
+    digest = hashlib.sha256(data).hexdigest()
+    path = root / "blobs" / "sha256" / digest
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return {"digest": f"sha256:{digest}", "size": len(data)}
+
+
+def image_layout(root: Path, *, tag: str, layers: int, layer_bytes: int) -> None:
+    """An OCI image layout of ``layers`` gzip layers, each one file of random bytes."""
+    descriptors, diff_ids = [], []
+    for i in range(layers):
+        raw = io.BytesIO()
+        with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            info = tarfile.TarInfo(f"layer{i}/data.bin")
+            info.size = layer_bytes
+            info.mtime = 0
+            tar.addfile(info, io.BytesIO(os.urandom(layer_bytes)))
+        layer_tar = raw.getvalue()
+        layer = {
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+            **_blob(root, gzip.compress(layer_tar, mtime=0)),
+        }
+        descriptors.append(layer)
+        diff_ids.append(f"sha256:{hashlib.sha256(layer_tar).hexdigest()}")
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            **_blob(root, json.dumps(config).encode()),
+        },
+        "layers": descriptors,
+    }
+    index = {
+        "schemaVersion": 2,
+        "manifests": [
+            {
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                **_blob(root, json.dumps(manifest).encode()),
+                "annotations": {"org.opencontainers.image.ref.name": tag},
+            }
+        ],
+    }
+    (root / "index.json").write_text(json.dumps(index))
+    (root / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+
+
+def seed(env: dict[str, str]) -> tuple[str, str]:
+    """Migrate and seed; (the publisher's push token, the customer's pull token)."""
+    from store import migrate
+    from store.accounts import service as accounts
+    from store.catalog import service as catalog
+    from store.config import Settings
+    from store.db import make_engine, make_sessionmaker, session_scope, utcnow
+    from store.keys import service as keys
+    from store.licensing import entitlements
+
+    settings = Settings(data_dir=Path(env["STORE_DATA_DIR"]), secret_key=env["STORE_SECRET_KEY"])
+    settings.ensure_data_dir()
+    engine = make_engine(settings.resolved_database_url)
+    migrate.upgrade(engine)
+    with session_scope(make_sessionmaker(engine)) as session:
+        alice = accounts.create_account(
+            session, username="alice", email="alice@example.com", password=PASSWORD
+        )
+        alice.email_verified_at = utcnow()  # publishing needs a confirmed address
+        bob = accounts.create_account(
+            session, username="bob", email="bob@example.com", password=PASSWORD
+        )
+        acme = accounts.create_organization(session, owner=alice, slug="acme", name="Acme")
+        product = catalog.create_product(
+            session, actor=alice, org=acme, kind="image", slug="app", title="App"
+        )
+        tier = catalog.create_tier(
+            session,
+            actor=alice,
+            product=product,
+            slug="pro",
+            name="Pro",
+            billing="month",
+            amount_minor=4900,
+        )
+        session.refresh(product)
+        catalog.set_status(session, actor=alice, product=product, status="published")
+        entitlements.grant(session, actor=alice, tier=tier, account=bob)
+        for purpose in ("registry", "license"):
+            keys.ensure_key(session, purpose=purpose, secret=settings.resolved_secret_key)
+        push = accounts.create_token(
+            session, kind="personal", name="push", scopes=["pull", "push"], created_by=alice
+        ).secret
+        pull = accounts.create_token(
+            session, kind="personal", name="pull", scopes=["pull"], created_by=bob
+        ).secret
+    engine.dispose()
+    return push, pull
+
+
+def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 180) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"the process for {url} exited; see its log")
+        try:
+            httpx.get(url, timeout=2)
+            return
+        except httpx.TransportError:
+            time.sleep(0.3)
+    raise SystemExit(f"{url} did not answer in {timeout:.0f} s")
+
+
+def skopeo(home: Path, *args: str) -> float:
+    """Run skopeo; the seconds it took (SystemExit when it fails)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STORE_")}
+    env["HOME"] = str(home)
+    authfile = home / "auth.json"
+    if not authfile.exists():
+        authfile.write_text('{"auths": {}}')
+    argv = ["skopeo", "--insecure-policy", *args[:1], "--authfile", str(authfile), *args[1:]]
+    started = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"skopeo {' '.join(args[:1])} failed: {done.stderr[-2000:]}")
+    return elapsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--layers", type=int, default=3)
+    parser.add_argument("--layer-kib", type=int, default=512)
+    args = parser.parse_args()
+    for tool in ("skopeo", "docker-registry"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is not installed (apt-get install {tool})")
+    import httpx
+    import yaml
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-pull-"))
+    store_port, auth_port, open_port = free_port(), free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STORE_")}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env.update(
+        STORE_DATA_DIR=str(tmp / "data"),
+        STORE_SECRET_KEY="bench-pull-secret-0123456789abcdef",
+        STORE_PUBLIC_URL=f"http://{HOST}:{store_port}",
+        STORE_REGISTRY_URL=f"http://{HOST}:{auth_port}",
+        PYTHONPATH=str(ROOT),
+    )
+    push, pull = seed(env)
+    subprocess.run(
+        [sys.executable, "-m", "store.cli.main", "registry", "config",
+         "--registry-url", f"http://{HOST}:{auth_port}", "--out", str(tmp / "registry")],
+        env=env, check=True, capture_output=True,
+    )  # fmt: skip
+    config = yaml.safe_load((tmp / "registry" / "config.yml").read_text())
+    config.pop("auth", None)
+    config.pop("notifications", None)
+    config.setdefault("http", {})["addr"] = f"{HOST}:{open_port}"
+    (tmp / "registry" / "open.yml").write_text(yaml.safe_dump(config))
+    processes: list[subprocess.Popen[bytes]] = []
+    logs = tmp / "logs"
+    logs.mkdir()
+
+    def start(name: str, argv: list[str], cwd: Path) -> subprocess.Popen[bytes]:
+        with open(logs / f"{name}.log", "wb") as log:
+            process = subprocess.Popen(argv, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
+        processes.append(process)
+        return process
+
+    try:
+        store = start(
+            "store",
+            [sys.executable, "-m", "store.cli.main", "serve", "--port", str(store_port),
+             "--workers", "2", "--log-level", "warning"],
+            tmp,
+        )  # fmt: skip
+        wait_http(f"http://{HOST}:{store_port}/healthz", store)
+        registry = tmp / "registry"
+        auth_reg = start("registry", ["docker-registry", "serve", "config.yml"], registry)
+        open_reg = start("registry-open", ["docker-registry", "serve", "open.yml"], registry)
+        wait_http(f"http://{HOST}:{auth_port}/v2/", auth_reg)
+        wait_http(f"http://{HOST}:{open_port}/v2/", open_reg)
+        layout = tmp / "image"
+        image_layout(layout, tag="1", layers=args.layers, layer_bytes=args.layer_kib * 1024)
+        home = tmp / "home"
+        home.mkdir()
+        skopeo(home, "copy", "--dest-tls-verify=false", "--dest-creds", f"alice:{push}",
+               f"oci:{layout}:1", f"docker://{HOST}:{auth_port}/acme/app:1")  # fmt: skip
+        credentials = base64.b64encode(f"bob:{pull}".encode()).decode()
+        token_url = (
+            f"http://{HOST}:{store_port}/token?service=store-registry"
+            "&scope=repository:acme/app:pull"
+        )
+        times: dict[str, list[float]] = {"auth": [], "open": [], "challenge": [], "token": []}
+        print(f"load average before: {_loadavg()}")
+        with httpx.Client(timeout=30) as client:
+            for round_ in range(args.rounds + 1):  # the first round warms up, uncounted
+                out = tmp / f"out-{round_}"
+                auth_s = skopeo(home, "copy", "--src-tls-verify=false", "--src-creds",
+                                f"bob:{pull}", f"docker://{HOST}:{auth_port}/acme/app:1",
+                                f"oci:{out}-auth:1")  # fmt: skip
+                open_s = skopeo(home, "copy", "--src-tls-verify=false",
+                                f"docker://{HOST}:{open_port}/acme/app:1",
+                                f"oci:{out}-open:1")  # fmt: skip
+                started = time.perf_counter()
+                challenge = client.get(f"http://{HOST}:{auth_port}/v2/")
+                challenge_s = time.perf_counter() - started
+                started = time.perf_counter()
+                token = client.get(token_url, headers={"Authorization": f"Basic {credentials}"})
+                token_s = time.perf_counter() - started
+                if challenge.status_code != 401 or token.status_code != 200:
+                    raise SystemExit(
+                        f"challenge {challenge.status_code}, token {token.status_code}"
+                    )
+                shutil.rmtree(f"{out}-auth", ignore_errors=True)
+                shutil.rmtree(f"{out}-open", ignore_errors=True)
+                if round_:
+                    times["auth"].append(auth_s * 1000)
+                    times["open"].append(open_s * 1000)
+                    times["challenge"].append(challenge_s * 1000)
+                    times["token"].append(token_s * 1000)
+                else:
+                    time.sleep(1.5)  # the store adds its counts to the metrics once a second
+                    granted = _granted(client, store_port)
+        print(
+            f"{args.rounds} interleaved rounds, one image of {args.layers} layers × "
+            f"{args.layer_kib} KiB"
+        )
+        print(f"{'case':<12}{'median ms':>11}{'p90 ms':>9}")
+        for name, values in times.items():
+            values.sort()
+            p90 = values[max(0, int(len(values) * 0.9) - 1)]
+            print(f"{name:<12}{statistics.median(values):>11.1f}{p90:>9.1f}")
+        auth_m, open_m = statistics.median(times["auth"]), statistics.median(times["open"])
+        extra = auth_m - open_m
+        challenge_m, token_m = (
+            statistics.median(times["challenge"]),
+            statistics.median(times["token"]),
+        )
+        time.sleep(1.5)
+        per_pull = (_granted(httpx.Client(), store_port) - granted) / args.rounds - 1
+        print(f"tokens the store granted per authenticated pull: {per_pull:.1f}")
+        print(f"ratio auth / open = {auth_m / open_m:.2f}  (target <= 1.10)")
+        print(
+            f"extra per pull {extra:.1f} ms: challenge {challenge_m:.1f}, token request "
+            f"{token_m:.1f}, the rest {extra - challenge_m - token_m:.1f}"
+        )
+        print(f"load average after: {_loadavg()}")
+        return 0
+    finally:
+        for process in reversed(processes):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+
+def _granted(client: Any, port: int) -> float:
+    """Tokens the store has granted (its metrics; the bench's own token requests included)."""
+    text = client.get(f"http://{HOST}:{port}/metrics").text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("store_registry_token_decisions_total{") and 'outcome="granted"' in line
+    )
+
+
+def _loadavg() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    sys.exit(main())
