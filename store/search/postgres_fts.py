@@ -55,16 +55,13 @@ from store.search.query import (
     tsquery_tokens,
 )
 
-# The tables and their statistics targets come from migrations (0003, 0006); the GIN
-# indexes are also dropped and built again by PostgresBackend.rebuild.
-_INDEXES = tuple(
-    f"CREATE INDEX ix_search_fts_{column} ON {table} USING gin ({column}) WITH (fastupdate = off)"
-    for table, column in (
-        ("search_fts_terms", "tags"),
-        ("search_fts_terms", "tsv"),
-        ("search_fts_fields", "head"),
-        ("search_fts_fields", "mid"),
-    )
+# The tables, their GIN indexes and statistics targets are the migrations' (0003, 0006);
+# rebuild drops the indexes and makes them again from their definitions as the database
+# holds them.
+_INDEX_DDL = text(
+    "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema() "
+    "AND tablename IN ('search_fts_terms', 'search_fts_fields') "
+    "AND indexname LIKE 'ix\\_search\\_fts\\_%' ORDER BY indexname"
 )
 
 # Field → (weight, first position). Gaps keep phrases from spanning two fields.
@@ -495,8 +492,9 @@ class PostgresBackend:
         """Both tables from search_documents in one pass, in rank-key order (rows of similar
         rank share pages); the GIN indexes are built once at the end rather than maintained
         row by row (they are locked until the transaction ends)."""
-        for statement in _INDEXES:
-            conn.execute(text(f"DROP INDEX IF EXISTS {statement.split()[2]}"))
+        indexes = conn.execute(_INDEX_DDL).all()
+        for index in indexes:
+            conn.execute(text(f'DROP INDEX IF EXISTS "{index.indexname}"'))
         conn.execute(text("DELETE FROM search_fts_fields"))
         conn.execute(text("DELETE FROM search_fts_terms"))
         last = -(1 << 63)
@@ -516,6 +514,6 @@ class PostgresBackend:
                 break
             self._write(conn, [dict(r) for r in rows])
             last = rows[-1]["id"]
-        for statement in _INDEXES:
-            conn.execute(text(statement))
+        for index in indexes:
+            conn.execute(text(index.indexdef))
         _stats_cache.clear()

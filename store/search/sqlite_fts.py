@@ -12,7 +12,8 @@ doclists in rank order and stops after n matches: no bm25, no scoring of every m
 * ``search_fts_facets`` holds the facet tokens again in a narrow rowid table: the facet pass
   reads them for up to 501 matches, and narrow rows in rank order share pages.
 
-Triggers (created by the migration) keep all three in step inside the same transaction.
+Triggers (created by the migration, the one definition of these tables) keep all three in
+step inside the same transaction.
 """
 
 from __future__ import annotations
@@ -27,61 +28,29 @@ from store.search import facets
 from store.search.backend import Criteria
 from store.search.query import fts5_excluded, fts5_text, fts5_tokens
 
-_TOKENIZE = "tokenize=\"unicode61 remove_diacritics 2 tokenchars ':'\""
+# The FTS5 tables and their triggers are the migrations' (0003): the triggers are read back
+# from the database when they must be dropped for a bulk rewrite and made again after it.
+_TRIGGERS = ("search_fts_insert", "search_fts_delete", "search_fts_update")
+_TRIGGER_DDL = text(
+    "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND name IN "
+    "('search_fts_insert', 'search_fts_delete', 'search_fts_update') ORDER BY name"
+)
+_SAVED_TRIGGERS = "store.search.sqlite_fts.triggers"
 
-CREATE_STATEMENTS = (
-    f"""CREATE VIRTUAL TABLE search_fts USING fts5(
-        fts_name, fts_title, fts_summary, fts_body, fts_facets,
-        content='search_documents', content_rowid='id', {_TOKENIZE},
-        prefix='2 3', columnsize=0)""",
-    f"""CREATE VIRTUAL TABLE search_fts_head USING fts5(
-        fts_name, fts_title, fts_facets,
-        content='search_documents', content_rowid='id', {_TOKENIZE},
-        prefix='2 3', columnsize=0)""",
-    "CREATE TABLE search_fts_facets (id INTEGER PRIMARY KEY, tokens TEXT NOT NULL)",
-    """CREATE TRIGGER search_fts_insert AFTER INSERT ON search_documents BEGIN
-        INSERT INTO search_fts(rowid, fts_name, fts_title, fts_summary, fts_body, fts_facets)
-        VALUES (new.id, new.fts_name, new.fts_title, new.fts_summary, new.fts_body,
-                new.fts_facets);
-        INSERT INTO search_fts_head(rowid, fts_name, fts_title, fts_facets)
-        VALUES (new.id, new.fts_name, new.fts_title, new.fts_facets);
-        INSERT INTO search_fts_facets(id, tokens) VALUES (new.id, new.fts_facets);
-    END""",
-    """CREATE TRIGGER search_fts_delete AFTER DELETE ON search_documents BEGIN
-        INSERT INTO search_fts(search_fts, rowid, fts_name, fts_title, fts_summary, fts_body,
-                               fts_facets)
-        VALUES ('delete', old.id, old.fts_name, old.fts_title, old.fts_summary, old.fts_body,
-                old.fts_facets);
-        INSERT INTO search_fts_head(search_fts_head, rowid, fts_name, fts_title, fts_facets)
-        VALUES ('delete', old.id, old.fts_name, old.fts_title, old.fts_facets);
-        DELETE FROM search_fts_facets WHERE id = old.id;
-    END""",
-    """CREATE TRIGGER search_fts_update
-    AFTER UPDATE OF id, fts_name, fts_title, fts_summary, fts_body, fts_facets
-    ON search_documents BEGIN
-        INSERT INTO search_fts(search_fts, rowid, fts_name, fts_title, fts_summary, fts_body,
-                               fts_facets)
-        VALUES ('delete', old.id, old.fts_name, old.fts_title, old.fts_summary, old.fts_body,
-                old.fts_facets);
-        INSERT INTO search_fts(rowid, fts_name, fts_title, fts_summary, fts_body, fts_facets)
-        VALUES (new.id, new.fts_name, new.fts_title, new.fts_summary, new.fts_body,
-                new.fts_facets);
-        INSERT INTO search_fts_head(search_fts_head, rowid, fts_name, fts_title, fts_facets)
-        VALUES ('delete', old.id, old.fts_name, old.fts_title, old.fts_facets);
-        INSERT INTO search_fts_head(rowid, fts_name, fts_title, fts_facets)
-        VALUES (new.id, new.fts_name, new.fts_title, new.fts_facets);
-        DELETE FROM search_fts_facets WHERE id = old.id;
-        INSERT INTO search_fts_facets(id, tokens) VALUES (new.id, new.fts_facets);
-    END""",
-)
-DROP_STATEMENTS = (
-    "DROP TRIGGER IF EXISTS search_fts_update",
-    "DROP TRIGGER IF EXISTS search_fts_delete",
-    "DROP TRIGGER IF EXISTS search_fts_insert",
-    "DROP TABLE IF EXISTS search_fts_facets",
-    "DROP TABLE IF EXISTS search_fts_head",
-    "DROP TABLE IF EXISTS search_fts",
-)
+
+def _trigger_ddl(conn: Connection) -> list[str]:
+    return [str(row.sql) for row in conn.execute(_TRIGGER_DDL)]
+
+
+def _drop_triggers(conn: Connection) -> list[str]:
+    """Drop the maintenance triggers; their DDL, to make them again in this transaction."""
+    ddl = conn.info.pop(_SAVED_TRIGGERS, None)
+    if ddl is None:
+        ddl = _trigger_ddl(conn)
+    for name in _TRIGGERS:
+        conn.execute(text(f"DROP TRIGGER IF EXISTS {name}"))
+    return list(ddl)
+
 
 _HEAD_TIERS = (2, 3)
 
@@ -155,13 +124,10 @@ class SqliteBackend:
     def begin_bulk(self, conn: Connection) -> None:
         """Many documents are about to be rewritten and rebuild() will follow: stop the
         row-by-row maintenance (the triggers) until then (same transaction)."""
-        for statement in DROP_STATEMENTS[:3]:
-            conn.execute(text(statement))
+        conn.info[_SAVED_TRIGGERS] = _drop_triggers(conn)
 
     def rebuild(self, conn: Connection) -> None:
-        for statement in DROP_STATEMENTS[:3]:
-            conn.execute(text(statement))
-        for statement in CREATE_STATEMENTS[3:]:
+        for statement in _drop_triggers(conn):
             conn.execute(text(statement))
         conn.execute(text("INSERT INTO search_fts(search_fts) VALUES ('rebuild')"))
         conn.execute(text("INSERT INTO search_fts_head(search_fts_head) VALUES ('rebuild')"))
