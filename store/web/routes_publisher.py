@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from functools import partial
 
 from fastapi import Request
 from starlette.responses import Response
@@ -60,8 +61,10 @@ def create_org(
     request: Request, session: DbSession, account: RequiredAccount, form: Form
 ) -> Response:
     """Create an organization (a registry namespace) owned by the current account."""
-    result = forms.attempt(
+    return forms.submit(
         session,
+        form,
+        "org",
         lambda: accounts.create_organization(
             session,
             owner=account,
@@ -70,12 +73,13 @@ def create_org(
             description=forms.text(form, "description"),
             website=forms.text(form, "website"),
         ),
+        failed=partial(_index_page, request, session, account),
+        done=lambda org: forms.redirect_with(
+            request,
+            f"Organization {org.slug} is created; you are its owner.",
+            f"/publish/{org.slug}",
+        ),
     )
-    if isinstance(result, StoreError):
-        failed = FormState.failed("org", form, result)
-        return _index_page(request, session, account, failed, forms.error_status(result))
-    flash(request, f"Organization {result.slug} is created; you are its owner.")
-    return redirect(f"/publish/{result.slug}")
 
 
 def org_page(
@@ -160,8 +164,10 @@ def invite(
     request: Request, org: str, session: DbSession, account: RequiredAccount, form: Form
 ) -> Response:
     organization = member_org(session, account, org)
-    result = forms.attempt(
+    return forms.submit(
         session,
+        form,
+        "invite",
         lambda: accounts.invite_member(
             session,
             org=organization,
@@ -169,13 +175,15 @@ def invite(
             username=forms.text(form, "username"),
             role=forms.text(form, "role"),
         ),
+        failed=lambda state, status: org_page(
+            request, session, account, organization, state, status
+        ),
+        done=lambda invitation: forms.redirect_with(
+            request,
+            f"{invitation.account.username} is invited as {invitation.role}.",
+            f"/publish/{organization.slug}",
+        ),
     )
-    if isinstance(result, StoreError):
-        failed = FormState.failed("invite", form, result)
-        status = forms.error_status(result)
-        return org_page(request, session, account, organization, failed, status)
-    flash(request, f"{result.account.username} is invited as {result.role}.")
-    return redirect(f"/publish/{organization.slug}")
 
 
 @router.post("/publish/{org}/-/members/{username}/role")
@@ -189,18 +197,20 @@ def change_role(
 ) -> Response:
     organization = member_org(session, account, org)
     role = forms.text(form, "role")
-    result = forms.attempt(
+    return forms.submit(
         session,
+        form,
+        f"member-{username}",
         lambda: accounts.change_role(
             session, org=organization, actor=account, username=username, role=role
         ),
+        failed=lambda state, status: org_page(
+            request, session, account, organization, state, status
+        ),
+        done=lambda _: forms.redirect_with(
+            request, f"{username} is now {role}.", f"/publish/{organization.slug}"
+        ),
     )
-    if isinstance(result, StoreError):
-        failed = FormState.failed(f"member-{username}", form, result)
-        status = forms.error_status(result)
-        return org_page(request, session, account, organization, failed, status)
-    flash(request, f"{username} is now {role}.")
-    return redirect(f"/publish/{organization.slug}")
 
 
 @router.post("/publish/{org}/-/members/{username}/remove")
@@ -213,19 +223,28 @@ def remove_member(
     form: Form,
 ) -> Response:
     organization = member_org(session, account, org)
-    result = forms.attempt(
+
+    def removed(_: object) -> Response:
+        if username.lower() == account.username:
+            return forms.redirect_with(
+                request, f"You left {organization.slug}.", "/publish", "info"
+            )
+        return forms.redirect_with(
+            request,
+            f"{username} is no longer a member of {organization.slug}.",
+            f"/publish/{organization.slug}",
+        )
+
+    return forms.submit(
         session,
+        form,
+        f"member-{username}",
         lambda: accounts.remove_member(session, org=organization, actor=account, username=username),
+        failed=lambda state, status: org_page(
+            request, session, account, organization, state, status
+        ),
+        done=removed,
     )
-    if isinstance(result, StoreError):
-        failed = FormState.failed(f"member-{username}", form, result)
-        status = forms.error_status(result)
-        return org_page(request, session, account, organization, failed, status)
-    if username.lower() == account.username:
-        flash(request, f"You left {organization.slug}.", "info")
-        return redirect("/publish")
-    flash(request, f"{username} is no longer a member of {organization.slug}.")
-    return redirect(f"/publish/{organization.slug}")
 
 
 @router.post("/publish/{org}/-/robots", dependencies=[NO_STORE])
