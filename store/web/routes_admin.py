@@ -280,12 +280,18 @@ def admin_grant(request: Request, session: DbSession, admin: AdminAccount, form:
             reason=forms.text(form, "reason"),
         )
 
-    result = forms.attempt(session, give)
-    if isinstance(result, StoreError):
-        failed = FormState.failed("grant", form, result)
-        return _entitlements_page(request, session, failed, forms.error_status(result))
-    flash(request, f"{result.product.repository} ({result.tier.name}) granted.")
-    return redirect(with_query("/admin/entitlements", username=forms.text(form, "username")))
+    return forms.submit(
+        session,
+        form,
+        "grant",
+        give,
+        failed=lambda state, status: _entitlements_page(request, session, state, status),
+        done=lambda granted: forms.redirect_with(
+            request,
+            f"{granted.product.repository} ({granted.tier.name}) granted.",
+            with_query("/admin/entitlements", username=forms.text(form, "username")),
+        ),
+    )
 
 
 @router.post("/admin/entitlements/{entitlement_id}/revoke")

@@ -99,12 +99,18 @@ def create_product(
             **listing_fields(form),
         )
 
-    result = forms.attempt(session, create)
-    if isinstance(result, StoreError):
-        failed = FormState.failed("product", form, result)
-        return _new_page(request, organization, failed, forms.error_status(result))
-    flash(request, f"{result.repository} is created as a draft. Add a tier, then publish it.")
-    return redirect(f"/publish/{result.repository}")
+    return forms.submit(
+        session,
+        form,
+        "product",
+        create,
+        failed=lambda state, status: _new_page(request, organization, state, status),
+        done=lambda product: forms.redirect_with(
+            request,
+            f"{product.repository} is created as a draft. Add a tier, then publish it.",
+            f"/publish/{product.repository}",
+        ),
+    )
 
 
 # --- edit -----------------------------------------------------------------------------
