@@ -16,6 +16,7 @@ from store.billing.gateway import Outcome, PaymentInput
 from store.billing.pricing import MAX_QUANTITY, Buyer, normalize_country, normalize_vat_id
 from store.billing.runtime import Billing, get_billing
 from store.billing.schemas import (
+    CardIn,
     CheckoutIn,
     CheckoutOut,
     CouponIn,
@@ -202,6 +203,53 @@ def my_subscriptions(session: DbSession, account: CurrentAccount) -> list[Subscr
     return [
         SubscriptionOut.model_validate(s) for s in subscriptions.subscriptions_of(session, account)
     ]
+
+
+@router.post(
+    "/subscriptions/{sub_id}/card",
+    response_model=SubscriptionOut,
+    responses={402: {"description": "The card was declined (error: Stripe's code)"}},
+)
+def replace_card(
+    sub_id: uuid.UUID,
+    body: CardIn,
+    request: Request,
+    session: DbSession,
+    billing: BillingDep,
+    account: CurrentAccount,
+) -> SubscriptionOut:
+    """Replace the card of a running subscription (Stripe: a PaymentMethod id from
+    Stripe.js; test gateway: a test card number)."""
+    bind(request, session)
+    sub = subscriptions.get_visible_subscription(session, sub_id, account)
+    payment = PaymentInput(payment_method=body.payment_method, card_number=body.card_number)
+    sub = subscriptions.replace_card(session, billing, sub=sub, payment=payment)
+    return SubscriptionOut.model_validate(sub)
+
+
+@router.post(
+    "/subscriptions/{sub_id}/pay",
+    response_model=OrderOut,
+    responses={
+        402: {"description": "The card was declined (error: Stripe's code)"},
+        409: {"description": "nothing_due: the subscription is not past due"},
+    },
+)
+def pay_now(
+    sub_id: uuid.UUID,
+    body: CardIn,
+    request: Request,
+    session: DbSession,
+    billing: BillingDep,
+    account: CurrentAccount,
+) -> OrderOut:
+    """Pay a past-due subscription's failed invoice now, with a new card when one is given
+    (the test gateway always needs one). The paid order is answered."""
+    bind(request, session)
+    sub = subscriptions.get_visible_subscription(session, sub_id, account)
+    payment = PaymentInput(payment_method=body.payment_method, card_number=body.card_number)
+    order = subscriptions.pay_now(session, billing, sub=sub, payment=payment)
+    return OrderOut.model_validate(order)
 
 
 @router.post("/subscriptions/{sub_id}/{action}", response_model=SubscriptionOut)

@@ -83,6 +83,29 @@ class PaymentGateway(Protocol):
         subscription's next invoice."""
         ...
 
+    def replace_card(
+        self,
+        session: Session,
+        billing: Billing,
+        *,
+        subscription: Subscription,
+        payment: PaymentInput,
+    ) -> Outcome:
+        """Make ``payment`` the card of the subscription's customer (its next charges)."""
+        ...
+
+    def retry_invoice(
+        self,
+        session: Session,
+        billing: Billing,
+        *,
+        subscription: Subscription,
+        order: Order,
+        payment: PaymentInput | None,
+    ) -> tuple[Outcome, dict[str, Any] | None]:
+        """Charge the failed invoice of ``order`` again; the paid invoice when it worked."""
+        ...
+
     def set_cancel_at_period_end(
         self, session: Session, billing: Billing, *, subscription: Subscription, cancel: bool
     ) -> dict[str, Any] | None:

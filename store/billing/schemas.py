@@ -84,6 +84,15 @@ class CheckoutIn(BaseModel):
     )
 
 
+class CardIn(BaseModel):
+    payment_method: str | None = Field(
+        default=None, max_length=255, description="Stripe: a PaymentMethod id from Stripe.js"
+    )
+    card_number: str | None = Field(
+        default=None, max_length=32, description="Test gateway: one of the test card numbers"
+    )
+
+
 class CheckoutOut(BaseModel):
     order: OrderOut
     next_action: str | None = Field(

@@ -418,6 +418,51 @@ class StripeGateway:
             subscription=subscription.gateway_ref,
         )
 
+    def replace_card(
+        self,
+        session: Session,
+        billing: Billing,
+        *,
+        subscription: Subscription,
+        payment: PaymentInput,
+    ) -> Outcome:
+        """Attach the PaymentMethod from Stripe Elements to the customer and make it the
+        default for invoices (the subscription's next charges and retries)."""
+        if not payment.payment_method:
+            return Outcome("failed", message="No card was entered.", code="payment_method_required")
+        customer = self._customer(session, subscription.account)
+        try:
+            pm = self.v1.payment_methods.attach(payment.payment_method, {"customer": customer})
+            self.v1.customers.update(
+                customer, {"invoice_settings": {"default_payment_method": pm.id}}
+            )
+        except stripe.CardError as exc:
+            return _declined(exc)
+        except stripe.StripeError as exc:
+            raise GatewayError(str(exc)) from exc
+        return Outcome("succeeded")
+
+    def retry_invoice(
+        self,
+        session: Session,
+        billing: Billing,
+        *,
+        subscription: Subscription,
+        order: Order,
+        payment: PaymentInput | None,
+    ) -> tuple[Outcome, dict[str, Any] | None]:
+        """Pay the open invoice now with the customer's default card."""
+        assert order.gateway_ref is not None
+        try:
+            invoice = self.v1.invoices.pay(order.gateway_ref)
+        except stripe.CardError as exc:
+            return _declined(exc), None
+        except stripe.StripeError as exc:
+            raise GatewayError(str(exc)) from exc
+        if invoice["status"] != "paid":
+            return Outcome("failed", message="The payment failed.", code="payment_failed"), None
+        return Outcome("succeeded"), _plain(invoice)
+
     def _cancel_quietly(self, ref: str) -> None:
         try:
             self.v1.subscriptions.cancel(ref)

@@ -20,11 +20,11 @@ from sqlalchemy.orm import Session
 from store.accounts.models import Account
 from store.billing import access, coupons, trials
 from store.billing import orders as order_service
-from store.billing.gateway import GatewayError, dig, obj_id
+from store.billing.gateway import GatewayError, PaymentInput, dig, obj_id
 from store.billing.models import Order, Subscription
 from store.billing.runtime import Billing
 from store.db import utcnow
-from store.errors import Conflict, NotFound
+from store.errors import Conflict, NotFound, PaymentRequired
 from store.licensing import entitlements
 from store.licensing.models import Entitlement
 from store.mail import notices
@@ -490,6 +490,73 @@ def cancel_now(session: Session, billing: Billing, *, subscription: Subscription
     if fresh is not None:
         apply_snapshot(session, billing, sub, fresh, at=utcnow(), fresh=True)
     return sub
+
+
+def failed_payment(session: Session, sub: Subscription) -> Order | None:
+    """The subscription's newest invoice order, if its payment failed (what "pay now" pays)."""
+    newest = session.scalar(
+        select(Order)
+        .where(Order.subscription_id == sub.id, Order.gateway_ref.is_not(None))
+        .order_by(Order.created_at.desc())
+        .limit(1)
+    )
+    return newest if newest is not None and newest.status == "failed" else None
+
+
+def _refuse_unless_running(sub: Subscription) -> None:
+    if sub.status in FINAL:
+        raise Conflict("This subscription has ended", code="subscription_ended")
+    if sub.status == "incomplete":
+        raise Conflict("This subscription has not started", code="subscription_incomplete")
+
+
+def replace_card(
+    session: Session, billing: Billing, *, sub: Subscription, payment: PaymentInput
+) -> Subscription:
+    """The card the next charges (and a retry) use. A card the gateway declines is refused
+    with its reason (402)."""
+    sub = find_locked(session, sub.gateway, sub.gateway_ref) or sub
+    _refuse_unless_running(sub)
+    outcome = billing.gateway.replace_card(session, billing, subscription=sub, payment=payment)
+    if outcome.status != "succeeded":
+        raise PaymentRequired(
+            outcome.message or "The card was declined.", code=outcome.code or "card_declined"
+        )
+    session.flush()
+    return sub
+
+
+def pay_now(
+    session: Session,
+    billing: Billing,
+    *,
+    sub: Subscription,
+    payment: PaymentInput | None = None,
+) -> Order:
+    """Retry a past-due subscription's failed invoice now (with a new card when given). A
+    paid retry goes through the same code as the gateway's invoice.paid event, so the event
+    arriving later (or twice) changes nothing more."""
+    sub = find_locked(session, sub.gateway, sub.gateway_ref) or sub
+    _refuse_unless_running(sub)
+    order = failed_payment(session, sub)
+    if sub.status != "past_due" or order is None:
+        raise Conflict("Nothing is due on this subscription", code="nothing_due")
+    order = order_service.lock_order(session, order.id)
+    if payment is not None and (payment.card_number or payment.payment_method):
+        replace_card(session, billing, sub=sub, payment=payment)
+    try:
+        outcome, invoice = billing.gateway.retry_invoice(
+            session, billing, subscription=sub, order=order, payment=payment
+        )
+    except GatewayError as exc:
+        raise Conflict(f"The payment service refused: {exc}", code="gateway_error") from exc
+    if outcome.status != "succeeded" or invoice is None:
+        raise PaymentRequired(
+            outcome.message or "The payment failed.", code=outcome.code or "card_declined"
+        )
+    invoice_paid(session, billing, sub, invoice, at=utcnow())
+    session.refresh(order)
+    return order
 
 
 # --- the sweep --------------------------------------------------------------------------

@@ -307,6 +307,57 @@ class TestGateway:
     ) -> None:
         """Nothing to send: ``advance`` charges each renewal's quote, coupon included."""
 
+    def replace_card(
+        self,
+        session: Session,
+        billing: Billing,
+        *,
+        subscription: Subscription,
+        payment: PaymentInput,
+    ) -> Outcome:
+        """A test card is accepted (4242…) or declined, as Stripe's SetupIntent would."""
+        card = normalize_card(payment.card_number)
+        if card == CARD_SUCCESS:
+            return Outcome("succeeded")
+        error = _decline(card)
+        return Outcome(
+            "failed",
+            message=error["message"],
+            code=error["code"],
+            decline_code=error.get("decline_code"),
+        )
+
+    def retry_invoice(
+        self,
+        session: Session,
+        billing: Billing,
+        *,
+        subscription: Subscription,
+        order: Order,
+        payment: PaymentInput | None,
+    ) -> tuple[Outcome, dict[str, Any] | None]:
+        """It keeps no card: the retry pays with the test card given (4242… succeeds)."""
+        outcome = self.replace_card(
+            session, billing, subscription=subscription, payment=payment or PaymentInput()
+        )
+        if outcome.status != "succeeded":
+            return outcome, None
+        sub = subscription
+        now = utcnow()
+        end = sub.current_period_end
+        if end is None or end <= now:
+            end = sub.interval.add(now)
+        assert order.gateway_ref is not None
+        invoice = self._invoice(
+            sub,
+            order.gateway_ref,
+            amount=order.amount_minor,
+            tax=order.tax_minor,
+            start=now,
+            end=end,
+        )
+        return outcome, invoice
+
     def set_cancel_at_period_end(
         self, session: Session, billing: Billing, *, subscription: Subscription, cancel: bool
     ) -> dict[str, Any] | None:

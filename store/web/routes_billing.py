@@ -27,6 +27,7 @@ from store.billing.webhook_api import catch_up
 from store.catalog import money
 from store.catalog import service as catalog
 from store.catalog.models import Product
+from store.catalog.money import format_money
 from store.deps import DbSession
 from store.errors import NotFound, StoreError, ValidationFailed
 from store.licensing.models import Entitlement
@@ -353,6 +354,74 @@ def my_purchases(request: Request, session: DbSession, account: RequiredAccount)
     )
 
 
+@router.get("/my/purchases/subscriptions/{sub_id}")
+def subscription_page(
+    request: Request, sub_id: uuid.UUID, session: DbSession, account: RequiredAccount
+) -> Response:
+    """One subscription's billing: its plan, the next charge (and its coupon), the card
+    (replace it), a past-due payment (pay it now), cancel or resume, and its payments."""
+    billing = _billing(request, session)
+    sub = subscriptions.get_visible_subscription(session, sub_id, account)
+    payments = list(
+        session.scalars(
+            select(Order)
+            .where(Order.subscription_id == sub.id, Order.gateway_ref.is_not(None))
+            .order_by(Order.created_at.desc())
+        )
+    )
+    coupon_left = None
+    if sub.coupon is not None:
+        count = coupons.terms(sub.coupon).charges(sub.interval)
+        coupon_left = None if count is None else max(0, count - sub.paid_charges)
+    return _page(
+        request,
+        "billing/subscription.html",
+        {
+            "sub": sub,
+            "payments": payments,
+            "due": subscriptions.failed_payment(session, sub) if sub.status == "past_due" else None,
+            "coupon_left": coupon_left,
+            "end_message": access.end_message,
+            "test_cards": TEST_CARDS,
+            "uses_stripe_js": not billing.test_mode,
+        },
+        billing,
+        no_store=True,
+    )
+
+
+@router.post("/my/purchases/subscriptions/{sub_id}/card")
+def replace_card(
+    request: Request,
+    sub_id: uuid.UUID,
+    session: DbSession,
+    account: RequiredAccount,
+    card_number: FormStr = "",
+    payment_method: FormStr = "",
+    pay: FormStr = "",
+) -> Response:
+    """Replace the card; with ``pay``, also pay a past-due invoice with it now."""
+    billing = _billing(request, session)
+    sub = subscriptions.get_visible_subscription(session, sub_id, account)
+    payment = PaymentInput(payment_method=payment_method or None, card_number=card_number or None)
+    page = f"/my/purchases/subscriptions/{sub.id}"
+    try:
+        if pay:
+            order = subscriptions.pay_now(session, billing, sub=sub, payment=payment)
+            paid = format_money(order.total_minor, order.currency)
+            message = f"Paid {paid}: your subscription is active again."
+        else:
+            subscriptions.replace_card(session, billing, sub=sub, payment=payment)
+            message = "Your card was replaced; the next charges use it."
+    except StoreError as exc:
+        if exc.status_code in (401, 403, 404):
+            raise
+        flash(request, exc.detail, "error")
+        return redirect(page)
+    flash(request, message)
+    return redirect(page)
+
+
 @router.post("/my/purchases/subscriptions/{sub_id}/{action}")
 def cancel_or_resume(
     request: Request, sub_id: uuid.UUID, action: str, session: DbSession, account: RequiredAccount
@@ -368,6 +437,8 @@ def cancel_or_resume(
         )
     else:
         flash(request, f"{sub.product.title} ({sub.tier.name}) renews again.")
+    if request.headers.get("referer", "").endswith(f"/my/purchases/subscriptions/{sub.id}"):
+        return redirect(f"/my/purchases/subscriptions/{sub.id}")
     return redirect("/my/purchases")
 
 
