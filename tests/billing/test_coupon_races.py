@@ -1,5 +1,6 @@
-"""Coupon redemptions under concurrency, on SQLite and PostgreSQL: checkouts on separate
-connections at the same instant never pass a coupon's limit nor its once-per-customer rule."""
+"""Under concurrency, on SQLite and PostgreSQL (separate connections at the same instant):
+checkouts never pass a coupon's limit nor its once-per-customer rule, and paying a past-due
+invoice twice at once charges it once."""
 
 from __future__ import annotations
 
@@ -174,3 +175,53 @@ def test_once_per_customer_holds_across_holders(factory: sessionmaker[Session]) 
         assert sorted(results) == ["coupon_already_used", "ok"], results
     with session_scope(factory) as session:
         assert session.scalars(select(Coupon.times_redeemed)).all() == [1] * ROUNDS
+
+
+def test_pay_now_twice_at_once_charges_once(factory: sessionmaker[Session]) -> None:
+    """Two "pay now" of one past-due subscription at the same instant (a double click, two
+    tabs): one pays the failed invoice, the other finds nothing due."""
+    from store.billing import subscriptions, webhooks
+    from store.billing.gateway import PaymentInput
+    from store.billing.models import Subscription
+    from store.billing.test_gateway import CARD_SUCCESS
+    from tests.billing.helpers import make_event
+
+    billing = build_billing(billing_settings())
+    with session_scope(factory) as session:
+        publisher = make_account(session, "paynowpub")
+        org = make_org(session, publisher)
+        product = make_product(session, org, publisher, tiers=[paid_tier("pro", 4900, "month")])
+        order = orders.start_checkout(
+            session, billing, account=make_account(session), tier=tier_of(product, "pro")
+        )
+        orders.pay(session, billing, order=order, payment=PaymentInput(card_number=CARD_SUCCESS))
+        sub_id = order.subscription_id
+        sub = session.get(Subscription, sub_id)
+        assert sub is not None
+        invoice = {
+            "id": "in_test_race",
+            "object": "invoice",
+            "amount_due": 4900,
+            "tax": 0,
+            "currency": "usd",
+            "parent": {"subscription_details": {"subscription": sub.gateway_ref}},
+        }
+        webhooks.process_event(session, billing, make_event("invoice.payment_failed", invoice))
+
+    def attempt(session: Session) -> None:
+        sub = session.get(Subscription, sub_id)
+        assert sub is not None
+        subscriptions.pay_now(
+            session, billing, sub=sub, payment=PaymentInput(card_number=CARD_SUCCESS)
+        )
+
+    assert sorted(_race(factory, [attempt, attempt])) == ["nothing_due", "ok"]
+    with session_scope(factory) as session:
+        sub = session.get(Subscription, sub_id)
+        assert sub is not None and sub.status == "active" and sub.paid_charges == 2
+        paid = session.scalar(
+            select(func.count())
+            .select_from(Order)
+            .where(Order.subscription_id == sub_id, Order.paid_at.is_not(None))
+        )
+        assert paid == 2

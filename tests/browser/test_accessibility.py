@@ -70,6 +70,7 @@ PAGES: dict[str, list[Entry]] = {
         ("/publish/northwind", None, True),
         ("/publish/northwind/pgvault", None, False),
         ("/publish/northwind/-/sales", None, False),
+        ("/publish/northwind/-/coupons", None, False),
         ("/publish/northwind/new", None, False),
         ("/publish/northwind/-/signing", None, False),  # with a registered key (seed)
         ("/publish/northwind/-/audit", None, False),
