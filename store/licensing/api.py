@@ -10,7 +10,7 @@ from fastapi import APIRouter, status
 from fastapi.responses import Response
 
 from store.accounts import service as accounts
-from store.accounts.caller import Caller, CurrentAccount
+from store.accounts.caller import CurrentAccount
 from store.catalog import service as catalog
 from store.db import utcnow
 from store.deps import DbSession, SettingsDep, writes_on_read
@@ -19,7 +19,6 @@ from store.licensing import entitlements, service
 from store.licensing.models import Entitlement, License
 from store.licensing.public import Keyring, lic_response
 from store.licensing.schemas import (
-    AccessOut,
     EntitlementOut,
     GrantIn,
     LicenseKeyOut,
@@ -122,23 +121,6 @@ def product_entitlements(
     if not accounts.has_role(session, account, product.organization, "owner"):
         raise Forbidden("Only the publisher's owners see its customers")
     return [entitlement_out(e) for e in entitlements.entitlements_of_product(session, product)]
-
-
-@router.get("/products/{org}/{name}/access", response_model=AccessOut, tags=["registry"])
-def access(
-    org: str, name: str, caller: Caller, session: DbSession, settings: SettingsDep
-) -> AccessOut:
-    """Why can (or can't) the caller pull this product's repository, and where to get access."""
-    product = catalog.get_visible_product(session, f"{org}/{name}", caller.account)
-    decision = entitlements.access_for(session, caller.account, product)
-    return AccessOut(
-        repository=product.repository,
-        allowed=decision.allowed,
-        reason=decision.reason,
-        message=decision.message,
-        product_url=f"{settings.public_url}/products/{product.repository}",
-        entitlement_id=decision.entitlement.id if decision.entitlement else None,
-    )
 
 
 # --- licenses ---------------------------------------------------------------------------

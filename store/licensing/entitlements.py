@@ -8,7 +8,6 @@ goes through ``create_entitlement``; every path that takes it away through ``rev
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import or_, select
@@ -78,7 +77,7 @@ def get_free_tier(session: Session, *, account: Account, tier: Tier) -> Entitlem
     if not tier.is_free:
         raise PaymentRequired("This tier is paid; buy it to get access", code="tier_not_free")
     now = utcnow()
-    for existing in _held_by_account(session, account, product):
+    for existing in held_by_account(session, account, product):
         if existing.tier_id == tier.id and existing.is_usable(now):
             return existing
     return create_entitlement(session, tier=tier, source="free", account=account)
@@ -211,7 +210,7 @@ def _after_change(session: Session, entitlement: Entitlement) -> None:
     hooks.entitlement_changed(session, entitlement)
 
 
-def _held_by_account(session: Session, account: Account, product: Product) -> list[Entitlement]:
+def held_by_account(session: Session, account: Account, product: Product) -> list[Entitlement]:
     org_ids = select(Membership.organization_id).where(Membership.account_id == account.id)
     return list(
         session.scalars(
@@ -247,56 +246,3 @@ def entitlements_of_product(session: Session, product: Product) -> list[Entitlem
             .order_by(Entitlement.created_at.desc())
         )
     )
-
-
-@dataclass(frozen=True)
-class Access:
-    """Whether an account may pull a product, and if not, why and where to get access."""
-
-    allowed: bool
-    # Stable codes: entitled, public, publisher, no_license, expired, revoked, suspended,
-    # product_suspended.
-    reason: str
-    message: str
-    entitlement: Entitlement | None = None
-
-
-ALLOWED_MESSAGES = {
-    "publisher": "You are a member of the publishing organization.",
-    "public": "{repo} is free and public.",
-    "entitled": "You hold an active entitlement.",
-    "admin": "You are an administrator.",
-}
-
-
-def access_for(session: Session, account: Account | None, product: Product) -> Access:
-    """The "may pull" rule (store.registry.grants) for this account and the product's
-    repository, with its reason: the token endpoint's decision, explained."""
-    from store.registry import explain, grants
-
-    now = utcnow()
-    principal = grants.ANONYMOUS
-    if account is not None:
-        principal = grants.Principal(
-            kind="account",
-            subject=account.username,
-            account_id=account.id,
-            is_admin=account.is_admin,
-        )
-    repo = product.repository
-    facts = grants.load_facts(session.connection(), principal, [repo], now)[repo]
-    reason = grants.pull_reason(principal, facts)
-    if reason is not None:
-        held = None
-        if reason == "entitled" and account is not None:
-            held = next(
-                (e for e in _held_by_account(session, account, product) if e.is_usable(now)), None
-            )
-        message = ALLOWED_MESSAGES.get(reason, "You may pull {repo}.").format(repo=repo)
-        return Access(True, reason, message, held)
-    state = explain.held_state(session, principal, product.id, now)
-    code, message, _ = grants.refusal(principal, facts, state)
-    latest = None
-    if account is not None and state is not None:
-        latest = next(iter(_held_by_account(session, account, product)), None)
-    return Access(False, code, message, latest)

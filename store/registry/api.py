@@ -10,6 +10,7 @@ from store.catalog import service as catalog
 from store.db import utcnow
 from store.deps import DbSession, SettingsDep
 from store.errors import Forbidden
+from store.licensing.schemas import AccessOut
 from store.registry import explain, grants, hub, visibility
 from store.registry.schemas import (
     AccessCheckOut,
@@ -97,3 +98,20 @@ def set_visibility(
     """Mark a repository public (anyone may pull it) or private (owners of its namespace)."""
     view = visibility.set_visibility(session, actor=account, name=name, visibility=body.visibility)
     return VisibilityOut(**view.__dict__)
+
+
+@router.get("/products/{org}/{name}/access", response_model=AccessOut, tags=["registry"])
+def access(
+    org: str, name: str, caller: Caller, session: DbSession, settings: SettingsDep
+) -> AccessOut:
+    """Why can (or can't) the caller pull this product's repository, and where to get access."""
+    product = catalog.get_visible_product(session, f"{org}/{name}", caller.account)
+    decision = explain.access_for(session, caller.account, product)
+    return AccessOut(
+        repository=product.repository,
+        allowed=decision.allowed,
+        reason=decision.reason,
+        message=decision.message,
+        product_url=f"{settings.public_url}/products/{product.repository}",
+        entitlement_id=decision.entitlement.id if decision.entitlement else None,
+    )

@@ -5,16 +5,18 @@ reasons come from the rule itself (:func:`store.registry.grants.refusal`)."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from store.accounts.models import Membership
+from store.accounts.models import Account, Membership
 from store.catalog.models import Product
 from store.config import Settings
 from store.db import read_only_session, utcnow
+from store.licensing.entitlements import held_by_account
 from store.licensing.models import Entitlement
 from store.registry import grants
 from store.registry.grants import Denied, Principal, RepoFacts
@@ -104,3 +106,54 @@ def explain_denials(
             explain(session, settings, principal, d, facts.get(d.scope.name)) for d in denied
         ]
     return sorted(reasons, key=lambda r: r["product_url"] is None)
+
+
+@dataclass(frozen=True)
+class Access:
+    """Whether an account may pull a product, and if not, why and where to get access."""
+
+    allowed: bool
+    # Stable codes: entitled, public, publisher, no_license, expired, revoked, suspended,
+    # product_suspended.
+    reason: str
+    message: str
+    entitlement: Entitlement | None = None
+
+
+ALLOWED_MESSAGES = {
+    "publisher": "You are a member of the publishing organization.",
+    "public": "{repo} is free and public.",
+    "entitled": "You hold an active entitlement.",
+    "admin": "You are an administrator.",
+}
+
+
+def access_for(session: Session, account: Account | None, product: Product) -> Access:
+    """The "may pull" rule (store.registry.grants) for this account and the product's
+    repository, with its reason: the token endpoint's decision, explained."""
+    now = utcnow()
+    principal = grants.ANONYMOUS
+    if account is not None:
+        principal = grants.Principal(
+            kind="account",
+            subject=account.username,
+            account_id=account.id,
+            is_admin=account.is_admin,
+        )
+    repo = product.repository
+    facts = grants.load_facts(session.connection(), principal, [repo], now)[repo]
+    reason = grants.pull_reason(principal, facts)
+    if reason is not None:
+        held = None
+        if reason == "entitled" and account is not None:
+            held = next(
+                (e for e in held_by_account(session, account, product) if e.is_usable(now)), None
+            )
+        message = ALLOWED_MESSAGES.get(reason, "You may pull {repo}.").format(repo=repo)
+        return Access(True, reason, message, held)
+    state = held_state(session, principal, product.id, now)
+    code, message, _ = grants.refusal(principal, facts, state)
+    latest = None
+    if account is not None and state is not None:
+        latest = next(iter(held_by_account(session, account, product)), None)
+    return Access(False, code, message, latest)

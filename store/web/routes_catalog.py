@@ -14,7 +14,7 @@ from store.deps import DbSession
 from store.errors import NotFound, StoreError, ValidationFailed
 from store.licensing import entitlements
 from store.pagination import Page
-from store.registry import hub
+from store.registry import explain, hub
 from store.search import service as search
 from store.signing import service as signing
 from store.web.routing import RequiredAccount, Viewer, page_router
@@ -164,7 +164,7 @@ def product_page(
         {
             "product": product,
             "tiers": product.active_tiers,
-            "access": entitlements.access_for(session, viewer, product),
+            "access": explain.access_for(session, viewer, product),
             "can_edit": accounts.has_role(session, viewer, product.organization, "viewer"),
             "signed_in": viewer is not None,
             "tags": tags,

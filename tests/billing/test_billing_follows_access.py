@@ -19,8 +19,8 @@ from store.billing.runtime import Billing
 from store.billing.test_gateway import CARD_SUCCESS, TestGateway
 from store.catalog import service as catalog
 from store.errors import Conflict
-from store.licensing import entitlements
 from store.licensing.models import Entitlement
+from store.registry.explain import access_for
 from store.registry.grants import Principal, RepoFacts, allowed_repository_actions
 from tests.billing.conftest import Shop
 from tests.billing.helpers import make_event, post_event
@@ -132,7 +132,7 @@ def test_unpublishing_ends_subscriptions_at_period_end(
     assert (sub.end_requested, sub.end_reason) == ("period_end", "unpublished")
     # Access until the end of the paid period, for the subscriber and the perpetual buyer.
     product = fresh(session, shop.product)
-    state = entitlements.access_for(session, shop.buyer, product)
+    state = access_for(session, shop.buyer, product)
     assert state.allowed and state.reason == "entitled"
     facts = RepoFacts(
         name=product.repository, product_id=product.id, product_status="draft", entitled=True
@@ -140,7 +140,7 @@ def test_unpublishing_ends_subscriptions_at_period_end(
     buyer = Principal(kind="account", subject=shop.buyer.username, account_id=shop.buyer.id)
     assert allowed_repository_actions(buyer, facts) == {"pull"}
     # Nobody new gets it.
-    assert not entitlements.access_for(session, make_account(session), product).allowed
+    assert not access_for(session, make_account(session), product).allowed
     # The buyer is told, and cannot resume it.
     client.headers.update(HTML)
     login(client, shop.buyer.username)
@@ -194,7 +194,7 @@ def test_suspension_cancels_at_once(
     sub = fresh(session, sub)
     assert sub.status == "canceled" and sub.end_reason == "suspended"
     product = fresh(session, shop.product)
-    assert entitlements.access_for(session, shop.buyer, product).reason == "product_suspended"
+    assert access_for(session, shop.buyer, product).reason == "product_suspended"
     client.headers.update(HTML)
     login(client, shop.buyer.username)
     assert "suspended this product" in client.get("/my/purchases").text
@@ -211,7 +211,7 @@ def test_dispute_pauses_lost_revokes_one_time(
     order = fresh(session, order)
     assert order.dispute_status == "open" and order.disputed_at is not None
     assert ent_of(session, order.entitlement_id).status == "suspended"
-    state = entitlements.access_for(session, shop.buyer, shop.product)
+    state = access_for(session, shop.buyer, shop.product)
     assert not state.allowed and "disputed" in state.message
     post_event(client, make_event("charge.dispute.closed", dispute(order, "lost")))
     assert fresh(session, order).dispute_status == "lost"
@@ -227,7 +227,7 @@ def test_won_dispute_restores_one_time(
     post_event(client, make_event("charge.dispute.closed", dispute(order, status)))
     assert fresh(session, order).dispute_status == "won"
     assert ent_of(session, order.entitlement_id).status == "active"
-    assert entitlements.access_for(session, shop.buyer, shop.product).allowed
+    assert access_for(session, shop.buyer, shop.product).allowed
 
 
 def test_dispute_events_out_of_order_and_twice(

@@ -12,9 +12,9 @@ from sqlalchemy.orm import Session
 
 from store.billing.models import Order, Subscription
 from store.billing.runtime import Billing
-from store.licensing import entitlements
 from store.licensing import service as licensing
 from store.licensing.models import Entitlement
+from store.registry.explain import access_for
 from tests.billing.conftest import Shop
 from tests.factories import make_account
 from tests.web.helpers import HTML, csrf_of, login, submit
@@ -62,7 +62,7 @@ def test_buy_get_entitlement_and_license(
     assert "Payment received" in text
     order = session.scalars(select(Order).where(Order.account_id == shop.buyer.id)).one()
     assert order.status == "paid"
-    access = entitlements.access_for(session, shop.buyer, shop.product)
+    access = access_for(session, shop.buyer, shop.product)
     assert access.allowed and access.entitlement is not None
     document = licensing.current_license(
         session, app.state.keyring, app.state.settings, access.entitlement

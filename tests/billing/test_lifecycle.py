@@ -16,8 +16,8 @@ from store.billing.runtime import Billing
 from store.billing.test_gateway import CARD_AUTHENTICATE, CARD_DECLINE, CARD_SUCCESS, TestGateway
 from store.db import utcnow
 from store.errors import Conflict, Forbidden
-from store.licensing import entitlements
 from store.licensing.models import Entitlement
+from store.registry.explain import access_for
 from tests.billing.conftest import Shop
 from tests.factories import make_account
 
@@ -49,7 +49,7 @@ def test_one_time_purchase_gives_perpetual_entitlement(
     ent = entitlement_of(session, order.entitlement_id)
     assert ent.status == "active" and ent.ends_at is None and ent.source == "order"
     assert ent.source_ref == str(order.id)
-    access = entitlements.access_for(session, shop.buyer, shop.product)
+    access = access_for(session, shop.buyer, shop.product)
     assert access.allowed and access.reason == "entitled"
 
 
@@ -57,7 +57,7 @@ def test_declined_card(session: Session, billing: Billing, shop: Shop) -> None:
     order = buy(session, billing, shop, shop.one_time, CARD_DECLINE)
     assert order.status == "failed" and "declined" in order.failure_reason
     assert order.entitlement_id is None
-    assert not entitlements.access_for(session, shop.buyer, shop.product).allowed
+    assert not access_for(session, shop.buyer, shop.product).allowed
 
 
 @pytest.mark.parametrize("approve", [True, False])

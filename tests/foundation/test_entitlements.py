@@ -12,6 +12,7 @@ from store.catalog import service as catalog
 from store.db import utcnow
 from store.errors import Forbidden, NotFound, PaymentRequired, ValidationFailed
 from store.licensing import entitlements
+from store.registry.explain import access_for
 from tests.factories import make_account, make_admin, make_org, make_product, paid_tier
 
 
@@ -31,7 +32,7 @@ def test_get_free_tier_is_immediate_and_idempotent(session: Session, shop: dict)
     first = entitlements.get_free_tier(session, account=customer, tier=free)
     assert first.status == "active" and first.source == "free" and first.ends_at is None
     assert entitlements.get_free_tier(session, account=customer, tier=free).id == first.id
-    assert entitlements.access_for(session, customer, shop["product"]).allowed
+    assert access_for(session, customer, shop["product"]).allowed
 
 
 def test_paid_tier_cannot_be_got_for_free(session: Session, shop: dict) -> None:
@@ -63,7 +64,7 @@ def test_grant_and_revoke_by_publisher_owner_and_admin(session: Session, shop: d
         entitlements.revoke(session, entitlement=held, actor=admin, reason=" ")
     entitlements.revoke(session, entitlement=held, actor=admin, reason="contract ended")
     assert held.status == "revoked" and held.revoked_at is not None
-    decision = entitlements.access_for(session, customer, shop["product"])
+    decision = access_for(session, customer, shop["product"])
     assert not decision.allowed and decision.reason == "revoked"
 
 
@@ -84,9 +85,9 @@ def test_organization_entitlement_covers_its_members(session: Session, shop: dic
     accounts.answer_invitation(session, invitation_id=invitation.id, account=member, accept=True)
     pro = catalog.get_tier_by_slug(session, shop["product"], "pro")
     held = entitlements.grant(session, actor=shop["owner"], tier=pro, org=buyer)
-    assert entitlements.access_for(session, member, shop["product"]).entitlement is held
+    assert access_for(session, member, shop["product"]).entitlement is held
     assert held in entitlements.entitlements_of(session, member)
-    assert not entitlements.access_for(session, outsider, shop["product"]).allowed
+    assert not access_for(session, outsider, shop["product"]).allowed
 
 
 def test_expiry_and_grace(session: Session, shop: dict) -> None:
@@ -108,9 +109,9 @@ def test_expiry_and_grace(session: Session, shop: dict) -> None:
         grace_until=now + timedelta(days=3),
     )
     assert held.effective_status(utcnow()) == "grace"
-    assert entitlements.access_for(session, customer, shop["product"]).allowed
+    assert access_for(session, customer, shop["product"]).allowed
     entitlements.extend(session, entitlement=held, ends_at=now - timedelta(hours=1))
-    decision = entitlements.access_for(session, customer, shop["product"])
+    decision = access_for(session, customer, shop["product"])
     assert (decision.allowed, decision.reason) == (False, "expired")
 
 
@@ -136,15 +137,15 @@ def test_access_denials_say_why(session: Session, shop: dict, setup: str, reason
             session, actor=make_admin(session), product=product, status="suspended", reason="x"
         )
     who = None if setup == "anonymous" else customer
-    decision = entitlements.access_for(session, who, product)
+    decision = access_for(session, who, product)
     assert (decision.allowed, decision.reason) == (False, reason)
     assert product.repository in decision.message
 
 
 def test_publisher_members_and_public_products_always_pull(session: Session, shop: dict) -> None:
-    assert entitlements.access_for(session, shop["owner"], shop["product"]).reason == "publisher"
+    assert access_for(session, shop["owner"], shop["product"]).reason == "publisher"
     # an administrator may pull too, and is not told it is a member of the publisher
-    admin = entitlements.access_for(session, make_admin(session, "other-admin"), shop["product"])
+    admin = access_for(session, make_admin(session, "other-admin"), shop["product"])
     assert (admin.allowed, admin.reason) == (True, "admin")
     assert "member" not in admin.message
     public = make_product(
@@ -153,7 +154,7 @@ def test_publisher_members_and_public_products_always_pull(session: Session, sho
         shop["owner"],
         tiers=[{"slug": "f", "billing": "free", "public": True}],
     )
-    assert entitlements.access_for(session, None, public).reason == "public"
+    assert access_for(session, None, public).reason == "public"
 
 
 def test_visible_entitlement(session: Session, shop: dict) -> None:

@@ -24,6 +24,7 @@ from store.licensing import entitlements
 from store.licensing import service as licensing
 from store.licensing.models import Entitlement
 from store.registry import hub, tokens
+from store.registry.explain import access_for
 from store.search import service as search
 from tests.factories import make_account, make_admin, make_org, make_product, paid_tier, tier_of
 
@@ -191,7 +192,7 @@ def test_token_explanation_and_search_agree(
                     assert error["detail"][0]["reason"] == body["refused"][0]["reason"], where
             account = None if principal == "anonymous" else _account(session, principal, world)
             if kind == "product":
-                page = entitlements.access_for(session, account, world.product)
+                page = access_for(session, account, world.product)
                 assert page.allowed is want, where
                 if not want:
                     assert page.reason == expected_reason(principal, kind, state), where
