@@ -26,7 +26,7 @@ class Billing:
     settings: BillingSettings
     gateway: PaymentGateway
     testing: bool = False
-    # The store's settings (links in the notices mailed about payments: store.mail.notices).
+    # The store's settings (links in the notices mailed about payments: store.billing.notices).
     store: Settings | None = None
     # Monotonic time of the last opportunistic sweep in this process.
     last_sweep: float = field(default=0.0)

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from store.accounts.models import Account
-from store.billing import access, coupons, trials
+from store.billing import access, coupons, notices, trials
 from store.billing import orders as order_service
 from store.billing.gateway import GatewayError, PaymentInput, dig, obj_id
 from store.billing.models import Order, Subscription
@@ -27,7 +27,6 @@ from store.db import utcnow
 from store.errors import Conflict, NotFound, PaymentRequired
 from store.licensing import entitlements
 from store.licensing.models import Entitlement
-from store.mail import notices
 
 log = logging.getLogger("store.billing")
 

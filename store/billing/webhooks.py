@@ -20,12 +20,11 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from store.billing import access, orders, subscriptions
+from store.billing import access, notices, orders, subscriptions
 from store.billing.gateway import dig, obj_id
 from store.billing.runtime import Billing
 from store.errors import StoreError
 from store.idempotency import ProcessedEvent
-from store.mail import notices
 
 log = logging.getLogger("store.billing")
 
