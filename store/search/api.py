@@ -28,8 +28,11 @@ def int_param(value: str | None, name: str, default: int) -> int:
 
 
 def doc_url(doc: SearchDocument) -> str | None:
-    """The listing's page; hub repositories have none (their pull command is the result)."""
-    return f"/products/{doc.name}" if doc.source == "store" else None
+    """The listing's page, or the hub repository's (``/r/<namespace>/<name>``; deeper
+    sub-repositories have no page of their own)."""
+    if doc.source == "store":
+        return f"/products/{doc.name}"
+    return f"/r/{doc.name}" if doc.name.count("/") == 1 else None
 
 
 def badges_of(doc: SearchDocument) -> list[str]:

@@ -41,8 +41,13 @@ RECENT_PULL_DAYS = 30
 Doc = dict[str, Any]
 
 
-def popularity(pulls: int, last_active: datetime | None, now: datetime) -> int:
-    """log2 of the pull count, halved for every 180 days without a push or pull; 0..1023."""
+STAR_WEIGHT = 10  # a star counts as much as this many pulls
+
+
+def popularity(pulls: int, last_active: datetime | None, now: datetime, stars: int = 0) -> int:
+    """log2 of the pull count (each star counting as STAR_WEIGHT pulls), halved for every
+    180 days without a push or pull; 0..1023."""
+    pulls = max(0, pulls) + STAR_WEIGHT * max(0, stars)
     if pulls <= 0:
         return 0
     age_days = 0.0
@@ -111,7 +116,8 @@ def _facet_text(doc: Doc, visibility: list[str]) -> str:
     toks.append(facets.token("kind", doc["kind"]))
     toks += [facets.token("category", c) for c in doc["categories"]]
     toks += [facets.token("pricing", p) for p in doc["pricing"]]
-    toks += [facets.token("badge", b) for b in ("official", "certified", "verified") if doc[b]]
+    badges = [b for b in ("official", "certified", "verified") if doc[b]]
+    toks += [facets.token("badge", b) for b in badges or ["community"]]
     if doc["publisher"]:
         toks.append(facets.token("publisher", doc["publisher"]))
     toks += [facets.token("platform", p) for p in doc["platforms"]]
@@ -196,7 +202,7 @@ def product_documents(
             "platforms": list(r.platforms or []),
             "pull_count": pulls,
             "star_count": repo.star_count if repo else 0,
-            "popularity": popularity(pulls, last, now),
+            "popularity": popularity(pulls, last, now, repo.star_count if repo else 0),
             "pulls_30d": recent.get(repo.id, 0) if repo else 0,
             "updated_at": _latest(r.updated_at, repo.last_pushed_at if repo else None),
             "fts_name": fts_name,
@@ -272,7 +278,7 @@ def hub_documents(
             "platforms": [],
             "pull_count": r.pull_count,
             "star_count": r.star_count,
-            "popularity": popularity(r.pull_count, last, now),
+            "popularity": popularity(r.pull_count, last, now, r.star_count),
             "pulls_30d": recent.get(r.id, 0),
             "updated_at": _latest(r.last_pushed_at, r.created_at),
             "fts_name": fts_name,

@@ -30,7 +30,9 @@ class SearchHitOut(BaseModel):
     entitled: bool | None = Field(
         default=None, description="Logged in only: you may use this listing now"
     )
-    url: str | None = Field(description="The listing's page (store results only)")
+    url: str | None = Field(
+        description="The page: a store listing, or a hub repository's /r/<namespace>/<name>"
+    )
 
 
 class FacetValueOut(BaseModel):

@@ -48,7 +48,7 @@ FILTER_VALUES = {
     "source": ("store", "hub"),
     "kind": ("image", "plugin"),
     "pricing": ("free", "paid", "trial"),
-    "badge": ("official", "certified", "verified"),
+    "badge": ("official", "certified", "verified", "community"),
 }
 
 
@@ -388,6 +388,7 @@ _LABELS = {
     "official": "Official",
     "certified": "Certified",
     "verified": "Verified publisher",
+    "community": "Community",
 }
 
 

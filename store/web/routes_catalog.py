@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import Request
 from starlette.responses import Response
 
@@ -16,6 +18,7 @@ from store.licensing import entitlements
 from store.pagination import Page
 from store.registry import explain, hub
 from store.search import service as search
+from store.search.api import doc_url
 from store.signing import service as signing
 from store.web.routing import RequiredAccount, Viewer, page_router
 from store.web.templating import flash, redirect, render, with_query
@@ -23,6 +26,7 @@ from store.web.templating import flash, redirect, render, with_query
 router = page_router()
 
 FILTERS = ("kind", "category", "pricing", "badge", "publisher", "platform")
+SOURCES = ("store", "hub")  # browse the store's listings (default) or the hub's repositories
 PLATFORMS = ("linux/amd64", "linux/arm64", "linux/arm/v7", "linux/ppc64le", "windows/amd64")
 MAX_PAGE = 10_000
 
@@ -65,11 +69,15 @@ def home(request: Request, session: DbSession, viewer: Viewer) -> Response:
 
 @router.get("/browse")
 def browse(request: Request, session: DbSession, viewer: Viewer) -> Response:
-    """Published products through the search engine (the same matches and order as the
-    search box and the API), filtered, sorted and paginated. Bad filter values are a 400;
-    an unknown sort order falls back to relevance with a notice."""
+    """Published products, or with ``source=hub`` the hub's repositories the viewer may
+    see, through the search engine (the same matches and order as the search box and the
+    API), filtered, sorted and paginated. Bad filter values are a 400; an unknown sort order
+    falls back to relevance with a notice."""
     params = request.query_params
-    chosen = {key: params.get(key, "").strip() for key in (*FILTERS, "q", "sort")}
+    chosen = {key: params.get(key, "").strip() for key in (*FILTERS, "q", "sort", "source")}
+    if chosen["source"] not in ("", *SOURCES):
+        raise BadRequest(f"source must be one of {', '.join(SOURCES)}", code="bad_filter")
+    hub_mode = chosen["source"] == "hub"
     sort, notice = search.resolve_sort(chosen["sort"])
     flt = catalog.ProductFilter(
         query=chosen["q"],
@@ -78,9 +86,14 @@ def browse(request: Request, session: DbSession, viewer: Viewer) -> Response:
     page_number = parse_page(params.get("page"))
     per_page = request.app.state.settings.page_size
     try:
-        page = _search_products(session, flt, sort, page_number, per_page)
+        if hub_mode:
+            repos = _search_hub(session, flt, sort, page_number, per_page, viewer)
+        else:
+            page = _search_products(session, flt, sort, page_number, per_page)
     except ValidationFailed as exc:
         raise BadRequest(exc.detail, code="bad_filter") from exc
+    if hub_mode:
+        page = Page(items=[], page=repos.page, per_page=repos.per_page, total=repos.total)
     active = {k: v for k, v in chosen.items() if v}
     if notice:
         active.pop("sort", None)
@@ -88,13 +101,17 @@ def browse(request: Request, session: DbSession, viewer: Viewer) -> Response:
         request,
         "catalog/browse.html",
         {
-            "page": page,
+            "page": repos if hub_mode else page,
+            "hub_mode": hub_mode,
+            "doc_url": doc_url,
             "chosen": {**chosen, "sort": sort},
             "notice": notice,
-            "active_filters": [(k, v) for k, v in active.items() if k not in ("sort", "q")],
+            "active_filters": [
+                (k, v) for k, v in active.items() if k not in ("sort", "q", "source")
+            ],
             "page_url": lambda n: with_query("/browse", **{**active, "page": n}),
             "without_filters": with_query(
-                "/browse", **{k: v for k, v in active.items() if k in ("q", "sort")}
+                "/browse", **{k: v for k, v in active.items() if k in ("q", "sort", "source")}
             ),
             "without": lambda key: with_query(
                 "/browse", **{k: v for k, v in active.items() if k != key}
@@ -138,6 +155,37 @@ def _search_products(
     products = catalog.products_by_id(session, [h.doc.ref_id for h in results.hits])
     items = [products[h.doc.ref_id] for h in results.hits if h.doc.ref_id in products]
     return Page(items=items, page=page, per_page=per_page, total=results.total)
+
+
+def _search_hub(
+    session: DbSession,
+    flt: catalog.ProductFilter,
+    sort: str,
+    page: int,
+    per_page: int,
+    viewer: Account | None,
+) -> Page[Any]:
+    """Hub repositories the viewer may see (search documents), as the search engine finds
+    and orders them; the badge filter picks official, certified, verified publishers' or
+    community repositories."""
+    flt.validate()
+    filters = search.make_filters(
+        source="hub", kind=flt.kind, badge=flt.badge, publisher=flt.publisher
+    )
+    if page * per_page > search.MAX_WINDOW:
+        first = search.search(session, q=flt.query, filters=filters, per_page=per_page)
+        return Page(items=[], page=page, per_page=per_page, total=first.total)
+    results = search.search(
+        session,
+        q=flt.query,
+        filters=filters,
+        account=viewer,
+        page=page,
+        per_page=per_page,
+        sort=sort,
+    )
+    docs = [h.doc for h in results.hits]
+    return Page(items=docs, page=page, per_page=per_page, total=results.total)
 
 
 def _product(session: DbSession, org: str, name: str, viewer: Account | None) -> Product:

@@ -283,3 +283,42 @@ def test_product_and_repository_pages_link_each_other(client: TestClient, sessio
     assert 'href="/r/acme/app"' in product_page.text
     repo_page = client.get("/r/acme/app")  # a published listing: everyone sees it
     assert repo_page.status_code == 200 and 'href="/products/acme/app"' in repo_page.text
+
+
+def test_search_and_browse_show_hub_repositories(client: TestClient, session: Session) -> None:
+    owner = make_account(session, "olaf")
+    acme = make_org(session, owner, "acme")
+    acme.verified_at = utcnow()
+    for name, pulls in (("acme/cache", 5), ("zoe/cache-one", 5), ("zoe/cache-two", 5)):
+        repo = hub.ensure_repository(session, name)
+        repo.description = "A cache"
+        repo.pull_count = pulls
+        hub.set_visibility(session, name=name, visibility="public")
+    fans = [make_account(session, f"fan{i}") for i in range(3)]
+    session.flush()
+    from store.registry import stars
+
+    for fan in fans:  # stars lift zoe/cache-two above zoe/cache-one
+        stars.star(session, account=fan, name="zoe/cache-two")
+    session.commit()
+
+    found = client.get("/api/v1/search", params={"q": "cache", "source": "hub"}).json()
+    hits = {h["name"]: h for h in found["results"]}
+    assert hits["zoe/cache-two"]["url"] == "/r/zoe/cache-two"
+    assert hits["zoe/cache-two"]["star_count"] == 3
+    names = [h["name"] for h in found["results"]]
+    assert names.index("zoe/cache-two") < names.index("zoe/cache-one")
+    assert names[0] == "acme/cache"  # a verified publisher ranks first
+    docker = client.get("/v1/search", params={"q": "cache"}).json()
+    assert {r["name"]: r["star_count"] for r in docker["results"]}["zoe/cache-two"] == 3
+    page = client.get("/search", params={"q": "cache"}).text
+    assert 'href="/r/zoe/cache-two"' in page and "★ 3" in page
+
+    browse = client.get("/browse", params={"source": "hub"})
+    assert browse.status_code == 200 and "3 repositories" in browse.text
+    assert 'href="/r/acme/cache"' in browse.text
+    community = client.get("/browse", params={"source": "hub", "badge": "community"}).text
+    assert 'href="/r/zoe/cache-one"' in community and 'href="/r/acme/cache"' not in community
+    verified = client.get("/browse", params={"source": "hub", "badge": "verified"}).text
+    assert 'href="/r/acme/cache"' in verified and 'href="/r/zoe/cache-one"' not in verified
+    assert client.get("/browse", params={"source": "elsewhere"}).status_code == 400

@@ -120,7 +120,7 @@ def test_facet_counts_and_filters(session: Session, world: dict) -> None:
     assert f["kind"] == {"image": 4, "plugin": 1}
     assert f["category"] == {"databases": 2, "monitoring": 1}
     assert f["pricing"] == {"free": 2, "paid": 2, "trial": 1}
-    assert f["badge"] == {"official": 1, "verified": 1}
+    assert f["badge"] == {"official": 1, "verified": 1, "community": 3}
     assert f["platform"] == {"linux/amd64": 2, "linux/arm64": 1}
     assert f["publisher"] == {"bigco": 2, "someone": 2, "acme": 1}, f["publisher"]
     labels = {v.value: v.label for v in results.facets["category"]}
