@@ -5,11 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from store.accounts.caller import Caller
+from store.billing import ownership
 from store.deps import DbSession
 from store.search import service
 from store.search.models import SearchDocument
 from store.search.query import BadQuery
-from store.search.schemas import FacetValueOut, PriceRange, SearchHitOut, SearchPage
+from store.search.schemas import FacetValueOut, OwnedOut, PriceRange, SearchHitOut, SearchPage
 
 router = APIRouter(tags=["search"])
 
@@ -39,7 +40,7 @@ def badges_of(doc: SearchDocument) -> list[str]:
     return [b for b in ("official", "certified", "verified") if getattr(doc, b)]
 
 
-def hit_out(hit: service.Hit) -> SearchHitOut:
+def hit_out(hit: service.Hit, owned: ownership.OwnedMark | None = None) -> SearchHitOut:
     d = hit.doc
     price = None
     if d.price_min is not None and d.price_max is not None:
@@ -61,6 +62,7 @@ def hit_out(hit: service.Hit) -> SearchHitOut:
         star_count=d.star_count,
         status=d.status,
         entitled=hit.entitled,
+        owned=OwnedOut(label=owned.label, manage_url=owned.manage_url) if owned else None,
         url=doc_url(d),
     )
 
@@ -112,6 +114,9 @@ def search(
         as_you_type=as_you_type,
         sort=chosen_sort,
     )
+    marks = ownership.owned_marks(
+        session, caller.account, [h.doc.ref_id for h in results.hits if h.doc.source == "store"]
+    )
     return SearchPage(
         query=q,
         page=results.page,
@@ -119,7 +124,10 @@ def search(
         total=results.total,
         total_exact=results.total_exact,
         pages=results.pages,
-        results=[hit_out(h) for h in results.hits],
+        results=[
+            hit_out(h, marks.get(h.doc.ref_id) if h.doc.source == "store" else None)
+            for h in results.hits
+        ],
         facets={
             name: [FacetValueOut(**vars(v)) for v in values]
             for name, values in results.facets.items()

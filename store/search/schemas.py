@@ -11,6 +11,13 @@ class PriceRange(BaseModel):
     currency: str = Field(description="ISO currency, lower case; empty when free only")
 
 
+class OwnedOut(BaseModel):
+    label: str = Field(
+        description="You own this | Your plan | Checkout in progress | <organisation> owns this"
+    )
+    manage_url: str
+
+
 class SearchHitOut(BaseModel):
     source: str = Field(description="store (a listing) or hub (a registry repository)")
     name: str = Field(description="Repository, '<namespace>/<name>'")
@@ -29,6 +36,11 @@ class SearchHitOut(BaseModel):
     status: str = Field(description="published, draft, suspended (listings); public, private")
     entitled: bool | None = Field(
         default=None, description="Logged in only: you may use this listing now"
+    )
+    owned: OwnedOut | None = Field(
+        default=None,
+        description="Logged in only: an open purchase of this listing by you or your "
+        "organisation, and where it is managed",
     )
     url: str | None = Field(
         description="The page: a store listing, or a hub repository's /r/<namespace>/<name>"

@@ -264,6 +264,16 @@ def test_cards_and_search_results_show_what_the_viewer_owns(
     buy(browser, shop.monthly.id, "4242424242424242")
     for page in pages:
         assert ("/my/purchases", "Your plan") in _pills(browser.get(page).text), page
+    # The JSON search says it too, to the buyer only.
+    from tests.factories import api_token, auth
+
+    bearer = auth(api_token(session, shop.buyer))
+    session.commit()
+    found = browser.get("/api/v1/search", params={"q": title}, headers=bearer).json()
+    mine = next(r for r in found["results"] if r["name"] == shop.product.repository)
+    assert mine["owned"] == {"label": "Your plan", "manage_url": "/my/purchases"}
+    anonymous = browser.get("/api/v1/search", params={"q": title}).json()  # no bearer token
+    assert all(r["owned"] is None for r in anonymous["results"])
     # An organization's purchase shows for its members, named.
     team = make_account(session)
     org = accounts.create_organization(session, owner=team, slug="buyerco", name="Buyer Co")
