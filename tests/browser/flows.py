@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import email
 import re
+import time
+from email.message import Message
+from pathlib import Path
 
 from playwright.sync_api import Locator, Page, expect
 
@@ -27,6 +31,33 @@ def sign_up(page: Page, username: str) -> None:
     page.get_by_role("button", name="Sign up").click()
     expect(page).to_have_url(re.compile(r"/my/content$"))
     expect(flash(page, "Welcome to the store")).to_be_visible()
+
+
+def _text_of(message: Message) -> str:
+    part = next(p for p in message.walk() if p.get_content_type() == "text/plain")
+    payload = part.get_payload(decode=True)
+    assert isinstance(payload, bytes)
+    return payload.decode(part.get_content_charset() or "utf-8")
+
+
+def confirm_email(page: Page, data_dir: Path, username: str, timeout: float = 60) -> None:
+    """Open the confirmation link the store mailed at sign-up (the embedded default writes
+    each message as an .eml file under the data directory's mail/) and confirm."""
+    address = f"{username}@example.test"
+    link = re.compile(r"https?://\S+/verify-email/\S+")
+    deadline = time.monotonic() + timeout
+    while True:
+        for path in sorted((data_dir / "mail").glob("*.eml")):
+            message = email.message_from_bytes(path.read_bytes())
+            if message["To"] and address in message["To"]:
+                found = link.search(_text_of(message))
+                if found:
+                    page.goto(found.group(0))
+                    page.get_by_role("button", name="Confirm").click()
+                    expect(page.locator(".flashes")).to_contain_text("confirmed")
+                    return
+        assert time.monotonic() < deadline, f"no confirmation mail to {address}"
+        time.sleep(0.25)
 
 
 def log_in(page: Page, username: str, password: str) -> None:

@@ -12,7 +12,7 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.flows import flash, pay, sign_up
+from tests.browser.flows import confirm_email, flash, pay, sign_up
 from tests.browser.seed import PUBLISHER_ORG as ORG
 from tests.browser.seed import PUBLISHER_PRODUCT as NAME
 from tests.browser.support import REGISTRY_HOST, Shots, StoreServer
@@ -37,6 +37,8 @@ def add_tier(page: Page, slug: str, name: str, billing: str, price: str = "") ->
 
 def test_publisher_path(page: Page, store_server: StoreServer, shots: Shots) -> None:
     sign_up(page, USERNAME)
+    # Publishing needs a confirmed address: the link from the sign-up mail.
+    confirm_email(page, store_server.data_dir, USERNAME)
 
     # An organization.
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Publish").click()
