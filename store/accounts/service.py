@@ -428,15 +428,19 @@ def invite_member(
             Invitation.declined_at.is_(None),
         )
     )
+    from store.mail import notices
+
     if pending is not None:
         pending.role = role
         session.flush()
+        notices.invitation(session, None, invitation=pending)
         return pending
     invitation = Invitation(
         organization_id=org.id, account_id=invitee.id, role=role, invited_by_id=actor.id
     )
     session.add(invitation)
     session.flush()
+    notices.invitation(session, None, invitation=invitation)
     return invitation
 
 
@@ -583,6 +587,9 @@ def set_verified(
         org=org,
         details={"note": org.verification_note},
     )
+    from store.mail import notices
+
+    notices.publisher_verification(session, None, org=org, verified=verified)
     return org
 
 

@@ -498,8 +498,13 @@ def refund(
             f"The payment service refused the refund: {exc}", code="refund_failed"
         ) from exc
     session.flush()
-    if total is not None:
-        apply_refund(session, order, refunded_total=total, at=utcnow())
+    before = order.refunded_minor
+    if total is not None and apply_refund(session, order, refunded_total=total, at=utcnow()):
+        from store.billing import notices
+
+        notices.refund(
+            session, billing.store, order=order, amount_minor=order.refunded_minor - before
+        )
     from store.billing import access
 
     access.after_refund(session, billing, order)
@@ -530,3 +535,16 @@ def sales_orders(session: Session, actor: Account, org: Organization) -> list[Or
             .limit(500)
         )
     )
+
+
+def notify_paid(session: Session, billing: Billing, order: Order) -> None:
+    """Queue what a payment causes by e-mail: the receipt with its PDF, a renewal notice,
+    the seller's new-sale notice (each once per order, store.mail.notices)."""
+    from store.billing import notices, receipts
+
+    pdf = None
+    if billing.store is not None:
+        pdf = receipts.pdf_file(
+            order, tax_label=billing.settings.tax_label, store_url=billing.store.public_url
+        )
+    notices.order_paid(session, billing.store, order=order, pdf=pdf)

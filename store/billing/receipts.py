@@ -146,3 +146,11 @@ def to_pdf(receipt: Receipt) -> bytes:
         doc.gap(4)
         doc.line(note, size=9)
     return doc.render(title=f"Receipt {receipt.number}")
+
+
+def pdf_file(order: Order, *, tax_label: str, store_url: str) -> tuple[str, bytes] | None:
+    """``(filename, PDF)`` of a paid order's receipt (mailed with the receipt notice)."""
+    if order.receipt_number is None or order.paid_at is None:
+        return None
+    document = to_pdf(build(order, tax_label=tax_label, store_url=store_url))
+    return f"receipt-{order.receipt_number}.pdf", document

@@ -203,6 +203,7 @@ def apply_snapshot(
     sub.last_event_at = max(at, sub.last_event_at) if sub.last_event_at else at
     if sub.status == "expired" and status == "canceled":
         status = "expired"
+    was_final, was_ending = sub.status in FINAL, sub.cancel_at_period_end
     sub.status = status
     sub.cancel_at_period_end = bool(dig(obj, "cancel_at_period_end"))
     sub.current_period_end = period_end_of(obj) or sub.current_period_end
@@ -226,6 +227,9 @@ def apply_snapshot(
         sub.canceled_at = sub.canceled_at or ts(dig(obj, "canceled_at")) or at
         _end_now_if_over(session, sub, now)
     session.flush()
+    ended = status in FINAL and not was_final and sub.entitlement_id is not None
+    if ended or (sub.cancel_at_period_end and not was_ending and status not in FINAL):
+        notices.canceled(session, billing.store, subscription=sub)
     return True
 
 
@@ -384,7 +388,7 @@ def invoice_paid(
         if not trial_start:
             sub.paid_charges += 1
         _prepare_next_charge(session, billing, sub)
-        notices.receipt(session, billing.store, order=order)
+        order_service.notify_paid(session, billing, order)
     session.flush()
 
 
@@ -591,6 +595,7 @@ def expire_due(session: Session, billing: Billing, now: datetime | None = None) 
                     status="suspended",
                     reason="Payment past due; the grace period is over",
                 )
+                notices.suspended(session, billing.store, subscription=sub, entitlement=entitlement)
                 counts["suspended"] += 1
         elif (
             (
@@ -607,4 +612,6 @@ def expire_due(session: Session, billing: Billing, now: datetime | None = None) 
                 sub.status = "expired"
             counts["expired"] += 1
     session.flush()
+    if billing.store is not None:
+        counts.update(notices.send_reminders(session, billing.store, now=now))
     return counts

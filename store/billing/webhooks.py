@@ -163,7 +163,7 @@ def _intent_succeeded(session: Session, billing: Billing, pi: dict[str, Any], at
         )
         return
     if orders.mark_paid(session, order, paid_at=at, payment_ref=str(pi["id"])):
-        notices.receipt(session, billing.store, order=order)
+        orders.notify_paid(session, billing, order)
 
 
 def _intent_failed(session: Session, billing: Billing, pi: dict[str, Any], at: datetime) -> None:
@@ -273,7 +273,11 @@ def _charge_refunded(
     total = int(charge.get("amount_refunded") or 0)
     if charge.get("refunded") and total == 0:
         total = int(charge.get("amount") or order.total_minor)
-    orders.apply_refund(session, order, refunded_total=total, at=at)
+    before = order.refunded_minor
+    if orders.apply_refund(session, order, refunded_total=total, at=at):
+        notices.refund(
+            session, billing.store, order=order, amount_minor=order.refunded_minor - before
+        )
     access.after_refund(session, billing, order)
 
 

@@ -1,4 +1,5 @@
-"""`store mail test|send`: send a test message, deliver the outbox."""
+"""`store mail test|send|outbox|retry|reminders`: send a test message, deliver the outbox,
+queue the reminders that are due."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from contextlib import contextmanager
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from store.billing import notices
 from store.cli._common import (
     CommandError,
     add_command,
@@ -62,6 +64,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     retry.add_argument(
         "id", type=uuid_arg, metavar="ID", help="the message's id (store mail outbox)"
     )
+    add_command(
+        sub,
+        "reminders",
+        _reminders,
+        help="queue the trial-ending and grace-ending reminders that are due (idempotent)",
+    )
 
 
 def message_out(message: OutboxMessage) -> dict[str, object]:
@@ -104,6 +112,22 @@ def _retry(args: argparse.Namespace) -> int:
         message = service.retry(session, message_id=args.id)
         data = message_out(message)
     emit(args, data, text=f"queued {data['id']} to {data['to']} again")
+    return 0
+
+
+@command
+def _reminders(args: argparse.Namespace) -> int:
+    """Queue the reminders due now: a trial whose first charge is within three days, a grace
+    period that ends within three days. Each is queued once, however often this runs (every
+    `store billing sweep` runs it too)."""
+    settings = load_settings()
+    with unit_of_work(settings) as session:
+        counts = notices.send_reminders(session, settings)
+    emit(
+        args,
+        counts,
+        text=lambda c: f"queued {c['trial_ending']} trial and {c['grace_ending']} grace reminders",
+    )
     return 0
 
 

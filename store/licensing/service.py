@@ -210,6 +210,9 @@ def issue_license(
     )
     session.add(document)
     session.flush()
+    from store.mail import notices
+
+    notices.license_issued(session, settings, document=document, entitlement=entitlement)
     return document
 
 

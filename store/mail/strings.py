@@ -77,6 +77,76 @@ STRINGS: dict[str, dict[str, str]] = {
             "access continues for a few days while you update your card."
         ),
         "payment_failed.link": "Update your card",
+        "refund.subject": "Refund of {amount} for {product}",
+        "refund.body": (
+            "We refunded {amount} of your payment for {product} (receipt {number}). It "
+            "reaches your card within a few days."
+        ),
+        "refund.link": "Your receipt",
+        # subscriptions
+        "subscription_renewed.subject": "Your subscription to {product} is renewed",
+        "subscription_renewed.body": (
+            "Your subscription to {product} is renewed until {until}; we charged {amount}."
+        ),
+        "subscription_renewed.link": "Your purchases",
+        "subscription_canceled.subject": "Your subscription to {product} is canceled",
+        "subscription_canceled.body": (
+            "Your subscription to {product} is canceled: nothing more is charged, and your "
+            "access ends on {until}."
+        ),
+        "subscription_canceled.link": "Your purchases",
+        "trial_ending.subject": "Your trial of {product} ends on {date}",
+        "trial_ending.body": (
+            "Your free trial of {product} ends on {date}. Then we charge {amount} for the "
+            "first period, unless you cancel before."
+        ),
+        "trial_ending.link": "Manage your subscription",
+        "grace_ending.subject": "Your access to {product} stops on {date}",
+        "grace_ending.body": (
+            "We still could not take your payment for {product}. Your access continues "
+            "until {date}; update your card before then to keep it."
+        ),
+        "grace_ending.link": "Update your card",
+        "access_suspended.subject": "Your access to {product} is suspended",
+        "access_suspended.body": (
+            "The grace period after your failed payment for {product} is over, so your "
+            "access is suspended. It comes back as soon as the payment goes through."
+        ),
+        "access_suspended.link": "Update your card",
+        # licenses
+        "license_issued.subject": "Your license for {product}",
+        "license_issued.body": (
+            "Your license for {product} ({tier}, valid until {until}) is attached as a .lic "
+            "file; it is also in your content page."
+        ),
+        "license_issued.link": "Your content",
+        # publishers and organizations
+        "new_sale.subject": "New sale: {product}",
+        "new_sale.body": "{product} ({tier}) was just bought for {amount}.",
+        "new_sale.link": "Orders",
+        "certification_decided.subject": "Certification of {product} {tag}: {decision}",
+        "certification_decided.body": (
+            "The certification request for {product} {tag} was {decision}."
+        ),
+        "certification_decided.link": "Your products",
+        "publisher_verified.subject": "{organization} is a verified publisher",
+        "publisher_verified.body": (
+            "An administrator verified {organization}: its products now show the verified "
+            "publisher badge."
+        ),
+        "publisher_verified.link": "Your organization",
+        "publisher_unverified.subject": "{organization} is no longer a verified publisher",
+        "publisher_unverified.body": (
+            "An administrator took back the verification of {organization}."
+        ),
+        "publisher_unverified.link": "Your organization",
+        "review.note": "Note from the reviewer",
+        "invitation.subject": "{inviter} invites you to {organization}",
+        "invitation.body": (
+            "{inviter} invites you to join {organization} ({slug}) as {role}. Accept or "
+            "decline the invitation on your content page."
+        ),
+        "invitation.link": "Answer the invitation",
     }
 }
 

@@ -22,6 +22,7 @@ from store.catalog import service as catalog
 from store.catalog.models import Product
 from store.db import utcnow
 from store.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from store.mail import notices
 from store.signing import service as signing
 from store.signing.models import CertificationRequest, UnsignedPushFlag
 from store.signing.verify import DIGEST
@@ -128,6 +129,7 @@ def approve(
     )
     session.flush()
     _record(session, actor, request, "certification.approve")
+    _notify(session, request)
     return request
 
 
@@ -140,7 +142,20 @@ def reject(
     _decide(session, actor=actor, request=request, status="rejected", note=note)
     session.flush()
     _record(session, actor, request, "certification.reject")
+    _notify(session, request)
     return request
+
+
+def _notify(session: Session, request: CertificationRequest) -> None:
+    notices.certification_decided(
+        session,
+        None,
+        request_id=request.id,
+        product=request.product,
+        tag=request.tag,
+        decision=request.status,
+        note=request.note,
+    )
 
 
 def _record(session: Session, actor: Account, request: CertificationRequest, action: str) -> None:

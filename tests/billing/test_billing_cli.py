@@ -82,6 +82,8 @@ def test_sync_orders_refund_sweep(cli_env: str, capsys: pytest.CaptureFixture[st
         "ended": 0,
         "suspended": 0,
         "expired": 0,
+        "trial_ending": 0,
+        "grace_ending": 0,
     }
 
 

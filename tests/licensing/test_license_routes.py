@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from store.db import utcnow
 from store.licensing import verify
+from store.mail.models import OutboxMessage
 from tests.factories import api_token, auth, make_account
 from tests.licensing.conftest import Shop
 
@@ -61,6 +64,25 @@ def test_license_json_and_file(client: TestClient, session: Session, shop: Shop)
     assert download.headers["content-type"].startswith("application/x-store-license")
     assert f'filename="{body["filename"]}"' in download.headers["content-disposition"]
     assert verify.extract_token(download.text) == body["token"]
+
+
+def test_a_license_issued_is_mailed_once_with_the_lic_attached(
+    client: TestClient, session: Session, shop: Shop
+) -> None:
+    headers = auth(api_token(session, shop.customer))
+    url = f"/api/v1/entitlements/{shop.entitlement.id}/license"
+    body = client.get(url, headers=headers).json()
+    assert client.get(url + ".lic", headers=headers).status_code == 200  # the same document
+    session.expire_all()
+    [message] = session.scalars(
+        select(OutboxMessage).where(OutboxMessage.template == "license_issued")
+    ).all()
+    assert message.to_addr == shop.customer.email and message.category == "transactional"
+    assert "Redis HA" in message.subject
+    [attached] = message.attachments
+    assert attached["filename"] == body["filename"]
+    text = base64.b64decode(attached["data"]).decode()
+    assert verify.extract_token(text) == body["token"]
 
 
 def test_license_routes_need_the_holder(client: TestClient, session: Session, shop: Shop) -> None:
