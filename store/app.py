@@ -26,6 +26,7 @@ from store.db import WriteTurns, make_engine, make_sessionmaker
 from store.http_errors import install_error_handlers
 from store.keys.service import KeyRing
 from store.models import Base  # noqa: F401  (every model mapped before the first request)
+from store.observability.logging import flush_log_handlers
 from store.web import assets
 
 log = logging.getLogger("store")
@@ -79,6 +80,8 @@ def create_app(
             log.warning("could not make the signing keys at start-up", exc_info=True)
         stop_sender = _start_mail_sender(app) if mail_sender else None
         yield
+        # The last requests' access lines, before the process may end without atexit.
+        flush_log_handlers()
         if stop_sender is not None:
             stop_sender()
         registry = getattr(app.state, "registry", None)

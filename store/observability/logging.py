@@ -113,11 +113,16 @@ FLUSH_S = 0.5  # the longest a line below WARNING waits in the buffer
 FLUSH_BYTES = 64 * 1024
 
 
+BATCHED_LOGGERS = frozenset({"store.access"})  # one line per request: worth batching
+
+
 class BatchedStreamHandler(logging.StreamHandler):
-    """A stream handler that writes lines below WARNING in batches: when ``FLUSH_BYTES``
-    have gathered, when a WARNING or worse comes (with it, in order), and at the latest
-    ``FLUSH_S`` after the first waiting line (a background thread per process), and at
-    exit (``logging.shutdown`` flushes every handler)."""
+    """A stream handler that writes the access log's lines below WARNING in batches: when
+    ``FLUSH_BYTES`` have gathered, when any other line comes (with it, in order), and at
+    the latest ``FLUSH_S`` after the first waiting line (a background thread per
+    process), and at exit (``logging.shutdown`` flushes every handler). Every other line
+    is written at once: uvicorn re-raises SIGTERM after its graceful shutdown, which ends
+    the process without ``atexit``, so a line about stopping must not wait in a buffer."""
 
     def __init__(self, stream: Any = None) -> None:
         super().__init__(stream)
@@ -136,7 +141,11 @@ class BatchedStreamHandler(logging.StreamHandler):
             return
         self._lines.append(line)
         self._size += len(line)
-        if record.levelno >= logging.WARNING or self._size >= FLUSH_BYTES:
+        if (
+            record.levelno >= logging.WARNING
+            or record.name not in BATCHED_LOGGERS
+            or self._size >= FLUSH_BYTES
+        ):
             self._write()
         elif self._thread_pid != os.getpid():
             self._start()
@@ -167,6 +176,13 @@ class BatchedStreamHandler(logging.StreamHandler):
             time.sleep(FLUSH_S)
             if self._lines:
                 self.flush()
+
+
+def flush_log_handlers() -> None:
+    """Write what the root logger's handlers hold (the batched access lines)."""
+    for handler in logging.getLogger().handlers:
+        with contextlib.suppress(Exception):
+            handler.flush()
 
 
 def resolve_format(log_format: str, environment: str) -> str:

@@ -152,7 +152,7 @@ def test_the_serve_log_config_writes_json_lines() -> None:
     assert lines[0]["n"] == 1
 
 
-def test_lines_below_warning_are_written_in_batches_and_a_warning_at_once() -> None:
+def test_access_lines_are_written_in_batches_and_other_lines_at_once() -> None:
     import io
 
     from store.observability.logging import BatchedStreamHandler
@@ -160,10 +160,13 @@ def test_lines_below_warning_are_written_in_batches_and_a_warning_at_once() -> N
     stream = io.StringIO()
     handler = BatchedStreamHandler(stream)
     handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
-    logger = logging.getLogger("store.test-batched")
-    logger.propagate = False
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+    logger = logging.getLogger("store.access")
+    other = logging.getLogger("uvicorn.error")
+    saved = [(lg, lg.propagate, lg.level) for lg in (logger, other)]
+    for lg in (logger, other):
+        lg.propagate = False
+        lg.addHandler(handler)
+        lg.setLevel(logging.INFO)
     try:
         logger.info("first")
         logger.info("second")
@@ -173,8 +176,15 @@ def test_lines_below_warning_are_written_in_batches_and_a_warning_at_once() -> N
         logger.info("later")
         handler.flush()
         assert stream.getvalue().endswith("WARNING trouble\nINFO later\n")
+        logger.info("waiting")
+        # Any other line (a server stopping, say) is written at once, after the batch.
+        other.info("Application shutdown complete.")
+        assert stream.getvalue().endswith("INFO waiting\nINFO Application shutdown complete.\n")
     finally:
-        logger.removeHandler(handler)
+        for lg, propagate, level in saved:
+            lg.removeHandler(handler)
+            lg.propagate = propagate
+            lg.setLevel(level)
 
 
 def test_the_batch_is_written_within_the_flush_interval() -> None:
@@ -182,7 +192,7 @@ def test_the_batch_is_written_within_the_flush_interval() -> None:
         "import logging, logging.config, os, sys, time\n"
         "from store.observability.logging import FLUSH_S, log_config\n"
         "logging.config.dictConfig(log_config('text', 'info'))\n"
-        "logging.getLogger('store.x').info('waiting line')\n"
+        "logging.getLogger('store.access').info('waiting line')\n"
         "time.sleep(FLUSH_S * 4)\n"
         "os._exit(0)  # no logging.shutdown: only the background flush can have written it\n"
     )
