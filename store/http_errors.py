@@ -117,7 +117,12 @@ _VALIDATION_SCHEMA: dict[str, Any] = {
     },
 }
 # Every operation may answer these (bad token, no right, nothing there, limits...).
-_DOCUMENTED_ERRORS = (400, 401, 402, 403, 404, 405, 409, 413, 415, 429)
+# 503: the store is busy (write turns), or a service it depends on (the registry, the
+# payment gateway) did not answer; either may happen on any operation.
+_DOCUMENTED_ERRORS = (400, 401, 402, 403, 404, 405, 409, 413, 415, 429, 503)
+
+
+_ERROR_DESCRIPTIONS = {503: "busy, or a service the store depends on is unavailable"}
 
 
 def _document_errors(app: FastAPI) -> None:
@@ -141,7 +146,9 @@ def _document_errors(app: FastAPI) -> None:
                     responses.setdefault(
                         str(status),
                         {
-                            "description": _HTTP_CODES.get(status, "error").replace("_", " "),
+                            "description": _ERROR_DESCRIPTIONS.get(
+                                status, _HTTP_CODES.get(status, "error").replace("_", " ")
+                            ),
                             "content": {"application/json": {"schema": ref}},
                         },
                     )
