@@ -9,6 +9,7 @@ repository is a 404 for whoever may not see it, as a name never pushed is.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import Request
@@ -17,7 +18,6 @@ from starlette.responses import Response
 
 from store.accounts.models import Account, Membership, Organization
 from store.deps import DbSession
-from store.errors import StoreError
 from store.hub import view
 from store.registry import hub, repositories, stars
 from store.registry.models import COLLABORATOR_PERMISSIONS, HubRepository, RepositoryCollaborator
@@ -83,8 +83,10 @@ def create_repository(
     request: Request, session: DbSession, account: RequiredAccount, form: Form
 ) -> Response:
     name = f"{forms.text(form, 'namespace').strip()}/{forms.text(form, 'name').strip()}"
-    result = forms.attempt(
+    return forms.submit(
         session,
+        form,
+        "repo",
         lambda: repositories.create(
             session,
             actor=account,
@@ -93,12 +95,11 @@ def create_repository(
             readme_md=forms.text(form, "readme"),
             visibility=forms.text(form, "visibility") or None,
         ),
+        failed=lambda state, status: _new_page(request, session, account, state, status),
+        done=lambda repo: forms.redirect_with(
+            request, f"{repo.name} is created. Push to it with docker push.", f"/r/{repo.name}"
+        ),
     )
-    if isinstance(result, StoreError):
-        failed = FormState.failed("repo", form, result)
-        return _new_page(request, session, account, failed, forms.error_status(result))
-    flash(request, f"{result.name} is created. Push to it with docker push.")
-    return redirect(f"/r/{result.name}")
 
 
 @router.get("/my/repositories")
@@ -167,6 +168,13 @@ def _settings_page(
     )
 
 
+def _settings_failed(
+    request: Request, session: DbSession, account: Account, repo: HubRepository
+) -> Callable[[FormState, int], Response]:
+    """The settings page again, with a form's input and its error."""
+    return lambda state, status: _settings_page(request, session, account, repo, state, status)
+
+
 def _admin_repo(session: DbSession, account: Account, name: str) -> HubRepository:
     repositories.require_level(session, account, repositories.clean_name(name), "admin")
     return repositories.get(session, account, name)
@@ -191,8 +199,10 @@ def save_settings(
 ) -> Response:
     name = f"{namespace}/{repo_name}"
     repo = _admin_repo(session, account, name)
-    result = forms.attempt(
+    return forms.submit(
         session,
+        form,
+        "settings",
         lambda: repositories.update(
             session,
             actor=account,
@@ -201,12 +211,9 @@ def save_settings(
             readme_md=forms.text(form, "readme"),
             visibility=forms.text(form, "visibility"),
         ),
+        failed=_settings_failed(request, session, account, repo),
+        done=lambda _: forms.redirect_with(request, "Saved.", f"/r/{repo.name}"),
     )
-    if isinstance(result, StoreError):
-        failed = FormState.failed("settings", form, result)
-        return _settings_page(request, session, account, repo, failed, forms.error_status(result))
-    flash(request, "Saved.")
-    return redirect(f"/r/{repo.name}")
 
 
 @router.post("/r/{namespace}/{repo_name}/collaborators")
@@ -220,8 +227,10 @@ def add_collaborator(
 ) -> Response:
     name = f"{namespace}/{repo_name}"
     repo = _admin_repo(session, account, name)
-    result = forms.attempt(
+    return forms.submit(
         session,
+        form,
+        "collaborator",
         lambda: repositories.set_collaborator(
             session,
             actor=account,
@@ -229,12 +238,13 @@ def add_collaborator(
             username=forms.text(form, "username"),
             permission=forms.text(form, "permission"),
         ),
+        failed=_settings_failed(request, session, account, repo),
+        done=lambda added: forms.redirect_with(
+            request,
+            f"{added.username} has {added.permission} access to {repo.name}.",
+            f"/r/{repo.name}/settings",
+        ),
     )
-    if isinstance(result, StoreError):
-        failed = FormState.failed("collaborator", form, result)
-        return _settings_page(request, session, account, repo, failed, forms.error_status(result))
-    flash(request, f"{result.username} has {result.permission} access to {repo.name}.")
-    return redirect(f"/r/{repo.name}/settings")
 
 
 @router.post("/r/{namespace}/{repo_name}/collaborators/{username}/remove")
@@ -288,8 +298,10 @@ def transfer_repository(
     repo = _admin_repo(session, account, name)
     old = repo.name
     with _operator(request) as client:
-        moved = forms.attempt(
+        return forms.submit(
             session,
+            form,
+            "transfer",
             lambda: repositories.transfer(
                 session,
                 client,
@@ -297,12 +309,11 @@ def transfer_repository(
                 name=old,
                 organization=forms.text(form, "organization"),
             ),
+            failed=_settings_failed(request, session, account, repo),
+            done=lambda moved: forms.redirect_with(
+                request, f"{old} is now {moved.name}.", f"/r/{moved.name}"
+            ),
         )
-    if isinstance(moved, StoreError):
-        failed = FormState.failed("transfer", form, moved)
-        return _settings_page(request, session, account, repo, failed, forms.error_status(moved))
-    flash(request, f"{old} is now {moved.name}.")
-    return redirect(f"/r/{moved.name}")
 
 
 @router.post("/r/{namespace}/{repo_name}/star")
