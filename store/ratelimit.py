@@ -27,6 +27,7 @@ check, impossible to guess) is counted after it failed.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import ipaddress
 import math
@@ -457,8 +458,6 @@ def token_guard(app: Any, unguessable: Callable[[str], bool]) -> TokenGuard:
 
 def token_credentials(request: Any, params: Any) -> tuple[str, str] | None:
     """(username, password) of a /token request, without judging them; None when none."""
-    import base64
-
     if request.method == "POST":
         grant = params.get("grant_type")
         if grant == "password":
