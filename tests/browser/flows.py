@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import email
+import email.policy
 import re
 import time
-from email.message import Message
 from pathlib import Path
 
 from playwright.sync_api import Locator, Page, expect
@@ -33,13 +33,6 @@ def sign_up(page: Page, username: str) -> None:
     expect(flash(page, "Welcome to the store")).to_be_visible()
 
 
-def _text_of(message: Message) -> str:
-    part = next(p for p in message.walk() if p.get_content_type() == "text/plain")
-    payload = part.get_payload(decode=True)
-    assert isinstance(payload, bytes)
-    return payload.decode(part.get_content_charset() or "utf-8")
-
-
 def confirm_email(page: Page, data_dir: Path, username: str, timeout: float = 60) -> None:
     """Open the confirmation link the store mailed at sign-up (the embedded default writes
     each message as an .eml file under the data directory's mail/) and confirm."""
@@ -48,9 +41,10 @@ def confirm_email(page: Page, data_dir: Path, username: str, timeout: float = 60
     deadline = time.monotonic() + timeout
     while True:
         for path in sorted((data_dir / "mail").glob("*.eml")):
-            message = email.message_from_bytes(path.read_bytes())
-            if message["To"] and address in message["To"]:
-                found = link.search(_text_of(message))
+            message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+            body = message.get_body(preferencelist=("plain",))
+            if address in str(message["To"] or "") and body is not None:
+                found = link.search(body.get_content())
                 if found:
                     page.goto(found.group(0))
                     page.get_by_role("button", name="Confirm").click()
