@@ -397,3 +397,162 @@ def refund_tax(refunded_minor: int, total_minor: int, tax_minor: int) -> int:
         return tax_minor
     share = Decimal(refunded_minor) * tax_minor / total_minor
     return min(tax_minor, int(share.quantize(Decimal(1), ROUND_HALF_UP)))
+
+
+# --- plan changes ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Proration:
+    """What changing a subscription's plan at ``when`` costs.
+
+    - ``credit``: the unused part of the current period, as a share of what was charged for
+      it (``current``'s net and tax, each scaled and rounded half up, so never more than was
+      paid).
+    - ``charge``: the new plan (``target``, quoted with the same buyer, coupon and tax rules
+      as any charge) for the rest of the current period; or, when the interval changes, one
+      whole new period starting at ``when``.
+    - Due now: the charge less the credit, never below zero. A credit larger than the charge
+      (a downgrade) is carried to the next invoices (``carried_*``), as Stripe does.
+    """
+
+    current: Quote
+    target: Quote
+    when: datetime
+    period_start: datetime
+    period_end: datetime
+    new_period_end: datetime
+    interval_change: bool
+    credit_net_minor: int
+    credit_tax_minor: int
+    charge_net_minor: int
+    charge_tax_minor: int
+
+    @property
+    def currency(self) -> str:
+        return self.target.currency
+
+    @property
+    def credit_minor(self) -> int:
+        return self.credit_net_minor + self.credit_tax_minor
+
+    @property
+    def charge_minor(self) -> int:
+        return self.charge_net_minor + self.charge_tax_minor
+
+    @property
+    def due_now_minor(self) -> int:
+        """The charge less the credit, never below zero."""
+        return max(0, self.charge_minor - self.credit_minor)
+
+    @property
+    def due_now_tax_minor(self) -> int:
+        return max(0, min(self.due_now_minor, self.charge_tax_minor - self.credit_tax_minor))
+
+    @property
+    def due_now_net_minor(self) -> int:
+        return self.due_now_minor - self.due_now_tax_minor
+
+    @property
+    def carried_minor(self) -> int:
+        """Credit left for the next invoices (nothing is due now then)."""
+        return max(0, self.credit_minor - self.charge_minor)
+
+    @property
+    def carried_tax_minor(self) -> int:
+        return max(0, min(self.carried_minor, self.credit_tax_minor - self.charge_tax_minor))
+
+    @property
+    def carried_net_minor(self) -> int:
+        return self.carried_minor - self.carried_tax_minor
+
+    @property
+    def upgrade(self) -> bool:
+        """Something is charged now (else the change is paid by the credit)."""
+        return self.due_now_minor > 0
+
+    @property
+    def unused_fraction(self) -> Decimal:
+        return _unused(self.period_start, self.period_end, self.when)
+
+
+def _unused(start: datetime, end: datetime, when: datetime) -> Decimal:
+    """The share of the period ``start`` to ``end`` still to come at ``when`` (0 to 1)."""
+    total = (end - start).total_seconds()
+    if total <= 0 or when >= end:
+        return Decimal(0)
+    if when <= start:
+        return Decimal(1)
+    return Decimal(str((end - when).total_seconds())) / Decimal(str(total))
+
+
+def _share(amount_minor: int, fraction: Decimal) -> int:
+    """``amount_minor`` times ``fraction``, rounded half up; never more than the amount."""
+    if amount_minor <= 0 or fraction <= 0:
+        return 0
+    part = int((Decimal(amount_minor) * fraction).quantize(Decimal(1), ROUND_HALF_UP))
+    return min(part, amount_minor)
+
+
+def prorate(
+    current: Quote,
+    target_tier: Priced,
+    *,
+    period_start: datetime,
+    period_end: datetime,
+    when: datetime,
+    buyer: Buyer | None = None,
+    coupon: CouponTerms | None = None,
+    quantity: int | None = None,
+    taxes: TaxTable | None = None,
+) -> Proration:
+    """The price of moving from the plan charged as ``current`` for the period
+    ``period_start`` to ``period_end`` to ``target_tier`` at ``when`` (see ``Proration``).
+
+    ``target_tier`` is quoted by :func:`quote` (no trial: the subscription has started), so
+    its tax and coupon follow the same rules as any charge.
+    """
+    if period_end <= period_start:
+        raise ValidationFailed("The current period has no length", code="bad_period")
+    if not period_start <= when < period_end:
+        raise ValidationFailed(
+            "A plan can only be changed during its current period", code="period_over"
+        )
+    kind = BillingKind(target_tier.billing)
+    if not kind.recurring:
+        raise ValidationFailed(
+            "Only a monthly or yearly tier can replace a subscription's plan",
+            code="target_not_recurring",
+            field="tier",
+        )
+    if target_tier.currency.lower() != current.currency:
+        raise ValidationFailed(
+            f"The new plan must be priced in {current.currency.upper()}",
+            code="currency_change",
+            field="tier",
+        )
+    buyer = buyer or Buyer()
+    buyer = Buyer(country=buyer.country, vat_id=buyer.vat_id, trial_eligible=False)
+    target = quote(target_tier, buyer, coupon, quantity or current.quantity, when, taxes=taxes)
+    unused = _unused(period_start, period_end, when)
+    interval_change = target.interval is not current.interval
+    if interval_change:
+        assert target.interval is not None
+        charge_net, charge_tax = target.net_minor, target.tax_minor
+        new_end = target.interval.add(when)
+    else:
+        charge_net, charge_tax = _share(target.net_minor, unused), _share(target.tax_minor, unused)
+        new_end = period_end
+    return Proration(
+        current=current,
+        target=target,
+        when=when,
+        period_start=period_start,
+        period_end=period_end,
+        new_period_end=new_end,
+        interval_change=interval_change,
+        credit_net_minor=_share(current.net_minor, unused),
+        credit_tax_minor=_share(current.tax_minor, unused),
+        charge_net_minor=charge_net,
+        charge_tax_minor=charge_tax,
+    )
