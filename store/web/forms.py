@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from typing import Annotated, TypeVar
@@ -73,22 +73,34 @@ class FormState:
         error: str = "",
         field: str = "",
         errors: dict[str, str] | None = None,
+        code: str = "",
     ) -> None:
         self.name = name
         self.values = values or {}
         self.error = error
         self.field = field
         self.errors = errors or {}
+        # The error's stable code, for a page that answers one kind of refusal otherwise.
+        self.code = code
 
     @classmethod
-    def failed(cls, name: str, form: FormData, exc: StoreError) -> FormState:
+    def failed(
+        cls,
+        name: str,
+        form: FormData,
+        exc: StoreError,
+        fields: Mapping[str, str] | None = None,
+    ) -> FormState:
+        """``fields`` places errors the service raises without naming an input: error
+        code → the input of this form it is about (a wrong current password)."""
         values: dict[str, list[str]] = {}
         for key, value in form.multi_items():
             if key not in _SECRET_FIELDS and isinstance(value, str) and not _secret(value):
                 values.setdefault(key, []).append(value)
         if isinstance(exc, FieldErrors):
-            return cls(name, values, exc.detail, "", dict(exc.errors))
-        return cls(name, values, exc.detail, input_for(exc, set(form.keys())))
+            return cls(name, values, exc.detail, "", dict(exc.errors), exc.code)
+        field = (fields or {}).get(exc.code) or input_for(exc, set(form.keys()))
+        return cls(name, values, exc.detail, field, code=exc.code)
 
     def submitted(self, name: str) -> bool:
         return bool(self.name) and self.name == name
@@ -128,6 +140,7 @@ NO_FORM = FormState()
 # name (a price typed in units, an expiry in days, a date) is listed here.
 _INPUT_NAMES: dict[str, tuple[str, ...]] = {
     "password": ("new_password",),
+    "email": ("new_email",),
     "amount_minor": ("price",),
     "expires_at": ("expires_days",),
     "ends_at": ("ends_on",),
@@ -158,23 +171,74 @@ def attempt(session: Session, action: Callable[[], T]) -> T | StoreError:
         return exc
 
 
+Failed = Callable[[FormState, int], Response]
+
+
 def submit(
     session: Session,
     form: FormData,
     name: str,
     action: Callable[[], T],
     *,
-    failed: Callable[[FormState, int], Response],
+    failed: Failed,
     done: Callable[[T], Response],
+    fields: Mapping[str, str] | None = None,
 ) -> Response:
     """Every page form: run ``action`` in a savepoint (``attempt``); when it raises a
     StoreError, ``failed`` re-renders the page with the input kept and the error beside its
-    field (form ``name``), answering with ``error_status``; else ``done`` answers, usually a
-    flash and a redirect (``redirect_with``)."""
-    result = attempt(session, action)
-    if isinstance(result, StoreError):
-        return failed(FormState.failed(name, form, result), error_status(result))
-    return done(result)
+    field (form ``name``; ``fields`` as for ``FormState.failed``), answering with
+    ``error_status``; else ``done`` answers, usually a flash and a redirect
+    (``redirect_with``)."""
+    return answer(form, name, attempt(session, action), failed=failed, done=done, fields=fields)
+
+
+async def submit_async(
+    form: FormData,
+    name: str,
+    action: Callable[[], Awaitable[T]],
+    *,
+    failed: Failed,
+    done: Callable[[T], Response],
+    fields: Mapping[str, str] | None = None,
+) -> Response:
+    """``submit`` for a form whose action runs its own transactions (logging in): no
+    request session, so no savepoint."""
+    try:
+        result: T | StoreError = await action()
+    except StoreError as exc:
+        result = exc
+    return answer(form, name, result, failed=failed, done=done, fields=fields)
+
+
+def answer(
+    form: FormData,
+    name: str,
+    result: T | StoreError,
+    *,
+    failed: Failed,
+    done: Callable[[T], Response],
+    fields: Mapping[str, str] | None = None,
+) -> Response:
+    """The answer to a submitted form once its action ran: ``done`` with what it returned,
+    or ``failed`` with the form as submitted and the error placed. A refusal that tells the
+    client when to come back (429, Retry-After) says so on the re-rendered page too."""
+    if not isinstance(result, StoreError):
+        return done(result)
+    response = failed(FormState.failed(name, form, result, fields), error_status(result))
+    headers = result.extra.get("headers") if result.extra else None
+    if isinstance(headers, Mapping):
+        response.headers.update(headers)
+    return response
+
+
+def refused_back(request: Request, url: str) -> Failed:
+    """``failed`` for button forms (nothing typed to show again): the refusal is flashed
+    on the page they came from."""
+
+    def back(state: FormState, _status: int) -> Response:
+        return redirect_with(request, state.error, url, "error")
+
+    return back
 
 
 def redirect_with(request: Request, message: str, url: str, category: str = "success") -> Response:

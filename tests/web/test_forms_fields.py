@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from starlette.datastructures import FormData
+import asyncio
 
-from store.errors import Conflict, StoreError, ValidationFailed
-from store.web.forms import FieldErrors, FormState, input_for
+from sqlalchemy.orm import Session
+from starlette.datastructures import FormData
+from starlette.responses import PlainTextResponse, Response
+
+from store.accounts.models import Account
+from store.errors import Conflict, NotFound, StoreError, TooManyRequests, ValidationFailed
+from store.web.forms import FieldErrors, FormState, answer, input_for, submit, submit_async
+from tests.factories import make_account
 
 
 def test_the_named_input_or_its_page_name() -> None:
@@ -36,3 +42,75 @@ def test_failed_form_keeps_input_and_places_the_error() -> None:
     several = FormState.failed("org", form, FieldErrors({"slug": "bad", "name": "taken"}))
     assert several.field_error("org", "name") == "taken"
     assert several.field_error("org", "slug") == "bad"
+
+
+def test_a_page_places_an_error_its_service_raises_without_a_field() -> None:
+    form = FormData([("new_email", "a@example.com"), ("current_password", "x")])
+    wrong = ValidationFailed("The current password is not correct", code="wrong_password")
+    placed = FormState.failed("email", form, wrong, {"wrong_password": "current_password"})
+    assert placed.field_error("email", "current_password") == wrong.detail
+    assert placed.error_for("email") == ""
+    assert placed.code == "wrong_password"
+    # Codes the page does not name stay the form's error; a named field still wins its input.
+    other = FormState.failed("email", form, Conflict("Busy"), {"wrong_password": "x"})
+    assert other.error_for("email") == "Busy" and other.code == "conflict"
+    named = FormState.failed("email", form, ValidationFailed("Bad", field="email"), {})
+    assert named.field_error("email", "new_email") == "Bad"
+
+
+def _echo(state: FormState, status: int) -> Response:
+    return PlainTextResponse(f"{state.name}:{state.field}:{state.error}", status_code=status)
+
+
+def test_answer_is_done_or_the_page_again_with_the_error_status() -> None:
+    form = FormData([("slug", "x")])
+    done = answer(form, "org", 7, failed=_echo, done=lambda n: PlainTextResponse(str(n * 6)))
+    assert done.body == b"42" and done.status_code == 200
+    missing = answer(form, "org", NotFound("No such org", field="slug"), failed=_echo, done=_never)
+    # The input was wrong, not the address: 404 re-renders as 422.
+    assert missing.status_code == 422 and missing.body == b"org:slug:No such org"
+
+
+def _never(_: object) -> Response:
+    raise AssertionError("done must not run after a refusal")
+
+
+def test_a_refusal_with_retry_after_says_so_on_the_page() -> None:
+    limited = TooManyRequests("Too many", headers={"Retry-After": "90"})
+    response = answer(FormData(), "login", limited, failed=_echo, done=_never)
+    assert response.status_code == 429 and response.headers["retry-after"] == "90"
+    plain = answer(FormData(), "login", ValidationFailed("No"), failed=_echo, done=_never)
+    assert "retry-after" not in plain.headers
+
+
+def test_submit_async_answers_like_submit() -> None:
+    async def refuse() -> int:
+        raise ValidationFailed("Wrong", field="slug")
+
+    async def accept() -> int:
+        return 3
+
+    form = FormData([("slug", "x")])
+    refused = asyncio.run(submit_async(form, "org", refuse, failed=_echo, done=_never))
+    assert refused.status_code == 422 and refused.body == b"org:slug:Wrong"
+    accepted = asyncio.run(
+        submit_async(form, "org", accept, failed=_echo, done=lambda n: PlainTextResponse(str(n)))
+    )
+    assert accepted.body == b"3"
+
+
+def test_a_refused_form_leaves_nothing_half_written(session: Session) -> None:
+    account = make_account(session, "halfway")
+    session.commit()
+
+    def rename_then_refuse() -> None:
+        account.display_name = "Half written"
+        session.flush()
+        raise ValidationFailed("Refused after the first change", field="display_name")
+
+    form = FormData([("display_name", "Half written")])
+    response = submit(session, form, "profile", rename_then_refuse, failed=_echo, done=_never)
+    assert response.status_code == 422
+    session.commit()  # the request's transaction still commits
+    session.expire_all()
+    assert session.get(Account, account.id).display_name != "Half written"  # type: ignore[union-attr]
