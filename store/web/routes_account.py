@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from functools import partial
 
 from fastapi import Request
 from starlette.responses import Response
@@ -14,7 +15,7 @@ from store.accounts import service as accounts
 from store.accounts.models import Account
 from store.db import utcnow
 from store.deps import DbSession
-from store.errors import StoreError, ValidationFailed
+from store.errors import ValidationFailed
 from store.licensing import entitlements
 from store.privacy import lifecycle
 from store.registry import hub
@@ -101,8 +102,10 @@ def create_token(
     request: Request, session: DbSession, account: RequiredAccount, form: Form
 ) -> Response:
     """Issue a personal access token; its secret is shown on this response only."""
-    result = forms.attempt(
+    return forms.submit(
         session,
+        form,
+        "token",
         lambda: accounts.create_token(
             session,
             kind="personal",
@@ -111,15 +114,13 @@ def create_token(
             created_by=account,
             expires_at=forms.expiry(form),
         ),
-    )
-    if isinstance(result, StoreError):
-        failed = FormState.failed("token", form, result)
-        return _tokens_page(request, session, account, failed, forms.error_status(result))
-    return render(
-        request,
-        "account/token_created.html",
-        {"issued": result, "back": "/my/tokens", "username": account.username},
-        no_store=True,
+        failed=partial(_tokens_page, request, session, account),
+        done=lambda issued: render(
+            request,
+            "account/token_created.html",
+            {"issued": issued, "back": "/my/tokens", "username": account.username},
+            no_store=True,
+        ),
     )
 
 
@@ -175,28 +176,32 @@ def change_email(
     def ask() -> str:
         if wait is not None:
             raise ratelimit.too_many(wait, "requests for a link")
-        try:
-            return links.request_email_change(
-                session,
-                settings=settings,
-                account=account,
-                new_address=address,
-                password=forms.text(form, "current_password"),
-            )
-        except StoreError as exc:
-            field = "current_password" if exc.code == "wrong_password" else "new_email"
-            raise ValidationFailed(exc.detail, field=field) from exc
+        return links.request_email_change(
+            session,
+            settings=settings,
+            account=account,
+            new_address=address,
+            password=forms.text(form, "current_password"),
+        )
 
-    result = forms.attempt(session, ask)
-    if isinstance(result, StoreError):
-        failed = FormState.failed("email", form, result)
-        return _settings(request, session, account, failed, forms.error_status(result))
-    flash(
-        request,
-        f"A link is on its way to {result}. Your address changes when you open it; "
-        f"until then it stays {account.email}.",
+    return forms.submit(
+        session,
+        form,
+        "email",
+        ask,
+        failed=partial(_settings, request, session, account),
+        done=lambda new: forms.redirect_with(
+            request,
+            f"A link is on its way to {new}. Your address changes when you open it; "
+            f"until then it stays {account.email}.",
+            "/my/account",
+        ),
+        fields={
+            "wrong_password": "current_password",
+            "same_email": "new_email",
+            "email_taken": "new_email",
+        },
     )
-    return redirect("/my/account")
 
 
 @router.get("/my/account/export")
@@ -224,28 +229,33 @@ def delete_account(
     def delete() -> None:
         if forms.text(form, "confirm_username").strip().lower() != account.username:
             raise ValidationFailed("Type your username to confirm", field="confirm_username")
-        try:
-            lifecycle.delete_account(
-                session,
-                settings=settings,
-                account=account,
-                password=forms.text(form, "current_password"),
-                code=forms.text(form, "code"),
-            )
-        except StoreError as exc:
-            if exc.code == "wrong_password":
-                raise ValidationFailed(exc.detail, field="current_password") from exc
-            if exc.code in ("bad_two_factor_code", "two_factor_required"):
-                raise ValidationFailed(exc.detail, field="code") from exc
-            raise
+        lifecycle.delete_account(
+            session,
+            settings=settings,
+            account=account,
+            password=forms.text(form, "current_password"),
+            code=forms.text(form, "code"),
+        )
 
-    result = forms.attempt(session, delete)
-    if isinstance(result, StoreError):
-        failed = FormState.failed("delete", form, result)
-        return _settings(request, session, account, failed, forms.error_status(result))
-    logout_session(request, session)
-    flash(request, "Your account is deleted. A last message confirms it.", "info")
-    return redirect("/")
+    def deleted(_: None) -> Response:
+        logout_session(request, session)
+        return forms.redirect_with(
+            request, "Your account is deleted. A last message confirms it.", "/", "info"
+        )
+
+    return forms.submit(
+        session,
+        form,
+        "delete",
+        delete,
+        failed=partial(_settings, request, session, account),
+        done=deleted,
+        fields={
+            "wrong_password": "current_password",
+            "bad_two_factor_code": "code",
+            "two_factor_required": "code",
+        },
+    )
 
 
 @router.post("/my/account/profile")
@@ -253,17 +263,16 @@ def change_profile(
     request: Request, session: DbSession, account: RequiredAccount, form: Form
 ) -> Response:
     """Change the display name."""
-    result = forms.attempt(
+    return forms.submit(
         session,
+        form,
+        "profile",
         lambda: accounts.set_display_name(
             session, account=account, display_name=forms.text(form, "display_name")
         ),
+        failed=partial(_settings, request, session, account),
+        done=lambda _: forms.redirect_with(request, "Your display name is changed.", "/my/account"),
     )
-    if isinstance(result, StoreError):
-        failed = FormState.failed("profile", form, result)
-        return _settings(request, session, account, failed, forms.error_status(result))
-    flash(request, "Your display name is changed.")
-    return redirect("/my/account")
 
 
 @router.post("/my/account/password")
@@ -277,21 +286,25 @@ def change_password(
             raise ValidationFailed(
                 "The two new passwords do not match", field="new_password_confirm"
             )
-        try:
-            accounts.change_password(
-                session,
-                account=account,
-                current=forms.text(form, "current_password"),
-                new=forms.text(form, "new_password"),
-            )
-        except StoreError as exc:
-            field = "current_password" if exc.code == "wrong_password" else "new_password"
-            raise ValidationFailed(exc.detail, field=field) from exc
+        accounts.change_password(
+            session,
+            account=account,
+            current=forms.text(form, "current_password"),
+            new=forms.text(form, "new_password"),
+        )
 
-    result = forms.attempt(session, change)
-    if isinstance(result, StoreError):
-        failed = FormState.failed("password", form, result)
-        return _settings(request, session, account, failed, forms.error_status(result))
-    login_session(request, session, account)  # this browser stays logged in, anew
-    flash(request, "Your password is changed. Other sessions are logged out.")
-    return redirect("/my/account")
+    def changed(_: None) -> Response:
+        login_session(request, session, account)  # this browser stays logged in, anew
+        return forms.redirect_with(
+            request, "Your password is changed. Other sessions are logged out.", "/my/account"
+        )
+
+    return forms.submit(
+        session,
+        form,
+        "password",
+        change,
+        failed=partial(_settings, request, session, account),
+        done=changed,
+        fields={"wrong_password": "current_password"},
+    )

@@ -12,7 +12,6 @@ from store.accounts import login as password_login
 from store.accounts import service as accounts
 from store.accounts.models import Account
 from store.deps import DbSession
-from store.errors import StoreError
 from store.web import forms
 from store.web.auth import login_session, logout_session, open_session, use_session
 from store.web.csrf import csrf_protect
@@ -29,12 +28,6 @@ login_router = APIRouter(
     default_response_class=HTMLResponse,
     dependencies=[Depends(csrf_protect)],
 )
-
-
-def _with_retry(response: Response, wait: int | None) -> Response:
-    if wait is not None:
-        response.headers["Retry-After"] = str(wait)
-    return response
 
 
 @router.get("/signup")
@@ -78,22 +71,23 @@ def signup(request: Request, session: DbSession, form: Form) -> Response:
             terms_accepted=True,
         )
 
-    result = forms.attempt(session, create)
-    if isinstance(result, StoreError):
-        return _with_retry(
-            render(
-                request,
-                "auth/signup.html",
-                {"form": FormState.failed("signup", form, result), "next": target},
-                status=forms.error_status(result),
-            ),
-            wait,
-        )
-    links.send_verification(session, settings=request.app.state.settings, account=result)
-    login_session(request, session, result)
-    flash(request, f"Welcome to the store, {result.display_name}.")
-    flash(request, f"We sent a link to {result.email} to confirm your address.", "info")
-    return redirect(target or "/my/content")
+    def created(account: Account) -> Response:
+        links.send_verification(session, settings=request.app.state.settings, account=account)
+        login_session(request, session, account)
+        flash(request, f"Welcome to the store, {account.display_name}.")
+        flash(request, f"We sent a link to {account.email} to confirm your address.", "info")
+        return redirect(target or "/my/content")
+
+    return forms.submit(
+        session,
+        form,
+        "signup",
+        create,
+        failed=lambda state, status: render(
+            request, "auth/signup.html", {"form": state, "next": target}, status=status
+        ),
+        done=created,
+    )
 
 
 @router.get("/login")
@@ -108,37 +102,36 @@ async def login(request: Request, form: Form) -> Response:
     """Log in with a username or e-mail address and a password (store.accounts.login:
     the attempt is reserved first, the password checked outside any transaction)."""
     target = safe_next(forms.text(form, "next"), "")
-    name = forms.text(form, "login")
-    try:
-        account, secret = await password_login.log_in(
+
+    def refused(state: FormState, status: int) -> Response:
+        request.state.me = None
+        return render(request, "auth/login.html", {"form": state, "next": target}, status=status)
+
+    def logged_in(outcome: tuple[Account, str | None]) -> Response:
+        account, secret = outcome
+        if secret is None:
+            # The password was right; the code comes next (store.web.routes_two_factor).
+            return start_second_step(request, account, target)
+        use_session(request, account, secret)
+        flash(request, f"Logged in as {account.username}.")
+        return redirect(target or "/")
+
+    return await forms.submit_async(
+        form,
+        "login",
+        lambda: password_login.log_in(
             request,
-            login=name,
+            login=forms.text(form, "login"),
             password=forms.text(form, "password"),
             via="web",
             then=lambda session, account: (
                 account,
                 None if two_factor.enabled(account) else open_session(request, session, account),
             ),
-        )
-    except StoreError as exc:
-        request.state.me = None
-        headers = exc.extra.get("headers") or {}
-        wait = headers.get("Retry-After")
-        return _with_retry(
-            render(
-                request,
-                "auth/login.html",
-                {"form": FormState.failed("login", form, exc), "next": target},
-                status=forms.error_status(exc),
-            ),
-            int(wait) if wait else None,
-        )
-    if secret is None:
-        # The password was right; the code comes next (store.web.routes_two_factor).
-        return start_second_step(request, account, target)
-    use_session(request, account, secret)
-    flash(request, f"Logged in as {account.username}.")
-    return redirect(target or "/")
+        ),
+        failed=refused,
+        done=logged_in,
+    )
 
 
 @router.post("/logout")

@@ -9,7 +9,7 @@ from starlette.responses import Response
 from store import ratelimit
 from store.accounts import links
 from store.deps import DbSession
-from store.errors import StoreError, ValidationFailed
+from store.errors import ValidationFailed
 from store.web import forms
 from store.web.forms import Form, FormState
 from store.web.routing import RequiredAccount, page_router
@@ -40,18 +40,27 @@ def forgot(request: Request, session: DbSession, form: Form) -> Response:
             raise ratelimit.too_many(wait, "requests for a link")
         links.request_password_reset(session, settings=settings, address=address)
 
-    result = forms.attempt(session, send)
-    if isinstance(result, StoreError):
-        response = render(
-            request,
-            "auth/forgot.html",
-            {"form": FormState.failed("forgot", form, result), "sent": False},
-            status=forms.error_status(result),
-        )
-        if wait is not None:
-            response.headers["Retry-After"] = str(wait)
-        return response
-    return render(request, "auth/forgot.html", {"form": forms.NO_FORM, "sent": True})
+    return forms.submit(
+        session,
+        form,
+        "forgot",
+        send,
+        failed=lambda state, status: render(
+            request, "auth/forgot.html", {"form": state, "sent": False}, status=status
+        ),
+        done=lambda _: render(request, "auth/forgot.html", {"form": forms.NO_FORM, "sent": True}),
+    )
+
+
+def _link_invalid(request: Request, detail: str, *, no_store: bool = False) -> Response:
+    return render(
+        request, "auth/link_invalid.html", {"detail": detail}, status=400, no_store=no_store
+    )
+
+
+def _link_refused(request: Request) -> forms.Failed:
+    """``failed`` for the buttons of a link's page: whatever the refusal, the link is void."""
+    return lambda state, _status: _link_invalid(request, state.error)
 
 
 @router.get("/password/reset/{token}")
@@ -59,9 +68,7 @@ def reset_page(request: Request, session: DbSession, token: str) -> Response:
     try:
         account = links.peek(session, token=token, purpose="reset")
     except links.BadLink as exc:
-        return render(
-            request, "auth/link_invalid.html", {"detail": exc.detail}, status=400, no_store=True
-        )
+        return _link_invalid(request, exc.detail, no_store=True)
     return render(
         request,
         "auth/reset.html",
@@ -82,20 +89,26 @@ def reset(request: Request, session: DbSession, token: str, form: Form) -> Respo
             session, settings=settings, token=token, password=forms.text(form, "password")
         )
 
-    result = forms.attempt(session, change)
-    if isinstance(result, links.BadLink):
-        return render(request, "auth/link_invalid.html", {"detail": result.detail}, status=400)
-    if isinstance(result, StoreError):
+    def refused(state: FormState, status: int) -> Response:
+        if state.code == links.BadLink.code:
+            return _link_invalid(request, state.error)
         return render(
             request,
             "auth/reset.html",
-            {"form": FormState.failed("reset", form, result), "token": token, "username": ""},
-            status=forms.error_status(result),
+            {"form": state, "token": token, "username": ""},
+            status=status,
             no_store=True,
         )
-    request.session.clear()
-    flash(request, "Your password is changed and every session is logged out. Log in again.")
-    return redirect("/login")
+
+    def changed(_: object) -> Response:
+        request.session.clear()
+        return forms.redirect_with(
+            request,
+            "Your password is changed and every session is logged out. Log in again.",
+            "/login",
+        )
+
+    return forms.submit(session, form, "reset", change, failed=refused, done=changed)
 
 
 @router.get("/verify-email/{token}")
@@ -104,17 +117,22 @@ def verify_page(request: Request, session: DbSession, token: str) -> Response:
     try:
         account = links.peek(session, token=token, purpose="verify")
     except links.BadLink as exc:
-        return render(request, "auth/link_invalid.html", {"detail": exc.detail}, status=400)
+        return _link_invalid(request, exc.detail)
     return render(request, "auth/verify.html", {"token": token, "address": account.email})
 
 
 @router.post("/verify-email/{token}")
-def verify(request: Request, session: DbSession, token: str) -> Response:
-    result = forms.attempt(session, lambda: links.verify_email(session, token=token))
-    if isinstance(result, StoreError):
-        return render(request, "auth/link_invalid.html", {"detail": result.detail}, status=400)
-    flash(request, f"Your address {result.email} is confirmed.")
-    return redirect("/my/account")
+def verify(request: Request, session: DbSession, token: str, form: Form) -> Response:
+    return forms.submit(
+        session,
+        form,
+        "verify",
+        lambda: links.verify_email(session, token=token),
+        failed=_link_refused(request),
+        done=lambda account: forms.redirect_with(
+            request, f"Your address {account.email} is confirmed.", "/my/account"
+        ),
+    )
 
 
 @router.post("/my/account/verify-email")
@@ -138,7 +156,7 @@ def confirm_email_page(request: Request, session: DbSession, token: str) -> Resp
     try:
         _, address = links.pending_email(session, token=token)
     except links.BadLink as exc:
-        return render(request, "auth/link_invalid.html", {"detail": exc.detail}, status=400)
+        return _link_invalid(request, exc.detail)
     return render(
         request,
         "auth/verify.html",
@@ -148,12 +166,15 @@ def confirm_email_page(request: Request, session: DbSession, token: str) -> Resp
 
 
 @router.post("/confirm-email/{token}")
-def confirm_email(request: Request, session: DbSession, token: str) -> Response:
+def confirm_email(request: Request, session: DbSession, token: str, form: Form) -> Response:
     settings = request.app.state.settings
-    result = forms.attempt(
-        session, lambda: links.confirm_email_change(session, settings=settings, token=token)
+    return forms.submit(
+        session,
+        form,
+        "confirm",
+        lambda: links.confirm_email_change(session, settings=settings, token=token),
+        failed=_link_refused(request),
+        done=lambda account: forms.redirect_with(
+            request, f"Your address is now {account.email}.", "/my/account"
+        ),
     )
-    if isinstance(result, StoreError):
-        return render(request, "auth/link_invalid.html", {"detail": result.detail}, status=400)
-    flash(request, f"Your address is now {result.email}.")
-    return redirect("/my/account")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
+from typing import TypeVar
 
 from fastapi import Request
 from markupsafe import Markup
@@ -16,7 +18,6 @@ from store.accounts import two_factor
 from store.accounts.models import Account
 from store.audit import service as audit
 from store.deps import DbSession
-from store.errors import StoreError
 from store.security_headers import NO_STORE
 from store.web import forms
 from store.web.auth import login_session
@@ -26,6 +27,7 @@ from store.web.templating import flash, redirect, render
 
 router = page_router()
 
+T = TypeVar("T")
 PENDING_KEY = "two_factor_pending"
 PENDING_TTL_S = 300  # the password step is good for five minutes
 
@@ -98,43 +100,42 @@ def second_step(request: Request, session: DbSession, form: Form) -> Response:
         return redirect("/login")
     account, target = pending
     reserved = reserve_code_attempt(request, session, account)
-    result: str | StoreError
-    wait = reserved if isinstance(reserved, int) else None
-    if isinstance(reserved, int):
-        result = ratelimit.too_many(reserved, "wrong codes")
-    else:
-        settings = request.app.state.settings
-        result = forms.attempt(
-            session,
-            lambda: two_factor.verify(
-                session, settings=settings, account=account, code=forms.text(form, "code")
-            ),
+    settings = request.app.state.settings
+
+    def check() -> str:
+        if isinstance(reserved, int):
+            raise ratelimit.too_many(reserved, "wrong codes")
+        return two_factor.verify(
+            session, settings=settings, account=account, code=forms.text(form, "code")
         )
-        if not isinstance(result, StoreError):
+
+    def logged_in(kind: str) -> Response:
+        if isinstance(reserved, ratelimit.Reservation):
             ratelimit.release(session, reserved)  # only wrong codes stay counted
-    if isinstance(result, StoreError):
-        response = render(
-            request,
-            "auth/two_factor.html",
-            {"form": FormState.failed("two_factor", form, result)},
-            status=forms.error_status(result),
-        )
-        if wait is not None:
-            response.headers["Retry-After"] = str(wait)
-        return response
-    audit.sign_in(session, account=account, via="web")
-    login_session(request, session, account)
-    if result == "recovery":
-        left = two_factor.recovery_codes_left(session, account)
-        flash(
-            request,
-            f"Logged in as {account.username} with a recovery code; {left} left. "
-            "Make new ones under Two-factor sign-in.",
-            "info",
-        )
-    else:
-        flash(request, f"Logged in as {account.username}.")
-    return redirect(target or "/")
+        audit.sign_in(session, account=account, via="web")
+        login_session(request, session, account)
+        if kind == "recovery":
+            left = two_factor.recovery_codes_left(session, account)
+            flash(
+                request,
+                f"Logged in as {account.username} with a recovery code; {left} left. "
+                "Make new ones under Two-factor sign-in.",
+                "info",
+            )
+        else:
+            flash(request, f"Logged in as {account.username}.")
+        return redirect(target or "/")
+
+    return forms.submit(
+        session,
+        form,
+        "two_factor",
+        check,
+        failed=lambda state, status: render(
+            request, "auth/two_factor.html", {"form": state}, status=status
+        ),
+        done=logged_in,
+    )
 
 
 # --- set-up and management ------------------------------------------------------------------
@@ -175,17 +176,22 @@ def two_factor_page(request: Request, session: DbSession, account: RequiredAccou
     return _page(request, session, account)
 
 
+def _refused(request: Request, session: DbSession, account: Account) -> forms.Failed:
+    return lambda state, status: _page(request, session, account, form=state, status=status)
+
+
 @router.post("/my/two-factor/setup", dependencies=[NO_STORE])
 def setup(request: Request, session: DbSession, account: RequiredAccount) -> Response:
     """Make a new secret and show it as a QR code, to be confirmed with a code."""
     settings = request.app.state.settings
-    result = forms.attempt(
-        session, lambda: two_factor.begin(session, settings=settings, account=account)
+    return forms.submit(
+        session,
+        FormData(),  # nothing typed: the button only
+        "setup",
+        lambda: two_factor.begin(session, settings=settings, account=account),
+        failed=_refused(request, session, account),
+        done=lambda enrolment: _page(request, session, account, enrolment=enrolment),
     )
-    if isinstance(result, StoreError):
-        failed = FormState.failed("setup", FormData(), result)
-        return _page(request, session, account, form=failed, status=forms.error_status(result))
-    return _page(request, session, account, enrolment=result)
 
 
 def _codes(request: Request, codes: list[str], message: str) -> Response:
@@ -197,52 +203,66 @@ def _codes(request: Request, codes: list[str], message: str) -> Response:
 @router.post("/my/two-factor/confirm", dependencies=[NO_STORE])
 def confirm(request: Request, session: DbSession, account: RequiredAccount, form: Form) -> Response:
     settings = request.app.state.settings
-    result = forms.attempt(
+    return forms.submit(
         session,
+        form,
+        "confirm",
         lambda: two_factor.confirm(
             session, settings=settings, account=account, code=forms.text(form, "code")
         ),
+        failed=_refused(request, session, account),
+        done=lambda codes: _codes(request, codes, "Two-factor sign-in is on."),
     )
-    if isinstance(result, StoreError):
-        failed = FormState.failed("confirm", form, result)
-        return _page(request, session, account, form=failed, status=forms.error_status(result))
-    return _codes(request, result, "Two-factor sign-in is on.")
 
 
 def _with_code(
-    request: Request, session: DbSession, account: Account, form: Form, fname: str, action: str
-) -> list[str] | Response | None:
+    request: Request,
+    session: DbSession,
+    account: Account,
+    form: Form,
+    fname: str,
+    action: Callable[[str], T],
+    done: Callable[[T], Response],
+) -> Response:
+    """A form that needs a current code: one attempt of the account's codes is reserved
+    first and given back unless the code was wrong."""
     reserved = reserve_code_attempt(request, session, account)
-    settings = request.app.state.settings
-    code = forms.text(form, "code")
 
-    def run() -> list[str] | None:
+    def run() -> T:
         if isinstance(reserved, int):
             raise ratelimit.too_many(reserved, "wrong codes")
-        if action == "disable":
-            two_factor.disable(session, settings=settings, account=account, code=code)
-            return None
-        return two_factor.regenerate_codes(session, settings=settings, account=account, code=code)
+        return action(forms.text(form, "code"))
 
-    result = forms.attempt(session, run)
-    if isinstance(reserved, ratelimit.Reservation) and not (
-        isinstance(result, StoreError) and result.code == "bad_two_factor_code"
-    ):
-        ratelimit.release(session, reserved)  # only wrong codes stay counted
-    if isinstance(result, StoreError):
-        failed = FormState.failed(fname, form, result)
-        return _page(request, session, account, form=failed, status=forms.error_status(result))
-    return result
+    def release(code: str) -> None:
+        if isinstance(reserved, ratelimit.Reservation) and code != two_factor.BadCode.code:
+            ratelimit.release(session, reserved)  # only wrong codes stay counted
+
+    def refused(state: FormState, status: int) -> Response:
+        release(state.code)
+        return _page(request, session, account, form=state, status=status)
+
+    def succeeded(result: T) -> Response:
+        release("")
+        return done(result)
+
+    return forms.submit(session, form, fname, run, failed=refused, done=succeeded)
 
 
 @router.post("/my/two-factor/disable")
 def disable(request: Request, session: DbSession, account: RequiredAccount, form: Form) -> Response:
     """Turn two-factor sign-in off (needs a current code or a recovery code)."""
-    result = _with_code(request, session, account, form, "disable", "disable")
-    if isinstance(result, Response):
-        return result
-    flash(request, "Two-factor sign-in is off.", "info")
-    return redirect("/my/two-factor")
+    settings = request.app.state.settings
+    return _with_code(
+        request,
+        session,
+        account,
+        form,
+        "disable",
+        lambda code: two_factor.disable(session, settings=settings, account=account, code=code),
+        lambda _: forms.redirect_with(
+            request, "Two-factor sign-in is off.", "/my/two-factor", "info"
+        ),
+    )
 
 
 @router.post("/my/two-factor/recovery-codes", dependencies=[NO_STORE])
@@ -250,7 +270,15 @@ def new_codes(
     request: Request, session: DbSession, account: RequiredAccount, form: Form
 ) -> Response:
     """Ten new recovery codes; the old ones stop working."""
-    result = _with_code(request, session, account, form, "codes", "codes")
-    if isinstance(result, Response):
-        return result
-    return _codes(request, result or [], "New recovery codes; the old ones no longer work.")
+    settings = request.app.state.settings
+    return _with_code(
+        request,
+        session,
+        account,
+        form,
+        "codes",
+        lambda code: two_factor.regenerate_codes(
+            session, settings=settings, account=account, code=code
+        ),
+        lambda codes: _codes(request, codes, "New recovery codes; the old ones no longer work."),
+    )

@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from store.accounts import links
 from store.accounts import service as accounts
 from store.accounts.models import AccessToken, Account, AccountToken
 from store.config import Settings
@@ -154,3 +155,32 @@ def test_reset_requests_are_rate_limited(client: TestClient) -> None:
     ]
     assert statuses[:3] == [200, 200, 200] and statuses[3] == 429
     assert client.post("/password/forgot", data={"email": "y@example.com"}).status_code == 403
+
+
+def test_a_void_link_answers_its_own_page_whichever_button_posts_it(
+    client: TestClient, session: Session
+) -> None:
+    make_account(session, "linked")
+    session.commit()
+    for action in ("/password/reset/void", "/verify-email/void", "/confirm-email/void"):
+        data = {"password": NEW_PASSWORD, "password_confirm": NEW_PASSWORD}
+        refused = submit(client, "/login", action, data, headers=HTML)
+        assert refused.status_code == 400, action
+        assert "This link is not valid" in refused.text
+    session.expire_all()
+    assert accounts.authenticate(session, login="linked", password=PASSWORD)
+
+
+def test_reset_form_places_a_mismatch_beside_the_repeat(
+    client: TestClient, session: Session
+) -> None:
+    account = make_account(session, "twice")
+    token = links._issue(session, account, "reset", links.RESET_TTL)
+    session.commit()
+    path = f"/password/reset/{token}"
+    mismatch = submit(
+        client, path, path, {"password": NEW_PASSWORD, "password_confirm": "something else"}
+    )
+    assert mismatch.status_code == 422
+    assert re.search(r'id="reset-password_confirm-error">The two passwords', mismatch.text)
+    assert client.get(path, headers=HTML).status_code == 200  # the link is not spent

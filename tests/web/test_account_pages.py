@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from store.accounts import service as accounts
-from tests.factories import make_account, make_org
+from tests.factories import PASSWORD, make_account, make_org
 from tests.web.helpers import login, submit
 
 
@@ -125,3 +125,37 @@ def test_registry_log_ins_are_listed_and_revocable(browser: TestClient, session:
     submit(browser, "/my/tokens", f"/my/tokens/{login_row.id}/revoke")
     session.expire_all()
     assert [t.kind for t in accounts.list_tokens(session, account=owner)] == ["personal"]
+
+
+def test_password_form_errors_stand_beside_their_fields(
+    browser: TestClient, session: Session
+) -> None:
+    make_account(session, "keeper")
+    session.commit()
+    login(browser, "keeper")
+    new = {"new_password": "a brand new password", "new_password_confirm": "a brand new password"}
+    wrong = submit(
+        browser, "/my/account", "/my/account/password", {"current_password": "not it", **new}
+    )
+    assert wrong.status_code == 422
+    assert re.search(r'id="password-current_password-error">The current password', wrong.text)
+    mismatch = submit(
+        browser,
+        "/my/account",
+        "/my/account/password",
+        {**new, "current_password": PASSWORD, "new_password_confirm": "something else"},
+    )
+    assert mismatch.status_code == 422
+    assert re.search(r'id="password-new_password_confirm-error">The two new', mismatch.text)
+    short = submit(
+        browser,
+        "/my/account",
+        "/my/account/password",
+        {"current_password": PASSWORD, "new_password": "short", "new_password_confirm": "short"},
+    )
+    assert short.status_code == 422
+    assert re.search(r'id="password-new_password-error">Passwords must be at least', short.text)
+    assert "a brand new password" not in wrong.text + mismatch.text  # never echoed
+    # Nothing changed: the old password still logs in.
+    browser.cookies.clear()
+    login(browser, "keeper")

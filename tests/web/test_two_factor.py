@@ -225,3 +225,36 @@ def test_display_name_change(client: TestClient, session: Session) -> None:
     long = submit(client, "/my/account", "/my/account/profile", {"display_name": "x" * 500})
     assert long.status_code == 422
     assert client.post("/my/account/profile", data={"display_name": "y"}).status_code == 403
+
+
+def test_code_forms_place_errors_and_count_wrong_codes(
+    client: TestClient, session: Session, settings: Settings
+) -> None:
+    account = make_account(session, "careful")
+    _, recovery = _enrol(session, settings, account)
+    session.commit()
+    submit(client, "/login", "/login", {"login": "careful", "password": PASSWORD})
+    done = submit(client, "/login/two-factor", "/login/two-factor", {"code": recovery[0]})
+    assert "Logged in as careful" in done.text
+
+    # Deleting the account: a wrong code is shown beside the code field, nothing deleted.
+    wrong = submit(
+        client,
+        "/my/account",
+        "/my/account/delete",
+        {"confirm_username": "careful", "current_password": PASSWORD, "code": "000000"},
+    )
+    assert wrong.status_code == 422
+    assert re.search(r'id="delete-code-error">That code is not valid', wrong.text)
+    session.expire_all()
+    assert session.get(Account, account.id).deleted_at is None  # type: ignore[union-attr]
+
+    # Turning it off: wrong codes count, and the limit answers 429 with Retry-After.
+    statuses = []
+    for _ in range(12):
+        response = submit(client, "/my/two-factor", "/my/two-factor/disable", {"code": "000000"})
+        statuses.append(response.status_code)
+    assert statuses[0] == 422
+    assert statuses[-1] == 429 and int(response.headers["Retry-After"]) > 0
+    session.expire_all()
+    assert two_factor.enabled(session.get(Account, account.id))  # type: ignore[arg-type]
