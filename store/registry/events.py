@@ -1,23 +1,30 @@
 """Registry notifications: pushes update the hub, manifest GETs count as pulls.
 
 The registry delivers at least once (it retries the same event id until it hears 2xx), and
-several store processes may receive the same event. Each event is recorded first in
-``processed_events`` (unique on source + id) inside a SAVEPOINT: a duplicate fails that
-insert and is skipped, and the rest of the batch goes on. Two processes handling the same
-event concurrently both try the insert; the database lets exactly one of them commit.
+several store processes (hosts behind a balancer) may receive the same event. Each event is
+recorded first in ``processed_events`` (unique on source + id) with ``INSERT … ON CONFLICT
+DO NOTHING``: a duplicate inserts nothing and is skipped, and the rest of the batch goes
+on. Two processes handling the same event concurrently both try the insert; the second
+waits for the first's transaction and inserts nothing when it commits, so exactly one acts.
+
+A pull costs a handful of plain statements (:func:`store.registry.hub.count_pull`); the
+search documents of the repositories pulled are rewritten afterwards, in batches
+(``Outcome.pulled``, :mod:`store.registry.pull_search`).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from store.db import utcnow
+from store.db import new_id, utcnow
 from store.idempotency import ProcessedEvent
 from store.observability import metrics
 from store.registry import hub
@@ -38,6 +45,8 @@ class Outcome:
     processed: int = 0
     duplicates: int = 0
     ignored: int = 0
+    # Repositories whose pull counts changed: their search documents are due a refresh.
+    pulled: set[uuid.UUID] = field(default_factory=set)
 
     def as_dict(self) -> dict[str, int]:
         return {"processed": self.processed, "duplicates": self.duplicates, "ignored": self.ignored}
@@ -66,8 +75,12 @@ def events_of(envelope: Any) -> list[dict[str, Any]]:
     return [e for e in envelope["events"] if isinstance(e, dict)]
 
 
-def process(session: Session, envelope: Any) -> Outcome:
-    """Act on every event of a notification envelope once. The caller commits."""
+def process(session: Session, envelope: Any, *, defer_search: bool = False) -> Outcome:
+    """Act on every event of a notification envelope once. The caller commits.
+
+    The search documents of the repositories pulled are rewritten at the end, once each;
+    with ``defer_search`` they are not, and the caller hands ``Outcome.pulled`` to a
+    :class:`store.registry.pull_search.PullSearch` after the commit."""
     outcome = Outcome()
     for event in events_of(envelope):
         event_id = event.get("id")
@@ -75,31 +88,46 @@ def process(session: Session, envelope: Any) -> Outcome:
             outcome.ignored += 1
             metrics.registry_event(event.get("action"), "ignored")
             continue
-        try:
-            with session.begin_nested():
-                session.add(
-                    ProcessedEvent(
-                        source=SOURCE,
-                        event_id=event_id,
-                        event_type=str(event.get("action", ""))[:100],
-                    )
-                )
-                session.flush()
-        except IntegrityError:
+        if not _first_delivery(session.connection(), event_id, event.get("action")):
             outcome.duplicates += 1
             metrics.registry_event(event.get("action"), "duplicate")
             continue
-        if apply(session, event):
+        if apply(session, event, outcome):
             outcome.processed += 1
             metrics.registry_event(event.get("action"), "processed")
         else:
             outcome.ignored += 1
             metrics.registry_event(event.get("action"), "ignored")
+    if outcome.pulled and not defer_search:
+        hub.refresh_search(session, outcome.pulled)
     return outcome
 
 
-def apply(session: Session, event: dict[str, Any]) -> bool:
-    """Update the hub for one event; False when the event is of no interest."""
+_processed = ProcessedEvent.__table__
+
+
+def _first_delivery(conn: Connection, event_id: str, action: Any) -> bool:
+    """Record the event as processed; False when it already was (a redelivery)."""
+    module = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = (
+        module.insert(_processed)
+        .values(
+            id=new_id(),
+            source=SOURCE,
+            event_id=event_id,
+            event_type=str(action or "")[:100],
+            received_at=utcnow(),
+        )
+        .on_conflict_do_nothing(index_elements=["source", "event_id"])
+        .returning(_processed.c.id)
+    )
+    return conn.execute(stmt).first() is not None
+
+
+def apply(session: Session, event: dict[str, Any], outcome: Outcome) -> bool:
+    """Update the hub for one event; False when the event is of no interest. A counted
+    pull's repository is added to ``outcome.pulled`` (its search documents are not
+    rewritten here)."""
     action = event.get("action")
     target = event.get("target") or {}
     request = event.get("request") or {}
@@ -133,7 +161,11 @@ def apply(session: Session, event: dict[str, Any]) -> bool:
         if isinstance(actor, dict) and actor.get("name") == SYNC_USERNAME:
             return False  # the store reading a manifest (details, transfer), not a download
         client = hub.client_key(str(request.get("addr") or ""), str(request.get("useragent") or ""))
-        hub.record_pull(session, name=name, at=at, media_type=media_type, client=client)
+        repository_id, counted = hub.count_pull(
+            session, name=name, at=at, media_type=media_type, client=client
+        )
+        if counted:
+            outcome.pulled.add(repository_id)
         return True
     if action == "delete":
         hub.record_delete(

@@ -8,11 +8,14 @@ concurrent events never trip over a unique constraint.
 from __future__ import annotations
 
 import hashlib
+import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import cast
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Connection, Table, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -208,69 +211,142 @@ def record_pull(
     media_type: str = "",
     client: str | None = None,
 ) -> bool:
+    """One manifest download, counted (:func:`count_pull`) and in search at once. Returns
+    whether this download was counted."""
+    repository_id, counted = count_pull(
+        session, name=name, at=at, media_type=media_type, client=client
+    )
+    for obj in list(session.identity_map.values()):
+        if isinstance(obj, HubRepository) and obj.id == repository_id:
+            session.expire(obj, ["pull_count", "last_pulled_at"])
+    refresh_search(session, [repository_id])
+    return counted
+
+
+_hub = cast(Table, HubRepository.__table__)
+_pulls = cast(Table, ManifestPull.__table__)
+_counters = cast(Table, PullCounter.__table__)
+
+
+def count_pull(
+    session: Session,
+    *,
+    name: str,
+    at: datetime,
+    media_type: str = "",
+    client: str | None = None,
+) -> tuple[uuid.UUID, bool]:
     """One manifest download: the repository's total and the day's counter, both atomic.
+
+    Plain statements on the session's connection (a pull notification is the store's most
+    frequent write): the repository looked up, the multi-arch pairing (one conditional
+    UPDATE and one INSERT), the total's UPDATE and the day's upsert. The search documents
+    are **not** rewritten here: the caller refreshes them (:func:`refresh_search`, at once
+    or batched, :mod:`store.registry.pull_search`).
 
     An image index and a platform manifest downloaded by the same ``client`` within
     PAIR_WINDOW of each other (in either order: notifications may arrive out of order) are
-    one multi-arch pull and count once. Returns whether this download was counted."""
-    repo = ensure_repository(session, name)
-    if client is not None and _pairs_up(session, repo.id, client, media_type, at):
-        return False
-    session.execute(
-        update(HubRepository)
-        .where(HubRepository.id == repo.id)
-        .values(pull_count=HubRepository.pull_count + 1, last_pulled_at=at)
+    one multi-arch pull and count once. Returns the repository's id and whether this
+    download was counted."""
+    conn = session.connection()
+    repository_id = conn.scalar(select(_hub.c.id).where(_hub.c.name == name))
+    if repository_id is None:  # its first event: created (and indexed) as any new one
+        repository_id = ensure_repository(session, name).id
+        session.flush()
+    if client is not None and _pairs_up(conn, repository_id, client, media_type, at):
+        return repository_id, False
+    conn.execute(
+        update(_hub)
+        .where(_hub.c.id == repository_id)
+        .values(pull_count=_hub.c.pull_count + 1, last_pulled_at=at)
     )
-    stmt = _insert(session, PullCounter).values(repository_id=repo.id, day=at.date(), count=1)
+    module = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = module.insert(_counters).values(repository_id=repository_id, day=at.date(), count=1)
     stmt = stmt.on_conflict_do_update(
-        index_elements=["repository_id", "day"], set_={"count": PullCounter.count + 1}
+        index_elements=["repository_id", "day"], set_={"count": _counters.c.count + 1}
     )
-    session.execute(stmt)
-    session.flush()
-    return True
+    conn.execute(stmt)
+    return repository_id, True
+
+
+def refresh_search(session: Session, repository_ids: Iterable[uuid.UUID]) -> int:
+    """Rewrite the search documents of these repositories (and their listings): their pull
+    counts after :func:`count_pull`."""
+    from store.search import indexer
+
+    return indexer.refresh(session, repositories=repository_ids)
+
+
+_EXPIRY_EVERY = 60.0  # seconds between deletions of a repository's old downloads, per process
+_expired_at: dict[uuid.UUID, float] = {}
+
+
+def _expire_downloads(conn: Connection, repository_id: uuid.UUID, at: datetime) -> None:
+    """Forget a repository's downloads older than KEEP_PULLS, at most once a minute per
+    process (they are outside every pairing window anyway: only the table's size is at
+    stake)."""
+    now = time.monotonic()
+    last = _expired_at.get(repository_id)
+    if last is not None and now - last < _EXPIRY_EVERY:
+        return
+    if len(_expired_at) > 10_000:
+        _expired_at.clear()
+    _expired_at[repository_id] = now
+    conn.execute(
+        delete(_pulls).where(_pulls.c.repository_id == repository_id, _pulls.c.at < at - KEEP_PULLS)
+    )
+
+
+def _lock_key(repository_id: uuid.UUID, client: str) -> int:
+    digest = hashlib.blake2b(repository_id.bytes + client.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def _pairs_up(
-    session: Session, repository_id: uuid.UUID, client: str, media_type: str, at: datetime
+    conn: Connection, repository_id: uuid.UUID, client: str, media_type: str, at: datetime
 ) -> bool:
     """Record this download; True if it completes a counted download of the other kind
     (index vs platform manifest) by the same client, which is then taken (paired)."""
     is_index = media_type in INDEX_MEDIA_TYPES
-    session.execute(
-        delete(ManifestPull).where(
-            ManifestPull.repository_id == repository_id, ManifestPull.at < at - KEEP_PULLS
-        )
-    )
-    candidates = session.scalars(
-        select(ManifestPull.id)
+    _expire_downloads(conn, repository_id, at)
+    if conn.dialect.name == "postgresql":
+        # The index and the manifest of one pull may reach two processes at once (two
+        # hosts, two registry replicas): each would miss the other's uncommitted row and
+        # both would count. One client's downloads of one repository are paired one
+        # transaction at a time (SQLite has one writer at a time anyway).
+        conn.execute(select(func.pg_advisory_xact_lock(_lock_key(repository_id, client))))
+    # The oldest unpaired download of the other kind in the window, taken by one
+    # conditional UPDATE.
+    candidate = (
+        select(_pulls.c.id)
         .where(
-            ManifestPull.repository_id == repository_id,
-            ManifestPull.client == client,
-            ManifestPull.is_index.is_(not is_index),
-            ManifestPull.paired.is_(False),
-            ManifestPull.at >= at - PAIR_WINDOW,
-            ManifestPull.at <= at + PAIR_WINDOW,
+            _pulls.c.repository_id == repository_id,
+            _pulls.c.client == client,
+            _pulls.c.is_index.is_(not is_index),
+            _pulls.c.paired.is_(False),
+            _pulls.c.at >= at - PAIR_WINDOW,
+            _pulls.c.at <= at + PAIR_WINDOW,
         )
-        .order_by(ManifestPull.at)
-    ).all()
-    paired = False
-    for candidate in candidates:
-        # Two processes may see the same candidate: the conditional update decides.
-        taken = session.execute(
-            update(ManifestPull)
-            .where(ManifestPull.id == candidate, ManifestPull.paired.is_(False))
-            .values(paired=True)
-            .execution_options(synchronize_session=False)
-        )
-        if taken.rowcount == 1:  # type: ignore[attr-defined]
-            paired = True
-            break
-    session.add(
-        ManifestPull(
-            repository_id=repository_id, client=client, is_index=is_index, paired=paired, at=at
+        .order_by(_pulls.c.at)
+        .limit(1)
+        .scalar_subquery()
+    )
+    taken = conn.execute(
+        update(_pulls)
+        .where(_pulls.c.id == candidate, _pulls.c.paired.is_(False))
+        .values(paired=True)
+    )
+    paired = taken.rowcount == 1
+    conn.execute(
+        _pulls.insert().values(
+            id=new_id(),
+            repository_id=repository_id,
+            client=client,
+            is_index=is_index,
+            paired=paired,
+            at=at,
         )
     )
-    session.flush()
     return paired
 
 

@@ -29,7 +29,7 @@ from store import ratelimit, security
 from store.config import Settings
 from store.db import read_only_connection, utcnow
 from store.observability import metrics
-from store.registry import credentials, events, grants, lookup, refresh, tokens
+from store.registry import credentials, events, grants, lookup, pull_search, refresh, tokens
 from store.registry.explain import explain_denials
 from store.registry.scopes import parse_scopes
 
@@ -92,6 +92,13 @@ class RegistryState:
         self.db = lookup.open_db(bind)
         self._shared = bind if isinstance(bind, Connection) else None
         self._engine = bind if isinstance(bind, Engine) else None
+        # Pull counts reach search in batches on a thread of this process; not on a
+        # connection shared with the caller (tests), which a thread must not use.
+        self.pull_search = (
+            pull_search.PullSearch(lambda: app.state.sessionmaker)
+            if self._engine is not None
+            else None
+        )
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:
@@ -116,6 +123,8 @@ class RegistryState:
             yield conn
 
     def dispose(self) -> None:
+        if self.pull_search is not None:
+            self.pull_search.stop()
         self.db.close()
 
 
@@ -417,13 +426,18 @@ async def events_endpoint(request: Request) -> Response:
         events.events_of(envelope)
     except (orjson.JSONDecodeError, events.MalformedEnvelope) as exc:
         return registry_error(400, "UNSUPPORTED", f"malformed envelope: {exc}")
-    outcome = await request.app.state.write_turns.run(_process_events, request.app, envelope)
+    later = registry_state(request.app).pull_search
+    outcome = await request.app.state.write_turns.run(
+        _process_events, request.app, envelope, later is not None
+    )
+    if later is not None:
+        later.mark(outcome.pulled)
     return _json(outcome.as_dict())
 
 
-def _process_events(app: Any, envelope: Any) -> events.Outcome:
+def _process_events(app: Any, envelope: Any, defer_search: bool) -> events.Outcome:
     with app.state.sessionmaker() as session:
-        outcome = events.process(session, envelope)
+        outcome = events.process(session, envelope, defer_search=defer_search)
         session.commit()
     return outcome
 
