@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
 from store.accounts.caller import Caller, CurrentAccount
-from store.builds import service
+from store.builds import service, ssh
 from store.builds.models import Build, BuildSource
 from store.config import Settings
 from store.deps import DbSession, SettingsDep
@@ -35,8 +35,23 @@ class SourceIn(BaseModel):
         description="https://, ssh:// or user@host:path (a path or file:// in development)"
     )
     rules: list[RuleIn]
-    deploy_key: str | None = Field(default=None, description="SSH private key for ssh sources")
+    deploy_key: str | None = Field(
+        default=None,
+        description="an SSH private key for ssh sources (unencrypted); or generate_deploy_key",
+    )
+    generate_deploy_key: bool = Field(
+        default=False,
+        description="make a new Ed25519 deploy key; add its public half to the Git server",
+    )
     clear_deploy_key: bool = False
+    known_hosts: str | None = Field(
+        default=None,
+        description="pin the ssh server's host keys (known_hosts lines, as ssh-keyscan prints"
+        " them); without, the first fetch records the server's key (trust on first use)",
+    )
+    clear_known_hosts: bool = Field(
+        default=False, description="forget the host keys (the next fetch records them again)"
+    )
     schedule_minutes: int | None = None
     timeout_seconds: int | None = None
     rotate_webhook_secret: bool = False
@@ -47,6 +62,14 @@ class SourceOut(BaseModel):
     url: str
     rules: list[RuleIn]
     has_deploy_key: bool
+    deploy_public_key: str | None = Field(
+        description="the public half of the deploy key, for the Git server's deploy keys"
+    )
+    known_hosts: str | None = Field(description="the ssh host keys builds accept")
+    known_hosts_pinned: bool = Field(
+        description="true: set by the owner; false: recorded on the first fetch (if any)"
+    )
+    host_key_fingerprints: list[str]
     schedule_minutes: int | None
     next_scheduled_at: datetime | None
     timeout_seconds: int
@@ -114,6 +137,10 @@ def source_out(settings: Settings, name: str, source: BuildSource, secret: str |
             for r in source.rules
         ],
         has_deploy_key=source.deploy_key_sealed is not None,
+        deploy_public_key=source.deploy_public_key,
+        known_hosts=source.known_hosts,
+        known_hosts_pinned=source.known_hosts_pinned,
+        host_key_fingerprints=ssh.fingerprints(source.known_hosts or ""),
         schedule_minutes=source.schedule_minutes,
         next_scheduled_at=source.next_scheduled_at,
         timeout_seconds=source.timeout_seconds,
@@ -167,6 +194,9 @@ def put_source(
         rules=[service.RuleSpec(**r.model_dump()) for r in body.rules],
         deploy_key=body.deploy_key,
         clear_deploy_key=body.clear_deploy_key,
+        generate_deploy_key=body.generate_deploy_key,
+        known_hosts=body.known_hosts,
+        clear_known_hosts=body.clear_known_hosts,
         schedule_minutes=body.schedule_minutes,
         timeout_seconds=body.timeout_seconds,
         rotate_secret=body.rotate_webhook_secret,

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import false as sa_false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from store.db import Base, new_id, utcnow
@@ -30,6 +31,14 @@ class BuildSource(Base):
     url: Mapped[str] = mapped_column(String(1000))
     # An SSH private key (OpenSSH PEM) for ssh:// sources, sealed under the store secret.
     deploy_key_sealed: Mapped[str | None] = mapped_column(Text, default=None)
+    # Its public half (``ssh-ed25519 AAAA… comment``): what the Git server must accept.
+    deploy_public_key: Mapped[str | None] = mapped_column(Text, default=None)
+    # The ssh host keys builds accept (known_hosts lines): pinned by the owner, or recorded
+    # from the server on the first ssh fetch (trust on first use); later fetches require them.
+    known_hosts: Mapped[str | None] = mapped_column(Text, default=None)
+    known_hosts_pinned: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=sa_false()
+    )
     # The shared secret of push webhooks (HMAC key, or the GitLab token), sealed likewise.
     webhook_secret_sealed: Mapped[str] = mapped_column(Text)
     # Build every rule's branch this often (minutes); None: no schedule.

@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from store.config import Settings
 from store.db import read_only_session, session_scope, utcnow
 
+from . import ssh
 from .models import Build, BuildLogChunk, BuildSource
 
 HEARTBEAT_LAPSE = timedelta(minutes=2)  # a running build without a sign of life this long
@@ -57,6 +58,7 @@ class Claimed:
     build_args: dict[str, str]
     timeout_seconds: int
     deploy_key_sealed: str | None
+    known_hosts: str | None
     configured_by_id: uuid.UUID | None
     started_at: datetime
     extra: dict[str, Any] = field(default_factory=dict)
@@ -140,10 +142,35 @@ def claim(factory: sessionmaker[Session], settings: Settings, *, worker: str) ->
                 build_args=dict(build.build_args or {}),
                 timeout_seconds=build.timeout_seconds,
                 deploy_key_sealed=source.deploy_key_sealed if source else None,
+                # host keys are for the source's server: a build queued before the source
+                # moved to another server fetches from the old one, trusting it on first use
+                known_hosts=(
+                    source.known_hosts
+                    if source and ssh.host(source.url) == ssh.host(build.source_url)
+                    else None
+                ),
                 configured_by_id=source.configured_by_id if source else None,
                 started_at=now,
             )
     return None
+
+
+def record_known_hosts(factory: sessionmaker[Session], claimed: Claimed, known_hosts: str) -> bool:
+    """Keep the host keys a first ssh fetch accepted, unless the source has keys by now (the
+    owner pinned some, or another build recorded them first). Whether they were kept."""
+    built = select(Build.repository_id).where(Build.id == claimed.build_id).scalar_subquery()
+    with session_scope(factory) as session:
+        done = session.execute(
+            update(BuildSource)
+            .where(
+                BuildSource.repository_id == built,
+                BuildSource.url == claimed.source_url,
+                BuildSource.known_hosts.is_(None),
+            )
+            .values(known_hosts=known_hosts)
+            .execution_options(synchronize_session=False)
+        )
+        return done.rowcount == 1  # type: ignore[attr-defined]
 
 
 def work_exists(factory: sessionmaker[Session]) -> bool:

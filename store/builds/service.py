@@ -42,6 +42,7 @@ from store.registry import grants, hub
 from store.registry.models import HubRepository
 from store.registry.scopes import valid_repository
 
+from . import ssh
 from .models import REF_KINDS, Build, BuildLogChunk, BuildRule, BuildSource
 
 MAX_RULES = 20
@@ -238,20 +239,6 @@ def validate_rule(spec: RuleSpec) -> RuleSpec:
     )
 
 
-def _deploy_key(value: str) -> str:
-    key = value.strip().replace("\r\n", "\n")
-    if not (key.startswith("-----BEGIN ") and "PRIVATE KEY-----" in key.splitlines()[0]):
-        raise ValidationFailed(
-            "A deploy key is an SSH private key (-----BEGIN OPENSSH PRIVATE KEY-----)",
-            code="bad_deploy_key",
-        )
-    if "ENCRYPTED" in key or "Proc-Type: 4,ENCRYPTED" in key:
-        raise ValidationFailed("The deploy key must have no passphrase", code="bad_deploy_key")
-    if len(key) > 20_000:
-        raise ValidationFailed("The deploy key is too long", code="bad_deploy_key")
-    return key + "\n"
-
-
 # --- configuration ------------------------------------------------------------------------
 
 
@@ -269,12 +256,21 @@ def configure(
     rules: list[RuleSpec],
     deploy_key: str | None = None,
     clear_deploy_key: bool = False,
+    generate_deploy_key: bool = False,
+    known_hosts: str | None = None,
+    clear_known_hosts: bool = False,
     schedule_minutes: int | None = None,
     timeout_seconds: int | None = None,
     rotate_secret: bool = False,
 ) -> tuple[BuildSource, str | None]:
     """Link the repository (made in the hub if new) to a Git source with its rules. Returns
-    the source and the webhook secret when it was made or rotated (None otherwise)."""
+    the source and the webhook secret when it was made or rotated (None otherwise).
+
+    ssh sources: ``generate_deploy_key`` makes a new key pair (its public half is shown, to
+    be added to the Git server), ``deploy_key`` takes a pasted private key instead;
+    ``known_hosts`` pins the server's host keys, ``clear_known_hosts`` forgets them (the
+    next fetch records the server's key again). A new ssh server forgets keys recorded on
+    first use of the old one; pinned keys stay until changed."""
     require_pusher(session, actor, name)
     url = validate_url(settings, url)
     if not rules:
@@ -289,7 +285,17 @@ def configure(
     timeout = timeout_seconds or settings.build_timeout
     if not 30 <= timeout <= 86400:
         raise ValidationFailed("A build timeout is 30 s to 24 h", code="bad_timeout")
-    key = _deploy_key(deploy_key) if deploy_key else None
+    if generate_deploy_key and deploy_key:
+        raise ValidationFailed(
+            "Paste a deploy key or have one made, not both",
+            code="bad_deploy_key",
+            field=("deploy_key", "generate_deploy_key"),
+        )
+    comment = f"store-build@{name}"
+    key = ssh.parse_private(deploy_key, comment) if deploy_key else None
+    if generate_deploy_key:
+        key = ssh.generate(comment)
+    pinned = ssh.parse_known_hosts(known_hosts) if known_hosts and known_hosts.strip() else None
     repo = hub.ensure_repository(session, name)
     source = get_source(session, name)
     new_secret: str | None = None
@@ -306,11 +312,19 @@ def configure(
     elif rotate_secret:
         new_secret = secrets.token_urlsafe(32)
         source.webhook_secret_sealed = seal(settings, new_secret)
+    if ssh.host(source.url) != ssh.host(url) and not source.known_hosts_pinned:
+        source.known_hosts = None
     source.url = url
     if key is not None:
-        source.deploy_key_sealed = seal(settings, key)
+        source.deploy_key_sealed = seal(settings, key[0])
+        source.deploy_public_key = key[1]
     elif clear_deploy_key:
         source.deploy_key_sealed = None
+        source.deploy_public_key = None
+    if pinned is not None:
+        source.known_hosts, source.known_hosts_pinned = pinned, True
+    elif clear_known_hosts:
+        source.known_hosts, source.known_hosts_pinned = None, False
     if source.schedule_minutes != schedule_minutes or source.next_scheduled_at is None:
         source.next_scheduled_at = (
             now + timedelta(minutes=schedule_minutes) if schedule_minutes else None
@@ -346,6 +360,8 @@ def configure(
             "rules": len(checked),
             "schedule_minutes": schedule_minutes,
             "deploy_key": source.deploy_key_sealed is not None,
+            "deploy_key_changed": key is not None or clear_deploy_key,
+            "known_hosts_pinned": source.known_hosts_pinned,
             "secret_rotated": rotate_secret,
         },
     )

@@ -5,7 +5,8 @@ A build, in its own workspace (``<builds dir>/work/<build id>``, removed afterwa
 1. the account that configured the source must still be allowed to push to the repository
    (the rule of :mod:`store.registry.grants`), else the build fails before anything runs;
 2. ``git`` fetches the exact commit (a branch's latest commit when none was given; an ssh
-   source uses its deploy key, with host keys accepted on first use per build);
+   source uses its deploy key and only the host keys pinned or recorded for the source, the
+   first fetch recording the server's key: :mod:`store.builds.ssh`);
 3. ``buildah bud --isolation chroot`` with the vfs storage driver in a storage of the
    build's own (removed afterwards) builds the Dockerfile; multi-stage builds and ``RUN``
    steps work as root without a container engine;
@@ -44,7 +45,7 @@ from store.accounts.models import Account
 from store.config import Settings
 from store.db import read_only_session, session_scope
 
-from . import queue, service
+from . import queue, service, ssh
 from .models import Build
 
 log = logging.getLogger("store.builds")
@@ -52,6 +53,14 @@ log = logging.getLogger("store.builds")
 
 class BuildFailed(Exception):
     """A step failed; the message is what the log and the build's error say."""
+
+    def __init__(self, message: str, *, output: str = "") -> None:
+        super().__init__(message)
+        self.output = output
+
+
+class SshFailed(BuildFailed):
+    """The ssh connection to the Git server failed: retrying another way will not help."""
 
 
 class BuildStopped(Exception):
@@ -176,7 +185,7 @@ class Run:
         finally:
             reader.join(timeout=5)
         if code != 0:
-            raise BuildFailed(f"{what} failed (exit status {code})")
+            raise BuildFailed(f"{what} failed (exit status {code})", output="".join(tail))
         return "".join(tail)[-65536:]
 
     def _env(self) -> dict[str, str]:
@@ -207,32 +216,69 @@ class Run:
                 "someone who may push must save the build settings again"
             )
 
+    @property
+    def _known_hosts_file(self) -> Path:
+        return self.workspace / "known_hosts"
+
+    def _ssh(self, env: dict[str, str]) -> None:
+        """How git runs ssh: no configuration files, no agent, only the source's deploy key,
+        and only its pinned or recorded host keys (the server's key is accepted and then
+        recorded when there are none yet)."""
+        c = self.claimed
+        known = self._known_hosts_file
+        argv = ["ssh", "-F", "none", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"]
+        argv += ["-o", "IdentityAgent=none"]
+        argv += ["-o", f"UserKnownHostsFile={known}", "-o", "GlobalKnownHostsFile=/dev/null"]
+        argv += ["-o", "HashKnownHosts=no", "-o", "ConnectTimeout=30"]
+        if c.known_hosts:
+            known.write_text(c.known_hosts)
+            argv += ["-o", "StrictHostKeyChecking=yes"]
+        else:
+            argv += ["-o", "StrictHostKeyChecking=accept-new"]
+        if c.deploy_key_sealed:
+            key = self.workspace / "deploy_key"
+            key.touch(mode=0o600)
+            key.write_text(service.unseal(self.settings, c.deploy_key_sealed))
+            argv += ["-i", str(key)]
+        else:  # not the worker account's own keys
+            argv += ["-o", "IdentityFile=none"]
+        env["GIT_SSH_COMMAND"] = shlex.join(argv)
+
+    def remote(self, argv: Sequence[str], *, what: str, env: dict[str, str]) -> str:
+        """A git command that talks to the source; an ssh failure says what to do about it."""
+        try:
+            return self.run(argv, what=what, env=env)
+        except BuildFailed as exc:
+            server = ssh.host(self.claimed.source_url)
+            if server is None:
+                raise
+            reason = _ssh_reason(
+                exc.output, server, self.claimed.known_hosts, bool(self.claimed.deploy_key_sealed)
+            )
+            if reason is None:
+                raise
+            raise SshFailed(reason, output=exc.output) from None
+
+    def _record_host_keys(self) -> None:
+        c = self.claimed
+        server = ssh.host(c.source_url)
+        known = self._known_hosts_file
+        if c.known_hosts or server is None or not known.exists():
+            return
+        text = known.read_text()
+        if not ssh.fingerprints(text):
+            return
+        if queue.record_known_hosts(self.factory, c, text):
+            self.say(
+                f"==> Trusted the ssh host key of {server} on first use "
+                f"({', '.join(ssh.fingerprints(text))}): later builds require the same key"
+            )
+
     def fetch(self, env: dict[str, str]) -> None:
         c = self.claimed
         git = self.tools.git
         src = self.workspace / "src"
-        if c.deploy_key_sealed:
-            key = self.workspace / "deploy_key"
-            key.write_text(service.unseal(self.settings, c.deploy_key_sealed))
-            key.chmod(0o600)
-            known = self.workspace / "known_hosts"
-            env["GIT_SSH_COMMAND"] = shlex.join(
-                [
-                    "ssh",
-                    "-i",
-                    str(key),
-                    "-o",
-                    "IdentitiesOnly=yes",
-                    "-o",
-                    "BatchMode=yes",
-                    "-o",
-                    "StrictHostKeyChecking=accept-new",
-                    "-o",
-                    f"UserKnownHostsFile={known}",
-                ]
-            )
-        else:
-            env["GIT_SSH_COMMAND"] = "ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new"
+        self._ssh(env)
         url = c.source_url
         if url.startswith("/"):
             url = "file://" + url
@@ -243,7 +289,7 @@ class Run:
         )
         sha = c.commit_sha
         if sha is None:
-            out = self.run(
+            out = self.remote(
                 [git, "-C", str(src), "ls-remote", "origin", "--", c.ref],
                 what="git ls-remote",
                 env=env,
@@ -256,17 +302,20 @@ class Run:
             template = c.docker_tag
             queue.set_commit(self.factory, c, sha, service.render_tag(template, ref_name, sha))
         try:
-            self.run(
+            self.remote(
                 [git, "-C", str(src), "fetch", "-q", "--depth", "1", "origin", sha],
                 what="git fetch",
                 env=env,
             )
+        except SshFailed:
+            raise
         except BuildFailed:
             # A server that does not serve commits by id: fetch the ref and find it there.
             self.say("(the server does not fetch by commit; fetching the ref)")
-            self.run(
+            self.remote(
                 [git, "-C", str(src), "fetch", "-q", "origin", c.ref], what="git fetch", env=env
             )
+        self._record_host_keys()
         self.run(
             [
                 git,
@@ -411,6 +460,32 @@ class Run:
     def _clean(self) -> None:
         for path in (self.storage, self.workspace):
             shutil.rmtree(path, ignore_errors=True)
+
+
+def _ssh_reason(output: str, server: str, known_hosts: str | None, has_key: bool) -> str | None:
+    """What an ssh failure means for the owner, from ssh's own words; None when it is not
+    one ssh explains."""
+    if "Host key verification failed" in output or "HOST IDENTIFICATION HAS CHANGED" in output:
+        keys = ", ".join(ssh.fingerprints(known_hosts or "")) or "none"
+        return (
+            f"the ssh host key of {server} is not the one the build settings trust ({keys}): "
+            "if the server's key really changed, pin its new key or clear the recorded one "
+            "in the build settings"
+        )
+    if "Permission denied (publickey" in output and not has_key:
+        return (
+            f"the ssh server {server} refused the connection: the build source has no deploy "
+            "key (make one in the build settings and add its public half to the Git repository)"
+        )
+    if "Permission denied (publickey" in output:
+        return (
+            f"the ssh server {server} refused the deploy key: add the deploy key's public half "
+            "(shown in the build settings) to the Git repository, or set another key"
+        )
+    for sign in ("Connection refused", "Could not resolve hostname", "timed out", "No route"):
+        if sign in output:
+            return f"could not reach the ssh server {server} ({sign.lower()})"
+    return None
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:

@@ -14,7 +14,7 @@ from starlette.datastructures import FormData
 from starlette.responses import Response
 
 from store.accounts.models import Account
-from store.builds import api, service
+from store.builds import api, service, ssh
 from store.deps import DbSession
 from store.errors import StoreError, ValidationFailed
 from store.web import forms
@@ -105,6 +105,7 @@ def _page(
             "values": values,
             "error": error,
             "webhook_url": api.webhook_url(settings, name),
+            "host_keys": ssh.fingerprints(source.known_hosts or "") if source else [],
             "secret": request.session.pop("build_webhook_secret", None),
         },
         status=status,
@@ -143,6 +144,9 @@ def save_settings(
             rules=parse_rules(forms.text(form, "rules"), forms.text(form, "args")),
             deploy_key=forms.text(form, "deploy_key") or None,
             clear_deploy_key=forms.checkbox(form, "clear_deploy_key"),
+            generate_deploy_key=forms.checkbox(form, "generate_deploy_key"),
+            known_hosts=forms.text(form, "known_hosts") or None,
+            clear_known_hosts=forms.checkbox(form, "clear_known_hosts"),
             schedule_minutes=schedule,
             timeout_seconds=timeout,
             rotate_secret=forms.checkbox(form, "rotate_secret"),
