@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import Response
 
 from store.accounts import service as accounts
 from store.accounts.caller import CurrentAccount
-from store.billing import coupons, orders, sales, subscriptions
+from store.billing import coupons, orders, plan_changes, sales, subscriptions
 from store.billing.gateway import Outcome, PaymentInput
 from store.billing.pricing import MAX_QUANTITY, Buyer, normalize_country, normalize_vat_id
 from store.billing.runtime import Billing, get_billing
@@ -22,6 +23,9 @@ from store.billing.schemas import (
     CouponIn,
     CouponOut,
     OrderOut,
+    PlanChangeIn,
+    PlanChangeOut,
+    ProrationOut,
     QuoteOut,
     RefundIn,
     SalesRowOut,
@@ -250,6 +254,101 @@ def pay_now(
     payment = PaymentInput(payment_method=body.payment_method, card_number=body.card_number)
     order = subscriptions.pay_now(session, billing, sub=sub, payment=payment)
     return OrderOut.model_validate(order)
+
+
+def proration_out(option: plan_changes.Option) -> ProrationOut:
+    p, tier = option.proration, option.tier
+    return ProrationOut(
+        tier_id=tier.id,
+        tier_name=tier.name,
+        billing=str(tier.billing),
+        currency=p.currency,
+        interval_change=p.interval_change,
+        unused_fraction=format(p.unused_fraction.quantize(Decimal("0.0001")), "f"),
+        credit_net_minor=p.credit_net_minor,
+        credit_tax_minor=p.credit_tax_minor,
+        charge_net_minor=p.charge_net_minor,
+        charge_tax_minor=p.charge_tax_minor,
+        due_now_net_minor=p.due_now_net_minor,
+        due_now_tax_minor=p.due_now_tax_minor,
+        due_now_minor=p.due_now_minor,
+        carried_minor=p.carried_minor,
+        period_end=p.new_period_end,
+        renews_at_minor=p.target.total_minor,
+    )
+
+
+@router.get(
+    "/subscriptions/{sub_id}/plans",
+    response_model=list[ProrationOut],
+    responses={409: {"description": "The subscription cannot change plan now (code says why)"}},
+)
+def plan_options(
+    sub_id: uuid.UUID,
+    session: DbSession,
+    billing: BillingDep,
+    account: CurrentAccount,
+    tier_id: uuid.UUID | None = None,
+) -> list[ProrationOut]:
+    """The tiers this subscription can move to, each with the prorated price of moving now;
+    with ``tier_id``, that one only (422 with the reason when it is not a possible target)."""
+    sub = subscriptions.get_visible_subscription(session, sub_id, account)
+    plan_changes.check_state(sub)
+    if tier_id is not None:
+        tier = catalog.get_tier(session, tier_id)
+        option = plan_changes.Option(tier, plan_changes.proration(session, billing, sub, tier))
+        return [proration_out(option)]
+    return [proration_out(o) for o in plan_changes.options(session, billing, sub)]
+
+
+@router.post(
+    "/subscriptions/{sub_id}/change",
+    response_model=PlanChangeOut,
+    responses={
+        402: {"description": "The charge of the change failed; the old plan stays"},
+        409: {
+            "description": "pay_first (past due), trialing, subscription_ended, "
+            "change_in_progress, idempotency_key_reused, gateway_error"
+        },
+        422: {
+            "description": "A bad target (field tier): other_product, same_plan, tier_is_free "
+            "(cancel instead), target_not_recurring, tier_unavailable, currency_change"
+        },
+    },
+)
+def change_plan(
+    sub_id: uuid.UUID,
+    body: PlanChangeIn,
+    request: Request,
+    session: DbSession,
+    billing: BillingDep,
+    account: CurrentAccount,
+    idempotency_key: Annotated[str | None, Header(max_length=80)] = None,
+) -> PlanChangeOut:
+    """Move the subscription to another tier of its product now, prorated: what is due is
+    charged at once (card on file, or the card given), a credit is taken off the next
+    charges. The same idempotency key answers the same change."""
+    bind(request, session)
+    sub = subscriptions.get_visible_subscription(session, sub_id, account)
+    tier = catalog.get_tier(session, body.tier_id)
+    change = plan_changes.change_plan(
+        session,
+        billing,
+        sub=sub,
+        tier=tier,
+        actor=account,
+        key=body.key or idempotency_key,
+        payment=PaymentInput(payment_method=body.payment_method, card_number=body.card_number),
+    )
+    out = PlanChangeOut.model_validate(change)
+    if change.status == "failed":
+        session.commit()  # the failed change is kept, whatever the answer
+        raise PaymentRequired(
+            change.failure_reason or "The payment failed.",
+            code=change.failure_code or "payment_failed",
+            change=out.model_dump(mode="json"),
+        )
+    return out
 
 
 @router.post("/subscriptions/{sub_id}/{action}", response_model=SubscriptionOut)

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from store.accounts.models import Account
-    from store.billing.models import Order, Subscription, TierPrice
+    from store.billing.models import Order, PlanChange, Subscription, TierPrice
     from store.billing.pricing import Quote
     from store.billing.runtime import Billing
     from store.catalog.models import Tier
@@ -92,6 +92,24 @@ class PaymentGateway(Protocol):
         payment: PaymentInput,
     ) -> Outcome:
         """Make ``payment`` the card of the subscription's customer (its next charges)."""
+        ...
+
+    def change_plan(
+        self,
+        session: Session,
+        billing: Billing,
+        *,
+        subscription: Subscription,
+        change: PlanChange,
+        order: Order | None,
+        price: TierPrice,
+        payment: PaymentInput,
+    ) -> Outcome:
+        """Move the subscription to ``price`` as ``change`` says: charge ``order`` (what is due
+        now) with the customer's card (or ``payment``), carry ``change``'s credit to the next
+        invoices, and switch the plan. ``succeeded`` only when all of it happened; otherwise
+        nothing changed at the gateway. ``subscription_ref`` names a new gateway subscription
+        when the gateway had to start one."""
         ...
 
     def retry_invoice(

@@ -140,6 +140,11 @@ class Subscription(Base):
     )
     coupon_code: Mapped[str | None] = mapped_column(String(40), default=None)
     paid_charges: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # When the current period began (a plan change prorates over it).
+    current_period_start: Mapped[datetime | None] = mapped_column(default=None)
+    # Credit from a plan change to a cheaper plan, taken off the next invoices (net, tax).
+    credit_net_minor: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    credit_tax_minor: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -386,3 +391,90 @@ class CouponRedemption(Base):
     status: Mapped[str] = mapped_column(String(16), default="held")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+PLAN_CHANGE_STATUSES = ("pending", "applied", "failed")
+PENDING_CHANGE_SQL = "status = 'pending'"
+
+
+class PlanChange(Base):
+    """A customer's change of a subscription to another tier of the same product.
+
+    Priced by ``store.billing.pricing.prorate`` and kept with its amounts. ``key`` makes the
+    request idempotent (the same key answers the first change); at most one change of a
+    subscription is ``pending`` at a time (a partial unique index), so two requests at the
+    same instant change it once. The entitlement follows the new tier only when ``applied``
+    (paid, or paid for by the credit); a ``failed`` change left the old plan in place.
+    """
+
+    __tablename__ = "billing_plan_changes"
+    __table_args__ = (
+        UniqueConstraint("subscription_id", "key"),
+        Index(
+            "ux_billing_plan_changes_pending",
+            "subscription_id",
+            unique=True,
+            sqlite_where=text(PENDING_CHANGE_SQL),
+            postgresql_where=text(PENDING_CHANGE_SQL),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    subscription_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("billing_subscriptions.id", ondelete="CASCADE"), index=True
+    )
+    key: Mapped[str] = mapped_column(String(80))
+    account_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("accounts.id", ondelete="SET NULL"), default=None
+    )
+    from_tier_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tiers.id", ondelete="RESTRICT"))
+    to_tier_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tiers.id", ondelete="RESTRICT"))
+    to_price_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("billing_tier_prices.id", ondelete="SET NULL"), default=None
+    )
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    currency: Mapped[str] = mapped_column(String(3))
+    credit_net_minor: Mapped[int] = mapped_column(Integer, default=0)
+    credit_tax_minor: Mapped[int] = mapped_column(Integer, default=0)
+    charge_net_minor: Mapped[int] = mapped_column(Integer, default=0)
+    charge_tax_minor: Mapped[int] = mapped_column(Integer, default=0)
+    # Due now (the order) and carried to the next invoices; each split in net and tax.
+    due_net_minor: Mapped[int] = mapped_column(Integer, default=0)
+    due_tax_minor: Mapped[int] = mapped_column(Integer, default=0)
+    carried_net_minor: Mapped[int] = mapped_column(Integer, default=0)
+    carried_tax_minor: Mapped[int] = mapped_column(Integer, default=0)
+    interval_change: Mapped[bool] = mapped_column(Boolean, default=False)
+    changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    period_end: Mapped[datetime] = mapped_column()  # of the plan after the change
+    # The payment of what is due now, when something is.
+    order_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("billing_orders.id", ondelete="SET NULL"), default=None
+    )
+    failure_reason: Mapped[str] = mapped_column(String(500), default="")
+    # The gateway's subscription before the change, when the change started a new one.
+    replaced_gateway_ref: Mapped[str | None] = mapped_column(String(255), default=None, index=True)
+    # Stripe's name of the failure (card_declined, authentication_required, ...).
+    failure_code: Mapped[str | None] = mapped_column(String(64), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    applied_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    subscription: Mapped[Subscription] = relationship()
+    from_tier: Mapped[Tier] = relationship(foreign_keys=[from_tier_id], lazy="joined")
+    to_tier: Mapped[Tier] = relationship(foreign_keys=[to_tier_id], lazy="joined")
+    order: Mapped[Order | None] = relationship()
+
+    @property
+    def due_minor(self) -> int:
+        return self.due_net_minor + self.due_tax_minor
+
+    @property
+    def carried_minor(self) -> int:
+        return self.carried_net_minor + self.carried_tax_minor
+
+    @property
+    def credit_minor(self) -> int:
+        return self.credit_net_minor + self.credit_tax_minor
+
+    @property
+    def charge_minor(self) -> int:
+        return self.charge_net_minor + self.charge_tax_minor

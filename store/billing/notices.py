@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from store.accounts.models import Account
-from store.billing.models import Order, Subscription
+from store.billing.models import Order, PlanChange, Subscription
 from store.catalog.models import Product
 from store.catalog.money import format_money
 from store.config import Settings
@@ -89,7 +89,8 @@ def order_paid(
             )
         )
         sub = session.get(Subscription, order.subscription_id)
-        if earlier and sub is not None:
+        change = session.scalar(select(PlanChange.id).where(PlanChange.order_id == order.id))
+        if earlier and sub is not None and change is None:  # a plan change has its own
             renewed(session, settings, subscription=sub, order=order)
     new_sale(session, settings, order=order)
 
@@ -197,6 +198,39 @@ def payment_failed(
 
 
 # --- subscriptions --------------------------------------------------------------------------
+
+
+def plan_changed(session: Session, settings: Settings | None, *, change: PlanChange) -> None:
+    """The subscription moved to another tier (once per change)."""
+    sub = change.subscription
+    resolved = settings_of(session, settings, f"plan change of subscription {sub.id}")
+    if resolved is None:
+        return
+    if change.due_minor:
+        charged = format_money(change.due_minor, change.currency)
+        money = f"We charged {charged} for the change."
+    elif change.carried_minor:
+        carried = format_money(change.carried_minor, change.currency)
+        money = f"A credit of {carried} is taken off your next payments."
+    else:
+        money = "Nothing was charged."
+    send(
+        session,
+        resolved,
+        "plan_changed",
+        holders(session, sub.account_id, sub.organization_id),
+        f"plan-changed:{change.id}",
+        {
+            "product": sub.product.title,
+            "old_tier": change.from_tier.name,
+            "tier": change.to_tier.name,
+            "date": day(change.changed_at),
+            "money": money,
+            "until": day(sub.current_period_end),
+            "renewal": format_money(sub.amount_minor + sub.tax_minor, sub.currency),
+            "url": f"{resolved.public_url}/my/purchases/subscriptions/{sub.id}",
+        },
+    )
 
 
 def canceled(session: Session, settings: Settings | None, *, subscription: Subscription) -> None:

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from store.billing import pdf, trials
-from store.billing.models import Order, ReceiptSequence
+from store.billing.models import Order, PlanChange, ReceiptSequence
 from store.catalog.money import format_money
 
 
@@ -63,6 +64,13 @@ def _period(order: Order) -> str:
     return "Subscription"
 
 
+def _plan_change(order: Order) -> PlanChange | None:
+    session = Session.object_session(order)
+    if session is None or order.subscription_id is None:
+        return None
+    return session.scalar(select(PlanChange).where(PlanChange.order_id == order.id))
+
+
 def build(order: Order, *, tax_label: str, store_url: str) -> Receipt:
     """Everything a receipt says about a paid order."""
     assert order.paid_at is not None and order.receipt_number is not None
@@ -84,6 +92,16 @@ def build(order: Order, *, tax_label: str, store_url: str) -> Receipt:
         item += f" ({order.quantity} × {seats} seats)" if seats else f" ({order.quantity} units)"
     subtotal = order.amount_minor + order.discount_minor
     lines = [Line(item, format_money(subtotal, cur))]
+    change = _plan_change(order)
+    if change is not None and change.charge_net_minor - change.credit_net_minor == subtotal:
+        # A plan change: the new plan for the service period, less the unused time's credit.
+        lines = [
+            Line(f"{item} (plan change)", format_money(change.charge_net_minor, cur)),
+            Line(
+                f"Credit for unused time on {change.from_tier.name}",
+                format_money(-change.credit_net_minor, cur),
+            ),
+        ]
     if order.discount_minor:
         label = f"Discount (coupon {order.coupon_code})" if order.coupon_code else "Discount"
         lines.append(Line(label, format_money(-order.discount_minor, cur)))

@@ -35,6 +35,15 @@ class OrderOut(BaseModel):
     disputed_at: datetime | None
 
 
+class CardIn(BaseModel):
+    payment_method: str | None = Field(
+        default=None, max_length=255, description="Stripe: a PaymentMethod id from Stripe.js"
+    )
+    card_number: str | None = Field(
+        default=None, max_length=32, description="Test gateway: one of the test card numbers"
+    )
+
+
 class SubscriptionOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -56,6 +65,68 @@ class SubscriptionOut(BaseModel):
     canceled_at: datetime | None
     entitlement_id: uuid.UUID | None
     created_at: datetime
+    credit_net_minor: int = Field(
+        default=0, description="Credit from a plan change taken off the next charges (net)"
+    )
+    credit_tax_minor: int = Field(default=0, description="The tax part of that credit")
+
+
+class PlanChangeIn(CardIn):
+    tier_id: uuid.UUID = Field(description="Another monthly or yearly tier of the same product")
+    key: str | None = Field(
+        default=None,
+        max_length=80,
+        description="Idempotency key (or the Idempotency-Key header): the same key answers "
+        "the first change instead of changing again",
+    )
+
+
+class ProrationOut(BaseModel):
+    """What changing to ``tier_id`` now costs (all amounts in the currency's minor unit)."""
+
+    tier_id: uuid.UUID
+    tier_name: str
+    billing: str
+    currency: str
+    interval_change: bool
+    unused_fraction: str = Field(description="Share of the current period not yet used")
+    credit_net_minor: int
+    credit_tax_minor: int
+    charge_net_minor: int
+    charge_tax_minor: int
+    due_now_net_minor: int
+    due_now_tax_minor: int
+    due_now_minor: int
+    carried_minor: int = Field(description="Credit left over for the next charges")
+    period_end: datetime = Field(description="End of the period after the change")
+    renews_at_minor: int = Field(description="Each later charge on the new plan, tax included")
+
+
+class PlanChangeOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    subscription_id: uuid.UUID
+    key: str
+    status: str = Field(description="applied | failed (the old plan stays) | pending")
+    from_tier_id: uuid.UUID
+    to_tier_id: uuid.UUID
+    currency: str
+    credit_net_minor: int
+    credit_tax_minor: int
+    charge_net_minor: int
+    charge_tax_minor: int
+    due_net_minor: int
+    due_tax_minor: int
+    carried_net_minor: int
+    carried_tax_minor: int
+    interval_change: bool
+    changed_at: datetime
+    period_end: datetime
+    order_id: uuid.UUID | None
+    failure_reason: str
+    failure_code: str | None
+    applied_at: datetime | None
 
 
 class CheckoutIn(BaseModel):
@@ -81,15 +152,6 @@ class CheckoutIn(BaseModel):
         ge=1,
         le=1_000_000,
         description="Units of a tier with a seat limit (each unit is the tier's seats)",
-    )
-
-
-class CardIn(BaseModel):
-    payment_method: str | None = Field(
-        default=None, max_length=255, description="Stripe: a PaymentMethod id from Stripe.js"
-    )
-    card_number: str | None = Field(
-        default=None, max_length=32, description="Test gateway: one of the test card numbers"
     )
 
 

@@ -25,6 +25,7 @@ from store.billing.models import (
     GatewayCustomer,
     GatewayTaxRate,
     Order,
+    PlanChange,
     Subscription,
     TierPrice,
 )
@@ -60,6 +61,13 @@ def _taxed(subscription: Subscription) -> bool:
 def plan_id(tier: Tier, price: TierPrice) -> str:
     """Deterministic: one plan per tier, period, currency and amount (never mutated)."""
     return f"store-{tier.id.hex}-{price.billing}-{price.amount_minor}{price.currency}"
+
+
+def _invoice_totals(invoice: Any) -> tuple[int, int]:
+    """What an invoice charged: (total, tax), as ``subscriptions.invoice_amounts`` reads it."""
+    from store.billing.subscriptions import invoice_amounts
+
+    return invoice_amounts(invoice)
 
 
 def idempotent(key: str) -> RequestOptions:
@@ -441,6 +449,268 @@ class StripeGateway:
         except stripe.StripeError as exc:
             raise GatewayError(str(exc)) from exc
         return Outcome("succeeded")
+
+    def _default_card(self, customer: str) -> str | None:
+        try:
+            found = self.v1.customers.retrieve(customer)
+        except stripe.StripeError as exc:
+            raise GatewayError(str(exc)) from exc
+        return obj_id(dig(found, "invoice_settings", "default_payment_method"))
+
+    def _use_card(self, customer: str, payment: PaymentInput, key: str) -> Outcome | None:
+        """Make ``payment`` the customer's default card; a declined card's outcome, else None."""
+        if not payment.payment_method:
+            return None
+        try:
+            pm = self.v1.payment_methods.attach(
+                payment.payment_method, {"customer": customer}, options=idempotent(f"{key}-attach")
+            )
+            self.v1.customers.update(
+                customer,
+                {"invoice_settings": {"default_payment_method": pm.id}},
+                options=idempotent(f"{key}-default-card"),
+            )
+        except stripe.CardError as exc:
+            return _declined(exc)
+        except stripe.StripeError as exc:
+            raise GatewayError(str(exc)) from exc
+        return None
+
+    def change_plan(
+        self,
+        session: Session,
+        billing: Billing,
+        *,
+        subscription: Subscription,
+        change: PlanChange,
+        order: Order | None,
+        price: TierPrice,
+        payment: PaymentInput,
+    ) -> Outcome:
+        """Stripe's own proration is not used (localstripe cannot take
+        ``proration_behavior``): the store charges what it computed.
+
+        - Same interval: what is due now is a PaymentIntent on the customer's default card;
+          once it succeeded the subscription's item moves to the new plan, the proration
+          items the gateway made for that are deleted, and a credit left over is a negative
+          invoice item the next invoice takes in.
+        - New interval (a new period from now): a new subscription on the new plan whose
+          first invoice takes the credit as a negative item; once it is paid the old one is
+          canceled. A declined first invoice cancels the new one and keeps the old.
+        """
+        assert subscription.gateway_ref is not None and price.gateway_ref is not None
+        customer = self._customer(session, subscription.account)
+        key = f"subscription-{subscription.id}-change-{change.key}"
+        declined = self._use_card(customer, payment, key)
+        if declined is not None:
+            return declined
+        tax_rates: list[str] = []
+        if _taxed(subscription):
+            tax_rates = [self._tax_rate(session, subscription.tax_rate, billing.settings.tax_label)]
+        if change.interval_change:
+            return self._restart(subscription, change, order, price, customer, tax_rates, key)
+        outcome = Outcome("succeeded")
+        if order is not None:
+            outcome = self._charge(order, change, customer, key)
+            if outcome.status != "succeeded":
+                return outcome
+        try:
+            self._switch_item(subscription, price, customer, key)
+            if change.carried_net_minor > 0:
+                self._credit_item(
+                    customer, change, tax_rates, key, subscription=subscription.gateway_ref
+                )
+        except GatewayError:
+            if outcome.payment_ref:  # the charge must not stay without the plan it paid for
+                self._refund_quietly(outcome.payment_ref, key)
+            raise
+        return outcome
+
+    def _charge(self, order: Order, change: PlanChange, customer: str, key: str) -> Outcome:
+        card = self._default_card(customer)
+        if card is None:
+            return Outcome("failed", message="There is no card to charge: add one.", code="no_card")
+        params: dict[str, Any] = {
+            "amount": order.total_minor,
+            "currency": order.currency,
+            "customer": customer,
+            "payment_method": card,
+            "payment_method_types": ["card"],
+            "confirm": True,
+            "off_session": True,
+            "metadata": {
+                "order_id": str(order.id),
+                "plan_change_id": str(change.id),
+                "subscription_id": str(order.subscription_id),
+            },
+        }
+        try:
+            pi = self.v1.payment_intents.create(
+                cast(Any, params), options=idempotent(f"{key}-payment")
+            )
+        except stripe.CardError as exc:
+            ref = obj_id(dig(exc.error, "payment_intent")) if exc.error else None
+            return _declined(exc, payment_ref=ref)
+        except stripe.StripeError as exc:
+            raise GatewayError(str(exc)) from exc
+        outcome = self._intent_outcome(pi)
+        if outcome.status == "requires_action":
+            # Nobody is on the page to authenticate an off-session charge: it is not made.
+            self._cancel_intent_quietly(pi.id)
+            return Outcome(
+                "failed",
+                payment_ref=pi.id,
+                message="Your bank asks to confirm this payment: replace the card, then "
+                "change the plan again.",
+                code="authentication_required",
+            )
+        return outcome
+
+    def _switch_item(
+        self, subscription: Subscription, price: TierPrice, customer: str, key: str
+    ) -> None:
+        assert subscription.gateway_ref is not None
+        try:
+            current = self.v1.subscriptions.retrieve(subscription.gateway_ref)
+            item = dig(current, "items", "data", 0, "id")
+            self.v1.subscriptions.update(
+                subscription.gateway_ref,
+                cast(
+                    Any,
+                    {
+                        "items": [
+                            {
+                                "id": item,
+                                "plan": price.gateway_ref,
+                                "quantity": subscription.quantity,
+                            }
+                        ]
+                    },
+                ),
+                options=idempotent(f"{key}-switch"),
+            )
+            # The gateway's own proration lines for the switch: the store charged it already.
+            for pending in self.v1.invoice_items.list({"customer": customer, "limit": 100}):
+                if (
+                    dig(pending, "proration")
+                    and obj_id(dig(pending, "invoice")) is None
+                    and obj_id(dig(pending, "subscription")) == subscription.gateway_ref
+                ):
+                    self.v1.invoice_items.delete(pending.id)
+        except stripe.StripeError as exc:
+            raise GatewayError(str(exc)) from exc
+
+    def _credit_item(
+        self,
+        customer: str,
+        change: PlanChange,
+        tax_rates: list[str],
+        key: str,
+        *,
+        subscription: str | None,
+        amount: int | None = None,
+    ) -> str:
+        params: dict[str, Any] = {
+            "customer": customer,
+            "amount": -(change.carried_net_minor if amount is None else amount),
+            "currency": change.currency,
+            "description": f"Credit for unused time on {change.from_tier.name}",
+            "metadata": {"plan_change_id": str(change.id)},
+        }
+        if tax_rates:
+            params["tax_rates"] = tax_rates
+        if subscription is not None:
+            params["subscription"] = subscription
+        try:
+            item = self.v1.invoice_items.create(
+                cast(Any, params), options=idempotent(f"{key}-credit")
+            )
+        except stripe.StripeError as exc:
+            raise GatewayError(str(exc)) from exc
+        return str(item.id)
+
+    def _restart(
+        self,
+        subscription: Subscription,
+        change: PlanChange,
+        order: Order | None,
+        price: TierPrice,
+        customer: str,
+        tax_rates: list[str],
+        key: str,
+    ) -> Outcome:
+        assert subscription.gateway_ref is not None
+        credit_item = None
+        if change.credit_net_minor > 0:
+            credit_item = self._credit_item(
+                customer, change, tax_rates, key, subscription=None, amount=change.credit_net_minor
+            )
+        params: dict[str, Any] = {
+            "customer": customer,
+            "items": [{"plan": price.gateway_ref, "quantity": subscription.quantity}],
+            "metadata": {
+                "subscription_id": str(subscription.id),
+                "plan_change_id": str(change.id),
+                "account_id": str(subscription.account_id),
+            },
+            "expand": ["latest_invoice.payment_intent"],
+        }
+        if order is not None:
+            params["metadata"]["order_id"] = str(order.id)
+        if tax_rates:
+            params["default_tax_rates"] = tax_rates
+        try:
+            new = self.v1.subscriptions.create(
+                cast(Any, params), options=idempotent(f"{key}-subscription")
+            )
+        except stripe.StripeError as exc:
+            if credit_item is not None:
+                self._drop_pending_item(credit_item)
+            if isinstance(exc, stripe.CardError):
+                return _declined(exc)
+            raise GatewayError(str(exc)) from exc
+        invoice = dig(new, "latest_invoice")
+        pi = dig(invoice, "payment_intent")
+        refs: dict[str, Any] = {
+            "subscription_ref": new.id,
+            "invoice_ref": obj_id(invoice),
+            "payment_ref": obj_id(pi),
+        }
+        if new["status"] != "active":
+            self._cancel_quietly(new.id)
+            outcome = (
+                self._intent_outcome(pi) if pi is not None and not isinstance(pi, str) else None
+            )
+            return Outcome(
+                "failed",
+                message=(outcome.message if outcome else "") or "The payment failed.",
+                code=(outcome.code if outcome else None) or "payment_failed",
+                decline_code=outcome.decline_code if outcome else None,
+                **refs,
+            )
+        try:
+            self.v1.subscriptions.cancel(subscription.gateway_ref)
+        except stripe.StripeError as exc:
+            # Paid and running on the new plan: the old one must not renew as well.
+            log.error(
+                "could not cancel replaced subscription %s: %s", subscription.gateway_ref, exc
+            )
+        total, tax = _invoice_totals(invoice)
+        return Outcome("succeeded", extra={"charged": (total, tax)}, **refs)
+
+    def _refund_quietly(self, payment_ref: str, key: str) -> None:
+        try:
+            self.v1.refunds.create(
+                {"payment_intent": payment_ref}, options=idempotent(f"{key}-undo")
+            )
+        except stripe.StripeError as exc:
+            log.error("could not refund %s of a plan change that failed: %s", payment_ref, exc)
+
+    def _cancel_intent_quietly(self, ref: str) -> None:
+        try:
+            self.v1.payment_intents.cancel(ref)
+        except stripe.StripeError as exc:
+            log.warning("could not cancel payment %s: %s", ref, exc)
 
     def retry_invoice(
         self,

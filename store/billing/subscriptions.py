@@ -73,6 +73,10 @@ def find_locked(
         if sub is not None and sub.gateway == gateway:
             if ref and sub.gateway_ref is None:
                 sub.gateway_ref = ref
+            elif ref and sub.gateway_ref != ref:
+                # A gateway subscription this one replaced (a plan change with a new
+                # interval starts a new one): its events are not about this subscription.
+                return None
             return sub
     return None
 
@@ -182,6 +186,12 @@ def period_end_of(obj: Any) -> datetime | None:
     return ts(value or dig(obj, "current_period_end"))
 
 
+def period_start_of(obj: Any) -> datetime | None:
+    item = dig(obj, "items", "data", 0)
+    value = dig(item, "current_period_start") if item is not None else None
+    return ts(value or dig(obj, "current_period_start"))
+
+
 def apply_snapshot(
     session: Session,
     billing: Billing,
@@ -206,7 +216,10 @@ def apply_snapshot(
     was_final, was_ending = sub.status in FINAL, sub.cancel_at_period_end
     sub.status = status
     sub.cancel_at_period_end = bool(dig(obj, "cancel_at_period_end"))
-    sub.current_period_end = period_end_of(obj) or sub.current_period_end
+    period_end = period_end_of(obj)
+    if period_end is not None and period_end != sub.current_period_end:
+        sub.current_period_start = period_start_of(obj)  # None: its invoice says
+    sub.current_period_end = period_end or sub.current_period_end
     sub.trial_end = ts(dig(obj, "trial_end")) or sub.trial_end
     now = utcnow()
     if status == "trialing" and sub.trial_end is not None:
@@ -361,6 +374,15 @@ def invoice_paid(
         order.period_end = period_end
     if sub.current_period_end is None or (period_end and period_end > sub.current_period_end):
         sub.current_period_end = period_end
+    start = invoice_period_start(invoice)
+    if (
+        period_end is not None
+        and period_end == sub.current_period_end
+        and start is not None
+        and start < period_end
+        and (sub.current_period_start is None or start > sub.current_period_start)
+    ):
+        sub.current_period_start = start
     if sub.status not in FINAL and (sub.last_event_at is None or at >= sub.last_event_at):
         trial = sub.trial_end is not None and period_end is not None and period_end <= sub.trial_end
         sub.status = "trialing" if trial and order.total_minor == 0 else "active"
@@ -400,6 +422,12 @@ def _renewal_terms(sub: Subscription, order: Order, tax_label: str) -> None:
     order.tax_country, order.vat_id = sub.tax_country, sub.vat_id
     order.reverse_charge = sub.reverse_charge
     expected = coupons.charge_quote(sub, charge_index=sub.paid_charges, tax_label=tax_label)
+    if sub.credit_net_minor or sub.credit_tax_minor:
+        # A plan change's credit was taken off this invoice (as much of it as it covers).
+        used_net = min(sub.credit_net_minor, max(0, expected.net_minor - order.amount_minor))
+        used_tax = min(sub.credit_tax_minor, max(0, expected.tax_minor - order.tax_minor))
+        sub.credit_net_minor -= used_net
+        sub.credit_tax_minor -= used_tax
     if (order.amount_minor, order.tax_minor) == (expected.net_minor, expected.tax_minor):
         order.discount_minor = expected.discount_minor
         if expected.discount_minor:

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from store.accounts.models import Account
 from store.billing import coupons
 from store.billing.gateway import Outcome, PaymentInput
-from store.billing.models import GatewayCustomer, Order, Subscription, TierPrice
+from store.billing.models import GatewayCustomer, Order, PlanChange, Subscription, TierPrice
 from store.billing.pricing import BillingKind, Quote
 from store.billing.runtime import Billing
 from store.catalog.models import Tier
@@ -327,6 +327,44 @@ class TestGateway:
             decline_code=error.get("decline_code"),
         )
 
+    def change_plan(
+        self,
+        session: Session,
+        billing: Billing,
+        *,
+        subscription: Subscription,
+        change: PlanChange,
+        order: Order | None,
+        price: TierPrice,
+        payment: PaymentInput,
+    ) -> Outcome:
+        """Charges what is due now with the card on file (any card given decides instead, as
+        for a retry); a credit is kept on the subscription and taken off the next renewals
+        by ``advance``."""
+        if order is None:
+            return Outcome("succeeded")
+        order.payment_ref = order.payment_ref or f"pi_test_{order.id.hex}"
+        card = normalize_card(payment.card_number)
+        if card and card != CARD_SUCCESS:
+            if card == CARD_AUTHENTICATE:
+                return Outcome(
+                    "failed",
+                    payment_ref=order.payment_ref,
+                    message="Your bank asks to confirm this payment; use a card that does not.",
+                    code="authentication_required",
+                )
+            error = _decline(card)
+            return Outcome(
+                "failed",
+                payment_ref=order.payment_ref,
+                message=error["message"],
+                code=error["code"],
+                decline_code=error.get("decline_code"),
+            )
+        return Outcome(
+            "succeeded", payment_ref=order.payment_ref, invoice_ref=f"in_test_{order.id.hex}"
+        )
+
     def retry_invoice(
         self,
         session: Session,
@@ -411,8 +449,16 @@ class TestGateway:
                 self._sub_obj(sub, status="active", current_period_end=_ts(end)),
             )
             charge = coupons.next_charge(sub, tax_label=billing.settings.tax_label, when=start)
+            # A plan change's credit is taken off (the invoice's event then books it as used).
+            credit_net = min(sub.credit_net_minor, charge.net_minor)
+            credit_tax = min(sub.credit_tax_minor, charge.tax_minor)
             invoice = self._invoice(
-                sub, _ref("in"), amount=charge.net_minor, tax=charge.tax_minor, start=start, end=end
+                sub,
+                _ref("in"),
+                amount=charge.net_minor - credit_net,
+                tax=charge.tax_minor - credit_tax,
+                start=start,
+                end=end,
             )
             self.emit(session, billing, "invoice.paid", invoice)
             renewed += 1

@@ -17,11 +17,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from store.billing import access, notices, orders, subscriptions
 from store.billing.gateway import dig, obj_id
+from store.billing.models import PlanChange
 from store.billing.runtime import Billing
 from store.errors import StoreError
 from store.idempotency import ProcessedEvent
@@ -205,6 +207,18 @@ def _subscription(
     return sub
 
 
+def _replaced(session: Session, ref: str | None) -> bool:
+    """A gateway subscription a plan change replaced (and canceled): its events are done."""
+    if not ref:
+        return False
+    found = session.scalar(
+        select(PlanChange.id).where(PlanChange.replaced_gateway_ref == ref).limit(1)
+    )
+    if found is not None:
+        log.info("event for replaced gateway subscription %s acknowledged", ref)
+    return found is not None
+
+
 def _subscription_changed(
     session: Session, billing: Billing, obj: dict[str, Any], at: datetime
 ) -> None:
@@ -212,7 +226,9 @@ def _subscription_changed(
         session, billing, obj_id(obj.get("id")), dig(obj, "metadata", "subscription_id")
     )
     if sub is None:
-        if dig(obj, "metadata", "subscription_id"):
+        if dig(obj, "metadata", "subscription_id") and not _replaced(
+            session, obj_id(obj.get("id"))
+        ):
             _unknown(f"subscription {dig(obj, 'metadata', 'subscription_id')}", at)
         return
     subscriptions.refresh_from_gateway(session, billing, sub, obj, at=at)
@@ -228,7 +244,7 @@ def _invoice_sub(
         invoice, "subscription_details", "metadata", "subscription_id"
     )
     sub = _subscription(session, billing, ref, local_id)
-    if sub is None and local_id:
+    if sub is None and local_id and not _replaced(session, ref):
         _unknown(f"subscription {local_id}", at)
     return sub
 

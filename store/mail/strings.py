@@ -89,6 +89,12 @@ STRINGS: dict[str, dict[str, str]] = {
             "Your subscription to {product} is renewed until {until}; we charged {amount}."
         ),
         "subscription_renewed.link": "Your purchases",
+        "plan_changed.subject": "Your plan for {product} is now {tier}",
+        "plan_changed.body": (
+            "Your subscription to {product} changed from {old_tier} to {tier} on {date}. "
+            "{money} It renews on {until} at {renewal}."
+        ),
+        "plan_changed.link": "Your subscription",
         "subscription_canceled.subject": "Your subscription to {product} is canceled",
         "subscription_canceled.body": (
             "Your subscription to {product} is canceled: nothing more is charged, and your "

@@ -16,7 +16,16 @@ from starlette.responses import Response
 from store import STATIC_DIR
 from store.accounts import service as accounts
 from store.accounts.models import Account, Membership, Organization
-from store.billing import access, coupons, orders, receipts, sales, subscriptions, trials
+from store.billing import (
+    access,
+    coupons,
+    orders,
+    plan_changes,
+    receipts,
+    sales,
+    subscriptions,
+    trials,
+)
 from store.billing.gateway import PaymentInput
 from store.billing.models import Order
 from store.billing.pricing import MAX_QUANTITY, Buyer, normalize_country, normalize_vat_id
@@ -381,6 +390,8 @@ def subscription_page(
             "payments": payments,
             "due": subscriptions.failed_payment(session, sub) if sub.status == "past_due" else None,
             "coupon_left": coupon_left,
+            "plan_options": plan_changes.options(session, billing, sub),
+            "changes": plan_changes.changes_of(session, sub),
             "end_message": access.end_message,
             "test_cards": TEST_CARDS,
             "uses_stripe_js": not billing.test_mode,
@@ -418,6 +429,75 @@ def replace_card(
             raise
         flash(request, exc.detail, "error")
         return redirect(page)
+    flash(request, message)
+    return redirect(page)
+
+
+@router.get("/my/purchases/subscriptions/{sub_id}/change")
+def change_plan_page(
+    request: Request,
+    sub_id: uuid.UUID,
+    session: DbSession,
+    account: RequiredAccount,
+    tier: Annotated[uuid.UUID, Query()],
+) -> Response:
+    """The prorated price of moving to ``tier`` now, to confirm (nothing changes yet)."""
+    billing = _billing(request, session)
+    sub = subscriptions.get_visible_subscription(session, sub_id, account)
+    target = catalog.get_tier(session, tier)
+    page = f"/my/purchases/subscriptions/{sub.id}"
+    try:
+        proration = plan_changes.proration(session, billing, sub, target)
+    except StoreError as exc:
+        if exc.status_code in (401, 403, 404):
+            raise
+        flash(request, exc.detail, "error")
+        return redirect(page)
+    return _page(
+        request,
+        "billing/change_plan.html",
+        {"sub": sub, "target": target, "p": proration, "key": uuid.uuid4().hex},
+        billing,
+        no_store=True,
+    )
+
+
+@router.post("/my/purchases/subscriptions/{sub_id}/change")
+def change_plan(
+    request: Request,
+    sub_id: uuid.UUID,
+    session: DbSession,
+    account: RequiredAccount,
+    tier: FormStr = "",
+    key: FormStr = "",
+) -> Response:
+    """Confirm a plan change; the form's key makes a double click change once."""
+    billing = _billing(request, session)
+    sub = subscriptions.get_visible_subscription(session, sub_id, account)
+    page = f"/my/purchases/subscriptions/{sub.id}"
+    try:
+        try:
+            tier_id = uuid.UUID(tier)
+        except ValueError:
+            raise ValidationFailed("Choose a plan", code="bad_tier", field="tier") from None
+        target = catalog.get_tier(session, tier_id)
+        change = plan_changes.change_plan(
+            session, billing, sub=sub, tier=target, actor=account, key=key or None
+        )
+    except StoreError as exc:
+        if exc.status_code in (401, 403):
+            raise
+        flash(request, exc.detail, "error")
+        return redirect(page)
+    if change.status == "failed":
+        flash(request, f"The plan was not changed: {change.failure_reason}", "error")
+        return redirect(page)
+    message = f"Your plan is now {change.to_tier.name}."
+    if change.due_minor:
+        message += f" We charged {format_money(change.due_minor, change.currency)}."
+    elif change.carried_minor:
+        credit = format_money(change.carried_minor, change.currency)
+        message += f" A credit of {credit} is taken off your next payments."
     flash(request, message)
     return redirect(page)
 
