@@ -24,6 +24,7 @@ from store.accounts.models import Account, Organization
 from store.catalog import service as catalog
 from store.catalog.models import Product
 from store.catalog.periods import BillingKind
+from store.config import Settings
 from store.db import utcnow
 from store.errors import Conflict
 from store.licensing import entitlements as licensing
@@ -483,8 +484,15 @@ class DemoResult:
         }
 
 
-def seed(session: Session, *, password: str, registry_host: str = "localhost:5000") -> DemoResult:
-    """Load the demo catalog; safe to run again. Never commits (the caller does).
+def seed(
+    session: Session,
+    *,
+    password: str,
+    registry_host: str = "localhost:5000",
+    settings: Settings | None,
+) -> DemoResult:
+    """Load the demo catalog; safe to run again. Never commits (the caller does). ``settings``
+    write the notices the seeding mails (verification, certification); None: none mailed.
 
     ``registry_host`` is where the quick-start snippets in descriptions pull from.
     """
@@ -493,11 +501,11 @@ def seed(session: Session, *, password: str, registry_host: str = "localhost:500
     admin = users[ADMIN]
     for slug, name in CATEGORIES.items():
         catalog.ensure_category(session, slug, name)
-    orgs = {o.slug: _ensure_org(session, o, users[o.owner], admin, result) for o in ORGS}
+    orgs = {o.slug: _ensure_org(session, o, users[o.owner], admin, result, settings) for o in ORGS}
     for spec in PRODUCTS:
         org = orgs[spec.org]
         owner = users[next(o.owner for o in ORGS if o.slug == spec.org)]
-        _ensure_product(session, spec, org, owner, admin, registry_host, result)
+        _ensure_product(session, spec, org, owner, admin, registry_host, result, settings)
     _ensure_customer_library(session, users[CUSTOMER], admin, result)
     return result
 
@@ -532,7 +540,12 @@ def _ensure_user(session: Session, spec: DemoUser, password: str, result: DemoRe
 
 
 def _ensure_org(
-    session: Session, spec: DemoOrg, owner: Account, admin: Account, result: DemoResult
+    session: Session,
+    spec: DemoOrg,
+    owner: Account,
+    admin: Account,
+    result: DemoResult,
+    settings: Settings | None,
 ) -> Organization:
     org = session.scalar(select(Organization).where(Organization.slug == spec.slug))
     if org is None:
@@ -546,7 +559,12 @@ def _ensure_org(
         )
         if spec.verified:
             accounts.set_verified(
-                session, org=org, actor=admin, verified=True, note="Demo publisher"
+                session,
+                org=org,
+                actor=admin,
+                verified=True,
+                note="Demo publisher",
+                settings=settings,
             )
         result.created_organizations.append(spec.slug)
     elif accounts.role_of(session, owner, org) != "owner":
@@ -565,6 +583,7 @@ def _ensure_product(
     admin: Account,
     registry_host: str,
     result: DemoResult,
+    settings: Settings | None,
 ) -> None:
     result.products.append(spec.repository)
     if catalog.find_product_by_repository(session, spec.repository) is not None:
@@ -604,12 +623,17 @@ def _ensure_product(
     if spec.official:
         catalog.set_badges(session, actor=admin, product=product, official=True)
     if spec.certified and not spec.draft:
-        _certify(session, product, owner, admin, registry_host)
+        _certify(session, product, owner, admin, registry_host, settings)
     result.created_products.append(spec.repository)
 
 
 def _certify(
-    session: Session, product: Product, owner: Account, admin: Account, registry_host: str
+    session: Session,
+    product: Product,
+    owner: Account,
+    admin: Account,
+    registry_host: str,
+    settings: Settings | None,
 ) -> None:
     """Certify the way a publisher and a reviewer would: a signing key registered for the
     organization, the `latest` tag (a stand-in digest: the demo pushes no images) signed
@@ -642,7 +666,9 @@ def _certify(
         tag="latest",
     )
     request = certification.submit(session, actor=owner, product=product, tag="latest")
-    certification.approve(session, actor=admin, request=request, note="Demo review")
+    certification.approve(
+        session, actor=admin, request=request, note="Demo review", settings=settings
+    )
 
 
 def _ensure_customer_library(

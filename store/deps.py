@@ -63,9 +63,6 @@ def get_session(
     route that makes something on first request is marked ``writes_on_read``."""
     factory = request.app.state.sessionmaker
     session: Session = read_only_session(factory) if _reads_only(request) else factory()
-    # Licensing re-issues a license in the same transaction when an entitlement changes.
-    session.info["keyring"] = request.app.state.keyring
-    session.info["settings"] = request.app.state.settings
     # Catalog edits keep the payment gateway's prices in step (store.billing.prices).
     session.info["billing"] = billing_of(request.app.state)
     try:

@@ -39,7 +39,7 @@ from store.accounts.schemas import (
     VerificationDecision,
 )
 from store.db import utcnow
-from store.deps import DbSession
+from store.deps import DbSession, SettingsDep
 from store.errors import Forbidden, NotFound
 from store.security_headers import NO_STORE
 
@@ -313,12 +313,17 @@ def list_members(slug: str, account: CurrentAccount, session: DbSession) -> list
     "/orgs/{slug}/invitations", status_code=status.HTTP_201_CREATED, tags=["organizations"]
 )
 def invite(
-    slug: str, body: InviteIn, account: CurrentAccount, session: DbSession
+    slug: str, body: InviteIn, account: CurrentAccount, session: DbSession, settings: SettingsDep
 ) -> dict[str, object]:
     """Invite an existing account by username; it joins when it accepts."""
     org = service.get_organization(session, slug)
     invitation = service.invite_member(
-        session, org=org, actor=account, username=body.username, role=body.role
+        session,
+        org=org,
+        actor=account,
+        username=body.username,
+        role=body.role,
+        settings=settings,
     )
     return {
         "id": str(invitation.id),
@@ -418,10 +423,14 @@ def admin_update_account(
 
 @router.post("/admin/orgs/{slug}/verification", response_model=OrgOut, tags=["admin"])
 def admin_verify(
-    slug: str, body: VerificationDecision, admin: AdminAccount, session: DbSession
+    slug: str,
+    body: VerificationDecision,
+    admin: AdminAccount,
+    session: DbSession,
+    settings: SettingsDep,
 ) -> object:
     """Approve (verified badge) or reject a publisher, with a note."""
     org = service.get_organization(session, slug)
     return service.set_verified(
-        session, org=org, actor=admin, verified=body.verified, note=body.note
+        session, org=org, actor=admin, verified=body.verified, note=body.note, settings=settings
     )

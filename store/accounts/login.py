@@ -71,8 +71,6 @@ def _record(
 ) -> tuple[str, T | None]:
     """The outcome, committed: (_FAILED | _DISABLED, None) or ("", what ``then`` made)."""
     with session_scope(app.state.sessionmaker) as session:
-        session.info["keyring"] = app.state.keyring
-        session.info["settings"] = app.state.settings
         account = session.get(Account, found.account_id) if ok and found.account_id else None
         if account is None:
             audit.sign_in_failed(session, account_id=found.account_id, via=via)

@@ -25,6 +25,7 @@ from store.accounts.models import (
     Organization,
 )
 from store.audit import service as audit
+from store.config import Settings
 from store.db import utcnow
 from store.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
 
@@ -413,8 +414,16 @@ def _check_role(role: str) -> str:
 
 
 def invite_member(
-    session: Session, *, org: Organization, actor: Account, username: str, role: str
+    session: Session,
+    *,
+    org: Organization,
+    actor: Account,
+    username: str,
+    role: str,
+    settings: Settings | None,
 ) -> Invitation:
+    """Invite an account (owners only); ``settings`` write the invitation mailed to it (None:
+    not mailed)."""
     require_role(session, actor, org, "owner")
     _check_role(role)
     invitee = get_account_by_username(session, username)
@@ -433,14 +442,14 @@ def invite_member(
     if pending is not None:
         pending.role = role
         session.flush()
-        notices.invitation(session, None, invitation=pending)
+        notices.invitation(session, settings, invitation=pending)
         return pending
     invitation = Invitation(
         organization_id=org.id, account_id=invitee.id, role=role, invited_by_id=actor.id
     )
     session.add(invitation)
     session.flush()
-    notices.invitation(session, None, invitation=invitation)
+    notices.invitation(session, settings, invitation=invitation)
     return invitation
 
 
@@ -571,8 +580,15 @@ def request_verification(session: Session, *, org: Organization, actor: Account)
 
 
 def set_verified(
-    session: Session, *, org: Organization, actor: Account, verified: bool, note: str = ""
+    session: Session,
+    *,
+    org: Organization,
+    actor: Account,
+    verified: bool,
+    note: str = "",
+    settings: Settings | None,
 ) -> Organization:
+    """An administrator's decision, mailed to the owners when ``settings`` are given."""
     if not actor.is_admin:
         raise Forbidden("Only administrators verify publishers")
     org.verified_at = utcnow() if verified else None
@@ -589,7 +605,7 @@ def set_verified(
     )
     from store.mail import notices
 
-    notices.publisher_verification(session, None, org=org, verified=verified)
+    notices.publisher_verification(session, settings, org=org, verified=verified)
     return org
 
 

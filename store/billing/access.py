@@ -34,6 +34,7 @@ from store.catalog.models import Product
 from store.db import utcnow
 from store.licensing import entitlements
 from store.licensing.models import Entitlement
+from store.licensing.signer import LicenseSigner
 
 log = logging.getLogger("store.billing")
 
@@ -56,6 +57,10 @@ END_REASONS = {
     "dispute_lost": "A disputed payment was returned to you, so the subscription was canceled.",
 }
 DISPUTE_SUSPENSION = "Payment disputed"
+
+
+def _signer(billing: Billing | None) -> LicenseSigner | None:
+    return billing.signer if billing is not None else None
 
 
 def end_message(sub: Subscription) -> str:
@@ -201,6 +206,7 @@ def dispute_opened(
             entitlement=entitlement,
             status="suspended",
             reason=f"{DISPUTE_SUSPENSION} (order {order.receipt_number or order.id})",
+            signer=_signer(billing),
         )
     sub = session.get(Subscription, order.subscription_id) if order.subscription_id else None
     if sub is not None:
@@ -238,7 +244,11 @@ def dispute_closed(
         and (sub is None or sub.status not in FINAL)
     ):
         entitlements.set_status(
-            session, entitlement=entitlement, status="active", reason="Dispute won"
+            session,
+            entitlement=entitlement,
+            status="active",
+            reason="Dispute won",
+            signer=_signer(billing),
         )
     if sub is not None and (entitlement is None or open_disputes(session, entitlement.id) == 0):
         lift_end(session, billing, sub, reason="disputed")

@@ -40,12 +40,6 @@ router = APIRouter(prefix="/billing", tags=["billing"])
 BillingDep = Annotated[Billing, Depends(get_billing)]
 
 
-def bind(request: Request, session: DbSession) -> None:
-    """Let licenses be re-issued in this transaction when an entitlement's terms change."""
-    session.info.setdefault("keyring", request.app.state.keyring)
-    session.info.setdefault("settings", request.app.state.settings)
-
-
 @router.post(
     "/checkout",
     response_model=CheckoutOut,
@@ -60,7 +54,6 @@ def bind(request: Request, session: DbSession) -> None:
 )
 def checkout(
     body: CheckoutIn,
-    request: Request,
     session: DbSession,
     billing: BillingDep,
     account: CurrentAccount,
@@ -70,7 +63,6 @@ def checkout(
     The order is ``paid`` only once the payment event arrived; until then it is ``pending``
     (or ``requires_action`` for card authentication). A declined card answers 402 with the
     decline code, as Stripe does; the failed order is kept (see ``order``)."""
-    bind(request, session)
     tier = catalog.get_tier(session, body.tier_id)
     org = accounts.get_organization(session, body.org) if body.org else None
     buyer = Buyer(country=normalize_country(body.country), vat_id=normalize_vat_id(body.vat_id))
@@ -186,7 +178,6 @@ def get_order(
 def refund_order(
     order_id: uuid.UUID,
     body: RefundIn,
-    request: Request,
     session: DbSession,
     billing: BillingDep,
     account: CurrentAccount,
@@ -195,7 +186,6 @@ def refund_order(
     subscription payment's subscription is canceled). Administrators refund any order; the
     seller's owners their own sales within the operator's window
     (``STORE_BILLING_PUBLISHER_REFUND_DAYS``), else 403 ``refund_window_over``."""
-    bind(request, session)
     order = orders.get_refundable_order(session, billing, order_id, account)
     orders.refund(session, billing, actor=account, order=order, amount_minor=body.amount_minor)
     return OrderOut.model_validate(order)
@@ -217,14 +207,12 @@ def my_subscriptions(session: DbSession, account: CurrentAccount) -> list[Subscr
 def replace_card(
     sub_id: uuid.UUID,
     body: CardIn,
-    request: Request,
     session: DbSession,
     billing: BillingDep,
     account: CurrentAccount,
 ) -> SubscriptionOut:
     """Replace the card of a running subscription (Stripe: a PaymentMethod id from
     Stripe.js; test gateway: a test card number)."""
-    bind(request, session)
     sub = subscriptions.get_visible_subscription(session, sub_id, account)
     payment = PaymentInput(payment_method=body.payment_method, card_number=body.card_number)
     sub = subscriptions.replace_card(session, billing, sub=sub, payment=payment)
@@ -242,14 +230,12 @@ def replace_card(
 def pay_now(
     sub_id: uuid.UUID,
     body: CardIn,
-    request: Request,
     session: DbSession,
     billing: BillingDep,
     account: CurrentAccount,
 ) -> OrderOut:
     """Pay a past-due subscription's failed invoice now, with a new card when one is given
     (the test gateway always needs one). The paid order is answered."""
-    bind(request, session)
     sub = subscriptions.get_visible_subscription(session, sub_id, account)
     payment = PaymentInput(payment_method=body.payment_method, card_number=body.card_number)
     order = subscriptions.pay_now(session, billing, sub=sub, payment=payment)
@@ -319,7 +305,6 @@ def plan_options(
 def change_plan(
     sub_id: uuid.UUID,
     body: PlanChangeIn,
-    request: Request,
     session: DbSession,
     billing: BillingDep,
     account: CurrentAccount,
@@ -328,7 +313,6 @@ def change_plan(
     """Move the subscription to another tier of its product now, prorated: what is due is
     charged at once (card on file, or the card given), a credit is taken off the next
     charges. The same idempotency key answers the same change."""
-    bind(request, session)
     sub = subscriptions.get_visible_subscription(session, sub_id, account)
     tier = catalog.get_tier(session, body.tier_id)
     change = plan_changes.change_plan(
@@ -355,7 +339,6 @@ def change_plan(
 def cancel_or_resume(
     sub_id: uuid.UUID,
     action: str,
-    request: Request,
     session: DbSession,
     billing: BillingDep,
     account: CurrentAccount,
@@ -363,7 +346,6 @@ def cancel_or_resume(
     """``cancel``: end at the close of the paid period; ``resume``: undo that."""
     if action not in ("cancel", "resume"):
         raise NotFound("Use cancel or resume")
-    bind(request, session)
     sub = subscriptions.get_visible_subscription(session, sub_id, account)
     sub = subscriptions.set_cancel_at_period_end(
         session, billing, sub=sub, cancel=action == "cancel"

@@ -44,7 +44,7 @@ def receipt(
 ) -> None:
     """The receipt of a paid order (a purchase, or a subscription's invoice), with the PDF
     receipt (``(filename, bytes)``, made by billing) attached."""
-    resolved = settings_of(session, settings, f"receipt of order {order.id}")
+    resolved = settings_of(settings, f"receipt of order {order.id}")
     if resolved is None:
         return
     account, product = (
@@ -98,7 +98,7 @@ def order_paid(
 def renewed(
     session: Session, settings: Settings | None, *, subscription: Subscription, order: Order
 ) -> None:
-    resolved = settings_of(session, settings, f"renewal of subscription {subscription.id}")
+    resolved = settings_of(settings, f"renewal of subscription {subscription.id}")
     if resolved is None:
         return
     send(
@@ -119,7 +119,7 @@ def renewed(
 
 def new_sale(session: Session, settings: Settings | None, *, order: Order) -> None:
     """To the seller's owners and finance role: a product was bought."""
-    resolved = settings_of(session, settings, f"sale notice of order {order.id}")
+    resolved = settings_of(settings, f"sale notice of order {order.id}")
     if resolved is None:
         return
     product = session.get(Product, order.product_id)
@@ -143,7 +143,7 @@ def new_sale(session: Session, settings: Settings | None, *, order: Order) -> No
 
 def refund(session: Session, settings: Settings | None, *, order: Order, amount_minor: int) -> None:
     """A refund was applied to the order (once per cumulative refunded amount)."""
-    resolved = settings_of(session, settings, f"refund of order {order.id}")
+    resolved = settings_of(settings, f"refund of order {order.id}")
     if resolved is None:
         return
     account, product = (
@@ -173,7 +173,7 @@ def payment_failed(
 ) -> None:
     """A renewal payment failed: access continues through the grace period; update the card.
     One message per failed invoice, whatever the number of events about it."""
-    resolved = settings_of(session, settings, f"failed payment of order {order.id}")
+    resolved = settings_of(settings, f"failed payment of order {order.id}")
     if resolved is None:
         return
     account, product = (
@@ -203,7 +203,7 @@ def payment_failed(
 def plan_changed(session: Session, settings: Settings | None, *, change: PlanChange) -> None:
     """The subscription moved to another tier (once per change)."""
     sub = change.subscription
-    resolved = settings_of(session, settings, f"plan change of subscription {sub.id}")
+    resolved = settings_of(settings, f"plan change of subscription {sub.id}")
     if resolved is None:
         return
     if change.due_minor:
@@ -235,7 +235,7 @@ def plan_changed(session: Session, settings: Settings | None, *, change: PlanCha
 
 def canceled(session: Session, settings: Settings | None, *, subscription: Subscription) -> None:
     """The subscription was canceled (now, or at the end of the period): once per period."""
-    resolved = settings_of(session, settings, f"cancellation of subscription {subscription.id}")
+    resolved = settings_of(settings, f"cancellation of subscription {subscription.id}")
     if resolved is None:
         return
     send(
@@ -254,7 +254,7 @@ def canceled(session: Session, settings: Settings | None, *, subscription: Subsc
 
 def trial_ending(session: Session, settings: Settings | None, *, subscription: Subscription) -> int:
     """The trial ends soon and the first charge follows: its amount and date."""
-    resolved = settings_of(session, settings, f"trial reminder of subscription {subscription.id}")
+    resolved = settings_of(settings, f"trial reminder of subscription {subscription.id}")
     if resolved is None or subscription.trial_end is None:
         return 0
     return send(
@@ -282,7 +282,7 @@ def grace_ending(
     entitlement: Entitlement,
 ) -> int:
     """The grace period after a failed payment ends soon: access stops then."""
-    resolved = settings_of(session, settings, f"grace reminder of subscription {subscription.id}")
+    resolved = settings_of(settings, f"grace reminder of subscription {subscription.id}")
     if resolved is None or entitlement.grace_until is None:
         return 0
     return send(
@@ -307,7 +307,7 @@ def suspended(
     entitlement: Entitlement,
 ) -> None:
     """Access was suspended: the grace period ran out without a payment."""
-    resolved = settings_of(session, settings, f"suspension of subscription {subscription.id}")
+    resolved = settings_of(settings, f"suspension of subscription {subscription.id}")
     if resolved is None:
         return
     send(
@@ -333,7 +333,7 @@ def send_reminders(
 
     now = now or utcnow()
     counts = {"trial_ending": 0, "grace_ending": 0}
-    resolved = settings_of(session, settings, "reminders")
+    resolved = settings_of(settings, "reminders")
     if resolved is None:
         return counts
     horizon = now + REMINDER_LEAD

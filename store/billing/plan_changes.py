@@ -394,7 +394,11 @@ def _apply(
         # A new period from now (interval change) sets the end; else the period is the same.
         ends_at = change.period_end if change.interval_change else entitlement.ends_at
         entitlements.extend(
-            session, entitlement=entitlement, ends_at=ends_at, grace_until=entitlement.grace_until
+            session,
+            entitlement=entitlement,
+            ends_at=ends_at,
+            grace_until=entitlement.grace_until,
+            signer=billing.signer,
         )
     change.status = "applied"
     change.applied_at = now

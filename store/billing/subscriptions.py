@@ -130,7 +130,9 @@ def _ensure_entitlement(
     return entitlement
 
 
-def _paid_through(session: Session, entitlement: Entitlement, period_end: datetime) -> None:
+def _paid_through(
+    session: Session, billing: Billing, entitlement: Entitlement, period_end: datetime
+) -> None:
     """A paid period: access runs to its end, any grace is over, a suspension lifted."""
     if entitlement.status == "revoked":
         log.warning("payment for revoked entitlement %s; access stays revoked", entitlement.id)
@@ -138,12 +140,22 @@ def _paid_through(session: Session, entitlement: Entitlement, period_end: dateti
     ends_at = entitlement.ends_at
     new_end = period_end if ends_at is None or period_end > ends_at else ends_at
     if new_end != ends_at or entitlement.grace_until is not None:
-        entitlements.extend(session, entitlement=entitlement, ends_at=new_end, grace_until=None)
+        entitlements.extend(
+            session,
+            entitlement=entitlement,
+            ends_at=new_end,
+            grace_until=None,
+            signer=billing.signer,
+        )
     if entitlement.status in ("suspended", "expired") and not access.open_disputes(
         session, entitlement.id
     ):
         entitlements.set_status(
-            session, entitlement=entitlement, status="active", reason="Payment received"
+            session,
+            entitlement=entitlement,
+            status="active",
+            reason="Payment received",
+            signer=billing.signer,
         )
 
 
@@ -155,23 +167,35 @@ def _start_grace(session: Session, billing: Billing, sub: Subscription, at: date
         return  # a retry failing again does not lengthen the grace period
     grace_until = max(at, utcnow()) + timedelta(days=billing.settings.grace_days)
     entitlements.extend(
-        session, entitlement=entitlement, ends_at=entitlement.ends_at, grace_until=grace_until
+        session,
+        entitlement=entitlement,
+        ends_at=entitlement.ends_at,
+        grace_until=grace_until,
+        signer=billing.signer,
     )
 
 
-def _end_now_if_over(session: Session, sub: Subscription, now: datetime) -> None:
+def _end_now_if_over(session: Session, billing: Billing, sub: Subscription, now: datetime) -> None:
     """A canceled subscription: access runs to the end of the paid period, no grace."""
     entitlement = _entitlement(session, sub)
     if entitlement is None or entitlement.status == "revoked":
         return
     if entitlement.grace_until is not None:
         entitlements.extend(
-            session, entitlement=entitlement, ends_at=entitlement.ends_at, grace_until=None
+            session,
+            entitlement=entitlement,
+            ends_at=entitlement.ends_at,
+            grace_until=None,
+            signer=billing.signer,
         )
     if entitlement.ends_at is not None and entitlement.ends_at <= now:
         if entitlement.status == "active":
             entitlements.set_status(
-                session, entitlement=entitlement, status="expired", reason="Subscription ended"
+                session,
+                entitlement=entitlement,
+                status="expired",
+                reason="Subscription ended",
+                signer=billing.signer,
             )
         sub.status = "expired"
 
@@ -226,19 +250,21 @@ def apply_snapshot(
         entitlement = _ensure_entitlement(
             session, sub, ends_at=sub.trial_end, starts_at=ts(dig(obj, "start_date")) or now
         )
-        _paid_through(session, entitlement, sub.trial_end)
+        _paid_through(session, billing, entitlement, sub.trial_end)
     elif status == "active" and sub.current_period_end is not None:
         start = ts(dig(obj, "current_period_start")) or ts(dig(obj, "start_date")) or now
         entitlement = _ensure_entitlement(
             session, sub, ends_at=sub.current_period_end, starts_at=start
         )
         if entitlement.status == "suspended":
-            _paid_through(session, entitlement, entitlement.ends_at or sub.current_period_end)
+            _paid_through(
+                session, billing, entitlement, entitlement.ends_at or sub.current_period_end
+            )
     elif status == "past_due":
         _start_grace(session, billing, sub, at)
     elif status in FINAL:
         sub.canceled_at = sub.canceled_at or ts(dig(obj, "canceled_at")) or at
-        _end_now_if_over(session, sub, now)
+        _end_now_if_over(session, billing, sub, now)
     session.flush()
     ended = status in FINAL and not was_final and sub.entitlement_id is not None
     if ended or (sub.cancel_at_period_end and not was_ending and status not in FINAL):
@@ -396,7 +422,7 @@ def invoice_paid(
             or entitlement.ends_at is None
             or period_end > entitlement.ends_at
         ):
-            _paid_through(session, entitlement, period_end)
+            _paid_through(session, billing, entitlement, period_end)
     if order_service.mark_paid(
         session,
         order,
@@ -622,6 +648,7 @@ def expire_due(session: Session, billing: Billing, now: datetime | None = None) 
                     entitlement=entitlement,
                     status="suspended",
                     reason="Payment past due; the grace period is over",
+                    signer=billing.signer,
                 )
                 notices.suspended(session, billing.store, subscription=sub, entitlement=entitlement)
                 counts["suspended"] += 1
@@ -634,7 +661,11 @@ def expire_due(session: Session, billing: Billing, now: datetime | None = None) 
             and entitlement.ends_at <= now
         ):
             entitlements.set_status(
-                session, entitlement=entitlement, status="expired", reason="Subscription ended"
+                session,
+                entitlement=entitlement,
+                status="expired",
+                reason="Subscription ended",
+                signer=billing.signer,
             )
             if sub.status == "canceled":
                 sub.status = "expired"

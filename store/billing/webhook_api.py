@@ -29,8 +29,6 @@ def _error(exc: StoreError) -> JSONResponse:
 def _process(request: Request, billing: Billing, event: dict[str, Any]) -> webhooks.Result:
     session: Session = request.app.state.sessionmaker()
     try:
-        session.info.setdefault("keyring", request.app.state.keyring)
-        session.info.setdefault("settings", request.app.state.settings)
         result = webhooks.process_event(session, billing, event)
         session.commit()
     except BaseException:
@@ -46,8 +44,6 @@ def _process(request: Request, billing: Billing, event: dict[str, Any]) -> webho
 def _catch_up(request: Request, billing: Billing, order_id: uuid.UUID) -> Order | None:
     session: Session = request.app.state.sessionmaker()
     try:
-        session.info.setdefault("keyring", request.app.state.keyring)
-        session.info.setdefault("settings", request.app.state.settings)
         changed = reconcile.order_status_refresh(session, billing, order_id)
         session.commit()
         if not changed:

@@ -120,8 +120,6 @@ def unit_of_work(settings: Settings | None = None) -> Iterator[Session]:
             from store.billing.runtime import build_billing
 
             session.info["billing"] = build_billing(BillingSettings(), settings)
-            # Notices by e-mail are queued in the command's transaction (store.mail.notices).
-            session.info["settings"] = settings
             yield session
 
 

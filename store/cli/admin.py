@@ -24,6 +24,7 @@ from store.cli._common import (
     command,
     details,
     emit,
+    load_settings,
     on_off,
     org_out,
     read_password,
@@ -383,10 +384,13 @@ def _orgs_create(args: argparse.Namespace) -> int:
 
 
 def _set_verified(args: argparse.Namespace, verified: bool) -> int:
-    with unit_of_work() as session:
+    settings = load_settings()
+    with unit_of_work(settings) as session:
         actor = resolve_actor(session, args.actor)
         org = accounts.get_organization(session, args.org)
-        accounts.set_verified(session, org=org, actor=actor, verified=verified, note=args.note)
+        accounts.set_verified(
+            session, org=org, actor=actor, verified=verified, note=args.note, settings=settings
+        )
         data = org_out(org)
     state = "verified" if verified else "no longer verified"
     emit(args, data, text=f"{data['slug']} is {state}")

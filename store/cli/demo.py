@@ -53,7 +53,9 @@ def _seed(args: argparse.Namespace) -> int:
     password = args.password or secrets.token_urlsafe(12)
     registry_host = urlsplit(settings.registry_url).netloc or "localhost:5000"
     with unit_of_work(settings) as session:
-        result = demo.seed(session, password=password, registry_host=registry_host)
+        result = demo.seed(
+            session, password=password, registry_host=registry_host, settings=settings
+        )
     data = result.as_dict()
     data["public_url"] = settings.public_url
     emit(args, data, text=_text)

@@ -21,6 +21,7 @@ from store.catalog.models import Product, Tier
 from store.db import utcnow
 from store.errors import Conflict, Forbidden, NotFound, PaymentRequired, ValidationFailed
 from store.licensing.models import Entitlement
+from store.licensing.signer import LicenseSigner
 
 SOURCES = ("free", "grant", "order", "subscription", "trial")
 STATUSES = ("active", "suspended", "revoked", "expired")
@@ -151,7 +152,7 @@ def revoke(
     entitlement.revoked_at = utcnow()
     entitlement.reason = reason
     session.flush()
-    _after_change(session, entitlement)
+    _after_change(session, entitlement, None)  # revoking signs nothing
     _audit(session, "entitlement.revoke", entitlement, actor)
     return entitlement
 
@@ -174,9 +175,15 @@ def _audit(session: Session, action: str, entitlement: Entitlement, actor: Accou
 
 
 def set_status(
-    session: Session, *, entitlement: Entitlement, status: str, reason: str = ""
+    session: Session,
+    *,
+    entitlement: Entitlement,
+    status: str,
+    reason: str = "",
+    signer: LicenseSigner | None,
 ) -> Entitlement:
-    """System transitions (suspend for non-payment, reinstate, expire)."""
+    """System transitions (suspend for non-payment, reinstate, expire). ``signer``: re-issue
+    the license at once when reinstated with new terms (None: on its next request)."""
     if status not in STATUSES:
         raise ValidationFailed(f"Status must be one of {', '.join(STATUSES)}")
     if entitlement.status == "revoked" and status != "revoked":
@@ -185,7 +192,7 @@ def set_status(
     if reason:
         entitlement.reason = reason
     session.flush()
-    _after_change(session, entitlement)
+    _after_change(session, entitlement, signer)
     return entitlement
 
 
@@ -195,19 +202,22 @@ def extend(
     entitlement: Entitlement,
     ends_at: datetime | None,
     grace_until: datetime | None = None,
+    signer: LicenseSigner | None,
 ) -> Entitlement:
+    """New terms (renewal, grace): ``signer`` re-issues the license at once (None: on its
+    next request)."""
     entitlement.ends_at = ends_at
     entitlement.grace_until = grace_until
     session.flush()
-    _after_change(session, entitlement)
+    _after_change(session, entitlement, signer)
     return entitlement
 
 
-def _after_change(session: Session, entitlement: Entitlement) -> None:
+def _after_change(session: Session, entitlement: Entitlement, signer: LicenseSigner | None) -> None:
     """Hook for licensing: licenses follow their entitlement (revoked or re-issued)."""
     from store.licensing import hooks
 
-    hooks.entitlement_changed(session, entitlement)
+    hooks.entitlement_changed(session, entitlement, signer)
 
 
 def held_by_account(session: Session, account: Account, product: Product) -> list[Entitlement]:

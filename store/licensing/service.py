@@ -48,6 +48,7 @@ from store.keys import service as keys
 from store.keys.service import KeyRing, LoadedKey
 from store.licensing import verify
 from store.licensing.models import Entitlement, License
+from store.licensing.signer import LicenseSigner
 
 PAYLOAD_VERSION = 1
 # Revocation lists promise a fresh copy within this time (their next_update).
@@ -281,17 +282,18 @@ def revoke_licenses(session: Session, entitlement: Entitlement, *, reason: str) 
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-def reissue_if_changed(session: Session, entitlement: Entitlement) -> License | None:
+def reissue_if_changed(
+    session: Session, entitlement: Entitlement, signer: LicenseSigner | None
+) -> License | None:
     """After a change of terms (renewal, extension, grace): issue a new document when the
-    entitlement already has one and the session knows how to sign (``session.info`` holds
-    ``keyring`` and ``settings``). Otherwise the next request issues it lazily."""
-    keyring, settings = session.info.get("keyring"), session.info.get("settings")
-    if entitlement.status != "active" or keyring is None or settings is None:
+    entitlement already has one and the caller gave a signer. Without one the next request
+    for the license issues it lazily."""
+    if entitlement.status != "active" or signer is None:
         return None
     latest = _latest_unrevoked(session, entitlement)
     if latest is None or is_current(latest, entitlement):
         return None
-    return issue_license(session, keyring, settings, entitlement)
+    return issue_license(session, signer.keyring, signer.settings, entitlement)
 
 
 # --- the .lic file ----------------------------------------------------------------------------

@@ -7,8 +7,8 @@ a category (``sales``, ``reviews``, ``renewals``) respect the recipient's prefer
 others are transactional. Payment and subscription notices are billing's
 (``store.billing.notices``), built on the helpers here.
 
-Settings come from the caller, else from the session (``session.info["settings"]``, set for
-every request and CLI unit of work); without them nothing is queued and a warning is logged.
+Settings are passed by the caller (the request's, the command's, the billing runtime's
+``store``); given none, nothing is queued and a warning is logged.
 """
 
 from __future__ import annotations
@@ -35,12 +35,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("store.mail")
 
 
-def settings_of(session: Session, settings: Settings | None, what: str) -> Settings | None:
-    resolved = settings or session.info.get("settings")
-    if not isinstance(resolved, Settings):
+def settings_of(settings: Settings | None, what: str) -> Settings | None:
+    """The settings a notice is written with (links, sender); without them it is not mailed,
+    and a warning says so."""
+    if settings is None:
         log.warning("no store settings: %s not mailed", what)
-        return None
-    return resolved
+    return settings
 
 
 def day(value: datetime | None) -> str:
@@ -170,7 +170,7 @@ def certification_decided(
 ) -> None:
     """To the publisher's owners and editors: a certification request was approved or
     rejected (with the reviewer's note)."""
-    resolved = settings_of(session, settings, f"certification decision {request_id}")
+    resolved = settings_of(settings, f"certification decision {request_id}")
     if resolved is None:
         return
     send(
@@ -194,7 +194,7 @@ def publisher_verification(
     session: Session, settings: Settings | None, *, org: Organization, verified: bool
 ) -> None:
     """To the organization's owners: an administrator verified it, or took that back."""
-    resolved = settings_of(session, settings, f"verification decision of {org.slug}")
+    resolved = settings_of(settings, f"verification decision of {org.slug}")
     if resolved is None:
         return
     send(
@@ -214,7 +214,7 @@ def publisher_verification(
 
 def invitation(session: Session, settings: Settings | None, *, invitation: Invitation) -> None:
     """To the invited account: an organization invites it (once per invitation and role)."""
-    resolved = settings_of(session, settings, f"invitation {invitation.id}")
+    resolved = settings_of(settings, f"invitation {invitation.id}")
     if resolved is None:
         return
     invitee = session.get(Account, invitation.account_id)

@@ -243,14 +243,19 @@ def decide_certification(
     body: DecisionIn,
     admin: AdminAccount,
     session: DbSession,
+    settings: SettingsDep,
 ) -> CertificationOut:
     """`approve` (the digest must be signed by an unrevoked key) or `reject` (a note is
     required)."""
     request = certification.get_request(session, request_id)
     if decision == "approve":
-        request = certification.approve(session, actor=admin, request=request, note=body.note)
+        request = certification.approve(
+            session, actor=admin, request=request, note=body.note, settings=settings
+        )
     elif decision == "reject":
-        request = certification.reject(session, actor=admin, request=request, note=body.note)
+        request = certification.reject(
+            session, actor=admin, request=request, note=body.note, settings=settings
+        )
     else:
         raise NotFound("Decide with /approve or /reject")
     return _request_out(request)

@@ -20,6 +20,7 @@ from store.accounts.models import Account
 from store.audit import service as audit
 from store.catalog import service as catalog
 from store.catalog.models import Product
+from store.config import Settings
 from store.db import utcnow
 from store.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from store.mail import notices
@@ -97,7 +98,12 @@ def _decide(
 
 
 def approve(
-    session: Session, *, actor: Account, request: CertificationRequest, note: str = ""
+    session: Session,
+    *,
+    actor: Account,
+    request: CertificationRequest,
+    note: str = "",
+    settings: Settings | None,
 ) -> CertificationRequest:
     """Certify the request's digest: it must be signed by a key that is not revoked."""
     product = request.product
@@ -129,12 +135,17 @@ def approve(
     )
     session.flush()
     _record(session, actor, request, "certification.approve")
-    _notify(session, request)
+    _notify(session, request, settings)
     return request
 
 
 def reject(
-    session: Session, *, actor: Account, request: CertificationRequest, note: str
+    session: Session,
+    *,
+    actor: Account,
+    request: CertificationRequest,
+    note: str,
+    settings: Settings | None,
 ) -> CertificationRequest:
     """Turn a request down; the note (required) tells the publisher why."""
     if not note.strip():
@@ -142,14 +153,15 @@ def reject(
     _decide(session, actor=actor, request=request, status="rejected", note=note)
     session.flush()
     _record(session, actor, request, "certification.reject")
-    _notify(session, request)
+    _notify(session, request, settings)
     return request
 
 
-def _notify(session: Session, request: CertificationRequest) -> None:
+def _notify(session: Session, request: CertificationRequest, settings: Settings | None) -> None:
+    """The publisher is told by mail (given the store's settings, else not mailed)."""
     notices.certification_decided(
         session,
-        None,
+        settings,
         request_id=request.id,
         product=request.product,
         tag=request.tag,

@@ -11,7 +11,7 @@ from starlette.responses import Response
 from store.accounts import service as accounts
 from store.catalog import service as catalog
 from store.db import utcnow
-from store.deps import DbSession
+from store.deps import DbSession, get_settings
 from store.errors import StoreError, ValidationFailed
 from store.licensing import entitlements
 from store.licensing.models import Entitlement
@@ -72,6 +72,7 @@ def verify(
             actor=admin,
             verified=decision == "verify",
             note=forms.text(form, "note"),
+            settings=get_settings(request),
         )
 
     result = forms.attempt(session, decide)

@@ -55,9 +55,7 @@ STRIPE_CSP = (
 )
 
 
-def _billing(request: Request, session: Session) -> Billing:
-    session.info.setdefault("keyring", request.app.state.keyring)
-    session.info.setdefault("settings", request.app.state.settings)
+def _billing(request: Request) -> Billing:
     return billing_of(request.app.state)
 
 
@@ -184,7 +182,7 @@ def checkout_page(
     """The checkout form: Stripe Elements, or the test gateway's own card form (TEST MODE).
     With tax configured it asks for the buyer's country (and a business's VAT id), and
     ``?country=`` shows the price for that country; ``?coupon=`` the price with a coupon."""
-    billing = _billing(request, session)
+    billing = _billing(request)
     tier = _tier(session, tier_id)
     try:
         buyer = _buyer(country, vat_id)
@@ -213,7 +211,7 @@ def checkout_submit(
     quantity: Annotated[str, Form(max_length=12)] = "",
 ) -> Response:
     """Create the order, ask the gateway to charge, and go to the order's status page."""
-    billing = _billing(request, session)
+    billing = _billing(request)
     tier = _tier(session, tier_id)
     org = accounts.get_organization(session, org_slug) if org_slug else None
     payment = PaymentInput(payment_method=payment_method or None, card_number=card_number or None)
@@ -281,7 +279,7 @@ def order_status(
 ) -> Response:
     """What happened to a checkout, truthfully; refreshes itself while the payment event is
     still on its way."""
-    billing = _billing(request, session)
+    billing = _billing(request)
     order = _my_order(session, order_id, account)
     if catch_up(request, billing, order) is not None:
         # The webhook had not arrived: the gateway's answer was applied; show it.
@@ -318,7 +316,7 @@ def authenticate_page(
     request: Request, order_id: uuid.UUID, session: DbSession, account: RequiredAccount
 ) -> Response:
     """TEST MODE: the simulated card authentication step (3-D Secure)."""
-    billing = _billing(request, session)
+    billing = _billing(request)
     order = _my_order(session, order_id, account)
     if not isinstance(billing.gateway, TestGateway) or order.status != "requires_action":
         raise NotFound("Nothing to authenticate")
@@ -334,7 +332,7 @@ def authenticate_submit(
     decision: FormStr = "",
 ) -> Response:
     """TEST MODE: approve or fail the simulated authentication."""
-    billing = _billing(request, session)
+    billing = _billing(request)
     order = _my_order(session, order_id, account)
     gateway = billing.gateway
     if not isinstance(gateway, TestGateway) or order.status != "requires_action":
@@ -349,7 +347,7 @@ def authenticate_submit(
 @router.get("/my/purchases")
 def my_purchases(request: Request, session: DbSession, account: RequiredAccount) -> Response:
     """Orders and subscriptions, with cancel/resume and receipts."""
-    billing = _billing(request, session)
+    billing = _billing(request)
     maybe_sweep(request.app.state.sessionmaker, billing)
     return _page(
         request,
@@ -369,7 +367,7 @@ def subscription_page(
 ) -> Response:
     """One subscription's billing: its plan, the next charge (and its coupon), the card
     (replace it), a past-due payment (pay it now), cancel or resume, and its payments."""
-    billing = _billing(request, session)
+    billing = _billing(request)
     sub = subscriptions.get_visible_subscription(session, sub_id, account)
     payments = list(
         session.scalars(
@@ -412,7 +410,7 @@ def replace_card(
     pay: FormStr = "",
 ) -> Response:
     """Replace the card; with ``pay``, also pay a past-due invoice with it now."""
-    billing = _billing(request, session)
+    billing = _billing(request)
     sub = subscriptions.get_visible_subscription(session, sub_id, account)
     payment = PaymentInput(payment_method=payment_method or None, card_number=card_number or None)
     page = f"/my/purchases/subscriptions/{sub.id}"
@@ -442,7 +440,7 @@ def change_plan_page(
     tier: Annotated[uuid.UUID, Query()],
 ) -> Response:
     """The prorated price of moving to ``tier`` now, to confirm (nothing changes yet)."""
-    billing = _billing(request, session)
+    billing = _billing(request)
     sub = subscriptions.get_visible_subscription(session, sub_id, account)
     target = catalog.get_tier(session, tier)
     page = f"/my/purchases/subscriptions/{sub.id}"
@@ -472,7 +470,7 @@ def change_plan(
     key: FormStr = "",
 ) -> Response:
     """Confirm a plan change; the form's key makes a double click change once."""
-    billing = _billing(request, session)
+    billing = _billing(request)
     sub = subscriptions.get_visible_subscription(session, sub_id, account)
     page = f"/my/purchases/subscriptions/{sub.id}"
     try:
@@ -508,7 +506,7 @@ def cancel_or_resume(
 ) -> Response:
     if action not in ("cancel", "resume"):
         raise NotFound("There is nothing at this address")
-    billing = _billing(request, session)
+    billing = _billing(request)
     sub = subscriptions.get_visible_subscription(session, sub_id, account)
     subscriptions.set_cancel_at_period_end(session, billing, sub=sub, cancel=action == "cancel")
     if action == "cancel":
@@ -527,7 +525,7 @@ def receipt(
     request: Request, order_id: uuid.UUID, session: DbSession, account: RequiredAccount
 ) -> Response:
     """A printable receipt for a paid order."""
-    billing = _billing(request, session)
+    billing = _billing(request)
     order = _receipt_order(session, order_id, account)
     return _page(
         request,
@@ -554,7 +552,7 @@ def receipt_pdf(
     request: Request, order_id: uuid.UUID, session: DbSession, account: RequiredAccount
 ) -> Response:
     """The receipt as a PDF document."""
-    billing = _billing(request, session)
+    billing = _billing(request)
     order = _receipt_order(session, order_id, account)
     body = receipts.to_pdf(_receipt(request, billing, order))
     response = Response(body, media_type="application/pdf")
@@ -573,7 +571,7 @@ def sales_page(
     request: Request, org: str, session: DbSession, account: RequiredAccount
 ) -> Response:
     """Sales by month, product and tier, with CSV export."""
-    billing = _billing(request, session)
+    billing = _billing(request)
     organization = accounts.get_organization(session, org)
     rows = sales.sales_of(session, actor=account, org=organization)
     return _page(
@@ -600,7 +598,7 @@ def publisher_orders(
     request: Request, org: str, session: DbSession, account: RequiredAccount
 ) -> Response:
     """The organization's paid orders (owners), with refunds inside the operator's window."""
-    billing = _billing(request, session)
+    billing = _billing(request)
     organization = accounts.get_organization(session, org)
     rows = orders.sales_orders(session, account, organization)
     return _page(
@@ -626,7 +624,7 @@ def publisher_refund(
     amount: FormStr = "",
 ) -> Response:
     """Refund the amount given (empty: everything not refunded yet) of one's own sale."""
-    billing = _billing(request, session)
+    billing = _billing(request)
     organization = accounts.get_organization(session, org)
     order = orders.get_refundable_order(session, billing, order_id, account)
     if order.product.organization_id != organization.id:
@@ -688,7 +686,7 @@ def coupons_page(
     request: Request, org: str, session: DbSession, account: RequiredAccount
 ) -> Response:
     """The organization's coupons, how often each was redeemed, and a form for a new one."""
-    billing = _billing(request, session)
+    billing = _billing(request)
     organization = accounts.get_organization(session, org)
     return _coupons_page(request, session, billing, account, organization)
 
@@ -734,7 +732,7 @@ def create_coupon(
     expires: FormStr = "",
 ) -> Response:
     """Make a coupon (owners); every problem is shown on the form again."""
-    billing = _billing(request, session)
+    billing = _billing(request)
     organization = accounts.get_organization(session, org)
     form = {
         "code": code,
@@ -790,7 +788,7 @@ def deactivate_coupon(
 
 @router.get("/admin/orders")
 def admin_orders(request: Request, session: DbSession, admin: AdminAccount) -> Response:
-    billing = _billing(request, session)
+    billing = _billing(request)
     recent = list(session.scalars(select(Order).order_by(Order.created_at.desc()).limit(200)))
     return _page(request, "billing/admin_orders.html", {"orders": recent}, billing)
 
@@ -800,7 +798,7 @@ def admin_order(
     request: Request, order_id: uuid.UUID, session: DbSession, admin: AdminAccount
 ) -> Response:
     """An order with its payment details, and full or partial refunds."""
-    billing = _billing(request, session)
+    billing = _billing(request)
     order = orders.get_order(session, order_id)
     entitlement = session.get(Entitlement, order.entitlement_id) if order.entitlement_id else None
     return _page(
@@ -828,7 +826,7 @@ def admin_refund(
     amount: FormStr = "",
 ) -> Response:
     """Refund the amount given (empty: everything not refunded yet)."""
-    billing = _billing(request, session)
+    billing = _billing(request)
     order = orders.get_order(session, order_id)
     amount_minor = parse_amount(amount, order.currency)
     orders.refund(session, billing, actor=admin, order=order, amount_minor=amount_minor)

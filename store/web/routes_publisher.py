@@ -14,7 +14,7 @@ from store.billing import sales
 from store.catalog import service as catalog
 from store.catalog.models import Product
 from store.db import utcnow
-from store.deps import DbSession
+from store.deps import DbSession, get_settings
 from store.errors import NotFound, StoreError
 from store.registry import hub
 from store.registry import visibility as registry_visibility
@@ -174,6 +174,7 @@ def invite(
             actor=account,
             username=forms.text(form, "username"),
             role=forms.text(form, "role"),
+            settings=get_settings(request),
         ),
         failed=lambda state, status: org_page(
             request, session, account, organization, state, status

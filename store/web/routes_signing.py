@@ -11,7 +11,7 @@ from store.accounts import service as accounts
 from store.accounts.models import Account, Organization
 from store.catalog import service as catalog
 from store.catalog.models import Product
-from store.deps import DbSession
+from store.deps import DbSession, get_settings
 from store.errors import NotFound, ValidationFailed
 from store.signing import certification, publisher_keys
 from store.signing import service as signing
@@ -240,12 +240,17 @@ def decide(
     review = certification.get_request(session, request_id)
     decision = forms.text(form, "decision")
     note = forms.text(form, "note")
+    settings = get_settings(request)
 
     def act() -> object:
         if decision == "approve":
-            return certification.approve(session, actor=admin, request=review, note=note)
+            return certification.approve(
+                session, actor=admin, request=review, note=note, settings=settings
+            )
         if decision == "reject":
-            return certification.reject(session, actor=admin, request=review, note=note)
+            return certification.reject(
+                session, actor=admin, request=review, note=note, settings=settings
+            )
         raise ValidationFailed("Choose approve or reject")
 
     word = "certified" if decision == "approve" else "rejected"

@@ -60,7 +60,7 @@ def test_services_record_security_actions(session: Session) -> None:
     )
     accounts.revoke_token(session, token=issued.token, actor=alice)
     accounts.request_verification(session, org=acme, actor=alice)
-    accounts.set_verified(session, org=acme, actor=admin, verified=True, note="ok")
+    accounts.set_verified(session, org=acme, actor=admin, verified=True, note="ok", settings=None)
     accounts.set_admin(session, account=alice, is_admin=True, actor=admin)
     grant = entitlements.grant(session, actor=alice, tier=tier_of(product, "free"), account=admin)
     entitlements.revoke(session, entitlement=grant, actor=alice, reason="test")

@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -21,6 +22,7 @@ from store.billing.test_gateway import CARD_SUCCESS
 from store.db import utcnow
 from store.errors import Conflict
 from store.idempotency import ProcessedEvent
+from store.licensing import service as licenses
 from store.licensing.models import Entitlement
 from tests.billing.conftest import Shop
 from tests.billing.helpers import make_event, post_event, sign
@@ -278,6 +280,31 @@ def test_renewal_extends_and_duplicates_do_not(
     post_event(client, older)
     session.expire_all()
     assert int(session.get(Entitlement, sub.entitlement_id).ends_at.timestamp()) == end2  # type: ignore[union-attr]
+
+
+def test_a_renewal_by_webhook_re_signs_the_license(
+    app: FastAPI, client: TestClient, session: Session, billing: Billing, shop: Shop
+) -> None:
+    """The webhook's unit of work signs with the app's key ring through the billing runtime
+    (given to the app here without one): the renewed terms get a new document at once."""
+    sub = active_subscription(session, billing, shop)
+    entitlement = session.get(Entitlement, sub.entitlement_id)
+    assert entitlement is not None
+    keyring, settings = app.state.keyring, app.state.settings
+    first = licenses.current_license(session, keyring, settings, entitlement)
+    session.commit()
+    end1 = int(sub.current_period_end.timestamp())  # type: ignore[union-attr]
+    end2 = end1 + 30 * 86400
+    event = make_event("invoice.paid", invoice(sub, "in_resign_1", end1, end2))
+    assert post_event(client, event).json()["status"] == "processed"
+    session.expire_all()
+    entitlement = session.get(Entitlement, sub.entitlement_id)
+    assert entitlement is not None
+    documents = licenses.licenses_of(session, entitlement)
+    assert len(documents) == 2 and documents[1].id == first.id
+    assert documents[0].expires_at is not None
+    assert int(documents[0].expires_at.timestamp()) == end2
+    assert billing.signer is not None and billing.signer.keyring is keyring
 
 
 def test_payment_failure_grace_then_suspension_then_recovery(

@@ -76,7 +76,7 @@ def store(data_dir: Path, *, demo_password: str, registry_host: str) -> Seeded:
     engine = make_engine(settings.resolved_database_url)
     migrate.upgrade(engine)
     with session_scope(make_sessionmaker(engine)) as session:
-        demo.seed(session, password=demo_password, registry_host=registry_host)
+        demo.seed(session, password=demo_password, registry_host=registry_host, settings=settings)
     billing = build_billing(BillingSettings(_env_file=None, gateway="test"), settings)  # type: ignore[call-arg]
     try:
         with session_scope(make_sessionmaker(engine)) as session:

@@ -175,7 +175,7 @@ def test_sign_certify_and_flag_an_unsigned_push(env: Env) -> None:
         alice = accounts.get_account_by_username(session, "alice")
         request = certification.submit(session, actor=alice, product=product, tag="v1")
         admin = accounts.get_account_by_username(session, "root-admin")
-        certification.approve(session, actor=admin, request=request)
+        certification.approve(session, actor=admin, request=request, settings=None)
     assert _tags(env)["v1"]["status"] == "certified"
     digest = _push(env, "v2", b"unsigned content v2\n")
     v2 = _tags(env)["v2"]

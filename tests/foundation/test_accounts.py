@@ -116,10 +116,10 @@ def test_invitation_flow_and_roles(session: Session) -> None:
     org = make_org(session, owner)
     with pytest.raises(Forbidden):
         service.invite_member(
-            session, org=org, actor=stranger, username=guest.username, role="editor"
+            session, org=org, actor=stranger, username=guest.username, role="editor", settings=None
         )
     invitation = service.invite_member(
-        session, org=org, actor=owner, username=guest.username, role="editor"
+        session, org=org, actor=owner, username=guest.username, role="editor", settings=None
     )
     assert service.pending_invitations(session, guest) == [invitation]
     with pytest.raises(NotFound):
@@ -133,7 +133,9 @@ def test_invitation_flow_and_roles(session: Session) -> None:
     with pytest.raises(Conflict, match="already answered"):
         service.answer_invitation(session, invitation_id=invitation.id, account=guest, accept=False)
     with pytest.raises(Conflict, match="already a member"):
-        service.invite_member(session, org=org, actor=owner, username=guest.username, role="viewer")
+        service.invite_member(
+            session, org=org, actor=owner, username=guest.username, role="viewer", settings=None
+        )
 
 
 def test_last_owner_cannot_leave_or_be_demoted(session: Session) -> None:
@@ -152,8 +154,10 @@ def test_admins_verify_publishers(session: Session) -> None:
     service.request_verification(session, org=org, actor=owner)
     assert org.verification_requested_at is not None
     with pytest.raises(Forbidden):
-        service.set_verified(session, org=org, actor=owner, verified=True)
-    service.set_verified(session, org=org, actor=admin, verified=True, note="checked")
+        service.set_verified(session, org=org, actor=owner, verified=True, settings=None)
+    service.set_verified(
+        session, org=org, actor=admin, verified=True, note="checked", settings=None
+    )
     assert org.verified and org.verification_requested_at is None
 
 
@@ -223,7 +227,9 @@ def test_robot_tokens_belong_to_the_org_and_need_an_owner(session: Session) -> N
     owner = make_account(session)
     editor = make_account(session)
     org = make_org(session, owner)
-    service.invite_member(session, org=org, actor=owner, username=editor.username, role="editor")
+    service.invite_member(
+        session, org=org, actor=owner, username=editor.username, role="editor", settings=None
+    )
     invitation = service.pending_invitations(session, editor)[0]
     service.answer_invitation(session, invitation_id=invitation.id, account=editor, accept=True)
     with pytest.raises(Forbidden):

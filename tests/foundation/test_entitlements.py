@@ -80,7 +80,12 @@ def test_organization_entitlement_covers_its_members(session: Session, shop: dic
     outsider = make_account(session)
     buyer = make_org(session, buyer_owner, "buyer")
     invitation = accounts.invite_member(
-        session, org=buyer, actor=buyer_owner, username=member.username, role="viewer"
+        session,
+        org=buyer,
+        actor=buyer_owner,
+        username=member.username,
+        role="viewer",
+        settings=None,
     )
     accounts.answer_invitation(session, invitation_id=invitation.id, account=member, accept=True)
     pro = catalog.get_tier_by_slug(session, shop["product"], "pro")
@@ -107,10 +112,11 @@ def test_expiry_and_grace(session: Session, shop: dict) -> None:
         entitlement=held,
         ends_at=now - timedelta(hours=1),
         grace_until=now + timedelta(days=3),
+        signer=None,
     )
     assert held.effective_status(utcnow()) == "grace"
     assert access_for(session, customer, shop["product"]).allowed
-    entitlements.extend(session, entitlement=held, ends_at=now - timedelta(hours=1))
+    entitlements.extend(session, entitlement=held, ends_at=now - timedelta(hours=1), signer=None)
     decision = access_for(session, customer, shop["product"])
     assert (decision.allowed, decision.reason) == (False, "expired")
 
@@ -131,7 +137,9 @@ def test_access_denials_say_why(session: Session, shop: dict, setup: str, reason
     pro = catalog.get_tier_by_slug(session, product, "pro")
     if setup == "suspended_entitlement":
         held = entitlements.grant(session, actor=shop["owner"], tier=pro, account=customer)
-        entitlements.set_status(session, entitlement=held, status="suspended", reason="past due")
+        entitlements.set_status(
+            session, entitlement=held, status="suspended", reason="past due", signer=None
+        )
     if setup == "suspended_product":
         catalog.set_status(
             session, actor=make_admin(session), product=product, status="suspended", reason="x"

@@ -154,6 +154,7 @@ def test_verify_in_grace_is_not_valid(
         entitlement=shop.entitlement,
         ends_at=ends,
         grace_until=utcnow() + timedelta(days=2),
+        signer=None,
     )
     files = write_files(tmp_path, session, keyring, settings, shop)
     result = run("license", "verify", str(files.lic), "--jwks", str(files.jwks), "--json")

@@ -94,7 +94,11 @@ def test_expired_license_is_refused_and_grace_accepted(
         resolve(session, keyring, settings, "license", issued.token, now=ends + timedelta(days=1))
     assert info.value.code == "license_expired"
     entitlements.extend(
-        session, entitlement=shop.entitlement, ends_at=ends, grace_until=ends + timedelta(days=7)
+        session,
+        entitlement=shop.entitlement,
+        ends_at=ends,
+        grace_until=ends + timedelta(days=7),
+        signer=None,
     )
     graced = service.current_license(session, keyring, settings, shop.entitlement)
     got = resolve(session, keyring, settings, "license", graced.token, now=ends + timedelta(days=1))
@@ -114,7 +118,7 @@ def test_not_yet_valid_license_is_refused(
 def test_suspended_entitlement_is_refused(
     session: Session, keyring: KeyRing, settings: Settings, shop: Shop, issued: License
 ) -> None:
-    entitlements.set_status(session, entitlement=shop.entitlement, status="suspended")
+    entitlements.set_status(session, entitlement=shop.entitlement, status="suspended", signer=None)
     with pytest.raises(Unauthorized, match="suspended") as info:
         resolve(session, keyring, settings, "license", issued.token)
     assert info.value.code == "license_suspended"

@@ -14,6 +14,7 @@ from store.keys import service as keys
 from store.keys.service import KeyRing
 from store.licensing import entitlements, service, verify
 from store.licensing.models import License
+from store.licensing.signer import LicenseSigner
 from tests.factories import make_account, make_org
 from tests.licensing.conftest import Shop
 
@@ -86,7 +87,11 @@ def test_perpetual_organization_license_and_grace(
     assert claims["sub"] == {"type": "organization", "id": str(buyer.id), "name": "Buyer Ltd"}
     ends = utcnow() - timedelta(days=1)
     entitlements.extend(
-        session, entitlement=held, ends_at=ends, grace_until=utcnow() + timedelta(days=3)
+        session,
+        entitlement=held,
+        ends_at=ends,
+        grace_until=utcnow() + timedelta(days=3),
+        signer=None,
     )
     graced = service.current_license(session, keyring, settings, held)
     assert list(service.decode_payload(graced.token)) == PAYLOAD_ORDER
@@ -110,12 +115,9 @@ def test_renewal_reissues_and_old_license_stays_valid_until_its_expiry(
     old = service.current_license(session, keyring, settings, e)
     old_exp = e.ends_at
     assert old_exp is not None
-    # The request's unit of work carries what signing needs: the hook re-issues at once.
-    session.info.update(keyring=keyring, settings=settings)
-    try:
-        entitlements.extend(session, entitlement=e, ends_at=old_exp + timedelta(days=30))
-    finally:
-        session.info.clear()
+    # Given a signer, the change of terms re-issues at once.
+    signer = LicenseSigner(keyring, settings)
+    entitlements.extend(session, entitlement=e, ends_at=old_exp + timedelta(days=30), signer=signer)
     documents = service.licenses_of(session, e)
     assert len(documents) == 2 and documents[1].id == old.id
     new = documents[0]
@@ -133,7 +135,7 @@ def test_change_without_signing_context_reissues_lazily(
 ) -> None:
     e = shop.entitlement
     old = service.current_license(session, keyring, settings, e)
-    entitlements.extend(session, entitlement=e, ends_at=None)  # now perpetual
+    entitlements.extend(session, entitlement=e, ends_at=None, signer=None)  # now perpetual
     assert len(service.licenses_of(session, e)) == 1
     new = service.current_license(session, keyring, settings, e)
     assert new.id != old.id and "exp" not in service.decode_payload(new.token)
@@ -168,12 +170,14 @@ def test_suspended_entitlement_keeps_its_last_license_but_gets_no_new_one(
 ) -> None:
     e = shop.entitlement
     with_license = service.current_license(session, keyring, settings, e)
-    entitlements.set_status(session, entitlement=e, status="suspended", reason="past due")
+    entitlements.set_status(
+        session, entitlement=e, status="suspended", reason="past due", signer=None
+    )
     assert service.current_license(session, keyring, settings, e).id == with_license.id
     other = entitlements.create_entitlement(
         session, tier=e.tier, source="grant", account=make_account(session)
     )
-    entitlements.set_status(session, entitlement=other, status="suspended")
+    entitlements.set_status(session, entitlement=other, status="suspended", signer=None)
     with pytest.raises(Conflict, match="suspended"):
         service.current_license(session, keyring, settings, other)
 

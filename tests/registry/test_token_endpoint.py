@@ -217,7 +217,9 @@ def test_denials_say_why_and_where(
     grant = entitlements.grant(session, actor=alice, tier=tier_of(product, "pro"), account=bob)  # type: ignore[arg-type]
     assert access_of(get_token(client, ["repository:acme/app:pull"], basic("bob", PASSWORD)))
 
-    entitlements.extend(session, entitlement=grant, ends_at=utcnow() - timedelta(seconds=1))
+    entitlements.extend(
+        session, entitlement=grant, ends_at=utcnow() - timedelta(seconds=1), signer=None
+    )
     grant.starts_at = utcnow() - timedelta(days=1)
     session.flush()
     error = _denial(get_token(client, ["repository:acme/app:pull"], basic("bob", PASSWORD)))
@@ -228,11 +230,13 @@ def test_denials_say_why_and_where(
     assert error["detail"][0]["reason"] == "revoked" and url in error["message"]
 
     other = entitlements.grant(session, actor=alice, tier=tier_of(product, "pro"), account=bob)  # type: ignore[arg-type]
-    entitlements.set_status(session, entitlement=other, status="suspended", reason="past due")
+    entitlements.set_status(
+        session, entitlement=other, status="suspended", reason="past due", signer=None
+    )
     error = _denial(get_token(client, ["repository:acme/app:pull"], basic("bob", PASSWORD)))
     assert error["detail"][0]["reason"] == "suspended"
 
-    entitlements.set_status(session, entitlement=other, status="active")
+    entitlements.set_status(session, entitlement=other, status="active", signer=None)
     catalog.set_status(
         session, actor=make_admin(session), product=product, status="suspended", reason="malware"
     )  # type: ignore[arg-type]

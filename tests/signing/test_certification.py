@@ -58,15 +58,19 @@ def test_submit_approve_ties_the_badge_to_the_digest(session: Session, world) ->
         certification.submit(session, actor=world["alice"], product=product, tag="v1")
     assert certification.queue(session) == [request]
     with pytest.raises(Forbidden):
-        certification.approve(session, actor=world["alice"], request=request)
-    certification.approve(session, actor=world["admin"], request=request, note="looks good")
+        certification.approve(session, actor=world["alice"], request=request, settings=None)
+    certification.approve(
+        session, actor=world["admin"], request=request, note="looks good", settings=None
+    )
     assert (request.status, request.certified_digest) == ("approved", V1)
     assert product.certified
     assert signing.certified_digest(session, product) == V1
     [tag] = signing.tag_statuses(session, product)
     assert tag.status == "certified"
     with pytest.raises(Conflict):
-        certification.reject(session, actor=world["admin"], request=request, note="late")
+        certification.reject(
+            session, actor=world["admin"], request=request, note="late", settings=None
+        )
 
 
 def test_approval_needs_a_valid_signature(session: Session, world) -> None:
@@ -75,7 +79,7 @@ def test_approval_needs_a_valid_signature(session: Session, world) -> None:
         session, actor=world["alice"], product=world["product"], tag="v1"
     )
     with pytest.raises(Conflict) as err:
-        certification.approve(session, actor=world["admin"], request=request)
+        certification.approve(session, actor=world["admin"], request=request, settings=None)
     assert err.value.code == "unsigned"
     assert request.status == "submitted" and not world["product"].certified
 
@@ -86,8 +90,12 @@ def test_reject_needs_a_note(session: Session, world) -> None:
         session, actor=world["alice"], product=world["product"], tag="v1"
     )
     with pytest.raises(ValidationFailed):
-        certification.reject(session, actor=world["admin"], request=request, note=" ")
-    certification.reject(session, actor=world["admin"], request=request, note="no docs")
+        certification.reject(
+            session, actor=world["admin"], request=request, note=" ", settings=None
+        )
+    certification.reject(
+        session, actor=world["admin"], request=request, note="no docs", settings=None
+    )
     assert request.status == "rejected" and request.decided_at is not None
     assert not world["product"].certified
 
@@ -111,7 +119,7 @@ def test_newer_approval_supersedes(session: Session, world) -> None:
         push(session, "acme/app", tag, digest)
         _sign(session, world, digest)
         request = certification.submit(session, actor=world["alice"], product=product, tag=tag)
-        certification.approve(session, actor=admin, request=request)
+        certification.approve(session, actor=admin, request=request, settings=None)
     statuses = {r.tag: r.status for r in certification.requests_of(session, product)}
     assert statuses == {"v1": "superseded", "v2": "approved"}
     assert signing.certified_digest(session, product) == V2
@@ -123,7 +131,7 @@ def _certify_v1(session: Session, world) -> None:
     request = certification.submit(
         session, actor=world["alice"], product=world["product"], tag="v1"
     )
-    certification.approve(session, actor=world["admin"], request=request)
+    certification.approve(session, actor=world["admin"], request=request, settings=None)
 
 
 def test_unsigned_push_to_certified_product_is_flagged(session: Session, world) -> None:

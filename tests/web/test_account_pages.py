@@ -77,8 +77,12 @@ def test_invitation_accept_and_decline(browser: TestClient, session: Session) ->
     org = make_org(session, owner, "teamco")
     other = make_org(session, owner, "otherco")
     make_account(session, "newbie")
-    accounts.invite_member(session, org=org, actor=owner, username="newbie", role="editor")
-    accounts.invite_member(session, org=other, actor=owner, username="newbie", role="viewer")
+    accounts.invite_member(
+        session, org=org, actor=owner, username="newbie", role="editor", settings=None
+    )
+    accounts.invite_member(
+        session, org=other, actor=owner, username="newbie", role="viewer", settings=None
+    )
 
     login(browser, "newbie")
     content = browser.get("/my/content")

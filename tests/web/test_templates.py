@@ -103,9 +103,11 @@ def test_every_template_renders(
         tiers=[{"slug": "free", "billing": "free", "features": ["Basics"]}, paid_tier()],
     )
     catalog.set_badges(session, actor=admin, product=product, official=True, certified=True)
-    accounts.set_verified(session, org=org, actor=admin, verified=True)
+    accounts.set_verified(session, org=org, actor=admin, verified=True, settings=None)
     other = make_org(session, admin, "pendingco")
-    accounts.invite_member(session, org=other, actor=admin, username="tour-customer", role="viewer")
+    accounts.invite_member(
+        session, org=other, actor=admin, username="tour-customer", role="viewer", settings=None
+    )
 
     # Anonymous visitor.
     check(browser.get("/"))
