@@ -99,7 +99,7 @@ class FormState:
                 values.setdefault(key, []).append(value)
         if isinstance(exc, FieldErrors):
             return cls(name, values, exc.detail, "", dict(exc.errors), exc.code)
-        field = (fields or {}).get(exc.code) or input_for(exc, set(form.keys()))
+        field = input_for(exc, set(form.keys())) or (fields or {}).get(exc.code, "")
         return cls(name, values, exc.detail, field, code=exc.code)
 
     def submitted(self, name: str) -> bool:

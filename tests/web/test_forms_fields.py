@@ -56,6 +56,12 @@ def test_a_page_places_an_error_its_service_raises_without_a_field() -> None:
     assert other.error_for("email") == "Busy" and other.code == "conflict"
     named = FormState.failed("email", form, ValidationFailed("Bad", field="email"), {})
     assert named.field_error("email", "new_email") == "Bad"
+    # An input the error names itself wins over the page's guess from its code.
+    rule = ValidationFailed("'X' is not KEY=VALUE", code="bad_rule", field="args")
+    args = FormState.failed(
+        "source", FormData([("rules", ""), ("args", "X")]), rule, {"bad_rule": "rules"}
+    )
+    assert args.field_error("source", "args") == rule.detail
 
 
 def _echo(state: FormState, status: int) -> Response:
