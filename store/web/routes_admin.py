@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 
 from fastapi import Request
 from starlette.datastructures import FormData
@@ -19,7 +20,7 @@ from store.web import forms
 from store.web.forms import Form, FormState
 from store.web.routes_catalog import BadRequest, parse_page
 from store.web.routing import AdminAccount, page_router, safe_next
-from store.web.templating import flash, redirect, render, with_query
+from store.web.templating import render, with_query
 
 router = page_router()
 
@@ -29,13 +30,24 @@ def _back(form: FormData, default: str) -> str:
     return target if target.startswith("/admin") else default
 
 
-def _done(request: Request, form: FormData, default: str, result: object, message: str) -> Response:
+def _button(
+    request: Request,
+    session: DbSession,
+    form: FormData,
+    default: str,
+    action: Callable[[], object],
+    message: str,
+) -> Response:
     """Button forms: flash the outcome (or the service's refusal) and go back to the list."""
-    if isinstance(result, StoreError):
-        flash(request, result.detail, "error")
-    else:
-        flash(request, message)
-    return redirect(_back(form, default))
+    back = _back(form, default)
+    return forms.submit(
+        session,
+        form,
+        "button",
+        action,
+        failed=forms.refused_back(request, back),
+        done=lambda _: forms.redirect_with(request, message, back),
+    )
 
 
 # --- publishers -----------------------------------------------------------------------
@@ -75,11 +87,10 @@ def verify(
             settings=get_settings(request),
         )
 
-    result = forms.attempt(session, decide)
     message = (
         f"{org.slug} is verified." if decision == "verify" else (f"{org.slug} is not verified.")
     )
-    return _done(request, form, "/admin", result, message)
+    return _button(request, session, form, "/admin", decide, message)
 
 
 # --- products -------------------------------------------------------------------------
@@ -120,13 +131,16 @@ def badges(
     """The official badge. (Certification goes through the review at /admin/certification,
     which ties it to a signed digest; this form cannot certify.)"""
     product = catalog.get_product_by_repository(session, f"{org}/{name}")
-    result = forms.attempt(
+    return _button(
+        request,
         session,
+        form,
+        "/admin/products",
         lambda: catalog.set_badges(
             session, actor=admin, product=product, official=forms.checkbox(form, "official")
         ),
+        f"Badges of {product.repository} saved.",
     )
-    return _done(request, form, "/admin/products", result, f"Badges of {product.repository} saved.")
 
 
 @router.post("/admin/products/{org}/{name}/uncertify")
@@ -136,15 +150,12 @@ def uncertify(
     """Remove the certified badge: this voids the certification (no digest is certified
     while the product is not); a new one needs an approved review."""
     product = catalog.get_product_by_repository(session, f"{org}/{name}")
-    result = forms.attempt(
-        session,
-        lambda: catalog.set_badges(session, actor=admin, product=product, certified=False),
-    )
-    return _done(
+    return _button(
         request,
+        session,
         form,
         "/admin/products",
-        result,
+        lambda: catalog.set_badges(session, actor=admin, product=product, certified=False),
         f"The certification of {product.repository} is removed.",
     )
 
@@ -156,14 +167,16 @@ def moderate(
     """Suspend a product (a reason is required) or reinstate it."""
     product = catalog.get_product_by_repository(session, f"{org}/{name}")
     status = forms.text(form, "status")
-    result = forms.attempt(
+    return _button(
+        request,
         session,
+        form,
+        "/admin/products",
         lambda: catalog.set_status(
             session, actor=admin, product=product, status=status, reason=forms.text(form, "reason")
         ),
+        f"{product.repository} is {status} now.",
     )
-    message = f"{product.repository} is {status} now."
-    return _done(request, form, "/admin/products", result, message)
 
 
 # --- accounts -------------------------------------------------------------------------
@@ -209,7 +222,6 @@ def account_flag(
             return accounts.set_admin(session, account=target, is_admin=value, actor=admin)
         return accounts.set_active(session, account=target, active=value, actor=admin)
 
-    result = forms.attempt(session, change)
     words = {
         ("admin", True): "is an administrator",
         ("admin", False): "is no longer an administrator",
@@ -217,7 +229,7 @@ def account_flag(
         ("active", False): "is disabled",
     }
     message = f"{target.username} {words.get((flag, value), 'is updated')}."
-    return _done(request, form, "/admin/accounts", result, message)
+    return _button(request, session, form, "/admin/accounts", change, message)
 
 
 # --- entitlements ---------------------------------------------------------------------
@@ -300,10 +312,13 @@ def admin_revoke(
     request: Request, entitlement_id: uuid.UUID, session: DbSession, admin: AdminAccount, form: Form
 ) -> Response:
     entitlement = entitlements.get_entitlement(session, entitlement_id)
-    result = forms.attempt(
+    return _button(
+        request,
         session,
+        form,
+        "/admin/entitlements",
         lambda: entitlements.revoke(
             session, entitlement=entitlement, actor=admin, reason=forms.text(form, "reason")
         ),
+        "Entitlement revoked.",
     )
-    return _done(request, form, "/admin/entitlements", result, "Entitlement revoked.")

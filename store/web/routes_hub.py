@@ -18,6 +18,7 @@ from starlette.responses import Response
 
 from store.accounts.models import Account, Membership, Organization
 from store.deps import DbSession
+from store.errors import ValidationFailed
 from store.hub import view
 from store.registry import hub, repositories, stars
 from store.registry.models import COLLABORATOR_PERMISSIONS, HubRepository, RepositoryCollaborator
@@ -274,15 +275,23 @@ def delete_repository(
 ) -> Response:
     name = f"{namespace}/{repo_name}"
     repo = _admin_repo(session, account, name)
-    if forms.text(form, "confirm").strip() != repo.name:
-        failed = FormState.failed(
-            "delete", form, forms.FieldErrors({"confirm": f"Type {repo.name} to confirm"})
-        )
-        return _settings_page(request, session, account, repo, failed, 422)
-    with _operator(request) as client:
-        repositories.delete(session, client, actor=account, name=repo.name)
-    flash(request, f"{repo.name} is deleted, with its tags.")
-    return redirect("/my/repositories")
+
+    def delete() -> int:
+        if forms.text(form, "confirm").strip() != repo.name:
+            raise ValidationFailed(f"Type {repo.name} to confirm", field="confirm")
+        with _operator(request) as client:
+            return repositories.delete(session, client, actor=account, name=repo.name)
+
+    return forms.submit(
+        session,
+        form,
+        "delete",
+        delete,
+        failed=_settings_failed(request, session, account, repo),
+        done=lambda _: forms.redirect_with(
+            request, f"{repo.name} is deleted, with its tags.", "/my/repositories"
+        ),
+    )
 
 
 @router.post("/r/{namespace}/{repo_name}/transfer")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from fastapi import Request
@@ -16,14 +18,14 @@ from store.catalog.models import Product, Tier
 from store.catalog.periods import BillingKind
 from store.db import utcnow
 from store.deps import DbSession
-from store.errors import NotFound, StoreError, ValidationFailed
+from store.errors import NotFound, ValidationFailed
 from store.licensing import entitlements
 from store.registry import hub
 from store.web import charts, forms
 from store.web.forms import Form, FormState
 from store.web.routes_publisher import PULL_DAYS, member_org
 from store.web.routing import RequiredAccount, page_router
-from store.web.templating import flash, format_price, redirect, render
+from store.web.templating import format_price, render
 
 router = page_router()
 
@@ -171,22 +173,26 @@ def edit_product_page(
     return product_page(request, session, account, _member_product(session, account, org, name))
 
 
-def _after(
+def _submit(
     request: Request,
     session: DbSession,
     account: Account,
     product: Product,
     form: FormData,
     form_name: str,
-    result: object,
+    action: Callable[[], object],
     message: str,
 ) -> Response:
-    """Re-render the page with the failed form's input and message, or flash and go back."""
-    if isinstance(result, StoreError):
-        failed = FormState.failed(form_name, form, result)
-        return product_page(request, session, account, product, failed, forms.error_status(result))
-    flash(request, message)
-    return redirect(f"/publish/{product.repository}")
+    """Run one of the product page's forms: re-render the page with its input and message,
+    or flash and go back."""
+    return forms.submit(
+        session,
+        form,
+        form_name,
+        action,
+        failed=partial(product_page, request, session, account, product),
+        done=lambda _: forms.redirect_with(request, message, f"/publish/{product.repository}"),
+    )
 
 
 @router.post("/publish/{org}/{name}")
@@ -194,13 +200,18 @@ def update_product(
     request: Request, org: str, name: str, session: DbSession, account: RequiredAccount, form: Form
 ) -> Response:
     product = _member_product(session, account, org, name)
-    result = forms.attempt(
+    return _submit(
+        request,
         session,
+        account,
+        product,
+        form,
+        "listing",
         lambda: catalog.update_product(
             session, actor=account, product=product, **listing_fields(form)
         ),
+        "Listing saved.",
     )
-    return _after(request, session, account, product, form, "listing", result, "Listing saved.")
 
 
 @router.post("/publish/{org}/{name}/status")
@@ -210,15 +221,21 @@ def set_status(
     """Publish a draft, or take a published product back to draft."""
     product = _member_product(session, account, org, name)
     status = forms.text(form, "status")
-    result = forms.attempt(
-        session, lambda: catalog.set_status(session, actor=account, product=product, status=status)
-    )
     message = (
         "Published: it is listed in the store now."
         if status == "published"
         else ("Unpublished: the product is a draft again.")
     )
-    return _after(request, session, account, product, form, "status", result, message)
+    return _submit(
+        request,
+        session,
+        account,
+        product,
+        form,
+        "status",
+        lambda: catalog.set_status(session, actor=account, product=product, status=status),
+        message,
+    )
 
 
 @router.post("/publish/{org}/{name}/tiers")
@@ -226,8 +243,13 @@ def create_tier(
     request: Request, org: str, name: str, session: DbSession, account: RequiredAccount, form: Form
 ) -> Response:
     product = _member_product(session, account, org, name)
-    result = forms.attempt(
+    return _submit(
+        request,
         session,
+        account,
+        product,
+        form,
+        "tier-new",
         lambda: catalog.create_tier(
             session,
             actor=account,
@@ -235,9 +257,8 @@ def create_tier(
             slug=forms.text(form, "slug"),
             **tier_fields(form, billing=forms.text(form, "billing")),
         ),
+        "Tier added.",
     )
-    message = "Tier added."
-    return _after(request, session, account, product, form, "tier-new", result, message)
 
 
 @router.post("/publish/{org}/{name}/tiers/{tier}")
@@ -263,12 +284,10 @@ def update_tier(
         data = tier_fields(form, billing=forms.text(form, "billing") or chosen.billing)
         return catalog.update_tier(session, actor=account, tier=chosen, **data)
 
-    result = forms.attempt(session, change)
     message = {"deactivate": "Tier deactivated.", "activate": "Tier activated."}.get(
         action, "Tier saved."
     )
-    form_name = f"tier-{chosen.slug}"
-    return _after(request, session, account, product, form, form_name, result, message)
+    return _submit(request, session, account, product, form, f"tier-{chosen.slug}", change, message)
 
 
 @router.post("/publish/{org}/{name}/grants")
@@ -277,8 +296,13 @@ def grant(
 ) -> Response:
     """Give an account a tier without payment (owners only)."""
     product = _member_product(session, account, org, name)
-    result = forms.attempt(
+    return _submit(
+        request,
         session,
+        account,
+        product,
+        form,
+        "grant",
         lambda: entitlements.grant(
             session,
             actor=account,
@@ -287,9 +311,8 @@ def grant(
             ends_at=forms.end_of_day(form, "ends_on"),
             reason=forms.text(form, "reason"),
         ),
+        f"Access granted to {forms.text(form, 'username').strip().lower()}.",
     )
-    message = f"Access granted to {forms.text(form, 'username').strip().lower()}."
-    return _after(request, session, account, product, form, "grant", result, message)
 
 
 @router.post("/publish/{org}/{name}/entitlements/{entitlement_id}/revoke")
@@ -306,12 +329,15 @@ def revoke(
     entitlement = entitlements.get_entitlement(session, entitlement_id)
     if entitlement.product_id != product.id:
         raise NotFound("No such entitlement")
-    result = forms.attempt(
+    return _submit(
+        request,
         session,
+        account,
+        product,
+        form,
+        f"revoke-{entitlement.id}",
         lambda: entitlements.revoke(
             session, entitlement=entitlement, actor=account, reason=forms.text(form, "reason")
         ),
+        "Access revoked.",
     )
-    form_name = f"revoke-{entitlement.id}"
-    message = "Access revoked."
-    return _after(request, session, account, product, form, form_name, result, message)

@@ -15,7 +15,7 @@ from store.catalog import service as catalog
 from store.catalog.models import Product
 from store.db import utcnow
 from store.deps import DbSession, get_settings
-from store.errors import NotFound, StoreError
+from store.errors import NotFound
 from store.registry import hub
 from store.registry import visibility as registry_visibility
 from store.security_headers import NO_STORE
@@ -254,8 +254,10 @@ def create_robot(
 ) -> Response:
     """A robot token for CI: pull and/or push in this namespace; the secret is shown once."""
     organization = member_org(session, account, org)
-    result = forms.attempt(
+    return forms.submit(
         session,
+        form,
+        "robot",
         lambda: accounts.create_token(
             session,
             kind="robot",
@@ -265,22 +267,19 @@ def create_robot(
             org=organization,
             expires_at=forms.expiry(form),
         ),
-    )
-    if isinstance(result, StoreError):
-        failed = FormState.failed("robot", form, result)
-        status = forms.error_status(result)
-        return org_page(request, session, account, organization, failed, status)
-    return render(
-        request,
-        "account/token_created.html",
-        {
-            "issued": result,
-            "back": f"/publish/{organization.slug}",
-            # The registry's token endpoint identifies robots by their secret; the
-            # username shown is the namespace, for readability in docker's config.
-            "username": organization.slug,
-        },
-        no_store=True,
+        failed=partial(org_page, request, session, account, organization),
+        done=lambda issued: render(
+            request,
+            "account/token_created.html",
+            {
+                "issued": issued,
+                "back": f"/publish/{organization.slug}",
+                # The registry's token endpoint identifies robots by their secret; the
+                # username shown is the namespace, for readability in docker's config.
+                "username": organization.slug,
+            },
+            no_store=True,
+        ),
     )
 
 
