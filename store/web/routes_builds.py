@@ -5,24 +5,32 @@ live while the build runs: the page polls ``…/log?after=N``)."""
 from __future__ import annotations
 
 import uuid
+from functools import partial
 from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
-from starlette.datastructures import FormData
 from starlette.responses import Response
 
 from store.accounts.models import Account
 from store.builds import api, service, ssh
 from store.deps import DbSession
-from store.errors import StoreError, ValidationFailed
+from store.errors import ValidationFailed
 from store.web import forms
-from store.web.forms import Form
+from store.web.forms import Form, FormState
 from store.web.routing import RequiredAccount, Viewer, page_router
-from store.web.templating import flash, redirect, render
+from store.web.templating import render
 
 router = page_router()
+# The settings form's input each refusal of the service is about (it names none).
+SOURCE_FIELDS = {
+    "bad_source_url": "url",
+    "bad_rule": "rules",
+    "bad_deploy_key": "deploy_key",
+    "bad_schedule": "schedule",
+    "bad_timeout": "timeout",
+}
 
 
 def rules_text(source: Any) -> str:
@@ -46,7 +54,7 @@ def parse_rules(text: str, args_text: str) -> list[service.RuleSpec]:
     for line in forms.lines(args_text):
         key, sep, value = line.partition("=")
         if not sep:
-            raise ValidationFailed(f"'{line}' is not KEY=VALUE", code="bad_rule")
+            raise ValidationFailed(f"'{line}' is not KEY=VALUE", code="bad_rule", field="args")
         args[key.strip()] = value.strip()
     rules = []
     for line in forms.lines(text):
@@ -74,9 +82,7 @@ def _page(
     viewer: Account | None,
     namespace: str,
     repo: str,
-    *,
-    error: str = "",
-    form: FormData | None = None,
+    form: FormState = forms.NO_FORM,
     status: int = 200,
 ) -> Response:
     name = service.repository_name(namespace, repo)
@@ -92,8 +98,6 @@ def _page(
         "schedule": str(source.schedule_minutes or "") if source else "",
         "timeout": str(source.timeout_seconds) if source else str(settings.build_timeout),
     }
-    if form is not None:
-        values.update({k: forms.text(form, k) for k in values})
     return render(
         request,
         "builds/list.html",
@@ -103,7 +107,7 @@ def _page(
             "can_push": can_push,
             "source": source,
             "values": values,
-            "error": error,
+            "form": form,
             "webhook_url": api.webhook_url(settings, name),
             "host_keys": ssh.fingerprints(source.known_hosts or "") if source else [],
             "secret": request.session.pop("build_webhook_secret", None),
@@ -152,23 +156,21 @@ def save_settings(
             rotate_secret=forms.checkbox(form, "rotate_secret"),
         )
 
-    outcome = forms.attempt(session, save)
-    if isinstance(outcome, StoreError):
-        return _page(
-            request,
-            session,
-            account,
-            namespace,
-            repo,
-            error=outcome.detail,
-            form=form,
-            status=forms.error_status(outcome),
-        )
-    _, secret = outcome
-    if secret:
-        request.session["build_webhook_secret"] = secret
-    flash(request, "The build settings are saved.")
-    return redirect(f"/r/{name}/builds")
+    def saved(outcome: tuple[Any, str | None]) -> Response:
+        _, secret = outcome
+        if secret:
+            request.session["build_webhook_secret"] = secret
+        return forms.redirect_with(request, "The build settings are saved.", f"/r/{name}/builds")
+
+    return forms.submit(
+        session,
+        form,
+        "source",
+        save,
+        failed=partial(_page, request, session, account, namespace, repo),
+        done=saved,
+        fields=SOURCE_FIELDS,
+    )
 
 
 @router.post("/r/{namespace}/{repo}/builds")
@@ -181,8 +183,10 @@ def start_build(
     form: Form,
 ) -> Response:
     name = service.repository_name(namespace, repo)
-    outcome = forms.attempt(
+    return forms.submit(
         session,
+        form,
+        "build",
         lambda: service.trigger_manual(
             session,
             actor=account,
@@ -190,19 +194,12 @@ def start_build(
             ref=forms.text(form, "ref") or "main",
             commit_sha=forms.text(form, "commit") or None,
         ),
+        failed=partial(_page, request, session, account, namespace, repo),
+        done=lambda build: forms.redirect_with(
+            request, f"Build of {build.ref} queued.", f"/r/{name}/builds/{build.id}"
+        ),
+        fields={"bad_ref": "ref", "no_rule": "ref", "bad_commit": "commit"},
     )
-    if isinstance(outcome, StoreError):
-        return _page(
-            request,
-            session,
-            account,
-            namespace,
-            repo,
-            error=outcome.detail,
-            status=forms.error_status(outcome),
-        )
-    flash(request, f"Build of {outcome.ref} queued.")
-    return redirect(f"/r/{name}/builds/{outcome.id}")
 
 
 @router.get("/r/{namespace}/{repo}/builds/{build_id}")
@@ -260,15 +257,19 @@ def cancel_build(
     build_id: uuid.UUID,
     session: DbSession,
     account: RequiredAccount,
+    form: Form,
 ) -> Response:
     name = service.repository_name(namespace, repo)
     service.require_pusher(session, account, name)
     service.get_build(session, name=name, build_id=build_id)
-    outcome = forms.attempt(
-        session, lambda: service.cancel(session, actor=account, build_id=build_id)
+    here = f"/r/{name}/builds/{build_id}"
+    return forms.submit(
+        session,
+        form,
+        "cancel",
+        lambda: service.cancel(session, actor=account, build_id=build_id),
+        failed=forms.refused_back(request, here),
+        done=lambda build: forms.redirect_with(
+            request, "Canceled." if build.status == "canceled" else "Cancel requested.", here
+        ),
     )
-    if isinstance(outcome, StoreError):
-        flash(request, outcome.detail, "error")
-    else:
-        flash(request, "Canceled." if outcome.status == "canceled" else "Cancel requested.")
-    return redirect(f"/r/{name}/builds/{build_id}")

@@ -4,11 +4,13 @@ those who may not pull the repository."""
 
 from __future__ import annotations
 
+import re
+
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from store.builds.models import Build, BuildLogChunk
+from store.builds.models import Build, BuildLogChunk, BuildSource
 from tests.factories import make_account
 from tests.web.helpers import HTML, login, submit
 
@@ -66,3 +68,48 @@ def test_build_pages(client: TestClient, session: Session) -> None:
     assert client.get(page, headers=HTML).status_code == 404
     assert client.get(detail, headers=HTML).status_code == 404
     assert client.get(f"{detail}/log").status_code == 404
+
+
+def test_build_forms_show_each_error_beside_its_input(client: TestClient, session: Session) -> None:
+    make_account(session, "carol")
+    session.commit()
+    page = "/r/carol/app/builds"
+    login(client, "carol")
+    good = {"url": "https://git.example.com/carol/app.git", "rules": "branch main latest"}
+    cases = [
+        ({**good, "url": "ftp://example.com/x.git"}, "url", "is not a Git URL"),
+        ({**good, "rules": "branch main"}, "rules", "is not KIND PATTERN TAG"),
+        ({**good, "args": "NOEQUALS"}, "args", "is not KEY=VALUE"),
+        ({**good, "schedule": "2"}, "schedule", "between 5 and 44640"),
+        ({**good, "timeout": "ten"}, "timeout", "whole number"),
+        ({**good, "known_hosts": "nonsense"}, "known_hosts", "Line 1 of the known hosts"),
+        ({**good, "deploy_key": "not a key"}, "deploy_key", "key"),
+    ]
+    for data, field, message in cases:
+        bad = submit(client, page, f"{page}/settings", data)
+        assert bad.status_code == 422, (field, bad.status_code)
+        error = re.search(rf'id="source-{field}-error">([^<]*)<', bad.text)
+        assert error and message in error.group(1), (field, bad.text[:200])
+        assert 'value="https://git.example.com/carol/app.git"' in bad.text or field == "url"
+    assert not session.scalars(select(BuildSource)).all()  # nothing half-saved
+
+    # Before any source: starting a build is refused above the form, nothing queued.
+    early = submit(client, page, page, {"ref": "main"})
+    assert early.status_code == 422 and "has no build source" in early.text
+    submit(client, page, f"{page}/settings", good)
+    wrong_ref = submit(client, page, page, {"ref": "no such/..ref"})
+    assert wrong_ref.status_code == 422 and 'id="build-ref-error"' in wrong_ref.text
+    wrong_sha = submit(client, page, page, {"ref": "main", "commit": "abc"})
+    assert wrong_sha.status_code == 422 and 'id="build-commit-error"' in wrong_sha.text
+    assert 'value="abc"' in wrong_sha.text  # the input is kept
+    assert not session.scalars(select(Build)).all()
+
+    # Canceling a finished build: the refusal is said on the build's page.
+    started = submit(client, page, page, {"ref": "main"})
+    build = session.scalars(select(Build)).one()
+    build.status = "succeeded"
+    session.commit()
+    refused = submit(client, f"{page}/{build.id}", f"{page}/{build.id}/cancel")
+    assert started.status_code == 200
+    assert refused.status_code == 200 and refused.url.path == f"{page}/{build.id}"
+    assert "The build already succeeded" in refused.text
