@@ -105,7 +105,11 @@ def create_app(
     app.state.sessionmaker = make_sessionmaker(engine)
     app.state.write_turns = WriteTurns(engine)
     security.password_checks.configure(settings.password_check_slots, settings.password_check_wait)
-    app.state.keyring = KeyRing(lambda: app.state.sessionmaker, settings.resolved_secret_key)
+    app.state.keyring = KeyRing(
+        lambda: app.state.sessionmaker,
+        settings.resolved_secret_key,
+        refresh_seconds=settings.keys_refresh_seconds,
+    )
 
     install_error_handlers(app)
     _include_routers(app)

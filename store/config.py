@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     registry_service: str = "store-registry"
     registry_issuer: str = "store-token-issuer"
     registry_token_ttl: int = Field(default=300, ge=60, le=3600)
+    # How often each process looks again at which key signs (a rotation or activation made
+    # elsewhere, e.g. on another host, is picked up within this many seconds).
+    keys_refresh_seconds: float = Field(default=30.0, ge=1, le=300)
     registry_notify_secret: str | None = None
     # Registry refresh tokens (store.registry.refresh): each use extends the expiry by
     # refresh_token_days, never past refresh_token_max_days from the log-in.
