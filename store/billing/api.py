@@ -17,6 +17,7 @@ from store.billing.gateway import Outcome, PaymentInput
 from store.billing.pricing import MAX_QUANTITY, Buyer, normalize_country, normalize_vat_id
 from store.billing.runtime import Billing, get_billing
 from store.billing.schemas import (
+    CardConfirmIn,
     CardIn,
     CheckoutIn,
     CheckoutOut,
@@ -216,7 +217,44 @@ def replace_card(
     sub = subscriptions.get_visible_subscription(session, sub_id, account)
     payment = PaymentInput(payment_method=body.payment_method, card_number=body.card_number)
     sub = subscriptions.replace_card(session, billing, sub=sub, payment=payment)
-    return SubscriptionOut.model_validate(sub)
+    return subscription_out(billing, sub)
+
+
+def subscription_out(billing: Billing, sub: subscriptions.Subscription) -> SubscriptionOut:
+    out = SubscriptionOut.model_validate(sub)
+    if sub.pending_setup_ref is not None:
+        out.card_confirmation_pending = True
+        out.next_action = "authenticate"
+        out.client_secret = billing.gateway.setup_client_secret(sub.pending_setup_ref)
+    return out
+
+
+@router.post(
+    "/subscriptions/{sub_id}/card/confirm",
+    response_model=SubscriptionOut,
+    responses={
+        402: {"description": "The bank did not confirm the card; the old card stays"},
+        409: {"description": "nothing_to_confirm: no new card is waiting"},
+    },
+)
+def confirm_card(
+    sub_id: uuid.UUID,
+    body: CardConfirmIn,
+    session: DbSession,
+    billing: BillingDep,
+    account: CurrentAccount,
+) -> SubscriptionOut:
+    """Finish replacing the card after the bank's confirmation (3-D Secure). While it is
+    not confirmed yet the answer still says ``next_action: authenticate``."""
+    sub = subscriptions.get_visible_subscription(session, sub_id, account)
+    outcome = subscriptions.complete_card_setup(session, billing, sub=sub, approve=body.approve)
+    if outcome.status == "failed":
+        session.commit()  # the pending card is dropped, whatever the answer
+        raise PaymentRequired(
+            outcome.message or "The card could not be authenticated.",
+            code=outcome.code or "setup_intent_authentication_failure",
+        )
+    return subscription_out(billing, sub)
 
 
 @router.post(

@@ -91,7 +91,29 @@ class PaymentGateway(Protocol):
         subscription: Subscription,
         payment: PaymentInput,
     ) -> Outcome:
-        """Make ``payment`` the card of the subscription's customer (its next charges)."""
+        """Make ``payment`` the card of the subscription's customer (its next charges).
+
+        ``requires_action``: the bank asks the customer to confirm the card (3-D Secure);
+        ``extra["setup_ref"]`` names the pending setup (and ``client_secret`` is for
+        Stripe.js). It becomes the card only through ``complete_card_setup``."""
+        ...
+
+    def complete_card_setup(
+        self,
+        session: Session,
+        billing: Billing,
+        *,
+        subscription: Subscription,
+        setup_ref: str,
+        approve: bool | None = None,
+    ) -> Outcome:
+        """Finish a card setup that needed the customer's confirmation: ``succeeded`` (the
+        card is now the customer's default), ``requires_action`` (not confirmed yet) or
+        ``failed``. ``approve`` is the test gateway's simulated answer."""
+        ...
+
+    def setup_client_secret(self, setup_ref: str) -> str | None:
+        """The client secret Stripe.js needs to show the bank's confirmation step."""
         ...
 
     def change_plan(

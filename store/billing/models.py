@@ -145,6 +145,8 @@ class Subscription(Base):
     # Credit from a plan change to a cheaper plan, taken off the next invoices (net, tax).
     credit_net_minor: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     credit_tax_minor: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # A new card waiting for the bank's confirmation (Stripe: its SetupIntent).
+    pending_setup_ref: Mapped[str | None] = mapped_column(String(255), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

@@ -69,6 +69,27 @@ class SubscriptionOut(BaseModel):
         default=0, description="Credit from a plan change taken off the next charges (net)"
     )
     credit_tax_minor: int = Field(default=0, description="The tax part of that credit")
+    card_confirmation_pending: bool = Field(
+        default=False,
+        description="A new card waits for the bank's confirmation (3-D Secure); the old "
+        "card is used until it is confirmed",
+    )
+    next_action: str | None = Field(
+        default=None,
+        description="authenticate: confirm the new card (Stripe.js with client_secret, then "
+        "POST .../card/confirm)",
+    )
+    client_secret: str | None = Field(
+        default=None, description="Stripe: the SetupIntent's client secret for Stripe.js"
+    )
+
+
+class CardConfirmIn(BaseModel):
+    approve: bool | None = Field(
+        default=None,
+        description="Test gateway only: the simulated bank's answer (Stripe: omit; the "
+        "SetupIntent's state decides)",
+    )
 
 
 class PlanChangeIn(CardIn):

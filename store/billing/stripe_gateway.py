@@ -434,21 +434,85 @@ class StripeGateway:
         subscription: Subscription,
         payment: PaymentInput,
     ) -> Outcome:
-        """Attach the PaymentMethod from Stripe Elements to the customer and make it the
-        default for invoices (the subscription's next charges and retries)."""
+        """Confirm a SetupIntent for the customer with the PaymentMethod from Stripe
+        Elements; once it succeeded, attach the card and make it the default for invoices
+        (the subscription's next charges and retries). A card whose bank asks for 3-D Secure
+        answers ``requires_action`` with the SetupIntent (``complete_card_setup`` finishes)."""
         if not payment.payment_method:
             return Outcome("failed", message="No card was entered.", code="payment_method_required")
         customer = self._customer(session, subscription.account)
         try:
-            pm = self.v1.payment_methods.attach(payment.payment_method, {"customer": customer})
-            self.v1.customers.update(
-                customer, {"invoice_settings": {"default_payment_method": pm.id}}
+            seti = self.v1.setup_intents.create(
+                cast(
+                    Any,
+                    {
+                        "customer": customer,
+                        "payment_method_types": ["card"],
+                        "usage": "off_session",
+                        "metadata": {"subscription_id": str(subscription.id)},
+                    },
+                )
+            )
+            seti = self.v1.setup_intents.confirm(
+                seti.id, {"payment_method": payment.payment_method}
             )
         except stripe.CardError as exc:
             return _declined(exc)
         except stripe.StripeError as exc:
             raise GatewayError(str(exc)) from exc
-        return Outcome("succeeded")
+        return self._setup_outcome(customer, seti)
+
+    def _setup_outcome(self, customer: str, seti: Any) -> Outcome:
+        status = str(seti["status"])
+        refs: dict[str, Any] = {"extra": {"setup_ref": seti.id}}
+        if status == "succeeded":
+            pm = obj_id(dig(seti, "payment_method"))
+            if pm is None:
+                return Outcome("failed", message="The card was not saved.", code="setup_failed")
+            try:
+                self.v1.payment_methods.attach(pm, {"customer": customer})
+                self.v1.customers.update(
+                    customer, {"invoice_settings": {"default_payment_method": pm}}
+                )
+            except stripe.CardError as exc:
+                return _declined(exc)
+            except stripe.StripeError as exc:
+                raise GatewayError(str(exc)) from exc
+            return Outcome("succeeded", **refs)
+        if status in ("requires_action", "requires_confirmation"):
+            return Outcome("requires_action", client_secret=seti["client_secret"], **refs)
+        if status == "processing":
+            return Outcome("requires_action", **refs)
+        error = dig(seti, "last_setup_error")
+        return Outcome(
+            "failed",
+            message=str(dig(error, "message") or "The card could not be authenticated."),
+            code=str(dig(error, "code") or "setup_intent_authentication_failure"),
+            **refs,
+        )
+
+    def complete_card_setup(
+        self,
+        session: Session,
+        billing: Billing,
+        *,
+        subscription: Subscription,
+        setup_ref: str,
+        approve: bool | None = None,
+    ) -> Outcome:
+        """The SetupIntent's state now (the customer confirmed with Stripe.js, or not)."""
+        customer = self._customer(session, subscription.account)
+        try:
+            seti = self.v1.setup_intents.retrieve(setup_ref)
+        except stripe.StripeError as exc:
+            raise GatewayError(str(exc)) from exc
+        return self._setup_outcome(customer, seti)
+
+    def setup_client_secret(self, setup_ref: str) -> str | None:
+        try:
+            return str(self.v1.setup_intents.retrieve(setup_ref)["client_secret"])
+        except stripe.StripeError:
+            return None
 
     def _default_card(self, customer: str) -> str | None:
         try:

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from store.accounts.models import Account
 from store.billing import access, coupons, notices, trials
 from store.billing import orders as order_service
-from store.billing.gateway import GatewayError, PaymentInput, dig, obj_id
+from store.billing.gateway import GatewayError, Outcome, PaymentInput, dig, obj_id
 from store.billing.models import Order, Subscription
 from store.billing.runtime import Billing
 from store.db import utcnow
@@ -571,16 +571,52 @@ def replace_card(
     session: Session, billing: Billing, *, sub: Subscription, payment: PaymentInput
 ) -> Subscription:
     """The card the next charges (and a retry) use. A card the gateway declines is refused
-    with its reason (402)."""
+    with its reason (402). A card whose bank asks the customer to confirm it (3-D Secure)
+    waits in ``pending_setup_ref`` until :func:`complete_card_setup`; until then the old
+    card stays."""
     sub = find_locked(session, sub.gateway, sub.gateway_ref) or sub
     _refuse_unless_running(sub)
     outcome = billing.gateway.replace_card(session, billing, subscription=sub, payment=payment)
+    if outcome.status == "requires_action":
+        sub.pending_setup_ref = str(outcome.extra["setup_ref"])
+        session.flush()
+        return sub
     if outcome.status != "succeeded":
         raise PaymentRequired(
             outcome.message or "The card was declined.", code=outcome.code or "card_declined"
         )
+    sub.pending_setup_ref = None
     session.flush()
     return sub
+
+
+def complete_card_setup(
+    session: Session,
+    billing: Billing,
+    *,
+    sub: Subscription,
+    approve: bool | None = None,
+    setup_ref: str | None = None,
+) -> Outcome:
+    """Finish the card replacement waiting for the bank's confirmation: ``succeeded`` (the
+    new card is the subscription's), ``requires_action`` (not confirmed yet: nothing
+    changes) or ``failed`` (the old card stays; the pending one is dropped). Idempotent:
+    nothing pending answers 409 ``nothing_to_confirm``; ``setup_ref`` (from a webhook) must
+    name the pending setup."""
+    sub = find_locked(session, sub.gateway, sub.gateway_ref) or sub
+    pending = sub.pending_setup_ref
+    if pending is None or (setup_ref is not None and setup_ref != pending):
+        raise Conflict("No new card is waiting for confirmation", code="nothing_to_confirm")
+    try:
+        outcome = billing.gateway.complete_card_setup(
+            session, billing, subscription=sub, setup_ref=pending, approve=approve
+        )
+    except GatewayError as exc:
+        raise Conflict(f"The payment service refused: {exc}", code="gateway_error") from exc
+    if outcome.status in ("succeeded", "failed"):
+        sub.pending_setup_ref = None
+    session.flush()
+    return outcome
 
 
 def pay_now(
@@ -601,6 +637,12 @@ def pay_now(
     order = order_service.lock_order(session, order.id)
     if payment is not None and (payment.card_number or payment.payment_method):
         replace_card(session, billing, sub=sub, payment=payment)
+        if sub.pending_setup_ref is not None:
+            raise PaymentRequired(
+                "Your bank asks to confirm this card: replace the card first (you will be "
+                "asked to confirm it), then pay",
+                code="authentication_required",
+            )
     try:
         outcome, invoice = billing.gateway.retry_invoice(
             session, billing, subscription=sub, order=order, payment=payment

@@ -315,10 +315,13 @@ class TestGateway:
         subscription: Subscription,
         payment: PaymentInput,
     ) -> Outcome:
-        """A test card is accepted (4242…) or declined, as Stripe's SetupIntent would."""
+        """A test card is accepted (4242…), declined, or (3155) needs the simulated
+        authentication step first, as Stripe's SetupIntent would."""
         card = normalize_card(payment.card_number)
         if card == CARD_SUCCESS:
             return Outcome("succeeded")
+        if card == CARD_AUTHENTICATE:
+            return Outcome("requires_action", extra={"setup_ref": _ref("seti")})
         error = _decline(card)
         return Outcome(
             "failed",
@@ -364,6 +367,28 @@ class TestGateway:
         return Outcome(
             "succeeded", payment_ref=order.payment_ref, invoice_ref=f"in_test_{order.id.hex}"
         )
+
+    def complete_card_setup(
+        self,
+        session: Session,
+        billing: Billing,
+        *,
+        subscription: Subscription,
+        setup_ref: str,
+        approve: bool | None = None,
+    ) -> Outcome:
+        if approve is None:
+            return Outcome("requires_action", extra={"setup_ref": setup_ref})
+        if approve:
+            return Outcome("succeeded")
+        return Outcome(
+            "failed",
+            message="The card could not be authenticated.",
+            code="setup_intent_authentication_failure",
+        )
+
+    def setup_client_secret(self, setup_ref: str) -> str | None:
+        return None
 
     def retry_invoice(
         self,

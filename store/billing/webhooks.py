@@ -327,7 +327,24 @@ def _dispute_closed(
         access.dispute_closed(session, billing, order, won=won, at=at)
 
 
+def _setup_settled(session: Session, billing: Billing, seti: dict[str, Any], at: datetime) -> None:
+    """A card setup the customer confirmed (or failed) with their bank: finish the card
+    replacement waiting for it (the gateway's current SetupIntent decides)."""
+    local_id = dig(seti, "metadata", "subscription_id")
+    if not local_id:
+        return
+    sub = subscriptions.find_locked(session, billing.gateway.name, None, str(local_id))
+    if sub is None or sub.pending_setup_ref != seti.get("id"):
+        return  # finished already (by the return page), or not this store's
+    try:
+        subscriptions.complete_card_setup(session, billing, sub=sub, setup_ref=str(seti["id"]))
+    except StoreError as exc:
+        raise RetryLater(f"card setup {seti.get('id')}: {exc.detail}") from exc
+
+
 HANDLERS: dict[str, Handler] = {
+    "setup_intent.succeeded": _setup_settled,
+    "setup_intent.setup_failed": _setup_settled,
     "payment_intent.succeeded": _intent_succeeded,
     "payment_intent.payment_failed": _intent_failed,
     "payment_intent.requires_action": _intent_requires_action,

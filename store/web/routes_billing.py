@@ -389,6 +389,11 @@ def subscription_page(
             "due": subscriptions.failed_payment(session, sub) if sub.status == "past_due" else None,
             "coupon_left": coupon_left,
             "plan_options": plan_changes.options(session, billing, sub),
+            "setup_secret": (
+                billing.gateway.setup_client_secret(sub.pending_setup_ref)
+                if sub.pending_setup_ref
+                else None
+            ),
             "changes": plan_changes.changes_of(session, sub),
             "end_message": access.end_message,
             "test_cards": TEST_CARDS,
@@ -422,12 +427,48 @@ def replace_card(
         else:
             subscriptions.replace_card(session, billing, sub=sub, payment=payment)
             message = "Your card was replaced; the next charges use it."
+            if sub.pending_setup_ref is not None:
+                message = "Your bank asks you to confirm the new card: confirm it below."
     except StoreError as exc:
         if exc.status_code in (401, 403, 404):
             raise
         flash(request, exc.detail, "error")
         return redirect(page)
     flash(request, message)
+    return redirect(page)
+
+
+@router.post("/my/purchases/subscriptions/{sub_id}/card/confirm")
+def confirm_card(
+    request: Request,
+    sub_id: uuid.UUID,
+    session: DbSession,
+    account: RequiredAccount,
+    decision: FormStr = "",
+) -> Response:
+    """Back from the bank's confirmation of a new card (Stripe.js), or the test gateway's
+    simulated answer (``decision``: approve or fail)."""
+    billing = _billing(request)
+    sub = subscriptions.get_visible_subscription(session, sub_id, account)
+    page = f"/my/purchases/subscriptions/{sub.id}"
+    approve = {"approve": True, "fail": False}.get(decision) if billing.test_mode else None
+    try:
+        outcome = subscriptions.complete_card_setup(session, billing, sub=sub, approve=approve)
+    except StoreError as exc:
+        if exc.status_code in (401, 403, 404):
+            raise
+        flash(request, exc.detail, "error")
+        return redirect(page)
+    if outcome.status == "succeeded":
+        flash(request, "Your new card is confirmed; the next charges use it.")
+    elif outcome.status == "failed":
+        flash(
+            request,
+            f"The new card was not confirmed: {outcome.message} Your old card stays.",
+            "error",
+        )
+    else:
+        flash(request, "Your bank has not confirmed the new card yet.", "error")
     return redirect(page)
 
 

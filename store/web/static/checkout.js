@@ -28,6 +28,22 @@
     });
   }
 
+  // A new card whose bank asks for confirmation: show the bank's step, then tell the store.
+  var confirmCard = document.getElementById("stripe-confirm-card");
+  if (confirmCard) {
+    var bank = Stripe(confirmCard.getAttribute("data-publishable-key"));
+    confirmCard.addEventListener("submit", function (event) {
+      if (confirmCard.getAttribute("data-done")) return;
+      event.preventDefault();
+      confirmCard.querySelector("button[type=submit]").disabled = true;
+      bank.handleNextAction({ clientSecret: confirmCard.getAttribute("data-client-secret") })
+        .then(function () {
+          confirmCard.setAttribute("data-done", "1");
+          confirmCard.submit();
+        });
+    });
+  }
+
   var action = document.getElementById("stripe-authenticate");
   if (action) {
     var client = Stripe(action.getAttribute("data-publishable-key"));
