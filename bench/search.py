@@ -27,6 +27,7 @@ import random
 import signal
 import string
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
@@ -34,7 +35,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, text, update
+from sqlalchemy import Engine, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
@@ -43,7 +44,8 @@ import store.search  # noqa: F401
 from store import migrate
 from store.accounts.models import Organization
 from store.catalog.models import Category, Product, Tier, product_categories
-from store.db import make_engine
+from store.db import READ_ONLY, make_engine
+from store.registry import hub
 from store.registry.models import HubRepository
 from store.search import indexer, service
 
@@ -77,11 +79,20 @@ def zipf_words(rng: random.Random, vocab: list[str], cum: list[float], n: int) -
     return rng.choices(vocab, cum_weights=cum, k=n)
 
 
+def vocabulary_size(rows: int) -> int:
+    """Synthetic words for a corpus of ``rows`` entries: the vocabulary grows with the corpus
+    (one new word per five entries, at least 20,000), so that under the Zipf weights below
+    the rarest words stay in a handful of documents at every size (at a fixed 20,000 words,
+    a million entries left no word in fewer than ~100 documents: no rare class)."""
+    return max(20_000, rows // 5)
+
+
 def generate(rows: int, seed: int = 7) -> dict[str, Any]:
     """Orgs, products (10 % of rows) with tiers and categories, and hub repositories."""
     rng = random.Random(seed)
     synthetic = [
-        "".join(rng.choices(string.ascii_lowercase, k=rng.randint(4, 9))) for _ in range(20000)
+        "".join(rng.choices(string.ascii_lowercase, k=rng.randint(4, 9)))
+        for _ in range(vocabulary_size(rows))
     ]
     vocab = TECH + ENGLISH + synthetic
     weights = [1 / (i + 1) ** 1.05 for i in range(len(vocab))]
@@ -165,13 +176,16 @@ def generate(rows: int, seed: int = 7) -> dict[str, Any]:
             for slug in rng.sample(CATEGORIES, rng.randint(1, 2)):
                 cats.append({"product_id": pid, "category_slug": slug})
         else:
+            private = rng.random() < 0.05
             repos.append(
                 {
                     "id": uuid.uuid4(),
                     "name": name,
                     "namespace": org["slug"],
                     "description": description,
-                    "private": rng.random() < 0.05,
+                    "private": private,
+                    # Anyone may pull (and find) the repository: the namespace's setting.
+                    "visibility": "private" if private else "public",
                     "pull_count": pulls,
                     "star_count": pulls // 100,
                     "created_at": now - timedelta(days=rng.randint(0, 1500)),
@@ -209,26 +223,45 @@ def load(engine: Engine, data: dict[str, Any]) -> None:
 
 
 def pick_terms(df: Counter[str], rows: int, rng: random.Random) -> dict[str, list[str]]:
+    """Query words of each class, from the corpus's own document frequencies: frequent
+    (≈ 10 % of the documents), mid-frequency (≈ 1 %), rare (2-20 documents). Every class
+    exists at every size because the vocabulary grows with the corpus (vocabulary_size);
+    a class that still came out empty is an error, not a silently smaller run."""
     by_share = sorted(df.items(), key=lambda kv: -kv[1])
 
     def near(share: float, k: int) -> list[str]:
         ranked = sorted(by_share[:5000], key=lambda kv: abs(kv[1] / rows - share))
-        return [w for w, _ in ranked[:k] if len(w) >= 3]
+        return [w for w, _ in ranked[: k * 2] if len(w) >= 3][:k]
 
     frequent = near(0.10, 10)
     mid = near(0.01, 20)
-    rare = [w for w, n in by_share if 2 <= n <= 20 and len(w) >= 4][:2000]
-    one = frequent + mid + rng.sample(rare, 20)
-    two = [f"{rng.choice(frequent + mid)} {rng.choice(frequent + mid)}" for _ in range(40)]
-    prefixes = [w[:2] for w in frequent + mid] + [w[:3] for w in frequent + mid]
+    rare = [w for w, n in by_share if 2 <= n <= 20 and len(w) >= 4 and w.isalpha()]
+    if len(rare) < 20 or len(frequent) < 5 or len(mid) < 10:
+        raise SystemExit(
+            f"bench/search.py: {rows:,} rows gave {len(frequent)} frequent, {len(mid)} "
+            f"mid-frequency and {len(rare)} rare words: the vocabulary does not fit the size"
+        )
+    rare = rng.sample(rare[:5000], 20)
+    common = frequent + mid
+    one = frequent + mid + rare
+    two = [f"{rng.choice(common)} {rng.choice(common)}" for _ in range(40)]
+    # Phrases of two common words: every document holding both is a candidate for the
+    # adjacency check. Quoted, and as typed in the search box with a hyphen and the last
+    # word still being typed ("alpha-be").
+    phrases = [f'"{rng.choice(frequent)} {rng.choice(common)}"' for _ in range(20)]
+    phrases += [f"{rng.choice(frequent)}-{rng.choice(common)[:3]}" for _ in range(20)]
+    prefixes = [w[:2] for w in common] + [w[:3] for w in common]
     # Other forms of indexed words, found through their English stem ("gulvjts" and
     # "gulvjting" find "gulvjt"), the last one also as a prefix.
-    inflected = [w + rng.choice(("s", "ing", "ed")) for w in frequent + mid]
+    inflected = [w + rng.choice(("s", "ing", "ed")) for w in common]
     return {
         "inflected": inflected,
         "frequent": frequent,
+        "mid": mid,
+        "rare": rare,
         "one": one,
         "two": two,
+        "phrase": phrases,
         "prefix": prefixes,
         "top": [by_share[0][0]],
     }
@@ -256,7 +289,7 @@ def timed(fn: Callable[[], Any], n: int) -> dict[str, float]:
 
 def run_queries(engine: Engine, terms: dict[str, list[str]], n: int, rng: random.Random) -> dict:
     out: dict[str, dict[str, float]] = {}
-    with Session(engine) as session:
+    with Session(engine, execution_options={READ_ONLY: True}) as session:
 
         def search(q: str, **kw: Any) -> Callable[[], Any]:
             filters = service.make_filters(**kw.pop("filters", {}))
@@ -268,7 +301,10 @@ def run_queries(engine: Engine, terms: dict[str, list[str]], n: int, rng: random
         classes = {
             "one-term": lambda: search(rng.choice(terms["one"])),
             "frequent term": lambda: search(rng.choice(terms["frequent"])),
+            "mid-frequency term": lambda: search(rng.choice(terms["mid"])),
+            "rare term": lambda: search(rng.choice(terms["rare"])),
             "two-term": lambda: search(rng.choice(terms["two"])),
+            "phrase, two common words": lambda: search(rng.choice(terms["phrase"])),
             "inflected form (stem)": lambda: search(rng.choice(terms["inflected"])),
             "prefix (2-3 chars)": lambda: search(rng.choice(terms["prefix"]), as_you_type=True),
             "faceted": lambda: search(
@@ -326,6 +362,99 @@ def incremental_rate(engine: Engine, data: dict[str, Any], n: int = 1000) -> flo
     return len(ids) / elapsed
 
 
+def visibility_delay(engine: Engine, data: dict[str, Any], n: int = 20) -> dict[str, float]:
+    """Time (ms) from the start of a change until another connection's search shows it:
+    a pull (``record_pull``: the repository's count, its listing's document) and a listing
+    edit (a new summary word), each committed, then searched for until seen (at most 5 s)."""
+    rng = random.Random(5)
+    delays: list[float] = []
+    listings = [p for p in data["products"] if p["status"] == "published"]
+    with Session(engine, execution_options={READ_ONLY: True}) as reader:
+        for i in range(n):
+            started = time.perf_counter()
+            if i % 2 == 0:
+                repo = rng.choice([r for r in data["repos"][:2000] if not r["private"]])
+                with Session(engine) as writer, writer.begin():
+                    before = writer.scalar(
+                        select(HubRepository.pull_count).where(HubRepository.id == repo["id"])
+                    )
+                    hub.record_pull(writer, name=repo["name"], at=datetime.now(UTC))
+                q, want = repo["name"], ("pull_count", (before or 0) + 1)
+            else:
+                product = rng.choice(listings)
+                word = f"edit{i}x{rng.randrange(10**6)}"
+                with Session(engine) as writer, writer.begin():
+                    row = writer.get(Product, product["id"])
+                    assert row is not None
+                    row.summary = f"{word} {row.summary}"[:300]
+                q, want = word, ("summary", word)
+            while True:
+                reader.rollback()  # a new snapshot
+                hits = service.search(reader, q=q).hits
+                if any(
+                    (want[0] == "summary" and want[1] in h.doc.summary)
+                    or (want[0] == "pull_count" and h.doc.pull_count == want[1])
+                    for h in hits
+                ):
+                    break
+                if time.perf_counter() - started > 5:
+                    raise SystemExit(f"bench/search.py: {q!r} not visible in search after 5 s")
+                time.sleep(0.005)
+            delays.append((time.perf_counter() - started) * 1000)
+    return {"p50": percentile(delays, 50), "max": max(delays), "n": n}
+
+
+def reindex_beside_searches(
+    engine: Engine, terms: dict[str, list[str]], rng: random.Random
+) -> dict[str, Any]:
+    """A full reindex in one thread while another searches: the searches' latency during it
+    (a search that waited for the rebuild shows as its whole duration) and its rate."""
+    done = threading.Event()
+    result: dict[str, Any] = {}
+
+    def rebuild() -> None:
+        t0 = time.perf_counter()
+        with engine.begin() as conn:
+            counts = indexer.reindex(conn)
+        result["seconds"] = time.perf_counter() - t0
+        result["documents"] = counts["store"] + counts["hub"]
+        done.set()
+
+    thread = threading.Thread(target=rebuild)
+    samples: list[float] = []
+    with Session(engine, execution_options={READ_ONLY: True}) as session:
+        thread.start()
+        while not done.is_set():
+            q = rng.choice(terms["one"])
+            started = time.perf_counter()
+            service.search(session, q=q)
+            samples.append((time.perf_counter() - started) * 1000)
+            session.rollback()
+    thread.join()
+    result["searches"] = len(samples)
+    result["p50"] = percentile(samples, 50) if samples else 0.0
+    result["p95"] = percentile(samples, 95) if samples else 0.0
+    result["max"] = max(samples, default=0.0)
+    return result
+
+
+def table_sizes(engine: Engine) -> dict[str, float]:
+    """PostgreSQL: MiB of each search table (heap, TOAST and indexes) and of its indexes."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT c.relname, pg_total_relation_size(c.oid), pg_indexes_size(c.oid) "
+                "FROM pg_class c WHERE c.relkind = 'r' AND c.relname LIKE 'search\\_%' "
+                "AND c.relnamespace = to_regnamespace(current_schema())::oid ORDER BY 1"
+            )
+        ).all()
+    out = {}
+    for name, total, indexes in rows:
+        out[name] = total / 2**20
+        out[f"{name} (indexes)"] = indexes / 2**20
+    return out
+
+
 def db_size(engine: Engine, path: str | None) -> float:
     if path:
         # Outside any transaction (the store's SQLite connections begin one on first use,
@@ -380,16 +509,22 @@ def bench_backend(backend: str, data: dict[str, Any], args: argparse.Namespace) 
             with engine.begin() as conn:
                 conn.exec_driver_sql("ANALYZE")
         size_after = db_size(engine, path)
+        sizes = table_sizes(engine) if backend == "postgresql" else {}
         incremental = incremental_rate(engine, data)
         load_before = os.getloadavg()
         terms = pick_terms(data["df"], data["rows"], rng)
         queries = run_queries(engine, terms, args.queries, rng)
+        visible = visibility_delay(engine, data)
+        beside = reindex_beside_searches(engine, terms, rng) if args.concurrent_reindex else None
         return {
             "backend": backend,
             "documents": counts["store"] + counts["hub"],
             "load_s": load_s,
             "index_build_s": build_s,
             "incremental_docs_per_s": incremental,
+            "visibility_ms": visible,
+            "reindex_beside_searches": beside,
+            "table_mib": sizes,
             "loadavg": (load_before, os.getloadavg()),
             "db_mib_before_index": size_before,
             "db_mib_after_index": size_after,
@@ -422,6 +557,26 @@ def report(result: dict) -> None:
         f"{result['incremental_docs_per_s']:.0f} documents/s; load average (1/5/15 min) "
         f"before the queries {b1:.2f} {b5:.2f} {b15:.2f}, after {a1:.2f} {a5:.2f} {a15:.2f}"
     )
+    docs = result["documents"]
+    growth = result["db_mib_after_index"] - result["db_mib_before_index"]
+    print(
+        f"full reindex {docs / result['index_build_s']:,.0f} documents/s; index "
+        f"{growth * 2**20 / docs / 1000:.2f} KB per document (database growth)"
+    )
+    for name, mib in result["table_mib"].items():
+        print(f"  {name}: {mib:,.1f} MiB ({mib * 2**20 / docs / 1000:.2f} KB per document)")
+    v = result["visibility_ms"]
+    print(
+        f"change visible in another connection's search: p50 {v['p50']:.1f} ms, "
+        f"max {v['max']:.1f} ms ({v['n']} changes: pulls and listing edits)"
+    )
+    beside = result["reindex_beside_searches"]
+    if beside:
+        print(
+            f"reindex beside searches: {beside['documents'] / beside['seconds']:,.0f} "
+            f"documents/s; {beside['searches']} searches meanwhile, p50 {beside['p50']:.1f} ms, "
+            f"p95 {beside['p95']:.1f} ms, max {beside['max']:.1f} ms"
+        )
     print(f"frequent terms (% of documents): {result['frequent_terms']}")
     print("| query class | p50 ms | p95 ms | p99 ms | n |")
     print("|---|---|---|---|---|")
@@ -447,6 +602,12 @@ def main() -> int:
         type=int,
         default=3600,
         help="stop (non-zero exit) if the whole run takes longer than this",
+    )
+    parser.add_argument(
+        "--no-concurrent-reindex",
+        dest="concurrent_reindex",
+        action="store_false",
+        help="skip the second reindex timed beside searches",
     )
     args = parser.parse_args()
     signal.signal(signal.SIGALRM, _timeout)

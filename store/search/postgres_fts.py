@@ -37,6 +37,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from operator import itemgetter
 from typing import Any
 
@@ -59,7 +60,7 @@ from store.search.query import (
 # rebuild drops the indexes and makes them again from their definitions as the database
 # holds them.
 _INDEX_DDL = text(
-    "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema() "
+    "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema() "
     "AND tablename IN ('search_fts_terms', 'search_fts_fields') "
     "AND indexname LIKE 'ix\\_search\\_fts\\_%' ORDER BY indexname"
 )
@@ -489,31 +490,159 @@ class PostgresBackend:
         maintain row by row (after_write is not called meanwhile)."""
 
     def rebuild(self, conn: Connection) -> None:
-        """Both tables from search_documents in one pass, in rank-key order (rows of similar
-        rank share pages); the GIN indexes are built once at the end rather than maintained
-        row by row (they are locked until the transaction ends)."""
-        indexes = conn.execute(_INDEX_DDL).all()
-        for index in indexes:
-            conn.execute(text(f'DROP INDEX IF EXISTS "{index.indexname}"'))
-        conn.execute(text("DELETE FROM search_fts_fields"))
-        conn.execute(text("DELETE FROM search_fts_terms"))
+        """Both tables built beside the live ones and swapped in (see :func:`rebuild`)."""
+        rebuild(conn)
+
+
+# --- full rebuild: build beside, swap -----------------------------------------------------
+
+_TABLES = {"search_fts_terms": ("tags", "tsv"), "search_fts_fields": ("head", "mid")}
+_NEXT = "_next"
+_BUILD_MEMORY = "256MB"  # maintenance_work_mem of the GIN builds (this transaction only)
+# Documents written by others while the new tables were filled are caught up from their
+# indexed_at (written by the application's clock): this much earlier than the start, for
+# clocks of other hosts running behind.
+_CLOCK_MARGIN_S = 300
+_COPY_BATCH = 5000
+
+
+def rebuild(conn: Connection) -> None:
+    """search_fts_terms and search_fts_fields rebuilt from search_documents without stopping
+    searches: new tables are filled beside the live ones (COPY, in rank-key order, so rows
+    of similar rank share pages), their GIN indexes built once and analysed, and they take
+    the live tables' place at the end in one step.
+
+    Searches read the old tables until the caller's transaction commits: the only lock they
+    can meet is the swap's (dropping and renaming, milliseconds, then the commit). Writers
+    of search documents are held from the catch-up on (``SHARE`` on search_documents, which
+    searches never conflict with): documents other transactions wrote while the new tables
+    were filled are written into them again and the documents they deleted are removed, so
+    nothing committed meanwhile is lost. Runs in the caller's transaction (READ COMMITTED:
+    the catch-up sees what others committed)."""
+    started = conn.scalar(text("SELECT statement_timestamp()"))
+    indexes = conn.execute(_INDEX_DDL).all()
+    targets: dict[str, int] = dict(
+        conn.execute(
+            text(
+                "SELECT c.relname || '.' || a.attname, a.attstattarget FROM pg_attribute a "
+                "JOIN pg_class c ON c.oid = a.attrelid WHERE c.relname IN "
+                "('search_fts_terms', 'search_fts_fields') AND a.attnum > 0 "
+                "AND NOT a.attisdropped AND a.attstattarget > 0 "
+                "AND c.relnamespace = to_regnamespace(current_schema())::oid"
+            )
+        ).all()
+    )
+    conn.execute(text(f"SET LOCAL maintenance_work_mem = '{_BUILD_MEMORY}'"))
+    for table, columns in _TABLES.items():
+        new = table + _NEXT
+        conn.execute(text(f"DROP TABLE IF EXISTS {new}"))
+        definitions = ", ".join(f"{c} tsvector NOT NULL" for c in columns)
+        conn.execute(text(f"CREATE TABLE {new} (id bigint NOT NULL, {definitions})"))
+        for column in ("id", *columns):
+            target = targets.get(f"{table}.{column}")
+            if target:
+                conn.execute(
+                    text(f"ALTER TABLE {new} ALTER COLUMN {column} SET STATISTICS {int(target)}")
+                )
+    _copy_documents(conn, None)
+    for table in _TABLES:
+        conn.execute(text(f"ALTER TABLE {table + _NEXT} ADD PRIMARY KEY (id)"))
+    for index in indexes:
+        # CREATE INDEX ix_… ON [schema.]search_fts_… USING gin (…) WITH (…)
+        head, on, rest = index.indexdef.partition(" ON ")
+        table, using, rest = rest.partition(" USING ")
+        conn.execute(text(f"{head}{_NEXT}{on}{table}{_NEXT}{using}{rest}"))
+    for table in _TABLES:
+        conn.execute(text(f"ANALYZE {table + _NEXT}"))
+    _catch_up(conn, started)
+    # Swap: the live tables' order as searches take them (terms, then fields).
+    conn.execute(text(f"LOCK TABLE {', '.join(_TABLES)} IN ACCESS EXCLUSIVE MODE"))
+    for table in _TABLES:
+        conn.execute(text(f"DROP TABLE {table}"))
+        conn.execute(text(f"ALTER TABLE {table + _NEXT} RENAME TO {table}"))
+        conn.execute(
+            text(f"ALTER TABLE {table} RENAME CONSTRAINT {table + _NEXT}_pkey TO {table}_pkey")
+        )
+        # Every row has its document (caught up under the lock above): not checked again.
+        conn.execute(
+            text(
+                f"ALTER TABLE {table} ADD CONSTRAINT {table}_id_fkey FOREIGN KEY (id) "
+                "REFERENCES search_documents (id) ON DELETE CASCADE ON UPDATE CASCADE NOT VALID"
+            )
+        )
+    for index in indexes:
+        conn.execute(text(f"ALTER INDEX {index.indexname}{_NEXT} RENAME TO {index.indexname}"))
+    _stats_cache.clear()
+
+
+def _catch_up(conn: Connection, started: Any) -> None:
+    """From here no other transaction writes search documents until this one ends: what
+    they committed while the new tables were filled is written into them again, and rows of
+    documents they deleted (or moved to another rank key) are removed."""
+    conn.execute(text("LOCK TABLE search_documents IN SHARE MODE"))
+    for table in _TABLES:
+        conn.execute(
+            text(
+                f"DELETE FROM {table + _NEXT} AS t WHERE NOT EXISTS "  # noqa: S608
+                "(SELECT FROM search_documents AS d WHERE d.id = t.id)"
+            )
+        )
+    _copy_documents(conn, started)
+
+
+_DOC_COLUMNS = "id, fts_name, fts_title, fts_summary, fts_body, fts_facets"
+
+
+def _copy_documents(conn: Connection, since: Any) -> None:
+    """Write the tsvectors of the documents into the new tables, in rank-key order, with
+    COPY: all of them (``since`` None), or those other transactions wrote from about
+    ``since`` on (replacing their rows)."""
+    if since is None:
         last = -(1 << 63)
         while True:
-            rows = (
+            docs = (
                 conn.execute(
                     text(
-                        "SELECT id, fts_name, fts_title, fts_summary, fts_body, fts_facets "
-                        "FROM search_documents WHERE id > :last ORDER BY id LIMIT 2000"
+                        f"SELECT {_DOC_COLUMNS} FROM search_documents "  # noqa: S608
+                        f"WHERE id > :last ORDER BY id LIMIT {_COPY_BATCH}"
                     ),
                     {"last": last},
                 )
                 .mappings()
                 .all()
             )
-            if not rows:
-                break
-            self._write(conn, [dict(r) for r in rows])
-            last = rows[-1]["id"]
-        for index in indexes:
-            conn.execute(text(index.indexdef))
-        _stats_cache.clear()
+            if not docs:
+                return
+            _copy(conn, docs)
+            last = docs[-1]["id"]
+    # This transaction's own rows (xmin) are in the new tables already.
+    docs = (
+        conn.execute(
+            text(
+                f"SELECT {_DOC_COLUMNS} FROM search_documents "  # noqa: S608
+                "WHERE indexed_at >= :since AND CAST(CAST(xmin AS text) AS bigint) "
+                "<> CAST(CAST(pg_current_xact_id() AS text) AS bigint) % 4294967296 ORDER BY id"
+            ),
+            {"since": since - timedelta(seconds=_CLOCK_MARGIN_S)},
+        )
+        .mappings()
+        .all()
+    )
+    for start in range(0, len(docs), _COPY_BATCH):
+        batch = docs[start : start + _COPY_BATCH]
+        ids = [d["id"] for d in batch]
+        for table in _TABLES:
+            conn.execute(text(f"DELETE FROM {table + _NEXT} WHERE id = ANY(:ids)"), {"ids": ids})  # noqa: S608
+        _copy(conn, batch)
+
+
+def _copy(conn: Connection, docs: Sequence[Any]) -> None:
+    terms, fields = (t + _NEXT for t in _TABLES)
+    literals = [tsvector_literals(d) for d in docs]
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    with cursor.copy(f"COPY {terms} (id, tags, tsv) FROM STDIN") as copy:
+        for doc, lit in zip(docs, literals, strict=True):
+            copy.write_row((doc["id"], lit["tags"], lit["tsv"]))
+    with cursor.copy(f"COPY {fields} (id, head, mid) FROM STDIN") as copy:
+        for doc, lit in zip(docs, literals, strict=True):
+            copy.write_row((doc["id"], lit["head"], lit["mid"]))
