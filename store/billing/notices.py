@@ -8,8 +8,9 @@ period), however often a webhook is delivered or the reminders run; see
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -35,6 +36,32 @@ REMINDER_LEAD = timedelta(days=3)
 # --- payments -------------------------------------------------------------------------------
 
 
+def _order_notice(
+    session: Session,
+    settings: Settings | None,
+    order: Order,
+    *,
+    what: str,
+    template: str,
+    key: str,
+    path: str,
+    context: dict[str, Any],
+    attachments: Iterable[Attachment] = (),
+) -> None:
+    """A notice to the buyer of ``order`` about it, with the product's title and a link to
+    ``path``; none when mail has no settings, the buyer cannot be reached (disabled,
+    deleted) or the product is gone."""
+    resolved = settings_of(settings, f"{what} of order {order.id}")
+    if resolved is None:
+        return
+    account = session.get(Account, order.account_id)
+    product = session.get(Product, order.product_id)
+    if account is None or not reachable(account) or product is None:
+        return
+    context = {"product": product.title, **context, "url": f"{resolved.public_url}{path}"}
+    send(session, resolved, template, [account], key, context, attachments=attachments)
+
+
 def receipt(
     session: Session,
     settings: Settings | None,
@@ -44,26 +71,17 @@ def receipt(
 ) -> None:
     """The receipt of a paid order (a purchase, or a subscription's invoice), with the PDF
     receipt (``(filename, bytes)``, made by billing) attached."""
-    resolved = settings_of(settings, f"receipt of order {order.id}")
-    if resolved is None:
-        return
-    account, product = (
-        session.get(Account, order.account_id),
-        session.get(Product, order.product_id),
-    )
-    if not reachable(account) or product is None:
-        return
-    send(
+    _order_notice(
         session,
-        resolved,
-        "receipt",
-        [account] if account is not None else [],
-        f"receipt:{order.id}",
-        {
-            "product": product.title,
+        settings,
+        order,
+        what="receipt",
+        template="receipt",
+        key=f"receipt:{order.id}",
+        path=f"/my/purchases/orders/{order.id}/receipt",
+        context={
             "amount": format_money(order.total_minor, order.currency),
             "number": order.receipt_number or "",
-            "url": f"{resolved.public_url}/my/purchases/orders/{order.id}/receipt",
         },
         attachments=[Attachment(pdf[0], "application/pdf", pdf[1])] if pdf else [],
     )
@@ -143,27 +161,18 @@ def new_sale(session: Session, settings: Settings | None, *, order: Order) -> No
 
 def refund(session: Session, settings: Settings | None, *, order: Order, amount_minor: int) -> None:
     """A refund was applied to the order (once per cumulative refunded amount)."""
-    resolved = settings_of(settings, f"refund of order {order.id}")
-    if resolved is None:
-        return
-    account, product = (
-        session.get(Account, order.account_id),
-        session.get(Product, order.product_id),
-    )
-    if not reachable(account) or product is None:
-        return
-    send(
+    _order_notice(
         session,
-        resolved,
-        "refund",
-        [account] if account is not None else [],
-        f"refund:{order.id}:{order.refunded_minor}",
-        {
-            "product": product.title,
+        settings,
+        order,
+        what="refund",
+        template="refund",
+        key=f"refund:{order.id}:{order.refunded_minor}",
+        path=f"/my/purchases/orders/{order.id}/receipt",
+        context={
             "amount": format_money(amount_minor, order.currency),
             "number": order.receipt_number or "",
             "full": order.status == "refunded",
-            "url": f"{resolved.public_url}/my/purchases/orders/{order.id}/receipt",
         },
     )
 
@@ -173,26 +182,17 @@ def payment_failed(
 ) -> None:
     """A renewal payment failed: access continues through the grace period; update the card.
     One message per failed invoice, whatever the number of events about it."""
-    resolved = settings_of(settings, f"failed payment of order {order.id}")
-    if resolved is None:
-        return
-    account, product = (
-        session.get(Account, order.account_id),
-        session.get(Product, order.product_id),
-    )
-    if not reachable(account) or product is None:
-        return
-    send(
+    _order_notice(
         session,
-        resolved,
-        "payment_failed",
-        [account] if account is not None else [],
-        f"payment_failed:{order.id}",
-        {
-            "product": product.title,
+        settings,
+        order,
+        what="failed payment",
+        template="payment_failed",
+        key=f"payment_failed:{order.id}",
+        path="/my/purchases",
+        context={
             "amount": format_money(order.total_minor, order.currency),
             "reason": order.failure_reason,
-            "url": f"{resolved.public_url}/my/purchases",
         },
     )
 

@@ -245,3 +245,30 @@ def test_trial_and_grace_reminders_are_queued_once_and_suspension_is_told(
     assert f"{ent.grace_until:%Y-%m-%d}" in grace.text_body
     [suspended] = _to(session, "access_suspended", other.email)
     assert "suspended" in suspended.subject
+
+
+def test_order_notices_go_only_to_a_reachable_buyer_with_settings(
+    client: TestClient, session: Session, billing: Billing, shop: Shop, settings: Settings
+) -> None:
+    order = pending_order(session, billing, shop)
+    post_event(client, make_event("payment_intent.succeeded", intent(order)))
+    order = fresh(session, order)
+    before = {t: len(_messages(session, t)) for t in ("receipt", "refund")}
+    # Without settings nothing is mailed (and nothing breaks).
+    notices.receipt(session, None, order=order)
+    notices.refund(session, None, order=order, amount_minor=100)
+    session.flush()
+    assert {t: len(_messages(session, t)) for t in before} == before
+    # A disabled buyer hears nothing of the order.
+    shop.buyer.is_active = False
+    session.flush()
+    notices.receipt(session, settings, order=order)
+    notices.refund(session, settings, order=order, amount_minor=100)
+    session.flush()
+    assert {t: len(_messages(session, t)) for t in before} == before
+    shop.buyer.is_active = True
+    session.flush()
+    notices.refund(session, settings, order=order, amount_minor=100)
+    session.flush()
+    [sent] = [m for m in _messages(session, "refund") if "$1.00" in m.text_body]
+    assert sent.to_addr == shop.buyer.email and "/receipt" in sent.text_body
