@@ -1,5 +1,6 @@
 """The same webhook delivered at the same moment to two store processes on one PostgreSQL
-database: one order transition, one entitlement."""
+database: one order transition, one entitlement. A plan change confirmed in two processes at
+the same moment: one change, one charge."""
 
 from __future__ import annotations
 
@@ -215,5 +216,100 @@ def test_two_events_for_one_order_at_once(pg_database: str, two_apps: list[str])
                     conn.scalar(select(Order.entitlement_id).where(Order.id == order_id))
                     is not None
                 )
+    finally:
+        engine.dispose()
+
+
+def _subscribers(url: str, n: int) -> tuple[str, list[tuple[str, str]]]:
+    """``n`` buyers with a running basic subscription (half of its period used) and an API
+    token each; the pro tier's id."""
+    from datetime import timedelta
+
+    from store.billing.gateway import PaymentInput
+    from store.billing.models import Subscription
+    from store.billing.test_gateway import CARD_SUCCESS
+    from store.db import utcnow
+    from tests.factories import api_token
+
+    engine = make_engine(url)
+    factory = make_sessionmaker(engine)
+    billing = build_billing(billing_settings())
+    out = []
+    with session_scope(factory) as session:
+        owner = make_account(session)
+        org = make_org(session, owner)
+        product = make_product(
+            session,
+            org,
+            owner,
+            tiers=[paid_tier("basic", 1000, "month"), paid_tier("pro", 3000, "month")],
+        )
+        basic, pro = tier_of(product, "basic"), tier_of(product, "pro")
+        for _ in range(n):
+            buyer = make_account(session)
+            order = orders.start_checkout(session, billing, account=buyer, tier=basic)
+            orders.pay(
+                session, billing, order=order, payment=PaymentInput(card_number=CARD_SUCCESS)
+            )
+            sub = session.get(Subscription, order.subscription_id)
+            assert sub is not None and sub.status == "active"
+            sub.current_period_start = utcnow() - timedelta(days=15)
+            sub.current_period_end = utcnow() + timedelta(days=15)
+            out.append((str(sub.id), api_token(session, buyer)))
+        pro_id = str(pro.id)
+    engine.dispose()
+    return pro_id, out
+
+
+def _change_together(
+    bases: list[str], sub_id: str, token: str, tier_id: str, n: int
+) -> list[httpx.Response]:
+    barrier = threading.Barrier(len(bases))
+    results: list[Any] = [None] * len(bases)
+
+    def send(i: int) -> None:
+        headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": f"tab-{i}-{n:04d}"}
+        with httpx.Client(timeout=60) as client:
+            barrier.wait()
+            results[i] = client.post(
+                f"{bases[i]}/api/v1/billing/subscriptions/{sub_id}/change",
+                json={"tier_id": tier_id},
+                headers=headers,
+            )
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(bases))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_plan_change_in_two_processes_at_once(pg_database: str, two_apps: list[str]) -> None:
+    """Two tabs confirming the same plan change, each request to another process: the
+    subscription's row lock makes one the change; the other finds the plan changed."""
+    from store.billing.models import PlanChange
+
+    pro_id, rounds = _subscribers(pg_database, 5)
+    engine = make_engine(pg_database)
+    try:
+        for n, (sub_id, token) in enumerate(rounds):
+            results = _change_together(two_apps, sub_id, token, pro_id, n)
+            codes = sorted(r.status_code for r in results)
+            assert codes == [200, 422], [r.text for r in results]
+            refused = next(r for r in results if r.status_code == 422)
+            assert refused.json()["error"] == "same_plan"
+            with engine.connect() as conn:
+                changes = conn.scalar(
+                    select(func.count())
+                    .select_from(PlanChange)
+                    .where(PlanChange.subscription_id == sub_id)
+                )
+                paid = conn.scalar(
+                    select(func.count())
+                    .select_from(Order)
+                    .where(Order.subscription_id == sub_id, Order.paid_at.is_not(None))
+                )
+                assert (changes, paid) == (1, 2)
     finally:
         engine.dispose()
