@@ -155,6 +155,7 @@ def _include_routers(app: FastAPI) -> None:
     from store.licensing.public import router as licensing_public
     from store.privacy.api import router as privacy_api
     from store.registry.api import router as registry_api
+    from store.registry.credentials import preload as registry_preload
     from store.registry.routes import router as registry_routes
     from store.search.api import router as search_api
     from store.search.docker_api import router as docker_search
@@ -183,6 +184,7 @@ def _include_routers(app: FastAPI) -> None:
         app.include_router(router, prefix="/api/v1")
     # Registry token endpoint and notifications, license keys and revocation lists.
     app.include_router(registry_routes)
+    registry_preload()
     app.include_router(licensing_public)
     app.include_router(licensing_pages)
     # `docker search` (the index search API) and the search page.

@@ -8,6 +8,11 @@ check that finds no free slot within a short wait is refused with 429 and ``Retr
 own, one per slot, at a lower scheduling priority than the event loop (so a burst of
 checks does not slow the requests that need little CPU), and waiting for a slot holds no
 thread when the caller is on the event loop (``verify_password_async``).
+
+A caller that must do work of its own before a check (take a rate-limit attempt in the
+database) holds a slot for it first (:meth:`CheckSlots.hold_async`): the requests that find
+every slot busy are refused before they have cost anything but a place in the queue, so
+a burst of guesses does at most as much database work at once as argon2 work.
 """
 
 from __future__ import annotations
@@ -22,11 +27,10 @@ import secrets
 import threading
 import zlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
-import anyio.to_thread
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
@@ -93,6 +97,19 @@ class CheckSlots:
         if not await self._acquire_async():
             raise self.refused()
         return await asyncio.wrap_future(self._submit(func, *args))
+
+    @contextlib.asynccontextmanager
+    async def hold_async(self) -> AsyncIterator[HeldSlot]:
+        """A slot taken now (waiting on the loop; ChecksBusy after the wait) for work to do
+        before the check that will run in it; given back on exit unless a check was
+        submitted in it (that check gives it back when it ends)."""
+        if not await self._acquire_async():
+            raise self.refused()
+        held = HeldSlot(self)
+        try:
+            yield held
+        finally:
+            held.give_back()
 
     def _submit(self, func: Callable[..., T], *args: Any) -> Future[T]:
         # The slot is given back when the check ends, even if its caller went away.
@@ -181,6 +198,30 @@ class CheckSlots:
         return self._settle(waiter)
 
 
+class HeldSlot:
+    """A slot taken by :meth:`CheckSlots.hold_async`, for one check."""
+
+    __slots__ = ("_slots",)
+
+    def __init__(self, slots: CheckSlots) -> None:
+        self._slots: CheckSlots | None = slots
+
+    def submit(self, func: Callable[..., T], *args: Any) -> Future[T]:
+        """Start ``func(*args)`` on a check thread in this slot (once only)."""
+        slots, self._slots = self._slots, None
+        if slots is None:
+            raise RuntimeError("this slot was used or given back already")
+        return slots._submit(func, *args)
+
+    async def run_async(self, func: Callable[..., T], *args: Any) -> T:
+        return await asyncio.wrap_future(self.submit(func, *args))
+
+    def give_back(self) -> None:
+        slots, self._slots = self._slots, None
+        if slots is not None:
+            slots.release()
+
+
 def _lower_priority() -> None:
     """Check threads run at a lower priority than the event loop (Linux: per thread), so a
     burst of checks leaves the CPU to the requests that need little of it."""
@@ -214,14 +255,23 @@ def verify_password(password_hash: str, password: str) -> bool:
     return password_checks.run(_check, password_hash, password)
 
 
-async def verify_password_async(password_hash: str, password: str) -> bool:
+async def verify_password_async(
+    password_hash: str, password: str, slot: HeldSlot | None = None
+) -> bool:
     """``verify_password`` for coroutines: waits for its slot on the event loop, holding no
-    thread."""
+    thread (or runs in ``slot`` when one is held already)."""
+    if slot is not None:
+        return await slot.run_async(_check, password_hash, password)
     return await password_checks.run_async(_check, password_hash, password)
 
 
 def _check(password_hash: str, password: str) -> bool:
     return check_password(password_hash, password)  # looked up at call time (tests patch it)
+
+
+def submit_password_check(slot: HeldSlot, password_hash: str, password: str) -> Future[bool]:
+    """Start ``verify_password`` in a slot already held; its future."""
+    return slot.submit(_check, password_hash, password)
 
 
 def password_needs_rehash(password_hash: str) -> bool:
@@ -253,13 +303,20 @@ def _dummy() -> str:
 def burn_password_check(password: str) -> None:
     """Spend what a real check costs when the account does not exist, so the time taken
     does not reveal which usernames exist: one check against a constant hash, in a slot
-    like any other check."""
-    verify_password(_dummy(), password)
+    like any other check (the constant hash is made there too, the first time)."""
+    password_checks.run(_burn, password)
 
 
-async def burn_password_check_async(password: str) -> None:
-    dummy = await anyio.to_thread.run_sync(_dummy)
-    await verify_password_async(dummy, password)
+async def burn_password_check_async(password: str, slot: HeldSlot | None = None) -> None:
+    """``burn_password_check`` for coroutines, in ``slot`` when one is held already."""
+    if slot is not None:
+        await slot.run_async(_burn, password)
+    else:
+        await password_checks.run_async(_burn, password)
+
+
+def _burn(password: str) -> None:
+    _check(_dummy(), password)
 
 
 def _base62(number: int, length: int) -> str:

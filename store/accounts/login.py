@@ -2,11 +2,12 @@
 
 1. **Reserve** an attempt for the account name and the address (``store.ratelimit.reserve``)
    and look the account up: one short transaction, committed at once, so every process
-   sees the attempt before the password is checked (429 when none is left).
-2. **Check** the password (argon2id) in one of the process's check slots, outside any
-   transaction: on SQLite no write lock is held for the 0.2 s a check takes. An unknown
-   account costs the same one check against a constant hash. No free slot in time: the
-   attempt is given back and the caller gets 429 with ``Retry-After``.
+   sees the attempt before the password is checked (429 when none is left). This happens
+   once the check's slot is held (``security.CheckSlots.hold_async``): when no slot frees
+   up in time the caller gets 429 with ``Retry-After`` and nothing was written.
+2. **Check** the password (argon2id) in that slot, outside any transaction: on SQLite no
+   write lock is held for the 0.2 s a check takes. An unknown account costs the same one
+   check against a constant hash.
 3. **Record** the outcome in a second transaction: a failure stays counted and is
    audited; a success gives its attempt back, is audited (unless a second factor is still
    to come), and runs the caller's ``then`` (make an API token, a web session) in the same
@@ -52,11 +53,6 @@ def _reserve(app: Any, checks: list[tuple[ratelimit.Rule, str | None]], login: s
         return _Found(reservation, account.id, account.password_hash)
 
 
-def _release(app: Any, reservation: ratelimit.Reservation) -> None:
-    with session_scope(app.state.sessionmaker) as session:
-        ratelimit.release(session, reservation)
-
-
 _FAILED = "failed"
 _DISABLED = "disabled"
 
@@ -99,19 +95,18 @@ async def log_in(
     app = request.app
     turns = app.state.write_turns
     checks = ratelimit.login_checks(request, login)
-    try:
-        found = await turns.run(_reserve, app, checks, login)
-    except ratelimit.Refused as exc:
-        raise ratelimit.too_many(exc.wait, "failed log-ins") from None
-    try:
+    # The check's slot first: when none frees up in time the caller gets 429 before
+    # anything is written (security.CheckSlots.hold_async).
+    async with security.password_checks.hold_async() as slot:
+        try:
+            found = await turns.run(_reserve, app, checks, login)
+        except ratelimit.Refused as exc:
+            raise ratelimit.too_many(exc.wait, "failed log-ins") from None
         if found.password_hash is None:
-            await security.burn_password_check_async(password)
+            await security.burn_password_check_async(password, slot)
             ok = False
         else:
-            ok = await security.verify_password_async(found.password_hash, password)
-    except security.ChecksBusy:
-        await turns.run(_release, app, found.reservation)  # never tried: not an attempt
-        raise
+            ok = await security.verify_password_async(found.password_hash, password, slot)
     outcome, value = await turns.run(_record, app, found, ok, password, via, then)
     if outcome == _FAILED:
         raise Unauthorized("Incorrect username or password", code="bad_credentials")

@@ -140,8 +140,20 @@ class PasswordCache:
             return False
         return True
 
-    async def check(self, username: str, password: str, password_hash: str) -> bool:
-        """Whether the password matches: from the cache, or by argon2 in the threadpool.
+    def pending(self, username: str, password: str, password_hash: str) -> bool:
+        """Whether a check of this credential is running in this event loop (join it)."""
+        task = self._pending.get(self._digest(username, password, password_hash))
+        return task is not None and task.get_loop() is asyncio.get_running_loop()
+
+    async def check(
+        self,
+        username: str,
+        password: str,
+        password_hash: str,
+        slot: security.HeldSlot | None = None,
+    ) -> bool:
+        """Whether the password matches: from the cache, or by argon2 in a check slot
+        (``slot`` when the caller holds one already; it is used or given back).
 
         Concurrent checks of the same credential share one argon2 run (a CI fleet pulling
         at once after a restart would otherwise run one each, 64 MiB apiece)."""
@@ -151,14 +163,21 @@ class PasswordCache:
         loop = asyncio.get_running_loop()
         task = self._pending.get(key)
         if task is None or task.get_loop() is not loop:
-            task = loop.create_task(self._verify(key, password, password_hash))
+            if slot is not None:  # started now, so the slot is in use before any await
+                started = security.submit_password_check(slot, password_hash, password)
+                task = loop.create_task(self._settle(key, asyncio.wrap_future(started)))
+            else:
+                checked = security.verify_password_async(password_hash, password)
+                task = loop.create_task(self._settle(key, checked))
             self._pending[key] = task
             task.add_done_callback(lambda done: self._forget(key, done))
+        elif slot is not None:
+            slot.give_back()  # joining a running check needs no slot of its own
         # shield: a client that goes away does not cancel the check the others wait for
         return await asyncio.shield(task)
 
-    async def _verify(self, key: bytes, password: str, password_hash: str) -> bool:
-        ok = await security.verify_password_async(password_hash, password)
+    async def _settle(self, key: bytes, checked: Awaitable[bool]) -> bool:
+        ok = await checked
         if ok:
             self._remember(key)
         return bool(ok)
@@ -306,6 +325,14 @@ def unguessable_username(username: str) -> bool:
     return module is not None and bool(module.is_license_username(username))
 
 
+def preload() -> None:
+    """Import now (at start-up) the modules the resolvers import on first use: importing
+    one on the event loop under the first burst of requests stalls every other request of
+    the worker (100-300 ms for these two on a loaded 2-core machine)."""
+    _license_module()
+    from store.builds import queue  # noqa: F401
+
+
 def _license_module() -> Any:
     try:
         from store.licensing import credentials as license_credentials
@@ -368,19 +395,17 @@ async def resolve_password(
         ctx.db, "email" if "@" in login else "username", {"login": login}, ctx.repository, ctx.now
     )
     if row["cid"] is None:
-        # As much work as a wrong password, counted like one.
-        reservation = await _reserve(ctx, username, password)
-        await _checked(ctx, reservation, security.burn_password_check_async(password))
+        # As much work as a wrong password, counted like one: a check slot first (a 429
+        # when none frees up in time, before anything is written), then the attempt.
+        async with security.password_checks.hold_async() as slot:
+            await _reserve(ctx, username, password)
+            await security.burn_password_check_async(password, slot)
         raise BadCredentials()
     name, password_hash = row["cname"], row["chash"]
-    if not ctx.cache.hit(name, password, password_hash):
-        reservation = await _reserve(ctx, username, password)
-        ok = await _checked(ctx, reservation, ctx.cache.check(name, password, password_hash))
-        if not ok:
-            raise BadCredentials()
-        if ctx.attempts is not None:
-            await ctx.attempts.release(reservation)  # a success is not a failed attempt
-        ctx.counted = False
+    if not ctx.cache.hit(name, password, password_hash) and not await _check_password(
+        ctx, username, password, name, password_hash
+    ):
+        raise BadCredentials()
     if not row["cactive"]:
         raise AccountDisabled("this account is disabled")
     if row["c2fa"]:
@@ -396,6 +421,30 @@ async def resolve_password(
         account_id=ctx.db.codec.uuid(row["cid"]),
         is_admin=bool(row["cadmin"]),
     )
+
+
+async def _check_password(
+    ctx: CredentialContext, username: str, password: str, name: str, password_hash: str
+) -> bool:
+    """A password the cache does not know, checked after its attempt is reserved; a success
+    gives the attempt back. A new check takes its slot before the attempt (a 429 when none
+    frees up in time, before anything is written); a request for a credential whose check
+    is already running joins it."""
+    cache = ctx.cache
+    if cache.pending(name, password, password_hash):
+        reservation = await _reserve(ctx, username, password)
+        ok = await _checked(ctx, reservation, cache.check(name, password, password_hash))
+    else:
+        async with security.password_checks.hold_async() as slot:
+            if cache.hit(name, password, password_hash):  # checked while this one waited
+                return True
+            reservation = await _reserve(ctx, username, password)
+            ok = await cache.check(name, password, password_hash, slot)
+    if ok:
+        if ctx.attempts is not None:
+            await ctx.attempts.release(reservation)  # a success is not a failed attempt
+        ctx.counted = False
+    return ok
 
 
 async def _reserve(ctx: CredentialContext, username: str, password: str) -> Any:

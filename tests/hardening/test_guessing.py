@@ -144,6 +144,58 @@ def test_async_waiters_are_refused_after_the_wait_holding_no_slot() -> None:
     assert slots.busy == 0
 
 
+def test_a_held_slot_is_given_back_unused_or_freed_by_its_check() -> None:
+    slots = security.CheckSlots(1, wait_s=0.1)
+
+    async def main() -> None:
+        async with slots.hold_async():
+            assert slots.busy == 1
+            with pytest.raises(security.ChecksBusy):  # refused before its body runs
+                async with slots.hold_async():
+                    raise AssertionError("no slot was free")
+        assert slots.busy == 0  # unused: given back on exit
+        gate = threading.Event()
+        async with slots.hold_async() as slot:
+            future = slot.submit(gate.wait, 5)
+            with pytest.raises(RuntimeError):  # one check per slot
+                slot.submit(gate.wait, 5)
+        assert slots.busy == 1  # its check still runs in it
+        gate.set()
+        await asyncio.wrap_future(future)
+        assert slots.busy == 0
+
+    asyncio.run(main())
+
+
+def test_a_check_already_running_is_joined_without_a_second_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from store.registry import credentials
+
+    calls: list[str] = []
+
+    def slow(password_hash: str, password: str) -> bool:
+        calls.append(password)
+        time.sleep(0.2)
+        return True
+
+    monkeypatch.setattr(security, "check_password", slow)
+    cache = credentials.PasswordCache()
+    slots = security.password_checks
+
+    async def main() -> list[bool]:
+        async with slots.hold_async() as slot:
+            first = asyncio.ensure_future(cache.check("bob", "pw", "h", slot))
+            await asyncio.sleep(0.05)
+        assert cache.pending("bob", "pw", "h")
+        async with slots.hold_async() as other:
+            joined = await cache.check("bob", "pw", "h", other)
+        return [await first, joined]
+
+    assert asyncio.run(main()) == [True, True]
+    assert calls == ["pw"] and slots.busy == 0
+
+
 # --- log-in and /token ----------------------------------------------------------------------
 
 
@@ -183,10 +235,12 @@ def test_unknown_accounts_cost_one_check_against_a_constant_hash(
 ) -> None:
     _small(app)
     hashes: list[str] = []
+    threads: set[str] = set()
     real = security.check_password
 
     def counting(password_hash: str, password: str) -> bool:
         hashes.append(password_hash)
+        threads.add(threading.current_thread().name.rpartition("_")[0])
         return real(password_hash, password)
 
     monkeypatch.setattr(security, "check_password", counting)
@@ -198,6 +252,8 @@ def test_unknown_accounts_cost_one_check_against_a_constant_hash(
     )
     assert r.status_code == 401
     assert len(hashes) == 3 and len(set(hashes)) == 1
+    # In a check slot's thread (no other thread taken for the constant hash).
+    assert threads == {"password-check"}
 
 
 def test_token_password_attempts_are_reserved_and_given_back(
@@ -239,3 +295,27 @@ def test_busy_check_slots_answer_429_and_give_the_attempt_back(
         security.password_checks.configure(None)
     assert _hits(session, limits.token_account, "erin") == 0
     assert _hits(session, limits.login_account, "erin") == 0
+
+
+def test_busy_check_slots_refuse_unknown_users_before_anything_is_written(
+    app: FastAPI, client: TestClient, session: Session
+) -> None:
+    _small(app)
+    security.password_checks.configure(1, wait_s=0.05)
+    hold = threading.Event()
+    holder = threading.Thread(target=security.password_checks.run, args=(hold.wait, 5))
+    holder.start()
+    try:
+        time.sleep(0.05)
+        for user in ("ghost1", "ghost2"):
+            r = client.get("/token?service=store-registry", headers=_basic(user, "guess"))
+            assert r.status_code == 429 and r.headers["Retry-After"] == "1"
+        r = client.post(
+            "/api/v1/auth/token", json={"login": "ghost3", "password": "x", "token_name": "t"}
+        )
+        assert r.status_code == 429 and r.headers["Retry-After"] == "1"
+    finally:
+        hold.set()
+        holder.join(5)
+        security.password_checks.configure(None)
+    assert session.scalars(select(RateLimit)).all() == []  # no attempt taken, none given back
