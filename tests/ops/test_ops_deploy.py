@@ -392,3 +392,38 @@ def test_the_haproxy_configuration_is_valid_as_shipped_and_as_the_bench_runs_it(
     assert "10.0.0." not in text
     checked = subprocess.run([haproxy, "-c", "-f", str(local)], capture_output=True)
     assert checked.returncode == 0, checked.stderr.decode()
+
+
+def test_the_nginx_configuration_is_valid_as_shipped_and_as_the_bench_runs_it(
+    tmp_path: Path,
+) -> None:
+    import shutil
+    import subprocess
+
+    nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
+    if nginx is None:
+        pytest.skip("nginx is not installed (bench/load.py --balancer nginx installs it)")
+    from bench.load import NGINX_CONF, nginx_config
+
+    prefix = tmp_path / "nginx"
+    # As shipped: a file for the http context (/etc/nginx/conf.d/), in a minimal nginx.conf.
+    shipped = tmp_path / "shipped.conf"
+    shipped.write_text(
+        f"pid {tmp_path / 'shipped.pid'};\nerror_log {tmp_path / 'error.log'};\n"
+        f"events {{}}\nhttp {{\n    include {NGINX_CONF};\n}}\n"
+    )
+    checked = subprocess.run([nginx, "-t", "-c", str(shipped)], capture_output=True)
+    assert checked.returncode == 0, checked.stderr.decode()
+    text = NGINX_CONF.read_text()
+    assert "max_fails=3 fail_timeout=10s" in text and "health_check" not in text.split("#")[0]
+    local = tmp_path / "nginx.conf"
+    local.write_text(nginx_config(18080, [18081, 18082], prefix))
+    text = local.read_text()
+    assert "listen 127.0.0.1:18080;" in text
+    assert "server 127.0.0.1:18081 max_fails=3 fail_timeout=10s;" in text
+    assert "server 127.0.0.1:18082 max_fails=3 fail_timeout=10s;" in text
+    assert "10.0.0." not in text
+    checked = subprocess.run(
+        [nginx, "-t", "-c", str(local), "-p", str(prefix)], capture_output=True
+    )
+    assert checked.returncode == 0, checked.stderr.decode()
