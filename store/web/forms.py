@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from typing import Annotated, TypeVar
@@ -90,12 +90,16 @@ class FormState:
         form: FormData,
         exc: StoreError,
         fields: Mapping[str, str] | None = None,
+        public: Collection[str] = (),
     ) -> FormState:
         """``fields`` places errors the service raises without naming an input: error
-        code → the input of this form it is about (a wrong current password)."""
+        code → the input of this form it is about (a wrong current password). ``public``
+        names inputs shown again although such names are secret elsewhere (a coupon's
+        ``code`` is not a sign-in code)."""
+        secret = _SECRET_FIELDS.difference(public)
         values: dict[str, list[str]] = {}
         for key, value in form.multi_items():
-            if key not in _SECRET_FIELDS and isinstance(value, str) and not _secret(value):
+            if key not in secret and isinstance(value, str) and not _secret(value):
                 values.setdefault(key, []).append(value)
         if isinstance(exc, FieldErrors):
             return cls(name, values, exc.detail, "", dict(exc.errors), exc.code)
@@ -183,13 +187,15 @@ def submit(
     failed: Failed,
     done: Callable[[T], Response],
     fields: Mapping[str, str] | None = None,
+    public: Collection[str] = (),
 ) -> Response:
     """Every page form: run ``action`` in a savepoint (``attempt``); when it raises a
     StoreError, ``failed`` re-renders the page with the input kept and the error beside its
-    field (form ``name``; ``fields`` as for ``FormState.failed``), answering with
-    ``error_status``; else ``done`` answers, usually a flash and a redirect
+    field (form ``name``; ``fields`` and ``public`` as for ``FormState.failed``), answering
+    with ``error_status``; else ``done`` answers, usually a flash and a redirect
     (``redirect_with``)."""
-    return answer(form, name, attempt(session, action), failed=failed, done=done, fields=fields)
+    result = attempt(session, action)
+    return answer(form, name, result, failed=failed, done=done, fields=fields, public=public)
 
 
 async def submit_async(
@@ -200,6 +206,7 @@ async def submit_async(
     failed: Failed,
     done: Callable[[T], Response],
     fields: Mapping[str, str] | None = None,
+    public: Collection[str] = (),
 ) -> Response:
     """``submit`` for a form whose action runs its own transactions (logging in): no
     request session, so no savepoint."""
@@ -207,7 +214,7 @@ async def submit_async(
         result: T | StoreError = await action()
     except StoreError as exc:
         result = exc
-    return answer(form, name, result, failed=failed, done=done, fields=fields)
+    return answer(form, name, result, failed=failed, done=done, fields=fields, public=public)
 
 
 def answer(
@@ -218,13 +225,15 @@ def answer(
     failed: Failed,
     done: Callable[[T], Response],
     fields: Mapping[str, str] | None = None,
+    public: Collection[str] = (),
 ) -> Response:
     """The answer to a submitted form once its action ran: ``done`` with what it returned,
     or ``failed`` with the form as submitted and the error placed. A refusal that tells the
     client when to come back (429, Retry-After) says so on the re-rendered page too."""
     if not isinstance(result, StoreError):
         return done(result)
-    response = failed(FormState.failed(name, form, result, fields), error_status(result))
+    state = FormState.failed(name, form, result, fields, public)
+    response = failed(state, error_status(result))
     headers = result.extra.get("headers") if result.extra else None
     if isinstance(headers, Mapping):
         response.headers.update(headers)

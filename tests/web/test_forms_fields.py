@@ -120,3 +120,11 @@ def test_a_refused_form_leaves_nothing_half_written(session: Session) -> None:
     session.commit()  # the request's transaction still commits
     session.expire_all()
     assert session.get(Account, account.id).display_name != "Half written"  # type: ignore[union-attr]
+
+
+def test_a_form_may_show_again_an_input_whose_name_is_secret_elsewhere() -> None:
+    form = FormData([("code", "SPRING"), ("value", "x")])
+    hidden = FormState.failed("coupon", form, ValidationFailed("Bad", field="value"))
+    assert hidden.value("coupon", "code") == ""  # a sign-in code by default
+    shown = FormState.failed("coupon", form, ValidationFailed("Bad"), public={"code"})
+    assert shown.value("coupon", "code") == "SPRING"
