@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import Form, Query, Request
@@ -27,7 +28,7 @@ from store.billing import (
     trials,
 )
 from store.billing.gateway import PaymentInput
-from store.billing.models import Order
+from store.billing.models import Coupon, Order
 from store.billing.pricing import MAX_QUANTITY, Buyer, normalize_country, normalize_vat_id
 from store.billing.runtime import Billing, billing_of
 from store.billing.sweep import maybe_sweep
@@ -40,6 +41,8 @@ from store.catalog.money import format_money
 from store.deps import DbSession
 from store.errors import NotFound, StoreError, ValidationFailed
 from store.licensing.models import Entitlement
+from store.web import forms
+from store.web.forms import NO_FORM, FormState
 from store.web.routing import AdminAccount, RequiredAccount, page_router
 from store.web.templating import flash, minor_exponent, redirect, render
 
@@ -690,8 +693,7 @@ def _coupons_page(
     billing: Billing,
     account: Account,
     organization: Organization,
-    error: str = "",
-    form: dict[str, str] | None = None,
+    form: FormState = NO_FORM,
     status: int = 200,
 ) -> Response:
     rows = coupons.coupons_of(session, actor=account, org=organization)
@@ -713,9 +715,9 @@ def _coupons_page(
             "state": coupons.state,
             "describe": coupons.describe,
             "products": products,
+            "product_options": [(p.repository, p.title) for p in products],
             "may_edit": accounts.has_role(session, account, organization, "owner"),
-            "error": error,
-            "form": form or {},
+            "form": form,
         },
         billing,
         status=status,
@@ -732,12 +734,14 @@ def coupons_page(
     return _coupons_page(request, session, billing, account, organization)
 
 
-def _optional_int(raw: str, what: str) -> int | None:
+def _optional_int(raw: str, what: str, field: str) -> int | None:
     text = raw.strip()
     if not text:
         return None
     if not text.isdigit():
-        raise ValidationFailed(f"{what} must be a whole number", code="bad_coupon_number")
+        raise ValidationFailed(
+            f"{what} must be a whole number", code="bad_coupon_number", field=field
+        )
     return int(text)
 
 
@@ -749,10 +753,25 @@ def _expiry(raw: str) -> datetime | None:
         day = date.fromisoformat(text)
     except ValueError:
         raise ValidationFailed(
-            "The expiry is a date such as 2027-01-31", code="bad_coupon_expiry"
+            "The expiry is a date such as 2027-01-31", code="bad_coupon_expiry", field="expires"
         ) from None
     # Valid through the whole day given (UTC).
     return datetime.combine(day + timedelta(days=1), time.min, tzinfo=UTC)
+
+
+# The coupon form's input each refusal of the service is about (it names none).
+COUPON_FIELDS = {
+    "bad_coupon_code": "code",
+    "coupon_exists": "code",
+    "coupon_no_paid_tier": "product",
+    "coupon_percent_or_amount": "kind",
+    "bad_coupon_percent": "value",
+    "bad_coupon_amount": "value",
+    "coupon_currency": "value",
+    "bad_coupon_duration": "months",
+    "bad_coupon_limit": "max_redemptions",
+    "bad_coupon_expiry": "expires",
+}
 
 
 @router.post("/publish/{org}/-/coupons")
@@ -761,6 +780,7 @@ def create_coupon(
     org: str,
     session: DbSession,
     account: RequiredAccount,
+    form: forms.Form,
     code: FormStr = "",
     product: FormStr = "",
     tier: FormStr = "",
@@ -775,19 +795,8 @@ def create_coupon(
     """Make a coupon (owners); every problem is shown on the form again."""
     billing = _billing(request)
     organization = accounts.get_organization(session, org)
-    form = {
-        "code": code,
-        "product": product,
-        "tier": tier,
-        "kind": kind,
-        "value": value,
-        "duration": duration,
-        "months": months,
-        "max_redemptions": max_redemptions,
-        "once_per_customer": once_per_customer,
-        "expires": expires,
-    }
-    try:
+
+    def create() -> Coupon:
         if kind not in ("percent", "amount"):
             raise ValidationFailed("Choose percent or amount off", code="coupon_percent_or_amount")
         spec = coupons.CouponSpec(
@@ -797,20 +806,29 @@ def create_coupon(
             percent_off=value if kind == "percent" else None,
             amount_off=value if kind == "amount" else None,
             duration=duration,
-            duration_months=_optional_int(months, "Months") if duration == "repeating" else None,
-            max_redemptions=_optional_int(max_redemptions, "Max redemptions"),
+            duration_months=(
+                _optional_int(months, "Months", "months") if duration == "repeating" else None
+            ),
+            max_redemptions=_optional_int(max_redemptions, "Max redemptions", "max_redemptions"),
             once_per_customer=bool(once_per_customer),
             expires_at=_expiry(expires),
         )
-        coupon = coupons.create(session, actor=account, org=organization, spec=spec)
-    except StoreError as exc:
-        if exc.status_code in (401, 403):
-            raise
-        return _coupons_page(
-            request, session, billing, account, organization, exc.detail, form, exc.status_code
-        )
-    flash(request, f"Coupon {coupon.code} made: {coupons.describe(coupon)}.")
-    return redirect(f"/publish/{organization.slug}/-/coupons")
+        return coupons.create(session, actor=account, org=organization, spec=spec)
+
+    return forms.submit(
+        session,
+        form,
+        "coupon",
+        create,
+        failed=partial(_coupons_page, request, session, billing, account, organization),
+        done=lambda coupon: forms.redirect_with(
+            request,
+            f"Coupon {coupon.code} made: {coupons.describe(coupon)}.",
+            f"/publish/{organization.slug}/-/coupons",
+        ),
+        fields=COUPON_FIELDS,
+        public={"code"},
+    )
 
 
 @router.post("/publish/{org}/-/coupons/{coupon_id}/deactivate")

@@ -3,6 +3,7 @@ quote, renewals discount only the charges the coupon's duration covers, limits h
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -388,3 +389,41 @@ def test_publisher_coupon_pages(
     assert r.status_code == 200 and "Coupon WEB5 deactivated." in r.text
     session.refresh(coupon)
     assert not coupon.active
+
+
+def test_coupon_form_errors_stand_beside_their_inputs(
+    client: TestClient, session: Session, billing: Billing, shop: Shop
+) -> None:
+    session.commit()
+    client.headers.update(HTML)
+    login(client, shop.publisher.username)
+    base = f"/publish/{shop.org.slug}/-/coupons"
+    token = csrf_of(client.get(base).text)
+    good = {
+        "csrf_token": token,
+        "code": "SPRING",
+        "product": shop.product.repository,
+        "kind": "percent",
+        "value": "10",
+        "duration": "once",
+    }
+    cases = [
+        ({"code": "x"}, "code", "3 to 40 letters"),
+        ({"value": "lots"}, "value", "not a number"),
+        ({"duration": "repeating"}, "months", "needs a number of months"),
+        ({"duration": "repeating", "months": "six"}, "months", "whole number"),
+        ({"max_redemptions": "many"}, "max_redemptions", "whole number"),
+        ({"expires": "soon"}, "expires", "a date such as"),
+    ]
+    for change, field, message in cases:
+        bad = client.post(base, data={**good, **change})
+        assert bad.status_code == 422, (field, bad.status_code)
+        error = re.search(rf'id="coupon-{field}-error">([^<]*)<', bad.text)
+        assert error and message in error.group(1), (field, change)
+        assert 'value="SPRING"' in bad.text or field == "code"  # the code is shown again
+    assert session.scalars(select(Coupon)).all() == []
+    made = client.post(base, data=good, follow_redirects=True)
+    assert "Coupon SPRING made" in made.text
+    taken = client.post(base, data=good)
+    assert taken.status_code == 409
+    assert re.search(r'id="coupon-code-error">[^<]*already has a coupon SPRING', taken.text)
