@@ -43,6 +43,8 @@ PUSHED = ("northwind/keystone-cache", "latest", "sha256:" + "ca11ab1e" * 8)
 # gives northwind a sales chart.
 REFUND_PURCHASE = ("neuron-works/feature-store", "perpetual")
 SALES_PURCHASE = ("northwind/blockstore-volume", "perpetual")
+# A running yearly subscription of casey's: its billing page offers a plan change.
+SUBSCRIPTION = ("lumen-labs/tracewise", "business")
 # The certification test's publisher (password: the demo accounts'): an owner, an
 # organization and a published product whose repository the registry saw one tag of
 # (nothing signed, nothing certified yet).
@@ -95,7 +97,7 @@ def store(data_dir: Path, *, demo_password: str, registry_host: str) -> Seeded:
         with session_scope(make_sessionmaker(engine)) as session:
             _certification_publisher(session, password=demo_password)
         paid = []
-        for repository, tier_slug in (REFUND_PURCHASE, SALES_PURCHASE):
+        for repository, tier_slug in (REFUND_PURCHASE, SALES_PURCHASE, SUBSCRIPTION):
             with session_scope(make_sessionmaker(engine)) as session:
                 customer = accounts.get_account_by_username(session, "casey")
                 product = catalog.get_product_by_repository(session, repository)

@@ -40,10 +40,11 @@ AXE_OPTIONS = {
 }
 
 # Who looks (a visitor, or a demo account logged in first) at which pages. An entry is a
-# path, optionally the name of a link on it to follow (pages whose address holds an id),
-# and whether to check it in both colour schemes at both widths (the stylesheet is shared,
-# so a few pages stand for the rest there).
-Entry = tuple[str, str | None, bool]
+# path, optionally the name of a link on it to follow (pages whose address holds an id; a
+# tuple: one link after the other), and whether to check it in both colour schemes at both
+# widths (the stylesheet is shared, so a few pages stand for the rest there).
+Entry = tuple[str, str | tuple[str, ...] | None, bool]
+TRACEWISE_BILLING = "Billing of Tracewise distributed tracing"
 PAGES: dict[str, list[Entry]] = {
     "visitor": [
         ("/", None, True),
@@ -62,6 +63,8 @@ PAGES: dict[str, list[Entry]] = {
         ("/my/content", None, True),
         ("/products/northwind/pgvault", "Buy Business", True),  # the checkout (TEST MODE)
         ("/my/purchases", None, False),
+        ("/my/purchases", TRACEWISE_BILLING, True),  # a subscription's billing (seed)
+        ("/my/purchases", (TRACEWISE_BILLING, "Review the change to Pro"), False),
         ("/my/tokens", None, False),
         ("/my/account", None, False),
         ("/publish", None, False),
@@ -125,10 +128,10 @@ def test_key_pages_have_no_accessibility_violations(who: str, page: Page, shots:
     problems: list[str] = []
     for path, follow, more in PAGES[who]:
         page.goto(path)
-        if follow:
+        for name in (follow,) if isinstance(follow, str) else follow or ():
             # Check the page the link leads to, not the one still shown while it loads.
             with page.expect_navigation(wait_until="load"):
-                page.get_by_role("link", name=follow).first.click()
+                page.get_by_role("link", name=name).first.click()
         expect(page.locator("main#main")).to_be_visible()
         variants = [("light", DESKTOP)]
         if more:
