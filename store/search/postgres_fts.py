@@ -38,6 +38,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import lru_cache
 from operator import itemgetter
 from typing import Any
 
@@ -75,18 +76,30 @@ def _quote(lexeme: str) -> str:
     return "'" + lexeme.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
+@lru_cache(maxsize=1 << 18)
+def _quoted(token: str) -> tuple[str, ...]:
+    """A word's lexeme and its short prefixes' lexemes (query.PREFIX_MARK), quoted for a
+    tsvector literal (cached: a reindex quotes the same words millions of times)."""
+    lexemes = [_quote(token)]
+    lexemes += [_quote(PREFIX_MARK + token[:n]) for n in SHORT_PREFIXES if len(token) >= n]
+    return tuple(lexemes)
+
+
 def _literal(doc: dict[str, Any], fields: Sequence[tuple[str, str, int]], weighted: bool) -> str:
+    # Quoted lexeme → its positions (at most 256, as PostgreSQL keeps).
     positions: dict[str, list[str]] = {}
     for column, weight, start in fields:
         w = weight if weighted else ""
-        for offset, tok in enumerate(doc[column].split()):
-            position = f"{min(start + offset, _MAX_POS)}{w}"
-            positions.setdefault(tok, []).append(position)
-            for n in SHORT_PREFIXES:
-                if len(tok) >= n:
-                    positions.setdefault(PREFIX_MARK + tok[:n], []).append(position)
-    parts = [f"{_quote(t)}:{','.join(p[:256])}" for t, p in positions.items()]
-    parts += [_quote(t) for t in doc["fts_facets"].split() if t not in positions]
+        for offset, tok in enumerate(doc[column].split(), start):
+            position = f"{min(offset, _MAX_POS)}{w}"
+            for lexeme in _quoted(tok):
+                held = positions.get(lexeme)
+                if held is None:
+                    positions[lexeme] = [position]
+                elif len(held) < 256:
+                    held.append(position)
+    parts = [f"{lexeme}:{','.join(p)}" for lexeme, p in positions.items()]
+    parts += [q for t in doc["fts_facets"].split() if (q := _quote(t)) not in positions]
     return " ".join(parts)
 
 
