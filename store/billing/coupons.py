@@ -468,7 +468,7 @@ def charge_quote(
 ) -> Quote:
     """What the subscription's charge numbered ``charge_index`` (0: the first) costs: the
     same quote as at checkout, at the rate recorded then, with the coupon only while its
-    duration covers that charge."""
+    duration covers that charge (and, for a coupon of one tier, while that is the plan)."""
     interval = Interval(sub.interval)
     price: Priced = _RenewalPrice(
         billing=interval.value,
@@ -476,6 +476,8 @@ def charge_quote(
         currency=sub.currency,
     )
     coupon = terms(sub.coupon) if sub.coupon is not None else None
+    if sub.coupon is not None and sub.coupon.tier_id not in (None, sub.tier_id):
+        coupon = None  # a coupon for one tier stops when the plan changed to another
     if coupon is not None and not coupon.covers(charge_index, interval):
         coupon = None
     taxes = TaxTable(default_rate=Decimal(sub.tax_rate or "0"), label=tax_label)

@@ -24,7 +24,7 @@ from store.licensing.models import Entitlement
 from store.mail.models import OutboxMessage
 from tests.billing.conftest import Shop
 from tests.billing.helpers import make_event
-from tests.factories import api_token, auth, make_product, paid_tier, tier_of
+from tests.factories import api_token, auth, make_account, make_product, paid_tier, tier_of
 from tests.web.helpers import HTML, csrf_of, login
 
 
@@ -319,3 +319,40 @@ def test_hand_made_event_of_a_replaced_gateway_subscription_is_ignored(
     session.commit()
     session.refresh(sub)
     assert sub.status == "active"
+
+
+def test_coupons_follow_the_quote_rules(
+    session: Session, billing: Billing, shop: Shop, plans: Product
+) -> None:
+    from store.billing import coupons
+
+    def make(code: str, tier: str | None) -> None:
+        spec = coupons.CouponSpec(
+            code=code, product=plans.repository, tier=tier, percent_off="50", duration="forever"
+        )
+        coupons.create(session, actor=shop.publisher, org=shop.org, spec=spec)
+
+    make("BASICHALF", "basic")
+    make("ALLHALF", None)
+    basic, pro = tier_of(plans, "basic"), tier_of(plans, "pro")
+    subs = []
+    for code in ("BASICHALF", "ALLHALF"):
+        buyer = make_account(session)
+        order = orders.start_checkout(session, billing, account=buyer, tier=basic, coupon_code=code)
+        session.commit()
+        orders.pay(session, billing, order=order, payment=PaymentInput(card_number=CARD_SUCCESS))
+        session.commit()
+        sub = session.get(Subscription, order.subscription_id)
+        assert sub is not None and sub.amount_minor == 500
+        halfway(session, sub)
+        subs.append((sub, buyer))
+    (only_basic, a), (everywhere, b) = subs
+    # A coupon of the old tier: the credit is half of what was paid (500), the new plan is
+    # charged in full, and later charges are full price.
+    one = plan_changes.change_plan(session, billing, sub=only_basic, tier=pro, actor=a)
+    assert 245 <= one.credit_net_minor <= 255 and 1490 <= one.charge_net_minor <= 1510
+    assert only_basic.amount_minor == 3000 and only_basic.discount_minor == 0
+    # A coupon of the product: the new plan is discounted as well.
+    two = plan_changes.change_plan(session, billing, sub=everywhere, tier=pro, actor=b)
+    assert 745 <= two.charge_net_minor <= 755
+    assert everywhere.amount_minor == 1500 and everywhere.discount_minor == 1500
