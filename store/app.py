@@ -145,6 +145,7 @@ def _include_routers(app: FastAPI) -> None:
     from store.accounts.api import router as accounts_api
     from store.audit.api import router as audit_api
     from store.billing.api import router as billing_api
+    from store.billing.sale_notices_api import router as sale_notices_api
     from store.billing.webhook_api import router as billing_webhook
     from store.builds.api import router as builds_api
     from store.catalog.api import router as catalog_api
@@ -179,6 +180,7 @@ def _include_routers(app: FastAPI) -> None:
         repository_tags_api,
         repositories_api,
         billing_api,
+        sale_notices_api,
         search_api,
     ):
         app.include_router(router, prefix="/api/v1")

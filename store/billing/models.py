@@ -480,3 +480,41 @@ class PlanChange(Base):
     @property
     def charge_minor(self) -> int:
         return self.charge_net_minor + self.charge_tax_minor
+
+
+# How a seller's owners and finance members hear of sales, each for each organization.
+SALE_NOTICE_MODES = ("each", "daily", "none")
+
+
+class SaleNoticePreference(Base):
+    """A member's choice for one selling organization: a mail per sale (the default, also
+    when there is no row), one daily digest, or none (billing.sale_notices)."""
+
+    __tablename__ = "billing_sale_notice_preferences"
+
+    account_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True
+    )
+    mode: Mapped[str] = mapped_column(String(8))
+    # When the mode was last changed: a digest tells no sale paid before it (those were
+    # mailed alone, or not wanted).
+    since: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SaleNotice(Base):
+    """A sale told to one person: mailed alone (``digest_day`` None) or in the digest of a
+    day. One row per sale and person, so no sale is told twice, however the mails race."""
+
+    __tablename__ = "billing_sale_notices"
+
+    order_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("billing_orders.id", ondelete="CASCADE"), primary_key=True
+    )
+    account_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    digest_day: Mapped[str | None] = mapped_column(String(10), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

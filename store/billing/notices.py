@@ -16,12 +16,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from store.accounts.models import Account
+from store.billing import sale_notices
 from store.billing.models import Order, PlanChange, Subscription
 from store.catalog.models import Product
 from store.catalog.money import format_money
 from store.config import Settings
 from store.db import utcnow
-from store.mail.notices import day, holders, people, reachable, send, settings_of, stamp
+from store.mail.notices import day, holders, reachable, send, settings_of, stamp
 from store.mail.outbox import Attachment
 
 if TYPE_CHECKING:
@@ -136,27 +137,9 @@ def renewed(
 
 
 def new_sale(session: Session, settings: Settings | None, *, order: Order) -> None:
-    """To the seller's owners and finance role: a product was bought."""
-    resolved = settings_of(settings, f"sale notice of order {order.id}")
-    if resolved is None:
-        return
-    product = session.get(Product, order.product_id)
-    if product is None:
-        return
-    send(
-        session,
-        resolved,
-        "new_sale",
-        people(session, product.organization_id, ("owner", "finance")),
-        f"sale:{order.id}",
-        {
-            "product": product.title,
-            "tier": order.tier.name,
-            "amount": format_money(order.total_minor, order.currency),
-            "url": f"{resolved.public_url}/publish/{product.organization.slug}/-/orders",
-        },
-        category="sales",
-    )
+    """To the seller's owners and finance members: a product was bought (mailed now, or
+    told in their daily digest: ``store.billing.sale_notices``)."""
+    sale_notices.sale_paid(session, settings, order=order)
 
 
 def refund(session: Session, settings: Settings | None, *, order: Order, amount_minor: int) -> None:

@@ -1,5 +1,5 @@
-"""`store mail test|send|outbox|retry|reminders`: send a test message, deliver the outbox,
-queue the reminders that are due."""
+"""`store mail test|send|outbox|retry|reminders|digests`: send a test message, deliver the
+outbox, queue the reminders and the daily sales digests that are due."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from store.billing import notices
+from store.billing import notices, sale_notices
 from store.cli._common import (
     CommandError,
     add_command,
@@ -69,6 +69,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "reminders",
         _reminders,
         help="queue the trial-ending and grace-ending reminders that are due (idempotent)",
+    )
+    add_command(
+        sub,
+        "digests",
+        _digests,
+        help="queue yesterday's sales digests (idempotent: one a person a day)",
     )
 
 
@@ -128,6 +134,29 @@ def _reminders(args: argparse.Namespace) -> int:
         counts,
         text=lambda c: f"queued {c['trial_ending']} trial and {c['grace_ending']} grace reminders",
     )
+    return 0
+
+
+@command
+def _digests(args: argparse.Namespace) -> int:
+    """Queue the daily sales digests: to each owner or finance member who chose them, the
+    sales of an organization paid before today (UTC) not told yet. One digest a person,
+    organization and day however often this runs, also in several processes at once; no
+    sales, no mail. Run it with `store mail reminders`, e.g. hourly."""
+    settings = load_settings()
+    with _sessions(settings) as factory:
+        with session_scope(factory) as session:
+            recipients = sale_notices.digest_recipients(session)
+        digests = sales = 0
+        for account_id, organization_id in recipients:
+            with session_scope(factory) as session:
+                told = sale_notices.send_digest(
+                    session, settings, account_id=account_id, organization_id=organization_id
+                )
+            digests += told > 0
+            sales += told
+    counts = {"digests": digests, "sales": sales, "choosing_digests": len(recipients)}
+    emit(args, counts, text=lambda c: f"queued {c['digests']} digests of {c['sales']} sales")
     return 0
 
 

@@ -130,6 +130,13 @@ STRINGS: dict[str, dict[str, str]] = {
         "new_sale.subject": "New sale: {product}",
         "new_sale.body": "{product} ({tier}) was just bought for {amount}.",
         "new_sale.link": "Orders",
+        "sales_digest.subject": "Sales of {organization} on {day}: {count}",
+        "sales_digest.body": ("{organization} made {count} sales on {day} (UTC), {total} in all:"),
+        "sales_digest.link": "Orders",
+        "sales_digest.settings": (
+            "You receive one digest a day instead of a mail per sale; change this in your "
+            "notification settings."
+        ),
         "certification_decided.subject": "Certification of {product} {tag}: {decision}",
         "certification_decided.body": (
             "The certification request for {product} {tag} was {decision}."

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import uuid
+from functools import partial
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
+from sqlalchemy.orm import Session
 from starlette.responses import Response
 
+from store.accounts.models import Account
+from store.billing import sale_notices
 from store.deps import DbSession
 from store.mail import outbox, service
 from store.mail.strings import NOTICE_CATEGORIES
 from store.web import forms
-from store.web.forms import Form
+from store.web.forms import Form, FormState
 from store.web.routing import AdminAccount, RequiredAccount, page_router
 from store.web.templating import flash, redirect, render
 
@@ -23,16 +27,68 @@ router = page_router()
 unsubscribe_router = APIRouter(include_in_schema=False, default_response_class=HTMLResponse)
 
 
-@router.get("/my/notifications")
-def notifications(request: Request, session: DbSession, account: RequiredAccount) -> Response:
-    """Which notices this account receives by e-mail."""
+SALE_MODES = (
+    ("each", "A mail per sale"),
+    ("daily", "One digest a day"),
+    ("none", "No sale notices"),
+)
+
+
+def _notifications_page(
+    request: Request,
+    session: Session,
+    account: Account,
+    form: FormState = forms.NO_FORM,
+    status: int = 200,
+) -> Response:
+    choices = sale_notices.choices(session, account)
+    shown = {f"sales-{c.organization.slug}" for c in choices}
     return render(
         request,
         "mail/notifications.html",
         {
             "preferences": service.preferences(session, account),
             "categories": NOTICE_CATEGORIES,
+            "sale_choices": choices,
+            # an error about an organization the page has no form for (not a member)
+            "sales_error": form.error
+            if form.name.startswith("sales-") and form.name not in shown
+            else "",
+            "sale_modes": SALE_MODES,
+            "form": form,
         },
+        status=status,
+    )
+
+
+@router.get("/my/notifications")
+def notifications(request: Request, session: DbSession, account: RequiredAccount) -> Response:
+    """Which notices this account receives by e-mail, and how it hears of each of its
+    organizations' sales."""
+    return _notifications_page(request, session, account)
+
+
+@router.post("/my/notifications/sales")
+def save_sale_notices(
+    request: Request, session: DbSession, account: RequiredAccount, form: Form
+) -> Response:
+    """A mail per sale, a daily digest, or none, for one organization."""
+    organization = forms.text(form, "organization")
+
+    def done(choice: sale_notices.Choice) -> Response:
+        label = dict(SALE_MODES)[choice.mode]
+        flash(request, f"Sales of {choice.organization.name}: {label.lower()}.")
+        return redirect("/my/notifications")
+
+    return forms.submit(
+        session,
+        form,
+        f"sales-{organization}",
+        lambda: sale_notices.choose(
+            session, account=account, organization=organization, mode=forms.text(form, "mode")
+        ),
+        failed=partial(_notifications_page, request, session, account),
+        done=done,
     )
 
 

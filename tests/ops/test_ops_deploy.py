@@ -218,22 +218,32 @@ def test_systemd_units_run_store_commands() -> None:
         "store-migrate.service",
         "store-registry.service",
         "store-reconcile.service",
+        "store-mail-notices.service",
     }
     timers = {t.name for t in (ROOT / "deploy" / "systemd").glob("*.timer")}
-    assert timers == {"store-reconcile.timer"}
+    assert timers == {"store-reconcile.timer", "store-mail-notices.timer"}
+    for timer in timers:
+        assert (ROOT / "deploy" / "systemd" / timer.replace(".timer", ".service")).exists()
     for unit in units:
         parser = configparser.ConfigParser(strict=False, interpolation=None)
         parser.optionxform = str  # type: ignore[assignment,method-assign]
         parser.read_string(unit.read_text())
-        exec_start = parser["Service"]["ExecStart"]
-        argv = shlex.split(exec_start)
+        # every ExecStart line (a oneshot unit may run several commands in turn)
+        lines = re.findall(r"^ExecStart=(.+)$", unit.read_text(), re.M)
+        assert lines
         if unit.name == "store-registry.service":
-            assert argv == ["/usr/bin/docker-registry", "serve", "/etc/store-registry/config.yml"]
+            assert shlex.split(lines[0]) == [
+                "/usr/bin/docker-registry", "serve", "/etc/store-registry/config.yml",
+            ]  # fmt: skip
             continue
-        assert argv[0] == "/opt/store/.venv/bin/store"
-        args = build_parser().parse_args(argv[1:])
-        assert args.command in ("serve", "db", "billing")
+        for exec_start in lines:
+            argv = shlex.split(exec_start)
+            assert argv[0] == "/opt/store/.venv/bin/store"
+            args = build_parser().parse_args(argv[1:])
+            assert args.command in ("serve", "db", "billing", "mail")
         assert parser["Service"]["User"] == "store"
+    notices = (ROOT / "deploy" / "systemd" / "store-mail-notices.service").read_text()
+    assert "store mail reminders" in notices and "store mail digests" in notices
 
 
 def test_the_example_env_names_every_required_variable(compose: dict[str, Any]) -> None:
