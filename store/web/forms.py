@@ -165,10 +165,14 @@ def error_status(exc: StoreError) -> int:
     return {401: 400, 404: 422}.get(exc.status_code, exc.status_code)
 
 
-def attempt(session: Session, action: Callable[[], T]) -> T | StoreError:
+def attempt(session: Session, action: Callable[[], T], *, undo: bool = True) -> T | StoreError:
     """Run a service call in a savepoint: on a StoreError its partial changes are undone
-    (the request still commits, so a re-rendered form must not carry half an edit)."""
+    (the request still commits, so a re-rendered form must not carry half an edit). With
+    ``undo=False`` what it wrote stays: a payment the gateway was asked for and refused is
+    a record the service keeps on purpose (a failed charge, its notice)."""
     try:
+        if not undo:
+            return action()
         with session.begin_nested():
             return action()
     except StoreError as exc:
@@ -188,13 +192,18 @@ def submit(
     done: Callable[[T], Response],
     fields: Mapping[str, str] | None = None,
     public: Collection[str] = (),
+    undo: bool = True,
+    raises: Collection[int] = (),
 ) -> Response:
-    """Every page form: run ``action`` in a savepoint (``attempt``); when it raises a
-    StoreError, ``failed`` re-renders the page with the input kept and the error beside its
-    field (form ``name``; ``fields`` and ``public`` as for ``FormState.failed``), answering
-    with ``error_status``; else ``done`` answers, usually a flash and a redirect
-    (``redirect_with``)."""
-    result = attempt(session, action)
+    """Every page form: run ``action`` in a savepoint (``attempt``, and ``undo`` there);
+    when it raises a StoreError, ``failed`` re-renders the page with the input kept and the
+    error beside its field (form ``name``; ``fields`` and ``public`` as for
+    ``FormState.failed``), answering with ``error_status``; else ``done`` answers, usually
+    a flash and a redirect (``redirect_with``). Errors with a status in ``raises`` are not
+    the form's to show: they go to the error pages."""
+    result = attempt(session, action, undo=undo)
+    if isinstance(result, StoreError) and result.status_code in raises:
+        raise result
     return answer(form, name, result, failed=failed, done=done, fields=fields, public=public)
 
 

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 from starlette.responses import PlainTextResponse, Response
 
 from store.accounts.models import Account
-from store.errors import Conflict, NotFound, StoreError, TooManyRequests, ValidationFailed
+from store.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    PaymentRequired,
+    StoreError,
+    TooManyRequests,
+    ValidationFailed,
+)
 from store.web.forms import FieldErrors, FormState, answer, input_for, submit, submit_async
 from tests.factories import make_account
 
@@ -128,3 +137,32 @@ def test_a_form_may_show_again_an_input_whose_name_is_secret_elsewhere() -> None
     assert hidden.value("coupon", "code") == ""  # a sign-in code by default
     shown = FormState.failed("coupon", form, ValidationFailed("Bad"), public={"code"})
     assert shown.value("coupon", "code") == "SPRING"
+
+
+def test_a_payment_form_keeps_what_its_refused_action_recorded(session: Session) -> None:
+    account = make_account(session, "recorded")
+    session.commit()
+
+    def record_then_refuse() -> None:
+        account.display_name = "Attempt recorded"
+        session.flush()
+        raise PaymentRequired("The card was declined")
+
+    form = FormData()
+    response = submit(
+        session, form, "card", record_then_refuse, failed=_echo, done=_never, undo=False
+    )
+    assert response.status_code == 402 and response.body == b"card::The card was declined"
+    session.commit()
+    session.expire_all()
+    assert session.get(Account, account.id).display_name == "Attempt recorded"  # type: ignore[union-attr]
+
+
+def test_errors_that_are_not_the_forms_go_to_the_error_pages(session: Session) -> None:
+    def forbidden() -> None:
+        raise Forbidden("Not yours")
+
+    with pytest.raises(Forbidden):
+        submit(session, FormData(), "card", forbidden, failed=_echo, done=_never, raises={403})
+    shown = submit(session, FormData(), "card", forbidden, failed=_echo, done=_never)
+    assert shown.status_code == 403 and shown.body == b"card::Not yours"
