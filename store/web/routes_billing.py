@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Collection
 from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
 from functools import partial
@@ -12,6 +13,7 @@ from fastapi import Form, Query, Request
 from fastapi.responses import FileResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from starlette.datastructures import FormData
 from starlette.responses import Response
 
 from store import STATIC_DIR
@@ -413,6 +415,7 @@ def replace_card(
     sub_id: uuid.UUID,
     session: DbSession,
     account: RequiredAccount,
+    form: forms.Form,
     card_number: FormStr = "",
     payment_method: FormStr = "",
     pay: FormStr = "",
@@ -422,23 +425,44 @@ def replace_card(
     sub = subscriptions.get_visible_subscription(session, sub_id, account)
     payment = PaymentInput(payment_method=payment_method or None, card_number=card_number or None)
     page = f"/my/purchases/subscriptions/{sub.id}"
-    try:
+
+    def change() -> str:
         if pay:
             order = subscriptions.pay_now(session, billing, sub=sub, payment=payment)
             paid = format_money(order.total_minor, order.currency)
-            message = f"Paid {paid}: your subscription is active again."
-        else:
-            subscriptions.replace_card(session, billing, sub=sub, payment=payment)
-            message = "Your card was replaced; the next charges use it."
-            if sub.pending_setup_ref is not None:
-                message = "Your bank asks you to confirm the new card: confirm it below."
-    except StoreError as exc:
-        if exc.status_code in (401, 403, 404):
-            raise
-        flash(request, exc.detail, "error")
-        return redirect(page)
-    flash(request, message)
-    return redirect(page)
+            return f"Paid {paid}: your subscription is active again."
+        subscriptions.replace_card(session, billing, sub=sub, payment=payment)
+        if sub.pending_setup_ref is not None:
+            return "Your bank asks you to confirm the new card: confirm it below."
+        return "Your card was replaced; the next charges use it."
+
+    return _payment_form(request, session, form, page, change, raises=(401, 403, 404))
+
+
+def _payment_form(
+    request: Request,
+    session: Session,
+    form: FormData,
+    page: str,
+    action: Callable[[], str | Response],
+    *,
+    raises: Collection[int],
+) -> Response:
+    """A billing button that may reach the payment gateway: what the action recorded stays
+    when it is refused (a declined charge); its message, or the refusal, is flashed on
+    ``page`` (the action may answer itself instead)."""
+    return forms.submit(
+        session,
+        form,
+        "payment",
+        action,
+        failed=forms.refused_back(request, page),
+        done=lambda said: (
+            said if isinstance(said, Response) else forms.redirect_with(request, said, page)
+        ),
+        undo=False,
+        raises=raises,
+    )
 
 
 @router.post("/my/purchases/subscriptions/{sub_id}/card/confirm")
@@ -447,6 +471,7 @@ def confirm_card(
     sub_id: uuid.UUID,
     session: DbSession,
     account: RequiredAccount,
+    form: forms.Form,
     decision: FormStr = "",
 ) -> Response:
     """Back from the bank's confirmation of a new card (Stripe.js), or the test gateway's
@@ -455,24 +480,18 @@ def confirm_card(
     sub = subscriptions.get_visible_subscription(session, sub_id, account)
     page = f"/my/purchases/subscriptions/{sub.id}"
     approve = {"approve": True, "fail": False}.get(decision) if billing.test_mode else None
-    try:
+
+    def confirm() -> str | Response:
         outcome = subscriptions.complete_card_setup(session, billing, sub=sub, approve=approve)
-    except StoreError as exc:
-        if exc.status_code in (401, 403, 404):
-            raise
-        flash(request, exc.detail, "error")
-        return redirect(page)
-    if outcome.status == "succeeded":
-        flash(request, "Your new card is confirmed; the next charges use it.")
-    elif outcome.status == "failed":
-        flash(
-            request,
-            f"The new card was not confirmed: {outcome.message} Your old card stays.",
-            "error",
-        )
-    else:
-        flash(request, "Your bank has not confirmed the new card yet.", "error")
-    return redirect(page)
+        if outcome.status == "succeeded":
+            return "Your new card is confirmed; the next charges use it."
+        if outcome.status == "failed":
+            message = f"The new card was not confirmed: {outcome.message} Your old card stays."
+        else:
+            message = "Your bank has not confirmed the new card yet."
+        return forms.redirect_with(request, message, page, "error")
+
+    return _payment_form(request, session, form, page, confirm, raises=(401, 403, 404))
 
 
 @router.get("/my/purchases/subscriptions/{sub_id}/change")
@@ -510,6 +529,7 @@ def change_plan(
     sub_id: uuid.UUID,
     session: DbSession,
     account: RequiredAccount,
+    form: forms.Form,
     tier: FormStr = "",
     key: FormStr = "",
 ) -> Response:
@@ -517,7 +537,8 @@ def change_plan(
     billing = _billing(request)
     sub = subscriptions.get_visible_subscription(session, sub_id, account)
     page = f"/my/purchases/subscriptions/{sub.id}"
-    try:
+
+    def change_plan() -> str | Response:
         try:
             tier_id = uuid.UUID(tier)
         except ValueError:
@@ -526,22 +547,18 @@ def change_plan(
         change = plan_changes.change_plan(
             session, billing, sub=sub, tier=target, actor=account, key=key or None
         )
-    except StoreError as exc:
-        if exc.status_code in (401, 403):
-            raise
-        flash(request, exc.detail, "error")
-        return redirect(page)
-    if change.status == "failed":
-        flash(request, f"The plan was not changed: {change.failure_reason}", "error")
-        return redirect(page)
-    message = f"Your plan is now {change.to_tier.name}."
-    if change.due_minor:
-        message += f" We charged {format_money(change.due_minor, change.currency)}."
-    elif change.carried_minor:
-        credit = format_money(change.carried_minor, change.currency)
-        message += f" A credit of {credit} is taken off your next payments."
-    flash(request, message)
-    return redirect(page)
+        if change.status == "failed":
+            message = f"The plan was not changed: {change.failure_reason}"
+            return forms.redirect_with(request, message, page, "error")
+        message = f"Your plan is now {change.to_tier.name}."
+        if change.due_minor:
+            message += f" We charged {format_money(change.due_minor, change.currency)}."
+        elif change.carried_minor:
+            credit = format_money(change.carried_minor, change.currency)
+            message += f" A credit of {credit} is taken off your next payments."
+        return message
+
+    return _payment_form(request, session, form, page, change_plan, raises=(401, 403))
 
 
 @router.post("/my/purchases/subscriptions/{sub_id}/{action}")
@@ -665,6 +682,7 @@ def publisher_refund(
     order_id: uuid.UUID,
     session: DbSession,
     account: RequiredAccount,
+    form: forms.Form,
     amount: FormStr = "",
 ) -> Response:
     """Refund the amount given (empty: everything not refunded yet) of one's own sale."""
@@ -673,15 +691,15 @@ def publisher_refund(
     order = orders.get_refundable_order(session, billing, order_id, account)
     if order.product.organization_id != organization.id:
         raise NotFound("No such order")
-    try:
+
+    def refund() -> str:
         amount_minor = parse_amount(amount, order.currency)
         orders.refund(session, billing, actor=account, order=order, amount_minor=amount_minor)
-    except StoreError as exc:
-        flash(request, exc.detail, "error")
-        return redirect(f"/publish/{organization.slug}/-/orders")
-    what = "Refunded" if order.status == "refunded" else "Refund recorded for"
-    flash(request, f"{what} order {order.receipt_number}.")
-    return redirect(f"/publish/{organization.slug}/-/orders")
+        what = "Refunded" if order.status == "refunded" else "Refund recorded for"
+        return f"{what} order {order.receipt_number}."
+
+    page = f"/publish/{organization.slug}/-/orders"
+    return _payment_form(request, session, form, page, refund, raises=())
 
 
 # --- publisher coupons ------------------------------------------------------------------
