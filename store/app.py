@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from store import (
     STATIC_DIR,
     __version__,
+    followers,
     frontdoor,
     observability,
     request_limits,
@@ -56,6 +57,7 @@ def create_app(
     """The store's ASGI app. ``mail_sender`` runs the outbox sender beside it (a thread of
     this process; any number of processes may run one)."""
     settings = settings or Settings()
+    followers.install()  # catalog edits kept in step by the registry and billing
     observability.check_settings(
         settings, stripe_environment
     )  # every problem at once, as a ConfigurationError
@@ -110,6 +112,8 @@ def create_app(
         settings.resolved_secret_key,
         refresh_seconds=settings.keys_refresh_seconds,
     )
+    # The payment gateway follows a catalog edit after its response (store.catalog.events).
+    app.state.after_catalog_edit = followers.GatewayFollowUp(app.state)
 
     install_error_handlers(app)
     _include_routers(app)

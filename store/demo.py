@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from store import followers
 from store.accounts import service as accounts
 from store.accounts.models import Account, Organization
 from store.catalog import service as catalog
@@ -496,6 +497,7 @@ def seed(
 
     ``registry_host`` is where the quick-start snippets in descriptions pull from.
     """
+    followers.install()  # the demo publishes: the hub's visibility follows
     result = DemoResult()
     users = {u.username: _ensure_user(session, u, password, result) for u in USERS}
     admin = users[ADMIN]

@@ -9,7 +9,6 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
-from store.billing.runtime import billing_of
 from store.config import Settings
 from store.db import WriteTurns, read_only_session
 
@@ -63,8 +62,6 @@ def get_session(
     route that makes something on first request is marked ``writes_on_read``."""
     factory = request.app.state.sessionmaker
     session: Session = read_only_session(factory) if _reads_only(request) else factory()
-    # Catalog edits keep the payment gateway's prices in step (store.billing.prices).
-    session.info["billing"] = billing_of(request.app.state)
     try:
         yield session
         session.commit()

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from store import migrate, security
+from store import followers, migrate, security
 from store.app import create_app
 from store.config import Settings
 from store.db import make_engine
@@ -25,6 +25,7 @@ BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    followers.install()  # as create_app and the store command do
     if not hasattr(config, "workerinput"):
         pg.run_id()  # set once by the controller; xdist workers inherit it
 

@@ -118,34 +118,57 @@ def send_end(session: Session, billing: Billing, sub: Subscription) -> bool:
 
 
 def lift_end(session: Session, billing: Billing | None, sub: Subscription, *, reason: str) -> bool:
-    """Undo a period-end cancellation the store made for ``reason`` (never the customer's)."""
+    """Undo a period-end cancellation the store made for ``reason`` (never the customer's).
+
+    The record is lifted once the gateway agrees: a gateway that cannot be reached leaves it
+    in place, and the sweep lifts it later (``retry_pending``). Without a runtime only the
+    record is lifted."""
     if sub.status in FINAL or sub.end_reason != reason or sub.end_requested != PERIOD_END:
         return False
+    tell = (
+        billing is not None
+        and sub.gateway == billing.gateway.name
+        and sub.cancel_at_period_end
+        and not sub.canceled_by_customer
+    )
+    fresh = None
+    if tell:
+        assert billing is not None
+        try:
+            fresh = billing.gateway.set_cancel_at_period_end(
+                session, billing, subscription=sub, cancel=False
+            )
+        except GatewayError as exc:
+            log.warning("subscription %s still ends at period end: %s; retried", sub.id, exc)
+            return False
     sub.end_requested, sub.end_reason, sub.end_requested_at = None, None, None
     session.flush()
-    if (
-        billing is None
-        or sub.gateway != billing.gateway.name
-        or not sub.cancel_at_period_end
-        or sub.canceled_by_customer
-    ):
-        return True
-    from store.billing import subscriptions
-
-    try:
-        fresh = billing.gateway.set_cancel_at_period_end(
-            session, billing, subscription=sub, cancel=False
-        )
-    except GatewayError as exc:
-        log.warning("subscription %s still ends at period end: %s", sub.id, exc)
-        return True
     if fresh is not None:
+        from store.billing import subscriptions
+
+        assert billing is not None
         subscriptions.apply_snapshot(session, billing, sub, fresh, at=utcnow(), fresh=True)
     return True
 
 
 def retry_pending(session: Session, billing: Billing, *, limit: int = 200) -> int:
-    """The sweep: send again every decision the gateway does not reflect yet."""
+    """The sweep: lift the period-end cancellations of products published again, then send
+    every decision the gateway does not reflect yet."""
+    done = 0
+    republished = session.scalars(
+        select(Subscription)
+        .join(Product, Product.id == Subscription.product_id)
+        .where(
+            Product.status == "published",
+            Subscription.end_reason == "unpublished",
+            Subscription.end_requested == PERIOD_END,
+            Subscription.status.in_(OPEN),
+        )
+        .order_by(Subscription.end_requested_at)
+        .limit(limit)
+    ).all()
+    for sub in republished:
+        done += int(lift_end(session, billing, sub, reason="unpublished"))
     rows = session.scalars(
         select(Subscription)
         .where(
@@ -156,7 +179,6 @@ def retry_pending(session: Session, billing: Billing, *, limit: int = 200) -> in
         .order_by(Subscription.end_requested_at)
         .limit(limit)
     ).all()
-    done = 0
     for sub in rows:
         if sub.end_requested == PERIOD_END and sub.cancel_at_period_end:
             continue
@@ -258,30 +280,47 @@ def dispute_closed(
 # --- the product's status ------------------------------------------------------------------
 
 
-def product_status_changed(
-    session: Session, billing: Billing | None, product: Product, old: str, new: str
-) -> int:
-    """Unpublished: subscriptions end at period end; suspended: at once; published again:
-    the unpublishing's cancellations are lifted. Returns the subscriptions changed."""
-    if old == new:
+def product_status_changed(session: Session, product: Product, old: str, new: str) -> int:
+    """In the catalog edit's transaction, without the gateway (store.billing.catalog_follow):
+    unpublished, subscriptions are to end at period end; suspended, at once. Published again,
+    nothing here: ``follow_product`` lifts the unpublishing's decisions with the gateway.
+    Returns the subscriptions changed."""
+    if old == new or new == "published":
         return 0
-    subs = session.scalars(
-        select(Subscription)
-        .where(Subscription.product_id == product.id, Subscription.status.in_(OPEN))
-        .with_for_update(of=Subscription)
-        .order_by(Subscription.created_at)
-    ).all()
     changed = 0
-    for sub in subs:
+    for sub in _open_subscriptions(session, product):
         if new == "suspended":
-            changed += request_end(session, billing, sub, when=NOW, reason="suspended")
+            changed += request_end(session, None, sub, when=NOW, reason="suspended")
         elif new == "draft" and old == "published":
             # A checkout not yet answered never started: nothing to keep until period end.
             when = NOW if sub.status == "incomplete" else PERIOD_END
-            changed += request_end(session, billing, sub, when=when, reason="unpublished")
-        elif new == "published":
-            changed += lift_end(session, billing, sub, reason="unpublished")
+            changed += request_end(session, None, sub, when=when, reason="unpublished")
     return changed
+
+
+def follow_product(session: Session, billing: Billing, product: Product) -> int:
+    """After a catalog edit committed (and in every sweep): make the gateway agree with the
+    product's status. Published: the unpublishing's period-end cancellations are lifted (never
+    the customer's); otherwise the recorded decisions are sent. Returns the subscriptions
+    the gateway now agrees on."""
+    done = 0
+    for sub in _open_subscriptions(session, product):
+        if product.status == "published":
+            done += lift_end(session, billing, sub, reason="unpublished")
+        elif sub.end_requested is not None and sub.gateway == billing.gateway.name:
+            done += send_end(session, billing, sub)
+    return done
+
+
+def _open_subscriptions(session: Session, product: Product) -> list[Subscription]:
+    return list(
+        session.scalars(
+            select(Subscription)
+            .where(Subscription.product_id == product.id, Subscription.status.in_(OPEN))
+            .with_for_update(of=Subscription)
+            .order_by(Subscription.created_at)
+        )
+    )
 
 
 def ended_by_store(sub: Subscription) -> bool:

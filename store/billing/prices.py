@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+import uuid
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from store.billing.gateway import GatewayError
 from store.billing.models import TierPrice
 from store.billing.pricing import BillingKind
 from store.billing.runtime import Billing
 from store.catalog.models import Tier
 from store.db import utcnow
+
+log = logging.getLogger("store.billing")
 
 
 def current_price(session: Session, tier: Tier, gateway: str) -> TierPrice | None:
@@ -68,6 +74,30 @@ def sync_all(session: Session, billing: Billing) -> list[TierPrice]:
         .order_by(Tier.created_at)
     )
     return [ensure_price(session, billing, tier) for tier in tiers]
+
+
+def sync_missing(
+    session: Session, billing: Billing, *, product_id: uuid.UUID | None = None, limit: int = 50
+) -> int:
+    """Make the gateway price of each active recurring tier (of one product, or all) that has
+    none yet: a tier made or repriced since, as catalog edits never call the gateway. Run
+    after a catalog edit commits and by every sweep; one that fails is left for the next.
+    Returns how many were made."""
+    recurring = [kind for kind in BillingKind if kind.recurring]
+    query = select(Tier).where(
+        Tier.active.is_(True), Tier.billing.in_(recurring), Tier.gateway_price_ref.is_(None)
+    )
+    if product_id is not None:
+        query = query.where(Tier.product_id == product_id)
+    tiers = session.scalars(query.order_by(Tier.created_at).limit(limit)).all()
+    made = 0
+    for tier in tiers:
+        try:
+            with session.begin_nested():
+                made += ensure_price(session, billing, tier).gateway_ref is not None
+        except GatewayError as exc:
+            log.warning("tier %s: no gateway price yet (%s); retried", tier.id, exc)
+    return made
 
 
 def price_history(session: Session, tier: Tier) -> list[TierPrice]:

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from store.accounts.models import Account
-from store.billing import access, coupons, notices, trials
+from store.billing import access, coupons, notices, prices, trials
 from store.billing import orders as order_service
 from store.billing.gateway import GatewayError, Outcome, PaymentInput, dig, obj_id
 from store.billing.models import Order, Subscription
@@ -662,18 +662,21 @@ def pay_now(
 
 
 def expire_due(session: Session, billing: Billing, now: datetime | None = None) -> dict[str, int]:
-    """Suspend entitlements whose grace ran out, expire ended subscriptions; with the test
-    gateway also renew (or end) subscriptions whose period is over (its demo clock).
+    """Suspend entitlements whose grace ran out, expire ended subscriptions, send the gateway
+    the end decisions and the recurring tiers' prices it does not have yet (catalog edits
+    record them without calling it); with the test gateway also renew (or end)
+    subscriptions whose period is over (its demo clock).
 
     Idempotent: run it from cron (``store billing sweep``); the app also runs it at most once
     a minute per process when billing pages or webhooks are used.
     """
     now = now or utcnow()
-    counts = {"renewed": 0, "ended": 0, "suspended": 0, "expired": 0}
+    counts = {"renewed": 0, "ended": 0, "priced": 0, "suspended": 0, "expired": 0}
     advance = getattr(billing.gateway, "advance", None)
     if advance is not None:
         counts["renewed"] = advance(session, billing, now)
     counts["ended"] = access.retry_pending(session, billing)
+    counts["priced"] = prices.sync_missing(session, billing)
     rows = session.execute(
         select(Subscription, Entitlement)
         .join(Entitlement, Entitlement.id == Subscription.entitlement_id)

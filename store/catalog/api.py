@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, status
+import uuid
+
+from fastapi import APIRouter, BackgroundTasks, Query, Request, status
 
 from store.accounts import service as accounts
 from store.accounts.caller import AdminAccount, Caller, CurrentAccount
-from store.catalog import service
+from store.catalog import events, service
 from store.catalog.models import Product
 from store.catalog.schemas import (
     BadgesIn,
@@ -25,6 +27,15 @@ from store.deps import DbSession
 from store.errors import Conflict
 
 router = APIRouter(tags=["catalog"])
+
+
+def follow_after_response(
+    request: Request, background: BackgroundTasks, product_id: uuid.UUID
+) -> None:
+    """The payment gateway follows an edit of the product once it committed, after the
+    response (store.catalog.events): the edit never waits on it."""
+    after: events.AfterEdit = request.app.state.after_catalog_edit
+    background.add_task(after, product_id)
 
 
 def _detail(session: DbSession, product: Product, caller_can_edit: bool) -> ProductOut:
@@ -133,13 +144,20 @@ def delete_product(org: str, name: str, account: CurrentAccount, session: DbSess
 
 @router.post("/products/{org}/{name}/status", response_model=ProductOut)
 def set_status(
-    org: str, name: str, body: StatusIn, account: CurrentAccount, session: DbSession
+    org: str,
+    name: str,
+    body: StatusIn,
+    account: CurrentAccount,
+    session: DbSession,
+    request: Request,
+    background: BackgroundTasks,
 ) -> ProductOut:
     """Publish or unpublish (publishers); suspend or reinstate with a reason (admins)."""
     product = service.get_visible_product(session, f"{org}/{name}", account)
     service.set_status(
         session, actor=account, product=product, status=body.status, reason=body.reason
     )
+    follow_after_response(request, background, product.id)
     return _detail(session, product, True)
 
 
@@ -170,23 +188,40 @@ def list_tiers(org: str, name: str, caller: Caller, session: DbSession) -> objec
     "/products/{org}/{name}/tiers", status_code=status.HTTP_201_CREATED, response_model=TierOut
 )
 def create_tier(
-    org: str, name: str, body: TierIn, account: CurrentAccount, session: DbSession
+    org: str,
+    name: str,
+    body: TierIn,
+    account: CurrentAccount,
+    session: DbSession,
+    request: Request,
+    background: BackgroundTasks,
 ) -> object:
     product = service.get_visible_product(session, f"{org}/{name}", account)
     data = body.model_dump(exclude_none=True)
-    return service.create_tier(
+    tier = service.create_tier(
         session, actor=account, product=product, slug=data.pop("slug"), **data
     )
+    follow_after_response(request, background, product.id)
+    return tier
 
 
 @router.patch("/products/{org}/{name}/tiers/{tier}", response_model=TierOut)
 def update_tier(
-    org: str, name: str, tier: str, body: TierUpdate, account: CurrentAccount, session: DbSession
+    org: str,
+    name: str,
+    tier: str,
+    body: TierUpdate,
+    account: CurrentAccount,
+    session: DbSession,
+    request: Request,
+    background: BackgroundTasks,
 ) -> object:
     """Edit a tier. Existing customers keep what they bought; price changes apply to new
     purchases only."""
     product = service.get_visible_product(session, f"{org}/{name}", account)
     tier_obj = service.get_tier_by_slug(session, product, tier)
-    return service.update_tier(
+    edited = service.update_tier(
         session, actor=account, tier=tier_obj, **body.model_dump(exclude_unset=True)
     )
+    follow_after_response(request, background, product.id)
+    return edited

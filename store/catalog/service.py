@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -14,13 +13,12 @@ from store import validation
 from store.accounts import service as accounts
 from store.accounts.models import Account, Membership, Organization
 from store.audit import service as audit
+from store.catalog import events
 from store.catalog.models import Category, Product, Tier, product_categories
 from store.catalog.periods import BillingKind
 from store.db import utcnow
 from store.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from store.pagination import Page, paginate
-
-log = logging.getLogger("store.catalog")
 
 KINDS = ("image", "plugin")
 STATUSES = ("draft", "published", "suspended")
@@ -228,8 +226,9 @@ def set_status(
     product.status = status
     product.status_reason = validation.text(reason, what="Reason", max_len=2000, field="reason")
     session.flush()
-    _access_changed(session, product)
-    _billing_follows(session, product, previous, status)
+    _access_changed(session, product.repository)
+    # Subscriptions follow the product's status (store.billing.access).
+    events.publish(session, events.StatusChanged(product.id, previous, status))
     audit.record(
         session,
         action=f"product.{status}",
@@ -241,39 +240,9 @@ def set_status(
     return product
 
 
-def _access_changed(session: Session, product: Product) -> None:
-    """Who may pull changes with a product's status and tiers: keep the hub's view in step."""
-    from store.registry import hub
-
-    hub.refresh_visibility(session, product.repository)
-
-
-def _billing_follows(session: Session, product: Product, old: str, new: str) -> None:
-    """Subscriptions follow the product's status (store.billing.access): unpublished, they end
-    with the paid period; suspended, at once. The gateway is told now when the request's
-    billing runtime is on the session, otherwise by the next sweep."""
-    from store.billing import access
-
-    access.product_status_changed(session, session.info.get("billing"), product, old, new)
-
-
-def _price_changed(session: Session, tier: Tier) -> None:
-    """Keep the payment gateway's price in step with a new or repriced paid tier.
-
-    The billing runtime is put on the session by the request (or command) that owns it. A
-    gateway that cannot be reached does not stop the edit: the price is then made at the
-    first checkout or by `store billing sync`.
-    """
-    billing = session.info.get("billing")
-    if billing is None or tier.is_free or not tier.active:
-        return
-    from store.billing import prices
-
-    try:
-        with session.begin_nested():
-            prices.ensure_price(session, billing, tier)
-    except Exception:  # the gateway's errors are many; none may cost the publisher the edit
-        log.warning("could not create the gateway price of tier %s now", tier.id, exc_info=True)
+def _access_changed(session: Session, repository: str) -> None:
+    """Who may pull changes with a product's status and tiers (store.catalog.events)."""
+    events.publish(session, events.AccessChanged(repository))
 
 
 CERTIFY_THROUGH_REVIEW = (
@@ -318,7 +287,8 @@ def delete_product(session: Session, *, actor: Account, product: Product) -> Non
         raise Conflict("This product has customers; it can be unpublished but not deleted")
     session.delete(product)
     session.flush()
-    _access_changed(session, product)  # its images stay private: the rule has no product now
+    # Its images stay private: the rule has no product now.
+    _access_changed(session, product.repository)
 
 
 @dataclass
@@ -545,8 +515,9 @@ def create_tier(
     _apply_tier(tier, data)
     session.add(tier)
     session.flush()
-    _access_changed(session, product)
-    _price_changed(session, tier)
+    _access_changed(session, product.repository)
+    if not tier.is_free:
+        events.publish(session, events.PriceChanged(tier.id))
     return tier
 
 
@@ -584,9 +555,9 @@ def update_tier(session: Session, *, actor: Account, tier: Tier, **data: object)
             tier.gateway_price_ref = None  # a new gateway price is made; old ones stay as they were
         if tier.product.status == "published" and not tier.product.active_tiers:
             raise Conflict("A published product needs at least one active tier")
-    _access_changed(session, tier.product)
-    if (tier.billing, tier.amount_minor, tier.currency) != before:
-        _price_changed(session, tier)
+    _access_changed(session, tier.product.repository)
+    if (tier.billing, tier.amount_minor, tier.currency) != before and not tier.is_free:
+        events.publish(session, events.PriceChanged(tier.id))
     return tier
 
 

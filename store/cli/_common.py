@@ -115,11 +115,6 @@ def unit_of_work(settings: Settings | None = None) -> Iterator[Session]:
     with open_engine(settings) as engine:
         prepare_schema(engine, settings)
         with session_scope(make_sessionmaker(engine)) as session:
-            # Tier edits keep the payment gateway's prices in step, as on the site.
-            from store.billing.config import BillingSettings
-            from store.billing.runtime import build_billing
-
-            session.info["billing"] = build_billing(BillingSettings(), settings)
             yield session
 
 

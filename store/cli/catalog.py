@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,6 +12,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from store.accounts import service as accounts
+from store.billing.catalog_follow import after_edit
+from store.billing.config import BillingSettings
+from store.billing.runtime import build_billing
 from store.catalog import service as catalog
 from store.catalog.models import Product
 from store.catalog.periods import BillingKind
@@ -22,8 +26,10 @@ from store.cli._common import (
     decimal_amount,
     details,
     emit,
+    load_settings,
     non_negative_int,
     on_off,
+    open_engine,
     positive_int,
     product_out,
     repository,
@@ -34,6 +40,8 @@ from store.cli._common import (
     unit_of_work,
     usage_error,
 )
+from store.config import Settings
+from store.db import make_sessionmaker
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -219,12 +227,22 @@ def _products_update(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gateway_follows(settings: Settings, product_id: uuid.UUID) -> None:
+    """Once the edit committed, the payment gateway is told what it recorded, as the site does
+    after its response (store.catalog.events); what fails is sent by the next sweep."""
+    billing = build_billing(BillingSettings(), settings)
+    with open_engine(settings) as engine:
+        after_edit(make_sessionmaker(engine), billing, product_id)
+
+
 def _set_status(args: argparse.Namespace, status: str, reason: str = "") -> int:
-    with unit_of_work() as session:
+    settings = load_settings()
+    with unit_of_work(settings) as session:
         actor = resolve_actor(session, args.actor)
         product = catalog.get_product_by_repository(session, args.product)
         catalog.set_status(session, actor=actor, product=product, status=status, reason=reason)
         data = product_out(product, full=True)
+    _gateway_follows(settings, product.id)
     emit(args, data, text=lambda d: f"{d['repository']} is {d['status']}")
     return 0
 
@@ -392,7 +410,8 @@ def _tiers_create(args: argparse.Namespace) -> int:
         usage_error(args, "a paid tier needs --price")
     currency = args.currency.strip().lower()
     fields = _tier_fields(args, currency)
-    with unit_of_work() as session:
+    settings = load_settings()
+    with unit_of_work(settings) as session:
         actor = resolve_actor(session, args.actor)
         product = catalog.get_product_by_repository(session, args.product)
         tier = catalog.create_tier(
@@ -406,6 +425,7 @@ def _tiers_create(args: argparse.Namespace) -> int:
             **fields,
         )
         data = tier_out(tier)
+    _gateway_follows(settings, product.id)
     emit(args, data, text=lambda d: f"Added tier {d['slug']} to {d['product']}")
     return 0
 
@@ -417,7 +437,8 @@ def _tiers_update(args: argparse.Namespace) -> int:
         usage_error(args, "--seats and --unlimited-seats exclude each other")
     if args.features is not None and args.clear_features:
         usage_error(args, "--feature and --clear-features exclude each other")
-    with unit_of_work() as session:
+    settings = load_settings()
+    with unit_of_work(settings) as session:
         actor = resolve_actor(session, args.actor)
         tier = catalog.get_tier_by_slug(
             session, catalog.get_product_by_repository(session, args.product), args.tier
@@ -437,17 +458,21 @@ def _tiers_update(args: argparse.Namespace) -> int:
             usage_error(args, "give at least one field to change")
         catalog.update_tier(session, actor=actor, tier=tier, **fields)
         data = tier_out(tier)
+        product_id = tier.product_id
+    _gateway_follows(settings, product_id)
     emit(args, data, text=lambda d: f"Updated tier {d['slug']} of {d['product']}")
     return 0
 
 
 def _set_tier_active(args: argparse.Namespace, active: bool) -> int:
-    with unit_of_work() as session:
+    settings = load_settings()
+    with unit_of_work(settings) as session:
         actor = resolve_actor(session, args.actor)
         product = catalog.get_product_by_repository(session, args.product)
         tier = catalog.get_tier_by_slug(session, product, args.tier)
         catalog.update_tier(session, actor=actor, tier=tier, active=active)
         data = tier_out(tier)
+    _gateway_follows(settings, product.id)
     state = "active" if active else "inactive"
     emit(args, data, text=lambda d: f"Tier {d['slug']} of {d['product']} is {state}")
     return 0

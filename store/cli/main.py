@@ -57,6 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from store import followers
+
+    followers.install()  # catalog edits kept in step by the registry and billing
     return int(args.func(args) or 0)
 
 

@@ -20,6 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from store.accounts.models import Namespace
+from store.catalog.events import AccessChanged, CatalogEvent
 from store.catalog.models import Product
 from store.db import new_id, utcnow
 from store.errors import ValidationFailed
@@ -124,6 +125,13 @@ def refresh_visibility(session: Session, name: str) -> None:
     for repo in repos:
         repo.private = is_private(repo.name, product, repo.visibility)
     session.flush()
+
+
+def follow_catalog(session: Session, event: CatalogEvent) -> None:
+    """A catalog edit changed who may pull from a product's repository: recompute it, in the
+    edit's transaction (store.catalog.events)."""
+    if isinstance(event, AccessChanged):
+        refresh_visibility(session, event.repository)
 
 
 def set_visibility(session: Session, *, name: str, visibility: str) -> HubRepository:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 
-from fastapi import Request
+from fastapi import BackgroundTasks, Request
 from starlette.datastructures import FormData
 from starlette.responses import Response
 
 from store.accounts import service as accounts
 from store.catalog import service as catalog
+from store.catalog.api import follow_after_response
 from store.db import utcnow
 from store.deps import DbSession, get_settings
 from store.errors import StoreError, ValidationFailed
@@ -162,11 +163,18 @@ def uncertify(
 
 @router.post("/admin/products/{org}/{name}/status")
 def moderate(
-    request: Request, org: str, name: str, session: DbSession, admin: AdminAccount, form: Form
+    request: Request,
+    org: str,
+    name: str,
+    session: DbSession,
+    admin: AdminAccount,
+    form: Form,
+    background: BackgroundTasks,
 ) -> Response:
     """Suspend a product (a reason is required) or reinstate it."""
     product = catalog.get_product_by_repository(session, f"{org}/{name}")
     status = forms.text(form, "status")
+    follow_after_response(request, background, product.id)
     return _button(
         request,
         session,

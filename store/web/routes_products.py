@@ -7,13 +7,14 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from fastapi import Request
+from fastapi import BackgroundTasks, Request
 from starlette.datastructures import FormData
 from starlette.responses import Response
 
 from store.accounts import service as accounts
 from store.accounts.models import Account, Organization
 from store.catalog import service as catalog
+from store.catalog.api import follow_after_response
 from store.catalog.models import Product, Tier
 from store.catalog.periods import BillingKind
 from store.db import utcnow
@@ -216,7 +217,13 @@ def update_product(
 
 @router.post("/publish/{org}/{name}/status")
 def set_status(
-    request: Request, org: str, name: str, session: DbSession, account: RequiredAccount, form: Form
+    request: Request,
+    org: str,
+    name: str,
+    session: DbSession,
+    account: RequiredAccount,
+    form: Form,
+    background: BackgroundTasks,
 ) -> Response:
     """Publish a draft, or take a published product back to draft."""
     product = _member_product(session, account, org, name)
@@ -226,6 +233,7 @@ def set_status(
         if status == "published"
         else ("Unpublished: the product is a draft again.")
     )
+    follow_after_response(request, background, product.id)
     return _submit(
         request,
         session,
@@ -240,9 +248,16 @@ def set_status(
 
 @router.post("/publish/{org}/{name}/tiers")
 def create_tier(
-    request: Request, org: str, name: str, session: DbSession, account: RequiredAccount, form: Form
+    request: Request,
+    org: str,
+    name: str,
+    session: DbSession,
+    account: RequiredAccount,
+    form: Form,
+    background: BackgroundTasks,
 ) -> Response:
     product = _member_product(session, account, org, name)
+    follow_after_response(request, background, product.id)
     return _submit(
         request,
         session,
@@ -270,6 +285,7 @@ def update_tier(
     session: DbSession,
     account: RequiredAccount,
     form: Form,
+    background: BackgroundTasks,
 ) -> Response:
     """Edit a tier (new purchases only), or deactivate and reactivate it."""
     product = _member_product(session, account, org, name)
@@ -287,6 +303,7 @@ def update_tier(
     message = {"deactivate": "Tier deactivated.", "activate": "Tier activated."}.get(
         action, "Tier saved."
     )
+    follow_after_response(request, background, product.id)
     return _submit(request, session, account, product, form, f"tier-{chosen.slug}", change, message)
 
 

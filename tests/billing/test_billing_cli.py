@@ -80,6 +80,7 @@ def test_sync_orders_refund_sweep(cli_env: str, capsys: pytest.CaptureFixture[st
     assert json.loads(capsys.readouterr().out) == {
         "renewed": 0,
         "ended": 0,
+        "priced": 0,
         "suspended": 0,
         "expired": 0,
         "trial_ending": 0,

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from store.accounts.models import Account
-from store.billing import access, orders, subscriptions
+from store.billing import access, catalog_follow, orders, subscriptions
 from store.billing.gateway import GatewayError, PaymentInput
 from store.billing.models import Order, Subscription
 from store.billing.runtime import Billing
@@ -124,8 +124,12 @@ def test_unpublishing_ends_subscriptions_at_period_end(
     _order, sub = subscribe(session, billing, shop)
     # Another customer's perpetual license (one open purchase per holder and product).
     perpetual = buy_once(session, billing, shop, make_account(session))
-    session.info["billing"] = billing
     catalog.set_status(session, actor=shop.publisher, product=shop.product, status="draft")
+    session.commit()
+    # Recorded by the edit; the gateway is told once it committed.
+    sub = fresh(session, sub)
+    assert sub.end_requested == "period_end" and not sub.cancel_at_period_end
+    catalog_follow.follow_up(session, billing, shop.product.id)
     session.commit()
     sub = fresh(session, sub)
     assert sub.status == "active" and sub.cancel_at_period_end
@@ -166,16 +170,20 @@ def test_publishing_again_lifts_only_the_unpublishing(
     session: Session, billing: Billing, shop: Shop
 ) -> None:
     _, sub = subscribe(session, billing, shop)
-    session.info["billing"] = billing
-    catalog.set_status(session, actor=shop.publisher, product=shop.product, status="draft")
+
+    def edit(status: str) -> None:
+        catalog.set_status(session, actor=shop.publisher, product=shop.product, status=status)
+        catalog_follow.follow_up(session, billing, shop.product.id)
+
+    edit("draft")
     assert fresh(session, sub).cancel_at_period_end
-    catalog.set_status(session, actor=shop.publisher, product=shop.product, status="published")
+    edit("published")
     sub = fresh(session, sub)
     assert not sub.cancel_at_period_end and sub.end_requested is None
     # A cancellation the customer asked for stays.
     subscriptions.set_cancel_at_period_end(session, billing, sub=sub, cancel=True)
-    catalog.set_status(session, actor=shop.publisher, product=shop.product, status="draft")
-    catalog.set_status(session, actor=shop.publisher, product=shop.product, status="published")
+    edit("draft")
+    edit("published")
     assert fresh(session, sub).cancel_at_period_end
 
 
@@ -316,10 +324,11 @@ def test_a_failed_gateway_call_is_retried_by_the_sweep(
 ) -> None:
     _, sub = subscribe(session, billing, shop)
     flaky = Billing(settings=billing.settings, gateway=FlakyGateway(failures=1))
-    session.info["billing"] = flaky
     catalog.set_status(
         session, actor=shop.admin, product=shop.product, status=status, reason="Checked"
     )
+    session.commit()
+    catalog_follow.follow_up(session, flaky, shop.product.id)  # the gateway is down
     session.commit()
     sub = fresh(session, sub)
     # Recorded, not yet at the gateway.

@@ -12,13 +12,12 @@ from sqlalchemy.orm import Session
 from store.billing import orders
 from store.billing.models import Order, Subscription
 from store.billing.runtime import Billing
-from store.catalog import service as catalog
 from store.licensing.models import Entitlement
 from tests.billing.conftest import STRIPE_WEBHOOK_SECRET, Shop
 from tests.billing.helpers import make_event, post_event
 from tests.billing.stripe_env import LocalStripe
 from tests.billing.test_stripe_localstripe import checkout, gateway, relay
-from tests.factories import make_account
+from tests.factories import api_token, auth, make_account
 
 pytestmark = pytest.mark.e2e
 
@@ -104,17 +103,19 @@ def test_unpublish_and_suspend_at_stripe(
     localstripe: LocalStripe,
 ) -> None:
     _, sub = subscribed(client, session, stripe_billing, shop, localstripe)
-    session.info["billing"] = stripe_billing
-    catalog.set_status(session, actor=shop.publisher, product=shop.product, status="draft")
+    publisher = auth(api_token(session, shop.publisher))
+    admin = auth(api_token(session, shop.admin))
     session.commit()
+    # Through the API: Stripe is told after the edit's response.
+    url = f"/api/v1/products/{shop.product.repository}/status"
+    r = client.post(url, json={"status": "draft"}, headers=publisher)
+    assert r.status_code == 200, r.text
     assert remote(stripe_billing, sub)["cancel_at_period_end"] is True
     assert remote(stripe_billing, sub)["status"] == "active"
     session.refresh(sub)
     assert sub.cancel_at_period_end and sub.end_reason == "unpublished"
-    catalog.set_status(
-        session, actor=shop.admin, product=shop.product, status="suspended", reason="Abuse"
-    )
-    session.commit()
+    r = client.post(url, json={"status": "suspended", "reason": "Abuse"}, headers=admin)
+    assert r.status_code == 200, r.text
     assert remote(stripe_billing, sub)["status"] == "canceled"
     session.refresh(sub)
     assert sub.status == "canceled" and sub.end_reason == "suspended"
