@@ -31,6 +31,7 @@ import sys
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+sys.path.insert(0, os.path.dirname(_HERE))  # the repository, for bench._common
 
 import argparse
 import base64
@@ -40,7 +41,6 @@ import io
 import json
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import tarfile
@@ -49,15 +49,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-HOST = "127.0.0.1"
-PASSWORD = "bench password 123"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
+from bench._common import HOST, free_port, loadavg, seed_shop, store_env, wait_http
 
 
 def _blob(root: Path, data: bytes) -> dict[str, Any]:
@@ -114,71 +106,6 @@ def image_layout(root: Path, *, tag: str, layers: int, layer_bytes: int) -> None
     (root / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
 
 
-def seed(env: dict[str, str]) -> tuple[str, str]:
-    """Migrate and seed; (the publisher's push token, the customer's pull token)."""
-    from store import migrate
-    from store.accounts import service as accounts
-    from store.catalog import service as catalog
-    from store.config import Settings
-    from store.db import make_engine, make_sessionmaker, session_scope, utcnow
-    from store.keys import service as keys
-    from store.licensing import entitlements
-
-    settings = Settings(data_dir=Path(env["STORE_DATA_DIR"]), secret_key=env["STORE_SECRET_KEY"])
-    settings.ensure_data_dir()
-    engine = make_engine(settings.resolved_database_url)
-    migrate.upgrade(engine)
-    with session_scope(make_sessionmaker(engine)) as session:
-        alice = accounts.create_account(
-            session, username="alice", email="alice@example.com", password=PASSWORD
-        )
-        alice.email_verified_at = utcnow()  # publishing needs a confirmed address
-        bob = accounts.create_account(
-            session, username="bob", email="bob@example.com", password=PASSWORD
-        )
-        acme = accounts.create_organization(session, owner=alice, slug="acme", name="Acme")
-        product = catalog.create_product(
-            session, actor=alice, org=acme, kind="image", slug="app", title="App"
-        )
-        tier = catalog.create_tier(
-            session,
-            actor=alice,
-            product=product,
-            slug="pro",
-            name="Pro",
-            billing="month",
-            amount_minor=4900,
-        )
-        session.refresh(product)
-        catalog.set_status(session, actor=alice, product=product, status="published")
-        entitlements.grant(session, actor=alice, tier=tier, account=bob)
-        for purpose in ("registry", "license"):
-            keys.ensure_key(session, purpose=purpose, secret=settings.resolved_secret_key)
-        push = accounts.create_token(
-            session, kind="personal", name="push", scopes=["pull", "push"], created_by=alice
-        ).secret
-        pull = accounts.create_token(
-            session, kind="personal", name="pull", scopes=["pull"], created_by=bob
-        ).secret
-    engine.dispose()
-    return push, pull
-
-
-def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 180) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the process for {url} exited; see its log")
-        try:
-            httpx.get(url, timeout=2)
-            return
-        except httpx.TransportError:
-            time.sleep(0.3)
-    raise SystemExit(f"{url} did not answer in {timeout:.0f} s")
-
-
 def skopeo(home: Path, *args: str) -> float:
     """Run skopeo; the seconds it took (SystemExit when it fails)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("STORE_")}
@@ -211,16 +138,9 @@ def main() -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-pull-"))
     store_port, auth_port, open_port = free_port(), free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STORE_")}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    env.update(
-        STORE_DATA_DIR=str(tmp / "data"),
-        STORE_SECRET_KEY="bench-pull-secret-0123456789abcdef",
-        STORE_PUBLIC_URL=f"http://{HOST}:{store_port}",
-        STORE_REGISTRY_URL=f"http://{HOST}:{auth_port}",
-        PYTHONPATH=str(ROOT),
-    )
-    push, pull = seed(env)
+    env = store_env(tmp / "data", "bench-pull-secret-0123456789abcdef", store_port)
+    env["STORE_REGISTRY_URL"] = f"http://{HOST}:{auth_port}"
+    push, pull = seed_shop(env, key_purposes=("registry", "license"))
     subprocess.run(
         [sys.executable, "-m", "store.cli.main", "registry", "config",
          "--registry-url", f"http://{HOST}:{auth_port}", "--out", str(tmp / "registry")],
@@ -266,7 +186,7 @@ def main() -> int:
             "&scope=repository:acme/app:pull"
         )
         times: dict[str, list[float]] = {"auth": [], "open": [], "challenge": [], "token": []}
-        print(f"load average before: {_loadavg()}")
+        print(f"load average before: {loadavg()}")
         with httpx.Client(timeout=30) as client:
             for round_ in range(args.rounds + 1):  # the first round warms up, uncounted
                 out = tmp / f"out-{round_}"
@@ -325,7 +245,7 @@ def main() -> int:
             f"extra per pull {extra:.1f} ms: challenge {challenge_m:.1f}, token request "
             f"{token_m:.1f}, the rest {extra - challenge_m - token_m:.1f}"
         )
-        print(f"load average after: {_loadavg()}")
+        print(f"load average after: {loadavg()}")
         return 0
     finally:
         for process in reversed(processes):
@@ -361,10 +281,5 @@ def _route_time(client: Any, port: int, route: str) -> tuple[float, float]:
     return count, total
 
 
-def _loadavg() -> str:
-    return " ".join(f"{v:.2f}" for v in os.getloadavg())
-
-
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))
     sys.exit(main())

@@ -44,6 +44,7 @@ import sys
 # standard library's `token` module: drop it before anything imports `tokenize`.
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+sys.path.insert(0, os.path.dirname(_HERE))  # the repository, for bench._common
 
 import argparse
 import asyncio
@@ -60,9 +61,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-PG_URL = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
-PASSWORD = "bench password 123"
+from bench._common import (
+    PASSWORD,
+    ROOT,
+    create_pg_database,
+    drop_pg_database,
+    free_port,
+    loadavg,
+    seed_shop,
+    store_env,
+)
+
 START_TIMEOUT = 180.0  # seconds for a server to answer (a busy machine starts slowly)
 
 
@@ -79,90 +88,6 @@ def hello_app() -> Any:
 
 
 # --- setup --------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def create_pg_database(name: str) -> str:
-    from sqlalchemy import text
-
-    from store.db import make_engine
-
-    admin = make_engine(
-        PG_URL.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT"
-    )
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return PG_URL.rsplit("/", 1)[0] + f"/{name}"
-
-
-def drop_pg_database(name: str) -> None:
-    from sqlalchemy import text
-
-    from store.db import make_engine
-
-    admin = make_engine(
-        PG_URL.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT"
-    )
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
-
-
-def seed(env: dict[str, str]) -> str:
-    """Migrate and seed; returns bob's personal access token."""
-    from store import migrate
-    from store.accounts import service as accounts
-    from store.catalog import service as catalog
-    from store.config import Settings
-    from store.db import make_engine, make_sessionmaker, session_scope, utcnow
-    from store.keys import service as keys
-    from store.licensing import entitlements
-
-    settings = Settings(
-        data_dir=Path(env["STORE_DATA_DIR"]),
-        database_url=env.get("STORE_DATABASE_URL"),
-        secret_key=env["STORE_SECRET_KEY"],
-    )
-    settings.ensure_data_dir()
-    engine = make_engine(settings.resolved_database_url)
-    migrate.upgrade(engine)
-    with session_scope(make_sessionmaker(engine)) as session:
-        alice = accounts.create_account(
-            session, username="alice", email="alice@example.com", password=PASSWORD
-        )
-        bob = accounts.create_account(
-            session, username="bob", email="bob@example.com", password=PASSWORD
-        )
-        alice.email_verified_at = utcnow()  # publishing needs a confirmed address
-        acme = accounts.create_organization(session, owner=alice, slug="acme", name="Acme")
-        product = catalog.create_product(
-            session, actor=alice, org=acme, kind="image", slug="app", title="App"
-        )
-        tier = catalog.create_tier(
-            session,
-            actor=alice,
-            product=product,
-            slug="pro",
-            name="Pro",
-            billing="month",
-            amount_minor=4900,
-        )
-        session.refresh(product)
-        catalog.set_status(session, actor=alice, product=product, status="published")
-        entitlements.grant(session, actor=alice, tier=tier, account=bob)
-        keys.ensure_key(session, purpose="registry", secret=settings.resolved_secret_key)
-        secret = accounts.create_token(
-            session, kind="personal", name="bench", scopes=["pull"], created_by=bob
-        ).secret
-    engine.dispose()
-    return secret
 
 
 # --- load generator --------------------------------------------------------------------------
@@ -312,18 +237,11 @@ def run_backend(
 ) -> tuple[dict[str, dict[str, float]], list[float]]:
     tmp = Path(tempfile.mkdtemp(prefix=f"bench-token-{backend}-"))
     hello_port, store_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STORE_")}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    env.update(
-        STORE_DATA_DIR=str(tmp / "data"),
-        STORE_SECRET_KEY="bench-secret-0123456789abcdef",
-        STORE_PUBLIC_URL=f"http://127.0.0.1:{store_port}",
-        PYTHONPATH=str(ROOT),
-    )
+    env = store_env(tmp / "data", "bench-secret-0123456789abcdef", store_port)
     pg_name = f"store_bench_{os.getpid()}"
     if backend == "postgresql":
         env["STORE_DATABASE_URL"] = create_pg_database(pg_name)
-    pat = seed(env)
+    _, pat = seed_shop(env, key_purposes=("registry",))
     hello = Server(
         "hello", uvicorn_argv("bench.token:hello_app", hello_port), env, tmp / "hello.log"
     )
@@ -465,7 +383,7 @@ def main() -> None:
         pass
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
     for backend in backends:
-        print(f"load average before: {_loadavg()}")
+        print(f"load average before: {loadavg()}")
         res, rss = run_backend(backend, args.seconds, args.connections, args.rounds, client)
         print(f"\n{backend}: 2 workers each, {client}, {args.connections} connections, ", end="")
         print(f"{args.rounds} interleaved rounds of {args.seconds:.0f} s (medians)")
@@ -487,13 +405,8 @@ def main() -> None:
             print(f"{label:<33}= {value:5.2f}  (target {target})")
         sizes = ", ".join(f"{mib:.0f}" for mib in rss)
         print(f"store worker RSS after the load  = {sizes} MiB  (target <= 120 each)")
-        print(f"load average after: {_loadavg()}")
-
-
-def _loadavg() -> str:
-    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+        print(f"load average after: {loadavg()}")
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))
     main()
