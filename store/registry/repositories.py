@@ -28,7 +28,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from store.accounts import service as accounts
-from store.accounts.models import Account, Namespace, Organization
+from store.accounts.models import Account, Membership, Namespace, Organization
 from store.audit import service as audit
 from store.config import Settings
 from store.db import utcnow
@@ -243,10 +243,12 @@ def _check_text(description: str | None, readme_md: str | None) -> None:
         )
 
 
-def _check_visibility(value: str | None) -> None:
+def _check_visibility(value: str | None, field: str = "visibility") -> None:
     if value is not None and value not in hub.VISIBILITIES:
         raise ValidationFailed(
-            f"Visibility must be one of {', '.join(hub.VISIBILITIES)}", code="bad_visibility"
+            f"Visibility must be one of {', '.join(hub.VISIBILITIES)}",
+            code="bad_visibility",
+            field=field,
         )
 
 
@@ -344,7 +346,7 @@ def set_default_visibility(
 ) -> Namespace:
     """The visibility new repositories of a namespace get (its user, its organisation's
     owners, administrators)."""
-    _check_visibility(visibility)
+    _check_visibility(visibility, "default_visibility")
     row = session.get(Namespace, namespace.strip().lower())
     if row is None:
         raise NotFound(f"No namespace '{namespace}'")
@@ -357,6 +359,21 @@ def set_default_visibility(
     row.default_visibility = visibility
     session.flush()
     return row
+
+
+def defaults_of(session: Session, account: Account) -> list[Namespace]:
+    """The namespaces whose defaults the account sets: its own, and its organizations' where
+    it is an owner."""
+    owned = select(Membership.organization_id).where(
+        Membership.account_id == account.id, Membership.role == "owner"
+    )
+    return list(
+        session.scalars(
+            select(Namespace)
+            .where((Namespace.account_id == account.id) | Namespace.organization_id.in_(owned))
+            .order_by(Namespace.kind.desc(), Namespace.name)
+        )
+    )
 
 
 @contextmanager

@@ -10,6 +10,7 @@ repository is a 404 for whoever may not see it, as a name never pushed is.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from fastapi import Request
@@ -103,9 +104,13 @@ def create_repository(
     )
 
 
-@router.get("/my/repositories")
-def my_repositories(request: Request, session: DbSession, account: RequiredAccount) -> Response:
-    """Repositories of the account's namespaces, those shared with it, and its stars."""
+def _mine_page(
+    request: Request,
+    session: DbSession,
+    account: Account,
+    form: FormState = forms.NO_FORM,
+    status: int = 200,
+) -> Response:
     namespaces = _owned_namespaces(session, account)
     shared = select(RepositoryCollaborator.repository_id).where(
         RepositoryCollaborator.account_id == account.id
@@ -115,6 +120,8 @@ def my_repositories(request: Request, session: DbSession, account: RequiredAccou
         .where(or_(HubRepository.namespace.in_(namespaces), HubRepository.id.in_(shared)))
         .order_by(HubRepository.name)
     )
+    defaults = repositories.defaults_of(session, account)
+    shown = {f"defaults-{ns.name}" for ns in defaults}
     return render(
         request,
         "hub/mine.html",
@@ -125,7 +132,48 @@ def my_repositories(request: Request, session: DbSession, account: RequiredAccou
                 for r in stars.starred_by(session, account)
                 if repositories.may_pull(session, account, r.name)
             ],
+            "defaults": defaults,
+            # an error about a namespace the page has no form for (not the account's)
+            "defaults_error": form.error
+            if form.name.startswith("defaults-") and form.name not in shown
+            else "",
+            "visibilities": [("private", "Private"), ("public", "Public")],
+            "form": form,
         },
+        status=status,
+    )
+
+
+@router.get("/my/repositories")
+def my_repositories(request: Request, session: DbSession, account: RequiredAccount) -> Response:
+    """Repositories of the account's namespaces, those shared with it, its stars, and the
+    visibility new repositories get in the namespaces it owns."""
+    return _mine_page(request, session, account)
+
+
+@router.post("/my/repositories/defaults")
+def save_namespace_defaults(
+    request: Request, session: DbSession, account: RequiredAccount, form: Form
+) -> Response:
+    """The visibility new repositories of one namespace get (its user, its organization's
+    owners): as ``PUT /api/v1/namespaces/<ns>/defaults``."""
+    namespace = forms.text(form, "namespace").strip().lower()
+    return forms.submit(
+        session,
+        form,
+        f"defaults-{namespace}",
+        lambda: repositories.set_default_visibility(
+            session,
+            actor=account,
+            namespace=namespace,
+            visibility=forms.text(form, "default_visibility"),
+        ),
+        failed=partial(_mine_page, request, session, account),
+        done=lambda row: forms.redirect_with(
+            request,
+            f"New repositories in {row.name}/ are {row.default_visibility}.",
+            "/my/repositories",
+        ),
     )
 
 
