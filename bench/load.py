@@ -132,7 +132,7 @@ class Seeded:
 def seed(env: dict[str, str], n_orders: int) -> Seeded:
     from sqlalchemy import select
 
-    from store import demo, migrate, security
+    from store import demo, followers, migrate, security
     from store.accounts import service as accounts
     from store.billing import orders
     from store.billing.config import BillingSettings
@@ -143,6 +143,7 @@ def seed(env: dict[str, str], n_orders: int) -> Seeded:
     from store.db import make_engine, make_sessionmaker, session_scope, utcnow
     from store.keys import service as keys
 
+    followers.install()  # the hub and billing follow catalog edits, as in the store
     security.use_cheap_hashing_for_tests()  # seeding only: hundreds of buyers, no log-ins
     settings = Settings(
         data_dir=Path(env["STORE_DATA_DIR"]),
@@ -158,11 +159,9 @@ def seed(env: dict[str, str], n_orders: int) -> Seeded:
     )
     factory = make_sessionmaker(engine)
     with session_scope(factory) as session:
-        session.info["settings"] = settings
         keys.ensure_key(session, purpose="registry", secret=settings.resolved_secret_key)
         keys.ensure_key(session, purpose="license", secret=settings.resolved_secret_key)
-        session.info["keyring"] = None
-        demo.seed(session, password="bench password 123", settings=None)
+        demo.seed(session, password="bench password 123", settings=settings)
         session.flush()
         published = [
             p.repository
@@ -203,7 +202,6 @@ def seed(env: dict[str, str], n_orders: int) -> Seeded:
         ]
     pending = []
     with session_scope(factory) as session:
-        session.info["settings"] = settings
         tier = session.merge(tier)
         for buyer in buyers:
             order = orders.start_checkout(session, billing, account=session.merge(buyer), tier=tier)

@@ -66,7 +66,12 @@ def main() -> int:
         app = create_app(settings, migrate=True)
         app.add_api_route("/bench/ping", lambda: {"ok": True})
         with session_scope(app.state.sessionmaker) as session:
-            demo.seed(session, password="bench-password", registry_host="127.0.0.1:5000")
+            demo.seed(
+                session,
+                password="bench-password",
+                registry_host="127.0.0.1:5000",
+                settings=settings,
+            )
         timings: dict[str, list[float]] = {name: [] for name in PAGES}
         headers = {"accept": "text/html"}
         with TestClient(app, base_url="http://127.0.0.1") as client:
