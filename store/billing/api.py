@@ -353,15 +353,13 @@ def change_plan(
     charges. The same idempotency key answers the same change."""
     sub = subscriptions.get_visible_subscription(session, sub_id, account)
     tier = catalog.get_tier(session, body.tier_id)
-    change = plan_changes.change_plan(
-        session,
-        billing,
-        sub=sub,
-        tier=tier,
-        actor=account,
-        key=body.key or idempotency_key,
-        payment=PaymentInput(payment_method=body.payment_method, card_number=body.card_number),
+    change = plan_changes.start(
+        session, billing, sub=sub, tier=tier, actor=account, key=body.key or idempotency_key
     )
+    if change.status == "pending":
+        session.commit()  # recorded before the gateway is asked (reconcile completes it)
+        payment = PaymentInput(payment_method=body.payment_method, card_number=body.card_number)
+        change = plan_changes.complete(session, billing, change=change, payment=payment)
     out = PlanChangeOut.model_validate(change)
     if change.status == "failed":
         session.commit()  # the failed change is kept, whatever the answer

@@ -18,8 +18,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy import func, select
@@ -31,12 +32,12 @@ from store.billing import coupons, notices, prices
 from store.billing import orders as order_service
 from store.billing import subscriptions as subs
 from store.billing.gateway import GatewayError, PaymentInput
-from store.billing.models import Order, PlanChange, Subscription
+from store.billing.models import Order, PlanChange, Subscription, TierPrice
 from store.billing.pricing import BillingKind, Buyer, Interval, Proration, TaxTable, prorate
 from store.billing.runtime import Billing
 from store.catalog.models import Tier
 from store.db import utcnow
-from store.errors import Conflict, ValidationFailed
+from store.errors import Conflict, StoreError, ValidationFailed
 from store.licensing import entitlements
 from store.licensing.models import Entitlement
 
@@ -246,9 +247,25 @@ def change_plan(
     key: str | None = None,
     payment: PaymentInput | None = None,
 ) -> PlanChange:
-    """Move ``sub`` to ``tier`` now (see the module docstring). Answers the change: ``applied``,
-    or ``failed`` with its reason (the old plan stays). The same ``key`` answers the same
-    change without charging again."""
+    """:func:`start` and :func:`complete` in one transaction (scripts and tests; pages and
+    the API commit the pending change between the two, as checkout does)."""
+    change = start(session, billing, sub=sub, tier=tier, actor=actor, key=key)
+    return complete(session, billing, change=change, payment=payment)
+
+
+def start(
+    session: Session,
+    billing: Billing,
+    *,
+    sub: Subscription,
+    tier: Tier,
+    actor: Account,
+    key: str | None = None,
+) -> PlanChange:
+    """Record the change of ``sub`` to ``tier`` as ``pending``, priced now, with the order of
+    what is due. The same ``key`` answers the change made with it (whatever its status).
+    Commit it before :func:`complete`: a change the gateway charged is then never lost (a
+    stale pending change is completed by ``store billing reconcile``)."""
     locked = subs.find_locked(session, sub.gateway, sub.gateway_ref, str(sub.id))
     sub = locked or sub
     key = normalize_key(session, key, sub, tier)
@@ -295,7 +312,6 @@ def change_plan(
         raise Conflict(
             "Another change of this plan is in progress", code="change_in_progress"
         ) from None
-    order = None
     if quote.due_now_minor > 0:
         order = Order(
             account_id=sub.account_id,
@@ -321,6 +337,64 @@ def change_plan(
         session.add(order)
         session.flush()
         change.order_id = order.id
+        session.flush()
+    return change
+
+
+def _lock_change(session: Session, change_id: uuid.UUID) -> PlanChange:
+    found = session.scalar(
+        select(PlanChange)
+        .where(PlanChange.id == change_id)
+        .with_for_update(of=PlanChange)
+        .execution_options(populate_existing=True)
+    )
+    assert found is not None
+    return found
+
+
+def _fail(session: Session, change: PlanChange, reason: str, code: str) -> PlanChange:
+    change.status = "failed"
+    change.failure_reason = reason[:500]
+    change.failure_code = code[:64]
+    if change.order is not None:
+        order_service.mark_failed(session, change.order, reason=reason)
+    session.flush()
+    log.info("plan change %s failed: %s", change.id, reason)
+    return change
+
+
+def complete(
+    session: Session,
+    billing: Billing,
+    *,
+    change: PlanChange,
+    payment: PaymentInput | None = None,
+) -> PlanChange:
+    """Charge and apply a pending change (see the module docstring): ``applied``, or
+    ``failed`` with its reason (the old plan stays). A change that is no longer pending is
+    answered as it is, so completing twice charges once (the gateway's requests carry keys
+    derived from the change's key, so a retry after a crash reuses what was made)."""
+    sub = change.subscription
+    sub = subs.find_locked(session, sub.gateway, sub.gateway_ref, str(sub.id)) or sub
+    change = _lock_change(session, change.id)
+    if change.status != "pending":
+        return change
+    if sub.tier_id != change.from_tier_id or sub.status in subs.FINAL or sub.status == "past_due":
+        return _fail(
+            session,
+            change,
+            "The subscription changed before the plan change was made",
+            "subscription_changed",
+        )
+    if utcnow() >= change.period_end:
+        return _fail(
+            session, change, "The period this change was priced for is over", "period_over"
+        )
+    tier = change.to_tier
+    price = session.get(TierPrice, change.to_price_id) if change.to_price_id else None
+    if price is None:
+        price = prices.ensure_price(session, billing, tier)
+    order = change.order
     try:
         outcome = billing.gateway.change_plan(
             session, billing, subscription=sub, change=change, order=order, price=price,
@@ -329,17 +403,14 @@ def change_plan(
     except GatewayError as exc:
         raise Conflict(f"The payment service refused: {exc}", code="gateway_error") from exc
     if outcome.status != "succeeded":
-        reason = outcome.message or "The payment failed."
-        change.status = "failed"
-        change.failure_reason = reason[:500]
-        change.failure_code = (outcome.code or "payment_failed")[:64]
-        if order is not None:
-            if outcome.payment_ref and order.payment_ref is None:
-                order.payment_ref = outcome.payment_ref
-            order_service.mark_failed(session, order, reason=reason)
-        session.flush()
-        log.info("plan change %s of subscription %s failed: %s", change.id, sub.id, reason)
-        return change
+        if order is not None and outcome.payment_ref and order.payment_ref is None:
+            order.payment_ref = outcome.payment_ref
+        return _fail(
+            session,
+            change,
+            outcome.message or "The payment failed.",
+            outcome.code or "payment_failed",
+        )
     if outcome.subscription_ref and outcome.subscription_ref != sub.gateway_ref:
         # The gateway started a new subscription (and canceled the old one).
         change.replaced_gateway_ref = sub.gateway_ref
@@ -357,6 +428,37 @@ def change_plan(
             order.amount_minor, order.tax_minor = max(0, total - tax), max(0, tax)
     _apply(session, billing, sub, change, tier, price.id, order, outcome.payment_ref)
     return change
+
+
+STALE_AFTER = timedelta(minutes=10)
+
+
+def complete_stale(
+    session: Session, billing: Billing, *, now: datetime | None = None
+) -> list[tuple[PlanChange, str]]:
+    """Changes left ``pending`` for ``STALE_AFTER`` (the process making them stopped between
+    recording and completing): complete them now (``store billing reconcile``). Answers each
+    with its status, or the error that kept it pending."""
+    now = now or utcnow()
+    stale = session.scalars(
+        select(PlanChange)
+        .join(Subscription, Subscription.id == PlanChange.subscription_id)
+        .where(
+            PlanChange.status == "pending",
+            PlanChange.created_at <= now - STALE_AFTER,
+            Subscription.gateway == billing.gateway.name,
+        )
+        .order_by(PlanChange.created_at)
+    ).all()
+    done = []
+    for change in stale:
+        try:
+            with session.begin_nested():
+                result = complete(session, billing, change=change)
+            done.append((result, result.status))
+        except StoreError as exc:
+            done.append((change, f"error: {exc.detail}"))
+    return done
 
 
 def _apply(

@@ -4,7 +4,8 @@
 first invoice from the gateway and applies what it says through the same handlers the
 webhooks use, so fulfilment stays idempotent whichever comes first. The order page and API
 call it for a pending order; ``store billing reconcile`` calls it for every open order and
-refreshes every running subscription (``reconcile_all``), from a timer.
+refreshes every running subscription (``reconcile_all``), from a timer; it also completes
+plan changes left pending by a process that stopped (``plan_changes.complete_stale``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from store.billing import orders, subscriptions, webhooks
+from store.billing import orders, plan_changes, subscriptions, webhooks
 from store.billing.gateway import GatewayError
 from store.billing.models import Order, Subscription
 from store.billing.runtime import Billing
@@ -122,6 +123,11 @@ def reconcile_all(session: Session, billing: Billing, *, since: datetime | None 
             subscriptions.apply_snapshot(session, billing, sub, fresh, at=utcnow(), fresh=True)
         if sub.status != before:
             report.changed.append({"subscription": str(sub.id), "from": before, "to": sub.status})
+    for change, status in plan_changes.complete_stale(session, billing):
+        if status.startswith("error"):
+            report.errors.append(f"plan change {change.id}: {status}")
+        else:
+            report.changed.append({"plan_change": str(change.id), "from": "pending", "to": status})
     session.flush()
     return report
 

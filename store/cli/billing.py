@@ -203,7 +203,7 @@ def _reconcile(args: argparse.Namespace) -> int:
             f"subscriptions checked: {d['subscriptions_checked']}, changed: {len(d['changed'])}"
         ]
         for change in d["changed"]:
-            what = "order" if "order" in change else "subscription"
+            what = next(k for k in ("order", "subscription", "plan_change") if k in change)
             lines.append(f"  {what} {change[what]}: {change['from']} -> {change['to']}")
         lines += [f"  error: {e}" for e in d["errors"]]
         return "\n".join(lines)

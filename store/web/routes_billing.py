@@ -544,9 +544,12 @@ def change_plan(
         except ValueError:
             raise ValidationFailed("Choose a plan", code="bad_tier", field="tier") from None
         target = catalog.get_tier(session, tier_id)
-        change = plan_changes.change_plan(
+        change = plan_changes.start(
             session, billing, sub=sub, tier=target, actor=account, key=key or None
         )
+        if change.status == "pending":
+            session.commit()  # recorded before the gateway is asked (reconcile completes it)
+            change = plan_changes.complete(session, billing, change=change)
         if change.status == "failed":
             message = f"The plan was not changed: {change.failure_reason}"
             return forms.redirect_with(request, message, page, "error")

@@ -356,3 +356,59 @@ def test_coupons_follow_the_quote_rules(
     two = plan_changes.change_plan(session, billing, sub=everywhere, tier=pro, actor=b)
     assert 745 <= two.charge_net_minor <= 755
     assert everywhere.amount_minor == 1500 and everywhere.discount_minor == 1500
+
+
+def test_a_change_left_pending_is_completed_by_reconcile(
+    session: Session, billing: Billing, shop: Shop, plans: Product
+) -> None:
+    """The process stopped between recording the change and completing it: the pending
+    change blocks others, and ``store billing reconcile`` completes it once."""
+    from store.billing import reconcile
+
+    basic, pro = tier_of(plans, "basic"), tier_of(plans, "pro")
+    sub = subscribe(session, billing, shop.buyer, basic)
+    halfway(session, sub)
+    change = plan_changes.start(
+        session, billing, sub=sub, tier=pro, actor=shop.buyer, key="crash-0001"
+    )
+    session.commit()
+    assert change.status == "pending" and change.order is not None
+    with pytest.raises(Conflict) as busy:
+        plan_changes.start(session, billing, sub=sub, tier=pro, actor=shop.buyer, key="other-0001")
+    assert busy.value.code == "change_in_progress"
+    session.rollback()
+    # The same key answers the pending change.
+    again = plan_changes.start(
+        session, billing, sub=sub, tier=pro, actor=shop.buyer, key="crash-0001"
+    )
+    assert again.id == change.id
+    # Not stale yet: reconcile leaves it to the process that is completing it.
+    report = reconcile.reconcile_all(session, billing)
+    assert not [c for c in report.changed if "plan_change" in c]
+    change.created_at = utcnow() - timedelta(minutes=11)
+    session.commit()
+    report = reconcile.reconcile_all(session, billing)
+    session.commit()
+    assert {"plan_change": str(change.id), "from": "pending", "to": "applied"} in report.changed
+    session.refresh(sub)
+    assert sub.tier_id == pro.id and change.order is not None and change.order.status == "paid"
+    # Completing again changes and charges nothing more.
+    assert plan_changes.complete(session, billing, change=change).status == "applied"
+    assert _count(session, Order, Order.subscription_id == sub.id, Order.paid_at.is_not(None)) == 2
+
+
+def test_a_pending_change_fails_when_the_subscription_moved_on(
+    session: Session, billing: Billing, shop: Shop, plans: Product
+) -> None:
+    basic, pro = tier_of(plans, "basic"), tier_of(plans, "pro")
+    sub = subscribe(session, billing, shop.buyer, basic)
+    halfway(session, sub)
+    change = plan_changes.start(session, billing, sub=sub, tier=pro, actor=shop.buyer)
+    session.commit()
+    sub.status = "past_due"  # a renewal failed meanwhile
+    session.commit()
+    done = plan_changes.complete(session, billing, change=change)
+    assert done.status == "failed" and done.failure_code == "subscription_changed"
+    assert done.order is not None and done.order.status == "failed"
+    session.refresh(sub)
+    assert sub.tier_id == basic.id
