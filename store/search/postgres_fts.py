@@ -532,31 +532,19 @@ def rebuild(conn: Connection) -> None:
     were filled are written into them again and the documents they deleted are removed, so
     nothing committed meanwhile is lost. Runs in the caller's transaction (READ COMMITTED:
     the catch-up sees what others committed)."""
-    started = conn.scalar(text("SELECT statement_timestamp()"))
+    # What the fill below cannot have seen: transactions not visible in this snapshot.
+    started, snapshot = conn.execute(
+        text("SELECT statement_timestamp(), CAST(pg_current_snapshot() AS text)")
+    ).one()
     indexes = conn.execute(_INDEX_DDL).all()
-    targets: dict[str, int] = dict(
-        conn.execute(
-            text(
-                "SELECT c.relname || '.' || a.attname, a.attstattarget FROM pg_attribute a "
-                "JOIN pg_class c ON c.oid = a.attrelid WHERE c.relname IN "
-                "('search_fts_terms', 'search_fts_fields') AND a.attnum > 0 "
-                "AND NOT a.attisdropped AND a.attstattarget > 0 "
-                "AND c.relnamespace = to_regnamespace(current_schema())::oid"
-            )
-        ).all()
-    )
     conn.execute(text(f"SET LOCAL maintenance_work_mem = '{_BUILD_MEMORY}'"))
     for table, columns in _TABLES.items():
         new = table + _NEXT
         conn.execute(text(f"DROP TABLE IF EXISTS {new}"))
         definitions = ", ".join(f"{c} tsvector NOT NULL" for c in columns)
         conn.execute(text(f"CREATE TABLE {new} (id bigint NOT NULL, {definitions})"))
-        for column in ("id", *columns):
-            target = targets.get(f"{table}.{column}")
-            if target:
-                conn.execute(
-                    text(f"ALTER TABLE {new} ALTER COLUMN {column} SET STATISTICS {int(target)}")
-                )
+        for statement in _shape(conn, table, new):
+            conn.execute(text(statement))
     _copy_documents(conn, None)
     for table in _TABLES:
         conn.execute(text(f"ALTER TABLE {table + _NEXT} ADD PRIMARY KEY (id)"))
@@ -567,7 +555,7 @@ def rebuild(conn: Connection) -> None:
         conn.execute(text(f"{head}{_NEXT}{on}{table}{_NEXT}{using}{rest}"))
     for table in _TABLES:
         conn.execute(text(f"ANALYZE {table + _NEXT}"))
-    _catch_up(conn, started)
+    _catch_up(conn, started, snapshot)
     # Swap: the live tables' order as searches take them (terms, then fields).
     conn.execute(text(f"LOCK TABLE {', '.join(_TABLES)} IN ACCESS EXCLUSIVE MODE"))
     for table in _TABLES:
@@ -588,7 +576,40 @@ def rebuild(conn: Connection) -> None:
     _stats_cache.clear()
 
 
-def _catch_up(conn: Connection, started: Any) -> None:
+def _shape(conn: Connection, table: str, new: str) -> list[str]:
+    """ALTER TABLE statements giving ``new`` the storage settings the migrations gave
+    ``table``: table options (toast_tuple_target), and per column the statistics target,
+    storage and compression."""
+    statements = []
+    options = conn.scalar(
+        text("SELECT array_to_string(reloptions, ', ') FROM pg_class WHERE oid = to_regclass(:t)"),
+        {"t": table},
+    )
+    if options:
+        statements.append(f"ALTER TABLE {new} SET ({options})")
+    storage = {"p": "PLAIN", "e": "EXTERNAL", "m": "MAIN", "x": "EXTENDED"}
+    compression = {"p": "pglz", "l": "lz4"}
+    for column, target, kind, method in conn.execute(
+        text(
+            "SELECT attname, attstattarget, attstorage, attcompression FROM pg_attribute "
+            "WHERE attrelid = to_regclass(:t) AND attnum > 0 AND NOT attisdropped"
+        ),
+        {"t": table},
+    ):
+        if target and target > 0:
+            statements.append(f"ALTER TABLE {new} ALTER COLUMN {column} SET STATISTICS {target}")
+        if column != "id":
+            statements.append(
+                f"ALTER TABLE {new} ALTER COLUMN {column} SET STORAGE {storage[kind]}"
+            )
+        if method in compression:
+            statements.append(
+                f"ALTER TABLE {new} ALTER COLUMN {column} SET COMPRESSION {compression[method]}"
+            )
+    return statements
+
+
+def _catch_up(conn: Connection, started: Any, snapshot: str) -> None:
     """From here no other transaction writes search documents until this one ends: what
     they committed while the new tables were filled is written into them again, and rows of
     documents they deleted (or moved to another rank key) are removed."""
@@ -600,16 +621,16 @@ def _catch_up(conn: Connection, started: Any) -> None:
                 "(SELECT FROM search_documents AS d WHERE d.id = t.id)"
             )
         )
-    _copy_documents(conn, started)
+    _copy_documents(conn, started, snapshot)
 
 
 _DOC_COLUMNS = "id, fts_name, fts_title, fts_summary, fts_body, fts_facets"
 
 
-def _copy_documents(conn: Connection, since: Any) -> None:
+def _copy_documents(conn: Connection, since: Any, snapshot: str = "") -> None:
     """Write the tsvectors of the documents into the new tables, in rank-key order, with
-    COPY: all of them (``since`` None), or those other transactions wrote from about
-    ``since`` on (replacing their rows)."""
+    COPY: all of them (``since`` None), or those written (from about ``since`` on) by other
+    transactions that ``snapshot`` does not see, replacing their rows."""
     if since is None:
         last = -(1 << 63)
         while True:
@@ -628,15 +649,22 @@ def _copy_documents(conn: Connection, since: Any) -> None:
                 return
             _copy(conn, docs)
             last = docs[-1]["id"]
-    # This transaction's own rows (xmin) are in the new tables already.
+    # The 64-bit id of the transaction that wrote each row (xmin holds its low 32 bits; it
+    # is not newer than this transaction): rows the snapshot sees were read by the fill,
+    # and this transaction's own rows were written by it.
+    me = "CAST(CAST(me AS text) AS bigint)"
+    writer = f"({me} >> 32 << 32) + CAST(CAST(xmin AS text) AS bigint)"
+    writer = f"CASE WHEN {writer} > {me} THEN {writer} - 4294967296 ELSE {writer} END"
     docs = (
         conn.execute(
             text(
-                f"SELECT {_DOC_COLUMNS} FROM search_documents "  # noqa: S608
-                "WHERE indexed_at >= :since AND CAST(CAST(xmin AS text) AS bigint) "
-                "<> CAST(CAST(pg_current_xact_id() AS text) AS bigint) % 4294967296 ORDER BY id"
+                f"SELECT {_DOC_COLUMNS} FROM (SELECT *, CAST(CAST({writer} AS text) AS xid8) "  # noqa: S608
+                "AS written_by FROM search_documents, "
+                "(SELECT pg_current_xact_id() AS me) AS this WHERE indexed_at >= :since) AS d "
+                "WHERE written_by <> me AND NOT pg_visible_in_snapshot(written_by, "
+                "CAST(:snapshot AS pg_snapshot)) ORDER BY id"
             ),
-            {"since": since - timedelta(seconds=_CLOCK_MARGIN_S)},
+            {"since": since - timedelta(seconds=_CLOCK_MARGIN_S), "snapshot": snapshot},
         )
         .mappings()
         .all()
