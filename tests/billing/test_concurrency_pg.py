@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,9 +22,9 @@ from store.db import make_engine, make_sessionmaker, session_scope
 from store.idempotency import ProcessedEvent
 from store.licensing.models import Entitlement
 from tests.billing.helpers import WEBHOOK_SECRET, billing_settings, make_event, sign
-from tests.billing.stripe_env import free_port
 from tests.factories import make_account, make_org, make_product, paid_tier, tier_of
 from tests.pg import PG_URL, scratch_database
+from tests.servers import uvicorn_apps
 
 pytestmark = [
     pytest.mark.e2e,
@@ -54,57 +51,8 @@ def two_apps(pg_database: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         "STORE_BILLING_SWEEP_INTERVAL": "0",
         "PYTHONPATH": str(PROJECT_DIR),
     }
-    procs, bases = [], []
-    for _ in range(2):
-        port = free_port()
-        cmd = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "tests.billing.concurrency_app:make_app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ]
-        procs.append(
-            subprocess.Popen(
-                cmd, cwd=PROJECT_DIR, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-            )
-        )
-        bases.append(f"http://127.0.0.1:{port}")
-    try:
-        for proc, base in zip(procs, bases, strict=True):
-            _wait(proc, base)
+    with uvicorn_apps("tests.billing.concurrency_app:make_app", env) as bases:
         yield bases
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            if proc.stderr:
-                proc.stderr.close()
-
-
-def _wait(proc: subprocess.Popen[bytes], base: str) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            err = proc.stderr.read().decode() if proc.stderr else ""
-            raise RuntimeError(f"the app exited: {err[-2000:]}")
-        try:
-            httpx.get(f"{base}/api/v1/openapi.json", timeout=1)
-            return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise RuntimeError("the app did not start")
 
 
 def _pending_orders(url: str, n: int) -> list[tuple[str, int]]:

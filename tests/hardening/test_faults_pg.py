@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -36,7 +35,7 @@ from store.db import make_engine, make_sessionmaker, session_scope
 from store.idempotency import ProcessedEvent
 from store.licensing.models import Entitlement
 from store.registry.models import HubRepository
-from tests.billing.stripe_env import free_port
+from tests import servers
 from tests.factories import make_account, make_org, make_product, paid_tier, tier_of
 from tests.pg import PG_URL, scratch_database, server_url
 
@@ -57,7 +56,7 @@ class Store:
     """One uvicorn process of the store on a fixed loopback port (restartable)."""
 
     def __init__(self, database: str, data_dir: str) -> None:
-        self.port = free_port()
+        self.port = servers.free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.env = {
             **os.environ,
@@ -75,36 +74,18 @@ class Store:
     def start(self) -> None:
         self.log = open(os.path.join(self.env["STORE_DATA_DIR"], f"store-{self.port}.log"), "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "uvicorn", "--factory"),
-                "tests.billing.concurrency_app:make_app",
-                *("--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"),
-            ],
+            servers.uvicorn_argv("tests.billing.concurrency_app:make_app", self.port),
             cwd=PROJECT_DIR,
             env=self.env,
             stdout=subprocess.DEVNULL,
             stderr=self.log,
         )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("the store exited at start")
-            try:
-                httpx.get(f"{self.base}/api/v1/orgs", timeout=2)
-                return
-            except httpx.TransportError:
-                time.sleep(0.2)
-        raise RuntimeError("the store did not start")
+        servers.wait_until_up(self.proc, f"{self.base}/api/v1/orgs", timeout=60)
 
     def stop(self) -> None:
         if self.proc is None:
             return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        servers.stop(self.proc, timeout=15)
         self.proc = None
         self.log.close()
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -25,12 +23,12 @@ from store.config import Settings
 from store.db import make_engine, make_sessionmaker, session_scope
 from store.mail.models import OutboxMessage
 from tests.billing.helpers import WEBHOOK_SECRET, billing_settings, make_event
-from tests.billing.stripe_env import free_port
-from tests.billing.test_concurrency_pg import _post_together, _wait
+from tests.billing.test_concurrency_pg import _post_together
 from tests.billing.test_webhooks import invoice
 from tests.factories import make_account, make_org, make_product, paid_tier, tier_of
 from tests.mail.smtp_sink import SmtpSink
 from tests.pg import PG_URL, scratch_database
+from tests.servers import uvicorn_apps
 
 pytestmark = [
     pytest.mark.e2e,
@@ -72,43 +70,8 @@ def two_apps(
         "STORE_MAIL_POLL_INTERVAL": "0.1",
         "PYTHONPATH": str(PROJECT_DIR),
     }
-    procs, bases = [], []
-    for _ in range(2):
-        port = free_port()
-        cmd = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "tests.mail.two_process_app:make_app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ]
-        procs.append(
-            subprocess.Popen(
-                cmd, cwd=PROJECT_DIR, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-            )
-        )
-        bases.append(f"http://127.0.0.1:{port}")
-    try:
-        for proc, base in zip(procs, bases, strict=True):
-            _wait(proc, base)
+    with uvicorn_apps("tests.mail.two_process_app:make_app", env) as bases:
         yield bases
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            if proc.stderr:
-                proc.stderr.close()
 
 
 def _running_subscription(url: str) -> tuple[Subscription, str]:
