@@ -221,6 +221,10 @@ def test_products_and_tiers(run: Run, db: Session, tmp_path: Path) -> None:
     assert updated.code == 0, updated.err
     assert updated.json()["amount_minor"] == 5950
     assert updated.json()["seats"] is None
+    # The command told the payment gateway after its commit: the repriced plan exists.
+    db.expire_all()
+    plan = db.scalar(select(Tier.gateway_price_ref).where(Tier.slug == "pro"))
+    assert plan is not None and plan.endswith("_month_5950eur")
     assert run("tiers", "deactivate", "acme/widget", "jp", "--json").json()["active"] is False
 
     published = run("products", "publish", "acme/widget", "--json")
