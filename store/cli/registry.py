@@ -208,7 +208,7 @@ def _sync(args: argparse.Namespace) -> int:
         text=lambda d: (
             f"{d['repositories']} repositories; {len(d['created'])} new, "
             f"{len(d['removed'])} removed; tags: +{d['tags_added']} ~{d['tags_updated']} "
-            f"-{d['tags_removed']}"
+            f"-{d['tags_removed']}; platforms read for {d['platforms_filled']} tags"
         ),
     )
     return 0

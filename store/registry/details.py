@@ -2,8 +2,9 @@
 manifest or image index the registry holds (with the store's own credential; these reads
 are not counted as pulls) and kept on the tag (``hub_tags.platforms``) until the next push.
 
-Read lazily by the repository page and API; if the registry cannot be reached the page
-shows what is known and the next view tries again (not more often than once a minute).
+Read by ``store registry sync`` for the tags it adds or changes (and those still without
+them), and lazily by the repository page and API; if the registry cannot be reached the
+page shows what is known and the next view tries again (not more often than once a minute).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 import logging
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -20,7 +21,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from store.errors import ServiceUnavailable
 from store.registry import hub
 from store.registry.models import HubTag
-from store.registry.sync import RegistryClient
+
+if TYPE_CHECKING:  # sync fills platforms with read_platforms
+    from store.registry.sync import RegistryClient
 
 log = logging.getLogger("store.registry.details")
 RETRY_AFTER = 60.0  # seconds between attempts after the registry failed

@@ -21,7 +21,7 @@ from store.config import Settings
 from store.db import utcnow
 from store.errors import ServiceUnavailable
 from store.keys.service import LoadedKey
-from store.registry import hub, tokens
+from store.registry import details, hub, tokens
 from store.registry.credentials import SYNC_USERNAME
 from store.registry.models import HubRepository, HubTag
 from store.registry.scopes import valid_repository
@@ -38,6 +38,10 @@ class SyncReport:
     tags_added: int = 0
     tags_updated: int = 0
     tags_removed: int = 0
+    # tags whose platforms (OS/architecture per platform) were read from the registry, and
+    # those whose manifest could not be read as an image (left for the page to try again)
+    platforms_filled: int = 0
+    platforms_unreadable: int = 0
 
     def as_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -237,29 +241,47 @@ def _sync_tags(
         t.name: t for t in session.scalars(select(HubTag).where(HubTag.repository_id == repo.id))
     }
     remote = client.tags(repo.name)
+    platforms: dict[str, list[details.Platform] | None] = {}
     for tag in remote:
         digest, media_type, size = client.manifest(repo.name, tag)
         current = existing.get(tag)
         if current is None:
-            session.add(
-                HubTag(
-                    repository_id=repo.id,
-                    name=tag,
-                    digest=digest,
-                    media_type=media_type,
-                    size=size,
-                    pushed_at=utcnow(),
-                    pushed_by="",
-                )
+            current = HubTag(
+                repository_id=repo.id,
+                name=tag,
+                digest=digest,
+                media_type=media_type,
+                size=size,
+                pushed_at=utcnow(),
+                pushed_by="",
             )
+            session.add(current)
             report.tags_added += 1
             if repo.last_pushed_at is None:
                 repo.last_pushed_at = utcnow()
         elif current.digest != digest:
             current.digest, current.media_type, current.size = digest, media_type, size
+            current.platforms = None
             report.tags_updated += 1
+        if current.platforms is None and digest:
+            if digest not in platforms:
+                platforms[digest] = _platforms(client, repo.name, digest)
+            current.platforms = platforms[digest]
+            if current.platforms is None:
+                report.platforms_unreadable += 1
+            else:
+                report.platforms_filled += 1
     for name, tag_row in existing.items():
         if name not in remote:
             session.delete(tag_row)
             report.tags_removed += 1
     session.flush()
+
+
+def _platforms(client: RegistryClient, name: str, digest: str) -> list[details.Platform] | None:
+    """The platforms of a tag's manifest or image index; None when the registry lost it or
+    it is not an image (an unreachable registry fails the whole sync)."""
+    try:
+        return details.read_platforms(client, name, digest)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None

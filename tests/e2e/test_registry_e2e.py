@@ -7,6 +7,7 @@ One scenario in steps sharing one environment (store under uvicorn + registry, o
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import json
 import re
@@ -475,7 +476,63 @@ def test_pull_counts_match_the_pulls_made(env: Env) -> None:
         assert repo is not None and repo.pull_count == expected, (name, repo and repo.pull_count)
 
 
-def test_sync_reconciles_from_catalog(env: Env) -> None:
+def _two_platform_layout(root: Path, tag: str) -> str:
+    """An OCI layout whose ``tag`` is an image index of a linux/amd64 and a linux/arm64/v8
+    image (and an attestation-like entry with os "unknown"); the index digest."""
+    build_oci_layout(root, tag=tag, files={"hello.txt": CONTENT})
+    [amd64] = json.loads((root / "index.json").read_text())["manifests"]
+    amd64_manifest = json.loads(
+        (root / "blobs" / "sha256" / amd64["digest"].removeprefix("sha256:")).read_bytes()
+    )
+    arm_config = {"architecture": "arm64", "variant": "v8", "os": "linux", "config": {},
+                  "rootfs": {"type": "layers", "diff_ids": []}}  # fmt: skip
+
+    def blob(data: bytes) -> tuple[str, int]:
+        digest = hashlib.sha256(data).hexdigest()
+        (root / "blobs" / "sha256" / digest).write_bytes(data)
+        return f"sha256:{digest}", len(data)
+
+    config_digest, config_size = blob(json.dumps(arm_config).encode())
+    arm_manifest = {**amd64_manifest, "config": {**amd64_manifest["config"],
+                    "digest": config_digest, "size": config_size}}  # fmt: skip
+    arm_digest, arm_size = blob(json.dumps(arm_manifest).encode())
+    oci = "application/vnd.oci.image.manifest.v1+json"
+    index = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": oci, "digest": amd64["digest"], "size": amd64["size"],
+             "platform": {"os": "linux", "architecture": "amd64"}},
+            {"mediaType": oci, "digest": arm_digest, "size": arm_size,
+             "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
+        ],
+    }  # fmt: skip
+    index_digest, index_size = blob(json.dumps(index).encode())
+    (root / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
+        {"mediaType": "application/vnd.oci.image.index.v1+json", "digest": index_digest,
+         "size": index_size, "annotations": {"org.opencontainers.image.ref.name": tag}},
+    ]}))  # fmt: skip
+    return index_digest
+
+
+def test_sync_reconciles_from_catalog_and_reads_tag_platforms(env: Env) -> None:
+    layout = env.root / "two-platforms"
+    index_digest = _two_platform_layout(layout, "multi")
+    pushed = env.skopeo.run(
+        "copy", "--all", "--dest-tls-verify=false", "--dest-creds", f"alice:{PASSWORD}",
+        f"oci:{layout}:multi", f"docker://{env.registry}/acme/tools:multi",
+    )  # fmt: skip
+    assert pushed.returncode == 0, pushed.stderr
+    deadline = time.monotonic() + 20  # the registry's notification reaches the hub
+    while time.monotonic() < deadline:
+        with env.factory() as session:
+            if session.scalar(
+                select(HubTag.id)
+                .join(HubRepository)
+                .where(HubRepository.name == "acme/tools", HubTag.name == "multi")
+            ):
+                break
+        time.sleep(0.2)
     with session_scope(env.factory) as session:
         tools = session.scalar(select(HubRepository).where(HubRepository.name == "acme/tools"))
         assert tools is not None
@@ -493,10 +550,24 @@ def test_sync_reconciles_from_catalog(env: Env) -> None:
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     # acme/app, acme/freebie, acme/tools, and acme/gone, acme/app/worker (earlier step)
-    assert report["repositories"] == 5 and report["tags_added"] == 1
+    assert report["repositories"] == 5 and report["tags_added"] == 2
+    assert report["platforms_filled"] >= 2 and report["platforms_unreadable"] == 0
     with env.factory() as session:
         tools = session.scalar(select(HubRepository).where(HubRepository.name == "acme/tools"))
-        assert tools is not None and [t.name for t in tools.tags] == ["v1"]
+        assert tools is not None
+        tags = {t.name: t for t in tools.tags}
+        assert sorted(tags) == ["multi", "v1"]
+        [single] = tags["v1"].platforms or []
+        assert (single["os"], single["architecture"], single["variant"]) == ("linux", "amd64", "")
+        assert single["digest"] == tags["v1"].digest and single["size"] > 0
+        assert tags["multi"].digest == index_digest
+        assert [
+            (p["os"], p["architecture"], p["variant"]) for p in tags["multi"].platforms or []
+        ] == [("linux", "amd64", ""), ("linux", "arm64", "v8")]
+        assert all(p["size"] > 0 for p in tags["multi"].platforms or [])
+    # a second sync has nothing to read again
+    again = json.loads(python_cli("registry", "sync", "--json", env=store_env).stdout)
+    assert again["tags_added"] == 0 and again["platforms_filled"] == 0
 
 
 # --- licenses and the store's own checkout (after the pull counts above: these pull too) ---
