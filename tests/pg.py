@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -90,3 +91,20 @@ def leftover_databases() -> list[str]:
             return [r[0] for r in rows]
     finally:
         admin.dispose()
+
+
+@contextmanager
+def migrated_database(backend: str, directory: Path, label: str) -> Iterator[str]:
+    """A migrated database of its own on ``backend``: a SQLite file in ``directory``, or a
+    PostgreSQL scratch database named after ``label`` (dropped afterwards)."""
+    if backend == "sqlite":
+        url = f"sqlite:///{directory / 'store.db'}"
+        engine = make_engine(url)
+        try:
+            migrate.upgrade(engine)
+        finally:
+            engine.dispose()
+        yield url
+        return
+    with scratch_database(label, migrated=True) as url:
+        yield url

@@ -16,7 +16,6 @@ import pytest
 from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from store import migrate
 from store.builds import queue
 from store.builds.models import Build
 from store.config import Settings
@@ -28,14 +27,7 @@ from tests import pg
 
 @pytest.fixture(scope="module")
 def db_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if backend == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('builds-db') / 'store.db'}"
-        engine = make_engine(url)
-        migrate.upgrade(engine)
-        engine.dispose()
-        yield url
-        return
-    with pg.scratch_database("builds", migrated=True) as url:
+    with pg.migrated_database(backend, tmp_path_factory.mktemp("builds-db"), "builds") as url:
         yield url
 
 

@@ -10,7 +10,6 @@ import pytest
 from sqlalchemy import Engine, delete
 from sqlalchemy.orm import Session, sessionmaker
 
-from store import migrate
 from store.config import Settings
 from store.db import make_engine, make_sessionmaker
 from store.mail.models import MailOptOut, OutboxMessage
@@ -28,14 +27,7 @@ def smtp() -> Iterator[SmtpSink]:
 
 @pytest.fixture(scope="module")
 def mail_db_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if backend == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('mail-db') / 'store.db'}"
-        engine = make_engine(url)
-        migrate.upgrade(engine)
-        engine.dispose()
-        yield url
-        return
-    with pg.scratch_database("mail", migrated=True) as url:
+    with pg.migrated_database(backend, tmp_path_factory.mktemp("mail-db"), "mail") as url:
         yield url
 
 
