@@ -485,7 +485,15 @@ def _apply(
         sub.paid_charges += 1  # a new period was charged
     sub.credit_net_minor += change.carried_net_minor
     sub.credit_tax_minor += change.carried_tax_minor
-    coupons.set_next_charge(sub, tax_label=billing.settings.tax_label)
+    upcoming = coupons.set_next_charge(sub, tax_label=billing.settings.tax_label)
+    if upcoming.discount_minor > 0:
+        # The coupon's line for the next invoice, for the new plan (Stripe: a pending item).
+        try:
+            billing.gateway.discount_next_charge(session, billing, subscription=sub, quote=upcoming)
+        except GatewayError as exc:
+            log.error(
+                "plan change %s: the next invoice's discount was not made: %s", change.id, exc
+            )
     entitlement = session.get(Entitlement, sub.entitlement_id) if sub.entitlement_id else None
     if entitlement is not None:
         entitlement.tier_id = tier.id

@@ -422,7 +422,10 @@ class StripeGateway:
             code=subscription.coupon_code or "",
             tax_rates=tax_rates,
             metadata={"subscription_id": str(subscription.id)},
-            key=f"subscription-{subscription.id}-discount-{subscription.paid_charges}",
+            key=(
+                f"subscription-{subscription.id}-discount-{subscription.paid_charges}"
+                f"-{subscription.tier_price_id.hex if subscription.tier_price_id else ''}"
+            ),
             subscription=subscription.gateway_ref,
         )
 
@@ -580,6 +583,9 @@ class StripeGateway:
                 return outcome
         try:
             self._switch_item(subscription, price, customer, key)
+            # The old plan's coupon line for the next invoice: the store makes the new
+            # plan's (``discount_next_charge``) once the change is applied.
+            self._take_coupon_lines(customer, subscription.gateway_ref)
             if change.carried_net_minor > 0:
                 self._credit_item(
                     customer, change, tax_rates, key, subscription=subscription.gateway_ref
@@ -704,11 +710,41 @@ class StripeGateway:
         key: str,
     ) -> Outcome:
         assert subscription.gateway_ref is not None
-        credit_item = None
+        # The old subscription's coupon line must not land on the new one's first invoice
+        # (localstripe takes any pending line of the customer); put back if this fails.
+        old_lines = self._take_coupon_lines(customer, subscription.gateway_ref)
+        made: list[str] = []
         if change.credit_net_minor > 0:
-            credit_item = self._credit_item(
-                customer, change, tax_rates, key, subscription=None, amount=change.credit_net_minor
+            made.append(
+                self._credit_item(
+                    customer,
+                    change,
+                    tax_rates,
+                    key,
+                    subscription=None,
+                    amount=change.credit_net_minor,
+                )
             )
+        # The coupon's discount on the new period, as the quote took it off the charge.
+        discount = price.amount_minor * subscription.quantity - change.charge_net_minor
+        if discount > 0:
+            made.append(
+                self._discount_item(
+                    customer=customer,
+                    amount=discount,
+                    currency=change.currency,
+                    code=subscription.coupon_code or "",
+                    tax_rates=tax_rates,
+                    metadata={"subscription_id": str(subscription.id)},
+                    key=f"{key}-discount",
+                )
+            )
+
+        def undo() -> None:
+            for ref in made:
+                self._drop_pending_item(ref)
+            self._restore_lines(customer, old_lines, key)
+
         params: dict[str, Any] = {
             "customer": customer,
             "items": [{"plan": price.gateway_ref, "quantity": subscription.quantity}],
@@ -728,8 +764,7 @@ class StripeGateway:
                 cast(Any, params), options=idempotent(f"{key}-subscription")
             )
         except stripe.StripeError as exc:
-            if credit_item is not None:
-                self._drop_pending_item(credit_item)
+            undo()
             if isinstance(exc, stripe.CardError):
                 return _declined(exc)
             raise GatewayError(str(exc)) from exc
@@ -742,6 +777,7 @@ class StripeGateway:
         }
         if new["status"] != "active":
             self._cancel_quietly(new.id)
+            self._restore_lines(customer, old_lines, key)
             outcome = (
                 self._intent_outcome(pi) if pi is not None and not isinstance(pi, str) else None
             )
@@ -761,6 +797,43 @@ class StripeGateway:
             )
         total, tax = _invoice_totals(invoice)
         return Outcome("succeeded", extra={"charged": (total, tax)}, **refs)
+
+    def _take_coupon_lines(self, customer: str, subscription_ref: str) -> list[dict[str, Any]]:
+        """Delete the coupon lines waiting for the subscription's next invoice; answers what
+        they were (to put back)."""
+        taken = []
+        try:
+            for pending in self.v1.invoice_items.list({"customer": customer, "limit": 100}):
+                if (
+                    obj_id(dig(pending, "invoice")) is None
+                    and obj_id(dig(pending, "subscription")) == subscription_ref
+                    and dig(pending, "metadata", "coupon") is not None
+                ):
+                    taken.append(_plain(pending))
+                    self.v1.invoice_items.delete(pending.id)
+        except stripe.StripeError as exc:
+            raise GatewayError(str(exc)) from exc
+        return taken
+
+    def _restore_lines(self, customer: str, lines: list[dict[str, Any]], key: str) -> None:
+        for i, line in enumerate(lines):
+            params: dict[str, Any] = {
+                "customer": customer,
+                "amount": line["amount"],
+                "currency": line["currency"],
+                "description": line.get("description") or "",
+                "metadata": dict(line.get("metadata") or {}),
+                "subscription": obj_id(line.get("subscription")),
+            }
+            rates = [obj_id(r) for r in line.get("tax_rates") or []]
+            if rates:
+                params["tax_rates"] = rates
+            try:
+                self.v1.invoice_items.create(
+                    cast(Any, params), options=idempotent(f"{key}-restore-{i}")
+                )
+            except stripe.StripeError as exc:
+                log.error("could not restore coupon line %s: %s", line.get("id"), exc)
 
     def _refund_quietly(self, payment_ref: str, key: str) -> None:
         try:

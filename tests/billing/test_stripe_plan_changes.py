@@ -194,3 +194,62 @@ def test_interval_change_starts_a_new_gateway_subscription(
     assert fresh.current_period_end is not None
     assert fresh.current_period_end > utcnow() + timedelta(days=360)
     assert plan_id  # the plan ids are the adapter's
+
+
+def test_a_coupon_moves_with_the_plan(
+    client: TestClient,
+    session: Session,
+    stripe_billing: Billing,
+    shop: Shop,
+    localstripe: LocalStripe,
+    plans: Product,  # noqa: F811
+) -> None:
+    """A product-wide coupon: the next invoice's discount line follows the new plan, and a
+    new interval's first invoice takes the coupon's discount as the quote did."""
+    from store.billing import coupons
+
+    api = v1(stripe_billing)
+    spec = coupons.CouponSpec(
+        code="QUARTER", product=plans.repository, percent_off="25", duration="forever"
+    )
+    coupons.create(session, actor=shop.publisher, org=shop.org, spec=spec)
+    basic, pro, year = tier_of(plans, "basic"), tier_of(plans, "pro"), tier_of(plans, "pro-year")
+    order = orders.start_checkout(
+        session, stripe_billing, account=shop.buyer, tier=basic, coupon_code="QUARTER"
+    )
+    session.commit()
+    outcome = orders.pay(
+        session, stripe_billing, order=order, payment=PaymentInput(payment_method="pm_card_visa")
+    )
+    session.commit()
+    relay(
+        client, localstripe.recorder.wait_for("invoice.payment_succeeded", outcome.subscription_ref)
+    )
+    session.expire_all()
+    sub = session.get(Subscription, order.subscription_id)
+    assert sub is not None and sub.status == "active"
+    sub.current_period_start = utcnow() - timedelta(days=15)
+    sub.current_period_end = utcnow() + timedelta(days=15)
+    session.commit()
+    customer = _customer(session, sub)
+    assert [i["amount"] for i in _pending(api, customer)] == [-250]
+    up = plan_changes.change_plan(session, stripe_billing, sub=sub, tier=pro, actor=shop.buyer)
+    session.commit()
+    assert up.status == "applied" and sub.discount_minor == 750
+    assert [(i["amount"], i["subscription"]) for i in _pending(api, customer)] == [
+        (-750, sub.gateway_ref)
+    ]
+    old_ref = sub.gateway_ref
+    yearly = plan_changes.change_plan(session, stripe_billing, sub=sub, tier=year, actor=shop.buyer)
+    session.commit()
+    assert yearly.status == "applied", yearly.failure_reason
+    assert yearly.charge_net_minor == 22500  # 30000 less 25%
+    invoice = api.invoices.retrieve(yearly.order.gateway_ref)  # type: ignore[union-attr]
+    lines = sorted(line["amount"] for line in invoice["lines"]["data"])
+    assert lines == sorted([30000, -7500, -yearly.credit_net_minor])
+    assert invoice["total"] == yearly.due_minor
+    # The monthly plan's line is not left behind, and the new subscription's next invoice
+    # has its own discount line.
+    pending = _pending(api, customer)
+    assert all(i["subscription"] != old_ref for i in pending)
+    assert [(i["amount"], i["subscription"]) for i in pending] == [(-7500, sub.gateway_ref)]
