@@ -31,6 +31,7 @@ from store.billing.models import (
 )
 from store.billing.pricing import BillingKind, Quote
 from store.billing.runtime import Billing
+from store.billing.subscriptions import invoice_amounts
 from store.catalog.models import Tier
 
 if TYPE_CHECKING:
@@ -61,13 +62,6 @@ def _taxed(subscription: Subscription) -> bool:
 def plan_id(tier: Tier, price: TierPrice) -> str:
     """Deterministic: one plan per tier, period, currency and amount (never mutated)."""
     return f"store-{tier.id.hex}-{price.billing}-{price.amount_minor}{price.currency}"
-
-
-def _invoice_totals(invoice: Any) -> tuple[int, int]:
-    """What an invoice charged: (total, tax), as ``subscriptions.invoice_amounts`` reads it."""
-    from store.billing.subscriptions import invoice_amounts
-
-    return invoice_amounts(invoice)
 
 
 def idempotent(key: str) -> RequestOptions:
@@ -795,7 +789,7 @@ class StripeGateway:
             log.error(
                 "could not cancel replaced subscription %s: %s", subscription.gateway_ref, exc
             )
-        total, tax = _invoice_totals(invoice)
+        total, tax = invoice_amounts(invoice)
         return Outcome("succeeded", extra={"charged": (total, tax)}, **refs)
 
     def _take_coupon_lines(self, customer: str, subscription_ref: str) -> list[dict[str, Any]]:
