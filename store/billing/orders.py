@@ -83,6 +83,8 @@ def start_checkout(
     The caller commits before calling :func:`pay`, so events that arrive while the gateway is
     still answering find the order.
     """
+    if account.deleted_at is not None or not account.is_active:
+        raise Forbidden("A deleted or disabled account buys nothing", code="account_inactive")
     product = tier.product
     if product.status != "published" or not tier.active:
         raise NotFound("This tier is not available")

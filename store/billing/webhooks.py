@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from store.billing import access, notices, orders, subscriptions
+from store.billing import access, deleted_buyers, notices, orders, subscriptions
 from store.billing.gateway import dig, obj_id
 from store.billing.models import PlanChange
 from store.billing.runtime import Billing
@@ -162,6 +162,11 @@ def _intent_succeeded(session: Session, billing: Billing, pi: dict[str, Any], at
             order,
             payment_ref=str(pi["id"]),
             reason=f"Paid {amount} {currency}, expected {order.total_minor} {order.currency}",
+        )
+        return
+    if order.account.deleted_at is not None:  # nothing is sold to a deleted account
+        deleted_buyers.refund_late_payment(
+            session, billing, order, payment_ref=str(pi["id"]), at=at
         )
         return
     if orders.mark_paid(session, order, paid_at=at, payment_ref=str(pi["id"])):

@@ -10,6 +10,9 @@ account has them). It is refused, with every reason at once, while the account
   is allowed: nothing is charged again), or
 - is the last active administrator.
 
+Its checkouts not paid yet end (a payment completing later is refunded in full, never
+fulfilled: ``store.billing.deleted_buyers``).
+
 Then the personal data is erased: name, address, password and second factor, sessions and
 their addresses, links by e-mail, notice preferences, queued and past mail. Every token and
 refresh token is revoked, memberships and invitations end, entitlements held by the account
@@ -45,6 +48,7 @@ from store.accounts.models import (
 )
 from store.audit import service as audit
 from store.audit.models import AuditEvent
+from store.billing import deleted_buyers
 from store.billing.models import Order, Subscription
 from store.catalog.models import Product
 from store.config import Settings
@@ -169,6 +173,9 @@ def delete_account(
         delete(RepositoryCollaborator).where(RepositoryCollaborator.account_id == account.id)
     )
 
+    # Checkouts not paid yet end: a payment that completes anyway is refunded
+    # (store.billing.deleted_buyers).
+    deleted_buyers.end_checkouts(session, account)
     held = session.scalars(
         select(Entitlement).where(
             Entitlement.account_id == account.id, Entitlement.status != "revoked"
