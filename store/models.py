@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine
 
 import store.billing.models  # noqa: F401  (orders, subscriptions, prices)
@@ -91,6 +90,7 @@ def schema_differences(engine: Engine) -> list[Any]:
     left out of the comparison.
     """
     from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
 
     with engine.connect() as conn:
         context = MigrationContext.configure(

@@ -21,13 +21,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import orjson
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.script.revision import RevisionError
 from sqlalchemy import Connection, Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -52,27 +48,10 @@ class Check:
         return self.status == "ok"
 
 
-@lru_cache(maxsize=1)
-def _scripts() -> ScriptDirectory:
-    return ScriptDirectory.from_config(migrate.alembic_config("sqlite://"))
-
-
 def migrations_behind(current: set[str]) -> list[str]:
-    """Head revisions of this code that the database (at ``current``) does not have yet.
-
-    A current revision this code does not know was made by a newer release: the database
-    is ahead, and nothing is missing."""
-    scripts = _scripts()
-    heads = set(scripts.get_heads())
-    if not current:
-        return sorted(heads)
-    have: set[str] = set()
-    for revision in current:
-        try:
-            have.update(r.revision for r in scripts.iterate_revisions(revision, "base"))
-        except RevisionError:
-            return []  # a revision of a newer release
-    return sorted(heads - have)
+    """Head revisions of this code that the database (at ``current``) does not have yet
+    (``store.migrate.revisions_behind``: read from the migration files, without alembic)."""
+    return migrate.revisions_behind(current)
 
 
 class Readiness:
@@ -121,7 +100,7 @@ class Readiness:
     def _migrations(self, conn: Connection) -> Check:
         if time.monotonic() < self._migrations_ok_until:
             return Check("migrations", "ok", "current (cached)")
-        current = set(MigrationContext.configure(conn).get_current_heads())
+        current = migrate.stored_revisions(conn)
         missing = migrations_behind(current)
         if missing:
             at = ", ".join(sorted(current)) or "none"

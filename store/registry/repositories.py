@@ -22,7 +22,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import httpx
 from sqlalchemy import delete as sa_delete
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -379,6 +378,8 @@ def defaults_of(session: Session, account: Account) -> list[Namespace]:
 @contextmanager
 def operator_client(settings: Settings, signer: LoadedKey) -> Iterator[RegistryClient]:
     """A registry client acting with the store's own credential."""
+    import httpx  # only when the registry is asked (≈ 7 MiB per process)
+
     with httpx.Client(timeout=30.0) as http:
         yield RegistryClient(settings, signer, base_url=settings.registry_url, http=http)
 

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
+from alembic.script import ScriptDirectory
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Connection, text
 
+from store import migrate
 from store.db import make_engine, make_sessionmaker
 from store.keys.service import KeyRing
 from store.observability import health
@@ -52,6 +58,62 @@ def test_a_database_without_migrations_is_not_ready(
     assert body["checks"]["keys"]["status"] == "skipped"
 
 
+def _scripts() -> ScriptDirectory:
+    return ScriptDirectory.from_config(migrate.alembic_config("sqlite://"))
+
+
+def test_the_revision_graph_read_from_the_files_is_alembics() -> None:
+    scripts = _scripts()
+    graph = migrate.revision_graph()
+    expected = {rev.revision: tuple(rev._all_down_revisions) for rev in scripts.walk_revisions()}
+    assert {r: set(p) for r, p in graph.items()} == {r: set(p) for r, p in expected.items()}
+    assert migrate.graph_heads(graph) == set(scripts.get_heads())
+    # Below every head, nothing is missing; from nothing, every head is.
+    assert migrate.revisions_behind(set(scripts.get_heads())) == []
+    assert migrate.revisions_behind(set()) == sorted(scripts.get_heads())
+
+
+def test_serving_workers_do_not_load_alembic_or_httpx(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The app a worker runs, after /readyz and a /token request: neither alembic (with
+    Mako and Pygments) nor httpx is imported (≈ 18 MiB per worker)."""
+    code = """
+import base64, sys
+from store import migrate
+from store.config import Settings
+from store.db import make_engine
+migrate.upgrade(make_engine(Settings().resolved_database_url))
+for name in [m for m in sys.modules if m.split(".")[0] in ("alembic", "mako", "pygments")]:
+    del sys.modules[name]
+from store.app import create_serving_app
+app = create_serving_app()
+import asyncio
+async def get(path, headers=()):
+    sent = []
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": "GET", "scheme": "http", "path": path, "raw_path": path.encode(),
+             "query_string": b"service=store-registry", "root_path": "", "headers": list(headers),
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "state": {}}
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+    async def send(message):
+        if message["type"] == "http.response.start":
+            sent.append(message["status"])
+    await app(scope, receive, send)
+    return sent[0]
+auth = b"Basic " + base64.b64encode(b"nobody:secret")
+assert asyncio.run(get("/readyz")) == 200
+assert asyncio.run(get("/token", [(b"authorization", auth)])) == 401
+print(sorted({m.split(".")[0] for m in sys.modules} & {"alembic", "mako", "pygments", "httpx"}))
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STORE_")}
+    env.update(STORE_DATA_DIR=str(tmp_path), STORE_SECRET_KEY="s" * 32, STORE_ENVIRONMENT="test")
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
 def _set_revisions(connection: Connection, revisions: set[str]) -> None:
     connection.execute(text("DELETE FROM alembic_version"))  # rolled back after the test
     for rev in sorted(revisions):
@@ -63,7 +125,7 @@ def _set_revisions(connection: Connection, revisions: set[str]) -> None:
 def test_a_database_behind_the_code_is_not_ready(
     client: TestClient, connection: Connection
 ) -> None:
-    scripts = health._scripts()
+    scripts = _scripts()
     head, *other_heads = sorted(scripts.get_heads())
     previous = scripts.get_revision(head).down_revision
     assert previous is not None
