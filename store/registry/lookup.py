@@ -126,11 +126,13 @@ WHERE a.{column} = :login"""
 
 
 def _with_credential(credential: str, *, robots: bool) -> str:
+    # The credential drives the statement (no row: no such credential). As the left operand
+    # of the joins SQLite flattens it into the statement; as the right operand of a LEFT
+    # JOIN (from a constant row) a credential that is itself a join (token, owner,
+    # organization) was materialized into a temporary table on every request: 49 against
+    # 28 µs for the statement.
     facts = _facts_columns("c.faid", "c.foid" if robots else None)
-    return (
-        f"SELECT c.*, {facts}\nFROM (SELECT 1 AS one) AS one\n"
-        f"LEFT JOIN ({credential}) AS c ON 1 = 1{_REPO_JOINS}"
-    )
+    return f"SELECT c.*, {facts}\nFROM ({credential}) AS c{_REPO_JOINS}"
 
 
 STATEMENTS: dict[str, str] = {
@@ -438,8 +440,8 @@ async def credential(
     db: TokenDB, statement: str, params: dict[str, Any], repository: str, now: datetime
 ) -> dict[str, Any]:
     """The credential row (``token``: ``hash``; ``username``/``email``: ``login``) joined
-    with the facts of ``repository`` ("" for none) for the principal it stands for. The
-    credential columns are None when there is no such credential."""
+    with the facts of ``repository`` ("" for none) for the principal it stands for;
+    ``{"cid": None}`` when there is no such credential."""
     codec = db.codec
     values = {
         **params,
@@ -449,7 +451,11 @@ async def credential(
     }
     if statement != "token":
         del values["cutoff"]
-    return (await db.rows(statement, values))[0]
+    rows = await db.rows(statement, values)
+    return rows[0] if rows else NO_CREDENTIAL
+
+
+NO_CREDENTIAL: dict[str, Any] = {"cid": None}  # what ``credential`` finds for none
 
 
 def _facts_params(codec: _Codec, principal: Principal, name: str, now: datetime) -> dict[str, Any]:

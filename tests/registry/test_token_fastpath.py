@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
 from store import migrate
 from store.accounts import service as accounts
@@ -208,3 +208,25 @@ def test_concurrent_checks_of_one_password_share_one_argon2_run(
     assert good == [True] * 10 and bad == [False] * 10 and again is True
     assert calls == ["right", "wrong"]  # one run each; the third check hit the cache
     assert len(cache) == 1  # failures are not remembered
+
+
+def test_sqlite_reads_each_credential_without_a_temporary_table(connection: Connection) -> None:
+    """The credential is flattened into the statement: no table is materialized per request
+    (the token's credential, a join of three tables, was, as a LEFT JOIN's right side)."""
+    if connection.dialect.name != "sqlite":
+        pytest.skip("SQLite's query plan")
+    params = {
+        "hash": "x",
+        "login": "x",
+        "now": "2026-01-01 00:00:00.000000",
+        "cutoff": "2026-01-01 00:00:00.000000",
+        "ns": "acme",
+        "repo": "acme/app",
+        "product": "acme/app",
+    }
+    for name in ("token", "username", "email"):
+        sql = lookup.STATEMENTS[name]
+        wanted = {k: v for k, v in params.items() if f":{k}" in sql}
+        plan = [row[3] for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", wanted)]
+        assert not [step for step in plan if "MATERIALIZE" in step], (name, plan)
+        assert connection.exec_driver_sql(sql, wanted).all() == []  # no such credential
