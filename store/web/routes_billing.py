@@ -849,6 +849,7 @@ def create_coupon(
         ),
         fields=COUPON_FIELDS,
         public={"code"},
+        raises=(401, 403),  # not an owner: the error page, as for the other owner pages
     )
 
 

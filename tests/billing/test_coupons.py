@@ -427,3 +427,22 @@ def test_coupon_form_errors_stand_beside_their_inputs(
     taken = client.post(base, data=good)
     assert taken.status_code == 409
     assert re.search(r'id="coupon-code-error">[^<]*already has a coupon SPRING', taken.text)
+
+
+def test_a_member_who_is_not_an_owner_cannot_make_a_coupon(
+    client: TestClient, session: Session, billing: Billing, shop: Shop
+) -> None:
+    from store.accounts import service as accounts
+
+    editor = make_account(session, "couponeditor")
+    accounts.add_member(session, org=shop.org, actor=shop.admin, account=editor, role="editor")
+    session.commit()
+    client.headers.update(HTML)
+    login(client, "couponeditor")
+    base = f"/publish/{shop.org.slug}/-/coupons"
+    assert client.get(base).status_code == 403
+    page = client.get(f"/publish/{shop.org.slug}")
+    form = {"csrf_token": csrf_of(page.text), "code": "SNEAKY", "value": "10"}
+    refused = client.post(base, data={**form, "product": shop.product.repository})
+    assert refused.status_code == 403
+    assert session.scalars(select(Coupon).where(Coupon.code == "SNEAKY")).all() == []
