@@ -200,9 +200,14 @@ def pending_email(session: Session, *, token: str) -> tuple[Account, str]:
     return account, row.email
 
 
-def _address_free(session: Session, account: Account, address: str) -> None:
+def _address_free(
+    session: Session, account: Account, address: str, *, field: str | None = None
+) -> None:
+    """``field``: the input the address was typed in (none when it comes from a link)."""
     if session.scalar(select(Account.id).where(Account.email == address, Account.id != account.id)):
-        raise Conflict("An account with this e-mail address exists", code="email_taken")
+        raise Conflict(
+            "An account with this e-mail address exists", code="email_taken", field=field
+        )
 
 
 def request_email_change(
@@ -212,11 +217,13 @@ def request_email_change(
     owner asking) and a notice to the current address; the new address, normalised. The
     address does not change until the link is opened; asking again voids the earlier link."""
     if not security.verify_password(account.password_hash, password):
-        raise ValidationFailed("The current password is not correct", code="wrong_password")
+        raise ValidationFailed(
+            "The current password is not correct", code="wrong_password", field="password"
+        )
     address = valid_email(new_address)
     if address == account.email:
-        raise ValidationFailed("This is your address already", code="same_email")
-    _address_free(session, account, address)
+        raise ValidationFailed("This is your address already", code="same_email", field="email")
+    _address_free(session, account, address, field="email")
     _void(session, account, "email")
     token = _issue(session, account, "email", EMAIL_CHANGE_TTL, email=address)
     outbox.enqueue(

@@ -182,7 +182,9 @@ def authenticate(session: Session, *, login: str, password: str) -> Account:
 def change_password(session: Session, *, account: Account, current: str, new: str) -> None:
     if not security.verify_password(account.password_hash, current):
         # Not a 401: the caller is authenticated; the form field is wrong.
-        raise ValidationFailed("The current password is not correct", code="wrong_password")
+        raise ValidationFailed(
+            "The current password is not correct", code="wrong_password", field="current_password"
+        )
     set_password(session, account=account, password=new)
 
 

@@ -43,10 +43,15 @@ _ENVELOPE = "v1"
 
 
 class BadCode(ValidationFailed):
+    """A wrong two-factor or recovery code: every form and API that asks for one names the
+    input ``code``."""
+
     code = "bad_two_factor_code"
 
     def __init__(self) -> None:
-        super().__init__("That code is not valid. Enter the current code from your app.")
+        super().__init__(
+            "That code is not valid. Enter the current code from your app.", field="code"
+        )
 
 
 # --- the secret at rest -----------------------------------------------------------------

@@ -134,12 +134,15 @@ def delete_account(
     if account.deleted_at is not None:
         raise Conflict("This account is deleted already", code="account_deleted")
     if not security.verify_password(account.password_hash, password):
-        raise ValidationFailed("The current password is not correct", code="wrong_password")
+        raise ValidationFailed(
+            "The current password is not correct", code="wrong_password", field="password"
+        )
     if two_factor.enabled(account):
         if not code.strip():
             raise ValidationFailed(
                 "Enter a code from your authenticator app or a recovery code",
                 code="two_factor_required",
+                field="code",
             )
         two_factor.verify(session, settings=settings, account=account, code=code)
     problems = deletion_blockers(session, account)

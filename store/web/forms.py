@@ -143,7 +143,7 @@ NO_FORM = FormState()
 # Services name an error's field as the JSON API does; a page whose input carries another
 # name (a price typed in units, an expiry in days, a date) is listed here.
 _INPUT_NAMES: dict[str, tuple[str, ...]] = {
-    "password": ("new_password",),
+    "password": ("new_password", "current_password"),
     "email": ("new_email",),
     "amount_minor": ("price",),
     "expires_at": ("expires_days",),

@@ -196,11 +196,6 @@ def change_email(
             f"until then it stays {account.email}.",
             "/my/account",
         ),
-        fields={
-            "wrong_password": "current_password",
-            "same_email": "new_email",
-            "email_taken": "new_email",
-        },
     )
 
 
@@ -250,11 +245,6 @@ def delete_account(
         delete,
         failed=partial(_settings, request, session, account),
         done=deleted,
-        fields={
-            "wrong_password": "current_password",
-            "bad_two_factor_code": "code",
-            "two_factor_required": "code",
-        },
     )
 
 
@@ -306,5 +296,4 @@ def change_password(
         change,
         failed=partial(_settings, request, session, account),
         done=changed,
-        fields={"wrong_password": "current_password"},
     )

@@ -135,6 +135,7 @@ def test_change_of_address_and_export_through_the_api(client: TestClient, sessio
         headers=auth(token),
     )
     assert refused.status_code == 422 and refused.json()["error"] == "same_email"
+    assert refused.json()["field"] == "email"
     r = client.post(
         "/api/v1/me/email",
         json={"email": "api-moved@example.com", "password": PASSWORD},
@@ -287,6 +288,7 @@ def test_deletion_is_refused_while_the_account_owns_an_organization_in_use(
     ]
     wrong = client.post("/api/v1/me/deletion", json={"password": "nope"}, headers=auth(token))
     assert wrong.status_code == 422 and wrong.json()["error"] == "wrong_password"
+    assert wrong.json()["field"] == "password"
     session.expire_all()
     assert session.get(Account, owner.id).is_active  # type: ignore[union-attr]
     # The settings page says why, instead of offering the form.

@@ -16,7 +16,7 @@ from store.accounts import two_factor
 from store.accounts.models import Account
 from store.config import Settings
 from store.db import utcnow
-from tests.factories import PASSWORD, make_account, make_org
+from tests.factories import PASSWORD, api_token, auth, make_account, make_org
 from tests.web.helpers import HTML, csrf_of, login, submit
 
 
@@ -258,3 +258,35 @@ def test_code_forms_place_errors_and_count_wrong_codes(
     assert statuses[-1] == 429 and int(response.headers["Retry-After"]) > 0
     session.expire_all()
     assert two_factor.enabled(session.get(Account, account.id))  # type: ignore[arg-type]
+
+
+def test_api_error_bodies_name_the_input_at_fault(
+    client: TestClient, session: Session, settings: Settings
+) -> None:
+    """The services name the input of a wrong password or code, so the JSON body carries
+    ``field`` (as the pages show the error beside that input)."""
+    account = make_account(session, "named")
+    make_account(session, "other", email="other@example.com")
+    token = api_token(session, account)
+    _enrol(session, settings, account)
+    session.commit()
+    headers = auth(token)
+
+    def refused(path: str, body: dict[str, str]) -> tuple[int, str, str]:
+        answer = client.post(path, json=body, headers=headers)
+        return answer.status_code, answer.json()["error"], answer.json().get("field", "")
+
+    password = {"current_password": "wrong one!", "new_password": "a new password 1"}
+    assert refused("/api/v1/me/password", password) == (422, "wrong_password", "current_password")
+    email = {"email": "new@example.com", "password": "wrong one!"}
+    assert refused("/api/v1/me/email", email) == (422, "wrong_password", "password")
+    taken = {"email": "OTHER@example.com", "password": PASSWORD}
+    assert refused("/api/v1/me/email", taken) == (409, "email_taken", "email")
+    deletion = "/api/v1/me/deletion"
+    assert refused(deletion, {"password": "wrong one!"}) == (422, "wrong_password", "password")
+    assert refused(deletion, {"password": PASSWORD}) == (422, "two_factor_required", "code")
+    wrong_code = {"password": PASSWORD, "code": "000000"}
+    assert refused(deletion, wrong_code) == (422, "bad_two_factor_code", "code")
+    session.expire_all()
+    kept = session.get(Account, account.id)
+    assert kept is not None and kept.deleted_at is None and kept.email == "named@example.com"
