@@ -147,18 +147,23 @@ def validate_url(settings: Settings, url: str) -> str:
     url = url.strip()
     if not url or len(url) > 1000:
         raise ValidationFailed(
-            "A Git source URL is required (at most 1000 characters)", code="bad_source_url"
+            "A Git source URL is required (at most 1000 characters)",
+            code="bad_source_url",
+            field="url",
         )
     if url.startswith("-") or any(ord(c) < 33 for c in url):
-        raise ValidationFailed(f"'{url}' is not a Git URL", code="bad_source_url")
+        raise ValidationFailed(f"'{url}' is not a Git URL", code="bad_source_url", field="url")
     parts = urlsplit(url)
     if parts.scheme in ("https", "ssh"):
         if not parts.hostname or not parts.path.strip("/"):
-            raise ValidationFailed(f"'{url}' names no host and repository", code="bad_source_url")
+            raise ValidationFailed(
+                f"'{url}' names no host and repository", code="bad_source_url", field="url"
+            )
         if parts.scheme == "https" and parts.password:
             raise ValidationFailed(
                 "Put no password in the URL: use an ssh URL with a deploy key",
                 code="bad_source_url",
+                field="url",
             )
         return url
     if not parts.scheme and _SCP_LIKE.match(url):
@@ -168,6 +173,7 @@ def validate_url(settings: Settings, url: str) -> str:
             raise ValidationFailed(
                 "Local Git sources (a path or file://) are for development only",
                 code="bad_source_url",
+                field="url",
             )
         return url
     raise ValidationFailed(
@@ -175,6 +181,7 @@ def validate_url(settings: Settings, url: str) -> str:
         + (", a local path or file://" if settings.local_build_sources else "")
         + ")",
         code="bad_source_url",
+        field="url",
     )
 
 
@@ -185,9 +192,12 @@ def _relative(value: str, what: str) -> str:
         raise ValidationFailed(
             f"The {what} '{value}' must be a path inside the repository (no '..', not absolute)",
             code="bad_rule",
+            field="rules",
         )
     if any(ord(c) < 32 for c in value):
-        raise ValidationFailed(f"The {what} '{value}' has control characters", code="bad_rule")
+        raise ValidationFailed(
+            f"The {what} '{value}' has control characters", code="bad_rule", field="rules"
+        )
     return str(path)
 
 
@@ -203,13 +213,16 @@ def render_tag(template: str, ref_name: str, sha: str | None) -> str:
 def validate_rule(spec: RuleSpec) -> RuleSpec:
     if spec.ref_kind not in REF_KINDS:
         raise ValidationFailed(
-            f"A rule is for a 'branch' or a 'tag', not '{spec.ref_kind}'", code="bad_rule"
+            f"A rule is for a 'branch' or a 'tag', not '{spec.ref_kind}'",
+            code="bad_rule",
+            field="rules",
         )
     pattern = spec.pattern.strip()
     if not _PATTERN.match(pattern):
         raise ValidationFailed(
             f"'{pattern}' is not a {spec.ref_kind} pattern (letters, digits, . _ - / and * ? [ ])",
             code="bad_rule",
+            field="rules",
         )
     template = spec.docker_tag.strip()
     sample = render_tag(template, "release-1.0", "0" * 40)
@@ -217,17 +230,23 @@ def validate_rule(spec: RuleSpec) -> RuleSpec:
         raise ValidationFailed(
             f"'{template}' is not a Docker tag (letters, digits, _ . -, with {{ref}} or {{sha}})",
             code="bad_rule",
+            field="rules",
         )
     args = dict(spec.build_args or {})
     if len(args) > MAX_BUILD_ARGS:
-        raise ValidationFailed(f"At most {MAX_BUILD_ARGS} build arguments", code="bad_rule")
+        raise ValidationFailed(
+            f"At most {MAX_BUILD_ARGS} build arguments", code="bad_rule", field="rules"
+        )
     for key, value in args.items():
         if not isinstance(key, str) or not _ARG_NAME.match(key):
-            raise ValidationFailed(f"'{key}' is not a build argument name", code="bad_rule")
+            raise ValidationFailed(
+                f"'{key}' is not a build argument name", code="bad_rule", field="rules"
+            )
         if not isinstance(value, str) or len(value) > 4000 or "\0" in value:
             raise ValidationFailed(
                 f"The build argument {key} must be text of at most 4000 characters",
                 code="bad_rule",
+                field="rules",
             )
     return RuleSpec(
         ref_kind=spec.ref_kind,
@@ -274,17 +293,21 @@ def configure(
     require_pusher(session, actor, name)
     url = validate_url(settings, url)
     if not rules:
-        raise ValidationFailed("At least one build rule is needed", code="bad_rule")
+        raise ValidationFailed("At least one build rule is needed", code="bad_rule", field="rules")
     if len(rules) > MAX_RULES:
-        raise ValidationFailed(f"At most {MAX_RULES} build rules", code="bad_rule")
+        raise ValidationFailed(f"At most {MAX_RULES} build rules", code="bad_rule", field="rules")
     checked = [validate_rule(r) for r in rules]
     if schedule_minutes is not None and not 5 <= schedule_minutes <= 60 * 24 * 31:
         raise ValidationFailed(
-            "A schedule is every 5 minutes to every 31 days (in minutes)", code="bad_schedule"
+            "A schedule is every 5 minutes to every 31 days (in minutes)",
+            code="bad_schedule",
+            field="schedule_minutes",
         )
     timeout = timeout_seconds or settings.build_timeout
     if not 30 <= timeout <= 86400:
-        raise ValidationFailed("A build timeout is 30 s to 24 h", code="bad_timeout")
+        raise ValidationFailed(
+            "A build timeout is 30 s to 24 h", code="bad_timeout", field="timeout_seconds"
+        )
     if generate_deploy_key and deploy_key:
         raise ValidationFailed(
             "Paste a deploy key or have one made, not both",
@@ -401,7 +424,7 @@ def split_ref(ref: str) -> tuple[str, str]:
         return "branch", ref.removeprefix("refs/heads/")
     if ref.startswith("refs/tags/"):
         return "tag", ref.removeprefix("refs/tags/")
-    raise ValidationFailed(f"'{ref}' is not a branch or tag ref", code="bad_ref")
+    raise ValidationFailed(f"'{ref}' is not a branch or tag ref", code="bad_ref", field="ref")
 
 
 def matching_rule(source: BuildSource, ref: str) -> BuildRule | None:
@@ -462,7 +485,9 @@ def normalise_ref(value: str) -> str:
     else:
         ref = "refs/heads/" + value
     if not _REF_NAME.match(ref) or ".." in ref or ref.endswith("/"):
-        raise ValidationFailed(f"'{value}' is not a branch or tag name", code="bad_ref")
+        raise ValidationFailed(
+            f"'{value}' is not a branch or tag name", code="bad_ref", field="ref"
+        )
     return ref
 
 
@@ -483,10 +508,12 @@ def trigger_manual(
     full = normalise_ref(ref)
     rule = matching_rule(source, full)
     if rule is None:
-        raise ValidationFailed(f"No build rule matches {full}", code="no_rule")
+        raise ValidationFailed(f"No build rule matches {full}", code="no_rule", field="ref")
     sha = commit_sha.strip().lower() if commit_sha else None
     if sha is not None and not _SHA.match(sha):
-        raise ValidationFailed(f"'{commit_sha}' is not a full commit SHA", code="bad_commit")
+        raise ValidationFailed(
+            f"'{commit_sha}' is not a full commit SHA", code="bad_commit", field="commit_sha"
+        )
     build = _queue(
         session, source, rule, ref=full, sha=sha, trigger="manual", triggered_by=actor.username
     )

@@ -148,6 +148,9 @@ _INPUT_NAMES: dict[str, tuple[str, ...]] = {
     "amount_minor": ("price",),
     "expires_at": ("expires_days",),
     "ends_at": ("ends_on",),
+    "schedule_minutes": ("schedule",),
+    "timeout_seconds": ("timeout",),
+    "commit_sha": ("commit",),
 }
 
 

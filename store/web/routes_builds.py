@@ -23,14 +23,6 @@ from store.web.routing import RequiredAccount, Viewer, page_router
 from store.web.templating import render
 
 router = page_router()
-# The settings form's input each refusal of the service is about (it names none).
-SOURCE_FIELDS = {
-    "bad_source_url": "url",
-    "bad_rule": "rules",
-    "bad_deploy_key": "deploy_key",
-    "bad_schedule": "schedule",
-    "bad_timeout": "timeout",
-}
 
 
 def rules_text(source: Any) -> str:
@@ -61,7 +53,9 @@ def parse_rules(text: str, args_text: str) -> list[service.RuleSpec]:
         parts = line.split()
         if not 3 <= len(parts) <= 5:
             raise ValidationFailed(
-                f"'{line}' is not KIND PATTERN TAG [DOCKERFILE] [CONTEXT]", code="bad_rule"
+                f"'{line}' is not KIND PATTERN TAG [DOCKERFILE] [CONTEXT]",
+                code="bad_rule",
+                field="rules",
             )
         rules.append(
             service.RuleSpec(
@@ -169,7 +163,6 @@ def save_settings(
         save,
         failed=partial(_page, request, session, account, namespace, repo),
         done=saved,
-        fields=SOURCE_FIELDS,
     )
 
 
@@ -198,7 +191,6 @@ def start_build(
         done=lambda build: forms.redirect_with(
             request, f"Build of {build.ref} queued.", f"/r/{name}/builds/{build.id}"
         ),
-        fields={"bad_ref": "ref", "no_rule": "ref", "bad_commit": "commit"},
     )
 
 

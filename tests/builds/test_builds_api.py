@@ -113,32 +113,38 @@ def test_pushers_configure_and_others_are_refused(
 
 
 @pytest.mark.parametrize(
-    ("change", "code"),
+    ("change", "code", "field"),
     [
-        ({"url": "ftp://example.com/x.git"}, "bad_source_url"),
-        ({"url": "--upload-pack=touch /tmp/x"}, "bad_source_url"),
-        ({"url": "https://user:pw@example.com/x.git"}, "bad_source_url"),
-        ({"rules": []}, "bad_rule"),
-        ({"rules": [{"ref_kind": "commit", "pattern": "x", "docker_tag": "t"}]}, "bad_rule"),
-        ({"rules": [{"ref_kind": "branch", "pattern": "main", "docker_tag": "bad tag"}]}, "bad_rule"),
-        ({"rules": [{"ref_kind": "branch", "pattern": "main", "docker_tag": "{branch}"}]}, "bad_rule"),
+        ({"url": "ftp://example.com/x.git"}, "bad_source_url", "url"),
+        ({"url": "--upload-pack=touch /tmp/x"}, "bad_source_url", "url"),
+        ({"url": "https://user:pw@example.com/x.git"}, "bad_source_url", "url"),
+        ({"rules": []}, "bad_rule", "rules"),
+        ({"rules": [{"ref_kind": "commit", "pattern": "x", "docker_tag": "t"}]}, "bad_rule", "rules"),
+        ({"rules": [{"ref_kind": "branch", "pattern": "main", "docker_tag": "bad tag"}]}, "bad_rule", "rules"),
+        ({"rules": [{"ref_kind": "branch", "pattern": "main", "docker_tag": "{branch}"}]}, "bad_rule", "rules"),
         ({"rules": [{"ref_kind": "branch", "pattern": "main", "docker_tag": "t",
-                     "dockerfile": "../Dockerfile"}]}, "bad_rule"),
+                     "dockerfile": "../Dockerfile"}]}, "bad_rule", "rules"),
         ({"rules": [{"ref_kind": "branch", "pattern": "main", "docker_tag": "t",
-                     "context": "/etc"}]}, "bad_rule"),
+                     "context": "/etc"}]}, "bad_rule", "rules"),
         ({"rules": [{"ref_kind": "branch", "pattern": "main", "docker_tag": "t",
-                     "build_args": {"1BAD": "x"}}]}, "bad_rule"),
-        ({"deploy_key": "not a key"}, "bad_deploy_key"),
-        ({"schedule_minutes": 1}, "bad_schedule"),
-        ({"timeout_seconds": 5}, "bad_timeout"),
+                     "build_args": {"1BAD": "x"}}]}, "bad_rule", "rules"),
+        ({"deploy_key": "not a key"}, "bad_deploy_key", "deploy_key"),
+        ({"schedule_minutes": 1}, "bad_schedule", "schedule_minutes"),
+        ({"timeout_seconds": 5}, "bad_timeout", "timeout_seconds"),
     ],
 )  # fmt: skip
 def test_bad_settings_are_refused_and_nothing_is_saved(
-    client: TestClient, session: Session, people: dict[str, str], change: dict[str, Any], code: str
+    client: TestClient,
+    session: Session,
+    people: dict[str, str],
+    change: dict[str, Any],
+    code: str,
+    field: str,
 ) -> None:
     answer = _configure(client, people["alice"], {**SOURCE, **change})
     assert answer.status_code == 422, answer.text
     assert answer.json()["error"] == code
+    assert answer.json()["field"] == field  # the input at fault, as the page shows it
     assert service.get_source(session, "acme/app") is None
 
 
@@ -264,10 +270,13 @@ def test_manual_builds_history_and_cancel(
     assert refused.status_code == 403
     norule = client.post(base, json={"ref": "feature"}, headers=auth(people["alice"]))
     assert norule.status_code == 422 and norule.json()["error"] == "no_rule"
+    assert norule.json()["field"] == "ref"
+    badref = client.post(base, json={"ref": "bad..ref"}, headers=auth(people["alice"]))
+    assert badref.status_code == 422 and badref.json()["field"] == "ref"
     badsha = client.post(
         base, json={"ref": "main", "commit_sha": "abc"}, headers=auth(people["alice"])
     )
-    assert badsha.status_code == 422
+    assert badsha.status_code == 422 and badsha.json()["field"] == "commit_sha"
 
     listed = client.get(base, headers=auth(people["viewer"]))
     assert [b["id"] for b in listed.json()] == [
