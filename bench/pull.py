@@ -153,8 +153,6 @@ def main() -> int:
         env=env, check=True, capture_output=True,
     )  # fmt: skip
     config = yaml.safe_load((tmp / "registry" / "config.yml").read_text())
-    config.pop("auth", None)
-    config.pop("notifications", None)
     config.pop("notifications", None)
     config.setdefault("http", {})["addr"] = f"{HOST}:{quiet_port}"
     (tmp / "registry" / "quiet.yml").write_text(yaml.safe_dump(config))  # auth, no events
