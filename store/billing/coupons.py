@@ -50,6 +50,7 @@ def normalize_code(raw: str | None) -> str:
         raise ValidationFailed(
             "A coupon code has 3 to 40 letters, digits, - and _ (it starts with a letter or digit)",
             code="bad_coupon_code",
+            field="code",
         )
     return code
 
@@ -116,7 +117,7 @@ def _parse_percent(value: str) -> str:
         percent = Decimal(value.strip())
     except InvalidOperation:
         raise ValidationFailed(
-            f"Percent off {value!r} is not a number", code="bad_coupon_percent"
+            f"Percent off {value!r} is not a number", code="bad_coupon_percent", field="percent_off"
         ) from None
     if (
         not percent.is_finite()
@@ -126,6 +127,7 @@ def _parse_percent(value: str) -> str:
         raise ValidationFailed(
             "Percent off must be more than 0 and at most 100, with at most 2 decimals",
             code="bad_coupon_percent",
+            field="percent_off",
         )
     return format(percent.normalize(), "f")
 
@@ -133,9 +135,13 @@ def _parse_percent(value: str) -> str:
 def _parse_amount(value: str, currency: str) -> int:
     from store.catalog.money import parse_amount
 
-    minor = parse_amount(value, currency, what="Amount off", code="bad_coupon_amount")
+    minor = parse_amount(
+        value, currency, what="Amount off", code="bad_coupon_amount", field="amount_off"
+    )
     if not minor:
-        raise ValidationFailed("Amount off must be more than 0", code="bad_coupon_amount")
+        raise ValidationFailed(
+            "Amount off must be more than 0", code="bad_coupon_amount", field="amount_off"
+        )
     return minor
 
 
@@ -147,7 +153,7 @@ def _product_of(session: Session, org: Organization, repository: str) -> Product
         )
     )
     if product is None:
-        raise NotFound(f"'{org.slug}' has no product {repository}")
+        raise NotFound(f"'{org.slug}' has no product {repository}", field="product")
     return product
 
 
@@ -161,16 +167,20 @@ def create(session: Session, *, actor: Account, org: Organization, spec: CouponS
     if spec.tier:
         tier = next((t for t in paid if t.slug == spec.tier.strip().lower()), None)
         if tier is None:
-            raise NotFound(f"{product.repository} has no paid tier '{spec.tier}'")
+            raise NotFound(f"{product.repository} has no paid tier '{spec.tier}'", field="tier")
     elif not paid:
         raise ValidationFailed(
-            f"{product.repository} has no paid tier to discount", code="coupon_no_paid_tier"
+            f"{product.repository} has no paid tier to discount",
+            code="coupon_no_paid_tier",
+            field="product",
         )
     percent = (spec.percent_off or "").strip() or None
     amount = (spec.amount_off or "").strip() or None
     if (percent is None) == (amount is None):
         raise ValidationFailed(
-            "Give either a percent off or an amount off", code="coupon_percent_or_amount"
+            "Give either a percent off or an amount off",
+            code="coupon_percent_or_amount",
+            field=("percent_off", "amount_off"),
         )
     percent_off = _parse_percent(percent) if percent is not None else None
     amount_off_minor = None
@@ -183,17 +193,21 @@ def create(session: Session, *, actor: Account, org: Organization, spec: CouponS
                 raise ValidationFailed(
                     "The tiers have several currencies: give the amount's currency",
                     code="coupon_currency",
+                    field=("currency", "amount_off"),
                 )
             currency = currencies.pop()
         elif currency not in currencies:
             raise ValidationFailed(
                 f"No tier this coupon is for is priced in {currency.upper()}",
                 code="coupon_currency",
+                field=("currency", "amount_off"),
             )
         amount_off_minor = _parse_amount(amount, currency)
     if spec.duration not in COUPON_DURATIONS:
         raise ValidationFailed(
-            f"Duration must be one of {', '.join(COUPON_DURATIONS)}", code="bad_coupon_duration"
+            f"Duration must be one of {', '.join(COUPON_DURATIONS)}",
+            code="bad_coupon_duration",
+            field="duration",
         )
     months = None
     if spec.duration == "repeating":
@@ -201,16 +215,25 @@ def create(session: Session, *, actor: Account, org: Organization, spec: CouponS
             raise ValidationFailed(
                 f"A repeating coupon needs a number of months from 1 to {MAX_MONTHS}",
                 code="bad_coupon_duration",
+                field="duration_months",
             )
         months = spec.duration_months
     elif spec.duration_months is not None:
-        raise ValidationFailed("Months are only for a repeating coupon", code="bad_coupon_duration")
+        raise ValidationFailed(
+            "Months are only for a repeating coupon",
+            code="bad_coupon_duration",
+            field="duration_months",
+        )
     if spec.max_redemptions is not None and not 1 <= spec.max_redemptions <= MAX_QUANTITY:
         raise ValidationFailed(
-            f"Max redemptions must be from 1 to {MAX_QUANTITY}", code="bad_coupon_limit"
+            f"Max redemptions must be from 1 to {MAX_QUANTITY}",
+            code="bad_coupon_limit",
+            field="max_redemptions",
         )
     if spec.expires_at is not None and spec.expires_at <= utcnow():
-        raise ValidationFailed("The expiry must be in the future", code="bad_coupon_expiry")
+        raise ValidationFailed(
+            "The expiry must be in the future", code="bad_coupon_expiry", field="expires_at"
+        )
     coupon = Coupon(
         organization_id=org.id,
         product_id=product.id,
@@ -232,7 +255,7 @@ def create(session: Session, *, actor: Account, org: Organization, spec: CouponS
             session.flush()
     except IntegrityError:
         raise Conflict(
-            f"{product.repository} already has a coupon {code}", code="coupon_exists"
+            f"{product.repository} already has a coupon {code}", code="coupon_exists", field="code"
         ) from None
     audit.record(
         session,
@@ -298,38 +321,51 @@ def for_checkout(
         normalized = normalize_code(code)
     except ValidationFailed:
         raise ValidationFailed(
-            f"There is no coupon {code.strip()!r} for this product", code="coupon_not_found"
+            f"There is no coupon {code.strip()!r} for this product",
+            code="coupon_not_found",
+            field="coupon",
         ) from None
     coupon = session.scalar(
         select(Coupon).where(Coupon.product_id == tier.product_id, Coupon.code == normalized)
     )
     if coupon is None:
         raise ValidationFailed(
-            f"There is no coupon {normalized} for this product", code="coupon_not_found"
+            f"There is no coupon {normalized} for this product",
+            code="coupon_not_found",
+            field="coupon",
         )
     if not coupon.active:
-        raise ValidationFailed(f"Coupon {normalized} is no longer valid", code="coupon_inactive")
+        raise ValidationFailed(
+            f"Coupon {normalized} is no longer valid", code="coupon_inactive", field="coupon"
+        )
     if coupon.expires_at is not None and coupon.expires_at <= now:
-        raise ValidationFailed(f"Coupon {normalized} has expired", code="coupon_expired")
+        raise ValidationFailed(
+            f"Coupon {normalized} has expired", code="coupon_expired", field="coupon"
+        )
     if coupon.tier_id is not None and coupon.tier_id != tier.id:
         name = coupon.tier.name if coupon.tier is not None else "another tier"
         raise ValidationFailed(
-            f"Coupon {normalized} is only for the {name} tier", code="coupon_not_for_tier"
+            f"Coupon {normalized} is only for the {name} tier",
+            code="coupon_not_for_tier",
+            field="coupon",
         )
     if coupon.amount_off_minor is not None and (coupon.currency or "") != tier.currency.lower():
         raise ValidationFailed(
             f"Coupon {normalized} is for {str(coupon.currency).upper()} prices",
             code="coupon_currency",
+            field="coupon",
         )
     if coupon.max_redemptions is not None and coupon.times_redeemed >= coupon.max_redemptions:
-        raise ValidationFailed(f"Coupon {normalized} has been used up", code="coupon_used_up")
+        raise ValidationFailed(
+            f"Coupon {normalized} has been used up", code="coupon_used_up", field="coupon"
+        )
     if (
         account is not None
         and coupon.once_per_customer
         and _live_redemption(session, coupon, account) is not None
     ):
         raise ValidationFailed(
-            f"You have used coupon {normalized} already", code="coupon_already_used"
+            f"You have used coupon {normalized} already", code="coupon_already_used", field="coupon"
         )
     return coupon
 
@@ -368,9 +404,11 @@ def claim(session: Session, *, coupon: Coupon, account: Account) -> CouponRedemp
         session.refresh(coupon)
         if not coupon.active or (coupon.expires_at is not None and coupon.expires_at <= now):
             raise ValidationFailed(
-                f"Coupon {coupon.code} is no longer valid", code="coupon_inactive"
+                f"Coupon {coupon.code} is no longer valid", code="coupon_inactive", field="coupon"
             )
-        raise ValidationFailed(f"Coupon {coupon.code} has been used up", code="coupon_used_up")
+        raise ValidationFailed(
+            f"Coupon {coupon.code} has been used up", code="coupon_used_up", field="coupon"
+        )
     redemption = CouponRedemption(
         coupon_id=coupon.id,
         account_id=account.id,
@@ -385,7 +423,9 @@ def claim(session: Session, *, coupon: Coupon, account: Account) -> CouponRedemp
         # Another checkout of this customer holds it (once per customer): give the count back.
         _give_back(session, coupon.id)
         raise ValidationFailed(
-            f"You have used coupon {coupon.code} already", code="coupon_already_used"
+            f"You have used coupon {coupon.code} already",
+            code="coupon_already_used",
+            field="coupon",
         ) from None
     session.refresh(coupon)
     return redemption

@@ -780,21 +780,6 @@ def _expiry(raw: str) -> datetime | None:
     return datetime.combine(day + timedelta(days=1), time.min, tzinfo=UTC)
 
 
-# The coupon form's input each refusal of the service is about (it names none).
-COUPON_FIELDS = {
-    "bad_coupon_code": "code",
-    "coupon_exists": "code",
-    "coupon_no_paid_tier": "product",
-    "coupon_percent_or_amount": "kind",
-    "bad_coupon_percent": "value",
-    "bad_coupon_amount": "value",
-    "coupon_currency": "value",
-    "bad_coupon_duration": "months",
-    "bad_coupon_limit": "max_redemptions",
-    "bad_coupon_expiry": "expires",
-}
-
-
 @router.post("/publish/{org}/-/coupons")
 def create_coupon(
     request: Request,
@@ -819,7 +804,9 @@ def create_coupon(
 
     def create() -> Coupon:
         if kind not in ("percent", "amount"):
-            raise ValidationFailed("Choose percent or amount off", code="coupon_percent_or_amount")
+            raise ValidationFailed(
+                "Choose percent or amount off", code="coupon_percent_or_amount", field="kind"
+            )
         spec = coupons.CouponSpec(
             code=code,
             product=product,
@@ -847,7 +834,6 @@ def create_coupon(
             f"Coupon {coupon.code} made: {coupons.describe(coupon)}.",
             f"/publish/{organization.slug}/-/coupons",
         ),
-        fields=COUPON_FIELDS,
         public={"code"},
         raises=(401, 403),  # not an owner: the error page, as for the other owner pages
     )

@@ -72,33 +72,36 @@ def test_publishers_make_coupons_with_every_field_checked(session: Session, shop
     )
     assert monthly.tier_id == shop.monthly.id
     assert coupons.describe(monthly) == "25% off for 3 months"
-    bad: list[tuple[dict[str, Any], str]] = [
-        ({"percent_off": "0"}, "bad_coupon_percent"),
-        ({"percent_off": "100.001"}, "bad_coupon_percent"),
-        ({"percent_off": "abc"}, "bad_coupon_percent"),
-        ({"percent_off": None, "amount_off": "0"}, "bad_coupon_amount"),
-        ({"percent_off": None, "amount_off": "1.001"}, "bad_coupon_amount"),
-        ({"percent_off": None, "amount_off": "5", "currency": "eur"}, "coupon_currency"),
-        ({"percent_off": "5", "amount_off": "5"}, "coupon_percent_or_amount"),
-        ({"percent_off": None, "amount_off": None}, "coupon_percent_or_amount"),
-        ({"duration": "weekly"}, "bad_coupon_duration"),
-        ({"duration": "repeating"}, "bad_coupon_duration"),
-        ({"duration": "once", "duration_months": 2}, "bad_coupon_duration"),
-        ({"max_redemptions": 0}, "bad_coupon_limit"),
-        ({"expires_at": utcnow() - timedelta(minutes=1)}, "bad_coupon_expiry"),
-    ]
-    for i, (fields, code) in enumerate(bad):
+    pair = ("percent_off", "amount_off")
+    bad: list[tuple[dict[str, Any], str, str | tuple[str, ...]]] = [
+        ({"percent_off": "0"}, "bad_coupon_percent", "percent_off"),
+        ({"percent_off": "100.001"}, "bad_coupon_percent", "percent_off"),
+        ({"percent_off": "abc"}, "bad_coupon_percent", "percent_off"),
+        ({"percent_off": None, "amount_off": "0"}, "bad_coupon_amount", "amount_off"),
+        ({"percent_off": None, "amount_off": "1.001"}, "bad_coupon_amount", "amount_off"),
+        ({"percent_off": None, "amount_off": "5", "currency": "eur"}, "coupon_currency",
+         ("currency", "amount_off")),
+        ({"percent_off": "5", "amount_off": "5"}, "coupon_percent_or_amount", pair),
+        ({"percent_off": None, "amount_off": None}, "coupon_percent_or_amount", pair),
+        ({"duration": "weekly"}, "bad_coupon_duration", "duration"),
+        ({"duration": "repeating"}, "bad_coupon_duration", "duration_months"),
+        ({"duration": "once", "duration_months": 2}, "bad_coupon_duration", "duration_months"),
+        ({"max_redemptions": 0}, "bad_coupon_limit", "max_redemptions"),
+        ({"expires_at": utcnow() - timedelta(minutes=1)}, "bad_coupon_expiry", "expires_at"),
+    ]  # fmt: skip
+    for i, (fields, code, field) in enumerate(bad):
         with pytest.raises(ValidationFailed) as err:
             make_coupon(session, shop, f"BAD{i}", **fields)
-        assert err.value.code == code, (fields, err.value.detail)
+        assert (err.value.code, err.value.field) == (code, field), (fields, err.value.detail)
     with pytest.raises(ValidationFailed) as err:
         make_coupon(session, shop, "x")
-    assert err.value.code == "bad_coupon_code"
-    with pytest.raises(NotFound):
+    assert (err.value.code, err.value.field) == ("bad_coupon_code", "code")
+    with pytest.raises(NotFound) as missing:
         make_coupon(session, shop, "NOTIER", tier="nope")
+    assert missing.value.field == "tier"
     with pytest.raises(Conflict) as dup:
         make_coupon(session, shop, "Launch-10")
-    assert dup.value.code == "coupon_exists"
+    assert (dup.value.code, dup.value.field) == ("coupon_exists", "code")
     with pytest.raises(Forbidden):
         coupons.create(
             session,
@@ -296,10 +299,14 @@ def test_api_quote_checkout_and_management(
     assert r.status_code == 201, r.text
     made = r.json()
     assert made["code"] == "API20" and made["terms"] == "20% off once" and made["state"] == "active"
-    assert client.post(base, json=body, headers=owner).json()["error"] == "coupon_exists"
+    taken = client.post(base, json=body, headers=owner).json()
+    assert (taken["error"], taken["field"]) == ("coupon_exists", "code")
     assert client.post(base, json=body, headers=buyer).status_code == 403
     bad = client.post(base, json={**body, "code": "ZZZ", "percent_off": "101"}, headers=owner)
     assert bad.status_code == 422 and bad.json()["error"] == "bad_coupon_percent"
+    assert bad.json()["field"] == "percent_off"
+    either = client.post(base, json={**body, "code": "ZZZ", "amount_off": "5"}, headers=owner)
+    assert either.json()["field"] == ["percent_off", "amount_off"]
     q = client.get(
         "/api/v1/billing/quote", params={"tier_id": str(shop.one_time.id), "coupon": "api20"}
     ).json()
@@ -308,6 +315,7 @@ def test_api_quote_checkout_and_management(
         "/api/v1/billing/quote", params={"tier_id": str(shop.one_time.id), "coupon": "nope"}
     )
     assert nope.status_code == 422 and nope.json()["error"] == "coupon_not_found"
+    assert nope.json()["field"] == "coupon"  # the quote's and the checkout's input
     r = client.post(
         "/api/v1/billing/checkout",
         json={"tier_id": str(shop.one_time.id), "card_number": CARD_SUCCESS, "coupon": "api20"},
@@ -332,6 +340,7 @@ def test_api_quote_checkout_and_management(
         headers=other,
     )
     assert r.status_code == 422 and r.json()["error"] == "coupon_inactive"
+    assert r.json()["field"] == "coupon"
 
 
 def test_checkout_page_applies_a_coupon_and_explains_a_bad_one(
@@ -406,10 +415,19 @@ def test_coupon_form_errors_stand_beside_their_inputs(
         "kind": "percent",
         "value": "10",
         "duration": "once",
+        # As a browser sends the form: the inputs left empty too.
+        "tier": "",
+        "months": "",
+        "max_redemptions": "",
+        "expires": "",
     }
     cases = [
         ({"code": "x"}, "code", "3 to 40 letters"),
         ({"value": "lots"}, "value", "not a number"),
+        ({"value": ""}, "value", "either a percent off or an amount off"),
+        ({"kind": "both"}, "kind", "Choose percent or amount off"),
+        ({"product": "nope/nothing"}, "product", "has no product"),
+        ({"duration": "weekly"}, "duration", "Duration must be one of"),
         ({"duration": "repeating"}, "months", "needs a number of months"),
         ({"duration": "repeating", "months": "six"}, "months", "whole number"),
         ({"max_redemptions": "many"}, "max_redemptions", "whole number"),
