@@ -89,13 +89,11 @@ class FormState:
         name: str,
         form: FormData,
         exc: StoreError,
-        fields: Mapping[str, str] | None = None,
         public: Collection[str] = (),
     ) -> FormState:
-        """``fields`` places errors the service raises without naming an input: error
-        code → the input of this form it is about (a wrong current password). ``public``
-        names inputs shown again although such names are secret elsewhere (a coupon's
-        ``code`` is not a sign-in code)."""
+        """The error goes beside the input it names (``input_for``), else above the form.
+        ``public`` names inputs shown again although such names are secret elsewhere (a
+        coupon's ``code`` is not a sign-in code)."""
         secret = _SECRET_FIELDS.difference(public)
         values: dict[str, list[str]] = {}
         for key, value in form.multi_items():
@@ -103,8 +101,7 @@ class FormState:
                 values.setdefault(key, []).append(value)
         if isinstance(exc, FieldErrors):
             return cls(name, values, exc.detail, "", dict(exc.errors), exc.code)
-        field = input_for(exc, set(form.keys())) or (fields or {}).get(exc.code, "")
-        return cls(name, values, exc.detail, field, code=exc.code)
+        return cls(name, values, exc.detail, input_for(exc, set(form.keys())), code=exc.code)
 
     def submitted(self, name: str) -> bool:
         return bool(self.name) and self.name == name
@@ -141,7 +138,8 @@ class FormState:
 NO_FORM = FormState()
 
 # Services name an error's field as the JSON API does; a page whose input carries another
-# name (a price typed in units, an expiry in days, a date) is listed here.
+# name (a price typed in units, an expiry in days, a date, the current password) is listed
+# here, the names tried in order among the submitted form's inputs.
 _INPUT_NAMES: dict[str, tuple[str, ...]] = {
     "password": ("new_password", "current_password"),
     "email": ("new_email",),
@@ -196,21 +194,20 @@ def submit(
     *,
     failed: Failed,
     done: Callable[[T], Response],
-    fields: Mapping[str, str] | None = None,
     public: Collection[str] = (),
     undo: bool = True,
     raises: Collection[int] = (),
 ) -> Response:
     """Every page form: run ``action`` in a savepoint (``attempt``, and ``undo`` there);
     when it raises a StoreError, ``failed`` re-renders the page with the input kept and the
-    error beside its field (form ``name``; ``fields`` and ``public`` as for
+    error beside its field (form ``name``; ``public`` as for
     ``FormState.failed``), answering with ``error_status``; else ``done`` answers, usually
     a flash and a redirect (``redirect_with``). Errors with a status in ``raises`` are not
     the form's to show: they go to the error pages."""
     result = attempt(session, action, undo=undo)
     if isinstance(result, StoreError) and result.status_code in raises:
         raise result
-    return answer(form, name, result, failed=failed, done=done, fields=fields, public=public)
+    return answer(form, name, result, failed=failed, done=done, public=public)
 
 
 async def submit_async(
@@ -220,7 +217,6 @@ async def submit_async(
     *,
     failed: Failed,
     done: Callable[[T], Response],
-    fields: Mapping[str, str] | None = None,
     public: Collection[str] = (),
 ) -> Response:
     """``submit`` for a form whose action runs its own transactions (logging in): no
@@ -229,7 +225,7 @@ async def submit_async(
         result: T | StoreError = await action()
     except StoreError as exc:
         result = exc
-    return answer(form, name, result, failed=failed, done=done, fields=fields, public=public)
+    return answer(form, name, result, failed=failed, done=done, public=public)
 
 
 def answer(
@@ -239,7 +235,6 @@ def answer(
     *,
     failed: Failed,
     done: Callable[[T], Response],
-    fields: Mapping[str, str] | None = None,
     public: Collection[str] = (),
 ) -> Response:
     """The answer to a submitted form once its action ran: ``done`` with what it returned,
@@ -247,7 +242,7 @@ def answer(
     client when to come back (429, Retry-After) says so on the re-rendered page too."""
     if not isinstance(result, StoreError):
         return done(result)
-    state = FormState.failed(name, form, result, fields, public)
+    state = FormState.failed(name, form, result, public)
     response = failed(state, error_status(result))
     headers = result.extra.get("headers") if result.extra else None
     if isinstance(headers, Mapping):

@@ -53,24 +53,30 @@ def test_failed_form_keeps_input_and_places_the_error() -> None:
     assert several.field_error("org", "slug") == "bad"
 
 
-def test_a_page_places_an_error_its_service_raises_without_a_field() -> None:
+def test_an_error_named_by_its_api_field_finds_the_pages_input() -> None:
+    """Services name fields as the JSON API does; a page input named otherwise is found
+    among the submitted form's inputs."""
     form = FormData([("new_email", "a@example.com"), ("current_password", "x")])
-    wrong = ValidationFailed("The current password is not correct", code="wrong_password")
-    placed = FormState.failed("email", form, wrong, {"wrong_password": "current_password"})
-    assert placed.field_error("email", "current_password") == wrong.detail
+    wrong = ValidationFailed("Not correct", code="wrong_password", field="password")
+    placed = FormState.failed("email", form, wrong)
+    assert placed.field_error("email", "current_password") == "Not correct"
     assert placed.error_for("email") == ""
     assert placed.code == "wrong_password"
-    # Codes the page does not name stay the form's error; a named field still wins its input.
-    other = FormState.failed("email", form, Conflict("Busy"), {"wrong_password": "x"})
+    taken = FormState.failed("email", form, Conflict("Taken", code="email_taken", field="email"))
+    assert taken.field_error("email", "new_email") == "Taken" and taken.code == "email_taken"
+    # On the password form "password" is the new one (the current one is "current_password").
+    both = FormData([("current_password", "x"), ("new_password", "short")])
+    short = FormState.failed("password", both, ValidationFailed("Too short", field="password"))
+    assert short.field_error("password", "new_password") == "Too short"
+    # An error without a field, or naming no input of this form, stays the form's error.
+    other = FormState.failed("email", form, Conflict("Busy"))
     assert other.error_for("email") == "Busy" and other.code == "conflict"
-    named = FormState.failed("email", form, ValidationFailed("Bad", field="email"), {})
-    assert named.field_error("email", "new_email") == "Bad"
-    # An input the error names itself wins over the page's guess from its code.
-    rule = ValidationFailed("'X' is not KEY=VALUE", code="bad_rule", field="args")
-    args = FormState.failed(
-        "source", FormData([("rules", ""), ("args", "X")]), rule, {"bad_rule": "rules"}
-    )
-    assert args.field_error("source", "args") == rule.detail
+    elsewhere = FormState.failed("email", form, ValidationFailed("Bad", field="commit_sha"))
+    assert elsewhere.error_for("email") == "Bad" and elsewhere.field == ""
+    # Several fields: the first the form has.
+    mix = ValidationFailed("Either", field=("percent_off", "amount_off"))
+    assert input_for(mix, {"kind", "value"}) == "value"
+    assert input_for(mix, {"percent_off", "amount_off"}) == "percent_off"
 
 
 def _echo(state: FormState, status: int) -> Response:
