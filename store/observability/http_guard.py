@@ -80,32 +80,35 @@ class _HeaderDeadline:
             self.transport.close()
 
 
-def _configure(protocol: _HeaderDeadline, config: Any) -> None:
-    protocol._header_timeout = float(getattr(config, CONFIG_ATTRIBUTE, DEFAULT_HEADER_TIMEOUT))
-    protocol._idle_timeout = float(getattr(config, IDLE_CONFIG_ATTRIBUTE, IDLE_S))
+class _Guarded(_HeaderDeadline):
+    """The hooks, the same for both protocol classes: put before uvicorn's class in the
+    bases, so ``super()`` is uvicorn's method."""
 
-
-class GuardedH11Protocol(_HeaderDeadline, H11Protocol):
     def __init__(self, config: Any, *args: Any, **kwargs: Any) -> None:
-        super().__init__(config, *args, **kwargs)
-        _configure(self, config)
+        super().__init__(config, *args, **kwargs)  # type: ignore[call-arg]
+        self._header_timeout = float(getattr(config, CONFIG_ATTRIBUTE, DEFAULT_HEADER_TIMEOUT))
+        self._idle_timeout = float(getattr(config, IDLE_CONFIG_ATTRIBUTE, IDLE_S))
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
         self._arm_header_deadline()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_header_deadline()
-        super().connection_lost(exc)
+        super().connection_lost(exc)  # type: ignore[misc]
 
     def data_received(self, data: bytes) -> None:
         self._request_began()
-        super().data_received(data)
+        super().data_received(data)  # type: ignore[misc]
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
+        super().on_response_complete()  # type: ignore[misc]
         if not self.transport.is_closing():
             self._arm_header_deadline()
+
+
+class GuardedH11Protocol(_Guarded, H11Protocol):
+    pass
 
 
 try:
@@ -114,27 +117,8 @@ except ImportError:  # httptools not installed: uvicorn uses h11
     GuardedHttpToolsProtocol: type[asyncio.Protocol] | None = None
 else:
 
-    class _GuardedHttpTools(_HeaderDeadline, HttpToolsProtocol):
-        def __init__(self, config: Any, *args: Any, **kwargs: Any) -> None:
-            super().__init__(config, *args, **kwargs)
-            _configure(self, config)
-
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self._arm_header_deadline()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm_header_deadline()
-            super().connection_lost(exc)
-
-        def data_received(self, data: bytes) -> None:
-            self._request_began()
-            super().data_received(data)
-
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            if not self.transport.is_closing():
-                self._arm_header_deadline()
+    class _GuardedHttpTools(_Guarded, HttpToolsProtocol):
+        pass
 
     GuardedHttpToolsProtocol = _GuardedHttpTools
 
