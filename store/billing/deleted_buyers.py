@@ -5,7 +5,9 @@ So deleting an account ends its open checkouts (``end_checkouts``: pending one-t
 fail, the money was not taken), and a payment that completes anyway (a bank's late
 confirmation, a payment page left open) is recorded and refunded in full at the gateway at
 once (``refund_late_payment``): no entitlement, no license, no receipt or sale notice, an
-audit event. If the gateway refuses the refund, the order is held for an administrator
+audit event. A subscription's invoice paid after the deletion (its checkout left open: a
+subscription that renews holds the deletion back) also ends the subscription at once
+(``refund_late_invoice``). If the gateway refuses the refund, the order is held for an administrator
 (``review``), as a payment of the wrong amount is. Checkouts are refused for a deleted or
 disabled account (``orders.start_checkout``).
 """
@@ -14,15 +16,16 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from store.accounts.models import Account
 from store.audit import service as audit
-from store.billing import coupons, orders
-from store.billing.gateway import GatewayError
-from store.billing.models import Order
+from store.billing import coupons, orders, subscriptions
+from store.billing.gateway import GatewayError, dig, obj_id
+from store.billing.models import Order, Subscription
 from store.billing.runtime import Billing
 
 log = logging.getLogger("store.billing")
@@ -82,3 +85,41 @@ def refund_late_payment(
             "status": order.status,
         },
     )
+
+
+def refund_late_invoice(
+    session: Session, billing: Billing, sub: Subscription, invoice: Any, *, at: datetime
+) -> None:
+    """An invoice of a deleted buyer's subscription was paid: the subscription ends at once
+    (at the gateway too) and the payment is refunded in full. An invoice paid before the
+    deletion, delivered again, changes nothing."""
+    invoice_ref = str(dig(invoice, "id") or "")
+    order = subscriptions.invoice_order(session, sub, invoice_ref)
+    if order is not None and order.paid_at is not None:
+        return
+    if sub.status not in subscriptions.FINAL:
+        try:
+            billing.gateway.cancel_now(session, billing, subscription=sub)
+        except GatewayError as exc:
+            log.error("subscription %s of a deleted account not canceled: %s", sub.id, exc)
+        if sub.status not in subscriptions.FINAL:
+            sub.status, sub.canceled_at = "canceled", at
+        session.flush()
+    if order is None:
+        # no checkout order to refund against: an administrator looks at it
+        log.error("invoice %s of deleted account's subscription %s has no order", invoice_ref,
+                  sub.id)  # fmt: skip
+        audit.record(
+            session,
+            action="order.review",
+            target=sub,
+            org=sub.product.organization_id,
+            details={
+                "reason": "invoice paid after the account was deleted",
+                "invoice": invoice_ref,
+            },
+        )
+        return
+    order.gateway_ref = order.gateway_ref or invoice_ref
+    payment_ref = obj_id(dig(invoice, "payment_intent")) or invoice_ref
+    refund_late_payment(session, billing, order, payment_ref=payment_ref, at=at)

@@ -312,7 +312,7 @@ def invoice_period_end(invoice: Any) -> datetime | None:
     return max(ends) if ends else ts(dig(invoice, "period_end"))
 
 
-def _invoice_order(session: Session, sub: Subscription, invoice_ref: str) -> Order | None:
+def invoice_order(session: Session, sub: Subscription, invoice_ref: str) -> Order | None:
     order = session.scalar(
         select(Order)
         .where(Order.gateway == sub.gateway, Order.gateway_ref == invoice_ref)
@@ -371,7 +371,7 @@ def invoice_paid(
 ) -> None:
     """A paid invoice (first, trial start or renewal): order paid, access to the period end."""
     invoice_ref = str(dig(invoice, "id"))
-    order = _invoice_order(session, sub, invoice_ref)
+    order = invoice_order(session, sub, invoice_ref)
     if order is None:
         order = _new_invoice_order(sub, invoice, invoice_ref)
         _renewal_terms(sub, order, billing.settings.tax_label)
@@ -483,7 +483,7 @@ def invoice_failed(
 ) -> None:
     """A failed invoice: the first one fails the checkout; a renewal starts the grace period."""
     invoice_ref = str(dig(invoice, "id"))
-    order = _invoice_order(session, sub, invoice_ref)
+    order = invoice_order(session, sub, invoice_ref)
     if order is None:
         order = _new_invoice_order(sub, invoice, invoice_ref)
         session.add(order)

@@ -258,7 +258,9 @@ def _invoice_paid(
     session: Session, billing: Billing, invoice: dict[str, Any], at: datetime
 ) -> None:
     sub = _invoice_sub(session, billing, invoice, at)
-    if sub is not None:
+    if sub is not None and sub.account.deleted_at is not None:  # nothing sold to it
+        deleted_buyers.refund_late_invoice(session, billing, sub, invoice, at=at)
+    elif sub is not None:
         subscriptions.invoice_paid(session, billing, sub, invoice, at=at)
 
 

@@ -5,6 +5,8 @@ for an administrator if the refund is refused); a deleted account starts no chec
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -16,13 +18,20 @@ from store.billing.gateway import GatewayError
 from store.billing.models import Order, Refund
 from store.billing.runtime import Billing
 from store.config import Settings
+from store.db import utcnow
 from store.errors import Conflict, Forbidden
 from store.licensing.models import Entitlement
 from store.mail.models import OutboxMessage
 from store.privacy import lifecycle
 from tests.billing.conftest import Shop
 from tests.billing.helpers import make_event, post_event
-from tests.billing.test_webhooks import active_subscription, fresh, intent, pending_order
+from tests.billing.test_webhooks import (
+    active_subscription,
+    fresh,
+    intent,
+    invoice,
+    pending_order,
+)
 from tests.factories import PASSWORD
 
 
@@ -104,3 +113,31 @@ def test_a_refused_automatic_refund_holds_the_order_for_review(
     held = fresh(session, order)
     assert held.status == "review" and held.paid_at is None and held.entitlement_id is None
     assert "automatic refund failed: charge already disputed" in held.failure_reason
+
+
+def test_a_subscription_checkout_paid_after_deletion_ends_and_is_refunded(
+    client: TestClient, session: Session, settings: Settings, billing: Billing, shop: Shop
+) -> None:
+    order = orders.start_checkout(session, billing, account=shop.buyer, tier=shop.monthly)
+    session.commit()
+    sub = fresh(session, order).subscription
+    assert sub is not None and sub.status == "incomplete"
+    sub.gateway_ref = "sub_open_checkout"  # made at the gateway, its first invoice unpaid
+    session.commit()
+    lifecycle.delete_account(session, settings=settings, account=shop.buyer, password=PASSWORD)
+    session.commit()
+
+    start = int(utcnow().timestamp())
+    paid: dict[str, Any] = invoice(sub, "in_after_deletion", start, start + 30 * 86400)
+    event = make_event("invoice.paid", paid)
+    assert post_event(client, event).status_code == 200
+    assert post_event(client, event).status_code == 200
+    late = fresh(session, order)
+    assert late.status == "refunded" and late.refunded_minor == late.total_minor == 4900
+    assert late.entitlement_id is None and late.gateway_ref == "in_after_deletion"
+    assert fresh(session, sub).status == "canceled"
+    assert not session.scalars(
+        select(Entitlement).where(Entitlement.account_id == shop.buyer.id)
+    ).all()
+    templates = set(session.scalars(select(OutboxMessage.template)))
+    assert not templates & {"new_sale", "receipt", "subscription_renewed", "license_issued"}
