@@ -187,6 +187,7 @@ def test_stripe_trial_converts_from_events(
         make_event(
             "customer.subscription.created",
             {**base, "status": "trialing", "trial_end": trial_end, "items": items},
+            created=now,
         ),
     )
 
@@ -200,7 +201,11 @@ def test_stripe_trial_converts_from_events(
             "parent": {"subscription_details": {"subscription": sub.gateway_ref}},
         }
 
-    post_event(client, make_event("invoice.paid", invoice("in_trial", 0, now, trial_end)))
+    # Every event carries its own instant: a wall-clock stamp taken on a slow machine could
+    # be later than the update below and (rightly) make the update look stale.
+    post_event(
+        client, make_event("invoice.paid", invoice("in_trial", 0, now, trial_end), created=now)
+    )
     session.expire_all()
     sub = session.get(Subscription, sub.id)  # type: ignore[assignment]
     assert sub.status == "trialing"
