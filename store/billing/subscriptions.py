@@ -511,11 +511,7 @@ def set_cancel_at_period_end(
     session: Session, billing: Billing, *, sub: Subscription, cancel: bool
 ) -> Subscription:
     """Cancel at the end of the paid period (``cancel``) or resume a cancellation."""
-    sub = find_locked(session, sub.gateway, sub.gateway_ref) or sub
-    if sub.status in FINAL:
-        raise Conflict("This subscription has ended", code="subscription_ended")
-    if sub.status == "incomplete":
-        raise Conflict("This subscription has not started", code="subscription_incomplete")
+    sub = _locked_running(session, sub)
     if not cancel and access.ended_by_store(sub):
         raise Conflict(access.end_message(sub), code="subscription_ending")
     sub.canceled_by_customer = cancel
@@ -560,11 +556,20 @@ def failed_payment(session: Session, sub: Subscription) -> Order | None:
     return newest if newest is not None and newest.status == "failed" else None
 
 
-def _refuse_unless_running(sub: Subscription) -> None:
+def _locked_running(session: Session, sub: Subscription) -> Subscription:
+    """The subscription, locked for this change, refused unless it is running (not ended,
+    started)."""
+    sub = find_locked(session, sub.gateway, sub.gateway_ref) or sub
     if sub.status in FINAL:
         raise Conflict("This subscription has ended", code="subscription_ended")
     if sub.status == "incomplete":
         raise Conflict("This subscription has not started", code="subscription_incomplete")
+    return sub
+
+
+def _declined(outcome: Outcome, message: str) -> PaymentRequired:
+    """A payment the gateway refused, with its reason (``message`` when it gave none)."""
+    return PaymentRequired(outcome.message or message, code=outcome.code or "card_declined")
 
 
 def replace_card(
@@ -574,17 +579,14 @@ def replace_card(
     with its reason (402). A card whose bank asks the customer to confirm it (3-D Secure)
     waits in ``pending_setup_ref`` until :func:`complete_card_setup`; until then the old
     card stays."""
-    sub = find_locked(session, sub.gateway, sub.gateway_ref) or sub
-    _refuse_unless_running(sub)
+    sub = _locked_running(session, sub)
     outcome = billing.gateway.replace_card(session, billing, subscription=sub, payment=payment)
     if outcome.status == "requires_action":
         sub.pending_setup_ref = str(outcome.extra["setup_ref"])
         session.flush()
         return sub
     if outcome.status != "succeeded":
-        raise PaymentRequired(
-            outcome.message or "The card was declined.", code=outcome.code or "card_declined"
-        )
+        raise _declined(outcome, "The card was declined.")
     sub.pending_setup_ref = None
     session.flush()
     return sub
@@ -629,8 +631,7 @@ def pay_now(
     """Retry a past-due subscription's failed invoice now (with a new card when given). A
     paid retry goes through the same code as the gateway's invoice.paid event, so the event
     arriving later (or twice) changes nothing more."""
-    sub = find_locked(session, sub.gateway, sub.gateway_ref) or sub
-    _refuse_unless_running(sub)
+    sub = _locked_running(session, sub)
     order = failed_payment(session, sub)
     if sub.status != "past_due" or order is None:
         raise Conflict("Nothing is due on this subscription", code="nothing_due")
@@ -650,9 +651,7 @@ def pay_now(
     except GatewayError as exc:
         raise Conflict(f"The payment service refused: {exc}", code="gateway_error") from exc
     if outcome.status != "succeeded" or invoice is None:
-        raise PaymentRequired(
-            outcome.message or "The payment failed.", code=outcome.code or "card_declined"
-        )
+        raise _declined(outcome, "The payment failed.")
     invoice_paid(session, billing, sub, invoice, at=utcnow())
     session.refresh(order)
     return order
