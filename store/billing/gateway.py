@@ -188,6 +188,22 @@ def obj_id(value: Any) -> str | None:
     return getattr(value, "id", None)
 
 
+def refused(
+    error: Any, *, message: str = "The payment failed.", code: str = "payment_failed", **refs: Any
+) -> Outcome:
+    """A payment the gateway refused, from its error as Stripe shapes it (``message``,
+    ``code``, ``decline_code``; a dict or a StripeObject, or None): ``message`` and ``code``
+    stand in for what it lacks. The one mapping of a refusal for every gateway."""
+    decline_code = dig(error, "decline_code")
+    return Outcome(
+        "failed",
+        message=str(dig(error, "message") or message),
+        code=str(dig(error, "code") or code),
+        decline_code=str(decline_code) if decline_code else None,
+        **refs,
+    )
+
+
 def dig(obj: Any, *path: str | int) -> Any:
     """``obj[a][b]...`` or None when any step is missing (plain dicts, StripeObjects alike)."""
     for key in path:

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from store.accounts.models import Account
 from store.billing.config import BillingSettings
-from store.billing.gateway import GatewayError, Outcome, PaymentInput, dig, obj_id
+from store.billing.gateway import GatewayError, Outcome, PaymentInput, dig, obj_id, refused
 from store.billing.models import (
     GatewayCustomer,
     GatewayTaxRate,
@@ -45,12 +45,10 @@ def _plain(obj: Any) -> dict[str, Any]:
 
 
 def _declined(exc: stripe.CardError, **refs: Any) -> Outcome:
-    error = exc.error
-    return Outcome(
-        "failed",
+    return refused(
+        exc.error,
         message=exc.user_message or "Your card was declined.",
         code=str(exc.code or "card_declined"),
-        decline_code=str(dig(error, "decline_code")) if dig(error, "decline_code") else None,
         **refs,
     )
 
@@ -260,14 +258,9 @@ class StripeGateway:
             )
         if status == "processing":
             return Outcome("processing", payment_ref=pi.id, **refs)
-        error = dig(pi, "last_payment_error")
-        message = dig(error, "message") or "The payment failed."
-        return Outcome(
-            "failed",
+        return refused(
+            dig(pi, "last_payment_error"),
             payment_ref=pi.id,
-            message=str(message),
-            code=dig(error, "code") or "payment_failed",
-            decline_code=dig(error, "decline_code"),
             **refs,
         )
 

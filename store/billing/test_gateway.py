@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from store.accounts.models import Account
 from store.billing import coupons
-from store.billing.gateway import Outcome, PaymentInput
+from store.billing.gateway import Outcome, PaymentInput, refused
 from store.billing.models import GatewayCustomer, Order, PlanChange, Subscription, TierPrice
 from store.billing.pricing import BillingKind, Quote
 from store.billing.runtime import Billing
@@ -133,13 +133,7 @@ class TestGateway:
             "payment_intent.payment_failed",
             self._intent(order, "requires_payment_method", last_payment_error=error),
         )
-        return Outcome(
-            "failed",
-            payment_ref=order.payment_ref,
-            message=error["message"],
-            code=error["code"],
-            decline_code=error.get("decline_code"),
-        )
+        return refused(error, payment_ref=order.payment_ref)
 
     def authenticate(
         self, session: Session, billing: Billing, *, order: Order, approve: bool
@@ -253,14 +247,7 @@ class TestGateway:
             )
         error = _decline(card)
         self._first_invoice_failed(session, billing, sub, order, error["message"])
-        return Outcome(
-            "failed",
-            subscription_ref=sub.gateway_ref,
-            invoice_ref=order.gateway_ref,
-            message=error["message"],
-            code=error["code"],
-            decline_code=error.get("decline_code"),
-        )
+        return refused(error, subscription_ref=sub.gateway_ref, invoice_ref=order.gateway_ref)
 
     def _first_invoice_failed(
         self, session: Session, billing: Billing, sub: Subscription, order: Order, message: str
@@ -322,13 +309,7 @@ class TestGateway:
             return Outcome("succeeded")
         if card == CARD_AUTHENTICATE:
             return Outcome("requires_action", extra={"setup_ref": _ref("seti")})
-        error = _decline(card)
-        return Outcome(
-            "failed",
-            message=error["message"],
-            code=error["code"],
-            decline_code=error.get("decline_code"),
-        )
+        return refused(_decline(card))
 
     def change_plan(
         self,
@@ -357,13 +338,7 @@ class TestGateway:
                     code="authentication_required",
                 )
             error = _decline(card)
-            return Outcome(
-                "failed",
-                payment_ref=order.payment_ref,
-                message=error["message"],
-                code=error["code"],
-                decline_code=error.get("decline_code"),
-            )
+            return refused(error, payment_ref=order.payment_ref)
         return Outcome(
             "succeeded", payment_ref=order.payment_ref, invoice_ref=f"in_test_{order.id.hex}"
         )
