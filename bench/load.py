@@ -50,6 +50,7 @@ import sys
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+sys.path.insert(0, os.path.dirname(_HERE))  # the repository, for bench._common
 
 import argparse
 import asyncio
@@ -71,9 +72,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-PG_URL = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
-HOST = "127.0.0.1"  # loopback only, always
+from bench._common import HOST, ROOT, create_pg_database, drop_pg_database, free_port
+
 WEBHOOK_SECRET = "whsec_bench_load_0123456789"
 MIX = (("token", 40), ("search", 25), ("product", 25), ("webhook", 10))
 HOSTS_MIX = (("token", 35), ("search", 25), ("product", 20), ("webhook", 10), ("pull", 10))
@@ -81,40 +81,6 @@ KEYS_REFRESH_S = 2  # STORE_KEYS_REFRESH_SECONDS of the hosts (--hosts)
 PUSH_REPOSITORY = "loadpub/once"  # the bench publisher's product, pushed to the registry
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
 QUERIES = ("redis", "postgres vault", "metrics", "inference", "ac*", "gateway -beta", "cache")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-def _admin_engine() -> Any:
-    from store.db import make_engine
-
-    return make_engine(
-        PG_URL.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT"
-    )
-
-
-def create_pg_database(name: str) -> str:
-    from sqlalchemy import text
-
-    admin = _admin_engine()
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return PG_URL.rsplit("/", 1)[0] + f"/{name}"
-
-
-def drop_pg_database(name: str) -> None:
-    from sqlalchemy import text
-
-    admin = _admin_engine()
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 # --- seeding ---------------------------------------------------------------------------------
