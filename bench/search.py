@@ -291,6 +291,9 @@ def timed(fn: Callable[[], Any], n: int) -> dict[str, float]:
 
 
 def run_queries(engine: Engine, terms: dict[str, list[str]], n: int, rng: random.Random) -> dict:
+    """Time each class; print its row as soon as it is measured. The unindexed scan goes
+    first: every row carries its p95 as a ratio of the scan's p50 (on a loaded machine the
+    ratios compare across runs where the milliseconds do not) and the load average then."""
     out: dict[str, dict[str, float]] = {}
     with Session(engine, execution_options={READ_ONLY: True}) as session:
 
@@ -300,6 +303,25 @@ def run_queries(engine: Engine, terms: dict[str, list[str]], n: int, rng: random
 
         def cycle(make: Callable[[], Callable[[], Any]]) -> Callable[[], Any]:
             return lambda: make()()
+
+        like_n = max(5, n // 20)
+        conn = session.connection()
+
+        def like() -> Any:
+            pattern = f"%{rng.choice(terms['frequent'] + terms['one'])}%"
+            return conn.execute(
+                text(
+                    "SELECT id FROM search_documents WHERE name LIKE :p OR title LIKE :p "
+                    "OR summary LIKE :p OR fts_body LIKE :p ORDER BY id LIMIT 25"
+                ),
+                {"p": pattern},
+            ).all(), conn.execute(
+                text(
+                    "SELECT count(*) FROM search_documents WHERE name LIKE :p OR title LIKE :p "
+                    "OR summary LIKE :p OR fts_body LIKE :p"
+                ),
+                {"p": pattern},
+            ).scalar()
 
         classes = {
             "one-term": lambda: search(rng.choice(terms["one"])),
@@ -323,29 +345,32 @@ def run_queries(engine: Engine, terms: dict[str, list[str]], n: int, rng: random
             ),
             "page 10 of a frequent term": lambda: search(rng.choice(terms["frequent"]), page=10),
         }
+        say("| query class | p50 ms | p95 ms | p99 ms | n | p95 ÷ scan p50 | load (1 min) |")
+        say("|---|---|---|---|---|---|---|")
+        out[LIKE_CLASS] = timed(like, like_n)
+        baseline = out[LIKE_CLASS]["p50"]
+        say(_row(LIKE_CLASS, out[LIKE_CLASS], baseline))
         for name, make in classes.items():
             out[name] = timed(cycle(make), n)
-        like_n = max(5, n // 20)
-        conn = session.connection()
-
-        def like() -> Any:
-            pattern = f"%{rng.choice(terms['frequent'] + terms['one'])}%"
-            return conn.execute(
-                text(
-                    "SELECT id FROM search_documents WHERE name LIKE :p OR title LIKE :p "
-                    "OR summary LIKE :p OR fts_body LIKE :p ORDER BY id LIMIT 25"
-                ),
-                {"p": pattern},
-            ).all(), conn.execute(
-                text(
-                    "SELECT count(*) FROM search_documents WHERE name LIKE :p OR title LIKE :p "
-                    "OR summary LIKE :p OR fts_body LIKE :p"
-                ),
-                {"p": pattern},
-            ).scalar()
-
-        out[LIKE_CLASS] = timed(like, like_n)
+            say(_row(name, out[name], baseline))
     return out
+
+
+def _row(name: str, t: dict[str, float], baseline: float) -> str:
+    return (
+        f"| {name} | {t['p50']:.2f} | {t['p95']:.2f} | {t['p99']:.2f} | {t['n']:.0f} "
+        f"| {t['p95'] / baseline:.3f} | {os.getloadavg()[0]:.2f} |"
+    )
+
+
+def say(line: str) -> None:
+    """Print a result the moment it is measured (a long run stopped by --max-seconds, or
+    watched through a pipe, still shows everything measured so far)."""
+    print(line, flush=True)
+
+
+def _load() -> str:
+    return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
 
 
 def incremental_rate(engine: Engine, data: dict[str, Any], n: int = 1000) -> float:
@@ -497,12 +522,19 @@ def bench_backend(backend: str, data: dict[str, Any], args: argparse.Namespace) 
         load(engine, data)
         load_s = time.perf_counter() - t0
         size_before = db_size(engine, path)
+        say(f"\n## {backend}")
+        say(f"raw load {load_s:.1f} s; database {size_before:,.0f} MiB before the index")
         # The initial build is `store search reindex`: documents written in one pass, the
         # engine structures rebuilt once (not maintained row by row).
         t0 = time.perf_counter()
         with engine.begin() as conn:
             counts = indexer.reindex(conn)
         build_s = time.perf_counter() - t0
+        docs = counts["store"] + counts["hub"]
+        say(
+            f"full reindex of {docs:,} documents: {build_s:.1f} s, "
+            f"{docs / build_s:,.0f} documents/s ({_load()})"
+        )
         if backend == "postgresql":
             with engine.connect() as conn:
                 conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql(
@@ -512,28 +544,49 @@ def bench_backend(backend: str, data: dict[str, Any], args: argparse.Namespace) 
             with engine.begin() as conn:
                 conn.exec_driver_sql("ANALYZE")
         size_after = db_size(engine, path)
+        growth = size_after - size_before
+        say(
+            f"database {size_after:,.0f} MiB after the index: "
+            f"{growth * 2**20 / docs / 1000:.2f} KB per document (database growth)"
+        )
         sizes = table_sizes(engine) if backend == "postgresql" else {}
+        for table, mib in sizes.items():
+            say(f"  {table}: {mib:,.1f} MiB ({mib * 2**20 / docs / 1000:.2f} KB per document)")
         incremental = incremental_rate(engine, data)
-        load_before = os.getloadavg()
+        say(
+            f"re-indexing through the transactional path: {incremental:,.0f} documents/s "
+            f"({_load()})"
+        )
         terms = pick_terms(data["df"], data["rows"], rng)
+        frequent = {t: round(data["df"][t] / data["rows"] * 100, 1) for t in terms["frequent"][:5]}
+        say(f"frequent terms (% of documents): {frequent}")
         queries = run_queries(engine, terms, args.queries, rng)
         visible = visibility_delay(engine, data)
-        beside = reindex_beside_searches(engine, terms, rng) if args.concurrent_reindex else None
+        say(
+            f"change visible in another connection's search: p50 {visible['p50']:.1f} ms, "
+            f"max {visible['max']:.1f} ms ({visible['n']} changes: pulls and listing edits; "
+            f"{_load()})"
+        )
+        beside = None
+        if args.concurrent_reindex:
+            beside = reindex_beside_searches(engine, terms, rng)
+            say(
+                f"reindex beside searches: {beside['documents'] / beside['seconds']:,.0f} "
+                f"documents/s; {beside['searches']} searches meanwhile, p50 "
+                f"{beside['p50']:.1f} ms, p95 {beside['p95']:.1f} ms, max "
+                f"{beside['max']:.1f} ms ({_load()})"
+            )
         return {
             "backend": backend,
-            "documents": counts["store"] + counts["hub"],
+            "documents": docs,
             "load_s": load_s,
             "index_build_s": build_s,
             "incremental_docs_per_s": incremental,
             "visibility_ms": visible,
             "reindex_beside_searches": beside,
             "table_mib": sizes,
-            "loadavg": (load_before, os.getloadavg()),
             "db_mib_before_index": size_before,
             "db_mib_after_index": size_after,
-            "frequent_terms": {
-                t: round(data["df"][t] / data["rows"] * 100, 1) for t in terms["frequent"][:5]
-            },
             "queries": queries,
         }
     finally:
@@ -545,52 +598,6 @@ def bench_backend(backend: str, data: dict[str, Any], args: argparse.Namespace) 
                 )
             admin.dispose()
         tmp.cleanup()
-
-
-def report(result: dict) -> None:
-    print(f"\n## {result['backend']} — {result['documents']:,} documents")
-    print(
-        f"raw load {result['load_s']:.1f} s; index build {result['index_build_s']:.1f} s; "
-        f"database {result['db_mib_before_index']:.0f} MiB before index, "
-        f"{result['db_mib_after_index']:.0f} MiB after"
-    )
-    (b1, b5, b15), (a1, a5, a15) = result["loadavg"]
-    print(
-        f"re-indexing through the transactional path: "
-        f"{result['incremental_docs_per_s']:.0f} documents/s; load average (1/5/15 min) "
-        f"before the queries {b1:.2f} {b5:.2f} {b15:.2f}, after {a1:.2f} {a5:.2f} {a15:.2f}"
-    )
-    docs = result["documents"]
-    growth = result["db_mib_after_index"] - result["db_mib_before_index"]
-    print(
-        f"full reindex {docs / result['index_build_s']:,.0f} documents/s; index "
-        f"{growth * 2**20 / docs / 1000:.2f} KB per document (database growth)"
-    )
-    for name, mib in result["table_mib"].items():
-        print(f"  {name}: {mib:,.1f} MiB ({mib * 2**20 / docs / 1000:.2f} KB per document)")
-    v = result["visibility_ms"]
-    print(
-        f"change visible in another connection's search: p50 {v['p50']:.1f} ms, "
-        f"max {v['max']:.1f} ms ({v['n']} changes: pulls and listing edits)"
-    )
-    beside = result["reindex_beside_searches"]
-    if beside:
-        print(
-            f"reindex beside searches: {beside['documents'] / beside['seconds']:,.0f} "
-            f"documents/s; {beside['searches']} searches meanwhile, p50 {beside['p50']:.1f} ms, "
-            f"p95 {beside['p95']:.1f} ms, max {beside['max']:.1f} ms"
-        )
-    print(f"frequent terms (% of documents): {result['frequent_terms']}")
-    # The unindexed scan, timed in the same run, is the baseline: on a loaded machine the
-    # ratios compare across runs where the milliseconds do not.
-    baseline = result["queries"][LIKE_CLASS]["p50"]
-    print("| query class | p50 ms | p95 ms | p99 ms | n | p95 ÷ scan p50 |")
-    print("|---|---|---|---|---|---|")
-    for name, t in result["queries"].items():
-        print(
-            f"| {name} | {t['p50']:.2f} | {t['p95']:.2f} | {t['p99']:.2f} | {t['n']} "
-            f"| {t['p95'] / baseline:.3f} |"
-        )
 
 
 def _timeout(_signum: int, _frame: Any) -> None:
@@ -623,10 +630,10 @@ def main() -> int:
     signal.alarm(args.max_seconds)
     t0 = time.perf_counter()
     data = generate(args.rows)
-    print(f"generated {args.rows:,} entries in {time.perf_counter() - t0:.1f} s")
+    say(f"generated {args.rows:,} entries in {time.perf_counter() - t0:.1f} s ({_load()})")
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
     for backend in backends:
-        report(bench_backend(backend, data, args))
+        bench_backend(backend, data, args)
     return 0
 
 
