@@ -69,7 +69,9 @@ def checkout(
     buyer = Buyer(country=normalize_country(body.country), vat_id=normalize_vat_id(body.vat_id))
     if billing.settings.taxes.configured and buyer.country is None:
         raise ValidationFailed(
-            "Give the buyer's country: tax is charged at its rate", code="country_required"
+            "Give the buyer's country: tax is charged at its rate",
+            code="country_required",
+            field="country",
         )
     order = orders.start_checkout(
         session,

@@ -62,7 +62,9 @@ def check_quantity(tier: Tier, quantity: int) -> None:
     """Seats are bought by quantity only where a tier has a seat limit (each unit is that
     many seats); other tiers are bought one at a time."""
     if quantity != 1 and tier.seats is None:
-        raise ValidationFailed("This tier has no seat limit: buy one", code="quantity_not_per_seat")
+        raise ValidationFailed(
+            "This tier has no seat limit: buy one", code="quantity_not_per_seat", field="quantity"
+        )
 
 
 def start_checkout(

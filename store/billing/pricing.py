@@ -74,6 +74,7 @@ _VAT_FORMATS = {
     "SK": r"\d{10}",
 }
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
+VAT_ID_MAX = 32  # the orders' and subscriptions' column
 _RATE_LIMIT = Decimal(100)
 
 
@@ -84,14 +85,23 @@ def normalize_country(value: str | None) -> str | None:
         return None
     if not _COUNTRY.match(text):
         raise ValidationFailed(
-            "Choose a country (a two-letter ISO code such as DE or US)", code="bad_country"
+            "Choose a country (a two-letter ISO code such as DE or US)",
+            code="bad_country",
+            field="country",
         )
     return text
 
 
 def normalize_vat_id(value: str | None) -> str | None:
-    """Upper case, without spaces, dots and dashes; empty → None."""
+    """Upper case, without spaces, dots and dashes; empty → None; longer than an order keeps
+    (32 characters) is refused."""
     text = re.sub(r"[\s.\-]", "", value or "").upper()
+    if len(text) > VAT_ID_MAX:
+        raise ValidationFailed(
+            f"A VAT id has at most {VAT_ID_MAX} characters (without spaces, dots and dashes)",
+            code="bad_vat_id",
+            field="vat_id",
+        )
     return text or None
 
 
@@ -356,7 +366,9 @@ def quote(
         or not 1 <= quantity <= (MAX_QUANTITY)
     ):
         raise ValidationFailed(
-            f"The quantity must be a whole number from 1 to {MAX_QUANTITY}", code="bad_quantity"
+            f"The quantity must be a whole number from 1 to {MAX_QUANTITY}",
+            code="bad_quantity",
+            field="quantity",
         )
     buyer = buyer or Buyer()
     taxes = taxes or TaxTable()

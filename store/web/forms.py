@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
-from starlette.datastructures import FormData
+from starlette.datastructures import FormData, ImmutableMultiDict
 from starlette.responses import Response
 
 from store import validation
@@ -19,10 +19,14 @@ from store.web.csrf import FIELD as CSRF_FIELD
 from store.web.templating import flash, minor_exponent, redirect
 
 T = TypeVar("T")
+# What a form submitted: its fields (a POST's form, or a GET page's query).
+Submitted = ImmutableMultiDict[str, Any]
 # Never echoed back into a re-rendered form.
 _SECRET_FIELDS = frozenset(
     {
         CSRF_FIELD,
+        "card_number",
+        "cvc",
         "password",
         "password_confirm",
         "current_password",
@@ -74,6 +78,7 @@ class FormState:
         field: str = "",
         errors: dict[str, str] | None = None,
         code: str = "",
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
         self.name = name
         self.values = values or {}
@@ -82,12 +87,14 @@ class FormState:
         self.errors = errors or {}
         # The error's stable code, for a page that answers one kind of refusal otherwise.
         self.code = code
+        # What else the error says (as the JSON error body: a purchase's manage_url).
+        self.extra = dict(extra or {})
 
     @classmethod
     def failed(
         cls,
         name: str,
-        form: FormData,
+        form: Submitted,
         exc: StoreError,
         public: Collection[str] = (),
     ) -> FormState:
@@ -99,9 +106,11 @@ class FormState:
         for key, value in form.multi_items():
             if key not in secret and isinstance(value, str) and not _secret(value):
                 values.setdefault(key, []).append(value)
+        extra = {k: v for k, v in exc.extra.items() if k != "headers"}
         if isinstance(exc, FieldErrors):
-            return cls(name, values, exc.detail, "", dict(exc.errors), exc.code)
-        return cls(name, values, exc.detail, input_for(exc, set(form.keys())), code=exc.code)
+            return cls(name, values, exc.detail, "", dict(exc.errors), exc.code, extra)
+        field = input_for(exc, set(form.keys()))
+        return cls(name, values, exc.detail, field, code=exc.code, extra=extra)
 
     def submitted(self, name: str) -> bool:
         return bool(self.name) and self.name == name
@@ -188,7 +197,7 @@ Failed = Callable[[FormState, int], Response]
 
 def submit(
     session: Session,
-    form: FormData,
+    form: Submitted,
     name: str,
     action: Callable[[], T],
     *,
@@ -203,7 +212,9 @@ def submit(
     error beside its field (form ``name``; ``public`` as for
     ``FormState.failed``), answering with ``error_status``; else ``done`` answers, usually
     a flash and a redirect (``redirect_with``). Errors with a status in ``raises`` are not
-    the form's to show: they go to the error pages."""
+    the form's to show: they go to the error pages. ``form`` may be a GET page's query (a
+    preview whose inputs are checked); ``done`` runs after the savepoint, so it may commit
+    (an order recorded before the gateway is asked to charge)."""
     result = attempt(session, action, undo=undo)
     if isinstance(result, StoreError) and result.status_code in raises:
         raise result
@@ -211,7 +222,7 @@ def submit(
 
 
 async def submit_async(
-    form: FormData,
+    form: Submitted,
     name: str,
     action: Callable[[], Awaitable[T]],
     *,
@@ -229,7 +240,7 @@ async def submit_async(
 
 
 def answer(
-    form: FormData,
+    form: Submitted,
     name: str,
     result: T | StoreError,
     *,

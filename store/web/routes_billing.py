@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Collection
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from functools import partial
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Form, Query, Request
 from fastapi.responses import FileResponse
@@ -49,6 +49,7 @@ from store.web.routing import AdminAccount, RequiredAccount, page_router
 from store.web.templating import flash, minor_exponent, redirect, render
 
 router = page_router()
+T = TypeVar("T")
 FormStr = Annotated[str, Form(max_length=255)]
 
 # The one external origin pages may use, and only on Stripe checkout pages.
@@ -104,29 +105,84 @@ def _tier(session: Session, tier_id: uuid.UUID) -> Any:
     return tier
 
 
-def _checkout_form(
+@dataclass(frozen=True)
+class _Choice:
+    """What the buyer chose on the checkout page: the buyer's country and VAT id, how many,
+    and the coupon (its code as typed, and the coupon when it may be used)."""
+
+    buyer: Buyer
+    quantity: int
+    coupon_code: str
+    coupon: Coupon | None
+
+
+def _choose(
+    session: Session,
+    tier: Any,
+    account: Account,
+    *,
+    country: str,
+    vat_id: str,
+    coupon: str,
+    quantity: str,
+) -> tuple[_Choice, dict[str, ValidationFailed]]:
+    """Each input read on its own: one that is wrong keeps its default in the choice (the
+    price shown), and what is wrong with it is kept under its field."""
+    problems: dict[str, ValidationFailed] = {}
+
+    def read(field: str, parse: Callable[[], T], default: T) -> T:
+        try:
+            return parse()
+        except ValidationFailed as exc:
+            problems[field] = exc
+            return default
+
+    code = coupon.strip()
+    choice = _Choice(
+        buyer=Buyer(
+            country=read("country", lambda: normalize_country(country), None),
+            vat_id=read("vat_id", lambda: normalize_vat_id(vat_id), None),
+        ),
+        quantity=read("quantity", lambda: _quantity(tier, quantity), 1),
+        coupon_code=code,
+        coupon=read(
+            "coupon",
+            lambda: (
+                coupons.for_checkout(session, code=code, tier=tier, account=account)
+                if code
+                else None
+            ),
+            None,
+        ),
+    )
+    return choice, problems
+
+
+def _refuse(problems: dict[str, ValidationFailed]) -> None:
+    """Nothing when nothing is wrong; else the one error, or each beside its field."""
+    if len(problems) == 1:
+        raise next(iter(problems.values()))
+    if problems:
+        raise forms.FieldErrors({field: exc.detail for field, exc in problems.items()})
+
+
+def _checkout_page(
     request: Request,
     session: Session,
     billing: Billing,
     account: Account,
     tier: Any,
-    error: str = "",
+    choice: _Choice,
+    form: FormState = NO_FORM,
     status: int = 200,
-    manage_url: str | None = None,
-    buyer: Buyer | None = None,
-    coupon_code: str = "",
-    quantity: int = 1,
 ) -> Response:
+    """The checkout page for ``choice``: the price preview (form "quote", a GET) and the
+    card form ("checkout"); ``form`` is the one that was refused, its errors by field."""
     eligible = trials.eligible(session, account=account, product=tier.product)
-    coupon = None
-    coupon_error = ""
-    if coupon_code.strip():
-        try:
-            coupon = coupons.for_checkout(session, code=coupon_code, tier=tier, account=account)
-        except StoreError as exc:
-            coupon_error, status = exc.detail, max(status, exc.status_code)
-    terms = coupons.terms(coupon) if coupon is not None else None
-    quote = billing.quote(tier, replace(buyer or Buyer(), trial_eligible=eligible), terms, quantity)
+    terms = coupons.terms(choice.coupon) if choice.coupon is not None else None
+    quote = billing.quote(
+        tier, replace(choice.buyer, trial_eligible=eligible), terms, choice.quantity
+    )
     return _page(
         request,
         "billing/checkout.html",
@@ -136,16 +192,14 @@ def _checkout_form(
             "quote": quote,
             "trial_used": tier.trial_days > 0 and quote.recurring and not quote.trial,
             "tax_configured": billing.settings.taxes.configured,
-            "country": buyer.country if buyer else None,
-            "vat_id": buyer.vat_id if buyer else None,
+            "country": choice.buyer.country,
+            "vat_id": choice.buyer.vat_id,
             "orgs": _owned_orgs(session, account),
             "test_cards": TEST_CARDS,
-            "error": error,
-            "manage_url": manage_url,
-            "coupon_code": coupon_code.strip(),
-            "coupon": coupon,
-            "coupon_terms": coupons.describe(coupon) if coupon is not None else "",
-            "coupon_error": coupon_error,
+            "form": form,
+            "coupon_code": choice.coupon_code,
+            "coupon": choice.coupon,
+            "coupon_terms": coupons.describe(choice.coupon) if choice.coupon is not None else "",
             "per_seat": tier.seats is not None,
             "uses_stripe_js": not billing.test_mode,
         },
@@ -162,15 +216,13 @@ def _quantity(tier: Any, raw: str) -> int:
         return 1
     if not text.isdigit() or not 1 <= int(text) <= MAX_QUANTITY:
         raise ValidationFailed(
-            f"Quantity must be a whole number from 1 to {MAX_QUANTITY}", code="bad_quantity"
+            f"Quantity must be a whole number from 1 to {MAX_QUANTITY}",
+            code="bad_quantity",
+            field="quantity",
         )
     quantity = int(text)
     orders.check_quantity(tier, quantity)
     return quantity
-
-
-def _buyer(country: str, vat_id: str) -> Buyer:
-    return Buyer(country=normalize_country(country), vat_id=normalize_vat_id(vat_id))
 
 
 @router.get("/checkout/{tier_id}")
@@ -186,18 +238,26 @@ def checkout_page(
 ) -> Response:
     """The checkout form: Stripe Elements, or the test gateway's own card form (TEST MODE).
     With tax configured it asks for the buyer's country (and a business's VAT id), and
-    ``?country=`` shows the price for that country; ``?coupon=`` the price with a coupon."""
+    ``?country=`` shows the price for that country; ``?coupon=`` the price with a coupon.
+    A wrong one is shown beside its input (422), with the price without it."""
     billing = _billing(request)
     tier = _tier(session, tier_id)
-    try:
-        buyer = _buyer(country, vat_id)
-        count = _quantity(tier, quantity)
-    except StoreError as exc:
-        return _checkout_form(
-            request, session, billing, account, tier, exc.detail, 422, coupon_code=coupon
-        )
-    return _checkout_form(
-        request, session, billing, account, tier, buyer=buyer, coupon_code=coupon, quantity=count
+    choice, problems = _choose(
+        session, tier, account, country=country, vat_id=vat_id, coupon=coupon, quantity=quantity
+    )
+    show = partial(_checkout_page, request, session, billing, account, tier, choice)
+
+    def preview() -> None:
+        _refuse(problems)
+
+    return forms.submit(
+        session,
+        request.query_params,
+        "quote",
+        preview,
+        failed=show,
+        done=lambda _: show(),
+        undo=False,  # reads only
     )
 
 
@@ -207,6 +267,7 @@ def checkout_submit(
     tier_id: uuid.UUID,
     session: DbSession,
     account: RequiredAccount,
+    form: forms.Form,
     card_number: FormStr = "",
     payment_method: FormStr = "",
     org_slug: Annotated[str, Form(alias="org", max_length=64)] = "",
@@ -215,57 +276,56 @@ def checkout_submit(
     coupon: Annotated[str, Form(max_length=64)] = "",
     quantity: Annotated[str, Form(max_length=12)] = "",
 ) -> Response:
-    """Create the order, ask the gateway to charge, and go to the order's status page."""
+    """Create the order, ask the gateway to charge, and go to the order's status page; what
+    is wrong is shown beside its input, with the rest kept."""
     billing = _billing(request)
     tier = _tier(session, tier_id)
     org = accounts.get_organization(session, org_slug) if org_slug else None
     payment = PaymentInput(payment_method=payment_method or None, card_number=card_number or None)
+    choice, problems = _choose(
+        session, tier, account, country=country, vat_id=vat_id, coupon=coupon, quantity=quantity
+    )
 
-    def again(error: str, status: int = 422, **kw: Any) -> Response:
-        return _checkout_form(
-            request,
-            session,
-            billing,
-            account,
-            tier,
-            error,
-            status,
-            coupon_code=coupon,
-            quantity=count,
-            **kw,
-        )
-
-    count = 1
-
-    try:
-        buyer = _buyer(country, vat_id)
-        count = _quantity(tier, quantity)
-    except StoreError as exc:
-        return again(exc.detail)
-    if billing.settings.taxes.configured and buyer.country is None:
-        return again("Choose your country.", buyer=buyer)
-    if billing.test_mode and not payment.card_number:
-        return again("Enter a test card number.", buyer=buyer)
-    if not billing.test_mode and not payment.payment_method:
-        return again("Enter your card.", buyer=buyer)
-    try:
-        order = orders.start_checkout(
+    def start() -> Order:
+        if billing.settings.taxes.configured and choice.buyer.country is None:
+            problems.setdefault(
+                "country",
+                ValidationFailed("Choose your country.", code="country_required", field="country"),
+            )
+        if billing.test_mode and not payment.card_number:
+            problems["card_number"] = ValidationFailed(
+                "Enter a test card number.", code="card_required", field="card_number"
+            )
+        if not billing.test_mode and not payment.payment_method:
+            problems["payment_method"] = ValidationFailed(
+                "Enter your card.", code="card_required", field="payment_method"
+            )
+        _refuse(problems)
+        return orders.start_checkout(
             session,
             billing,
             account=account,
             tier=tier,
             org=org,
-            buyer=buyer,
-            coupon_code=coupon,
-            quantity=count,
+            buyer=choice.buyer,
+            coupon_code=choice.coupon_code,
+            quantity=choice.quantity,
         )
-    except StoreError as exc:
-        manage = exc.extra.get("manage_url") if exc.extra else None
-        return again(exc.detail, exc.status_code, manage_url=manage, buyer=buyer)
-    # Committed before the gateway is asked, so an early webhook finds the order.
-    session.commit()
-    orders.pay(session, billing, order=order, payment=payment)
-    return redirect(f"/checkout/orders/{order.id}")
+
+    def pay(order: Order) -> Response:
+        # Committed before the gateway is asked, so an early webhook finds the order.
+        session.commit()
+        orders.pay(session, billing, order=order, payment=payment)
+        return redirect(f"/checkout/orders/{order.id}")
+
+    return forms.submit(
+        session,
+        form,
+        "checkout",
+        start,
+        failed=partial(_checkout_page, request, session, billing, account, tier, choice),
+        done=pay,
+    )
 
 
 # --- order status and authentication ----------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 
 import pytest
 from fastapi.testclient import TestClient
@@ -243,9 +244,78 @@ def test_checkout_asks_for_the_country_when_tax_is_configured(
     assert "(20%)" in receipt and "$19.80" in receipt
 
 
-def _pills(html: str) -> list[str]:
-    import re
+def _beside(html: str, element: str) -> str:
+    """The error shown beside the input whose error element is ``element`` ("" if none)."""
+    found = re.search(rf'id="{element}-error">([^<]*)<', html)
+    return found.group(1) if found else ""
 
+
+def _value(html: str, element: str) -> str:
+    found = re.search(rf'id="{element}" name="[^"]+" value="([^"]*)"', html)
+    assert found, element
+    return found.group(1)
+
+
+def test_checkout_errors_stand_beside_their_fields_with_the_input_kept(
+    browser: TestClient, session: Session, shop: Shop, billing: Billing
+) -> None:
+    """A bad coupon, VAT id or quantity, in the price preview (GET) or the card form (POST):
+    each is shown beside its input (several at once too), the other inputs are kept, and
+    nothing is bought."""
+    from store.billing import coupons
+
+    billing.settings.tax_rates = "DE=19,FR=20"
+    billing.settings.tax_home_country = "DE"
+    shop.one_time.seats = 5
+    coupons.create(
+        session,
+        actor=shop.publisher,
+        org=shop.org,
+        spec=coupons.CouponSpec(code="PAGE10", product=shop.product.repository, percent_off="10"),
+    )
+    session.commit()
+    login(browser, shop.buyer.username)
+    page = f"/checkout/{shop.one_time.id}"
+    long_vat = "FR" + "1" * 33
+    kept = {"country": "FR", "vat_id": "FR12345678901", "coupon": "PAGE10", "quantity": "2"}
+
+    for field, wrong, message in (
+        ("coupon", "NOPE", "There is no coupon NOPE for this product"),
+        ("vat_id", long_vat, "A VAT id has at most 32 characters"),
+        ("quantity", "two", "Quantity must be a whole number"),
+    ):
+        preview = browser.get(page, params={**kept, field: wrong})
+        assert preview.status_code == 422, field
+        assert _beside(preview.text, f"quote-{field}").startswith(message), field
+        assert 'class="alert alert-error"' not in preview.text, field  # not above the form
+        for other, value in kept.items():
+            if other != field:
+                assert _value(preview.text, f"quote-{other}") == value, (field, other)
+
+        posted = submit(
+            browser, page, page, {**kept, field: wrong, "card_number": "4242424242424242"}
+        )
+        assert posted.status_code == 422, field
+        # The card form has the country and VAT id; the coupon and quantity are the preview's.
+        element = f"checkout-{field}" if field == "vat_id" else f"quote-{field}"
+        assert _beside(posted.text, element).startswith(message), field
+        assert _value(posted.text, "country") == "FR", field
+        if field != "vat_id":
+            assert _value(posted.text, "vat_id") == "FR12345678901", field
+        if field != "coupon":
+            assert _value(posted.text, "quote-coupon") == "PAGE10", field
+
+    # Several at once: each beside its own input; a missing card beside the card number.
+    several = submit(browser, page, page, {**kept, "coupon": "NOPE", "vat_id": long_vat})
+    assert several.status_code == 422
+    assert _beside(several.text, "quote-coupon").startswith("There is no coupon NOPE")
+    assert _beside(several.text, "checkout-vat_id").startswith("A VAT id has at most")
+    assert _beside(several.text, "checkout-card_number") == "Enter a test card number."
+    assert _value(several.text, "country") == "FR"
+    assert not session.scalars(select(Order).where(Order.account_id == shop.buyer.id)).all()
+
+
+def _pills(html: str) -> list[str]:
     return re.findall(r'<a class="pill pill-owned" href="([^"]+)">([^<]+)<', html)
 
 

@@ -257,6 +257,15 @@ def test_stripe_checkout_page_loads_stripe_js(
     # The form posts a PaymentMethod id from Stripe.js; here the test card's.
     from tests.web.helpers import csrf_of
 
+    # No PaymentMethod (Stripe.js did not run): said where Stripe.js shows card errors.
+    missing = client.post(
+        f"/checkout/{shop.one_time.id}",
+        data={"payment_method": "", "csrf_token": csrf_of(page.text)},
+    )
+    assert missing.status_code == 422
+    assert (
+        '<p id="card-errors" class="field-error" role="alert">Enter your card.</p>' in missing.text
+    )
     r = client.post(
         f"/checkout/{shop.one_time.id}",
         data={"payment_method": "pm_card_visa", "csrf_token": csrf_of(page.text)},
