@@ -23,7 +23,6 @@ from datetime import datetime
 from urllib.parse import urlsplit
 
 import pyotp
-import segno
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -146,6 +145,8 @@ def enrolment(settings: Settings, account: Account) -> Enrolment:
     secret = _open(settings, account)
     issuer = urlsplit(settings.public_url).hostname or "Store"
     uri = pyotp.TOTP(secret).provisioning_uri(name=account.username, issuer_name=issuer)
+    import segno  # on first use (≈ 1 MiB per worker otherwise)
+
     qr = segno.make(uri, error="m")
     svg = qr.svg_inline(scale=4, dark="#000", light="#fff", title="QR code")
     return Enrolment(secret=secret, uri=uri, qr_svg=svg)

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
-import nh3
-from markdown_it import MarkdownIt
-
-_md = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table")
 _TAGS = {
     "a",
     "blockquote",
@@ -39,9 +36,20 @@ _TAGS = {
 _ATTRIBUTES = {"a": {"href", "title"}, "img": {"src", "alt", "title"}, "code": {"class"}}
 
 
+@lru_cache(maxsize=1)
+def _parser() -> Any:
+    # Imported on first use (markdown-it and nh3, ≈ 3 MiB): workers serving the registry's
+    # token requests only never render markdown.
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table")
+
+
 @lru_cache(maxsize=512)
 def render(text: str) -> str:
-    html = _md.render(text or "")
+    import nh3
+
+    html = _parser().render(text or "")
     return nh3.clean(
         html,
         tags=_TAGS,

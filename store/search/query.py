@@ -20,8 +20,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from functools import lru_cache
-
-import snowballstemmer
+from typing import Any
 
 from store.errors import StoreError
 
@@ -53,7 +52,14 @@ def tokenize(text: str, *, limit: int | None = None) -> list[str]:
     return tokens if limit is None else tokens[:limit]
 
 
-_STEMMER = snowballstemmer.stemmer("english")
+@lru_cache(maxsize=1)
+def _stemmer() -> Any:
+    # Imported on first use (≈ 3 MiB): a worker that only serves /token never stems.
+    import snowballstemmer
+
+    return snowballstemmer.stemmer("english")
+
+
 # Parts of a mixed-case word: "PGVault" → PG, Vault; "PostgreSQL" → Postgre, SQL.
 _CASE_PART = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
 _MIXED = re.compile(r"[a-z][A-Z]|[A-Z]{2}[a-z]")
@@ -67,7 +73,7 @@ def stem(token: str) -> str:
     Tokens with digits are kept as they are ("k8s", "v2")."""
     if not token.isalpha() or not token.isascii():
         return token
-    return str(_STEMMER.stemWord(token))
+    return str(_stemmer().stemWord(token))
 
 
 def index_text(text: str, *, limit: int | None = None) -> str:
