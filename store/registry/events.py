@@ -104,24 +104,31 @@ def process(session: Session, envelope: Any, *, defer_search: bool = False) -> O
 
 
 _processed = ProcessedEvent.__table__
+_record: dict[str, Any] = {}  # the processed-event insert, built once per dialect
 
 
 def _first_delivery(conn: Connection, event_id: str, action: Any) -> bool:
     """Record the event as processed; False when it already was (a redelivery)."""
-    module = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = (
-        module.insert(_processed)
-        .values(
-            id=new_id(),
-            source=SOURCE,
-            event_id=event_id,
-            event_type=str(action or "")[:100],
-            received_at=utcnow(),
+    dialect = conn.dialect.name
+    stmt = _record.get(dialect)
+    if stmt is None:
+        module = postgresql if dialect == "postgresql" else sqlite
+        stmt = _record[dialect] = (
+            module.insert(_processed)
+            .on_conflict_do_nothing(index_elements=["source", "event_id"])
+            .returning(_processed.c.id)
         )
-        .on_conflict_do_nothing(index_elements=["source", "event_id"])
-        .returning(_processed.c.id)
-    )
-    return conn.execute(stmt).first() is not None
+    row = conn.execute(
+        stmt,
+        {
+            "id": new_id(),
+            "source": SOURCE,
+            "event_id": event_id,
+            "event_type": str(action or "")[:100],
+            "received_at": utcnow(),
+        },
+    ).first()
+    return row is not None
 
 
 def apply(session: Session, event: dict[str, Any], outcome: Outcome) -> bool:

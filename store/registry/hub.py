@@ -15,7 +15,17 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import cast
 
-from sqlalchemy import Connection, Table, delete, func, select, update
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Connection,
+    Table,
+    bindparam,
+    delete,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -248,33 +258,85 @@ def count_pull(
 
     Plain statements on the session's connection (a pull notification is the store's most
     frequent write): the repository looked up, the multi-arch pairing (one conditional
-    UPDATE and one INSERT), the total's UPDATE and the day's upsert. The search documents
-    are **not** rewritten here: the caller refreshes them (:func:`refresh_search`, at once
-    or batched, :mod:`store.registry.pull_search`).
+    UPDATE and one INSERT), the total's UPDATE and the day's upsert. Each statement is built
+    once (:class:`PullStatements`) and executed with its parameters: building and
+    compiling them anew for every pull cost several times what the database does. The
+    search documents are **not** rewritten here: the caller refreshes them
+    (:func:`refresh_search`, at once or batched, :mod:`store.registry.pull_search`).
 
     An image index and a platform manifest downloaded by the same ``client`` within
     PAIR_WINDOW of each other (in either order: notifications may arrive out of order) are
     one multi-arch pull and count once. Returns the repository's id and whether this
     download was counted."""
     conn = session.connection()
-    repository_id = conn.scalar(select(_hub.c.id).where(_hub.c.name == name))
+    sql = PullStatements.of(conn)
+    repository_id = conn.scalar(sql.repository_id, {"p_name": name})
     if repository_id is None:  # its first event: created (and indexed) as any new one
         repository_id = ensure_repository(session, name).id
         session.flush()
-    if client is not None and _pairs_up(conn, repository_id, client, media_type, at):
+    if client is not None and _pairs_up(conn, sql, repository_id, client, media_type, at):
         return repository_id, False
-    conn.execute(
-        update(_hub)
-        .where(_hub.c.id == repository_id)
-        .values(pull_count=_hub.c.pull_count + 1, last_pulled_at=at)
-    )
-    module = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = module.insert(_counters).values(repository_id=repository_id, day=at.date(), count=1)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["repository_id", "day"], set_={"count": _counters.c.count + 1}
-    )
-    conn.execute(stmt)
+    conn.execute(sql.total, {"p_repository": repository_id, "p_at": at})
+    conn.execute(sql.day, {"repository_id": repository_id, "day": at.date(), "count": 1})
     return repository_id, True
+
+
+class PullStatements:
+    """The statements of :func:`count_pull`, built once per dialect (module state: they
+    hold no connection and no values, only bound parameters)."""
+
+    _built: dict[str, PullStatements] = {}
+
+    def __init__(self, dialect: str) -> None:
+        module = postgresql if dialect == "postgresql" else sqlite
+        at_type = _pulls.c.at.type
+        self.repository_id = select(_hub.c.id).where(_hub.c.name == bindparam("p_name"))
+        self.total = (
+            update(_hub)
+            .where(_hub.c.id == bindparam("p_repository"))
+            .values(
+                pull_count=_hub.c.pull_count + 1,
+                last_pulled_at=bindparam("p_at", type_=_hub.c.last_pulled_at.type),
+            )
+        )
+        self.day = module.insert(_counters).on_conflict_do_update(
+            index_elements=["repository_id", "day"], set_={"count": _counters.c.count + 1}
+        )
+        self.expire = delete(_pulls).where(
+            _pulls.c.repository_id == bindparam("p_repository"),
+            _pulls.c.at < bindparam("p_before", type_=at_type),
+        )
+        self.lock = select(func.pg_advisory_xact_lock(bindparam("p_key", type_=BigInteger)))
+        # The oldest unpaired download of the other kind in the window, taken by one
+        # conditional UPDATE.
+        candidate = (
+            select(_pulls.c.id)
+            .where(
+                _pulls.c.repository_id == bindparam("p_repository"),
+                _pulls.c.client == bindparam("p_client"),
+                _pulls.c.is_index == bindparam("p_other_kind", type_=Boolean),
+                _pulls.c.paired.is_(False),
+                _pulls.c.at >= bindparam("p_since", type_=at_type),
+                _pulls.c.at <= bindparam("p_until", type_=at_type),
+            )
+            .order_by(_pulls.c.at)
+            .limit(1)
+            .scalar_subquery()
+        )
+        self.pair = (
+            update(_pulls)
+            .where(_pulls.c.id == candidate, _pulls.c.paired.is_(False))
+            .values(paired=True)
+        )
+        self.download = _pulls.insert()
+
+    @classmethod
+    def of(cls, conn: Connection) -> PullStatements:
+        dialect = conn.dialect.name
+        built = cls._built.get(dialect)
+        if built is None:
+            built = cls._built[dialect] = cls(dialect)
+        return built
 
 
 def refresh_search(session: Session, repository_ids: Iterable[uuid.UUID]) -> int:
@@ -289,7 +351,9 @@ _EXPIRY_EVERY = 60.0  # seconds between deletions of a repository's old download
 _expired_at: dict[uuid.UUID, float] = {}
 
 
-def _expire_downloads(conn: Connection, repository_id: uuid.UUID, at: datetime) -> None:
+def _expire_downloads(
+    conn: Connection, sql: PullStatements, repository_id: uuid.UUID, at: datetime
+) -> None:
     """Forget a repository's downloads older than KEEP_PULLS, at most once a minute per
     process (they are outside every pairing window anyway: only the table's size is at
     stake)."""
@@ -300,9 +364,7 @@ def _expire_downloads(conn: Connection, repository_id: uuid.UUID, at: datetime) 
     if len(_expired_at) > 10_000:
         _expired_at.clear()
     _expired_at[repository_id] = now
-    conn.execute(
-        delete(_pulls).where(_pulls.c.repository_id == repository_id, _pulls.c.at < at - KEEP_PULLS)
-    )
+    conn.execute(sql.expire, {"p_repository": repository_id, "p_before": at - KEEP_PULLS})
 
 
 def _lock_key(repository_id: uuid.UUID, client: str) -> int:
@@ -311,49 +373,44 @@ def _lock_key(repository_id: uuid.UUID, client: str) -> int:
 
 
 def _pairs_up(
-    conn: Connection, repository_id: uuid.UUID, client: str, media_type: str, at: datetime
+    conn: Connection,
+    sql: PullStatements,
+    repository_id: uuid.UUID,
+    client: str,
+    media_type: str,
+    at: datetime,
 ) -> bool:
     """Record this download; True if it completes a counted download of the other kind
     (index vs platform manifest) by the same client, which is then taken (paired)."""
     is_index = media_type in INDEX_MEDIA_TYPES
-    _expire_downloads(conn, repository_id, at)
+    _expire_downloads(conn, sql, repository_id, at)
     if conn.dialect.name == "postgresql":
         # The index and the manifest of one pull may reach two processes at once (two
         # hosts, two registry replicas): each would miss the other's uncommitted row and
         # both would count. One client's downloads of one repository are paired one
         # transaction at a time (SQLite has one writer at a time anyway).
-        conn.execute(select(func.pg_advisory_xact_lock(_lock_key(repository_id, client))))
-    # The oldest unpaired download of the other kind in the window, taken by one
-    # conditional UPDATE.
-    candidate = (
-        select(_pulls.c.id)
-        .where(
-            _pulls.c.repository_id == repository_id,
-            _pulls.c.client == client,
-            _pulls.c.is_index.is_(not is_index),
-            _pulls.c.paired.is_(False),
-            _pulls.c.at >= at - PAIR_WINDOW,
-            _pulls.c.at <= at + PAIR_WINDOW,
-        )
-        .order_by(_pulls.c.at)
-        .limit(1)
-        .scalar_subquery()
-    )
+        conn.execute(sql.lock, {"p_key": _lock_key(repository_id, client)})
     taken = conn.execute(
-        update(_pulls)
-        .where(_pulls.c.id == candidate, _pulls.c.paired.is_(False))
-        .values(paired=True)
+        sql.pair,
+        {
+            "p_repository": repository_id,
+            "p_client": client,
+            "p_other_kind": not is_index,
+            "p_since": at - PAIR_WINDOW,
+            "p_until": at + PAIR_WINDOW,
+        },
     )
     paired = taken.rowcount == 1
     conn.execute(
-        _pulls.insert().values(
-            id=new_id(),
-            repository_id=repository_id,
-            client=client,
-            is_index=is_index,
-            paired=paired,
-            at=at,
-        )
+        sql.download,
+        {
+            "id": new_id(),
+            "repository_id": repository_id,
+            "client": client,
+            "is_index": is_index,
+            "paired": paired,
+            "at": at,
+        },
     )
     return paired
 
