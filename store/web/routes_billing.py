@@ -41,7 +41,7 @@ from store.catalog import service as catalog
 from store.catalog.models import Product
 from store.catalog.money import format_money
 from store.deps import DbSession
-from store.errors import NotFound, StoreError, ValidationFailed
+from store.errors import NotFound, ValidationFailed
 from store.licensing.models import Entitlement
 from store.web import forms
 from store.web.forms import NO_FORM, FormState
@@ -567,19 +567,21 @@ def change_plan_page(
     sub = subscriptions.get_visible_subscription(session, sub_id, account)
     target = catalog.get_tier(session, tier)
     page = f"/my/purchases/subscriptions/{sub.id}"
-    try:
-        proration = plan_changes.proration(session, billing, sub, target)
-    except StoreError as exc:
-        if exc.status_code in (401, 403, 404):
-            raise
-        flash(request, exc.detail, "error")
-        return redirect(page)
-    return _page(
-        request,
-        "billing/change_plan.html",
-        {"sub": sub, "target": target, "p": proration, "key": uuid.uuid4().hex},
-        billing,
-        no_store=True,
+    return forms.submit(
+        session,
+        request.query_params,
+        "plan",
+        lambda: plan_changes.proration(session, billing, sub, target),
+        failed=forms.refused_back(request, page),  # not offered: said on the subscription
+        done=lambda proration: _page(
+            request,
+            "billing/change_plan.html",
+            {"sub": sub, "target": target, "p": proration, "key": uuid.uuid4().hex},
+            billing,
+            no_store=True,
+        ),
+        undo=False,  # reads only
+        raises=(401, 403, 404),
     )
 
 

@@ -282,6 +282,14 @@ def test_api_and_page(
     page = client.get(f"/my/purchases/subscriptions/{sub.id}")
     assert page.status_code == 200 and "Change plan" in page.text
     assert "Basic" in page.text
+    # A change that is not offered (the current plan) is said on the subscription's page.
+    session.refresh(sub)
+    same = client.get(
+        f"/my/purchases/subscriptions/{sub.id}/change?tier={sub.tier_id}", follow_redirects=False
+    )
+    assert same.status_code == 303
+    assert same.headers["location"] == f"/my/purchases/subscriptions/{sub.id}"
+    assert "This is your plan already" in client.get(same.headers["location"]).text
     preview = client.get(f"/my/purchases/subscriptions/{sub.id}/change?tier={basic.id}")
     assert preview.status_code == 200
     assert "Credit for unused time" in preview.text and "Confirm" in preview.text
