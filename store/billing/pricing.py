@@ -129,7 +129,11 @@ def parse_rate(value: object) -> Decimal:
             f"Tax rate {value!r} must be 0 to 100 percent with at most 4 decimals",
             code="bad_tax_rate",
         )
-    return rate.normalize() if rate else Decimal(0)
+    if not rate:
+        return Decimal(0)
+    rate = rate.normalize()
+    # 20, not 2E+1 (how normalize writes a round rate), wherever the rate is shown.
+    return rate.quantize(Decimal(1)) if rate == rate.to_integral_value() else rate
 
 
 @dataclass(frozen=True)

@@ -232,6 +232,7 @@ def test_checkout_asks_for_the_country_when_tax_is_configured(
     assert 'name="country"' in browser.get(page).text
     fr = browser.get(page, params={"country": "fr"}).text
     assert "$19.80" in fr and "$118.80" in fr  # 20 % of 99.00
+    assert "Tax (20%)" in fr
     business = browser.get(page, params={"country": "FR", "vat_id": "FR12345678901"}).text
     assert "reverse charge" in business and "$99.00" in business
     missing = submit(browser, page, page, {"card_number": "4242424242424242"})
