@@ -251,8 +251,13 @@ class _Stats:
         def phrase(p: Phrase) -> float:
             values = [shares.of_lexeme(t) for t in p.tokens[:-1]]
             last = p.tokens[-1]
-            if p.prefix and short_prefix(last):
+            if p.prefix and len(last) == SHORT_PREFIXES[0]:
                 values.append(shares.of_lexeme(PREFIX_MARK + last))
+            elif p.prefix and short_prefix(last):
+                # The word itself or the 3-character prefixes it starts.
+                values.append(
+                    min(1.0, shares.of_lexeme(last) + shares.of_prefix(PREFIX_MARK + last))
+                )
             elif p.prefix:
                 values.append(shares.of_prefix(last))
             else:

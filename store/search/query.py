@@ -268,24 +268,32 @@ def _lexeme(token: str, weights: str = "", prefix: bool = False) -> str:
     return f"'{escaped}'" + (f":{suffix}" if suffix else "")
 
 
-# PostgreSQL indexes the 2- and 3-character prefixes of every word as lexemes of their own
-# ("*:re", "*:red"): a tsquery prefix ('re':*) is expanded inside the GIN index to every
-# lexeme it starts, the union of their posting lists, in every statement of a search (SQLite
-# has prefix='2 3' for the same reason). A prefix lexeme holds no word character's place:
-# ":" is never part of a word.
+# PostgreSQL indexes the 3-character prefix of every word as a lexeme of its own ("*:red"):
+# a tsquery prefix ('re':*) is expanded inside the GIN index to every lexeme it starts, the
+# union of their posting lists, in every statement of a search (SQLite has prefix='2 3' for
+# the same reason). A 2-character prefix is the word itself or a partial match over the
+# 3-character prefix lexemes it starts (('re' | '*:re':*): a few dozen lexemes at most, not
+# every word; on an index built with 2-character prefix lexemes, "*:re" is one of them). A
+# prefix lexeme holds no word character's place: ":" is never part of a word.
 PREFIX_MARK = "*:"
-SHORT_PREFIXES = (2, 3)
+SHORT_PREFIXES = (3,)
 
 
 def short_prefix(token: str) -> bool:
     return len(token) <= SHORT_PREFIXES[-1]
 
 
+def _ts_short_prefix(token: str, weights: str) -> str:
+    if len(token) == SHORT_PREFIXES[0]:
+        return _lexeme(PREFIX_MARK + token, weights)
+    return f"({_lexeme(token, weights)} | {_lexeme(PREFIX_MARK + token, weights, True)})"
+
+
 def _ts_phrase(p: Phrase, weights: str) -> str:
     last = len(p.tokens) - 1
     parts = [_lexeme(t, weights, p.prefix and i == last) for i, t in enumerate(p.tokens)]
     if p.prefix and short_prefix(p.tokens[-1]):
-        parts[-1] = _lexeme(PREFIX_MARK + p.tokens[-1], weights)
+        parts[-1] = _ts_short_prefix(p.tokens[-1], weights)
     return "(" + " <-> ".join(parts) + ")"
 
 
