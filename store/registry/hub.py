@@ -24,6 +24,7 @@ from sqlalchemy import (
     delete,
     func,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -258,9 +259,10 @@ def count_pull(
 
     Plain statements on the session's connection (a pull notification is the store's most
     frequent write): the repository looked up, the multi-arch pairing (one conditional
-    UPDATE and one INSERT), the total's UPDATE and the day's upsert. Each statement is built
-    once (:class:`PullStatements`) and executed with its parameters: building and
-    compiling them anew for every pull cost several times what the database does. The
+    UPDATE and one INSERT), the total's UPDATE and the day's upsert; on PostgreSQL the
+    pairing lock and then those four in one statement. Each statement is built once
+    (:class:`PullStatements`) and executed with its parameters: building and compiling
+    them anew for every pull cost several times what the database does. The
     search documents are **not** rewritten here: the caller refreshes them
     (:func:`refresh_search`, at once or batched, :mod:`store.registry.pull_search`).
 
@@ -274,11 +276,39 @@ def count_pull(
     if repository_id is None:  # its first event: created (and indexed) as any new one
         repository_id = ensure_repository(session, name).id
         session.flush()
+    if client is not None and conn.dialect.name == "postgresql":
+        return repository_id, _count_on_postgresql(conn, sql, repository_id, client, media_type, at)
     if client is not None and _pairs_up(conn, sql, repository_id, client, media_type, at):
         return repository_id, False
     conn.execute(sql.total, {"p_repository": repository_id, "p_at": at})
     conn.execute(sql.day, {"repository_id": repository_id, "day": at.date(), "count": 1})
     return repository_id, True
+
+
+_PAIR_AND_COUNT = """
+WITH taken AS (
+    UPDATE manifest_pulls SET paired = true
+    WHERE paired IS false AND id = (
+        SELECT id FROM manifest_pulls
+        WHERE repository_id = :p_repository AND client = :p_client
+          AND is_index = :p_other_kind AND paired IS false
+          AND at >= :p_since AND at <= :p_until
+        ORDER BY at LIMIT 1
+    )
+    RETURNING id
+), download AS (
+    INSERT INTO manifest_pulls (id, repository_id, client, is_index, paired, at)
+    SELECT :p_id, :p_repository, :p_client, :p_is_index, EXISTS (SELECT 1 FROM taken), :p_at
+), total AS (
+    UPDATE hub_repositories SET pull_count = pull_count + 1, last_pulled_at = :p_at
+    WHERE id = :p_repository AND NOT EXISTS (SELECT 1 FROM taken)
+), day AS (
+    INSERT INTO pull_counters (repository_id, day, count)
+    SELECT :p_repository, :p_day, 1 WHERE NOT EXISTS (SELECT 1 FROM taken)
+    ON CONFLICT (repository_id, day) DO UPDATE SET count = pull_counters.count + 1
+)
+SELECT NOT EXISTS (SELECT 1 FROM taken)
+"""
 
 
 class PullStatements:
@@ -329,6 +359,19 @@ class PullStatements:
             .values(paired=True)
         )
         self.download = _pulls.insert()
+        # PostgreSQL: the pairing, the download, the total and the day in one statement
+        # (data-modifying CTEs), after the pairing lock: one round trip instead of four.
+        self.pair_and_count = text(_PAIR_AND_COUNT).bindparams(
+            bindparam("p_id", type_=_pulls.c.id.type),
+            bindparam("p_repository", type_=_pulls.c.repository_id.type),
+            bindparam("p_client", type_=_pulls.c.client.type),
+            bindparam("p_is_index", type_=Boolean),
+            bindparam("p_other_kind", type_=Boolean),
+            bindparam("p_at", type_=at_type),
+            bindparam("p_since", type_=at_type),
+            bindparam("p_until", type_=at_type),
+            bindparam("p_day", type_=_counters.c.day.type),
+        )
 
     @classmethod
     def of(cls, conn: Connection) -> PullStatements:
@@ -372,6 +415,42 @@ def _lock_key(repository_id: uuid.UUID, client: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
+def _count_on_postgresql(
+    conn: Connection,
+    sql: PullStatements,
+    repository_id: uuid.UUID,
+    client: str,
+    media_type: str,
+    at: datetime,
+) -> bool:
+    """:func:`_pairs_up` and, unless the download paired up, the total and the day's
+    counter, in one statement after the pairing lock; whether the download was counted.
+
+    The index and the manifest of one pull may reach two processes at once (two hosts, two
+    registry replicas): each would miss the other's uncommitted row and both would count.
+    One client's downloads of one repository are paired one transaction at a time (the
+    advisory lock, held to the commit); the statement after it sees what the previous
+    holder committed (READ COMMITTED: a snapshot per statement)."""
+    is_index = media_type in INDEX_MEDIA_TYPES
+    _expire_downloads(conn, sql, repository_id, at)
+    conn.execute(sql.lock, {"p_key": _lock_key(repository_id, client)})
+    counted = conn.scalar(
+        sql.pair_and_count,
+        {
+            "p_id": new_id(),
+            "p_repository": repository_id,
+            "p_client": client,
+            "p_is_index": is_index,
+            "p_other_kind": not is_index,
+            "p_at": at,
+            "p_since": at - PAIR_WINDOW,
+            "p_until": at + PAIR_WINDOW,
+            "p_day": at.date(),
+        },
+    )
+    return bool(counted)
+
+
 def _pairs_up(
     conn: Connection,
     sql: PullStatements,
@@ -381,15 +460,10 @@ def _pairs_up(
     at: datetime,
 ) -> bool:
     """Record this download; True if it completes a counted download of the other kind
-    (index vs platform manifest) by the same client, which is then taken (paired)."""
+    (index vs platform manifest) by the same client, which is then taken (paired). SQLite:
+    one writer at a time, so two processes never pair one download twice."""
     is_index = media_type in INDEX_MEDIA_TYPES
     _expire_downloads(conn, sql, repository_id, at)
-    if conn.dialect.name == "postgresql":
-        # The index and the manifest of one pull may reach two processes at once (two
-        # hosts, two registry replicas): each would miss the other's uncommitted row and
-        # both would count. One client's downloads of one repository are paired one
-        # transaction at a time (SQLite has one writer at a time anyway).
-        conn.execute(sql.lock, {"p_key": _lock_key(repository_id, client)})
     taken = conn.execute(
         sql.pair,
         {
