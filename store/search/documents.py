@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,7 +22,7 @@ from store.registry import grants
 from store.registry.grants import product_repository
 from store.registry.models import HubRepository, PullCounter
 from store.search import facets
-from store.search.query import fold, index_text
+from store.search.query import TextJob, fold, index_texts
 
 BODY_TOKENS = 800
 POPULARITY_HALF_LIFE_DAYS = 180.0
@@ -39,6 +39,10 @@ pulls_t = PullCounter.__table__
 RECENT_PULL_DAYS = 30
 
 Doc = dict[str, Any]
+# Builds the indexed text of many fields at once (store.search.query.index_texts, or the
+# same spread over worker processes by a full reindex).
+TextIndexer = Callable[[Sequence[TextJob]], list[str]]
+_FTS_FIELDS = ("fts_name", "fts_title", "fts_summary", "fts_body")
 
 
 STAR_WEIGHT = 10  # a star counts as much as this many pulls
@@ -70,8 +74,17 @@ def rank_key(doc: Doc) -> int:
     return ((_STATIC_MAX - static) << _HASH_BITS) | (doc["ref_id"].int >> 78 & _HASH_MASK)
 
 
-def _name_fields(name: str) -> tuple[str, str]:
-    return fold(name.rsplit("/", 1)[-1]), index_text(name)
+def _name_key(name: str) -> str:
+    return fold(name.rsplit("/", 1)[-1])
+
+
+def _fill_texts(docs: list[Doc], jobs: list[TextJob], texts: TextIndexer) -> list[Doc]:
+    """Set each document's fts_* fields from its four jobs (name, title, summary, body)."""
+    indexed = texts(jobs)
+    width = len(_FTS_FIELDS)
+    for i, doc in enumerate(docs):
+        doc.update(zip(_FTS_FIELDS, indexed[i * width : (i + 1) * width], strict=True))
+    return docs
 
 
 def _latest(*values: datetime | None) -> datetime | None:
@@ -132,7 +145,11 @@ def _finish(doc: Doc, visibility: list[str], now: datetime) -> Doc:
 
 
 def product_documents(
-    conn: Connection, product_ids: Iterable[uuid.UUID] | None = None, *, now: datetime
+    conn: Connection,
+    product_ids: Iterable[uuid.UUID] | None = None,
+    *,
+    now: datetime,
+    texts: TextIndexer = index_texts,
 ) -> list[Doc]:
     """Documents of the given products (all when None); a missing product yields none."""
     stmt = select(
@@ -171,18 +188,18 @@ def product_documents(
         )
     }
     recent = _recent_pulls(conn, [h.id for h in hub.values()], now)
-    docs = []
+    docs: list[Doc] = []
+    jobs: list[TextJob] = []
     for r in rows:
         repo = hub.get(r.repository)
         pricing, low, high, currency = _pricing(tiers[r.id])
-        name_key, fts_name = _name_fields(r.repository)
         pulls = repo.pull_count if repo else 0
         last = _latest(repo.last_pushed_at, repo.last_pulled_at, repo.created_at) if repo else None
         doc: Doc = {
             "source": "store",
             "ref_id": r.id,
             "name": r.repository,
-            "name_key": name_key,
+            "name_key": _name_key(r.repository),
             "namespace": r.org_slug,
             "owner_id": r.organization_id,
             "title": r.title,
@@ -205,18 +222,21 @@ def product_documents(
             "popularity": popularity(pulls, last, now, repo.star_count if repo else 0),
             "pulls_30d": recent.get(repo.id, 0) if repo else 0,
             "updated_at": _latest(r.updated_at, repo.last_pushed_at if repo else None),
-            "fts_name": fts_name,
-            "fts_title": index_text(r.title),
-            "fts_summary": index_text(r.summary),
-            "fts_body": index_text(r.description_md[:20_000], limit=BODY_TOKENS),
+            **dict.fromkeys(_FTS_FIELDS, ""),
         }
+        jobs += [
+            (r.repository, None),
+            (r.title, None),
+            (r.summary, None),
+            (r.description_md[:20_000], BODY_TOKENS),
+        ]
         visible = (
             []
             if r.status == "published"
             else [facets.RESTRICTED, facets.visibility_token(r.org_slug)]
         )
         docs.append(_finish(doc, visible, now))
-    return docs
+    return _fill_texts(docs, jobs, texts)
 
 
 def hub_documents(
@@ -225,6 +245,7 @@ def hub_documents(
     *,
     now: datetime,
     names: Iterable[str] | None = None,
+    texts: TextIndexer = index_texts,
 ) -> list[Doc]:
     """Documents of the given hub repositories (by id or name; all when both are None)."""
     stmt = select(hub_t)
@@ -247,10 +268,10 @@ def hub_documents(
     }
     products = _owning_products(conn, {product_repository(r.name) for r in rows})
     recent = _recent_pulls(conn, [r.id for r in rows], now)
-    docs = []
+    docs: list[Doc] = []
+    jobs: list[TextJob] = []
     for r in rows:
         org = orgs.get(r.namespace)
-        name_key, fts_name = _name_fields(r.name)
         description = r.description or ""
         summary = description.strip().split("\n", 1)[0][:300]
         last = _latest(r.last_pushed_at, r.last_pulled_at, r.created_at)
@@ -258,7 +279,7 @@ def hub_documents(
             "source": "hub",
             "ref_id": r.id,
             "name": r.name,
-            "name_key": name_key,
+            "name_key": _name_key(r.name),
             "namespace": r.namespace,
             "owner_id": None,
             "title": "",
@@ -281,15 +302,16 @@ def hub_documents(
             "popularity": popularity(r.pull_count, last, now, r.star_count),
             "pulls_30d": recent.get(r.id, 0),
             "updated_at": _latest(r.last_pushed_at, r.created_at),
-            "fts_name": fts_name,
-            "fts_title": "",
-            "fts_summary": index_text(summary),
-            "fts_body": index_text(
-                f"{description}\n{r.readme_md or ''}"[:20_000], limit=BODY_TOKENS
-            ),
+            **dict.fromkeys(_FTS_FIELDS, ""),
         }
+        jobs += [
+            (r.name, None),
+            ("", None),
+            (summary, None),
+            (f"{description}\n{r.readme_md or ''}"[:20_000], BODY_TOKENS),
+        ]
         docs.append(_finish(doc, _hub_visibility(r, products.get(product_repository(r.name))), now))
-    return docs
+    return _fill_texts(docs, jobs, texts)
 
 
 def _owning_products(conn: Connection, repositories: set[str]) -> dict[str, grants.RepoFacts]:

@@ -9,8 +9,9 @@ No other module calls the indexer; writes that bypass the ORM (raw SQL) call
 
 from __future__ import annotations
 
+import os
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -24,6 +25,7 @@ from store.registry.models import HubRepository
 from store.search.backend import backend_for
 from store.search.documents import Doc, hub_documents, product_documents
 from store.search.models import SearchDocument
+from store.search.query import TextJob, index_texts
 
 docs_t = cast(Table, SearchDocument.__table__)
 _COMPARED = [c.name for c in docs_t.columns if c.name not in ("indexed_at",)]
@@ -176,27 +178,77 @@ def refresh(
     return apply(session.connection(), changes)
 
 
-def reindex(conn: Connection, *, batch: int = 2000, rebuild: bool = True) -> dict[str, int]:
+# A reindex of at least this many documents builds their text in worker processes too.
+PARALLEL_FROM = 20_000
+
+
+class TextPool:
+    """store.search.query.index_texts spread over worker processes, the calling process
+    doing one share itself: tokenising and stemming are most of a full reindex's Python
+    time, and they need nothing but the texts. Workers are spawned (never forked from a
+    process with open connections and threads) and each keeps its own stem cache; as with
+    any spawned process, a script that reindexes keeps its top level under
+    ``if __name__ == "__main__":`` (the workers import the main module)."""
+
+    def __init__(self, workers: int) -> None:
+        # Imported here: serving workers import this module and never reindex.
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.workers = workers
+        self._executor = ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context("spawn")
+        )
+
+    def texts(self, jobs: Sequence[TextJob]) -> list[str]:
+        size = -(-len(jobs) // (self.workers + 1))
+        parts = [jobs[i : i + size] for i in range(0, len(jobs), size)] if jobs else []
+        if not parts:
+            return []
+        futures = [self._executor.submit(index_texts, part) for part in parts[1:]]
+        out = index_texts(parts[0])
+        for future in futures:
+            out += future.result()
+        return out
+
+    def close(self) -> None:
+        self._executor.shutdown(cancel_futures=True)
+
+
+def _workers_for(documents: int) -> int:
+    return max(0, (os.cpu_count() or 1) - 1) if documents >= PARALLEL_FROM else 0
+
+
+def reindex(
+    conn: Connection, *, batch: int = 2000, rebuild: bool = True, workers: int | None = None
+) -> dict[str, int]:
     """Rebuild every document from the source tables and (``rebuild``) the full-text
     structures from scratch, in one pass: row-by-row index maintenance stops meanwhile
     (SQLite: the triggers; PostgreSQL: search_fts_terms writes) and rebuild() follows, all
     in the caller's transaction. Without ``rebuild``, documents are written (and indexed)
-    one by one, like any other change."""
+    one by one, like any other change. ``workers``: processes that build the documents'
+    text beside this one (default: one per other core, for PARALLEL_FROM documents or
+    more; 0: none)."""
     now = utcnow()
     counts = {"store": 0, "hub": 0, "changed": 0}
     backend = backend_for(conn)
+    sources: tuple[tuple[str, Any, Callable[..., list[Doc]]], ...] = (
+        ("store", Product.__table__, product_documents),
+        ("hub", HubRepository.__table__, hub_documents),
+    )
+    all_ids = [list(conn.scalars(select(table.c.id))) for _, table, _ in sources]
+    if workers is None:
+        workers = _workers_for(sum(map(len, all_ids)))
+    pool = TextPool(workers) if workers > 0 else None
+    texts = pool.texts if pool is not None else index_texts
     if rebuild:
         backend.begin_bulk(conn)
         conn.info[_BULK] = True
     try:
-        for source, table, build in (
-            ("store", Product.__table__, product_documents),
-            ("hub", HubRepository.__table__, hub_documents),
-        ):
-            ids = list(conn.scalars(select(table.c.id)))
+        for (source, _table, build), ids in zip(sources, all_ids, strict=True):
             for start in range(0, len(ids), batch):
                 chunk = ids[start : start + batch]
-                docs = build(conn, chunk, now=now)
+                docs = build(conn, chunk, now=now, texts=texts)
                 counts["changed"] += write(conn, source, chunk, docs)
                 counts[source] += len(docs)
             known = set(ids)
@@ -212,6 +264,8 @@ def reindex(conn: Connection, *, batch: int = 2000, rebuild: bool = True) -> dic
             counts["changed"] += len(stale)
     finally:
         conn.info.pop(_BULK, None)
+        if pool is not None:
+            pool.close()
     if rebuild:
         backend.rebuild(conn)
     return counts

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -101,9 +102,22 @@ def index_text(text: str, *, limit: int | None = None) -> str:
                 for part in parts:
                     add(part[:MAX_TOKEN_CHARS])
                     add(stem(part[:MAX_TOKEN_CHARS]))
-    for token in tokens:
-        add(stem(token))
+    # Each distinct token once, in order of first occurrence: a repeated token's stem is
+    # already there (the same extras, in the same order, as stemming every occurrence).
+    for token_stem in map(stem, dict.fromkeys(tokens)):
+        if token_stem not in seen:
+            seen.add(token_stem)
+            extras.append(token_stem)
     return " ".join(tokens + extras)
+
+
+TextJob = tuple[str, int | None]  # a field's text and its token limit (index_text's)
+
+
+def index_texts(jobs: Sequence[TextJob]) -> list[str]:
+    """index_text of each (text, limit): documents are built with this over all the texts of
+    a batch, so a full reindex can hand whole batches to worker processes."""
+    return [index_text(text, limit=limit) for text, limit in jobs]
 
 
 @dataclass(frozen=True)

@@ -187,13 +187,21 @@ def test_publishing_a_listing_hides_its_hub_repository(session: Session, world: 
     assert product.status == "published"
 
 
-def test_reindex_matches_incremental(session: Session, world: dict) -> None:
+@pytest.mark.parametrize("workers", [None, 1], ids=["in-process", "worker-process"])
+def test_reindex_matches_incremental(session: Session, world: dict, workers: int | None) -> None:
+    """A full reindex writes the documents the listeners wrote, whether their text is built
+    in this process or (a large reindex) in worker processes too."""
     before = names(session, "redis", account=world["admin"])
-    docs = {d.ref_id: d.fts_facets for d in session.scalars(select(SearchDocument))}
-    counts = indexer.reindex(session.connection())
+    fields = ("fts_facets", "fts_name", "fts_title", "fts_summary", "fts_body")
+    docs = {
+        d.ref_id: [getattr(d, f) for f in fields] for d in session.scalars(select(SearchDocument))
+    }
+    counts = indexer.reindex(session.connection(), workers=workers)
     assert counts["changed"] == 0 and counts["store"] == 4 and counts["hub"] == 4
     session.expire_all()
-    assert {d.ref_id: d.fts_facets for d in session.scalars(select(SearchDocument))} == docs
+    assert {
+        d.ref_id: [getattr(d, f) for f in fields] for d in session.scalars(select(SearchDocument))
+    } == docs
     assert names(session, "redis", account=world["admin"]) == before
 
 
