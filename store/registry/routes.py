@@ -84,6 +84,7 @@ class RegistryState:
         self.settings = settings
         self.password_cache = credentials.PasswordCache()
         self.touch_limiter = credentials.TouchLimiter()
+        self.reuse = tokens.Reuse()
         self.realm_service = settings.registry_service
         bind = app.state.sessionmaker.kw.get("bind")
         # The reads of every token request (store.registry.lookup): raw sqlite3 on the
@@ -273,7 +274,7 @@ async def _token(request: Request, state: RegistryState, params: _Params) -> Res
         # print errors[0].message of a 401), with where to get access.
         return await _denied(request, principal, decision, facts)
     signer = request.app.state.keyring.signer("registry")
-    issued = tokens.mint(
+    issued = state.reuse.mint(
         signer,
         issuer=settings.registry_issuer,
         audience=settings.registry_service,

@@ -75,6 +75,68 @@ def mint(
     )
 
 
+# A token already signed for the same grant is handed out again for a few seconds (at most a
+# tenth of its lifetime): every check of the request (credential, revocation, account,
+# entitlement, rate limits) has run and allowed exactly the access that token carries, so
+# it is the token a new signature would make but for its times and ``jti``. An ES256
+# signature is the largest single cost of a token request.
+REUSE_SECONDS = 5
+
+
+class Reuse:
+    """Tokens this process signed in the last few seconds, by key, issuer, audience,
+    subject, access and lifetime (bounded: cleared when full)."""
+
+    def __init__(self, seconds: float = REUSE_SECONDS, size: int = 4096) -> None:
+        self.seconds = seconds
+        self.size = size
+        self._tokens: dict[tuple[Any, ...], tuple[float, IssuedJWT]] = {}
+
+    def mint(
+        self,
+        key: LoadedKey,
+        *,
+        issuer: str,
+        audience: str,
+        subject: str,
+        access: list[dict[str, Any]],
+        ttl: int,
+    ) -> IssuedJWT:
+        """A token for this grant: one signed less than ``min(seconds, ttl / 10)`` ago,
+        with ``expires_in`` what is left of its lifetime, or a new one."""
+        window = min(self.seconds, ttl / 10)
+        if window <= 0:
+            return mint(
+                key, issuer=issuer, audience=audience, subject=subject, access=access, ttl=ttl
+            )
+        cache_key = (
+            key.kid,
+            id(key.private_key),
+            issuer,
+            audience,
+            subject,
+            orjson.dumps(access),
+            ttl,
+        )
+        now = time.time()
+        found = self._tokens.get(cache_key)
+        if found is not None:
+            signed_at, issued = found
+            if 0 <= now - signed_at < window:
+                left = int(issued.claims["exp"] - now)
+                return IssuedJWT(issued.token, issued.issued_at, left, issued.claims)
+        issued = mint(
+            key, issuer=issuer, audience=audience, subject=subject, access=access, ttl=ttl
+        )
+        if len(self._tokens) >= self.size:
+            self._tokens.clear()
+        self._tokens[cache_key] = (issued.issued_at.timestamp(), issued)
+        return issued
+
+    def clear(self) -> None:
+        self._tokens.clear()
+
+
 def rfc3339(moment: datetime) -> str:
     """``2026-11-28T17:44:00.269472Z``: the form Go's time parser accepts."""
     return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"

@@ -11,10 +11,12 @@ import pytest
 from cryptography import x509
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from store import security
 from store.accounts import service as accounts
+from store.accounts.models import AccessToken
 from store.catalog import service as catalog
 from store.db import utcnow
 from store.keys import crypto
@@ -194,6 +196,39 @@ def test_revoked_and_expired_tokens_and_disabled_accounts(
     accounts.set_active(session, account=bob, active=False, actor=None)  # type: ignore[arg-type]
     assert get_token(client, [], basic("bob", PASSWORD)).status_code == 401
     assert get_token(client, [], basic("bob", str(world["pat"]))).status_code == 401
+
+
+def test_a_token_signed_moments_ago_for_the_same_grant_is_reused_not_the_checks(
+    client: TestClient, session: Session, world: dict[str, object]
+) -> None:
+    """Within a few seconds the same grant gets the token already signed for it (what is
+    left of its lifetime in expires_in); every check still runs: a token revoked, an
+    entitlement revoked or another grant is never answered from it."""
+    alice, bob, product = world["alice"], world["bob"], world["paid"]
+    pat = str(world["pat"])
+    first = get_token(client, ["repository:acme/open:pull"], basic("bob", pat)).json()
+    again = get_token(client, ["repository:acme/open:pull"], basic("bob", pat)).json()
+    assert again["token"] == first["token"] and again["issued_at"] == first["issued_at"]
+    assert 0 < again["expires_in"] <= first["expires_in"] == 300
+    # Another grant (more access, another subject): another token.
+    grant = entitlements.grant(session, actor=alice, tier=tier_of(product, "pro"), account=bob)  # type: ignore[arg-type]
+    both = ["repository:acme/open:pull", "repository:acme/app:pull"]
+    wider = get_token(client, both, basic("bob", pat))
+    assert wider.json()["token"] != first["token"] and len(access_of(wider)) == 2
+    robot = get_token(client, ["repository:acme/open:pull"], basic("ci", str(world["robot"])))
+    assert robot.json()["token"] != first["token"]
+    # The entitlement revoked: the next request is refused access to it at once.
+    entitlements.revoke(session, entitlement=grant, actor=alice, reason="refund")  # type: ignore[arg-type]
+    assert access_of(get_token(client, both, basic("bob", pat))) == access_of(
+        get_token(client, ["repository:acme/open:pull"], basic("bob", pat))
+    )
+    # The access token revoked: refused at the next request, the token not handed out again.
+    revoked = session.scalars(
+        select(AccessToken).where(AccessToken.token_hash == security.hash_token(pat))
+    ).one()
+    accounts.revoke_token(session, token=revoked, actor=bob)  # type: ignore[arg-type]
+    response = get_token(client, ["repository:acme/open:pull"], basic("bob", pat))
+    assert response.status_code == 401 and "revoked" in response.json()["errors"][0]["message"]
 
 
 def _denial(response) -> dict[str, object]:
