@@ -47,13 +47,17 @@ class PullSearch:
         if not ids:
             return
         with self._wake:
+            first = not self._pending
             self._pending |= ids
             if self._thread is None and not self._stopping:
                 self._thread = threading.Thread(
                     target=self._run, name="store-pull-search", daemon=True
                 )
                 self._thread.start()
-            self._wake.notify()
+            # Only the first mark of an interval wakes the thread (it then waits out the
+            # interval whatever arrives): not a thread switch for every pull notification.
+            if first:
+                self._wake.notify()
 
     def pending(self) -> int:
         with self._wake:
