@@ -8,8 +8,12 @@ test gateway makes in the same shape, so both run the same lifecycle code.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
+
+from store.errors import Conflict
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -23,6 +27,16 @@ if TYPE_CHECKING:
 
 class GatewayError(Exception):
     """The gateway could not be reached or refused a request for reasons not the buyer's."""
+
+
+@contextmanager
+def refusal_is_conflict() -> Iterator[None]:
+    """Around a request the customer made of the gateway (cancel, confirm a card, pay now,
+    change plan): its GatewayError is the client's 409 ``gateway_error``."""
+    try:
+        yield
+    except GatewayError as exc:
+        raise Conflict(f"The payment service refused: {exc}", code="gateway_error") from exc
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from store.accounts.models import Account
 from store.billing import coupons, notices, prices
 from store.billing import orders as order_service
 from store.billing import subscriptions as subs
-from store.billing.gateway import GatewayError, PaymentInput
+from store.billing.gateway import GatewayError, PaymentInput, refusal_is_conflict
 from store.billing.models import Order, PlanChange, Subscription, TierPrice
 from store.billing.pricing import BillingKind, Buyer, Interval, Proration, TaxTable, prorate
 from store.billing.runtime import Billing
@@ -313,32 +313,39 @@ def start(
             "Another change of this plan is in progress", code="change_in_progress"
         ) from None
     if quote.due_now_minor > 0:
-        order = Order(
-            account_id=sub.account_id,
-            organization_id=sub.organization_id,
-            tier_id=tier.id,
-            product_id=sub.product_id,
-            tier_price_id=price.id,
-            subscription_id=sub.id,
-            kind="subscription",
-            amount_minor=quote.due_now_net_minor,
-            tax_minor=quote.due_now_tax_minor,
-            quantity=sub.quantity,
-            tax_rate=sub.tax_rate,
-            tax_country=sub.tax_country,
-            vat_id=sub.vat_id,
-            reverse_charge=sub.reverse_charge,
-            currency=quote.currency,
-            status="pending",
-            gateway=sub.gateway,
-            period_start=quote.when,
-            period_end=quote.new_period_end,
-        )
+        order = _order_for(sub, change)
         session.add(order)
         session.flush()
         change.order_id = order.id
         session.flush()
     return change
+
+
+def _order_for(sub: Subscription, change: PlanChange) -> Order:
+    """The pending order of what ``change`` charges now, from the amounts the change
+    recorded (taxed as the subscription is), for the period from the change to the new
+    period's end."""
+    return Order(
+        account_id=sub.account_id,
+        organization_id=sub.organization_id,
+        tier_id=change.to_tier_id,
+        product_id=sub.product_id,
+        tier_price_id=change.to_price_id,
+        subscription_id=sub.id,
+        kind="subscription",
+        amount_minor=change.due_net_minor,
+        tax_minor=change.due_tax_minor,
+        quantity=sub.quantity,
+        tax_rate=sub.tax_rate,
+        tax_country=sub.tax_country,
+        vat_id=sub.vat_id,
+        reverse_charge=sub.reverse_charge,
+        currency=change.currency,
+        status="pending",
+        gateway=sub.gateway,
+        period_start=change.changed_at,
+        period_end=change.period_end,
+    )
 
 
 def _lock_change(session: Session, change_id: uuid.UUID) -> PlanChange:
@@ -395,13 +402,11 @@ def complete(
     if price is None:
         price = prices.ensure_price(session, billing, tier)
     order = change.order
-    try:
+    with refusal_is_conflict():
         outcome = billing.gateway.change_plan(
             session, billing, subscription=sub, change=change, order=order, price=price,
             payment=payment or PaymentInput(),
         )  # fmt: skip
-    except GatewayError as exc:
-        raise Conflict(f"The payment service refused: {exc}", code="gateway_error") from exc
     if outcome.status != "succeeded":
         if order is not None and outcome.payment_ref and order.payment_ref is None:
             order.payment_ref = outcome.payment_ref

@@ -20,7 +20,14 @@ from sqlalchemy.orm import Session
 from store.accounts.models import Account
 from store.billing import access, coupons, notices, prices, trials
 from store.billing import orders as order_service
-from store.billing.gateway import GatewayError, Outcome, PaymentInput, dig, obj_id
+from store.billing.gateway import (
+    GatewayError,
+    Outcome,
+    PaymentInput,
+    dig,
+    obj_id,
+    refusal_is_conflict,
+)
 from store.billing.models import Order, Subscription
 from store.billing.runtime import Billing
 from store.db import utcnow
@@ -517,12 +524,10 @@ def set_cancel_at_period_end(
     sub.canceled_by_customer = cancel
     if sub.cancel_at_period_end == cancel:
         return sub
-    try:
+    with refusal_is_conflict():
         fresh = billing.gateway.set_cancel_at_period_end(
             session, billing, subscription=sub, cancel=cancel
         )
-    except GatewayError as exc:
-        raise Conflict(f"The payment service refused: {exc}", code="gateway_error") from exc
     if fresh is not None:
         # localstripe sends no event for this; Stripe's later event is applied idempotently.
         apply_snapshot(session, billing, sub, fresh, at=utcnow(), fresh=True)
@@ -609,12 +614,10 @@ def complete_card_setup(
     pending = sub.pending_setup_ref
     if pending is None or (setup_ref is not None and setup_ref != pending):
         raise Conflict("No new card is waiting for confirmation", code="nothing_to_confirm")
-    try:
+    with refusal_is_conflict():
         outcome = billing.gateway.complete_card_setup(
             session, billing, subscription=sub, setup_ref=pending, approve=approve
         )
-    except GatewayError as exc:
-        raise Conflict(f"The payment service refused: {exc}", code="gateway_error") from exc
     if outcome.status in ("succeeded", "failed"):
         sub.pending_setup_ref = None
     session.flush()
@@ -644,12 +647,10 @@ def pay_now(
                 "asked to confirm it), then pay",
                 code="authentication_required",
             )
-    try:
+    with refusal_is_conflict():
         outcome, invoice = billing.gateway.retry_invoice(
             session, billing, subscription=sub, order=order, payment=payment
         )
-    except GatewayError as exc:
-        raise Conflict(f"The payment service refused: {exc}", code="gateway_error") from exc
     if outcome.status != "succeeded" or invoice is None:
         raise _declined(outcome, "The payment failed.")
     invoice_paid(session, billing, sub, invoice, at=utcnow())
