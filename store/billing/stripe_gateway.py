@@ -10,8 +10,10 @@ end on the item or on the subscription), so fields are read through ``obj_id``/`
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, cast
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import stripe
 from sqlalchemy import select
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
     from stripe._request_options import RequestOptions
 
 log = logging.getLogger("store.billing.stripe")
+T = TypeVar("T")
 
 
 def _plain(obj: Any) -> dict[str, Any]:
@@ -51,6 +54,41 @@ def _declined(exc: stripe.CardError, **refs: Any) -> Outcome:
         code=str(exc.code or "card_declined"),
         **refs,
     )
+
+
+class _Asking:
+    """Around a request to Stripe: an error it answers with is the gateway's (GatewayError),
+    not the buyer's. (A class, not a generator: it never swallows what it does not map.)"""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if isinstance(exc, stripe.StripeError):
+            raise GatewayError(str(exc)) from exc
+
+
+def _asking() -> _Asking:
+    return _Asking()
+
+
+def _with_card(request: Callable[[], T], *, intent: bool = False) -> T | Outcome:
+    """A request that uses the buyer's card: a card Stripe refused is the buyer's declined
+    outcome (with the PaymentIntent the refusal made, for ``intent``); any other error is
+    the gateway's."""
+    try:
+        return request()
+    except stripe.CardError as exc:
+        if not intent:
+            return _declined(exc)
+        return _declined(exc, payment_ref=obj_id(dig(exc.error, "payment_intent")))
+    except stripe.StripeError as exc:
+        raise GatewayError(str(exc)) from exc
 
 
 def _taxed(subscription: Subscription) -> bool:
@@ -106,10 +144,8 @@ class StripeGateway:
         except stripe.StripeError as exc:
             if exc.http_status not in (400, 409):
                 raise GatewayError(str(exc)) from exc
-            try:
+            with _asking():
                 self.v1.products.update(pid, data)
-            except stripe.StripeError as exc2:
-                raise GatewayError(str(exc2)) from exc2
         return pid
 
     def sync_price(self, session: Session, *, tier: Tier, price: TierPrice) -> str | None:
@@ -133,10 +169,8 @@ class StripeGateway:
         except stripe.StripeError as exc:
             if exc.http_status not in (400, 409):
                 raise GatewayError(str(exc)) from exc
-            try:  # it exists already (same id = same amount): reuse, never change it
+            with _asking():  # it exists already (same id = same amount): reuse, never change it
                 self.v1.plans.retrieve(plan)
-            except stripe.StripeError as exc2:
-                raise GatewayError(str(exc2)) from exc2
         return plan
 
     # --- customers ----------------------------------------------------------------------
@@ -156,13 +190,11 @@ class StripeGateway:
         row = session.scalar(find.execution_options(populate_existing=True))
         if row is not None:
             return row.gateway_ref
-        try:
+        with _asking():
             customer = self.v1.customers.create(
                 {"email": account.email, "metadata": {"account_id": str(account.id)}},
                 options=idempotent(f"customer-{account.id}"),
             )
-        except stripe.StripeError as exc:
-            raise GatewayError(str(exc)) from exc
         try:
             with session.begin_nested():
                 session.add(
@@ -189,13 +221,11 @@ class StripeGateway:
         row = session.scalar(find)
         if row is not None:
             return row.gateway_ref
-        try:
+        with _asking():
             created = self.v1.tax_rates.create(
                 cast(Any, {"display_name": label, "percentage": rate, "inclusive": False}),
                 options=idempotent(f"tax-rate-{rate}-{label}"),
             )
-        except stripe.StripeError as exc:
-            raise GatewayError(str(exc)) from exc
         try:
             with session.begin_nested():
                 session.add(
@@ -236,16 +266,13 @@ class StripeGateway:
                 "tier_id": str(order.tier_id),
             },
         }
-        try:
-            pi = self.v1.payment_intents.create(
+        pi = _with_card(
+            lambda: self.v1.payment_intents.create(
                 cast(Any, params), options=idempotent(f"order-{order.id}-payment")
-            )
-        except stripe.CardError as exc:
-            ref = obj_id(dig(exc.error, "payment_intent")) if exc.error else None
-            return _declined(exc, payment_ref=ref)
-        except stripe.StripeError as exc:
-            raise GatewayError(str(exc)) from exc
-        return self._intent_outcome(pi)
+            ),
+            intent=True,
+        )
+        return pi if isinstance(pi, Outcome) else self._intent_outcome(pi)
 
     @staticmethod
     def _intent_outcome(pi: Any, **refs: Any) -> Outcome:
@@ -280,21 +307,9 @@ class StripeGateway:
         if not payment.payment_method:
             return Outcome("failed", message="No card was entered.", code="payment_method_required")
         customer = self._customer(session, account)
-        try:
-            pm = self.v1.payment_methods.attach(
-                payment.payment_method,
-                {"customer": customer},
-                options=idempotent(f"order-{order.id}-attach"),
-            )
-            self.v1.customers.update(
-                customer,
-                {"invoice_settings": {"default_payment_method": pm.id}},
-                options=idempotent(f"order-{order.id}-default-card"),
-            )
-        except stripe.CardError as exc:
-            return _declined(exc)
-        except stripe.StripeError as exc:
-            raise GatewayError(str(exc)) from exc
+        declined = self._use_card(customer, payment, f"order-{order.id}")
+        if declined is not None:
+            return declined
         params: dict[str, Any] = {
             "customer": customer,
             "items": [{"plan": price.gateway_ref, "quantity": subscription.quantity}],
@@ -378,10 +393,8 @@ class StripeGateway:
             params["tax_rates"] = tax_rates
         if subscription is not None:
             params["subscription"] = subscription
-        try:
+        with _asking():
             item = self.v1.invoice_items.create(cast(Any, params), options=idempotent(key))
-        except stripe.StripeError as exc:
-            raise GatewayError(str(exc)) from exc
         return str(item.id)
 
     def _drop_pending_item(self, ref: str) -> None:
@@ -431,7 +444,9 @@ class StripeGateway:
         if not payment.payment_method:
             return Outcome("failed", message="No card was entered.", code="payment_method_required")
         customer = self._customer(session, subscription.account)
-        try:
+        method = payment.payment_method
+
+        def confirm() -> Any:
             seti = self.v1.setup_intents.create(
                 cast(
                     Any,
@@ -443,14 +458,10 @@ class StripeGateway:
                     },
                 )
             )
-            seti = self.v1.setup_intents.confirm(
-                seti.id, {"payment_method": payment.payment_method}
-            )
-        except stripe.CardError as exc:
-            return _declined(exc)
-        except stripe.StripeError as exc:
-            raise GatewayError(str(exc)) from exc
-        return self._setup_outcome(customer, seti)
+            return self.v1.setup_intents.confirm(seti.id, {"payment_method": method})
+
+        seti = _with_card(confirm)
+        return seti if isinstance(seti, Outcome) else self._setup_outcome(customer, seti)
 
     def _setup_outcome(self, customer: str, seti: Any) -> Outcome:
         status = str(seti["status"])
@@ -459,16 +470,15 @@ class StripeGateway:
             pm = obj_id(dig(seti, "payment_method"))
             if pm is None:
                 return Outcome("failed", message="The card was not saved.", code="setup_failed")
-            try:
-                self.v1.payment_methods.attach(pm, {"customer": customer})
+
+            def use(card: str) -> None:
+                self.v1.payment_methods.attach(card, {"customer": customer})
                 self.v1.customers.update(
-                    customer, {"invoice_settings": {"default_payment_method": pm}}
+                    customer, {"invoice_settings": {"default_payment_method": card}}
                 )
-            except stripe.CardError as exc:
-                return _declined(exc)
-            except stripe.StripeError as exc:
-                raise GatewayError(str(exc)) from exc
-            return Outcome("succeeded", **refs)
+
+            declined = _with_card(lambda: use(pm))
+            return declined or Outcome("succeeded", **refs)
         if status in ("requires_action", "requires_confirmation"):
             return Outcome("requires_action", client_secret=seti["client_secret"], **refs)
         if status == "processing":
@@ -492,10 +502,8 @@ class StripeGateway:
     ) -> Outcome:
         """The SetupIntent's state now (the customer confirmed with Stripe.js, or not)."""
         customer = self._customer(session, subscription.account)
-        try:
+        with _asking():
             seti = self.v1.setup_intents.retrieve(setup_ref)
-        except stripe.StripeError as exc:
-            raise GatewayError(str(exc)) from exc
         return self._setup_outcome(customer, seti)
 
     def setup_client_secret(self, setup_ref: str) -> str | None:
@@ -505,30 +513,27 @@ class StripeGateway:
             return None
 
     def _default_card(self, customer: str) -> str | None:
-        try:
+        with _asking():
             found = self.v1.customers.retrieve(customer)
-        except stripe.StripeError as exc:
-            raise GatewayError(str(exc)) from exc
         return obj_id(dig(found, "invoice_settings", "default_payment_method"))
 
     def _use_card(self, customer: str, payment: PaymentInput, key: str) -> Outcome | None:
         """Make ``payment`` the customer's default card; a declined card's outcome, else None."""
         if not payment.payment_method:
             return None
-        try:
+        method = payment.payment_method
+
+        def use() -> None:
             pm = self.v1.payment_methods.attach(
-                payment.payment_method, {"customer": customer}, options=idempotent(f"{key}-attach")
+                method, {"customer": customer}, options=idempotent(f"{key}-attach")
             )
             self.v1.customers.update(
                 customer,
                 {"invoice_settings": {"default_payment_method": pm.id}},
                 options=idempotent(f"{key}-default-card"),
             )
-        except stripe.CardError as exc:
-            return _declined(exc)
-        except stripe.StripeError as exc:
-            raise GatewayError(str(exc)) from exc
-        return None
+
+        return _with_card(use)
 
     def change_plan(
         self,
@@ -601,15 +606,14 @@ class StripeGateway:
                 "subscription_id": str(order.subscription_id),
             },
         }
-        try:
-            pi = self.v1.payment_intents.create(
+        pi = _with_card(
+            lambda: self.v1.payment_intents.create(
                 cast(Any, params), options=idempotent(f"{key}-payment")
-            )
-        except stripe.CardError as exc:
-            ref = obj_id(dig(exc.error, "payment_intent")) if exc.error else None
-            return _declined(exc, payment_ref=ref)
-        except stripe.StripeError as exc:
-            raise GatewayError(str(exc)) from exc
+            ),
+            intent=True,
+        )
+        if isinstance(pi, Outcome):
+            return pi
         outcome = self._intent_outcome(pi)
         if outcome.status == "requires_action":
             # Nobody is on the page to authenticate an off-session charge: it is not made.
@@ -627,7 +631,7 @@ class StripeGateway:
         self, subscription: Subscription, price: TierPrice, customer: str, key: str
     ) -> None:
         assert subscription.gateway_ref is not None
-        try:
+        with _asking():
             current = self.v1.subscriptions.retrieve(subscription.gateway_ref)
             item = dig(current, "items", "data", 0, "id")
             self.v1.subscriptions.update(
@@ -654,8 +658,6 @@ class StripeGateway:
                     and obj_id(dig(pending, "subscription")) == subscription.gateway_ref
                 ):
                     self.v1.invoice_items.delete(pending.id)
-        except stripe.StripeError as exc:
-            raise GatewayError(str(exc)) from exc
 
     def _credit_item(
         self,
@@ -678,12 +680,10 @@ class StripeGateway:
             params["tax_rates"] = tax_rates
         if subscription is not None:
             params["subscription"] = subscription
-        try:
+        with _asking():
             item = self.v1.invoice_items.create(
                 cast(Any, params), options=idempotent(f"{key}-credit")
             )
-        except stripe.StripeError as exc:
-            raise GatewayError(str(exc)) from exc
         return str(item.id)
 
     def _restart(
@@ -789,7 +789,7 @@ class StripeGateway:
         """Delete the coupon lines waiting for the subscription's next invoice; answers what
         they were (to put back)."""
         taken = []
-        try:
+        with _asking():
             for pending in self.v1.invoice_items.list({"customer": customer, "limit": 100}):
                 if (
                     obj_id(dig(pending, "invoice")) is None
@@ -798,8 +798,6 @@ class StripeGateway:
                 ):
                     taken.append(_plain(pending))
                     self.v1.invoice_items.delete(pending.id)
-        except stripe.StripeError as exc:
-            raise GatewayError(str(exc)) from exc
         return taken
 
     def _restore_lines(self, customer: str, lines: list[dict[str, Any]], key: str) -> None:
@@ -847,12 +845,10 @@ class StripeGateway:
     ) -> tuple[Outcome, dict[str, Any] | None]:
         """Pay the open invoice now with the customer's default card."""
         assert order.gateway_ref is not None
-        try:
-            invoice = self.v1.invoices.pay(order.gateway_ref)
-        except stripe.CardError as exc:
-            return _declined(exc), None
-        except stripe.StripeError as exc:
-            raise GatewayError(str(exc)) from exc
+        ref = order.gateway_ref
+        invoice = _with_card(lambda: self.v1.invoices.pay(ref))
+        if isinstance(invoice, Outcome):
+            return invoice, None
         if invoice["status"] != "paid":
             return Outcome("failed", message="The payment failed.", code="payment_failed"), None
         return Outcome("succeeded"), _plain(invoice)
@@ -867,52 +863,47 @@ class StripeGateway:
         self, session: Session, billing: Billing, *, subscription: Subscription, cancel: bool
     ) -> dict[str, Any] | None:
         assert subscription.gateway_ref
-        try:
+        with _asking():
             sub = self.v1.subscriptions.update(
                 subscription.gateway_ref, {"cancel_at_period_end": cancel}
             )
-        except stripe.StripeError as exc:
-            raise GatewayError(str(exc)) from exc
         return _plain(sub)
 
     def cancel_now(
         self, session: Session, billing: Billing, *, subscription: Subscription
     ) -> dict[str, Any] | None:
         assert subscription.gateway_ref
-        try:
-            return _plain(self.v1.subscriptions.cancel(subscription.gateway_ref))
-        except stripe.InvalidRequestError as exc:
-            # Already canceled (another process, the dashboard): the current object says so.
-            current = self.fetch_subscription(subscription.gateway_ref)
-            if current is not None and dig(current, "status") in ("canceled", "incomplete_expired"):
-                return current
-            raise GatewayError(str(exc)) from exc
-        except stripe.StripeError as exc:
-            raise GatewayError(str(exc)) from exc
+        with _asking():
+            try:
+                return _plain(self.v1.subscriptions.cancel(subscription.gateway_ref))
+            except stripe.InvalidRequestError as exc:
+                # Already canceled (another process, the dashboard): the current object says so.
+                current = self.fetch_subscription(subscription.gateway_ref)
+                ended = dig(current, "status") in ("canceled", "incomplete_expired")
+                if current is not None and ended:
+                    return current
+                raise GatewayError(str(exc)) from exc
 
     def fetch_payment(self, ref: str) -> dict[str, Any] | None:
-        try:
-            return _plain(self.v1.payment_intents.retrieve(ref))
-        except stripe.InvalidRequestError:
-            return None
-        except stripe.StripeError as exc:
-            raise GatewayError(str(exc)) from exc
+        with _asking():
+            try:
+                return _plain(self.v1.payment_intents.retrieve(ref))
+            except stripe.InvalidRequestError:
+                return None
 
     def fetch_invoice(self, ref: str) -> dict[str, Any] | None:
-        try:
-            return _plain(self.v1.invoices.retrieve(ref))
-        except stripe.InvalidRequestError:
-            return None
-        except stripe.StripeError as exc:
-            raise GatewayError(str(exc)) from exc
+        with _asking():
+            try:
+                return _plain(self.v1.invoices.retrieve(ref))
+            except stripe.InvalidRequestError:
+                return None
 
     def fetch_subscription(self, ref: str) -> dict[str, Any] | None:
-        try:
-            return _plain(self.v1.subscriptions.retrieve(ref))
-        except stripe.InvalidRequestError:
-            return None  # not at this Stripe account (or a hand-made event): use the payload
-        except stripe.StripeError as exc:
-            raise GatewayError(str(exc)) from exc
+        with _asking():
+            try:
+                return _plain(self.v1.subscriptions.retrieve(ref))
+            except stripe.InvalidRequestError:
+                return None  # not at this Stripe account (or a hand-made event): use the payload
 
     # --- refunds and status -------------------------------------------------------------
 
