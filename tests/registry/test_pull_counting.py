@@ -19,7 +19,7 @@ from store import migrate
 from store.db import make_engine, make_sessionmaker, session_scope
 from store.idempotency import ProcessedEvent
 from store.registry import events, hub
-from store.registry.models import HubRepository, PullCounter
+from store.registry.models import HubRepository, ManifestPull, PullCounter
 from store.registry.pull_search import PullSearch
 from store.search.models import SearchDocument
 from tests import pg
@@ -167,6 +167,34 @@ def test_an_index_and_its_manifest_at_two_processes_at_once_are_one_pull(
         assert _count(fresh_engine, "acme/multi") == (rounds, rounds)
     finally:
         other.dispose()
+
+
+def test_one_clients_two_multi_arch_pulls_at_four_processes_at_once_are_two(
+    fresh_engine: Engine,
+) -> None:
+    """Two indexes and two platform manifests of one client, each to a process of its own
+    at once: each download pairs with at most one of the other kind, so two pulls."""
+    with session_scope(make_sessionmaker(fresh_engine)) as session:
+        make_repo(session, "acme/twice")
+    url = fresh_engine.url.render_as_string(hide_password=False)
+    others = [make_engine(url) for _ in range(3)]
+    try:
+        engines = [fresh_engine, *others]
+        for i in range(3):
+            client = f"10.2.0.{i}:1"
+            media = [INDEX, MANIFEST, INDEX, MANIFEST]
+            envelopes = [{"events": [_pull("acme/twice", media=m, client=client)]} for m in media]
+            outcomes = _together(list(zip(engines, envelopes, strict=True)))
+            assert sum(o.processed for o in outcomes) == 4
+        assert _count(fresh_engine, "acme/twice") == (6, 6)
+        with fresh_engine.connect() as conn:
+            paired = conn.scalar(
+                select(func.count()).select_from(ManifestPull).where(ManifestPull.paired)
+            )
+        assert paired == 12  # every download of the twelve paired with one of the other kind
+    finally:
+        for engine in others:
+            engine.dispose()
 
 
 def _searched_pulls(engine: Engine, name: str) -> int | None:
