@@ -128,7 +128,16 @@ def test_quote_and_checkout_with_country(
         params={"tier_id": str(shop.one_time.id), "country": "Germany"},
         headers=buyer,
     )
-    assert bad.status_code == 422
+    assert bad.status_code == 422 and bad.json()["field"] == "country"
+    # The store's own checks name the input too: a country that is not two letters, none.
+    for params, code in (({"country": "D1"}, "bad_country"), ({}, "country_required")):
+        refused = client.post(
+            "/api/v1/billing/checkout",
+            json={"tier_id": str(shop.one_time.id), "card_number": "4242424242424242", **params},
+            headers=buyer,
+        )
+        assert refused.status_code == 422 and refused.json()["error"] == code, refused.text
+        assert refused.json()["field"] == "country"
     r = client.post(
         "/api/v1/billing/checkout",
         json={"tier_id": str(shop.one_time.id), "card_number": "4242424242424242", "country": "DE"},

@@ -87,6 +87,7 @@ def test_api_and_page(client: TestClient, session: Session, billing: Billing, se
         headers=token,
     )
     assert bad.status_code == 422 and bad.json()["error"] == "quantity_not_per_seat"
+    assert bad.json()["field"] == "quantity"
     client.headers.update(HTML)
     login(client, seated.buyer.username)
     page = client.get(f"/checkout/{seated.one_time.id}", params={"quantity": "2"})
