@@ -67,7 +67,8 @@ _MIXED = re.compile(r"[a-z][A-Z]|[A-Z]{2}[a-z]")
 
 
 # Large enough for the vocabulary of a million documents: a full reindex stems every word
-# of every document, and a miss costs ~20 µs of pure-Python Snowball.
+# of every document. snowballstemmer uses PyStemmer's C stemmers (a dependency: the same
+# stems, ≈ 15 times faster than its pure-Python ones).
 @lru_cache(maxsize=1 << 18)
 def stem(token: str) -> str:
     """The English (Snowball) stem of a folded token: "running" → "run", "highly" → "high".

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from store.search import service
+from store.search import query, service
 from store.search.query import index_text, parse, stem
 from tests.factories import make_account, make_org, make_product
 from tests.search.helpers import make_repo
@@ -24,6 +24,33 @@ def test_index_text_adds_parts_and_stems_after_the_words() -> None:
     assert {"pg", "vault", "postgre", "sql", "avail", "high"} <= set(tokens[4:])
     assert len(tokens) == len(set(tokens))
     assert stem("running") == "run" and stem("k8s") == "k8s"
+
+
+def test_stems_are_the_c_snowballs_and_the_same_as_the_pure_python_ones() -> None:
+    # PyStemmer (a dependency) is what snowballstemmer uses when installed: an index built
+    # with either stemmer must be queried with the same stems.
+    import Stemmer
+    from snowballstemmer.english_stemmer import EnglishStemmer
+
+    assert isinstance(query._stemmer(), Stemmer.Stemmer)
+    pure = EnglishStemmer()
+    words = [
+        "running", "highly", "available", "generously", "replication", "databases",
+        "caresses", "ponies", "ties", "feed", "agreed", "plastered", "motoring", "sing",
+        "conflated", "troubled", "sized", "hopping", "filing", "happy", "relational",
+        "conditional", "rational", "valenci", "hesitanci", "digitizer", "conformabli",
+        "radicalli", "differentli", "vileli", "analogousli", "vietnamization", "predication",
+        "operator", "feudalism", "decisiveness", "hopefulness", "callousness", "formaliti",
+        "sensitiviti", "sensibiliti", "triplicate", "formative", "formalize", "electriciti",
+        "electrical", "hopeful", "goodness", "revival", "allowance", "inference", "airliner",
+        "gyroscopic", "adjustable", "defensible", "irritant", "replacement", "adjustment",
+        "dependent", "adoption", "homologou", "communism", "activate", "angulariti",
+        "homologous", "effective", "bowdlerize", "probate", "rate", "cease", "controll",
+        "roll", "skies", "dying", "lying", "tying", "news", "innings", "outings", "cannings",
+        "howe", "proceed", "exceed", "succeed", "gently", "onlies", "generate", "communal",
+        "arsenal", "postgresql", "kubernetes", "observability", "zzzzzzzzzz", "ab",
+    ]  # fmt: skip
+    assert [stem(w) for w in words] == [pure.stemWord(w) for w in words]
 
 
 def test_last_word_is_a_prefix_or_its_stem() -> None:
