@@ -31,7 +31,7 @@ from store.db import read_only_connection, utcnow
 from store.observability import metrics
 from store.registry import credentials, events, grants, lookup, pull_search, refresh, tokens
 from store.registry.explain import explain_denials
-from store.registry.scopes import parse_scopes
+from store.registry.scopes import ParsedScopes, parse_scopes
 
 log = logging.getLogger("store.registry")
 router = APIRouter()
@@ -158,10 +158,10 @@ def _basic(request: Request) -> tuple[str, str] | None:
 
 
 class _Params:
-    """Query or form parameters with repeated keys."""
+    """Query or form parameters with repeated keys (never changed once made)."""
 
     def __init__(self, pairs: list[tuple[str, str]]) -> None:
-        self.pairs = pairs
+        self.pairs = tuple(pairs)
 
     def get(self, key: str, default: str = "") -> str:
         for k, v in self.pairs:
@@ -188,10 +188,29 @@ def query_pairs(raw: bytes) -> list[tuple[str, str]]:
     return pairs
 
 
+# GET /token's query strings, parsed: a registry's clients ask for the same few scopes over
+# and over, and parsing them (percent-decoding, scope syntax) is pure.
+_QUERIES: dict[bytes, tuple[_Params, ParsedScopes]] = {}
+_QUERIES_MAX = 1024
+_QUERY_CACHED_BYTES = 1024
+
+
+def _parsed_query(raw: bytes) -> tuple[_Params, ParsedScopes]:
+    found = _QUERIES.get(raw)
+    if found is None:
+        params = _Params(query_pairs(raw))
+        found = (params, parse_scopes(params.getlist("scope")))
+        if len(raw) <= _QUERY_CACHED_BYTES:
+            if len(_QUERIES) >= _QUERIES_MAX:
+                _QUERIES.clear()
+            _QUERIES[raw] = found
+    return found
+
+
 async def _params(request: Request) -> _Params:
-    query = query_pairs(request.scope["query_string"])
     if request.method == "GET":
-        return _Params(query)
+        return _parsed_query(request.scope["query_string"])[0]
+    query = query_pairs(request.scope["query_string"])
     body = b""
     # The OAuth2 POST from containers/image is chunked (no Content-Length): read the stream.
     async for chunk in request.stream():
@@ -222,7 +241,10 @@ async def _token(request: Request, state: RegistryState, params: _Params) -> Res
         return registry_error(400, "UNSUPPORTED", f"unknown service {service!r}")
     # A scope that cannot be parsed, or asks for nothing this registry knows, is dropped:
     # the token carries no access for it (distribution's token specification), never a 500.
-    parsed = parse_scopes(params.getlist("scope"))
+    if request.method == "GET":
+        parsed = _parsed_query(request.scope["query_string"])[1]
+    else:
+        parsed = parse_scopes(params.getlist("scope"))
     if parsed.invalid:
         metrics.token_decision("rejected", "invalid_scope")
     names = [s.name for s in parsed.scopes if s.type == "repository"]
@@ -282,6 +304,9 @@ async def _token(request: Request, state: RegistryState, params: _Params) -> Res
         access=decision.access(),
         ttl=settings.registry_token_ttl,
     )
+    if not offline:
+        metrics.token_granted(partial=bool(decision.denied), login=not parsed.scopes)
+        return _JSONResponse(_token_body(issued))
     body: dict[str, Any] = {
         "token": issued.token,
         "access_token": issued.token,
@@ -290,7 +315,7 @@ async def _token(request: Request, state: RegistryState, params: _Params) -> Res
     }
     if isinstance(offline, str):
         body["refresh_token"] = offline  # rotated by the refresh grant
-    elif offline:
+    else:
         secret = await request.app.state.write_turns.run(
             _issue_refresh_token, request.app, principal, params.get("client_id"), ctx.now
         )
@@ -298,6 +323,26 @@ async def _token(request: Request, state: RegistryState, params: _Params) -> Res
             body["refresh_token"] = secret
     metrics.token_granted(partial=bool(decision.denied), login=not parsed.scopes)
     return _json(body)
+
+
+def _token_body(issued: tokens.IssuedJWT) -> bytes:
+    """The JSON of a token answer without a refresh token, put together directly: a JWT
+    and an RFC 3339 time need no escaping (``orjson.dumps`` of the same dict, byte for
+    byte; a test checks it)."""
+    token = issued.token.encode()
+    return b"".join(
+        (
+            b'{"token":"',
+            token,
+            b'","access_token":"',
+            token,
+            b'","expires_in":',
+            str(int(issued.expires_in)).encode(),
+            b',"issued_at":"',
+            tokens.rfc3339(issued.issued_at).encode(),
+            b'"}',
+        )
+    )
 
 
 def _too_many(wait: int, what: str = "too many failed log-ins") -> Response:

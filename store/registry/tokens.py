@@ -137,9 +137,18 @@ class Reuse:
         self._tokens.clear()
 
 
+_last_rfc3339: tuple[datetime, str] | None = None  # a reused token's time: formatted once
+
+
 def rfc3339(moment: datetime) -> str:
     """``2026-11-28T17:44:00.269472Z``: the form Go's time parser accepts."""
-    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    global _last_rfc3339
+    last = _last_rfc3339
+    if last is not None and last[0] is moment:
+        return last[1]
+    text = moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    _last_rfc3339 = (moment, text)
+    return text
 
 
 def decode_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -433,3 +433,39 @@ def test_robot_certificate_bundle_kid(app: FastAPI, session: Session) -> None:
     )
     cert = x509.load_pem_x509_certificate(key.certificate_pem.encode())
     assert crypto.libtrust_kid(cert.public_key()) == key.kid  # type: ignore[arg-type]
+
+
+def test_the_token_answer_is_what_orjson_makes_of_it(
+    client: TestClient, world: dict[str, object]
+) -> None:
+    import orjson
+
+    from store.registry.routes import _token_body
+
+    response = get_token(client, ["repository:acme/open:pull"], basic("bob", str(world["pat"])))
+    body = response.json()
+    assert set(body) == {"token", "access_token", "expires_in", "issued_at"}
+    assert response.content == orjson.dumps(body)
+    claims = tokens.decode_unverified(body["token"])[1]
+    issued = tokens.IssuedJWT(body["token"], utcnow(), 299, claims)
+    assert _token_body(issued) == orjson.dumps(
+        {
+            "token": issued.token,
+            "access_token": issued.token,
+            "expires_in": 299,
+            "issued_at": tokens.rfc3339(issued.issued_at),
+        }
+    )
+
+
+def test_query_strings_parse_the_same_from_the_cache(
+    client: TestClient, world: dict[str, object]
+) -> None:
+    pat = basic("bob", str(world["pat"]))
+    scopes = ["repository:acme/open:pull", "repository:acme/open:pull,push x:y", "bad scope"]
+    first = [access_of(get_token(client, [s], pat)) for s in scopes]
+    assert first == [access_of(get_token(client, [s], pat)) for s in scopes]
+    assert (
+        first[0] == first[1] == [{"type": "repository", "name": "acme/open", "actions": ["pull"]}]
+    )
+    assert first[2] == []
