@@ -77,30 +77,47 @@ def _quote(lexeme: str) -> str:
 
 
 @lru_cache(maxsize=1 << 18)
-def _quoted(token: str) -> tuple[str, ...]:
-    """A word's lexeme and its short prefixes' lexemes (query.PREFIX_MARK), quoted for a
-    tsvector literal (cached: a reindex quotes the same words millions of times)."""
-    lexemes = [_quote(token)]
-    lexemes += [_quote(PREFIX_MARK + token[:n]) for n in SHORT_PREFIXES if len(token) >= n]
-    return tuple(lexemes)
+def _lexemes(token: str) -> tuple[str, str | None]:
+    """A word's lexeme and its 3-character prefix's lexeme (query.PREFIX_MARK; None for a
+    shorter word), quoted for a tsvector literal (cached: a reindex quotes the same words
+    millions of times)."""
+    n = SHORT_PREFIXES[0]
+    return _quote(token), _quote(PREFIX_MARK + token[:n]) if len(token) >= n else None
 
 
 def _literal(doc: dict[str, Any], fields: Sequence[tuple[str, str, int]], weighted: bool) -> str:
-    # Quoted lexeme → its positions (at most 256, as PostgreSQL keeps).
+    # Word → its positions (at most 256, as PostgreSQL keeps), then each prefix lexeme the
+    # positions of the words it starts: one dictionary step per word occurrence.
     positions: dict[str, list[str]] = {}
     for column, weight, start in fields:
         w = weight if weighted else ""
         for offset, tok in enumerate(doc[column].split(), start):
-            position = f"{min(offset, _MAX_POS)}{w}"
-            for lexeme in _quoted(tok):
-                held = positions.get(lexeme)
-                if held is None:
-                    positions[lexeme] = [position]
-                elif len(held) < 256:
-                    held.append(position)
-    parts = [f"{lexeme}:{','.join(p)}" for lexeme, p in positions.items()]
-    parts += [q for t in doc["fts_facets"].split() if (q := _quote(t)) not in positions]
+            held = positions.get(tok)
+            position = f"{offset if offset < _MAX_POS else _MAX_POS}{w}"
+            if held is None:
+                positions[tok] = [position]
+            elif len(held) < 256:
+                held.append(position)
+    parts = []
+    prefixes: dict[str, list[str]] = {}
+    for tok, held in positions.items():
+        lexeme, prefix = _lexemes(tok)
+        parts.append(f"{lexeme}:{','.join(held)}")
+        if prefix is not None:
+            shared = prefixes.get(prefix)
+            if shared is None:
+                prefixes[prefix] = held
+            else:
+                # Words sharing a prefix: their positions merged, the first 256 kept.
+                merged = sorted(shared + held, key=_position)
+                prefixes[prefix] = merged[:256]
+    parts += [f"{lexeme}:{','.join(held)}" for lexeme, held in prefixes.items()]
+    parts += [_quote(t) for t in doc["fts_facets"].split() if t not in positions]
     return " ".join(parts)
+
+
+def _position(position: str) -> int:
+    return int(position.rstrip("AB"))
 
 
 # Rank bands: the rank key's top bits (badge class and popularity, 16 popularity steps per
