@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, delete, event, or_, select, update
+from sqlalchemy import Connection, Table, bindparam, delete, event, or_, select, update
 from sqlalchemy.orm import ORMExecuteState, Session
 
 from store.accounts.models import Organization
@@ -29,6 +29,13 @@ from store.search.query import TextJob, index_texts
 
 docs_t = cast(Table, SearchDocument.__table__)
 _COMPARED = [c.name for c in docs_t.columns if c.name not in ("indexed_at",)]
+_COLUMNS = [c.name for c in docs_t.columns]
+# One statement for every rewritten document (its rank key may change), run as executemany.
+_UPDATE = (
+    update(docs_t)
+    .where(docs_t.c.id == bindparam("old_id", type_=docs_t.c.id.type))
+    .values({c.name: bindparam(f"v_{c.name}", type_=c.type) for c in docs_t.columns})
+)
 _INSTALLED = False
 _BULK = "store.search.bulk"  # Connection.info flag: a reindex will rebuild the engine index
 
@@ -138,15 +145,24 @@ def write(conn: Connection, source: str, ref_ids: Iterable[uuid.UUID], docs: Seq
         ).all()
     )
     inserts = []
+    updates: list[dict[str, Any]] = []  # executed together (executemany), in this order
+
+    def flush_updates() -> None:
+        if updates:
+            conn.execute(_UPDATE, updates)
+            updates.clear()
+
     for doc in todo:
         holder = holders.get(doc["id"])
         if holder is not None and holder != doc["ref_id"]:
+            flush_updates()  # the probe sees the keys the updates before it took
             doc["id"] = _free_key(conn, doc["id"] + 1, doc["ref_id"])
         old = existing.get(doc["ref_id"])
         if old is None:
             inserts.append(doc)
         else:
-            conn.execute(update(docs_t).where(docs_t.c.id == old["id"]).values(**doc))
+            updates.append({"old_id": old["id"], **{f"v_{c}": doc[c] for c in _COLUMNS}})
+    flush_updates()
     if inserts:
         conn.execute(docs_t.insert(), inserts)
     if not conn.info.get(_BULK):
