@@ -196,11 +196,12 @@ def refresh(
 
 # A reindex of at least this many documents builds their text in worker processes too.
 PARALLEL_FROM = 20_000
+_PIECES = 16  # a batch's text jobs are shared out in this many pieces
 
 
 class TextPool:
     """store.search.query.index_texts spread over worker processes, the calling process
-    doing one share itself: tokenising and stemming are most of a full reindex's Python
+    doing a share itself: tokenising and stemming are most of a full reindex's Python
     time, and they need nothing but the texts. Workers are spawned (never forked from a
     process with open connections and threads) and each keeps its own stem cache; as with
     any spawned process, a script that reindexes keeps its top level under
@@ -217,14 +218,20 @@ class TextPool:
         )
 
     def texts(self, jobs: Sequence[TextJob]) -> list[str]:
-        size = -(-len(jobs) // (self.workers + 1))
-        parts = [jobs[i : i + size] for i in range(0, len(jobs), size)] if jobs else []
-        if not parts:
-            return []
-        futures = [self._executor.submit(index_texts, part) for part in parts[1:]]
-        out = index_texts(parts[0])
-        for future in futures:
-            out += future.result()
+        """The jobs cut in small pieces, all handed to the workers; this process takes
+        pieces from the end for as long as no worker has started them, so neither side
+        waits long for the other when one gets less of the CPU (a loaded machine)."""
+        size = max(1, -(-len(jobs) // _PIECES))
+        pieces = [jobs[i : i + size] for i in range(0, len(jobs), size)]
+        futures = [self._executor.submit(index_texts, piece) for piece in pieces]
+        done: dict[int, list[str]] = {}
+        for i in reversed(range(len(pieces))):
+            if not futures[i].cancel():
+                break  # a worker has it, so every piece before it is a worker's too
+            done[i] = index_texts(pieces[i])
+        out: list[str] = []
+        for i, future in enumerate(futures):
+            out += done[i] if i in done else future.result()
         return out
 
     def close(self) -> None:
