@@ -103,6 +103,20 @@ class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
 
+        self._second: tuple[int, str] | None = None
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        """As logging's, with the date and time of a second made once for all its lines."""
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        cached = self._second
+        if cached is None or cached[0] != second:
+            stamp = time.strftime(self.default_time_format, self.converter(record.created))
+            cached = self._second = (second, stamp)
+        msec_format = self.default_msec_format
+        return msec_format % (cached[1], record.msecs) if msec_format else cached[1]
+
     def format(self, record: logging.LogRecord) -> str:
         if not getattr(record, "request_id", None):
             record.request_id = REQUEST_ID.get() or "-"

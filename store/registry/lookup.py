@@ -162,6 +162,8 @@ class _Codec:
 
     def time(self, value: datetime) -> Any:
         if self.sqlite:  # "YYYY-MM-DD HH:MM:SS.ffffff", naive UTC
+            if value.tzinfo is UTC:  # utcnow(): the text before "+00:00"
+                return value.isoformat(" ", "microseconds")[:26]
             return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
         return value
 
@@ -217,6 +219,7 @@ class SqliteDB(TokenDB):
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._names: dict[str, list[str]] = {}
 
     def _connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -231,7 +234,9 @@ class SqliteDB(TokenDB):
 
     async def rows(self, statement: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         cursor = self._connection().execute(STATEMENTS[statement], params)
-        names = [d[0] for d in cursor.description]
+        names = self._names.get(statement)
+        if names is None:  # cursor.description builds a tuple per column: read it once
+            names = self._names[statement] = [d[0] for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
     def close(self) -> None:

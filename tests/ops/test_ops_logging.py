@@ -200,3 +200,13 @@ def test_the_batch_is_written_within_the_flush_interval() -> None:
         [sys.executable, "-c", code], check=True, capture_output=True, text=True
     ).stdout
     assert "waiting line" in out
+
+
+def test_text_lines_carry_the_time_logging_would_give_them() -> None:
+    formatter = TextFormatter()
+    plain = logging.Formatter()
+    for created in (1_800_000_000.0, 1_800_000_000.5, 1_800_000_000.999, 1_800_000_001.25):
+        record = logging.LogRecord("store.access", logging.INFO, __file__, 0, "m", None, None)
+        record.created, record.msecs = created, (created - int(created)) * 1000
+        assert formatter.formatTime(record) == plain.formatTime(record)
+        assert formatter.formatTime(record, "%H") == plain.formatTime(record, "%H")
