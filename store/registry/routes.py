@@ -15,6 +15,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 from urllib.parse import parse_qsl, unquote_plus
 
@@ -163,6 +164,11 @@ class _Params:
     def __init__(self, pairs: list[tuple[str, str]]) -> None:
         self.pairs = tuple(pairs)
 
+    @cached_property
+    def scopes(self) -> ParsedScopes:
+        """The ``scope`` parameters, parsed once (kept with a cached query's parameters)."""
+        return parse_scopes(self.getlist("scope"))
+
     def get(self, key: str, default: str = "") -> str:
         for k, v in self.pairs:
             if k == key:
@@ -190,16 +196,15 @@ def query_pairs(raw: bytes) -> list[tuple[str, str]]:
 
 # GET /token's query strings, parsed: a registry's clients ask for the same few scopes over
 # and over, and parsing them (percent-decoding, scope syntax) is pure.
-_QUERIES: dict[bytes, tuple[_Params, ParsedScopes]] = {}
+_QUERIES: dict[bytes, _Params] = {}
 _QUERIES_MAX = 1024
 _QUERY_CACHED_BYTES = 1024
 
 
-def _parsed_query(raw: bytes) -> tuple[_Params, ParsedScopes]:
+def _parsed_query(raw: bytes) -> _Params:
     found = _QUERIES.get(raw)
     if found is None:
-        params = _Params(query_pairs(raw))
-        found = (params, parse_scopes(params.getlist("scope")))
+        found = _Params(query_pairs(raw))
         if len(raw) <= _QUERY_CACHED_BYTES:
             if len(_QUERIES) >= _QUERIES_MAX:
                 _QUERIES.clear()
@@ -209,7 +214,7 @@ def _parsed_query(raw: bytes) -> tuple[_Params, ParsedScopes]:
 
 async def _params(request: Request) -> _Params:
     if request.method == "GET":
-        return _parsed_query(request.scope["query_string"])[0]
+        return _parsed_query(request.scope["query_string"])
     query = query_pairs(request.scope["query_string"])
     body = b""
     # The OAuth2 POST from containers/image is chunked (no Content-Length): read the stream.
@@ -241,10 +246,7 @@ async def _token(request: Request, state: RegistryState, params: _Params) -> Res
         return registry_error(400, "UNSUPPORTED", f"unknown service {service!r}")
     # A scope that cannot be parsed, or asks for nothing this registry knows, is dropped:
     # the token carries no access for it (distribution's token specification), never a 500.
-    if request.method == "GET":
-        parsed = _parsed_query(request.scope["query_string"])[1]
-    else:
-        parsed = parse_scopes(params.getlist("scope"))
+    parsed = params.scopes
     if parsed.invalid:
         metrics.token_decision("rejected", "invalid_scope")
     names = [s.name for s in parsed.scopes if s.type == "repository"]

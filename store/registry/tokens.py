@@ -105,10 +105,6 @@ class Reuse:
         """A token for this grant: one signed less than ``min(seconds, ttl / 10)`` ago,
         with ``expires_in`` what is left of its lifetime, or a new one."""
         window = min(self.seconds, ttl / 10)
-        if window <= 0:
-            return mint(
-                key, issuer=issuer, audience=audience, subject=subject, access=access, ttl=ttl
-            )
         cache_key = (
             key.kid,
             id(key.private_key),
@@ -118,9 +114,8 @@ class Reuse:
             orjson.dumps(access),
             ttl,
         )
-        now = time.time()
-        found = self._tokens.get(cache_key)
-        if found is not None:
+        if window > 0 and (found := self._tokens.get(cache_key)) is not None:
+            now = time.time()
             signed_at, issued = found
             if 0 <= now - signed_at < window:
                 left = int(issued.claims["exp"] - now)
@@ -128,9 +123,10 @@ class Reuse:
         issued = mint(
             key, issuer=issuer, audience=audience, subject=subject, access=access, ttl=ttl
         )
-        if len(self._tokens) >= self.size:
-            self._tokens.clear()
-        self._tokens[cache_key] = (issued.issued_at.timestamp(), issued)
+        if window > 0:
+            if len(self._tokens) >= self.size:
+                self._tokens.clear()
+            self._tokens[cache_key] = (issued.issued_at.timestamp(), issued)
         return issued
 
     def clear(self) -> None:
