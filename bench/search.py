@@ -507,7 +507,7 @@ def bench_backend(backend: str, data: dict[str, Any], args: argparse.Namespace) 
         url = f"sqlite:///{path}"
     else:
         base = make_url(args.pg_url).set(drivername="postgresql+psycopg")
-        name = f"store_bench_{os.getpid()}"
+        name = args.keep_database or f"store_bench_{os.getpid()}"
         admin = make_engine(
             base.render_as_string(hide_password=False), isolation_level="AUTOCOMMIT"
         )
@@ -592,10 +592,11 @@ def bench_backend(backend: str, data: dict[str, Any], args: argparse.Namespace) 
     finally:
         engine.dispose()
         if admin is not None:
-            with admin.connect() as conn:
-                conn.execute(
-                    text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
-                )
+            if not args.keep_database:
+                with admin.connect() as conn:
+                    conn.execute(
+                        text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
+                    )
             admin.dispose()
         tmp.cleanup()
 
@@ -624,6 +625,12 @@ def main() -> int:
         dest="concurrent_reindex",
         action="store_false",
         help="skip the second reindex timed beside searches",
+    )
+    parser.add_argument(
+        "--keep-database",
+        metavar="NAME",
+        help="PostgreSQL: build the index in this database and keep it afterwards (for "
+        "EXPLAIN and profiles; replaced if it exists)",
     )
     args = parser.parse_args()
     signal.signal(signal.SIGALRM, _timeout)
