@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from store.accounts.models import Account, Membership
+from store.accounts.models import AccessToken, Account, Membership
 from store.accounts.models import RecoveryCode as RecoveryCodeTable
 from store.audit import service as audit
 from store.config import Settings
@@ -161,6 +161,19 @@ def confirm(session: Session, *, settings: Settings, account: Account, code: str
     if not _accept_totp(session, settings, account, code):
         raise BadCode()
     account.totp_enabled_at = utcnow()
+    # The password alone no longer signs in: registry log-ins kept from it end now
+    # (store.registry.refresh refuses them while two-factor sign-in is on as well).
+    session.execute(
+        update(AccessToken)
+        .where(
+            AccessToken.account_id == account.id,
+            AccessToken.kind == "refresh",
+            AccessToken.source_kind == "password",
+            AccessToken.revoked_at.is_(None),
+        )
+        .values(revoked_at=account.totp_enabled_at)
+        .execution_options(synchronize_session=False)
+    )
     codes = _new_recovery_codes(session, account)
     audit.record(session, action="account.two_factor_on", actor=account, target=account)
     session.flush()

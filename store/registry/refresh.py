@@ -14,10 +14,11 @@ Robot tokens get none (they are long-lived credentials already).
 
 Every use re-checks the source: the token dies when the source token or license is revoked
 or expires, when the account's password changes after the token was made, when the account
-is disabled, and when its entitlement stops being usable. The expiry slides by the
-configured lifetime on each use (``STORE_REFRESH_TOKEN_DAYS``, default 30) up to an
-absolute cap from the log-in (``STORE_REFRESH_TOKEN_MAX_DAYS``, default 90) and the source's
-own expiry.
+is disabled, when a password log-in's account turns two-factor sign-in on (revoked then, so
+turning it off again does not revive it), and when its entitlement stops being usable.
+The expiry slides by the configured lifetime on each use (``STORE_REFRESH_TOKEN_DAYS``,
+default 30) up to an absolute cap from the log-in (``STORE_REFRESH_TOKEN_MAX_DAYS``, default
+90) and the source's own expiry.
 
 **Rotation.** A client that keeps refresh tokens says so by asking for offline access again
 on the refresh grant (``access_type=offline``, as distribution's client does): it gets a new
@@ -250,6 +251,13 @@ def _check(
             raise RefreshRefused("this account is disabled")
         if account.password_changed_at > token.created_at:
             raise RefreshRefused("the password changed since this log-in; log in again")
+        if token.source_kind == "password" and account.totp_enabled_at is not None:
+            # The password alone no longer signs this account in (docker cannot send the
+            # second factor), so neither does a log-in kept from it.
+            raise RefreshRefused(
+                "this account now uses two-factor sign-in: log in with a personal access "
+                "token instead of the password"
+            )
     scopes = frozenset(token.scopes) & REGISTRY_SCOPES
     if token.source_kind == "license":
         return _license_principal(session, token, now, scopes)

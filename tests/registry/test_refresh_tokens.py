@@ -310,3 +310,45 @@ def test_license_log_in_keeps_a_refresh_token_bounded_by_the_license(
     response = refresh(client, secret, scope)
     assert response.status_code == 401
     assert "license" in response.json()["errors"][0]["message"]
+
+
+def test_turning_on_two_factor_ends_refresh_tokens_of_password_log_ins(
+    client: TestClient, session: Session, settings: Any, world: dict[str, Any]
+) -> None:
+    """A refresh token kept from a password log-in is that password log-in again: once the
+    account signs in with a second factor, which docker cannot send, it is refused (as the
+    password itself is), and turning two-factor sign-in on revokes it, so turning it off
+    again does not bring it back. Personal access tokens stay the way in, and so do their
+    refresh tokens."""
+    import pyotp
+
+    from store.accounts import two_factor
+
+    alice = world["alice"]
+    by_password = login(client, basic("alice", PASSWORD)).json()["refresh_token"]
+    other = login(client, basic("alice", PASSWORD)).json()["refresh_token"]
+    by_token = login(client, basic("alice", world["push"])).json()["refresh_token"]
+    assert refresh(client, by_password).status_code == 200
+    # The rule, whatever the rows say (two-factor turned on behind the service's back).
+    alice.totp_enabled_at = utcnow()
+    session.commit()
+    refused = refresh(client, other, access_type="offline")
+    assert refused.status_code == 401
+    assert "two-factor" in refused.json()["errors"][0]["message"]
+    alice.totp_enabled_at = None
+    session.commit()
+    # Turned on by the service: the password log-ins end for good.
+    secret = two_factor.begin(session, settings=settings, account=alice).secret
+    two_factor.confirm(session, settings=settings, account=alice, code=pyotp.TOTP(secret).now())
+    session.commit()
+    assert refresh(client, by_password).status_code == 401
+    assert login(client, basic("alice", PASSWORD)).status_code == 401
+    assert access_of(refresh(client, by_token)) == [
+        {"type": "repository", "name": "acme/app", "actions": ["pull", "push"]}
+    ]
+    alice.totp_enabled_at = None  # off again (as two_factor.disable leaves it)
+    session.commit()
+    for secret in (by_password, other):
+        assert refresh(client, secret).status_code == 401
+        assert row(session, secret).revoked_at is not None
+    assert refresh(client, by_token).status_code == 200
