@@ -24,8 +24,10 @@ default 30) up to an absolute cap from the log-in (``STORE_REFRESH_TOKEN_MAX_DAY
 on the refresh grant (``access_type=offline``, as distribution's client does): it gets a new
 refresh token of the same family and the one it sent is marked rotated. Presenting a rotated
 token again is a reuse (a copy is in someone else's hands): every token of the family is
-revoked. Clients that do not ask (containers/image, which keeps the identity token in
-auth.json and never stores a new one) keep using theirs until it expires, unrotated.
+revoked. Two requests rotating one token at the same instant (two processes) rotate it
+once: the second is that reuse. Clients that do not ask (containers/image, which keeps the
+identity token in auth.json and never stores a new one) keep using theirs until it expires,
+unrotated.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NoReturn
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -194,19 +197,7 @@ def redeem(
     if token is None or token.kind != "refresh":
         raise RefreshRefused("unknown refresh token")
     if token.rotated_at is not None:
-        if token.family_id is not None and revoke_family(session, token.family_id, now):
-            audit.record(
-                session,
-                action="token.refresh_reused",
-                actor=None,
-                target=token,
-                details={"prefix": token.prefix, "family": str(token.family_id)},
-            )
-        raise RefreshRefused(
-            "this refresh token was already used and replaced; every token of its log-in "
-            "is revoked, log in again",
-            reused=True,
-        )
+        _reused(session, token, now)
     principal, source_expiry = _check(session, token, now)
     sliding, _ = lifetimes(settings)
     absolute = _earliest(token.absolute_expires_at or token.expires_at, source_expiry)
@@ -216,8 +207,24 @@ def redeem(
         token.last_used_at = now
         session.flush()
         return Redeemed(principal, None)
-    token.rotated_at = now
-    token.last_used_at = now
+    # Spent by one conditional UPDATE: of two requests rotating it at the same instant (two
+    # processes), the second finds it rotated and is the reuse it would be a moment later.
+    claimed = session.execute(
+        update(AccessToken)
+        .where(
+            AccessToken.id == token.id,
+            AccessToken.rotated_at.is_(None),
+            AccessToken.revoked_at.is_(None),
+        )
+        .values(rotated_at=now, last_used_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if not getattr(claimed, "rowcount", 0):
+        session.refresh(token)
+        if token.rotated_at is not None:
+            _reused(session, token, now)
+        raise RefreshRefused("this refresh token was revoked")
+    session.refresh(token)
     rotated = _create(
         session,
         kind=token.source_kind or "password",
@@ -233,6 +240,24 @@ def redeem(
         now=now,
     )
     return Redeemed(principal, rotated)
+
+
+def _reused(session: Session, token: AccessToken, now: datetime) -> NoReturn:
+    """A rotated token presented again: a copy is in someone else's hands. Every token of
+    its family is revoked (the caller commits) and the request refused."""
+    if token.family_id is not None and revoke_family(session, token.family_id, now):
+        audit.record(
+            session,
+            action="token.refresh_reused",
+            actor=None,
+            target=token,
+            details={"prefix": token.prefix, "family": str(token.family_id)},
+        )
+    raise RefreshRefused(
+        "this refresh token was already used and replaced; every token of its log-in "
+        "is revoked, log in again",
+        reused=True,
+    )
 
 
 def _check(
