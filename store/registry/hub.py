@@ -383,11 +383,11 @@ class PullStatements:
 
 
 def refresh_search(session: Session, repository_ids: Iterable[uuid.UUID]) -> int:
-    """Rewrite the search documents of these repositories (and their listings): their pull
-    counts after :func:`count_pull`."""
+    """Bring the search documents of these repositories (and their listings) in step with
+    their pull counts after :func:`count_pull` (only the pull columns are written)."""
     from store.search import indexer
 
-    return indexer.refresh(session, repositories=repository_ids)
+    return indexer.refresh_pulls(session.connection(), repository_ids)
 
 
 _EXPIRY_EVERY = 60.0  # seconds between deletions of a repository's old downloads, per process

@@ -63,6 +63,9 @@ class SearchBackend(Protocol):
     def after_write(self, conn: Connection, docs: Sequence[dict[str, Any]]) -> None:
         """Bring engine structures the database does not maintain itself in step."""
 
+    def after_move(self, conn: Connection, moves: Sequence[tuple[int, int]]) -> None:
+        """These documents' rank keys changed (old, new), nothing else indexed did."""
+
     def begin_bulk(self, conn: Connection) -> None:
         """Many documents are about to be rewritten in this transaction, and rebuild() will
         follow: row-by-row maintenance may stop (after_write is not called meanwhile)."""

@@ -105,6 +105,28 @@ def _recent_pulls(conn: Connection, repo_ids: list[uuid.UUID], now: datetime) ->
     return {repo_id: int(total or 0) for repo_id, total in rows}
 
 
+def pull_columns(
+    *,
+    pulls: int,
+    stars: int,
+    recent: int,
+    last_pushed_at: datetime | None,
+    last_pulled_at: datetime | None,
+    created_at: datetime | None,
+    now: datetime,
+) -> Doc:
+    """The columns of a document that follow its repository's pulls: a listing's and its
+    repository's documents alike (both rank by the repository's pulls, stars and last
+    activity). ``recent``: its pulls of the last RECENT_PULL_DAYS days."""
+    last = _latest(last_pushed_at, last_pulled_at, created_at)
+    return {
+        "pull_count": pulls,
+        "star_count": stars,
+        "popularity": popularity(pulls, last, now, stars),
+        "pulls_30d": recent,
+    }
+
+
 def _pricing(tiers: list[Any]) -> tuple[list[str], int | None, int | None, str]:
     active = [t for t in tiers if t.active]
     pricing = []
@@ -193,8 +215,6 @@ def product_documents(
     for r in rows:
         repo = hub.get(r.repository)
         pricing, low, high, currency = _pricing(tiers[r.id])
-        pulls = repo.pull_count if repo else 0
-        last = _latest(repo.last_pushed_at, repo.last_pulled_at, repo.created_at) if repo else None
         doc: Doc = {
             "source": "store",
             "ref_id": r.id,
@@ -217,10 +237,15 @@ def product_documents(
             "currency": currency,
             "categories": cats[r.id],
             "platforms": list(r.platforms or []),
-            "pull_count": pulls,
-            "star_count": repo.star_count if repo else 0,
-            "popularity": popularity(pulls, last, now, repo.star_count if repo else 0),
-            "pulls_30d": recent.get(repo.id, 0) if repo else 0,
+            **pull_columns(
+                pulls=repo.pull_count if repo else 0,
+                stars=repo.star_count if repo else 0,
+                recent=recent.get(repo.id, 0) if repo else 0,
+                last_pushed_at=repo.last_pushed_at if repo else None,
+                last_pulled_at=repo.last_pulled_at if repo else None,
+                created_at=repo.created_at if repo else None,
+                now=now,
+            ),
             "updated_at": _latest(r.updated_at, repo.last_pushed_at if repo else None),
             **dict.fromkeys(_FTS_FIELDS, ""),
         }
@@ -274,7 +299,6 @@ def hub_documents(
         org = orgs.get(r.namespace)
         description = r.description or ""
         summary = description.strip().split("\n", 1)[0][:300]
-        last = _latest(r.last_pushed_at, r.last_pulled_at, r.created_at)
         doc: Doc = {
             "source": "hub",
             "ref_id": r.id,
@@ -297,10 +321,15 @@ def hub_documents(
             "currency": "",
             "categories": [],
             "platforms": [],
-            "pull_count": r.pull_count,
-            "star_count": r.star_count,
-            "popularity": popularity(r.pull_count, last, now, r.star_count),
-            "pulls_30d": recent.get(r.id, 0),
+            **pull_columns(
+                pulls=r.pull_count,
+                stars=r.star_count,
+                recent=recent.get(r.id, 0),
+                last_pushed_at=r.last_pushed_at,
+                last_pulled_at=r.last_pulled_at,
+                created_at=r.created_at,
+                now=now,
+            ),
             "updated_at": _latest(r.last_pushed_at, r.created_at),
             **dict.fromkeys(_FTS_FIELDS, ""),
         }

@@ -4,7 +4,8 @@ Listeners on the ORM Session class (installed when ``store.search`` is imported)
 flush and every ORM-enabled bulk UPDATE/DELETE/INSERT of products, tiers, organizations and
 hub repositories, and rewrite the affected search documents on the flushing connection.
 No other module calls the indexer; writes that bypass the ORM (raw SQL) call
-:func:`refresh` themselves, and ``store search reindex`` repairs anything.
+:func:`refresh` themselves (pull counts: :func:`refresh_pulls`, which writes only the pull
+columns), and ``store search reindex`` repairs anything.
 """
 
 from __future__ import annotations
@@ -13,17 +14,37 @@ import os
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, bindparam, delete, event, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Table,
+    bindparam,
+    delete,
+    event,
+    func,
+    literal_column,
+    or_,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.orm import ORMExecuteState, Session
 
 from store.accounts.models import Organization
 from store.catalog.models import Product, Tier
 from store.db import utcnow
-from store.registry.models import HubRepository
+from store.registry.models import HubRepository, PullCounter
 from store.search.backend import backend_for
-from store.search.documents import Doc, hub_documents, product_documents
+from store.search.documents import (
+    RECENT_PULL_DAYS,
+    Doc,
+    hub_documents,
+    product_documents,
+    pull_columns,
+    rank_key,
+)
 from store.search.models import SearchDocument
 from store.search.query import TextJob, index_texts
 
@@ -192,6 +213,155 @@ def refresh(
         products=set(products), repos=set(repositories), repo_names=names, product_repos=names
     )
     return apply(session.connection(), changes)
+
+
+# --- pull counts ----------------------------------------------------------------------
+
+_PULL_COLUMNS = ("pull_count", "star_count", "popularity", "pulls_30d")
+
+
+def _pull_rows() -> Any:
+    """For each repository: its pull figures and, beside them, its own document and its
+    listing's (if it is a product's repository), with their stored pull columns; a missing
+    document gives NULLs (``doc_id``)."""
+    hub_t, products_t = cast(Table, HubRepository.__table__), cast(Table, Product.__table__)
+    pulls_t = cast(Table, PullCounter.__table__)
+    recent = (
+        select(func.coalesce(func.sum(pulls_t.c.count), 0))
+        .where(
+            pulls_t.c.repository_id == hub_t.c.id,
+            pulls_t.c.day >= bindparam("since", type_=pulls_t.c.day.type),
+        )
+        .scalar_subquery()
+    )
+    columns = (
+        hub_t.c.id.label("repo_id"),
+        hub_t.c.pull_count.label("pulls"),
+        hub_t.c.star_count.label("stars"),
+        hub_t.c.last_pushed_at,
+        hub_t.c.last_pulled_at,
+        hub_t.c.created_at,
+        recent.label("recent"),
+        docs_t.c.id.label("doc_id"),
+        docs_t.c.ref_id,
+        docs_t.c.official,
+        docs_t.c.certified,
+        docs_t.c.verified,
+        *(docs_t.c[c].label(f"doc_{c}") for c in _PULL_COLUMNS),
+    )
+    wanted = hub_t.c.id.in_(bindparam("ids", expanding=True))
+    own = (
+        select(literal_column("'hub'").label("source"), *columns)
+        .select_from(
+            hub_t.outerjoin(docs_t, (docs_t.c.source == "hub") & (docs_t.c.ref_id == hub_t.c.id))
+        )
+        .where(wanted)
+    )
+    listing = (
+        select(literal_column("'store'").label("source"), *columns)
+        .select_from(
+            hub_t.join(products_t, products_t.c.repository == hub_t.c.name).outerjoin(
+                docs_t, (docs_t.c.source == "store") & (docs_t.c.ref_id == products_t.c.id)
+            )
+        )
+        .where(wanted)
+    )
+    return union_all(own, listing)
+
+
+_PULL_ROWS = _pull_rows()
+_PULL_VALUES = {c: bindparam(f"v_{c}", type_=docs_t.c[c].type) for c in _PULL_COLUMNS}
+_INDEXED_AT = bindparam("v_indexed_at", type_=docs_t.c.indexed_at.type)
+# The rank key unchanged: no indexed column is written (SQLite's FTS trigger fires on an
+# UPDATE OF the key or the text columns only; PostgreSQL's term rows are not touched).
+_PULL_UPDATE = (
+    update(docs_t)
+    .where(docs_t.c.id == bindparam("old_id", type_=docs_t.c.id.type))
+    .values(**_PULL_VALUES, indexed_at=_INDEXED_AT)
+)
+# The rank key moved: the engine structures follow (SQLite: the trigger re-files the row
+# under its new rowid; PostgreSQL: ON UPDATE CASCADE, then SearchBackend.after_move).
+_PULL_MOVE = (
+    update(docs_t)
+    .where(docs_t.c.id == bindparam("old_id", type_=docs_t.c.id.type))
+    .values(id=bindparam("v_id", type_=docs_t.c.id.type), **_PULL_VALUES, indexed_at=_INDEXED_AT)
+)
+
+
+def refresh_pulls(conn: Connection, repository_ids: Iterable[uuid.UUID]) -> int:
+    """Bring the pull columns (:data:`_PULL_COLUMNS` and the rank key that popularity is
+    part of) of these repositories' documents and their listings' in step with the counts
+    (:func:`store.registry.hub.count_pull`), writing only those columns: one read and
+    at most one UPDATE per kind of change, no document rebuilt, no text tokenized, and the
+    full-text index touched only when the rank key moves. A repository whose documents are
+    missing (or that is gone) is rebuilt as any change is (:func:`apply`). Returns how many
+    documents changed."""
+    ids = set(repository_ids)
+    if not ids:
+        return 0
+    now = utcnow()
+    since = (now - timedelta(days=RECENT_PULL_DAYS - 1)).date()
+    rows = conn.execute(_PULL_ROWS, {"ids": list(ids), "since": since}).all()
+    rebuild = ids - {r.repo_id for r in rows} | {r.repo_id for r in rows if r.doc_id is None}
+    stays: list[dict[str, Any]] = []
+    moves: list[tuple[int, dict[str, Any]]] = []  # (old key, new values)
+    for r in rows:
+        if r.doc_id is None or r.repo_id in rebuild:
+            continue
+        new = pull_columns(
+            pulls=r.pulls,
+            stars=r.stars,
+            recent=int(r.recent or 0),
+            last_pushed_at=r.last_pushed_at,
+            last_pulled_at=r.last_pulled_at,
+            created_at=r.created_at,
+            now=now,
+        )
+        if all(new[c] == getattr(r, f"doc_{c}") for c in _PULL_COLUMNS):
+            continue
+        values = {f"v_{c}": new[c] for c in _PULL_COLUMNS}
+        values.update(old_id=r.doc_id, v_indexed_at=now)
+        if new["popularity"] == r.doc_popularity:
+            stays.append(values)  # the same rank (a probed key stays where it is)
+        else:
+            badges = {"official": r.official, "certified": r.certified, "verified": r.verified}
+            key = rank_key({**badges, "popularity": new["popularity"], "ref_id": r.ref_id})
+            moves.append((r.doc_id, {**values, "v_id": key, "ref_id": r.ref_id}))
+    if stays:
+        conn.execute(_PULL_UPDATE, stays)
+    moved = _move(conn, moves) if moves else []
+    if moved:
+        backend_for(conn).after_move(conn, moved)
+    written = len(stays) + len(moves)
+    if rebuild:
+        written += apply(conn, Changes(repos=rebuild))
+    return written
+
+
+def _move(conn: Connection, moves: list[tuple[int, dict[str, Any]]]) -> list[tuple[int, int]]:
+    """Give these documents their new rank keys (probing upward on the rare collision, as
+    :func:`write` does); the (old, new) keys."""
+    holders = dict(
+        conn.execute(
+            select(docs_t.c.id, docs_t.c.ref_id).where(
+                docs_t.c.id.in_([values["v_id"] for _, values in moves])
+            )
+        ).all()
+    )
+    pending: list[dict[str, Any]] = []
+    moved = []
+    for old, values in moves:
+        ref_id = values.pop("ref_id")
+        holder = holders.get(values["v_id"])
+        if holder is not None and holder != ref_id:
+            if pending:  # the probe sees the keys the moves before it took
+                conn.execute(_PULL_MOVE, pending)
+                pending = []
+            values["v_id"] = _free_key(conn, values["v_id"] + 1, ref_id)
+        pending.append(values)
+        moved.append((old, values["v_id"]))
+    conn.execute(_PULL_MOVE, pending)
+    return moved
 
 
 # A reindex of at least this many documents builds their text in worker processes too.

@@ -388,6 +388,12 @@ _WRITE_FIELDS = text(
 )
 
 
+_READ_INDEXED = text(
+    "SELECT id, fts_name, fts_title, fts_summary, fts_body, fts_facets FROM search_documents "
+    "WHERE id = ANY(:ids)"
+)
+
+
 class PostgresBackend:
     """One instance per search (see backend_for): it remembers what the facet pass saw."""
 
@@ -519,6 +525,14 @@ class PostgresBackend:
         rows = [{"id": d["id"], **tsvector_literals(d)} for d in docs]
         conn.execute(_WRITE_TERMS, rows)
         conn.execute(_WRITE_FIELDS, rows)
+
+    def after_move(self, conn: Connection, moves: Sequence[tuple[int, int]]) -> None:
+        """The term rows followed their documents' keys (ON UPDATE CASCADE); their
+        tsvectors carry the key's rank band (band_tokens), rewritten when it changed."""
+        banded = [new for old, new in moves if old >> _BAND_SHIFT != new >> _BAND_SHIFT]
+        if banded:
+            docs = conn.execute(_READ_INDEXED, {"ids": banded}).mappings().all()
+            self._write(conn, [dict(d) for d in docs])
 
     def begin_bulk(self, conn: Connection) -> None:
         """Many documents are about to be rewritten and rebuild() will follow: nothing to

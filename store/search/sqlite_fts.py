@@ -121,6 +121,9 @@ class SqliteBackend:
     def after_write(self, conn: Connection, docs: Sequence[dict[str, Any]]) -> None:
         return None  # the triggers did it
 
+    def after_move(self, conn: Connection, moves: Sequence[tuple[int, int]]) -> None:
+        return None  # the update trigger re-filed the rows under their new rowids
+
     def begin_bulk(self, conn: Connection) -> None:
         """Many documents are about to be rewritten and rebuild() will follow: stop the
         row-by-row maintenance (the triggers) until then (same transaction)."""
