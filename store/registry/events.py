@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -29,6 +29,7 @@ from store.idempotency import ProcessedEvent
 from store.observability import metrics
 from store.registry import hub
 from store.registry.credentials import SYNC_USERNAME
+from store.registry.models import HubRepository
 from store.registry.scopes import valid_repository
 
 log = logging.getLogger("store.registry.events")
@@ -88,11 +89,14 @@ def process(session: Session, envelope: Any, *, defer_search: bool = False) -> O
             outcome.ignored += 1
             metrics.registry_event(event.get("action"), "ignored")
             continue
-        if not _first_delivery(session.connection(), event_id, event.get("action")):
+        first, repository_id = _first_delivery(
+            session.connection(), event_id, event.get("action"), _pulled_repository(event)
+        )
+        if not first:
             outcome.duplicates += 1
             metrics.registry_event(event.get("action"), "duplicate")
             continue
-        if apply(session, event, outcome):
+        if apply(session, event, outcome, repository_id=repository_id):
             outcome.processed += 1
             metrics.registry_event(event.get("action"), "processed")
         else:
@@ -104,37 +108,67 @@ def process(session: Session, envelope: Any, *, defer_search: bool = False) -> O
 
 
 _processed = ProcessedEvent.__table__
-_record: dict[str, Any] = {}  # the processed-event insert, built once per dialect
+_hub = HubRepository.__table__
+# The processed-event insert, built once per dialect: alone, and for a pull with the
+# repository's id (RETURNING a subquery: one round trip instead of two).
+_record: dict[tuple[str, bool], Any] = {}
 
 
-def _first_delivery(conn: Connection, event_id: str, action: Any) -> bool:
-    """Record the event as processed; False when it already was (a redelivery)."""
+def _pulled_repository(event: dict[str, Any]) -> str | None:
+    """The repository a pull event names (its id is looked up with the event's record)."""
+    target = event.get("target")
+    if event.get("action") != "pull" or not isinstance(target, dict):
+        return None
+    name = target.get("repository")
+    return name if isinstance(name, str) else None
+
+
+def _first_delivery(
+    conn: Connection, event_id: str, action: Any, repository: str | None = None
+) -> tuple[bool, uuid.UUID | None]:
+    """Record the event as processed: False when it already was (a redelivery). With
+    ``repository``, also that repository's id in the hub (None when it has none yet)."""
     dialect = conn.dialect.name
-    stmt = _record.get(dialect)
+    key = (dialect, repository is not None)
+    stmt = _record.get(key)
     if stmt is None:
         module = postgresql if dialect == "postgresql" else sqlite
-        stmt = _record[dialect] = (
-            module.insert(_processed)
-            .on_conflict_do_nothing(index_elements=["source", "event_id"])
-            .returning(_processed.c.id)
+        stmt = module.insert(_processed).on_conflict_do_nothing(
+            index_elements=["source", "event_id"]
         )
-    row = conn.execute(
-        stmt,
-        {
-            "id": new_id(),
-            "source": SOURCE,
-            "event_id": event_id,
-            "event_type": str(action or "")[:100],
-            "received_at": utcnow(),
-        },
-    ).first()
-    return row is not None
+        if repository is None:
+            stmt = stmt.returning(_processed.c.id)
+        else:
+            repository_id = (
+                select(_hub.c.id).where(_hub.c.name == bindparam("p_name")).scalar_subquery()
+            )
+            stmt = stmt.returning(_processed.c.id, repository_id)
+        _record[key] = stmt
+    params = {
+        "id": new_id(),
+        "source": SOURCE,
+        "event_id": event_id,
+        "event_type": str(action or "")[:100],
+        "received_at": utcnow(),
+    }
+    if repository is not None:
+        params["p_name"] = repository
+    row = conn.execute(stmt, params).first()
+    if row is None:
+        return False, None
+    return True, (row[1] if repository is not None else None)
 
 
-def apply(session: Session, event: dict[str, Any], outcome: Outcome) -> bool:
+def apply(
+    session: Session,
+    event: dict[str, Any],
+    outcome: Outcome,
+    *,
+    repository_id: uuid.UUID | None = None,
+) -> bool:
     """Update the hub for one event; False when the event is of no interest. A counted
     pull's repository is added to ``outcome.pulled`` (its search documents are not
-    rewritten here)."""
+    rewritten here). ``repository_id``: the pulled repository's, when already known."""
     action = event.get("action")
     target = event.get("target") or {}
     request = event.get("request") or {}
@@ -168,11 +202,16 @@ def apply(session: Session, event: dict[str, Any], outcome: Outcome) -> bool:
         if isinstance(actor, dict) and actor.get("name") == SYNC_USERNAME:
             return False  # the store reading a manifest (details, transfer), not a download
         client = hub.client_key(str(request.get("addr") or ""), str(request.get("useragent") or ""))
-        repository_id, counted = hub.count_pull(
-            session, name=name, at=at, media_type=media_type, client=client
+        pulled_id, counted = hub.count_pull(
+            session,
+            name=name,
+            at=at,
+            media_type=media_type,
+            client=client,
+            repository_id=repository_id,
         )
         if counted:
-            outcome.pulled.add(repository_id)
+            outcome.pulled.add(pulled_id)
         return True
     if action == "delete":
         hub.record_delete(

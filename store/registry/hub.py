@@ -254,6 +254,7 @@ def count_pull(
     at: datetime,
     media_type: str = "",
     client: str | None = None,
+    repository_id: uuid.UUID | None = None,
 ) -> tuple[uuid.UUID, bool]:
     """One manifest download: the repository's total and the day's counter, both atomic.
 
@@ -268,11 +269,13 @@ def count_pull(
 
     An image index and a platform manifest downloaded by the same ``client`` within
     PAIR_WINDOW of each other (in either order: notifications may arrive out of order) are
-    one multi-arch pull and count once. Returns the repository's id and whether this
-    download was counted."""
+    one multi-arch pull and count once. ``repository_id``: the repository's, when the
+    caller has it (the notification reads it with the event's record). Returns the
+    repository's id and whether this download was counted."""
     conn = session.connection()
     sql = PullStatements.of(conn)
-    repository_id = conn.scalar(sql.repository_id, {"p_name": name})
+    if repository_id is None:
+        repository_id = conn.scalar(sql.repository_id, {"p_name": name})
     if repository_id is None:  # its first event: created (and indexed) as any new one
         repository_id = ensure_repository(session, name).id
         session.flush()

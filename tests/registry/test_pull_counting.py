@@ -58,15 +58,29 @@ def test_a_pull_notification_is_a_few_plain_statements(session: Session) -> None
     finally:
         event.remove(bind, "before_cursor_execute", seen)
     assert outcome.processed == 1 and len(outcome.pulled) == 1
-    # processed-event insert, repository id, old downloads deleted (once a minute per
-    # repository and process), then on SQLite the pairing update, the download insert, the
-    # total and the day; on PostgreSQL the pairing lock and one statement for those four.
-    # No ORM flush, no savepoint, no search rewrite.
+    # processed-event insert (returning the repository's id too), old downloads deleted
+    # (once a minute per repository and process), then on SQLite the pairing update, the
+    # download insert, the total and the day; on PostgreSQL the pairing lock and one
+    # statement for those four. No ORM flush, no savepoint, no search rewrite.
     postgresql = session.connection().dialect.name == "postgresql"
-    assert len(statements) <= (5 if postgresql else 7), statements
+    assert len(statements) <= (4 if postgresql else 6), statements
+    assert not any(s.lstrip().upper().startswith("SELECT HUB") for s in statements)
     assert not any("search_documents" in s for s in statements)
     repo = hub.get_repository(session, "acme/lean")
     assert repo is not None and repo.pull_count == 1
+
+
+def test_a_pull_of_a_repository_the_hub_has_not_seen_creates_and_counts_it(
+    session: Session,
+) -> None:
+    outcome = events.process(session, {"events": [_pull("acme/unseen")]}, defer_search=True)
+    assert outcome.processed == 1
+    repo = hub.get_repository(session, "acme/unseen")
+    assert repo is not None and repo.pull_count == 1 and outcome.pulled == {repo.id}
+    again = events.process(session, {"events": [_pull("acme/unseen")]}, defer_search=True)
+    assert again.pulled == {repo.id}
+    session.refresh(repo)
+    assert repo.pull_count == 2
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
