@@ -1,9 +1,10 @@
 """What the benches share: free loopback ports, a clean environment for the store's
 processes, a throw-away PostgreSQL database, waiting for a server, the seeded shop (a
-publisher, a paid product, an entitled customer) and the load average."""
+publisher, a paid product, an entitled customer), the load average and percentiles."""
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import subprocess
@@ -15,6 +16,15 @@ ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 PASSWORD = "bench password 123"
 PG_URL = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def percentile(values: list[float], p: float) -> float:
+    """The ``p``-th percentile by nearest rank: the smallest value with at least ``p`` % of
+    the values at or below it (p90 of 20 values: the 18th smallest)."""
+    if not values:
+        raise ValueError("no values")
+    ordered = sorted(values)
+    return ordered[min(len(ordered), max(1, math.ceil(p / 100 * len(ordered)))) - 1]
 
 
 def free_port() -> int:

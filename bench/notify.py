@@ -46,6 +46,7 @@ from bench._common import (
     drop_pg_database,
     free_port,
     loadavg,
+    percentile,
     seed_shop,
     store_env,
 )
@@ -265,8 +266,7 @@ def main() -> int:
         )
         print(f"{'case':<10}{'median ms':>11}{'p90 ms':>9}{'CPU ms (median)':>17}")
         for name, values in times.items():
-            values.sort()
-            p90 = values[max(0, int(len(values) * 0.9) - 1)]
+            p90 = percentile(values, 90)
             cpu = statistics.median(result["cpu"][name])
             print(f"{name:<10}{statistics.median(values):>11.2f}{p90:>9.2f}{cpu:>17.2f}")
         ratio = statistics.median(times["notify"]) / statistics.median(times["healthz"])

@@ -55,7 +55,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench._common import HOST, free_port, loadavg, seed_shop, store_env, wait_http
+from bench._common import (
+    HOST,
+    free_port,
+    loadavg,
+    percentile,
+    seed_shop,
+    store_env,
+    wait_http,
+)
 
 
 def _blob(root: Path, data: bytes) -> dict[str, Any]:
@@ -250,8 +258,7 @@ def main() -> int:
         )
         print(f"{'case':<12}{'median ms':>11}{'p90 ms':>9}")
         for name, values in times.items():
-            values.sort()
-            p90 = values[max(0, int(len(values) * 0.9) - 1)]
+            p90 = percentile(values, 90)
             print(f"{name:<12}{statistics.median(values):>11.1f}{p90:>9.1f}")
         auth_m, open_m = statistics.median(times["auth"]), statistics.median(times["open"])
         extra = auth_m - open_m

@@ -68,6 +68,7 @@ from bench._common import (
     drop_pg_database,
     free_port,
     loadavg,
+    percentile,
     seed_shop,
     store_env,
 )
@@ -134,7 +135,7 @@ async def _load(port: int, request: bytes, seconds: float, connections: int) -> 
     return {
         "rps": len(latencies) / elapsed,
         "p50": statistics.median(latencies) * 1000,
-        "p99": latencies[int(len(latencies) * 0.99) - 1] * 1000,
+        "p99": percentile(latencies, 99) * 1000,
         "n": len(latencies),
     }
 
