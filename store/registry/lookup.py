@@ -25,6 +25,15 @@ Where they run (:func:`open_db`):
   rolled-back transaction): the same SQL through ``Connection.exec_driver_sql``, checking a
   connection out of the engine only for the duration of the statement.
 
+**Cached per process** (:class:`CredentialCache`): a credential row found is kept with the
+decision generation read in the same statement (a counter that triggers on every column
+these statements read bump: migration 0750) and the earliest instant its answers could
+change by time alone. Asked again, it is answered after one read of the counter by primary
+key (on PostgreSQL one round trip shared by the requests that arrived before it was sent)
+instead of the statement, as long as the counter is unchanged and that instant has not
+come. So a revocation, a refund, a membership removed, a repository made private or an
+account disabled by any process is seen at the next request of every process.
+
 Values are encoded per dialect: SQLite keeps UUIDs as 32 hex digits and datetimes as naive
 UTC ``YYYY-MM-DD HH:MM:SS.ffffff`` (what SQLAlchemy's ``Uuid`` and ``UTCDateTime`` write);
 PostgreSQL gets native values.
@@ -63,12 +72,7 @@ FREE = BillingKind.FREE.value  # raw SQL below names the billing kind by its sto
 
 
 def _facts_columns(aid: str, oid: str | None) -> str:
-    owner = (
-        f"e.account_id = {aid} OR e.organization_id IN "
-        f"(SELECT m2.organization_id FROM memberships m2 WHERE m2.account_id = {aid})"
-    )
-    if oid is not None:
-        owner = f"e.organization_id = {oid} OR {owner}"
+    owner = _owner(aid, oid)
     return f"""
        o.id AS org_id,
        CASE WHEN nsp.kind = 'user' AND nsp.account_id = {aid} THEN 'owner'
@@ -110,6 +114,7 @@ SELECT tk.id AS cid, tk.kind AS ckind, tk.account_id AS caid, tk.organization_id
        CASE WHEN tk.last_used_at IS NULL OR tk.last_used_at < :cutoff THEN 1 ELSE 0 END
            AS cstale,
        a.username AS cname, a.is_active AS cactive, a.is_admin AS cadmin, og.slug AS corg,
+       tk.expires_at AS cexpires,
        CASE WHEN tk.kind = 'robot' THEN NULL ELSE tk.account_id END AS faid,
        CASE WHEN tk.kind = 'robot' THEN tk.organization_id ELSE NULL END AS foid
 FROM access_tokens tk
@@ -131,8 +136,40 @@ def _with_credential(credential: str, *, robots: bool) -> str:
     # JOIN (from a constant row) a credential that is itself a join (token, owner,
     # organization) was materialized into a temporary table on every request: 49 against
     # 28 µs for the statement.
-    facts = _facts_columns("c.faid", "c.foid" if robots else None)
-    return f"SELECT c.*, {facts}\nFROM ({credential}) AS c{_REPO_JOINS}"
+    aid, oid = "c.faid", "c.foid" if robots else None
+    facts = _facts_columns(aid, oid)
+    return (
+        f"SELECT c.*, {facts},\n{_horizon_column(aid, oid)},\n{_GENERATION_COLUMN}"
+        f"\nFROM ({credential}) AS c{_REPO_JOINS}"
+    )
+
+
+def _owner(aid: str, oid: str | None) -> str:
+    owner = (
+        f"e.account_id = {aid} OR e.organization_id IN "
+        f"(SELECT m2.organization_id FROM memberships m2 WHERE m2.account_id = {aid})"
+    )
+    if oid is not None:
+        owner = f"e.organization_id = {oid} OR {owner}"
+    return owner
+
+
+def _horizon_column(aid: str, oid: str | None) -> str:
+    """The earliest instant after ``:now`` at which ``entitled`` could change by time alone:
+    the next start, end or end of grace of an active entitlement the principal holds to
+    the product (an instant earlier than the real change is only a cache miss more)."""
+    return f"""       (SELECT min(CASE WHEN e.starts_at > :now THEN e.starts_at
+                        WHEN e.ends_at > :now THEN e.ends_at
+                        WHEN e.grace_until > :now THEN e.grace_until END)
+          FROM entitlements e
+         WHERE e.product_id = p.id AND ({_owner(aid, oid)}) AND e.status = 'active'
+       ) AS horizon"""
+
+
+# The decision generation (migration 0750) read in the same statement, so the value kept
+# with a row is the one of the row's own snapshot.
+GENERATION_TABLE = "registry_decision_generation"
+_GENERATION_COLUMN = f"       (SELECT g.value FROM {GENERATION_TABLE} g WHERE g.id = 1) AS cgen"
 
 
 STATEMENTS: dict[str, str] = {
@@ -141,6 +178,7 @@ STATEMENTS: dict[str, str] = {
     "email": _with_credential(_ACCOUNT_CREDENTIAL.format(column="email"), robots=False),
     "facts": f"SELECT {_facts_columns(':aid', ':oid')}\nFROM (SELECT 1 AS one) AS one"
     + _REPO_JOINS,
+    "generation": f"SELECT value FROM {GENERATION_TABLE} WHERE id = 1",
 }
 _PYFORMAT = {k: re.sub(r"(?<!:):(\w+)", r"%(\1)s", v) for k, v in STATEMENTS.items()}
 
@@ -183,6 +221,14 @@ class _Codec:
             known = _UUIDS[value] = uuid.UUID(hex=value)
         return known
 
+    def moment(self, value: Any) -> datetime:
+        """A time the database returned, as an aware UTC datetime."""
+        if isinstance(value, str):  # SQLite: naive UTC text
+            return datetime.fromisoformat(value).replace(tzinfo=UTC)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
     @staticmethod
     def strings(value: Any) -> list[str]:
         if isinstance(value, (str, bytes)):
@@ -200,9 +246,15 @@ class TokenDB:
 
     def __init__(self, dialect: str) -> None:
         self.codec = _Codec(dialect)
+        self.cache = CredentialCache()
 
     async def rows(self, statement: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         raise NotImplementedError
+
+    async def generation(self) -> int:
+        """The decision generation as of a snapshot taken after this call began."""
+        rows = await self.rows("generation", {})
+        return int(rows[0]["value"])
 
     def close(self) -> None:
         pass
@@ -238,6 +290,10 @@ class SqliteDB(TokenDB):
         if names is None:  # cursor.description builds a tuple per column: read it once
             names = self._names[statement] = [d[0] for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    async def generation(self) -> int:
+        row = self._connection().execute(STATEMENTS["generation"]).fetchone()
+        return int(row[0])
 
     def close(self) -> None:
         with self._lock:
@@ -337,6 +393,9 @@ class PostgresDB(TokenDB):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pool: _LoopPool | None = None
         self._names: dict[str, list[str]] = {}
+        # The generation read not sent yet, which every request arriving now may wait for.
+        self._open: asyncio.Future[int] | None = None
+        self._reads: set[asyncio.Task[None]] = set()  # running reads (kept from the GC)
 
     def _current(self) -> _LoopPool:
         loop = asyncio.get_running_loop()
@@ -371,6 +430,51 @@ class PostgresDB(TokenDB):
             pool.put(conn)
             return [dict(zip(names, row, strict=True)) for row in rows]
         raise AssertionError("unreachable")
+
+    async def generation(self) -> int:
+        """One read of the counter serves every request that arrived before it was sent:
+        its snapshot is taken after each of them began, so a change committed before any
+        of them arrived is in it. Requests arriving once it is sent wait for the next."""
+        loop = asyncio.get_running_loop()
+        batch = self._open
+        if batch is None or batch.get_loop() is not loop:
+            batch = self._open = loop.create_future()
+            task = loop.create_task(self._read_generation(batch))
+            self._reads.add(task)
+            task.add_done_callback(self._reads.discard)
+        # shielded: one waiter cancelled (a client gone) does not cancel the others' read
+        return await asyncio.shield(batch)
+
+    async def _read_generation(self, batch: asyncio.Future[int]) -> None:
+        import psycopg
+
+        pool = self._current()
+        try:
+            for attempt in (1, 2):
+                conn = await pool.get()
+                if self._open is batch:
+                    self._open = None  # sent now: later arrivals need a later read
+                try:
+                    cursor = await conn.execute(_PYFORMAT["generation"])
+                    row = await cursor.fetchone()
+                except psycopg.OperationalError:
+                    pool.discard(conn)
+                    if attempt == 2:
+                        raise
+                    continue
+                except BaseException:
+                    pool.discard(conn)
+                    raise
+                pool.put(conn)
+                batch.set_result(int(row[0]))
+                return
+        except BaseException as exc:
+            if self._open is batch:
+                self._open = None
+            if not batch.done():
+                batch.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
 
     def close(self) -> None:
         if self._pool is not None:
@@ -446,7 +550,15 @@ async def credential(
 ) -> dict[str, Any]:
     """The credential row (``token``: ``hash``; ``username``/``email``: ``login``) joined
     with the facts of ``repository`` ("" for none) for the principal it stands for;
-    ``{"cid": None}`` when there is no such credential."""
+    ``{"cid": None}`` when there is no such credential.
+
+    A row read before is answered from ``db.cache`` while the decision generation is the
+    one read with it and ``now`` is before the row's horizon (:class:`CredentialCache`)."""
+    cache = db.cache
+    key = (statement, *params.values(), repository)
+    entry = cache.get(key, now)
+    if entry is not None and await db.generation() == entry[0]:
+        return entry[1]
     codec = db.codec
     values = {
         **params,
@@ -457,7 +569,61 @@ async def credential(
     if statement != "token":
         del values["cutoff"]
     rows = await db.rows(statement, values)
-    return rows[0] if rows else NO_CREDENTIAL
+    if not rows:
+        return NO_CREDENTIAL
+    row = rows[0]
+    cache.put(key, row, _horizon(row, now, codec))
+    return row
+
+
+def _horizon(row: dict[str, Any], now: datetime, codec: _Codec) -> datetime:
+    """The earliest instant the row could read differently with no write to the database:
+    the token's expiry, the next change of an entitlement by time, and at most
+    ``LAST_USED_RESOLUTION`` on (``cstale``: when the token's use is written again)."""
+    until = now + LAST_USED_RESOLUTION
+    for value in (row.get("cexpires"), row.get("horizon")):
+        if value is not None:
+            moment = codec.moment(value)
+            if moment < until:
+                until = moment
+    return until
+
+
+class CredentialCache:
+    """Credential rows (with the facts of the repository asked for) of this process, each
+    with the decision generation of its snapshot and the instant it stops holding.
+
+    The generation (migration 0750) is bumped by triggers on every column the statements
+    read, so an entry whose generation is still the database's is what the statement
+    would read now, but for time: ``until`` is the earliest instant any of its answers
+    (token expiry, an entitlement's start, end or grace) could change with no write at all.
+    Only rows found are kept (no such credential is always asked again); what the caller
+    decides from a row (revoked, expired, disabled, a password check, the grant) is decided
+    again on every request."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self._entries: dict[tuple[Any, ...], tuple[int, dict[str, Any], datetime]] = {}
+
+    def get(self, key: tuple[Any, ...], now: datetime) -> tuple[int, dict[str, Any]] | None:
+        found = self._entries.get(key)
+        if found is None:
+            return None
+        if now >= found[2]:
+            del self._entries[key]
+            return None
+        return found[0], found[1]
+
+    def put(self, key: tuple[Any, ...], row: dict[str, Any], until: datetime) -> None:
+        if len(self._entries) >= self.size:
+            self._entries.clear()
+        self._entries[key] = (int(row["cgen"]), row, until)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 NO_CREDENTIAL: dict[str, Any] = {"cid": None}  # what ``credential`` finds for none

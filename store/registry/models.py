@@ -137,3 +137,15 @@ class ManifestPull(Base):
     is_index: Mapped[bool] = mapped_column(Boolean)
     paired: Mapped[bool] = mapped_column(Boolean, default=False)
     at: Mapped[datetime] = mapped_column()
+
+
+class DecisionGeneration(Base):
+    """One row (``id`` 1): a counter bumped by triggers (migration 0750) on every change
+    that can alter a /token decision; the token endpoint keeps credential rows in memory
+    while it stays the same (store.registry.lookup.CredentialCache). Never written by the
+    application."""
+
+    __tablename__ = "registry_decision_generation"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    value: Mapped[int] = mapped_column(BigInteger)

@@ -1,0 +1,396 @@
+"""The token endpoint's per-process cache of credential rows (store.registry.lookup) against
+changes made by *another process*: the decision generation (migration 0750) is bumped by
+triggers, so a change committed anywhere is seen at the very next request.
+
+The server is the app in this process on its own engine, as in production (raw sqlite3 or
+psycopg's async pool, committed data in a database of its own); the changes are made by a
+spawned process through the store's own services, or by raw SQL.
+"""
+
+from __future__ import annotations
+
+import base64
+import multiprocessing
+import random
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select, text
+
+from store import migrate
+from store.accounts import service as accounts
+from store.accounts.models import AccessToken, Account, Organization
+from store.app import create_app
+from store.config import Settings
+from store.db import make_engine, make_sessionmaker, session_scope, utcnow
+from store.licensing import entitlements
+from store.licensing.models import Entitlement
+from store.registry import lookup, tokens, visibility
+from store.registry.routes import registry_state
+from tests import pg
+from tests.factories import make_account, make_admin, make_org, make_product, paid_tier, tier_of
+
+APP = "repository:acme/app:pull"
+TOOLS = "repository:alice/tools:pull"
+
+
+def _basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+@pytest.fixture
+def world(backend: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    url = f"sqlite:///{tmp_path / 'cache.db'}" if backend == "sqlite" else pg.create_database("dc")
+    try:
+        yield from _world(url, tmp_path)
+    finally:
+        if backend != "sqlite":
+            pg.drop_database(url)
+
+
+def _world(url: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    factory = make_sessionmaker(engine)
+    secrets: dict[str, str] = {}
+    with session_scope(factory) as session:
+        root = make_admin(session)
+        alice = make_account(session, "alice")
+        acme = make_org(session, alice, "acme")
+        product = make_product(session, acme, alice, "app", tiers=[paid_tier()])
+        for name in ("bob", "carol", "dave", "erin", "frank", "gina"):
+            person = make_account(session, name)
+            secrets[name] = accounts.create_token(
+                session, kind="personal", name="cli", scopes=["pull"], created_by=person
+            ).secret
+            if name in ("bob", "erin", "frank", "gina"):
+                entitlements.grant(
+                    session, actor=alice, tier=tier_of(product, "pro"), account=person
+                )
+            if name in ("carol", "gina"):
+                accounts.add_member(session, org=acme, actor=root, account=person, role="viewer")
+        visibility.set_visibility(session, actor=alice, name="alice/tools", visibility="public")
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        database_url=url,
+        secret_key="test-secret-key-0123456789",
+        public_url="http://store.test",
+        environment="test",
+    )
+    app = create_app(settings, migrate=False)
+    try:
+        yield {"app": app, "url": url, "secrets": secrets}
+    finally:
+        app.state.engine.dispose()
+        engine.dispose()
+
+
+# --- the changes, made in another process --------------------------------------------------
+
+
+def _change(url: str, what: str) -> None:
+    """Runs in a spawned process: one change through the store's services, committed."""
+    engine = make_engine(url)
+    factory = make_sessionmaker(engine)
+    try:
+        with session_scope(factory) as session:
+            alice = session.scalars(select(Account).where(Account.username == "alice")).one()
+            root = session.scalars(select(Account).where(Account.username == "root-admin")).one()
+
+            def account(name: str) -> Account:
+                return session.scalars(select(Account).where(Account.username == name)).one()
+
+            if what == "revoke-token":
+                bob = account("bob")
+                token = session.scalars(
+                    select(AccessToken).where(AccessToken.account_id == bob.id)
+                ).one()
+                accounts.revoke_token(session, token=token, actor=bob)
+            elif what == "refund":
+                erin = account("erin")
+                grant = session.scalars(
+                    select(Entitlement).where(Entitlement.account_id == erin.id)
+                ).one()
+                entitlements.revoke(session, entitlement=grant, actor=alice, reason="refund")
+            elif what == "remove-member":
+                acme = session.scalars(
+                    select(Organization).where(Organization.slug == "acme")
+                ).one()
+                accounts.remove_member(session, org=acme, actor=alice, username="carol")
+            elif what == "make-private":
+                visibility.set_visibility(
+                    session, actor=alice, name="alice/tools", visibility="private"
+                )
+            elif what == "disable":
+                accounts.set_active(session, account=account("frank"), active=False, actor=root)
+            else:
+                raise AssertionError(what)
+    finally:
+        engine.dispose()
+
+
+def _in_another_process(target: Any, *args: Any) -> None:
+    process = multiprocessing.get_context("spawn").Process(target=target, args=args)
+    process.start()
+    process.join(120)
+    assert process.exitcode == 0
+
+
+REVOCATIONS = [
+    ("revoke-token", "bob", APP, "revoked"),
+    ("refund", "erin", APP, "revoked"),
+    ("remove-member", "carol", APP, "no license"),
+    ("make-private", "dave", TOOLS, "No access"),
+    ("disable", "frank", APP, "disabled"),
+]
+
+
+def test_a_change_in_another_process_is_seen_at_the_next_request(
+    world: dict[str, Any],
+) -> None:
+    app = world["app"]
+    with TestClient(app, base_url="http://store.test") as client:
+        db = registry_state(app).db
+        assert db.name in ("sqlite", "postgresql")  # the production executors
+        for what, who, scope, message in REVOCATIONS:
+            headers = _basic(who, world["secrets"][who])
+            query = {"service": "store-registry", "scope": scope}
+            for _ in range(2):  # the second answered from the cache
+                answer = client.get("/token", params=query, headers=headers)
+                assert answer.status_code == 200, (what, answer.text)
+                assert tokens.decode_unverified(answer.json()["token"])[1]["access"]
+            key = ("token", *_token_params(world["secrets"][who]), scope.split(":")[1])
+            assert db.cache.get(key, utcnow()) is not None, what
+            _in_another_process(_change, world["url"], what)
+            refused = client.get("/token", params=query, headers=headers)
+            assert refused.status_code == 401, (what, refused.text)
+            assert message in refused.json()["errors"][0]["message"], what
+
+
+def _token_params(secret: str) -> tuple[Any, ...]:
+    from store import security
+
+    return (security.hash_token(secret),)
+
+
+def test_a_cached_row_is_not_used_past_its_horizon(world: dict[str, Any]) -> None:
+    """An entitlement that ends by time alone (no write) ends the cached row with it."""
+    app = world["app"]
+    engine = make_engine(world["url"])
+    try:
+        with session_scope(make_sessionmaker(engine)) as session:
+            bob = session.scalars(select(Account).where(Account.username == "bob")).one()
+            grant = session.scalars(
+                select(Entitlement).where(Entitlement.account_id == bob.id)
+            ).one()
+            ends = utcnow() + timedelta(seconds=3)
+            grant.ends_at = ends
+    finally:
+        engine.dispose()
+    with TestClient(app, base_url="http://store.test") as client:
+        headers = _basic("bob", world["secrets"]["bob"])
+        query = {"service": "store-registry", "scope": APP}
+        assert client.get("/token", params=query, headers=headers).status_code == 200
+        key = ("token", *_token_params(world["secrets"]["bob"]), "acme/app")
+        entry = registry_state(app).db.cache._entries[key]
+        assert abs((entry[2] - ends).total_seconds()) < 0.001  # the row ends with the grant
+        while utcnow() < ends:
+            time.sleep(0.05)
+        refused = client.get("/token", params=query, headers=headers)
+        assert refused.status_code == 401 and "expired" in refused.json()["errors"][0]["message"]
+
+
+# --- property: the cache never answers with a grant its source no longer allows -----------
+
+FLIPS = {
+    "member": (
+        "DELETE FROM memberships WHERE account_id = :gina",
+        "INSERT INTO memberships (id, organization_id, account_id, role, created_at) "
+        "VALUES (:mid, :acme, :gina, 'viewer', :now)",
+    ),
+    "entitlement": (
+        "UPDATE entitlements SET status = 'revoked' WHERE account_id = :gina",
+        "UPDATE entitlements SET status = 'active' WHERE account_id = :gina",
+    ),
+    "product": (
+        "UPDATE products SET status = 'suspended' WHERE repository = 'acme/app'",
+        "UPDATE products SET status = 'published' WHERE repository = 'acme/app'",
+    ),
+}
+
+
+def _allows(on: dict[str, bool]) -> bool:
+    """gina pulls acme/app as a member of acme, or as a holder while it is not suspended."""
+    return on["member"] or (on["entitlement"] and on["product"])
+
+
+def _flipper(url: str, seed: int, flips: int, log: Any) -> None:
+    """Runs in a spawned process: turns one of the three facts of gina's access off or on
+    at random, each in a transaction of its own, logging (began, committed, allowed) with
+    the machine's monotonic clock; a hot write (last_used_at) in each bumps nothing."""
+    import uuid as uuid_
+
+    rng = random.Random(seed)
+    engine = make_engine(url)
+    sqlite = engine.dialect.name == "sqlite"
+    try:
+        with engine.connect() as conn:
+            ids = {
+                "gina": conn.execute(
+                    text("SELECT id FROM accounts WHERE username = 'gina'")
+                ).scalar_one(),
+                "acme": conn.execute(
+                    text("SELECT id FROM organizations WHERE slug = 'acme'")
+                ).scalar_one(),
+            }
+        on = dict.fromkeys(FLIPS, True)
+        for _ in range(flips):
+            which = rng.choice(sorted(FLIPS))
+            off_sql, on_sql = FLIPS[which]
+            mid = uuid_.uuid4()
+            began = time.monotonic()
+            with engine.begin() as conn:
+                params = {**ids, "now": utcnow(), "mid": mid.hex if sqlite else mid}
+                conn.execute(text(on_sql if not on[which] else off_sql), params)
+                conn.execute(
+                    text("UPDATE access_tokens SET last_used_at = :now"), {"now": utcnow()}
+                )
+            on[which] = not on[which]
+            log.put((began, time.monotonic(), _allows(on)))
+            time.sleep(rng.uniform(0, 0.03))
+    finally:
+        engine.dispose()
+
+
+def test_the_cache_never_grants_what_its_source_no_longer_allows(world: dict[str, Any]) -> None:
+    app = world["app"]
+    context = multiprocessing.get_context("spawn")
+    log = context.Queue()
+    headers = _basic("gina", world["secrets"]["gina"])
+    query = {"service": "store-registry", "scope": APP}
+    answers: list[tuple[float, float, bool]] = []
+    with TestClient(app, base_url="http://store.test") as client:
+        assert client.get("/token", params=query, headers=headers).status_code == 200
+        flipper = context.Process(target=_flipper, args=(world["url"], 20261204, 80, log))
+        flipper.start()
+        try:
+            deadline = time.monotonic() + 120
+            while flipper.is_alive() and time.monotonic() < deadline:
+                sent = time.monotonic()
+                answer = client.get("/token", params=query, headers=headers)
+                assert answer.status_code in (200, 401), answer.text
+                answers.append((sent, time.monotonic(), answer.status_code == 200))
+        finally:
+            flipper.join(120)
+        assert flipper.exitcode == 0
+        hits = registry_state(app).db.cache
+    commits: list[tuple[float, float, bool]] = []
+    while len(commits) < 80:
+        commits.append(log.get(timeout=10))
+    assert len(hits) >= 1
+    states = [(float("-inf"), float("-inf"), True), *commits]
+    granted = refused = 0
+    for sent, received, allowed in answers:
+        # The answers a correct store may give: the state after the last commit that had
+        # returned before the request was sent, or after any commit begun before its answer.
+        first = max(i for i, c in enumerate(states) if c[1] <= sent)
+        possible = [s[2] for i, s in enumerate(states) if i >= first and s[0] < received]
+        assert allowed in possible, (sent, received, allowed, states[first : first + 3])
+        granted += allowed
+        refused += not allowed
+    assert granted and refused  # both sides were exercised
+
+
+def test_hot_writes_do_not_bump_the_generation(world: dict[str, Any]) -> None:
+    """What is written on every request or pull leaves the generation alone; every watched
+    change bumps it."""
+    engine = make_engine(world["url"])
+    generation = "SELECT value FROM registry_decision_generation WHERE id = 1"
+    assert lookup.GENERATION_TABLE in generation
+    try:
+        with engine.begin() as conn:
+            before = conn.execute(text(generation)).scalar_one()
+        with engine.begin() as conn:
+            now = utcnow()
+            conn.execute(text("UPDATE access_tokens SET last_used_at = :now"), {"now": now})
+            conn.execute(text("UPDATE hub_repositories SET pull_count = pull_count + 1"))
+            conn.execute(text("UPDATE accounts SET is_active = is_active"))  # no change
+        with engine.begin() as conn:
+            assert conn.execute(text(generation)).scalar_one() == before
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE tiers SET public = NOT public"))
+        with engine.begin() as conn:
+            assert conn.execute(text(generation)).scalar_one() > before
+    finally:
+        engine.dispose()
+
+
+def test_concurrent_writers_do_not_deadlock_on_the_counter(world: dict[str, Any]) -> None:
+    """PostgreSQL: the bump runs at commit, so the counter's row is the last lock a writer
+    takes. Were it taken at the first watched write, this interleaving would deadlock: the
+    first writer (counter held) waits for a row the second holds, and the second waits for
+    the counter. Then writers on four connections at once all commit."""
+    if not world["url"].startswith("postgresql"):
+        pytest.skip("SQLite has one writer at a time")
+    import threading
+
+    engine = make_engine(world["url"], pool_size=6)
+    generation = text("SELECT value FROM registry_decision_generation WHERE id = 1")
+    hot = text("UPDATE hub_repositories SET pull_count = pull_count + 1 WHERE name = 'alice/tools'")
+    try:
+        with engine.connect() as conn:
+            before = conn.execute(generation).scalar_one()
+        first, second = engine.connect(), engine.connect()
+        for conn in (first, second):
+            conn.begin()
+            conn.exec_driver_sql("SET LOCAL lock_timeout = '5s'")
+        first.execute(text("UPDATE tiers SET public = NOT public"))  # watched
+        second.execute(hot)  # the row the first will wait for
+        second.execute(text("UPDATE memberships SET role = 'editor' WHERE role = 'viewer'"))
+        errors: list[BaseException] = []
+
+        def first_goes_on() -> None:
+            try:
+                first.execute(hot)  # waits for the second writer's commit
+                first.commit()
+            except BaseException as exc:
+                errors.append(exc)
+
+        waiter = threading.Thread(target=first_goes_on)
+        waiter.start()
+        time.sleep(0.3)
+        second.commit()
+        waiter.join(30)
+        assert not waiter.is_alive() and not errors, errors
+        first.close()
+        second.close()
+
+        def write(n: int) -> None:
+            try:
+                for i in range(20):
+                    with engine.begin() as conn:
+                        conn.execute(text("UPDATE tiers SET public = NOT public"))
+                        conn.execute(hot)
+                        role = "viewer" if (n + i) % 2 else "editor"
+                        conn.execute(
+                            text("UPDATE memberships SET role = :r WHERE role <> 'owner'"),
+                            {"r": role},
+                        )
+            except BaseException as exc:
+                errors.append(exc)
+
+        writers = [threading.Thread(target=write, args=(n,)) for n in range(4)]
+        for w in writers:
+            w.start()
+        for w in writers:
+            w.join(60)
+        assert not errors, errors
+        with engine.connect() as conn:
+            assert conn.execute(generation).scalar_one() >= before + 2 + 4 * 20
+    finally:
+        engine.dispose()
