@@ -601,7 +601,7 @@ class CredentialCache:
     decides from a row (revoked, expired, disabled, a password check, the grant) is decided
     again on every request."""
 
-    def __init__(self, size: int = 10_000) -> None:
+    def __init__(self, size: int = 4096) -> None:
         self.size = size
         self._entries: dict[tuple[Any, ...], tuple[int, dict[str, Any], datetime]] = {}
 

@@ -1,0 +1,137 @@
+"""CPU per /token request in-process: the store's ASGI app called directly (no HTTP, no
+load generator), on SQLite with the production executor (raw sqlite3 on the event loop).
+
+    python bench/token_cpu.py [--requests 2000] [--repeats 5] [--base DIR]
+
+Seeds a fresh store (bench._common.seed_shop: bob entitled to acme/app, his pull token),
+starts the app's lifespan, then times ``--repeats`` batches of ``--requests`` sequential
+``GET /token`` (bob's personal access token, an entitled pull) with ``time.process_time``
+and prints the best batch's CPU per request in µs, with the load average. ``--base DIR``
+imports ``store`` from another checkout instead of this one (an A/B against main: run the
+two alternately, each in a process of its own).
+"""
+
+# ruff: noqa: E402  (sys.path is fixed before the imports; see below)
+from __future__ import annotations
+
+import os
+import sys
+
+# Run as a script, this directory comes first on sys.path and bench/token.py would shadow
+# the standard library's `token` module: drop it before anything imports `tokenize`.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+sys.path.insert(0, os.path.dirname(_HERE))  # the repository, for bench._common
+
+import argparse
+import asyncio
+import base64
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _use_checkout(base: str) -> None:
+    """Import ``store`` from ``base``: drop an editable install's import hook first."""
+    sys.meta_path[:] = [f for f in sys.meta_path if "__editable__" not in repr(f)]
+    sys.path.insert(0, os.path.abspath(base))
+
+
+async def _run(app: Any, path: str, query: bytes, auth: str, requests: int) -> float:
+    headers = [(b"host", b"store.test"), (b"authorization", b"Basic " + auth.encode())]
+    statuses: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    started = time.process_time()
+    for _ in range(requests):
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "root_path": "",
+            "query_string": query,
+            "headers": headers,
+            "client": ("127.0.0.1", 50000),
+            "server": ("127.0.0.1", 8000),
+            "state": {},
+        }
+        await app(scope, receive, send)
+    spent = time.process_time() - started
+    if set(statuses) != {200}:
+        raise SystemExit(f"statuses {sorted(set(statuses))}")
+    return spent / requests
+
+
+async def _lifespan(app: Any) -> tuple[asyncio.Queue[Any], asyncio.Task[Any]]:
+    inbox: asyncio.Queue[Any] = asyncio.Queue()
+    outbox: asyncio.Queue[Any] = asyncio.Queue()
+    task = asyncio.create_task(
+        app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, inbox.get, outbox.put)
+    )
+    await inbox.put({"type": "lifespan.startup"})
+    message = await outbox.get()
+    if message["type"] != "lifespan.startup.complete":
+        raise SystemExit(f"start-up failed: {message}")
+    return inbox, task
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--base", default="")
+    args = parser.parse_args()
+    if args.base:
+        _use_checkout(args.base)
+    from bench._common import loadavg, seed_shop
+
+    with tempfile.TemporaryDirectory(prefix="token-cpu-") as tmp:
+        env = {"STORE_DATA_DIR": str(Path(tmp) / "data"), "STORE_SECRET_KEY": "k" * 32}
+        os.environ.update(env)
+        _, pull = seed_shop(env, key_purposes=("registry",))
+        import store
+        from store.app import create_app
+        from store.config import Settings
+
+        settings = Settings(
+            data_dir=Path(env["STORE_DATA_DIR"]), secret_key=env["STORE_SECRET_KEY"]
+        )
+        app = create_app(settings, migrate=False)
+        query = b"service=store-registry&scope=repository%3Aacme%2Fapp%3Apull"
+        auth = base64.b64encode(f"bob:{pull}".encode()).decode()
+
+        async def measure() -> list[float]:
+            inbox, task = await _lifespan(app)
+            await _run(app, "/token", query, auth, 200)  # warm: imports, caches
+            best = [await _run(app, "/token", query, auth, args.requests)]
+            for _ in range(args.repeats - 1):
+                best.append(await _run(app, "/token", query, auth, args.requests))
+            await inbox.put({"type": "lifespan.shutdown"})
+            await task
+            return best
+
+        load_before = loadavg()
+        per_request = asyncio.run(measure())
+        print(
+            f"store from {os.path.dirname(os.path.dirname(store.__file__))}: /token (PAT) CPU per"
+            f" request, best of {args.repeats} x {args.requests}: {min(per_request) * 1e6:.1f} µs"
+            f" (all: {', '.join(f'{v * 1e6:.0f}' for v in per_request)}); load {load_before}"
+            f" -> {loadavg()}"
+        )
+
+
+if __name__ == "__main__":
+    main()
