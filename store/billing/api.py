@@ -14,7 +14,13 @@ from store.accounts import service as accounts
 from store.accounts.caller import CurrentAccount
 from store.billing import coupons, orders, plan_changes, sales, subscriptions
 from store.billing.gateway import Outcome, PaymentInput
-from store.billing.pricing import MAX_QUANTITY, Buyer, normalize_country, normalize_vat_id
+from store.billing.pricing import (
+    MAX_QUANTITY,
+    Buyer,
+    normalize_country,
+    normalize_vat_id,
+    shown_price,
+)
 from store.billing.runtime import Billing, get_billing
 from store.billing.schemas import (
     CardConfirmIn,
@@ -82,6 +88,7 @@ def checkout(
         buyer=buyer,
         coupon_code=body.coupon,
         quantity=body.quantity,
+        shown=shown_price(body.expected_total_minor, body.expected_due_now_minor),
     )
     session.commit()
     outcome = orders.pay(

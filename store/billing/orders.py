@@ -24,9 +24,10 @@ from store.billing import coupons, ownership, trials
 from store.billing.gateway import GatewayError, Outcome, PaymentInput
 from store.billing.models import Coupon, Order, Refund, Subscription
 from store.billing.prices import ensure_price
-from store.billing.pricing import Buyer, Quote, refund_tax
+from store.billing.pricing import Buyer, Quote, Shown, refund_tax
 from store.billing.runtime import Billing
 from store.catalog.models import Tier
+from store.catalog.money import format_money
 from store.db import utcnow
 from store.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from store.licensing import entitlements
@@ -77,10 +78,15 @@ def start_checkout(
     buyer: Buyer | None = None,
     coupon_code: str | None = None,
     quantity: int = 1,
+    shown: Shown | None = None,
 ) -> Order:
     """Create a pending order (and an incomplete subscription for recurring tiers) for what
     :func:`store.billing.pricing.quote` says the buyer pays, with the coupon ``coupon_code``
     of the product when one is given (one of its redemptions is held for the order).
+
+    ``shown`` is the price the buyer saw (the checkout page, a quote): when the quote now
+    differs (the tier's price was edited, a trial no longer applies) nothing is ordered and
+    :class:`PriceChanged` names the new price.
 
     The caller commits before calling :func:`pay`, so events that arrive while the gateway is
     still answering find the order.
@@ -109,6 +115,8 @@ def start_checkout(
         coupon = coupons.for_checkout(session, code=coupon_code, tier=tier, account=account)
     terms = coupons.terms(coupon) if coupon is not None else None
     quote = billing.quote(tier, buyer, terms, quantity, utcnow())
+    if shown is not None and not shown.matches(quote):
+        raise PriceChanged(quote)
     try:
         with session.begin_nested():
             order = _create_checkout(
@@ -126,6 +134,23 @@ def start_checkout(
         if existing is None:
             raise
         raise ownership.already_owned(existing) from None
+
+
+class PriceChanged(Conflict):
+    """The price is not the one the buyer was shown: nothing was ordered or charged."""
+
+    code = "price_changed"
+
+    def __init__(self, quote: Quote) -> None:
+        price = format_money(quote.total_minor, quote.currency)
+        if quote.interval is not None:
+            price += f" per {quote.interval}"
+        if quote.due_now_minor != quote.total_minor:
+            price += f", {format_money(quote.due_now_minor, quote.currency)} today"
+        super().__init__(
+            f"The price changed since it was shown: it is now {price}. Nothing was charged; "
+            "check the new price and pay again."
+        )
 
 
 def _create_checkout(

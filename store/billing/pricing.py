@@ -348,6 +348,38 @@ class Quote:
         return currency_exponent(self.currency)
 
 
+@dataclass(frozen=True)
+class Shown:
+    """The price a buyer was shown and agreed to: the total per charge
+    (:attr:`Quote.total_minor`) and what is charged today (:attr:`Quote.due_now_minor`, 0
+    while a trial runs). A checkout that carries it charges exactly that, or nothing."""
+
+    total_minor: int
+    due_now_minor: int
+
+    def matches(self, quote: Quote) -> bool:
+        return (self.total_minor, self.due_now_minor) == (quote.total_minor, quote.due_now_minor)
+
+
+def shown_price(total_minor: int | str | None, due_now_minor: int | str | None) -> Shown | None:
+    """The price a checkout says its buyer was shown (API integers, or a form's hidden
+    inputs): both amounts, or none to hold to when neither is given."""
+    if total_minor in (None, "") and due_now_minor in (None, ""):
+        return None
+    amounts = []
+    for value in (total_minor, due_now_minor):
+        text = str(value if value is not None else "").strip()
+        if not (text.isascii() and text.isdigit()) or len(text) > 18:
+            raise ValidationFailed(
+                "Give the price shown as expected_total_minor and expected_due_now_minor "
+                "(whole minor units, from the quote)",
+                code="bad_expected_price",
+                field=("expected_total_minor", "expected_due_now_minor"),
+            )
+        amounts.append(int(text))
+    return Shown(total_minor=amounts[0], due_now_minor=amounts[1])
+
+
 MAX_QUANTITY = 1_000_000
 
 

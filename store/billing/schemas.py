@@ -174,6 +174,15 @@ class CheckoutIn(BaseModel):
         le=1_000_000,
         description="Units of a tier with a seat limit (each unit is the tier's seats)",
     )
+    expected_total_minor: int | None = Field(
+        default=None,
+        ge=0,
+        description="The quote's total_minor the buyer was shown; with expected_due_now_minor, "
+        "a price that differs now answers 409 price_changed and nothing is charged",
+    )
+    expected_due_now_minor: int | None = Field(
+        default=None, ge=0, description="The quote's due_now_minor the buyer was shown"
+    )
 
 
 class CheckoutOut(BaseModel):

@@ -31,7 +31,13 @@ from store.billing import (
 )
 from store.billing.gateway import PaymentInput
 from store.billing.models import Coupon, Order
-from store.billing.pricing import MAX_QUANTITY, Buyer, normalize_country, normalize_vat_id
+from store.billing.pricing import (
+    MAX_QUANTITY,
+    Buyer,
+    normalize_country,
+    normalize_vat_id,
+    shown_price,
+)
 from store.billing.runtime import Billing, billing_of
 from store.billing.sweep import maybe_sweep
 from store.billing.test_gateway import TEST_CARDS, TestGateway
@@ -275,9 +281,12 @@ def checkout_submit(
     vat_id: Annotated[str, Form(max_length=40)] = "",
     coupon: Annotated[str, Form(max_length=64)] = "",
     quantity: Annotated[str, Form(max_length=12)] = "",
+    expected_total_minor: Annotated[str, Form(max_length=20)] = "",
+    expected_due_now_minor: Annotated[str, Form(max_length=20)] = "",
 ) -> Response:
     """Create the order, ask the gateway to charge, and go to the order's status page; what
-    is wrong is shown beside its input, with the rest kept."""
+    is wrong is shown beside its input, with the rest kept. The form carries the price it
+    showed: a price changed since is refused and the page shows the new one."""
     billing = _billing(request)
     tier = _tier(session, tier_id)
     org = accounts.get_organization(session, org_slug) if org_slug else None
@@ -310,6 +319,7 @@ def checkout_submit(
             buyer=choice.buyer,
             coupon_code=choice.coupon_code,
             quantity=choice.quantity,
+            shown=shown_price(expected_total_minor, expected_due_now_minor),
         )
 
     def pay(order: Order) -> Response:
