@@ -42,7 +42,8 @@ from functools import lru_cache
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy.pool import NullPool
 
 from store.search import facets
 from store.search.backend import Criteria
@@ -50,9 +51,11 @@ from store.search.query import (
     PREFIX_MARK,
     SHORT_PREFIXES,
     TIER_WEIGHTS,
+    Expansions,
     Phrase,
     short_prefix,
     tsquery_excluded,
+    tsquery_prefix_key,
     tsquery_text,
     tsquery_tokens,
 )
@@ -182,9 +185,92 @@ def tsvector_literals(doc: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def tsquery(criteria: Criteria, weights: str = "", *, excluded: bool = True) -> str:
+# --- the vocabulary: every word lexeme and 3-character prefix lexeme of the index -----------
+#
+# A prefix in a tsquery ('fakvd':*) is a partial match: the GIN index collects the posting
+# lists of every lexeme it starts into a bitmap of heap pages before anything else, so the
+# band and filter tokens cannot narrow it, and a word in 10 % of the documents cost about
+# 3 ms in each statement of a search (four of them: facet pass and three tiers). Asked for as
+# the lexemes it starts ('fakvd' | 'fakvdx'), the scan skips through the posting lists
+# like any word's. search_fts_vocabulary lists every lexeme the prefix can start (words and
+# '*:abc' prefix lexemes, never facet or band tokens: ':' is not part of a word); it only
+# grows (a lexeme no document holds any more matches nothing), and a lexeme is committed
+# before the document holding it is: written from a connection of its own, one statement in
+# lexeme order (it never waits for a long transaction, and two of them never deadlock).
+_EXPAND_AT_MOST = 32  # a prefix starting more lexemes stays a partial match
+_EXPAND = text(
+    "SELECT k, lexeme FROM unnest(CAST(:keys AS text[])) AS k, LATERAL ("
+    'SELECT lexeme FROM search_fts_vocabulary WHERE lexeme >= k COLLATE "C" '
+    'AND lexeme < (k || chr(1114111)) COLLATE "C" ORDER BY lexeme LIMIT :n) AS v'
+)
+_MISSING_WORDS = text(
+    "SELECT w FROM unnest(CAST(:words AS text[])) AS w WHERE NOT EXISTS "
+    '(SELECT FROM search_fts_vocabulary AS v WHERE v.lexeme = w COLLATE "C")'
+)
+_ADD_WORDS = text(
+    "INSERT INTO search_fts_vocabulary (lexeme) SELECT w FROM unnest(CAST(:words AS text[])) "
+    'AS w ORDER BY w COLLATE "C" ON CONFLICT DO NOTHING'
+)
+_TEXT_COLUMNS = ("fts_name", "fts_title", "fts_summary", "fts_body")
+_vocabulary_engines: dict[str, Engine] = {}
+
+
+def vocabulary(docs: Sequence[Any]) -> set[str]:
+    """The lexemes of the documents' tsvectors a prefix can start: their words and the
+    words' 3-character prefix lexemes."""
+    words: set[str] = set()
+    for doc in docs:
+        for column in _TEXT_COLUMNS:
+            words.update(doc[column].split())
+    n = SHORT_PREFIXES[0]
+    words.update([PREFIX_MARK + w[:n] for w in words if len(w) >= n])
+    return words
+
+
+def add_vocabulary(conn: Connection, docs: Sequence[Any]) -> None:
+    """Commit the lexemes of ``docs`` missing from the vocabulary, before the caller's
+    transaction (which writes the documents) commits."""
+    words = vocabulary(docs)
+    if not words:
+        return
+    missing = conn.scalars(_MISSING_WORDS, {"words": sorted(words)}).all()
+    if not missing:
+        return
+    key = conn.engine.url.render_as_string(hide_password=False)
+    engine = _vocabulary_engines.get(key)
+    if engine is None:
+        # No pool: a writer holding the pool's last connection never waits for another.
+        engine = _vocabulary_engines.setdefault(key, create_engine(key, poolclass=NullPool))
+    with engine.begin() as own:
+        own.execute(_ADD_WORDS, {"words": missing})
+
+
+def expansions(conn: Connection, criteria: Criteria) -> dict[str, list[str]]:
+    """Each prefix of the query (tsquery_prefix_key) → the lexemes it starts, for prefixes
+    starting at least one and at most _EXPAND_AT_MOST of them."""
+    query = criteria.query
+    keys = {
+        key
+        for p in [*(p for group in query.groups for p in group), *query.excluded]
+        if p.prefix and (key := tsquery_prefix_key(p.tokens[-1]))
+    }
+    if not keys:
+        return {}
+    found: dict[str, list[str]] = {}
+    for key, lexeme in conn.execute(_EXPAND, {"keys": sorted(keys), "n": _EXPAND_AT_MOST + 1}):
+        found.setdefault(key, []).append(lexeme)
+    return {k: v for k, v in found.items() if len(v) <= _EXPAND_AT_MOST}
+
+
+def tsquery(
+    criteria: Criteria,
+    weights: str = "",
+    *,
+    excluded: bool = True,
+    expansions: Expansions | None = None,
+) -> str:
     parts = []
-    words = tsquery_text(criteria.query, weights, excluded=excluded)
+    words = tsquery_text(criteria.query, weights, excluded=excluded, expansions=expansions)
     if words:
         parts.append(words)
     if criteria.filter_tokens:
@@ -399,6 +485,13 @@ class PostgresBackend:
 
     name = "postgresql-tsvector"
     _complete = False
+    _prefixes: dict[str, list[str]] | None = None
+
+    def _expansions(self, conn: Connection, criteria: Criteria) -> dict[str, list[str]]:
+        """The query's prefixes as lexemes (see :func:`expansions`), looked up once."""
+        if self._prefixes is None:
+            self._prefixes = expansions(conn, criteria)
+        return self._prefixes
 
     @contextmanager
     def planning(self, conn: Connection) -> Iterator[None]:
@@ -415,7 +508,8 @@ class PostgresBackend:
 
     def tier_ids(self, conn: Connection, criteria: Criteria, limit: int) -> dict[int, list[int]]:
         # head/mid lack the description: exclusions are checked against tsv.
-        excluded = tsquery_excluded(criteria.query)
+        prefixes = self._expansions(conn, criteria)
+        excluded = tsquery_excluded(criteria.query, prefixes)
         stats = None if self._complete else _stats(conn)
         parts = []
         for column, weights in _TIER_COLUMN.values():
@@ -427,7 +521,7 @@ class PostgresBackend:
                     "WHERE t.id = f.id AND t.tsv @@ CAST(:x_ AS tsquery))"
                 )
                 params["x_"] = excluded
-            q = tsquery(criteria, weights, excluded=False)
+            q = tsquery(criteria, weights, excluded=False, expansions=prefixes)
             density = stats.density(column, criteria) if stats else None
             parts.append(_Part(sql, q, params, limit, density))
         # Tier matches are a subset of the facet pass's matches: when that pass saw all of
@@ -452,7 +546,7 @@ class PostgresBackend:
             stats = _stats(conn)
             part = _Part(
                 _FACET_SQL + "WHERE tsv @@ CAST(:q_ AS tsquery)",
-                tsquery(criteria),
+                tsquery(criteria, expansions=self._expansions(conn, criteria)),
                 {},
                 limit,
                 stats.density("tsv", criteria),
@@ -517,6 +611,7 @@ class PostgresBackend:
                 part.first, part.index = last + 1, part.index + 1
 
     def after_write(self, conn: Connection, docs: Sequence[dict[str, Any]]) -> None:
+        add_vocabulary(conn, docs)
         self._write(conn, docs)
 
     def _write(self, conn: Connection, docs: Sequence[dict[str, Any]]) -> None:
@@ -715,6 +810,7 @@ def _copy_documents(conn: Connection, since: Any, snapshot: str = "") -> None:
 
 def _copy(conn: Connection, docs: Sequence[Any]) -> None:
     terms, fields = (t + _NEXT for t in _TABLES)
+    add_vocabulary(conn, docs)
     literals = [tsvector_literals(d) for d in docs]
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     with cursor.copy(f"COPY {terms} (id, tags, tsv) FROM STDIN") as copy:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -298,39 +298,67 @@ def short_prefix(token: str) -> bool:
     return len(token) <= SHORT_PREFIXES[-1]
 
 
-def _ts_short_prefix(token: str, weights: str) -> str:
+# Prefix → the lexemes of the index it starts (tsquery_prefix_key), when the caller looked
+# them up: the prefix is then asked for as those lexemes, not as a partial match.
+Expansions = Mapping[str, Sequence[str]]
+
+
+def tsquery_prefix_key(token: str) -> str | None:
+    """What a prefix token is matched against by a partial match in a tsquery: the token
+    itself (4 characters or more), the 3-character prefix lexemes it starts (2
+    characters), or nothing (3 characters: one prefix lexeme, matched exactly)."""
+    if len(token) == SHORT_PREFIXES[0]:
+        return None
+    return PREFIX_MARK + token if short_prefix(token) else token
+
+
+def _ts_partial(key: str, weights: str, expansions: Expansions | None) -> str:
+    lexemes = expansions.get(key) if expansions else None
+    if not lexemes:
+        return _lexeme(key, weights, True)
+    if len(lexemes) == 1:
+        return _lexeme(lexemes[0], weights)
+    return "(" + " | ".join(_lexeme(x, weights) for x in lexemes) + ")"
+
+
+def _ts_short_prefix(token: str, weights: str, expansions: Expansions | None) -> str:
     if len(token) == SHORT_PREFIXES[0]:
         return _lexeme(PREFIX_MARK + token, weights)
-    return f"({_lexeme(token, weights)} | {_lexeme(PREFIX_MARK + token, weights, True)})"
+    return f"({_lexeme(token, weights)} | {_ts_partial(PREFIX_MARK + token, weights, expansions)})"
 
 
-def _ts_phrase(p: Phrase, weights: str) -> str:
-    last = len(p.tokens) - 1
-    parts = [_lexeme(t, weights, p.prefix and i == last) for i, t in enumerate(p.tokens)]
+def _ts_phrase(p: Phrase, weights: str, expansions: Expansions | None) -> str:
+    parts = [_lexeme(t, weights) for t in p.tokens]
     if p.prefix and short_prefix(p.tokens[-1]):
-        parts[-1] = _ts_short_prefix(p.tokens[-1], weights)
+        parts[-1] = _ts_short_prefix(p.tokens[-1], weights, expansions)
+    elif p.prefix:
+        parts[-1] = _ts_partial(p.tokens[-1], weights, expansions)
     return "(" + " <-> ".join(parts) + ")"
 
 
-def tsquery_text(query: Query, weights: str = "", *, excluded: bool = True) -> str | None:
+def tsquery_text(
+    query: Query, weights: str = "", *, excluded: bool = True, expansions: Expansions | None = None
+) -> str | None:
     """The text part of a PostgreSQL tsquery, its lexemes restricted to ``weights``;
-    ``excluded=False`` leaves the exclusions out."""
+    ``excluded=False`` leaves the exclusions out. A prefix found in ``expansions`` is asked
+    for as the lexemes listed there (all the index holds that start with it)."""
     if query.empty:
         return None
     groups = " & ".join(
-        "(" + " | ".join(_ts_phrase(p, weights) for p in group) + ")" for group in query.groups
+        "(" + " | ".join(_ts_phrase(p, weights, expansions) for p in group) + ")"
+        for group in query.groups
     )
     if excluded:
         for p in query.excluded:
-            groups += f" & !{_ts_phrase(p, '')}"
+            groups += f" & !{_ts_phrase(p, '', expansions)}"
     return f"({groups})"
 
 
-def tsquery_excluded(query: Query) -> str | None:
+def tsquery_excluded(query: Query, expansions: Expansions | None = None) -> str | None:
     """The excluded phrases ORed (a document matching this is excluded), or None."""
     if not query.excluded:
         return None
-    return "(" + " | ".join(_ts_phrase(p, "") for p in query.excluded) + ")"
+    return "(" + " | ".join(_ts_phrase(p, "", expansions) for p in query.excluded) + ")"
 
 
 def tsquery_tokens(tokens: list[str], *, any_of: bool = False) -> str:

@@ -11,6 +11,7 @@ from store.search.query import (
     fts5_text,
     parse,
     tokenize,
+    tsquery_prefix_key,
     tsquery_text,
 )
 
@@ -74,6 +75,26 @@ def test_rendering_quotes_everything() -> None:
     assert "'a':A <-> ('bc':A | '*:bc':*A)" in ts
     assert "'*:abc':A" in (tsquery_text(parse("abc*"), TIER_WEIGHTS[3]) or "")
     assert "'abcd':*A" in (tsquery_text(parse("abcd*"), TIER_WEIGHTS[3]) or "")
+
+
+def test_prefixes_rendered_as_the_lexemes_they_start() -> None:
+    """PostgreSQL: a prefix looked up in the index's vocabulary is asked for as the lexemes
+    it starts (weights kept, inside phrases too); one not looked up, or starting nothing,
+    stays a partial match."""
+    assert tsquery_prefix_key("abcd") == "abcd"
+    assert tsquery_prefix_key("ab") == "*:ab"
+    assert tsquery_prefix_key("abc") is None  # one prefix lexeme, matched exactly
+    expansions = {"redi": ["redis", "redish"], "*:bc": ["*:bcd"], "acm": ["acme"]}
+    ts = tsquery_text(parse('"a bc"* redi*'), TIER_WEIGHTS[3], expansions=expansions)
+    assert ts == "((('a':A <-> ('bc':A | '*:bcd':A))) & ((('redis':A | 'redish':A))))"
+    typed = parse("runs", as_you_type=True)  # typed so far, or its stem
+    assert tsquery_text(typed, expansions={"runs": ["runs", "runsa"]}) == (
+        "(((('runs' | 'runsa')) | ('run')))"
+    )
+    assert tsquery_text(typed, expansions={}) == "((('runs':*) | ('run')))"
+    assert tsquery_text(parse("x -redi*"), expansions=expansions) == (
+        "((('x')) & !(('redis' | 'redish')))"
+    )
 
 
 def test_repeated_words_count_once() -> None:

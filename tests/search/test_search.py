@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import Engine, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from store.catalog import service as catalog
@@ -337,3 +338,66 @@ def test_banded_retrieval_from_planner_statistics(
         )
         assert stats.density("tsv", Criteria(parse("gadget"))) == pytest.approx(1.0, abs=0.1)
     assert pages() == expected
+
+
+def _new_word() -> str:
+    """A word no earlier test or run has indexed (the PostgreSQL vocabulary outlives the
+    tests' rolled-back transactions)."""
+    return "zq" + "".join(chr(ord("a") + int(c, 16)) for c in uuid.uuid4().hex[:8])
+
+
+def test_prefix_finds_words_new_to_the_index(session: Session, world: dict) -> None:
+    """A prefix starting a word of the last reindex and a word first written since (by the
+    listeners) finds both: on PostgreSQL the prefix is asked for as the lexemes the
+    vocabulary lists, so a new word must be listed when its document is written."""
+    word = _new_word()
+    make_repo(session, "vocab/old", description=f"{word}a")
+    indexer.reindex(session.connection())
+    make_repo(session, "vocab/new", description=f"{word}ab")
+    make_repo(session, "vocab/other", description=f"{word}b")
+    session.flush()
+    assert sorted(names(session, word + "a")) == ["vocab/new", "vocab/old"]
+    assert sorted(names(session, f"{word}a*")) == ["vocab/new", "vocab/old"]
+    assert sorted(names(session, f"vocab {word[:2]}")) == ["vocab/new", "vocab/old", "vocab/other"]
+    if session.get_bind().dialect.name == "postgresql":
+        from store.search import postgres_fts
+
+        criteria = Criteria(parse(word + "a", as_you_type=True))
+        assert postgres_fts.expansions(session.connection(), criteria) == {
+            word + "a": [word + "a", word + "ab"]
+        }
+
+
+def test_vocabulary_holds_every_lexeme_a_prefix_can_start(
+    session: Session, world: dict, engine: Engine
+) -> None:
+    """PostgreSQL: after a reindex and after writes by the listeners, every word and
+    3-character prefix lexeme of the index is in the vocabulary, committed before the
+    document holding it (another connection sees it while the writer is still open)."""
+    if session.get_bind().dialect.name != "postgresql":
+        pytest.skip("the vocabulary is PostgreSQL's")
+    quiet = _new_word()  # written without the listeners: indexed by the reindex only
+    session.execute(
+        insert(HubRepository).values(
+            name=f"vocab/{quiet}", namespace="vocab", description=quiet, visibility="public"
+        )
+    )
+    indexer.reindex(session.connection())
+    assert names(session, quiet[:-1]) == [f"vocab/{quiet}"]
+    word = _new_word()
+    make_repo(session, "vocab/fresh", description=f"{word} Fresh-Words")
+    session.flush()
+    missing = session.scalar(
+        text(
+            "SELECT count(*) FROM (SELECT DISTINCT u.lexeme FROM search_fts_terms, unnest(tsv) "
+            "AS u WHERE strpos(u.lexeme, ':') = 0 OR starts_with(u.lexeme, '*:')) AS l "
+            "WHERE NOT EXISTS (SELECT FROM search_fts_vocabulary AS v WHERE v.lexeme = l.lexeme)"
+        )
+    )
+    assert missing == 0
+    with engine.connect() as other:
+        listed = other.scalars(
+            text("SELECT lexeme FROM search_fts_vocabulary WHERE lexeme = ANY(:w)"),
+            {"w": [word, "*:" + word[:3], "fresh"]},
+        ).all()
+    assert sorted(listed) == sorted([word, "*:" + word[:3], "fresh"])

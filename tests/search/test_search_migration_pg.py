@@ -115,3 +115,26 @@ def test_upgrade_indexes_prefixes_as_the_application_does(fresh_engine: Engine) 
     assert _names(fresh_engine, "re") == ["acme/redis-ha"]
     assert _names(fresh_engine, "acme/ng") == ["acme/nginx"]
     assert _names(fresh_engine, "repl") == ["acme/redis-ha"]
+
+
+def test_vocabulary_filled_from_the_index(fresh_engine: Engine) -> None:
+    """Migration 0760 lists every word and 3-character prefix lexeme the index holds, so
+    prefixes asked for as the lexemes they start find what they found before."""
+    migrate.upgrade(fresh_engine)
+    with Session(fresh_engine) as session:
+        make_repo(session, "acme/redis-ha", description="Replicated redis, it's «réplica» ready")
+        make_repo(session, "acme/redistore", description="web server")
+        session.commit()
+    _to(fresh_engine, "0750", down=True)
+    with fresh_engine.connect() as conn:
+        assert conn.scalar(text("SELECT to_regclass('search_fts_vocabulary')")) is None
+    _to(fresh_engine, "0760")
+    with fresh_engine.connect() as conn:
+        listed = set(conn.scalars(text("SELECT lexeme FROM search_fts_vocabulary")))
+        lexemes = set(
+            conn.scalars(text("SELECT DISTINCT u.lexeme FROM search_fts_terms, unnest(tsv) AS u"))
+        )
+    assert {"redis", "redistore", "replica", "*:red", "*:rep"} <= listed
+    assert listed == {x for x in lexemes if ":" not in x or x.startswith("*:")}
+    assert sorted(_names(fresh_engine, "redis")) == ["acme/redis-ha", "acme/redistore"]
+    assert _names(fresh_engine, "repl") == ["acme/redis-ha"]
