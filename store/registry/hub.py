@@ -23,8 +23,8 @@ from sqlalchemy import (
     bindparam,
     delete,
     func,
+    literal,
     select,
-    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -284,69 +284,48 @@ def count_pull(
     if client is not None and _pairs_up(conn, sql, repository_id, client, media_type, at):
         return repository_id, False
     conn.execute(sql.total, {"p_repository": repository_id, "p_at": at})
-    conn.execute(sql.day, {"repository_id": repository_id, "day": at.date(), "count": 1})
+    conn.execute(sql.day, {"p_repository": repository_id, "p_day": at.date()})
     return repository_id, True
-
-
-_PAIR_AND_COUNT = """
-WITH taken AS (
-    UPDATE manifest_pulls SET paired = true
-    WHERE paired IS false AND id = (
-        SELECT id FROM manifest_pulls
-        WHERE repository_id = :p_repository AND client = :p_client
-          AND is_index = :p_other_kind AND paired IS false
-          AND at >= :p_since AND at <= :p_until
-        ORDER BY at LIMIT 1
-    )
-    RETURNING id
-), download AS (
-    INSERT INTO manifest_pulls (id, repository_id, client, is_index, paired, at)
-    SELECT :p_id, :p_repository, :p_client, :p_is_index, EXISTS (SELECT 1 FROM taken), :p_at
-), total AS (
-    UPDATE hub_repositories SET pull_count = pull_count + 1, last_pulled_at = :p_at
-    WHERE id = :p_repository AND NOT EXISTS (SELECT 1 FROM taken)
-), day AS (
-    INSERT INTO pull_counters (repository_id, day, count)
-    SELECT :p_repository, :p_day, 1 WHERE NOT EXISTS (SELECT 1 FROM taken)
-    ON CONFLICT (repository_id, day) DO UPDATE SET count = pull_counters.count + 1
-)
-SELECT NOT EXISTS (SELECT 1 FROM taken)
-"""
 
 
 class PullStatements:
     """The statements of :func:`count_pull`, built once per dialect (module state: they
-    hold no connection and no values, only bound parameters)."""
+    hold no connection and no values, only bound parameters). The pairing rule, the total
+    and the day's counter are written once: SQLite runs them one by one, PostgreSQL as
+    one statement composed of the same pieces (``pair_and_count``)."""
 
     _built: dict[str, PullStatements] = {}
 
     def __init__(self, dialect: str) -> None:
         module = postgresql if dialect == "postgresql" else sqlite
         at_type = _pulls.c.at.type
+        repository = bindparam("p_repository", type_=_pulls.c.repository_id.type)
+        at = bindparam("p_at", type_=at_type)
+        client = bindparam("p_client", type_=_pulls.c.client.type)
         self.repository_id = select(_hub.c.id).where(_hub.c.name == bindparam("p_name"))
+        # The total and the day's counter: what a counted download adds.
         self.total = (
             update(_hub)
-            .where(_hub.c.id == bindparam("p_repository"))
-            .values(
-                pull_count=_hub.c.pull_count + 1,
-                last_pulled_at=bindparam("p_at", type_=_hub.c.last_pulled_at.type),
-            )
+            .where(_hub.c.id == repository)
+            .values(pull_count=_hub.c.pull_count + 1, last_pulled_at=at)
         )
-        self.day = module.insert(_counters).on_conflict_do_update(
-            index_elements=["repository_id", "day"], set_={"count": _counters.c.count + 1}
+        day = bindparam("p_day", type_=_counters.c.day.type)
+        self.day = self._day(
+            module.insert(_counters).values(repository_id=repository, day=day, count=1)
         )
         self.expire = delete(_pulls).where(
-            _pulls.c.repository_id == bindparam("p_repository"),
+            _pulls.c.repository_id == repository,
             _pulls.c.at < bindparam("p_before", type_=at_type),
         )
         self.lock = select(func.pg_advisory_xact_lock(bindparam("p_key", type_=BigInteger)))
-        # The oldest unpaired download of the other kind in the window, taken by one
-        # conditional UPDATE.
+        # The pairing rule: the oldest unpaired download of the other kind by the same
+        # client within the window, taken by one conditional UPDATE; the download is then
+        # recorded, paired or not.
         candidate = (
             select(_pulls.c.id)
             .where(
-                _pulls.c.repository_id == bindparam("p_repository"),
-                _pulls.c.client == bindparam("p_client"),
+                _pulls.c.repository_id == repository,
+                _pulls.c.client == client,
                 _pulls.c.is_index == bindparam("p_other_kind", type_=Boolean),
                 _pulls.c.paired.is_(False),
                 _pulls.c.at >= bindparam("p_since", type_=at_type),
@@ -361,19 +340,38 @@ class PullStatements:
             .where(_pulls.c.id == candidate, _pulls.c.paired.is_(False))
             .values(paired=True)
         )
-        self.download = _pulls.insert()
-        # PostgreSQL: the pairing, the download, the total and the day in one statement
-        # (data-modifying CTEs), after the pairing lock: one round trip instead of four.
-        self.pair_and_count = text(_PAIR_AND_COUNT).bindparams(
-            bindparam("p_id", type_=_pulls.c.id.type),
-            bindparam("p_repository", type_=_pulls.c.repository_id.type),
-            bindparam("p_client", type_=_pulls.c.client.type),
-            bindparam("p_is_index", type_=Boolean),
-            bindparam("p_other_kind", type_=Boolean),
-            bindparam("p_at", type_=at_type),
-            bindparam("p_since", type_=at_type),
-            bindparam("p_until", type_=at_type),
-            bindparam("p_day", type_=_counters.c.day.type),
+        download = {
+            "id": bindparam("p_id", type_=_pulls.c.id.type),
+            "repository_id": repository,
+            "client": client,
+            "is_index": bindparam("p_is_index", type_=Boolean),
+        }
+        self.download = _pulls.insert().values(
+            **download, paired=bindparam("p_paired", type_=Boolean), at=at
+        )
+        if dialect != "postgresql":
+            return
+        # PostgreSQL: the same four statements in one (data-modifying CTEs), after the
+        # pairing lock: one round trip instead of four. Counted unless the pairing took one.
+        taken = self.pair.returning(_pulls.c.id).cte("taken")
+        paired = select(taken.c.id).exists()
+        counted = ~paired
+        recorded = _pulls.insert().from_select(
+            [*download, "paired", "at"], select(*download.values(), paired, at)
+        )
+        counter = module.insert(_counters).from_select(
+            ["repository_id", "day", "count"], select(repository, day, literal(1)).where(counted)
+        )
+        self.pair_and_count = select(counted).add_cte(
+            recorded.cte("download"),
+            self.total.where(counted).cte("total"),
+            self._day(counter).cte("day"),
+        )
+
+    @staticmethod
+    def _day(insert: sqlite.Insert | postgresql.Insert) -> sqlite.Insert | postgresql.Insert:
+        return insert.on_conflict_do_update(
+            index_elements=["repository_id", "day"], set_={"count": _counters.c.count + 1}
         )
 
     @classmethod
@@ -481,12 +479,12 @@ def _pairs_up(
     conn.execute(
         sql.download,
         {
-            "id": new_id(),
-            "repository_id": repository_id,
-            "client": client,
-            "is_index": is_index,
-            "paired": paired,
-            "at": at,
+            "p_id": new_id(),
+            "p_repository": repository_id,
+            "p_client": client,
+            "p_is_index": is_index,
+            "p_paired": paired,
+            "p_at": at,
         },
     )
     return paired
