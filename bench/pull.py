@@ -21,7 +21,9 @@ from round to round):
 
 Prints per case the median and p90 in ms, how many tokens the store granted per pull and the
 store's mean time per pull notification of the counted rounds (from its metrics, after their
-one-second delay; the push's notification and the warm-up round's apart),
+one-second delay; the push's notification and the warm-up round's apart), the store's own CPU
+time per round and while each copy ran (all its processes' threads, from
+``/proc/<pid>/task/*/schedstat``: the figure the machine's load stretches least),
 the ratio auth / open (target ≤ 1.10) as the ratio of the medians and as the median of the
 rounds' own ratios (robust to the load changing during the run), quiet / open, and the split
 of a pull's extra time into challenge, token request and the rest (skopeo's requests again
@@ -41,6 +43,7 @@ sys.path.insert(0, os.path.dirname(_HERE))  # the repository, for bench._common
 
 import argparse
 import base64
+import glob
 import gzip
 import hashlib
 import io
@@ -136,6 +139,34 @@ def skopeo(home: Path, *args: str) -> float:
     return elapsed
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (the store's server process and its workers)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        for children in glob.glob(f"/proc/{current}/task/*/children"):
+            try:
+                todo += [int(c) for c in Path(children).read_text().split()]
+            except OSError:
+                continue
+    return found
+
+
+def cpu_ms(pids: list[int]) -> float:
+    """CPU time the threads of these processes have run, in ms (``/proc/<pid>/task/*/
+    schedstat``: nanoseconds, unlike the 10 ms ticks of ``/proc/<pid>/stat``; a thread that
+    has exited is no longer counted, and the store's threads live as long as it does)."""
+    total = 0
+    for pid in pids:
+        for path in glob.glob(f"/proc/{pid}/task/*/schedstat"):
+            try:
+                total += int(Path(path).read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue
+    return total / 1e6
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -207,6 +238,11 @@ def main() -> int:
         times: dict[str, list[float]] = {
             "auth": [], "quiet": [], "open": [], "challenge": [], "token": []
         }  # fmt: skip
+        # The store's own CPU time (all its processes) while each copy runs, and over the
+        # counted rounds: what the load on the machine stretches least.
+        store_pids = process_tree(store.pid)
+        store_cpu: dict[str, list[float]] = {"auth": [], "quiet": [], "open": []}
+        cpu_from = 0.0
         print(f"load average before: {loadavg()}")
         with httpx.Client(timeout=30) as client:
             for round_ in range(args.rounds + 1):  # the first round warms up, uncounted
@@ -218,16 +254,14 @@ def main() -> int:
                 }  # fmt: skip
                 # the three copies in turn, in an order that rotates from round to round
                 order = list(sources)[round_ % 3 :] + list(sources)[: round_ % 3]
-                copied = {
-                    name: skopeo(
-                        home,
-                        "copy",
-                        "--src-tls-verify=false",
-                        *sources[name],
+                copied, cpu_of = {}, {}
+                for name in order:
+                    cpu_before = cpu_ms(store_pids)
+                    copied[name] = skopeo(
+                        home, "copy", "--src-tls-verify=false", *sources[name],
                         f"oci:{out}-{name}:1",
-                    )
-                    for name in order
-                }
+                    )  # fmt: skip
+                    cpu_of[name] = cpu_ms(store_pids) - cpu_before
                 auth_s, quiet_s, open_s = copied["auth"], copied["quiet"], copied["open"]
                 started = time.perf_counter()
                 challenge = client.get(f"http://{HOST}:{auth_port}/v2/")
@@ -242,6 +276,8 @@ def main() -> int:
                 for name in sources:
                     shutil.rmtree(f"{out}-{name}", ignore_errors=True)
                 if round_:
+                    for name in store_cpu:
+                        store_cpu[name].append(cpu_of[name])
                     times["auth"].append(auth_s * 1000)
                     times["quiet"].append(quiet_s * 1000)
                     times["open"].append(open_s * 1000)
@@ -252,6 +288,7 @@ def main() -> int:
                     granted = _granted(client, store_port)
                     # the push's notification and the warm-up's pull: not in the figure below
                     warm_events = _route_time(client, store_port, "/registry/events")
+                    cpu_from = cpu_ms(store_pids)
         print(
             f"{args.rounds} interleaved rounds, one image of {args.layers} layers × "
             f"{args.layer_kib} KiB"
@@ -266,7 +303,8 @@ def main() -> int:
             statistics.median(times["challenge"]),
             statistics.median(times["token"]),
         )
-        time.sleep(1.5)
+        time.sleep(1.5)  # the last round's pull reaches search (and the metrics)
+        cpu_total = cpu_ms(store_pids) - cpu_from
         per_round = (_granted(httpx.Client(), store_port) - granted) / args.rounds
         print(
             f"tokens the store granted per round: {per_round:.1f} (its metrics; the bench's "
@@ -281,6 +319,13 @@ def main() -> int:
                 f"notification and the warm-up's left out: {warm_events[0]:.0f}, "
                 f"{warm_events[1] / max(warm_events[0], 1) * 1000:.1f} ms each)"
             )
+        print(
+            f"store CPU per round: {cpu_total / args.rounds:.1f} ms (its processes, the counted "
+            "rounds and the last one's search refresh; a round is one authenticated copy with "
+            "its pull notification, one without notification and the bench's own token "
+            "request); while each copy ran (mean): "
+            + ", ".join(f"{n} {statistics.fmean(v):.1f} ms" for n, v in store_cpu.items())
+        )
         quiet_m = statistics.median(times["quiet"])
         per_round = statistics.median(
             a / o for a, o in zip(times["auth"], times["open"], strict=True)
