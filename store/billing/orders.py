@@ -371,6 +371,8 @@ def mark_paid(
     if entitlement is not None:
         order.entitlement_id = entitlement.id
     session.flush()
+    if order.refunded_minor:  # refunds told before the payment: applied now
+        _refunded(session, order)
     return True
 
 
@@ -424,9 +426,10 @@ def apply_refund(session: Session, order: Order, *, refunded_total: int, at: dat
     """The payment's cumulative refunded amount is now ``refunded_total`` (never decreases).
 
     A full refund revokes the entitlement (and so its licenses); a partial one keeps it.
+    A refund told before the payment (the gateway's events arrive in any order) is kept
+    and applied when the payment is (:func:`mark_paid`); False then, as nothing changed
+    for the buyer yet.
     """
-    if order.paid_at is None:
-        return False
     new_total = min(max(order.refunded_minor, refunded_total), order.total_minor)
     if new_total <= order.refunded_minor:
         return False
@@ -443,7 +446,16 @@ def apply_refund(session: Session, order: Order, *, refunded_total: int, at: dat
     )
     order.refunded_minor = new_total
     order.refunded_at = at
-    if new_total >= order.total_minor:
+    if order.paid_at is None:
+        session.flush()
+        return False
+    _refunded(session, order)
+    return True
+
+
+def _refunded(session: Session, order: Order) -> None:
+    """A paid order's state after its refunds: a full refund revokes the entitlement."""
+    if order.refunded_minor >= order.total_minor:
         order.status = "refunded"
         entitlement = _order_entitlement(session, order)
         if entitlement is not None:
@@ -456,7 +468,6 @@ def apply_refund(session: Session, order: Order, *, refunded_total: int, at: dat
     else:
         order.status = "partially_refunded"
     session.flush()
-    return True
 
 
 # --- refunds ---------------------------------------------------------------------------
@@ -577,3 +588,5 @@ def notify_paid(session: Session, billing: Billing, order: Order) -> None:
             order, tax_label=billing.settings.tax_label, store_url=billing.store.public_url
         )
     notices.order_paid(session, billing.store, order=order, pdf=pdf)
+    if order.refunded_minor:  # refunded before its payment was told
+        notices.refund(session, billing.store, order=order, amount_minor=order.refunded_minor)

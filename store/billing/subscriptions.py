@@ -444,6 +444,7 @@ def invoice_paid(
             sub.paid_charges += 1
         _prepare_next_charge(session, billing, sub)
         order_service.notify_paid(session, billing, order)
+        access.after_refund(session, billing, order)  # refunded before it was told paid
     session.flush()
 
 

@@ -523,3 +523,72 @@ def test_amount_or_currency_mismatch_never_fulfils(
     # The holder cannot buy again meanwhile: the order is open.
     with pytest.raises(Conflict):
         orders.start_checkout(session, billing, account=shop.buyer, tier=shop.one_time)
+
+
+@pytest.mark.parametrize("refunded", [9900, 2000])
+def test_a_refund_whose_event_comes_before_the_payments_is_not_lost(
+    client: TestClient, session: Session, billing: Billing, shop: Shop, refunded: int
+) -> None:
+    """Stripe sends events in any order: a charge refunded at once (by an administrator in
+    Stripe's dashboard, by fraud screening) may be told before the payment is. The refund is
+    kept and applied when the payment lands: a full one never gives access, a partial one
+    leaves the order partially refunded; the late payment event changes nothing more."""
+    order = pending_order(session, billing, shop)
+    pi = intent(order)
+    order.payment_ref = pi["id"]  # what paying at the gateway records at once
+    session.commit()
+    now = int(time.time())
+    charge = {
+        "id": "ch_early",
+        "object": "charge",
+        "amount": 9900,
+        "amount_refunded": refunded,
+        "refunded": refunded == 9900,
+        "payment_intent": pi["id"],
+    }
+    post_event(client, make_event("charge.refunded", charge, created=now))
+    assert fresh(session, order).status == "pending"  # not paid yet: nothing to take back
+    post_event(client, make_event("payment_intent.succeeded", pi, created=now - 1))
+    order = fresh(session, order)
+    assert order.refunded_minor == refunded and order.paid_at is not None
+    held = session.scalars(select(Entitlement).where(Entitlement.source_ref == str(order.id))).all()
+    if refunded == 9900:
+        assert order.status == "refunded"
+        assert all(e.status == "revoked" for e in held)
+    else:
+        assert order.status == "partially_refunded"
+        assert [e.status for e in held] == ["active"]
+    # Delivered again, either event changes nothing.
+    post_event(client, make_event("payment_intent.succeeded", pi, created=now + 5))
+    post_event(client, make_event("charge.refunded", charge, created=now + 5))
+    again = fresh(session, order)
+    assert (again.status, again.refunded_minor) == (order.status, refunded)
+
+
+def test_a_first_invoice_refunded_before_it_is_told_paid_ends_the_subscription(
+    client: TestClient, session: Session, billing: Billing, shop: Shop
+) -> None:
+    """The same for a subscription's first invoice: refunded in full before ``invoice.paid``
+    arrives, it gives no access when it does, and billing stops (no renewal)."""
+    order = orders.start_checkout(session, billing, account=shop.buyer, tier=shop.monthly)
+    sub = session.get(Subscription, order.subscription_id)
+    assert sub is not None
+    sub.gateway_ref, order.gateway_ref = "sub_early", "in_early"
+    session.commit()
+    now = int(time.time())
+    charge = {
+        "id": "ch_early_sub",
+        "object": "charge",
+        "amount": order.total_minor,
+        "amount_refunded": order.total_minor,
+        "refunded": True,
+        "invoice": "in_early",
+    }
+    post_event(client, make_event("charge.refunded", charge, created=now))
+    paid = invoice(sub, "in_early", now, now + 30 * 86400, amount=order.total_minor)
+    post_event(client, make_event("invoice.paid", paid, created=now - 1))
+    order, sub = fresh(session, order), fresh(session, sub)
+    assert order.status == "refunded" and order.refunded_minor == order.total_minor
+    held = session.get(Entitlement, order.entitlement_id)
+    assert held is not None and held.status == "revoked"
+    assert sub.end_requested == "now" and sub.end_reason == "refunded"
