@@ -1,14 +1,19 @@
 """CPU per /token request in-process: the store's ASGI app called directly (no HTTP, no
-load generator), on SQLite with the production executor (raw sqlite3 on the event loop).
+load generator), with the production executors (raw sqlite3 on the event loop, psycopg's
+async pool on PostgreSQL).
 
-    python bench/token_cpu.py [--requests 2000] [--repeats 5] [--base DIR]
+    python bench/token_cpu.py [--backend sqlite|postgresql] [--requests 2000] [--repeats 5]
+                              [--concurrency 1] [--base DIR]
 
-Seeds a fresh store (bench._common.seed_shop: bob entitled to acme/app, his pull token),
-starts the app's lifespan, then times ``--repeats`` batches of ``--requests`` sequential
-``GET /token`` (bob's personal access token, an entitled pull) with ``time.process_time``
-and prints the best batch's CPU per request in µs, with the load average. ``--base DIR``
-imports ``store`` from another checkout instead of this one (an A/B against main: run the
-two alternately, each in a process of its own).
+Seeds a fresh store (bench._common.seed_shop: bob entitled to acme/app, his pull token; on
+PostgreSQL a new database, dropped afterwards), starts the app's lifespan, then times
+``--repeats`` batches of ``--requests`` ``GET /token`` (bob's personal access token, an
+entitled pull), ``--concurrency`` at a time, with ``time.process_time`` and prints the
+best batch's CPU per request of this process in µs, with the load average. On PostgreSQL
+it also prints the statements sent to the database per request (the
+``execute`` calls of psycopg's async connections, the token path's). ``--base
+DIR`` imports ``store`` from another checkout instead of this one (an A/B against main:
+run the two alternately, each in a process of its own).
 """
 
 # ruff: noqa: E402  (sys.path is fixed before the imports; see below)
@@ -38,7 +43,9 @@ def _use_checkout(base: str) -> None:
     sys.path.insert(0, os.path.abspath(base))
 
 
-async def _run(app: Any, path: str, query: bytes, auth: str, requests: int) -> float:
+async def _run(
+    app: Any, path: str, query: bytes, auth: str, requests: int, concurrency: int = 1
+) -> float:
     headers = [(b"host", b"store.test"), (b"authorization", b"Basic " + auth.encode())]
     statuses: list[int] = []
 
@@ -49,8 +56,7 @@ async def _run(app: Any, path: str, query: bytes, auth: str, requests: int) -> f
         if message["type"] == "http.response.start":
             statuses.append(message["status"])
 
-    started = time.process_time()
-    for _ in range(requests):
+    async def one() -> None:
         scope = {
             "type": "http",
             "asgi": {"version": "3.0"},
@@ -67,10 +73,17 @@ async def _run(app: Any, path: str, query: bytes, auth: str, requests: int) -> f
             "state": {},
         }
         await app(scope, receive, send)
+
+    started = time.process_time()
+    for _ in range(requests // concurrency):
+        if concurrency == 1:
+            await one()
+        else:
+            await asyncio.gather(*(one() for _ in range(concurrency)))
     spent = time.process_time() - started
     if set(statuses) != {200}:
         raise SystemExit(f"statuses {sorted(set(statuses))}")
-    return spent / requests
+    return spent / (requests // concurrency * concurrency)
 
 
 async def _lifespan(app: Any) -> tuple[asyncio.Queue[Any], asyncio.Task[Any]]:
@@ -92,45 +105,88 @@ def main() -> None:
     )
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--base", default="")
     args = parser.parse_args()
     if args.base:
         _use_checkout(args.base)
-    from bench._common import loadavg, seed_shop
+    from bench._common import create_pg_database, drop_pg_database
 
+    pg_name = f"token_cpu_{os.getpid()}"
     with tempfile.TemporaryDirectory(prefix="token-cpu-") as tmp:
         env = {"STORE_DATA_DIR": str(Path(tmp) / "data"), "STORE_SECRET_KEY": "k" * 32}
+        if args.backend == "postgresql":
+            env["STORE_DATABASE_URL"] = create_pg_database(pg_name)
         os.environ.update(env)
-        _, pull = seed_shop(env, key_purposes=("registry",))
-        import store
-        from store.app import create_app
-        from store.config import Settings
+        try:
+            _measure(args, env)
+        finally:
+            if args.backend == "postgresql":
+                drop_pg_database(pg_name)
 
-        settings = Settings(
-            data_dir=Path(env["STORE_DATA_DIR"]), secret_key=env["STORE_SECRET_KEY"]
-        )
-        app = create_app(settings, migrate=False)
-        query = b"service=store-registry&scope=repository%3Aacme%2Fapp%3Apull"
-        auth = base64.b64encode(f"bob:{pull}".encode()).decode()
 
-        async def measure() -> list[float]:
-            inbox, task = await _lifespan(app)
-            await _run(app, "/token", query, auth, 200)  # warm: imports, caches
-            best = [await _run(app, "/token", query, auth, args.requests)]
-            for _ in range(args.repeats - 1):
-                best.append(await _run(app, "/token", query, auth, args.requests))
-            await inbox.put({"type": "lifespan.shutdown"})
-            await task
-            return best
+def _count_statements() -> list[int]:
+    """Count the statements the token path sends (psycopg's async ``execute``)."""
+    import psycopg
 
-        load_before = loadavg()
-        per_request = asyncio.run(measure())
-        print(
-            f"store from {os.path.dirname(os.path.dirname(store.__file__))}: /token (PAT) CPU per"
-            f" request, best of {args.repeats} x {args.requests}: {min(per_request) * 1e6:.1f} µs"
-            f" (all: {', '.join(f'{v * 1e6:.0f}' for v in per_request)}); load {load_before}"
-            f" -> {loadavg()}"
-        )
+    calls = [0]
+    execute = psycopg.AsyncConnection.execute
+
+    async def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        return await execute(self, *args, **kwargs)
+
+    psycopg.AsyncConnection.execute = counted  # type: ignore[method-assign]
+    return calls
+
+
+def _measure(args: argparse.Namespace, env: dict[str, str]) -> None:
+    from bench._common import loadavg, seed_shop
+
+    _, pull = seed_shop(env, key_purposes=("registry",))
+    import store
+    from store.app import create_app
+    from store.config import Settings
+
+    settings = Settings(
+        data_dir=Path(env["STORE_DATA_DIR"]),
+        secret_key=env["STORE_SECRET_KEY"],
+        database_url=env.get("STORE_DATABASE_URL"),
+    )
+    app = create_app(settings, migrate=False)
+    query = b"service=store-registry&scope=repository%3Aacme%2Fapp%3Apull"
+    auth = base64.b64encode(f"bob:{pull}".encode()).decode()
+
+    calls = _count_statements() if args.backend == "postgresql" else None
+    counted: list[float] = []  # statements per request, per batch
+
+    async def measure() -> list[float]:
+        inbox, task = await _lifespan(app)
+        n = args.requests
+        await _run(app, "/token", query, auth, 200, args.concurrency)  # warm up
+        best = []
+        for _ in range(args.repeats):
+            before = calls[0] if calls else 0
+            best.append(await _run(app, "/token", query, auth, n, args.concurrency))
+            if calls:
+                counted.append((calls[0] - before) / (n // args.concurrency * args.concurrency))
+        await inbox.put({"type": "lifespan.shutdown"})
+        await task
+        return best
+
+    load_before = loadavg()
+    per_request = asyncio.run(measure())
+    statements = ""
+    if counted:
+        statements = f"; statements per request {min(counted):.2f}-{max(counted):.2f}"
+    print(
+        f"store from {os.path.dirname(os.path.dirname(store.__file__))}, {args.backend},"
+        f" concurrency {args.concurrency}: /token (PAT) CPU per request, best of"
+        f" {args.repeats} x {args.requests}: {min(per_request) * 1e6:.1f} µs"
+        f" (all: {', '.join(f'{v * 1e6:.0f}' for v in per_request)}){statements};"
+        f" load {load_before} -> {loadavg()}"
+    )
 
 
 if __name__ == "__main__":

@@ -394,3 +394,48 @@ def test_concurrent_writers_do_not_deadlock_on_the_counter(world: dict[str, Any]
             assert conn.execute(generation).scalar_one() >= before + 2 + 4 * 20
     finally:
         engine.dispose()
+
+
+def test_postgres_requests_share_a_counter_read_only_if_it_was_sent_after_them(
+    world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests waiting at once share one read of the counter; a request that arrives once
+    a read has been sent waits for a read of its own, so a change committed before it
+    arrived is seen even while the earlier read is still running."""
+    if not world["url"].startswith("postgresql"):
+        pytest.skip("PostgreSQL only")
+    import asyncio
+
+    engine = make_engine(world["url"])
+    db = lookup.open_db(engine)
+    assert isinstance(db, lookup.PostgresDB)
+    reads = [0]
+    read = db._read_generation
+
+    async def counted(batch: Any) -> None:
+        reads[0] += 1
+        await read(batch)
+
+    monkeypatch.setattr(db, "_read_generation", counted)
+
+    async def run() -> tuple[list[int], int, int]:
+        together = await asyncio.gather(*(db.generation() for _ in range(20)))
+        # a read that takes a while on the server (its snapshot is taken when it starts)
+        slow = f"{lookup._PYFORMAT['generation']} AND pg_sleep(0.5) IS NOT NULL"
+        monkeypatch.setitem(lookup._PYFORMAT, "generation", slow)
+        first = asyncio.create_task(db.generation())
+        await asyncio.sleep(0.2)  # sent, running on the server
+        monkeypatch.setitem(lookup._PYFORMAT, "generation", slow.split(" AND pg_sleep")[0])
+        with engine.begin() as conn:  # a change committed by another connection
+            conn.execute(text("UPDATE tiers SET public = NOT public"))
+        second = await db.generation()
+        return list(together), await first, second
+
+    try:
+        together, first, second = asyncio.run(run())
+    finally:
+        db.close()
+        engine.dispose()
+    assert len(set(together)) == 1 and first == together[0]
+    assert second > first  # not answered by the read sent before it arrived
+    assert reads[0] == 3  # one for the twenty, one each for the other two
