@@ -292,6 +292,11 @@ def _charge_refunded(
 ) -> None:
     order = _order_of_charge(session, billing, charge)
     if order is None:
+        invoice_ref = obj_id(charge.get("invoice"))
+        if invoice_ref:
+            # A renewal's order is made by its invoice.paid, which may come after this
+            # event: redelivered until then, so the refund is never lost.
+            _unknown(f"invoice {invoice_ref}", at)
         return
     total = int(charge.get("amount_refunded") or 0)
     if charge.get("refunded") and total == 0:

@@ -592,3 +592,37 @@ def test_a_first_invoice_refunded_before_it_is_told_paid_ends_the_subscription(
     held = session.get(Entitlement, order.entitlement_id)
     assert held is not None and held.status == "revoked"
     assert sub.end_requested == "now" and sub.end_reason == "refunded"
+
+
+def test_a_renewal_refunded_before_it_is_told_paid_is_retried_until_it_is(
+    client: TestClient, session: Session, billing: Billing, shop: Shop
+) -> None:
+    """A renewal invoice's order exists only once ``invoice.paid`` is told: its refund told
+    first answers 503 (Stripe redelivers it) instead of being acknowledged and lost, and is
+    applied once the invoice is known; one that stays unknown past the window is
+    acknowledged."""
+    sub = active_subscription(session, billing, shop)
+    end1 = int(sub.current_period_end.timestamp())  # type: ignore[union-attr]
+    charge = {
+        "id": "ch_renew",
+        "object": "charge",
+        "amount": 4900,
+        "amount_refunded": 4900,
+        "refunded": True,
+        "invoice": "in_renew_early",
+    }
+    refund = make_event("charge.refunded", charge)
+    early = post_event(client, refund)
+    assert early.status_code == 503 and early.json()["error"] == "retry_later"
+    renewal = invoice(sub, "in_renew_early", end1, end1 + 30 * 86400)
+    assert post_event(client, make_event("invoice.paid", renewal)).status_code == 200
+    assert post_event(client, refund).json()["status"] == "processed"  # the redelivery
+    order = session.scalars(select(Order).where(Order.gateway_ref == "in_renew_early")).one()
+    order = fresh(session, order)
+    assert order.status == "refunded" and order.refunded_minor == 4900
+    sub = fresh(session, sub)
+    assert sub.end_requested == "now" and sub.end_reason == "refunded"
+    # A charge of an invoice this store never hears of (another store on the account).
+    stranger = {**charge, "id": "ch_other", "invoice": "in_someone_else"}
+    old = make_event("charge.refunded", stranger, created=int(time.time()) - 11 * 60)
+    assert post_event(client, old).json()["status"] == "processed"
