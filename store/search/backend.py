@@ -6,12 +6,15 @@ import uuid
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import Connection
 
 from store.search import facets
 from store.search.query import Query
+
+if TYPE_CHECKING:
+    from store.search.workers import WorkerPool
 
 
 @dataclass(frozen=True)
@@ -70,8 +73,9 @@ class SearchBackend(Protocol):
         """Many documents are about to be rewritten in this transaction, and rebuild() will
         follow: row-by-row maintenance may stop (after_write is not called meanwhile)."""
 
-    def rebuild(self, conn: Connection) -> None:
-        """Rebuild the full-text structures from search_documents (recovery)."""
+    def rebuild(self, conn: Connection, pool: WorkerPool | None = None) -> None:
+        """Rebuild the full-text structures from search_documents (recovery); ``pool``:
+        worker processes that may take a share of the work."""
 
 
 def backend_for(conn: Connection) -> SearchBackend:

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from operator import itemgetter
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -46,7 +47,8 @@ from store.search.documents import (
     rank_key,
 )
 from store.search.models import SearchDocument
-from store.search.query import TextJob, index_texts
+from store.search.query import index_texts
+from store.search.workers import WorkerPool
 
 docs_t = cast(Table, SearchDocument.__table__)
 _COMPARED = [c.name for c in docs_t.columns if c.name not in ("indexed_at",)]
@@ -185,10 +187,42 @@ def write(conn: Connection, source: str, ref_ids: Iterable[uuid.UUID], docs: Seq
             updates.append({"old_id": old["id"], **{f"v_{c}": doc[c] for c in _COLUMNS}})
     flush_updates()
     if inserts:
-        conn.execute(docs_t.insert(), inserts)
+        if conn.info.get(_BULK):
+            _insert_bulk(conn, inserts)
+        else:
+            conn.execute(docs_t.insert(), inserts)
     if not conn.info.get(_BULK):
         backend_for(conn).after_write(conn, todo)
     return len(todo) + len(gone)
+
+
+def _insert_bulk(conn: Connection, docs: Sequence[Doc]) -> None:
+    """Insert new documents (a full reindex): each row's values made by the columns' own
+    bind processors, as SQLAlchemy's insert would, and handed to the driver at once (SQLite:
+    one executemany; PostgreSQL: COPY), without a statement's per-row parameter handling."""
+    dialect = conn.dialect
+    processors = _processors.get(dialect.name)
+    if processors is None:
+        processors = _processors[dialect.name] = [
+            docs_t.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in _COLUMNS
+        ]
+    values = itemgetter(*_COLUMNS)
+    rows = [
+        tuple(v if p is None else p(v) for p, v in zip(processors, values(d), strict=True))
+        for d in docs
+    ]
+    columns = ", ".join(_COLUMNS)
+    if dialect.name == "postgresql":
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        with cursor.copy(f"COPY search_documents ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        return
+    marks = ", ".join("?" for _ in _COLUMNS)
+    conn.exec_driver_sql(f"INSERT INTO search_documents ({columns}) VALUES ({marks})", rows)  # noqa: S608
+
+
+_processors: dict[str, list[Callable[[Any], Any] | None]] = {}
 
 
 def _free_key(conn: Connection, key: int, ref_id: uuid.UUID) -> int:
@@ -366,46 +400,6 @@ def _move(conn: Connection, moves: list[tuple[int, dict[str, Any]]]) -> list[tup
 
 # A reindex of at least this many documents builds their text in worker processes too.
 PARALLEL_FROM = 20_000
-_PIECES = 16  # a batch's text jobs are shared out in this many pieces
-
-
-class TextPool:
-    """store.search.query.index_texts spread over worker processes, the calling process
-    doing a share itself: tokenising and stemming are most of a full reindex's Python
-    time, and they need nothing but the texts. Workers are spawned (never forked from a
-    process with open connections and threads) and each keeps its own stem cache; as with
-    any spawned process, a script that reindexes keeps its top level under
-    ``if __name__ == "__main__":`` (the workers import the main module)."""
-
-    def __init__(self, workers: int) -> None:
-        # Imported here: serving workers import this module and never reindex.
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        self.workers = workers
-        self._executor = ProcessPoolExecutor(
-            max_workers=workers, mp_context=multiprocessing.get_context("spawn")
-        )
-
-    def texts(self, jobs: Sequence[TextJob]) -> list[str]:
-        """The jobs cut in small pieces, all handed to the workers; this process takes
-        pieces from the end for as long as no worker has started them, so neither side
-        waits long for the other when one gets less of the CPU (a loaded machine)."""
-        size = max(1, -(-len(jobs) // _PIECES))
-        pieces = [jobs[i : i + size] for i in range(0, len(jobs), size)]
-        futures = [self._executor.submit(index_texts, piece) for piece in pieces]
-        done: dict[int, list[str]] = {}
-        for i in reversed(range(len(pieces))):
-            if not futures[i].cancel():
-                break  # a worker has it, so every piece before it is a worker's too
-            done[i] = index_texts(pieces[i])
-        out: list[str] = []
-        for i, future in enumerate(futures):
-            out += done[i] if i in done else future.result()
-        return out
-
-    def close(self) -> None:
-        self._executor.shutdown(cancel_futures=True)
 
 
 def _workers_for(documents: int) -> int:
@@ -432,7 +426,7 @@ def reindex(
     all_ids = [list(conn.scalars(select(table.c.id))) for _, table, _ in sources]
     if workers is None:
         workers = _workers_for(sum(map(len, all_ids)))
-    pool = TextPool(workers) if workers > 0 else None
+    pool = WorkerPool(workers) if workers > 0 else None
     texts = pool.texts if pool is not None else index_texts
     if rebuild:
         backend.begin_bulk(conn)
@@ -455,12 +449,13 @@ def reindex(
             for start in range(0, len(stale), batch):
                 conn.execute(delete(docs_t).where(docs_t.c.id.in_(stale[start : start + batch])))
             counts["changed"] += len(stale)
+        conn.info.pop(_BULK, None)
+        if rebuild:
+            backend.rebuild(conn, pool)
     finally:
         conn.info.pop(_BULK, None)
         if pool is not None:
             pool.close()
-    if rebuild:
-        backend.rebuild(conn)
     return counts
 
 

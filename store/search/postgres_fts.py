@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import lru_cache
 from operator import itemgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.pool import NullPool
@@ -59,6 +59,9 @@ from store.search.query import (
     tsquery_text,
     tsquery_tokens,
 )
+
+if TYPE_CHECKING:
+    from store.search.workers import Spread, WorkerPool
 
 # The tables, their GIN indexes and statistics targets are the migrations' (0003, 0006);
 # rebuild drops the indexes and makes them again from their definitions as the database
@@ -230,7 +233,10 @@ def vocabulary(docs: Sequence[Any]) -> set[str]:
 def add_vocabulary(conn: Connection, docs: Sequence[Any]) -> None:
     """Commit the lexemes of ``docs`` missing from the vocabulary, before the caller's
     transaction (which writes the documents) commits."""
-    words = vocabulary(docs)
+    _add_words(conn, vocabulary(docs))
+
+
+def _add_words(conn: Connection, words: set[str]) -> None:
     if not words:
         return
     missing = conn.scalars(_MISSING_WORDS, {"words": sorted(words)}).all()
@@ -633,9 +639,9 @@ class PostgresBackend:
         """Many documents are about to be rewritten and rebuild() will follow: nothing to
         maintain row by row (after_write is not called meanwhile)."""
 
-    def rebuild(self, conn: Connection) -> None:
+    def rebuild(self, conn: Connection, pool: WorkerPool | None = None) -> None:
         """Both tables built beside the live ones and swapped in (see :func:`rebuild`)."""
-        rebuild(conn)
+        rebuild(conn, pool)
 
 
 # --- full rebuild: build beside, swap -----------------------------------------------------
@@ -650,7 +656,7 @@ _CLOCK_MARGIN_S = 300
 _COPY_BATCH = 5000
 
 
-def rebuild(conn: Connection) -> None:
+def rebuild(conn: Connection, pool: WorkerPool | None = None) -> None:
     """search_fts_terms and search_fts_fields rebuilt from search_documents without stopping
     searches: new tables are filled beside the live ones (COPY, in rank-key order, so rows
     of similar rank share pages), their GIN indexes built once and analysed, and they take
@@ -676,7 +682,7 @@ def rebuild(conn: Connection) -> None:
         conn.execute(text(f"CREATE TABLE {new} (id bigint NOT NULL, {definitions})"))
         for statement in _shape(conn, table, new):
             conn.execute(text(statement))
-    _copy_documents(conn, None)
+    _copy_documents(conn, None, pool=pool)
     for table in _TABLES:
         conn.execute(text(f"ALTER TABLE {table + _NEXT} ADD PRIMARY KEY (id)"))
     for index in indexes:
@@ -756,30 +762,56 @@ def _catch_up(conn: Connection, started: Any, snapshot: str) -> None:
 
 
 _DOC_COLUMNS = "id, fts_name, fts_title, fts_summary, fts_body, fts_facets"
+_DOC_KEYS = tuple(_DOC_COLUMNS.split(", "))
 
 
-def _copy_documents(conn: Connection, since: Any, snapshot: str = "") -> None:
+def copy_data(docs: Sequence[Sequence[Any]]) -> list[tuple[bytes, bytes, set[str]]]:
+    """The COPY input (text format) of these documents' rows of both tables, from their
+    ``_DOC_COLUMNS``: one (search_fts_terms, search_fts_fields, vocabulary) triple, the
+    vocabulary being the lexemes a prefix can start (:func:`vocabulary`). A module-level
+    function of plain values: a full rebuild runs it in worker processes."""
+    terms, fields = [], []
+    mapped = [dict(zip(_DOC_KEYS, values, strict=True)) for values in docs]
+    for doc in mapped:
+        # COPY's text format escapes a backslash inside a value (the literals' quoting
+        # doubled it already); tabs, newlines and carriage returns are never inside one:
+        # the literals are made of whitespace-split words.
+        lit = {k: v.replace("\\", "\\\\") for k, v in tsvector_literals(doc).items()}
+        key = str(doc["id"])
+        terms.append(f"{key}\t{lit['tags']}\t{lit['tsv']}\n")
+        fields.append(f"{key}\t{lit['head']}\t{lit['mid']}\n")
+    return [("".join(terms).encode(), "".join(fields).encode(), vocabulary(mapped))]
+
+
+def _copy_documents(
+    conn: Connection, since: Any, snapshot: str = "", pool: WorkerPool | None = None
+) -> None:
     """Write the tsvectors of the documents into the new tables, in rank-key order, with
     COPY: all of them (``since`` None), or those written (from about ``since`` on) by other
-    transactions that ``snapshot`` does not see, replacing their rows."""
+    transactions that ``snapshot`` does not see, replacing their rows. All of them: the
+    literals of a batch are built by the ``pool``'s workers (with a share taken back by
+    this process) while this process reads the next batch and copies the one before."""
     if since is None:
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        select_batch = (
+            f"SELECT {_DOC_COLUMNS} FROM search_documents "  # noqa: S608
+            f"WHERE id > %s ORDER BY id LIMIT {_COPY_BATCH}"
+        )
         last = -(1 << 63)
+        pending: Spread[tuple[bytes, bytes, set[str]]] | None = None
         while True:
-            docs = (
-                conn.execute(
-                    text(
-                        f"SELECT {_DOC_COLUMNS} FROM search_documents "  # noqa: S608
-                        f"WHERE id > :last ORDER BY id LIMIT {_COPY_BATCH}"
-                    ),
-                    {"last": last},
-                )
-                .mappings()
-                .all()
-            )
+            docs = cursor.execute(select_batch, (last,)).fetchall()
+            spread = pool.start(copy_data, docs) if pool is not None and docs else None
+            if pending is not None:
+                _write_copy(conn, pending.result())
+                pending = None
             if not docs:
                 return
-            _copy(conn, docs)
-            last = docs[-1]["id"]
+            if spread is not None:
+                pending = spread
+            else:
+                _write_copy(conn, copy_data(docs))
+            last = docs[-1][0]
     # The 64-bit id of the transaction that wrote each row (xmin holds its low 32 bits; it
     # is not newer than this transaction): rows the snapshot sees were read by the fill,
     # and this transaction's own rows were written by it.
@@ -809,13 +841,17 @@ def _copy_documents(conn: Connection, since: Any, snapshot: str = "") -> None:
 
 
 def _copy(conn: Connection, docs: Sequence[Any]) -> None:
+    _write_copy(conn, copy_data([[d[k] for k in _DOC_KEYS] for d in docs]))
+
+
+def _write_copy(conn: Connection, data: Sequence[tuple[bytes, bytes, set[str]]]) -> None:
+    """The documents' lexemes committed to the vocabulary, then their rows copied."""
+    _add_words(conn, set().union(*(words for _, _, words in data)))
     terms, fields = (t + _NEXT for t in _TABLES)
-    add_vocabulary(conn, docs)
-    literals = [tsvector_literals(d) for d in docs]
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     with cursor.copy(f"COPY {terms} (id, tags, tsv) FROM STDIN") as copy:
-        for doc, lit in zip(docs, literals, strict=True):
-            copy.write_row((doc["id"], lit["tags"], lit["tsv"]))
+        for chunk, _, _ in data:
+            copy.write(chunk)
     with cursor.copy(f"COPY {fields} (id, head, mid) FROM STDIN") as copy:
-        for doc, lit in zip(docs, literals, strict=True):
-            copy.write_row((doc["id"], lit["head"], lit["mid"]))
+        for _, chunk, _ in data:
+            copy.write(chunk)

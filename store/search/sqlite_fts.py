@@ -20,13 +20,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, text
 
 from store.search import facets
 from store.search.backend import Criteria
 from store.search.query import fts5_excluded, fts5_text, fts5_tokens
+
+if TYPE_CHECKING:
+    from store.search.workers import WorkerPool
 
 # The FTS5 tables and their triggers are the migrations' (0003): the triggers are read back
 # from the database when they must be dropped for a bulk rewrite and made again after it.
@@ -129,7 +132,8 @@ class SqliteBackend:
         row-by-row maintenance (the triggers) until then (same transaction)."""
         conn.info[_SAVED_TRIGGERS] = _drop_triggers(conn)
 
-    def rebuild(self, conn: Connection) -> None:
+    def rebuild(self, conn: Connection, pool: WorkerPool | None = None) -> None:
+        # FTS5 builds both indexes in C in this process: nothing for the workers.
         for statement in _drop_triggers(conn):
             conn.execute(text(statement))
         conn.execute(text("INSERT INTO search_fts(search_fts) VALUES ('rebuild')"))

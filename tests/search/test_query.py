@@ -106,14 +106,14 @@ def test_repeated_words_count_once() -> None:
 def test_text_pool_builds_the_same_text_in_order() -> None:
     """A full reindex's worker processes (and the share the reindexing process takes back
     from them) give each field exactly the text index_texts gives, in the jobs' order."""
-    from store.search.indexer import TextPool
     from store.search.query import index_texts
+    from store.search.workers import WorkerPool
 
     jobs: list[tuple[str, int | None]] = [
         (f"Item{i} running PGVault caches {i % 7} déjà-vu", 3 if i % 5 == 0 else None)
         for i in range(1000)
     ]
-    pool = TextPool(1)
+    pool = WorkerPool(1)
     try:
         assert pool.texts(jobs) == index_texts(jobs)
         assert pool.texts([]) == []

@@ -108,8 +108,8 @@ def _paused_reindex(
     else:
         rebuild = SqliteBackend.rebuild
 
-        def rebuild_then_pause(self: SqliteBackend, conn: Any) -> None:
-            rebuild(self, conn)
+        def rebuild_then_pause(self: SqliteBackend, conn: Any, pool: Any = None) -> None:
+            rebuild(self, conn, pool)
             pause()
 
         monkeypatch.setattr(SqliteBackend, "rebuild", rebuild_then_pause)

@@ -206,6 +206,87 @@ def test_reindex_matches_incremental(session: Session, world: dict, workers: int
     assert names(session, "redis", account=world["admin"]) == before
 
 
+def _stored_index(session: Session) -> dict[str, list[tuple]]:
+    """Every stored value of the search index as the database holds it (the documents'
+    columns but indexed_at; on PostgreSQL the tsvectors as text too)."""
+    columns = ", ".join(c.name for c in SearchDocument.__table__.columns if c.name != "indexed_at")
+    out = {
+        "documents": [
+            tuple(r)
+            for r in session.execute(text(f"SELECT {columns} FROM search_documents"))  # noqa: S608
+        ]
+    }
+    if session.get_bind().dialect.name == "postgresql":
+        out["terms"] = [
+            tuple(r)
+            for r in session.execute(
+                text("SELECT id, CAST(tags AS text), CAST(tsv AS text) FROM search_fts_terms")
+            )
+        ]
+        out["fields"] = [
+            tuple(r)
+            for r in session.execute(
+                text("SELECT id, CAST(head AS text), CAST(mid AS text) FROM search_fts_fields")
+            )
+        ]
+    return {k: sorted(v, key=lambda r: r[0]) for k, v in out.items()}
+
+
+@pytest.mark.parametrize("workers", [0, 1], ids=["in-process", "worker-process"])
+def test_reindex_from_nothing_stores_what_the_listeners_stored(
+    session: Session, world: dict, workers: int
+) -> None:
+    """A full reindex of an empty index inserts its documents (and on PostgreSQL copies
+    their tsvectors, built in worker processes or not) exactly as the listeners' writes
+    stored them, value for value."""
+    make_repo(session, "acme/dated", description="O'Brien's back\\slash tool", pull_count=5)
+    before = _stored_index(session)
+    found = names(session, "redis", account=world["admin"])
+    assert len(before["documents"]) == 9
+    session.execute(text("DELETE FROM search_documents"))
+    counts = indexer.reindex(session.connection(), workers=workers)
+    assert counts["changed"] == 9
+    assert _stored_index(session) == before
+    assert names(session, "redis", account=world["admin"]) == found
+
+
+def test_copied_tsvectors_are_the_literals_whatever_they_hold(session: Session) -> None:
+    """The COPY input a full rebuild builds (in worker processes) gives every tsvector its
+    literal, even for words holding a quote, a backslash, a tab or a newline."""
+    if session.get_bind().dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's tsvector tables")
+    from store.search import postgres_fts
+
+    doc = {
+        "id": 12345,
+        "fts_name": "o'brien back\\slash",
+        "fts_title": "it's",
+        "fts_summary": "\\\\ \\'",
+        "fts_body": "plain words back\\slash",
+        "fts_facets": "* k:image",
+    }
+    [(terms, fields, words)] = postgres_fts.copy_data([[doc[k] for k in postgres_fts._DOC_KEYS]])
+    assert words == postgres_fts.vocabulary([doc]) and "*:bac" in words
+    conn = session.connection()
+    conn.exec_driver_sql("CREATE TEMP TABLE copied_terms (id bigint, tags tsvector, tsv tsvector)")
+    conn.exec_driver_sql("CREATE TEMP TABLE copied_fields (id bigint, head tsvector, mid tsvector)")
+    cursor = conn.connection.driver_connection.cursor()
+    for table, data in (("copied_terms", terms), ("copied_fields", fields)):
+        with cursor.copy(f"COPY {table} FROM STDIN") as copy:
+            copy.write(data)
+    literals = postgres_fts.tsvector_literals(doc)
+    copied = conn.execute(
+        text(
+            "SELECT t.id, t.tags = CAST(:tags AS tsvector), t.tsv = CAST(:tsv AS tsvector), "
+            "f.head = CAST(:head AS tsvector), f.mid = CAST(:mid AS tsvector), "
+            "CAST(t.tsv AS text) FROM copied_terms t JOIN copied_fields f USING (id)"
+        ),
+        literals,
+    ).one()
+    assert copied[:5] == (12345, True, True, True, True)
+    assert "'back\\\\slash'" in copied[5]
+
+
 @pytest.mark.parametrize("prefix", ["pr", "pl", "rb", "rc", "re", "red"])
 def test_prefixes_match_words_not_facet_tokens(session: Session, world: dict, prefix: str) -> None:
     """Facet, visibility and rank-band tokens are indexed beside the words: typing "pr" must
