@@ -38,7 +38,7 @@ def _reindex(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     with unit_of_work() as session:
-        counts: dict[str, Any] = dict(indexer.reindex(session.connection()))
+        counts: dict[str, Any] = dict(indexer.reindex(session.connection(), committed=True))
     counts["seconds"] = round(time.perf_counter() - started, 2)
     emit(
         args,

@@ -13,11 +13,12 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, Engine, func, select
 
 from store.accounts.models import Organization
 from store.catalog.models import Product, Tier, product_categories
 from store.catalog.periods import BillingKind
+from store.db import make_engine, read_only_connection
 from store.registry import grants
 from store.registry.grants import product_repository
 from store.registry.models import HubRepository, PullCounter
@@ -399,3 +400,21 @@ def _hub_visibility(repo: Any, product: grants.RepoFacts | None) -> list[str]:
     if facts.entitles and facts.product_id is not None:
         visible.append(facets.product_token(facts.product_id))
     return visible
+
+
+# --- documents built in a reindex's worker processes --------------------------------------
+
+_readers: dict[str, Engine] = {}
+
+
+def read_documents(url: str, source: str, now: datetime, ids: Sequence[uuid.UUID]) -> list[Doc]:
+    """The documents of these products (``source`` "store") or hub repositories ("hub"),
+    read on a read-only connection of this process's own to the database at ``url``: a
+    full reindex's worker processes read and build documents beside the reindexing
+    transaction, which only writes them (so they see only what is committed)."""
+    engine = _readers.get(url)
+    if engine is None:
+        engine = _readers[url] = make_engine(url)
+    build = product_documents if source == "store" else hub_documents
+    with read_only_connection(engine) as conn:
+        return build(conn, ids, now=now)

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from operator import itemgetter
 from typing import Any, cast
 
@@ -45,6 +46,7 @@ from store.search.documents import (
     product_documents,
     pull_columns,
     rank_key,
+    read_documents,
 )
 from store.search.models import SearchDocument
 from store.search.query import index_texts
@@ -407,15 +409,23 @@ def _workers_for(documents: int) -> int:
 
 
 def reindex(
-    conn: Connection, *, batch: int = 2000, rebuild: bool = True, workers: int | None = None
+    conn: Connection,
+    *,
+    batch: int = 2000,
+    rebuild: bool = True,
+    workers: int | None = None,
+    committed: bool = False,
 ) -> dict[str, int]:
     """Rebuild every document from the source tables and (``rebuild``) the full-text
     structures from scratch, in one pass: row-by-row index maintenance stops meanwhile
     (SQLite: the triggers; PostgreSQL: search_fts_terms writes) and rebuild() follows, all
     in the caller's transaction. Without ``rebuild``, documents are written (and indexed)
     one by one, like any other change. ``workers``: processes that build the documents'
-    text beside this one (default: one per other core, for PARALLEL_FROM documents or
-    more; 0: none)."""
+    text (and PostgreSQL's tsvector literals) beside this one (default: one per other
+    core, for PARALLEL_FROM documents or more; 0: none). ``committed``: the caller's
+    transaction has written none of the rows documents are made of (``store search
+    reindex``), so the workers read and build whole documents on connections of their own
+    while this one only writes, a batch ahead of it."""
     now = utcnow()
     counts = {"store": 0, "hub": 0, "changed": 0}
     backend = backend_for(conn)
@@ -428,16 +438,27 @@ def reindex(
         workers = _workers_for(sum(map(len, all_ids)))
     pool = WorkerPool(workers) if workers > 0 else None
     texts = pool.texts if pool is not None else index_texts
+    url = _shared_url(conn) if pool is not None and committed else None
     if rebuild:
         backend.begin_bulk(conn)
         conn.info[_BULK] = True
     try:
         for (source, _table, build), ids in zip(sources, all_ids, strict=True):
-            for start in range(0, len(ids), batch):
-                chunk = ids[start : start + batch]
-                docs = build(conn, chunk, now=now, texts=texts)
-                counts["changed"] += write(conn, source, chunk, docs)
-                counts[source] += len(docs)
+            chunks = [ids[start : start + batch] for start in range(0, len(ids), batch)]
+            if pool is not None and url is not None:
+                read = partial(read_documents, url, source, now)
+                pending = [pool.start(read, chunks[0])] if chunks else []
+                for i, chunk in enumerate(chunks):
+                    if i + 1 < len(chunks):
+                        pending.append(pool.start(read, chunks[i + 1]))
+                    docs = pending.pop(0).result()
+                    counts["changed"] += write(conn, source, chunk, docs)
+                    counts[source] += len(docs)
+            else:
+                for chunk in chunks:
+                    docs = build(conn, chunk, now=now, texts=texts)
+                    counts["changed"] += write(conn, source, chunk, docs)
+                    counts[source] += len(docs)
             known = set(ids)
             stale = [
                 r.id
@@ -457,6 +478,15 @@ def reindex(
         if pool is not None:
             pool.close()
     return counts
+
+
+def _shared_url(conn: Connection) -> str | None:
+    """The database's URL for another process's connections (None: a private in-memory
+    SQLite database no other process can open)."""
+    url = conn.engine.url
+    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+        return None
+    return url.render_as_string(hide_password=False)
 
 
 # --- listeners ------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, delete, select, text
+from sqlalchemy import Engine, delete, event, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from store import migrate
@@ -25,7 +25,7 @@ from store.search import indexer, postgres_fts, service
 from store.search.sqlite_fts import SqliteBackend
 from tests.factories import make_account, make_org, make_product
 from tests.pg import PG_URL, scratch_database
-from tests.search.helpers import make_repo
+from tests.search.helpers import make_repo, stored_index
 
 WAIT_S = 20.0
 # Documents the PostgreSQL catch-up wrote again in the last paused reindex.
@@ -222,3 +222,33 @@ def test_changes_are_searchable_by_others_once_committed(engine: Engine) -> None
     assert (tool.name, tool.pull_count) == ("acme/tool5", 1)
     assert [(h.doc.name, h.doc.pull_count) for h in listing] == [("acme/vaultkeeper", 1)]
     assert fresh == ["acme/obsidian"]
+
+
+@pytest.mark.parametrize("workers", [0, 1], ids=["in-process", "worker-process"])
+def test_a_reindex_of_committed_rows_builds_them_on_other_connections(
+    engine: Engine, workers: int
+) -> None:
+    """``store search reindex`` (nothing of the sources written in its transaction): the
+    worker processes read and build the documents on connections of their own, the
+    reindexing connection only lists the ids and writes, and the index they make is the
+    one this process makes, value for value."""
+    with engine.connect() as conn:
+        before = stored_index(conn)
+    assert len(before["documents"]) == 32
+    reads: list[str] = []
+
+    def count_reads(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if "FROM hub_repositories" in statement or "FROM products" in statement:
+            reads.append(statement)
+
+    with engine.begin() as conn:
+        event.listen(conn, "before_cursor_execute", count_reads)
+        conn.execute(text("DELETE FROM search_documents"))
+        counts = indexer.reindex(conn, workers=workers, committed=True)
+        event.remove(conn, "before_cursor_execute", count_reads)
+        assert counts == {"store": 2, "hub": 30, "changed": 32}
+        assert stored_index(conn) == before
+    with engine.connect() as conn:
+        assert stored_index(conn) == before
+    # The two id lists, then (built in this process only) the documents' rows.
+    assert (len(reads) == 2) == bool(workers), reads

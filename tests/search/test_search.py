@@ -16,7 +16,7 @@ from store.search.backend import Criteria
 from store.search.models import SearchDocument
 from store.search.query import parse
 from tests.factories import make_account, make_admin, make_org, make_product, paid_tier
-from tests.search.helpers import make_repo
+from tests.search.helpers import make_repo, stored_index
 
 
 def names(session: Session, q: str, account=None, **filters: str) -> list[str]:
@@ -206,32 +206,6 @@ def test_reindex_matches_incremental(session: Session, world: dict, workers: int
     assert names(session, "redis", account=world["admin"]) == before
 
 
-def _stored_index(session: Session) -> dict[str, list[tuple]]:
-    """Every stored value of the search index as the database holds it (the documents'
-    columns but indexed_at; on PostgreSQL the tsvectors as text too)."""
-    columns = ", ".join(c.name for c in SearchDocument.__table__.columns if c.name != "indexed_at")
-    out = {
-        "documents": [
-            tuple(r)
-            for r in session.execute(text(f"SELECT {columns} FROM search_documents"))  # noqa: S608
-        ]
-    }
-    if session.get_bind().dialect.name == "postgresql":
-        out["terms"] = [
-            tuple(r)
-            for r in session.execute(
-                text("SELECT id, CAST(tags AS text), CAST(tsv AS text) FROM search_fts_terms")
-            )
-        ]
-        out["fields"] = [
-            tuple(r)
-            for r in session.execute(
-                text("SELECT id, CAST(head AS text), CAST(mid AS text) FROM search_fts_fields")
-            )
-        ]
-    return {k: sorted(v, key=lambda r: r[0]) for k, v in out.items()}
-
-
 @pytest.mark.parametrize("workers", [0, 1], ids=["in-process", "worker-process"])
 def test_reindex_from_nothing_stores_what_the_listeners_stored(
     session: Session, world: dict, workers: int
@@ -240,13 +214,13 @@ def test_reindex_from_nothing_stores_what_the_listeners_stored(
     their tsvectors, built in worker processes or not) exactly as the listeners' writes
     stored them, value for value."""
     make_repo(session, "acme/dated", description="O'Brien's back\\slash tool", pull_count=5)
-    before = _stored_index(session)
+    before = stored_index(session.connection())
     found = names(session, "redis", account=world["admin"])
     assert len(before["documents"]) == 9
     session.execute(text("DELETE FROM search_documents"))
     counts = indexer.reindex(session.connection(), workers=workers)
     assert counts["changed"] == 9
-    assert _stored_index(session) == before
+    assert stored_index(session.connection()) == before
     assert names(session, "redis", account=world["admin"]) == found
 
 
