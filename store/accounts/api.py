@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from store import ratelimit
 from store.accounts import links, service, sessions, two_factor
 from store.accounts import login as password_login
-from store.accounts.caller import AdminAccount, CurrentAccount
+from store.accounts.caller import AdminAccount, Caller, CurrentAccount
 from store.accounts.models import AccessToken, Account, Organization
 from store.accounts.schemas import (
     AccountAdminUpdate,
@@ -177,9 +177,12 @@ def my_tokens(account: CurrentAccount, session: DbSession) -> object:
     response_model=TokenIssued,
     dependencies=[NO_STORE],
 )
-def create_my_token(body: TokenCreate, account: CurrentAccount, session: DbSession) -> TokenIssued:
+def create_my_token(
+    body: TokenCreate, account: CurrentAccount, caller: Caller, session: DbSession
+) -> TokenIssued:
     """Create a personal access token. `pull`/`push` work as the password of `docker login`;
-    `api` works for this API. The secret is in the response only."""
+    `api` works for this API. The secret is in the response only. It has at most the scopes
+    of the token used (403 `insufficient_scope`) and expires no later than it."""
     issued = service.create_token(
         session,
         kind="personal",
@@ -187,6 +190,7 @@ def create_my_token(body: TokenCreate, account: CurrentAccount, session: DbSessi
         scopes=list(body.scopes),
         created_by=account,
         expires_at=_expiry(body.expires_in_days),
+        via=caller.token,
     )
     return _issued(issued)
 
@@ -378,9 +382,10 @@ def list_robot_tokens(slug: str, account: CurrentAccount, session: DbSession) ->
     dependencies=[NO_STORE],
 )
 def create_robot_token(
-    slug: str, body: TokenCreate, account: CurrentAccount, session: DbSession
+    slug: str, body: TokenCreate, account: CurrentAccount, caller: Caller, session: DbSession
 ) -> TokenIssued:
-    """A robot token for CI: `pull` and/or `push` on this organization's namespace."""
+    """A robot token for CI: `pull` and/or `push` on this organization's namespace; at most
+    the scopes of the token used (403 `insufficient_scope`), expiring no later than it."""
     org = service.get_organization(session, slug)
     issued = service.create_token(
         session,
@@ -390,6 +395,7 @@ def create_robot_token(
         created_by=account,
         org=org,
         expires_at=_expiry(body.expires_in_days),
+        via=caller.token,
     )
     return _issued(issued)
 

@@ -644,8 +644,13 @@ def create_token(
     account: Account | None = None,
     org: Organization | None = None,
     expires_at: datetime | None = None,
+    via: AccessToken | None = None,
 ) -> IssuedToken:
-    """Issue a personal (account) or robot (organization) token."""
+    """Issue a personal (account) or robot (organization) token.
+
+    ``via``: the access token the request was made with (the JSON API). A token made with
+    a token never exceeds it: scopes it does not have are refused, and it expires no later
+    than it does (a leaked ``api`` token cannot mint push rights or outlive itself)."""
     if kind not in TOKEN_SCOPES:
         raise ValidationFailed("Unknown token kind")
     if kind == "robot":
@@ -662,6 +667,17 @@ def create_token(
     scopes = _check_scopes(kind, scopes)
     if expires_at is not None and expires_at <= utcnow():
         raise ValidationFailed("The expiry must be in the future", field="expires_at")
+    if via is not None:
+        beyond = [s for s in scopes if s not in via.scopes]
+        if beyond:
+            raise Forbidden(
+                f"The token used has no {', '.join(repr(s) for s in beyond)} scope, so it "
+                "cannot give one",
+                code="insufficient_scope",
+                field="scopes",
+            )
+        if via.expires_at is not None and (expires_at is None or expires_at > via.expires_at):
+            expires_at = via.expires_at
     secret = security.generate_token(kind)
     token = AccessToken(
         kind=kind,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime, timedelta
 
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -443,3 +444,47 @@ def test_revenue_is_for_owners_and_the_finance_role(client: TestClient, session:
     principal = Principal(kind="account", subject="rev-finance", account_id=finance.id)
     facts = RepoFacts(name="revco/app", org_id=org.id, role="finance")
     assert allowed_repository_actions(principal, facts) == {"pull"}
+
+
+def test_a_token_made_with_a_token_never_exceeds_it(client: TestClient, session: Session) -> None:
+    """A leaked `api` token cannot mint push rights or outlive itself: a personal or robot
+    token created through the API has at most the scopes of the token used, and expires no
+    later than it."""
+    from store.accounts import service as accounts_service
+    from store.db import utcnow
+
+    owner = make_account(session, "boundowner")
+    make_org(session, owner, "boundorg")
+    expires = utcnow() + timedelta(days=1)
+    limited = accounts_service.create_token(
+        session,
+        kind="personal",
+        name="dashboard",
+        scopes=["api", "pull"],
+        created_by=owner,
+        expires_at=expires,
+    ).secret
+    session.commit()
+    for path, scopes in (
+        ("/api/v1/me/tokens", ["pull", "push"]),
+        ("/api/v1/me/tokens", ["api", "push"]),
+        ("/api/v1/orgs/boundorg/tokens", ["push"]),
+    ):
+        r = client.post(path, json={"name": "more", "scopes": scopes}, headers=auth(limited))
+        assert r.status_code == 403, (path, scopes, r.text)
+        assert r.json()["error"] == "insufficient_scope" and r.json()["field"] == "scopes"
+    for path in ("/api/v1/me/tokens", "/api/v1/orgs/boundorg/tokens"):
+        r = client.post(
+            path,
+            json={"name": "less", "scopes": ["pull"], "expires_in_days": 365},
+            headers=auth(limited),
+        )
+        assert r.status_code == 201, r.text
+        made = datetime.fromisoformat(r.json()["expires_at"])
+        assert made <= expires
+    # A token without an expiry (and every scope) makes what it asks for.
+    full = api_token(session, owner)
+    r = client.post(
+        "/api/v1/me/tokens", json={"name": "ci", "scopes": ["pull", "push"]}, headers=auth(full)
+    )
+    assert r.status_code == 201 and r.json()["expires_at"] is None
