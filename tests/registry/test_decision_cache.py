@@ -13,6 +13,7 @@ import base64
 import multiprocessing
 import random
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -473,3 +474,41 @@ def test_postgres_requests_share_a_counter_read_only_if_it_was_sent_after_them(
     assert len(set(together)) == 1 and first == together[0]
     assert second > first  # not answered by the read sent before it arrived
     assert reads[0] == 3  # one for the twenty, one each for the other two
+
+
+def test_a_transaction_of_many_rows_bumps_the_generation_once_on_postgres(
+    world: dict[str, Any],
+) -> None:
+    """Every watched row's trigger runs at commit; only the first bumps (many updates of one
+    row in one transaction take quadratic time), and the next commit bumps again."""
+    engine = make_engine(world["url"])
+    generation = text("SELECT value FROM registry_decision_generation WHERE id = 1")
+    insert = text(
+        "INSERT INTO hub_repositories (id, name, namespace, description, readme_md,"
+        " visibility, private, pull_count, star_count, created_at)"
+        " VALUES (:id, :name, 'alice', '', '', 'private', true, 0, 0, :now)"
+    )
+    sqlite = world["url"].startswith("sqlite")
+    try:
+        with engine.connect() as conn:
+            before = conn.execute(generation).scalar_one()
+        for batch in range(2):
+            with engine.begin() as conn:
+                now = utcnow()
+                conn.execute(
+                    insert,
+                    [
+                        {
+                            "id": uuid.uuid4().hex if sqlite else uuid.uuid4(),
+                            "name": f"alice/bulk-{batch}-{i}",
+                            "now": now,
+                        }
+                        for i in range(500)
+                    ],
+                )
+        with engine.connect() as conn:
+            after = conn.execute(generation).scalar_one()
+    finally:
+        engine.dispose()
+    # SQLite bumps per row (an update in place costs the same every time)
+    assert after - before == (1000 if sqlite else 2)
