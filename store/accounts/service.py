@@ -689,6 +689,9 @@ def create_token(
         scopes=scopes,
         created_by_id=created_by.id,
         expires_at=expires_at,
+        # Made with a token: it dies with it (revoke_token revokes what was made from it).
+        source_kind="token" if via is not None else None,
+        source_token_id=via.id if via is not None else None,
     )
     session.add(token)
     session.flush()
@@ -711,6 +714,30 @@ def _revoke_refresh_tokens(session: Session, which: Any, now: datetime) -> None:
         .values(revoked_at=now)
         .execution_options(synchronize_session=False)
     )
+
+
+def revoke_descendants(session: Session, token_ids: list[uuid.UUID], now: datetime) -> int:
+    """Revoke the live tokens made from ``token_ids`` (``source_token_id``: refresh tokens
+    of their log-ins, tokens created with them), and theirs, to any depth; how many."""
+    revoked, parents = 0, list(token_ids)
+    while parents:
+        children = list(
+            session.scalars(
+                select(AccessToken.id).where(
+                    AccessToken.source_token_id.in_(parents), AccessToken.revoked_at.is_(None)
+                )
+            )
+        )
+        if children:
+            session.execute(
+                update(AccessToken)
+                .where(AccessToken.id.in_(children))
+                .values(revoked_at=now)
+                .execution_options(synchronize_session=False)
+            )
+        revoked += len(children)
+        parents = children
+    return revoked
 
 
 def list_tokens(
@@ -758,9 +785,10 @@ def revoke_token(session: Session, *, token: AccessToken, actor: Account) -> Acc
         raise NotFound("No such token")
     if token.revoked_at is None:
         token.revoked_at = utcnow()
-        # A refresh token never outlives the access token it was issued from; revoking a
-        # refresh token ends every token rotated from the same log-in.
-        _revoke_refresh_tokens(session, AccessToken.source_token_id == token.id, token.revoked_at)
+        # No token outlives the token it was made from (a refresh token from its log-in, a
+        # token created with it through the API, and theirs); revoking a refresh token
+        # ends every token rotated from the same log-in.
+        revoke_descendants(session, [token.id], token.revoked_at)
         if token.family_id is not None:
             _revoke_refresh_tokens(
                 session, AccessToken.family_id == token.family_id, token.revoked_at

@@ -188,12 +188,21 @@ def delete_account(
         entitlement_service.revoke(
             session, entitlement=entitlement, actor=None, reason="The account was deleted"
         )
+    own = list(
+        session.scalars(
+            select(AccessToken.id).where(
+                AccessToken.account_id == account.id, AccessToken.revoked_at.is_(None)
+            )
+        )
+    )
     session.execute(
         update(AccessToken)
-        .where(AccessToken.account_id == account.id, AccessToken.revoked_at.is_(None))
+        .where(AccessToken.id.in_(own))
         .values(revoked_at=now)
         .execution_options(synchronize_session=False)
     )
+    # Robot tokens the account made with one of its tokens die with them.
+    accounts.revoke_descendants(session, own, now)
     sessions.end_all_sessions(session, account, reason="deleted")
     session.execute(delete(WebSession).where(WebSession.account_id == account.id))
     session.execute(delete(AccountToken).where(AccountToken.account_id == account.id))

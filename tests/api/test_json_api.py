@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
+from typing import Any
 
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -488,3 +489,49 @@ def test_a_token_made_with_a_token_never_exceeds_it(client: TestClient, session:
         "/api/v1/me/tokens", json={"name": "ci", "scopes": ["pull", "push"]}, headers=auth(full)
     )
     assert r.status_code == 201 and r.json()["expires_at"] is None
+
+
+def test_a_token_made_with_a_token_dies_with_it(client: TestClient, session: Session) -> None:
+    """Revoking a token revokes every token made with it through the API (personal and
+    robot), and theirs, to any depth; tokens made otherwise are left alone."""
+    import base64
+
+    from store.accounts import service as accounts_service
+
+    owner = make_account(session, "treeowner")
+    make_org(session, owner, "treeorg")
+    parent = accounts_service.create_token(
+        session, kind="personal", name="root", scopes=["api", "pull", "push"], created_by=owner
+    )
+    other = api_token(session, owner)
+    session.commit()
+
+    def made(path: str, token: str, scopes: list[str]) -> dict[str, Any]:
+        r = client.post(path, json={"name": "made", "scopes": scopes}, headers=auth(token))
+        assert r.status_code == 201, r.text
+        return r.json()
+
+    child = made("/api/v1/me/tokens", parent.secret, ["api", "pull"])
+    grandchild = made("/api/v1/me/tokens", child["token"], ["api", "pull"])
+    robot = made("/api/v1/orgs/treeorg/tokens", parent.secret, ["pull"])
+    sibling = made("/api/v1/me/tokens", other, ["api", "pull"])
+
+    def pulls(secret: str, user: str) -> int:
+        basic = base64.b64encode(f"{user}:{secret}".encode()).decode()
+        return client.get(
+            "/token",
+            params={"service": "store-registry", "scope": "repository:treeorg/app:pull"},
+            headers={"Authorization": f"Basic {basic}"},
+        ).status_code
+
+    for secret in (child["token"], grandchild["token"], sibling["token"]):
+        assert client.get("/api/v1/me", headers=auth(secret)).status_code == 200
+    assert pulls(robot["token"], "robot") == 200
+    r = client.delete(f"/api/v1/me/tokens/{parent.token.id}", headers=auth(other))
+    assert r.status_code == 200, r.text
+    for secret in (child["token"], grandchild["token"]):
+        assert client.get("/api/v1/me", headers=auth(secret)).status_code == 401
+        assert pulls(secret, "treeowner") == 401
+    assert pulls(robot["token"], "robot") == 401
+    assert client.get("/api/v1/me", headers=auth(sibling["token"])).status_code == 200
+    assert client.get("/api/v1/me", headers=auth(other)).status_code == 200

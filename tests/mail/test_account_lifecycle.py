@@ -198,11 +198,21 @@ def test_deleting_an_account_erases_it_and_ends_every_credential(
     publisher = make_account(session)
     org = make_org(session, publisher)
     accounts.add_member(
-        session, org=org, actor=make_account(session, is_admin=True), account=account, role="editor"
+        session, org=org, actor=make_account(session, is_admin=True), account=account, role="owner"
     )
     product = make_product(session, org, publisher)
     held = entitlements.get_free_tier(session, account=account, tier=tier_of(product, "free"))
     token = api_token(session, account)
+    # A robot token of the organization made with the account's token dies with it.
+    robot = accounts.create_token(
+        session,
+        kind="robot",
+        name="ci",
+        scopes=["pull"],
+        created_by=account,
+        org=org,
+        via=accounts.resolve_token(session, token),
+    )
     hub.set_visibility(session, name="leaver/tool", visibility="public")
     friend = make_account(session)
     repositories.set_collaborator(
@@ -261,6 +271,7 @@ def test_deleting_an_account_erases_it_and_ends_every_credential(
     )
     assert not session.scalars(select(WebSession).where(WebSession.account_id == account.id)).all()
     assert client.get("/api/v1/me", headers=auth(token)).status_code == 401
+    assert accounts.resolve_token(session, robot.secret) is None
     # No way back in, by the old address or the username.
     assert accounts.find_account(session, "leaver@example.com") is None
     relogin = submit(client, "/login", "/login", {"login": "leaver", "password": PASSWORD})
