@@ -240,7 +240,8 @@ def test_connections_cut_during_load_fail_cleanly_and_recover(
         ("/api/v1/orgs", {}),
         ("/api/v1/me", {"Authorization": f"Bearer {world['token']}"}),
         (
-            "/token?service=store-registry&scope=repository:faults/app:pull",
+            # The buyer's own namespace: granted whatever the other tests bought.
+            f"/token?service=store-registry&scope=repository:{world['buyer']}/tools:pull",
             {"Authorization": f"Basic {basic}"},
         ),
     ]
