@@ -42,6 +42,8 @@ PostgreSQL gets native values.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import logging
 import re
 import sqlite3
@@ -304,20 +306,26 @@ class SqliteDB(TokenDB):
 
 
 class _LoopPool:
-    """psycopg async connections of one event loop: at most ``size``, FIFO waiters."""
+    """psycopg async connections of one event loop: at most ``size``, served first come,
+    first served.
+
+    A connection given back goes straight to the longest waiter, and a request arriving
+    while others wait queues behind them: were it free for the taking, a newcomer could take
+    it before the woken waiter ran, and a waiter sent to the back of the queue each time
+    could wait for hundreds of requests (a p99 of 400 ms at 32 connections on two workers).
+    A waiter is handed a connection, or ``None``: a slot freed by a discarded connection,
+    already counted as its own, to open a new one in."""
 
     def __init__(self, conninfo: str, size: int) -> None:
         self.conninfo = conninfo
         self.size = size
         self.opened = 0
         self.idle: list[Any] = []
-        self.waiters: list[asyncio.Future[None]] = []
+        self.waiters: collections.deque[asyncio.Future[Any]] = collections.deque()
         self.all: set[Any] = set()
 
     async def get(self) -> Any:
-        import psycopg
-
-        while True:
+        if not self.waiters:
             while self.idle:
                 conn = self.idle.pop()
                 if not conn.closed:
@@ -325,28 +333,50 @@ class _LoopPool:
                 self._forget(conn)
             if self.opened < self.size:
                 self.opened += 1
-                try:
-                    conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
-                except BaseException:
+                return await self._open()
+        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.waiters.append(waiter)
+        try:
+            conn = await waiter
+        except asyncio.CancelledError:
+            if not waiter.cancelled() and waiter.done():
+                # Handed a connection or a slot and cancelled at once: pass it on.
+                handed = waiter.result()
+                if handed is None:
                     self.opened -= 1
                     self._wake()
-                    raise
-                self.all.add(conn)
-                return conn
-            waiter = asyncio.get_running_loop().create_future()
-            self.waiters.append(waiter)
-            try:
-                await waiter
-            except asyncio.CancelledError:
-                if waiter in self.waiters:
+                else:
+                    self.put(handed)
+            else:
+                with contextlib.suppress(ValueError):
                     self.waiters.remove(waiter)
-                elif waiter.done() and not waiter.cancelled():
-                    self._wake()  # woken and cancelled at once: pass the turn on
-                raise
+            raise
+        if conn is None or conn.closed:
+            if conn is not None:
+                self.all.discard(conn)  # its slot passes to this waiter
+            return await self._open()
+        return conn
+
+    async def _open(self) -> Any:
+        """A new connection in a slot already counted in ``opened``."""
+        import psycopg
+
+        try:
+            conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
+        except BaseException:
+            self.opened -= 1
+            self._wake()
+            raise
+        self.all.add(conn)
+        return conn
 
     def put(self, conn: Any) -> None:
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)
+                return
         self.idle.append(conn)
-        self._wake()
 
     def discard(self, conn: Any) -> None:
         _finish(conn)
@@ -359,9 +389,11 @@ class _LoopPool:
             self.opened -= 1
 
     def _wake(self) -> None:
-        while self.waiters:
-            waiter = self.waiters.pop(0)
+        """A slot is free: the longest waiter opens a connection in it."""
+        while self.waiters and self.opened < self.size:
+            waiter = self.waiters.popleft()
             if not waiter.done():
+                self.opened += 1
                 waiter.set_result(None)
                 return
 
