@@ -74,7 +74,7 @@ def _seed(database_url: str) -> tuple[list[str], list[str]]:
             for i in range(WRITERS):
                 writer = make_account(session, f"writer{i}")
                 issued = accounts.create_token(
-                    session, kind="personal", name="seed", scopes=["api"], created_by=writer
+                    session, kind="personal", name="seed", scopes=["api", "pull"], created_by=writer
                 )
                 tokens.append(issued.secret)
             logins = [make_account(session, f"victim{i}").username for i in range(FAILED_LOGINS)]
