@@ -108,3 +108,20 @@ def migrated_database(backend: str, directory: Path, label: str) -> Iterator[str
         return
     with scratch_database(label, migrated=True) as url:
         yield url
+
+
+@contextmanager
+def empty_database(backend: str, directory: Path, label: str) -> Iterator[str]:
+    """An unmigrated database of its own on ``backend`` for tests whose processes migrate
+    and commit for real: a SQLite file under ``directory/data``, or a PostgreSQL scratch
+    database named after ``label`` (skipped without STORE_TEST_DATABASE_URL)."""
+    if backend == "sqlite":
+        (directory / "data").mkdir()
+        yield f"sqlite:///{directory / 'data' / 'store.db'}"
+        return
+    if not PG_URL:
+        import pytest
+
+        pytest.skip("needs STORE_TEST_DATABASE_URL (PostgreSQL)")
+    with scratch_database(label) as url:
+        yield url

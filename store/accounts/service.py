@@ -192,7 +192,7 @@ def set_password(session: Session, *, account: Account, password: str) -> None:
     validation.password(password)
     account.password_hash = security.hash_password(password)
     account.password_changed_at = utcnow()
-    _revoke_refresh_tokens(
+    revoke_refresh_tokens(
         session, AccessToken.account_id == account.id, account.password_changed_at
     )
     session.flush()
@@ -264,7 +264,7 @@ def set_active(
         _ensure_not_last_admin(session, account)
     account.is_active = active
     if not active:
-        _revoke_refresh_tokens(session, AccessToken.account_id == account.id, utcnow())
+        revoke_refresh_tokens(session, AccessToken.account_id == account.id, utcnow())
         sessions.end_all_sessions(session, account, reason="disabled")
     session.flush()
     audit.record(
@@ -706,7 +706,7 @@ def create_token(
     return IssuedToken(token=token, secret=secret)
 
 
-def _revoke_refresh_tokens(session: Session, which: Any, now: datetime) -> None:
+def revoke_refresh_tokens(session: Session, which: Any, now: datetime) -> None:
     """Revoke the (still live) refresh tokens ``which`` selects: their source ended."""
     session.execute(
         update(AccessToken)
@@ -790,7 +790,7 @@ def revoke_token(session: Session, *, token: AccessToken, actor: Account) -> Acc
         # ends every token rotated from the same log-in.
         revoke_descendants(session, [token.id], token.revoked_at)
         if token.family_id is not None:
-            _revoke_refresh_tokens(
+            revoke_refresh_tokens(
                 session, AccessToken.family_id == token.family_id, token.revoked_at
             )
         audit.record(

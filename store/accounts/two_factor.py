@@ -26,9 +26,10 @@ import pyotp
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from store.accounts import service as accounts
 from store.accounts.models import AccessToken, Account, Membership
 from store.accounts.models import RecoveryCode as RecoveryCodeTable
 from store.audit import service as audit
@@ -163,16 +164,10 @@ def confirm(session: Session, *, settings: Settings, account: Account, code: str
     account.totp_enabled_at = utcnow()
     # The password alone no longer signs in: registry log-ins kept from it end now
     # (store.registry.refresh refuses them while two-factor sign-in is on as well).
-    session.execute(
-        update(AccessToken)
-        .where(
-            AccessToken.account_id == account.id,
-            AccessToken.kind == "refresh",
-            AccessToken.source_kind == "password",
-            AccessToken.revoked_at.is_(None),
-        )
-        .values(revoked_at=account.totp_enabled_at)
-        .execution_options(synchronize_session=False)
+    accounts.revoke_refresh_tokens(
+        session,
+        and_(AccessToken.account_id == account.id, AccessToken.source_kind == "password"),
+        account.totp_enabled_at,
     )
     codes = _new_recovery_codes(session, account)
     audit.record(session, action="account.two_factor_on", actor=account, target=account)

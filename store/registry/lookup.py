@@ -49,6 +49,7 @@ import re
 import sqlite3
 import threading
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -438,20 +439,29 @@ class PostgresDB(TokenDB):
         return self._pool
 
     async def rows(self, statement: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        cursor, rows = await self._fetch(_PYFORMAT[statement], params)
+        names = self._names.get(statement)
+        if names is None:  # cursor.description builds objects: read it once
+            names = self._names[statement] = [d.name for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in rows]
+
+    async def _fetch(
+        self, sql: str, params: dict[str, Any] | None, sent: Callable[[], None] | None = None
+    ) -> tuple[Any, list[Any]]:
+        """The cursor and rows of ``sql`` on a pooled connection (``sent`` is called once
+        one is held, as the statement goes out). A connection that died (database restart,
+        network) is dropped and the statement sent once more on a new one."""
         import psycopg
 
         pool = self._current()
-        sql = _PYFORMAT[statement]
         for attempt in (1, 2):
             conn = await pool.get()
+            if sent is not None:
+                sent()
             try:
                 cursor = await conn.execute(sql, params)
-                names = self._names.get(statement)
-                if names is None:  # cursor.description builds objects: read it once
-                    names = self._names[statement] = [d.name for d in cursor.description]
                 rows = await cursor.fetchall()
             except psycopg.OperationalError:
-                # The connection died (database restart, network): once more on a new one.
                 pool.discard(conn)
                 if attempt == 2:
                     raise
@@ -460,7 +470,7 @@ class PostgresDB(TokenDB):
                 pool.discard(conn)  # cancelled or failed mid-query: its state is unknown
                 raise
             pool.put(conn)
-            return [dict(zip(names, row, strict=True)) for row in rows]
+            return cursor, rows
         raise AssertionError("unreachable")
 
     async def generation(self) -> int:
@@ -478,28 +488,13 @@ class PostgresDB(TokenDB):
         return await asyncio.shield(batch)
 
     async def _read_generation(self, batch: asyncio.Future[int]) -> None:
-        import psycopg
+        def sent() -> None:
+            if self._open is batch:
+                self._open = None  # sent now: later arrivals need a later read
 
-        pool = self._current()
         try:
-            for attempt in (1, 2):
-                conn = await pool.get()
-                if self._open is batch:
-                    self._open = None  # sent now: later arrivals need a later read
-                try:
-                    cursor = await conn.execute(_PYFORMAT["generation"])
-                    row = await cursor.fetchone()
-                except psycopg.OperationalError:
-                    pool.discard(conn)
-                    if attempt == 2:
-                        raise
-                    continue
-                except BaseException:
-                    pool.discard(conn)
-                    raise
-                pool.put(conn)
-                batch.set_result(int(row[0]))
-                return
+            _, rows = await self._fetch(_PYFORMAT["generation"], None, sent)
+            batch.set_result(int(rows[0][0]))
         except BaseException as exc:
             if self._open is batch:
                 self._open = None

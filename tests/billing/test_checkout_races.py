@@ -24,7 +24,7 @@ from store.db import make_engine, make_sessionmaker, session_scope
 from tests.billing.stripe_env import SECRET_KEY, WEBHOOK_SECRET, LocalStripe
 from tests.e2e.registry_env import clean_env, free_port, wait_http
 from tests.factories import api_token, make_account, make_org, make_product, paid_tier, tier_of
-from tests.pg import PG_URL, scratch_database
+from tests.pg import empty_database
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -39,13 +39,7 @@ class Seeded:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        (tmp_path / "data").mkdir()
-        yield f"sqlite:///{tmp_path / 'data' / 'store.db'}"
-        return
-    if not PG_URL:
-        pytest.skip("needs STORE_TEST_DATABASE_URL (PostgreSQL)")
-    with scratch_database("checkout_races") as url:
+    with empty_database(request.param, tmp_path, "checkout_races") as url:
         yield url
 
 

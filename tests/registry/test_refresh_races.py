@@ -20,18 +20,12 @@ from store.db import make_engine, make_sessionmaker, session_scope, utcnow
 from store.registry import refresh
 from store.registry.grants import Principal
 from tests.factories import make_account
-from tests.pg import PG_URL, scratch_database
+from tests.pg import empty_database
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        (tmp_path / "data").mkdir()
-        yield f"sqlite:///{tmp_path / 'data' / 'store.db'}"
-        return
-    if not PG_URL:
-        pytest.skip("needs STORE_TEST_DATABASE_URL (PostgreSQL)")
-    with scratch_database("refresh_races") as url:
+    with empty_database(request.param, tmp_path, "refresh_races") as url:
         yield url
 
 

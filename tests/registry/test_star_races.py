@@ -14,20 +14,14 @@ from store.accounts import service as accounts
 from store.db import make_engine, make_sessionmaker, session_scope
 from store.registry import hub, stars
 from tests.factories import make_account
-from tests.pg import PG_URL, scratch_database
+from tests.pg import empty_database
 
 FANS = 4
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        (tmp_path / "data").mkdir()
-        yield f"sqlite:///{tmp_path / 'data' / 'store.db'}"
-        return
-    if not PG_URL:
-        pytest.skip("needs STORE_TEST_DATABASE_URL (PostgreSQL)")
-    with scratch_database("star_races") as url:
+    with empty_database(request.param, tmp_path, "star_races") as url:
         yield url
 
 
