@@ -210,6 +210,9 @@ def _own_token(
 
 @router.delete("/me/tokens/{token_id}", response_model=TokenOut)
 def revoke_my_token(token_id: uuid.UUID, account: CurrentAccount, session: DbSession) -> object:
+    """Revoke a personal access token, with every token made from it: the tokens created
+    with it through this API (personal and robot) and theirs, and its registry log-ins'
+    refresh tokens."""
     token = _own_token(session, token_id, org=None, account_id=account.id)
     return service.revoke_token(session, token=token, actor=account)
 
@@ -404,6 +407,8 @@ def create_robot_token(
 def revoke_robot_token(
     slug: str, token_id: uuid.UUID, account: CurrentAccount, session: DbSession
 ) -> object:
+    """Revoke a robot token, with every token made from it (its registry log-ins' refresh
+    tokens, and tokens created with it through this API)."""
     org = service.get_organization(session, slug)
     service.require_role(session, account, org, "owner")
     token = _own_token(session, token_id, org=org, account_id=account.id)
