@@ -52,7 +52,6 @@ from bench._common import (
 )
 
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-PG_NAME = "bench_notify"
 
 
 def pull_event(n: int) -> dict[str, Any]:
@@ -130,8 +129,9 @@ def run_backend(backend: str, rounds: int, per_round: int) -> dict[str, Any]:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-notify-"))
     env = store_env(tmp / "data", "bench-notify-secret-0123456789abcdef", free_port())
+    pg_name = f"bench_notify_{os.getpid()}"  # two runs at once never share a database
     if backend == "postgresql":
-        url = create_pg_database(PG_NAME)
+        url = create_pg_database(pg_name)
         env["STORE_DATABASE_URL"] = url.replace("postgresql://", "postgresql+psycopg://", 1)
     saved = dict(os.environ)
     try:
@@ -144,7 +144,7 @@ def run_backend(backend: str, rounds: int, per_round: int) -> dict[str, Any]:
         os.environ.update(saved)
         shutil.rmtree(tmp, ignore_errors=True)
         if backend == "postgresql":
-            drop_pg_database(PG_NAME)
+            drop_pg_database(pg_name)
 
 
 async def _measure(rounds: int, per_round: int, orjson: Any, event: Any, select: Any) -> Any:
