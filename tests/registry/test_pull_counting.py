@@ -231,7 +231,12 @@ def test_pull_counts_reach_search_in_one_batch_within_the_interval(
     later = PullSearch(lambda: factory, interval=0.3)
     original = later.flush
 
+    # The five notifications are all in before the first refresh may run, however slowly
+    # a loaded machine processes them (the interval starts at the first one).
+    marked = threading.Event()
+
     def counting_flush() -> int:
+        marked.wait(30)
         n = original()
         if n:
             batches.append(n)
@@ -239,7 +244,6 @@ def test_pull_counts_reach_search_in_one_batch_within_the_interval(
 
     later.flush = counting_flush  # type: ignore[method-assign]
     try:
-        started = time.monotonic()
         for _ in range(5):
             with session_scope(factory) as session:
                 outcome = events.process(
@@ -247,6 +251,8 @@ def test_pull_counts_reach_search_in_one_batch_within_the_interval(
                 )
             later.mark(outcome.pulled)
         assert _searched_pulls(fresh_engine, "acme/searched") == 0  # not yet
+        started = time.monotonic()
+        marked.set()
         while _searched_pulls(fresh_engine, "acme/searched") != 5:
             assert time.monotonic() - started < 5, "search did not catch up"
             time.sleep(0.05)
