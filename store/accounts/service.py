@@ -524,6 +524,11 @@ def answer_invitation(
 
 
 def _owner_count(session: Session, org: Organization) -> int:
+    """The organization's owners, counted under a lock of its row (PostgreSQL; SQLite's
+    writers already take turns): two owners leaving, or demoting each other, at the same
+    moment are counted one after the other, so the second sees the first's change and the
+    organization keeps an owner."""
+    session.execute(select(Organization.id).where(Organization.id == org.id).with_for_update())
     return (
         session.scalar(
             select(func.count()).where(
