@@ -491,7 +491,10 @@ class PostgresBackend:
 
     name = "postgresql-tsvector"
     _complete = False
+    _matches: list[int] | None = None  # every match's key, when the facet pass saw them all
     _prefixes: dict[str, list[str]] | None = None
+    # Tiers of a search whose facet pass saw every match: from those rows (see tier_ids).
+    tiers_from_matches = True
 
     def _expansions(self, conn: Connection, criteria: Criteria) -> dict[str, list[str]]:
         """The query's prefixes as lexemes (see :func:`expansions`), looked up once."""
@@ -515,6 +518,8 @@ class PostgresBackend:
     def tier_ids(self, conn: Connection, criteria: Criteria, limit: int) -> dict[int, list[int]]:
         # head/mid lack the description: exclusions are checked against tsv.
         prefixes = self._expansions(conn, criteria)
+        if self._matches is not None and self.tiers_from_matches:
+            return self._tiers_of(conn, criteria, prefixes, self._matches, limit)
         excluded = tsquery_excluded(criteria.query, prefixes)
         stats = None if self._complete else _stats(conn)
         parts = []
@@ -535,6 +540,41 @@ class PostgresBackend:
         self._banded(conn, parts, stats)
         return {
             tier: [r[0] for r in part.rows] for tier, part in zip(_TIER_COLUMN, parts, strict=True)
+        }
+
+    def _tiers_of(
+        self,
+        conn: Connection,
+        criteria: Criteria,
+        prefixes: Expansions,
+        keys: list[int],
+        limit: int,
+    ) -> dict[int, list[int]]:
+        """The tiers' first ``limit`` matches when the facet pass saw every match (fewer
+        than it asked for): a tier's matches are among them (its fields and filters are a
+        part of the document's, and the facet pass checked the exclusions), so each of
+        those rows is looked up by its key and its tier queries evaluated on it: one
+        statement visiting at most that many rows of search_fts_fields, where a tier query
+        of its own is a GIN scan whose candidates are rechecked row by row (a phrase of two
+        common words: every document holding both words in the tier's fields)."""
+        if not keys:
+            return {tier: [] for tier in _TIER_COLUMN}
+        checks = ", ".join(
+            f"{column} @@ CAST(:q{tier} AS tsquery)" for tier, (column, _) in _TIER_COLUMN.items()
+        )
+        params: dict[str, Any] = {
+            f"q{tier}": tsquery(criteria, weights, excluded=False, expansions=prefixes)
+            for tier, (_, weights) in _TIER_COLUMN.items()
+        }
+        params["ids"] = keys
+        rows = sorted(
+            conn.execute(
+                text(f"SELECT id, {checks} FROM search_fts_fields WHERE id = ANY(:ids)"),  # noqa: S608
+                params,
+            )
+        )
+        return {
+            tier: [r[0] for r in rows if r[i]][:limit] for i, tier in enumerate(_TIER_COLUMN, 1)
         }
 
     def facet_rows(
@@ -560,6 +600,7 @@ class PostgresBackend:
             self._banded(conn, [part], stats)
             rows = part.rows
             self._complete = len(rows) < limit
+            self._matches = [r[0] for r in rows] if self._complete else None
         return [(r[0], r[1]) for r in rows]
 
     def _banded(self, conn: Connection, parts: list[_Part], stats: _Stats | None) -> None:

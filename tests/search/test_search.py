@@ -456,3 +456,63 @@ def test_vocabulary_holds_every_lexeme_a_prefix_can_start(
             {"w": [word, "*:" + word[:3], "fresh"]},
         ).all()
     assert sorted(listed) == sorted([word, "*:" + word[:3], "fresh"])
+
+
+def test_tiers_of_a_complete_facet_pass_are_those_of_the_tier_queries(
+    session: Session, world: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL: when the facet pass saw every match, each tier's matches are read from
+    those rows (their keys looked up, the tier queries evaluated on them) instead of a GIN
+    scan per tier: the same tiers, so the same pages, for words, phrases, weights, prefixes,
+    filters and exclusions (SQLite: the same pages anyway)."""
+    from store.search import postgres_fts
+
+    make_repo(session, "tier/in-name", description="other words", pull_count=1)
+    make_repo(
+        session, "tier/body", description="A summary.\ntier in name, in memory", pull_count=10**5
+    )
+    queries = (
+        "redis",
+        "memory",
+        '"in memory"',
+        "in-mem",
+        "tier name",
+        "redis -compatible",
+        "cache OR tower",
+        "re",
+        "tier",
+        '"in name"',
+    )
+
+    def found() -> list[list[tuple[str, int]]]:
+        return [
+            [
+                (h.doc.name, h.tier)
+                for h in service.search(session, q=q, as_you_type=True, per_page=100).hits
+            ]
+            for q in queries
+        ]
+
+    monkeypatch.setattr(postgres_fts.PostgresBackend, "tiers_from_matches", False)
+    expected = found()
+    monkeypatch.setattr(postgres_fts.PostgresBackend, "tiers_from_matches", True)
+    assert found() == expected
+    tiers = dict(expected[queries.index("tier name")])
+    assert tiers == {"tier/in-name": 3, "tier/body": 0}
+    if session.get_bind().dialect.name == "postgresql":
+        # The tier queries are not run: one statement reads the facet pass's rows.
+        statements: list[str] = []
+
+        def record(conn, cursor, statement, *args) -> None:
+            statements.append(statement)
+
+        from sqlalchemy import event
+
+        engine = session.get_bind()
+        event.listen(engine, "before_cursor_execute", record)
+        try:
+            service.search(session, q='"in memory"')
+        finally:
+            event.remove(engine, "before_cursor_execute", record)
+        assert not [s for s in statements if "UNION ALL" in s and "search_fts_fields" in s]
+        assert [s for s in statements if "id = ANY(" in s and "search_fts_fields" in s]
