@@ -37,7 +37,7 @@ from typing import Any
 
 import orjson
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, select, text, update
 from sqlalchemy.orm import Session
 
 from store.config import Settings
@@ -370,10 +370,15 @@ class SignedRevocations:
     jws: str
     claims: dict[str, Any]
     built_at: float
-    generation: int
+    generation: tuple[int, int]
 
 
 _generation = 0
+# The registry's decision generation (migration 0750): its triggers bump it at the commit of
+# every entitlement status change, so a revocation committed by any process (another
+# worker, the command line) makes the next list be rebuilt. Read as text: the licensing
+# layer sits below the registry's models.
+_DB_GENERATION = text("SELECT value FROM registry_decision_generation WHERE id = 1")
 _cache_lock = threading.Lock()
 _cache: weakref.WeakKeyDictionary[KeyRing, SignedRevocations] = weakref.WeakKeyDictionary()
 
@@ -387,18 +392,18 @@ def _revocations_changed() -> None:
 def revocation_list(
     session: Session, keyring: KeyRing, settings: Settings, *, now: datetime | None = None
 ) -> SignedRevocations:
-    """The signed list of revoked licenses, rebuilt at most every few seconds per process
-    (at once after a revocation made by this process)."""
+    """The signed list of revoked licenses, rebuilt at most every few seconds per process,
+    and at once after a revocation committed by any process (the decision generation)."""
     explicit_time = now is not None
     cached = _cache.get(keyring)
+    generation = (_generation, int(session.scalar(_DB_GENERATION) or 0))
     if (
         not explicit_time
         and cached is not None
-        and cached.generation == _generation
+        and cached.generation == generation
         and time.monotonic() - cached.built_at < REVOCATIONS_CACHE_SECONDS
     ):
         return cached
-    generation = _generation
     now = now or utcnow()
     revoked = session.scalars(
         select(License.id)
