@@ -27,6 +27,7 @@ from store.db import WriteTurns, make_engine, make_sessionmaker
 from store.http_errors import install_error_handlers
 from store.keys.service import KeyRing
 from store.models import Base  # noqa: F401  (every model mapped before the first request)
+from store.observability import serving
 from store.observability.logging import flush_log_handlers
 from store.web import assets
 
@@ -48,7 +49,9 @@ def create_serving_app() -> FastAPI:
     has brought the schema up to date before starting the workers (and refuses to start on
     an out-of-date PostgreSQL schema), so the workers do not migrate."""
     settings = Settings()
-    return create_app(settings, migrate=False, mail_sender=settings.mail_sender)
+    app = create_app(settings, migrate=False, mail_sender=settings.mail_sender)
+    serving.settle_heap()  # after every import and the app's own objects
+    return app
 
 
 def create_app(
