@@ -8,7 +8,8 @@ and rank-key changes):
 
 * ``search_fts_terms.tags`` — facet and visibility tokens only (no-word queries: facet
   browsing);
-* ``search_fts_terms.tsv`` — every field + tags: the "anywhere" tier and the facet pass;
+* ``search_fts_terms.tsv`` — every field + tags: the "anywhere" tier and the facet pass (a
+  summary the body starts with indexed once, see :func:`body_repeats_summary`);
 * ``search_fts_fields.head`` — name (weight A) and title (B) + tags: the "name" and
   "name+title" tiers;
 * ``search_fts_fields.mid`` — name, title, summary + tags: the "summary" tier.
@@ -178,13 +179,31 @@ def _through(cumulative: list[tuple[int, int]], band: int) -> int:
     return cumulative[i - 1][1] if i else 0
 
 
+def body_repeats_summary(doc: dict[str, Any]) -> bool:
+    """Whether the indexed body starts with the whole indexed summary, token for token (a
+    hub repository's summary is the first line of its description): then ``tsv`` indexes
+    the summary once, as the start of the body. Every word, prefix and phrase the summary
+    holds is at the body's start in the same order, and phrases never span two fields, so
+    ``tsv`` matches what it matched with both. (PostgreSQL keeps 256 positions per lexeme,
+    the first in field order: the summary's occurrences of a word are replaced by as many
+    at the body's start, and only a word of more than 256 occurrences keeps more of its
+    later ones, as SQLite, which keeps them all, does.)"""
+    summary, body = doc["fts_summary"], doc["fts_body"]
+    return body.startswith(summary) and (len(body) == len(summary) or body[len(summary)] == " ")
+
+
+_ANYWHERE = (_NAME, _TITLE, _SUMMARY, _BODY)
+_ANYWHERE_ONCE = (_NAME, _TITLE, _BODY)
+
+
 def tsvector_literals(doc: dict[str, Any]) -> dict[str, str]:
     band = "".join(" " + _quote(t) for t in band_tokens(doc["id"]))
+    anywhere = _ANYWHERE_ONCE if body_repeats_summary(doc) else _ANYWHERE
     return {
         "tags": " ".join(_quote(t) for t in doc["fts_facets"].split()),
         "head": _literal(doc, (_NAME, _TITLE), True) + band,
         "mid": _literal(doc, (_NAME, _TITLE, _SUMMARY), False) + band,
-        "tsv": _literal(doc, (_NAME, _TITLE, _SUMMARY, _BODY), False) + band,
+        "tsv": _literal(doc, anywhere, False) + band,
     }
 
 

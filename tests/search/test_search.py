@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
 
@@ -259,6 +260,60 @@ def test_copied_tsvectors_are_the_literals_whatever_they_hold(session: Session) 
     ).one()
     assert copied[:5] == (12345, True, True, True, True)
     assert "'back\\\\slash'" in copied[5]
+
+
+def _positions(literal: str) -> dict[str, set[int]]:
+    """A tsvector literal's (or its text's) positions by lexeme (lexemes with positions)."""
+    return {
+        lexeme: {int(p.rstrip("ABCD")) for p in positions.split(",")}
+        for lexeme, positions in re.findall(r"'([^']*)':([0-9A-D,]+)", literal)
+    }
+
+
+def test_a_summary_the_body_starts_with_is_indexed_once_in_tsv() -> None:
+    """A hub repository's summary is the first line of its description: the "anywhere"
+    tsvector indexes it once, as the body's start (positions 1001…), not at the summary's
+    positions (301…) too; a summary the body does not start with keeps its own."""
+    from store.search import postgres_fts
+
+    doc = {
+        "id": 7,
+        "fts_name": "acme redis",
+        "fts_title": "",
+        "fts_summary": "fast cache store",
+        "fts_body": "fast cache store readme words",
+        "fts_facets": "k:image",
+    }
+    assert postgres_fts.body_repeats_summary(doc)
+    tsv = _positions(postgres_fts.tsvector_literals(doc)["tsv"])
+    assert tsv["fast"] == {1001} and tsv["*:fas"] == {1001} and tsv["readme"] == {1004}
+    mid = _positions(postgres_fts.tsvector_literals(doc)["mid"])
+    assert mid["fast"] == {301}  # the summary tier still has the summary
+    for body in ("fast cache storehouse", "readme fast cache store", "fast cache"):
+        other = {**doc, "fts_body": body}
+        assert not postgres_fts.body_repeats_summary(other)
+        assert 301 in _positions(postgres_fts.tsvector_literals(other)["tsv"])["fast"]
+
+
+def test_a_description_indexed_once_finds_what_it_found(session: Session) -> None:
+    """Words, prefixes and phrases of a one-line summary are found through the body's start
+    in the "anywhere" tier, on both backends alike (PostgreSQL stores them once)."""
+    make_repo(session, "acme/zed", description="Quokka wombat numbat\nbilby quoll", pull_count=3)
+    make_repo(session, "acme/other", description="numbat wombat quokka", pull_count=2)
+    assert names(session, "quokka") == ["acme/zed", "acme/other"]
+    assert names(session, '"quokka wombat"') == ["acme/zed"]
+    assert names(session, "quokka-wom") == ["acme/zed"]
+    assert names(session, '"numbat bilby"') == ["acme/zed"]  # across the first line's end
+    assert names(session, "wombat -bilby") == ["acme/other"]
+    assert names(session, "zed numbat") == ["acme/zed"]
+    if session.get_bind().dialect.name == "postgresql":
+        stored = session.execute(
+            text(
+                "SELECT CAST(t.tsv AS text) FROM search_fts_terms t "
+                "JOIN search_documents d USING (id) WHERE d.name = 'acme/zed'"
+            )
+        ).scalar_one()
+        assert _positions(stored)["quokka"] == {1001}
 
 
 @pytest.mark.parametrize("prefix", ["pr", "pl", "rb", "rc", "re", "red"])
