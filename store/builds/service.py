@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import PurePosixPath
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 from cryptography.hazmat.primitives import hashes
@@ -159,9 +159,11 @@ def validate_url(settings: Settings, url: str) -> str:
             raise ValidationFailed(
                 f"'{url}' names no host and repository", code="bad_source_url", field="url"
             )
-        if parts.scheme == "https" and parts.password:
+        if parts.scheme == "https" and "@" in parts.netloc:
+            # A user name too: GitHub and others take an access token as the user name, and
+            # whoever may pull the repository reads its builds' logs, not its settings.
             raise ValidationFailed(
-                "Put no password in the URL: use an ssh URL with a deploy key",
+                "Put no credentials in an https URL: use an ssh URL with a deploy key",
                 code="bad_source_url",
                 field="url",
             )
@@ -183,6 +185,15 @@ def validate_url(settings: Settings, url: str) -> str:
         code="bad_source_url",
         field="url",
     )
+
+
+def shown_url(url: str) -> str:
+    """The source URL as a build's log shows it: an https URL without its user part (a
+    token, in a source saved before such URLs were refused)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def _relative(value: str, what: str) -> str:

@@ -184,6 +184,8 @@ class Run:
             raise
         finally:
             reader.join(timeout=5)
+            if not reader.is_alive() and proc.stdout is not None:
+                proc.stdout.close()
         if code != 0:
             raise BuildFailed(f"{what} failed (exit status {code})", output="".join(tail))
         return "".join(tail)[-65536:]
@@ -282,10 +284,15 @@ class Run:
         url = c.source_url
         if url.startswith("/"):
             url = "file://" + url
-        self.say(f"==> Fetching {c.ref} from {c.source_url}")
+        shown = service.shown_url(c.source_url)
+        self.say(f"==> Fetching {c.ref} from {shown}")
         self.run([git, "init", "-q", str(src)], what="git init", env=env)
+        remote = [git, "-C", str(src), "remote", "add", "origin", "--"]
         self.run(
-            [git, "-C", str(src), "remote", "add", "origin", "--", url], what="git remote", env=env
+            [*remote, url],
+            what="git remote",
+            env=env,
+            show=shlex.join([*remote, service.shown_url(url)]),
         )
         sha = c.commit_sha
         if sha is None:
@@ -296,7 +303,7 @@ class Run:
             )
             found = [ln.split()[0] for ln in out.splitlines() if ln.endswith("\t" + c.ref)]
             if not found:
-                raise BuildFailed(f"{c.ref} does not exist in {c.source_url}")
+                raise BuildFailed(f"{c.ref} does not exist in {shown}")
             sha = found[0].lower()
             _, ref_name = service.split_ref(c.ref)
             template = c.docker_tag

@@ -1,0 +1,103 @@
+"""Build sources as an attacker sees them: what a Git URL may carry, and what a build's log
+shows to whoever may pull the repository (docs/builds.md, "Who"; docs/security.md)."""
+
+from __future__ import annotations
+
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
+
+from store.builds import queue, service, worker
+from store.config import Settings
+from tests.factories import api_token, auth, make_account, make_org
+
+SECRET = "ghp_0123456789abcdefSECRET"
+RULES = [{"ref_kind": "branch", "pattern": "main", "docker_tag": "latest"}]
+
+
+def test_a_token_in_an_https_url_is_refused(client: TestClient, session: Session) -> None:
+    alice = make_account(session, "alice")
+    make_org(session, alice, "acme")
+    token = api_token(session, alice)
+    session.commit()
+    for url in (
+        f"https://{SECRET}@github.com/acme/app.git",  # GitHub takes a token as the user name
+        f"https://x-access-token:{SECRET}@github.com/acme/app.git",
+    ):
+        answer = client.put(
+            "/api/v1/repositories/acme/app/build-source",
+            json={"url": url, "rules": RULES},
+            headers=auth(token),
+        )
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["error"] == "bad_source_url" and SECRET not in answer.text
+    # an ssh user name is no secret
+    fine = client.put(
+        "/api/v1/repositories/acme/app/build-source",
+        json={"url": "ssh://git@github.com/acme/app.git", "rules": RULES},
+        headers=auth(token),
+    )
+    assert fine.status_code == 200, fine.text
+
+
+class _Log:
+    def __init__(self) -> None:
+        self.text = ""
+        self.lost = self.canceled = False
+
+    def write(self, text: str) -> None:
+        self.text += text
+
+    def due(self) -> bool:
+        return False
+
+    def flush(self) -> None:
+        pass
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_a_token_saved_in_an_older_source_url_stays_out_of_the_log(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Readers of a repository see its builds' logs, not its source settings: a URL saved
+    before the check above is shown without its user part."""
+    url = f"https://{SECRET}@127.0.0.1:9/acme/app.git"  # nothing listens: fails at once
+    fields: dict[str, Any] = {
+        "build_id": uuid.uuid4(),
+        "token": "t",
+        "repository": "acme/app",
+        "namespace": "acme",
+        "source_url": url,
+        "ref": "refs/heads/main",
+        "commit_sha": None,
+        "docker_tag": "latest",
+        "dockerfile": "Dockerfile",
+        "context": ".",
+        "build_args": {},
+        "timeout_seconds": 60,
+        "deploy_key_sealed": None,
+    }
+    names = {f for f in queue.Claimed.__dataclass_fields__}
+    for extra in names - set(fields):
+        fields[extra] = None
+    run = worker.Run.__new__(worker.Run)
+    run.settings = settings
+    run.claimed = queue.Claimed(**fields)
+    run.tools = worker.Tools(git=str(shutil.which("git")), buildah="/bin/false")
+    run.workspace = tmp_path / "work"
+    run.workspace.mkdir()
+    run.deadline = time.monotonic() + 60
+    log = _Log()
+    run.log = log  # type: ignore[assignment]
+    with pytest.raises(worker.BuildFailed) as failed:
+        run.fetch(run._env())
+    assert "127.0.0.1" in log.text  # the log did say where it fetched from
+    assert SECRET not in log.text and SECRET not in str(failed.value)
+    assert SECRET not in (failed.value.output or "")
+    assert service.shown_url(url) == "https://127.0.0.1:9/acme/app.git"
