@@ -192,6 +192,7 @@ def set_password(session: Session, *, account: Account, password: str) -> None:
     validation.password(password)
     account.password_hash = security.hash_password(password)
     account.password_changed_at = utcnow()
+    session.flush()  # the account row first (credentials made from credentials, below)
     revoke_refresh_tokens(
         session, AccessToken.account_id == account.id, account.password_changed_at
     )
@@ -264,6 +265,7 @@ def set_active(
         _ensure_not_last_admin(session, account)
     account.is_active = active
     if not active:
+        session.flush()  # the account row first (credentials made from credentials, below)
         revoke_refresh_tokens(session, AccessToken.account_id == account.id, utcnow())
         sessions.end_all_sessions(session, account, reason="disabled")
     session.flush()
@@ -681,6 +683,12 @@ def create_token(
                 code="insufficient_scope",
                 field="scopes",
             )
+        # The token used, re-read and held until this transaction ends: a revocation of it
+        # at the same instant (another process) either waits for this token and revokes it
+        # too, or has revoked the source already and this request is refused as if it had
+        # come a moment later (lock_source_token).
+        if lock_source_token(session, via.id, utcnow()) is None:
+            raise Unauthorized("The access token is unknown, expired or revoked", code="bad_token")
         if via.expires_at is not None and (expires_at is None or expires_at > via.expires_at):
             expires_at = via.expires_at
     secret = security.generate_token(kind)
@@ -711,19 +719,83 @@ def create_token(
     return IssuedToken(token=token, secret=secret)
 
 
-def revoke_refresh_tokens(session: Session, which: Any, now: datetime) -> None:
-    """Revoke the (still live) refresh tokens ``which`` selects: their source ended."""
-    session.execute(
-        update(AccessToken)
-        .where(which, AccessToken.kind == "refresh", AccessToken.revoked_at.is_(None))
-        .values(revoked_at=now)
-        .execution_options(synchronize_session=False)
+# --- credentials made from credentials ---------------------------------------------------
+#
+# A credential made from another (a token created with a token, a registry refresh token
+# from a personal access token, a license or a password log-in) dies with its source, also
+# when the two happen at the same instant in two processes. Under PostgreSQL's READ
+# COMMITTED a revocation's SELECT of the children does not see a child inserted but not yet
+# committed, so both sides take the source row:
+#
+# - making a credential locks the source (``SELECT ... FOR SHARE``, re-read in the same
+#   transaction) and checks it is still usable there, refusing as a revoked source is
+#   refused;
+# - a revocation updates the source row first, and only then collects what was made from
+#   it, with statements that start after that row lock is held.
+#
+# So a revocation either waits for the mint to commit and then finds its credential, or the
+# mint waits for the revocation and finds the source revoked. On SQLite every transaction
+# that writes holds the database's write lock from its start (store.db), so the re-check
+# inside the minting transaction is what counts there.
+
+
+def lock_source_token(session: Session, token_id: uuid.UUID, now: datetime) -> AccessToken | None:
+    """The token ``token_id`` re-read and locked until this transaction ends, when it can
+    still be a source (not revoked or expired, its owner active); None otherwise."""
+    token = session.scalar(
+        select(AccessToken)
+        .where(AccessToken.id == token_id)
+        .with_for_update(read=True)
+        .execution_options(populate_existing=True)
     )
+    if token is None or not token.is_usable(now):
+        return None
+    if token.account_id is not None and not session.scalar(
+        select(Account.is_active).where(Account.id == token.account_id)
+    ):
+        return None
+    return token
+
+
+def lock_source_account(session: Session, account_id: uuid.UUID) -> Account | None:
+    """The account re-read and locked until this transaction ends (a password log-in's
+    refresh token is made under it; turning two-factor sign-in on updates the row)."""
+    return session.scalar(
+        select(Account)
+        .where(Account.id == account_id)
+        .with_for_update(read=True)
+        .execution_options(populate_existing=True)
+    )
+
+
+def revoke_refresh_tokens(session: Session, which: Any, now: datetime) -> int:
+    """Revoke the (still live) refresh tokens ``which`` selects: their source ended; how
+    many. The caller has updated the source row already (see above).
+
+    Repeated until nothing is left: a statement that waited for a token being rotated at
+    the same instant does not see the token that rotation made; the next one does."""
+    revoked = 0
+    while True:
+        result = session.execute(
+            update(AccessToken)
+            .where(which, AccessToken.kind == "refresh", AccessToken.revoked_at.is_(None))
+            .values(revoked_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        count = int(getattr(result, "rowcount", 0) or 0)
+        if not count:
+            return revoked
+        revoked += count
 
 
 def revoke_descendants(session: Session, token_ids: list[uuid.UUID], now: datetime) -> int:
     """Revoke the live tokens made from ``token_ids`` (``source_token_id``: refresh tokens
-    of their log-ins, tokens created with them), and theirs, to any depth; how many."""
+    of their log-ins, tokens created with them), and theirs, to any depth; how many.
+
+    The caller has revoked ``token_ids`` (updated their rows) already: each level's SELECT
+    starts after the rows of the level above are locked, so it sees every child made from
+    them, also one committed while this transaction waited (see above)."""
+    session.flush()
     revoked, parents = 0, list(token_ids)
     while parents:
         children = list(
@@ -736,7 +808,7 @@ def revoke_descendants(session: Session, token_ids: list[uuid.UUID], now: dateti
         if children:
             session.execute(
                 update(AccessToken)
-                .where(AccessToken.id.in_(children))
+                .where(AccessToken.id.in_(children), AccessToken.revoked_at.is_(None))
                 .values(revoked_at=now)
                 .execution_options(synchronize_session=False)
             )
@@ -790,6 +862,7 @@ def revoke_token(session: Session, *, token: AccessToken, actor: Account) -> Acc
         raise NotFound("No such token")
     if token.revoked_at is None:
         token.revoked_at = utcnow()
+        session.flush()  # the source row first: a mint from it at this instant waits, or we do
         # No token outlives the token it was made from (a refresh token from its log-in, a
         # token created with it through the API, and theirs); revoking a refresh token
         # ends every token rotated from the same log-in.

@@ -163,7 +163,10 @@ def confirm(session: Session, *, settings: Settings, account: Account, code: str
         raise BadCode()
     account.totp_enabled_at = utcnow()
     # The password alone no longer signs in: registry log-ins kept from it end now
-    # (store.registry.refresh refuses them while two-factor sign-in is on as well).
+    # (store.registry.refresh refuses them while two-factor sign-in is on as well). The
+    # account row is written first: a password log-in's refresh token made at this instant
+    # (under a lock of the row) is then either seen by the revocation or refused.
+    session.flush()
     accounts.revoke_refresh_tokens(
         session,
         and_(AccessToken.account_id == account.id, AccessToken.source_kind == "password"),

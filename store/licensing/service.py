@@ -40,6 +40,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from sqlalchemy import or_, select, text, update
 from sqlalchemy.orm import Session
 
+from store.accounts import service as accounts
+from store.accounts.models import AccessToken
 from store.config import Settings
 from store.db import utcnow
 from store.errors import Conflict, NotFound
@@ -271,12 +273,27 @@ def get_license(session: Session, license_id: uuid.UUID) -> License:
 
 
 def revoke_licenses(session: Session, entitlement: Entitlement, *, reason: str) -> int:
-    """Revoke every license of the entitlement that is not revoked yet; returns how many."""
+    """Revoke every license of the entitlement that is not revoked yet, and the registry
+    refresh tokens made from them; returns how many licenses.
+
+    The license rows are updated first, then the refresh tokens by a later statement: a
+    refresh token made from one of them at the same instant (store.registry.refresh, under
+    a lock of the license row) is either found by it or refused."""
+    now = utcnow()
     result = session.execute(
         update(License)
         .where(License.entitlement_id == entitlement.id, License.revoked_at.is_(None))
-        .values(revoked_at=utcnow(), revocation_reason=reason)
+        .values(revoked_at=now, revocation_reason=reason)
         .execution_options(synchronize_session="fetch")
+    )
+    accounts.revoke_refresh_tokens(
+        session,
+        AccessToken.source_license_id.in_(
+            select(License.id).where(
+                License.entitlement_id == entitlement.id, License.revoked_at.is_not(None)
+            )
+        ),
+        now,
     )
     _revocations_changed()
     return int(getattr(result, "rowcount", 0) or 0)

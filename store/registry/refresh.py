@@ -35,16 +35,20 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from store import security
+from store.accounts import service as accounts
 from store.accounts.models import AccessToken, Account
 from store.audit import service as audit
 from store.config import Settings
 from store.registry.grants import Principal
+
+if TYPE_CHECKING:
+    from store.licensing.models import License
 
 REGISTRY_SCOPES = frozenset(("pull", "push"))
 SOURCES = ("password", "personal", "license")
@@ -95,21 +99,32 @@ def issue(
     account_id = principal.account_id
     org_id: uuid.UUID | None = None
     source_token_id = source_license_id = None
+    # The source is re-read and locked until this transaction commits: a revocation of it
+    # at the same instant (another process) waits and then revokes this token too, or came
+    # first and no token is made (accounts.service, "credentials made from credentials").
     if principal.kind == "account" and principal.token_id is None:
+        if not _account_may_keep(session, account_id, password=True):
+            return None
         kind, scopes = "password", REGISTRY_SCOPES
     elif principal.kind == "account" and principal.extra.get("token_kind") == "personal":
-        source = session.get(AccessToken, principal.token_id)
-        if source is None or not source.is_usable(now):
+        if not _account_may_keep(session, account_id, password=False):
+            return None
+        source = (
+            accounts.lock_source_token(session, principal.token_id, now)
+            if principal.token_id is not None
+            else None
+        )
+        if source is None:
             return None
         kind, scopes = "personal", frozenset(source.scopes) & REGISTRY_SCOPES
         source_token_id, source_expiry = source.id, source.expires_at
     elif principal.kind == "license" and "license_id" in principal.extra:
-        from store.licensing.models import License
-
-        license = session.get(License, principal.extra["license_id"])
-        if license is None:
+        license = _lock_license(session, principal.extra["license_id"])
+        if license is None or license.revoked_at is not None:
             return None
         entitlement = license.entitlement
+        if not entitlement.is_usable(now):
+            return None
         kind, scopes = "license", frozenset(("pull",))
         source_license_id, source_expiry = license.id, license.expires_at
         account_id, org_id = entitlement.account_id, entitlement.organization_id
@@ -132,6 +147,40 @@ def issue(
         absolute=absolute,
         now=now,
     )
+
+
+def _account_may_keep(session: Session, account_id: uuid.UUID | None, *, password: bool) -> bool:
+    """Whether the account (locked until the transaction ends) may keep a registry log-in: it
+    is active, and for a password log-in, two-factor sign-in is off."""
+    account = accounts.lock_source_account(session, account_id) if account_id else None
+    if account is None or not account.is_active:
+        return False
+    return not (password and account.totp_enabled_at is not None)
+
+
+def _lock_license(session: Session, license_id: uuid.UUID) -> License | None:
+    """The license re-read and locked until the transaction ends (its revocation updates the
+    row, then revokes the refresh tokens made from it: store.licensing.service)."""
+    from store.licensing.models import License
+
+    return session.scalar(
+        select(License)
+        .where(License.id == license_id)
+        .with_for_update(read=True)
+        .execution_options(populate_existing=True)
+    )
+
+
+def _lock_sources(session: Session, token: AccessToken, now: datetime) -> None:
+    """Before a rotation makes the next token of a family: lock what the family was made
+    from (the account, the personal access token, the license), so that a revocation of it
+    at the same instant either waits and finds the new token, or is seen by ``_check``."""
+    if token.account_id is not None:
+        accounts.lock_source_account(session, token.account_id)
+    if token.source_token_id is not None:
+        accounts.lock_source_token(session, token.source_token_id, now)
+    if token.source_license_id is not None:
+        _lock_license(session, token.source_license_id)
 
 
 def _create(
@@ -174,13 +223,9 @@ def _create(
 
 
 def revoke_family(session: Session, family_id: uuid.UUID, now: datetime) -> int:
-    result = session.execute(
-        update(AccessToken)
-        .where(AccessToken.family_id == family_id, AccessToken.revoked_at.is_(None))
-        .values(revoked_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    return int(getattr(result, "rowcount", 0) or 0)
+    """Revoke every live token of the family; how many (repeated until none is left: a
+    token rotated at this instant by another process is found by the next statement)."""
+    return accounts.revoke_refresh_tokens(session, AccessToken.family_id == family_id, now)
 
 
 def redeem(
@@ -198,6 +243,8 @@ def redeem(
         raise RefreshRefused("unknown refresh token")
     if token.rotated_at is not None:
         _reused(session, token, now)
+    if rotate:
+        _lock_sources(session, token, now)
     principal, source_expiry = _check(session, token, now)
     sliding, _ = lifetimes(settings)
     absolute = _earliest(token.absolute_expires_at or token.expires_at, source_expiry)
