@@ -101,3 +101,28 @@ def test_a_token_saved_in_an_older_source_url_stays_out_of_the_log(
     assert SECRET not in log.text and SECRET not in str(failed.value)
     assert SECRET not in (failed.value.output or "")
     assert service.shown_url(url) == "https://127.0.0.1:9/acme/app.git"
+
+
+def test_symbolic_links_out_of_the_checkout_are_refused(tmp_path: Path) -> None:
+    """A Dockerfile path or context that is a link in the repository leading elsewhere (the
+    server's files, another build's workspace) fails the build before buildah runs."""
+    run = worker.Run.__new__(worker.Run)
+    run.workspace = tmp_path / "work"
+    src = run.workspace / "src"
+    (src / "docker").mkdir(parents=True)
+    (src / "docker" / "Dockerfile").write_text("FROM scratch\n")
+    other = tmp_path / "other-build" / "src"
+    other.mkdir(parents=True)
+    (src / "Dockerfile").symlink_to("/etc/passwd")
+    (src / "ctx").symlink_to(other)
+    (src / "docker" / "up").symlink_to("../../other-build")
+    for relative, what in (
+        ("Dockerfile", "Dockerfile"),
+        ("ctx", "context"),
+        ("docker/up", "context"),
+    ):
+        with pytest.raises(worker.BuildFailed, match="leads outside the repository"):
+            run._inside(relative, what)
+    assert (
+        run._inside("docker/Dockerfile", "Dockerfile") == (src / "docker" / "Dockerfile").resolve()
+    )
