@@ -150,6 +150,11 @@ def delete_account(
         raise Conflict(" ".join(problems), code="account_not_deletable", problems=problems)
 
     now = utcnow()
+    # The account's row first: a registry log-in made from its password or tokens at this
+    # instant (under a lock of the row, store.registry.refresh) is committed before the
+    # tokens are collected below, or waits and is refused (accounts.service, "credentials
+    # made from credentials").
+    session.execute(select(Account.id).where(Account.id == account.id).with_for_update())
     former_address, former_name = account.email, account.display_name or account.username
     for org in _sole_owned(session, account):  # empty ones (checked above)
         session.execute(delete(AccessToken).where(AccessToken.organization_id == org.id))
