@@ -43,3 +43,68 @@ def test_words_of_a_repository_made_private_are_not_suggested_at_the_next_reques
     )
     assert made.status_code == 200, made.text
     assert _did_you_mean(client, "zorgn") is None
+
+
+def test_an_unpublished_product_is_gone_from_everything_at_the_next_request(
+    client: TestClient, session: Session
+) -> None:
+    from tests.factories import make_product
+
+    alice = make_account(session, "alice")
+    acme = make_org(session, alice, "acme")
+    make_product(
+        session, acme, alice, "quibbler", title="Quibbler", summary="Frobnicating quibbles"
+    )
+    make_repo(session, "someone/quibblerish", description="Tools")  # keeps "did you mean" busy
+    owner = _bearer(session, alice)
+    outsider = _bearer(session, make_account(session, "olga"))
+    session.commit()
+
+    def seen(headers: dict[str, str]) -> list[str]:
+        """Every place the listing's name or words showed up for this caller."""
+        found = []
+        api = client.get("/api/v1/search", params={"q": "frobnicating"}, headers=headers).json()
+        if api["total"] or api["results"]:
+            found.append("api search")
+        spelt = client.get("/api/v1/search", params={"q": "quibler"}, headers=headers).json()
+        if "acme/quibbler" in str(spelt) or spelt["did_you_mean"] == "quibbler":
+            found.append("api search, misspelt")
+        if client.get("/v1/search", params={"q": "frobnicating"}).json()["num_results"]:
+            found.append("docker search")
+        products = client.get("/api/v1/products", params={"q": "quibbler"}, headers=headers)
+        if products.json()["total"]:
+            found.append("product list")
+        for path in (
+            "/api/v1/products/acme/quibbler",
+            "/api/v1/products/acme/quibbler/tiers",
+            "/api/v1/products/acme/quibbler/access",
+            "/v2/repositories/acme/quibbler",
+            "/api/v1/repositories/acme/quibbler",
+        ):
+            if client.get(path, headers=headers).status_code != 404:
+                found.append(path)
+        for page in (
+            "/",
+            "/browse?q=frobnicating",
+            "/search?q=frobnicating",
+            "/products/acme/quibbler",
+            "/r/acme/quibbler",
+        ):
+            if "Frobnicating" in client.get(page).text:
+                found.append(page)
+        access = client.get(
+            "/api/v1/registry/access", params={"repository": "acme/quibbler"}, headers=headers
+        ).json()
+        if access["refused"] and access["refused"][0]["reason"] != "no_access":
+            found.append("registry access")
+        return found
+
+    # While published, every probe finds it (so each can tell).
+    for caller in (outsider, {}):
+        assert len(seen(caller)) == 12
+    unpublished = client.post(
+        "/api/v1/products/acme/quibbler/status", json={"status": "draft"}, headers=owner
+    )
+    assert unpublished.status_code == 200, unpublished.text
+    assert seen(outsider) == []
+    assert seen({}) == []
