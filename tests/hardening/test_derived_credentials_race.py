@@ -377,6 +377,22 @@ def _rotate(key: str) -> Callable[..., uuid.UUID | None]:
     return mint
 
 
+def _password_refresh(session: Session, settings: Settings) -> dict[str, Any]:
+    ids = _enrolling(session, settings)
+    principal = Principal(kind="account", subject="someone", account_id=ids["account"])
+    secret = refresh.issue(session, settings, principal, client_id="docker", now=utcnow())
+    assert secret is not None
+    return {**ids, "refresh": secret}
+
+
+def _license_refresh(session: Session, settings: Settings) -> dict[str, Any]:
+    ids = _with_license(session, settings)
+    principal = Principal(kind="license", subject="license", extra={"license_id": ids["license"]})
+    secret = refresh.issue(session, settings, principal, client_id="docker", now=utcnow())
+    assert secret is not None
+    return {**ids, "refresh": secret}
+
+
 def _rotated_family(session: Session, settings: Settings) -> dict[str, Any]:
     ids = _refresh_from_pat(session, settings)
     rotated = refresh.redeem(session, settings, ids["refresh"], rotate=True, now=utcnow())
@@ -405,6 +421,12 @@ CASES = {
     ),
     "refresh token rotated, its personal access token revoked": Case(
         _refresh_from_pat, _rotate("refresh"), _revoke_source
+    ),
+    "refresh token rotated (a password log-in), two-factor sign-in turned on": Case(
+        _password_refresh, _rotate("refresh"), _turn_two_factor_on
+    ),
+    "refresh token rotated (a license), the license revoked": Case(
+        _license_refresh, _rotate("refresh"), _revoke_license
     ),
     "refresh token rotated, its family revoked by a reuse": Case(
         _rotated_family, _rotate("next"), _reuse_first
