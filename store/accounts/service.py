@@ -525,7 +525,7 @@ def answer_invitation(
     return invitation
 
 
-def _owner_count(session: Session, org: Organization) -> int:
+def owner_count(session: Session, org: Organization) -> int:
     """The organization's owners, counted under a lock of its row (PostgreSQL; SQLite's
     writers already take turns): two owners leaving, or demoting each other, at the same
     moment are counted one after the other, so the second sees the first's change and the
@@ -554,7 +554,7 @@ def change_role(
     )
     if membership is None:
         raise NotFound(f"{target.username} is not a member of {org.slug}")
-    if membership.role == "owner" and role != "owner" and _owner_count(session, org) == 1:
+    if membership.role == "owner" and role != "owner" and owner_count(session, org) == 1:
         raise Conflict("An organization needs at least one owner")
     membership.role = role
     session.flush()
@@ -572,7 +572,7 @@ def remove_member(session: Session, *, org: Organization, actor: Account, userna
     )
     if membership is None:
         raise NotFound(f"{target.username} is not a member of {org.slug}")
-    if membership.role == "owner" and _owner_count(session, org) == 1:
+    if membership.role == "owner" and owner_count(session, org) == 1:
         raise Conflict("An organization needs at least one owner")
     session.delete(membership)
     session.flush()

@@ -86,12 +86,9 @@ def _sole_owned(session: Session, account: Account) -> list[Organization]:
     for org, role in accounts.organizations_of(session, account):
         if role != "owner":
             continue
-        owners = session.scalar(
-            select(func.count()).where(
-                Membership.organization_id == org.id, Membership.role == "owner"
-            )
-        )
-        if owners == 1:
+        # Counted under the organization's lock, as leaving and demoting count: an owner
+        # leaving at this moment waits, then sees this account gone and is refused.
+        if accounts.owner_count(session, org) == 1:
             owned.append(org)
     return owned
 
