@@ -45,11 +45,12 @@ import asyncio
 import collections
 import contextlib
 import logging
+import random
 import re
 import sqlite3
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -62,6 +63,7 @@ from store.registry.grants import Principal, RepoFacts, product_repository
 
 log = logging.getLogger("store.registry.lookup")
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+HORIZON_JITTER = 0.25  # a cached row's time bound is 45-60 s (lookup._horizon)
 PG_POOL_SIZE = 8  # connections per worker process; each query holds one for one round trip
 
 # --- SQL ---------------------------------------------------------------------------------
@@ -580,10 +582,19 @@ async def credential(
     ``{"cid": None}`` when there is no such credential.
 
     A row read before is answered from ``db.cache`` while the decision generation is the
-    one read with it and ``now`` is before the row's horizon (:class:`CredentialCache`)."""
+    one read with it and ``now`` is before the row's horizon (:class:`CredentialCache`).
+    A request that misses while the statement for the same key is already running (the
+    requests in flight when an entry reaches its horizon) waits for it and then checks its
+    row as a cached one, against a generation read sent after it arrived: one statement
+    for the burst, not one each."""
     cache = db.cache
     key = (statement, *params.values(), repository)
     entry = cache.get(key, now)
+    if entry is None:
+        running = cache.loading(key)
+        if running is not None:
+            await asyncio.shield(running)  # never fails: set when the statement ends
+            entry = cache.get(key, now)
     if entry is not None and await db.generation() == entry[0]:
         return entry[1]
     codec = db.codec
@@ -595,19 +606,24 @@ async def credential(
     }
     if statement != "token":
         del values["cutoff"]
-    rows = await db.rows(statement, values)
-    if not rows:
-        return NO_CREDENTIAL
-    row = rows[0]
-    cache.put(key, row, _horizon(row, now, codec))
+    with cache.load(key):
+        rows = await db.rows(statement, values)
+        if not rows:
+            return NO_CREDENTIAL
+        row = rows[0]
+        cache.put(key, row, _horizon(row, now, codec))
     return row
 
 
 def _horizon(row: dict[str, Any], now: datetime, codec: _Codec) -> datetime:
     """The earliest instant the row could read differently with no write to the database:
     the token's expiry, the next change of an entitlement by time, and at most
-    ``LAST_USED_RESOLUTION`` on (``cstale``: when the token's use is written again)."""
-    until = now + LAST_USED_RESOLUTION
+    ``LAST_USED_RESOLUTION`` on (``cstale``: when the token's use is written again).
+
+    That last bound is shortened by a random quarter at most: rows read together (a
+    worker's first requests, or the burst after their common horizon) would otherwise all
+    reach it together again, every minute, and be read again at once."""
+    until = now + LAST_USED_RESOLUTION * (1 - random.random() * HORIZON_JITTER)
     for value in (row.get("cexpires"), row.get("horizon")):
         if value is not None:
             moment = codec.moment(value)
@@ -631,6 +647,31 @@ class CredentialCache:
     def __init__(self, size: int = 4096) -> None:
         self.size = size
         self._entries: dict[tuple[Any, ...], tuple[int, dict[str, Any], datetime]] = {}
+        # The statements running now, by key: done (never failed) when each ends.
+        self._loading: dict[tuple[Any, ...], asyncio.Future[None]] = {}
+
+    def loading(self, key: tuple[Any, ...]) -> asyncio.Future[None] | None:
+        """The statement for ``key`` running in this event loop, if any."""
+        running = self._loading.get(key)
+        if running is None or running.get_loop() is not asyncio.get_running_loop():
+            return None
+        return running
+
+    @contextlib.contextmanager
+    def load(self, key: tuple[Any, ...]) -> Iterator[None]:
+        """While the statement for ``key`` runs: the requests missing the same key wait
+        for it (:meth:`loading`), and are let go however it ends (a failure, a client
+        gone), to read for themselves when it left nothing."""
+        if self.loading(key) is not None:  # another one already runs: theirs is theirs
+            yield
+            return
+        running = self._loading[key] = asyncio.get_running_loop().create_future()
+        try:
+            yield
+        finally:
+            if self._loading.get(key) is running:
+                del self._loading[key]
+            running.set_result(None)
 
     def get(self, key: tuple[Any, ...], now: datetime) -> tuple[int, dict[str, Any]] | None:
         found = self._entries.get(key)

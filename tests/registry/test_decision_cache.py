@@ -512,3 +512,67 @@ def test_a_transaction_of_many_rows_bumps_the_generation_once_on_postgres(
         engine.dispose()
     # SQLite bumps per row (an update in place costs the same every time)
     assert after - before == (1000 if sqlite else 2)
+
+
+def test_requests_missing_together_share_one_statement(
+    world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The requests in flight when a row reaches its horizon (or of a worker just started)
+    miss together: one statement runs, the others wait for it and check its row against a
+    read of the counter like a cached one. A change committed while that statement ran,
+    after they arrived, is still seen by them."""
+    import asyncio
+
+    engine = make_engine(world["url"])
+    db = lookup.open_db(engine)
+    statements: list[str] = []
+    rows = db.rows
+
+    async def counted(statement: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        statements.append(statement)
+        return await rows(statement, params)
+
+    monkeypatch.setattr(db, "rows", counted)
+    params = {"hash": _token_params(world["secrets"]["bob"])[0]}
+
+    async def ask() -> dict[str, Any]:
+        return await lookup.credential(db, "token", params, "acme/app", utcnow())
+
+    async def run() -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
+        together = await asyncio.gather(*(ask() for _ in range(20)))
+        assert statements == ["token"]
+        db.cache.clear()
+        slow, plain = isinstance(db, lookup.PostgresDB), lookup._PYFORMAT["token"]
+        if slow:  # a statement that runs a while on the server
+            monkeypatch.setitem(lookup._PYFORMAT, "token", plain + " AND pg_sleep(0.5) IS NOT NULL")
+        first = asyncio.create_task(ask())
+        await asyncio.sleep(0.2)  # sent (on SQLite: done, the read is synchronous)
+        monkeypatch.setitem(lookup._PYFORMAT, "token", plain)
+        with engine.begin() as conn:  # revoked by another connection meanwhile
+            conn.execute(text("UPDATE access_tokens SET revoked_at = created_at"))
+        second = await ask()
+        return list(together), await first, second
+
+    try:
+        together, first, second = asyncio.run(run())
+    finally:
+        db.close()
+        engine.dispose()
+    assert all(row is together[0] for row in together) and not together[0]["crevoked"]
+    assert not first["crevoked"]  # its snapshot is from before the change
+    assert second["crevoked"]  # the request that waited for it sees the change
+    assert statements == ["token", "token", "token"]
+
+
+def test_rows_read_together_do_not_expire_together() -> None:
+    """A row's time bound (with no expiry or entitlement change before it) is 45-60 s, at
+    random: rows read at once do not all reach it at the same instant."""
+    codec = lookup._Codec("sqlite")
+    now = utcnow()
+    untils = {lookup._horizon({"cexpires": None, "horizon": None}, now, codec) for _ in range(64)}
+    assert len(untils) > 32
+    assert all(
+        now + timedelta(seconds=45) <= until <= now + timedelta(seconds=60) for until in untils
+    )
+    soon = now + timedelta(seconds=10)  # an expiry before it still bounds the row exactly
+    assert lookup._horizon({"cexpires": codec.time(soon), "horizon": None}, now, codec) == soon
