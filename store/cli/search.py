@@ -6,7 +6,16 @@ import argparse
 import time
 from typing import Any
 
-from store.cli._common import add_command, command, emit, table, unit_of_work
+from store.cli._common import (
+    add_command,
+    command,
+    emit,
+    load_settings,
+    open_engine,
+    prepare_schema,
+    table,
+    unit_of_work,
+)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -36,9 +45,12 @@ def _reindex(args: argparse.Namespace) -> int:
     structures. Normal operation keeps the index in step by itself; this is for recovery."""
     from store.search import indexer
 
+    settings = load_settings()
     started = time.perf_counter()
-    with unit_of_work() as session:
-        counts: dict[str, Any] = dict(indexer.reindex(session.connection(), committed=True))
+    with open_engine(settings) as engine:
+        prepare_schema(engine, settings)
+        # Transactions of its own (short ones on SQLite, so writers go on meanwhile).
+        counts: dict[str, Any] = dict(indexer.full_reindex(engine))
     counts["seconds"] = round(time.perf_counter() - started, 2)
     emit(
         args,

@@ -12,19 +12,21 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from operator import itemgetter
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import (
     Connection,
+    Engine,
     Table,
     bindparam,
     delete,
     event,
+    exists,
     func,
     literal_column,
     or_,
@@ -36,8 +38,9 @@ from sqlalchemy.orm import ORMExecuteState, Session
 
 from store.accounts.models import Organization
 from store.catalog.models import Product, Tier
-from store.db import utcnow
+from store.db import read_only_connection, utcnow
 from store.registry.models import HubRepository, PullCounter
+from store.search import sqlite_fts
 from store.search.backend import backend_for
 from store.search.documents import (
     RECENT_PULL_DAYS,
@@ -62,6 +65,7 @@ _UPDATE = (
     .values({c.name: bindparam(f"v_{c.name}", type_=c.type) for c in docs_t.columns})
 )
 _INSTALLED = False
+T = TypeVar("T")
 _BULK = "store.search.bulk"  # Connection.info flag: a reindex will rebuild the engine index
 
 
@@ -142,8 +146,21 @@ def apply(conn: Connection, changes: Changes) -> int:
     return written
 
 
-def write(conn: Connection, source: str, ref_ids: Iterable[uuid.UUID], docs: Sequence[Doc]) -> int:
-    """Make the stored documents of these refs equal to ``docs`` (missing ones are deleted)."""
+def write(
+    conn: Connection,
+    source: str,
+    ref_ids: Iterable[uuid.UUID],
+    docs: Sequence[Doc],
+    *,
+    since: datetime | None = None,
+) -> int:
+    """Make the stored documents of these refs equal to ``docs`` (missing ones are deleted).
+
+    ``since``: the documents were read before this transaction began (a full reindex
+    beside other writers), at ``since`` or later. A stored document written after
+    ``since`` may have been written by another transaction from rows changed after the
+    read: it is built again here, from the rows as this transaction sees them; a document
+    of a product or repository deleted meanwhile is not written again."""
     ref_ids = set(ref_ids)
     if not ref_ids:
         return 0
@@ -154,6 +171,14 @@ def write(conn: Connection, source: str, ref_ids: Iterable[uuid.UUID], docs: Seq
         )
     }
     wanted = {d["ref_id"]: d for d in docs}
+    if since is not None:
+        source_t = cast(Table, (Product if source == "store" else HubRepository).__table__)
+        alive = set(conn.scalars(select(source_t.c.id).where(source_t.c.id.in_(wanted))))
+        wanted = {r: d for r, d in wanted.items() if r in alive}
+        newer = [r for r, row in existing.items() if row["indexed_at"] > since]
+        if newer:
+            build = product_documents if source == "store" else hub_documents
+            wanted.update((d["ref_id"], d) for d in build(conn, newer, now=since))
     gone = [existing[r]["id"] for r in ref_ids - wanted.keys() if r in existing]
     if gone:
         conn.execute(delete(docs_t).where(docs_t.c.id.in_(gone)))
@@ -189,7 +214,7 @@ def write(conn: Connection, source: str, ref_ids: Iterable[uuid.UUID], docs: Seq
             updates.append({"old_id": old["id"], **{f"v_{c}": doc[c] for c in _COLUMNS}})
     flush_updates()
     if inserts:
-        if conn.info.get(_BULK):
+        if conn.info.get(_BULK) or since is not None:
             _insert_bulk(conn, inserts)
         else:
             conn.execute(docs_t.insert(), inserts)
@@ -480,7 +505,112 @@ def reindex(
     return counts
 
 
-def _shared_url(conn: Connection) -> str | None:
+_SOURCES: tuple[tuple[str, Any, Callable[..., list[Doc]]], ...] = (
+    ("store", Product.__table__, product_documents),
+    ("hub", HubRepository.__table__, hub_documents),
+)
+
+
+def full_reindex(
+    engine: Engine, *, batch: int = 2000, fill_batch: int = 5000, workers: int | None = None
+) -> dict[str, int]:
+    """``store search reindex``: :func:`reindex` of the committed rows, beside live traffic.
+
+    PostgreSQL: one transaction (writers of other rows go on; the full-text tables are
+    built beside and swapped, postgres_fts.rebuild). SQLite, where a transaction that
+    writes holds the one write lock: short transactions of their own, other writers
+    taking their turns between them. First the documents, a batch of products or
+    repositories per transaction (read and built by the worker processes, when there are
+    any, on connections of their own), then new full-text tables filled beside the live
+    ones from search_documents, ``fill_batch`` documents per transaction, kept in step
+    with every later write by triggers (sqlite_fts.begin_build), and swapped in by one
+    last transaction. Searches answer from the live tables throughout, which their
+    triggers keep in step; a build that stops part-way leaves them as they are and its own
+    tables to the next reindex, which drops them first."""
+    if engine.dialect.name != "sqlite":
+        with engine.begin() as conn:
+            return reindex(conn, batch=batch, workers=workers, committed=True)
+    now = utcnow()
+    counts = {"store": 0, "hub": 0, "changed": 0}
+    with read_only_connection(engine) as conn:
+        all_ids = [list(conn.scalars(select(table.c.id))) for _, table, _ in _SOURCES]
+    if workers is None:
+        workers = _workers_for(sum(map(len, all_ids)))
+    pool = WorkerPool(workers) if workers > 0 else None
+    texts = pool.texts if pool is not None else index_texts
+    url = _shared_url(engine) if pool is not None else None
+
+    def write_chunk(conn: Connection, source: str, chunk: list[uuid.UUID], docs: list[Doc]) -> None:
+        counts["changed"] += write(conn, source, chunk, docs, since=now)
+        counts[source] += len(docs)
+
+    def delete_stale(conn: Connection, source: str, table: Table) -> None:
+        # Documents of rows deleted before the reindex began (those deleted since were
+        # deleted by their writers).
+        stale = list(
+            conn.scalars(
+                select(docs_t.c.id).where(
+                    docs_t.c.source == source, ~exists().where(table.c.id == docs_t.c.ref_id)
+                )
+            )
+        )
+        for start in range(0, len(stale), batch):
+            conn.execute(delete(docs_t).where(docs_t.c.id.in_(stale[start : start + batch])))
+        counts["changed"] += len(stale)
+
+    try:
+        for (source, table, _), ids in zip(_SOURCES, all_ids, strict=True):
+            for chunk, docs in _read_ahead(engine, pool, url, source, now, ids, batch, texts):
+                _step(engine, write_chunk, source, chunk, docs)
+            _step(engine, delete_stale, source, table)
+    finally:
+        if pool is not None:
+            pool.close()
+    _step(engine, sqlite_fts.begin_build)
+    while not _step(engine, sqlite_fts.fill, fill_batch):
+        pass
+    _step(engine, sqlite_fts.swap)
+    _step(engine, sqlite_fts.drop_old)
+    return counts
+
+
+def _step(engine: Engine, fn: Callable[..., T], *args: Any) -> T:
+    """One step of a reindex beside other writers: ``fn(conn, *args)`` in a transaction
+    of its own."""
+    with engine.begin() as conn:
+        return fn(conn, *args)
+
+
+def _read_ahead(
+    engine: Engine,
+    pool: WorkerPool | None,
+    url: str | None,
+    source: str,
+    now: datetime,
+    ids: Sequence[uuid.UUID],
+    batch: int,
+    texts: Callable[[Sequence[Any]], list[str]],
+) -> Iterator[tuple[list[uuid.UUID], list[Doc]]]:
+    """The ids in chunks, each with its documents read and built outside any transaction
+    that writes: by the workers on their own connections (the next chunk begun while the
+    caller writes this one), or here on a read-only connection."""
+    chunks = [list(ids[start : start + batch]) for start in range(0, len(ids), batch)]
+    if pool is None or url is None:
+        build = product_documents if source == "store" else hub_documents
+        for chunk in chunks:
+            with read_only_connection(engine) as conn:
+                docs = build(conn, chunk, now=now, texts=texts)
+            yield chunk, docs
+        return
+    read = partial(read_documents, url, source, now)
+    pending = [pool.start(read, chunks[0])] if chunks else []
+    for i, chunk in enumerate(chunks):
+        if i + 1 < len(chunks):
+            pending.append(pool.start(read, chunks[i + 1]))
+        yield chunk, pending.pop(0).result()
+
+
+def _shared_url(conn: Connection | Engine) -> str | None:
     """The database's URL for another process's connections (None: a private in-memory
     SQLite database no other process can open)."""
     url = conn.engine.url

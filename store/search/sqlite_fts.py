@@ -18,6 +18,7 @@ step inside the same transaction.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
@@ -145,3 +146,155 @@ class SqliteBackend:
                 "SELECT id, fts_facets FROM search_documents ORDER BY id"
             )
         )
+
+
+# --- full rebuild beside the live index -------------------------------------------------------
+#
+# A full reindex (indexer.full_reindex) builds new tables beside the live ones in short
+# transactions of its own and swaps them in with one more; writers and searches go on
+# meanwhile. search_fts_build holds how far the fill has come (``filled``: every document
+# whose rank key is at most this is in the new tables). The build triggers keep that part
+# of the new tables in step with search_documents as others write, so the new tables
+# are exact for every key up to ``filled`` at every commit, and the swap has nothing
+# left to catch up but the documents written (with keys above ``filled``) after the last
+# batch.
+
+_NEXT = "_next"
+_OLD = "_old"
+_LIVE_TABLES = ("search_fts", "search_fts_head", "search_fts_facets")
+_BUILD = "search_fts_build"
+_BUILD_TRIGGERS = ("search_fts_next_insert", "search_fts_next_delete", "search_fts_next_update")
+_FIRST_KEY, _LAST_KEY = -(1 << 63), (1 << 63) - 1
+_FULL = "fts_name, fts_title, fts_summary, fts_body, fts_facets"
+_HEAD = "fts_name, fts_title, fts_facets"
+_FILLED = "(SELECT filled FROM search_fts_build)"
+
+
+def _columns(prefix: str, names: str) -> str:
+    return ", ".join(f"{prefix}.{c}" for c in names.split(", "))
+
+
+def _build_trigger_ddl() -> list[str]:
+    """Triggers on search_documents that write into the new tables what the live triggers
+    write into the live ones, for the rows whose rank key the fill has passed."""
+
+    def add(row: str) -> str:
+        return (
+            f"INSERT INTO search_fts_next(rowid, {_FULL}) "
+            f"SELECT {row}.id, {_columns(row, _FULL)} WHERE {row}.id <= {_FILLED}; "
+            f"INSERT INTO search_fts_head_next(rowid, {_HEAD}) "
+            f"SELECT {row}.id, {_columns(row, _HEAD)} WHERE {row}.id <= {_FILLED}; "
+            "INSERT INTO search_fts_facets_next(id, tokens) "
+            f"SELECT {row}.id, {row}.fts_facets WHERE {row}.id <= {_FILLED};"
+        )
+
+    remove = (
+        f"INSERT INTO search_fts_next(search_fts_next, rowid, {_FULL}) "  # noqa: S608
+        f"SELECT 'delete', old.id, {_columns('old', _FULL)} WHERE old.id <= {_FILLED}; "
+        f"INSERT INTO search_fts_head_next(search_fts_head_next, rowid, {_HEAD}) "
+        f"SELECT 'delete', old.id, {_columns('old', _HEAD)} WHERE old.id <= {_FILLED}; "
+        "DELETE FROM search_fts_facets_next WHERE id = old.id;"
+    )
+    return [
+        f"CREATE TRIGGER search_fts_next_insert AFTER INSERT ON search_documents BEGIN "
+        f"{add('new')} END",
+        f"CREATE TRIGGER search_fts_next_delete AFTER DELETE ON search_documents BEGIN "
+        f"{remove} END",
+        f"CREATE TRIGGER search_fts_next_update AFTER UPDATE OF id, {_FULL} "
+        f"ON search_documents BEGIN {remove} {add('new')} END",
+    ]
+
+
+def _table_ddl(conn: Connection, table: str) -> str:
+    return str(conn.scalar(text("SELECT sql FROM sqlite_master WHERE name = :t"), {"t": table}))
+
+
+_CREATE_TABLE = re.compile(r'^(CREATE\s+(?:VIRTUAL\s+)?TABLE\s+)("?)(\w+)\2', re.IGNORECASE)
+
+
+def _renamed(ddl: str, new: str) -> str:
+    """``CREATE [VIRTUAL] TABLE name ...`` (the name quoted once a table was renamed) as a
+    table named ``new``."""
+    renamed, found = _CREATE_TABLE.subn(lambda m: m.group(1) + new, ddl, count=1)
+    if not found:
+        raise ValueError(f"not a CREATE TABLE statement: {ddl[:60]}")
+    return renamed
+
+
+def clean_up(conn: Connection) -> None:
+    """Drop what a build that did not finish left behind (its triggers and tables)."""
+    for name in _BUILD_TRIGGERS:
+        conn.execute(text(f"DROP TRIGGER IF EXISTS {name}"))
+    for table in _LIVE_TABLES:
+        for suffix in (_NEXT, _OLD):
+            conn.execute(text(f"DROP TABLE IF EXISTS {table + suffix}"))
+    conn.execute(text(f"DROP TABLE IF EXISTS {_BUILD}"))
+
+
+def begin_build(conn: Connection) -> None:
+    """Empty tables beside the live ones, shaped as the migrations made those (their DDL
+    read back from the database), and the build triggers; nothing filled yet."""
+    clean_up(conn)
+    for table in _LIVE_TABLES:
+        conn.execute(text(_renamed(_table_ddl(conn, table), table + _NEXT)))
+    conn.execute(text(f"CREATE TABLE {_BUILD} (filled INTEGER NOT NULL)"))
+    conn.execute(text(f"INSERT INTO {_BUILD} (filled) VALUES (:k)"), {"k": _FIRST_KEY})  # noqa: S608
+    for statement in _build_trigger_ddl():
+        conn.execute(text(statement))
+
+
+def fill(conn: Connection, batch: int) -> bool:
+    """The next ``batch`` documents (in rank-key order) written into the new tables; True
+    once every document is in them (the last, shorter batch written too)."""
+    start = conn.scalar(text(f"SELECT filled FROM {_BUILD}"))  # noqa: S608
+    if start == _LAST_KEY:
+        return True
+    end = conn.scalar(
+        text("SELECT id FROM search_documents WHERE id > :s ORDER BY id LIMIT 1 OFFSET :n"),
+        {"s": start, "n": batch - 1},
+    )
+    _fill_range(conn, start, _LAST_KEY if end is None else end)
+    return end is None
+
+
+def _fill_range(conn: Connection, start: int, end: int) -> int:
+    rows = {"s": start, "e": end}
+    where = "FROM search_documents WHERE id > :s AND id <= :e ORDER BY id"
+    count = conn.execute(
+        text(f"INSERT INTO search_fts_next(rowid, {_FULL}) SELECT id, {_FULL} {where}"),
+        rows,
+    ).rowcount
+    conn.execute(
+        text(f"INSERT INTO search_fts_head_next(rowid, {_HEAD}) SELECT id, {_HEAD} {where}"),
+        rows,
+    )
+    conn.execute(
+        text(f"INSERT INTO search_fts_facets_next(id, tokens) SELECT id, fts_facets {where}"),
+        rows,
+    )
+    conn.execute(text(f"UPDATE {_BUILD} SET filled = :e"), {"e": end})  # noqa: S608
+    return int(count)
+
+
+def swap(conn: Connection) -> int:
+    """The documents written since the last batch filled in, then the new tables put in
+    the live ones' place (the old ones renamed, for :func:`drop_old`); the live triggers
+    made again over the new tables. Returns how many documents were filled in here."""
+    start = conn.scalar(text(f"SELECT filled FROM {_BUILD}"))  # noqa: S608
+    caught_up = _fill_range(conn, start, _LAST_KEY) if start < _LAST_KEY else 0
+    for name in _BUILD_TRIGGERS:
+        conn.execute(text(f"DROP TRIGGER {name}"))
+    live = _drop_triggers(conn)
+    for table in _LIVE_TABLES:
+        conn.execute(text(f"ALTER TABLE {table} RENAME TO {table + _OLD}"))
+        conn.execute(text(f"ALTER TABLE {table + _NEXT} RENAME TO {table}"))
+    for statement in live:
+        conn.execute(text(statement))
+    conn.execute(text(f"DROP TABLE {_BUILD}"))
+    return caught_up
+
+
+def drop_old(conn: Connection) -> None:
+    """The replaced tables dropped (after the swap committed, in a transaction of their own)."""
+    for table in _LIVE_TABLES:
+        conn.execute(text(f"DROP TABLE IF EXISTS {table + _OLD}"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from store import migrate
 from store.catalog.models import Product
-from store.db import make_engine, make_sessionmaker, read_only_session, session_scope
+from store.db import make_engine, make_sessionmaker, read_only_session, session_scope, utcnow
 from store.registry import hub
 from store.registry.models import HubRepository
-from store.search import indexer, postgres_fts, service
-from store.search.sqlite_fts import SqliteBackend
+from store.search import indexer, postgres_fts, service, sqlite_fts
+from store.search.documents import read_documents
+from store.search.models import SearchDocument
 from tests.factories import make_account, make_org, make_product
 from tests.pg import PG_URL, scratch_database
 from tests.search.helpers import make_repo, stored_index
@@ -75,11 +77,13 @@ def _names(factory: sessionmaker[Session], q: str) -> list[str]:
 
 
 def _paused_reindex(
-    engine: Engine, monkeypatch: pytest.MonkeyPatch
+    engine: Engine, monkeypatch: pytest.MonkeyPatch, where: str = "swap"
 ) -> tuple[threading.Thread, threading.Event, threading.Event, list[BaseException]]:
-    """A full reindex in a thread, paused (transaction open) in the middle of its rebuild:
-    on PostgreSQL when the new tables are filled and indexed, before the catch-up and the
-    swap; on SQLite when the FTS tables are rebuilt, before the commit."""
+    """A full reindex (``store search reindex``) in a thread, paused in the middle. On
+    PostgreSQL (its transaction open) when the new tables are filled and indexed, before
+    the catch-up and the swap. On SQLite between two of its transactions: before the swap
+    (``where`` "swap"), after the first batch of new tables' rows ("fill") or after the
+    first batch of documents ("documents")."""
     paused, resume = threading.Event(), threading.Event()
     errors: list[BaseException] = []
     caught_up.clear()
@@ -106,18 +110,22 @@ def _paused_reindex(
         monkeypatch.setattr(postgres_fts, "_catch_up", pause_then_catch_up)
         monkeypatch.setattr(postgres_fts, "_copy", counted_copy)
     else:
-        rebuild = SqliteBackend.rebuild
+        step = indexer._step
+        names = {"swap": "swap", "fill": "fill", "documents": "write_chunk"}
 
-        def rebuild_then_pause(self: SqliteBackend, conn: Any, pool: Any = None) -> None:
-            rebuild(self, conn, pool)
-            pause()
+        def paused_step(engine: Engine, fn: Callable[..., Any], *args: Any) -> Any:
+            if fn.__name__ == names[where] and where == "swap":
+                pause()
+            result = step(engine, fn, *args)
+            if fn.__name__ == names[where] and not paused.is_set():
+                pause()  # after the first such step committed
+            return result
 
-        monkeypatch.setattr(SqliteBackend, "rebuild", rebuild_then_pause)
+        monkeypatch.setattr(indexer, "_step", paused_step)
 
     def run() -> None:
         try:
-            with engine.begin() as conn:
-                indexer.reindex(conn)
+            indexer.full_reindex(engine, batch=10, fill_batch=10)
         except BaseException as exc:  # reported by the test
             errors.append(exc)
             paused.set()
@@ -126,6 +134,26 @@ def _paused_reindex(
     thread.start()
     assert paused.wait(WAIT_S), "the reindex never reached its pause"
     return thread, paused, resume, errors
+
+
+def _fts_in_step(engine: Engine) -> None:
+    """SQLite: the FTS5 indexes hold exactly search_documents' text (FTS5's own check
+    against the content table) and the facet table one row per document."""
+    with engine.connect() as conn:
+        for table in ("search_fts", "search_fts_head"):
+            check = f"INSERT INTO {table}({table}, rank) VALUES ('integrity-check', 1)"  # noqa: S608
+            conn.execute(text(check))
+        assert (
+            conn.execute(text("SELECT id, tokens FROM search_fts_facets ORDER BY id")).all()
+            == conn.execute(text("SELECT id, fts_facets FROM search_documents ORDER BY id")).all()
+        )
+        leftovers = conn.scalars(
+            text(
+                "SELECT name FROM sqlite_master WHERE name LIKE 'search_fts%\\_next%' ESCAPE '\\' "
+                "OR name LIKE 'search_fts%\\_old%' ESCAPE '\\' OR name = 'search_fts_build'"
+            )
+        ).all()
+        assert leftovers == []
 
 
 def test_searches_answer_while_a_full_reindex_runs(
@@ -153,16 +181,22 @@ def test_searches_answer_while_a_full_reindex_runs(
         assert caught_up == [0]
 
 
+@pytest.mark.parametrize("where", ["swap", "fill", "documents"])
 @pytest.mark.parametrize("change", ["edit", "pull", "delete"])
 def test_changes_committed_during_a_reindex_are_kept(
-    engine: Engine, monkeypatch: pytest.MonkeyPatch, change: str
+    engine: Engine, monkeypatch: pytest.MonkeyPatch, change: str, where: str
 ) -> None:
-    if engine.dialect.name != "postgresql":
-        pytest.skip("SQLite writers wait for the reindex to commit (one writer at a time)")
+    """A writer commits while a full reindex runs (on SQLite between two of its
+    transactions: it waits for one batch at most) and its change is in the index the
+    reindex leaves."""
+    sqlite = engine.dialect.name == "sqlite"
+    if not sqlite and where != "swap":
+        pytest.skip("PostgreSQL's reindex is one transaction: paused before its catch-up")
     factory = make_sessionmaker(engine)
-    thread, _paused, resume, errors = _paused_reindex(engine, monkeypatch)
+    thread, _paused, resume, errors = _paused_reindex(engine, monkeypatch, where)
     try:
         assert not errors
+        started = time.monotonic()
         with session_scope(factory) as session:
             if change == "edit":
                 product = session.scalars(select(Product).where(Product.slug == "logpipe")).one()
@@ -171,13 +205,22 @@ def test_changes_committed_during_a_reindex_are_kept(
                 hub.record_pull(session, name="acme/tool7", at=datetime.now(UTC))
             else:
                 session.execute(delete(HubRepository).where(HubRepository.name == "acme/tool3"))
+        waited = time.monotonic() - started
+        if sqlite:
+            # Found at once by a search of the live index, the build still paused.
+            with read_only_session(factory) as session:
+                seen = [h.doc.name for h in service.search(session, q="quartz", per_page=100).hits]
+            assert ("acme/tool3" in seen) == (change != "delete")
+            assert len(seen) == (29 if change == "delete" else 30)
     finally:
         resume.set()
         thread.join(WAIT_S)
     assert not errors
-    # Only what the change rewrote (a listing's document, a repository's and its listing's,
-    # or nothing for a deletion) is written again.
-    assert caught_up[0] == {"edit": 1, "pull": 1, "delete": 0}[change]
+    assert waited < WAIT_S / 2
+    if not sqlite:
+        # Only what the change rewrote (a listing's document, a repository's and its
+        # listing's, or nothing for a deletion) is written again.
+        assert caught_up[0] == {"edit": 1, "pull": 1, "delete": 0}[change]
     if change == "edit":
         assert _names(factory, "zircon") == ["acme/logpipe"]
     elif change == "pull":
@@ -187,6 +230,9 @@ def test_changes_committed_during_a_reindex_are_kept(
     else:
         assert "acme/tool3" not in _names(factory, "quartz")
         assert len(_names(factory, "quartz")) == 29
+    if sqlite:
+        _fts_in_step(engine)
+        return
     with engine.connect() as conn:
         # The swapped-in tables hold exactly one row per document.
         for table in ("search_fts_terms", "search_fts_fields"):
@@ -252,3 +298,156 @@ def test_a_reindex_of_committed_rows_builds_them_on_other_connections(
         assert stored_index(conn) == before
     # The two id lists, then (built in this process only) the documents' rows.
     assert (len(reads) == 2) == bool(workers), reads
+
+
+def test_a_reindex_keeps_documents_written_after_it_read_them(engine: Engine) -> None:
+    """Documents read (by a full reindex's worker) before another transaction rewrote or
+    deleted their rows are not written over what that transaction left: a document
+    written since is built again from the rows as they are now (here a pull, which
+    rewrote only the pull columns of a document whose text is out of date), a deleted one
+    is not made again."""
+    factory = make_sessionmaker(engine)
+    with read_only_session(factory) as session:
+        repos = dict(
+            session.execute(
+                select(HubRepository.name, HubRepository.id).where(
+                    HubRepository.name.in_(["acme/tool3", "acme/tool7"])
+                )
+            ).all()
+        )
+    url = engine.url.render_as_string(hide_password=False)
+    began = utcnow()
+    read = read_documents(url, "hub", began, list(repos.values()))
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE search_documents SET fts_body = 'stale' WHERE source = 'hub'"))
+        conn.execute(delete(SearchDocument).where(SearchDocument.ref_id == repos["acme/tool3"]))
+    with session_scope(factory) as session:
+        hub.record_pull(session, name="acme/tool7", at=datetime.now(UTC))
+        session.execute(delete(HubRepository).where(HubRepository.name == "acme/tool3"))
+    with engine.begin() as conn:
+        assert indexer.write(conn, "hub", repos.values(), read, since=began) == 1
+    with read_only_session(factory) as session:
+        docs = {d.name: d for d in session.scalars(select(SearchDocument))}
+    assert "acme/tool3" not in docs
+    assert docs["acme/tool7"].pull_count == 1
+    assert docs["acme/tool7"].fts_body != "stale"
+
+
+def test_a_full_reindex_of_nothing(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """No products, no repositories: the reindex writes nothing and leaves an empty index
+    that answers (and, on SQLite, nothing of its build behind)."""
+    for backend in ("sqlite", "postgresql"):
+        if backend == "postgresql" and not PG_URL:
+            continue
+        with (
+            scratch_database("reindex_nothing")
+            if backend == "postgresql"
+            else _nullcontext(f"sqlite:///{tmp_path / 'empty.db'}")
+        ) as url:
+            engine = make_engine(url)
+            try:
+                migrate.upgrade(engine)
+                for _ in range(2):
+                    counts = indexer.full_reindex(engine)
+                    assert counts == {"store": 0, "hub": 0, "changed": 0}
+                assert _names(make_sessionmaker(engine), "quartz") == []
+                if backend == "sqlite":
+                    _fts_in_step(engine)
+            finally:
+                engine.dispose()
+
+
+@contextmanager
+def _nullcontext(value: str) -> Iterator[str]:
+    yield value
+
+
+@pytest.mark.parametrize("workers", [0, 1], ids=["in-process", "worker-process"])
+def test_a_full_reindex_from_nothing_stores_what_the_listeners_stored(
+    engine: Engine, workers: int
+) -> None:
+    """``store search reindex`` of an empty index (twice: the second over the tables the
+    first swapped in) stores the documents and full-text rows the listeners stored, value
+    for value, and answers the same searches."""
+    factory = make_sessionmaker(engine)
+    with engine.connect() as conn:
+        before = stored_index(conn)
+    found = [_names(factory, q) for q in ("quartz", "vault", "qua", "acme")]
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM search_documents"))
+    assert _names(factory, "quartz") == []
+    for _ in range(2):
+        counts = indexer.full_reindex(engine, batch=7, fill_batch=5, workers=workers)
+        with engine.connect() as conn:
+            assert stored_index(conn) == before
+        assert [_names(factory, q) for q in ("quartz", "vault", "qua", "acme")] == found
+        if engine.dialect.name == "sqlite":
+            _fts_in_step(engine)
+    assert counts == {"store": 2, "hub": 30, "changed": 0}
+
+
+def test_a_build_that_stops_part_way_leaves_the_live_index(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite: a full reindex that fails after filling some of its new tables leaves the
+    live index answering and kept in step by writers, and the next reindex drops what the
+    failed one left and swaps in a whole index."""
+    if engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's build in transactions of its own")
+    factory = make_sessionmaker(engine)
+    fill = sqlite_fts.fill
+    calls: list[int] = []
+
+    def failing_fill(conn: Any, batch: int) -> bool:
+        calls.append(batch)
+        if len(calls) == 3:
+            raise RuntimeError("stopped")
+        return fill(conn, batch)
+
+    monkeypatch.setattr(sqlite_fts, "fill", failing_fill)
+    with pytest.raises(RuntimeError, match="stopped"):
+        indexer.full_reindex(engine, fill_batch=5)
+    monkeypatch.setattr(sqlite_fts, "fill", fill)
+    with engine.connect() as conn:
+        assert conn.scalar(text("SELECT count(*) FROM search_fts_facets_next")) == 10
+    with session_scope(factory) as session:
+        make_repo(session, "acme/obsidian", description="quartz glass")
+        session.execute(delete(HubRepository).where(HubRepository.name == "acme/tool3"))
+    quartz = _names(factory, "quartz")
+    assert len(quartz) == 30 and "acme/obsidian" in quartz and "acme/tool3" not in quartz
+    indexer.full_reindex(engine, fill_batch=5)
+    assert _names(factory, "quartz") == quartz
+    _fts_in_step(engine)
+
+
+def test_store_search_reindex_builds_beside(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`store search reindex` (SQLite, its default database) runs the reindex in
+    transactions of its own: new full-text tables swapped in, nothing left behind."""
+    import os
+
+    from store.cli.main import main
+
+    for name in list(os.environ):
+        if name.startswith("STORE_") and name != "STORE_TEST_DATABASE_URL":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("STORE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("STORE_ENVIRONMENT", "test")
+    monkeypatch.chdir(tmp_path)
+    swaps: list[int] = []
+    swap = sqlite_fts.swap
+
+    def counted_swap(conn: Any) -> int:
+        swaps.append(1)
+        return swap(conn)
+
+    monkeypatch.setattr(sqlite_fts, "swap", counted_swap)
+    assert main(["search", "reindex", "--json"]) == 0
+    assert '"changed": 0' in capsys.readouterr().out
+    assert swaps == [1]
+    engine = make_engine(f"sqlite:///{tmp_path / 'data' / 'store.db'}")
+    try:
+        _fts_in_step(engine)
+    finally:
+        engine.dispose()
