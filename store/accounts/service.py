@@ -445,6 +445,7 @@ def invite_member(
 
     if pending is not None:
         pending.role = role
+        pending.invited_by_id = actor.id  # now this owner's invitation (see answer_invitation)
         session.flush()
         notices.invitation(session, settings, invitation=pending)
         return pending
@@ -510,6 +511,18 @@ def answer_invitation(
         raise Conflict("This invitation was already answered")
     now = utcnow()
     if accept:
+        # An invitation is only as good as its inviter's ownership: an owner removed (or
+        # demoted, or deleted) cannot bring in accounts they invited before, as owners or
+        # otherwise. Another owner's invitation of the same account replaces the inviter.
+        inviter = (
+            session.get(Account, invitation.invited_by_id) if invitation.invited_by_id else None
+        )
+        if inviter is None or not has_role(session, inviter, invitation.organization, "owner"):
+            raise Conflict(
+                "Whoever sent this invitation is no longer an owner of "
+                f"{invitation.organization.slug}: ask an owner to invite you again",
+                code="invitation_void",
+            )
         invitation.accepted_at = now
         if role_of(session, account, invitation.organization) is None:
             session.add(

@@ -119,3 +119,54 @@ def test_the_last_owner_can_neither_leave_nor_step_down(
     members = client.get("/api/v1/orgs/acme/members", headers=owner).json()
     assert [(m["username"], m["role"]) for m in members] == [("alice", "owner")]
     assert accounts.get_organization(session, "acme") is not None
+
+
+def test_an_invitation_dies_with_its_inviters_ownership(
+    client: TestClient, session: Session
+) -> None:
+    """An owner about to be removed invites an account of their own as owner: once they are
+    no longer an owner, the invitation brings no one in."""
+    alice, mallory, sock, vic = (
+        make_account(session, n) for n in ("alice", "mallory", "sock", "vic")
+    )
+    make_org(session, alice, "acme")
+    owner, mallorys, socks, vics = (
+        auth(api_token(session, a)) for a in (alice, mallory, sock, vic)
+    )
+    session.commit()
+    invited = client.post(
+        "/api/v1/orgs/acme/invitations",
+        json={"username": "mallory", "role": "owner"},
+        headers=owner,
+    )
+    accepted = client.post(
+        f"/api/v1/me/invitations/{invited.json()['id']}/accept", headers=mallorys
+    )
+    assert accepted.status_code == 200, accepted.text
+    planted = {}
+    for who in ("sock", "vic"):
+        made = client.post(
+            "/api/v1/orgs/acme/invitations",
+            json={"username": who, "role": "owner"},
+            headers=mallorys,
+        )
+        assert made.status_code == 201, made.text
+        planted[who] = made.json()["id"]
+
+    # mallory is removed: sock's invitation no longer makes an owner
+    assert client.delete("/api/v1/orgs/acme/members/mallory", headers=owner).status_code == 204
+    late = client.post(f"/api/v1/me/invitations/{planted['sock']}/accept", headers=socks)
+    assert late.status_code == 409, late.text
+    assert client.get("/api/v1/orgs/acme/members", headers=socks).status_code == 403
+    # an owner inviting vic again makes the invitation theirs: it works
+    again = client.post(
+        "/api/v1/orgs/acme/invitations", json={"username": "vic", "role": "viewer"}, headers=owner
+    )
+    assert again.status_code == 201 and again.json()["id"] == planted["vic"]
+    joined = client.post(f"/api/v1/me/invitations/{planted['vic']}/accept", headers=vics)
+    assert joined.status_code == 200, joined.text
+    members = client.get("/api/v1/orgs/acme/members", headers=owner).json()
+    assert sorted((m["username"], m["role"]) for m in members) == [
+        ("alice", "owner"),
+        ("vic", "viewer"),
+    ]
