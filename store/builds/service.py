@@ -669,6 +669,9 @@ def sign_generic(secret: str, body: bytes, *, delivery: str, timestamp: int) -> 
     }
 
 
+_NOBODYS_SECRET = secrets.token_urlsafe(32)
+
+
 def receive_webhook(
     session: Session, settings: Settings, *, name: str, headers: dict[str, str], body: bytes
 ) -> WebhookOutcome:
@@ -677,7 +680,10 @@ def receive_webhook(
     headers = {k.lower(): v for k, v in headers.items()}
     source = get_source(session, name)
     if source is None:
-        # As for a wrong signature: nothing says whether the repository exists.
+        # Checked against a secret nobody has, so the refusal is word for word the one a
+        # repository with builds gives (unsigned, stale, wrong): nothing says whether the
+        # repository, or its build settings, exist.
+        verify_webhook(_NOBODYS_SECRET, headers, body, now=utcnow())
         raise Unauthorized("The webhook signature does not match", code="bad_signature")
     sender, delivery = verify_webhook(webhook_secret(settings, source), headers, body, now=utcnow())
     if not delivery or len(delivery) > 200:
