@@ -106,3 +106,60 @@ def test_a_private_repository_answers_as_one_that_does_not_exist(
                 if h != m
             ]
             assert differ == [], differ
+
+
+def _product_answers(
+    client: TestClient, name: str, headers: dict[str, str]
+) -> list[tuple[str, int, str]]:
+    slug = name.split("/")[1]
+    api = f"/api/v1/products/{name}"
+    calls: list[tuple[str, str, dict[str, Any]]] = [
+        ("GET", api, {}),
+        ("PATCH", api, {"json": {"title": "x"}}),
+        ("DELETE", api, {}),
+        ("POST", f"{api}/status", {"json": {"status": "published"}}),
+        ("GET", f"{api}/tiers", {}),
+        ("POST", f"{api}/tiers", {"json": {"slug": "t", "billing": "free"}}),
+        ("PATCH", f"{api}/tiers/free", {"json": {"name": "x"}}),
+        ("POST", f"{api}/tiers/free/get", {}),
+        ("GET", f"{api}/entitlements", {}),
+        ("GET", f"{api}/pulls", {}),
+        ("GET", f"{api}/access", {}),
+        ("GET", f"{api}/tags", {}),
+        ("GET", f"{api}/signatures", {}),
+        ("GET", f"{api}/certification", {}),
+        ("GET", f"/products/{name}", {}),
+        ("GET", "/api/v1/registry/access", {"params": {"repository": name}}),
+        (
+            "GET",
+            "/token",
+            {"params": {"service": "store-registry", "scope": f"repository:{name}:pull"}},
+        ),
+    ]
+    out = []
+    for method, path, kw in calls:
+        response = client.request(method, path, headers=headers, **kw)
+        body = response.text.replace(name, "NAME").replace(slug, "SLUG")
+        out.append((f"{method} {path.replace(name, 'NAME')}", response.status_code, body))
+    return out
+
+
+def test_a_draft_product_answers_as_one_that_does_not_exist(
+    client: TestClient, session: Session
+) -> None:
+    from tests.factories import make_product
+
+    alice, olga = make_account(session, "alice"), make_account(session, "olga")
+    acme = make_org(session, alice, "acme")
+    make_product(session, acme, alice, "hushed", publish=False)
+    outsider = auth(_token(session, olga))
+    session.commit()
+    for caller in (outsider, {}):
+        hidden = _product_answers(client, "acme/hushed", caller)
+        missing = _product_answers(client, "acme/nothing", caller)
+        differ = [
+            (h[0], h[1], m[1], h[2][:200], m[2][:200])
+            for h, m in zip(hidden, missing, strict=True)
+            if h != m
+        ]
+        assert differ == [], differ
