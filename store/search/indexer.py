@@ -519,14 +519,15 @@ def full_reindex(
     PostgreSQL: one transaction (writers of other rows go on; the full-text tables are
     built beside and swapped, postgres_fts.rebuild). SQLite, where a transaction that
     writes holds the one write lock: short transactions of their own, other writers
-    taking their turns between them. First the documents, a batch of products or
-    repositories per transaction (read and built by the worker processes, when there are
-    any, on connections of their own), then new full-text tables filled beside the live
-    ones from search_documents, ``fill_batch`` documents per transaction, kept in step
-    with every later write by triggers (sqlite_fts.begin_build), and swapped in by one
+    taking their turns between them: new full-text tables made beside the live ones
+    (sqlite_fts.begin_build), then the documents, a batch of products or repositories
+    per transaction (read and built outside it: by the worker processes when there are
+    any, on connections of their own), those it inserts indexed only in the new tables;
+    then the new tables filled from search_documents, ``fill_batch`` documents per
+    transaction, kept in step with every later write by triggers, and swapped in by one
     last transaction. Searches answer from the live tables throughout, which their
     triggers keep in step; a build that stops part-way leaves them as they are and its own
-    tables to the next reindex, which drops them first."""
+    tables to the next reindex, which drops them first (docs/search.md)."""
     if engine.dialect.name != "sqlite":
         with engine.begin() as conn:
             return reindex(conn, batch=batch, workers=workers, committed=True)
@@ -541,7 +542,9 @@ def full_reindex(
     url = _shared_url(engine) if pool is not None else None
 
     def write_chunk(conn: Connection, source: str, chunk: list[uuid.UUID], docs: list[Doc]) -> None:
+        sqlite_fts.quiet(conn, True)
         counts["changed"] += write(conn, source, chunk, docs, since=now)
+        sqlite_fts.quiet(conn, False)
         counts[source] += len(docs)
 
     def delete_stale(conn: Connection, source: str, table: Table) -> None:
@@ -558,6 +561,7 @@ def full_reindex(
             conn.execute(delete(docs_t).where(docs_t.c.id.in_(stale[start : start + batch])))
         counts["changed"] += len(stale)
 
+    _step(engine, sqlite_fts.begin_build)
     try:
         for (source, table, _), ids in zip(_SOURCES, all_ids, strict=True):
             for chunk, docs in _read_ahead(engine, pool, url, source, now, ids, batch, texts):
@@ -566,7 +570,6 @@ def full_reindex(
     finally:
         if pool is not None:
             pool.close()
-    _step(engine, sqlite_fts.begin_build)
     while not _step(engine, sqlite_fts.fill, fill_batch):
         pass
     _step(engine, sqlite_fts.swap)

@@ -18,6 +18,7 @@ step inside the same transaction.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -131,6 +132,7 @@ class SqliteBackend:
     def begin_bulk(self, conn: Connection) -> None:
         """Many documents are about to be rewritten and rebuild() will follow: stop the
         row-by-row maintenance (the triggers) until then (same transaction)."""
+        abandon_build(conn)
         conn.info[_SAVED_TRIGGERS] = _drop_triggers(conn)
 
     def rebuild(self, conn: Connection, pool: WorkerPool | None = None) -> None:
@@ -152,12 +154,14 @@ class SqliteBackend:
 #
 # A full reindex (indexer.full_reindex) builds new tables beside the live ones in short
 # transactions of its own and swaps them in with one more; writers and searches go on
-# meanwhile. search_fts_build holds how far the fill has come (``filled``: every document
-# whose rank key is at most this is in the new tables). The build triggers keep that part
-# of the new tables in step with search_documents as others write, so the new tables
-# are exact for every key up to ``filled`` at every commit, and the swap has nothing
-# left to catch up but the documents written (with keys above ``filled``) after the last
-# batch.
+# meanwhile. search_fts_build holds the build's state: ``filled`` (every document whose
+# rank key is at most this is in the new tables), ``quiet`` (set only inside the reindex's
+# own transactions: the documents it inserts are left out of the live tables, which the
+# swap replaces) and the live triggers' DDL as the migrations made them. While it lasts,
+# the build triggers keep the filled part of the new tables in step with search_documents
+# as others write, so the new tables are exact up to ``filled`` at every commit, and the
+# live triggers are replaced by variants that skip the quiet inserts and remove from the
+# live tables only what is in them (a document the reindex inserted quietly is not).
 
 _NEXT = "_next"
 _OLD = "_old"
@@ -168,6 +172,7 @@ _FIRST_KEY, _LAST_KEY = -(1 << 63), (1 << 63) - 1
 _FULL = "fts_name, fts_title, fts_summary, fts_body, fts_facets"
 _HEAD = "fts_name, fts_title, fts_facets"
 _FILLED = "(SELECT filled FROM search_fts_build)"
+_LIVE_TRIGGERS = ("search_fts_insert", "search_fts_delete", "search_fts_update")
 
 
 def _columns(prefix: str, names: str) -> str:
@@ -205,6 +210,32 @@ def _build_trigger_ddl() -> list[str]:
     ]
 
 
+def _quiet_live_trigger_ddl() -> list[str]:
+    """The live triggers while a build lasts: inserts by the reindex itself (``quiet``)
+    are not indexed in the live tables, and a document is removed from them only if it is
+    there (its facet row, written with it, says so)."""
+    there = "EXISTS (SELECT 1 FROM search_fts_facets WHERE id = old.id)"
+    add = (
+        f"INSERT INTO search_fts(rowid, {_FULL}) VALUES (new.id, {_columns('new', _FULL)}); "  # noqa: S608
+        f"INSERT INTO search_fts_head(rowid, {_HEAD}) VALUES (new.id, {_columns('new', _HEAD)}); "
+        "INSERT INTO search_fts_facets(id, tokens) VALUES (new.id, new.fts_facets);"
+    )
+    remove = (
+        f"INSERT INTO search_fts(search_fts, rowid, {_FULL}) "  # noqa: S608
+        f"SELECT 'delete', old.id, {_columns('old', _FULL)} WHERE {there}; "
+        f"INSERT INTO search_fts_head(search_fts_head, rowid, {_HEAD}) "
+        f"SELECT 'delete', old.id, {_columns('old', _HEAD)} WHERE {there}; "
+        "DELETE FROM search_fts_facets WHERE id = old.id;"
+    )
+    return [
+        "CREATE TRIGGER search_fts_insert AFTER INSERT ON search_documents "  # noqa: S608
+        f"WHEN (SELECT quiet FROM {_BUILD}) = 0 BEGIN {add} END",
+        f"CREATE TRIGGER search_fts_delete AFTER DELETE ON search_documents BEGIN {remove} END",
+        f"CREATE TRIGGER search_fts_update AFTER UPDATE OF id, {_FULL} ON search_documents "
+        f"BEGIN {remove} {add} END",
+    ]
+
+
 def _table_ddl(conn: Connection, table: str) -> str:
     return str(conn.scalar(text("SELECT sql FROM sqlite_master WHERE name = :t"), {"t": table}))
 
@@ -221,8 +252,15 @@ def _renamed(ddl: str, new: str) -> str:
     return renamed
 
 
-def clean_up(conn: Connection) -> None:
-    """Drop what a build that did not finish left behind (its triggers and tables)."""
+def _saved_live_triggers(conn: Connection) -> list[str] | None:
+    """The live triggers as the migrations made them, saved by a build still under way
+    (None: no build)."""
+    if not conn.scalar(text("SELECT 1 FROM sqlite_master WHERE name = :t"), {"t": _BUILD}):
+        return None
+    return list(json.loads(conn.scalar(text(f"SELECT live_triggers FROM {_BUILD}"))))  # noqa: S608
+
+
+def _drop_build(conn: Connection) -> None:
     for name in _BUILD_TRIGGERS:
         conn.execute(text(f"DROP TRIGGER IF EXISTS {name}"))
     for table in _LIVE_TABLES:
@@ -231,16 +269,53 @@ def clean_up(conn: Connection) -> None:
     conn.execute(text(f"DROP TABLE IF EXISTS {_BUILD}"))
 
 
+def abandon_build(conn: Connection) -> None:
+    """Drop what a build that did not finish left behind (its tables and triggers) and
+    give the live tables their own triggers back: for a caller that rebuilds the live
+    tables in this transaction (the live tables lack the documents that build inserted)."""
+    live = _saved_live_triggers(conn)
+    _drop_build(conn)
+    if live is not None:
+        for name in _LIVE_TRIGGERS:
+            conn.execute(text(f"DROP TRIGGER IF EXISTS {name}"))
+        for statement in live:
+            conn.execute(text(statement))
+
+
 def begin_build(conn: Connection) -> None:
     """Empty tables beside the live ones, shaped as the migrations made those (their DDL
-    read back from the database), and the build triggers; nothing filled yet."""
-    clean_up(conn)
+    read back from the database), the build triggers and the live ones' variants. A build
+    that did not finish is dropped first; the live triggers it replaced stay replaced (the
+    live tables lack the documents it inserted quietly) until a swap."""
+    live = _saved_live_triggers(conn)
+    _drop_build(conn)
+    if live is None:
+        live = _trigger_ddl(conn)
     for table in _LIVE_TABLES:
         conn.execute(text(_renamed(_table_ddl(conn, table), table + _NEXT)))
-    conn.execute(text(f"CREATE TABLE {_BUILD} (filled INTEGER NOT NULL)"))
-    conn.execute(text(f"INSERT INTO {_BUILD} (filled) VALUES (:k)"), {"k": _FIRST_KEY})  # noqa: S608
+    conn.execute(
+        text(
+            f"CREATE TABLE {_BUILD} (filled INTEGER NOT NULL, quiet INTEGER NOT NULL, "
+            "live_triggers TEXT NOT NULL)"
+        )
+    )
+    conn.execute(
+        text(f"INSERT INTO {_BUILD} (filled, quiet, live_triggers) VALUES (:k, 0, :t)"),  # noqa: S608
+        {"k": _FIRST_KEY, "t": json.dumps(live)},
+    )
     for statement in _build_trigger_ddl():
         conn.execute(text(statement))
+    for name in _LIVE_TRIGGERS:
+        conn.execute(text(f"DROP TRIGGER IF EXISTS {name}"))
+    for statement in _quiet_live_trigger_ddl():
+        conn.execute(text(statement))
+
+
+def quiet(conn: Connection, on: bool) -> None:
+    """Documents this transaction inserts from here (``on``) are not indexed in the live
+    tables (they are in the new ones the swap puts in their place). Turned off again in
+    the same transaction, so no other transaction ever sees it on."""
+    conn.execute(text(f"UPDATE {_BUILD} SET quiet = :q"), {"q": int(on)})  # noqa: S608
 
 
 def fill(conn: Connection, batch: int) -> bool:
@@ -278,13 +353,14 @@ def _fill_range(conn: Connection, start: int, end: int) -> int:
 
 def swap(conn: Connection) -> int:
     """The documents written since the last batch filled in, then the new tables put in
-    the live ones' place (the old ones renamed, for :func:`drop_old`); the live triggers
-    made again over the new tables. Returns how many documents were filled in here."""
+    the live ones' place (the old ones renamed, for :func:`drop_old`) and the live
+    triggers as the migrations made them over the new tables. Returns how many documents
+    were filled in here."""
     start = conn.scalar(text(f"SELECT filled FROM {_BUILD}"))  # noqa: S608
     caught_up = _fill_range(conn, start, _LAST_KEY) if start < _LAST_KEY else 0
-    for name in _BUILD_TRIGGERS:
+    live = _saved_live_triggers(conn) or []
+    for name in (*_BUILD_TRIGGERS, *_LIVE_TRIGGERS):
         conn.execute(text(f"DROP TRIGGER {name}"))
-    live = _drop_triggers(conn)
     for table in _LIVE_TABLES:
         conn.execute(text(f"ALTER TABLE {table} RENAME TO {table + _OLD}"))
         conn.execute(text(f"ALTER TABLE {table + _NEXT} RENAME TO {table}"))

@@ -154,6 +154,10 @@ def _fts_in_step(engine: Engine) -> None:
             )
         ).all()
         assert leftovers == []
+        triggers = conn.scalars(
+            text("SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'search%'")
+        ).all()
+        assert len(triggers) == 3 and not any("search_fts_build" in t for t in triggers)
 
 
 def test_searches_answer_while_a_full_reindex_runs(
@@ -386,15 +390,20 @@ def test_a_full_reindex_from_nothing_stores_what_the_listeners_stored(
     assert counts == {"store": 2, "hub": 30, "changed": 0}
 
 
+@pytest.mark.parametrize("then", ["full_reindex", "reindex"])
 def test_a_build_that_stops_part_way_leaves_the_live_index(
-    engine: Engine, monkeypatch: pytest.MonkeyPatch
+    engine: Engine, monkeypatch: pytest.MonkeyPatch, then: str
 ) -> None:
-    """SQLite: a full reindex that fails after filling some of its new tables leaves the
-    live index answering and kept in step by writers, and the next reindex drops what the
-    failed one left and swaps in a whole index."""
+    """SQLite: a full reindex (here from an empty index) that fails after filling some of
+    its new tables leaves the live index as it was, answering and kept in step by writers
+    (the documents the reindex inserted are not in it: a writer's change of one puts it
+    there, a deletion of one is fine), and the next reindex, in transactions of its own or
+    in the caller's, drops what the failed one left and leaves a whole index."""
     if engine.dialect.name != "sqlite":
         pytest.skip("SQLite's build in transactions of its own")
     factory = make_sessionmaker(engine)
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM search_documents"))
     fill = sqlite_fts.fill
     calls: list[int] = []
 
@@ -409,14 +418,54 @@ def test_a_build_that_stops_part_way_leaves_the_live_index(
         indexer.full_reindex(engine, fill_batch=5)
     monkeypatch.setattr(sqlite_fts, "fill", fill)
     with engine.connect() as conn:
+        assert conn.scalar(text("SELECT count(*) FROM search_documents")) == 32
         assert conn.scalar(text("SELECT count(*) FROM search_fts_facets_next")) == 10
+    assert _names(factory, "quartz") == []
     with session_scope(factory) as session:
         make_repo(session, "acme/obsidian", description="quartz glass")
+        tool5 = session.scalars(select(HubRepository).where(HubRepository.name == "acme/tool5"))
+        tool5.one().description = "quartz tool number five"
         session.execute(delete(HubRepository).where(HubRepository.name == "acme/tool3"))
+    assert sorted(_names(factory, "quartz")) == ["acme/obsidian", "acme/tool5"]
+    with engine.connect() as conn:
+        for table in ("search_fts", "search_fts_head"):
+            conn.execute(text(f"INSERT INTO {table}({table}) VALUES ('integrity-check')"))  # noqa: S608
+    if then == "full_reindex":
+        indexer.full_reindex(engine, fill_batch=5)
+    else:
+        with engine.begin() as conn:
+            indexer.reindex(conn)
     quartz = _names(factory, "quartz")
     assert len(quartz) == 30 and "acme/obsidian" in quartz and "acme/tool3" not in quartz
-    indexer.full_reindex(engine, fill_batch=5)
-    assert _names(factory, "quartz") == quartz
+    _fts_in_step(engine)
+
+
+def test_documents_a_build_inserts_are_searchable_once_swapped(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite: a full reindex from an empty index does not index the documents it inserts
+    in the live tables (the swap replaces them): searches during the build answer from the
+    index as it was, and a writer's change of one of those documents meanwhile is in the
+    index swapped in."""
+    if engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's build in transactions of its own")
+    factory = make_sessionmaker(engine)
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM search_documents"))
+    thread, _paused, resume, errors = _paused_reindex(engine, monkeypatch, "fill")
+    try:
+        assert not errors
+        assert _names(factory, "quartz") == []
+        with session_scope(factory) as session:
+            product = session.scalars(select(Product).where(Product.slug == "logpipe")).one()
+            product.summary = "Shipping logs to zircon"
+        assert _names(factory, "zircon") == ["acme/logpipe"]
+    finally:
+        resume.set()
+        thread.join(WAIT_S)
+    assert not errors
+    assert len(_names(factory, "quartz")) == 30
+    assert _names(factory, "zircon") == ["acme/logpipe"]
     _fts_in_step(engine)
 
 
