@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import struct
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -205,6 +206,143 @@ def tsvector_literals(doc: dict[str, Any]) -> dict[str, str]:
         "mid": _literal(doc, (_NAME, _TITLE, _SUMMARY), False) + band,
         "tsv": _literal(doc, anywhere, False) + band,
     }
+
+
+# --- the same tsvectors in PostgreSQL's binary form, for a full rebuild's COPY -------------
+#
+# The server parses a text literal character by character, then sorts and deduplicates its
+# lexemes and positions: two thirds of the COPY's time, in the one backend process a worker
+# cannot relieve. Binary input (tsvectorrecv) only checks it: a lexeme, NUL, the number of
+# its positions and each as 16 bits (weight in the top two, A = 3), positions strictly
+# increasing and lexemes unique (the server sorts them if they are not in order).
+
+_WEIGHT_BITS = {"A": 3 << 14, "B": 2 << 14, "C": 1 << 14, "D": 0}
+_MAX_POSITIONS = 256
+COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\0" + bytes(8)  # signature, flags, header extension
+COPY_TRAILER = b"\xff\xff"
+_INT32 = struct.Struct("!i")
+_ID_FIELD = struct.Struct("!hiq")  # the row's field count, then the id: length 8, int8
+
+
+@lru_cache(maxsize=1 << 18)
+def _wire_lexemes(token: str) -> tuple[bytes, bytes | None]:
+    """:func:`_lexemes` as the binary form's NUL-terminated strings."""
+    n = SHORT_PREFIXES[0]
+    prefix = (PREFIX_MARK + token[:n]).encode() + b"\0" if len(token) >= n else None
+    return token.encode() + b"\0", prefix
+
+
+# One position (most lexemes): its count and itself, for every weight.
+_ONE_POSITION = [struct.pack("!HH", 1, p) for p in range(1 << 16)]
+
+
+@lru_cache(maxsize=_MAX_POSITIONS + 1)
+def _counted(n: int) -> struct.Struct:
+    return struct.Struct(f"!{n + 1}H")  # the number of positions, then each
+
+
+def _position_bits(position: int) -> int:
+    return position & 0x3FFF
+
+
+def _unique_positions(held: list[int]) -> list[int]:
+    """What the server's parser makes of a text literal's positions (uniquePos): sorted,
+    one per position (the highest weight given), at most 256, none after 16383."""
+    ordered = sorted(held, key=_position_bits)
+    out = ordered[:1]
+    for p in ordered[1:]:
+        if p & 0x3FFF != out[-1] & 0x3FFF:
+            out.append(p)
+            if len(out) >= _MAX_POSITIONS or p & 0x3FFF == _MAX_POS:
+                break
+        elif p > out[-1]:
+            out[-1] = p
+    return out
+
+
+def _wire(
+    doc: dict[str, Any],
+    fields: Sequence[tuple[str, str, int]],
+    weighted: bool,
+    plain: Sequence[str],
+) -> bytes:
+    """The tsvector ``_literal(doc, fields, weighted)`` followed by the ``plain`` lexemes
+    (band tokens) is read as, in binary form, with its length in front (a COPY field)."""
+    positions: dict[str, list[int]] = {}
+    get = positions.get
+    ordered, last = True, 0
+    for column, weight, start in fields:
+        tokens = doc[column].split()
+        if not tokens:
+            continue
+        end = start + len(tokens) - 1
+        if start <= last or end > _MAX_POS:
+            ordered = False  # fields overlapping or positions clamped: the server's order
+        last = end
+        w = _WEIGHT_BITS[weight] if weighted else 0
+        offsets: Sequence[int] = (
+            range(start + w, end + 1 + w)
+            if end <= _MAX_POS
+            else [min(o, _MAX_POS) + w for o in range(start, end + 1)]
+        )
+        for position, tok in zip(offsets, tokens, strict=True):
+            held = get(tok)
+            if held is None:
+                positions[tok] = [position]
+            elif len(held) < _MAX_POSITIONS:
+                held.append(position)
+    # Lexemes and their positions as _literal writes them (positions in the order the
+    # server's parser puts them when they are not in order already).
+    entries = []
+    prefixes: dict[bytes, list[int]] = {}
+    one = _ONE_POSITION
+    for tok, held in positions.items():
+        lexeme, prefix = _wire_lexemes(tok)
+        if prefix is not None:
+            shared = prefixes.get(prefix)
+            if shared is None:
+                prefixes[prefix] = held
+            else:
+                merged = sorted(shared + held, key=_position_bits)
+                prefixes[prefix] = merged[:_MAX_POSITIONS]
+        if not ordered:
+            held = _unique_positions(held)
+        n = len(held)
+        entries.append(lexeme + (one[held[0]] if n == 1 else _counted(n).pack(n, *held)))
+    for lexeme, held in prefixes.items():
+        if not ordered:
+            held = _unique_positions(held)
+        n = len(held)
+        entries.append(lexeme + (one[held[0]] if n == 1 else _counted(n).pack(n, *held)))
+    for token in dict.fromkeys([*doc["fts_facets"].split(), *plain]):
+        lexeme = token.encode() + b"\0"
+        if token not in positions and lexeme not in prefixes:
+            entries.append(lexeme + b"\0\0")
+    # In the server's order (a lexeme's bytes, a shorter one first): laid out as the text
+    # parser lays it out, byte for byte, and not sorted again.
+    entries.sort()
+    data = b"".join(entries)
+    return _INT32.pack(len(data) + 4) + _INT32.pack(len(entries)) + data
+
+
+def _wire_plain(tokens: Sequence[str]) -> bytes:
+    entries = sorted({t.encode() + b"\0\0\0" for t in tokens})
+    data = b"".join(entries)
+    return _INT32.pack(len(data) + 4) + _INT32.pack(len(entries)) + data
+
+
+def tsvector_rows(doc: dict[str, Any]) -> tuple[bytes, bytes]:
+    """The document's rows of search_fts_terms (id, tags, tsv) and search_fts_fields (id,
+    head, mid) in COPY's binary format: the tsvectors of :func:`tsvector_literals`."""
+    bands = band_tokens(doc["id"])
+    anywhere = _ANYWHERE_ONCE if body_repeats_summary(doc) else _ANYWHERE
+    key = _ID_FIELD.pack(3, 8, doc["id"])
+    return (
+        key + _wire_plain(doc["fts_facets"].split()) + _wire(doc, anywhere, False, bands),
+        key
+        + _wire(doc, (_NAME, _TITLE), True, bands)
+        + _wire(doc, (_NAME, _TITLE, _SUMMARY), False, bands),
+    )
 
 
 # --- the vocabulary: every word lexeme and 3-character prefix lexeme of the index -----------
@@ -826,21 +964,17 @@ _DOC_KEYS = tuple(_DOC_COLUMNS.split(", "))
 
 
 def copy_data(docs: Sequence[Sequence[Any]]) -> list[tuple[bytes, bytes, set[str]]]:
-    """The COPY input (text format) of these documents' rows of both tables, from their
+    """The COPY input (binary format) of these documents' rows of both tables, from their
     ``_DOC_COLUMNS``: one (search_fts_terms, search_fts_fields, vocabulary) triple, the
     vocabulary being the lexemes a prefix can start (:func:`vocabulary`). A module-level
     function of plain values: a full rebuild runs it in worker processes."""
     terms, fields = [], []
     mapped = [dict(zip(_DOC_KEYS, values, strict=True)) for values in docs]
     for doc in mapped:
-        # COPY's text format escapes a backslash inside a value (the literals' quoting
-        # doubled it already); tabs, newlines and carriage returns are never inside one:
-        # the literals are made of whitespace-split words.
-        lit = {k: v.replace("\\", "\\\\") for k, v in tsvector_literals(doc).items()}
-        key = str(doc["id"])
-        terms.append(f"{key}\t{lit['tags']}\t{lit['tsv']}\n")
-        fields.append(f"{key}\t{lit['head']}\t{lit['mid']}\n")
-    return [("".join(terms).encode(), "".join(fields).encode(), vocabulary(mapped))]
+        term_row, field_row = tsvector_rows(doc)
+        terms.append(term_row)
+        fields.append(field_row)
+    return [(b"".join(terms), b"".join(fields), vocabulary(mapped))]
 
 
 def _copy_documents(
@@ -909,9 +1043,13 @@ def _write_copy(conn: Connection, data: Sequence[tuple[bytes, bytes, set[str]]])
     _add_words(conn, set().union(*(words for _, _, words in data)))
     terms, fields = (t + _NEXT for t in _TABLES)
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    with cursor.copy(f"COPY {terms} (id, tags, tsv) FROM STDIN") as copy:
+    with cursor.copy(f"COPY {terms} (id, tags, tsv) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.write(COPY_SIGNATURE)
         for chunk, _, _ in data:
             copy.write(chunk)
-    with cursor.copy(f"COPY {fields} (id, head, mid) FROM STDIN") as copy:
+        copy.write(COPY_TRAILER)
+    with cursor.copy(f"COPY {fields} (id, head, mid) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.write(COPY_SIGNATURE)
         for _, chunk, _ in data:
             copy.write(chunk)
+        copy.write(COPY_TRAILER)

@@ -226,40 +226,81 @@ def test_reindex_from_nothing_stores_what_the_listeners_stored(
 
 
 def test_copied_tsvectors_are_the_literals_whatever_they_hold(session: Session) -> None:
-    """The COPY input a full rebuild builds (in worker processes) gives every tsvector its
-    literal, even for words holding a quote, a backslash, a tab or a newline."""
+    """The COPY input a full rebuild builds (in worker processes, in COPY's binary format)
+    gives every tsvector its literal, byte for byte: words holding a quote, a backslash or
+    non-ASCII letters, fields whose positions overlap (a name of more than 100 words runs
+    into the title's) or pass the last position (16383), more than 256 occurrences,
+    repeated facet tokens, an empty document."""
     if session.get_bind().dialect.name != "postgresql":
         pytest.skip("PostgreSQL's tsvector tables")
     from store.search import postgres_fts
 
-    doc = {
-        "id": 12345,
-        "fts_name": "o'brien back\\slash",
-        "fts_title": "it's",
-        "fts_summary": "\\\\ \\'",
-        "fts_body": "plain words back\\slash",
-        "fts_facets": "* k:image",
-    }
-    [(terms, fields, words)] = postgres_fts.copy_data([[doc[k] for k in postgres_fts._DOC_KEYS]])
-    assert words == postgres_fts.vocabulary([doc]) and "*:bac" in words
+    long_name = " ".join(f"w{i % 37}" for i in range(150))
+    docs = [
+        {
+            "id": 12345,
+            "fts_name": "o'brien back\\slash",
+            "fts_title": "it's",
+            "fts_summary": "\\\\ \\'",
+            "fts_body": "plain words back\\slash ünïcode",
+            "fts_facets": "* k:image",
+        },
+        {
+            "id": -(1 << 62),
+            "fts_name": long_name,
+            "fts_title": "w1 w2 title",
+            "fts_summary": "sum w3 " + "abx " * 300,
+            "fts_body": "abc " * 400,
+            "fts_facets": "k:image k:image x:all",
+        },
+        {
+            "id": 7,
+            "fts_name": "a",
+            "fts_title": "",
+            "fts_summary": "",
+            "fts_body": " ".join(f"t{i % 300}" for i in range(16000)),
+            "fts_facets": "",
+        },
+        {"id": 8, **dict.fromkeys(postgres_fts._DOC_KEYS[1:], "")},
+        {
+            "id": 9,
+            "fts_name": "acme redis",
+            "fts_title": "redis cache",
+            "fts_summary": "fast redis",
+            "fts_body": "fast redis and more",
+            "fts_facets": "x:all k:image",
+        },
+    ]
+    [(terms, fields, words)] = postgres_fts.copy_data(
+        [[doc[k] for k in postgres_fts._DOC_KEYS] for doc in docs]
+    )
+    assert words == postgres_fts.vocabulary(docs) and "*:bac" in words
     conn = session.connection()
     conn.exec_driver_sql("CREATE TEMP TABLE copied_terms (id bigint, tags tsvector, tsv tsvector)")
     conn.exec_driver_sql("CREATE TEMP TABLE copied_fields (id bigint, head tsvector, mid tsvector)")
     cursor = conn.connection.driver_connection.cursor()
     for table, data in (("copied_terms", terms), ("copied_fields", fields)):
-        with cursor.copy(f"COPY {table} FROM STDIN") as copy:
-            copy.write(data)
-    literals = postgres_fts.tsvector_literals(doc)
-    copied = conn.execute(
-        text(
-            "SELECT t.id, t.tags = CAST(:tags AS tsvector), t.tsv = CAST(:tsv AS tsvector), "
-            "f.head = CAST(:head AS tsvector), f.mid = CAST(:mid AS tsvector), "
-            "CAST(t.tsv AS text) FROM copied_terms t JOIN copied_fields f USING (id)"
-        ),
-        literals,
-    ).one()
-    assert copied[:5] == (12345, True, True, True, True)
-    assert "'back\\\\slash'" in copied[5]
+        with cursor.copy(f"COPY {table} FROM STDIN (FORMAT BINARY)") as copy:
+            copy.write(postgres_fts.COPY_SIGNATURE + data + postgres_fts.COPY_TRAILER)
+    for doc in docs:
+        literals = postgres_fts.tsvector_literals(doc)
+        # `=` on tsvectors compares their stored bytes (size, layout), not only content.
+        copied = conn.execute(
+            text(
+                "SELECT t.tags = CAST(:tags AS tsvector), t.tsv = CAST(:tsv AS tsvector), "
+                "f.head = CAST(:head AS tsvector), f.mid = CAST(:mid AS tsvector), "
+                "CAST(t.tsv AS text) FROM copied_terms t JOIN copied_fields f USING (id) "
+                "WHERE id = :id"
+            ),
+            {**literals, "id": doc["id"]},
+        ).one()
+        assert copied[:4] == (True, True, True, True), doc["id"]
+    assert (
+        "'back\\\\slash'"
+        in conn.execute(
+            text("SELECT CAST(tsv AS text) FROM copied_terms WHERE id = 12345")
+        ).scalar_one()
+    )
 
 
 def _positions(literal: str) -> dict[str, set[int]]:
