@@ -50,6 +50,7 @@ from sqlalchemy.pool import NullPool
 from store.search import facets
 from store.search.backend import Criteria
 from store.search.query import (
+    HEAD_PREFIX,
     PREFIX_MARK,
     SHORT_PREFIXES,
     TIER_WEIGHTS,
@@ -95,13 +96,22 @@ def _lexemes(token: str) -> tuple[str, str | None]:
 
 def _literal(doc: dict[str, Any], fields: Sequence[tuple[str, str, int]], weighted: bool) -> str:
     # Word → its positions (at most 256, as PostgreSQL keeps), then each prefix lexeme the
-    # positions of the words it starts: one dictionary step per word occurrence.
+    # positions of the words it starts: one dictionary step per word occurrence. ``fields``
+    # start with name and title, whose words' 2-character prefixes are lexemes too
+    # (query.HEAD_PREFIX: a 2-character prefix matches names and titles only), with the
+    # positions of those words in names and titles.
     positions: dict[str, list[str]] = {}
+    head: dict[str, list[str]] = {}
     for column, weight, start in fields:
         w = weight if weighted else ""
+        in_head = start < _SUMMARY[2]
         for offset, tok in enumerate(doc[column].split(), start):
-            held = positions.get(tok)
             position = f"{offset if offset < _MAX_POS else _MAX_POS}{w}"
+            if in_head and len(tok) >= HEAD_PREFIX:
+                named = head.setdefault(_quote(PREFIX_MARK + tok[:HEAD_PREFIX]), [])
+                if len(named) < 256:
+                    named.append(position)
+            held = positions.get(tok)
             if held is None:
                 positions[tok] = [position]
             elif len(held) < 256:
@@ -120,6 +130,7 @@ def _literal(doc: dict[str, Any], fields: Sequence[tuple[str, str, int]], weight
                 merged = sorted(shared + held, key=_position)
                 prefixes[prefix] = merged[:256]
     parts += [f"{lexeme}:{','.join(held)}" for lexeme, held in prefixes.items()]
+    parts += [f"{lexeme}:{','.join(held)}" for lexeme, held in head.items()]
     parts += [_quote(t) for t in doc["fts_facets"].split() if t not in positions]
     return " ".join(parts)
 
@@ -520,9 +531,9 @@ class _Stats:
             if p.prefix and len(last) == SHORT_PREFIXES[0]:
                 values.append(shares.of_lexeme(PREFIX_MARK + last))
             elif p.prefix and short_prefix(last):
-                # The word itself or the 3-character prefixes it starts.
+                # The word itself or the 2-character prefix of words of names and titles.
                 values.append(
-                    min(1.0, shares.of_lexeme(last) + shares.of_prefix(PREFIX_MARK + last))
+                    min(1.0, shares.of_lexeme(last) + shares.of_lexeme(PREFIX_MARK + last))
                 )
             elif p.prefix:
                 values.append(shares.of_prefix(last))

@@ -234,9 +234,25 @@ TIER_FIELDS = {
 TIER_WEIGHTS = {3: "A", 2: "AB", 1: "ABC", 0: ""}
 
 
+# A 2-character prefix matches words of names and titles only ("re" finds the listing named
+# "redis-ha", not every document with "release" in its description), or the 2-character word
+# itself anywhere: typing two letters is looking for a name. Both backends: SQLite restricts
+# the prefix to those columns, PostgreSQL indexes the 2-character prefix of the words of
+# names and titles only (HEAD_PREFIX).
+HEAD_PREFIX = 2
+HEAD_FIELDS = ("fts_name", "fts_title")
+
+
+def head_prefix(p: Phrase) -> bool:
+    """A phrase ending in a 2-character prefix: matched in names and titles only."""
+    return p.prefix and len(p.tokens[-1]) == HEAD_PREFIX
+
+
 def _fts5_phrase(p: Phrase) -> str:
-    body = " ".join(p.tokens).replace('"', '""')
-    return f'"{body}"' + ("*" if p.prefix else "")
+    body = '"' + " ".join(p.tokens).replace('"', '""') + '"'
+    if head_prefix(p):
+        return f"({body} OR {{{' '.join(HEAD_FIELDS)}}} : {body}*)"
+    return body + ("*" if p.prefix else "")
 
 
 def fts5_text(query: Query, tier: int, *, excluded: bool = True) -> str | None:
@@ -249,7 +265,7 @@ def fts5_text(query: Query, tier: int, *, excluded: bool = True) -> str | None:
         # Anywhere (tier 0) means every text column: a prefix must not reach the facet
         # tokens ("pr"* would match every document priced "pr:paid"). Words cannot (no
         # word holds a ":"), and the column filter costs a look at each match's positions.
-        if tier == 0 and p.prefix:
+        if tier == 0 and p.prefix and not head_prefix(p):
             return f"({{{' '.join(TIER_FIELDS[0])}}} : {_fts5_phrase(p)})"
         return _fts5_phrase(p)
 
@@ -286,10 +302,11 @@ def _lexeme(token: str, weights: str = "", prefix: bool = False) -> str:
 # PostgreSQL indexes the 3-character prefix of every word as a lexeme of its own ("*:red"):
 # a tsquery prefix ('re':*) is expanded inside the GIN index to every lexeme it starts, the
 # union of their posting lists, in every statement of a search (SQLite has prefix='2 3' for
-# the same reason). A 2-character prefix is the word itself or a partial match over the
-# 3-character prefix lexemes it starts (('re' | '*:re':*): a few dozen lexemes at most, not
-# every word; on an index built with 2-character prefix lexemes, "*:re" is one of them). A
-# prefix lexeme holds no word character's place: ":" is never part of a word.
+# the same reason). A 2-character prefix matches names and titles only (head_prefix): the
+# 2-character prefix of every word of names and titles is a lexeme too ("*:re", with those
+# words' positions in names and titles only), and a 2-character prefix is the word itself or
+# that lexeme, ('re' | '*:re'). A prefix lexeme holds no word character's place: ":" is
+# never part of a word.
 PREFIX_MARK = "*:"
 SHORT_PREFIXES = (3,)
 
@@ -305,11 +322,9 @@ Expansions = Mapping[str, Sequence[str]]
 
 def tsquery_prefix_key(token: str) -> str | None:
     """What a prefix token is matched against by a partial match in a tsquery: the token
-    itself (4 characters or more), the 3-character prefix lexemes it starts (2
-    characters), or nothing (3 characters: one prefix lexeme, matched exactly)."""
-    if len(token) == SHORT_PREFIXES[0]:
-        return None
-    return PREFIX_MARK + token if short_prefix(token) else token
+    itself (4 characters or more), or nothing (2 or 3 characters: one prefix lexeme,
+    matched exactly)."""
+    return None if short_prefix(token) else token
 
 
 def _ts_partial(key: str, weights: str, expansions: Expansions | None) -> str:
@@ -324,7 +339,7 @@ def _ts_partial(key: str, weights: str, expansions: Expansions | None) -> str:
 def _ts_short_prefix(token: str, weights: str, expansions: Expansions | None) -> str:
     if len(token) == SHORT_PREFIXES[0]:
         return _lexeme(PREFIX_MARK + token, weights)
-    return f"({_lexeme(token, weights)} | {_ts_partial(PREFIX_MARK + token, weights, expansions)})"
+    return f"({_lexeme(token, weights)} | {_lexeme(PREFIX_MARK + token, weights)})"
 
 
 def _ts_phrase(p: Phrase, weights: str, expansions: Expansions | None) -> str:

@@ -69,10 +69,12 @@ def test_rendering_quotes_everything() -> None:
     ts = tsquery_text(q, TIER_WEIGHTS[3])
     assert fts is not None and ts is not None
     assert "NEAR(" not in fts and "col:" not in fts
-    assert '"near"' in fts and '"a bc"*' in fts
-    # 3-character prefixes are lexemes of their own on PostgreSQL, a 2-character one is the
-    # word or a partial match over them; longer ones expand.
-    assert "'a':A <-> ('bc':A | '*:bc':*A)" in ts
+    # A 2-character prefix matches the word anywhere or the prefix in names and titles.
+    assert '"near"' in fts and '("a bc" OR {fts_name fts_title} : "a bc"*)' in fts
+    # 2- and 3-character prefixes are lexemes of their own on PostgreSQL (a 2-character one
+    # of the words of names and titles only), a 2-character one is the word or that lexeme;
+    # longer ones expand.
+    assert "'a':A <-> ('bc':A | '*:bc':A)" in ts
     assert "'*:abc':A" in (tsquery_text(parse("abc*"), TIER_WEIGHTS[3]) or "")
     assert "'abcd':*A" in (tsquery_text(parse("abcd*"), TIER_WEIGHTS[3]) or "")
 
@@ -82,11 +84,11 @@ def test_prefixes_rendered_as_the_lexemes_they_start() -> None:
     it starts (weights kept, inside phrases too); one not looked up, or starting nothing,
     stays a partial match."""
     assert tsquery_prefix_key("abcd") == "abcd"
-    assert tsquery_prefix_key("ab") == "*:ab"
+    assert tsquery_prefix_key("ab") is None  # the word or one prefix lexeme, matched exactly
     assert tsquery_prefix_key("abc") is None  # one prefix lexeme, matched exactly
     expansions = {"redi": ["redis", "redish"], "*:bc": ["*:bcd"], "acm": ["acme"]}
     ts = tsquery_text(parse('"a bc"* redi*'), TIER_WEIGHTS[3], expansions=expansions)
-    assert ts == "((('a':A <-> ('bc':A | '*:bcd':A))) & ((('redis':A | 'redish':A))))"
+    assert ts == "((('a':A <-> ('bc':A | '*:bc':A))) & ((('redis':A | 'redish':A))))"
     typed = parse("runs", as_you_type=True)  # typed so far, or its stem
     assert tsquery_text(typed, expansions={"runs": ["runs", "runsa"]}) == (
         "(((('runs' | 'runsa')) | ('run')))"

@@ -371,6 +371,26 @@ def test_prefixes_match_words_not_facet_tokens(session: Session, world: dict, pr
         assert "acme/redis-ha" in [h.doc.name for h in results.hits]
 
 
+def test_two_character_prefix_matches_names_and_titles(session: Session, world: dict) -> None:
+    """Typing two letters is looking for a name: a 2-character prefix matches words of names
+    and titles only (or the 2-character word itself anywhere), alone, in a phrase and
+    excluded, on both backends alike. Longer prefixes match every field."""
+    assert names(session, "me") == ["someone/memcache"]  # not fastcache's "memory" summary
+    typed = service.search(session, q="me*", as_you_type=False)
+    assert [h.doc.name for h in typed.hits] == ["someone/memcache"]
+    assert set(names(session, "mem")) == {"bigco/fastcache", "someone/memcache"}
+    assert names(session, "in") == ["bigco/fastcache"]  # the word "in" of its summary
+    assert names(session, "in-me") == []  # "in memory" is in a summary
+    assert names(session, "in-mem") == names(session, '"in memory"') == ["bigco/fastcache"]
+    assert names(session, "fast-ca") == ["bigco/fastcache"]  # its title, "Fast Cache"
+    excluded = service.search(session, q="cache -me*", as_you_type=False, per_page=100)
+    found = [h.doc.name for h in excluded.hits]
+    assert "bigco/fastcache" in found and "someone/memcache" not in found
+    results = service.search(session, q="ca", as_you_type=True)
+    assert [h.doc.name for h in results.hits] == ["bigco/fastcache"]
+    assert results.total == 1 and results.facets["source"][0].count == 1
+
+
 def test_stable_pagination(session: Session, world: dict) -> None:
     for i in range(30):
         make_repo(session, f"bulk/item{i:02d}", description="widget", pull_count=i % 3)
@@ -509,7 +529,7 @@ def test_prefix_finds_words_new_to_the_index(session: Session, world: dict) -> N
     session.flush()
     assert sorted(names(session, word + "a")) == ["vocab/new", "vocab/old"]
     assert sorted(names(session, f"{word}a*")) == ["vocab/new", "vocab/old"]
-    assert sorted(names(session, f"vocab {word[:2]}")) == ["vocab/new", "vocab/old", "vocab/other"]
+    assert sorted(names(session, f"vocab {word[:3]}")) == ["vocab/new", "vocab/old", "vocab/other"]
     if session.get_bind().dialect.name == "postgresql":
         from store.search import postgres_fts
 
@@ -523,7 +543,8 @@ def test_vocabulary_holds_every_lexeme_a_prefix_can_start(
     session: Session, world: dict, engine: Engine
 ) -> None:
     """PostgreSQL: after a reindex and after writes by the listeners, every word and
-    3-character prefix lexeme of the index is in the vocabulary, committed before the
+    3-character prefix lexeme of the index is in the vocabulary (not the 2-character ones:
+    never looked up, a 2-character prefix is asked for as that lexeme), committed before the
     document holding it (another connection sees it while the writer is still open)."""
     if session.get_bind().dialect.name != "postgresql":
         pytest.skip("the vocabulary is PostgreSQL's")
@@ -541,7 +562,8 @@ def test_vocabulary_holds_every_lexeme_a_prefix_can_start(
     missing = session.scalar(
         text(
             "SELECT count(*) FROM (SELECT DISTINCT u.lexeme FROM search_fts_terms, unnest(tsv) "
-            "AS u WHERE strpos(u.lexeme, ':') = 0 OR starts_with(u.lexeme, '*:')) AS l "
+            "AS u WHERE strpos(u.lexeme, ':') = 0 "
+            "OR starts_with(u.lexeme, '*:') AND length(u.lexeme) = 5) AS l "
             "WHERE NOT EXISTS (SELECT FROM search_fts_vocabulary AS v WHERE v.lexeme = l.lexeme)"
         )
     )

@@ -51,9 +51,9 @@ def _prefix_lexemes(engine: Engine) -> int:
 
 
 def _without_two(column: str) -> str:
-    """The tsvector without its 2-character prefix lexemes ('*:re'), which 0006 wrote and
-    the application no longer does (queries ask for ('re' | '*:re':*), which works on
-    either form)."""
+    """The tsvector without its 2-character prefix lexemes ('*:re'), which 0006 wrote for
+    the words of every field and the application writes for the words of names and titles
+    only (migration 0770 replaces them)."""
     return (
         f"ts_delete({column}, ARRAY(SELECT lexeme FROM unnest({column}) "  # noqa: S608
         "WHERE lexeme LIKE '*:%' AND length(lexeme) = 4))"
@@ -102,9 +102,9 @@ def test_upgrade_indexes_prefixes_as_the_application_does(fresh_engine: Engine) 
             same = conn.execute(
                 text(
                     "SELECT t.tags = CAST(:tags AS tsvector) "  # noqa: S608
-                    f"AND {_without_two('t.tsv')} = CAST(:tsv AS tsvector) "
-                    f"AND {_without_two('f.head')} = CAST(:head AS tsvector) "
-                    f"AND {_without_two('f.mid')} = CAST(:mid AS tsvector) "
+                    f"AND {_without_two('t.tsv')} = {_without_two('CAST(:tsv AS tsvector)')} "
+                    f"AND {_without_two('f.head')} = {_without_two('CAST(:head AS tsvector)')} "
+                    f"AND {_without_two('f.mid')} = {_without_two('CAST(:mid AS tsvector)')} "
                     "FROM search_fts_terms AS t JOIN search_fts_fields AS f USING (id) "
                     "WHERE id = :id"
                 ),
@@ -143,3 +143,51 @@ def test_vocabulary_filled_from_the_index(fresh_engine: Engine) -> None:
     assert listed == {x for x in lexemes if ":" not in x or x.startswith("*:")}
     assert sorted(_names(fresh_engine, "redis")) == ["acme/redis-ha", "acme/redistore"]
     assert _names(fresh_engine, "repl") == ["acme/redis-ha"]
+
+
+def _stored(engine: Engine) -> dict[int, tuple[str, str, str, str]]:
+    with engine.connect() as conn:
+        return {
+            r[0]: tuple(r[1:])
+            for r in conn.execute(
+                text(
+                    "SELECT id, CAST(t.tags AS text), CAST(t.tsv AS text), CAST(f.head AS text), "
+                    "CAST(f.mid AS text) FROM search_fts_terms AS t "
+                    "JOIN search_fts_fields AS f USING (id)"
+                )
+            )
+        }
+
+
+def test_head_prefixes_added_as_the_application_writes_them(fresh_engine: Engine) -> None:
+    """Migration 0770 gives every row the 2-character prefix lexemes of its name and title
+    words ('*:re', weighted in head), exactly as the application writes them: a
+    2-character prefix then finds names and titles only; the downgrade takes them away."""
+    migrate.upgrade(fresh_engine)
+    with Session(fresh_engine) as session:
+        make_repo(
+            session,
+            "acme/redis-ha",
+            description="Replicated redis, it's «réplica» ready\nrelease notes and o'brien",
+        )
+        make_repo(session, "acme/nginx", description="web server, release builds")
+        session.commit()
+    with fresh_engine.begin() as conn:
+        conn.execute(text("UPDATE hub_repositories SET private = false, visibility = 'public'"))
+        indexer.reindex(conn)
+    written = _stored(fresh_engine)
+    assert any("'*:re':" in row[3] for row in written.values())
+    _to(fresh_engine, "0751", down=True)
+    with fresh_engine.connect() as conn:
+        assert not conn.scalar(
+            text(
+                "SELECT count(*) FROM search_fts_fields, unnest(mid) AS u "
+                "WHERE u.lexeme LIKE '*:%' AND length(u.lexeme) = 4"
+            )
+        )
+    assert _names(fresh_engine, "re") == []  # not a word of any document
+    _to(fresh_engine, "0770")
+    assert _stored(fresh_engine) == written
+    assert _names(fresh_engine, "re") == ["acme/redis-ha"]
+    assert _names(fresh_engine, "ng") == ["acme/nginx"]
+    assert _names(fresh_engine, "se") == []  # "server" is in a description only
