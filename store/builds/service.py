@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import PurePosixPath
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 import orjson
 from cryptography.hazmat.primitives import hashes
@@ -154,6 +154,14 @@ def validate_url(settings: Settings, url: str) -> str:
     if url.startswith("-") or any(ord(c) < 33 for c in url):
         raise ValidationFailed(f"'{url}' is not a Git URL", code="bad_source_url", field="url")
     parts = urlsplit(url)
+    if _option_like(url, parts):
+        # ssh would read "-oProxyCommand=…" as an option, not a host (CVE-2017-1000117):
+        # refused here whatever git version the worker runs.
+        raise ValidationFailed(
+            f"'{url}' has a user, host or port that starts with '-'",
+            code="bad_source_url",
+            field="url",
+        )
     if parts.scheme in ("https", "ssh"):
         if not parts.hostname or not parts.path.strip("/"):
             raise ValidationFailed(
@@ -185,6 +193,17 @@ def validate_url(settings: Settings, url: str) -> str:
         code="bad_source_url",
         field="url",
     )
+
+
+def _option_like(url: str, parts: SplitResult) -> bool:
+    """Whether the URL's user, host or port (``ssh://user@host:port/…``, ``user@host:path``)
+    starts with '-'."""
+    authority = parts.netloc if parts.scheme else url.split(":", 1)[0]
+    user, _, host_port = authority.rpartition("@")
+    host, _, port = (
+        host_port.partition(":") if not host_port.startswith("[") else (host_port, "", "")
+    )
+    return any(part.startswith("-") for part in (user, host, port))
 
 
 def shown_url(url: str) -> str:

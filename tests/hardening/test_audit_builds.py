@@ -46,6 +46,31 @@ def test_a_token_in_an_https_url_is_refused(client: TestClient, session: Session
     assert fine.status_code == 200, fine.text
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ssh://-oProxyCommand=touch${IFS}pwned/app.git",
+        "ssh://git@-oProxyCommand=touch${IFS}pwned/app.git",
+        "ssh://-oProxyCommand=x@github.com/acme/app.git",
+        "ssh://git@github.com:-oProxyCommand=x/acme/app.git",
+        "git@-oProxyCommand=touch${IFS}pwned:app.git",
+    ],
+)
+def test_ssh_options_in_the_url_are_refused(client: TestClient, session: Session, url: str) -> None:
+    """git refuses such hosts itself (since 2.14.1); the store does not rely on the
+    worker's git being that recent."""
+    alice = make_account(session, "alice")
+    token = api_token(session, alice)
+    session.commit()
+    answer = client.put(
+        "/api/v1/repositories/alice/app/build-source",
+        json={"url": url, "rules": RULES},
+        headers=auth(token),
+    )
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"] == "bad_source_url"
+
+
 class _Log:
     def __init__(self) -> None:
         self.text = ""
