@@ -9,10 +9,11 @@ registry's shape ``{"errors": [{"code", "message", "detail"}]}``. The JSON API f
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from functools import cached_property
@@ -94,6 +95,11 @@ class RegistryState:
         self.db = lookup.open_db(bind)
         self._shared = bind if isinstance(bind, Connection) else None
         self._engine = bind if isinstance(bind, Engine) else None
+        # Work started by a request and not waited for (kept from the garbage collector).
+        self._background: set[asyncio.Task[None]] = set()
+        # On a connection shared with the caller (tests), which a thread must not use, such
+        # work is done at once instead.
+        self.later = self._later if self._engine is not None else None
         # Pull counts reach search in batches on a thread of this process; not on a
         # connection shared with the caller (tests), which a thread must not use.
         self.pull_search = (
@@ -124,10 +130,23 @@ class RegistryState:
         with read_only_connection(self._engine) as conn:
             yield conn
 
+    def _later(self, work: Callable[[], None]) -> None:
+        """Run ``work`` on a thread of the pool without waiting for it (failures logged)."""
+        task = asyncio.get_running_loop().create_task(run_in_threadpool(_logged, work))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     def dispose(self) -> None:
         if self.pull_search is not None:
             self.pull_search.stop()
         self.db.close()
+
+
+def _logged(work: Callable[[], None]) -> None:
+    try:
+        work()
+    except Exception:
+        log.warning("background work of the token endpoint failed", exc_info=True)
 
 
 def registry_state(app: Any) -> RegistryState:
@@ -266,7 +285,10 @@ async def _token(request: Request, state: RegistryState, params: _Params) -> Res
     # its own), a bad access token is counted after it failed.
     guard = ratelimit.token_guard(request.app, credentials.unguessable_username)
     sent = ratelimit.token_credentials(request, params)
-    if sent is not None and (wait := guard.wait(state.read, request, *sent)) is not None:
+    if (
+        sent is not None
+        and (wait := guard.wait(state.read, request, *sent, state.later)) is not None
+    ):
         metrics.token_decision("rejected", "rate_limited")
         return _too_many(wait)
     ctx.attempts = _Attempts(request, guard, connect)

@@ -576,3 +576,56 @@ def test_rows_read_together_do_not_expire_together() -> None:
     )
     soon = now + timedelta(seconds=10)  # an expiry before it still bounds the row exactly
     assert lookup._horizon({"cexpires": codec.time(soon), "horizon": None}, now, codec) == soon
+
+
+def test_the_blocked_view_is_read_again_off_the_event_loop(
+    world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The token endpoint's view of the keys over their limit (store.ratelimit) is read at
+    once when it has never been read; every later refresh runs on a thread of the pool, so
+    no request of the process waits for its round trips, and a block counted by another
+    process still arrives through it."""
+    import asyncio
+    import threading
+
+    from store import ratelimit
+    from store.registry.credentials import unguessable_username
+
+    app = world["app"]
+    where: list[str] = []
+    done = threading.Event()
+    headers = _basic("bob", world["secrets"]["bob"])
+    query = {"service": "store-registry", "scope": APP}
+    with TestClient(app, base_url="http://store.test") as client:
+        guard = ratelimit.token_guard(app, unguessable_username)
+        refresh = guard.blocked.refresh
+
+        def recorded(conn: Any, rules: Any, now: float | None = None) -> None:
+            try:
+                asyncio.get_running_loop()
+                where.append("event loop")
+            except RuntimeError:
+                where.append("thread")
+            refresh(conn, rules, now)
+            done.set()
+
+        monkeypatch.setattr(guard.blocked, "refresh", recorded)
+        guard.blocked.clear()  # never read: read before answering
+        assert client.get("/token", params=query, headers=headers).status_code == 200
+        assert where == ["event loop"]
+        engine = make_engine(world["url"])
+        try:
+            with engine.begin() as conn:  # another process counted this address's failures
+                for _ in range(guard.limits.token_ip.limit):
+                    ratelimit.hit(conn, guard.limits.token_ip, "testclient")
+        finally:
+            engine.dispose()
+        done.clear()
+        guard.blocked._next_refresh = 1.0  # read before, and due
+        assert client.get("/token", params=query, headers=headers).status_code == 200
+        assert done.wait(10)
+        deadline = time.monotonic() + 10
+        while registry_state(app)._background and time.monotonic() < deadline:
+            time.sleep(0.01)  # its connection back in the pool before the engine goes
+        assert where == ["event loop", "thread"]
+        assert client.get("/token", params=query, headers=headers).status_code == 429
