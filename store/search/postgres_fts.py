@@ -280,6 +280,7 @@ def _wire(
     """The tsvector ``_literal(doc, fields, weighted)`` followed by the ``plain`` lexemes
     (band tokens) is read as, in binary form, with its length in front (a COPY field)."""
     positions: dict[str, list[int]] = {}
+    head: dict[bytes, list[int]] = {}  # the 2-character prefixes of name and title words
     get = positions.get
     ordered, last = True, 0
     for column, weight, start in fields:
@@ -296,7 +297,12 @@ def _wire(
             if end <= _MAX_POS
             else [min(o, _MAX_POS) + w for o in range(start, end + 1)]
         )
+        in_head = start < _SUMMARY[2]
         for position, tok in zip(offsets, tokens, strict=True):
+            if in_head and len(tok) >= HEAD_PREFIX:
+                named = head.setdefault((PREFIX_MARK + tok[:HEAD_PREFIX]).encode() + b"\0", [])
+                if len(named) < _MAX_POSITIONS:
+                    named.append(position)
             held = get(tok)
             if held is None:
                 positions[tok] = [position]
@@ -320,14 +326,14 @@ def _wire(
             held = _unique_positions(held)
         n = len(held)
         entries.append(lexeme + (one[held[0]] if n == 1 else _counted(n).pack(n, *held)))
-    for lexeme, held in prefixes.items():
+    for lexeme, held in [*prefixes.items(), *head.items()]:
         if not ordered:
             held = _unique_positions(held)
         n = len(held)
         entries.append(lexeme + (one[held[0]] if n == 1 else _counted(n).pack(n, *held)))
     for token in dict.fromkeys([*doc["fts_facets"].split(), *plain]):
         lexeme = token.encode() + b"\0"
-        if token not in positions and lexeme not in prefixes:
+        if token not in positions and lexeme not in prefixes and lexeme not in head:
             entries.append(lexeme + b"\0\0")
     # In the server's order (a lexeme's bytes, a shorter one first): laid out as the text
     # parser lays it out, byte for byte, and not sorted again.
