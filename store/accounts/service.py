@@ -673,6 +673,12 @@ def create_token(
     than it does (a leaked ``api`` token cannot mint push rights or outlive itself)."""
     if kind not in TOKEN_SCOPES:
         raise ValidationFailed("Unknown token kind")
+    # The token used, re-read and held until this transaction ends: a revocation of it at
+    # the same instant (another process) either waits for this token and revokes it too,
+    # or has revoked it already and this request is refused as one a moment later would be
+    # (lock_source_token).
+    if via is not None and lock_source_token(session, via.id, utcnow()) is None:
+        raise Unauthorized("The access token is unknown, expired or revoked", code="bad_token")
     if kind == "robot":
         if org is None:
             raise ValidationFailed("A robot token belongs to an organization")
@@ -696,12 +702,6 @@ def create_token(
                 code="insufficient_scope",
                 field="scopes",
             )
-        # The token used, re-read and held until this transaction ends: a revocation of it
-        # at the same instant (another process) either waits for this token and revokes it
-        # too, or has revoked the source already and this request is refused as if it had
-        # come a moment later (lock_source_token).
-        if lock_source_token(session, via.id, utcnow()) is None:
-            raise Unauthorized("The access token is unknown, expired or revoked", code="bad_token")
         if via.expires_at is not None and (expires_at is None or expires_at > via.expires_at):
             expires_at = via.expires_at
     secret = security.generate_token(kind)
