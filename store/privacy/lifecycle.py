@@ -147,11 +147,31 @@ def delete_account(
         raise Conflict(" ".join(problems), code="account_not_deletable", problems=problems)
 
     now = utcnow()
-    # The account's row first: a registry log-in made from its password or tokens at this
-    # instant (under a lock of the row, store.registry.refresh) is committed before the
-    # tokens are collected below, or waits and is refused (accounts.service, "credentials
-    # made from credentials").
-    session.execute(select(Account.id).where(Account.id == account.id).with_for_update())
+    # The account's row, then its tokens, first (accounts.service, "credentials made from
+    # credentials"): a registry log-in made from its password or tokens at this instant
+    # (under a share lock of the row, store.registry.refresh) is committed before the
+    # tokens are collected, or waits and is refused; a token being made with one of its
+    # tokens is waited for and revoked. Nothing is written to the audit log before: a mint
+    # holding its source appends to it before it commits. FOR NO KEY UPDATE: the key-share
+    # locks of rows inserted with the account's id do not wait for it.
+    session.execute(
+        select(Account.id).where(Account.id == account.id).with_for_update(key_share=True)
+    )
+    own = list(
+        session.scalars(
+            select(AccessToken.id).where(
+                AccessToken.account_id == account.id, AccessToken.revoked_at.is_(None)
+            )
+        )
+    )
+    session.execute(
+        update(AccessToken)
+        .where(AccessToken.id.in_(own))
+        .values(revoked_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    # Robot tokens the account made with one of its tokens die with them.
+    accounts.revoke_descendants(session, own, now)
     former_address, former_name = account.email, account.display_name or account.username
     for org in _sole_owned(session, account):  # empty ones (checked above)
         session.execute(delete(AccessToken).where(AccessToken.organization_id == org.id))
@@ -190,21 +210,6 @@ def delete_account(
         entitlement_service.revoke(
             session, entitlement=entitlement, actor=None, reason="The account was deleted"
         )
-    own = list(
-        session.scalars(
-            select(AccessToken.id).where(
-                AccessToken.account_id == account.id, AccessToken.revoked_at.is_(None)
-            )
-        )
-    )
-    session.execute(
-        update(AccessToken)
-        .where(AccessToken.id.in_(own))
-        .values(revoked_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    # Robot tokens the account made with one of its tokens die with them.
-    accounts.revoke_descendants(session, own, now)
     sessions.end_all_sessions(session, account, reason="deleted")
     session.execute(delete(WebSession).where(WebSession.account_id == account.id))
     session.execute(delete(AccountToken).where(AccountToken.account_id == account.id))

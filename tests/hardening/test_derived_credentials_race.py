@@ -652,3 +652,62 @@ def test_random_mints_and_revocations_leave_no_live_credential_of_a_revoked_sour
             )
         )
     assert made is not None, seed  # something was made from something
+
+
+@pytest.mark.parametrize("kind", ["personal", "robot"])
+def test_a_mint_between_its_source_lock_and_its_insert_does_not_deadlock_a_deletion(
+    pg: Db, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The mint holds its source token; the account's deletion starts then and waits; the
+    mint's insert (whose foreign keys take key-share locks of the account and organization)
+    must not then wait for the deletion: both finish, the new token revoked."""
+    ids = _made(pg, CASES["robot token made with a token, account deleted"])
+    locked, go_on = threading.Event(), threading.Event()
+    real_lock = accounts.lock_source_token
+
+    def lock_then_pause(*args: Any) -> Any:
+        token = real_lock(*args)
+        locked.set()
+        go_on.wait(WAIT_S)
+        return token
+
+    monkeypatch.setattr(accounts, "lock_source_token", lock_then_pause)
+    results: dict[str, Any] = {}
+    pids: queue.Queue[int] = queue.Queue()
+    deleted = threading.Event()
+
+    def mint() -> None:
+        with pg.factory() as session:
+            try:
+                results["mint"] = _mint_with("source", kind)(session, pg.settings, ids)
+                session.commit()
+            except Exception as exc:  # the outcome under test
+                results["mint"] = exc
+
+    def delete() -> None:
+        with pg.factory() as session:
+            try:
+                pids.put(_backend_pid(session))
+                _delete_account(session, pg.settings, ids)
+                session.commit()
+                results["delete"] = None
+            except Exception as exc:  # the outcome under test
+                results["delete"] = exc
+            finally:
+                deleted.set()
+
+    minting = threading.Thread(target=mint)
+    minting.start()
+    assert locked.wait(WAIT_S)
+    deleting = threading.Thread(target=delete)
+    deleting.start()
+    _waits(pg, pids.get(timeout=WAIT_S), deleted)
+    go_on.set()
+    for thread in (minting, deleting):
+        thread.join(WAIT_S)
+        assert not thread.is_alive()
+    assert not isinstance(results["mint"], Exception), results["mint"]
+    assert results["delete"] is None, results["delete"]
+    with pg.factory() as session:
+        child = session.get_one(AccessToken, results["mint"])
+        assert child.revoked_at is not None
