@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -65,23 +66,28 @@ class Db:
     backend: str
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Db]:
-    directory = tmp_path_factory.mktemp("derived")
-    with empty_database(request.param, directory, "derived_race") as url:
+@contextmanager
+def _database(backend: str, directory: Path, label: str) -> Iterator[Db]:
+    with empty_database(backend, directory, label) as url:
         engine = make_engine(url)
         try:
             migrate.upgrade(engine)
-            yield Db(make_sessionmaker(engine), _settings(directory, url), request.param)
+            yield Db(make_sessionmaker(engine), _settings(directory, url), backend)
         finally:
             engine.dispose()
 
 
-@pytest.fixture
-def pg(db: Db) -> Db:
-    if db.backend != "postgresql":
-        pytest.skip("row locks and READ COMMITTED: PostgreSQL (SQLite writes one at a time)")
-    return db
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Db]:
+    with _database(request.param, tmp_path_factory.mktemp("derived"), "derived_race") as db:
+        yield db
+
+
+@pytest.fixture(scope="module")
+def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Db]:
+    """Row locks under READ COMMITTED: PostgreSQL only (SQLite's writers take turns)."""
+    with _database("postgresql", tmp_path_factory.mktemp("derived_pg"), "derived_pg") as db:
+        yield db
 
 
 # --- the invariant ------------------------------------------------------------------------
