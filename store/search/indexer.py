@@ -34,6 +34,7 @@ from sqlalchemy import (
     union_all,
     update,
 )
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import ORMExecuteState, Session
 
 from store.accounts.models import Organization
@@ -223,21 +224,47 @@ def write(
     return len(todo) + len(gone)
 
 
-def _insert_bulk(conn: Connection, docs: Sequence[Doc]) -> None:
-    """Insert new documents (a full reindex): each row's values made by the columns' own
-    bind processors, as SQLAlchemy's insert would, and handed to the driver at once (SQLite:
-    one executemany; PostgreSQL: COPY), without a statement's per-row parameter handling."""
-    dialect = conn.dialect
+def _processors_for(dialect: Any) -> list[Callable[[Any], Any] | None]:
     processors = _processors.get(dialect.name)
     if processors is None:
         processors = _processors[dialect.name] = [
             docs_t.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in _COLUMNS
         ]
-    values = itemgetter(*_COLUMNS)
-    rows = [
-        tuple(v if p is None else p(v) for p, v in zip(processors, values(d), strict=True))
-        for d in docs
-    ]
+    return processors
+
+
+def _bound(processors: Sequence[Callable[[Any], Any] | None], doc: Doc) -> tuple[Any, ...]:
+    return tuple(v if p is None else p(v) for p, v in zip(processors, _VALUES(doc), strict=True))
+
+
+# A document's values as the driver takes them, but its key (which write() may still
+# change), made beside the document where it was read (a full reindex's worker process).
+_BOUND = "_bound"
+_VALUES = itemgetter(*_COLUMNS)
+assert _COLUMNS[0] == "id"
+
+
+def read_bound_documents(
+    url: str, source: str, now: datetime, ids: Sequence[uuid.UUID]
+) -> list[Doc]:
+    """:func:`read_documents`, each document with its values bound for ``url``'s driver
+    (``_bound``): a SQLite full reindex's worker processes do that work, the reindexing
+    process only hands the values to the driver (:func:`_insert_bulk`)."""
+    docs = read_documents(url, source, now, ids)
+    processors = _processors_for(make_url(url).get_dialect()())
+    for doc in docs:
+        doc[_BOUND] = _bound(processors, doc)[1:]
+    return docs
+
+
+def _insert_bulk(conn: Connection, docs: Sequence[Doc]) -> None:
+    """Insert new documents (a full reindex): each row's values made by the columns' own
+    bind processors, as SQLAlchemy's insert would (or already, by the worker that read
+    the document), and handed to the driver at once (SQLite: one executemany; PostgreSQL:
+    COPY), without a statement's per-row parameter handling."""
+    dialect = conn.dialect
+    processors = _processors_for(dialect)
+    rows = [(d["id"], *d[_BOUND]) if _BOUND in d else _bound(processors, d) for d in docs]
     columns = ", ".join(_COLUMNS)
     if dialect.name == "postgresql":
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
@@ -605,7 +632,7 @@ def _read_ahead(
                 docs = build(conn, chunk, now=now, texts=texts)
             yield chunk, docs
         return
-    read = partial(read_documents, url, source, now)
+    read = partial(read_bound_documents, url, source, now)
     pending = [pool.start(read, chunks[0])] if chunks else []
     for i, chunk in enumerate(chunks):
         if i + 1 < len(chunks):
