@@ -677,18 +677,10 @@ def create_token(
     # the same instant (another process) either waits for this token and revokes it too,
     # or has revoked it already and this request is refused as one a moment later would be
     # (lock_source_token).
-    if via is not None:
-        if kind == "robot" and org is not None:
-            # The organization before the source (the order an account's deletion takes
-            # them in: store.privacy.lifecycle), so the new token's foreign key never waits
-            # for a lock taken after the source's.
-            session.execute(
-                select(Organization.id)
-                .where(Organization.id == org.id)
-                .with_for_update(read=True, key_share=True)
-            )
-        if lock_source_token(session, via.id, utcnow()) is None:
-            raise Unauthorized("The access token is unknown, expired or revoked", code="bad_token")
+    # (The source is the first row this transaction locks: an account's deletion locks the
+    # account's tokens before its organizations and the audit log, store.privacy.lifecycle.)
+    if via is not None and lock_source_token(session, via.id, utcnow()) is None:
+        raise Unauthorized("The access token is unknown, expired or revoked", code="bad_token")
     if kind == "robot":
         if org is None:
             raise ValidationFailed("A robot token belongs to an organization")

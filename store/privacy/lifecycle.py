@@ -134,6 +134,20 @@ def delete_account(
         raise ValidationFailed(
             "The current password is not correct", code="wrong_password", field="password"
         )
+    # The account's row and its live tokens, locked before anything else is written (a
+    # recovery code's use appends to the audit log, whose lock is held to the end): a
+    # credential being made from one of them at this instant holds it, so this waits for
+    # it here and finds what it made below, or it waits for this deletion and is refused
+    # (accounts.service, "credentials made from credentials"). FOR NO KEY UPDATE: the
+    # key-share locks of rows inserted with their ids do not wait for these.
+    session.execute(
+        select(Account.id).where(Account.id == account.id).with_for_update(key_share=True)
+    )
+    session.execute(
+        select(AccessToken.id)
+        .where(AccessToken.account_id == account.id, AccessToken.revoked_at.is_(None))
+        .with_for_update(key_share=True)
+    )
     if two_factor.enabled(account):
         if not code.strip():
             raise ValidationFailed(
@@ -147,16 +161,8 @@ def delete_account(
         raise Conflict(" ".join(problems), code="account_not_deletable", problems=problems)
 
     now = utcnow()
-    # The account's row, then its tokens, first (accounts.service, "credentials made from
-    # credentials"): a registry log-in made from its password or tokens at this instant
-    # (under a share lock of the row, store.registry.refresh) is committed before the
-    # tokens are collected, or waits and is refused; a token being made with one of its
-    # tokens is waited for and revoked. Nothing is written to the audit log before: a mint
-    # holding its source appends to it before it commits. FOR NO KEY UPDATE: the key-share
-    # locks of rows inserted with the account's id do not wait for it.
-    session.execute(
-        select(Account.id).where(Account.id == account.id).with_for_update(key_share=True)
-    )
+    # Its tokens first, and what was made from them (to any depth; the rows above are
+    # locked, so these statements see every credential made from them).
     own = list(
         session.scalars(
             select(AccessToken.id).where(

@@ -660,14 +660,33 @@ def test_random_mints_and_revocations_leave_no_live_credential_of_a_revoked_sour
     assert made is not None, seed  # something was made from something
 
 
-@pytest.mark.parametrize("kind", ["personal", "robot"])
+@pytest.mark.parametrize(
+    ("kind", "recovery_code"),
+    [("personal", False), ("robot", False), ("personal", True), ("robot", True)],
+)
 def test_a_mint_between_its_source_lock_and_its_insert_does_not_deadlock_a_deletion(
-    pg: Db, kind: str, monkeypatch: pytest.MonkeyPatch
+    pg: Db, kind: str, recovery_code: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The mint holds its source token; the account's deletion starts then and waits; the
     mint's insert (whose foreign keys take key-share locks of the account and organization)
-    must not then wait for the deletion: both finish, the new token revoked."""
+    and its audit entry must not then wait for the deletion (which locks the organization
+    to count its owners, and appends to the audit log when a recovery code is used): both
+    finish, the new token revoked."""
     ids = _made(pg, CASES["robot token made with a token, account deleted"])
+    code = ""
+    if recovery_code:
+        with session_scope(pg.factory) as session:
+            account = _owner(session, ids)
+            two_factor.begin(session, settings=pg.settings, account=account)
+            _turn_two_factor_on(session, pg.settings, ids)
+            code = two_factor.regenerate_codes(
+                session,
+                settings=pg.settings,
+                account=account,
+                code=pyotp.TOTP(two_factor._open(pg.settings, account)).at(
+                    utcnow() + timedelta(seconds=30)
+                ),
+            )[0]
     locked, go_on = threading.Event(), threading.Event()
     real_lock = accounts.lock_source_token
 
@@ -694,7 +713,13 @@ def test_a_mint_between_its_source_lock_and_its_insert_does_not_deadlock_a_delet
         with pg.factory() as session:
             try:
                 pids.put(_backend_pid(session))
-                _delete_account(session, pg.settings, ids)
+                lifecycle.delete_account(
+                    session,
+                    settings=pg.settings,
+                    account=_owner(session, ids),
+                    password=PASSWORD,
+                    code=code,
+                )
                 session.commit()
                 results["delete"] = None
             except Exception as exc:  # the outcome under test
