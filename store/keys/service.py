@@ -199,6 +199,31 @@ class KeyRing:
             self._loaded[purpose] = (time.monotonic(), loaded)
             return loaded
 
+    def refresh_later(self, purpose: str, later: Callable[[Callable[[], None]], None]) -> None:
+        """When the signer of ``purpose`` is loaded and due to be looked up again, look it
+        up through ``later`` (off the event loop, not waited for) and keep signing with the
+        loaded one meanwhile: :meth:`signer` would read on the caller's thread, and on the
+        event loop that read holds every request of the process for its round trips."""
+        cached = self._loaded.get(purpose)
+        if cached is None or time.monotonic() - cached[0] < self._refresh:
+            return
+        with self._lock:
+            cached = self._loaded.get(purpose)
+            if cached is None or time.monotonic() - cached[0] < self._refresh:
+                return
+            self._loaded[purpose] = (time.monotonic(), cached[1])  # one look-up at a time
+        later(lambda: self._look_up(purpose))
+
+    def _look_up(self, purpose: str) -> None:
+        with self._lock:
+            cached = self._loaded.get(purpose)
+            with read_only_session(self._factory()) as session:
+                key = current_key(session, purpose)
+                if key is None:
+                    return  # signer() makes it on first use
+                loaded = self._load(key, cached)
+            self._loaded[purpose] = (time.monotonic(), loaded)
+
     def ensure(self, purposes: tuple[str, ...] = tuple(PURPOSES)) -> None:
         """Make the signing keys that do not exist yet (at start-up, before any request)."""
         for purpose in purposes:

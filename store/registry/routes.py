@@ -319,7 +319,10 @@ async def _token(request: Request, state: RegistryState, params: _Params) -> Res
         # Nothing asked for is allowed: say why in the client's own output (skopeo/docker
         # print errors[0].message of a 401), with where to get access.
         return await _denied(request, principal, decision, facts)
-    signer = request.app.state.keyring.signer("registry")
+    keyring = request.app.state.keyring
+    if state.later is not None:  # the look-up every few seconds, off the event loop
+        keyring.refresh_later("registry", state.later)
+    signer = keyring.signer("registry")
     issued = state.reuse.mint(
         signer,
         issuer=settings.registry_issuer,

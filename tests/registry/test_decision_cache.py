@@ -629,3 +629,48 @@ def test_the_blocked_view_is_read_again_off_the_event_loop(
             time.sleep(0.01)  # its connection back in the pool before the engine goes
         assert where == ["event loop", "thread"]
         assert client.get("/token", params=query, headers=headers).status_code == 429
+
+
+def test_the_signing_key_is_looked_up_again_off_the_event_loop(
+    world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every few seconds the signing key in force is looked up again (a rotation made by
+    another process is picked up): for /token on a thread of the pool, not waited for,
+    signing with the loaded key meanwhile."""
+    import asyncio
+    import threading
+
+    from store.keys import service as keys
+
+    app = world["app"]
+    where: list[str] = []
+    done = threading.Event()
+    current_key = keys.current_key
+
+    def recorded(session: Any, purpose: str) -> Any:
+        try:
+            asyncio.get_running_loop()
+            where.append("event loop")
+        except RuntimeError:
+            where.append("thread")
+        found = current_key(session, purpose)
+        done.set()
+        return found
+
+    headers = _basic("bob", world["secrets"]["bob"])
+    query = {"service": "store-registry", "scope": APP}
+    with TestClient(app, base_url="http://store.test") as client:
+        assert client.get("/token", params=query, headers=headers).status_code == 200
+        keyring = app.state.keyring
+        loaded = keyring._loaded["registry"]
+        monkeypatch.setattr(keys, "current_key", recorded)
+        keyring._loaded["registry"] = (loaded[0] - 3600, loaded[1])  # due
+        answer = client.get("/token", params=query, headers=headers)
+        assert answer.status_code == 200
+        assert done.wait(10)
+        deadline = time.monotonic() + 10
+        while registry_state(app)._background and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert where == ["thread"]
+        assert keyring._loaded["registry"][1].kid == loaded[1].kid
+        assert time.monotonic() - keyring._loaded["registry"][0] < 60  # not due again
