@@ -418,7 +418,10 @@ def did_you_mean(
     session: Session, results: SearchResults, account: Account | None = None
 ) -> str | None:
     """For a search that found nothing: the query with misspelt words replaced by words of
-    the index's vocabulary (store.search.spelling), when that query finds something."""
+    the index's vocabulary (store.search.spelling), when that query finds something the
+    caller may see with its words taken whole: the last word is not a prefix here, so a
+    word only a hidden document holds (the vocabulary may be minutes old) is never offered
+    because a visible document's word starts with it."""
     if results.total or results.query.empty:
         return None
     from store.search import spelling
@@ -426,7 +429,14 @@ def did_you_mean(
     candidate = spelling.did_you_mean(session.connection(), results.q)
     if candidate is None or fold(candidate) == fold(results.q):
         return None
-    found = search(session, q=candidate, filters=results.filters, account=account, per_page=1)
+    found = search(
+        session,
+        q=candidate,
+        filters=results.filters,
+        account=account,
+        per_page=1,
+        as_you_type=False,
+    )
     return candidate if found.total else None
 
 

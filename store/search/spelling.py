@@ -8,10 +8,12 @@ not in the vocabulary is replaced by the vocabulary word nearest to it (edit dis
 for words of up to four letters, else 2; ties: the word in more documents).
 
 The vocabulary is built in Python and cached per database for five minutes, or until the
-number of documents or the registry's decision generation changes (migration 0750: every
-change of who may see a repository or a listing bumps it, a repository made private, a
-product unpublished), so a word that stops being visible is never offered again after the
-change has committed. It is only read when a search found nothing.
+number of documents changes; it is only read when a search found nothing. A cached
+vocabulary may still hold the words of a document that has since become private (a
+repository made private, a product unpublished: the count stays the same), so a suggestion
+is only made when every one of its words, whole (not as a prefix), is found in documents
+the searcher may see (store.search.service.did_you_mean): nothing of a hidden document is
+ever offered.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, func, select
 
-from store.registry.models import DecisionGeneration
 from store.search import facets
 from store.search.models import SearchDocument
 from store.search.query import tokenize
@@ -36,7 +37,6 @@ _docs = SearchDocument.__table__.c
 @dataclass
 class Vocabulary:
     count: int  # documents when built
-    generation: int  # the decision generation when built
     built: float  # time.monotonic()
     floor: int
     words: dict[str, int]  # word → documents, at or above the floor
@@ -47,7 +47,7 @@ _cache: dict[str, Vocabulary] = {}
 _lock = threading.Lock()
 
 
-def _build(conn: Connection, count: int, generation: int) -> Vocabulary:
+def _build(conn: Connection, count: int) -> Vocabulary:
     frequency: Counter[str] = Counter()
     stmt = select(_docs.name, _docs.title, _docs.summary).where(
         ~_docs.fts_facets.contains(facets.RESTRICTED)
@@ -59,25 +59,21 @@ def _build(conn: Connection, count: int, generation: int) -> Vocabulary:
     by_length: dict[int, list[str]] = defaultdict(list)
     for word in words:
         by_length[len(word)].append(word)
-    return Vocabulary(count, generation, time.monotonic(), floor, words, dict(by_length))
+    return Vocabulary(count, time.monotonic(), floor, words, dict(by_length))
 
 
 def vocabulary(conn: Connection) -> Vocabulary:
     key = conn.engine.url.render_as_string(hide_password=True)
     count = int(conn.scalar(select(func.count()).select_from(SearchDocument.__table__)) or 0)
-    generation = int(
-        conn.scalar(select(DecisionGeneration.value).where(DecisionGeneration.id == 1)) or 0
-    )
     with _lock:
         cached = _cache.get(key)
     if (
         cached is not None
         and cached.count == count
-        and cached.generation == generation
         and time.monotonic() - cached.built < TTL_SECONDS
     ):
         return cached
-    built = _build(conn, count, generation)
+    built = _build(conn, count)
     with _lock:
         _cache[key] = built
     return built

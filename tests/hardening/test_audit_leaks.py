@@ -3,12 +3,22 @@ and the hub, right after it stops being visible to them (docs/security.md, "Audi
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from store.accounts import service as accounts
+from store.search import spelling
 from tests.factories import make_account, make_org
 from tests.search.helpers import make_repo
+
+
+@pytest.fixture(autouse=True)
+def _fresh_vocabulary() -> None:
+    """The spelling vocabulary is cached per database until its number of documents changes;
+    every test here starts from the same empty database, so one test's vocabulary would do
+    for the next."""
+    spelling._cache.clear()
 
 
 def _bearer(session: Session, account: object) -> dict[str, str]:
