@@ -45,6 +45,13 @@ def test_words_of_a_repository_made_private_are_not_suggested_at_the_next_reques
     make_repo(session, "acme/zorgon", description="Zorgon")
     session.commit()
     assert _did_you_mean(client, "zorgn") == "zorgon"  # while public: offered
+    assert "acme/zorgon" in client.get("/browse", params={"source": "hub"}).text
+    assert client.get("/api/v1/repositories/acme/zorgon").status_code == 200
+    public = client.get("/v1/search", params={"q": "zorgon"}).json()
+    assert sorted(r["name"] for r in public["results"]) == [
+        "acme/zorgon",
+        "someone/zorgonite-tools",
+    ]
 
     made = client.put(
         "/api/v1/repositories/acme/zorgon/visibility",
@@ -53,6 +60,21 @@ def test_words_of_a_repository_made_private_are_not_suggested_at_the_next_reques
     )
     assert made.status_code == 200, made.text
     assert _did_you_mean(client, "zorgn") is None
+    # and nothing else shows it to an anonymous caller either
+    found = client.get("/api/v1/search", params={"q": "zorgon"}).json()
+    assert [r["name"] for r in found["results"]] == ["someone/zorgonite-tools"]
+    assert found["facets"]["publisher"] == [] or all(
+        f["value"] != "acme" for f in found["facets"]["publisher"]
+    )
+    docker = client.get("/v1/search", params={"q": "zorgon"}).json()
+    assert [r["name"] for r in docker["results"]] == ["someone/zorgonite-tools"]
+    for path in (
+        "/api/v1/repositories/acme/zorgon",
+        "/v2/repositories/acme/zorgon",
+        "/r/acme/zorgon",
+    ):
+        assert client.get(path).status_code == 404
+    assert "acme/zorgon" not in client.get("/browse", params={"source": "hub"}).text
 
 
 def test_an_unpublished_product_is_gone_from_everything_at_the_next_request(
