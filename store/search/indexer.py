@@ -600,6 +600,8 @@ def full_reindex(
     while not _step(engine, sqlite_fts.fill, fill_batch):
         pass
     _step(engine, sqlite_fts.swap)
+    while not _step(engine, sqlite_fts.empty_old):
+        pass
     _step(engine, sqlite_fts.drop_old)
     return counts
 
