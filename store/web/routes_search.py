@@ -16,7 +16,7 @@ from store.errors import StoreError
 from store.registry import hub
 from store.search import service
 from store.search.api import badges_of, doc_url, int_param
-from store.search.query import Query, fold, stem
+from store.search.query import HEAD_PREFIX, Query, fold, stem
 from store.web.routing import Viewer, page_router
 from store.web.templating import render
 
@@ -41,9 +41,15 @@ class Pager:
 
 
 def highlighter(query: Query) -> object:
-    terms, prefixes = query.terms(), tuple(query.prefixes())
+    """``highlight(text, name=False)``: the words of ``text`` the query matched. A
+    2-character prefix matches names and titles only (store.search.query.head_prefix), so
+    it marks words there and nowhere else."""
+    terms = query.terms()
+    everywhere = tuple(p for p in query.prefixes() if len(p) != HEAD_PREFIX)
+    in_names = tuple(query.prefixes())
 
-    def highlight(text: str | None) -> Markup:
+    def highlight(text: str | None, name: bool = False) -> Markup:
+        prefixes = in_names if name else everywhere
         text = text or ""
         out, last = [], 0
         for m in _WORD.finditer(text):

@@ -161,3 +161,16 @@ def test_models_match_migrations_without_engine_objects(engine: Engine) -> None:
         opts = {"compare_type": True, "include_object": include_object}
         diff = compare_metadata(MigrationContext.configure(conn, opts=opts), Base.metadata)
     assert diff == []
+
+
+def test_a_two_character_prefix_is_highlighted_in_names_only() -> None:
+    """It matches names and titles only (store.search.query.head_prefix), so a summary's
+    words that merely start with it are not marked; the 2-character word itself is."""
+    from store.search.query import parse
+    from store.web.routes_search import highlighter
+
+    highlight = highlighter(parse("re", as_you_type=True))
+    assert str(highlight("redis-ha", name=True)) == "<mark>redis</mark>-ha"
+    assert str(highlight("release notes about re")) == "release notes about <mark>re</mark>"
+    longer = highlighter(parse("rel", as_you_type=True))
+    assert str(longer("release notes")) == "<mark>release</mark> notes"
