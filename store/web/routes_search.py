@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 
 from fastapi import Request
 from markupsafe import Markup, escape
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from store.billing import ownership
 from store.deps import DbSession
@@ -63,6 +63,23 @@ def highlighter(query: Query) -> object:
         return Markup("").join(out)
 
     return highlight
+
+
+@router.get("/search/suggestions")
+def search_suggestions(request: Request, session: DbSession, viewer: Viewer) -> Response:
+    """The header box's search as you type: the first matches' names, from the same search
+    as the results page and as the signed-in viewer (the JSON API does not read the
+    session, so a member would not be offered their organization's private repositories)."""
+    q = request.query_params.get("q", "").strip()
+    names: list[dict[str, str]] = []
+    if len(q) >= 2:
+        try:
+            results = service.search(session, q=q, account=viewer, page=1, per_page=6)
+        except StoreError:
+            results = None  # a query the search refuses offers nothing; the page says why
+        if results is not None:
+            names = [{"name": h.doc.name, "title": h.doc.title or h.doc.name} for h in results.hits]
+    return JSONResponse({"q": q, "results": names}, headers={"Cache-Control": "private, no-store"})
 
 
 @router.get("/search")

@@ -174,3 +174,26 @@ def test_a_two_character_prefix_is_highlighted_in_names_only() -> None:
     assert str(highlight("release notes about re")) == "release notes about <mark>re</mark>"
     longer = highlighter(parse("rel", as_you_type=True))
     assert str(longer("release notes")) == "<mark>release</mark> notes"
+
+
+def test_header_suggestions_search_as_the_signed_in_viewer(
+    client: TestClient, session: Session, data: dict
+) -> None:
+    """The header box's suggestions are the results page's first matches for whoever is
+    signed in: the publisher is offered its draft, a visitor is not."""
+    from tests.web.helpers import login
+
+    def names(q: str) -> list[str]:
+        response = client.get("/search/suggestions", params={"q": q})
+        assert response.status_code == 200
+        assert response.headers["cache-control"] == "private, no-store"
+        return [r["name"] for r in response.json()["results"]]
+
+    assert names("hidden red") == []
+    assert names("r") == []  # one character offers nothing
+    assert names("x" * 300) == []  # refused by the search: nothing offered, no error
+    assert names("redis")[0] == "acme/redis" and len(names("redis")) == 6
+    login(client, "pub")
+    assert names("hidden red") == ["acme/hidden"]
+    page = client.get("/search", params={"q": "hidden red"})
+    assert "acme/hidden" in page.text

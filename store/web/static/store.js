@@ -15,7 +15,7 @@
 })();
 
 // Search as you type: the header box offers the names of the first matches (the same
-// search as the results page, through the JSON API). Without this file the box still works.
+// search as the results page, as the signed-in viewer). Without this file the box still works.
 (function () {
   "use strict";
   var input = document.getElementById("site-search");
@@ -30,7 +30,7 @@
       var q = input.value.trim();
       if (q.length < 2 || q === asked) return;
       asked = q;
-      var url = "/api/v1/search?per_page=6&q=" + encodeURIComponent(q);
+      var url = "/search/suggestions?q=" + encodeURIComponent(q);
       fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
         .then(function (response) { return response.ok ? response.json() : null; })
         .then(function (body) {
