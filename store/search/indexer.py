@@ -41,7 +41,7 @@ from store.accounts.models import Organization
 from store.catalog.models import Product, Tier
 from store.db import read_only_connection, utcnow
 from store.registry.models import HubRepository, PullCounter
-from store.search import sqlite_fts
+from store.search import postgres_fts, sqlite_fts
 from store.search.backend import backend_for
 from store.search.documents import (
     RECENT_PULL_DAYS,
@@ -154,40 +154,33 @@ def write(
     docs: Sequence[Doc],
     *,
     since: datetime | None = None,
+    now: datetime | None = None,
 ) -> int:
     """Make the stored documents of these refs equal to ``docs`` (missing ones are deleted).
 
-    ``since``: the documents were read before this transaction began (a full reindex
-    beside other writers), at ``since`` or later. A stored document written after
-    ``since`` may have been written by another transaction from rows changed after the
-    read: it is built again here, from the rows as this transaction sees them; a document
-    of a product or repository deleted meanwhile is not written again."""
+    ``since``: the documents were read (a full reindex beside other writers, or in this
+    transaction at READ COMMITTED, where every statement sees what others committed
+    before it) at ``since`` or later. A stored document written after ``since`` may have
+    been written by another transaction from rows changed after the read: it is built
+    again here (at ``now``, default ``since``), from the rows as this transaction sees
+    them; a document of a product or repository deleted meanwhile is not written again.
+    PostgreSQL: the documents this would change are read again ``FOR UPDATE`` first, so a
+    writer of one of them that has not committed yet is waited for and what it committed
+    is what is compared (documents left as they are stay unlocked)."""
     ref_ids = set(ref_ids)
     if not ref_ids:
         return 0
-    existing = {
-        row.ref_id: row._asdict()
-        for row in conn.execute(
-            select(docs_t).where(docs_t.c.source == source, docs_t.c.ref_id.in_(ref_ids))
-        )
-    }
+    existing = _stored(conn, source, ref_ids)
     wanted = {d["ref_id"]: d for d in docs}
     if since is not None:
-        source_t = cast(Table, (Product if source == "store" else HubRepository).__table__)
-        alive = set(conn.scalars(select(source_t.c.id).where(source_t.c.id.in_(wanted))))
-        wanted = {r: d for r, d in wanted.items() if r in alive}
-        newer = [r for r, row in existing.items() if row["indexed_at"] > since]
-        if newer:
-            build = product_documents if source == "store" else hub_documents
-            wanted.update((d["ref_id"], d) for d in build(conn, newer, now=since))
+        if conn.dialect.name == "postgresql":
+            wanted = _settle(conn, source, ref_ids, existing, wanted, since, now or since)
+        else:
+            wanted = _current(conn, source, existing, wanted, since, now or since)
     gone = [existing[r]["id"] for r in ref_ids - wanted.keys() if r in existing]
     if gone:
         conn.execute(delete(docs_t).where(docs_t.c.id.in_(gone)))
-    todo = [
-        doc
-        for ref_id, doc in wanted.items()
-        if existing.get(ref_id) is None or any(existing[ref_id][c] != doc[c] for c in _COMPARED)
-    ]
+    todo = [doc for ref_id, doc in wanted.items() if _differs(existing.get(ref_id), doc)]
     if not todo:
         return len(gone)
     holders = dict(
@@ -222,6 +215,91 @@ def write(
     if not conn.info.get(_BULK):
         backend_for(conn).after_write(conn, todo)
     return len(todo) + len(gone)
+
+
+def _current(
+    conn: Connection,
+    source: str,
+    existing: dict[uuid.UUID, dict[str, Any]],
+    wanted: dict[uuid.UUID, Doc],
+    since: datetime,
+    now: datetime,
+) -> dict[uuid.UUID, Doc]:
+    """``wanted`` without the documents of rows deleted meanwhile, and with the documents
+    stored after ``since`` built again from the rows as this transaction sees them."""
+    source_t = cast(Table, (Product if source == "store" else HubRepository).__table__)
+    alive = set(conn.scalars(select(source_t.c.id).where(source_t.c.id.in_(wanted))))
+    current = {r: d for r, d in wanted.items() if r in alive}
+    newer = [r for r, row in existing.items() if row["indexed_at"] > since]
+    if newer:
+        build = product_documents if source == "store" else hub_documents
+        current.update((d["ref_id"], d) for d in build(conn, newer, now=now))
+    return current
+
+
+def _settle(
+    conn: Connection,
+    source: str,
+    ref_ids: set[uuid.UUID],
+    existing: dict[uuid.UUID, dict[str, Any]],
+    wanted: dict[uuid.UUID, Doc],
+    since: datetime,
+    now: datetime,
+) -> dict[uuid.UUID, Doc]:
+    """PostgreSQL (READ COMMITTED): :func:`_current`, against the stored documents as
+    their writers committed them. The documents this may change are read ``FOR UPDATE``
+    in a savepoint (a writer that has not committed yet is waited for, and the read
+    returns what it committed), the savepoint is rolled back (the documents left as they
+    are stay unlocked: their writers do not wait for the rest of a reindex), and those to
+    be written are locked again and written only if nobody changed them in between
+    (else all over again for those). ``existing`` is brought up to date in place."""
+    touched = {
+        r
+        for r in ref_ids
+        if (r in wanted) != (r in existing)
+        or (r in existing and existing[r]["indexed_at"] > since)
+        or (r in wanted and _differs(existing.get(r), wanted[r]))
+    }
+    if not touched:
+        return wanted
+    while True:
+        savepoint = conn.begin_nested()
+        try:
+            locked = _stored(conn, source, touched, lock=True)
+            for r in touched:
+                if r in locked:
+                    existing[r] = locked[r]
+                else:
+                    existing.pop(r, None)
+            current = _current(conn, source, existing, wanted, since, now)
+        finally:
+            savepoint.rollback()
+        writes = {
+            r
+            for r in ref_ids
+            if (r in current and _differs(existing.get(r), current[r]))
+            or (r in existing and r not in current)
+        }
+        if not writes:
+            return current
+        locked = _stored(conn, source, writes, lock=True)
+        if all(locked.get(r) == existing.get(r) for r in writes):
+            return current
+        touched = writes
+
+
+def _stored(
+    conn: Connection, source: str, ref_ids: Iterable[uuid.UUID], *, lock: bool = False
+) -> dict[uuid.UUID, dict[str, Any]]:
+    """The stored documents of these refs (``lock``: ``FOR UPDATE``)."""
+    query = select(docs_t).where(docs_t.c.source == source, docs_t.c.ref_id.in_(list(ref_ids)))
+    if lock:
+        query = query.with_for_update()
+    return {row.ref_id: row._asdict() for row in conn.execute(query)}
+
+
+def _differs(stored: dict[str, Any] | None, doc: Doc) -> bool:
+    return stored is None or any(stored[c] != doc[c] for c in _COMPARED)
 
 
 def _processors_for(dialect: Any) -> list[Callable[[Any], Any] | None]:
@@ -477,8 +555,20 @@ def reindex(
     core, for PARALLEL_FROM documents or more; 0: none). ``committed``: the caller's
     transaction has written none of the rows documents are made of (``store search
     reindex``), so the workers read and build whole documents on connections of their own
-    while this one only writes, a batch ahead of it."""
+    while this one only writes, a batch ahead of it.
+
+    Documents are read before they are written, and between the two another transaction
+    may commit a change of their rows (workers read on connections of their own; on
+    PostgreSQL, at READ COMMITTED, so does a read in this transaction): each batch is
+    written with ``since`` (:func:`write`), so a document another transaction wrote
+    meanwhile is built again from the rows as they are then, never overwritten with the
+    one read before. On PostgreSQL ``since`` is the start less a margin for hosts whose
+    clocks run behind (postgres_fts._CLOCK_MARGIN_S): a few more documents are built
+    again, which only costs time."""
     now = utcnow()
+    since = now
+    if conn.dialect.name == "postgresql":
+        since = now - timedelta(seconds=postgres_fts._CLOCK_MARGIN_S)
     counts = {"store": 0, "hub": 0, "changed": 0}
     backend = backend_for(conn)
     sources: tuple[tuple[str, Any, Callable[..., list[Doc]]], ...] = (
@@ -495,7 +585,7 @@ def reindex(
         backend.begin_bulk(conn)
         conn.info[_BULK] = True
     try:
-        for (source, _table, build), ids in zip(sources, all_ids, strict=True):
+        for (source, table, build), ids in zip(sources, all_ids, strict=True):
             chunks = [ids[start : start + batch] for start in range(0, len(ids), batch)]
             if pool is not None and url is not None:
                 read = partial(read_documents, url, source, now)
@@ -504,21 +594,22 @@ def reindex(
                     if i + 1 < len(chunks):
                         pending.append(pool.start(read, chunks[i + 1]))
                     docs = pending.pop(0).result()
-                    counts["changed"] += write(conn, source, chunk, docs)
+                    counts["changed"] += write(conn, source, chunk, docs, since=since, now=now)
                     counts[source] += len(docs)
             else:
                 for chunk in chunks:
                     docs = build(conn, chunk, now=now, texts=texts)
-                    counts["changed"] += write(conn, source, chunk, docs)
+                    counts["changed"] += write(conn, source, chunk, docs, since=since, now=now)
                     counts[source] += len(docs)
-            known = set(ids)
-            stale = [
-                r.id
-                for r in conn.execute(
-                    select(docs_t.c.id, docs_t.c.ref_id).where(docs_t.c.source == source)
+            # Documents of rows that are gone (not those of rows added since the ids were
+            # listed: their writers indexed them).
+            stale = list(
+                conn.scalars(
+                    select(docs_t.c.id).where(
+                        docs_t.c.source == source, ~exists().where(table.c.id == docs_t.c.ref_id)
+                    )
                 )
-                if r.ref_id not in known
-            ]
+            )
             for start in range(0, len(stale), batch):
                 conn.execute(delete(docs_t).where(docs_t.c.id.in_(stale[start : start + batch])))
             counts["changed"] += len(stale)
