@@ -136,6 +136,9 @@ def apply(conn: Connection, changes: Changes) -> int:
         # A product's sub-repositories (acme/app/worker) follow it: their documents too.
         under = [hub_t.c.name.startswith(n + "/", autoescape=True) for n in repo_names]
         repo_ids |= set(conn.scalars(select(hub_t.c.id).where(or_(*under))))
+    if conn.dialect.name == "postgresql":
+        by_name = select(hub_t.c.id).where(hub_t.c.name.in_(repo_names))
+        _lock(conn, product_ids, hub_t.c.id.in_(repo_ids) | hub_t.c.id.in_(by_name))
     written = 0
     if product_ids:
         docs = product_documents(conn, product_ids, now=now)
@@ -145,6 +148,30 @@ def apply(conn: Connection, changes: Changes) -> int:
         repo_ids |= {d["ref_id"] for d in docs}
         written += write(conn, "hub", repo_ids, docs)
     return written
+
+
+def _lock(conn: Connection, products: Any, repos: Any) -> None:
+    """PostgreSQL (READ COMMITTED): lock the stored documents of these products (ids or a
+    query of ids) and of the hub repositories ``repos`` (a condition on hub_repositories),
+    before they are read and built. A document's key is its rank key and moves when its
+    badges or popularity change: an UPDATE by the key read before another writer moved the
+    document (and committed) would match nothing, and the change (a repository made
+    private, a pull count) would be lost. Locked first (by their unique source and ref),
+    a writer of one of them that has not committed yet is waited for, and everything read
+    afterwards, the rows documents are built from included, is what it committed; nobody
+    moves them until this transaction ends. One statement, in (source, ref_id) order, so
+    two writers of the same documents take their locks in the same order."""
+    hub_t = cast(Table, HubRepository.__table__)
+    query = (
+        select(docs_t.c.id)
+        .where(
+            ((docs_t.c.source == "store") & docs_t.c.ref_id.in_(products))
+            | ((docs_t.c.source == "hub") & docs_t.c.ref_id.in_(select(hub_t.c.id).where(repos)))
+        )
+        .order_by(docs_t.c.source, docs_t.c.ref_id)
+        .with_for_update()
+    )
+    conn.execute(query)
 
 
 def write(
@@ -467,6 +494,12 @@ def refresh_pulls(conn: Connection, repository_ids: Iterable[uuid.UUID]) -> int:
         return 0
     now = utcnow()
     since = (now - timedelta(days=RECENT_PULL_DAYS - 1)).date()
+    if conn.dialect.name == "postgresql":
+        hub_t, products_t = cast(Table, HubRepository.__table__), cast(Table, Product.__table__)
+        listings = select(products_t.c.id).where(
+            products_t.c.repository.in_(select(hub_t.c.name).where(hub_t.c.id.in_(ids)))
+        )
+        _lock(conn, listings, hub_t.c.id.in_(ids))
     rows = conn.execute(_PULL_ROWS, {"ids": list(ids), "since": since}).all()
     rebuild = ids - {r.repo_id for r in rows} | {r.repo_id for r in rows if r.doc_id is None}
     stays: list[dict[str, Any]] = []
