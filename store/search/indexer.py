@@ -191,9 +191,10 @@ def write(
     been written by another transaction from rows changed after the read: it is built
     again here (at ``now``, default ``since``), from the rows as this transaction sees
     them; a document of a product or repository deleted meanwhile is not written again.
-    PostgreSQL: the documents this would change are read again ``FOR UPDATE`` first, so a
-    writer of one of them that has not committed yet is waited for and what it committed
-    is what is compared (documents left as they are stay unlocked)."""
+    PostgreSQL: the documents this writes are locked ``FOR UPDATE`` and compared with what
+    was read first (:func:`_settle`): a writer of one of them that has not committed yet
+    is waited for, and what it committed is what is built again (documents left as they
+    are stay unlocked)."""
     ref_ids = set(ref_ids)
     if not ref_ids:
         return 0
@@ -273,46 +274,36 @@ def _settle(
     since: datetime,
     now: datetime,
 ) -> dict[uuid.UUID, Doc]:
-    """PostgreSQL (READ COMMITTED): :func:`_current`, against the stored documents as
-    their writers committed them. The documents this may change are read ``FOR UPDATE``
-    in a savepoint (a writer that has not committed yet is waited for, and the read
-    returns what it committed), the savepoint is rolled back (the documents left as they
-    are stay unlocked: their writers do not wait for the rest of a reindex), and those to
-    be written are locked again and written only if nobody changed them in between
-    (else all over again for those). ``existing`` is brought up to date in place."""
-    touched = {
-        r
-        for r in ref_ids
-        if (r in wanted) != (r in existing)
-        or (r in existing and existing[r]["indexed_at"] > since)
-        or (r in wanted and _differs(existing.get(r), wanted[r]))
-    }
-    if not touched:
-        return wanted
+    """PostgreSQL (READ COMMITTED): :func:`_current`, written only over documents as their
+    writers committed them. The documents to be written are locked (``FOR UPDATE``: a
+    writer of one of them that has not committed yet is waited for, and the read returns
+    what it committed) and compared with what was read; those changed meanwhile are read
+    and built again, under the lock. The documents left as they are are never locked:
+    their writers do not wait for the rest of a reindex. No savepoint: a reindex of many
+    batches would overflow the subtransactions other sessions' snapshots can list.
+    ``existing`` is brought up to date in place."""
+    current = _current(conn, source, existing, wanted, since, now)
+    held: set[uuid.UUID] = set()
     while True:
-        savepoint = conn.begin_nested()
-        try:
-            locked = _stored(conn, source, touched, lock=True)
-            for r in touched:
-                if r in locked:
-                    existing[r] = locked[r]
-                else:
-                    existing.pop(r, None)
-            current = _current(conn, source, existing, wanted, since, now)
-        finally:
-            savepoint.rollback()
         writes = {
             r
             for r in ref_ids
             if (r in current and _differs(existing.get(r), current[r]))
             or (r in existing and r not in current)
         }
-        if not writes:
+        if writes <= held:
             return current
-        locked = _stored(conn, source, writes, lock=True)
-        if all(locked.get(r) == existing.get(r) for r in writes):
+        locked = _stored(conn, source, writes - held, lock=True)
+        changed = {r for r in writes - held if locked.get(r) != existing.get(r)}
+        held |= writes
+        if not changed:
             return current
-        touched = writes
+        for r in changed:
+            if r in locked:
+                existing[r] = locked[r]
+            else:
+                existing.pop(r, None)
+        current = _current(conn, source, existing, wanted, since, now)
 
 
 def _stored(
