@@ -402,12 +402,20 @@ def refresh(
 # --- pull counts ----------------------------------------------------------------------
 
 _PULL_COLUMNS = ("pull_count", "star_count", "popularity", "pulls_30d")
+_BADGES = ("official", "certified", "verified")
 
 
-def _pull_rows() -> Any:
+def _pull_rows(*, locked: bool = False) -> Any:
     """For each repository: its pull figures and, beside them, its own document and its
     listing's (if it is a product's repository), with their stored pull columns; a missing
-    document gives NULLs (``doc_id``)."""
+    document gives NULLs (``doc_id``).
+
+    ``locked`` (PostgreSQL): the documents are locked as they are read (``FOR UPDATE``, in
+    (source, ref_id) order, as :func:`_lock` does), in the same statement: a writer of one
+    that has not committed yet is waited for and the document read is the one it committed.
+    The rest of the row was read before that wait, though: ``stale`` tells a document
+    changed since the statement began (its row version is not the one the statement's
+    snapshot holds), and the caller reads again (the documents already its own)."""
     hub_t, products_t = cast(Table, HubRepository.__table__), cast(Table, Product.__table__)
     pulls_t = cast(Table, PullCounter.__table__)
     recent = (
@@ -418,6 +426,32 @@ def _pull_rows() -> Any:
         )
         .scalar_subquery()
     )
+    wanted = hub_t.c.id.in_(bindparam("ids", expanding=True))
+    docs: Any = docs_t
+    stale: Any = literal_column("false")
+    if locked:
+        inner = cast(Table, HubRepository.__table__).alias("wanted_repos")
+        chosen = inner.c.id.in_(bindparam("ids", expanding=True))
+        listings = select(products_t.c.id).where(
+            products_t.c.repository.in_(select(inner.c.name).where(chosen))
+        )
+        docs = (
+            select(
+                *(docs_t.c[c] for c in ("id", "source", "ref_id", *_BADGES, *_PULL_COLUMNS)),
+                literal_column("search_documents.xmin").label("version"),
+            )
+            .where(
+                ((docs_t.c.source == "hub") & docs_t.c.ref_id.in_(select(inner.c.id).where(chosen)))
+                | ((docs_t.c.source == "store") & docs_t.c.ref_id.in_(listings))
+            )
+            .order_by(docs_t.c.source, docs_t.c.ref_id)
+            .with_for_update(of=docs_t)
+            .cte("locked_documents")
+        )
+        seen = docs_t.alias("seen")
+        stale = docs.c.id.is_not(None) & ~exists().where(
+            seen.c.id == docs.c.id, literal_column("seen.xmin") == docs.c.version
+        )
     columns = (
         hub_t.c.id.label("repo_id"),
         hub_t.c.pull_count.label("pulls"),
@@ -426,18 +460,18 @@ def _pull_rows() -> Any:
         hub_t.c.last_pulled_at,
         hub_t.c.created_at,
         recent.label("recent"),
-        docs_t.c.id.label("doc_id"),
-        docs_t.c.ref_id,
-        docs_t.c.official,
-        docs_t.c.certified,
-        docs_t.c.verified,
-        *(docs_t.c[c].label(f"doc_{c}") for c in _PULL_COLUMNS),
+        docs.c.id.label("doc_id"),
+        docs.c.ref_id,
+        docs.c.official,
+        docs.c.certified,
+        docs.c.verified,
+        *(docs.c[c].label(f"doc_{c}") for c in _PULL_COLUMNS),
+        stale.label("stale"),
     )
-    wanted = hub_t.c.id.in_(bindparam("ids", expanding=True))
     own = (
         select(literal_column("'hub'").label("source"), *columns)
         .select_from(
-            hub_t.outerjoin(docs_t, (docs_t.c.source == "hub") & (docs_t.c.ref_id == hub_t.c.id))
+            hub_t.outerjoin(docs, (docs.c.source == "hub") & (docs.c.ref_id == hub_t.c.id))
         )
         .where(wanted)
     )
@@ -445,7 +479,7 @@ def _pull_rows() -> Any:
         select(literal_column("'store'").label("source"), *columns)
         .select_from(
             hub_t.join(products_t, products_t.c.repository == hub_t.c.name).outerjoin(
-                docs_t, (docs_t.c.source == "store") & (docs_t.c.ref_id == products_t.c.id)
+                docs, (docs.c.source == "store") & (docs.c.ref_id == products_t.c.id)
             )
         )
         .where(wanted)
@@ -454,6 +488,7 @@ def _pull_rows() -> Any:
 
 
 _PULL_ROWS = _pull_rows()
+_PULL_ROWS_LOCKED = _pull_rows(locked=True)
 _PULL_VALUES = {c: bindparam(f"v_{c}", type_=docs_t.c[c].type) for c in _PULL_COLUMNS}
 _INDEXED_AT = bindparam("v_indexed_at", type_=docs_t.c.indexed_at.type)
 # The rank key unchanged: no indexed column is written (SQLite's FTS trigger fires on an
@@ -485,13 +520,14 @@ def refresh_pulls(conn: Connection, repository_ids: Iterable[uuid.UUID]) -> int:
         return 0
     now = utcnow()
     since = (now - timedelta(days=RECENT_PULL_DAYS - 1)).date()
+    params = {"ids": list(ids), "since": since}
     if conn.dialect.name == "postgresql":
-        hub_t, products_t = cast(Table, HubRepository.__table__), cast(Table, Product.__table__)
-        listings = select(products_t.c.id).where(
-            products_t.c.repository.in_(select(hub_t.c.name).where(hub_t.c.id.in_(ids)))
-        )
-        _lock(conn, listings, hub_t.c.id.in_(ids))
-    rows = conn.execute(_PULL_ROWS, {"ids": list(ids), "since": since}).all()
+        # Locked as they are read (see _lock); read again after waiting for a writer.
+        rows = conn.execute(_PULL_ROWS_LOCKED, params).all()
+        while any(r.stale for r in rows):
+            rows = conn.execute(_PULL_ROWS_LOCKED, params).all()
+    else:
+        rows = conn.execute(_PULL_ROWS, params).all()
     rebuild = ids - {r.repo_id for r in rows} | {r.repo_id for r in rows if r.doc_id is None}
     stays: list[dict[str, Any]] = []
     moves: list[tuple[int, dict[str, Any]]] = []  # (old key, new values)

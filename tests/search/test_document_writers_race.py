@@ -83,6 +83,12 @@ def _private(session: Session) -> None:
     session.flush()
 
 
+def _stars(session: Session) -> None:
+    """Listener: the repository starred (its row and its document's star count)."""
+    _repo(session).star_count += 5
+    session.flush()
+
+
 def _pulls(session: Session) -> None:
     """The pull refresh: popularity (hence the key) moves with the pulls counted."""
     hub.refresh_search(session, [_repo(session).id])
@@ -92,6 +98,7 @@ WRITERS: dict[str, Callable[[Session], None]] = {
     "verify": _verify,
     "private": _private,
     "pulls": _pulls,
+    "stars": _stars,
 }
 
 
@@ -146,6 +153,8 @@ def _assert_kept(engine: Engine, a: str, b: str) -> None:
         doc = conn.execute(select(SearchDocument).where(SearchDocument.name == NAME)).one()
         pulls = conn.scalar(select(HubRepository.pull_count).where(HubRepository.name == NAME))
         assert doc.pull_count == pulls
+        stars = conn.scalar(select(HubRepository.star_count).where(HubRepository.name == NAME))
+        assert doc.star_count == stars == (5 if "stars" in (a, b) else 0)
         assert doc.verified == ("verify" in (a, b))
         assert doc.status == ("private" if "private" in (a, b) else "public")
         stored = stored_index(conn)
@@ -166,6 +175,7 @@ PAIRS = [
     ("pulls", "private"),  # pull refresh moves, listener writes
     ("pulls", "pulls"),  # two processes' pull refreshes
     ("verify", "private"),  # listener moves, listener writes
+    ("stars", "pulls"),  # the listener holds the repository's row too: pulls counted first
 ]
 
 
@@ -174,10 +184,13 @@ def test_a_writer_waiting_on_a_move_keeps_its_change(engine: Engine, a: str, b: 
     """A has moved the document and not committed; B reads it and writes: B waits for A
     (pg_blocking_pids), A commits, and B's change is on the moved document."""
     _prepare(engine, a)
+    if a == "stars":
+        _prepare(engine, b)
     with session_scope(make_sessionmaker(engine)) as session:
         WRITERS[a](session)
         mine = _pid(session)
-        _prepare(engine, b)
+        if a != "stars":
+            _prepare(engine, b)
         other = Writer(engine, WRITERS[b])
         other.start()
         try:
