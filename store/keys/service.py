@@ -199,30 +199,12 @@ class KeyRing:
             self._loaded[purpose] = (time.monotonic(), loaded)
             return loaded
 
-    def refresh_later(self, purpose: str, later: Callable[[Callable[[], None]], None]) -> None:
-        """When the signer of ``purpose`` is loaded and due to be looked up again, look it
-        up through ``later`` (off the event loop, not waited for) and keep signing with the
-        loaded one meanwhile: :meth:`signer` would read on the caller's thread, and on the
-        event loop that read holds every request of the process for its round trips."""
+    def due(self, purpose: str) -> bool:
+        """Whether the signer of ``purpose`` is loaded and due to be looked up again: an
+        async caller then runs :meth:`signer` on a thread and awaits it (the look-up's round
+        trips would otherwise hold every request on the event loop)."""
         cached = self._loaded.get(purpose)
-        if cached is None or time.monotonic() - cached[0] < self._refresh:
-            return
-        with self._lock:
-            cached = self._loaded.get(purpose)
-            if cached is None or time.monotonic() - cached[0] < self._refresh:
-                return
-            self._loaded[purpose] = (time.monotonic(), cached[1])  # one look-up at a time
-        later(lambda: self._look_up(purpose))
-
-    def _look_up(self, purpose: str) -> None:
-        with self._lock:
-            cached = self._loaded.get(purpose)
-            with read_only_session(self._factory()) as session:
-                key = current_key(session, purpose)
-                if key is None:
-                    return  # signer() makes it on first use
-                loaded = self._load(key, cached)
-            self._loaded[purpose] = (time.monotonic(), loaded)
+        return cached is not None and time.monotonic() - cached[0] >= self._refresh
 
     def ensure(self, purposes: tuple[str, ...] = tuple(PURPOSES)) -> None:
         """Make the signing keys that do not exist yet (at start-up, before any request)."""

@@ -320,8 +320,12 @@ async def _token(request: Request, state: RegistryState, params: _Params) -> Res
         # print errors[0].message of a 401), with where to get access.
         return await _denied(request, principal, decision, facts)
     keyring = request.app.state.keyring
-    if state.later is not None:  # the look-up every few seconds, off the event loop
-        keyring.refresh_later("registry", state.later)
+    if state.later is not None and keyring.due("registry"):
+        # The look-up every few seconds on a thread, awaited: the event loop goes on with
+        # other requests, and this one signs with the key in force, so a key activated by
+        # another process signs on every worker within the bound (a registry told to stop
+        # trusting the old key after it refuses tokens signed with it).
+        await run_in_threadpool(keyring.signer, "registry")
     signer = keyring.signer("registry")
     issued = state.reuse.mint(
         signer,
