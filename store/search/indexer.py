@@ -663,16 +663,7 @@ def reindex(
                     counts[source] += len(docs)
             # Documents of rows that are gone (not those of rows added since the ids were
             # listed: their writers indexed them).
-            stale = list(
-                conn.scalars(
-                    select(docs_t.c.id).where(
-                        docs_t.c.source == source, ~exists().where(table.c.id == docs_t.c.ref_id)
-                    )
-                )
-            )
-            for start in range(0, len(stale), batch):
-                conn.execute(delete(docs_t).where(docs_t.c.id.in_(stale[start : start + batch])))
-            counts["changed"] += len(stale)
+            counts["changed"] += _delete_stale(conn, source, table, batch)
         conn.info.pop(_BULK, None)
         if rebuild:
             backend.rebuild(conn, pool)
@@ -687,6 +678,21 @@ _SOURCES: tuple[tuple[str, Any, Callable[..., list[Doc]]], ...] = (
     ("store", Product.__table__, product_documents),
     ("hub", HubRepository.__table__, hub_documents),
 )
+
+
+def _delete_stale(conn: Connection, source: str, table: Table, batch: int) -> int:
+    """Delete the documents of ``source`` whose row in ``table`` is gone, ``batch`` at a
+    time; how many."""
+    stale = list(
+        conn.scalars(
+            select(docs_t.c.id).where(
+                docs_t.c.source == source, ~exists().where(table.c.id == docs_t.c.ref_id)
+            )
+        )
+    )
+    for start in range(0, len(stale), batch):
+        conn.execute(delete(docs_t).where(docs_t.c.id.in_(stale[start : start + batch])))
+    return len(stale)
 
 
 def full_reindex(
@@ -728,16 +734,7 @@ def full_reindex(
     def delete_stale(conn: Connection, source: str, table: Table) -> None:
         # Documents of rows deleted before the reindex began (those deleted since were
         # deleted by their writers).
-        stale = list(
-            conn.scalars(
-                select(docs_t.c.id).where(
-                    docs_t.c.source == source, ~exists().where(table.c.id == docs_t.c.ref_id)
-                )
-            )
-        )
-        for start in range(0, len(stale), batch):
-            conn.execute(delete(docs_t).where(docs_t.c.id.in_(stale[start : start + batch])))
-        counts["changed"] += len(stale)
+        counts["changed"] += _delete_stale(conn, source, table, batch)
 
     _step(engine, sqlite_fts.begin_build)
     try:
