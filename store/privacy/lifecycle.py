@@ -5,7 +5,8 @@ account has them). It is refused, with every reason at once, while the account
 
 - is the only owner of an organization that has other members, products, or purchases of
   its own (hand it over first; an organization with nothing but its owner goes with the
-  account), or
+  account), or repositories (delete them first: the organization's name is freed with it,
+  and whoever takes the name next would own the images left under it), or
 - has a subscription that would renew (cancel it first; one that ends at its period's end
   is allowed: nothing is charged again), or
 - is the last active administrator.
@@ -81,6 +82,13 @@ def _org_is_empty(session: Session, org: Organization, account: Account) -> bool
     return not any(session.scalar(q.limit(1)) for q in checks)
 
 
+def _org_has_repositories(session: Session, org: Organization) -> bool:
+    """Repositories under the organization's namespace: they are pullable by whoever owns
+    the name, and the name is freed when the organization goes."""
+    found = session.scalar(select(HubRepository.id).where(HubRepository.namespace == org.slug))
+    return found is not None
+
+
 def _sole_owned(session: Session, account: Account) -> list[Organization]:
     owned = []
     for org, role in accounts.organizations_of(session, account):
@@ -100,6 +108,10 @@ def deletion_blockers(session: Session, account: Account) -> list[str]:
         if not _org_is_empty(session, org, account):
             problems.append(
                 f"You are the only owner of {org.slug}: make another member an owner first"
+            )
+        elif _org_has_repositories(session, org):
+            problems.append(
+                f"{org.slug} has repositories: delete them first, or make another member an owner"
             )
     renewing = session.scalars(
         select(Subscription).where(
