@@ -21,13 +21,14 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import literal, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from store.accounts.models import Account, Organization
+from store.audit import service as audit
 from store.billing import trials
 from store.billing.gateway import GatewayError
 from store.billing.models import Order, Subscription
@@ -157,6 +158,60 @@ def close_if_abandoned(session: Session, billing: Billing, purchase: Order | Sub
     )
     log.info("closed abandoned checkout %s", purchase.id)
     return True
+
+
+DUPLICATE = "Paid after this checkout was closed; the product was bought by another: refunded."
+
+
+def held_elsewhere(session: Session, order: Order) -> bool:
+    """A closed one-time checkout whose holder has another open purchase of the product:
+    a payment for it now would sell the product twice."""
+    if order.kind != "one_time" or order.status in OPEN_ORDER or order.holder_key is None:
+        return False
+    return open_purchase(session, order.holder_key, order.product_id) is not None
+
+
+def refund_duplicate(
+    session: Session, billing: Billing, order: Order, *, payment_ref: str, at: datetime
+) -> None:
+    """The payment of a closed checkout completed (a payment page left open, a bank's late
+    answer) while its holder holds the product by another purchase: recorded and refunded in
+    full at the gateway, never fulfilled. The order stays out of the open purchases (it never
+    passes through ``paid``). A gateway that refuses the refund gets the event again."""
+    from store.billing import notices, orders
+    from store.billing.webhooks import RetryLater
+
+    if order.paid_at is not None:
+        return  # recorded before (a redelivered event)
+    order.payment_ref = order.payment_ref or payment_ref
+    order.paid_at, order.failure_reason = at, DUPLICATE
+    session.flush()
+    try:
+        total = billing.gateway.refund(
+            session, billing, order=order, amount_minor=order.total_minor
+        )
+    except GatewayError as exc:
+        raise RetryLater(
+            f"The duplicate payment of order {order.id} was not refunded: {exc}"
+        ) from exc
+    before = order.refunded_minor
+    if total is not None and orders.apply_refund(session, order, refunded_total=total, at=at):
+        notices.refund(
+            session, billing.store, order=order, amount_minor=order.refunded_minor - before
+        )
+    log.warning("order %s paid after its checkout was closed: refunded", order.id)
+    audit.record(
+        session,
+        action="order.refund",
+        target=order,
+        org=order.product.organization_id,
+        details={
+            "amount_minor": order.total_minor,
+            "currency": order.currency,
+            "reason": "paid after its checkout was closed",
+            "status": order.status,
+        },
+    )
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from store.billing import access, deleted_buyers, notices, orders, subscriptions
+from store.billing import access, deleted_buyers, notices, orders, ownership, subscriptions
 from store.billing.gateway import dig, obj_id
 from store.billing.models import PlanChange
 from store.billing.runtime import Billing
@@ -168,6 +168,9 @@ def _intent_succeeded(session: Session, billing: Billing, pi: dict[str, Any], at
         deleted_buyers.refund_late_payment(
             session, billing, order, payment_ref=str(pi["id"]), at=at
         )
+        return
+    if ownership.held_elsewhere(session, order):  # its checkout was closed, bought again
+        ownership.refund_duplicate(session, billing, order, payment_ref=str(pi["id"]), at=at)
         return
     if orders.mark_paid(session, order, paid_at=at, payment_ref=str(pi["id"])):
         orders.notify_paid(session, billing, order)
