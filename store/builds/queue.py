@@ -283,6 +283,15 @@ def credential(settings: Settings, build_id: uuid.UUID, *, expires: int) -> tupl
     return BUILD_USERNAME, f"{build_id.hex}.{expires}.{_mac(settings, build_id.hex, expires)}"
 
 
+def credential_deadline(password: str) -> int | None:
+    """The Unix time a build credential names as its end (check it with
+    ``check_credential`` first); None if it names none."""
+    parts = password.split(".")
+    if len(parts) != 3 or not parts[1].isdigit():
+        return None
+    return int(parts[1])
+
+
 def check_credential(settings: Settings, password: str, *, now: float) -> uuid.UUID | None:
     """The build a password names, if its MAC is right and it has not expired."""
     parts = password.split(".")

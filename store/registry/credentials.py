@@ -38,7 +38,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Connection, Uuid, bindparam, text
@@ -274,6 +274,7 @@ async def token_principal(
     if row["cstale"]:
         ctx.touch.append(token_id)
     scopes = frozenset(codec.strings(row["cscopes"])) & REGISTRY_TOKEN_SCOPES
+    expires_at = codec.moment(row["cexpires"]) if row["cexpires"] is not None else None
     principal: Principal
     if row["ckind"] == "robot":
         principal = Principal(
@@ -282,6 +283,7 @@ async def token_principal(
             organization_id=codec.uuid(row["coid"]),
             token_scopes=scopes,
             token_id=token_id,
+            expires_at=expires_at,
         )
     else:
         principal = Principal(
@@ -291,6 +293,7 @@ async def token_principal(
             is_admin=bool(row["cadmin"]),
             token_scopes=scopes,
             token_id=token_id,
+            expires_at=expires_at,
             extra={"token_kind": row["ckind"]},
         )
     if ctx.repository:
@@ -476,7 +479,8 @@ async def resolve_build(ctx: CredentialContext, username: str, password: str) ->
     if username != queue.BUILD_USERNAME:
         return None
     build_id = queue.check_credential(ctx.settings, password, now=time.time())
-    if build_id is None:
+    deadline = queue.credential_deadline(password)
+    if build_id is None or deadline is None:
         raise BadCredentials("this build credential is not valid (or expired)")
 
     def call() -> tuple[str, str] | None:
@@ -495,6 +499,7 @@ async def resolve_build(ctx: CredentialContext, username: str, password: str) ->
         kind="build",
         subject=f"build:{build_id}",
         repositories=frozenset({found[1]}),
+        expires_at=datetime.fromtimestamp(deadline, UTC),
         extra={"build_id": build_id},
     )
 

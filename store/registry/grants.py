@@ -69,6 +69,9 @@ class Principal:
     token_id: uuid.UUID | None = None
     # Repositories a credential is limited to (e.g. a license key); None = no such limit.
     repositories: frozenset[str] | None = None
+    # When the credential stops being good (a token's expiry, a build's deadline): no
+    # registry token made from it lives longer. None = no such end.
+    expires_at: datetime | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property

@@ -32,6 +32,7 @@ unrotated.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -249,6 +250,8 @@ def redeem(
     sliding, _ = lifetimes(settings)
     absolute = _earliest(token.absolute_expires_at or token.expires_at, source_expiry)
     expires = _earliest(now + sliding, absolute)
+    # The registry token made now lives no longer than this log-in (or its source) does.
+    principal = dataclasses.replace(principal, expires_at=expires)
     if not rotate:
         token.expires_at = expires
         token.last_used_at = now

@@ -334,6 +334,7 @@ async def _token(request: Request, state: RegistryState, params: _Params) -> Res
         subject=principal.subject,
         access=decision.access(),
         ttl=settings.registry_token_ttl,
+        not_after=_not_after(principal),
     )
     if not offline:
         metrics.token_granted(partial=bool(decision.denied), login=not parsed.scopes)
@@ -354,6 +355,13 @@ async def _token(request: Request, state: RegistryState, params: _Params) -> Res
             body["refresh_token"] = secret
     metrics.token_granted(partial=bool(decision.denied), login=not parsed.scopes)
     return _json(body)
+
+
+def _not_after(principal: grants.Principal) -> int | None:
+    """The last second a registry token made from the principal's credential may live."""
+    if principal.expires_at is None:
+        return None
+    return int(principal.expires_at.timestamp())
 
 
 def _token_body(issued: tokens.IssuedJWT) -> bytes:

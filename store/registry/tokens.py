@@ -49,16 +49,20 @@ def mint(
     subject: str,
     access: list[dict[str, Any]],
     ttl: int,
+    not_after: int | None = None,
 ) -> IssuedJWT:
+    """A signed token living ``ttl`` seconds, and never past ``not_after`` (Unix time: the
+    end of the credential it was made from)."""
     if key.alg != "ES256" or not isinstance(key.private_key, ec.EllipticCurvePrivateKey):
         raise ValueError("registry tokens are signed with an ES256 key")
     now = time.time()
     iat = int(now)
+    exp = iat + ttl if not_after is None else max(iat, min(iat + ttl, not_after))
     claims = {
         "iss": issuer,
         "sub": subject,
         "aud": audience,
-        "exp": iat + ttl,
+        "exp": exp,
         "nbf": iat - 5,  # a little slack for clocks; the registry adds 60 s of its own
         "iat": iat,
         "jti": secrets.token_hex(16),
@@ -70,7 +74,7 @@ def mint(
     return IssuedJWT(
         token=f"{signing_input}.{signature}",
         issued_at=datetime.fromtimestamp(now, UTC),
-        expires_in=ttl,
+        expires_in=exp - iat,
         claims=claims,
     )
 
@@ -101,6 +105,7 @@ class Reuse:
         subject: str,
         access: list[dict[str, Any]],
         ttl: int,
+        not_after: int | None = None,
     ) -> IssuedJWT:
         """A token for this grant: one signed less than ``min(seconds, ttl / 10)`` ago,
         with ``expires_in`` what is left of its lifetime, or a new one."""
@@ -113,6 +118,7 @@ class Reuse:
             subject,
             orjson.dumps(access),
             ttl,
+            not_after,
         )
         if window > 0 and (found := self._tokens.get(cache_key)) is not None:
             now = time.time()
@@ -121,7 +127,13 @@ class Reuse:
                 left = int(issued.claims["exp"] - now)
                 return IssuedJWT(issued.token, issued.issued_at, left, issued.claims)
         issued = mint(
-            key, issuer=issuer, audience=audience, subject=subject, access=access, ttl=ttl
+            key,
+            issuer=issuer,
+            audience=audience,
+            subject=subject,
+            access=access,
+            ttl=ttl,
+            not_after=not_after,
         )
         if window > 0:
             if len(self._tokens) >= self.size:
