@@ -190,6 +190,15 @@ def issue_license(
     now: datetime | None = None,
 ) -> License:
     """Sign a new license document for the entitlement's current terms (a new row every time)."""
+    # The entitlement's row locked and read again first: a revocation committing meanwhile
+    # (a refund, a lost dispute) revokes the licenses that exist when it runs, so one
+    # signed from an older read would outlive it.
+    session.scalar(
+        select(Entitlement)
+        .where(Entitlement.id == entitlement.id)
+        .with_for_update(of=Entitlement)
+        .execution_options(populate_existing=True)
+    )
     if entitlement.status == "revoked":
         raise Conflict("This entitlement was revoked; no license is issued for it", code="revoked")
     now = now or utcnow()
