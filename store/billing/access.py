@@ -221,6 +221,12 @@ def dispute_opened(
         return False  # already open, or already settled (events out of order)
     order.dispute_status, order.disputed_at = "open", at
     session.flush()
+    _hold(session, billing, order)
+    return True
+
+
+def _hold(session: Session, billing: Billing | None, order: Order) -> None:
+    """An open dispute's effect: the access it paid for pauses, no renewal."""
     entitlement = _entitlement(session, order)
     if entitlement is not None and entitlement.status == "active":
         entitlements.set_status(
@@ -233,7 +239,6 @@ def dispute_opened(
     sub = session.get(Subscription, order.subscription_id) if order.subscription_id else None
     if sub is not None:
         request_end(session, billing, sub, when=PERIOD_END, reason="disputed")
-    return True
 
 
 def dispute_closed(
@@ -245,19 +250,11 @@ def dispute_closed(
     order.dispute_status = "won" if won else "lost"
     order.disputed_at = order.disputed_at or at
     session.flush()
+    if not won:
+        _take_back(session, billing, order)
+        return True
     entitlement = _entitlement(session, order)
     sub = session.get(Subscription, order.subscription_id) if order.subscription_id else None
-    if not won:
-        if entitlement is not None:
-            entitlements.revoke(
-                session,
-                entitlement=entitlement,
-                actor=None,
-                reason=f"Dispute lost for order {order.receipt_number or order.id}",
-            )
-        if sub is not None:
-            request_end(session, billing, sub, when=NOW, reason="dispute_lost")
-        return True
     if (
         entitlement is not None
         and entitlement.status == "suspended"
@@ -275,6 +272,30 @@ def dispute_closed(
     if sub is not None and (entitlement is None or open_disputes(session, entitlement.id) == 0):
         lift_end(session, billing, sub, reason="disputed")
     return True
+
+
+def _take_back(session: Session, billing: Billing | None, order: Order) -> None:
+    """A lost dispute's effect: the money went back, so the access goes, billing stops."""
+    entitlement = _entitlement(session, order)
+    if entitlement is not None:
+        entitlements.revoke(
+            session,
+            entitlement=entitlement,
+            actor=None,
+            reason=f"Dispute lost for order {order.receipt_number or order.id}",
+        )
+    sub = session.get(Subscription, order.subscription_id) if order.subscription_id else None
+    if sub is not None:
+        request_end(session, billing, sub, when=NOW, reason="dispute_lost")
+
+
+def after_payment(session: Session, billing: Billing | None, order: Order) -> None:
+    """A payment told after its dispute (events come in any order): the access it just gave
+    is held, or taken back, as the dispute stands."""
+    if order.dispute_status == "open":
+        _hold(session, billing, order)
+    elif order.dispute_status == "lost":
+        _take_back(session, billing, order)
 
 
 # --- the product's status ------------------------------------------------------------------

@@ -445,6 +445,7 @@ def invoice_paid(
         _prepare_next_charge(session, billing, sub)
         order_service.notify_paid(session, billing, order)
         access.after_refund(session, billing, order)  # refunded before it was told paid
+        access.after_payment(session, billing, order)  # disputed before it was told paid
     session.flush()
 
 

@@ -174,6 +174,7 @@ def _intent_succeeded(session: Session, billing: Billing, pi: dict[str, Any], at
         return
     if orders.mark_paid(session, order, paid_at=at, payment_ref=str(pi["id"])):
         orders.notify_paid(session, billing, order)
+        access.after_payment(session, billing, order)  # disputed before it was told paid
 
 
 def _intent_failed(session: Session, billing: Billing, pi: dict[str, Any], at: datetime) -> None:
