@@ -11,9 +11,19 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
-from sqlalchemy import JSON, DateTime, MetaData, String, TypeDecorator, create_engine, event
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    MetaData,
+    String,
+    TypeDecorator,
+    create_engine,
+    event,
+    inspect,
+    select,
+)
 from sqlalchemy.engine import Connection, Dialect, Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, ORMExecuteState, Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
@@ -77,6 +87,59 @@ class StringList(TypeDecorator[list[str]]):
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = {datetime: UTCDateTime, str: String}
+
+
+# --- row locks -----------------------------------------------------------------------------
+#
+# PostgreSQL runs at READ COMMITTED: a statement sees what others committed before it began,
+# and nothing stops two transactions from reading the same row and acting on what they read.
+# Where a rule spans statements (an organization keeps an owner, a credential dies with its
+# source, one customer per account), the transactions concerned take a lock of one row
+# first, and each waits for the other's commit. SQLite lets one transaction write at a time
+# (store.db, "transactions"), so there the lock is a no-op and the rule holds already.
+#
+# The modes, strongest first:
+# - ``update`` (FOR UPDATE): one holder at a time; for transactions that serialise among
+#   themselves on the row (checkouts of one holder, owners counted) or will change it.
+# - ``no_key_update`` (FOR NO KEY UPDATE): as ``update``, but rows inserted with a foreign
+#   key to this one (which take KEY SHARE on it) do not wait for it.
+# - ``share`` (FOR SHARE): many holders at once, none while another transaction updates the
+#   row; a credential made from a source holds it, and the source's revocation (an UPDATE of
+#   the row) waits for that credential to commit, or the maker waits and sees it revoked.
+# - ``key_share`` (FOR KEY SHARE): only keeps the row and its key (what a foreign key
+#   check takes); every update but one of the key goes on beside it.
+
+LockMode = Literal["update", "no_key_update", "share", "key_share"]
+# (read, key_share) as SQLAlchemy's with_for_update spells them.
+_LOCK_MODES: dict[str, tuple[bool, bool]] = {
+    "update": (False, False),
+    "no_key_update": (False, True),
+    "share": (True, False),
+    "key_share": (True, True),
+}
+M = TypeVar("M", bound=Base)
+
+
+def lock_row(
+    session: Session,
+    model: type[M],
+    row_id: Any,
+    *,
+    mode: LockMode = "update",
+    populate: bool = True,
+) -> M | None:
+    """The row of ``model`` with primary key ``row_id``, locked in ``mode`` until the
+    transaction ends (PostgreSQL; a no-op on SQLite, see above); None if there is none.
+
+    ``populate``: the object in the session, if loaded already, is refreshed from the row
+    as read under the lock (what a transaction that waited sees committed); without it
+    the session's object is returned as it is (callers that only wait for their turn)."""
+    (key,) = inspect(model).primary_key
+    read, key_share = _LOCK_MODES[mode]
+    stmt = select(model).where(key == row_id).with_for_update(read=read, key_share=key_share)
+    if populate:
+        stmt = stmt.execution_options(populate_existing=True)
+    return session.scalar(stmt)
 
 
 # --- transactions --------------------------------------------------------------------------

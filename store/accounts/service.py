@@ -26,7 +26,7 @@ from store.accounts.models import (
 )
 from store.audit import service as audit
 from store.config import Settings
-from store.db import utcnow
+from store.db import lock_row, utcnow
 from store.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
 
 ROLES = ("viewer", "finance", "editor", "owner")
@@ -543,7 +543,7 @@ def owner_count(session: Session, org: Organization) -> int:
     writers already take turns): two owners leaving, or demoting each other, at the same
     moment are counted one after the other, so the second sees the first's change and the
     organization keeps an owner."""
-    session.execute(select(Organization.id).where(Organization.id == org.id).with_for_update())
+    lock_row(session, Organization, org.id, populate=False)
     return (
         session.scalar(
             select(func.count()).where(
@@ -757,12 +757,7 @@ def create_token(
 def lock_source_token(session: Session, token_id: uuid.UUID, now: datetime) -> AccessToken | None:
     """The token ``token_id`` re-read and locked until this transaction ends, when it can
     still be a source (not revoked or expired, its owner active); None otherwise."""
-    token = session.scalar(
-        select(AccessToken)
-        .where(AccessToken.id == token_id)
-        .with_for_update(read=True)
-        .execution_options(populate_existing=True)
-    )
+    token = lock_row(session, AccessToken, token_id, mode="share")
     if token is None or not token.is_usable(now):
         return None
     if token.account_id is not None and not session.scalar(
@@ -770,17 +765,6 @@ def lock_source_token(session: Session, token_id: uuid.UUID, now: datetime) -> A
     ):
         return None
     return token
-
-
-def lock_source_account(session: Session, account_id: uuid.UUID) -> Account | None:
-    """The account re-read and locked until this transaction ends (a password log-in's
-    refresh token is made under it; turning two-factor sign-in on updates the row)."""
-    return session.scalar(
-        select(Account)
-        .where(Account.id == account_id)
-        .with_for_update(read=True)
-        .execution_options(populate_existing=True)
-    )
 
 
 def revoke_refresh_tokens(session: Session, which: Any, now: datetime) -> int:

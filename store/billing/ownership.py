@@ -34,7 +34,7 @@ from store.billing.gateway import GatewayError
 from store.billing.models import Order, Subscription
 from store.billing.runtime import Billing
 from store.catalog.models import Product
-from store.db import utcnow
+from store.db import lock_row, utcnow
 from store.errors import Conflict
 
 log = logging.getLogger("store.billing")
@@ -56,9 +56,9 @@ def holder_key(account: Account, org: Organization | None) -> uuid.UUID:
 def lock_holder(session: Session, account: Account, org: Organization | None) -> None:
     """Serialise checkouts of one holder (PostgreSQL row lock; SQLite has one writer)."""
     if org is not None:
-        session.execute(select(Organization.id).where(Organization.id == org.id).with_for_update())
+        lock_row(session, Organization, org.id, populate=False)
     else:
-        session.execute(select(Account.id).where(Account.id == account.id).with_for_update())
+        lock_row(session, Account, account.id, populate=False)
 
 
 def open_purchase(

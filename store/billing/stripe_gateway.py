@@ -35,6 +35,7 @@ from store.billing.pricing import BillingKind, Quote
 from store.billing.runtime import Billing
 from store.billing.subscriptions import invoice_amounts
 from store.catalog.models import Tier
+from store.db import lock_row
 
 if TYPE_CHECKING:
     from stripe._request_options import RequestOptions
@@ -182,8 +183,7 @@ class StripeGateway:
         instant (two processes) make one customer: the second waits and finds the first's
         row. The creation also carries an idempotency key, so a retried request reuses it.
         """
-        lock = select(Account.id).where(Account.id == account.id).with_for_update()
-        session.execute(lock)
+        lock_row(session, Account, account.id, populate=False)
         find = select(GatewayCustomer).where(
             GatewayCustomer.account_id == account.id, GatewayCustomer.gateway == self.name
         )

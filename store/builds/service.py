@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 from store.accounts.models import Account
 from store.audit import service as audit
 from store.config import Settings
-from store.db import utcnow
+from store.db import lock_row, utcnow
 from store.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
 from store.idempotency import ProcessedEvent
 from store.keys import crypto
@@ -560,7 +560,7 @@ def trigger_manual(
 def cancel(session: Session, *, actor: Account, build_id: uuid.UUID) -> Build:
     """A queued build is canceled at once; a running one when its worker next looks (within
     a second or two): its process is stopped and nothing is pushed."""
-    build = session.get(Build, build_id, with_for_update=True)
+    build = lock_row(session, Build, build_id, populate=False)
     if build is None:
         raise NotFound("No such build")
     require_pusher(session, actor, build.repository)

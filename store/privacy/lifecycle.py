@@ -53,7 +53,7 @@ from store.billing import deleted_buyers
 from store.billing.models import Order, Subscription
 from store.catalog.models import Product
 from store.config import Settings
-from store.db import utcnow
+from store.db import lock_row, utcnow
 from store.errors import Conflict, ValidationFailed
 from store.licensing import entitlements as entitlement_service
 from store.licensing.models import Entitlement, License
@@ -152,9 +152,7 @@ def delete_account(
     # it here and finds what it made below, or it waits for this deletion and is refused
     # (accounts.service, "credentials made from credentials"). FOR NO KEY UPDATE: the
     # key-share locks of rows inserted with their ids do not wait for these.
-    session.execute(
-        select(Account.id).where(Account.id == account.id).with_for_update(key_share=True)
-    )
+    lock_row(session, Account, account.id, mode="no_key_update", populate=False)
     session.execute(
         select(AccessToken.id)
         .where(AccessToken.account_id == account.id, AccessToken.revoked_at.is_(None))

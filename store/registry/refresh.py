@@ -36,7 +36,7 @@ import dataclasses
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, NoReturn
+from typing import NoReturn
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -46,10 +46,9 @@ from store.accounts import service as accounts
 from store.accounts.models import AccessToken, Account
 from store.audit import service as audit
 from store.config import Settings
+from store.db import lock_row
+from store.licensing.models import License
 from store.registry.grants import Principal
-
-if TYPE_CHECKING:
-    from store.licensing.models import License
 
 REGISTRY_SCOPES = frozenset(("pull", "push"))
 SOURCES = ("password", "personal", "license")
@@ -120,7 +119,7 @@ def issue(
         kind, scopes = "personal", frozenset(source.scopes) & REGISTRY_SCOPES
         source_token_id, source_expiry = source.id, source.expires_at
     elif principal.kind == "license" and "license_id" in principal.extra:
-        license = _lock_license(session, principal.extra["license_id"])
+        license = lock_row(session, License, principal.extra["license_id"], mode="share")
         if license is None or license.revoked_at is not None:
             return None
         entitlement = license.entitlement
@@ -153,23 +152,10 @@ def issue(
 def _account_may_keep(session: Session, account_id: uuid.UUID | None, *, password: bool) -> bool:
     """Whether the account (locked until the transaction ends) may keep a registry log-in: it
     is active, and for a password log-in, two-factor sign-in is off."""
-    account = accounts.lock_source_account(session, account_id) if account_id else None
+    account = lock_row(session, Account, account_id, mode="share") if account_id else None
     if account is None or not account.is_active:
         return False
     return not (password and account.totp_enabled_at is not None)
-
-
-def _lock_license(session: Session, license_id: uuid.UUID) -> License | None:
-    """The license re-read and locked until the transaction ends (its revocation updates the
-    row, then revokes the refresh tokens made from it: store.licensing.service)."""
-    from store.licensing.models import License
-
-    return session.scalar(
-        select(License)
-        .where(License.id == license_id)
-        .with_for_update(read=True)
-        .execution_options(populate_existing=True)
-    )
 
 
 def _lock_sources(session: Session, token: AccessToken, now: datetime) -> None:
@@ -177,11 +163,11 @@ def _lock_sources(session: Session, token: AccessToken, now: datetime) -> None:
     from (the account, the personal access token, the license), so that a revocation of it
     at the same instant either waits and finds the new token, or is seen by ``_check``."""
     if token.account_id is not None:
-        accounts.lock_source_account(session, token.account_id)
+        lock_row(session, Account, token.account_id, mode="share")
     if token.source_token_id is not None:
         accounts.lock_source_token(session, token.source_token_id, now)
     if token.source_license_id is not None:
-        _lock_license(session, token.source_license_id)
+        lock_row(session, License, token.source_license_id, mode="share")
 
 
 def _create(
@@ -364,8 +350,6 @@ def _check(
 def _license_principal(
     session: Session, token: AccessToken, now: datetime, scopes: frozenset[str]
 ) -> tuple[Principal, datetime | None]:
-    from store.licensing.models import License
-
     license = session.get(License, token.source_license_id) if token.source_license_id else None
     if license is None:
         raise RefreshRefused("the license this log-in used is gone")
