@@ -22,6 +22,7 @@ from typing import Any, TypeVar, cast
 from sqlalchemy import (
     Connection,
     Engine,
+    Integer,
     Table,
     bindparam,
     delete,
@@ -34,6 +35,7 @@ from sqlalchemy import (
     union_all,
     update,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import ORMExecuteState, Session
 
@@ -64,6 +66,14 @@ _UPDATE = (
     update(docs_t)
     .where(docs_t.c.id == bindparam("old_id", type_=docs_t.c.id.type))
     .values({c.name: bindparam(f"v_{c.name}", type_=c.type) for c in docs_t.columns})
+)
+# PostgreSQL, documents no other transaction had when this one read: inserted unless another
+# has inserted one of them meanwhile (same source and ref, or same key; the insert waits for
+# that one to end), and those are told by the ref_ids returned (see _insert_new).
+_INSERT_NEW = postgresql.insert(docs_t).on_conflict_do_nothing().returning(docs_t.c.ref_id)
+# PostgreSQL: a rank key claimed until the transaction ends, before it is probed (_free_key).
+_CLAIM_KEY = select(
+    func.pg_advisory_xact_lock(bindparam("hi", type_=Integer), bindparam("lo", type_=Integer))
 )
 _INSTALLED = False
 T = TypeVar("T")
@@ -235,14 +245,39 @@ def write(
         else:
             updates.append({"old_id": old["id"], **{f"v_{c}": doc[c] for c in _COLUMNS}})
     flush_updates()
+    lost: list[Doc] = []
     if inserts:
         if conn.info.get(_BULK) or since is not None:
             _insert_bulk(conn, inserts)
+        elif conn.dialect.name == "postgresql":
+            lost = _insert_new(conn, inserts)
+            todo = [doc for doc in todo if all(doc is not other for other in lost)]
         else:
             conn.execute(docs_t.insert(), inserts)
     if not conn.info.get(_BULK):
         backend_for(conn).after_write(conn, todo)
-    return len(todo) + len(gone)
+    written = len(todo) + len(gone)
+    if lost:
+        written += _write_again(conn, source, {doc["ref_id"] for doc in lost})
+    return written
+
+
+def _insert_new(conn: Connection, docs: list[Doc]) -> list[Doc]:
+    """PostgreSQL: insert these documents, which were missing when read; those another
+    transaction inserted meanwhile (its insert waited for, then found committed: a document
+    of the same row, or one at the same key) are not inserted, and returned."""
+    inserted = set(conn.scalars(_INSERT_NEW, docs))
+    return [doc for doc in docs if doc["ref_id"] not in inserted]
+
+
+def _write_again(conn: Connection, source: str, ref_ids: set[uuid.UUID]) -> int:
+    """The documents of these refs built again and written, after another transaction
+    inserted one of them (or a document at their key) and committed: the stored documents
+    are locked first, as :func:`_lock` does, and the rows read after that, so what the other
+    transaction committed is built upon and not overwritten with what was read before it."""
+    _stored(conn, source, ref_ids, lock=True)
+    build = product_documents if source == "store" else hub_documents
+    return write(conn, source, ref_ids, build(conn, ref_ids, now=utcnow()))
 
 
 def _current(
@@ -309,10 +344,11 @@ def _settle(
 def _stored(
     conn: Connection, source: str, ref_ids: Iterable[uuid.UUID], *, lock: bool = False
 ) -> dict[uuid.UUID, dict[str, Any]]:
-    """The stored documents of these refs (``lock``: ``FOR UPDATE``)."""
+    """The stored documents of these refs (``lock``: ``FOR UPDATE``, in ref_id order as
+    :func:`_lock` takes them)."""
     query = select(docs_t).where(docs_t.c.source == source, docs_t.c.ref_id.in_(list(ref_ids)))
     if lock:
-        query = query.with_for_update()
+        query = query.order_by(docs_t.c.ref_id).with_for_update()
     return {row.ref_id: row._asdict() for row in conn.execute(query)}
 
 
@@ -377,7 +413,16 @@ _processors: dict[str, list[Callable[[Any], Any] | None]] = {}
 
 def _free_key(conn: Connection, key: int, ref_id: uuid.UUID) -> int:
     # Rank keys end in 50 bits of the document's id; on the rare collision, probe upward.
+    # PostgreSQL: each key is claimed before it is looked at (an advisory lock held to the
+    # commit), so two writers probing at once (whose uncommitted documents the other's read
+    # does not see) take turns: the second sees the key the first took, and goes on up.
+    # A document written at its own key claims nothing: for it to be taken by a probe too,
+    # its id would have to share its 50 bits with the key, a second collision.
+    postgres = conn.dialect.name == "postgresql"
     while True:
+        if postgres:
+            low = key & 0xFFFF_FFFF
+            conn.execute(_CLAIM_KEY, {"hi": key >> 32, "lo": low - (1 << 32) * (low >> 31)})
         holder = conn.scalar(select(docs_t.c.ref_id).where(docs_t.c.id == key))
         if holder is None or holder == ref_id:
             return key

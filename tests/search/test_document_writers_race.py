@@ -38,21 +38,29 @@ WAIT_S = 20.0
 NAME = "acme/quartz"
 
 
-@pytest.fixture
-def engine() -> Iterator[Engine]:
+def pg_engine(label: str) -> Iterator[Engine]:
+    """A scratch PostgreSQL database of its own with the organization acme (skips without
+    PostgreSQL)."""
     if not PG_URL:
         pytest.skip("needs STORE_TEST_DATABASE_URL (PostgreSQL)")
-    with scratch_database("docrace") as url:
+    with scratch_database(label) as url:
         engine = make_engine(url)
         try:
             migrate.upgrade(engine)
             with session_scope(make_sessionmaker(engine)) as session:
                 owner = make_account(session, "owner")
                 make_org(session, owner, "acme")
-                make_repo(session, NAME, description="quartz crystal", pull_count=10)
             yield engine
         finally:
             engine.dispose()
+
+
+@pytest.fixture
+def engine() -> Iterator[Engine]:
+    for engine in pg_engine("docrace"):
+        with session_scope(make_sessionmaker(engine)) as session:
+            make_repo(session, NAME, description="quartz crystal", pull_count=10)
+        yield engine
 
 
 def _repo(session: Session) -> HubRepository:
@@ -144,6 +152,36 @@ class Writer(threading.Thread):
             self.started_.set()
 
 
+def race(
+    engine: Engine,
+    first: Callable[[Session], None],
+    second: Callable[[Session], None],
+    *,
+    between: Callable[[], None] = lambda: None,
+) -> None:
+    """``first`` written and held uncommitted (then ``between``); ``second``, on a thread of
+    its own, comes to wait for it (pg_blocking_pids); then ``first`` commits and ``second``
+    must end without an error."""
+    with session_scope(make_sessionmaker(engine)) as session:
+        first(session)
+        mine = _pid(session)
+        between()
+        other = Writer(engine, second)
+        other.start()
+        try:
+            assert other.started_.wait(WAIT_S) and other.pid is not None
+            assert _wait_blocked(engine, other.pid, mine, other.is_alive), (
+                "the second writer never waited for the first"
+            )
+        except BaseException:
+            session.rollback()
+            other.join(WAIT_S)
+            raise
+    other.join(WAIT_S)
+    assert not other.is_alive()
+    assert not other.errors, other.errors
+
+
 def _assert_kept(engine: Engine, a: str, b: str) -> None:
     """Both changes kept, and the index is what a reindex builds from the rows."""
     with read_only_session(make_sessionmaker(engine)) as session:
@@ -157,6 +195,12 @@ def _assert_kept(engine: Engine, a: str, b: str) -> None:
         assert doc.star_count == stars == (5 if "stars" in (a, b) else 0)
         assert doc.verified == ("verify" in (a, b))
         assert doc.status == ("private" if "private" in (a, b) else "public")
+    assert_rebuilt(engine)
+
+
+def assert_rebuilt(engine: Engine) -> None:
+    """The stored index is what a reindex builds from the committed rows."""
+    with engine.connect() as conn:
         stored = stored_index(conn)
     with engine.connect() as conn, conn.begin() as tx:
         indexer.reindex(conn)
@@ -186,24 +230,8 @@ def test_a_writer_waiting_on_a_move_keeps_its_change(engine: Engine, a: str, b: 
     _prepare(engine, a)
     if a == "stars":
         _prepare(engine, b)
-    with session_scope(make_sessionmaker(engine)) as session:
-        WRITERS[a](session)
-        mine = _pid(session)
-        if a != "stars":
-            _prepare(engine, b)
-        other = Writer(engine, WRITERS[b])
-        other.start()
-        try:
-            assert other.started_.wait(WAIT_S) and other.pid is not None
-            assert _wait_blocked(engine, other.pid, mine, other.is_alive), (
-                "the second writer never waited for the first"
-            )
-        except BaseException:
-            session.rollback()
-            other.join(WAIT_S)
-            raise
-    other.join(WAIT_S)
-    assert not other.is_alive() and not other.errors
+    between = (lambda: None) if a == "stars" else (lambda: _prepare(engine, b))
+    race(engine, WRITERS[a], WRITERS[b], between=between)
     _assert_kept(engine, a, b)
 
 
