@@ -168,6 +168,11 @@ def _busy_response(request: Request) -> Response:
     )
 
 
+# PostgreSQL's SQLSTATEs of a transaction it rolled back for the client to run again:
+# deadlock_detected, serialization_failure.
+_TRY_AGAIN = ("40P01", "40001")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     _document_errors(app)
 
@@ -218,9 +223,14 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OperationalError)
     async def _operational(request: Request, exc: OperationalError) -> Response:
         # SQLite's write lock held by another process for longer than busy_timeout: the
-        # store is overloaded, not broken; anything else is a fault.
+        # store is overloaded, not broken. PostgreSQL ended the transaction to break a
+        # deadlock with another one (or could not serialise it): nothing of it was written
+        # and the same request again goes through. Anything else is a fault.
         if "database is locked" in str(exc.orig):
             log.warning("database locked on %s %s", request.method, request.url.path)
+            return _busy_response(request)
+        if getattr(exc.orig, "sqlstate", None) in _TRY_AGAIN:
+            log.warning("transaction ended on %s %s: %s", request.method, request.url.path, exc)
             return _busy_response(request)
         return await _unexpected(request, exc)
 
