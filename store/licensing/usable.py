@@ -61,6 +61,14 @@ def is_usable(
     return effective_status(status, starts_at, ends_at, grace_until, now) in USABLE_STATES
 
 
+def usable_until(ends_at: datetime | None, grace_until: datetime | None) -> datetime | None:
+    """The instant a usable entitlement stops being usable by time alone (the end of its
+    grace period, if later than its end); None for one without an end."""
+    if ends_at is None:
+        return None
+    return grace_until if grace_until is not None and grace_until > ends_at else ends_at
+
+
 def usable_clause(table: Any, now: Any) -> ColumnElement[bool]:
     """The SQLAlchemy form over a table, alias or mapped class with the entitlement columns."""
     c = getattr(table, "c", table)

@@ -48,6 +48,7 @@ from starlette.concurrency import run_in_threadpool
 from store import security
 from store.config import Settings
 from store.db import UTCDateTime
+from store.licensing.usable import usable_until
 from store.registry import lookup
 from store.registry.grants import Principal, RepoFacts
 from store.registry.lookup import TokenDB
@@ -367,6 +368,7 @@ async def resolve_license(ctx: CredentialContext, username: str, password: str) 
                 subject=f"license:{entitlement.id}",
                 repositories=frozenset({entitlement.product.repository}),
                 token_scopes=frozenset({"pull"}),
+                expires_at=usable_until(entitlement.ends_at, entitlement.grace_until),
                 extra={"license_id": license_id},
             )
 

@@ -104,6 +104,9 @@ class RepoFacts:
     product_public: bool = False  # active tiers all free and public
     entitled: bool = False  # a usable entitlement held by the principal
     marked_public: bool = False  # the namespace's owner made it public
+    # The earliest instant after the read at which ``entitled`` could change by time alone
+    # (an entitlement held ends, its grace ends, or one starts); None: none known.
+    changes_at: datetime | None = field(default=None, compare=False)
 
     @property
     def public(self) -> bool:
@@ -298,6 +301,15 @@ def pull_reason(principal: Principal, facts: RepoFacts) -> str | None:
     if facts.entitled and facts.entitles:
         return "entitled"
     return "admin"
+
+
+def pull_ends(principal: Principal, facts: RepoFacts) -> datetime | None:
+    """When a pull the principal may do only through an entitlement it holds may stop by
+    time alone (its end, or the end of its grace); None when the pull does not hang on one
+    (or nothing is known to end it)."""
+    if not facts.entitled or pull_reason(principal, facts) != "entitled":
+        return None
+    return facts.changes_at
 
 
 def refusal(principal: Principal, facts: RepoFacts, held: Held | None) -> tuple[str, str, bool]:

@@ -183,6 +183,10 @@ STATEMENTS: dict[str, str] = {
     "email": _with_credential(_ACCOUNT_CREDENTIAL.format(column="email"), robots=False),
     "facts": f"SELECT {_facts_columns(':aid', ':oid')}\nFROM (SELECT 1 AS one) AS one"
     + _REPO_JOINS,
+    # The same with the horizon, for a principal that may hold entitlements (an account, a
+    # robot's organization): a token granted through one lives no longer than it.
+    "facts_held": f"SELECT {_facts_columns(':aid', ':oid')},\n"
+    f"{_horizon_column(':aid', ':oid')}\nFROM (SELECT 1 AS one) AS one" + _REPO_JOINS,
     "generation": f"SELECT value FROM {GENERATION_TABLE} WHERE id = 1",
 }
 _PYFORMAT = {k: re.sub(r"(?<!:):(\w+)", r"%(\1)s", v) for k, v in STATEMENTS.items()}
@@ -571,6 +575,7 @@ def repo_facts(name: str, row: dict[str, Any], codec: _Codec) -> RepoFacts:
         product_public=row["all_public"] == 1,
         entitled=bool(row["entitled"]),
         marked_public=row["marked_public"] == 1,
+        changes_at=codec.moment(horizon) if (horizon := row.get("horizon")) is not None else None,
     )
 
 
@@ -712,8 +717,10 @@ async def facts(
     """The facts of each repository for ``principal`` (one statement per repository)."""
     codec = db.codec
     found: dict[str, RepoFacts] = {}
+    held = principal.account_id is not None or principal.organization_id is not None
+    statement = "facts_held" if held else "facts"
     for name in names:
-        rows = await db.rows("facts", _facts_params(codec, principal, name, now))
+        rows = await db.rows(statement, _facts_params(codec, principal, name, now))
         found[name] = repo_facts(name, rows[0], codec)
     return found
 

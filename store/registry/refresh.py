@@ -48,6 +48,7 @@ from store.audit import service as audit
 from store.config import Settings
 from store.db import lock_row
 from store.licensing.models import License
+from store.licensing.usable import usable_until
 from store.registry.grants import Principal
 
 REGISTRY_SCOPES = frozenset(("pull", "push"))
@@ -237,7 +238,7 @@ def redeem(
     absolute = _earliest(token.absolute_expires_at or token.expires_at, source_expiry)
     expires = _earliest(now + sliding, absolute)
     # The registry token made now lives no longer than this log-in (or its source) does.
-    principal = dataclasses.replace(principal, expires_at=expires)
+    principal = dataclasses.replace(principal, expires_at=_earliest(expires, principal.expires_at))
     if not rotate:
         token.expires_at = expires
         token.last_used_at = now
@@ -370,6 +371,7 @@ def _license_principal(
         repositories=frozenset({entitlement.product.repository}),
         token_scopes=scopes & frozenset(("pull",)),
         token_id=token.id,
+        expires_at=usable_until(entitlement.ends_at, entitlement.grace_until),
         extra={"license_id": license.id, "token_kind": "refresh"},
     )
     return principal, license.expires_at

@@ -334,7 +334,7 @@ async def _token(request: Request, state: RegistryState, params: _Params) -> Res
         subject=principal.subject,
         access=decision.access(),
         ttl=settings.registry_token_ttl,
-        not_after=_not_after(principal),
+        not_after=_not_after(principal, decision, facts),
     )
     if not offline:
         metrics.token_granted(partial=bool(decision.denied), login=not parsed.scopes)
@@ -357,11 +357,19 @@ async def _token(request: Request, state: RegistryState, params: _Params) -> Res
     return _json(body)
 
 
-def _not_after(principal: grants.Principal) -> int | None:
-    """The last second a registry token made from the principal's credential may live."""
-    if principal.expires_at is None:
-        return None
-    return int(principal.expires_at.timestamp())
+def _not_after(
+    principal: grants.Principal, decision: grants.Decision, facts: dict[str, grants.RepoFacts]
+) -> int | None:
+    """The last second a registry token may live: not past the end of the credential it was
+    made from, nor past the end of an entitlement a pull it grants hangs on."""
+    ends = [principal.expires_at] if principal.expires_at is not None else []
+    for scope in decision.granted:
+        repo = facts.get(scope.name)
+        if repo is not None and repo.entitled and "pull" in scope.actions:
+            end = grants.pull_ends(principal, repo)
+            if end is not None:
+                ends.append(end)
+    return int(min(ends).timestamp()) if ends else None
 
 
 def _token_body(issued: tokens.IssuedJWT) -> bytes:
