@@ -283,15 +283,28 @@ def create(
     visibility: str | None = None,
 ) -> HubRepository:
     """Create a repository before its first push (pushing creates one as well). Whoever may
-    push to the namespace may create in it; ``visibility`` defaults to the namespace's."""
+    push to the namespace may create in it; ``visibility`` defaults to the namespace's, and
+    only those who may change a repository's visibility (admin level) create one public in
+    a namespace whose default is private (an editor cannot publish what owners keep private,
+    such as a paid product's repository before its first push)."""
     name = clean_name(name)
     _check_text(description, readme_md)
     _check_visibility(visibility)
-    if namespace_of(session, name) is None:
+    namespace = namespace_of(session, name)
+    if namespace is None:
         raise NotFound(f"No namespace '{name.split('/', 1)[0]}'")
     facts = facts_for(session, actor, name)
     if "push" not in grants.allowed_repository_actions(principal_of(actor), facts):
-        raise Forbidden(f"You may not create repositories in '{name.split('/', 1)[0]}'")
+        raise Forbidden(f"You may not create repositories in '{namespace.name}'")
+    if visibility == "public" and namespace.default_visibility != "public":
+        found = level(session, actor, name)
+        if found is None or _RANK[found] < _RANK["admin"]:
+            raise Forbidden(
+                f"Only owners of '{namespace.name}' create public repositories in it; leave "
+                f"the visibility out (or private) and ask an owner to make it public",
+                code="visibility_denied",
+                field="visibility",
+            )
     if hub.get_repository(session, name) is not None:
         raise Conflict(f"{name} exists already", code="repository_exists")
     repo = hub.ensure_repository(session, name)
