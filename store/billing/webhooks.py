@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from store.billing import access, deleted_buyers, notices, orders, ownership, subscriptions
-from store.billing.gateway import dig, obj_id
+from store.billing.gateway import GatewayError, dig, obj_id
 from store.billing.models import PlanChange
 from store.billing.runtime import Billing
 from store.errors import StoreError
@@ -295,12 +295,15 @@ def _charge_refunded(
     session: Session, billing: Billing, charge: dict[str, Any], at: datetime
 ) -> None:
     order = _order_of_charge(session, billing, charge)
+    invoice_ref = obj_id(charge.get("invoice"))
+    if order is None and invoice_ref:
+        # A renewal's order is made by its invoice.paid, which may come after this event
+        # (even after the window of _unknown, when deliveries failed for a while): the
+        # invoice as the gateway has it now is recorded first, so the refund is never lost.
+        order = _order_of_paid_invoice(session, billing, invoice_ref, at)
     if order is None:
-        invoice_ref = obj_id(charge.get("invoice"))
         if invoice_ref:
-            # A renewal's order is made by its invoice.paid, which may come after this
-            # event: redelivered until then, so the refund is never lost.
-            _unknown(f"invoice {invoice_ref}", at)
+            _unknown(f"invoice {invoice_ref}", at)  # redelivered until its invoice is known
         return
     total = int(charge.get("amount_refunded") or 0)
     if charge.get("refunded") and total == 0:
@@ -311,6 +314,23 @@ def _charge_refunded(
             session, billing.store, order=order, amount_minor=order.refunded_minor - before
         )
     access.after_refund(session, billing, order)
+
+
+def _order_of_paid_invoice(
+    session: Session, billing: Billing, invoice_ref: str, at: datetime
+) -> orders.Order | None:
+    """The order of a paid invoice of this store's subscriptions not recorded yet, recorded
+    from the gateway's copy (None: the gateway has none, or it is not this store's)."""
+    try:
+        invoice = billing.gateway.fetch_invoice(invoice_ref)
+    except GatewayError as exc:
+        raise RetryLater(f"invoice {invoice_ref} could not be fetched: {exc}") from exc
+    if invoice is None or str(invoice.get("status")) != "paid":
+        return None
+    if _invoice_sub(session, billing, invoice, at) is None:
+        return None
+    _invoice_paid(session, billing, invoice, at)
+    return _order_of_charge(session, billing, {"invoice": invoice_ref})
 
 
 def _order_of_dispute(
