@@ -7,7 +7,9 @@ account's address changes. Reset links last an hour, and asking for a new one vo
 older ones; the answer to "send me a reset link" is the same whether or not an account has
 the address. A change of address is asked with the current password and takes effect only
 when the link sent to the new address is opened (which also confirms it); the old address
-is told when the change is asked and when it is made.
+is told when the change is asked and when it is made. Changing or resetting the password
+voids the reset links and the change of address still pending
+(``accounts.set_password``).
 """
 
 from __future__ import annotations
@@ -179,8 +181,7 @@ def reset_password(session: Session, *, settings: Settings, token: str, password
 
     valid_password(password)  # a refused password does not spend the link
     account = _spend(session, token=token, purpose="reset")
-    accounts.set_password(session, account=account, password=password)
-    _void(session, account, "reset")
+    accounts.set_password(session, account=account, password=password)  # voids the others
     if account.email_verified_at is None:
         account.email_verified_at = utcnow()
     audit.record(session, action="account.password_reset", actor=account, target=account)

@@ -19,6 +19,7 @@ from store.accounts import sessions
 from store.accounts.models import (
     AccessToken,
     Account,
+    AccountToken,
     Invitation,
     Membership,
     Namespace,
@@ -198,6 +199,19 @@ def set_password(session: Session, *, account: Account, password: str) -> None:
     )
     session.flush()
     sessions.end_all_sessions(session, account, reason="password")
+    # Links mailed before end with the old password: a change of address was asked by
+    # whoever knew it (perhaps a thief the owner is shutting out), and a reset link is for
+    # whoever reads the mailbox.
+    session.execute(
+        update(AccountToken)
+        .where(
+            AccountToken.account_id == account.id,
+            AccountToken.purpose.in_(("email", "reset")),
+            AccountToken.used_at.is_(None),
+        )
+        .values(used_at=account.password_changed_at)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def set_display_name(session: Session, *, account: Account, display_name: str) -> Account:
