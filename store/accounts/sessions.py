@@ -1,10 +1,10 @@
 """Web sessions kept on the server: the signed cookie carries a random session id, the
 database a SHA-256 of it with who, from where, since when and last seen when.
 
-A session ends when its account logs out, changes its password, is disabled or has its
-password reset (:func:`end_all_sessions`), when it is ended from the sessions page, after
-``STORE_SESSION_MAX_AGE`` (absolute, 14 days by default) and after
-``STORE_SESSION_IDLE_TIMEOUT`` without a request (2 days by default). ``last_seen_at`` is
+A session ends when its account logs out, changes its password, is disabled, has its
+password reset or turns two-factor sign-in on (:func:`end_all_sessions`), when it is ended
+from the sessions page, after ``STORE_SESSION_MAX_AGE`` (absolute, 14 days by default) and
+after ``STORE_SESSION_IDLE_TIMEOUT`` without a request (2 days by default). ``last_seen_at`` is
 written at most every ``TOUCH_EVERY`` (not on every page view), after the response, in a
 write turn of its own: GET requests stay read-only.
 

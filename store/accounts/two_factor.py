@@ -3,7 +3,8 @@
 * Enrolment makes a random secret (160 bits), kept encrypted under the store secret
   (AES-256-GCM, key derived by HKDF), shown once as a QR code and as text; it is in force
   only after a code made from it is confirmed. Confirming makes ten recovery codes, shown
-  once and stored as hashes.
+  once and stored as hashes. The account's other web sessions end: the password alone
+  made them.
 * A code is accepted for the current 30-second step or one step either side (clock drift),
   and each step only once per account: the step is recorded by a conditional UPDATE, so the
   same code sent twice, or by two processes at once, signs in once.
@@ -18,6 +19,7 @@ import base64
 import hashlib
 import os
 import secrets
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlsplit
@@ -30,6 +32,7 @@ from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from store.accounts import service as accounts
+from store.accounts import sessions
 from store.accounts.models import AccessToken, Account, Membership
 from store.accounts.models import RecoveryCode as RecoveryCodeTable
 from store.audit import service as audit
@@ -153,8 +156,17 @@ def enrolment(settings: Settings, account: Account) -> Enrolment:
     return Enrolment(secret=secret, uri=uri, qr_svg=svg)
 
 
-def confirm(session: Session, *, settings: Settings, account: Account, code: str) -> list[str]:
-    """Turn two-factor sign-in on with a code from the pending secret; the recovery codes."""
+def confirm(
+    session: Session,
+    *,
+    settings: Settings,
+    account: Account,
+    code: str,
+    keep: uuid.UUID | None = None,
+) -> list[str]:
+    """Turn two-factor sign-in on with a code from the pending secret; the recovery codes.
+    Every web session of the account but ``keep`` (the browser turning it on) ends: they
+    were made with the password alone."""
     if enabled(account):
         raise Conflict("Two-factor sign-in is already on", code="two_factor_enabled")
     if not account.totp_secret:
@@ -172,6 +184,7 @@ def confirm(session: Session, *, settings: Settings, account: Account, code: str
         and_(AccessToken.account_id == account.id, AccessToken.source_kind == "password"),
         account.totp_enabled_at,
     )
+    sessions.end_all_sessions(session, account, reason="two_factor", keep=keep)
     codes = _new_recovery_codes(session, account)
     audit.record(session, action="account.two_factor_on", actor=account, target=account)
     session.flush()

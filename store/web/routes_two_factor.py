@@ -208,7 +208,11 @@ def confirm(request: Request, session: DbSession, account: RequiredAccount, form
         form,
         "confirm",
         lambda: two_factor.confirm(
-            session, settings=settings, account=account, code=forms.text(form, "code")
+            session,
+            settings=settings,
+            account=account,
+            code=forms.text(form, "code"),
+            keep=request.state.web_session_id,
         ),
         failed=_refused(request, session, account),
         done=lambda codes: _codes(request, codes, "Two-factor sign-in is on."),
