@@ -111,7 +111,9 @@ def render(
         "locale": locale,
         **context,
     }
-    subject = t(f"{template}.subject", locale, **values)
+    # One line: names people typed (a display name, an organization's) may hold line
+    # breaks, which would make the header unusable (the message never sent) or a new one.
+    subject = " ".join(t(f"{template}.subject", locale, **values).split())
     values["subject"] = subject
 
     def translate(key: str, **kw: Any) -> str:
