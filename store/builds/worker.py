@@ -41,7 +41,6 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from store.accounts.models import Account
 from store.config import Settings
 from store.db import read_only_session, session_scope
 
@@ -205,13 +204,7 @@ class Run:
         """The account that configured the source must still be allowed to push."""
         c = self.claimed
         with read_only_session(self.factory) as session, session.begin():
-            account = session.get(Account, c.configured_by_id) if c.configured_by_id else None
-            allowed = (
-                account is not None
-                and account.is_active
-                and "push" in service.repository_actions(session, account, c.repository)
-            )
-            who = account.username if account is not None else "(a deleted account)"
+            allowed, who = service.configurer_may_push(session, c.configured_by_id, c.repository)
         if not allowed:
             raise BuildFailed(
                 f"{who}, who configured these builds, may no longer push to {c.repository}: "

@@ -474,8 +474,10 @@ async def _checked(ctx: CredentialContext, reservation: Any, check: Awaitable[T]
 
 
 async def resolve_build(ctx: CredentialContext, username: str, password: str) -> Principal | None:
-    """A build's credential: valid while its MAC checks, before its deadline, and while the
-    build is running; it names the one repository the build pushes to."""
+    """A build's credential: valid while its MAC checks, before its deadline, while the
+    build is running, and while the account that saved the repository's build settings may
+    still push there (a member removed in the middle of a build does not push at its end);
+    it names the one repository the build pushes to."""
     from store.builds import queue
 
     if username != queue.BUILD_USERNAME:
@@ -485,18 +487,31 @@ async def resolve_build(ctx: CredentialContext, username: str, password: str) ->
     if build_id is None or deadline is None:
         raise BadCredentials("this build credential is not valid (or expired)")
 
-    def call() -> tuple[str, str] | None:
-        from store.builds.models import Build
+    def call() -> tuple[str, str, bool, str] | None:
+        from sqlalchemy import select
+
+        from store.builds.models import Build, BuildSource
+        from store.registry.repositories import account_may_push
 
         with ctx.sessionmaker() as session:
             build = session.get(Build, build_id)
             if build is None:
                 return None
-            return build.status, build.repository
+            configured_by = session.scalar(
+                select(BuildSource.configured_by_id).where(
+                    BuildSource.repository_id == build.repository_id
+                )
+            )
+            allowed, who = account_may_push(session, configured_by, build.repository)
+            return build.status, build.repository, allowed, who
 
     found = await run_in_threadpool(call)
     if found is None or found[0] != "running":
         raise BadCredentials("this build is not running")
+    if not found[2]:
+        raise BadCredentials(
+            f"{found[3]}, who configured these builds, may no longer push to {found[1]}"
+        )
     return Principal(
         kind="build",
         subject=f"build:{build_id}",

@@ -18,6 +18,7 @@ does not exist gets (404).
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -96,6 +97,20 @@ def may_pull(session: Session, account: Account | None, name: str) -> bool:
     """The rule's answer to "may this account (None: anonymous) pull it?"."""
     facts = facts_for(session, account, name)
     return "pull" in grants.allowed_repository_actions(principal_of(account), facts)
+
+
+def account_may_push(session: Session, account_id: uuid.UUID | None, name: str) -> tuple[bool, str]:
+    """Whether the account (by id; None or gone: no) is active and may push to the
+    repository, and its name for messages (a running build pushes on the word of the
+    account that saved its settings: ``store.builds``)."""
+    account = session.get(Account, account_id) if account_id is not None else None
+    if account is None:
+        return False, "(a deleted account)"
+    facts = facts_for(session, account, name)
+    allowed = account.is_active and "push" in grants.allowed_repository_actions(
+        principal_of(account), facts
+    )
+    return allowed, account.username
 
 
 def require_level(session: Session, account: Account | None, name: str, minimum: str) -> str:

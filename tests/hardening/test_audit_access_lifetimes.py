@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from store.accounts import service as accounts
 from store.builds import queue
-from store.builds.models import Build
+from store.builds.models import Build, BuildSource
 from store.config import Settings
 from store.registry import tokens
 from store.registry.routes import registry_state
@@ -140,6 +140,14 @@ def test_a_build_s_registry_token_ends_with_its_credential(
     client: TestClient, session: Session, settings: Settings, offset: int
 ) -> None:
     world = _world(session)
+    session.add(
+        BuildSource(
+            repository_id=world["repo"].id,
+            url="https://git.example.com/acme/app.git",
+            webhook_secret_sealed="unused",
+            configured_by_id=world["alice"].id,
+        )
+    )
     build = Build(
         repository_id=world["repo"].id,
         repository="acme/app",
