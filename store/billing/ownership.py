@@ -161,6 +161,7 @@ def close_if_abandoned(session: Session, billing: Billing, purchase: Order | Sub
 
 
 DUPLICATE = "Paid after this checkout was closed; the product was bought by another: refunded."
+UNSTARTED = "Paid after the store closed this subscription before it started: refunded."
 
 
 def held_elsewhere(session: Session, order: Order) -> bool:
@@ -178,28 +179,94 @@ def refund_duplicate(
     answer) while its holder holds the product by another purchase: recorded and refunded in
     full at the gateway, never fulfilled. The order stays out of the open purchases (it never
     passes through ``paid``). A gateway that refuses the refund gets the event again."""
+    _refund_closed(
+        session,
+        billing,
+        order,
+        payment_ref=payment_ref,
+        at=at,
+        reason=DUPLICATE,
+        why="paid after its checkout was closed",
+    )
+
+
+def closed_before_start(session: Session, sub: Subscription) -> Order | None:
+    """The checkout order of a subscription the store closed before its first payment (the
+    checkout failed or was abandoned, or the store ended it at once), else None."""
+    if sub.status not in ("canceled", "expired") or sub.entitlement_id is not None:
+        return None
+    checkout = session.scalars(
+        select(Order).where(Order.subscription_id == sub.id).order_by(Order.created_at).limit(1)
+    ).first()
+    if checkout is None or checkout.paid_at is not None:
+        return None
+    return checkout if checkout.status == "failed" or sub.end_requested == "now" else None
+
+
+def refund_unstarted(
+    session: Session,
+    billing: Billing,
+    sub: Subscription,
+    checkout: Order,
+    invoice: Any,
+    *,
+    at: datetime,
+) -> None:
+    """The first invoice of a subscription the store closed before it started was paid at
+    the gateway after all (its answer to the checkout was lost, or came after the store
+    ended it): the subscription is canceled there and the payment refunded in full; no
+    access. A gateway that refuses either gets the event again."""
+    from store.billing.gateway import dig, obj_id
+    from store.billing.webhooks import RetryLater
+
+    invoice_ref = str(dig(invoice, "id") or "")
+    checkout.gateway_ref = checkout.gateway_ref or invoice_ref
+    try:
+        billing.gateway.cancel_now(session, billing, subscription=sub)
+    except GatewayError as exc:
+        raise RetryLater(f"subscription {sub.id} was not canceled: {exc}") from exc
+    payment_ref = obj_id(dig(invoice, "payment_intent")) or invoice_ref
+    _refund_closed(
+        session,
+        billing,
+        checkout,
+        payment_ref=payment_ref,
+        at=at,
+        reason=UNSTARTED,
+        why="paid after its subscription was closed",
+    )
+
+
+def _refund_closed(
+    session: Session,
+    billing: Billing,
+    order: Order,
+    *,
+    payment_ref: str,
+    at: datetime,
+    reason: str,
+    why: str,
+) -> None:
     from store.billing import notices, orders
     from store.billing.webhooks import RetryLater
 
     if order.paid_at is not None:
         return  # recorded before (a redelivered event)
     order.payment_ref = order.payment_ref or payment_ref
-    order.paid_at, order.failure_reason = at, DUPLICATE
+    order.paid_at, order.failure_reason = at, reason
     session.flush()
     try:
         total = billing.gateway.refund(
             session, billing, order=order, amount_minor=order.total_minor
         )
     except GatewayError as exc:
-        raise RetryLater(
-            f"The duplicate payment of order {order.id} was not refunded: {exc}"
-        ) from exc
+        raise RetryLater(f"The payment of order {order.id} was not refunded: {exc}") from exc
     before = order.refunded_minor
     if total is not None and orders.apply_refund(session, order, refunded_total=total, at=at):
         notices.refund(
             session, billing.store, order=order, amount_minor=order.refunded_minor - before
         )
-    log.warning("order %s paid after its checkout was closed: refunded", order.id)
+    log.warning("order %s %s: refunded", order.id, why)
     audit.record(
         session,
         action="order.refund",
@@ -208,7 +275,7 @@ def refund_duplicate(
         details={
             "amount_minor": order.total_minor,
             "currency": order.currency,
-            "reason": "paid after its checkout was closed",
+            "reason": why,
             "status": order.status,
         },
     )

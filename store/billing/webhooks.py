@@ -264,6 +264,8 @@ def _invoice_paid(
     sub = _invoice_sub(session, billing, invoice, at)
     if sub is not None and sub.account.deleted_at is not None:  # nothing sold to it
         deleted_buyers.refund_late_invoice(session, billing, sub, invoice, at=at)
+    elif sub is not None and (checkout := ownership.closed_before_start(session, sub)):
+        ownership.refund_unstarted(session, billing, sub, checkout, invoice, at=at)
     elif sub is not None:
         subscriptions.invoice_paid(session, billing, sub, invoice, at=at)
 
