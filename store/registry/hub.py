@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -87,11 +87,21 @@ def is_private(name: str, product: Product | None, visibility: str) -> bool:
 
 def ensure_repository(session: Session, name: str) -> HubRepository:
     """The hub record of a repository, created if new (with its namespace's default
-    visibility); its visibility recomputed."""
+    visibility, except a product's repositories: private, their tiers decide who pulls);
+    its visibility recomputed."""
     namespace = name.partition("/")[0] if "/" in name else ""
-    default = func.coalesce(
-        select(Namespace.default_visibility).where(Namespace.name == namespace).scalar_subquery(),
-        "private",
+    product = product_of(session, name)
+    # A namespace made public by default for its plain repositories does not give a paid
+    # product's images away at their first push.
+    default: Any = (
+        "private"
+        if product is not None
+        else func.coalesce(
+            select(Namespace.default_visibility)
+            .where(Namespace.name == namespace)
+            .scalar_subquery(),
+            "private",
+        )
     )
     stmt = (
         _insert(session, HubRepository)
@@ -116,7 +126,7 @@ def ensure_repository(session: Session, name: str) -> HubRepository:
         .where(HubRepository.name == name)
         .execution_options(populate_existing=True)
     ).one()
-    private = is_private(name, product_of(session, name), repo.visibility)
+    private = is_private(name, product, repo.visibility)
     if repo.private != private:
         repo.private = private
     elif created:

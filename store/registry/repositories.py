@@ -311,7 +311,9 @@ def create(
     facts = facts_for(session, actor, name)
     if "push" not in grants.allowed_repository_actions(principal_of(actor), facts):
         raise Forbidden(f"You may not create repositories in '{namespace.name}'")
-    if visibility == "public" and namespace.default_visibility != "public":
+    # What the repository gets without asking (a product's repositories: private).
+    default = "private" if hub.product_of(session, name) is not None else None
+    if visibility == "public" and (default or namespace.default_visibility) != "public":
         found = level(session, actor, name)
         if found is None or _RANK[found] < _RANK["admin"]:
             raise Forbidden(

@@ -52,9 +52,11 @@ def test_only_owners_create_public_repositories(
         assert not _anonymous_pulls(client, name)
         body = {"name": name} if requested is None else {"name": name, "visibility": requested}
         answer = client.post("/api/v1/repositories", json=body, headers=auth(token))
-        effective = requested or default
+        # A product's repositories start private whatever the namespace's default.
+        starts = "private" if name.startswith("acme/app") else default
+        effective = requested or starts
         may_create = role in ("editor", "owner")
-        refused = effective == "public" and default == "private" and role != "owner"
+        refused = effective == "public" and starts == "private" and role != "owner"
         where = f"{role} creating {name} {requested} (default {default})"
         created = may_create and not refused
         # Anyone pulls it exactly when the namespace's owners wanted it public.
