@@ -109,7 +109,16 @@ def get_visible_subscription(session: Session, sub_id: uuid.UUID, account: Accou
 
 
 def _entitlement(session: Session, sub: Subscription) -> Entitlement | None:
-    return session.get(Entitlement, sub.entitlement_id) if sub.entitlement_id else None
+    """The subscription's entitlement, its row locked and read again: a refund or a lost
+    dispute revoking it meanwhile (another transaction) is seen, never overwritten."""
+    if sub.entitlement_id is None:
+        return None
+    return session.scalar(
+        select(Entitlement)
+        .where(Entitlement.id == sub.entitlement_id)
+        .with_for_update(of=Entitlement)
+        .execution_options(populate_existing=True)
+    )
 
 
 def _ensure_entitlement(
