@@ -3,7 +3,8 @@
 * Enrolment makes a random secret (160 bits), kept encrypted under the store secret
   (AES-256-GCM, key derived by HKDF), shown once as a QR code and as text; it is in force
   only after a code made from it is confirmed. Confirming makes ten recovery codes, shown
-  once and stored as hashes. The account's other web sessions end: the password alone
+  once and stored as hashes. Confirming needs the current password too (a session alone
+  does not turn it on), and the account's other web sessions end: the password alone
   made them.
 * A code is accepted for the current 30-second step or one step either side (clock drift),
   and each step only once per account: the step is recorded by a conditional UPDATE, so the
@@ -31,6 +32,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from store import security
 from store.accounts import service as accounts
 from store.accounts import sessions
 from store.accounts.models import AccessToken, Account, Membership
@@ -162,15 +164,23 @@ def confirm(
     settings: Settings,
     account: Account,
     code: str,
+    password: str,
     keep: uuid.UUID | None = None,
 ) -> list[str]:
-    """Turn two-factor sign-in on with a code from the pending secret; the recovery codes.
-    Every web session of the account but ``keep`` (the browser turning it on) ends: they
-    were made with the password alone."""
+    """Turn two-factor sign-in on with a code from the pending secret and the current
+    password; the recovery codes. Every web session of the account but ``keep`` (the
+    browser turning it on) ends: they were made with the password alone.
+
+    The password, because a session alone (a stolen cookie) must not put the account
+    behind a second factor its owner does not hold."""
     if enabled(account):
         raise Conflict("Two-factor sign-in is already on", code="two_factor_enabled")
     if not account.totp_secret:
         raise Conflict("Start the set-up first", code="no_two_factor_enrolment")
+    if not security.verify_password(account.password_hash, password):
+        raise ValidationFailed(
+            "The current password is not correct", code="wrong_password", field="current_password"
+        )
     if not _accept_totp(session, settings, account, code):
         raise BadCode()
     account.totp_enabled_at = utcnow()

@@ -30,6 +30,8 @@ router = page_router()
 T = TypeVar("T")
 PENDING_KEY = "two_factor_pending"
 PENDING_TTL_S = 300  # the password step is good for five minutes
+# The refusals that keep their reserved attempt: a wrong code, a wrong password.
+_WRONG = frozenset((two_factor.BadCode.code, "wrong_password"))
 
 
 def start_second_step(request: Request, account: Account, target: str) -> Response:
@@ -202,20 +204,24 @@ def _codes(request: Request, codes: list[str], message: str) -> Response:
 
 @router.post("/my/two-factor/confirm", dependencies=[NO_STORE])
 def confirm(request: Request, session: DbSession, account: RequiredAccount, form: Form) -> Response:
+    """Turn two-factor sign-in on: a code from the new secret and the current password
+    (a wrong one counts as a wrong code does)."""
     settings = request.app.state.settings
-    return forms.submit(
+    return _with_code(
+        request,
         session,
+        account,
         form,
         "confirm",
-        lambda: two_factor.confirm(
+        lambda code: two_factor.confirm(
             session,
             settings=settings,
             account=account,
-            code=forms.text(form, "code"),
+            code=code,
+            password=forms.text(form, "current_password"),
             keep=request.state.web_session_id,
         ),
-        failed=_refused(request, session, account),
-        done=lambda codes: _codes(request, codes, "Two-factor sign-in is on."),
+        lambda codes: _codes(request, codes, "Two-factor sign-in is on."),
     )
 
 
@@ -229,7 +235,7 @@ def _with_code(
     done: Callable[[T], Response],
 ) -> Response:
     """A form that needs a current code: one attempt of the account's codes is reserved
-    first and given back unless the code was wrong."""
+    first and given back unless the code (or the password the form asks too) was wrong."""
     reserved = reserve_code_attempt(request, session, account)
 
     def run() -> T:
@@ -238,7 +244,7 @@ def _with_code(
         return action(forms.text(form, "code"))
 
     def release(code: str) -> None:
-        if isinstance(reserved, ratelimit.Reservation) and code != two_factor.BadCode.code:
+        if isinstance(reserved, ratelimit.Reservation) and code not in _WRONG:
             ratelimit.release(session, reserved)  # only wrong codes stay counted
 
     def refused(state: FormState, status: int) -> Response:

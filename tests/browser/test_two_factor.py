@@ -41,10 +41,12 @@ def test_two_factor_enrolment_and_log_in(
     assert re.fullmatch(r"[A-Z2-7]{32}", secret)
     shots(page, "qr")
 
+    page.get_by_label("Current password").fill(PASSWORD)
     page.get_by_label("Code from the app").fill("000000")
     page.get_by_role("button", name="Turn on").click()
     expect(page.get_by_text("That code is not valid")).to_be_visible()
     page.get_by_label("Code from the app").fill(_code(secret))
+    page.get_by_label("Current password").fill(PASSWORD)
     page.get_by_role("button", name="Turn on").click()
     expect(page.get_by_role("heading", name="Recovery codes")).to_be_visible()
     codes = page.locator("#recovery-codes li")

@@ -358,7 +358,7 @@ def _mint_password_refresh(
 def _turn_two_factor_on(session: Session, settings: Settings, ids: dict[str, Any]) -> None:
     account = _owner(session, ids)
     code = pyotp.TOTP(two_factor._open(settings, account)).now()
-    two_factor.confirm(session, settings=settings, account=account, code=code)
+    two_factor.confirm(session, settings=settings, account=account, code=code, password=PASSWORD)
 
 
 def _refresh_from_pat(session: Session, settings: Settings) -> dict[str, Any]:

@@ -234,7 +234,9 @@ def _two_factor_account(served: Served, username: str) -> None:
             secret = two_factor.begin(session, settings=settings, account=account).secret
             totp = pyotp.TOTP(secret)
             code = totp.generate_otp(totp.timecode(utcnow()))
-            two_factor.confirm(session, settings=settings, account=account, code=code)
+            two_factor.confirm(
+                session, settings=settings, account=account, code=code, password=PASSWORD
+            )
     finally:
         engine.dispose()
 

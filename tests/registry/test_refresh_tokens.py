@@ -339,7 +339,13 @@ def test_turning_on_two_factor_ends_refresh_tokens_of_password_log_ins(
     session.commit()
     # Turned on by the service: the password log-ins end for good.
     secret = two_factor.begin(session, settings=settings, account=alice).secret
-    two_factor.confirm(session, settings=settings, account=alice, code=pyotp.TOTP(secret).now())
+    two_factor.confirm(
+        session,
+        settings=settings,
+        account=alice,
+        code=pyotp.TOTP(secret).now(),
+        password=PASSWORD,
+    )
     session.commit()
     assert refresh(client, by_password).status_code == 401
     assert login(client, basic("alice", PASSWORD)).status_code == 401

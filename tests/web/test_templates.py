@@ -143,7 +143,8 @@ def test_every_template_renders(
     secret = re.search(r'id="totp-secret">([A-Z2-7]+)<', check(enrolment))
     assert secret is not None
     code = pyotp.TOTP(secret.group(1)).now()
-    check(submit(browser, "/my/two-factor", "/my/two-factor/confirm", {"code": code}))
+    confirmed = {"code": code, "current_password": PASSWORD}
+    check(submit(browser, "/my/two-factor", "/my/two-factor/confirm", confirmed))
     browser.cookies.clear()
     check(submit(browser, "/login", "/login", {"login": "tour-customer", "password": PASSWORD}))
     browser.cookies.clear()

@@ -31,7 +31,9 @@ def _code(secret: str, shift: int = 0) -> str:
 
 def _enrol(session: Session, settings: Settings, account: Account) -> tuple[str, list[str]]:
     secret = two_factor.begin(session, settings=settings, account=account).secret
-    codes = two_factor.confirm(session, settings=settings, account=account, code=_code(secret))
+    codes = two_factor.confirm(
+        session, settings=settings, account=account, code=_code(secret), password=PASSWORD
+    )
     return secret, codes
 
 
@@ -45,10 +47,16 @@ def test_enrolment_needs_a_code_from_the_new_secret(session: Session, settings: 
     assert enrolment.qr_svg.startswith("<svg") and "<path" in enrolment.qr_svg
     assert enrolment.secret not in (account.totp_secret or "")  # encrypted at rest
     with pytest.raises(two_factor.BadCode):
-        two_factor.confirm(session, settings=settings, account=account, code="000000")
+        two_factor.confirm(
+            session, settings=settings, account=account, code="000000", password=PASSWORD
+        )
     assert not two_factor.enabled(account)
     codes = two_factor.confirm(
-        session, settings=settings, account=account, code=_code(enrolment.secret)
+        session,
+        settings=settings,
+        account=account,
+        code=_code(enrolment.secret),
+        password=PASSWORD,
     )
     assert two_factor.enabled(account) and len(codes) == 10 == len(set(codes))
     assert two_factor.recovery_codes_left(session, account) == 10
@@ -115,12 +123,17 @@ def test_enrol_and_log_in_through_the_pages(
     secret = re.search(r'id="totp-secret">([A-Z2-7]+)<', page.text)
     assert secret is not None
     wrong = client.post(
-        "/my/two-factor/confirm", data={"code": "000000", "csrf_token": csrf_of(page.text)}
+        "/my/two-factor/confirm",
+        data={"code": "000000", "current_password": PASSWORD, "csrf_token": csrf_of(page.text)},
     )
     assert wrong.status_code == 422 and "That code is not valid" in wrong.text
     done = client.post(
         "/my/two-factor/confirm",
-        data={"code": _code(secret.group(1)), "csrf_token": csrf_of(page.text)},
+        data={
+            "code": _code(secret.group(1)),
+            "current_password": PASSWORD,
+            "csrf_token": csrf_of(page.text),
+        },
     )
     assert done.status_code == 200
     codes = re.findall(r"<li><code>([a-z0-9-]{11})</code></li>", done.text)
