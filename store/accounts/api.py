@@ -120,11 +120,15 @@ def me(account: CurrentAccount, session: DbSession) -> MeOut:
 
 
 @router.post("/me/password", status_code=status.HTTP_204_NO_CONTENT)
-def change_password(body: PasswordChange, account: CurrentAccount, session: DbSession) -> None:
-    """Change the password; sessions and cached credential checks made before stop working."""
-    service.change_password(
-        session, account=account, current=body.current_password, new=body.new_password
-    )
+def change_password(
+    body: PasswordChange, request: Request, account: CurrentAccount, session: DbSession
+) -> None:
+    """Change the password; sessions and cached credential checks made before stop working.
+    Wrong current passwords are limited as failed log-ins are (429 with Retry-After)."""
+    with password_login.password_attempt(request, session, account):
+        service.change_password(
+            session, account=account, current=body.current_password, new=body.new_password
+        )
 
 
 @router.post("/me/email", status_code=status.HTTP_202_ACCEPTED, response_model=EmailChangeAsked)

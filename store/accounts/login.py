@@ -20,7 +20,8 @@ must not hold a request transaction of their own (routes using this take no ``Db
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -32,7 +33,7 @@ from store.accounts import two_factor
 from store.accounts.models import Account
 from store.audit import service as audit
 from store.db import session_scope
-from store.errors import Forbidden, Unauthorized
+from store.errors import Forbidden, StoreError, Unauthorized
 
 T = TypeVar("T")
 
@@ -113,3 +114,50 @@ async def log_in(
     if outcome == _DISABLED:
         raise Forbidden("This account is disabled", code="account_disabled")
     return value
+
+
+# --- the current password of a logged-in account ------------------------------------------
+
+# The refusals that keep their reserved attempt: a wrong password, a wrong second factor.
+WRONG = frozenset(("wrong_password", "bad_two_factor_code"))
+
+
+def reserve_password_attempt(
+    request: Any, session: Session, account: Account
+) -> ratelimit.Reservation | int:
+    """Before the current password of a logged-in account is checked (changing it, deleting
+    the account): one attempt of ``password:<account id>`` and of the address, limited as
+    failed log-ins are and committed at once, so every process counts it. Whoever holds a
+    session or an ``api`` token but not the password cannot guess it without bound. The
+    seconds to wait when none is left; :func:`give_back` the attempt unless it was wrong."""
+    checks = ratelimit.login_checks(request, f"password:{account.id}")
+    try:
+        reservation = ratelimit.reserve(session, checks)
+    except ratelimit.Refused as exc:
+        session.commit()
+        return exc.wait
+    session.commit()
+    return reservation
+
+
+def give_back(session: Session, reserved: ratelimit.Reservation | int, code: str) -> None:
+    """Return a reserved attempt, unless the refusal ``code`` was a wrong password or code."""
+    if isinstance(reserved, ratelimit.Reservation) and code not in WRONG:
+        ratelimit.release(session, reserved)
+
+
+@contextmanager
+def password_attempt(request: Any, session: Session, account: Account) -> Iterator[None]:
+    """For the JSON API: an attempt reserved around a service that checks the current
+    password (TooManyRequests when none is left), given back unless it was wrong."""
+    reserved = reserve_password_attempt(request, session, account)
+    if isinstance(reserved, int):
+        raise ratelimit.too_many(reserved, "wrong passwords")
+    try:
+        yield
+    except StoreError as exc:
+        session.rollback()  # the service's writes; the attempt was committed before
+        give_back(session, reserved, exc.code)
+        session.commit()
+        raise
+    give_back(session, reserved, "")

@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, status
 
+from store.accounts import login as password_login
 from store.accounts.caller import CurrentAccount
 from store.accounts.schemas import AccountDeletion
 from store.deps import DbSession
@@ -29,11 +30,13 @@ def delete_me(
     """Delete the calling account for good (password, and a current two-factor code when
     enabled). Refused with 409 ``account_not_deletable`` and the reasons in ``problems``
     while it is the only owner of an organization in use, has a subscription that renews, or
-    is the last administrator."""
-    lifecycle.delete_account(
-        session,
-        settings=request.app.state.settings,
-        account=account,
-        password=body.password,
-        code=body.code,
-    )
+    is the last administrator. Wrong passwords and codes are limited as failed log-ins are
+    (429 with Retry-After)."""
+    with password_login.password_attempt(request, session, account):
+        lifecycle.delete_account(
+            session,
+            settings=request.app.state.settings,
+            account=account,
+            password=body.password,
+            code=body.code,
+        )

@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from store import ratelimit
 from store.accounts import links
+from store.accounts import login as password_login
 from store.accounts import service as accounts
 from store.accounts.models import Account
 from store.db import utcnow
@@ -139,6 +140,20 @@ def revoke_token(
 # --- account settings -----------------------------------------------------------------
 
 
+def _refused(
+    request: Request,
+    session: DbSession,
+    account: Account,
+    reserved: ratelimit.Reservation | int,
+    form: FormState,
+    status: int,
+) -> Response:
+    """A refused form that asked for the current password: its attempt stays counted only
+    when the password (or the code) was wrong."""
+    password_login.give_back(session, reserved, form.code)
+    return _settings(request, session, account, form, status)
+
+
 def _settings(
     request: Request,
     session: DbSession,
@@ -218,10 +233,13 @@ def delete_account(
     request: Request, session: DbSession, account: RequiredAccount, form: Form
 ) -> Response:
     """Delete the account for good (password, a second-factor code when enabled, and the
-    username typed again)."""
+    username typed again). Wrong passwords and codes are limited as failed log-ins are."""
     settings = request.app.state.settings
+    reserved = password_login.reserve_password_attempt(request, session, account)
 
     def delete() -> None:
+        if isinstance(reserved, int):
+            raise ratelimit.too_many(reserved, "wrong passwords")
         if forms.text(form, "confirm_username").strip().lower() != account.username:
             raise ValidationFailed("Type your username to confirm", field="confirm_username")
         lifecycle.delete_account(
@@ -233,6 +251,7 @@ def delete_account(
         )
 
     def deleted(_: None) -> Response:
+        password_login.give_back(session, reserved, "")
         logout_session(request, session)
         return forms.redirect_with(
             request, "Your account is deleted. A last message confirms it.", "/", "info"
@@ -243,7 +262,7 @@ def delete_account(
         form,
         "delete",
         delete,
-        failed=partial(_settings, request, session, account),
+        failed=partial(_refused, request, session, account, reserved),
         done=deleted,
     )
 
@@ -269,9 +288,13 @@ def change_profile(
 def change_password(
     request: Request, session: DbSession, account: RequiredAccount, form: Form
 ) -> Response:
-    """Change the password; every other session of this account is logged out."""
+    """Change the password; every other session of this account is logged out. Wrong
+    current passwords are limited as failed log-ins are."""
+    reserved = password_login.reserve_password_attempt(request, session, account)
 
     def change() -> None:
+        if isinstance(reserved, int):
+            raise ratelimit.too_many(reserved, "wrong passwords")
         if forms.text(form, "new_password") != forms.text(form, "new_password_confirm"):
             raise ValidationFailed(
                 "The two new passwords do not match", field="new_password_confirm"
@@ -284,6 +307,7 @@ def change_password(
         )
 
     def changed(_: None) -> Response:
+        password_login.give_back(session, reserved, "")
         login_session(request, session, account)  # this browser stays logged in, anew
         return forms.redirect_with(
             request, "Your password is changed. Other sessions are logged out.", "/my/account"
@@ -294,6 +318,6 @@ def change_password(
         form,
         "password",
         change,
-        failed=partial(_settings, request, session, account),
+        failed=partial(_refused, request, session, account, reserved),
         done=changed,
     )
