@@ -1001,7 +1001,10 @@ def _copy_documents(
     COPY: all of them (``since`` None), or those written (from about ``since`` on) by other
     transactions that ``snapshot`` does not see, replacing their rows. All of them: the
     literals of a batch are built by the ``pool``'s workers (with a share taken back by
-    this process) while this process reads the next batch and copies the one before."""
+    this process) while this process reads the next batch and copies the one before; their
+    lexemes are committed to the vocabulary once, at the end (before the swap commits the
+    rows holding them): per batch, each commit flushed the WAL of every row copied so far
+    and each look-up asked again for the common words of every batch before it."""
     if since is None:
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         select_batch = (
@@ -1010,18 +1013,20 @@ def _copy_documents(
         )
         last = -(1 << 63)
         pending: Spread[tuple[bytes, bytes, set[str]]] | None = None
+        words: set[str] = set()
         while True:
             docs = cursor.execute(select_batch, (last,)).fetchall()
             spread = pool.start(copy_data, docs) if pool is not None and docs else None
             if pending is not None:
-                _write_copy(conn, pending.result())
+                _copy_rows(conn, pending.result(), words)
                 pending = None
             if not docs:
+                _add_words(conn, words)
                 return
             if spread is not None:
                 pending = spread
             else:
-                _write_copy(conn, copy_data(docs))
+                _copy_rows(conn, copy_data(docs), words)
             last = docs[-1][0]
     # The 64-bit id of the transaction that wrote each row (xmin holds its low 32 bits; it
     # is not newer than this transaction): rows the snapshot sees were read by the fill,
@@ -1052,12 +1057,19 @@ def _copy_documents(
 
 
 def _copy(conn: Connection, docs: Sequence[Any]) -> None:
-    _write_copy(conn, copy_data([[d[k] for k in _DOC_KEYS] for d in docs]))
+    """The documents' rows copied, their lexemes committed to the vocabulary (before the
+    swap commits the rows)."""
+    words: set[str] = set()
+    _copy_rows(conn, copy_data([[d[k] for k in _DOC_KEYS] for d in docs]), words)
+    _add_words(conn, words)
 
 
-def _write_copy(conn: Connection, data: Sequence[tuple[bytes, bytes, set[str]]]) -> None:
-    """The documents' lexemes committed to the vocabulary, then their rows copied."""
-    _add_words(conn, set().union(*(words for _, _, words in data)))
+def _copy_rows(
+    conn: Connection, data: Sequence[tuple[bytes, bytes, set[str]]], words: set[str]
+) -> None:
+    """The documents' rows copied into the new tables, their lexemes added to ``words``."""
+    for _, _, held in data:
+        words |= held
     terms, fields = (t + _NEXT for t in _TABLES)
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     with cursor.copy(f"COPY {terms} (id, tags, tsv) FROM STDIN (FORMAT BINARY)") as copy:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, insert, select, text, update
@@ -574,6 +575,43 @@ def test_vocabulary_holds_every_lexeme_a_prefix_can_start(
             {"w": [word, "*:" + word[:3], "fresh"]},
         ).all()
     assert sorted(listed) == sorted([word, "*:" + word[:3], "fresh"])
+
+
+def test_rebuild_commits_its_vocabulary_once(
+    session: Session, world: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL: a full rebuild filling its tables in many batches looks up and commits
+    the lexemes they hold once, after the last batch (per batch, each commit flushed the WAL
+    of every row copied before it), and every one of them is listed."""
+    if session.get_bind().dialect.name != "postgresql":
+        pytest.skip("the vocabulary is PostgreSQL's")
+    from store.search import postgres_fts
+
+    word = _new_word()
+    for i in range(6):
+        make_repo(session, f"vocab/batch{i}", description=f"{word}{chr(ord('a') + i)}")
+    session.flush()
+    calls: list[set[str]] = []
+    add_words = postgres_fts._add_words
+
+    def counted(conn: Any, words: set[str]) -> None:
+        calls.append(set(words))
+        add_words(conn, words)
+
+    filled: list[int] = []
+    catch_up = postgres_fts._catch_up
+
+    def after_fill(*args: Any) -> None:
+        filled.append(len(calls))
+        catch_up(*args)
+
+    monkeypatch.setattr(postgres_fts, "_add_words", counted)
+    monkeypatch.setattr(postgres_fts, "_catch_up", after_fill)
+    monkeypatch.setattr(postgres_fts, "_COPY_BATCH", 2)
+    indexer.reindex(session.connection())
+    assert filled == [1]
+    assert {f"{word}{chr(ord('a') + i)}" for i in range(6)} <= calls[0]
+    assert sorted(names(session, f"{word}*"))[:2] == ["vocab/batch0", "vocab/batch1"]
 
 
 def test_tiers_of_a_complete_facet_pass_are_those_of_the_tier_queries(
