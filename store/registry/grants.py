@@ -19,8 +19,9 @@ follow the product. Rules:
   with ``push`` (push needs pull on the registry);
 - anyone, anonymous included: pull on public repositories only: those of a published
   product whose active tiers are all free and marked public, and those the namespace's
-  owner marked public. Everything else is private (a repository pushed before its listing
-  exists, a draft's or a deleted product's images, a paid product's sub-repositories);
+  owner marked public, unless they belong to a suspended product. Everything else is
+  private (a repository pushed before its listing exists, a draft's or a deleted
+  product's images, a paid product's sub-repositories);
 - customers: pull on a product's repositories while they (or one of their organizations,
   or the organization of the robot token used) hold a usable entitlement
   (:mod:`store.licensing.usable`) and the product is published or was unpublished
@@ -110,7 +111,10 @@ class RepoFacts:
 
     @property
     def public(self) -> bool:
-        """Anyone may pull it, anonymous included."""
+        """Anyone may pull it, anonymous included. A suspended product's repositories never
+        are, even one its owner marked public: suspending takes the images down."""
+        if self.product_id is not None and self.product_status == "suspended":
+            return False
         if self.marked_public:
             return True
         return (

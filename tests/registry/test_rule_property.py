@@ -67,7 +67,8 @@ def _oracle(
     hub_row = session.scalar(select(HubRepository).where(HubRepository.name == repo))
     allowed: set[str] = set()
     tiers = [t for t in product.tiers if t.active] if product else []
-    if (hub_row is not None and hub_row.visibility == "public") or (
+    suspended = product is not None and product.status == "suspended"
+    if (hub_row is not None and hub_row.visibility == "public" and not suspended) or (
         product is not None
         and product.status == "published"
         and tiers

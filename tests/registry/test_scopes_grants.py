@@ -119,6 +119,15 @@ DRAFT_ENTITLED = RepoFacts(
 SUSPENDED_ENTITLED = RepoFacts(
     name="acme/app", org_id=ORG, product_id=PRODUCT, product_status="suspended", entitled=True
 )
+# A suspended product's repository its owner had marked public (and its tiers free).
+SUSPENDED_MARKED_PUBLIC = RepoFacts(
+    name="acme/app",
+    org_id=ORG,
+    product_id=PRODUCT,
+    product_status="suspended",
+    product_public=True,
+    marked_public=True,
+)
 
 
 def _role(facts: RepoFacts, role: str) -> RepoFacts:
@@ -132,6 +141,23 @@ CASES = [
     # (id, principal, facts, scope, granted actions, denial code or None)
     ("anon-unlisted-private", ANONYMOUS, NO_PRODUCT, PULL_PUSH, (), "no_access"),
     ("anon-marked-public", ANONYMOUS, MARKED_PUBLIC, PULL_PUSH, ("pull",), "push_denied"),
+    # Suspending a product takes its images down, whatever the repository's visibility.
+    (
+        "anon-suspended-marked-public",
+        ANONYMOUS,
+        SUSPENDED_MARKED_PUBLIC,
+        "repository:acme/app:pull",
+        (),
+        "no_access",
+    ),
+    (
+        "viewer-suspended-marked-public",
+        _account(),
+        _role(SUSPENDED_MARKED_PUBLIC, "viewer"),
+        "repository:acme/app:pull",
+        ("pull",),
+        None,
+    ),
     (
         "anon-paid-sub-repository",
         ANONYMOUS,
