@@ -28,6 +28,7 @@ Failures are never cached, and concurrent checks of one credential share one arg
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import logging
@@ -337,6 +338,7 @@ def preload() -> None:
     from store.builds import queue  # noqa: F401
 
 
+@functools.cache  # asked on every token request: imported once
 def _license_module() -> Any:
     try:
         from store.licensing import credentials as license_credentials

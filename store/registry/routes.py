@@ -97,6 +97,8 @@ class RegistryState:
         self._engine = bind if isinstance(bind, Engine) else None
         # Work started by a request and not waited for (kept from the garbage collector).
         self._background: set[asyncio.Task[None]] = set()
+        # The signing key's look-ups on a thread, by purpose, while they run.
+        self._signer_lookups: dict[str, asyncio.Future[Any]] = {}
         # On a connection shared with the caller (tests), which a thread must not use, such
         # work is done at once instead.
         self.later = self._later if self._engine is not None else None
@@ -135,6 +137,31 @@ class RegistryState:
         task = asyncio.get_running_loop().create_task(run_in_threadpool(_logged, work))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    async def look_up_signer(self, keyring: Any, purpose: str) -> None:
+        """Look the signing key in force up again on a thread of the pool, awaited.
+
+        The requests that find it due while a look-up runs wait for that one: it began
+        after the bound had passed, as theirs would have, and they would otherwise each
+        take a thread of the pool to wait on the key ring's lock (every request in flight
+        on the worker when the bound passed: up to one thread each, kept idle afterwards,
+        each with its own stack and malloc arena)."""
+        loop = asyncio.get_running_loop()
+        running = self._signer_lookups.get(purpose)
+        if running is None or running.get_loop() is not loop:
+            running = self._signer_lookups[purpose] = loop.create_task(
+                run_in_threadpool(keyring.signer, purpose)
+            )
+
+            def finished(task: asyncio.Future[Any]) -> None:
+                if self._signer_lookups.get(purpose) is task:
+                    del self._signer_lookups[purpose]
+                if not task.cancelled():
+                    task.exception()  # retrieved: each waiter got it already
+
+            running.add_done_callback(finished)
+        # shielded: a waiter cancelled (a client gone) does not cancel the others' look-up
+        await asyncio.shield(running)
 
     def dispose(self) -> None:
         if self.pull_search is not None:
@@ -325,7 +352,7 @@ async def _token(request: Request, state: RegistryState, params: _Params) -> Res
         # other requests, and this one signs with the key in force, so a key activated by
         # another process signs on every worker within the bound (a registry told to stop
         # trusting the old key after it refuses tokens signed with it).
-        await run_in_threadpool(keyring.signer, "registry")
+        await state.look_up_signer(keyring, "registry")
     signer = keyring.signer("registry")
     issued = state.reuse.mint(
         signer,

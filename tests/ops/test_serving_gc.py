@@ -32,3 +32,32 @@ print(frozen, walked)
     frozen, walked = map(int, result.stdout.split()[-2:])
     assert frozen > 100_000
     assert walked < frozen / 10
+
+
+def test_settling_the_heap_returns_the_allocators_free_memory(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """After the freeze, ``malloc_trim`` gives back what start-up allocated and freed
+    (glibc; elsewhere there is nothing to call and nothing fails)."""
+    import gc
+    import platform
+
+    from store.observability import serving
+
+    calls: list[str] = []
+    monkeypatch.setattr(gc, "freeze", lambda: calls.append("freeze"))
+    monkeypatch.setattr(serving, "trim_malloc", lambda: calls.append("trim") or True)
+    serving.settle_heap()
+    assert calls == ["freeze", "trim"]
+    monkeypatch.undo()
+    expected = platform.libc_ver()[0] == "glibc"
+    assert serving.trim_malloc() is expected
+    assert serving.trim_malloc() is expected  # looked up once, called again
+
+
+def test_workers_load_no_websocket_protocol(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The store serves no WebSocket: uvicorn is told so, and a worker does not import a
+    WebSocket implementation."""
+    from store.config import Settings
+    from store.observability.serving import uvicorn_options
+
+    settings = Settings(_env_file=None, data_dir=tmp_path)  # type: ignore[call-arg]
+    assert uvicorn_options(settings, workers=1, log_level="info")["ws"] == "none"

@@ -671,3 +671,54 @@ def test_the_signing_key_is_looked_up_again_off_the_event_loop(
         assert where == ["thread"]
         assert keyring._loaded["registry"][1].kid == loaded[1].kid
         assert time.monotonic() - keyring._loaded["registry"][0] < 60  # not due again
+
+
+def test_requests_that_find_the_signing_key_due_together_share_one_look_up(
+    world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The requests in flight when the signing key's look-up falls due wait for one look-up
+    on one thread of the pool, not one thread each (which a worker then kept idle, each with
+    its stack and malloc arena); each signs with the key in force."""
+    import asyncio
+    import threading
+
+    import httpx
+
+    app = world["app"]
+    headers = _basic("bob", world["secrets"]["bob"])
+    query = {"service": "store-registry", "scope": APP}
+    keyring = app.state.keyring
+    signer = keyring.signer
+    on_threads: list[str] = []
+
+    def counted(purpose: str) -> Any:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # on a thread of the pool: slow enough for all to find it due
+            on_threads.append(threading.current_thread().name)
+            time.sleep(0.3)
+        return signer(purpose)
+
+    async def burst() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://store.test") as c:
+            first = await c.get("/token", params=query, headers=headers)
+            assert first.status_code == 200
+            loaded = keyring._loaded["registry"]
+            keyring._loaded["registry"] = (loaded[0] - 3600, loaded[1])  # due
+            monkeypatch.setattr(keyring, "signer", counted)
+            try:
+                return await asyncio.gather(
+                    *(c.get("/token", params=query, headers=headers) for _ in range(8))
+                )
+            finally:
+                registry_state(app).db.close()  # this loop's connections (no lifespan here)
+
+    answers = asyncio.run(burst())
+    assert [a.status_code for a in answers] == [200] * 8
+    assert len(on_threads) == 1
+    assert time.monotonic() - keyring._loaded["registry"][0] < 60  # not due again
+    kid = keyring._loaded["registry"][1].kid
+    for answer in answers:
+        header = answer.json()["token"].split(".")[0]
+        assert kid in base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)).decode()
