@@ -54,8 +54,8 @@ def test_settling_the_heap_returns_the_allocators_free_memory(monkeypatch) -> No
 
 
 def test_workers_load_no_websocket_protocol(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """The store serves no WebSocket: uvicorn is told so, and a worker does not import a
-    WebSocket implementation."""
+    """The store serves no WebSocket: uvicorn is told so (and then imports no WebSocket
+    implementation in its workers)."""
     from store.config import Settings
     from store.observability.serving import uvicorn_options
 
