@@ -136,7 +136,11 @@ def lock_row(
     the session's object is returned as it is (callers that only wait for their turn)."""
     (key,) = inspect(model).primary_key
     read, key_share = _LOCK_MODES[mode]
-    stmt = select(model).where(key == row_id).with_for_update(read=read, key_share=key_share)
+    # OF the model's table: a model loaded with joined relationships is read through outer
+    # joins, and PostgreSQL refuses to lock the nullable side of one.
+    stmt = (
+        select(model).where(key == row_id).with_for_update(read=read, key_share=key_share, of=model)
+    )
     if populate:
         stmt = stmt.execution_options(populate_existing=True)
     return session.scalar(stmt)

@@ -30,7 +30,7 @@ from store.billing.gateway import (
 )
 from store.billing.models import Order, Subscription
 from store.billing.runtime import Billing
-from store.db import utcnow
+from store.db import lock_row, utcnow
 from store.errors import Conflict, NotFound, PaymentRequired
 from store.licensing import entitlements
 from store.licensing.models import Entitlement
@@ -113,12 +113,7 @@ def _entitlement(session: Session, sub: Subscription) -> Entitlement | None:
     dispute revoking it meanwhile (another transaction) is seen, never overwritten."""
     if sub.entitlement_id is None:
         return None
-    return session.scalar(
-        select(Entitlement)
-        .where(Entitlement.id == sub.entitlement_id)
-        .with_for_update(of=Entitlement)
-        .execution_options(populate_existing=True)
-    )
+    return lock_row(session, Entitlement, sub.entitlement_id)
 
 
 def _ensure_entitlement(

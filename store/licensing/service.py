@@ -43,7 +43,7 @@ from sqlalchemy.orm import Session
 from store.accounts import service as accounts
 from store.accounts.models import AccessToken
 from store.config import Settings
-from store.db import utcnow
+from store.db import lock_row, utcnow
 from store.errors import Conflict, NotFound
 from store.keys import crypto
 from store.keys import service as keys
@@ -193,12 +193,7 @@ def issue_license(
     # The entitlement's row locked and read again first: a revocation committing meanwhile
     # (a refund, a lost dispute) revokes the licenses that exist when it runs, so one
     # signed from an older read would outlive it.
-    session.scalar(
-        select(Entitlement)
-        .where(Entitlement.id == entitlement.id)
-        .with_for_update(of=Entitlement)
-        .execution_options(populate_existing=True)
-    )
+    lock_row(session, Entitlement, entitlement.id)
     if entitlement.status == "revoked":
         raise Conflict("This entitlement was revoked; no license is issued for it", code="revoked")
     now = now or utcnow()
