@@ -147,8 +147,10 @@ def apply(conn: Connection, changes: Changes) -> int:
         under = [hub_t.c.name.startswith(n + "/", autoescape=True) for n in repo_names]
         repo_ids |= set(conn.scalars(select(hub_t.c.id).where(or_(*under))))
     if conn.dialect.name == "postgresql":
+        # The repositories' ids first, as a list: with a subquery OR-ed into the lock
+        # statement the planner walked every hub document (1M entries: seconds per write).
         by_name = select(hub_t.c.id).where(hub_t.c.name.in_(repo_names))
-        _lock(conn, product_ids, hub_t.c.id.in_(repo_ids) | hub_t.c.id.in_(by_name))
+        _lock(conn, product_ids, repo_ids | set(conn.scalars(by_name)) if repo_names else repo_ids)
     written = 0
     if product_ids:
         docs = product_documents(conn, product_ids, now=now)
@@ -161,22 +163,20 @@ def apply(conn: Connection, changes: Changes) -> int:
 
 
 def _lock(conn: Connection, products: Any, repos: Any) -> None:
-    """PostgreSQL (READ COMMITTED): lock the stored documents of these products (ids or a
-    query of ids) and of the hub repositories ``repos`` (a condition on hub_repositories),
-    before they are read and built. A document's key is its rank key and moves when its
-    badges or popularity change: an UPDATE by the key read before another writer moved the
-    document (and committed) would match nothing, and the change (a repository made
-    private, a pull count) would be lost. Locked first (by their unique source and ref),
-    a writer of one of them that has not committed yet is waited for, and everything read
-    afterwards, the rows documents are built from included, is what it committed; nobody
-    moves them until this transaction ends. One statement, in (source, ref_id) order, so
-    two writers of the same documents take their locks in the same order."""
-    hub_t = cast(Table, HubRepository.__table__)
+    """PostgreSQL (READ COMMITTED): lock the stored documents of these products and hub
+    repositories (ids), before they are read and built. A document's key is its rank key and
+    moves when its badges or popularity change: an UPDATE by the key read before another writer
+    moved the document (and committed) would match nothing, and the change (a repository made
+    private, a pull count) would be lost. Locked first (by their unique source and ref), a
+    writer of one of them that has not committed yet is waited for, and everything read
+    afterwards, the rows documents are built from included, is what it committed; nobody moves
+    them until this transaction ends. One statement, in (source, ref_id) order, so two writers
+    of the same documents take their locks in the same order."""
     query = (
         select(docs_t.c.id)
         .where(
             ((docs_t.c.source == "store") & docs_t.c.ref_id.in_(products))
-            | ((docs_t.c.source == "hub") & docs_t.c.ref_id.in_(select(hub_t.c.id).where(repos)))
+            | ((docs_t.c.source == "hub") & docs_t.c.ref_id.in_(repos))
         )
         .order_by(docs_t.c.source, docs_t.c.ref_id)
         .with_for_update()
