@@ -29,9 +29,11 @@ from sqlalchemy import (
     event,
     exists,
     func,
+    literal,
     literal_column,
     or_,
     select,
+    tuple_,
     union_all,
     update,
 )
@@ -477,18 +479,22 @@ def _pull_rows(*, locked: bool = False) -> Any:
     if locked:
         inner = cast(Table, HubRepository.__table__).alias("wanted_repos")
         chosen = inner.c.id.in_(bindparam("ids", expanding=True))
-        listings = select(products_t.c.id).where(
-            products_t.c.repository.in_(select(inner.c.name).where(chosen))
+        source = docs_t.c.source.type
+        # The documents' (source, ref_id) pairs as one list the unique index is probed with:
+        # an OR of two sub-selects made PostgreSQL scan every document (≈ 150 ms at 200k
+        # entries, 0.5 s at a million, for each pull recorded).
+        refs = union_all(
+            select(literal("hub", source), inner.c.id).where(chosen),
+            select(literal("store", source), products_t.c.id).where(
+                products_t.c.repository.in_(select(inner.c.name).where(chosen))
+            ),
         )
         docs = (
             select(
                 *(docs_t.c[c] for c in ("id", "source", "ref_id", *_BADGES, *_PULL_COLUMNS)),
                 literal_column("search_documents.xmin").label("version"),
             )
-            .where(
-                ((docs_t.c.source == "hub") & docs_t.c.ref_id.in_(select(inner.c.id).where(chosen)))
-                | ((docs_t.c.source == "store") & docs_t.c.ref_id.in_(listings))
-            )
+            .where(tuple_(docs_t.c.source, docs_t.c.ref_id).in_(refs))
             .order_by(docs_t.c.source, docs_t.c.ref_id)
             .with_for_update(of=docs_t)
             .cte("locked_documents")
