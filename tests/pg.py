@@ -12,11 +12,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
 
 from store import migrate
-from store.db import make_engine
+from store.db import make_engine, make_sessionmaker
 
 PG_URL = os.environ.get("STORE_TEST_DATABASE_URL", "")
 RUN_ENV = "STORE_TEST_RUN"
@@ -125,3 +127,17 @@ def empty_database(backend: str, directory: Path, label: str) -> Iterator[str]:
         pytest.skip("needs STORE_TEST_DATABASE_URL (PostgreSQL)")
     with scratch_database(label) as url:
         yield url
+
+
+@contextmanager
+def scratch_sessions(label: str) -> Iterator[sessionmaker[Session]]:
+    """Sessions on a migrated scratch database of their own (tests of several connections
+    at once); the test is skipped without PostgreSQL."""
+    if not PG_URL:
+        pytest.skip("needs STORE_TEST_DATABASE_URL (PostgreSQL)")
+    with scratch_database(label, migrated=True) as url:
+        engine = make_engine(url)
+        try:
+            yield make_sessionmaker(engine)
+        finally:
+            engine.dispose()

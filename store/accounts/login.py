@@ -122,15 +122,13 @@ async def log_in(
 WRONG = frozenset(("wrong_password", "bad_two_factor_code"))
 
 
-def reserve_password_attempt(
-    request: Any, session: Session, account: Account
-) -> ratelimit.Reservation | int:
-    """Before the current password of a logged-in account is checked (changing it, deleting
-    the account): one attempt of ``password:<account id>`` and of the address, limited as
-    failed log-ins are and committed at once, so every process counts it. Whoever holds a
-    session or an ``api`` token but not the password cannot guess it without bound. The
-    seconds to wait when none is left; :func:`give_back` the attempt unless it was wrong."""
-    checks = ratelimit.login_checks(request, f"password:{account.id}")
+def reserve_attempt(request: Any, session: Session, key: str) -> ratelimit.Reservation | int:
+    """Before a secret of a logged-in account is checked: one attempt of ``key`` and of the
+    address, limited as failed log-ins are (store.ratelimit.reserve) and committed at once,
+    so every process counts it and however many arrive together no more than the limit are
+    checked. The seconds to wait when none is left; :func:`give_back` the attempt unless it
+    was wrong."""
+    checks = ratelimit.login_checks(request, key)
     try:
         reservation = ratelimit.reserve(session, checks)
     except ratelimit.Refused as exc:
@@ -138,6 +136,15 @@ def reserve_password_attempt(
         return exc.wait
     session.commit()
     return reservation
+
+
+def reserve_password_attempt(
+    request: Any, session: Session, account: Account
+) -> ratelimit.Reservation | int:
+    """Before the current password of a logged-in account is checked (changing it, deleting
+    the account): whoever holds a session or an ``api`` token but not the password cannot
+    guess it without bound."""
+    return reserve_attempt(request, session, f"password:{account.id}")
 
 
 def give_back(session: Session, reserved: ratelimit.Reservation | int, code: str) -> None:

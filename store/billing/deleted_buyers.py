@@ -73,17 +73,8 @@ def refund_late_payment(
     if total is not None:
         orders.apply_refund(session, order, refunded_total=total, at=at)
     log.warning("order %s paid after its buyer was deleted: refunded", order.id)
-    audit.record(
-        session,
-        action="order.refund",
-        target=order,
-        org=order.product.organization_id,
-        details={
-            "amount_minor": order.total_minor,
-            "currency": order.currency,
-            "reason": "paid after the account was deleted",
-            "status": order.status,
-        },
+    orders.record_refund(
+        session, order, amount_minor=order.total_minor, reason="paid after the account was deleted"
     )
 
 

@@ -549,15 +549,32 @@ def refund(
 
     access.after_refund(session, billing, order)
     session.flush()
+    record_refund(session, order, amount_minor=amount, actor=actor)
+    return order
+
+
+def record_refund(
+    session: Session,
+    order: Order,
+    *,
+    amount_minor: int,
+    actor: Account | None = None,
+    reason: str | None = None,
+) -> None:
+    """The audit log's entry of a refund (by ``actor``, or by the store itself with the
+    ``reason`` it refunded for)."""
+    details: dict[str, object] = {"amount_minor": amount_minor, "currency": order.currency}
+    if reason is not None:
+        details["reason"] = reason
+    details["status"] = order.status
     audit.record(
         session,
         action="order.refund",
         actor=actor,
         target=order,
         org=order.product.organization_id,
-        details={"amount_minor": amount, "currency": order.currency, "status": order.status},
+        details=details,
     )
-    return order
 
 
 def sales_orders(session: Session, actor: Account, org: Organization) -> list[Order]:

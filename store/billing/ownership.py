@@ -28,7 +28,6 @@ from sqlalchemy import literal, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from store.accounts.models import Account, Organization
-from store.audit import service as audit
 from store.billing import trials
 from store.billing.gateway import GatewayError
 from store.billing.models import Order, Subscription
@@ -267,18 +266,7 @@ def _refund_closed(
             session, billing.store, order=order, amount_minor=order.refunded_minor - before
         )
     log.warning("order %s %s: refunded", order.id, why)
-    audit.record(
-        session,
-        action="order.refund",
-        target=order,
-        org=order.product.organization_id,
-        details={
-            "amount_minor": order.total_minor,
-            "currency": order.currency,
-            "reason": why,
-            "status": order.status,
-        },
-    )
+    orders.record_refund(session, order, amount_minor=order.total_minor, reason=why)
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from store.db import lock_row, utcnow
 from store.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
 from store.idempotency import ProcessedEvent
 from store.keys import crypto
-from store.registry import grants, hub, repositories
+from store.registry import grants, hub
 from store.registry.models import HubRepository
 from store.registry.scopes import valid_repository
 
@@ -107,14 +107,6 @@ def repository_name(namespace: str, repo: str) -> str:
             code="bad_repository",
         )
     return name
-
-
-def configurer_may_push(
-    session: Session, account_id: uuid.UUID | None, name: str
-) -> tuple[bool, str]:
-    """Whether the account that saved a repository's build settings may still push to it
-    (builds run, and push, only on its word), and its name for messages."""
-    return repositories.account_may_push(session, account_id, name)
 
 
 def require_pusher(session: Session, account: Account | None, name: str) -> None:

@@ -43,6 +43,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from store.config import Settings
 from store.db import read_only_session, session_scope
+from store.registry import repositories
 
 from . import queue, service, ssh
 from .models import Build
@@ -204,7 +205,7 @@ class Run:
         """The account that configured the source must still be allowed to push."""
         c = self.claimed
         with read_only_session(self.factory) as session, session.begin():
-            allowed, who = service.configurer_may_push(session, c.configured_by_id, c.repository)
+            allowed, who = repositories.account_may_push(session, c.configured_by_id, c.repository)
         if not allowed:
             raise BuildFailed(
                 f"{who}, who configured these builds, may no longer push to {c.repository}: "

@@ -151,8 +151,10 @@ def apply(conn: Connection, changes: Changes) -> int:
     if conn.dialect.name == "postgresql":
         # The repositories' ids first, as a list: with a subquery OR-ed into the lock
         # statement the planner walked every hub document (1M entries: seconds per write).
-        by_name = select(hub_t.c.id).where(hub_t.c.name.in_(repo_names))
-        _lock(conn, product_ids, repo_ids | set(conn.scalars(by_name)) if repo_names else repo_ids)
+        locked = set(repo_ids)
+        if repo_names:
+            locked |= set(conn.scalars(select(hub_t.c.id).where(hub_t.c.name.in_(repo_names))))
+        _lock(conn, product_ids, locked)
     written = 0
     if product_ids:
         docs = product_documents(conn, product_ids, now=now)

@@ -14,6 +14,7 @@ from starlette.datastructures import FormData
 from starlette.responses import Response
 
 from store import ratelimit
+from store.accounts import login as password_login
 from store.accounts import two_factor
 from store.accounts.models import Account
 from store.audit import service as audit
@@ -30,8 +31,6 @@ router = page_router()
 T = TypeVar("T")
 PENDING_KEY = "two_factor_pending"
 PENDING_TTL_S = 300  # the password step is good for five minutes
-# The refusals that keep their reserved attempt: a wrong code, a wrong password.
-_WRONG = frozenset((two_factor.BadCode.code, "wrong_password"))
 
 
 def start_second_step(request: Request, account: Account, target: str) -> Response:
@@ -72,17 +71,8 @@ def reserve_code_attempt(
     request: Request, session: DbSession, account: Account
 ) -> ratelimit.Reservation | int:
     """Take one attempt of this account's codes and of this address before a code is
-    checked, as for passwords (store.ratelimit.reserve): committed at once, so every
-    process counts it and however many codes arrive together no more than the limit are
-    checked. The seconds to wait when no attempt is left."""
-    checks = ratelimit.login_checks(request, f"2fa:{account.id}")
-    try:
-        reservation = ratelimit.reserve(session, checks)
-    except ratelimit.Refused as exc:
-        session.commit()
-        return exc.wait
-    session.commit()
-    return reservation
+    checked, as for passwords; the seconds to wait when no attempt is left."""
+    return password_login.reserve_attempt(request, session, f"2fa:{account.id}")
 
 
 @router.get("/login/two-factor")
@@ -244,8 +234,7 @@ def _with_code(
         return action(forms.text(form, "code"))
 
     def release(code: str) -> None:
-        if isinstance(reserved, ratelimit.Reservation) and code not in _WRONG:
-            ratelimit.release(session, reserved)  # only wrong codes stay counted
+        password_login.give_back(session, reserved, code)  # only wrong ones stay counted
 
     def refused(state: FormState, status: int) -> Response:
         release(state.code)

@@ -15,7 +15,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from store.config import Settings
-from store.db import make_engine, make_sessionmaker, utcnow
+from store.db import utcnow
 from store.errors import StoreError
 from store.keys.service import KeyRing
 from store.licensing import entitlements
@@ -23,19 +23,13 @@ from store.licensing import service as licenses
 from store.licensing.models import Entitlement, License
 from store.licensing.signer import LicenseSigner
 from tests.factories import make_account, make_org, make_product, paid_tier, tier_of
-from tests.pg import PG_URL, scratch_database
+from tests.pg import scratch_sessions
 
 
 @pytest.fixture
 def factory() -> Iterator[sessionmaker[Session]]:
-    if not PG_URL:
-        pytest.skip("needs STORE_TEST_DATABASE_URL (PostgreSQL)")
-    with scratch_database("license_races", migrated=True) as url:
-        engine = make_engine(url)
-        try:
-            yield make_sessionmaker(engine)
-        finally:
-            engine.dispose()
+    with scratch_sessions("license_races") as sessions:
+        yield sessions
 
 
 @pytest.fixture

@@ -18,24 +18,18 @@ from store.billing.models import Subscription
 from store.billing.runtime import Billing, build_billing
 from store.billing.test_gateway import CARD_SUCCESS
 from store.config import Settings
-from store.db import make_engine, make_sessionmaker, utcnow
+from store.db import utcnow
 from store.licensing import entitlements
 from store.licensing.models import Entitlement
 from tests.billing.helpers import billing_settings
 from tests.factories import make_account, make_org, make_product, paid_tier, tier_of
-from tests.pg import PG_URL, scratch_database
+from tests.pg import scratch_sessions
 
 
 @pytest.fixture
 def factory() -> Iterator[sessionmaker[Session]]:
-    if not PG_URL:
-        pytest.skip("needs STORE_TEST_DATABASE_URL (PostgreSQL)")
-    with scratch_database("refund_renewal", migrated=True) as url:
-        engine = make_engine(url)
-        try:
-            yield make_sessionmaker(engine)
-        finally:
-            engine.dispose()
+    with scratch_sessions("refund_renewal") as sessions:
+        yield sessions
 
 
 @pytest.fixture
