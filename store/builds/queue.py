@@ -26,7 +26,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -283,17 +283,16 @@ def credential(settings: Settings, build_id: uuid.UUID, *, expires: int) -> tupl
     return BUILD_USERNAME, f"{build_id.hex}.{expires}.{_mac(settings, build_id.hex, expires)}"
 
 
-def credential_deadline(password: str) -> int | None:
-    """The Unix time a build credential names as its end (check it with
-    ``check_credential`` first); None if it names none."""
-    parts = password.split(".")
-    if len(parts) != 3 or not parts[1].isdigit():
-        return None
-    return int(parts[1])
+class BuildCredential(NamedTuple):
+    """What a valid build credential names: its build and its end (Unix time)."""
+
+    build_id: uuid.UUID
+    expires: int
 
 
-def check_credential(settings: Settings, password: str, *, now: float) -> uuid.UUID | None:
-    """The build a password names, if its MAC is right and it has not expired."""
+def check_credential(settings: Settings, password: str, *, now: float) -> BuildCredential | None:
+    """The build a password names and its deadline, if its MAC is right and it has not
+    expired."""
     parts = password.split(".")
     if len(parts) != 3:
         return None
@@ -307,4 +306,4 @@ def check_credential(settings: Settings, password: str, *, now: float) -> uuid.U
         return None
     if expires < now:
         return None
-    return build_id
+    return BuildCredential(build_id, expires)

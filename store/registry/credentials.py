@@ -484,10 +484,10 @@ async def resolve_build(ctx: CredentialContext, username: str, password: str) ->
 
     if username != queue.BUILD_USERNAME:
         return None
-    build_id = queue.check_credential(ctx.settings, password, now=time.time())
-    deadline = queue.credential_deadline(password)
-    if build_id is None or deadline is None:
+    checked = queue.check_credential(ctx.settings, password, now=time.time())
+    if checked is None:
         raise BadCredentials("this build credential is not valid (or expired)")
+    build_id, deadline = checked
 
     def call() -> tuple[str, str, bool, str] | None:
         from sqlalchemy import select

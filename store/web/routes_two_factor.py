@@ -101,9 +101,12 @@ def second_step(request: Request, session: DbSession, form: Form) -> Response:
             session, settings=settings, account=account, code=forms.text(form, "code")
         )
 
+    def refused(state: FormState, status: int) -> Response:
+        password_login.give_back(session, reserved, state.code)  # wrong codes stay counted
+        return render(request, "auth/two_factor.html", {"form": state}, status=status)
+
     def logged_in(kind: str) -> Response:
-        if isinstance(reserved, ratelimit.Reservation):
-            ratelimit.release(session, reserved)  # only wrong codes stay counted
+        password_login.give_back(session, reserved, "")
         audit.sign_in(session, account=account, via="web")
         login_session(request, session, account)
         if kind == "recovery":
@@ -123,9 +126,7 @@ def second_step(request: Request, session: DbSession, form: Form) -> Response:
         form,
         "two_factor",
         check,
-        failed=lambda state, status: render(
-            request, "auth/two_factor.html", {"form": state}, status=status
-        ),
+        failed=refused,
         done=logged_in,
     )
 

@@ -189,9 +189,10 @@ def test_log_heartbeat_cancel_and_lapsed_workers(
 def test_build_credential(builds_settings: Settings) -> None:
     build_id = uuid.uuid4()
     now = time.time()
-    username, password = queue.credential(builds_settings, build_id, expires=int(now) + 60)
+    expires = int(now) + 60
+    username, password = queue.credential(builds_settings, build_id, expires=expires)
     assert username == "_store-build"
-    assert queue.check_credential(builds_settings, password, now=now) == build_id
+    assert queue.check_credential(builds_settings, password, now=now) == (build_id, expires)
     assert queue.check_credential(builds_settings, password, now=now + 61) is None
     forged = password.rsplit(".", 1)[0] + "." + "0" * 64
     assert queue.check_credential(builds_settings, forged, now=now) is None
