@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from store import validation
 from store.accounts import service as accounts
-from store.accounts.models import Account
+from store.accounts.models import Account, Organization
 from store.audit import service as audit
 from store.catalog import service as catalog
 from store.catalog.models import Product
@@ -184,6 +184,40 @@ def _record(session: Session, actor: Account, request: CertificationRequest, act
             "note": request.note,
         },
     )
+
+
+def end_unsigned(
+    session: Session, *, org: Organization | uuid.UUID, actor: Account, reason: str
+) -> list[Product]:
+    """End the certifications of ``org`` whose certified digest no longer has a signature
+    that counts (its key was revoked): the badge goes at once, as when an administrator
+    removes it, and the end is audited with its cause. Returns the products concerned."""
+    org_id = org.id if isinstance(org, Organization) else org
+    certified = session.scalars(
+        select(Product).where(Product.organization_id == org_id, Product.certified_at.is_not(None))
+    )
+    ended = []
+    for product in certified:
+        digest = signing.certified_digest(session, product)
+        if digest is None or signing.is_signed(session, product.repository, digest):
+            continue
+        product.certified_at = None
+        ended.append(product)
+        audit.record(
+            session,
+            action="product.badges",
+            actor=actor,
+            target=product,
+            org=org_id,
+            details={
+                "repository": product.repository,
+                "official": None,
+                "certified": False,
+                "reason": reason,
+            },
+        )
+    session.flush()
+    return ended
 
 
 def queue(session: Session, *, status: str | None = "submitted") -> list[CertificationRequest]:

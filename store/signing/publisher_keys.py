@@ -13,6 +13,7 @@ from store.accounts.models import Account, Organization
 from store.audit import service as audit
 from store.db import utcnow
 from store.errors import Conflict, NotFound
+from store.signing import certification
 from store.signing.models import PublisherKey
 from store.signing.verify import load_public_key
 
@@ -56,7 +57,8 @@ def add_key(
 
 
 def revoke_key(session: Session, *, key: PublisherKey, actor: Account) -> PublisherKey:
-    """Revoke a key: signatures it made stop counting from now on, and it signs nothing new."""
+    """Revoke a key: signatures it made stop counting from now on, and it signs nothing new.
+    A certification whose digest it alone signed ends with it (the certified badge goes)."""
     accounts.require_role(session, actor, key.organization, "owner")
     if key.revoked_at is None:
         key.revoked_at = utcnow()
@@ -69,6 +71,12 @@ def revoke_key(session: Session, *, key: PublisherKey, actor: Account) -> Publis
             target=key,
             org=key.organization_id,
             details={"fingerprint": key.fingerprint},
+        )
+        certification.end_unsigned(
+            session,
+            org=key.organization_id,
+            actor=actor,
+            reason=f"signing key {key.fingerprint} revoked",
         )
     return key
 
