@@ -21,11 +21,11 @@ from store.audit import service as audit
 from store.catalog import service as catalog
 from store.catalog.models import Product
 from store.config import Settings
-from store.db import utcnow
+from store.db import lock_row, utcnow
 from store.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from store.mail import notices
 from store.signing import service as signing
-from store.signing.models import CertificationRequest, UnsignedPushFlag
+from store.signing.models import CertificationRequest, PublisherKey, UnsignedPushFlag
 from store.signing.verify import DIGEST
 
 STATUSES = ("submitted", "approved", "rejected", "superseded")
@@ -107,6 +107,12 @@ def approve(
 ) -> CertificationRequest:
     """Certify the request's digest: it must be signed by a key that is not revoked."""
     product = request.product
+    # The keys of the signatures relied on are share-locked, then the digest checked again:
+    # a revocation committing meanwhile is waited for and seen, and one that comes later
+    # waits for this approval and then ends it (publisher_keys.revoke_key).
+    counting = signing.valid_signatures(session, product.repository, [request.digest])
+    for key_id in sorted({sig.key_id for sig in counting.get(request.digest, [])}):
+        lock_row(session, PublisherKey, key_id, mode="share", populate=False)
     if not signing.is_signed(session, product.repository, request.digest):
         raise Conflict(
             f"{request.digest[:19]}… of {product.repository} is not signed by a registered, "
@@ -186,15 +192,16 @@ def _record(session: Session, actor: Account, request: CertificationRequest, act
     )
 
 
-def end_unsigned(
-    session: Session, *, org: Organization | uuid.UUID, actor: Account, reason: str
-) -> list[Product]:
+def end_unsigned(session: Session, *, org: Organization | uuid.UUID) -> list[Product]:
     """End the certifications of ``org`` whose certified digest no longer has a signature
     that counts (its key was revoked): the badge goes at once, as when an administrator
-    removes it, and the end is audited with its cause. Returns the products concerned."""
+    removes it. Returns the products concerned, for :func:`record_ended` (the audit comes
+    after every row this changes, see store.audit)."""
     org_id = org.id if isinstance(org, Organization) else org
     certified = session.scalars(
-        select(Product).where(Product.organization_id == org_id, Product.certified_at.is_not(None))
+        select(Product)
+        .where(Product.organization_id == org_id, Product.certified_at.is_not(None))
+        .order_by(Product.id)
     )
     ended = []
     for product in certified:
@@ -203,12 +210,19 @@ def end_unsigned(
             continue
         product.certified_at = None
         ended.append(product)
+    session.flush()
+    return ended
+
+
+def record_ended(session: Session, products: list[Product], *, actor: Account, reason: str) -> None:
+    """Audit the certifications :func:`end_unsigned` ended, with their cause."""
+    for product in products:
         audit.record(
             session,
             action="product.badges",
             actor=actor,
             target=product,
-            org=org_id,
+            org=product.organization_id,
             details={
                 "repository": product.repository,
                 "official": None,
@@ -216,8 +230,6 @@ def end_unsigned(
                 "reason": reason,
             },
         )
-    session.flush()
-    return ended
 
 
 def queue(session: Session, *, status: str | None = "submitted") -> list[CertificationRequest]:

@@ -11,7 +11,7 @@ from store import validation
 from store.accounts import service as accounts
 from store.accounts.models import Account, Organization
 from store.audit import service as audit
-from store.db import utcnow
+from store.db import lock_row, utcnow
 from store.errors import Conflict, NotFound
 from store.signing import certification
 from store.signing.models import PublisherKey
@@ -58,12 +58,18 @@ def add_key(
 
 def revoke_key(session: Session, *, key: PublisherKey, actor: Account) -> PublisherKey:
     """Revoke a key: signatures it made stop counting from now on, and it signs nothing new.
-    A certification whose digest it alone signed ends with it (the certified badge goes)."""
+    A certification whose digest it alone signed ends with it (the certified badge goes).
+
+    The key's row is locked first: a signature being recorded or a certification being
+    approved with it at the same instant (they share-lock it) commits first, and the
+    revocation then applies to it as to anything the key signed before."""
     accounts.require_role(session, actor, key.organization, "owner")
+    lock_row(session, PublisherKey, key.id)
     if key.revoked_at is None:
         key.revoked_at = utcnow()
         key.revoked_by_id = actor.id
         session.flush()
+        ended = certification.end_unsigned(session, org=key.organization_id)
         audit.record(
             session,
             action="signing_key.revoke",
@@ -72,11 +78,8 @@ def revoke_key(session: Session, *, key: PublisherKey, actor: Account) -> Publis
             org=key.organization_id,
             details={"fingerprint": key.fingerprint},
         )
-        certification.end_unsigned(
-            session,
-            org=key.organization_id,
-            actor=actor,
-            reason=f"signing key {key.fingerprint} revoked",
+        certification.record_ended(
+            session, ended, actor=actor, reason=f"signing key {key.fingerprint} revoked"
         )
     return key
 

@@ -21,7 +21,7 @@ from store.accounts.models import Account, Organization
 from store.audit import service as audit
 from store.catalog.models import Product
 from store.config import Settings
-from store.db import utcnow
+from store.db import lock_row, utcnow
 from store.errors import NotFound, ValidationFailed
 from store.registry.models import HubRepository, HubTag
 from store.registry.scopes import valid_repository
@@ -136,6 +136,9 @@ def _signing_key(
         raise SignatureRejected(f"{org.slug} has no such registered {what}", code="unknown_key")
     for key in candidates:
         if verify.check_signature(verify.load_public_key(key.public_pem).key, payload, signature):
+            # Share-locked and read again: a revocation committing at this instant is waited
+            # for and refuses the signature; one that comes later waits for it to commit.
+            lock_row(session, PublisherKey, key.id, mode="share")
             if key.revoked_at is not None:
                 raise SignatureRejected(
                     f"Key {key.fingerprint[:16]}… was revoked on "
