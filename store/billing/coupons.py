@@ -504,11 +504,17 @@ class _RenewalPrice:
 
 
 def charge_quote(
-    sub: Subscription, *, charge_index: int, tax_label: str, when: datetime | None = None
+    sub: Subscription,
+    *,
+    charge_index: int,
+    tax_label: str,
+    when: datetime | None = None,
+    quantity: int | None = None,
 ) -> Quote:
     """What the subscription's charge numbered ``charge_index`` (0: the first) costs: the
     same quote as at checkout, at the rate recorded then, with the coupon only while its
-    duration covers that charge (and, for a coupon of one tier, while that is the plan)."""
+    duration covers that charge (and, for a coupon of one tier, while that is the plan);
+    for ``quantity`` units (default: the subscription's)."""
     interval = Interval(sub.interval)
     price: Priced = _RenewalPrice(
         billing=interval.value,
@@ -523,7 +529,8 @@ def charge_quote(
     taxes = TaxTable(default_rate=Decimal(sub.tax_rate or "0"), label=tax_label)
     from store.billing.pricing import Buyer
 
-    return price_quote(price, Buyer(trial_eligible=False), coupon, sub.quantity, when, taxes=taxes)
+    units = sub.quantity if quantity is None else quantity
+    return price_quote(price, Buyer(trial_eligible=False), coupon, units, when, taxes=taxes)
 
 
 def _unit(sub: Subscription) -> int:

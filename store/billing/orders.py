@@ -376,9 +376,11 @@ def mark_paid(
     return True
 
 
-def hold_for_review(session: Session, order: Order, *, payment_ref: str, reason: str) -> bool:
-    """A payment whose amount or currency is not the order's: never fulfilled; the order goes
-    to ``review`` and administrators are alerted (log and audit event)."""
+def hold_for_review(
+    session: Session, order: Order, *, payment_ref: str | None, reason: str
+) -> bool:
+    """A payment whose amount or currency is not the order's quote: never fulfilled; the
+    order goes to ``review`` and administrators are alerted (log and audit event)."""
     if order.payment_ref is None:
         order.payment_ref = payment_ref
     if RANK[order.status] >= RANK["review"]:

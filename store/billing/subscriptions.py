@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select
@@ -29,6 +30,7 @@ from store.billing.gateway import (
     refusal_is_conflict,
 )
 from store.billing.models import Order, Subscription
+from store.billing.pricing import tax_on
 from store.billing.runtime import Billing
 from store.db import lock_row, utcnow
 from store.errors import Conflict, NotFound, PaymentRequired
@@ -170,6 +172,23 @@ def _paid_through(
         )
 
 
+def _first_held(session: Session, sub: Subscription) -> bool:
+    """The subscription has no access yet and its checkout's payment is held for review (it
+    charged less than the quote): the gateway calling it active gives nothing."""
+    if sub.entitlement_id is not None:
+        return False
+    held = session.scalar(
+        select(Order.id)
+        .where(
+            Order.subscription_id == sub.id,
+            Order.holder_key.is_not(None),
+            Order.status == "review",
+        )
+        .limit(1)
+    )
+    return held is not None
+
+
 def _start_grace(session: Session, billing: Billing, sub: Subscription, at: datetime) -> None:
     entitlement = _entitlement(session, sub)
     if entitlement is None or entitlement.status != "active":
@@ -262,7 +281,9 @@ def apply_snapshot(
             session, sub, ends_at=sub.trial_end, starts_at=ts(dig(obj, "start_date")) or now
         )
         _paid_through(session, billing, entitlement, sub.trial_end)
-    elif status == "active" and sub.current_period_end is not None:
+    elif (
+        status == "active" and sub.current_period_end is not None and not _first_held(session, sub)
+    ):
         start = ts(dig(obj, "current_period_start")) or ts(dig(obj, "start_date")) or now
         entitlement = _ensure_entitlement(
             session, sub, ends_at=sub.current_period_end, starts_at=start
@@ -347,6 +368,75 @@ def invoice_order(session: Session, sub: Subscription, invoice_ref: str) -> Orde
     )
 
 
+def _is_proration(line: Any) -> bool:
+    """A proration line (a plan or quantity changed mid-period), in either API shape."""
+    return bool(
+        dig(line, "proration")
+        or dig(line, "parent", "subscription_item_details", "proration")
+        or dig(line, "parent", "invoice_item_details", "proration")
+    )
+
+
+def _is_period_line(line: Any) -> bool:
+    """The subscription's own line for a period (not a proration, not an invoice item such
+    as a coupon's), in either API shape."""
+    kind = dig(line, "type") or dig(line, "parent", "type")
+    return kind in ("subscription", "subscription_item_details") and not _is_proration(line)
+
+
+def _line_quantity(line: Any) -> int | None:
+    value = dig(line, "quantity")
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def _line_end(line: Any) -> int:
+    return int(dig(line, "period", "end") or 0)
+
+
+def invoice_quantity(invoice: Any) -> int | None:
+    """How many units an invoice charges for: its period line's quantity, else (an invoice
+    of prorations only) the quantity of its newest charged proration; None when its lines do
+    not say."""
+    lines = dig(invoice, "lines", "data") or []
+    period = [x for x in lines if _is_period_line(x) and _line_quantity(x)]
+    if not period:
+        period = [
+            x
+            for x in lines
+            if _is_proration(x) and int(dig(x, "amount") or 0) > 0 and _line_quantity(x)
+        ]
+    if not period:
+        return None
+    return _line_quantity(max(period, key=_line_end))
+
+
+def expected_total(sub: Subscription, invoice: Any, *, tax_label: str) -> tuple[int, int]:
+    """``(least, quantity)``: the least a renewal invoice may charge by the store's quote,
+    and the units it pays for.
+
+    The period's charge is the quote of that charge (``coupons.charge_quote``: the tier
+    price the subscription renews at, the invoice's quantity, the recorded tax rate, the
+    coupon while it covers the charge). Prorations for a change made at the gateway (seats
+    changed in Stripe's dashboard) are added as the gateway computed them from the same
+    price, with the recorded tax rate. A plan change's credit the store still carries may
+    have been taken off."""
+    lines = dig(invoice, "lines", "data") or []
+    quantity = invoice_quantity(invoice) or sub.quantity
+    prorations = [x for x in lines if _is_proration(x)]
+    least = 0
+    if any(_is_period_line(x) for x in lines) or not prorations:
+        charge = coupons.charge_quote(
+            sub, charge_index=sub.paid_charges, tax_label=tax_label, quantity=quantity
+        )
+        least = charge.total_minor
+    rate = Decimal(sub.tax_rate or "0")
+    for line in prorations:
+        amount = int(dig(line, "amount") or 0)
+        least += amount + (tax_on(amount, rate) if amount >= 0 else -tax_on(-amount, rate))
+    credit = sub.credit_net_minor + sub.credit_tax_minor
+    return max(0, least - credit), quantity
+
+
 def invoice_amounts(invoice: Any) -> tuple[int, int]:
     """What an invoice charged: (total, tax), tax included in the total. The tax is the
     invoice's ``tax`` (older API shape) or the sum of its tax amounts (newer shapes)."""
@@ -361,6 +451,7 @@ def invoice_amounts(invoice: Any) -> tuple[int, int]:
 def _new_invoice_order(sub: Subscription, invoice: Any, invoice_ref: str) -> Order:
     total, tax = invoice_amounts(invoice)
     return Order(
+        quantity=invoice_quantity(invoice) or sub.quantity,
         account_id=sub.account_id,
         organization_id=sub.organization_id,
         tier_id=sub.tier_id,
@@ -381,18 +472,36 @@ def invoice_paid(
     session: Session, billing: Billing, sub: Subscription, invoice: Any, *, at: datetime
 ) -> None:
     """A paid invoice (first, trial start or renewal): order paid, access to the period end."""
+    tax_label = billing.settings.tax_label
     invoice_ref = str(dig(invoice, "id"))
     order = invoice_order(session, sub, invoice_ref)
+    least: int | None = None
     if order is None:
+        least, _ = expected_total(sub, invoice, tax_label=tax_label)  # before its credit is used
         order = _new_invoice_order(sub, invoice, invoice_ref)
-        _renewal_terms(sub, order, billing.settings.tax_label)
+        _renewal_terms(sub, order, tax_label)
         session.add(order)
         session.flush()
     elif order.gateway_ref is None:
         order.gateway_ref = invoice_ref
+    if order.status == "review":
+        return  # held for an administrator: told again, it changes nothing
     if order.paid_at is None:
-        # Recorded from what the gateway charged, which is what the receipt shows.
         total, tax = invoice_amounts(invoice)
+        if least is None:
+            # The checkout's order carries its quote; a renewal's (made by a failed attempt)
+            # is quoted now.
+            least = (
+                order.total_minor
+                if order.holder_key is not None
+                else expected_total(sub, invoice, tax_label=tax_label)[0]
+            )
+        currency = str(dig(invoice, "currency") or sub.currency).lower()
+        if total < least or currency != sub.currency:
+            reason = f"Paid {total} {currency}, expected {least} {sub.currency}"
+            _hold_short(session, billing, sub, order, invoice, reason=reason, at=at)
+            return
+        # Recorded from what the gateway charged, which is what the receipt shows.
         if (total, tax) != (order.total_minor, order.tax_minor):
             if total or tax:
                 log.warning(
@@ -453,14 +562,51 @@ def invoice_paid(
     session.flush()
 
 
+def _hold_short(
+    session: Session,
+    billing: Billing,
+    sub: Subscription,
+    order: Order,
+    invoice: Any,
+    *,
+    reason: str,
+    at: datetime,
+) -> None:
+    """An invoice paid for less than the store's quote (a coupon or another price applied
+    at the gateway): as a one-time order paid short, it is never fulfilled; the order goes
+    to ``review`` (error log, ``order.review`` audit event) until an administrator decides.
+
+    Access is not extended to the invoice's period. A renewal's buyer keeps the grace
+    period of a failed renewal from now, once (visible on the license as ``grace_until``):
+    they paid something, and an administrator's decision should not find them cut off; a
+    first invoice gives no access at all."""
+    period_end = invoice_period_end(invoice)
+    if order.period_end is None and period_end is not None:
+        order.period_start, order.period_end = invoice_period_start(invoice), period_end
+    held = order_service.hold_for_review(
+        session, order, payment_ref=obj_id(dig(invoice, "payment_intent")), reason=reason
+    )
+    entitlement = _entitlement(session, sub)
+    if (
+        held
+        and entitlement is not None
+        and sub.status not in FINAL
+        and period_end is not None
+        and (entitlement.ends_at is None or entitlement.ends_at < period_end)
+    ):
+        _start_grace(session, billing, sub, at)
+    session.flush()
+
+
 def _renewal_terms(sub: Subscription, order: Order, tax_label: str) -> None:
     """A renewal's order, made from its invoice: the quote of this charge says its discount
     and coupon (when the invoice charged what the quote says)."""
-    order.quantity = sub.quantity
     order.tax_rate = sub.tax_rate
     order.tax_country, order.vat_id = sub.tax_country, sub.vat_id
     order.reverse_charge = sub.reverse_charge
-    expected = coupons.charge_quote(sub, charge_index=sub.paid_charges, tax_label=tax_label)
+    expected = coupons.charge_quote(
+        sub, charge_index=sub.paid_charges, tax_label=tax_label, quantity=order.quantity
+    )
     if sub.credit_net_minor or sub.credit_tax_minor:
         # A plan change's credit was taken off this invoice (as much of it as it covers).
         used_net = min(sub.credit_net_minor, max(0, expected.net_minor - order.amount_minor))
