@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from store.db import read_only_session, session_scope, utcnow
+from store.db import lock_row, read_only_session, session_scope, utcnow
 from store.errors import Conflict, NotFound, ValidationFailed
 from store.keys import crypto
 from store.keys.models import SigningKey
@@ -135,6 +135,9 @@ def activate(session: Session, *, kid: str) -> SigningKey:
 def retire(session: Session, *, kid: str, token_ttl: int) -> SigningKey:
     """Stop trusting a key. The signing key cannot be retired, and a registry key only once
     the last token it signed has expired."""
+    # Locked first: a license being signed with it at this instant (store.licensing.service
+    # share-locks the key) commits before, and is replaced on its next request.
+    lock_row(session, SigningKey, kid)
     key = get_key(session, kid)
     if key.retired_at is not None:
         return key
@@ -220,6 +223,10 @@ class KeyRing:
             return cached[1]
         return load(key, self._secret)
 
-    def invalidate(self) -> None:
+    def invalidate(self, purpose: str | None = None) -> None:
+        """Look up which key signs again on next use (of ``purpose``, or of every one)."""
         with self._lock:
-            self._loaded.clear()
+            if purpose is None:
+                self._loaded.clear()
+            else:
+                self._loaded.pop(purpose, None)

@@ -47,6 +47,7 @@ from store.db import lock_row, utcnow
 from store.errors import Conflict, NotFound
 from store.keys import crypto
 from store.keys import service as keys
+from store.keys.models import SigningKey
 from store.keys.service import KeyRing, LoadedKey
 from store.licensing import verify
 from store.licensing.models import Entitlement, License
@@ -169,8 +170,16 @@ def _terms(payload: dict[str, Any]) -> tuple[Any, ...]:
 # --- issuing ------------------------------------------------------------------------------
 
 
-def signing_key(session: Session, keyring: KeyRing, settings: Settings) -> LoadedKey:
-    """The license key that signs now (the key ring's, parsed once per process)."""
+def signing_key(
+    session: Session, keyring: KeyRing, settings: Settings, *, lock: bool = False
+) -> LoadedKey:
+    """The license key that signs now (the key ring's, parsed once per process).
+
+    The key ring looks again at which key signs only every few seconds; a key retired
+    meanwhile (by another process) is never used: it is checked here, and the key ring
+    looks again at once. ``lock``: the key's row is share-locked until the transaction
+    ends (issuing), so a retirement committing at the same instant waits for the document
+    to be signed, and the next request replaces it (:func:`current_license`)."""
     if keys.current_key(session, "license") is None:
         # The very first license key is made in this unit of work: made by the key ring on
         # its own connection, it would wait for this one's write lock under SQLite.
@@ -178,7 +187,21 @@ def signing_key(session: Session, keyring: KeyRing, settings: Settings) -> Loade
         return keys.load(
             keys.create_key(session, purpose="license", secret=secret, activate=True), secret
         )
-    return keyring.signer("license")
+    for _ in range(3):
+        loaded = keyring.signer("license")
+        if lock:
+            row = lock_row(session, SigningKey, loaded.kid, mode="share")
+        else:
+            row = session.get(SigningKey, loaded.kid, populate_existing=True)
+        if row is not None and row.retired_at is None:
+            return loaded
+        keyring.invalidate("license")
+    raise Conflict("The license signing key changed several times; try again", code="busy")
+
+
+def _trusted(session: Session, kid: str) -> bool:
+    key = session.get(SigningKey, kid)
+    return key is not None and key.retired_at is None
 
 
 def issue_license(
@@ -197,7 +220,7 @@ def issue_license(
     if entitlement.status == "revoked":
         raise Conflict("This entitlement was revoked; no license is issued for it", code="revoked")
     now = now or utcnow()
-    key = signing_key(session, keyring, settings)
+    key = signing_key(session, keyring, settings, lock=True)
     license_id = uuid.uuid4()
     payload = license_payload(
         entitlement,
@@ -252,7 +275,8 @@ def is_current(document: License, entitlement: Entitlement) -> bool:
 def current_license(
     session: Session, keyring: KeyRing, settings: Settings, entitlement: Entitlement
 ) -> License:
-    """The newest unrevoked license matching the entitlement's terms, issued now if needed.
+    """The newest unrevoked license matching the entitlement's terms and signed by a key
+    that is not retired, issued now if needed.
 
     An entitlement that is not active (suspended, expired) gets its last license back but no
     new one; a revoked entitlement has none.
@@ -264,8 +288,10 @@ def current_license(
         if latest is None:
             raise Conflict(f"This entitlement is {entitlement.status}", code=entitlement.status)
         return latest
-    if latest is not None and is_current(latest, entitlement):
+    if latest is not None and is_current(latest, entitlement) and _trusted(session, latest.kid):
         return latest
+    # None yet, other terms, or signed by a key since retired (which verifiers no longer
+    # trust): a new document.
     return issue_license(session, keyring, settings, entitlement)
 
 
