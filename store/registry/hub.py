@@ -36,7 +36,7 @@ from store.catalog.models import Product
 from store.db import new_id, utcnow
 from store.errors import ValidationFailed
 from store.registry import grants
-from store.registry.models import HubRepository, HubTag, ManifestPull, PullCounter
+from store.registry.models import HubRepository, HubTag, ManifestPull, PullCounter, names_under
 
 MANIFEST_MEDIA_TYPES = frozenset(
     {
@@ -141,7 +141,7 @@ def refresh_visibility(session: Session, name: str) -> None:
     """Recompute ``private`` of a product's repository and its sub-repositories (call when
     the product's tiers or status change, or it is deleted)."""
     product = product_of(session, name)
-    under = HubRepository.name.startswith(name + "/", autoescape=True)
+    under = names_under(name, session.get_bind().dialect.name)
     repos = session.scalars(select(HubRepository).where((HubRepository.name == name) | under))
     for repo in repos:
         repo.private = is_private(repo.name, product, repo.visibility)

@@ -20,6 +20,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.sql import ColumnElement
 
 from store.db import Base, new_id, utcnow
 
@@ -46,6 +47,22 @@ class HubRepository(Base):
     tags: Mapped[list[HubTag]] = relationship(
         back_populates="repository", cascade="all, delete-orphan", order_by="HubTag.name"
     )
+
+
+def names_under(name: str, dialect: str) -> ColumnElement[bool]:
+    """Repositories named ``<name>/...`` (a product's sub-repositories), as a range of
+    names in byte order that an index serves on both databases: on SQLite the unique
+    index of ``name`` (binary collation), on PostgreSQL ``ix_hub_repositories_name_pattern``
+    (``text_pattern_ops``, migration 0790; under the database's collation the unique index
+    serves neither ``LIKE 'acme/app/%'`` nor a plain range, and a listing edit scanned the
+    table: 146 ms at 1,000,000 repositories). ``0`` follows ``/`` in byte order."""
+    low, high = name + "/", name + "0"
+    column = HubRepository.__table__.c.name
+    if dialect == "postgresql":
+        return column.op("~>=~", is_comparison=True)(low) & column.op("~<~", is_comparison=True)(
+            high
+        )
+    return (column >= low) & (column < high)
 
 
 COLLABORATOR_PERMISSIONS = ("read", "write", "admin")

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     Integer,
+    Select,
     Table,
     bindparam,
     delete,
@@ -44,7 +45,7 @@ from sqlalchemy.orm import ORMExecuteState, Session
 from store.accounts.models import Organization
 from store.catalog.models import Product, Tier
 from store.db import read_only_connection, utcnow
-from store.registry.models import HubRepository, PullCounter
+from store.registry.models import HubRepository, PullCounter, names_under
 from store.search import postgres_fts, sqlite_fts
 from store.search.backend import backend_for
 from store.search.documents import (
@@ -146,8 +147,7 @@ def apply(conn: Connection, changes: Changes) -> int:
         )
     if repo_names:
         # A product's sub-repositories (acme/app/worker) follow it: their documents too.
-        under = [hub_t.c.name.startswith(n + "/", autoescape=True) for n in repo_names]
-        repo_ids |= set(conn.scalars(select(hub_t.c.id).where(or_(*under))))
+        repo_ids |= set(conn.scalars(sub_repositories(conn.dialect.name, repo_names)))
     if conn.dialect.name == "postgresql":
         # The repositories' ids first, as a list: with a subquery OR-ed into the lock
         # statement the planner walked every hub document (1M entries: seconds per write).
@@ -164,6 +164,13 @@ def apply(conn: Connection, changes: Changes) -> int:
         repo_ids |= {d["ref_id"] for d in docs}
         written += write(conn, "hub", repo_ids, docs)
     return written
+
+
+def sub_repositories(dialect: str, names: Iterable[str]) -> Select[tuple[uuid.UUID]]:
+    """The ids of the repositories under these names (``acme/app/...``), by an index range
+    on both databases (:func:`store.registry.models.names_under`)."""
+    hub_t = cast(Table, HubRepository.__table__)
+    return select(hub_t.c.id).where(or_(*(names_under(n, dialect) for n in sorted(names))))
 
 
 def _lock(conn: Connection, products: Any, repos: Any) -> None:
