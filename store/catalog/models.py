@@ -95,6 +95,12 @@ class Product(Base):
         tiers = self.active_tiers
         return bool(tiers) and all(t.is_free and t.public for t in tiers)
 
+    @property
+    def is_sold(self) -> bool:
+        """One of its active tiers at least is paid: its tiers, never a repository's public
+        mark, decide who pulls its images (store.registry.grants)."""
+        return any(not t.is_free for t in self.active_tiers)
+
 
 class Tier(Base):
     __tablename__ = "tiers"

@@ -219,7 +219,8 @@ def _visibility(args: argparse.Namespace) -> int:
     """Show or set a repository's visibility. Private (the default): only members of its
     namespace, its robots, administrators and, for a product's repositories, customers
     holding a usable entitlement pull it and find it in search. Public: anyone does. A
-    repository of a published product whose tiers are all free and public is public either way."""
+    repository of a published product whose tiers are all free and public is public either way;
+    one of a product sold through a paid tier cannot be marked public (exit 1)."""
     with unit_of_work() as session:
         actor = resolve_actor(session, args.actor)
         if args.visibility is None:
@@ -235,6 +236,7 @@ def _visibility(args: argparse.Namespace) -> int:
         text=lambda d: (
             f"{d['repository']}: {d['visibility']}"
             + (" (anyone may pull it)" if d["public"] else " (not public)")
+            + (f"\n{d['note']}" if d["note"] else "")
         ),
     )
     return 0

@@ -19,9 +19,11 @@ follow the product. Rules:
   with ``push`` (push needs pull on the registry);
 - anyone, anonymous included: pull on public repositories only: those of a published
   product whose active tiers are all free and marked public, and those the namespace's
-  owner marked public, unless they belong to a suspended product. Everything else is
-  private (a repository pushed before its listing exists, a draft's or a deleted
-  product's images, a paid product's sub-repositories);
+  owner marked public, unless they belong to a suspended product or to a product sold
+  through a paid active tier (the mark never gives a paid product's images away, even one
+  set before the product or its paid tier existed). Everything else is private (a
+  repository pushed before its listing exists, a draft's or a deleted product's images, a
+  paid product's sub-repositories);
 - customers: pull on a product's repositories while they (or one of their organizations,
   or the organization of the robot token used) hold a usable entitlement
   (:mod:`store.licensing.usable`) and the product is published or was unpublished
@@ -103,6 +105,7 @@ class RepoFacts:
     product_id: uuid.UUID | None = None  # the product it belongs to (itself or its parent)
     product_status: str | None = None
     product_public: bool = False  # active tiers all free and public
+    product_paid: bool = False  # one of its active tiers at least is paid
     entitled: bool = False  # a usable entitlement held by the principal
     marked_public: bool = False  # the namespace's owner made it public
     # The earliest instant after the read at which ``entitled`` could change by time alone
@@ -110,12 +113,20 @@ class RepoFacts:
     changes_at: datetime | None = field(default=None, compare=False)
 
     @property
+    def sold(self) -> bool:
+        """It belongs to a product with a paid active tier: its tiers, not the public mark,
+        decide who pulls it."""
+        return self.product_id is not None and self.product_paid
+
+    @property
     def public(self) -> bool:
         """Anyone may pull it, anonymous included. A suspended product's repositories never
-        are, even one its owner marked public: suspending takes the images down."""
+        are, even one its owner marked public: suspending takes the images down. Nor are a
+        paid product's: the mark does not give away what is sold (to give the images away,
+        make every active tier free and public)."""
         if self.product_id is not None and self.product_status == "suspended":
             return False
-        if self.marked_public:
+        if self.marked_public and not self.sold:
             return True
         return (
             self.product_id is not None

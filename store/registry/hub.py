@@ -34,7 +34,7 @@ from store.accounts.models import Namespace
 from store.catalog.events import AccessChanged, CatalogEvent
 from store.catalog.models import Product
 from store.db import new_id, utcnow
-from store.errors import ValidationFailed
+from store.errors import Conflict, ValidationFailed
 from store.registry import grants
 from store.registry.models import HubRepository, HubTag, ManifestPull, PullCounter, names_under
 
@@ -75,6 +75,7 @@ def anonymous_facts(name: str, product: Product | None, visibility: str) -> gran
         product_id=product.id if product is not None else None,
         product_status=product.status if product is not None else None,
         product_public=product.is_public if product is not None else False,
+        product_paid=product.is_sold if product is not None else False,
         marked_public=visibility == "public",
     )
 
@@ -153,6 +154,38 @@ def follow_catalog(session: Session, event: CatalogEvent) -> None:
     edit's transaction (store.catalog.events)."""
     if isinstance(event, AccessChanged):
         refresh_visibility(session, event.repository)
+
+
+def check_mark(session: Session, *, name: str, visibility: str) -> None:
+    """Refuse marking public a repository of a product sold through a paid tier: the mark
+    would not open it (:attr:`store.registry.grants.RepoFacts.public`), so setting it is
+    refused rather than kept without effect. Marks set before the product or its paid tier
+    existed stay, without effect while it is sold."""
+    if visibility != "public":
+        return
+    product = product_of(session, name)
+    if product is not None and product.is_sold:
+        raise Conflict(
+            f"{name} belongs to {product.repository}, which is sold through a paid tier: its "
+            f"tiers decide who pulls it, and it cannot be marked public. To give its images "
+            f"away, make every active tier free and public",
+            code="sold_product",
+            field="visibility",
+        )
+
+
+def mark_note(name: str, product: Product | None, visibility: str) -> str:
+    """What the public mark does for a repository, when it does not do what it says."""
+    if visibility != "public" or product is None:
+        return ""
+    if product.status == "suspended":
+        return f"{product.repository} is suspended: nobody outside its publisher pulls {name}."
+    if product.is_sold:
+        return (
+            f"{product.repository} is sold through a paid tier: the public mark does not open "
+            f"{name}; its tiers decide who pulls it."
+        )
+    return ""
 
 
 def set_visibility(session: Session, *, name: str, visibility: str) -> HubRepository:

@@ -90,7 +90,7 @@ def _facts_columns(aid: str, oid: str | None) -> str:
        CASE WHEN nsp.kind = 'user' THEN 1 ELSE 0 END AS personal,
        p.id AS product_id,
        p.status AS product_status,
-       (SELECT min(CASE WHEN ti.billing = '{FREE}' AND ti.public THEN 1 ELSE 0 END)
+       (SELECT min(CASE WHEN ti.billing <> '{FREE}' THEN -1 WHEN ti.public THEN 1 ELSE 0 END)
           FROM tiers ti WHERE ti.product_id = p.id AND ti.active) AS all_public,
        EXISTS (SELECT 1 FROM entitlements e
                 WHERE e.product_id = p.id AND ({owner}) AND {USABLE_SQL}
@@ -571,8 +571,10 @@ def repo_facts(name: str, row: dict[str, Any], codec: _Codec) -> RepoFacts:
         personal=row["personal"] == 1,
         product_id=codec.uuid(row["product_id"]),
         product_status=row["product_status"],
-        # every active tier free and public (None: no active tier, so not public)
+        # the least open active tier: 1 every one free and public, -1 one at least paid,
+        # 0 otherwise (None: no active tier, so not public)
         product_public=row["all_public"] == 1,
+        product_paid=row["all_public"] == -1,
         entitled=bool(row["entitled"]),
         marked_public=row["marked_public"] == 1,
         changes_at=codec.moment(horizon) if (horizon := row.get("horizon")) is not None else None,

@@ -324,6 +324,8 @@ def create(
             )
     if hub.get_repository(session, name) is not None:
         raise Conflict(f"{name} exists already", code="repository_exists")
+    if visibility is not None:
+        hub.check_mark(session, name=name, visibility=visibility)
     repo = hub.ensure_repository(session, name)
     repo.description = description.strip()
     repo.readme_md = readme_md

@@ -52,10 +52,16 @@ class VisibilityOut(BaseModel):
     repository: str
     visibility: str = Field(description="The namespace owner's setting: private or public")
     public: bool = Field(
-        description="Anyone may pull it: marked public, or it belongs to a published product "
-        "whose tiers are all free and public"
+        description="Anyone may pull it: marked public (unless its product is sold through a "
+        "paid tier or suspended), or it belongs to a published product whose tiers are all "
+        "free and public"
     )
     product: str | None = Field(default=None, description="The product it belongs to")
+    note: str = Field(
+        default="",
+        description="Why the setting is not what is in effect (a public mark on a repository "
+        "of a paid or suspended product); empty when it is",
+    )
 
 
 class RepositoryIn(BaseModel):

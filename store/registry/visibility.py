@@ -1,7 +1,8 @@
 """Who may see a repository: the namespace owner's public/private setting, read and changed.
 
 A repository is private unless it belongs to a published product whose tiers are all free
-and public, or its namespace's owner marks it public here (the rule: :mod:`store.registry.grants`).
+and public, or its namespace's owner marks it public here (except a repository of a
+product sold through a paid tier, or of a suspended one) (the rule: :mod:`store.registry.grants`).
 Those with a level on a repository (:mod:`store.registry.repositories`: members of the
 namespace's organization, the user of a personal namespace and its collaborators,
 administrators) see its setting; owners and admin collaborators change it. To whoever may
@@ -29,6 +30,9 @@ class RepositoryVisibility:
     visibility: str  # the owner's setting: private | public
     public: bool  # anyone may pull it (the setting, or a free and public product)
     product: str | None  # the product it belongs to, if any
+    # Why the setting is not what is in effect ("" when it is): a public mark on a
+    # repository of a paid or suspended product opens nothing.
+    note: str = ""
 
 
 def get_visibility(session: Session, *, account: Account | None, name: str) -> RepositoryVisibility:
@@ -45,9 +49,11 @@ def set_visibility(
 ) -> RepositoryVisibility:
     """Mark a repository public or private (owners of its namespace, admin collaborators,
     administrators). The setting may precede the first push; it stays when a product is
-    created or deleted."""
+    created or deleted. A repository of a product sold through a paid tier is not marked
+    public (409 ``sold_product``): the mark would not open it."""
     name = repositories.clean_name(name)
     repositories.require_level(session, actor, name, "admin")
+    hub.check_mark(session, name=name, visibility=visibility)
     org = repositories.owning_org(session, name)
     before = hub.get_repository(session, name)
     previous = before.visibility if before is not None else "private"
@@ -72,6 +78,7 @@ def _view(session: Session, name: str, visibility: str) -> RepositoryVisibility:
         visibility=visibility,
         public=hub.anonymous_facts(name, product, visibility).public,
         product=product.repository if product is not None else None,
+        note=hub.mark_note(name, product, visibility),
     )
 
 

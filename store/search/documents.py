@@ -369,6 +369,7 @@ def _owning_products(conn: Connection, repositories: set[str]) -> dict[str, gran
             product_status=r.status,
             product_public=bool(tiers[r.id])
             and all(t.billing == BillingKind.FREE and t.public for t in tiers[r.id]),
+            product_paid=any(t.billing != BillingKind.FREE for t in tiers[r.id]),
         )
         for r in rows
     }
@@ -386,6 +387,7 @@ def _hub_visibility(repo: Any, product: grants.RepoFacts | None) -> list[str]:
         product_id=product.product_id if product else None,
         product_status=product.product_status if product else None,
         product_public=product.product_public if product else False,
+        product_paid=product.product_paid if product else False,
         marked_public=repo.visibility == "public",
     )
     if product is not None and facts.listed and repo.name == product.name:

@@ -210,6 +210,9 @@ def _settings_page(
             else [],
             "permissions": [(p, p.capitalize()) for p in COLLABORATOR_PERMISSIONS],
             "visibilities": VISIBILITY_OPTIONS,
+            "visibility_note": hub.mark_note(
+                repo.name, hub.product_of(session, repo.name), repo.visibility
+            ),
             "organizations": [(o, o) for o in owned_orgs],
             "form": form,
         },
@@ -426,6 +429,12 @@ def repository_page(
             # Automated builds (store.builds) decide who sees them; linked for those with a
             # level on the repository.
             "builds_url": f"/r/{repo.name}/builds" if level is not None else None,
+            # Those with a level see why a public mark is not in effect.
+            "visibility_note": hub.mark_note(
+                repo.name, hub.product_of(session, repo.name), repo.visibility
+            )
+            if level is not None
+            else "",
             "platform_label": view.platform_label,
         },
     )

@@ -100,7 +100,8 @@ def test_created_before_its_first_push_likewise(client: TestClient, session: Ses
         )
         assert answer.status_code == 201, answer.text
         assert _anonymous_pulls(client, name) is public, name
-    # An editor does not make a product's repository public; an owner may, explicitly.
+    # An editor does not make a product's repository public; nor does an owner a paid
+    # product's (its tiers decide who pulls it).
     asked = client.post(
         "/api/v1/repositories",
         json={"name": "acme/app/cli", "visibility": "public"},
@@ -113,5 +114,5 @@ def test_created_before_its_first_push_likewise(client: TestClient, session: Ses
         json={"name": "acme/app/cli", "visibility": "public"},
         headers=auth(world["owner"]),
     )
-    assert owned.status_code == 201, owned.text
-    assert _anonymous_pulls(client, "acme/app/cli")
+    assert (owned.status_code, owned.json()["error"]) == (409, "sold_product"), owned.text
+    assert not _anonymous_pulls(client, "acme/app/cli")

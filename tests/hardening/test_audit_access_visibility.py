@@ -57,8 +57,10 @@ def test_only_owners_create_public_repositories(
         effective = requested or starts
         may_create = role in ("editor", "owner")
         refused = effective == "public" and starts == "private" and role != "owner"
+        # A paid product's repositories are never marked public, not even by an owner.
+        sold = effective == "public" and name.startswith("acme/app") and not refused
         where = f"{role} creating {name} {requested} (default {default})"
-        created = may_create and not refused
+        created = may_create and not refused and not sold
         # Anyone pulls it exactly when the namespace's owners wanted it public.
         assert _anonymous_pulls(client, name) is (created and effective == "public"), where
         if not may_create:
@@ -66,6 +68,10 @@ def test_only_owners_create_public_repositories(
         elif refused:
             assert answer.status_code == 403, where
             assert answer.json()["error"] == "visibility_denied", where
+            assert answer.json()["field"] == "visibility"
+        elif sold:
+            assert answer.status_code == 409, where
+            assert answer.json()["error"] == "sold_product", where
             assert answer.json()["field"] == "visibility"
         else:
             assert answer.status_code == 201, f"{where}: {answer.text}"

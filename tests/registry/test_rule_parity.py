@@ -48,6 +48,8 @@ KINDS = {
     "sub_repository": "acme/app/worker",
     "unlisted": "acme/tools",
     "public_marked": "acme/open",
+    # marked public, but its product is sold through a paid tier: the mark opens nothing
+    "paid_marked": "acme/app/open",
 }
 PRINCIPALS = ("anonymous", "customer", "owner", "editor", "viewer", "robot", "license", "admin")
 MEMBERS = ("owner", "editor", "viewer", "robot", "admin")
@@ -57,6 +59,8 @@ ACCOUNTS = ("customer", "owner", "editor", "viewer", "admin")
 def expected(principal: str, kind: str, state: str) -> bool:
     """The rule, stated once more in plain terms."""
     usable = STATES[state][0]
+    if kind == "paid_marked":
+        kind = "sub_repository"
     if principal == "license" and not usable:
         return False  # the credential itself is refused (401) while its entitlement is not usable
     if kind == "public_marked":
@@ -118,6 +122,7 @@ def _world(session: Session, app: FastAPI, state: str) -> World:
     for name in KINDS.values():
         hub.ensure_repository(session, name)
     hub.set_visibility(session, name="acme/open", visibility="public")
+    hub.set_visibility(session, name="acme/app/open", visibility="public")  # an old mark
     headers: dict[str, dict[str, str]] = {"anonymous": {}}
     bearer: dict[str, dict[str, str]] = {}
     for name, account in (

@@ -1,5 +1,6 @@
 """Property: whatever sequence of changes the store goes through (publishing, suspending,
-entitlements in every state, revocations, memberships, visibility, token scopes), the
+a paid tier offered or withdrawn, entitlements in every state, revocations, memberships,
+visibility, token scopes), the
 token endpoint never grants more than the rule allows, and grants pull exactly when the
 rule says so. The rule is restated here from the models, independently of the SQL."""
 
@@ -9,14 +10,15 @@ import base64
 from typing import Any
 
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from store.accounts import service as accounts
 from store.accounts.models import Account, Membership, Organization
-from store.catalog.models import Product
+from store.catalog.models import Product, Tier
+from store.catalog.periods import BillingKind
 from store.db import utcnow
 from store.licensing import entitlements
 from store.licensing.models import Entitlement
@@ -40,6 +42,7 @@ operations = st.one_of(
         st.sampled_from(list(STATES)[1:]),
     ),
     st.tuples(st.just("revoke_all"), st.none(), st.none()),
+    st.tuples(st.just("paid"), st.sampled_from(("acme/app", "acme/free")), st.booleans()),
     st.tuples(
         st.just("visibility"), st.sampled_from(REPOS), st.sampled_from(("public", "private"))
     ),
@@ -68,7 +71,11 @@ def _oracle(
     allowed: set[str] = set()
     tiers = [t for t in product.tiers if t.active] if product else []
     suspended = product is not None and product.status == "suspended"
-    if (hub_row is not None and hub_row.visibility == "public" and not suspended) or (
+    # A product sold through a paid active tier: the public mark opens none of its
+    # repositories.
+    sold = any(t.billing != "free" for t in tiers)
+    marked = hub_row is not None and hub_row.visibility == "public"
+    if (marked and not suspended and not sold) or (
         product is not None
         and product.status == "published"
         and tiers
@@ -127,6 +134,10 @@ def _access(client: TestClient, headers: dict[str, str], repo: str) -> set[str]:
 
 @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 @given(steps=st.lists(operations, min_size=1, max_size=8))
+# Always tried: an old public mark on a paid product's sub-repository, and on a free
+# product's repository before a paid tier is offered on it.
+@example(steps=[("visibility", "acme/app/worker", "public")])
+@example(steps=[("visibility", "acme/free", "public"), ("paid", "acme/free", True)])
 def test_no_sequence_of_changes_grants_more_than_the_rule(
     client: TestClient, session: Session, steps: list[tuple[str, Any, Any]]
 ) -> None:
@@ -162,6 +173,20 @@ def test_no_sequence_of_changes_grants_more_than_the_rule(
                     session, tier=tier, source="grant", account=customer
                 )
                 _set_state(session, held, value)
+            elif op == "paid":
+                product = products[target]
+                extra = next((t for t in product.tiers if t.slug == "extra"), None)
+                if extra is None:
+                    extra = Tier(
+                        product=product,
+                        slug="extra",
+                        name="Extra",
+                        billing=BillingKind.MONTH,
+                        amount_minor=900,
+                        currency="usd",
+                    )
+                    session.add(extra)
+                extra.active = value
             elif op == "revoke_all":
                 for e in session.scalars(
                     select(Entitlement).where(Entitlement.account_id == customer.id)

@@ -44,6 +44,7 @@ def test_owner_marks_a_repository_public_and_back(client: TestClient, session: S
         "visibility": "private",
         "public": False,
         "product": None,
+        "note": "",
     }
     # Outsiders and anonymous callers: as if it did not exist.
     assert client.get(url, headers=outsider_h).status_code == 404
