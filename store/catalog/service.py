@@ -7,6 +7,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from sqlalchemy import Select, Text, and_, cast, exists, func, or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from store import validation
@@ -37,9 +38,16 @@ def ensure_category(session: Session, slug: str, name: str | None = None) -> Cat
     slug = validation.registry_component(slug.lower(), what="Category", min_len=2, max_len=64)
     category = session.get(Category, slug)
     if category is None:
-        category = Category(slug=slug, name=name or slug.replace("-", " ").title())
-        session.add(category)
-        session.flush()
+        try:
+            with session.begin_nested():
+                category = Category(slug=slug, name=name or slug.replace("-", " ").title())
+                session.add(category)
+                session.flush()
+        except IntegrityError:
+            # Made at the same instant by another edit naming it (PostgreSQL): that one.
+            category = session.get(Category, slug)
+            if category is None:
+                raise
     return category
 
 
@@ -136,8 +144,16 @@ def create_product(
         raise Conflict(f"A product for {repository} exists", code="repository_taken", field="slug")
     product = Product(organization=org, kind=kind, slug=slug, repository=repository, title="")
     _apply_listing(session, product, {"title": title, **listing})
-    session.add(product)
-    session.flush()
+    try:
+        with session.begin_nested():
+            session.add(product)
+            session.flush()
+    except IntegrityError:
+        # Created at the same instant by another request (PostgreSQL; a double click, a
+        # retry): refused as a later attempt is.
+        raise Conflict(
+            f"A product for {repository} exists", code="repository_taken", field="slug"
+        ) from None
     return product
 
 
@@ -506,15 +522,23 @@ def create_tier(
     slug = validation.registry_component(
         slug.lower(), what="Tier id", min_len=1, max_len=64, field="slug"
     )
+    taken = Conflict(
+        f"{product.repository} already has a tier '{slug}'", code="tier_taken", field="slug"
+    )
     if any(t.slug == slug for t in product.tiers):
-        raise Conflict(f"{product.repository} already has a tier '{slug}'")
+        raise taken
     data.setdefault("billing", BillingKind.FREE)
     data.setdefault("name", slug.replace("-", " ").title())
     data.setdefault("sort_order", len(product.tiers))
-    tier = Tier(product=product, slug=slug, billing=BillingKind.FREE, name="")
+    tier = Tier(slug=slug, billing=BillingKind.FREE, name="")
     _apply_tier(tier, data)
-    session.add(tier)
-    session.flush()
+    try:
+        with session.begin_nested():
+            tier.product = product
+            session.add(tier)
+            session.flush()
+    except IntegrityError:
+        raise taken from None  # made at the same instant by another request (PostgreSQL)
     _access_changed(session, product.repository)
     if not tier.is_free:
         events.publish(session, events.PriceChanged(tier.id))
