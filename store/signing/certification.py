@@ -50,6 +50,9 @@ def submit(
         raise ValidationFailed("The digest must be sha256:<64 hex digits>", code="bad_digest")
     if current is not None and current != digest:
         raise Conflict(f"Tag '{tag}' now points to {current}, not {digest}", code="tag_moved")
+    # Submissions of one product take turns (PostgreSQL row lock), so two sent at the same
+    # instant cannot both find no pending one.
+    lock_row(session, Product, product.id, mode="no_key_update", populate=False)
     if session.scalar(
         select(CertificationRequest.id).where(
             CertificationRequest.product_id == product.id,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from store import validation
@@ -43,8 +44,15 @@ def add_key(
         label=label,
         created_by_id=actor.id,
     )
-    session.add(key)
-    session.flush()
+    try:
+        with session.begin_nested():
+            session.add(key)
+            session.flush()
+    except IntegrityError:
+        # Registered at the same instant by another request (PostgreSQL): as a later one.
+        raise Conflict(
+            f"This key is already registered ({loaded.fingerprint[:16]}…)", code="key_exists"
+        ) from None
     audit.record(
         session,
         action="signing_key.add",

@@ -4,7 +4,10 @@ connections; one transaction is held open while the other runs):
 - a signature uploaded while the revocation commits is refused (``key_revoked``), as one
   uploaded after it: it is not recorded and resolves no unsigned-push flag;
 - a certification approved while the revocation commits is refused (``unsigned``);
-- a revocation made while an approval commits ends that certification (the badge goes).
+- a revocation made while an approval commits ends that certification (the badge goes);
+- the same key registered twice at once: the second is refused (``key_exists``), no 500;
+- two versions submitted for review at once: one waits for review, the other is refused
+  (``review_pending``), as when they come one after the other.
 """
 
 from __future__ import annotations
@@ -201,3 +204,41 @@ def test_a_key_revoked_while_a_certification_is_approved_ends_it(
         product = session.get_one(Product, world.product_id)
         assert not signing.is_signed(session, "acme/app", V1)
         assert product.certified_at is None
+
+
+def _twice(factory: sessionmaker[Session], make: Callable[[Session], None]) -> str:
+    return _while_held(factory, make, make)
+
+
+def test_the_same_key_registered_twice_at_once(factory: sessionmaker[Session]) -> None:
+    world = World(factory)
+    other = new_key()
+
+    def add(session: Session) -> None:
+        publisher_keys.add_key(
+            session,
+            org=session.get_one(Organization, world.org_id),
+            actor=session.get_one(Account, world.alice_id),
+            public_pem=verify.public_pem(other),
+        )
+
+    assert _twice(factory, add) == "key_exists"
+    with factory() as session:
+        assert session.scalar(select(func.count()).select_from(PublisherKey)) == 2
+
+
+def test_two_versions_submitted_for_review_at_once(factory: sessionmaker[Session]) -> None:
+    world = World(factory)
+
+    def submit(session: Session) -> None:
+        certification.submit(
+            session,
+            actor=session.get_one(Account, world.alice_id),
+            product=session.get_one(Product, world.product_id),
+            tag="v1",
+        )
+
+    assert _twice(factory, submit) == "review_pending"
+    with factory() as session:
+        waiting = select(func.count()).where(CertificationRequest.status == "submitted")
+        assert session.scalar(waiting) == 1
