@@ -36,11 +36,13 @@ import bisect
 import math
 import struct
 import time
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
-from functools import lru_cache
+from functools import lru_cache, partial
+from itertools import chain
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +58,8 @@ from store.search.query import (
     TIER_WEIGHTS,
     Expansions,
     Phrase,
+    gram,
+    gram_pairs,
     short_prefix,
     tsquery_excluded,
     tsquery_prefix_key,
@@ -207,15 +211,52 @@ def body_repeats_summary(doc: dict[str, Any]) -> bool:
 _ANYWHERE = (_NAME, _TITLE, _SUMMARY, _BODY)
 _ANYWHERE_ONCE = (_NAME, _TITLE, _BODY)
 
+NO_COMMON: frozenset[str] = frozenset()
 
-def tsvector_literals(doc: dict[str, Any]) -> dict[str, str]:
+
+def grams(
+    doc: dict[str, Any], fields: Sequence[tuple[str, str, int]], common: Collection[str]
+) -> list[str]:
+    """The common grams of a document's fields (query.GRAM_MARK), without positions: for
+    every position p holding a word of ``common`` and p + 1 holding a word of ``common`` or
+    a word whose 3-character prefix lexeme is in ``common``, the pair. Positions are taken
+    as the tsvector places the words (a field's start plus the word's offset, 16383 at
+    most), every occurrence: a superset of the pairs the stored positions (256 per lexeme
+    at most) make adjacent, so a document a phrase ``'a' <-> 'b'`` matches always holds its
+    gram, and a query asking for both finds exactly what the phrase alone finds."""
+    if not common:
+        return []
+    n = SHORT_PREFIXES[0]
+    firsts: dict[int, list[str]] = {}
+    seconds: dict[int, list[str]] = {}
+    for column, _weight, start in fields:
+        for offset, tok in enumerate(doc[column].split(), start):
+            at = offset if offset < _MAX_POS else _MAX_POS
+            if tok in common:
+                firsts.setdefault(at, []).append(tok)
+                seconds.setdefault(at, []).append(tok)
+            if len(tok) >= n and (prefix := PREFIX_MARK + tok[:n]) in common:
+                seconds.setdefault(at, []).append(prefix)
+    found = {
+        gram(first, second)
+        for at, words in firsts.items()
+        for second in seconds.get(at + 1, ())
+        for first in words
+    }
+    return sorted(found)
+
+
+def tsvector_literals(doc: dict[str, Any], common: Collection[str] = NO_COMMON) -> dict[str, str]:
+    """The document's tsvectors as text literals; ``tsv`` holds the grams of ``common``
+    (the index's vocabulary of common words, :func:`common_words`)."""
     band = "".join(" " + _quote(t) for t in band_tokens(doc["id"]))
     anywhere = _ANYWHERE_ONCE if body_repeats_summary(doc) else _ANYWHERE
+    pairs = "".join(" " + _quote(g) for g in grams(doc, anywhere, common))
     return {
         "tags": " ".join(_quote(t) for t in doc["fts_facets"].split()),
         "head": _literal(doc, (_NAME, _TITLE), True) + band,
         "mid": _literal(doc, (_NAME, _TITLE, _SUMMARY), False) + band,
-        "tsv": _literal(doc, anywhere, False) + band,
+        "tsv": _literal(doc, anywhere, False) + pairs + band,
     }
 
 
@@ -278,7 +319,8 @@ def _wire(
     plain: Sequence[str],
 ) -> bytes:
     """The tsvector ``_literal(doc, fields, weighted)`` followed by the ``plain`` lexemes
-    (band tokens) is read as, in binary form, with its length in front (a COPY field)."""
+    (grams, band tokens: no positions) is read as, in binary form, with its length in front
+    (a COPY field)."""
     positions: dict[str, list[int]] = {}
     head: dict[bytes, list[int]] = {}  # the 2-character prefixes of name and title words
     get = positions.get
@@ -348,14 +390,15 @@ def _wire_plain(tokens: Sequence[str]) -> bytes:
     return _INT32.pack(len(data) + 4) + _INT32.pack(len(entries)) + data
 
 
-def tsvector_rows(doc: dict[str, Any]) -> tuple[bytes, bytes]:
+def tsvector_rows(doc: dict[str, Any], common: Collection[str] = NO_COMMON) -> tuple[bytes, bytes]:
     """The document's rows of search_fts_terms (id, tags, tsv) and search_fts_fields (id,
     head, mid) in COPY's binary format: the tsvectors of :func:`tsvector_literals`."""
     bands = band_tokens(doc["id"])
     anywhere = _ANYWHERE_ONCE if body_repeats_summary(doc) else _ANYWHERE
     key = _ID_FIELD.pack(3, 8, doc["id"])
+    plain = [*grams(doc, anywhere, common), *bands]
     return (
-        key + _wire_plain(doc["fts_facets"].split()) + _wire(doc, anywhere, False, bands),
+        key + _wire_plain(doc["fts_facets"].split()) + _wire(doc, anywhere, False, plain),
         key
         + _wire(doc, (_NAME, _TITLE), True, bands)
         + _wire(doc, (_NAME, _TITLE, _SUMMARY), False, bands),
@@ -425,6 +468,67 @@ def _add_words(conn: Connection, words: set[str]) -> None:
         own.execute(_ADD_WORDS, {"words": missing})
 
 
+# --- common words: the vocabulary of the grams (query.GRAM_MARK) ------------------------------
+#
+# search_fts_common lists the words and 3-character prefix lexemes in at least
+# _COMMON_SHARE of the documents (estimated from a sample) when a full rebuild ran: every
+# tsv holds the grams of its pairs of them (:func:`grams`), and a phrase is asked for with
+# the grams of its pairs that are listed. It only grows: a rebuild adds the lexemes that have
+# become common and removes none, all in its transaction (committed with the swapped
+# tables), and writers read it in the transaction that writes a document (after writing
+# search_documents, which waits for a rebuild's catch-up to commit). So the grams a search
+# asks for are in every document of the index it reads, even when it read the list before a
+# rebuild committed; a word that becomes common after the last rebuild is not listed, and its
+# phrases are checked as before until the next one lists it. A word no longer common keeps
+# its grams, which cost little: they are only where the word is.
+_COMMON_SHARE = 0.05
+_COMMON_LEAST = 20_000  # documents: a smaller index has no phrase costly enough to need grams
+_COMMON_SAMPLE = 20_000  # documents read to estimate the shares
+_COMMON_MOST = 256
+_COMMON_OF = text("SELECT lexeme FROM search_fts_common WHERE lexeme = ANY(:lexemes)")
+
+
+def common_words(conn: Connection) -> frozenset[str]:
+    """The vocabulary of common words the index is built with."""
+    return frozenset(conn.scalars(text("SELECT lexeme FROM search_fts_common")))
+
+
+def grow_common(conn: Connection) -> frozenset[str]:
+    """The vocabulary of common words with the words and prefix lexemes of at least
+    _COMMON_SHARE of a sample of the documents added (in the caller's transaction, in order
+    of share, up to _COMMON_MOST in all)."""
+    held = common_words(conn)
+    total = conn.scalar(text("SELECT count(*) FROM search_documents")) or 0
+    if total < _COMMON_LEAST or len(held) >= _COMMON_MOST:
+        return held
+    percent = min(100.0, 100.0 * _COMMON_SAMPLE / total)
+    counts: Counter[str] = Counter()
+    sampled = 0
+    n = SHORT_PREFIXES[0]
+    for row in conn.execute(
+        text(
+            "SELECT fts_name, fts_title, fts_summary, fts_body FROM search_documents "  # noqa: S608
+            f"TABLESAMPLE BERNOULLI ({percent:.6f}) REPEATABLE (0)"
+        )
+    ):
+        words = set(" ".join(row).split())
+        counts.update(words)
+        counts.update({PREFIX_MARK + w[:n] for w in words if len(w) >= n})
+        sampled += 1
+    floor = max(1.0, _COMMON_SHARE * sampled)
+    added = [w for w, c in counts.most_common() if c >= floor and w not in held]
+    added = sorted(added[: _COMMON_MOST - len(held)])
+    if added:
+        conn.execute(
+            text(
+                "INSERT INTO search_fts_common (lexeme) SELECT unnest(CAST(:w AS text[])) "
+                "ON CONFLICT DO NOTHING"
+            ),
+            {"w": added},
+        )
+    return held | frozenset(added)
+
+
 def expansions(conn: Connection, criteria: Criteria) -> dict[str, list[str]]:
     """Each prefix of the query (tsquery_prefix_key) → the lexemes it starts, for prefixes
     starting at least one and at most _EXPAND_AT_MOST of them."""
@@ -448,9 +552,12 @@ def tsquery(
     *,
     excluded: bool = True,
     expansions: Expansions | None = None,
+    common: Collection[str] | None = None,
 ) -> str:
     parts = []
-    words = tsquery_text(criteria.query, weights, excluded=excluded, expansions=expansions)
+    words = tsquery_text(
+        criteria.query, weights, excluded=excluded, expansions=expansions, common=common
+    )
     if words:
         parts.append(words)
     if criteria.filter_tokens:
@@ -520,7 +627,9 @@ class _Stats:
     cumulative: list[tuple[int, int]]
     shares: dict[str, _Shares]  # by tsvector column
 
-    def density(self, column: str, criteria: Criteria) -> float | None:
+    def density(
+        self, column: str, criteria: Criteria, common: Collection[str] = NO_COMMON
+    ) -> float | None:
         """About which share of the documents match (None without statistics), erring on
         the high side: too high costs one more round trip, too low a band range holding
         many more matches than needed. Each required word or filter has a share (an
@@ -545,6 +654,12 @@ class _Stats:
                 values.append(shares.of_prefix(last))
             else:
                 values.append(shares.of_lexeme(last))
+            # The phrase's grams (``common``: asked for in this column).
+            values += [
+                shares.of_lexeme(gram(a, b))
+                for a, b in gram_pairs(p)
+                if a in common and b in common
+            ]
             return min(values)
 
         required = [min(1.0, sum(phrase(p) for p in group)) for group in criteria.query.groups]
@@ -667,8 +782,24 @@ class PostgresBackend:
     _complete = False
     _matches: list[int] | None = None  # every match's key, when the facet pass saw them all
     _prefixes: dict[str, list[str]] | None = None
+    _grams: frozenset[str] | None = None
     # Tiers of a search whose facet pass saw every match: from those rows (see tier_ids).
     tiers_from_matches = True
+
+    def _common(self, conn: Connection, criteria: Criteria) -> frozenset[str]:
+        """The words and prefix lexemes of the query's phrases that are in the vocabulary
+        of common words (grams: asked for in ``tsv``), looked up once, and only for a query
+        with a phrase."""
+        if self._grams is None:
+            wanted = {
+                x for group in criteria.query.groups for p in group for x in chain(*gram_pairs(p))
+            }
+            self._grams = (
+                frozenset(conn.scalars(_COMMON_OF, {"lexemes": sorted(wanted)}))
+                if wanted
+                else NO_COMMON
+            )
+        return self._grams
 
     def _expansions(self, conn: Connection, criteria: Criteria) -> dict[str, list[str]]:
         """The query's prefixes as lexemes (see :func:`expansions`), looked up once."""
@@ -764,12 +895,13 @@ class PostgresBackend:
             ).all()
         else:
             stats = _stats(conn)
+            common = self._common(conn, criteria)
             part = _Part(
                 _FACET_SQL + "WHERE tsv @@ CAST(:q_ AS tsquery)",
-                tsquery(criteria, expansions=self._expansions(conn, criteria)),
+                tsquery(criteria, expansions=self._expansions(conn, criteria), common=common),
                 {},
                 limit,
-                stats.density("tsv", criteria),
+                stats.density("tsv", criteria, common),
             )
             self._banded(conn, [part], stats)
             rows = part.rows
@@ -838,7 +970,8 @@ class PostgresBackend:
     def _write(self, conn: Connection, docs: Sequence[dict[str, Any]]) -> None:
         if not docs:
             return
-        rows = [{"id": d["id"], **tsvector_literals(d)} for d in docs]
+        common = common_words(conn)
+        rows = [{"id": d["id"], **tsvector_literals(d, common)} for d in docs]
         conn.execute(_WRITE_TERMS, rows)
         conn.execute(_WRITE_FIELDS, rows)
 
@@ -889,6 +1022,7 @@ def rebuild(conn: Connection, pool: WorkerPool | None = None) -> None:
         text("SELECT statement_timestamp(), CAST(pg_current_snapshot() AS text)")
     ).one()
     indexes = conn.execute(_INDEX_DDL).all()
+    common = grow_common(conn)
     conn.execute(text(f"SET LOCAL maintenance_work_mem = '{_BUILD_MEMORY}'"))
     for table, columns in _TABLES.items():
         new = table + _NEXT
@@ -897,7 +1031,7 @@ def rebuild(conn: Connection, pool: WorkerPool | None = None) -> None:
         conn.execute(text(f"CREATE TABLE {new} (id bigint NOT NULL, {definitions})"))
         for statement in _shape(conn, table, new):
             conn.execute(text(statement))
-    _copy_documents(conn, None, pool=pool)
+    _copy_documents(conn, None, pool=pool, common=common)
     for table in _TABLES:
         conn.execute(text(f"ALTER TABLE {table + _NEXT} ADD PRIMARY KEY (id)"))
     for index in indexes:
@@ -907,7 +1041,7 @@ def rebuild(conn: Connection, pool: WorkerPool | None = None) -> None:
         conn.execute(text(f"{head}{_NEXT}{on}{table}{_NEXT}{using}{rest}"))
     for table in _TABLES:
         conn.execute(text(f"ANALYZE {table + _NEXT}"))
-    _catch_up(conn, started, snapshot)
+    _catch_up(conn, started, snapshot, common)
     # Swap: the live tables' order as searches take them (terms, then fields).
     conn.execute(text(f"LOCK TABLE {', '.join(_TABLES)} IN ACCESS EXCLUSIVE MODE"))
     for table in _TABLES:
@@ -961,7 +1095,9 @@ def _shape(conn: Connection, table: str, new: str) -> list[str]:
     return statements
 
 
-def _catch_up(conn: Connection, started: Any, snapshot: str) -> None:
+def _catch_up(
+    conn: Connection, started: Any, snapshot: str, common: frozenset[str] = NO_COMMON
+) -> None:
     """From here no other transaction writes search documents until this one ends: what
     they committed while the new tables were filled is written into them again, and rows of
     documents they deleted (or moved to another rank key) are removed."""
@@ -973,29 +1109,36 @@ def _catch_up(conn: Connection, started: Any, snapshot: str) -> None:
                 "(SELECT FROM search_documents AS d WHERE d.id = t.id)"
             )
         )
-    _copy_documents(conn, started, snapshot)
+    _copy_documents(conn, started, snapshot, common=common)
 
 
 _DOC_COLUMNS = "id, fts_name, fts_title, fts_summary, fts_body, fts_facets"
 _DOC_KEYS = tuple(_DOC_COLUMNS.split(", "))
 
 
-def copy_data(docs: Sequence[Sequence[Any]]) -> list[tuple[bytes, bytes, set[str]]]:
+def copy_data(
+    docs: Sequence[Sequence[Any]], common: Collection[str] = NO_COMMON
+) -> list[tuple[bytes, bytes, set[str]]]:
     """The COPY input (binary format) of these documents' rows of both tables, from their
-    ``_DOC_COLUMNS``: one (search_fts_terms, search_fts_fields, vocabulary) triple, the
-    vocabulary being the lexemes a prefix can start (:func:`vocabulary`). A module-level
-    function of plain values: a full rebuild runs it in worker processes."""
+    ``_DOC_COLUMNS``, with the grams of ``common``: one (search_fts_terms,
+    search_fts_fields, vocabulary) triple, the vocabulary being the lexemes a prefix can
+    start (:func:`vocabulary`). A module-level function of plain values: a full rebuild
+    runs it in worker processes."""
     terms, fields = [], []
     mapped = [dict(zip(_DOC_KEYS, values, strict=True)) for values in docs]
     for doc in mapped:
-        term_row, field_row = tsvector_rows(doc)
+        term_row, field_row = tsvector_rows(doc, common)
         terms.append(term_row)
         fields.append(field_row)
     return [(b"".join(terms), b"".join(fields), vocabulary(mapped))]
 
 
 def _copy_documents(
-    conn: Connection, since: Any, snapshot: str = "", pool: WorkerPool | None = None
+    conn: Connection,
+    since: Any,
+    snapshot: str = "",
+    pool: WorkerPool | None = None,
+    common: frozenset[str] = NO_COMMON,
 ) -> None:
     """Write the tsvectors of the documents into the new tables, in rank-key order, with
     COPY: all of them (``since`` None), or those written (from about ``since`` on) by other
@@ -1016,7 +1159,8 @@ def _copy_documents(
         words: set[str] = set()
         while True:
             docs = cursor.execute(select_batch, (last,)).fetchall()
-            spread = pool.start(copy_data, docs) if pool is not None and docs else None
+            build = partial(copy_data, common=common)
+            spread = pool.start(build, docs) if pool is not None and docs else None
             if pending is not None:
                 _copy_rows(conn, pending.result(), words)
                 pending = None
@@ -1026,7 +1170,7 @@ def _copy_documents(
             if spread is not None:
                 pending = spread
             else:
-                _copy_rows(conn, copy_data(docs), words)
+                _copy_rows(conn, build(docs), words)
             last = docs[-1][0]
     # The 64-bit id of the transaction that wrote each row (xmin holds its low 32 bits; it
     # is not newer than this transaction): rows the snapshot sees were read by the fill,
@@ -1053,14 +1197,14 @@ def _copy_documents(
         ids = [d["id"] for d in batch]
         for table in _TABLES:
             conn.execute(text(f"DELETE FROM {table + _NEXT} WHERE id = ANY(:ids)"), {"ids": ids})  # noqa: S608
-        _copy(conn, batch)
+        _copy(conn, batch, common)
 
 
-def _copy(conn: Connection, docs: Sequence[Any]) -> None:
+def _copy(conn: Connection, docs: Sequence[Any], common: frozenset[str]) -> None:
     """The documents' rows copied, their lexemes committed to the vocabulary (before the
     swap commits the rows)."""
     words: set[str] = set()
-    _copy_rows(conn, copy_data([[d[k] for k in _DOC_KEYS] for d in docs]), words)
+    _copy_rows(conn, copy_data([[d[k] for k in _DOC_KEYS] for d in docs], common), words)
     _add_words(conn, words)
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -342,25 +342,72 @@ def _ts_short_prefix(token: str, weights: str, expansions: Expansions | None) ->
     return f"({_lexeme(token, weights)} | {_lexeme(PREFIX_MARK + token, weights)})"
 
 
-def _ts_phrase(p: Phrase, weights: str, expansions: Expansions | None) -> str:
+# Common grams (PostgreSQL's "anywhere" tsvector): a pair of adjacent words both in the
+# index's vocabulary of common words (search_fts_common) is a lexeme of its own, "~:alpha
+# beta", and so is a common word followed by a word whose 3-character prefix lexeme is common,
+# "~:alpha *:bet". A phrase of two common words is then asked for as that lexeme AND the
+# phrase: the GIN scan's candidates are the documents holding the pair, not every document
+# holding both words, and the phrase is still checked on them (so matches are the same).
+# Like the prefix lexemes, a gram holds ":" and no user's word does.
+GRAM_MARK = "~:"
+
+
+def gram(first: str, second: str) -> str:
+    return f"{GRAM_MARK}{first} {second}"
+
+
+def gram_pairs(p: Phrase) -> list[tuple[str, str]]:
+    """The adjacent pairs of a phrase a gram can stand for: each word and the next, the last
+    one, when typed as a prefix of 3 characters or more, as its 3-character prefix lexeme
+    (a 2-character prefix has none)."""
+    pairs = []
+    last = len(p.tokens) - 1
+    for i in range(last):
+        second = p.tokens[i + 1]
+        if i + 1 == last and p.prefix:
+            if len(second) < SHORT_PREFIXES[0]:
+                continue
+            second = PREFIX_MARK + second[: SHORT_PREFIXES[0]]
+        pairs.append((p.tokens[i], second))
+    return pairs
+
+
+def _ts_phrase(
+    p: Phrase,
+    weights: str,
+    expansions: Expansions | None,
+    common: Collection[str] | None = None,
+) -> str:
     parts = [_lexeme(t, weights) for t in p.tokens]
     if p.prefix and short_prefix(p.tokens[-1]):
         parts[-1] = _ts_short_prefix(p.tokens[-1], weights, expansions)
     elif p.prefix:
         parts[-1] = _ts_partial(p.tokens[-1], weights, expansions)
-    return "(" + " <-> ".join(parts) + ")"
+    phrase = "(" + " <-> ".join(parts) + ")"
+    if common:
+        grams = [gram(a, b) for a, b in gram_pairs(p) if a in common and b in common]
+        if grams:
+            return "(" + " & ".join([*(_lexeme(g) for g in grams), phrase]) + ")"
+    return phrase
 
 
 def tsquery_text(
-    query: Query, weights: str = "", *, excluded: bool = True, expansions: Expansions | None = None
+    query: Query,
+    weights: str = "",
+    *,
+    excluded: bool = True,
+    expansions: Expansions | None = None,
+    common: Collection[str] | None = None,
 ) -> str | None:
     """The text part of a PostgreSQL tsquery, its lexemes restricted to ``weights``;
     ``excluded=False`` leaves the exclusions out. A prefix found in ``expansions`` is asked
-    for as the lexemes listed there (all the index holds that start with it)."""
+    for as the lexemes listed there (all the index holds that start with it). With
+    ``common`` (the words and prefix lexemes of the vocabulary of common words the queried
+    tsvector was built with), a phrase also requires the grams of its pairs of them."""
     if query.empty:
         return None
     groups = " & ".join(
-        "(" + " | ".join(_ts_phrase(p, weights, expansions) for p in group) + ")"
+        "(" + " | ".join(_ts_phrase(p, weights, expansions, common) for p in group) + ")"
         for group in query.groups
     )
     if excluded:

@@ -102,10 +102,10 @@ def _paused_reindex(
             caught_up.append(0)
             catch_up(*args)
 
-        def counted_copy(conn: Any, docs: Any) -> None:
+        def counted_copy(conn: Any, docs: Any, *args: Any) -> None:
             if caught_up:
                 caught_up[0] += len(docs)
-            copy(conn, docs)
+            copy(conn, docs, *args)
 
         monkeypatch.setattr(postgres_fts, "_catch_up", pause_then_catch_up)
         monkeypatch.setattr(postgres_fts, "_copy", counted_copy)

@@ -272,8 +272,10 @@ def test_copied_tsvectors_are_the_literals_whatever_they_hold(session: Session) 
             "fts_facets": "x:all k:image",
         },
     ]
+    # Common words (grams of adjacent pairs, positions overlapping and clamped included).
+    common = frozenset({"w1", "w2", "w3", "abc", "*:abx", "redis", "fast", "t1", "t2", "*:t29"})
     [(terms, fields, words)] = postgres_fts.copy_data(
-        [[doc[k] for k in postgres_fts._DOC_KEYS] for doc in docs]
+        [[doc[k] for k in postgres_fts._DOC_KEYS] for doc in docs], common
     )
     assert words == postgres_fts.vocabulary(docs) and "*:bac" in words
     conn = session.connection()
@@ -284,7 +286,7 @@ def test_copied_tsvectors_are_the_literals_whatever_they_hold(session: Session) 
         with cursor.copy(f"COPY {table} FROM STDIN (FORMAT BINARY)") as copy:
             copy.write(postgres_fts.COPY_SIGNATURE + data + postgres_fts.COPY_TRAILER)
     for doc in docs:
-        literals = postgres_fts.tsvector_literals(doc)
+        literals = postgres_fts.tsvector_literals(doc, common)
         # `=` on tsvectors compares their stored bytes (size, layout), not only content.
         copied = conn.execute(
             text(
@@ -296,6 +298,11 @@ def test_copied_tsvectors_are_the_literals_whatever_they_hold(session: Session) 
             {**literals, "id": doc["id"]},
         ).one()
         assert copied[:4] == (True, True, True, True), doc["id"]
+    held = conn.execute(
+        text("SELECT CAST(tsv AS text) FROM copied_terms WHERE id = -(1::bigint << 62)")
+    ).scalar_one()
+    assert "'~:w1 w2'" in held and "'~:sum w3'" not in held and "'~:abc abc'" in held
+    assert "'~:w3 *:abx'" in held and "'~:redis fast'" not in held
     assert (
         "'back\\\\slash'"
         in conn.execute(
