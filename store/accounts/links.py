@@ -190,6 +190,12 @@ def reset_password(session: Session, *, settings: Settings, token: str, password
     return account
 
 
+def two_factor_off_notice(session: Session, *, settings: Settings, account: Account) -> None:
+    """Tell the owner that two-factor sign-in was turned off (the link to reset the
+    password, should it not have been them)."""
+    outbox.enqueue(session, settings=settings, template="two_factor_off", account=account)
+
+
 # --- change of address --------------------------------------------------------------------
 
 

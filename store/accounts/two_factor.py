@@ -10,7 +10,10 @@
   and each step only once per account: the step is recorded by a conditional UPDATE, so the
   same code sent twice, or by two processes at once, signs in once.
 * A recovery code works once (also a conditional UPDATE).
-* Turning two-factor sign-in off, or making new recovery codes, needs a current code or a
+* Turning two-factor sign-in off needs the current password and a current code (or a
+  recovery code): a stolen session and one code seen over a shoulder do not take the second
+  factor away. Every other web session of the account ends (they may be the thief's), it is
+  audited and the owner is mailed. Making new recovery codes needs a current code or a
   recovery code.
 """
 
@@ -33,8 +36,8 @@ from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from store import security
+from store.accounts import links, sessions
 from store.accounts import service as accounts
-from store.accounts import sessions
 from store.accounts.models import AccessToken, Account, Membership
 from store.accounts.models import RecoveryCode as RecoveryCodeTable
 from store.audit import service as audit
@@ -177,10 +180,7 @@ def confirm(
         raise Conflict("Two-factor sign-in is already on", code="two_factor_enabled")
     if not account.totp_secret:
         raise Conflict("Start the set-up first", code="no_two_factor_enrolment")
-    if not security.verify_password(account.password_hash, password):
-        raise ValidationFailed(
-            "The current password is not correct", code="wrong_password", field="current_password"
-        )
+    _check_password(account, password)
     if not _accept_totp(session, settings, account, code):
         raise BadCode()
     account.totp_enabled_at = utcnow()
@@ -201,16 +201,40 @@ def confirm(
     return codes
 
 
-def disable(session: Session, *, settings: Settings, account: Account, code: str) -> None:
-    """Turn two-factor sign-in off; needs a current code or a recovery code."""
+def _check_password(account: Account, password: str) -> None:
+    if not security.verify_password(account.password_hash, password):
+        raise ValidationFailed(
+            "The current password is not correct", code="wrong_password", field="current_password"
+        )
+
+
+def disable(
+    session: Session,
+    *,
+    settings: Settings,
+    account: Account,
+    code: str,
+    password: str,
+    keep: uuid.UUID | None = None,
+) -> None:
+    """Turn two-factor sign-in off with the current password and a current code or a
+    recovery code. Every web session of the account but ``keep`` (the browser turning it
+    off) ends, and the owner is mailed.
+
+    The password, because a session and a code alone (a stolen cookie, a code seen once)
+    must not take the second factor away; the other sessions end because they may be the
+    thief's, as turning it on ends those the password alone made."""
     if not enabled(account):
         raise Conflict("Two-factor sign-in is not on", code="two_factor_disabled")
+    _check_password(account, password)  # first: a wrong password spends no code
     verify(session, settings=settings, account=account, code=code)
     account.totp_secret = None
     account.totp_enabled_at = None
     account.totp_last_step = None
     session.execute(delete(RecoveryCodeTable).where(RecoveryCodeTable.account_id == account.id))
+    sessions.end_all_sessions(session, account, reason="two_factor_off", keep=keep)
     audit.record(session, action="account.two_factor_off", actor=account, target=account)
+    links.two_factor_off_notice(session, settings=settings, account=account)
     session.flush()
 
 

@@ -42,6 +42,12 @@ STRINGS: dict[str, dict[str, str]] = {
             "The password of your account {username} was just changed, and every session "
             "was logged out. If this was not you, reset your password at once: {reset_url}"
         ),
+        "two_factor_off.subject": "Two-factor sign-in at {site} was turned off",
+        "two_factor_off.body": (
+            "Two-factor sign-in of your account {username} was just turned off, and every "
+            "other session was logged out: your password alone logs in now. If this was not "
+            "you, reset your password at once and turn two-factor sign-in on again: {reset_url}"
+        ),
         "email_change.subject": "Confirm your new e-mail address at {site}",
         "email_change.body": (
             "You asked to use {new_email} for your account {username}. Open this link to "

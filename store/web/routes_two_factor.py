@@ -224,9 +224,11 @@ def _with_code(
     fname: str,
     action: Callable[[str], T],
     done: Callable[[T], Response],
+    refused: Callable[[str], None] | None = None,
 ) -> Response:
     """A form that needs a current code: one attempt of the account's codes is reserved
-    first and given back unless the code (or the password the form asks too) was wrong."""
+    first and given back unless the code (or the password the form asks too) was wrong;
+    ``refused`` is told the code of a refusal too (another attempt to give back)."""
     reserved = reserve_code_attempt(request, session, account)
 
     def run() -> T:
@@ -237,31 +239,57 @@ def _with_code(
     def release(code: str) -> None:
         password_login.give_back(session, reserved, code)  # only wrong ones stay counted
 
-    def refused(state: FormState, status: int) -> Response:
+    def failed(state: FormState, status: int) -> Response:
         release(state.code)
+        if refused is not None:
+            refused(state.code)
         return _page(request, session, account, form=state, status=status)
 
     def succeeded(result: T) -> Response:
         release("")
         return done(result)
 
-    return forms.submit(session, form, fname, run, failed=refused, done=succeeded)
+    return forms.submit(session, form, fname, run, failed=failed, done=succeeded)
 
 
 @router.post("/my/two-factor/disable")
 def disable(request: Request, session: DbSession, account: RequiredAccount, form: Form) -> Response:
-    """Turn two-factor sign-in off (needs a current code or a recovery code)."""
+    """Turn two-factor sign-in off: the current password and a current code (or a recovery
+    code). Wrong passwords count as they do wherever the current password is asked (and as
+    wrong codes); the account's other sessions end."""
     settings = request.app.state.settings
+    reserved = password_login.reserve_password_attempt(request, session, account)
+
+    def turn_off(code: str) -> None:
+        if isinstance(reserved, int):
+            raise ratelimit.too_many(reserved, "wrong passwords")
+        two_factor.disable(
+            session,
+            settings=settings,
+            account=account,
+            code=code,
+            password=forms.text(form, "current_password"),
+            keep=request.state.web_session_id,
+        )
+
+    def turned_off(_: None) -> Response:
+        password_login.give_back(session, reserved, "")
+        return forms.redirect_with(
+            request,
+            "Two-factor sign-in is off. Other sessions are logged out.",
+            "/my/two-factor",
+            "info",
+        )
+
     return _with_code(
         request,
         session,
         account,
         form,
         "disable",
-        lambda code: two_factor.disable(session, settings=settings, account=account, code=code),
-        lambda _: forms.redirect_with(
-            request, "Two-factor sign-in is off.", "/my/two-factor", "info"
-        ),
+        turn_off,
+        turned_off,
+        refused=lambda code: password_login.give_back(session, reserved, code),
     )
 
 

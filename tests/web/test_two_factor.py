@@ -9,13 +9,17 @@ import pyotp
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from store.accounts import service as accounts
 from store.accounts import two_factor
 from store.accounts.models import Account
+from store.audit.models import AuditEvent
 from store.config import Settings
 from store.db import utcnow
+from store.errors import ValidationFailed
+from store.mail.models import OutboxMessage
 from tests.factories import PASSWORD, api_token, auth, make_account, make_org
 from tests.web.helpers import HTML, csrf_of, login, submit
 
@@ -102,11 +106,43 @@ def test_disabling_and_new_codes_need_a_code(session: Session, settings: Setting
         session, settings=settings, account=account, code=_code(secret, 1)
     )
     with pytest.raises(two_factor.BadCode):  # the old codes no longer work
-        two_factor.disable(session, settings=settings, account=account, code=recovery[0])
+        two_factor.disable(
+            session, settings=settings, account=account, code=recovery[0], password=PASSWORD
+        )
     assert two_factor.enabled(account)
-    two_factor.disable(session, settings=settings, account=account, code=fresh[0])
+    two_factor.disable(
+        session, settings=settings, account=account, code=fresh[0], password=PASSWORD
+    )
     assert not two_factor.enabled(account) and account.totp_secret is None
     assert two_factor.recovery_codes_left(session, account) == 0
+
+
+def test_turning_it_off_needs_the_password_too(session: Session, settings: Settings) -> None:
+    account = make_account(session, "stolen")
+    _, recovery = _enrol(session, settings, account)
+    for password in ("", "not-the-password"):
+        with pytest.raises(ValidationFailed) as refused:
+            two_factor.disable(
+                session, settings=settings, account=account, code=recovery[0], password=password
+            )
+        assert (refused.value.code, refused.value.field) == ("wrong_password", "current_password")
+    # The code was not spent by the refusals, and the second factor stays.
+    assert two_factor.enabled(account) and two_factor.recovery_codes_left(session, account) == 10
+    two_factor.disable(
+        session, settings=settings, account=account, code=recovery[0], password=PASSWORD
+    )
+    assert not two_factor.enabled(account)
+    assert session.scalar(
+        select(AuditEvent.id).where(
+            AuditEvent.action == "account.two_factor_off", AuditEvent.actor_id == account.id
+        )
+    )
+    [mail] = session.scalars(
+        select(OutboxMessage).where(
+            OutboxMessage.template == "two_factor_off", OutboxMessage.account_id == account.id
+        )
+    )
+    assert "turned off" in mail.subject and "/password/forgot" in mail.text_body
 
 
 # --- the pages ----------------------------------------------------------------------------
@@ -265,12 +301,89 @@ def test_code_forms_place_errors_and_count_wrong_codes(
     # Turning it off: wrong codes count, and the limit answers 429 with Retry-After.
     statuses = []
     for _ in range(12):
-        response = submit(client, "/my/two-factor", "/my/two-factor/disable", {"code": "000000"})
+        response = submit(
+            client,
+            "/my/two-factor",
+            "/my/two-factor/disable",
+            {"code": "000000", "current_password": PASSWORD},
+        )
         statuses.append(response.status_code)
     assert statuses[0] == 422
     assert statuses[-1] == 429 and int(response.headers["Retry-After"]) > 0
     session.expire_all()
     assert two_factor.enabled(session.get(Account, account.id))  # type: ignore[arg-type]
+
+
+def test_turning_it_off_through_the_page(
+    client: TestClient, app: FastAPI, session: Session, settings: Settings
+) -> None:
+    account = make_account(session, "owner2fa")
+    _, recovery = _enrol(session, settings, account)
+    session.commit()
+    with TestClient(app, base_url="http://store.test", headers=HTML) as other:
+        for browser in (client, other):
+            submit(browser, "/login", "/login", {"login": "owner2fa", "password": PASSWORD})
+            done = submit(
+                browser, "/login/two-factor", "/login/two-factor", {"code": recovery.pop()}
+            )
+            assert "Logged in as owner2fa" in done.text
+        # A session and a code are not enough: the password is asked, beside its field.
+        no_password = submit(
+            client,
+            "/my/two-factor",
+            "/my/two-factor/disable",
+            {"code": recovery[0], "current_password": ""},
+        )
+        assert no_password.status_code == 422, no_password.text
+        assert re.search(
+            r'id="disable-current_password-error">The current password', no_password.text
+        )
+        session.expire_all()
+        assert two_factor.enabled(session.get(Account, account.id))  # type: ignore[arg-type]
+        off = submit(
+            client,
+            "/my/two-factor",
+            "/my/two-factor/disable",
+            {"code": recovery[0], "current_password": PASSWORD},
+        )
+        assert off.status_code == 200 and "Two-factor sign-in is off" in off.text
+        session.expire_all()
+        assert not two_factor.enabled(session.get(Account, account.id))  # type: ignore[arg-type]
+        # This browser stays logged in; the other session is ended.
+        assert client.get("/my/account", follow_redirects=False).status_code == 200
+        assert other.get("/my/account", follow_redirects=False).status_code != 200
+
+
+def test_wrong_passwords_to_turn_it_off_are_limited_with_the_others(
+    client: TestClient, session: Session, settings: Settings
+) -> None:
+    account = make_account(session, "guessing")
+    _, recovery = _enrol(session, settings, account)
+    session.commit()
+    submit(client, "/login", "/login", {"login": "guessing", "password": PASSWORD})
+    submit(client, "/login/two-factor", "/login/two-factor", {"code": recovery.pop()})
+    statuses = []
+    for n in range(12):
+        response = submit(
+            client,
+            "/my/two-factor",
+            "/my/two-factor/disable",
+            {"code": recovery[0], "current_password": f"guess-{n}"},
+        )
+        statuses.append(response.status_code)
+    assert statuses[0] == 422 and statuses[-1] == 429
+    # The current-password limit is the one changing the password answers to as well.
+    change = submit(
+        client,
+        "/my/account",
+        "/my/account/password",
+        {
+            "current_password": PASSWORD,
+            "new_password": "another long password",
+            "new_password_confirm": "another long password",
+        },
+    )
+    assert change.status_code == 429
 
 
 def test_api_error_bodies_name_the_input_at_fault(
