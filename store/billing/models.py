@@ -145,6 +145,9 @@ class Subscription(Base):
     # Credit from a plan change to a cheaper plan, taken off the next invoices (net, tax).
     credit_net_minor: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     credit_tax_minor: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The item quantity the gateway's subscription has, from its newest event (None: never
+    # read). Seats follow the lesser of it and the quantity last paid for (``quantity``).
+    gateway_quantity: Mapped[int | None] = mapped_column(Integer, default=None)
     # A new card waiting for the bank's confirmation (Stripe: its SetupIntent).
     pending_setup_ref: Mapped[str | None] = mapped_column(String(255), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -275,6 +275,7 @@ def apply_snapshot(
         sub.current_period_start = period_start_of(obj)  # None: its invoice says
     sub.current_period_end = period_end or sub.current_period_end
     sub.trial_end = ts(dig(obj, "trial_end")) or sub.trial_end
+    sub.gateway_quantity = _line_quantity(dig(obj, "items", "data", 0)) or sub.gateway_quantity
     now = utcnow()
     if status == "trialing" and sub.trial_end is not None:
         entitlement = _ensure_entitlement(
@@ -297,6 +298,7 @@ def apply_snapshot(
     elif status in FINAL:
         sub.canceled_at = sub.canceled_at or ts(dig(obj, "canceled_at")) or at
         _end_now_if_over(session, billing, sub, now)
+    follow_quantity(session, billing, sub)
     session.flush()
     ended = status in FINAL and not was_final and sub.entitlement_id is not None
     if ended or (sub.cancel_at_period_end and not was_ending and status not in FINAL):
@@ -391,6 +393,24 @@ def _line_quantity(line: Any) -> int | None:
 
 def _line_end(line: Any) -> int:
     return int(dig(line, "period", "end") or 0)
+
+
+def proration_only(invoice: Any) -> bool:
+    """An invoice of prorations only (a change made mid-period, invoiced at once): it pays
+    for the change, not for a period, so it is not counted as one of the charges."""
+    lines = dig(invoice, "lines", "data") or []
+    return any(_is_proration(x) for x in lines) and not any(_is_period_line(x) for x in lines)
+
+
+def _new_period_start(invoice: Any) -> datetime | None:
+    """When the period an invoice charges for starts (its period line's; None for an invoice
+    of prorations only, which starts no period)."""
+    lines = dig(invoice, "lines", "data") or []
+    starts = [ts(dig(x, "period", "start")) for x in lines if _is_period_line(x)]
+    known = [s for s in starts if s is not None]
+    if known:
+        return min(known)
+    return None if proration_only(invoice) else invoice_period_start(invoice)
 
 
 def invoice_quantity(invoice: Any) -> int | None:
@@ -520,7 +540,7 @@ def invoice_paid(
         order.period_end = period_end
     if sub.current_period_end is None or (period_end and period_end > sub.current_period_end):
         sub.current_period_end = period_end
-    start = invoice_period_start(invoice)
+    start = _new_period_start(invoice)
     if (
         period_end is not None
         and period_end == sub.current_period_end
@@ -533,6 +553,9 @@ def invoice_paid(
         trial = sub.trial_end is not None and period_end is not None and period_end <= sub.trial_end
         sub.status = "trialing" if trial and order.total_minor == 0 else "active"
         sub.last_event_at = at
+        if any(_is_period_line(line) for line in dig(invoice, "lines", "data") or []):
+            # The newest word on the gateway's quantity: what it invoiced the period for.
+            sub.gateway_quantity = invoice_quantity(invoice) or sub.gateway_quantity
     entitlement = None
     if period_end is not None:
         start = ts(dig(invoice, "period_start")) or at
@@ -553,13 +576,59 @@ def invoice_paid(
         trial_start = (
             sub.trial_end is not None and period_end is not None and period_end <= sub.trial_end
         )
-        if not trial_start:
+        if not trial_start and not proration_only(invoice):
             sub.paid_charges += 1
         _prepare_next_charge(session, billing, sub)
         order_service.notify_paid(session, billing, order)
         access.after_refund(session, billing, order)  # refunded before it was told paid
         access.after_payment(session, billing, order)  # disputed before it was told paid
+    follow_quantity(session, billing, sub)
     session.flush()
+
+
+def paid_quantity(session: Session, sub: Subscription) -> int | None:
+    """The quantity of the subscription's newest paid payment (by the period it pays for,
+    then when it was paid); None before the first."""
+    return session.scalar(
+        select(Order.quantity)
+        .where(
+            Order.subscription_id == sub.id,
+            Order.paid_at.is_not(None),
+            Order.status.in_(("paid", "partially_refunded")),
+        )
+        .order_by(Order.period_end.desc().nulls_last(), Order.paid_at.desc())
+        .limit(1)
+    )
+
+
+def follow_quantity(session: Session, billing: Billing, sub: Subscription) -> None:
+    """Seats follow the quantity the gateway's subscription has (read back from its events:
+    seats changed in Stripe's dashboard), but never beyond the quantity last paid for: a
+    decrease applies at once (Stripe applies it at once and credits the unused time on the
+    next invoice), an increase once an invoice at that quantity is paid. The entitlement's
+    seats change with it, and a new license is issued for them."""
+    paid = paid_quantity(session, sub)
+    if paid is None:
+        return
+    quantity = min(paid, sub.gateway_quantity) if sub.gateway_quantity else paid
+    if quantity != sub.quantity:
+        log.info("subscription %s: quantity %s -> %s", sub.id, sub.quantity, quantity)
+        sub.quantity = quantity
+        if sub.status not in FINAL:
+            coupons.set_next_charge(sub, tax_label=billing.settings.tax_label)
+    entitlement = _entitlement(session, sub)
+    seats = sub.tier.seats
+    if entitlement is None or entitlement.status == "revoked" or seats is None:
+        return
+    if entitlement.seats != seats * quantity:
+        entitlement.seats = seats * quantity
+        entitlements.extend(
+            session,
+            entitlement=entitlement,
+            ends_at=entitlement.ends_at,
+            grace_until=entitlement.grace_until,
+            signer=billing.signer,
+        )
 
 
 def _hold_short(
