@@ -3,7 +3,7 @@
 this and the quantity last paid for). NULL: never read, the paid quantity holds.
 
 Revision ID: 0775
-Revises: 0790
+Revises: 0785
 Create Date: 2026-12-05 04:10:00
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0775"
-down_revision: str | Sequence[str] | None = "0790"
+down_revision: str | Sequence[str] | None = "0785"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
