@@ -17,7 +17,7 @@ from store.audit import service as audit
 from store.catalog import events
 from store.catalog.models import Category, Product, Tier, product_categories
 from store.catalog.periods import BillingKind
-from store.db import utcnow
+from store.db import lock_row, utcnow
 from store.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from store.pagination import Page, paginate
 
@@ -567,12 +567,18 @@ def update_tier(session: Session, *, actor: Account, tier: Tier, **data: object)
     before = (tier.billing, tier.amount_minor, tier.currency)
     from store.licensing.models import Entitlement
 
-    if (
-        "billing" in data
-        and data["billing"] != tier.billing
-        and session.scalar(select(Entitlement.id).where(Entitlement.tier_id == tier.id).limit(1))
-    ):
-        raise Conflict("The billing period of a tier with customers cannot change; add a new tier")
+    if "billing" in data and data["billing"] != tier.billing:
+        # The tier's row locked first (FOR UPDATE, which the foreign-key lock of an
+        # entitlement being made for it waits for and makes wait; store.licensing.entitlements
+        # locks it too before reading the billing): a first customer getting it at this
+        # instant is seen, or sees the new billing.
+        lock_row(session, Tier, tier.id, populate=False)
+        if session.scalar(select(Entitlement.id).where(Entitlement.tier_id == tier.id).limit(1)):
+            raise Conflict(
+                "The billing period of a tier with customers cannot change; add a new tier",
+                code="tier_has_customers",
+                field="billing",
+            )
     with session.begin_nested():  # a rejected edit leaves the tier as it was
         _apply_tier(tier, data)
         if (tier.billing, tier.amount_minor, tier.currency) != before:

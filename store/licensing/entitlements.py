@@ -18,7 +18,7 @@ from store.accounts import service as accounts
 from store.accounts.models import Account, Membership, Organization
 from store.audit import service as audit
 from store.catalog.models import Product, Tier
-from store.db import utcnow
+from store.db import lock_row, utcnow
 from store.errors import Conflict, Forbidden, NotFound, PaymentRequired, ValidationFailed
 from store.licensing.models import Entitlement
 from store.licensing.signer import LicenseSigner
@@ -72,6 +72,9 @@ def create_entitlement(
 
 def get_free_tier(session: Session, *, account: Account, tier: Tier) -> Entitlement:
     """The "Get" button of a free tier: active at once; asking twice returns the same one."""
+    # Read again under a key-share lock: a change of the tier's billing committing at this
+    # instant (store.catalog.service.update_tier locks the row) is waited for and seen.
+    lock_row(session, Tier, tier.id, mode="key_share")
     product = tier.product
     if product.status != "published" or not tier.active:
         raise NotFound("This tier is not available")
