@@ -499,7 +499,7 @@ def invoice_paid(
     if order is None:
         least, _ = expected_total(sub, invoice, tax_label=tax_label)  # before its credit is used
         order = _new_invoice_order(sub, invoice, invoice_ref)
-        _renewal_terms(sub, order, tax_label)
+        _renewal_terms(sub, order, tax_label, invoice)
         session.add(order)
         session.flush()
     elif order.gateway_ref is None:
@@ -667,12 +667,16 @@ def _hold_short(
     session.flush()
 
 
-def _renewal_terms(sub: Subscription, order: Order, tax_label: str) -> None:
+def _renewal_terms(sub: Subscription, order: Order, tax_label: str, invoice: Any) -> None:
     """A renewal's order, made from its invoice: the quote of this charge says its discount
-    and coupon (when the invoice charged what the quote says)."""
+    and coupon (when the invoice charged what the quote says). An invoice of prorations
+    only is no charge of a period: no coupon, and a plan change's credit stays for the
+    next renewal."""
     order.tax_rate = sub.tax_rate
     order.tax_country, order.vat_id = sub.tax_country, sub.vat_id
     order.reverse_charge = sub.reverse_charge
+    if proration_only(invoice):
+        return
     expected = coupons.charge_quote(
         sub, charge_index=sub.paid_charges, tax_label=tax_label, quantity=order.quantity
     )

@@ -178,6 +178,8 @@ def test_an_increase_invoiced_at_once_by_prorations(
 ) -> None:
     assert sub.current_period_end is not None and sub.current_period_start is not None
     start_before, charges_before = sub.current_period_start, sub.paid_charges
+    sub.credit_net_minor = 1000  # carried from a change to a cheaper plan
+    session.commit()
     now = int(time.time())
     end = int(sub.current_period_end.timestamp())
     mid = now + 10
@@ -192,6 +194,7 @@ def test_an_increase_invoiced_at_once_by_prorations(
     # It paid for the change, not for a period: no charge counted, the period unchanged.
     assert fresh.paid_charges == charges_before
     assert fresh.current_period_start == start_before
+    assert fresh.credit_net_minor == 1000  # a plan change's credit waits for the renewal
     ent = session.get(Entitlement, sub.entitlement_id)
     assert ent is not None and ent.ends_at is not None
     assert int(ent.ends_at.timestamp()) == end
