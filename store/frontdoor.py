@@ -19,14 +19,22 @@ unexpected error is answered exactly as elsewhere (the store's 500, its headers 
 id). The store's exception handlers apply as on any route (a busy database is a 503).
 Everything else, and a fast path asked with a method it does not serve (405), goes through
 the usual stack.
+
+A serving worker includes the rest of its routes (pages, the JSON API: Jinja2, the page and
+API modules, their pydantic models) when the first request for one of them arrives
+(:meth:`StoreApp.defer_routes`), not at start-up: a worker that serves only the registry's
+token endpoint and the probes does not hold them in memory (≈ 17 MiB per worker).
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from time import perf_counter
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
@@ -126,6 +134,37 @@ class StoreApp(FastAPI):
     _fast: dict[str, Route] | None = None
     _door: FrontDoor | None = None
     _door_app: Any = None
+    _deferred: tuple[Callable[[FastAPI], None], Callable[[], None] | None] | None = None
+    _deferred_lock: threading.Lock | None = None
+
+    def defer_routes(
+        self, include: Callable[[FastAPI], None], then: Callable[[], None] | None = None
+    ) -> None:
+        """Run ``include`` (which adds routes, nothing else) when the first request that
+        the front door does not serve arrives, then ``then``: before that request is
+        routed, on a thread (importing pages and the JSON API takes a worker about a
+        second of CPU; meanwhile its event loop keeps answering the front door's routes).
+        Requests arriving during it wait for it; every route is served as if included at
+        start-up. Middleware, exception handlers and state stay the start-up's."""
+        self._deferred = (include, then)
+        self._deferred_lock = threading.Lock()
+
+    def include_deferred(self) -> None:
+        """Include the deferred routes now (once; later calls return when it is done)."""
+        lock = self._deferred_lock
+        if lock is None:
+            return
+        with lock:
+            deferred = self._deferred
+            if deferred is None:
+                return
+            include, then = deferred
+            include(self)
+            if self._fast is not None:  # plain routes at a fixed path among them
+                self._fast = fast_routes(self.router.routes)
+            self._deferred = None  # last: a request seeing None finds every route
+        if then is not None:
+            then()
 
     def _open_door(self) -> dict[str, Route]:
         door = FrontDoor(self)
@@ -147,4 +186,6 @@ class StoreApp(FastAPI):
                 scope[ROUTE_KEY] = route
                 await self._door_app(scope, receive, send)
                 return
+        if self._deferred is not None and scope["type"] != "lifespan":
+            await run_in_threadpool(self.include_deferred)
         await super().__call__(scope, receive, send)

@@ -8,9 +8,7 @@ Files are read on each request (they are small and rarely read), so an edit show
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 from fastapi import Request
 from markupsafe import Markup
@@ -19,10 +17,12 @@ from starlette.responses import Response
 from store.catalog import markdown
 from store.config import Settings
 from store.errors import NotFound
+from store.web.legal_files import SLUGS, missing, path_of, warn_if_missing
 from store.web.routing import page_router
 from store.web.templating import render
 
-log = logging.getLogger("store.legal")
+__all__ = ["DOCUMENTS", "SLUGS", "missing", "path_of", "router", "warn_if_missing"]
+
 router = page_router()
 MAX_BYTES = 200_000
 
@@ -71,25 +71,6 @@ DOCUMENTS = {
         ),
     )
 }
-
-
-def path_of(settings: Settings, slug: str) -> Path:
-    return settings.data_dir / "legal" / f"{slug}.md"
-
-
-def missing(settings: Settings) -> list[str]:
-    """The documents the operator has not written."""
-    return [slug for slug in DOCUMENTS if not path_of(settings, slug).is_file()]
-
-
-def warn_if_missing(settings: Settings) -> None:
-    """In production, a warning naming the trust pages still shown as placeholders."""
-    gone = missing(settings)
-    if settings.environment == "production" and gone:
-        log.warning(
-            "trust pages shown as placeholders: write %s",
-            ", ".join(str(path_of(settings, slug)) for slug in gone),
-        )
 
 
 def text_of(settings: Settings, slug: str) -> tuple[str, bool]:

@@ -6,14 +6,29 @@ from fastapi import FastAPI
 from starlette.middleware.sessions import SessionMiddleware
 
 from store.config import Settings
-from store.web.errors import render_error
-from store.web.templating import create_templates
+from store.web import legal_files
 
 SESSION_COOKIE = "store_session"
 
 
+def install_sessions(app: FastAPI) -> None:
+    """The browser session's middleware, and the start-up's warning about the trust pages
+    not yet written: what pages need in place before the first request (their routes may
+    come later, store.frontdoor.StoreApp.defer_routes)."""
+    settings: Settings = app.state.settings
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=settings.resolved_secret_key,
+        session_cookie=SESSION_COOKIE,
+        max_age=settings.session_max_age,
+        same_site="lax",
+        https_only=settings.secure_cookies,
+    )
+    legal_files.warn_if_missing(settings)
+
+
 def install(app: FastAPI) -> None:
-    """Register page routes, sessions, CSRF and the HTML error renderer."""
+    """Register the page routes, their templates and the HTML error renderer."""
     from store.web import (
         legal,
         routes_account,
@@ -27,21 +42,13 @@ def install(app: FastAPI) -> None:
         routes_sessions,
         routes_two_factor,
     )
+    from store.web.errors import render_error
+    from store.web.templating import create_templates
 
-    settings: Settings = app.state.settings
     app.state.web_templates = create_templates()
     app.state.html_error_renderer = render_error
-    app.add_middleware(
-        SessionMiddleware,
-        secret_key=settings.resolved_secret_key,
-        session_cookie=SESSION_COOKIE,
-        max_age=settings.session_max_age,
-        same_site="lax",
-        https_only=settings.secure_cookies,
-    )
     # Organization actions live under "/publish/{org}/-/..." ("-" is never a product name),
     # so they cannot collide with a product's "/publish/{org}/{name}/..." pages.
-    legal.warn_if_missing(settings)
     for module in (
         legal,
         routes_catalog,

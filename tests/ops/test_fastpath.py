@@ -76,3 +76,39 @@ def test_a_fast_path_counts_in_the_metrics(client: TestClient) -> None:
     client.get("/healthz")
     client.get("/healthz")
     assert served() == before + 2
+
+
+def test_deferred_routes_are_included_by_the_first_request_the_front_door_does_not_serve(
+    app: FastAPI,
+) -> None:
+    """A lean worker (store.app.create_app(lean=True)) includes its pages and JSON API when
+    the first request for a route other than the front door's arrives, once; a plain route
+    at a fixed path among them is then served by the front door like any other."""
+    from store.frontdoor import StoreApp
+
+    assert isinstance(app, StoreApp)
+    included: list[str] = []
+    settled: list[str] = []
+
+    async def late_probe(request: Request) -> Response:
+        return Response("late probe")
+
+    def include(app: FastAPI) -> None:
+        included.append("routes")
+        app.add_route("/late-probe", late_probe, methods=["GET"])
+        app.add_api_route("/late-page/{name}", lambda name: {"name": name}, methods=["GET"])
+
+    app.defer_routes(include, then=lambda: settled.append("heap"))
+    with TestClient(app, base_url="http://store.test") as client:
+        assert client.get("/healthz").status_code == 200
+        assert client.get("/token?service=store-registry").status_code == 200  # anonymous
+        assert included == [] and settled == []
+        page = client.get("/late-page/x")
+        assert (page.status_code, page.json()) == (200, {"name": "x"})
+        assert included == ["routes"] and settled == ["heap"]
+        assert client.get("/late-page/y").json() == {"name": "y"}
+        probe = client.get("/late-probe")
+        assert (probe.status_code, probe.text) == (200, "late probe")
+        assert probe.headers["content-security-policy"] == CSP
+    assert included == ["routes"]
+    assert app._fast is not None and "/late-probe" in app._fast

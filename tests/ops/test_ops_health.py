@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from alembic.script import ScriptDirectory
 from fastapi import FastAPI
@@ -73,12 +74,8 @@ def test_the_revision_graph_read_from_the_files_is_alembics() -> None:
     assert migrate.revisions_behind(set()) == sorted(scripts.get_heads())
 
 
-def test_serving_workers_do_not_load_alembic_or_httpx(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """The app a worker runs, after /readyz and a /token request: neither alembic (with
-    Mako and Pygments) nor httpx is imported (≈ 18 MiB per worker), nor what only pages,
-    search and two-factor enrolment use (markdown-it, nh3, Snowball, segno: ≈ 7 MiB)."""
-    code = """
-import base64, sys
+_WORKER_PRELUDE = """
+import asyncio, base64, sys
 from store import migrate
 from store.config import Settings
 from store.db import make_engine
@@ -87,12 +84,11 @@ for name in [m for m in sys.modules if m.split(".")[0] in ("alembic", "mako", "p
     del sys.modules[name]
 from store.app import create_serving_app
 app = create_serving_app()
-import asyncio
-async def get(path, headers=()):
+async def get(path, headers=(), query=b""):
     sent = []
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
              "method": "GET", "scheme": "http", "path": path, "raw_path": path.encode(),
-             "query_string": b"service=store-registry", "root_path": "", "headers": list(headers),
+             "query_string": query, "root_path": "", "headers": list(headers),
              "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "state": {}}
     async def receive():
         return {"type": "http.request", "body": b"", "more_body": False}
@@ -103,17 +99,67 @@ async def get(path, headers=()):
     return sent[0]
 auth = b"Basic " + base64.b64encode(b"nobody:secret")
 assert asyncio.run(get("/readyz")) == 200
-assert asyncio.run(get("/token", [(b"authorization", auth)])) == 401
-lazy = {"alembic", "mako", "pygments", "httpx", "markdown_it", "nh3", "snowballstemmer", "Stemmer", "segno"}
-print(sorted({m.split(".")[0] for m in sys.modules} & lazy))
+assert asyncio.run(get("/token", [(b"authorization", auth)], b"service=store-registry")) == 401
+assert asyncio.run(get("/healthz")) == 200
+# What only pages and the JSON API use: their modules, templates and models.
+def lazy_loaded():
+    lazy = {"alembic", "mako", "pygments", "httpx", "markdown_it", "nh3", "snowballstemmer",
+            "Stemmer", "segno", "jinja2", "pyotp", "stripe"}
+    found = {m.split(".")[0] for m in sys.modules} & lazy
+    found |= {m for m in sys.modules if m.startswith("store.") and (
+        m.endswith((".api", ".docker_api", ".public", ".sale_notices_api", ".webhook_api"))
+        or m.startswith(("store.web.routes_", "store.web.templating", "store.web.errors")))}
+    return sorted(found)
 """
+
+
+def _run_worker(tmp_path: Path, code: str) -> list[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STORE_")}
     env.update(STORE_DATA_DIR=str(tmp_path), STORE_SECRET_KEY="s" * 32, STORE_ENVIRONMENT="test")
     result = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", _WORKER_PRELUDE + code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().splitlines()[-1] == "[]"
+    return result.stdout.strip().splitlines()
+
+
+def test_serving_workers_do_not_load_what_only_pages_and_the_api_use(tmp_path: Path) -> None:
+    """The app a worker runs, after /readyz, /healthz and a /token request: neither alembic
+    (with Mako and Pygments) nor httpx is imported (≈ 18 MiB per worker), nor what only
+    pages, search and two-factor enrolment use (markdown-it, nh3, Snowball, segno: ≈ 7
+    MiB), nor the pages and the JSON API themselves (Jinja2, the page and API modules and
+    their pydantic models: ≈ 15 MiB)."""
+    assert _run_worker(tmp_path, "print(lazy_loaded())")[-1] == "[]"
+
+
+def test_a_lean_worker_serves_every_route_from_their_first_request(tmp_path: Path) -> None:
+    """Pages and the JSON API are loaded by the first request for one of them (several at
+    once here, with the probes and /token in between), and then the worker serves exactly
+    the routes of an app built with all of them at start-up."""
+    code = """
+async def first_requests():
+    return await asyncio.gather(
+        get("/"), get("/api/v1/openapi.json"), get("/healthz"), get("/legal/terms"),
+        get("/token", [(b"authorization", auth)], b"service=store-registry"),
+        get("/api/v1/products"), get("/no/such/page"),
+    )
+print(asyncio.run(first_requests()))
+from store.app import create_app
+from store.fastpath import walk_routes
+def table(routes):
+    return sorted((prefix + route.path, type(route).__name__, sorted(getattr(route, "methods", None) or ()))
+                  for prefix, route in walk_routes(routes))
+print(table(app.routes) == table(create_app(Settings(), migrate=False).routes))
+print(sorted(app._fast) == sorted(create_app(Settings(), migrate=False)._open_door()))
+print(len(lazy_loaded()) > 20)
+"""
+    statuses, same_routes, same_fast, loaded = _run_worker(tmp_path, code)[-4:]
+    assert statuses == "[200, 200, 200, 200, 401, 200, 404]"
+    assert (same_routes, same_fast, loaded) == ("True", "True", "True")
 
 
 def _set_revisions(connection: Connection, revisions: set[str]) -> None:

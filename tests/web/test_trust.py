@@ -88,3 +88,11 @@ def test_a_refused_private_key_is_never_echoed(browser: TestClient, session: Ses
     form = FormData([("public_pem", key), ("name", "kept")])
     state = FormState.failed("key", form, ValidationFailed("That is a private key"))
     assert state.value("key", "public_pem") == "" and state.value("key", "name") == "kept"
+
+
+def test_the_start_up_warning_knows_every_trust_page() -> None:
+    """The warning at start-up (store.web.legal_files, loaded before the pages) names the
+    same documents the pages serve."""
+    from store.web import legal_files
+
+    assert tuple(legal.DOCUMENTS) == legal_files.SLUGS
