@@ -3,7 +3,7 @@ load generator), with the production executors (raw sqlite3 on the event loop, p
 async pool on PostgreSQL).
 
     python bench/token_cpu.py [--backend sqlite|postgresql] [--requests 2000] [--repeats 5]
-                              [--concurrency 1] [--base DIR]
+                              [--concurrency 1] [--access-log text|json|off] [--base DIR]
 
 Seeds a fresh store (bench._common.seed_shop: bob entitled to acme/app, his pull token; on
 PostgreSQL a new database, dropped afterwards), starts the app's lifespan, then times
@@ -11,7 +11,9 @@ PostgreSQL a new database, dropped afterwards), starts the app's lifespan, then 
 entitled pull), ``--concurrency`` at a time, with ``time.process_time`` and prints the
 best batch's CPU per request of this process in µs, with the load average. On PostgreSQL
 it also prints the statements sent to the database per request (the
-``execute`` calls of psycopg's async connections, the token path's). ``--base
+``execute`` calls of psycopg's async connections, the token path's). The access log is
+configured as ``store serve`` configures it (``--access-log``: its text or JSON lines at
+INFO, written to ``/dev/null`` here; ``off``: no line made). ``--base
 DIR`` imports ``store`` from another checkout instead of this one (an A/B against main:
 run the two alternately, each in a process of its own).
 """
@@ -107,6 +109,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--access-log", choices=["text", "json", "off"], default="text")
     parser.add_argument("--base", default="")
     args = parser.parse_args()
     if args.base:
@@ -155,6 +158,14 @@ def _measure(args: argparse.Namespace, env: dict[str, str]) -> None:
         database_url=env.get("STORE_DATABASE_URL"),
     )
     app = create_app(settings, migrate=False)
+    if args.access_log != "off":
+        import logging.config
+
+        from store.observability.logging import log_config
+
+        config = log_config(args.access_log)
+        config["handlers"]["store"]["stream"] = open(os.devnull, "w")  # noqa: SIM115
+        logging.config.dictConfig(config)
     query = b"service=store-registry&scope=repository%3Aacme%2Fapp%3Apull"
     auth = base64.b64encode(f"bob:{pull}".encode()).decode()
 
@@ -182,7 +193,8 @@ def _measure(args: argparse.Namespace, env: dict[str, str]) -> None:
         statements = f"; statements per request {min(counted):.2f}-{max(counted):.2f}"
     print(
         f"store from {os.path.dirname(os.path.dirname(store.__file__))}, {args.backend},"
-        f" concurrency {args.concurrency}: /token (PAT) CPU per request, best of"
+        f" concurrency {args.concurrency}, access log {args.access_log}:"
+        f" /token (PAT) CPU per request, best of"
         f" {args.repeats} x {args.requests}: {min(per_request) * 1e6:.1f} µs"
         f" (all: {', '.join(f'{v * 1e6:.0f}' for v in per_request)}){statements};"
         f" load {load_before} -> {loadavg()}"

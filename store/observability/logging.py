@@ -10,6 +10,12 @@ JSON when ``STORE_LOG_FORMAT=json`` (the default in production), plain text othe
 Lines go to standard output through :class:`BatchedStreamHandler`: records below WARNING
 are written out in batches (at most ``FLUSH_S`` later), a WARNING or worse at once with
 everything before it, so an access log line costs no system call of its own.
+
+The access log (one line per request) is made without a ``LogRecord`` when logging is
+configured as ``store serve`` configures it (:func:`direct_handler`): the line, the same
+characters the record would have been formatted into, goes straight into the handler's
+batch. With any other configuration (another handler, a filter, a record factory of
+someone else's: tests, an operator's own config) it is an ordinary record.
 """
 
 from __future__ import annotations
@@ -63,6 +69,7 @@ def _with_request_id(factory: Any) -> Any:
         return record
 
     make_record.store_request_id = True  # type: ignore[attr-defined]
+    make_record.store_wraps = factory  # type: ignore[attr-defined]
     return make_record
 
 
@@ -96,6 +103,22 @@ class JsonFormatter(logging.Formatter):
             data["stack"] = self.formatStack(record.stack_info)
         return orjson.dumps(data, default=str).decode()
 
+    def access_line(
+        self, created: float, level: int, name: str, message: str, request_id: str | None,
+        fields: dict[str, Any],
+    ) -> str:  # fmt: skip
+        """What :meth:`format` makes of a record of these (``fields``: its ``extra``)."""
+        data: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds"),
+            "level": logging.getLevelName(level).lower(),
+            "logger": name,
+            "message": message,
+        }
+        if request_id:
+            data["request_id"] = request_id
+        data.update(fields)
+        return orjson.dumps(data, default=str).decode()
+
 
 class TextFormatter(logging.Formatter):
     """``2026-01-01 12:00:00,000 INFO store.access [req-id] message``."""
@@ -109,18 +132,32 @@ class TextFormatter(logging.Formatter):
         """As logging's, with the date and time of a second made once for all its lines."""
         if datefmt is not None:
             return super().formatTime(record, datefmt)
-        second = int(record.created)
+        return self._time(record.created, record.msecs)
+
+    def _time(self, created: float, msecs: float) -> str:
+        second = int(created)
         cached = self._second
         if cached is None or cached[0] != second:
-            stamp = time.strftime(self.default_time_format, self.converter(record.created))
+            stamp = time.strftime(self.default_time_format, self.converter(created))
             cached = self._second = (second, stamp)
         msec_format = self.default_msec_format
-        return msec_format % (cached[1], record.msecs) if msec_format else cached[1]
+        return msec_format % (cached[1], msecs) if msec_format else cached[1]
 
     def format(self, record: logging.LogRecord) -> str:
         if not getattr(record, "request_id", None):
             record.request_id = REQUEST_ID.get() or "-"
         return super().format(record)
+
+    def access_line(
+        self, created: float, level: int, name: str, message: str, request_id: str | None,
+        fields: dict[str, Any],
+    ) -> str:  # fmt: skip
+        """What :meth:`format` makes of a record of these (``fields``, its ``extra``, are
+        not shown in text)."""
+        msecs = int((created - int(created)) * 1000) + 0.0  # as LogRecord computes it
+        when = self._time(created, msecs)
+        level_name = logging.getLevelName(level)
+        return f"{when} {level_name} {name} [{request_id or '-'}] {message}"
 
 
 FLUSH_S = 0.5  # the longest a line below WARNING waits in the buffer
@@ -164,6 +201,21 @@ class BatchedStreamHandler(logging.StreamHandler):
         elif self._thread_pid != os.getpid():
             self._start()
 
+    def add_line(self, line: str) -> None:
+        """A line of a batched logger below WARNING, already formatted: into the batch (as
+        :meth:`emit` would put the record's line)."""
+        line += self.terminator
+        self.acquire()
+        try:
+            self._lines.append(line)
+            self._size += len(line)
+            if self._size >= FLUSH_BYTES:
+                self._write()
+            elif self._thread_pid != os.getpid():
+                self._start()
+        finally:
+            self.release()
+
     def _write(self) -> None:
         lines, self._lines, self._size = self._lines, [], 0
         if not lines:
@@ -190,6 +242,43 @@ class BatchedStreamHandler(logging.StreamHandler):
             time.sleep(FLUSH_S)
             if self._lines:
                 self.flush()
+
+
+DirectFormatter = JsonFormatter | TextFormatter
+
+
+def direct_handler(
+    logger: logging.Logger, level: int
+) -> tuple[BatchedStreamHandler, DirectFormatter] | None:
+    """The handler and formatter a line of ``logger`` (one of ``BATCHED_LOGGERS``) at
+    ``level`` (below WARNING, enabled) reaches, when its line can be made without a record:
+    exactly one handler on the way, a :class:`BatchedStreamHandler` with the store's own
+    formatter (as ``store serve`` configures logging), no filter that could drop or change
+    the record, and no record factory but logging's own (with the request id,
+    :func:`stamp_records`). Otherwise None: log a record."""
+    factory: Any = logging.getLogRecordFactory()
+    if getattr(factory, "store_wraps", factory) is not logging.LogRecord:
+        return None
+    if logger.filters or logger.disabled:
+        return None
+    found: logging.Handler | None = None
+    current: logging.Logger | None = logger
+    while current is not None:
+        for handler in current.handlers:
+            if found is not None:
+                return None
+            found = handler
+        if not current.propagate:
+            break
+        current = current.parent
+    if type(found) is not BatchedStreamHandler or found.filters or level < found.level:
+        return None
+    formatter = found.formatter
+    if type(formatter) is JsonFormatter or (
+        type(formatter) is TextFormatter and formatter.datefmt is None
+    ):
+        return found, formatter
+    return None
 
 
 def flush_log_handlers() -> None:

@@ -210,3 +210,65 @@ def test_text_lines_carry_the_time_logging_would_give_them() -> None:
         record.created, record.msecs = created, (created - int(created)) * 1000
         assert formatter.formatTime(record) == plain.formatTime(record)
         assert formatter.formatTime(record, "%H") == plain.formatTime(record, "%H")
+
+
+@pytest.mark.parametrize("formatter", [TextFormatter, JsonFormatter])
+@pytest.mark.parametrize("created", [1_800_000_000.0, 1_800_000_000.5, 1_800_000_001.9996])
+def test_access_lines_made_without_a_record_are_the_records_lines(
+    formatter: type[logging.Formatter], created: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As ``store serve`` configures logging, the access line is made without a LogRecord:
+    the same characters, fields and order as the record's line; with any other handler or
+    filter on the way, it is a record again."""
+    import io
+
+    from store.observability import middleware
+    from store.observability.logging import (
+        REQUEST_ID,
+        BatchedStreamHandler,
+        direct_handler,
+        stamp_records,
+    )
+
+    stamp_records()
+    monkeypatch.setattr("time.time", lambda: created)  # the record's time
+    monkeypatch.setattr(middleware, "time", lambda: created)
+    stream = io.StringIO()
+    handler = BatchedStreamHandler(stream)
+    handler.setFormatter(formatter())
+    root, access = logging.getLogger(), middleware.access_log
+    monkeypatch.setattr(root, "handlers", [handler])
+    monkeypatch.setattr(access, "level", logging.INFO)
+    monkeypatch.setattr(logging.getLogger("store"), "handlers", [])
+    context = REQUEST_ID.set("req-1")
+    lines = []
+    try:
+        for client in (("10.0.0.7", 5), None):
+            scope = {"method": "GET", "path": "/token", "client": client}
+            for direct in (True, False):
+                if not direct:
+                    access.addFilter(_keep)
+                try:
+                    assert (direct_handler(access, logging.INFO) is not None) is direct
+                    middleware._log_access(scope, "/token", 200, 0.0012345)
+                finally:
+                    access.removeFilter(_keep)
+                handler.flush()
+                lines.append(stream.getvalue())
+                stream.seek(0)
+                stream.truncate()
+    finally:
+        REQUEST_ID.reset(context)
+    assert lines[0] == lines[1] and lines[2] == lines[3]
+    assert lines[0].count("\n") == 1 and "GET /token 200 1.23ms" in lines[0]
+    if formatter is JsonFormatter:
+        line = json.loads(lines[0])
+        assert line["request_id"] == "req-1" and line["client"] == "10.0.0.7"
+        assert json.loads(lines[2])["client"] is None
+    # Another handler on the way (a test's capture, an operator's file): records again.
+    monkeypatch.setattr(root, "handlers", [handler, logging.NullHandler()])
+    assert direct_handler(access, logging.INFO) is None
+
+
+def _keep(record: logging.LogRecord) -> bool:
+    return True
