@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.orm import configure_mappers
 from starlette.concurrency import run_in_threadpool
 
 from store import (
@@ -52,6 +53,10 @@ def create_serving_app() -> FastAPI:
     an out-of-date PostgreSQL schema), so the workers do not migrate."""
     settings = Settings()
     app = create_app(settings, migrate=False, mail_sender=settings.mail_sender, lean=True)
+    # The models' mappers are configured by the first ORM statement (the key ring's, in the
+    # lifespan): ≈ 10 MiB of objects that, made after the freeze below, every full
+    # collection would walk (12 ms of CPU each, measured). Configured now, they are frozen.
+    configure_mappers()
     serving.settle_heap()  # after every import and the app's own objects
     return app
 
