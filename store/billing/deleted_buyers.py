@@ -23,8 +23,8 @@ from sqlalchemy.orm import Session
 
 from store.accounts.models import Account
 from store.audit import service as audit
-from store.billing import coupons, orders, subscriptions
-from store.billing.gateway import GatewayError, dig, obj_id
+from store.billing import coupons, orders, shapes, subscriptions
+from store.billing.gateway import GatewayError, dig
 from store.billing.models import Order, Subscription
 from store.billing.runtime import Billing
 
@@ -112,5 +112,10 @@ def refund_late_invoice(
         )
         return
     order.gateway_ref = order.gateway_ref or invoice_ref
-    payment_ref = obj_id(dig(invoice, "payment_intent")) or invoice_ref
+    try:
+        payment_ref = shapes.invoice_payment(billing, invoice, required=True) or invoice_ref
+    except GatewayError as exc:  # the payment to refund is needed now: told again later
+        from store.billing.webhooks import RetryLater
+
+        raise RetryLater(f"the payment of invoice {invoice_ref} is not known: {exc}") from exc
     refund_late_payment(session, billing, order, payment_ref=payment_ref, at=at)

@@ -192,6 +192,16 @@ class PaymentGateway(Protocol):
         """The gateway's current subscription object, or None (not supported or unknown)."""
         ...
 
+    def invoice_payment_ref(self, invoice_ref: str) -> str | None:
+        """The PaymentIntent that paid (or is paying) the invoice, or None (no payment, or the
+        gateway cannot say). GatewayError when the gateway could not be asked."""
+        ...
+
+    def payment_invoice_ref(self, payment_ref: str) -> str | None:
+        """The invoice a PaymentIntent paid, or None (not an invoice's payment, or the
+        gateway cannot say). GatewayError when the gateway could not be asked."""
+        ...
+
 
 def obj_id(value: Any) -> str | None:
     """An expandable field as an id: localstripe expands some fields real Stripe leaves as ids."""

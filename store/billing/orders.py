@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from store.accounts import service as accounts
 from store.accounts.models import Account, Organization
 from store.audit import service as audit
-from store.billing import coupons, ownership, trials
+from store.billing import coupons, ownership, shapes, trials
 from store.billing.gateway import GatewayError, Outcome, PaymentInput
 from store.billing.models import Coupon, Order, Refund, Subscription
 from store.billing.prices import ensure_price
@@ -534,6 +534,10 @@ def refund(
             f"The amount must be between 1 and {refundable} (minor units)", field="amount_minor"
         )
     try:
+        if order.payment_ref is None and order.kind == "subscription" and order.gateway_ref:
+            # An invoice told without its payment (Stripe's newer API shape): asked now.
+            invoice = {"id": order.gateway_ref}
+            order.payment_ref = shapes.invoice_payment(billing, invoice, required=True)
         total = billing.gateway.refund(session, billing, order=order, amount_minor=amount)
     except GatewayError as exc:
         raise Conflict(

@@ -215,7 +215,8 @@ def refund_unstarted(
     the gateway after all (its answer to the checkout was lost, or came after the store
     ended it): the subscription is canceled there and the payment refunded in full; no
     access. A gateway that refuses either gets the event again."""
-    from store.billing.gateway import dig, obj_id
+    from store.billing import shapes
+    from store.billing.gateway import dig
     from store.billing.webhooks import RetryLater
 
     invoice_ref = str(dig(invoice, "id") or "")
@@ -224,7 +225,10 @@ def refund_unstarted(
         billing.gateway.cancel_now(session, billing, subscription=sub)
     except GatewayError as exc:
         raise RetryLater(f"subscription {sub.id} was not canceled: {exc}") from exc
-    payment_ref = obj_id(dig(invoice, "payment_intent")) or invoice_ref
+    try:
+        payment_ref = shapes.invoice_payment(billing, invoice, required=True) or invoice_ref
+    except GatewayError as exc:  # the payment to refund is needed now: told again later
+        raise RetryLater(f"the payment of invoice {invoice_ref} is not known: {exc}") from exc
     _refund_closed(
         session,
         billing,

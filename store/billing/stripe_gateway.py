@@ -33,6 +33,7 @@ from store.billing.models import (
 )
 from store.billing.pricing import BillingKind, Quote
 from store.billing.runtime import Billing
+from store.billing.shapes import item_subscription, paid_by, payment_in_invoice
 from store.billing.subscriptions import invoice_amounts
 from store.catalog.models import Tier
 from store.db import lock_row
@@ -90,6 +91,12 @@ def _with_card(request: Callable[[], T], *, intent: bool = False) -> T | Outcome
         return _declined(exc, payment_ref=obj_id(dig(exc.error, "payment_intent")))
     except stripe.StripeError as exc:
         raise GatewayError(str(exc)) from exc
+
+
+def _no_such_route(exc: stripe.StripeError) -> bool:
+    """An API this server does not have (localstripe: a 404 page, not a JSON error) or a
+    request it refuses as such (Stripe: 4xx ``invalid_request_error``)."""
+    return isinstance(exc, stripe.InvalidRequestError) or exc.http_status == 404
 
 
 def _taxed(subscription: Subscription) -> bool:
@@ -318,7 +325,7 @@ class StripeGateway:
                 "order_id": str(order.id),
                 "account_id": str(account.id),
             },
-            "expand": ["latest_invoice.payment_intent"],
+            "expand": ["latest_invoice"],  # its payment: _invoice_intent
         }
         if subscription.trial_days > 0:
             params["trial_period_days"] = subscription.trial_days
@@ -356,8 +363,8 @@ class StripeGateway:
         refs: dict[str, Any] = {"subscription_ref": sub.id, "invoice_ref": obj_id(invoice)}
         if sub["status"] in ("active", "trialing"):
             return Outcome("succeeded", **refs)
-        pi = dig(invoice, "payment_intent")
-        if pi is not None and not isinstance(pi, str):
+        _, pi = self._invoice_intent(invoice, full=True)
+        if pi is not None:
             outcome = self._intent_outcome(pi, **refs)
         else:
             outcome = Outcome(
@@ -369,6 +376,28 @@ class StripeGateway:
         if outcome.status == "failed":
             self._cancel_quietly(sub.id)
         return outcome
+
+    def _invoice_intent(self, invoice: Any, *, full: bool) -> tuple[str | None, Any]:
+        """The PaymentIntent of a subscription's new invoice: its id and, for ``full``, the
+        object (status, client secret, refusal). Old shape: the invoice's ``payment_intent``
+        (localstripe expands it); new shape: its InvoicePayments. Subscriptions are created
+        with ``expand=["latest_invoice"]`` only: Stripe refuses to expand
+        ``latest_invoice.payment_intent`` at the pinned version, and localstripe refuses
+        ``latest_invoice.payments`` after it made the subscription."""
+        pi = dig(invoice, "payment_intent")
+        if pi is not None and not isinstance(pi, str):
+            return obj_id(pi), pi
+        ref, invoice_ref = obj_id(pi), obj_id(invoice)
+        try:
+            if ref is None and invoice_ref is not None:
+                ref = self.invoice_payment_ref(invoice_ref)
+            if ref is None or not full:
+                return ref, None
+            with _asking():
+                return ref, self.v1.payment_intents.retrieve(ref)
+        except GatewayError as exc:
+            log.warning("the payment of invoice %s could not be read: %s", invoice_ref, exc)
+            return ref, None
 
     def _discount_item(
         self,
@@ -655,7 +684,7 @@ class StripeGateway:
                 if (
                     dig(pending, "proration")
                     and obj_id(dig(pending, "invoice")) is None
-                    and obj_id(dig(pending, "subscription")) == subscription.gateway_ref
+                    and item_subscription(pending) == subscription.gateway_ref
                 ):
                     self.v1.invoice_items.delete(pending.id)
 
@@ -740,7 +769,7 @@ class StripeGateway:
                 "plan_change_id": str(change.id),
                 "account_id": str(subscription.account_id),
             },
-            "expand": ["latest_invoice.payment_intent"],
+            "expand": ["latest_invoice"],  # its payment: _invoice_intent
         }
         if order is not None:
             params["metadata"]["order_id"] = str(order.id)
@@ -756,18 +785,17 @@ class StripeGateway:
                 return _declined(exc)
             raise GatewayError(str(exc)) from exc
         invoice = dig(new, "latest_invoice")
-        pi = dig(invoice, "payment_intent")
+        active = new["status"] == "active"
+        payment_ref, pi = self._invoice_intent(invoice, full=not active)
         refs: dict[str, Any] = {
             "subscription_ref": new.id,
             "invoice_ref": obj_id(invoice),
-            "payment_ref": obj_id(pi),
+            "payment_ref": payment_ref,
         }
-        if new["status"] != "active":
+        if not active:
             self._cancel_quietly(new.id)
             self._restore_lines(customer, old_lines, key)
-            outcome = (
-                self._intent_outcome(pi) if pi is not None and not isinstance(pi, str) else None
-            )
+            outcome = self._intent_outcome(pi) if pi is not None else None
             return Outcome(
                 "failed",
                 message=(outcome.message if outcome else "") or "The payment failed.",
@@ -793,7 +821,7 @@ class StripeGateway:
             for pending in self.v1.invoice_items.list({"customer": customer, "limit": 100}):
                 if (
                     obj_id(dig(pending, "invoice")) is None
-                    and obj_id(dig(pending, "subscription")) == subscription_ref
+                    and item_subscription(pending) == subscription_ref
                     and dig(pending, "metadata", "coupon") is not None
                 ):
                     taken.append(_plain(pending))
@@ -808,7 +836,7 @@ class StripeGateway:
                 "currency": line["currency"],
                 "description": line.get("description") or "",
                 "metadata": dict(line.get("metadata") or {}),
-                "subscription": obj_id(line.get("subscription")),
+                "subscription": item_subscription(line),
             }
             rates = [obj_id(r) for r in line.get("tax_rates") or []]
             if rates:
@@ -904,6 +932,40 @@ class StripeGateway:
                 return _plain(self.v1.subscriptions.retrieve(ref))
             except stripe.InvalidRequestError:
                 return None  # not at this Stripe account (or a hand-made event): use the payload
+
+    def invoice_payment_ref(self, invoice_ref: str) -> str | None:
+        """The new shape's InvoicePayments of the invoice; where the API has none (localstripe,
+        the old shape) the invoice's own ``payment_intent``."""
+        with _asking():
+            try:
+                found = self.v1.invoice_payments.list({"invoice": invoice_ref, "limit": 100})
+            except stripe.StripeError as exc:
+                if not _no_such_route(exc):
+                    raise
+            else:
+                return paid_by(found.data)
+            try:
+                return payment_in_invoice(self.v1.invoices.retrieve(invoice_ref))
+            except stripe.InvalidRequestError:
+                return None
+
+    def payment_invoice_ref(self, payment_ref: str) -> str | None:
+        """The invoice of the new shape's InvoicePayment for the PaymentIntent; where the API
+        has none (localstripe, the old shape) the PaymentIntent's own ``invoice``."""
+        with _asking():
+            try:
+                found = self.v1.invoice_payments.list(
+                    {"payment": {"type": "payment_intent", "payment_intent": payment_ref}}
+                )
+            except stripe.StripeError as exc:
+                if not _no_such_route(exc):
+                    raise
+            else:
+                return next((obj_id(dig(p, "invoice")) for p in found.data), None)
+            try:
+                return obj_id(dig(self.v1.payment_intents.retrieve(payment_ref), "invoice"))
+            except stripe.InvalidRequestError:
+                return None
 
     # --- refunds and status -------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from store.accounts.models import Account
-from store.billing import access, coupons, notices, prices, trials
+from store.billing import access, coupons, notices, prices, shapes, trials
 from store.billing import orders as order_service
 from store.billing.gateway import (
     GatewayError,
@@ -285,7 +285,7 @@ def apply_snapshot(
     elif (
         status == "active" and sub.current_period_end is not None and not _first_held(session, sub)
     ):
-        start = ts(dig(obj, "current_period_start")) or ts(dig(obj, "start_date")) or now
+        start = period_start_of(obj) or ts(dig(obj, "start_date")) or now
         entitlement = _ensure_entitlement(
             session, sub, ends_at=sub.current_period_end, starts_at=start
         )
@@ -566,13 +566,12 @@ def invoice_paid(
             or period_end > entitlement.ends_at
         ):
             _paid_through(session, billing, entitlement, period_end)
-    if order_service.mark_paid(
-        session,
-        order,
-        paid_at=at,
-        payment_ref=obj_id(dig(invoice, "payment_intent")),
-        entitlement=entitlement,
-    ):
+    if order.payment_ref is None:
+        # Old shape: on the invoice; new shape: its InvoicePayments, asked of the gateway.
+        # Unknown now (the gateway could not be asked): filled in when a refund or a
+        # dispute needs it (``shapes``).
+        order.payment_ref = shapes.invoice_payment(billing, invoice)
+    if order_service.mark_paid(session, order, paid_at=at, entitlement=entitlement):
         trial_start = (
             sub.trial_end is not None and period_end is not None and period_end <= sub.trial_end
         )
@@ -652,9 +651,8 @@ def _hold_short(
     period_end = invoice_period_end(invoice)
     if order.period_end is None and period_end is not None:
         order.period_start, order.period_end = invoice_period_start(invoice), period_end
-    held = order_service.hold_for_review(
-        session, order, payment_ref=obj_id(dig(invoice, "payment_intent")), reason=reason
-    )
+    payment_ref = order.payment_ref or shapes.invoice_payment(billing, invoice)
+    held = order_service.hold_for_review(session, order, payment_ref=payment_ref, reason=reason)
     entitlement = _entitlement(session, sub)
     if (
         held

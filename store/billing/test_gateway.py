@@ -60,6 +60,12 @@ def _ref(prefix: str) -> str:
     return f"{prefix}_test_{secrets.token_hex(12)}"
 
 
+def _payment_of(invoice_ref: str) -> str:
+    """An invoice's payment: named after it (``in_test_X`` is paid by ``pi_test_X``), so the
+    gateway can say which paid which without keeping anything."""
+    return "pi" + invoice_ref[2:] if invoice_ref.startswith("in_test_") else _ref("pi")
+
+
 def _ts(value: datetime | None) -> int | None:
     return int(value.timestamp()) if value is not None else None
 
@@ -205,7 +211,7 @@ class TestGateway:
             "amount_due": amount + tax,
             "tax": tax,
             "currency": sub.currency,
-            "payment_intent": _ref("pi"),
+            "payment_intent": _payment_of(ref),
             "period_start": _ts(start),
             "period_end": _ts(end),
             "lines": {"data": [{"period": {"start": _ts(start), "end": _ts(end)}}]},
@@ -493,3 +499,9 @@ class TestGateway:
 
     def fetch_invoice(self, ref: str) -> dict[str, Any] | None:
         return None
+
+    def invoice_payment_ref(self, invoice_ref: str) -> str | None:
+        return _payment_of(invoice_ref) if invoice_ref.startswith("in_test_") else None
+
+    def payment_invoice_ref(self, payment_ref: str) -> str | None:
+        return "in" + payment_ref[2:] if payment_ref.startswith("pi_test_") else None

@@ -21,7 +21,15 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from store.billing import access, deleted_buyers, notices, orders, ownership, subscriptions
+from store.billing import (
+    access,
+    deleted_buyers,
+    notices,
+    orders,
+    ownership,
+    shapes,
+    subscriptions,
+)
 from store.billing.gateway import GatewayError, dig, obj_id
 from store.billing.models import PlanChange
 from store.billing.runtime import Billing
@@ -281,31 +289,56 @@ def _invoice_failed(
 # --- refunds and disputes -----------------------------------------------------------------
 
 
-def _order_of_charge(
-    session: Session, billing: Billing, charge: dict[str, Any]
-) -> orders.Order | None:
+def _order_of_payment(session: Session, billing: Billing, ref: str | None) -> orders.Order | None:
+    """The order whose payment (PaymentIntent) or invoice is ``ref``, locked."""
+    if not ref:
+        return None
     for gateway in dict.fromkeys((billing.gateway.name, "stripe")):
-        for ref in (obj_id(charge.get("payment_intent")), obj_id(charge.get("invoice"))):
-            if ref:
-                order = orders.find_order_by_payment(session, gateway, ref)
-                if order is not None:
-                    return orders.lock_order(session, order.id)
+        order = orders.find_order_by_payment(session, gateway, ref)
+        if order is not None:
+            return orders.lock_order(session, order.id)
     return None
 
 
-def _charge_refunded(
+def _order_of_charge(
     session: Session, billing: Billing, charge: dict[str, Any], at: datetime
-) -> None:
-    order = _order_of_charge(session, billing, charge)
-    invoice_ref = obj_id(charge.get("invoice"))
-    if order is None and invoice_ref:
+) -> orders.Order | None:
+    """The order a charge (or a dispute's charge) paid, by its PaymentIntent or its invoice.
+
+    Old shape: the charge names both. New shape: only the PaymentIntent, so a renewal whose
+    order has no payment reference yet (its ``invoice.paid`` came without one) is found by
+    the invoice the gateway says the PaymentIntent paid, and gets the reference. A renewal
+    whose ``invoice.paid`` was not told yet is recorded from the gateway's invoice first;
+    one not at the gateway either answers 503 for ``UNKNOWN_WINDOW`` (Stripe redelivers)."""
+    payment_ref = obj_id(charge.get("payment_intent"))
+    order = _order_of_payment(session, billing, payment_ref)
+    if order is not None:
+        return order
+    try:
+        invoice_ref = shapes.charge_invoice(billing, charge)
+    except GatewayError as exc:
+        raise RetryLater(f"the invoice of payment {payment_ref} is not known: {exc}") from exc
+    if not invoice_ref:
+        return None
+    order = _order_of_payment(session, billing, invoice_ref)
+    if order is None:
         # A renewal's order is made by its invoice.paid, which may come after this event
         # (even after the window of _unknown, when deliveries failed for a while): the
         # invoice as the gateway has it now is recorded first, so the refund is never lost.
         order = _order_of_paid_invoice(session, billing, invoice_ref, at)
     if order is None:
-        if invoice_ref:
-            _unknown(f"invoice {invoice_ref}", at)  # redelivered until its invoice is known
+        _unknown(f"invoice {invoice_ref}", at)  # redelivered until its invoice is known
+        return None
+    if order.payment_ref is None and payment_ref:
+        order.payment_ref = payment_ref
+    return order
+
+
+def _charge_refunded(
+    session: Session, billing: Billing, charge: dict[str, Any], at: datetime
+) -> None:
+    order = _order_of_charge(session, billing, charge, at)
+    if order is None:
         return
     total = int(charge.get("amount_refunded") or 0)
     if charge.get("refunded") and total == 0:
@@ -332,24 +365,24 @@ def _order_of_paid_invoice(
     if _invoice_sub(session, billing, invoice, at) is None:
         return None
     _invoice_paid(session, billing, invoice, at)
-    return _order_of_charge(session, billing, {"invoice": invoice_ref})
+    return _order_of_payment(session, billing, invoice_ref)
 
 
 def _order_of_dispute(
-    session: Session, billing: Billing, dispute: dict[str, Any]
+    session: Session, billing: Billing, dispute: dict[str, Any], at: datetime
 ) -> orders.Order | None:
     charge = dispute.get("charge")
     target = {
         "payment_intent": dispute.get("payment_intent") or dig(charge, "payment_intent"),
         "invoice": dig(charge, "invoice"),
     }
-    return _order_of_charge(session, billing, target)
+    return _order_of_charge(session, billing, target, at)
 
 
 def _dispute_created(
     session: Session, billing: Billing, dispute: dict[str, Any], at: datetime
 ) -> None:
-    order = _order_of_dispute(session, billing, dispute)
+    order = _order_of_dispute(session, billing, dispute, at)
     if order is not None:
         access.dispute_opened(session, billing, order, at=at)
 
@@ -359,7 +392,7 @@ def _dispute_closed(
 ) -> None:
     """Stripe's closed statuses: ``lost``; ``won``, and for inquiries ``warning_closed``
     (no money was taken back) — everything but lost restores access."""
-    order = _order_of_dispute(session, billing, dispute)
+    order = _order_of_dispute(session, billing, dispute, at)
     if order is not None:
         won = str(dispute.get("status") or "") != "lost"
         access.dispute_closed(session, billing, order, won=won, at=at)
