@@ -94,6 +94,13 @@ def optional_url(value: str | None, *, what: str, field: str | None = None) -> s
     return value
 
 
+# Control characters (C0, DEL, C1) and the Unicode line and paragraph separators: a name
+# that carries one can break a mail header or forge a log line. Text of several lines
+# (descriptions, reasons, notes) keeps line breaks and tabs, nothing else of them.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_CONTROL_IN_LINES = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]")
+
+
 def text(
     value: str | None,
     *,
@@ -101,12 +108,22 @@ def text(
     max_len: int,
     required: bool = False,
     field: str | None = None,
+    lines: bool = False,
 ) -> str:
+    """Free text from a user, trimmed: one line (a name, a title) unless ``lines``. Control
+    characters are refused (422 ``control_characters``): a line break, a tab, an escape
+    sequence in a name would reach mail headers and logs; ``lines`` allows line breaks and
+    tabs."""
     value = (value or "").strip()
     if required and not value:
         raise ValidationFailed(f"{what} is required", field=field)
     if len(value) > max_len:
         raise ValidationFailed(f"{what} must be at most {max_len} characters long", field=field)
+    if (_CONTROL_IN_LINES if lines else _CONTROL).search(value):
+        kind = "control characters" if lines else "line breaks, tabs or other control characters"
+        raise ValidationFailed(
+            f"{what} cannot contain {kind}", code="control_characters", field=field
+        )
     return value
 
 

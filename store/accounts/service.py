@@ -66,7 +66,9 @@ def create_account(
     username = validation.username(username.lower())
     email = validation.email(email)
     validation.password(password)
-    display_name = validation.text(display_name, what="Display name", max_len=120)
+    display_name = validation.text(
+        display_name, what="Display name", max_len=120, field="display_name"
+    )
     if namespace_taken(session, username):
         raise Conflict(
             f"The username '{username}' is taken", code="username_taken", field="username"
@@ -129,7 +131,12 @@ def signup_problems(
         ("username", lambda: validation.username(username.lower())),
         ("email", lambda: validation.email(email)),
         ("password", lambda: validation.password(password)),
-        ("display_name", lambda: validation.text(display_name, what="Display name", max_len=120)),
+        (
+            "display_name",
+            lambda: validation.text(
+                display_name, what="Display name", max_len=120, field="display_name"
+            ),
+        ),
     )
     for field, check in checks:
         try:
@@ -216,7 +223,7 @@ def set_password(session: Session, *, account: Account, password: str) -> None:
 
 def set_display_name(session: Session, *, account: Account, display_name: str) -> Account:
     """Change the name shown for the account (empty: the username)."""
-    name = validation.text(display_name, what="Display name", max_len=120)
+    name = validation.text(display_name, what="Display name", max_len=120, field="display_name")
     account.display_name = name or account.username
     session.flush()
     return account
@@ -314,7 +321,7 @@ def create_organization(
         slug=slug,
         name=name,
         description=validation.text(
-            description, what="Description", max_len=5000, field="description"
+            description, what="Description", max_len=5000, field="description", lines=True
         ),
         website=validation.optional_url(website, what="Website", field="website"),
     )
@@ -338,7 +345,7 @@ def update_organization(
         org.name = validation.text(name, what="Name", max_len=120, required=True, field="name")
     if description is not None:
         org.description = validation.text(
-            description, what="Description", max_len=5000, field="description"
+            description, what="Description", max_len=5000, field="description", lines=True
         )
     if website is not None:
         org.website = validation.optional_url(website, what="Website", field="website")
@@ -629,7 +636,7 @@ def set_verified(
         raise Forbidden("Only administrators verify publishers")
     org.verified_at = utcnow() if verified else None
     org.verification_requested_at = None
-    org.verification_note = validation.text(note, what="Note", max_len=2000)
+    org.verification_note = validation.text(note, what="Note", max_len=2000, lines=True)
     session.flush()
     audit.record(
         session,

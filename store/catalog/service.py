@@ -106,6 +106,7 @@ def _apply_listing(session: Session, product: Product, data: dict[str, object]) 
             what="Description",
             max_len=100_000,
             field="description_md",
+            lines=True,
         )
     for key, label in (
         ("logo_url", "Logo URL"),
@@ -240,7 +241,9 @@ def set_status(
             product.published_at = utcnow()
     previous = product.status
     product.status = status
-    product.status_reason = validation.text(reason, what="Reason", max_len=2000, field="reason")
+    product.status_reason = validation.text(
+        reason, what="Reason", max_len=2000, field="reason", lines=True
+    )
     session.flush()
     _access_changed(session, product.repository)
     # Subscriptions follow the product's status (store.billing.access).
@@ -449,7 +452,7 @@ def _apply_tier(tier: Tier, data: dict[str, object]) -> None:
         )
     if "description" in data:
         tier.description = validation.text(
-            str(data["description"] or ""), what="Tier description", max_len=2000
+            str(data["description"] or ""), what="Tier description", max_len=2000, lines=True
         )
     if "billing" in data:
         tier.billing = BillingKind.parse(data["billing"])

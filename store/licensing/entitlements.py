@@ -63,7 +63,7 @@ def create_entitlement(
         seats=tier.seats * max(1, quantity) if tier.seats is not None else None,
         features=list(tier.features),
         granted_by_id=granted_by.id if granted_by else None,
-        reason=validation.text(reason, what="Reason", max_len=2000, field="reason"),
+        reason=validation.text(reason, what="Reason", max_len=2000, field="reason", lines=True),
     )
     session.add(entitlement)
     session.flush()
@@ -148,7 +148,9 @@ def revoke(
     """Take access away for good (operator action, refund, dispute). ``actor`` None = system."""
     if actor is not None and not _can_administer(session, actor, entitlement.product):
         raise Forbidden("Only administrators and the publisher's owners revoke entitlements")
-    reason = validation.text(reason, what="Reason", max_len=2000, required=True, field="reason")
+    reason = validation.text(
+        reason, what="Reason", max_len=2000, required=True, field="reason", lines=True
+    )
     if entitlement.status == "revoked":
         return entitlement
     entitlement.status = "revoked"

@@ -27,6 +27,7 @@ from sqlalchemy import delete as sa_delete
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from store import validation
 from store.accounts import service as accounts
 from store.accounts.models import Account, Membership, Namespace, Organization
 from store.audit import service as audit
@@ -250,6 +251,10 @@ def _check_text(description: str | None, readme_md: str | None) -> None:
         raise ValidationFailed(
             f"The description is one line of at most {MAX_DESCRIPTION} characters",
             code="bad_description",
+        )
+    if description is not None:  # one line: no control characters either
+        validation.text(
+            description, what="The description", max_len=MAX_DESCRIPTION, field="description"
         )
     if readme_md is not None and len(readme_md) > MAX_README:
         raise ValidationFailed(

@@ -94,7 +94,7 @@ def _decide(
     if request.status != "submitted":
         raise Conflict(f"This request was already {request.status}", code="already_decided")
     request.status = status
-    request.note = validation.text(note, what="Note", max_len=2000)
+    request.note = validation.text(note, what="Note", max_len=2000, lines=True)
     request.reviewer_id = actor.id
     request.decided_at = utcnow()
     return request

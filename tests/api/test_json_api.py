@@ -405,8 +405,16 @@ def test_text_the_database_cannot_store_is_a_422(client: TestClient, session: Se
     the request changed nothing (SQLite stores them)."""
     owner = make_account(session, "nulowner")
     token = api_token(session, owner)
+    # A name refuses every control character, NUL included, on either database.
     r = client.post(
         "/api/v1/me/tokens", json={"name": "lap\u0000top", "scopes": ["pull"]}, headers=auth(token)
+    )
+    assert (r.status_code, r.json()["error"]) == (422, "control_characters"), r.text
+    # Text of several lines (a README) is stored as typed where the database can.
+    r = client.post(
+        "/api/v1/repositories",
+        json={"name": "nulowner/app", "readme": "lap\u0000top"},
+        headers=auth(token),
     )
     if session.get_bind().dialect.name == "postgresql":
         assert r.status_code == 422, r.text
@@ -416,6 +424,9 @@ def test_text_the_database_cannot_store_is_a_422(client: TestClient, session: Se
         }
         listed = client.get("/api/v1/me/tokens", headers=auth(token))
         assert listed.status_code == 200 and [t["name"] for t in listed.json()] == ["tests"]
+        assert (
+            client.get("/api/v1/repositories/nulowner/app", headers=auth(token)).status_code == 404
+        )
     else:
         assert r.status_code == 201, r.text
 
