@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, UniqueConstraint, text
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from sqlalchemy.sql.expression import false as sa_false
 
@@ -37,6 +38,33 @@ OPEN_SUBSCRIPTION_SQL = (
 # A coupon's redemption counts (and blocks a second one by the same customer) unless released.
 LIVE_REDEMPTION_SQL = "customer_key IS NOT NULL AND status IN ('held', 'redeemed')"
 COUPON_DURATIONS = ("once", "repeating", "forever")
+
+
+class BoughtTerms:
+    """What a purchase gives, as the tier said when it was bought: seats per unit (None:
+    unlimited) and features. A publisher editing the tier later changes what new purchases
+    give, never what was bought: fulfilment, renewals and seat changes read these."""
+
+    # None: bought before the terms were recorded (migration 0800); the tier's hold.
+    terms: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    if TYPE_CHECKING:
+        tier: Mapped[Tier]
+
+    def record_terms(self, tier: Tier) -> None:
+        self.terms = {"seats": tier.seats, "features": list(tier.features)}
+
+    @property
+    def unit_seats(self) -> int | None:
+        if self.terms is None:
+            return self.tier.seats
+        seats = self.terms.get("seats")
+        return int(seats) if seats is not None else None
+
+    @property
+    def bought_features(self) -> list[str]:
+        if self.terms is None:
+            return list(self.tier.features)
+        return [str(f) for f in self.terms.get("features") or []]
 
 
 class TierPrice(Base):
@@ -71,7 +99,7 @@ class GatewayCustomer(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class Subscription(Base):
+class Subscription(BoughtTerms, Base):
     __tablename__ = "billing_subscriptions"
     __table_args__ = (
         Index(
@@ -160,7 +188,7 @@ class Subscription(Base):
     coupon: Mapped[Coupon | None] = relationship()
 
 
-class Order(Base):
+class Order(BoughtTerms, Base):
     """One payment: a one-time purchase, or one paid invoice of a subscription."""
 
     __tablename__ = "billing_orders"

@@ -187,6 +187,7 @@ def _create_checkout(
             coupon_code=coupon.code if coupon else None,
         )
         record_quote(subscription, quote, buyer)
+        subscription.record_terms(tier)
         session.add(subscription)
         session.flush()
         if quote.trial:
@@ -212,6 +213,7 @@ def _create_checkout(
         coupon_code=coupon.code if coupon and not quote.trial else None,
     )
     record_quote(order, quote, buyer)
+    order.record_terms(tier)
     session.add(order)
     session.flush()
     return order
@@ -367,6 +369,8 @@ def mark_paid(
             starts_at=paid_at,
             reason=f"Order {order.receipt_number}",
             quantity=order.quantity,
+            unit_seats=order.unit_seats,
+            features=order.bought_features,
         )
     if entitlement is not None:
         order.entitlement_id = entitlement.id

@@ -484,6 +484,7 @@ def _apply(
     interval = BillingKind(tier.billing).interval
     assert interval is not None
     sub.interval = interval
+    sub.record_terms(tier)  # the new plan's terms, as they are when the change applies
     if change.interval_change:
         sub.current_period_start = change.changed_at
         sub.current_period_end = change.period_end
@@ -503,8 +504,8 @@ def _apply(
     if entitlement is not None:
         entitlement.tier_id = tier.id
         entitlement.tier = tier
-        entitlement.features = list(tier.features)
-        entitlement.seats = tier.seats * max(1, sub.quantity) if tier.seats is not None else None
+        entitlement.features = sub.bought_features
+        entitlement.seats = entitlements.seats_for(sub.unit_seats, sub.quantity)
         entitlement.reason = f"Plan changed to {tier.name}"
         # A new period from now (interval change) sets the end; else the period is the same.
         ends_at = change.period_end if change.interval_change else entitlement.ends_at

@@ -88,7 +88,7 @@ def build(order: Order, *, tax_label: str, store_url: str) -> Receipt:
         buyer.append(f"VAT id: {order.vat_id}")
     item = f"{order.product.title} - {order.tier.name}"
     if order.quantity > 1:
-        seats = order.tier.seats
+        seats = order.unit_seats
         item += f" ({order.quantity} × {seats} seats)" if seats else f" ({order.quantity} units)"
     subtotal = order.amount_minor + order.discount_minor
     lines = [Line(item, format_money(subtotal, cur))]

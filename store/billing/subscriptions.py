@@ -137,6 +137,8 @@ def _ensure_entitlement(
         ends_at=ends_at,
         reason=f"Subscription {sub.gateway_ref or sub.id}",
         quantity=sub.quantity,
+        unit_seats=sub.unit_seats,
+        features=sub.bought_features,
     )
     sub.entitlement_id = entitlement.id
     session.flush()
@@ -616,7 +618,7 @@ def follow_quantity(session: Session, billing: Billing, sub: Subscription) -> No
         if sub.status not in FINAL:
             coupons.set_next_charge(sub, tax_label=billing.settings.tax_label)
     entitlement = _entitlement(session, sub)
-    seats = sub.tier.seats
+    seats = sub.unit_seats  # per unit, as bought: a later edit of the tier changes nothing
     if entitlement is None or entitlement.status == "revoked" or seats is None:
         return
     if entitlement.seats != seats * quantity:

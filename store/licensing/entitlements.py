@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Literal
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
@@ -27,6 +28,11 @@ SOURCES = ("free", "grant", "order", "subscription", "trial")
 STATUSES = ("active", "suspended", "revoked", "expired")
 
 
+def seats_for(unit_seats: int | None, quantity: int) -> int | None:
+    """Seats of ``quantity`` units of ``unit_seats`` each (None: unlimited)."""
+    return unit_seats * max(1, quantity) if unit_seats is not None else None
+
+
 def create_entitlement(
     session: Session,
     *,
@@ -40,9 +46,12 @@ def create_entitlement(
     granted_by: Account | None = None,
     reason: str = "",
     quantity: int = 1,
+    unit_seats: int | Literal["tier"] | None = "tier",
+    features: list[str] | None = None,
 ) -> Entitlement:
     """``quantity``: how many of the tier were bought; a tier with a seat limit gives that
-    many times its seats (licenses carry the product)."""
+    many times its seats (licenses carry the product). ``unit_seats`` and ``features``: the
+    terms as bought, when they were recorded at purchase (default: the tier's now)."""
     if (account is None) == (org is None):
         raise ValidationFailed("An entitlement belongs to exactly one account or organization")
     if source not in SOURCES:
@@ -60,8 +69,8 @@ def create_entitlement(
         status="active",
         starts_at=starts_at,
         ends_at=ends_at,
-        seats=tier.seats * max(1, quantity) if tier.seats is not None else None,
-        features=list(tier.features),
+        seats=seats_for(tier.seats if unit_seats == "tier" else unit_seats, quantity),
+        features=list(tier.features if features is None else features),
         granted_by_id=granted_by.id if granted_by else None,
         reason=validation.text(reason, what="Reason", max_len=2000, field="reason", lines=True),
     )
