@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from store import followers, migrate, security
@@ -101,9 +101,19 @@ def session_factory(connection: Connection) -> sessionmaker[Session]:
     )
 
 
+def _write_search_documents(session: Session, _flush_context: object) -> None:
+    from store.search import indexer
+
+    indexer.write_pending(session)
+
+
 @pytest.fixture
 def session(session_factory: sessionmaker[Session]) -> Iterator[Session]:
     s = session_factory()
+    # Never committed, and the app's sessions (on the same connection) read what it
+    # flushed: its search documents are written at each flush rather than before a commit
+    # (store.search.indexer.write_pending), as the constraints above run per statement.
+    event.listen(s, "after_flush_postexec", _write_search_documents)
     yield s
     s.close()
 

@@ -426,12 +426,13 @@ class PullStatements:
         return built
 
 
-def refresh_search(session: Session, repository_ids: Iterable[uuid.UUID]) -> int:
+def refresh_search(session: Session, repository_ids: Iterable[uuid.UUID]) -> None:
     """Bring the search documents of these repositories (and their listings) in step with
-    their pull counts after :func:`count_pull` (only the pull columns are written)."""
+    their pull counts after :func:`count_pull` (only the pull columns are written), with
+    the transaction's other documents, before it commits."""
     from store.search import indexer
 
-    return indexer.refresh_pulls(session.connection(), repository_ids)
+    indexer.later(session, indexer.Changes(pulls=set(repository_ids)))
 
 
 _EXPIRY_EVERY = 60.0  # seconds between deletions of a repository's old downloads, per process

@@ -2,10 +2,13 @@
 
 Listeners on the ORM Session class (installed when ``store.search`` is imported) watch every
 flush and every ORM-enabled bulk UPDATE/DELETE/INSERT of products, tiers, organizations and
-hub repositories, and rewrite the affected search documents on the flushing connection.
-No other module calls the indexer; writes that bypass the ORM (raw SQL) call
-:func:`refresh` themselves (pull counts: :func:`refresh_pulls`, which writes only the pull
-columns), and ``store search reindex`` repairs anything.
+hub repositories, and collect what changed in the session; the affected search documents
+are written on the session's connection just before its transaction commits, all at once
+(:func:`write_pending`: on PostgreSQL one statement locks every one of them, in (source,
+ref_id) order, so two transactions never wait for each other in a circle), or earlier when
+the transaction searches. No other module calls the indexer; writes that bypass the ORM
+(raw SQL) call :func:`refresh` themselves (pull counts: ``Changes(pulls=...)``, which
+writes only the pull columns), and ``store search reindex`` repairs anything.
 """
 
 from __future__ import annotations
@@ -30,17 +33,17 @@ from sqlalchemy import (
     event,
     exists,
     func,
-    literal,
     literal_column,
     or_,
     select,
-    tuple_,
     union_all,
     update,
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import ORMExecuteState, Session
+from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
+from sqlalchemy.sql import TextClause
+from sqlalchemy.sql.util import find_tables
 
 from store.accounts.models import Organization
 from store.catalog.models import Product, Tier
@@ -81,6 +84,7 @@ _CLAIM_KEY = select(
 _INSTALLED = False
 T = TypeVar("T")
 _BULK = "store.search.bulk"  # Connection.info flag: a reindex will rebuild the engine index
+_PENDING = "store.search.pending"  # Session.info: the Changes its transaction has not written
 
 
 @dataclass
@@ -91,9 +95,16 @@ class Changes:
     product_repos: set[str] = field(default_factory=set)
     orgs: set[uuid.UUID] = field(default_factory=set)
     deleted_orgs: set[uuid.UUID] = field(default_factory=set)
+    # Repositories whose pull counts changed: only the pull columns of their documents and
+    # their listings' are brought in step (refresh_pulls).
+    pulls: set[uuid.UUID] = field(default_factory=set)
 
     def __bool__(self) -> bool:
         return any(vars(self).values())
+
+    def merge(self, other: Changes) -> None:
+        for name, values in vars(other).items():
+            getattr(self, name).update(values)
 
 
 def _collect(session: Session) -> Changes:
@@ -148,13 +159,21 @@ def apply(conn: Connection, changes: Changes) -> int:
     if repo_names:
         # A product's sub-repositories (acme/app/worker) follow it: their documents too.
         repo_ids |= set(conn.scalars(sub_repositories(conn.dialect.name, repo_names)))
+    # Pull counts of repositories rebuilt in full are in their new documents already.
+    pulls = changes.pulls - repo_ids
     if conn.dialect.name == "postgresql":
         # The repositories' ids first, as a list: with a subquery OR-ed into the lock
         # statement the planner walked every hub document (1M entries: seconds per write).
-        locked = set(repo_ids)
+        locked = set(repo_ids) | pulls
         if repo_names:
             locked |= set(conn.scalars(select(hub_t.c.id).where(hub_t.c.name.in_(repo_names))))
-        _lock(conn, product_ids, locked)
+        listings = set(product_ids)
+        if pulls:
+            names = select(hub_t.c.name).where(hub_t.c.id.in_(pulls))
+            listings |= set(
+                conn.scalars(select(products_t.c.id).where(products_t.c.repository.in_(names)))
+            )
+        _lock(conn, listings, locked)
     written = 0
     if product_ids:
         docs = product_documents(conn, product_ids, now=now)
@@ -163,6 +182,8 @@ def apply(conn: Connection, changes: Changes) -> int:
         docs = hub_documents(conn, repo_ids, names=repo_names, now=now)
         repo_ids |= {d["ref_id"] for d in docs}
         written += write(conn, "hub", repo_ids, docs)
+    if pulls:
+        written += _refresh_pulls(conn, pulls, now)
     return written
 
 
@@ -182,7 +203,8 @@ def _lock(conn: Connection, products: Any, repos: Any) -> None:
     writer of one of them that has not committed yet is waited for, and everything read
     afterwards, the rows documents are built from included, is what it committed; nobody moves
     them until this transaction ends. One statement, in (source, ref_id) order, so two writers
-    of the same documents take their locks in the same order."""
+    of the same documents take their locks in the same order; a session's transaction takes
+    it once, at its commit (:func:`write_pending`), for every document it writes."""
     query = (
         select(docs_t.c.id)
         .where(
@@ -245,11 +267,16 @@ def write(
             conn.execute(_UPDATE, updates)
             updates.clear()
 
+    # Keys taken by this batch's documents, which the database does not hold yet (two new
+    # documents of one transaction whose natural keys collide); assigned in ref_id order.
+    taken: set[int] = set()
+    todo.sort(key=itemgetter("ref_id"))
     for doc in todo:
         holder = holders.get(doc["id"])
-        if holder is not None and holder != doc["ref_id"]:
+        if (holder is not None and holder != doc["ref_id"]) or doc["id"] in taken:
             flush_updates()  # the probe sees the keys the updates before it took
-            doc["id"] = _free_key(conn, doc["id"] + 1, doc["ref_id"])
+            doc["id"] = _free_key(conn, doc["id"] + 1, doc["ref_id"], taken)
+        taken.add(doc["id"])
         old = existing.get(doc["ref_id"])
         if old is None:
             inserts.append(doc)
@@ -422,15 +449,19 @@ def _insert_bulk(conn: Connection, docs: Sequence[Doc]) -> None:
 _processors: dict[str, list[Callable[[Any], Any] | None]] = {}
 
 
-def _free_key(conn: Connection, key: int, ref_id: uuid.UUID) -> int:
+def _free_key(conn: Connection, key: int, ref_id: uuid.UUID, taken: set[int]) -> int:
     # Rank keys end in 50 bits of the document's id; on the rare collision, probe upward.
     # PostgreSQL: each key is claimed before it is looked at (an advisory lock held to the
     # commit), so two writers probing at once (whose uncommitted documents the other's read
     # does not see) take turns: the second sees the key the first took, and goes on up.
     # A document written at its own key claims nothing: for it to be taken by a probe too,
     # its id would have to share its 50 bits with the key, a second collision.
+    # ``taken``: keys this write has given other documents already (not in the table yet).
     postgres = conn.dialect.name == "postgresql"
     while True:
+        if key in taken:
+            key += 1
+            continue
         if postgres:
             low = key & 0xFFFF_FFFF
             conn.execute(_CLAIM_KEY, {"hi": key >> 32, "lo": low - (1 << 32) * (low >> 31)})
@@ -446,12 +477,35 @@ def refresh(
     products: Iterable[uuid.UUID] = (),
     repositories: Iterable[uuid.UUID] = (),
     repository_names: Iterable[str] = (),
-) -> int:
-    """Re-index some rows now (for writers that bypass the ORM)."""
+) -> None:
+    """Re-index some rows in this session's transaction (for writers that bypass the ORM):
+    written with its other documents before it commits (:func:`write_pending`)."""
     names = set(repository_names)
-    changes = Changes(
-        products=set(products), repos=set(repositories), repo_names=names, product_repos=names
+    later(
+        session,
+        Changes(
+            products=set(products), repos=set(repositories), repo_names=names, product_repos=names
+        ),
     )
+
+
+def later(session: Session, changes: Changes) -> None:
+    """Documents to write before this session's transaction commits."""
+    if changes:
+        pending = session.info.get(_PENDING)
+        if pending is None:
+            pending = session.info[_PENDING] = Changes()
+        pending.merge(changes)
+
+
+def write_pending(session: Session) -> int:
+    """Write the documents this session's transaction has changed so far (:func:`apply`:
+    on PostgreSQL one lock statement for all of them, in (source, ref_id) order); how many
+    changed. Run before each commit, and before a search reads the index in a transaction
+    that wrote (its own changes are found)."""
+    changes = session.info.pop(_PENDING, None)
+    if not changes:
+        return 0
     return apply(session.connection(), changes)
 
 
@@ -461,17 +515,11 @@ _PULL_COLUMNS = ("pull_count", "star_count", "popularity", "pulls_30d")
 _BADGES = ("official", "certified", "verified")
 
 
-def _pull_rows(*, locked: bool = False) -> Any:
+def _pull_rows() -> Any:
     """For each repository: its pull figures and, beside them, its own document and its
     listing's (if it is a product's repository), with their stored pull columns; a missing
-    document gives NULLs (``doc_id``).
-
-    ``locked`` (PostgreSQL): the documents are locked as they are read (``FOR UPDATE``, in
-    (source, ref_id) order, as :func:`_lock` does), in the same statement: a writer of one
-    that has not committed yet is waited for and the document read is the one it committed.
-    The rest of the row was read before that wait, though: ``stale`` tells a document
-    changed since the statement began (its row version is not the one the statement's
-    snapshot holds), and the caller reads again (the documents already its own)."""
+    document gives NULLs (``doc_id``). On PostgreSQL the documents were locked first
+    (:func:`apply`), so what this reads is what their last writer committed."""
     hub_t, products_t = cast(Table, HubRepository.__table__), cast(Table, Product.__table__)
     pulls_t = cast(Table, PullCounter.__table__)
     recent = (
@@ -483,35 +531,7 @@ def _pull_rows(*, locked: bool = False) -> Any:
         .scalar_subquery()
     )
     wanted = hub_t.c.id.in_(bindparam("ids", expanding=True))
-    docs: Any = docs_t
-    stale: Any = literal_column("false")
-    if locked:
-        inner = cast(Table, HubRepository.__table__).alias("wanted_repos")
-        chosen = inner.c.id.in_(bindparam("ids", expanding=True))
-        source = docs_t.c.source.type
-        # The documents' (source, ref_id) pairs as one list the unique index is probed with:
-        # an OR of two sub-selects made PostgreSQL scan every document (≈ 150 ms at 200k
-        # entries, 0.5 s at a million, for each pull recorded).
-        refs = union_all(
-            select(literal("hub", source), inner.c.id).where(chosen),
-            select(literal("store", source), products_t.c.id).where(
-                products_t.c.repository.in_(select(inner.c.name).where(chosen))
-            ),
-        )
-        docs = (
-            select(
-                *(docs_t.c[c] for c in ("id", "source", "ref_id", *_BADGES, *_PULL_COLUMNS)),
-                literal_column("search_documents.xmin").label("version"),
-            )
-            .where(tuple_(docs_t.c.source, docs_t.c.ref_id).in_(refs))
-            .order_by(docs_t.c.source, docs_t.c.ref_id)
-            .with_for_update(of=docs_t)
-            .cte("locked_documents")
-        )
-        seen = docs_t.alias("seen")
-        stale = docs.c.id.is_not(None) & ~exists().where(
-            seen.c.id == docs.c.id, literal_column("seen.xmin") == docs.c.version
-        )
+    docs = docs_t
     columns = (
         hub_t.c.id.label("repo_id"),
         hub_t.c.pull_count.label("pulls"),
@@ -526,7 +546,6 @@ def _pull_rows(*, locked: bool = False) -> Any:
         docs.c.certified,
         docs.c.verified,
         *(docs.c[c].label(f"doc_{c}") for c in _PULL_COLUMNS),
-        stale.label("stale"),
     )
     own = (
         select(literal_column("'hub'").label("source"), *columns)
@@ -548,7 +567,6 @@ def _pull_rows(*, locked: bool = False) -> Any:
 
 
 _PULL_ROWS = _pull_rows()
-_PULL_ROWS_LOCKED = _pull_rows(locked=True)
 _PULL_VALUES = {c: bindparam(f"v_{c}", type_=docs_t.c[c].type) for c in _PULL_COLUMNS}
 _INDEXED_AT = bindparam("v_indexed_at", type_=docs_t.c.indexed_at.type)
 # The rank key unchanged: no indexed column is written (SQLite's FTS trigger fires on an
@@ -574,20 +592,15 @@ def refresh_pulls(conn: Connection, repository_ids: Iterable[uuid.UUID]) -> int:
     at most one UPDATE per kind of change, no document rebuilt, no text tokenized, and the
     full-text index touched only when the rank key moves. A repository whose documents are
     missing (or that is gone) is rebuilt as any change is (:func:`apply`). Returns how many
-    documents changed."""
-    ids = set(repository_ids)
-    if not ids:
-        return 0
-    now = utcnow()
+    documents changed. (A session's transaction asks for this with
+    ``later(session, Changes(pulls=...))``, written with its other documents.)"""
+    return apply(conn, Changes(pulls=set(repository_ids)))
+
+
+def _refresh_pulls(conn: Connection, ids: set[uuid.UUID], now: datetime) -> int:
+    """:func:`refresh_pulls` once the documents are locked (PostgreSQL, :func:`apply`)."""
     since = (now - timedelta(days=RECENT_PULL_DAYS - 1)).date()
-    params = {"ids": list(ids), "since": since}
-    if conn.dialect.name == "postgresql":
-        # Locked as they are read (see _lock); read again after waiting for a writer.
-        rows = conn.execute(_PULL_ROWS_LOCKED, params).all()
-        while any(r.stale for r in rows):
-            rows = conn.execute(_PULL_ROWS_LOCKED, params).all()
-    else:
-        rows = conn.execute(_PULL_ROWS, params).all()
+    rows = conn.execute(_PULL_ROWS, {"ids": list(ids), "since": since}).all()
     rebuild = ids - {r.repo_id for r in rows} | {r.repo_id for r in rows if r.doc_id is None}
     stays: list[dict[str, Any]] = []
     moves: list[tuple[int, dict[str, Any]]] = []  # (old key, new values)
@@ -636,14 +649,16 @@ def _move(conn: Connection, moves: list[tuple[int, dict[str, Any]]]) -> list[tup
     )
     pending: list[dict[str, Any]] = []
     moved = []
-    for old, values in moves:
+    taken: set[int] = set()  # as write() does
+    for old, values in sorted(moves, key=lambda move: move[1]["ref_id"]):
         ref_id = values.pop("ref_id")
         holder = holders.get(values["v_id"])
-        if holder is not None and holder != ref_id:
+        if (holder is not None and holder != ref_id) or values["v_id"] in taken:
             if pending:  # the probe sees the keys the moves before it took
                 conn.execute(_PULL_MOVE, pending)
                 pending = []
-            values["v_id"] = _free_key(conn, values["v_id"] + 1, ref_id)
+            values["v_id"] = _free_key(conn, values["v_id"] + 1, ref_id, taken)
+        taken.add(values["v_id"])
         pending.append(values)
         moved.append((old, values["v_id"]))
     conn.execute(_PULL_MOVE, pending)
@@ -873,9 +888,34 @@ _WATCHED = {
 
 
 def _after_flush(session: Session, _flush_context: Any) -> None:
-    changes = _collect(session)
-    if changes:
-        apply(session.connection(), changes)
+    later(session, _collect(session))
+
+
+def _before_commit(session: Session) -> None:
+    """The transaction's documents written, in it, just before it commits (a savepoint's
+    release leaves them to the transaction's end)."""
+    if session.in_nested_transaction():
+        return
+    session.flush()  # the commit's own flush comes after this hook: its changes too
+    write_pending(session)
+
+
+def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:  # committed (written) or rolled back (nothing to write)
+        session.info.pop(_PENDING, None)
+
+
+def _reads_index(statement: Any) -> bool:
+    if isinstance(statement, TextClause):
+        return "search_" in statement.text
+    return any(t.name.startswith("search_") for t in find_tables(statement, include_joins=True))
+
+
+def _before_read(state: ORMExecuteState) -> None:
+    """A read of the index through a session whose transaction has documents to write
+    writes them first: a transaction finds its own changes (as autoflush does for rows)."""
+    if _PENDING in state.session.info and state.is_select and _reads_index(state.statement):
+        write_pending(state.session)
 
 
 def _ids_for(conn: Connection, table: Any, whereclause: Any) -> list[Any]:
@@ -903,27 +943,23 @@ def _bulk_statement(state: ORMExecuteState) -> Any:
     kind = _WATCHED.get(getattr(table, "name", ""))
     if kind is None:
         return None
-    conn = state.session.connection()
+    session = state.session
     if state.is_insert:
-        result = state.invoke_statement()
         params = state.parameters if isinstance(state.parameters, list) else [state.parameters]
         names = {p.get("name") or p.get("repository") for p in params if isinstance(p, dict)}
         names.discard(None)
         ids = {p.get("id") for p in params if isinstance(p, dict)} - {None}
         if kind == "repos":
-            apply(conn, Changes(repos=ids, repo_names=names))  # type: ignore[arg-type]
+            later(session, Changes(repos=ids, repo_names=names))  # type: ignore[arg-type]
         elif kind == "products":
-            apply(conn, Changes(products=ids, product_repos=names))  # type: ignore[arg-type]
-        return result
-    bulk_ids = _ids_for(conn, table, getattr(state.statement, "whereclause", None))
+            later(session, Changes(products=ids, product_repos=names))  # type: ignore[arg-type]
+        return None
+    bulk_ids = _ids_for(session.connection(), table, getattr(state.statement, "whereclause", None))
     if kind == "orgs" and state.is_delete:
-        changes = Changes(deleted_orgs=set(bulk_ids))
+        later(session, Changes(deleted_orgs=set(bulk_ids)))
     else:
-        changes = _changes_for(kind, bulk_ids)
-    result = state.invoke_statement()
-    if changes:
-        apply(conn, changes)
-    return result
+        later(session, _changes_for(kind, bulk_ids))
+    return None
 
 
 def install() -> None:
@@ -933,4 +969,7 @@ def install() -> None:
         return
     event.listen(Session, "after_flush", _after_flush)
     event.listen(Session, "do_orm_execute", _bulk_statement)
+    event.listen(Session, "do_orm_execute", _before_read)
+    event.listen(Session, "before_commit", _before_commit)
+    event.listen(Session, "after_transaction_end", _after_transaction_end)
     _INSTALLED = True

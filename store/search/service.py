@@ -29,7 +29,7 @@ from store.licensing.models import Entitlement
 from store.licensing.usable import usable_clause
 from store.observability import metrics
 from store.registry.models import RepositoryCollaborator
-from store.search import facets
+from store.search import facets, indexer
 from store.search.backend import Criteria, Scope, backend_for
 from store.search.models import SearchDocument
 from store.search.query import BadQuery, Query, fold, parse
@@ -217,6 +217,7 @@ def search(
     filters = filters or Filters()
     query = parse(q, as_you_type=as_you_type)
     criteria = Criteria(query, filters.tokens(), scope_for(session, account))
+    indexer.write_pending(session)  # a transaction that wrote finds its own changes
     conn = session.connection()
     backend = backend_for(conn)
 

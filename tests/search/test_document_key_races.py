@@ -178,6 +178,7 @@ def test_colliding_documents_written_in_turn_take_the_next_keys(session: Session
     make_repo(session, "acme/holder", id=_colliding_id(1), created_at=CREATED)
     for n in (2, 3):
         _create(n)(session)
+    indexer.write_pending(session)
     conn = session.connection()
     keys = dict(conn.execute(select(SearchDocument.ref_id, SearchDocument.id)).all())
     natural = keys[_colliding_id(1)]

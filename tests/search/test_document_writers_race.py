@@ -161,9 +161,11 @@ def race(
 ) -> None:
     """``first`` written and held uncommitted (then ``between``); ``second``, on a thread of
     its own, comes to wait for it (pg_blocking_pids); then ``first`` commits and ``second``
-    must end without an error."""
+    must end without an error. (A transaction's documents are written before it commits:
+    ``first``'s now, and ``second`` waits at its commit.)"""
     with session_scope(make_sessionmaker(engine)) as session:
         first(session)
+        indexer.write_pending(session)
         mine = _pid(session)
         between()
         other = Writer(engine, second)
@@ -266,6 +268,7 @@ def test_a_move_committed_between_a_read_and_its_update_is_seen(
         event.listen(conn, "before_cursor_execute", before)
         try:
             WRITERS[b](session)
+            indexer.write_pending(session)  # as its commit would
         finally:
             event.remove(conn, "before_cursor_execute", before)
     assert mover

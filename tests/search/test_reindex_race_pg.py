@@ -196,6 +196,7 @@ def test_a_writer_that_has_not_committed_is_waited_for(
         assert read.wait(WAIT_S) and not errors
         with session_scope(factory) as session:
             _change(session, change)
+            indexer.write_pending(session)  # its document written, not committed
             mine = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
             go.set()
             deadline = time.monotonic() + WAIT_S

@@ -216,6 +216,7 @@ def test_reindex_from_nothing_stores_what_the_listeners_stored(
     their tsvectors, built in worker processes or not) exactly as the listeners' writes
     stored them, value for value."""
     make_repo(session, "acme/dated", description="O'Brien's back\\slash tool", pull_count=5)
+    indexer.write_pending(session)
     before = stored_index(session.connection())
     found = names(session, "redis", account=world["admin"])
     assert len(before["documents"]) == 9
