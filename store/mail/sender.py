@@ -10,7 +10,8 @@ Each message is sent at most once by its id:
 * The message is sent outside any transaction, then the outcome is recorded against the
   claim token: ``sent``; or back to ``pending`` with exponential backoff after a
   failure the server may get over (unreachable, 4xx); or ``failed`` after a permanent
-  refusal (5xx) or the last attempt.
+  refusal (5xx), the last attempt, or at once when the message cannot be built (a header
+  or attachment no MIME message carries: retrying cannot change it), with the reason.
 * A sender that stops between claiming and recording leaves a ``sending`` message whose
   claim lapses. Whether it went out is unknown, so it is marked ``failed`` rather than sent
   again; ``store mail retry`` sends it once more when the operator decides to.
@@ -153,9 +154,15 @@ def deliver(backend: Backend, claimed: Claim) -> DeliveryError | None:
             exc,
         )
         return exc
-    except Exception as exc:  # a bug in a backend must not stop the sender
-        log.exception("mail backend failed")
-        return DeliveryError(f"{type(exc).__name__}: {exc}")
+    except Exception as exc:
+        # The backends turn every transport error into a DeliveryError: anything else is
+        # the message itself (a header or attachment no MIME message can carry, a bug in
+        # building it), which no later attempt can change. Failed for good, with the reason,
+        # and the sender goes on with the next message.
+        log.exception("mail %s cannot be built", claimed.outgoing.id)
+        return DeliveryError(
+            f"the message cannot be built: {type(exc).__name__}: {exc}", permanent=True
+        )
     return None
 
 

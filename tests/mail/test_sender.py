@@ -100,6 +100,27 @@ def test_permanent_refusal_fails_without_retry(
     assert delivered.status == "sent"
 
 
+def test_a_message_that_cannot_be_built_fails_for_good_with_the_reason(
+    factory: sessionmaker[Session], mail_settings: Settings, smtp: SmtpSink
+) -> None:
+    broken, fine = _enqueue(factory, mail_settings, 2)
+    with session_scope(factory) as session:
+        # A header no MIME message can carry (written before headers were checked).
+        session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == broken)
+            .values(headers={"X-Note": "one\nBcc: everyone@example.com"})
+        )
+    counts = sender.Sender(factory, mail_settings).run_once()
+    assert counts == {"sent": 1, "retry": 0, "failed": 1}
+    rows = {r.id: r for r in _rows(factory)}
+    assert rows[broken].status == "failed" and rows[broken].attempts == 1
+    assert "cannot be built" in rows[broken].last_error
+    assert "X-Note" in rows[broken].last_error or "linefeed" in rows[broken].last_error
+    assert rows[fine].status == "sent"
+    assert len(smtp.wait_for(1)) == 1
+
+
 def test_lapsed_claim_is_failed_not_sent_again(
     factory: sessionmaker[Session], mail_settings: Settings, smtp: SmtpSink
 ) -> None:
