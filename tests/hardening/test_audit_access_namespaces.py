@@ -82,3 +82,27 @@ def test_an_organization_whose_repositories_are_deleted_goes_with_its_owner(
     lifecycle.delete_account(session, settings=settings, account=alice, password=PASSWORD)
     session.commit()
     assert session.get(Namespace, "acme") is None
+
+
+def test_a_deleted_user_s_name_is_never_given_again(
+    client: TestClient, session: Session, settings: Settings
+) -> None:
+    """Images under a personal namespace, with or without a hub record (a push whose
+    notification was lost), stay out of reach: the username stays reserved after deletion,
+    so nobody signs up under it and inherits them."""
+    alice = make_account(session, "alice")
+    make_repo(session, "alice/app", private=False)
+    session.commit()
+    lifecycle.delete_account(session, settings=settings, account=alice, password=PASSWORD)
+    session.commit()
+    for name in ("alice/app", "alice/unrecorded"):
+        assert _actions(client, "alice", name) == []
+    taken = client.post(
+        "/api/v1/accounts",
+        json={"username": "alice", "email": "new-alice@example.com", "password": PASSWORD},
+    )
+    assert (taken.status_code, taken.json()["error"]) == (409, "username_taken"), taken.text
+    with pytest.raises(Conflict):
+        make_org(session, make_account(session, "mallory"), "alice")
+    session.rollback()
+    assert session.get(Namespace, "alice") is not None
