@@ -36,6 +36,7 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    text,
     union_all,
     update,
 )
@@ -286,12 +287,13 @@ def write(
     lost: list[Doc] = []
     if inserts:
         if conn.info.get(_BULK) or since is not None:
-            _insert_bulk(conn, inserts)
+            lost = _insert_bulk(conn, inserts)
         elif conn.dialect.name == "postgresql":
             lost = _insert_new(conn, inserts)
-            todo = [doc for doc in todo if all(doc is not other for other in lost)]
         else:
             conn.execute(docs_t.insert(), inserts)
+        if lost:
+            todo = [doc for doc in todo if all(doc is not other for other in lost)]
     if not conn.info.get(_BULK):
         backend_for(conn).after_write(conn, todo)
     written = len(todo) + len(gone)
@@ -427,23 +429,49 @@ def read_bound_documents(
     return docs
 
 
-def _insert_bulk(conn: Connection, docs: Sequence[Doc]) -> None:
+_STAGED = "search_documents_copy"  # PostgreSQL: a reindex's new documents, before insertion
+
+
+def _insert_bulk(conn: Connection, docs: Sequence[Doc]) -> list[Doc]:
     """Insert new documents (a full reindex): each row's values made by the columns' own
     bind processors, as SQLAlchemy's insert would (or already, by the worker that read
     the document), and handed to the driver at once (SQLite: one executemany; PostgreSQL:
-    COPY), without a statement's per-row parameter handling."""
+    COPY), without a statement's per-row parameter handling.
+
+    PostgreSQL: another transaction may insert one of these documents meanwhile (a
+    listener, a pull refresh: the document was missing when the reindex read it), and a
+    COPY into ``search_documents`` would wait for it and then fail (unique violation), the
+    whole reindex with it. So the rows are copied into a temporary table and inserted from
+    there with ``ON CONFLICT DO NOTHING``: those another transaction inserted (and
+    committed; the insert waits for it) are returned, as :func:`_insert_new` does, and
+    :func:`write` builds them again over what it committed."""
     dialect = conn.dialect
     processors = _processors_for(dialect)
     rows = [(d["id"], *d[_BOUND]) if _BOUND in d else _bound(processors, d) for d in docs]
     columns = ", ".join(_COLUMNS)
     if dialect.name == "postgresql":
+        conn.exec_driver_sql(
+            f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGED} "
+            "(LIKE search_documents INCLUDING DEFAULTS) ON COMMIT DROP"
+        )
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        with cursor.copy(f"COPY search_documents ({columns}) FROM STDIN") as copy:
+        with cursor.copy(f"COPY {_STAGED} ({columns}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
-        return
+        inserted = set(
+            conn.scalars(
+                text(
+                    f"INSERT INTO search_documents ({columns}) "  # noqa: S608
+                    f"SELECT {columns} FROM {_STAGED} ORDER BY id "
+                    "ON CONFLICT DO NOTHING RETURNING ref_id"
+                ).columns(docs_t.c.ref_id)
+            )
+        )
+        conn.exec_driver_sql(f"TRUNCATE {_STAGED}")
+        return [doc for doc in docs if doc["ref_id"] not in inserted]
     marks = ", ".join("?" for _ in _COLUMNS)
     conn.exec_driver_sql(f"INSERT INTO search_documents ({columns}) VALUES ({marks})", rows)  # noqa: S608
+    return []
 
 
 _processors: dict[str, list[Callable[[Any], Any] | None]] = {}

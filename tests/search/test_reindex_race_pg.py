@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, Engine, delete, select, text, update
+from sqlalchemy import Connection, Engine, delete, func, select, text, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -30,6 +30,7 @@ from store.search.models import SearchDocument
 from tests.factories import make_account, make_org
 from tests.pg import PG_URL, scratch_database
 from tests.search.helpers import make_repo
+from tests.search.test_document_writers_race import assert_rebuilt
 
 WAIT_S = 20.0
 TARGET = "acme/tool3"
@@ -313,3 +314,68 @@ def test_a_change_committed_between_the_read_and_the_lock_is_kept(
         indexer.reindex(conn, workers=0, committed=True)
     assert locks
     _assert_fresh(pg_engine, change)
+
+
+def test_a_document_another_writer_inserts_during_the_copy_is_kept_once(
+    pg_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A repository's document is missing when the reindex reads its batch; another
+    transaction inserts it (a refresh) and holds its transaction open while the reindex
+    inserts the batch, which waits for it (pg_blocking_pids); the writer commits: the
+    reindex neither fails nor doubles the document, and the index is what a reindex of the
+    committed rows builds."""
+    with pg_engine.begin() as conn:
+        conn.execute(delete(SearchDocument).where(SearchDocument.name == TARGET))
+        target = conn.scalar(select(HubRepository.id).where(HubRepository.name == TARGET))
+    factory = make_sessionmaker(pg_engine)
+    read, go = threading.Event(), threading.Event()
+    pids: list[int] = []
+    errors: list[BaseException] = []
+
+    def pause(conn: Connection) -> None:
+        pids.append(conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+        read.set()
+        if not go.wait(WAIT_S):
+            raise TimeoutError("never resumed")
+
+    _hooked_write(monkeypatch, pause)
+
+    def run() -> None:
+        try:
+            with pg_engine.begin() as conn:
+                indexer.reindex(conn, workers=0, committed=True)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+            read.set()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        assert read.wait(WAIT_S) and not errors
+        with session_scope(factory) as session:
+            indexer.refresh(session, repositories=[target])
+            assert indexer.write_pending(session) == 1  # inserted, held uncommitted
+            mine = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
+            go.set()
+            deadline = time.monotonic() + WAIT_S
+            with pg_engine.connect() as probe:
+                while True:
+                    blockers = probe.execute(
+                        text("SELECT pg_blocking_pids(:pid)"), {"pid": pids[0]}
+                    ).scalar_one()
+                    probe.rollback()
+                    if mine in blockers:
+                        break
+                    assert thread.is_alive() and time.monotonic() < deadline, (
+                        "the reindex never waited for the uncommitted insert"
+                    )
+                    time.sleep(0.01)  # polling for the wait, not ordering anything
+    finally:
+        go.set()
+        thread.join(WAIT_S)
+    assert not thread.is_alive()
+    assert not errors, errors
+    with pg_engine.connect() as conn:
+        assert conn.scalar(select(func.count()).where(SearchDocument.name == TARGET)) == 1
+    assert_rebuilt(pg_engine)
+    assert _names(pg_engine, "quartz") == [f"acme/tool{i}" for i in range(6)]
