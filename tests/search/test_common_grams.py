@@ -175,3 +175,15 @@ def test_no_common_words_in_a_small_index(session: Session) -> None:
             "WHERE starts_with(u.lexeme, '~:')"
         )
     )
+
+
+def test_the_anywhere_tsvectors_stay_inline_through_a_rebuild(session: Session) -> None:
+    """PostgreSQL: search_fts_terms keeps rows up to 4 KB inline and uncompressed (a phrase
+    recheck reads them as they are), also after a rebuild swapped in new tables."""
+    if session.get_bind().dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's tsvector tables")
+    options = text("SELECT reloptions FROM pg_class WHERE oid = to_regclass('search_fts_terms')")
+    assert "toast_tuple_target=4080" in session.scalar(options)
+    _corpus(session, 10)
+    indexer.reindex(session.connection())
+    assert "toast_tuple_target=4080" in session.scalar(options)
