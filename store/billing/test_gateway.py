@@ -8,8 +8,11 @@ It takes Stripe's documented test card numbers and charges nothing:
 4000 0025 0000 3155    requires authentication: a simulated step page with approve / fail
 =====================  ================================================
 
-It answers like Stripe and then emits the events Stripe would send, in Stripe's shape, into
-``webhooks.process_event`` in the same transaction, so the same lifecycle code runs. It has
+It answers like Stripe and then emits the events Stripe would send, in the shape of the API
+version the SDK pins (``API_VERSION``: an invoice names no PaymentIntent, a charge no invoice,
+the period is on the subscription's item), into ``webhooks.process_event`` in the same
+transaction, so the same lifecycle code runs. Which payment paid which invoice it answers
+as Stripe's ``invoice_payments`` API does (``invoice_payment_ref``). It has
 no clock of its own: ``advance`` (run by the sweep) renews subscriptions whose period ended.
 """
 
@@ -34,6 +37,7 @@ from store.catalog.models import Tier
 from store.db import utcnow
 
 SOURCE = "test-gateway"
+API_VERSION = "2026-10-28.endive"
 CARD_SUCCESS = "4242424242424242"
 CARD_DECLINE = "4000000000000002"
 CARD_AUTHENTICATE = "4000002500003155"
@@ -89,6 +93,7 @@ class TestGateway:
             "type": type_,
             "created": int(time.time()),
             "livemode": False,
+            "api_version": API_VERSION,
             "data": {"object": obj},
         }
         process_event(session, billing, event, source=SOURCE)
@@ -199,6 +204,9 @@ class TestGateway:
             "metadata": {"subscription_id": str(sub.id)},
         }
         obj.update(changes)
+        # The period lives on the subscription's item.
+        end = obj.pop("current_period_end")
+        obj["items"] = {"data": [{"id": f"si_test_{sub.id.hex}", "current_period_end": end}]}
         return obj
 
     def _invoice(
@@ -209,9 +217,8 @@ class TestGateway:
             "object": "invoice",
             "amount_paid": amount + tax,
             "amount_due": amount + tax,
-            "tax": tax,
+            "total_taxes": [{"amount": tax, "tax_behavior": "exclusive"}] if tax else [],
             "currency": sub.currency,
-            "payment_intent": _payment_of(ref),
             "period_start": _ts(start),
             "period_end": _ts(end),
             "lines": {"data": [{"period": {"start": _ts(start), "end": _ts(end)}}]},
@@ -482,7 +489,6 @@ class TestGateway:
             "amount_refunded": order.refunded_minor + amount_minor,
             "refunded": order.refunded_minor + amount_minor >= order.total_minor,
             "payment_intent": order.payment_ref,
-            "invoice": order.gateway_ref if order.kind == "subscription" else None,
         }
         self.emit(session, billing, "charge.refunded", charge)
         return None
