@@ -33,6 +33,8 @@ class RepositoryVisibility:
     # Why the setting is not what is in effect ("" when it is): a public mark on a
     # repository of a paid or suspended product opens nothing.
     note: str = ""
+    # The owner may mark it public (a sold product's repositories are refused: 409).
+    may_mark_public: bool = True
 
 
 def get_visibility(session: Session, *, account: Account | None, name: str) -> RepositoryVisibility:
@@ -79,6 +81,7 @@ def _view(session: Session, name: str, visibility: str) -> RepositoryVisibility:
         public=hub.anonymous_facts(name, product, visibility).public,
         product=product.repository if product is not None else None,
         note=hub.mark_note(name, product, visibility),
+        may_mark_public=product is None or not product.is_sold,
     )
 
 

@@ -154,3 +154,30 @@ def test_marking_a_paid_products_repository_public_is_refused(
     opened = client.put(url, json={"visibility": "public"}, headers=bearer)
     assert opened.status_code == 200 and opened.json()["public"] is True
     assert _pull(client, {}, "acme/free/worker")
+
+
+def test_the_organization_page_offers_no_public_mark_for_a_sold_product(
+    client: TestClient, session: Session
+) -> None:
+    from store.registry import visibility
+    from tests.web.helpers import HTML, login
+
+    owner = make_account(session, "owner1")
+    acme = make_org(session, owner, "acme")
+    make_product(session, acme, owner, "app", tiers=[paid_tier()])
+    make_product(session, acme, owner, "free", tiers=[{"slug": "free", "billing": "free"}])
+    hub.set_visibility(session, name="acme/app/worker", visibility="public")  # an old mark
+    hub.set_visibility(session, name="acme/app", visibility="private")
+    hub.set_visibility(session, name="acme/free", visibility="private")
+    session.commit()
+    views = {v.repository: v for v in visibility.list_repositories(session, org=acme)}
+    assert not views["acme/app"].may_mark_public
+    assert views["acme/free"].may_mark_public
+    client.headers.update(HTML)
+    login(client, "owner1")
+    page = client.get("/publish/acme").text
+    rows = {row.split("</code>", 1)[0]: row for row in page.split("<td><code>")[1:]}
+    assert "Make public" not in rows["acme/app"]
+    assert "Sold through a paid tier" in rows["acme/app"]
+    assert "Make private" in rows["acme/app/worker"]  # an old mark can still be taken off
+    assert "Make public" in rows["acme/free"]
