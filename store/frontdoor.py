@@ -161,7 +161,7 @@ class StoreApp(FastAPI):
             include, then = deferred
             include(self)
             if self._fast is not None:  # plain routes at a fixed path among them
-                self._fast = fast_routes(self.router.routes)
+                self._fast = self._fast_routes()
             self._deferred = None  # last: a request seeing None finds every route
         if then is not None:
             then()
@@ -172,8 +172,20 @@ class StoreApp(FastAPI):
         handler = self.exception_handlers.get(500) or self.exception_handlers.get(Exception)
         self._door = door
         self._door_app = ServerErrorMiddleware(door, handler=handler, debug=self.debug)
-        self._fast = fast_routes(self.router.routes)
+        self._fast = self._fast_routes()
         return self._fast
+
+    def _fast_routes(self) -> dict[str, Route]:
+        # FastAPI's own pages (the OpenAPI document, its viewers) describe every route, the
+        # deferred ones included: they go through the usual stack, which includes those first.
+        own = {self.openapi_url, self.docs_url, self.redoc_url, self.swagger_ui_oauth2_redirect_url}
+        return {path: r for path, r in fast_routes(self.router.routes).items() if path not in own}
+
+    def openapi(self) -> dict[str, Any]:
+        """The OpenAPI document of every route (the deferred ones included first)."""
+        if self._deferred is not None:
+            self.include_deferred()
+        return super().openapi()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":

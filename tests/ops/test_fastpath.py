@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import Request
 from starlette.responses import Response
 
+from store.config import Settings
 from store.fastpath import fast_routes
 from store.security_headers import CSP
 
@@ -112,3 +114,19 @@ def test_deferred_routes_are_included_by_the_first_request_the_front_door_does_n
         assert probe.headers["content-security-policy"] == CSP
     assert included == ["routes"]
     assert app._fast is not None and "/late-probe" in app._fast
+
+
+def test_the_openapi_document_of_a_lean_app_describes_every_route(
+    settings: Settings, session_factory: sessionmaker[Session]
+) -> None:
+    """Asked first, before any page or API request included the deferred routes, the
+    OpenAPI document still lists the JSON API (and is not cached without it)."""
+    from store.app import create_app
+
+    lean = create_app(settings, migrate=False, lean=True)
+    lean.state.engine.dispose()
+    lean.state.sessionmaker = session_factory
+    with TestClient(lean) as client:
+        paths = client.get("/api/v1/openapi.json").json()["paths"]
+        assert "/api/v1/accounts" in paths and len(paths) > 50, sorted(paths)
+        assert client.get("/api/v1/openapi.json").json()["paths"] == paths
