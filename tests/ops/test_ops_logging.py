@@ -240,6 +240,12 @@ def test_access_lines_made_without_a_record_are_the_records_lines(
     monkeypatch.setattr(root, "handlers", [handler])
     monkeypatch.setattr(access, "level", logging.INFO)
     monkeypatch.setattr(logging.getLogger("store"), "handlers", [])
+    # As serving configures them, whatever a test before this one configured.
+    for logger in (access, logging.getLogger("store")):
+        monkeypatch.setattr(logger, "disabled", False)
+        monkeypatch.setattr(logger, "propagate", True)
+    monkeypatch.setattr(logging.root.manager, "disable", logging.NOTSET)
+    monkeypatch.setattr(root, "level", logging.INFO)
     context = REQUEST_ID.set("req-1")
     lines = []
     try:
