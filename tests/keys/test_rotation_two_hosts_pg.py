@@ -128,7 +128,9 @@ def test_a_registry_key_activated_on_one_host_signs_on_both(
         env, "registry", "config", "--registry-url", f"http://{registry}",
         "--out", str(tmp_path / "registry"),
     )  # fmt: skip
-    assert set(written["trusted_kids"]) == {old, new}
+    # Both keys are trusted. (Two hosts starting at one instant on a new database may each
+    # make a first key; the one that lost the race is trusted as well, still unretired.)
+    assert {old, new} <= set(written["trusted_kids"])
     process = start(
         "registry",
         ["docker-registry", "serve", str(tmp_path / "registry" / "config.yml")],
