@@ -621,8 +621,8 @@ def follow_quantity(session: Session, billing: Billing, sub: Subscription) -> No
     seats = sub.unit_seats  # per unit, as bought: a later edit of the tier changes nothing
     if entitlement is None or entitlement.status == "revoked" or seats is None:
         return
-    if entitlement.seats != seats * quantity:
-        entitlement.seats = seats * quantity
+    if entitlement.seats != (total := entitlements.seats_for(seats, quantity)):
+        entitlement.seats = total
         entitlements.extend(
             session,
             entitlement=entitlement,

@@ -190,31 +190,27 @@ class BatchedStreamHandler(logging.StreamHandler):
         except Exception:
             self.handleError(record)
             return
-        self._lines.append(line)
-        self._size += len(line)
-        if (
-            record.levelno >= logging.WARNING
-            or record.name not in BATCHED_LOGGERS
-            or self._size >= FLUSH_BYTES
-        ):
-            self._write()
-        elif self._thread_pid != os.getpid():
-            self._start()
+        self._append(
+            line, now=record.levelno >= logging.WARNING or record.name not in BATCHED_LOGGERS
+        )
 
     def add_line(self, line: str) -> None:
         """A line of a batched logger below WARNING, already formatted: into the batch (as
         :meth:`emit` would put the record's line)."""
-        line += self.terminator
         self.acquire()
         try:
-            self._lines.append(line)
-            self._size += len(line)
-            if self._size >= FLUSH_BYTES:
-                self._write()
-            elif self._thread_pid != os.getpid():
-                self._start()
+            self._append(line + self.terminator, now=False)
         finally:
             self.release()
+
+    def _append(self, line: str, *, now: bool) -> None:
+        # With the handler's lock held: into the batch, written at once when ``now`` or full.
+        self._lines.append(line)
+        self._size += len(line)
+        if now or self._size >= FLUSH_BYTES:
+            self._write()
+        elif self._thread_pid != os.getpid():
+            self._start()
 
     def _write(self) -> None:
         lines, self._lines, self._size = self._lines, [], 0
